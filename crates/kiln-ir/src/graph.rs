@@ -1,0 +1,233 @@
+//! The graph: a petgraph `StableGraph` of named nodes. Edges go from producer to consumer and
+//! carry the consumer's input slot. Shape inference runs when a node is added, so a graph that
+//! exists is a graph whose every node has a valid type.
+
+use crate::error::{IrError, Result};
+use crate::op::Op;
+use crate::shape;
+use crate::tensor::TensorType;
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableGraph};
+use petgraph::visit::EdgeRef;
+use std::collections::HashMap;
+
+pub type NodeId = NodeIndex<u32>;
+
+/// A node: a unique name, an op and the op's inferred output type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub ty: TensorType,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    /// The graph's name (the `graph NAME { … }` of the text IR).
+    pub name: String,
+    g: StableGraph<Node, usize>,
+    by_name: HashMap<String, NodeId>,
+    outputs: Vec<NodeId>,
+}
+
+/// Names are identifiers: letters, digits, `_`, `.` (as in `layer1.0.conv1.weight`), not
+/// starting with a digit or a dot.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        Graph {
+            name: "main".into(),
+            ..Graph::default()
+        }
+    }
+
+    /// Adds a node named `name` computing `op` over `inputs` (in slot order), after checking
+    /// the name and inferring the output type.
+    pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        let name = name.into();
+        if !is_valid_name(&name) {
+            return Err(IrError::BadName(name));
+        }
+        if self.by_name.contains_key(&name) {
+            return Err(IrError::DuplicateName(name));
+        }
+        let mut types = Vec::with_capacity(inputs.len());
+        for &i in inputs {
+            match self.g.node_weight(i) {
+                Some(n) => types.push(&n.ty),
+                None => {
+                    return Err(IrError::UnknownNode {
+                        node: name,
+                        name: format!("#{}", i.index()),
+                    });
+                }
+            }
+        }
+        let ty = shape::infer(&op, &types).map_err(|message| IrError::Shape {
+            node: name.clone(),
+            op: op.name().to_string(),
+            inputs: describe_types(&types),
+            message,
+        })?;
+        let id = self.g.add_node(Node {
+            name: name.clone(),
+            op,
+            ty,
+        });
+        for (slot, &i) in inputs.iter().enumerate() {
+            self.g.add_edge(i, id, slot);
+        }
+        self.by_name.insert(name, id);
+        Ok(id)
+    }
+
+    /// A graph input of type `ty`.
+    pub fn input(&mut self, name: impl Into<String>, ty: TensorType) -> Result<NodeId> {
+        self.add(name, Op::Input(ty), &[])
+    }
+
+    /// A trainable weight of type `ty`.
+    pub fn param(&mut self, name: impl Into<String>, ty: TensorType) -> Result<NodeId> {
+        self.add(name, Op::Param { ty, trainable: true }, &[])
+    }
+
+    /// A stored, non-trainable tensor (batch norm's running statistics).
+    pub fn buffer(&mut self, name: impl Into<String>, ty: TensorType) -> Result<NodeId> {
+        self.add(name, Op::Param { ty, trainable: false }, &[])
+    }
+
+    /// Marks `id` as a graph output (its name is the output's name). Marking twice is a no-op.
+    pub fn mark_output(&mut self, id: NodeId) -> Result<()> {
+        if !self.g.contains_node(id) {
+            return Err(IrError::UnknownNode {
+                node: "output".into(),
+                name: format!("#{}", id.index()),
+            });
+        }
+        if !self.outputs.contains(&id) {
+            self.outputs.push(id);
+        }
+        Ok(())
+    }
+
+    pub fn outputs(&self) -> &[NodeId] {
+        &self.outputs
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id]
+    }
+
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        self.g.node_weight(id)
+    }
+
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    /// The inputs of `id` in slot order.
+    pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
+        let mut e: Vec<(usize, NodeId)> = self
+            .g
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
+        e.sort_unstable();
+        e.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The nodes that read `id` (each once, in id order).
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        let mut u: Vec<NodeId> = self.g.neighbors_directed(id, Direction::Outgoing).collect();
+        u.sort_unstable();
+        u.dedup();
+        u
+    }
+
+    /// All nodes in a topological order that is stable: among ready nodes, the one added
+    /// first comes first, so printing and running follow the order the graph was written in.
+    pub fn topo_order(&self) -> Vec<NodeId> {
+        let mut indeg: HashMap<NodeId, usize> = self
+            .g
+            .node_indices()
+            .map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count()))
+            .collect();
+        let mut ready: std::collections::BTreeSet<NodeId> =
+            indeg.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+        let mut order = Vec::with_capacity(self.g.node_count());
+        while let Some(n) = ready.pop_first() {
+            order.push(n);
+            for e in self.g.edges_directed(n, Direction::Outgoing) {
+                let d = indeg.get_mut(&e.target()).expect("edge target is a node");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert(e.target());
+                }
+            }
+        }
+        order
+    }
+
+    /// Graph inputs in topological order.
+    pub fn graph_inputs(&self) -> Vec<NodeId> {
+        self.topo_order()
+            .into_iter()
+            .filter(|&n| matches!(self.g[n].op, Op::Input(_)))
+            .collect()
+    }
+
+    /// Weights (trainable params and buffers) in topological order.
+    pub fn params(&self) -> Vec<NodeId> {
+        self.topo_order()
+            .into_iter()
+            .filter(|&n| matches!(self.g[n].op, Op::Param { .. }))
+            .collect()
+    }
+
+    /// The underlying petgraph graph, for passes and analyses.
+    pub fn petgraph(&self) -> &StableGraph<Node, usize> {
+        &self.g
+    }
+}
+
+/// `f32[1, 3], f32[3]` — how input types appear in messages.
+pub fn describe_types(types: &[&TensorType]) -> String {
+    if types.is_empty() {
+        return "none".into();
+    }
+    types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Two graphs are equal when they have the same name, the same nodes (name, op, type and
+/// inputs by name) in the same topological order, and the same outputs.
+impl PartialEq for Graph {
+    fn eq(&self, other: &Graph) -> bool {
+        let sig = |g: &Graph| -> Vec<(Node, Vec<String>)> {
+            g.topo_order()
+                .into_iter()
+                .map(|n| {
+                    (
+                        g.node(n).clone(),
+                        g.inputs(n).into_iter().map(|i| g.node(i).name.clone()).collect(),
+                    )
+                })
+                .collect()
+        };
+        let outs = |g: &Graph| -> Vec<String> { g.outputs.iter().map(|&o| g.node(o).name.clone()).collect() };
+        self.name == other.name && sig(self) == sig(other) && outs(self) == outs(other)
+    }
+}

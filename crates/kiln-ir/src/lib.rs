@@ -1,0 +1,19 @@
+//! kiln's graph IR: tensor types, the `Op` enum, the graph with shape inference at insertion,
+//! the text IR, and the model summary (params, FLOPs, receptive fields).
+
+pub mod builder;
+pub mod error;
+pub mod graph;
+pub mod op;
+pub mod shape;
+pub mod summary;
+pub mod tensor;
+pub mod text;
+
+pub use builder::Network;
+pub use error::{IrError, ParseError, Result};
+pub use graph::{Graph, Node, NodeId};
+pub use op::{
+    Activation, Arity, BinaryOp, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind,
+};
+pub use tensor::{DType, Shape, Tensor, TensorType};

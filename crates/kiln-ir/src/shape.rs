@@ -1,0 +1,478 @@
+//! Shape inference: the one place that states each op's shape rule, and the size formulas
+//! (padding resolution, windowed output sizes, broadcasting) that the other layers reuse.
+//!
+//! Every rule returns `Err(message)` for an impossible case; the graph wraps the message with
+//! the node's name, the op and the input types.
+
+use crate::op::{Activation, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d};
+use crate::tensor::{DType, Shape, TensorType};
+
+type R<T> = Result<T, String>;
+
+/// The extent of a kernel of size `k` with dilation `d`: `d·(k−1) + 1`.
+pub fn effective_kernel(k: usize, d: usize) -> usize {
+    d * (k - 1) + 1
+}
+
+/// Resolves `padding` for one spatial axis of size `n` into `(begin, end)`.
+/// `axis` is 0 for height (top/bottom) and 1 for width (left/right).
+pub fn resolve_padding(
+    padding: Padding,
+    axis: usize,
+    n: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+) -> (usize, usize) {
+    match padding {
+        Padding::Explicit(p) => (p[axis], p[axis + 2]),
+        Padding::Valid => (0, 0),
+        Padding::SameUpper | Padding::SameLower => {
+            let out = n.div_ceil(s);
+            let total = ((out - 1) * s + effective_kernel(k, d)).saturating_sub(n);
+            let small = total / 2;
+            if padding == Padding::SameUpper {
+                (small, total - small)
+            } else {
+                (total - small, small)
+            }
+        }
+    }
+}
+
+/// Output size of a sliding window over `n` elements padded by `(pb, pe)`:
+/// `⌊(n + pb + pe − d·(k−1) − 1)/s⌋ + 1`, or with `ceil` rounding up, in which case a last
+/// window starting beyond `n + pb` (entirely in the end padding) is dropped.
+pub fn window_out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usize), ceil: bool) -> R<usize> {
+    if k == 0 {
+        return Err("kernel size must be at least 1".into());
+    }
+    if s == 0 {
+        return Err("stride must be at least 1".into());
+    }
+    if d == 0 {
+        return Err("dilation must be at least 1".into());
+    }
+    let padded = n + pad.0 + pad.1;
+    let ke = effective_kernel(k, d);
+    if ke > padded {
+        return Err(format!(
+            "kernel extent {ke} (kernel {k}, dilation {d}) is larger than the padded input {padded} ({n} + {} + {})",
+            pad.0, pad.1
+        ));
+    }
+    let span = padded - ke;
+    let mut out = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
+    if ceil && (out - 1) * s >= n + pad.0 {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+/// The input window `[start, end)` of adaptive pooling's output index `i` (PyTorch's rule).
+pub fn adaptive_window(i: usize, n: usize, out: usize) -> (usize, usize) {
+    ((i * n) / out, ((i + 1) * n).div_ceil(out))
+}
+
+/// Normalizes a possibly negative `axis` for a tensor of `rank` (`-1` is the last axis).
+/// `inclusive` allows `axis == rank` (ONNX Flatten).
+pub fn normalize_axis(axis: i64, rank: usize, inclusive: bool) -> R<usize> {
+    let r = rank as i64 + i64::from(inclusive);
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a >= r {
+        let hi = if inclusive { rank as i64 } else { rank as i64 - 1 };
+        return Err(format!(
+            "axis {axis} is out of range for rank {rank} (allowed {} to {hi})",
+            -(rank as i64)
+        ));
+    }
+    Ok(a as usize)
+}
+
+/// NumPy broadcasting of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> R<Shape> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for (i, o) in out.iter_mut().enumerate() {
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        *o = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(format!(
+                    "shapes {a:?} and {b:?} do not broadcast (axis {i}: {da} vs {db})"
+                ));
+            }
+        };
+    }
+    Ok(Shape::from(out))
+}
+
+fn need_f32(t: &TensorType, what: &str) -> R<()> {
+    if t.dtype != DType::F32 {
+        return Err(format!("{what} must be f32, got {}", t.dtype));
+    }
+    Ok(())
+}
+
+fn need_rank(t: &TensorType, rank: usize, what: &str) -> R<()> {
+    need_f32(t, what)?;
+    if t.rank() != rank {
+        return Err(format!("{what} must have rank {rank}, got {}", t.shape));
+    }
+    Ok(())
+}
+
+fn need_pos(v: [usize; 2], what: &str) -> R<()> {
+    if v.contains(&0) {
+        return Err(format!("{what} must be at least 1, got {v:?}"));
+    }
+    Ok(())
+}
+
+fn optional_bias(inputs: &[&TensorType], c_out: usize) -> R<()> {
+    if let Some(b) = inputs.get(2) {
+        need_f32(b, "bias")?;
+        if b.dims() != [c_out] {
+            return Err(format!("bias must have shape [{c_out}], got {}", b.shape));
+        }
+    }
+    Ok(())
+}
+
+fn conv2d(c: &Conv2d, x: &TensorType, w: &TensorType, inputs: &[&TensorType]) -> R<TensorType> {
+    need_rank(x, 4, "input")?;
+    need_rank(w, 4, "weight")?;
+    need_pos(c.stride, "stride")?;
+    need_pos(c.dilation, "dilation")?;
+    let [n, ch, h, wd] = [x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]];
+    let [co, cg, kh, kw] = [w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3]];
+    let g = c.groups;
+    if g == 0 || ch % g != 0 || co % g != 0 {
+        return Err(format!(
+            "groups {g} must divide the input channels {ch} and the output channels {co}"
+        ));
+    }
+    if cg != ch / g {
+        return Err(format!(
+            "weight must have C/groups = {} input channels, got {cg}",
+            ch / g
+        ));
+    }
+    if kh == 0 || kw == 0 {
+        return Err(format!("kernel must be at least 1x1, got {kh}x{kw}"));
+    }
+    optional_bias(inputs, co)?;
+    let ph = resolve_padding(c.padding, 0, h, kh, c.stride[0], c.dilation[0]);
+    let pw = resolve_padding(c.padding, 1, wd, kw, c.stride[1], c.dilation[1]);
+    let oh = window_out_size(h, kh, c.stride[0], c.dilation[0], ph, false)?;
+    let ow = window_out_size(wd, kw, c.stride[1], c.dilation[1], pw, false)?;
+    Ok(TensorType::f32([n, co, oh, ow]))
+}
+
+fn conv_transpose2d(
+    c: &ConvTranspose2d,
+    x: &TensorType,
+    w: &TensorType,
+    inputs: &[&TensorType],
+) -> R<TensorType> {
+    need_rank(x, 4, "input")?;
+    need_rank(w, 4, "weight")?;
+    need_pos(c.stride, "stride")?;
+    need_pos(c.dilation, "dilation")?;
+    let [n, ci, h, wd] = [x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]];
+    let [wci, cog, kh, kw] = [w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3]];
+    let g = c.groups;
+    if g == 0 || ci % g != 0 {
+        return Err(format!("groups {g} must divide the input channels {ci}"));
+    }
+    if wci != ci {
+        return Err(format!(
+            "weight must have {ci} input channels (layout [C_in, C_out/groups, kh, kw]), got {wci}"
+        ));
+    }
+    if kh == 0 || kw == 0 || cog == 0 {
+        return Err(format!("weight dims must be at least 1, got {}", w.shape));
+    }
+    let co = cog * g;
+    optional_bias(inputs, co)?;
+    let mut out = [0usize; 2];
+    for (a, (n_in, k)) in [(h, kh), (wd, kw)].into_iter().enumerate() {
+        let (s, d, op) = (c.stride[a], c.dilation[a], c.output_padding[a]);
+        if op >= s.max(d) {
+            return Err(format!(
+                "output_padding {op} must be smaller than stride {s} or dilation {d}"
+            ));
+        }
+        let full = s * (n_in - 1) + effective_kernel(k, d) + op;
+        let crop = c.padding[a] + c.padding[a + 2];
+        if n_in == 0 || crop >= full {
+            return Err(format!(
+                "padding {crop} removes the whole output of size {full} on spatial axis {a}"
+            ));
+        }
+        out[a] = full - crop;
+    }
+    Ok(TensorType::f32([n, co, out[0], out[1]]))
+}
+
+fn pool2d(p: &Pool2d, x: &TensorType) -> R<TensorType> {
+    need_rank(x, 4, "input")?;
+    need_pos(p.kernel, "kernel")?;
+    need_pos(p.stride, "stride")?;
+    need_pos(p.dilation, "dilation")?;
+    let d = x.dims();
+    let mut out = [0usize; 2];
+    for a in 0..2 {
+        let (k, s, dl) = (p.kernel[a], p.stride[a], p.dilation[a]);
+        let pad = resolve_padding(p.padding, a, d[2 + a], k, s, dl);
+        let ke = effective_kernel(k, dl);
+        if pad.0 >= ke || pad.1 >= ke {
+            return Err(format!(
+                "padding {pad:?} on spatial axis {a} must be smaller than the kernel extent {ke}, or a window would hold only padding"
+            ));
+        }
+        out[a] = window_out_size(d[2 + a], k, s, dl, pad, p.ceil_mode)?;
+    }
+    Ok(TensorType::f32([d[0], d[1], out[0], out[1]]))
+}
+
+fn matmul(a: &TensorType, b: &TensorType) -> R<TensorType> {
+    need_f32(a, "left operand")?;
+    need_f32(b, "right operand")?;
+    if a.rank() == 0 || b.rank() == 0 {
+        return Err("matmul operands must have rank at least 1".into());
+    }
+    let (ad, bd) = (a.dims(), b.dims());
+    let (m, k1) = if ad.len() == 1 {
+        (None, ad[0])
+    } else {
+        (Some(ad[ad.len() - 2]), ad[ad.len() - 1])
+    };
+    let (k2, n) = if bd.len() == 1 {
+        (bd[0], None)
+    } else {
+        (bd[bd.len() - 2], Some(bd[bd.len() - 1]))
+    };
+    if k1 != k2 {
+        return Err(format!("inner dimensions differ: {k1} vs {k2}"));
+    }
+    let batch_a = &ad[..ad.len().saturating_sub(2)];
+    let batch_b = &bd[..bd.len().saturating_sub(2)];
+    let mut out: Vec<usize> = broadcast_shapes(batch_a, batch_b)?.dims().to_vec();
+    out.extend(m);
+    out.extend(n);
+    Ok(TensorType::f32(out))
+}
+
+fn reshape(spec: &[i64], x: &TensorType) -> R<TensorType> {
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer_at = None;
+    for (i, &s) in spec.iter().enumerate() {
+        match s {
+            -1 if infer_at.is_none() => {
+                infer_at = Some(i);
+                out.push(1);
+            }
+            -1 => return Err("at most one -1 in the target shape".into()),
+            0 => match x.dims().get(i) {
+                Some(&d) => out.push(d),
+                None => {
+                    return Err(format!(
+                        "0 at index {i} copies an input dim, but the input has rank {}",
+                        x.rank()
+                    ));
+                }
+            },
+            s if s > 0 => out.push(s as usize),
+            s => return Err(format!("invalid target dim {s}")),
+        }
+    }
+    let known: usize = out.iter().product();
+    let total = x.shape.numel();
+    if let Some(i) = infer_at {
+        if known == 0 || total % known != 0 {
+            return Err(format!("cannot infer the -1 dim: {total} elements into {spec:?}"));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(format!(
+            "cannot reshape {total} elements into {spec:?} ({known} elements)"
+        ));
+    }
+    Ok(TensorType::new(x.dtype, out))
+}
+
+fn loss(kind: LossKind, pred: &TensorType, target: &TensorType) -> R<TensorType> {
+    need_f32(pred, "prediction")?;
+    match kind {
+        LossKind::Mse => {
+            if target.dtype != DType::F32 || target.shape != pred.shape {
+                return Err(format!(
+                    "target must be f32 of the prediction's shape {}, got {target}",
+                    pred.shape
+                ));
+            }
+        }
+        LossKind::CrossEntropy | LossKind::Nll => {
+            if pred.rank() != 2 || pred.dims()[0] == 0 {
+                return Err(format!(
+                    "prediction must be [N, K] with N ≥ 1, got {}",
+                    pred.shape
+                ));
+            }
+            let ok = match target.dtype {
+                DType::I32 => target.dims() == &pred.dims()[..1],
+                DType::F32 => target.shape == pred.shape,
+            };
+            if !ok {
+                return Err(format!(
+                    "target must be class ids i32[{}] or probabilities f32{}, got {target}",
+                    pred.dims()[0],
+                    pred.shape
+                ));
+            }
+        }
+    }
+    Ok(TensorType::f32(Shape::scalar()))
+}
+
+/// The output type of `op` applied to `inputs`, or why that is impossible.
+pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
+    if !op.arity().accepts(inputs.len()) {
+        return Err(format!("takes {} inputs, got {}", op.arity(), inputs.len()));
+    }
+    if let Some(t) = op.source_type() {
+        return Ok(t.clone());
+    }
+    let x = inputs[0];
+    match op {
+        Op::Input(_) | Op::Param { .. } => unreachable!("source ops returned above"),
+        Op::Conv2d(c) => conv2d(c, x, inputs[1], inputs),
+        Op::ConvTranspose2d(c) => conv_transpose2d(c, x, inputs[1], inputs),
+        Op::Pool2d(p) => pool2d(p, x),
+        Op::GlobalPool(_) => {
+            need_rank(x, 4, "input")?;
+            if x.dims()[2] == 0 || x.dims()[3] == 0 {
+                return Err("cannot pool an empty plane".into());
+            }
+            Ok(TensorType::f32([x.dims()[0], x.dims()[1], 1, 1]))
+        }
+        Op::AdaptivePool { kind: _, output } => {
+            need_rank(x, 4, "input")?;
+            need_pos(*output, "output size")?;
+            if x.dims()[2] == 0 || x.dims()[3] == 0 {
+                return Err("cannot pool an empty plane".into());
+            }
+            Ok(TensorType::f32([x.dims()[0], x.dims()[1], output[0], output[1]]))
+        }
+        Op::Activation(a) => {
+            need_f32(x, "input")?;
+            if let Activation::LeakyRelu { alpha } = a
+                && !alpha.is_finite()
+            {
+                return Err(format!("alpha must be finite, got {alpha}"));
+            }
+            Ok(x.clone())
+        }
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+            need_f32(x, "input")?;
+            normalize_axis(*axis, x.rank(), false)?;
+            Ok(x.clone())
+        }
+        Op::Dense => {
+            let w = inputs[1];
+            need_rank(x, 2, "input")?;
+            need_rank(w, 2, "weight")?;
+            if w.dims()[1] != x.dims()[1] {
+                return Err(format!(
+                    "weight [O, I] must have I = {} (the input's features), got {}",
+                    x.dims()[1],
+                    w.shape
+                ));
+            }
+            optional_bias(inputs, w.dims()[0])?;
+            Ok(TensorType::f32([x.dims()[0], w.dims()[0]]))
+        }
+        Op::MatMul => matmul(x, inputs[1]),
+        Op::Flatten { axis } => {
+            let a = normalize_axis(*axis, x.rank(), true)?;
+            let d = x.dims();
+            Ok(TensorType::new(
+                x.dtype,
+                [d[..a].iter().product::<usize>(), d[a..].iter().product()],
+            ))
+        }
+        Op::Reshape { shape } => reshape(shape, x),
+        Op::Transpose { perm } => {
+            let mut seen = vec![false; x.rank()];
+            if perm.len() != x.rank()
+                || perm
+                    .iter()
+                    .any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(format!(
+                    "perm {perm:?} is not a permutation of the {} axes",
+                    x.rank()
+                ));
+            }
+            Ok(TensorType::new(
+                x.dtype,
+                perm.iter().map(|&p| x.dims()[p]).collect::<Vec<_>>(),
+            ))
+        }
+        Op::Binary(_) => {
+            let y = inputs[1];
+            need_f32(x, "left operand")?;
+            need_f32(y, "right operand")?;
+            Ok(TensorType::f32(broadcast_shapes(x.dims(), y.dims())?))
+        }
+        Op::Concat { axis } => {
+            let a = normalize_axis(*axis, x.rank(), false)?;
+            let mut out = x.dims().to_vec();
+            for (i, t) in inputs.iter().enumerate().skip(1) {
+                let same_rest = t.rank() == x.rank()
+                    && t.dims()
+                        .iter()
+                        .zip(x.dims())
+                        .enumerate()
+                        .all(|(j, (p, q))| j == a || p == q);
+                if t.dtype != x.dtype || !same_rest {
+                    return Err(format!(
+                        "input {i} is {t}, but concat along axis {a} needs {} with every other dim equal",
+                        x
+                    ));
+                }
+                out[a] += t.dims()[a];
+            }
+            Ok(TensorType::new(x.dtype, out))
+        }
+        Op::Dropout { ratio, .. } => {
+            need_f32(x, "input")?;
+            if !(0.0..1.0).contains(ratio) {
+                return Err(format!("ratio must be in [0, 1), got {ratio}"));
+            }
+            Ok(x.clone())
+        }
+        Op::BatchNorm { epsilon } => {
+            need_f32(x, "input")?;
+            if x.rank() < 2 {
+                return Err(format!("input must be [N, C, …], got {}", x.shape));
+            }
+            if !(epsilon.is_finite() && *epsilon >= 0.0) {
+                return Err(format!("epsilon must be finite and non-negative, got {epsilon}"));
+            }
+            let c = x.dims()[1];
+            for (t, what) in inputs[1..].iter().zip(["scale", "bias", "mean", "var"]) {
+                need_f32(t, what)?;
+                if t.dims() != [c] {
+                    return Err(format!("{what} must have shape [{c}], got {}", t.shape));
+                }
+            }
+            Ok(x.clone())
+        }
+        Op::Loss(kind) => loss(*kind, x, inputs[1]),
+    }
+}

@@ -1,0 +1,850 @@
+//! The text IR (`.kiln` files): a printer and a parser that round-trip.
+//!
+//! ```text
+//! # comments run to the end of the line
+//! graph lenet5 {
+//!   input %input: f32[1, 1, 28, 28]
+//!   param %conv1.weight: f32[6, 1, 5, 5]
+//!   param %conv1.bias: f32[6]
+//!   %conv1 = conv2d(%input, %conv1.weight, %conv1.bias) {padding=[2, 2, 2, 2]}: f32[1, 6, 28, 28]
+//!   %relu1 = relu(%conv1)
+//!   output %relu1
+//! }
+//! ```
+//!
+//! `input`, `param` (trainable weight) and `buffer` (stored, not trained) declare source nodes
+//! with their type. A computed node is `%name = op(args) {attrs}` with an optional `: type`,
+//! which, when present, must equal the inferred type. Attributes left out take their defaults;
+//! the printer writes only those that differ from the default (and those that are required).
+
+use crate::error::{IrError, ParseError};
+use crate::graph::{Graph, NodeId};
+use crate::op::{Activation, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind};
+use crate::tensor::{DType, Shape, TensorType};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// An attribute value as written in the text IR.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attr {
+    /// A number kept as written, so floats are parsed once, straight to their own type.
+    Num(String),
+    Ints(Vec<i64>),
+    Ident(String),
+}
+
+fn int(v: impl std::fmt::Display) -> Attr {
+    Attr::Num(v.to_string())
+}
+
+fn float(v: f32) -> Attr {
+    // `{:?}` prints the shortest text that parses back to the same f32.
+    Attr::Num(format!("{v:?}"))
+}
+
+fn ints<T: Copy + Into<i64>>(v: &[T]) -> Attr {
+    Attr::Ints(v.iter().map(|&x| x.into()).collect())
+}
+
+fn usizes(v: &[usize]) -> Attr {
+    Attr::Ints(v.iter().map(|&x| x as i64).collect())
+}
+
+fn padding_attr(p: Padding) -> Attr {
+    match p {
+        Padding::Explicit(p) => usizes(&p),
+        Padding::Valid => Attr::Ident("valid".into()),
+        Padding::SameUpper => Attr::Ident("same_upper".into()),
+        Padding::SameLower => Attr::Ident("same_lower".into()),
+    }
+}
+
+/// The attributes of `op` as the printer writes them (defaults left out, required ones kept).
+pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
+    let mut a = Vec::new();
+    match op {
+        Op::Input(_) | Op::Param { .. } => {}
+        Op::Conv2d(c) => {
+            let d = Conv2d::default();
+            push_if(&mut a, "stride", c.stride != d.stride, usizes(&c.stride));
+            push_if(&mut a, "dilation", c.dilation != d.dilation, usizes(&c.dilation));
+            push_if(&mut a, "padding", c.padding != d.padding, padding_attr(c.padding));
+            push_if(&mut a, "groups", c.groups != d.groups, int(c.groups));
+        }
+        Op::ConvTranspose2d(c) => {
+            let d = ConvTranspose2d::default();
+            push_if(&mut a, "stride", c.stride != d.stride, usizes(&c.stride));
+            push_if(&mut a, "dilation", c.dilation != d.dilation, usizes(&c.dilation));
+            push_if(&mut a, "padding", c.padding != d.padding, usizes(&c.padding));
+            push_if(
+                &mut a,
+                "output_padding",
+                c.output_padding != d.output_padding,
+                usizes(&c.output_padding),
+            );
+            push_if(&mut a, "groups", c.groups != d.groups, int(c.groups));
+        }
+        Op::Pool2d(p) => {
+            a.push(("kernel", usizes(&p.kernel)));
+            a.push(("stride", usizes(&p.stride)));
+            push_if(&mut a, "dilation", p.dilation != [1, 1], usizes(&p.dilation));
+            push_if(
+                &mut a,
+                "padding",
+                p.padding != Padding::default(),
+                padding_attr(p.padding),
+            );
+            push_if(&mut a, "ceil_mode", p.ceil_mode, Attr::Ident("true".into()));
+            if let PoolKind::Avg { count_include_pad } = p.kind {
+                a.push(("count_include_pad", Attr::Ident(count_include_pad.to_string())));
+            }
+        }
+        Op::GlobalPool(_) | Op::Dense | Op::MatMul | Op::Binary(_) | Op::Loss(_) => {}
+        Op::AdaptivePool { output, .. } => a.push(("output", usizes(output))),
+        Op::Activation(act) => {
+            if let Activation::LeakyRelu { alpha } = act {
+                a.push(("alpha", float(*alpha)));
+            }
+        }
+        Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Concat { axis } => a.push(("axis", int(axis))),
+        Op::Flatten { axis } => push_if(&mut a, "axis", *axis != 1, int(axis)),
+        Op::Reshape { shape } => a.push(("shape", ints(shape))),
+        Op::Transpose { perm } => a.push(("perm", usizes(perm))),
+        Op::Dropout { ratio, seed } => {
+            a.push(("ratio", float(*ratio)));
+            push_if(&mut a, "seed", *seed != 0, int(seed));
+        }
+        Op::BatchNorm { epsilon } => a.push(("epsilon", float(*epsilon))),
+    }
+    a
+}
+
+fn push_if(a: &mut Vec<(&'static str, Attr)>, name: &'static str, cond: bool, v: Attr) {
+    if cond {
+        a.push((name, v));
+    }
+}
+
+/// Reads attributes by name, remembering which were used so unknown ones are reported.
+struct Attrs {
+    map: BTreeMap<String, Attr>,
+}
+
+impl Attrs {
+    fn take(&mut self, name: &str) -> Option<Attr> {
+        self.map.remove(name)
+    }
+    fn uint(&mut self, name: &str, default: Option<usize>) -> Result<usize, String> {
+        match self.take(name) {
+            None => default.ok_or_else(|| format!("missing attribute `{name}`")),
+            Some(Attr::Num(s)) => s
+                .parse()
+                .map_err(|_| format!("attribute `{name}` must be a non-negative integer, got `{s}`")),
+            Some(v) => Err(format!(
+                "attribute `{name}` must be a non-negative integer, got {}",
+                show(&v)
+            )),
+        }
+    }
+    fn uint64(&mut self, name: &str, default: u64) -> Result<u64, String> {
+        match self.take(name) {
+            None => Ok(default),
+            Some(Attr::Num(s)) => s
+                .parse()
+                .map_err(|_| format!("attribute `{name}` must be a non-negative integer, got `{s}`")),
+            Some(v) => Err(format!(
+                "attribute `{name}` must be a non-negative integer, got {}",
+                show(&v)
+            )),
+        }
+    }
+    fn sint(&mut self, name: &str, default: Option<i64>) -> Result<i64, String> {
+        match self.take(name) {
+            None => default.ok_or_else(|| format!("missing attribute `{name}`")),
+            Some(Attr::Num(s)) => s
+                .parse()
+                .map_err(|_| format!("attribute `{name}` must be an integer, got `{s}`")),
+            Some(v) => Err(format!("attribute `{name}` must be an integer, got {}", show(&v))),
+        }
+    }
+    fn float(&mut self, name: &str, default: f32) -> Result<f32, String> {
+        match self.take(name) {
+            None => Ok(default),
+            Some(Attr::Num(s)) => s
+                .parse()
+                .map_err(|_| format!("attribute `{name}` must be a number, got `{s}`")),
+            Some(v) => Err(format!("attribute `{name}` must be a number, got {}", show(&v))),
+        }
+    }
+    fn boolean(&mut self, name: &str, default: bool) -> Result<bool, String> {
+        match self.take(name) {
+            None => Ok(default),
+            Some(Attr::Ident(s)) if s == "true" => Ok(true),
+            Some(Attr::Ident(s)) if s == "false" => Ok(false),
+            Some(v) => Err(format!(
+                "attribute `{name}` must be true or false, got {}",
+                show(&v)
+            )),
+        }
+    }
+    fn list(&mut self, name: &str, len: usize, default: Option<Vec<i64>>) -> Result<Vec<i64>, String> {
+        match self.take(name) {
+            None => default.ok_or_else(|| format!("missing attribute `{name}`")),
+            Some(Attr::Ints(v)) if v.len() == len || len == 0 => Ok(v),
+            Some(v) => Err(format!(
+                "attribute `{name}` must be a list of {} integers, got {}",
+                if len == 0 {
+                    "any number of".to_string()
+                } else {
+                    len.to_string()
+                },
+                show(&v)
+            )),
+        }
+    }
+    fn ulist<const N: usize>(
+        &mut self,
+        name: &str,
+        default: Option<[usize; N]>,
+    ) -> Result<[usize; N], String> {
+        let v = self.list(name, N, default.map(|d| d.iter().map(|&x| x as i64).collect()))?;
+        let mut out = [0usize; N];
+        for (o, x) in out.iter_mut().zip(&v) {
+            *o = usize::try_from(*x)
+                .map_err(|_| format!("attribute `{name}` must not be negative, got {x}"))?;
+        }
+        Ok(out)
+    }
+    fn padding(&mut self, name: &str) -> Result<Padding, String> {
+        match self.take(name) {
+            None => Ok(Padding::default()),
+            Some(Attr::Ident(s)) => match s.as_str() {
+                "valid" => Ok(Padding::Valid),
+                "same_upper" | "same" => Ok(Padding::SameUpper),
+                "same_lower" => Ok(Padding::SameLower),
+                _ => Err(format!(
+                    "attribute `{name}` must be [top, left, bottom, right], valid, same_upper or same_lower, got `{s}`"
+                )),
+            },
+            Some(v) => {
+                self.map.insert(name.to_string(), v);
+                Ok(Padding::Explicit(self.ulist(name, None)?))
+            }
+        }
+    }
+    fn finish(self, op: &str) -> Result<(), String> {
+        match self.map.keys().next() {
+            Some(k) => Err(format!("`{op}` has no attribute `{k}`")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn show(a: &Attr) -> String {
+    match a {
+        Attr::Num(s) | Attr::Ident(s) => format!("`{s}`"),
+        Attr::Ints(v) => format!("{v:?}"),
+    }
+}
+
+/// Every op name the text IR knows, for messages.
+pub const OP_NAMES: &[&str] = &[
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "sum_pool2d",
+    "global_max_pool",
+    "global_avg_pool",
+    "adaptive_max_pool2d",
+    "adaptive_avg_pool2d",
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "dense",
+    "matmul",
+    "flatten",
+    "reshape",
+    "transpose",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "concat",
+    "dropout",
+    "batch_norm",
+    "mse_loss",
+    "cross_entropy_loss",
+    "nll_loss",
+];
+
+/// Builds the op named `name` from its attributes.
+pub fn op_from_attrs(name: &str, map: BTreeMap<String, Attr>) -> Result<Op, String> {
+    let mut a = Attrs { map };
+    let op = match name {
+        "conv2d" => Op::Conv2d(Conv2d {
+            stride: a.ulist("stride", Some([1, 1]))?,
+            dilation: a.ulist("dilation", Some([1, 1]))?,
+            padding: a.padding("padding")?,
+            groups: a.uint("groups", Some(1))?,
+        }),
+        "conv_transpose2d" => Op::ConvTranspose2d(ConvTranspose2d {
+            stride: a.ulist("stride", Some([1, 1]))?,
+            dilation: a.ulist("dilation", Some([1, 1]))?,
+            padding: a.ulist("padding", Some([0; 4]))?,
+            output_padding: a.ulist("output_padding", Some([0; 2]))?,
+            groups: a.uint("groups", Some(1))?,
+        }),
+        "max_pool2d" | "avg_pool2d" | "sum_pool2d" => {
+            let kind = match name {
+                "max_pool2d" => PoolKind::Max,
+                "sum_pool2d" => PoolKind::Sum,
+                _ => PoolKind::Avg {
+                    count_include_pad: a.boolean("count_include_pad", false)?,
+                },
+            };
+            Op::Pool2d(Pool2d {
+                kind,
+                kernel: a.ulist("kernel", None)?,
+                stride: a.ulist("stride", None)?,
+                dilation: a.ulist("dilation", Some([1, 1]))?,
+                padding: a.padding("padding")?,
+                ceil_mode: a.boolean("ceil_mode", false)?,
+            })
+        }
+        "global_max_pool" => Op::GlobalPool(ReduceKind::Max),
+        "global_avg_pool" => Op::GlobalPool(ReduceKind::Avg),
+        "adaptive_max_pool2d" => Op::AdaptivePool {
+            kind: ReduceKind::Max,
+            output: a.ulist("output", None)?,
+        },
+        "adaptive_avg_pool2d" => Op::AdaptivePool {
+            kind: ReduceKind::Avg,
+            output: a.ulist("output", None)?,
+        },
+        "relu" => Op::Activation(Activation::Relu),
+        "leaky_relu" => Op::Activation(Activation::LeakyRelu {
+            alpha: a.float("alpha", 0.01)?,
+        }),
+        "sigmoid" => Op::Activation(Activation::Sigmoid),
+        "tanh" => Op::Activation(Activation::Tanh),
+        "softmax" => Op::Softmax {
+            axis: a.sint("axis", Some(-1))?,
+        },
+        "log_softmax" => Op::LogSoftmax {
+            axis: a.sint("axis", Some(-1))?,
+        },
+        "dense" => Op::Dense,
+        "matmul" => Op::MatMul,
+        "flatten" => Op::Flatten {
+            axis: a.sint("axis", Some(1))?,
+        },
+        "reshape" => Op::Reshape {
+            shape: a.list("shape", 0, None)?,
+        },
+        "transpose" => {
+            let perm = a.list("perm", 0, None)?;
+            let perm = perm
+                .iter()
+                .map(|&p| {
+                    usize::try_from(p).map_err(|_| format!("attribute `perm` must not be negative, got {p}"))
+                })
+                .collect::<Result<_, _>>()?;
+            Op::Transpose { perm }
+        }
+        "add" => Op::Binary(crate::op::BinaryOp::Add),
+        "sub" => Op::Binary(crate::op::BinaryOp::Sub),
+        "mul" => Op::Binary(crate::op::BinaryOp::Mul),
+        "div" => Op::Binary(crate::op::BinaryOp::Div),
+        "concat" => Op::Concat {
+            axis: a.sint("axis", None)?,
+        },
+        "dropout" => Op::Dropout {
+            ratio: a.float("ratio", 0.5)?,
+            seed: a.uint64("seed", 0)?,
+        },
+        "batch_norm" => Op::BatchNorm {
+            epsilon: a.float("epsilon", 1e-5)?,
+        },
+        "mse_loss" => Op::Loss(LossKind::Mse),
+        "cross_entropy_loss" => Op::Loss(LossKind::CrossEntropy),
+        "nll_loss" => Op::Loss(LossKind::Nll),
+        _ => {
+            return Err(format!(
+                "unknown op `{name}` (known ops: {})",
+                OP_NAMES.join(", ")
+            ));
+        }
+    };
+    a.finish(name)?;
+    Ok(op)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printer
+
+fn write_attr(out: &mut String, a: &Attr) {
+    match a {
+        Attr::Num(s) | Attr::Ident(s) => out.push_str(s),
+        Attr::Ints(v) => {
+            out.push('[');
+            for (i, x) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "{x}");
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// Prints `graph` as text IR; `parse(&print(g))` gives back an equal graph.
+pub fn print(graph: &Graph) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "graph {} {{", graph.name);
+    for id in graph.topo_order() {
+        let n = graph.node(id);
+        match &n.op {
+            Op::Input(t) | Op::Param { ty: t, .. } => {
+                let _ = writeln!(out, "  {} %{}: {}", n.op.name(), n.name, t);
+            }
+            op => {
+                let _ = write!(out, "  %{} = {}(", n.name, op.name());
+                for (i, inp) in graph.inputs(id).into_iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    let _ = write!(out, "%{}", graph.node(inp).name);
+                }
+                out.push(')');
+                let attrs = op_attrs(op);
+                if !attrs.is_empty() {
+                    out.push_str(" {");
+                    for (i, (k, v)) in attrs.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        let _ = write!(out, "{k}=");
+                        write_attr(&mut out, v);
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, ": {}", n.ty);
+            }
+        }
+    }
+    for &o in graph.outputs() {
+        let _ = writeln!(out, "  output %{}", graph.node(o).name);
+    }
+    out.push_str("}\n");
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lexer
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Ref(String),
+    Num(String),
+    Punct(char),
+    Eof,
+}
+
+impl Tok {
+    fn describe(&self) -> String {
+        match self {
+            Tok::Ident(s) => format!("`{s}`"),
+            Tok::Ref(s) => format!("`%{s}`"),
+            Tok::Num(s) => format!("number `{s}`"),
+            Tok::Punct(c) => format!("`{c}`"),
+            Tok::Eof => "end of file".into(),
+        }
+    }
+}
+
+struct Lexer<'a> {
+    src: &'a [u8],
+    pos: usize,
+    line: usize,
+    col: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn bump(&mut self) -> Option<u8> {
+        let c = *self.src.get(self.pos)?;
+        self.pos += 1;
+        if c == b'\n' {
+            self.line += 1;
+            self.col = 1;
+        } else if c & 0xC0 != 0x80 {
+            self.col += 1;
+        }
+        Some(c)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
+    fn take_while(&mut self, f: impl Fn(u8) -> bool) -> String {
+        let start = self.pos;
+        while self.peek().is_some_and(&f) {
+            self.bump();
+        }
+        String::from_utf8_lossy(&self.src[start..self.pos]).into_owned()
+    }
+
+    /// The next token and its position, or an error message at a position.
+    fn next(&mut self) -> Result<(Tok, usize, usize), (usize, usize, String)> {
+        loop {
+            match self.peek() {
+                Some(c) if c.is_ascii_whitespace() => {
+                    self.bump();
+                }
+                Some(b'#') => {
+                    self.take_while(|c| c != b'\n');
+                }
+                _ => break,
+            }
+        }
+        let (line, col) = (self.line, self.col);
+        let is_name = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'.';
+        let tok = match self.peek() {
+            None => Tok::Eof,
+            Some(c) if c.is_ascii_alphabetic() || c == b'_' => Tok::Ident(self.take_while(is_name)),
+            Some(b'%') => {
+                self.bump();
+                let name = self.take_while(is_name);
+                if name.is_empty() {
+                    return Err((line, col, "expected a node name after `%`".into()));
+                }
+                Tok::Ref(name)
+            }
+            Some(c) if c.is_ascii_digit() || c == b'-' || c == b'+' => {
+                let mut s = String::new();
+                if c == b'-' || c == b'+' {
+                    s.push(c as char);
+                    self.bump();
+                }
+                s += &self.take_while(|c| c.is_ascii_alphanumeric() || c == b'.');
+                // exponent sign, as in 1e-05
+                while matches!(s.as_bytes().last(), Some(b'e' | b'E'))
+                    && matches!(self.peek(), Some(b'-' | b'+'))
+                {
+                    s.push(self.bump().unwrap_or(b'-') as char);
+                    s += &self.take_while(|c| c.is_ascii_alphanumeric() || c == b'.');
+                }
+                if s.parse::<f64>().is_err() || s == "-" || s == "+" {
+                    return Err((line, col, format!("`{s}` is not a number")));
+                }
+                Tok::Num(s)
+            }
+            Some(c) if b"{}()[],=:".contains(&c) => {
+                self.bump();
+                Tok::Punct(c as char)
+            }
+            Some(_) => {
+                let start = self.pos;
+                self.bump();
+                while self.peek().is_some_and(|c| c & 0xC0 == 0x80) {
+                    self.bump();
+                }
+                let ch = String::from_utf8_lossy(&self.src[start..self.pos]).into_owned();
+                return Err((line, col, format!("unexpected character `{ch}`")));
+            }
+        };
+        Ok((tok, line, col))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parser
+
+struct Parser<'a> {
+    lex: Lexer<'a>,
+    file: String,
+    tok: Tok,
+    line: usize,
+    col: usize,
+}
+
+type PResult<T> = Result<T, ParseError>;
+
+impl<'a> Parser<'a> {
+    fn err_at(&self, line: usize, column: usize, message: impl Into<String>) -> ParseError {
+        ParseError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> ParseError {
+        self.err_at(self.line, self.col, message)
+    }
+
+    fn advance(&mut self) -> PResult<Tok> {
+        let (tok, line, col) = self.lex.next().map_err(|(l, c, m)| self.err_at(l, c, m))?;
+        self.line = line;
+        self.col = col;
+        Ok(std::mem::replace(&mut self.tok, tok))
+    }
+
+    fn expected(&self, what: &str) -> ParseError {
+        self.err(format!("expected {what}, found {}", self.tok.describe()))
+    }
+
+    fn punct(&mut self, c: char) -> PResult<()> {
+        if self.tok == Tok::Punct(c) {
+            self.advance()?;
+            Ok(())
+        } else {
+            Err(self.expected(&format!("`{c}`")))
+        }
+    }
+
+    fn eat(&mut self, c: char) -> PResult<bool> {
+        if self.tok == Tok::Punct(c) {
+            self.advance()?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn ident(&mut self, what: &str) -> PResult<String> {
+        match &self.tok {
+            Tok::Ident(s) => {
+                let s = s.clone();
+                self.advance()?;
+                Ok(s)
+            }
+            _ => Err(self.expected(what)),
+        }
+    }
+
+    fn reference(&mut self, what: &str) -> PResult<String> {
+        match &self.tok {
+            Tok::Ref(s) => {
+                let s = s.clone();
+                self.advance()?;
+                Ok(s)
+            }
+            _ => Err(self.expected(what)),
+        }
+    }
+
+    fn int_list(&mut self) -> PResult<Vec<i64>> {
+        self.punct('[')?;
+        let mut v = Vec::new();
+        if self.eat(']')? {
+            return Ok(v);
+        }
+        loop {
+            match &self.tok {
+                Tok::Num(s) => {
+                    let x = s
+                        .parse::<i64>()
+                        .map_err(|_| self.err(format!("expected an integer, found `{s}`")))?;
+                    v.push(x);
+                    self.advance()?;
+                }
+                _ => return Err(self.expected("an integer")),
+            }
+            if self.eat(']')? {
+                return Ok(v);
+            }
+            if !self.eat(',')? {
+                return Err(self.expected("`,` or `]`"));
+            }
+        }
+    }
+
+    fn tensor_type(&mut self) -> PResult<TensorType> {
+        let dtype = match self.ident("a type such as `f32[1, 3, 224, 224]`")?.as_str() {
+            "f32" => DType::F32,
+            "i32" => DType::I32,
+            other => return Err(self.err(format!("unknown element type `{other}` (expected f32 or i32)"))),
+        };
+        let (line, col) = (self.line, self.col);
+        let dims = self.int_list()?;
+        let dims = dims
+            .into_iter()
+            .map(|d| {
+                usize::try_from(d).map_err(|_| self.err_at(line, col, format!("dimension {d} is negative")))
+            })
+            .collect::<PResult<Vec<_>>>()?;
+        Ok(TensorType::new(dtype, Shape::from(dims)))
+    }
+
+    fn lookup(&self, g: &Graph, name: &str, line: usize, col: usize) -> PResult<NodeId> {
+        g.find(name).ok_or_else(|| {
+            self.err_at(
+                line,
+                col,
+                format!("unknown node `%{name}` (nodes must be defined before use)"),
+            )
+        })
+    }
+
+    fn add(
+        &self,
+        g: &mut Graph,
+        name: String,
+        op: Op,
+        inputs: &[NodeId],
+        line: usize,
+        col: usize,
+    ) -> PResult<NodeId> {
+        g.add(name, op, inputs).map_err(|e| match e {
+            IrError::Parse(p) => p,
+            e => self.err_at(line, col, e.to_string()),
+        })
+    }
+
+    fn graph(&mut self) -> PResult<Graph> {
+        let kw = self.ident("`graph`")?;
+        if kw != "graph" {
+            return Err(self.err_at(1, 1, format!("expected `graph`, found `{kw}`")));
+        }
+        let mut g = Graph::new();
+        g.name = self.ident("the graph's name")?;
+        self.punct('{')?;
+        loop {
+            let (line, col) = (self.line, self.col);
+            match self.tok.clone() {
+                Tok::Punct('}') => {
+                    self.advance()?;
+                    break;
+                }
+                Tok::Ident(kw) if kw == "input" || kw == "param" || kw == "buffer" => {
+                    self.advance()?;
+                    let name = self.reference("a node name such as `%x`")?;
+                    self.punct(':')?;
+                    let ty = self.tensor_type()?;
+                    let op = match kw.as_str() {
+                        "input" => Op::Input(ty),
+                        "param" => Op::Param { ty, trainable: true },
+                        _ => Op::Param { ty, trainable: false },
+                    };
+                    self.add(&mut g, name, op, &[], line, col)?;
+                }
+                Tok::Ident(kw) if kw == "output" => {
+                    self.advance()?;
+                    let (l, c) = (self.line, self.col);
+                    let name = self.reference("the output node, such as `%y`")?;
+                    let id = self.lookup(&g, &name, l, c)?;
+                    g.mark_output(id).map_err(|e| self.err_at(l, c, e.to_string()))?;
+                }
+                Tok::Ref(name) => {
+                    self.advance()?;
+                    self.punct('=')?;
+                    let (ol, oc) = (self.line, self.col);
+                    let op_name = self.ident("an op name")?;
+                    self.punct('(')?;
+                    let mut inputs = Vec::new();
+                    if !self.eat(')')? {
+                        loop {
+                            let (l, c) = (self.line, self.col);
+                            let r = self.reference("an argument such as `%x`")?;
+                            inputs.push(self.lookup(&g, &r, l, c)?);
+                            if self.eat(')')? {
+                                break;
+                            }
+                            if !self.eat(',')? {
+                                return Err(self.expected("`,` or `)`"));
+                            }
+                        }
+                    }
+                    let mut attrs = BTreeMap::new();
+                    if self.eat('{')? && !self.eat('}')? {
+                        loop {
+                            let (l, c) = (self.line, self.col);
+                            let key = self.ident("an attribute name")?;
+                            self.punct('=')?;
+                            let value = match self.tok.clone() {
+                                Tok::Num(s) => {
+                                    self.advance()?;
+                                    Attr::Num(s)
+                                }
+                                Tok::Ident(s) => {
+                                    self.advance()?;
+                                    Attr::Ident(s)
+                                }
+                                Tok::Punct('[') => Attr::Ints(self.int_list()?),
+                                _ => return Err(self.expected("an attribute value")),
+                            };
+                            if attrs.insert(key.clone(), value).is_some() {
+                                return Err(self.err_at(l, c, format!("attribute `{key}` given twice")));
+                            }
+                            if self.eat('}')? {
+                                break;
+                            }
+                            if !self.eat(',')? {
+                                return Err(self.expected("`,` or `}`"));
+                            }
+                        }
+                    }
+                    let op = op_from_attrs(&op_name, attrs).map_err(|m| self.err_at(ol, oc, m))?;
+                    let declared = if self.eat(':')? {
+                        let (l, c) = (self.line, self.col);
+                        Some((self.tensor_type()?, l, c))
+                    } else {
+                        None
+                    };
+                    let id = self.add(&mut g, name, op, &inputs, line, col)?;
+                    if let Some((ty, l, c)) = declared
+                        && ty != g.node(id).ty
+                    {
+                        return Err(self.err_at(
+                            l,
+                            c,
+                            format!(
+                                "declared type {ty} differs from the inferred type {}",
+                                g.node(id).ty
+                            ),
+                        ));
+                    }
+                }
+                _ => return Err(self.expected("`input`, `param`, `buffer`, `output`, `%name = …` or `}`")),
+            }
+        }
+        if self.tok != Tok::Eof {
+            return Err(self.expected("end of file after the graph's `}`"));
+        }
+        if g.outputs().is_empty() {
+            return Err(self.err(format!("graph `{}` declares no `output`", g.name)));
+        }
+        Ok(g)
+    }
+}
+
+/// Parses text IR. `file` names the source in error messages.
+pub fn parse_named(src: &str, file: &str) -> Result<Graph, ParseError> {
+    let mut p = Parser {
+        lex: Lexer {
+            src: src.as_bytes(),
+            pos: 0,
+            line: 1,
+            col: 1,
+        },
+        file: file.to_string(),
+        tok: Tok::Eof,
+        line: 1,
+        col: 1,
+    };
+    p.advance()?;
+    p.graph()
+}
+
+/// Parses text IR; errors name the source `<text>`.
+pub fn parse(src: &str) -> Result<Graph, ParseError> {
+    parse_named(src, "<text>")
+}
