@@ -1,0 +1,1 @@
+//! The model zoo, written with the builder API: the source of the `.kiln` files in examples/models.
