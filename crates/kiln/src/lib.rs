@@ -1,8 +1,23 @@
 //! kiln: a layered, compiler-style CNN framework for the CPU.
 //!
-//! This facade re-exports the public API of the layers below it.
+//! This facade re-exports the public API of the layers below it: the graph IR and its builder
+//! ([`ir`]), the reference interpreter ([`interp`]), model loading ([`model`]) and the model
+//! zoo ([`zoo`]).
+//!
+//! ```
+//! use kiln::ir::builder::{Conv, Network};
+//! let mut net = Network::new("tiny");
+//! let x = net.input("input", [1, 1, 8, 8])?;
+//! let h = net.conv2d(x, Conv::new(4, [3, 3]).padding(1))?;
+//! let h = net.relu(h)?;
+//! net.output(h)?;
+//! let graph = net.finish()?;
+//! println!("{}", kiln::ir::summary::summarize(&graph));
+//! # Ok::<(), kiln::ir::IrError>(())
+//! ```
 
 pub use kiln_interp as interp;
 pub use kiln_ir as ir;
 
+pub mod model;
 pub mod zoo;

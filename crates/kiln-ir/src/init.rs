@@ -1,0 +1,106 @@
+//! Seeded default initialization of a graph's weights, as PyTorch initializes its layers:
+//! conv / dense weights and biases uniform in `±1/√fan_in` (PyTorch's `kaiming_uniform_(a=√5)`
+//! bound), batch norm scale 1, shift 0, running mean 0, running variance 1. The same seed
+//! always gives the same weights, so a `.kiln` model without a weights file runs reproducibly.
+
+use crate::graph::{Graph, NodeId};
+use crate::op::Op;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+/// A small, fast, seedable generator (SplitMix64); good enough for initialization and tests.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in `[-bound, bound)`.
+    pub fn uniform(&mut self, bound: f64) -> f32 {
+        ((self.next_f64() * 2.0 - 1.0) * bound) as f32
+    }
+}
+
+/// How a weight is used, read off its first consumer and the slot it feeds.
+fn role(graph: &Graph, param: NodeId) -> Option<(&Op, usize, NodeId)> {
+    let user = *graph.users(param).first()?;
+    let slot = graph.inputs(user).iter().position(|&i| i == param)?;
+    Some((&graph.node(user).op, slot, user))
+}
+
+/// Default values for every `param` and `buffer` of `graph`, keyed by name.
+pub fn default_weights(graph: &Graph, seed: u64) -> HashMap<String, Tensor<f32>> {
+    let mut rng = SplitMix64::new(seed);
+    let mut out = HashMap::new();
+    for id in graph.params() {
+        let node = graph.node(id);
+        let shape = node.ty.shape.clone();
+        let t = match role(graph, id) {
+            Some((Op::BatchNorm { .. }, slot, _)) => {
+                let v = if slot == 1 || slot == 4 { 1.0 } else { 0.0 };
+                Tensor::full(shape, v)
+            }
+            Some((op @ (Op::Conv2d(_) | Op::ConvTranspose2d(_) | Op::Dense), _, user)) => {
+                // Bias and weight share the bound of the layer's weight. PyTorch takes a
+                // transposed conv's fan-in from dim 1 of its weight, the others' from dims 1…
+                let w = graph.node(graph.inputs(user)[1]).ty.dims().to_vec();
+                let fan_in = match op {
+                    Op::ConvTranspose2d(_) => w[1] * w[2] * w[3],
+                    _ => w[1..].iter().product(),
+                };
+                random(&shape, &mut rng, 1.0 / (fan_in.max(1) as f64).sqrt())
+            }
+            _ => {
+                let fan_in: usize =
+                    if shape.rank() >= 2 { shape.dims()[1..].iter().product() } else { shape.numel() };
+                let fan_in = fan_in.max(1);
+                random(&shape, &mut rng, 1.0 / (fan_in as f64).sqrt())
+            }
+        };
+        out.insert(node.name.clone(), t);
+    }
+    out
+}
+
+fn random(shape: &crate::tensor::Shape, rng: &mut SplitMix64, bound: f64) -> Tensor<f32> {
+    let data = (0..shape.numel()).map(|_| rng.uniform(bound)).collect();
+    Tensor::new(shape.clone(), data).expect("numel matches")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::{Conv, Network};
+
+    #[test]
+    fn layers_get_pytorch_like_defaults_and_the_seed_decides() {
+        let mut net = Network::new("t");
+        let x = net.input("input", [1, 2, 5, 5]).unwrap();
+        let h = net.named("conv").conv2d(x, Conv::new(4, [3, 3])).unwrap();
+        let h = net.named("bn").batch_norm(h).unwrap();
+        net.output(h).unwrap();
+        let g = net.finish().unwrap();
+        let w = default_weights(&g, 7);
+        let bound = 1.0 / (2.0f32 * 9.0).sqrt();
+        assert!(w["conv.weight"].data().iter().all(|v| v.abs() <= bound));
+        assert!(w["conv.weight"].data().iter().any(|v| v.abs() > bound / 10.0));
+        assert_eq!(w["bn.weight"].data(), &[1.0; 4]);
+        assert_eq!(w["bn.bias"].data(), &[0.0; 4]);
+        assert_eq!(w["bn.running_mean"].data(), &[0.0; 4]);
+        assert_eq!(w["bn.running_var"].data(), &[1.0; 4]);
+        assert_eq!(default_weights(&g, 7), w);
+        assert_ne!(default_weights(&g, 8)["conv.weight"], w["conv.weight"]);
+    }
+}
