@@ -63,8 +63,11 @@ pub fn default_weights(graph: &Graph, seed: u64) -> HashMap<String, Tensor<f32>>
                 random(&shape, &mut rng, 1.0 / (fan_in.max(1) as f64).sqrt())
             }
             _ => {
-                let fan_in: usize =
-                    if shape.rank() >= 2 { shape.dims()[1..].iter().product() } else { shape.numel() };
+                let fan_in: usize = if shape.rank() >= 2 {
+                    shape.dims()[1..].iter().product()
+                } else {
+                    shape.numel()
+                };
                 let fan_in = fan_in.max(1);
                 random(&shape, &mut rng, 1.0 / (fan_in as f64).sqrt())
             }

@@ -18,4 +18,4 @@ pub use graph::{Graph, Node, NodeId};
 pub use op::{
     Activation, Arity, BinaryOp, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind,
 };
-pub use tensor::{DType, Shape, Tensor, TensorType};
+pub use tensor::{DType, Shape, Tensor, TensorType, Value};

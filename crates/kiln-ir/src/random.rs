@@ -1,1 +1,721 @@
 //! Random valid graphs decoded from bytes: one generator shared by proptest and the fuzz targets.
+//!
+//! [`graph_from_bytes`] reads a byte string as a sequence of choices (which op, which operand,
+//! which attributes) and builds a graph from them. The same function serves both test drivers:
+//!
+//! - **proptest** (stable, in `cargo test`): the strategy is `Vec<u8>` mapped through
+//!   `graph_from_bytes` (see `crates/kiln-ir/tests/roundtrip.rs`), so shrinking a failure
+//!   shrinks the bytes and therefore the graph;
+//! - **cargo-fuzz** (`fuzz/fuzz_targets/random_graph.rs`): libFuzzer's input bytes go straight in,
+//!   so coverage feedback steers the choices.
+//!
+//! Decoding never panics and every byte string decodes to a graph: when the bytes run out,
+//! every further read is `0`, and the zero choice of every decision is a valid one. The graph
+//! has at least one computed node and at least one output (every computed node nobody reads).
+//!
+//! Graphs are valid by construction, not filtered: each step picks an op and its attributes,
+//! picks operands among the existing values of a fitting shape (so chains, residual adds,
+//! concats of branches and other DAGs appear), creates the weights the op needs, and asks shape
+//! inference ([`crate::shape::infer`]) about the result *before* anything is added. When shape
+//! inference rejects the choice, or the result would be larger than the size bounds below, the
+//! step tries another choice (a bounded number of times, then falls back to a ReLU, which always
+//! fits). Shapes stay small — 4-D values at most `N ≤ 2, C ≤ 6, H, W ≤ 9` at the inputs, every
+//! dim of a rank-3/4 value `≤ 9`, and at most 972 elements per value — so later layers can
+//! run these graphs through the interpreter and the JIT quickly.
+//!
+//! [`graph_from_source`] decodes from a [`ByteSource`] and leaves the rest of the bytes unread,
+//! for fuzz targets that go on to draw input data from the same input.
+
+use crate::graph::{Graph, NodeId};
+use crate::op::{
+    Activation, BinaryOp, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind,
+};
+use crate::shape;
+use crate::tensor::{DType, TensorType};
+
+/// Most elements in any value the generator creates.
+pub const MAX_ELEMENTS: usize = 972;
+/// Largest dim of a rank-3 or rank-4 value.
+pub const MAX_SPATIAL: usize = 9;
+/// Most ops (steps) in one graph; each step adds one or two computed nodes.
+pub const MAX_STEPS: usize = 16;
+/// Choices tried per step before falling back to a ReLU.
+const ATTEMPTS: usize = 6;
+
+/// Reads choices from a byte string; past its end every read is `0`.
+#[derive(Debug, Clone)]
+pub struct ByteSource<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ByteSource<'a> {
+    pub fn new(data: &'a [u8]) -> ByteSource<'a> {
+        ByteSource { data, pos: 0 }
+    }
+
+    /// The next byte, or `0` once the input is used up.
+    pub fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos = self.pos.saturating_add(1);
+        b
+    }
+
+    /// A number in `0..n` (`0` when `n == 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        match n {
+            0 | 1 => {
+                self.byte();
+                0
+            }
+            2..=256 => usize::from(self.byte()) % n,
+            _ => (usize::from(self.byte()) << 8 | usize::from(self.byte())) % n,
+        }
+    }
+
+    /// A number in `lo..=hi` (`lo` when `hi < lo`).
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi.saturating_sub(lo) + 1)
+    }
+
+    /// A coin flip; `false` once the input is used up.
+    pub fn flag(&mut self) -> bool {
+        self.byte() & 1 == 1
+    }
+
+    /// One of `items` (`None` if there are none).
+    pub fn choose<T: Clone>(&mut self, items: &[T]) -> Option<T> {
+        let i = self.below(items.len());
+        items.get(i).cloned()
+    }
+
+    /// Eight bytes, little-endian.
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(std::array::from_fn(|_| self.byte()))
+    }
+
+    /// True once every byte has been read.
+    pub fn is_exhausted(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+}
+
+/// A random valid graph decoded from `bytes` (see the module docs). Never panics.
+pub fn graph_from_bytes(bytes: &[u8]) -> Graph {
+    graph_from_source(&mut ByteSource::new(bytes))
+}
+
+/// As [`graph_from_bytes`], reading from `src` and leaving the bytes after the graph unread.
+pub fn graph_from_source(src: &mut ByteSource<'_>) -> Graph {
+    let mut g = Gen {
+        src,
+        g: Graph::new(),
+        values: Vec::new(),
+        counter: 0,
+    };
+    g.g.name = "random".into();
+    g.inputs();
+    let steps = 1 + g.src.below(MAX_STEPS);
+    for _ in 0..steps {
+        g.step();
+    }
+    g.mark_outputs();
+    g.g
+}
+
+/// Whether a value of type `t` is within the generator's size bounds.
+fn fits(t: &TensorType) -> bool {
+    let n = t.shape.numel();
+    (1..=MAX_ELEMENTS).contains(&n)
+        && t.rank() <= 4
+        && (t.rank() < 3 || t.dims().iter().all(|&d| d <= MAX_SPATIAL))
+}
+
+/// An operand of a node about to be added: an existing node, or a new source node (named
+/// `NODE.SUFFIX`) created together with it.
+enum Operand {
+    Node(NodeId),
+    Param(&'static str, TensorType),
+    Buffer(&'static str, TensorType),
+    Input(&'static str, TensorType),
+}
+
+struct Gen<'s, 'a> {
+    src: &'s mut ByteSource<'a>,
+    g: Graph,
+    /// The f32 values (graph inputs and computed nodes) that ops may read, oldest first.
+    values: Vec<NodeId>,
+    counter: usize,
+}
+
+impl Gen<'_, '_> {
+    fn ty(&self, id: NodeId) -> &TensorType {
+        &self.g.node(id).ty
+    }
+
+    fn dims(&self, id: NodeId) -> Vec<usize> {
+        self.ty(id).dims().to_vec()
+    }
+
+    fn inputs(&mut self) {
+        let n = self.src.range(1, 2);
+        let c = self.src.range(1, 6);
+        let h = self.src.range(1, MAX_SPATIAL);
+        let w = self.src.range(1, MAX_SPATIAL);
+        let shapes: Vec<Vec<usize>> = match self.src.below(6) {
+            0..=2 => vec![vec![n, c, h, w]],
+            3 => {
+                let c2 = if self.src.flag() { c } else { self.src.range(1, 6) };
+                vec![vec![n, c, h, w], vec![n, c2, h, w]]
+            }
+            4 => vec![vec![n, self.src.range(1, 16)]],
+            _ => vec![vec![n, c, h], vec![n, c, h, w]],
+        };
+        for (i, s) in shapes.into_iter().enumerate() {
+            let name = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("x{}", i + 1)
+            };
+            if let Ok(id) = self.g.input(name, TensorType::f32(s)) {
+                self.values.push(id);
+            }
+        }
+    }
+
+    /// One step: an op chosen from the bytes, retried with other choices if it does not fit.
+    fn step(&mut self) {
+        for _ in 0..ATTEMPTS {
+            let made = match self.src.below(17) {
+                0 => self.activation(),
+                1 | 2 => self.conv2d(),
+                3 => self.conv_transpose2d(),
+                4 => self.pool2d(),
+                5 => self.global_or_adaptive_pool(),
+                6 => self.softmax(),
+                7 => self.flatten(),
+                8 => self.dense(),
+                9 => self.matmul(),
+                10 => self.reshape(),
+                11 => self.transpose(),
+                12 => self.binary(),
+                13 => self.concat(),
+                14 => self.dropout(),
+                15 => self.batch_norm(),
+                _ => self.loss(),
+            };
+            if made.is_some() {
+                return;
+            }
+        }
+        if let Some(&x) = self.values.last() {
+            self.add("relu", Op::Activation(Activation::Relu), vec![Operand::Node(x)]);
+        }
+    }
+
+    /// A value satisfying `ok`: usually the newest one (which grows chains), else any.
+    fn pick(&mut self, ok: impl Fn(&TensorType) -> bool) -> Option<NodeId> {
+        let cands: Vec<NodeId> = self.values.iter().copied().filter(|&v| ok(self.ty(v))).collect();
+        let last = *cands.last()?;
+        let b = self.src.byte();
+        Some(if b < 128 {
+            last
+        } else {
+            cands[usize::from(b) % cands.len()]
+        })
+    }
+
+    /// Adds `op` over `operands` if shape inference accepts it and the result fits the bounds;
+    /// nothing is added otherwise.
+    fn add(&mut self, base: &str, op: Op, operands: Vec<Operand>) -> Option<NodeId> {
+        let types: Vec<TensorType> = operands
+            .iter()
+            .map(|o| match o {
+                Operand::Node(id) => self.ty(*id).clone(),
+                Operand::Param(_, t) | Operand::Buffer(_, t) | Operand::Input(_, t) => t.clone(),
+            })
+            .collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let ty = shape::infer(&op, &refs).ok()?;
+        if !fits(&ty) {
+            return None;
+        }
+        self.counter += 1;
+        // Now and then a dotted name, as in `layer1.conv2d_3`.
+        let name = match self.src.below(8) {
+            7 => format!("block{}.{base}_{}", self.counter % 3, self.counter),
+            _ => format!("{base}_{}", self.counter),
+        };
+        let mut ids = Vec::with_capacity(operands.len());
+        for o in operands {
+            let id = match o {
+                Operand::Node(id) => Some(id),
+                Operand::Param(s, t) => self.g.param(format!("{name}.{s}"), t).ok(),
+                Operand::Buffer(s, t) => self.g.buffer(format!("{name}.{s}"), t).ok(),
+                Operand::Input(s, t) => self.g.input(format!("{name}.{s}"), t).ok(),
+            };
+            ids.push(id?);
+        }
+        let id = self.g.add(name, op, &ids).ok()?;
+        if ty.dtype == DType::F32 {
+            self.values.push(id);
+        }
+        Some(id)
+    }
+
+    fn divisor(&mut self, c: usize) -> usize {
+        let divs: Vec<usize> = (1..=c).filter(|d| c.is_multiple_of(*d)).collect();
+        self.src.choose(&divs).unwrap_or(1)
+    }
+
+    /// Groups of a convolution over `c` channels: plain, depthwise, or any divisor.
+    fn groups(&mut self, c: usize) -> usize {
+        match self.src.below(3) {
+            0 => 1,
+            1 => c,
+            _ => self.divisor(c),
+        }
+    }
+
+    fn pair(&mut self, lo: usize, hi: usize) -> [usize; 2] {
+        [self.src.range(lo, hi), self.src.range(lo, hi)]
+    }
+
+    /// A stride or dilation: mostly 1, sometimes up to `hi`, per axis.
+    fn small_pair(&mut self, hi: usize) -> [usize; 2] {
+        match self.src.below(3) {
+            0 => [1, 1],
+            1 => {
+                let s = self.src.range(1, hi);
+                [s, s]
+            }
+            _ => self.pair(1, hi),
+        }
+    }
+
+    /// Padding with explicit sides of at most `max` each, or one of the named kinds.
+    fn padding(&mut self, max: [usize; 2]) -> Padding {
+        match self.src.below(6) {
+            0 | 1 => Padding::Explicit([
+                self.src.range(0, max[0]),
+                self.src.range(0, max[1]),
+                self.src.range(0, max[0]),
+                self.src.range(0, max[1]),
+            ]),
+            2 => Padding::uniform(self.src.range(0, max[0].min(max[1]))),
+            3 => Padding::Valid,
+            4 => Padding::SameUpper,
+            _ => Padding::SameLower,
+        }
+    }
+
+    fn activation(&mut self) -> Option<NodeId> {
+        let x = self.pick(|_| true)?;
+        let a = match self.src.below(4) {
+            0 => Activation::Relu,
+            1 => {
+                let alpha = match self.src.below(3) {
+                    0 => 0.01,
+                    1 => self
+                        .src
+                        .choose(&[0.2, 0.1, -0.5, 1.5, 1e-3, 1.0 / 3.0, 0.0, 2.0])?,
+                    _ => (f32::from(self.src.byte()) - 128.0) / 37.0,
+                };
+                Activation::LeakyRelu { alpha }
+            }
+            2 => Activation::Sigmoid,
+            _ => Activation::Tanh,
+        };
+        self.add(
+            Op::Activation(a).name(),
+            Op::Activation(a),
+            vec![Operand::Node(x)],
+        )
+    }
+
+    fn conv2d(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() == 4)?;
+        let c = self.dims(x)[1];
+        let groups = self.groups(c);
+        let co = groups * self.src.range(1, (6 / groups).max(1));
+        let kernel = self.pair(1, 3);
+        let attrs = Conv2d {
+            stride: self.small_pair(3),
+            dilation: self.small_pair(2),
+            padding: self.padding([2, 2]),
+            groups,
+        };
+        let mut ops = vec![
+            Operand::Node(x),
+            Operand::Param("weight", TensorType::f32([co, c / groups, kernel[0], kernel[1]])),
+        ];
+        if self.src.flag() {
+            ops.push(Operand::Param("bias", TensorType::f32([co])));
+        }
+        self.add("conv", Op::Conv2d(attrs), ops)
+    }
+
+    fn conv_transpose2d(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() == 4)?;
+        let c = self.dims(x)[1];
+        let groups = self.groups(c);
+        let co = groups * self.src.range(1, (6 / groups).max(1));
+        let kernel = self.pair(1, 3);
+        let stride = self.small_pair(3);
+        let dilation = self.small_pair(2);
+        let output_padding = [
+            self.src.below(stride[0].max(dilation[0])),
+            self.src.below(stride[1].max(dilation[1])),
+        ];
+        let padding = match self.src.below(3) {
+            0 => [0; 4],
+            1 => [self.src.range(0, 1); 4],
+            _ => std::array::from_fn(|_| self.src.range(0, 2)),
+        };
+        let attrs = ConvTranspose2d {
+            stride,
+            dilation,
+            padding,
+            output_padding,
+            groups,
+        };
+        let mut ops = vec![
+            Operand::Node(x),
+            Operand::Param("weight", TensorType::f32([c, co / groups, kernel[0], kernel[1]])),
+        ];
+        if self.src.flag() {
+            ops.push(Operand::Param("bias", TensorType::f32([co])));
+        }
+        self.add("deconv", Op::ConvTranspose2d(attrs), ops)
+    }
+
+    fn pool2d(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() == 4)?;
+        let kind = match self.src.below(4) {
+            0 => PoolKind::Max,
+            1 => PoolKind::Avg {
+                count_include_pad: false,
+            },
+            2 => PoolKind::Avg {
+                count_include_pad: true,
+            },
+            _ => PoolKind::Sum,
+        };
+        let kernel = self.pair(1, 3);
+        let stride = self.small_pair(3);
+        let dilation = if self.src.below(4) == 3 {
+            self.pair(1, 2)
+        } else {
+            [1, 1]
+        };
+        // Padding must stay below the kernel extent.
+        let max = [0, 1].map(|a| (shape::effective_kernel(kernel[a], dilation[a]) - 1).min(2));
+        let padding = self.padding(max);
+        let ceil_mode = self.src.flag();
+        let p = Pool2d {
+            kind,
+            kernel,
+            stride,
+            dilation,
+            padding,
+            ceil_mode,
+        };
+        self.add("pool", Op::Pool2d(p), vec![Operand::Node(x)])
+    }
+
+    fn global_or_adaptive_pool(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() == 4)?;
+        let kind = if self.src.flag() {
+            ReduceKind::Max
+        } else {
+            ReduceKind::Avg
+        };
+        let op = if self.src.flag() {
+            Op::AdaptivePool {
+                kind,
+                output: self.pair(1, 4),
+            }
+        } else {
+            Op::GlobalPool(kind)
+        };
+        self.add(op.name(), op, vec![Operand::Node(x)])
+    }
+
+    /// An axis of a rank-`rank` tensor, negative half the time.
+    fn axis(&mut self, rank: usize) -> i64 {
+        self.src.below(2 * rank) as i64 - rank as i64
+    }
+
+    fn softmax(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() >= 1)?;
+        let axis = self.axis(self.ty(x).rank());
+        let op = if self.src.flag() {
+            Op::LogSoftmax { axis }
+        } else {
+            Op::Softmax { axis }
+        };
+        self.add(op.name(), op, vec![Operand::Node(x)])
+    }
+
+    fn flatten(&mut self) -> Option<NodeId> {
+        let x = self.pick(|_| true)?;
+        let rank = self.ty(x).rank();
+        // Flatten's axis may also equal the rank.
+        let axis = self.src.below(2 * rank + 1) as i64 - rank as i64;
+        self.add("flatten", Op::Flatten { axis }, vec![Operand::Node(x)])
+    }
+
+    /// `x` itself if it is `[N, K]`, else `x` flattened from axis 1.
+    fn as_matrix(&mut self, x: NodeId) -> Option<NodeId> {
+        if self.ty(x).rank() == 2 {
+            Some(x)
+        } else {
+            self.add("flatten", Op::Flatten { axis: 1 }, vec![Operand::Node(x)])
+        }
+    }
+
+    fn dense(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() >= 1)?;
+        let x = self.as_matrix(x)?;
+        let features = self.dims(x)[1];
+        let out = self.src.range(1, 8);
+        let mut ops = vec![
+            Operand::Node(x),
+            Operand::Param("weight", TensorType::f32([out, features])),
+        ];
+        if self.src.flag() {
+            ops.push(Operand::Param("bias", TensorType::f32([out])));
+        }
+        self.add("dense", Op::Dense, ops)
+    }
+
+    fn matmul(&mut self) -> Option<NodeId> {
+        let a = self.pick(|t| t.rank() >= 1)?;
+        let ad = self.dims(a);
+        let k = *ad.last()?;
+        let b = match self.src.below(4) {
+            0 => Operand::Param("rhs", TensorType::f32([k])),
+            1 => {
+                // Another value whose rows match, e.g. `x · xᵀ`-like products of branches.
+                let n = self.pick(|t| t.rank() >= 2 && t.dims()[t.rank() - 2] == k)?;
+                Operand::Node(n)
+            }
+            _ => {
+                let n = self.src.range(1, 6);
+                // Some or all of `a`'s batch dims (those before its last two).
+                let nb = ad.len().saturating_sub(2);
+                let batch = self.src.below(nb + 1);
+                let mut d = ad[nb - batch..nb].to_vec();
+                d.extend([k, n]);
+                Operand::Param("rhs", TensorType::f32(d))
+            }
+        };
+        let mut ops = vec![Operand::Node(a), b];
+        if self.src.flag() {
+            ops.swap(0, 1);
+            if let Operand::Param(_, t) = &ops[0] {
+                // The weight on the left: `[…, m, k]` so that it meets `a`'s rows.
+                let m = self.src.range(1, 6);
+                let d: Vec<usize> = match (t.rank(), ad.len()) {
+                    (_, 1) => vec![m, k],
+                    _ => vec![m, ad[ad.len() - 2]],
+                };
+                ops[0] = Operand::Param("lhs", TensorType::f32(d));
+            }
+        }
+        self.add("matmul", Op::MatMul, ops)
+    }
+
+    fn reshape(&mut self) -> Option<NodeId> {
+        let x = self.pick(|_| true)?;
+        let xd = self.dims(x);
+        let rank = self.src.range(1, 4);
+        let mut rest = xd.iter().product::<usize>();
+        let mut spec = Vec::with_capacity(rank);
+        for _ in 1..rank {
+            let divs: Vec<usize> = (1..=rest.min(MAX_SPATIAL))
+                .filter(|d| rest.is_multiple_of(*d))
+                .collect();
+            let d = self.src.choose(&divs)?;
+            spec.push(d as i64);
+            rest /= d;
+        }
+        spec.push(rest as i64);
+        // ONNX's special dims: `0` copies the input's dim, one `-1` is inferred.
+        for (i, s) in spec.iter_mut().enumerate() {
+            if xd.get(i) == Some(&(*s as usize)) && self.src.below(4) == 3 {
+                *s = 0;
+            }
+        }
+        if self.src.flag() {
+            let i = self.src.below(spec.len());
+            spec[i] = -1;
+        }
+        self.add("reshape", Op::Reshape { shape: spec }, vec![Operand::Node(x)])
+    }
+
+    fn transpose(&mut self) -> Option<NodeId> {
+        let x = self.pick(|_| true)?;
+        let mut perm: Vec<usize> = (0..self.ty(x).rank()).collect();
+        for i in (1..perm.len()).rev() {
+            let j = self.src.below(i + 1);
+            perm.swap(i, j);
+        }
+        self.add("transpose", Op::Transpose { perm }, vec![Operand::Node(x)])
+    }
+
+    fn binary(&mut self) -> Option<NodeId> {
+        let op = match self.src.below(4) {
+            0 => BinaryOp::Add,
+            1 => BinaryOp::Sub,
+            2 => BinaryOp::Mul,
+            _ => BinaryOp::Div,
+        };
+        let x = self.pick(|_| true)?;
+        let xt = self.ty(x).clone();
+        let y = match self.src.below(4) {
+            0 => Operand::Node(x),
+            1 => {
+                // Residual: another value of the same shape.
+                let other = self.pick(|t| t.shape == xt.shape)?;
+                Operand::Node(other)
+            }
+            2 => {
+                // Any value that broadcasts with `x`.
+                let other = self.pick(|t| shape::broadcast_shapes(t.dims(), xt.dims()).is_ok())?;
+                Operand::Node(other)
+            }
+            _ => {
+                // A weight of a broadcastable shape: some dims kept, others 1, leading dims dropped.
+                let drop = self.src.below(xt.rank() + 1);
+                let mut d = Vec::with_capacity(xt.rank() - drop);
+                for &n in &xt.dims()[drop..] {
+                    d.push(if self.src.flag() { 1 } else { n });
+                }
+                Operand::Param("weight", TensorType::f32(d))
+            }
+        };
+        let mut ops = vec![Operand::Node(x), y];
+        if self.src.flag() {
+            ops.swap(0, 1);
+        }
+        let b = Op::Binary(op);
+        self.add(b.name(), b, ops)
+    }
+
+    fn concat(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() >= 1)?;
+        let xt = self.ty(x).clone();
+        let axis = self.axis(xt.rank());
+        let a = shape::normalize_axis(axis, xt.rank(), false).ok()?;
+        let fits_with_x = |t: &TensorType| {
+            t.rank() == xt.rank()
+                && t.dims()
+                    .iter()
+                    .zip(xt.dims())
+                    .enumerate()
+                    .all(|(i, (p, q))| i == a || p == q)
+        };
+        let mut ops = vec![Operand::Node(x)];
+        if self.src.flag() {
+            // A fresh branch from `x`, as in an Inception block.
+            let b = self.add("relu", Op::Activation(Activation::Relu), vec![Operand::Node(x)])?;
+            ops.push(Operand::Node(b));
+        }
+        for _ in 0..self.src.below(3) {
+            let other = self.pick(fits_with_x)?;
+            ops.push(Operand::Node(other));
+        }
+        self.add("concat", Op::Concat { axis }, ops)
+    }
+
+    fn dropout(&mut self) -> Option<NodeId> {
+        let x = self.pick(|_| true)?;
+        let ratio = match self.src.below(3) {
+            0 => 0.5,
+            1 => self.src.choose(&[0.0, 0.1, 0.25, 0.75, 0.9])?,
+            _ => f32::from(self.src.byte()) / 256.0,
+        };
+        let seed = if self.src.flag() { self.src.u64() } else { 0 };
+        self.add("dropout", Op::Dropout { ratio, seed }, vec![Operand::Node(x)])
+    }
+
+    fn batch_norm(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() >= 2)?;
+        let c = TensorType::f32([self.dims(x)[1]]);
+        let epsilon = match self.src.below(3) {
+            0 => 1e-5,
+            1 => self.src.choose(&[1e-3, 0.0, 0.1, 1e-6])?,
+            _ => f32::from(self.src.byte()) * 1e-4,
+        };
+        let ops = vec![
+            Operand::Node(x),
+            Operand::Param("weight", c.clone()),
+            Operand::Param("bias", c.clone()),
+            Operand::Buffer("running_mean", c.clone()),
+            Operand::Buffer("running_var", c),
+        ];
+        self.add("bn", Op::BatchNorm { epsilon }, ops)
+    }
+
+    fn loss(&mut self) -> Option<NodeId> {
+        let kind = match self.src.below(3) {
+            0 => LossKind::Mse,
+            1 => LossKind::CrossEntropy,
+            _ => LossKind::Nll,
+        };
+        let x = self.pick(|t| t.rank() >= 1)?;
+        let (pred, target) = match kind {
+            LossKind::Mse => {
+                let xt = self.ty(x).clone();
+                let target = if self.src.flag() {
+                    Operand::Node(self.pick(|t| t.shape == xt.shape)?)
+                } else {
+                    Operand::Input("target", xt)
+                };
+                (x, target)
+            }
+            LossKind::CrossEntropy | LossKind::Nll => {
+                let mut z = self.as_matrix(x)?;
+                if kind == LossKind::Nll && self.src.flag() {
+                    let axis = if self.src.flag() { 1 } else { -1 };
+                    z = self.add("log_softmax", Op::LogSoftmax { axis }, vec![Operand::Node(z)])?;
+                }
+                let zd = self.dims(z);
+                let target = if self.src.flag() {
+                    TensorType::i32([zd[0]])
+                } else {
+                    TensorType::f32(zd)
+                };
+                (z, Operand::Input("target", target))
+            }
+        };
+        let op = Op::Loss(kind);
+        self.add(op.name(), op, vec![Operand::Node(pred), target])
+    }
+
+    /// Outputs: every computed node that nothing reads, and now and then one more.
+    fn mark_outputs(&mut self) {
+        let computed: Vec<NodeId> = self
+            .g
+            .topo_order()
+            .into_iter()
+            .filter(|&n| self.g.node(n).op.source_type().is_none())
+            .collect();
+        for &n in &computed {
+            if self.g.users(n).is_empty() {
+                let _ = self.g.mark_output(n);
+            }
+        }
+        if self.src.below(4) == 3
+            && let Some(n) = self.src.choose(&computed)
+        {
+            let _ = self.g.mark_output(n);
+        }
+        if self.g.outputs().is_empty()
+            && let Some(&n) = self.values.first()
+        {
+            let _ = self.g.mark_output(n);
+        }
+    }
+}

@@ -9,9 +9,17 @@ use crate::tensor::{DType, Shape, TensorType};
 
 type R<T> = Result<T, String>;
 
-/// The extent of a kernel of size `k` with dilation `d`: `d·(k−1) + 1`.
+/// The extent of a kernel of size `k` with dilation `d`: `d·(k−1) + 1` (saturating, so absurd
+/// attributes read from a file give a "kernel too large" error rather than an overflow).
 pub fn effective_kernel(k: usize, d: usize) -> usize {
-    d * (k - 1) + 1
+    d.saturating_mul(k.saturating_sub(1)).saturating_add(1)
+}
+
+/// [`effective_kernel`], or an error when it does not fit in a `usize`.
+fn checked_extent(k: usize, d: usize) -> R<usize> {
+    d.checked_mul(k.saturating_sub(1))
+        .and_then(|e| e.checked_add(1))
+        .ok_or_else(|| format!("kernel extent of kernel {k} with dilation {d} overflows"))
 }
 
 /// Resolves `padding` for one spatial axis of size `n` into `(begin, end)`.
@@ -28,8 +36,12 @@ pub fn resolve_padding(
         Padding::Explicit(p) => (p[axis], p[axis + 2]),
         Padding::Valid => (0, 0),
         Padding::SameUpper | Padding::SameLower => {
-            let out = n.div_ceil(s);
-            let total = ((out - 1) * s + effective_kernel(k, d)).saturating_sub(n);
+            let out = n.div_ceil(s.max(1));
+            let total = out
+                .saturating_sub(1)
+                .saturating_mul(s)
+                .saturating_add(effective_kernel(k, d))
+                .saturating_sub(n);
             let small = total / 2;
             if padding == Padding::SameUpper {
                 (small, total - small)
@@ -53,7 +65,14 @@ pub fn window_out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usiz
     if d == 0 {
         return Err("dilation must be at least 1".into());
     }
-    let padded = n + pad.0 + pad.1;
+    if n == 0 {
+        return Err("the input has an empty spatial axis".into());
+    }
+    checked_extent(k, d)?;
+    let padded = n
+        .checked_add(pad.0)
+        .and_then(|p| p.checked_add(pad.1))
+        .ok_or_else(|| format!("padded size {n} + {} + {} overflows", pad.0, pad.1))?;
     let ke = effective_kernel(k, d);
     if ke > padded {
         return Err(format!(
@@ -63,7 +82,7 @@ pub fn window_out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usiz
     }
     let span = padded - ke;
     let mut out = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
-    if ceil && (out - 1) * s >= n + pad.0 {
+    if ceil && (out - 1).saturating_mul(s) >= n + pad.0 {
         out -= 1;
     }
     Ok(out)
@@ -196,7 +215,9 @@ fn conv_transpose2d(
     if kh == 0 || kw == 0 || cog == 0 {
         return Err(format!("weight dims must be at least 1, got {}", w.shape));
     }
-    let co = cog * g;
+    let co = cog
+        .checked_mul(g)
+        .ok_or_else(|| format!("output channels {cog} × groups {g} overflow"))?;
     optional_bias(inputs, co)?;
     let mut out = [0usize; 2];
     for (a, (n_in, k)) in [(h, kh), (wd, kw)].into_iter().enumerate() {
@@ -206,9 +227,16 @@ fn conv_transpose2d(
                 "output_padding {op} must be smaller than stride {s} or dilation {d}"
             ));
         }
-        let full = s * (n_in - 1) + effective_kernel(k, d) + op;
-        let crop = c.padding[a] + c.padding[a + 2];
-        if n_in == 0 || crop >= full {
+        if n_in == 0 {
+            return Err(format!("input has an empty spatial axis {a}"));
+        }
+        let full = s
+            .checked_mul(n_in - 1)
+            .and_then(|v| v.checked_add(checked_extent(k, d).ok()?))
+            .and_then(|v| v.checked_add(op))
+            .ok_or_else(|| format!("output size on spatial axis {a} overflows"))?;
+        let crop = c.padding[a].saturating_add(c.padding[a + 2]);
+        if crop >= full {
             return Err(format!(
                 "padding {crop} removes the whole output of size {full} on spatial axis {a}"
             ));
@@ -290,10 +318,13 @@ fn reshape(spec: &[i64], x: &TensorType) -> R<TensorType> {
             s => return Err(format!("invalid target dim {s}")),
         }
     }
-    let known: usize = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("target shape {spec:?} has too many elements"))?;
     let total = x.shape.numel();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot infer the -1 dim: {total} elements into {spec:?}"));
         }
         out[i] = total / known;
@@ -400,10 +431,12 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
         Op::Flatten { axis } => {
             let a = normalize_axis(*axis, x.rank(), true)?;
             let d = x.dims();
-            Ok(TensorType::new(
-                x.dtype,
-                [d[..a].iter().product::<usize>(), d[a..].iter().product()],
-            ))
+            let prod = |d: &[usize]| {
+                d.iter()
+                    .try_fold(1usize, |p, &n| p.checked_mul(n))
+                    .ok_or_else(|| format!("flattened size of {} overflows", x.shape))
+            };
+            Ok(TensorType::new(x.dtype, [prod(&d[..a])?, prod(&d[a..])?]))
         }
         Op::Reshape { shape } => reshape(shape, x),
         Op::Transpose { perm } => {
@@ -445,7 +478,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
                         x
                     ));
                 }
-                out[a] += t.dims()[a];
+                out[a] = out[a]
+                    .checked_add(t.dims()[a])
+                    .ok_or_else(|| format!("concatenated size on axis {a} overflows"))?;
             }
             Ok(TensorType::new(x.dtype, out))
         }

@@ -167,3 +167,44 @@ impl<T: Clone> Tensor<T> {
         }
     }
 }
+
+/// A tensor of either element type, as fed to and returned from a model: `f32` data (in the
+/// precision `T` the engine computes in) or `i32` indices (class ids).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<T> {
+    F(Tensor<T>),
+    I(Tensor<i32>),
+}
+
+impl<T: Clone> Value<T> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Value::F(_) => DType::F32,
+            Value::I(_) => DType::I32,
+        }
+    }
+    pub fn shape(&self) -> &Shape {
+        match self {
+            Value::F(t) => t.shape(),
+            Value::I(t) => t.shape(),
+        }
+    }
+    pub fn ty(&self) -> TensorType {
+        TensorType {
+            dtype: self.dtype(),
+            shape: self.shape().clone(),
+        }
+    }
+    pub fn as_f(&self) -> Option<&Tensor<T>> {
+        match self {
+            Value::F(t) => Some(t),
+            Value::I(_) => None,
+        }
+    }
+    pub fn as_i(&self) -> Option<&Tensor<i32>> {
+        match self {
+            Value::I(t) => Some(t),
+            Value::F(_) => None,
+        }
+    }
+}

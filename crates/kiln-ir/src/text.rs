@@ -128,11 +128,29 @@ fn push_if(a: &mut Vec<(&'static str, Attr)>, name: &'static str, cond: bool, v:
 /// Reads attributes by name, remembering which were used so unknown ones are reported.
 struct Attrs {
     map: BTreeMap<String, Attr>,
+    /// What the last error is about, so the parser can point at it.
+    blame: Blame,
+}
+
+/// The part of a node an attribute error is about.
+#[derive(Debug, Clone, PartialEq)]
+enum Blame {
+    /// The op (unknown op, missing attribute).
+    Op,
+    /// The value of this attribute (wrong kind, out of range).
+    Value(String),
+    /// The name of this attribute (not an attribute of the op).
+    Key(String),
 }
 
 impl Attrs {
     fn take(&mut self, name: &str) -> Option<Attr> {
-        self.map.remove(name)
+        let v = self.map.remove(name);
+        self.blame = match v {
+            Some(_) => Blame::Value(name.to_string()),
+            None => Blame::Op,
+        };
+        v
     }
     fn uint(&mut self, name: &str, default: Option<usize>) -> Result<usize, String> {
         match self.take(name) {
@@ -232,9 +250,12 @@ impl Attrs {
             }
         }
     }
-    fn finish(self, op: &str) -> Result<(), String> {
+    fn finish(&mut self, op: &str) -> Result<(), String> {
         match self.map.keys().next() {
-            Some(k) => Err(format!("`{op}` has no attribute `{k}`")),
+            Some(k) => {
+                self.blame = Blame::Key(k.clone());
+                Err(format!("`{op}` has no attribute `{k}`"))
+            }
             None => Ok(()),
         }
     }
@@ -283,7 +304,19 @@ pub const OP_NAMES: &[&str] = &[
 
 /// Builds the op named `name` from its attributes.
 pub fn op_from_attrs(name: &str, map: BTreeMap<String, Attr>) -> Result<Op, String> {
-    let mut a = Attrs { map };
+    op_from_attrs_blamed(name, map).map_err(|(_, m)| m)
+}
+
+/// As [`op_from_attrs`]; an error also says which part of the node it is about.
+fn op_from_attrs_blamed(name: &str, map: BTreeMap<String, Attr>) -> Result<Op, (Blame, String)> {
+    let mut a = Attrs {
+        map,
+        blame: Blame::Op,
+    };
+    build_op(name, &mut a).map_err(|m| (a.blame, m))
+}
+
+fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
     let op = match name {
         "conv2d" => Op::Conv2d(Conv2d {
             stride: a.ulist("stride", Some([1, 1]))?,
@@ -373,6 +406,7 @@ pub fn op_from_attrs(name: &str, map: BTreeMap<String, Attr>) -> Result<Op, Stri
         "cross_entropy_loss" => Op::Loss(LossKind::CrossEntropy),
         "nll_loss" => Op::Loss(LossKind::Nll),
         _ => {
+            a.blame = Blame::Op;
             return Err(format!(
                 "unknown op `{name}` (known ops: {})",
                 OP_NAMES.join(", ")
@@ -668,19 +702,45 @@ impl<'a> Parser<'a> {
     }
 
     fn tensor_type(&mut self) -> PResult<TensorType> {
+        let (line, col) = (self.line, self.col);
         let dtype = match self.ident("a type such as `f32[1, 3, 224, 224]`")?.as_str() {
             "f32" => DType::F32,
             "i32" => DType::I32,
-            other => return Err(self.err(format!("unknown element type `{other}` (expected f32 or i32)"))),
+            other => {
+                return Err(self.err_at(
+                    line,
+                    col,
+                    format!("unknown element type `{other}` (expected f32 or i32)"),
+                ));
+            }
         };
-        let (line, col) = (self.line, self.col);
-        let dims = self.int_list()?;
-        let dims = dims
-            .into_iter()
-            .map(|d| {
-                usize::try_from(d).map_err(|_| self.err_at(line, col, format!("dimension {d} is negative")))
-            })
-            .collect::<PResult<Vec<_>>>()?;
+        // Dims are read as `usize`, not `i64`: a computed type may hold any `usize`.
+        self.punct('[')?;
+        let mut dims = Vec::new();
+        if !self.eat(']')? {
+            loop {
+                match &self.tok {
+                    Tok::Num(s) => {
+                        let d = s.parse::<usize>().map_err(|_| match s.parse::<i64>() {
+                            Ok(d) if d < 0 => self.err(format!("dimension {d} is negative")),
+                            _ => self.err(format!(
+                                "expected a dimension (an integer from 0 to {}), found `{s}`",
+                                usize::MAX
+                            )),
+                        })?;
+                        dims.push(d);
+                        self.advance()?;
+                    }
+                    _ => return Err(self.expected("a dimension")),
+                }
+                if self.eat(']')? {
+                    break;
+                }
+                if !self.eat(',')? {
+                    return Err(self.expected("`,` or `]`"));
+                }
+            }
+        }
         Ok(TensorType::new(dtype, Shape::from(dims)))
     }
 
@@ -710,22 +770,26 @@ impl<'a> Parser<'a> {
     }
 
     fn graph(&mut self) -> PResult<Graph> {
+        let (line, col) = (self.line, self.col);
         let kw = self.ident("`graph`")?;
         if kw != "graph" {
-            return Err(self.err_at(1, 1, format!("expected `graph`, found `{kw}`")));
+            return Err(self.err_at(line, col, format!("expected `graph`, found `{kw}`")));
         }
         let mut g = Graph::new();
         g.name = self.ident("the graph's name")?;
         self.punct('{')?;
+        let close;
         loop {
             let (line, col) = (self.line, self.col);
             match self.tok.clone() {
                 Tok::Punct('}') => {
+                    close = (line, col);
                     self.advance()?;
                     break;
                 }
                 Tok::Ident(kw) if kw == "input" || kw == "param" || kw == "buffer" => {
                     self.advance()?;
+                    let (line, col) = (self.line, self.col);
                     let name = self.reference("a node name such as `%x`")?;
                     self.punct(':')?;
                     let ty = self.tensor_type()?;
@@ -764,11 +828,13 @@ impl<'a> Parser<'a> {
                         }
                     }
                     let mut attrs = BTreeMap::new();
+                    let mut places = BTreeMap::new();
                     if self.eat('{')? && !self.eat('}')? {
                         loop {
                             let (l, c) = (self.line, self.col);
                             let key = self.ident("an attribute name")?;
                             self.punct('=')?;
+                            places.insert(key.clone(), ((l, c), (self.line, self.col)));
                             let value = match self.tok.clone() {
                                 Tok::Num(s) => {
                                     self.advance()?;
@@ -792,7 +858,18 @@ impl<'a> Parser<'a> {
                             }
                         }
                     }
-                    let op = op_from_attrs(&op_name, attrs).map_err(|m| self.err_at(ol, oc, m))?;
+                    let op = op_from_attrs_blamed(&op_name, attrs).map_err(|(blame, m)| {
+                        let ((kl, kc), (vl, vc)) = match &blame {
+                            Blame::Op => ((ol, oc), (ol, oc)),
+                            Blame::Key(k) | Blame::Value(k) => {
+                                places.get(k).copied().unwrap_or(((ol, oc), (ol, oc)))
+                            }
+                        };
+                        match blame {
+                            Blame::Key(_) => self.err_at(kl, kc, m),
+                            _ => self.err_at(vl, vc, m),
+                        }
+                    })?;
                     let declared = if self.eat(':')? {
                         let (l, c) = (self.line, self.col);
                         Some((self.tensor_type()?, l, c))
@@ -807,7 +884,8 @@ impl<'a> Parser<'a> {
                             l,
                             c,
                             format!(
-                                "declared type {ty} differs from the inferred type {}",
+                                "node `{}`: declared type {ty} differs from the inferred type {}",
+                                g.node(id).name,
                                 g.node(id).ty
                             ),
                         ));
@@ -820,7 +898,11 @@ impl<'a> Parser<'a> {
             return Err(self.expected("end of file after the graph's `}`"));
         }
         if g.outputs().is_empty() {
-            return Err(self.err(format!("graph `{}` declares no `output`", g.name)));
+            return Err(self.err_at(
+                close.0,
+                close.1,
+                format!("graph `{}` declares no `output` before its closing `}}`", g.name),
+            ));
         }
         Ok(g)
     }

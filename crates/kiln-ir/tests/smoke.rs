@@ -5,7 +5,10 @@ use kiln_ir::text;
 fn lenet_prints_and_parses_back() {
     let mut net = Network::new("lenet5");
     let x = net.input("input", [1, 1, 28, 28]).unwrap();
-    let h = net.named("conv1").conv2d(x, Conv::new(6, [5, 5]).padding(2)).unwrap();
+    let h = net
+        .named("conv1")
+        .conv2d(x, Conv::new(6, [5, 5]).padding(2))
+        .unwrap();
     let h = net.relu(h).unwrap();
     let h = net.avg_pool2d(h, [2, 2], [2, 2]).unwrap();
     let h = net.flatten(h).unwrap();

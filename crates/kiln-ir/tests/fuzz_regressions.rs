@@ -1,0 +1,164 @@
+//! Inputs that once crashed a fuzz target (see docs/fuzzing.md), kept as regression tests.
+//! Each runs through what the target checks: the parser must return (an `Err` here) without
+//! panicking, and whatever parses must round-trip.
+
+use kiln_ir::text;
+
+/// What `fuzz/fuzz_targets/parse_text.rs` does with its input.
+fn parse_text_target(data: &[u8]) -> Option<String> {
+    let src = String::from_utf8_lossy(data);
+    match text::parse(&src) {
+        Ok(g) => {
+            let printed = text::print(&g);
+            let back = text::parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+            assert_eq!(back, g);
+            assert_eq!(text::print(&back), printed);
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[track_caller]
+fn rejects(data: &[u8], needles: &[&str]) {
+    let msg = parse_text_target(data).expect("the input must be rejected");
+    for n in needles {
+        assert!(msg.contains(n), "message does not mention `{n}`: {msg}");
+    }
+}
+
+/// parse_text, crash-ea94c734d216fb19d21c77819dce47a516189692: a transposed convolution over an
+/// input with an empty spatial axis computed `s·(n − 1)` with `n = 0` (subtract overflow in
+/// `shape::conv_transpose2d`). The fuzzer's input, byte for byte.
+#[test]
+fn conv_transpose_over_an_empty_axis_crash() {
+    let data = b"graph random {\n  input %x: f32[2, 5, 5, 0]\n  param %deconv_1.weight: f32[5, 5, 2, 2]\n  param %deconv_1.bias: f32[5]\n  %deconv_1 = conv_transpose2d(%x, %deconv_1.weight, %deconv_1.bias): f32[2, 5, 6, 2]\n  %dropout_2 = dropout(%deconv_1) {ratio=0.2\xff\xff3046875, seed=11005017385720625158}: f32[2, 5, 6, 2]\n  %sub_3 = sub(%dropout_2, %dropout_2): f32[2, 5, 6, 2]\n  param %conv_4.weight: f32[5, 1, 1, 1]\n  %conv_4 = conv2d(%sub_3, %conv_4.weight) {dilation=[2, 2], paddin\x00\x00\x00\x00\x00\x00\x00\x08pper, gr\x91\x8a\x8f\x83=5}: f32[2, 5, 6, 2]\n  %concat_5 = concat(%deconv_1) {axis=-2}: f32[2, 5, 6, 2]\n  output %conv_4\n  output A.mncat_5\n}\n";
+    rejects(
+        data,
+        &[
+            "<text>:5:3:",
+            "node `deconv_1`",
+            "input has an empty spatial axis 1",
+        ],
+    );
+}
+
+/// The same bug, minimized.
+#[test]
+fn conv_transpose_over_an_empty_axis() {
+    rejects(
+        b"graph g {\n input %x: f32[1, 1, 0, 3]\n param %w: f32[1, 1, 2, 2]\n %y = conv_transpose2d(%x, %w)\n output %y\n}",
+        &["input has an empty spatial axis 0"],
+    );
+}
+
+// Overflows of the same family, found by reading shape.rs while fixing the crash above (each
+// panicked with "attempt to … with overflow" in debug builds and wrapped silently in release).
+
+#[test]
+fn absurd_sizes_are_errors_not_overflows() {
+    let big = i64::MAX;
+    let cases: Vec<(String, &str)> = vec![
+        // dilation·(kernel − 1) + 1
+        (
+            format!(
+                "input %x: f32[1, 1, 4, 4]\n param %w: f32[1, 1, 4, 4]\n %y = conv2d(%x, %w) {{dilation=[{big}, 1]}}"
+            ),
+            "kernel extent of kernel 4 with dilation 9223372036854775807 overflows",
+        ),
+        // n + padding
+        (
+            format!(
+                "input %x: f32[1, 1, 4, 4]\n param %w: f32[1, 1, 3, 3]\n %y = conv2d(%x, %w) {{padding=[{big}, 0, {big}, 0]}}"
+            ),
+            "overflows",
+        ),
+        // same padding with a huge stride and dilation
+        (
+            format!(
+                "input %x: f32[1, 1, 4, 4]\n %y = max_pool2d(%x) {{kernel=[4, 2], stride=[{big}, 1], dilation=[{big}, 1], padding=same_lower}}"
+            ),
+            "overflows",
+        ),
+        // stride·(n − 1) + extent + output_padding
+        (
+            format!(
+                "input %x: f32[1, 1, 4, 4]\n param %w: f32[1, 1, 3, 3]\n %y = conv_transpose2d(%x, %w) {{stride=[{big}, 1], output_padding=[5, 0]}}"
+            ),
+            "output size on spatial axis 0 overflows",
+        ),
+        // C_out/groups · groups
+        (
+            format!(
+                "input %x: f32[1, {big}, 4, 4]\n param %w: f32[{big}, {big}, 1, 1]\n %y = conv_transpose2d(%x, %w) {{groups={big}}}"
+            ),
+            "output channels 9223372036854775807 × groups 9223372036854775807 overflow",
+        ),
+        // a saturated kernel extent must not pass for a real one
+        (
+            format!(
+                "input %x: f32[1, 1, 1, 4]\n param %w: f32[1, 1, 4, 1]\n %y = conv_transpose2d(%x, %w) {{dilation=[{big}, 1]}}"
+            ),
+            "overflows",
+        ),
+        // padding crop
+        (
+            format!(
+                "input %x: f32[1, 1, 4, 4]\n param %w: f32[1, 1, 3, 3]\n %y = conv_transpose2d(%x, %w) {{padding=[{big}, 0, {big}, 0]}}"
+            ),
+            "removes the whole output",
+        ),
+        // the product of a reshape's target dims
+        (
+            "input %x: f32[1]\n %y = reshape(%x) {shape=[4294967296, 4294967296, -1]}".into(),
+            "too many elements",
+        ),
+        // flatten's products
+        (
+            format!("input %x: f32[{m}, {m}, 2]\n %y = flatten(%x)", m = u64::MAX),
+            "overflows",
+        ),
+        // concat's sum
+        (
+            format!("input %x: f32[{}, 2]\n %y = concat(%x, %x) {{axis=0}}", u64::MAX),
+            "overflows",
+        ),
+    ];
+    for (body, needle) in cases {
+        let src = format!("graph g {{\n {body}\n output %y\n}}\n");
+        let msg = parse_text_target(src.as_bytes()).unwrap_or_else(|| panic!("must be rejected:\n{src}"));
+        assert!(msg.contains(needle), "message does not mention `{needle}`: {msg}");
+    }
+}
+
+/// `same` padding over an empty axis computed `⌈0/s⌉ − 1` (subtract overflow in
+/// `shape::resolve_padding`); a sliding window over an empty axis is now an error, not a panic.
+#[test]
+fn same_padding_over_an_empty_axis() {
+    let src = b"graph g {\n input %x: f32[1, 1, 0, 4]\n param %w: f32[1, 1, 1, 1]\n %y = conv2d(%x, %w) {padding=same_upper}\n output %y\n}\n";
+    let msg = parse_text_target(src).expect("rejected");
+    assert!(msg.contains("empty spatial axis"), "{msg}");
+}
+
+/// A concat of two `i64::MAX`-sized axes has a dim above `i64::MAX`: the printer wrote it, but
+/// the parser read dims as `i64` and rejected its own output. Dims are now read as `usize`.
+#[test]
+fn dims_above_i64_max_round_trip() {
+    let src = format!(
+        "graph g {{\n input %x: f32[{}, 2]\n %y = concat(%x, %x) {{axis=0}}\n output %y\n}}\n",
+        i64::MAX
+    );
+    assert_eq!(parse_text_target(src.as_bytes()), None);
+    let g = text::parse(&src).unwrap();
+    assert_eq!(
+        g.node(g.find("y").unwrap()).ty.dims(),
+        &[(i64::MAX as usize) * 2, 2]
+    );
+    assert!(
+        text::parse(&format!(
+            "graph g {{\n input %x: f32[{}]\n output %x\n}}",
+            usize::MAX
+        ))
+        .is_ok()
+    );
+}
