@@ -1,0 +1,360 @@
+//! kiln's code generator: every forward op of the graph IR lowered to a Cranelift kernel, one
+//! JIT module per compiled model, and one entry function that runs the kernels in order over
+//! one arena — no per-op dispatch in Rust at run time.
+//!
+//! ```
+//! use kiln_ir::builder::{Conv, Network};
+//! use kiln_ir::{Tensor, Value};
+//! use std::collections::HashMap;
+//! let mut net = Network::new("tiny");
+//! let x = net.input("input", [1, 1, 4, 4])?;
+//! let y = net.named("output").conv2d(x, Conv::new(1, [3, 3]).padding(1).bias(false))?;
+//! net.output(y)?;
+//! let graph = net.finish()?;
+//! let mut model = kiln_jit::compile(&graph, &kiln_jit::JitOptions::default()).unwrap();
+//! let w = HashMap::from([("output.weight".to_string(), Tensor::full([1, 1, 3, 3], 1.0f32))]);
+//! model.set_weights(&w).unwrap();
+//! let inputs = HashMap::from([("input".to_string(), Value::F(Tensor::full([1, 1, 4, 4], 1.0f32)))]);
+//! let out = model.run(&inputs).unwrap();
+//! let y = out[0].1.as_f().unwrap();
+//! assert_eq!(&y.data()[..4], &[4.0, 6.0, 6.0, 4.0]); // a 3×3 box sum with zero padding
+//! # Ok::<(), kiln_ir::IrError>(())
+//! ```
+
+pub mod codegen;
+pub mod lower;
+pub mod plan;
+
+use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::types::I64;
+use cranelift_jit::JITModule;
+use cranelift_module::{Linkage, Module};
+use kiln_ir::{DType, Graph, LossKind, NodeId, Op, Tensor, TensorType, Value};
+use std::collections::HashMap;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum JitError {
+    #[error("this CPU cannot run kiln's JIT: {0}")]
+    UnsupportedHost(String),
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+    #[error("missing input `{0}`")]
+    MissingInput(String),
+    #[error("`{0}` is not an input of the model (its inputs: {1})")]
+    UnknownInput(String, String),
+    #[error("missing weight `{0}`")]
+    MissingWeight(String),
+    #[error("`{name}`: expected {expected}, got {got}")]
+    WrongType {
+        name: String,
+        expected: TensorType,
+        got: TensorType,
+    },
+    #[error("`{name}`: class id {id} at position {pos} is outside 0..{classes}")]
+    BadClassId {
+        name: String,
+        id: i32,
+        pos: usize,
+        classes: usize,
+    },
+}
+
+/// Knobs of the compiler.
+#[derive(Debug, Clone)]
+pub struct JitOptions {
+    /// Cranelift's `opt_level`: `"none"` (what the notes measured best for hand-scheduled
+    /// loops) or `"speed"`.
+    pub opt_level: String,
+    /// Keep each kernel's Cranelift IR text (`kiln compile --emit clif`).
+    pub keep_clif: bool,
+}
+
+impl Default for JitOptions {
+    fn default() -> JitOptions {
+        JitOptions {
+            opt_level: "speed".into(),
+            keep_clif: false,
+        }
+    }
+}
+
+/// One compiled kernel.
+#[derive(Debug, Clone)]
+pub struct KernelInfo {
+    pub node: NodeId,
+    pub name: String,
+    /// The size of its outermost parallel loop.
+    pub extent: usize,
+    /// Its Cranelift IR, when `keep_clif` was set.
+    pub clif: Option<String>,
+}
+
+/// 64-byte aligned storage for the arena.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A graph compiled to native code, with its arena.
+pub struct JitModel {
+    graph: Graph,
+    plan: plan::Plan,
+    module: Option<JITModule>,
+    entry: unsafe extern "C" fn(*mut u8),
+    kernels: Vec<KernelInfo>,
+    arena: Vec<Line>,
+}
+
+/// Compiles `graph` for the host CPU.
+pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
+    let plan = plan::plan(graph);
+    let mut module = codegen::new_module(&options.opt_level)?;
+    let mut kernels = Vec::new();
+    let mut ids = Vec::new();
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        let in_ids = graph.inputs(id);
+        let ins: Vec<(plan::Slot, TensorType)> = in_ids
+            .iter()
+            .map(|&i| (plan.slots[&i], graph.node(i).ty.clone()))
+            .collect();
+        let in_types: Vec<&TensorType> = ins.iter().map(|(_, t)| t).collect();
+        let Some(extent) = lower::extent(&node.op, &in_types, &node.ty) else {
+            continue;
+        };
+        let name = format!("k{}_{}", kernels.len(), node.name.replace('.', "_"));
+        let fid = codegen::declare_kernel(&mut module, &name)?;
+        let sig = codegen::kernel_signature(&module);
+        let out = (plan.slots[&id], &node.ty);
+        let clif = codegen::define(&mut module, fid, sig, options.keep_clif, |e, p, _| {
+            let args = lower::Args {
+                arena: p[0],
+                begin: p[1],
+                end: p[2],
+                ins: &ins,
+                out,
+            };
+            lower::emit(e, &node.op, &args);
+        })?;
+        kernels.push(KernelInfo {
+            node: id,
+            name,
+            extent,
+            clif,
+        });
+        ids.push(fid);
+    }
+    let entry = define_entry(&mut module, &kernels, &ids)?;
+    finish(graph, plan, module, entry, kernels)
+}
+
+/// The entry `fn(arena)`: every kernel over its whole range, in order.
+fn define_entry(
+    module: &mut JITModule,
+    kernels: &[KernelInfo],
+    ids: &[cranelift_module::FuncId],
+) -> Result<cranelift_module::FuncId, JitError> {
+    let mut sig = module.make_signature();
+    sig.params.push(cranelift_codegen::ir::AbiParam::new(I64));
+    let entry = module
+        .declare_function("entry", Linkage::Export, &sig)
+        .map_err(|e| JitError::Codegen(format!("declaring the entry: {e}")))?;
+    codegen::define(module, entry, sig, false, |e, p, module| {
+        for (k, &fid) in kernels.iter().zip(ids) {
+            let fref = module.declare_func_in_func(fid, e.b.func);
+            let begin = e.iconst(0);
+            let end = e.iconst(k.extent as i64);
+            e.b.ins().call(fref, &[p[0], begin, end]);
+        }
+    })?;
+    Ok(entry)
+}
+
+fn finish(
+    graph: &Graph,
+    plan: plan::Plan,
+    mut module: JITModule,
+    entry: cranelift_module::FuncId,
+    kernels: Vec<KernelInfo>,
+) -> Result<JitModel, JitError> {
+    module
+        .finalize_definitions()
+        .map_err(|e| JitError::Codegen(format!("finalizing: {e}")))?;
+    let ptr = module.get_finalized_function(entry);
+    // SAFETY: `entry` was defined with the signature `fn(i64)` (SystemV, as `extern "C"`), and
+    // reads and writes only the arena, whose size the plan fixed.
+    let entry = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut u8)>(ptr) };
+    let lines = plan.size.div_ceil(64);
+    Ok(JitModel {
+        graph: graph.clone(),
+        plan,
+        module: Some(module),
+        entry,
+        kernels,
+        arena: vec![Line([0; 64]); lines],
+    })
+}
+
+impl JitModel {
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn kernels(&self) -> &[KernelInfo] {
+        &self.kernels
+    }
+
+    /// Arena size in bytes.
+    pub fn arena_size(&self) -> usize {
+        self.plan.size
+    }
+
+    fn bytes_mut(&mut self, id: NodeId) -> &mut [u8] {
+        let s = self.plan.slots[&id];
+        let all: &mut [u8] = bytemuck_lines(&mut self.arena);
+        &mut all[s.offset..s.offset + s.len * 4]
+    }
+
+    fn bytes(&self, id: NodeId) -> &[u8] {
+        let s = self.plan.slots[&id];
+        let all = bytemuck_lines_ref(&self.arena);
+        &all[s.offset..s.offset + s.len * 4]
+    }
+
+    /// Loads every weight (`param` and `buffer`) of the graph from `weights`, by name.
+    pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), JitError> {
+        for id in self.graph.params() {
+            let node = self.graph.node(id);
+            let t = weights
+                .get(&node.name)
+                .ok_or_else(|| JitError::MissingWeight(node.name.clone()))?;
+            if t.shape() != &node.ty.shape {
+                return Err(JitError::WrongType {
+                    name: node.name.clone(),
+                    expected: node.ty.clone(),
+                    got: TensorType::f32(t.shape().clone()),
+                });
+            }
+            let data: Vec<u8> = t.data().iter().flat_map(|v| v.to_ne_bytes()).collect();
+            self.bytes_mut(id).copy_from_slice(&data);
+        }
+        Ok(())
+    }
+
+    /// Runs the model on `inputs` (every graph input, by name) and returns the outputs in the
+    /// graph's output order.
+    pub fn run(
+        &mut self,
+        inputs: &HashMap<String, Value<f32>>,
+    ) -> Result<Vec<(String, Value<f32>)>, JitError> {
+        let graph_inputs = self.graph.graph_inputs();
+        for name in inputs.keys() {
+            if !graph_inputs.iter().any(|&i| &self.graph.node(i).name == name) {
+                let names: Vec<&str> = graph_inputs
+                    .iter()
+                    .map(|&i| self.graph.node(i).name.as_str())
+                    .collect();
+                return Err(JitError::UnknownInput(name.clone(), names.join(", ")));
+            }
+        }
+        for &id in &graph_inputs {
+            let node = self.graph.node(id).clone();
+            let v = inputs
+                .get(&node.name)
+                .ok_or_else(|| JitError::MissingInput(node.name.clone()))?;
+            if v.ty() != node.ty {
+                return Err(JitError::WrongType {
+                    name: node.name,
+                    expected: node.ty,
+                    got: v.ty(),
+                });
+            }
+            let data: Vec<u8> = match v {
+                Value::F(t) => t.data().iter().flat_map(|x| x.to_ne_bytes()).collect(),
+                Value::I(t) => {
+                    self.check_class_ids(id, &node.name, t)?;
+                    t.data().iter().flat_map(|x| x.to_ne_bytes()).collect()
+                }
+            };
+            self.bytes_mut(id).copy_from_slice(&data);
+        }
+        // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
+        // validated shapes to stay inside it, and it is exclusively borrowed for the call.
+        unsafe { (self.entry)(self.arena.as_mut_ptr().cast::<u8>()) };
+        Ok(self
+            .graph
+            .outputs()
+            .iter()
+            .map(|&o| {
+                let node = self.graph.node(o);
+                let b = self.bytes(o);
+                let v = match node.ty.dtype {
+                    DType::F32 => Value::F(
+                        Tensor::new(
+                            node.ty.shape.clone(),
+                            b.chunks_exact(4)
+                                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                                .collect(),
+                        )
+                        .expect("slot sized by its type"),
+                    ),
+                    DType::I32 => Value::I(
+                        Tensor::new(
+                            node.ty.shape.clone(),
+                            b.chunks_exact(4)
+                                .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                                .collect(),
+                        )
+                        .expect("slot sized by its type"),
+                    ),
+                };
+                (node.name.clone(), v)
+            })
+            .collect())
+    }
+
+    /// Class ids fed to a loss must index a class.
+    fn check_class_ids(&self, id: NodeId, name: &str, t: &Tensor<i32>) -> Result<(), JitError> {
+        for user in self.graph.users(id) {
+            if let Op::Loss(LossKind::CrossEntropy | LossKind::Nll) = self.graph.node(user).op {
+                let pred = self.graph.inputs(user)[0];
+                let classes = self.graph.node(pred).ty.dims()[1];
+                if let Some((pos, &bad)) = t
+                    .data()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| !(0..classes as i64).contains(&i64::from(**c)))
+                {
+                    return Err(JitError::BadClassId {
+                        name: name.to_string(),
+                        id: bad,
+                        pos,
+                        classes,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bytemuck_lines(lines: &mut [Line]) -> &mut [u8] {
+    let len = lines.len() * 64;
+    // SAFETY: `Line` is 64 plain bytes with no padding; the slice covers exactly `lines`.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), len) }
+}
+
+fn bytemuck_lines_ref(lines: &[Line]) -> &[u8] {
+    let len = lines.len() * 64;
+    // SAFETY: as above, read-only.
+    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast::<u8>(), len) }
+}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: the only pointer into the code is `entry`, which dies with `self`.
+            unsafe { m.free_memory() };
+        }
+    }
+}

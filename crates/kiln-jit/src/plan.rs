@@ -1,0 +1,47 @@
+//! The arena layout: a byte offset for every value of the graph. Views (flatten, reshape,
+//! inference-mode dropout) share their input's storage. Every slot is 64-byte aligned.
+//! (Liveness-based reuse is the memory-planning pass of a later issue.)
+
+use kiln_ir::{Graph, NodeId, Op};
+use std::collections::HashMap;
+
+/// Where a value lives: byte offset in the arena and element count (4 bytes each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub offset: usize,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub slots: HashMap<NodeId, Slot>,
+    /// Arena size in bytes.
+    pub size: usize,
+}
+
+/// Ops whose output is their input's bytes under another shape.
+pub fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. })
+}
+
+pub fn plan(graph: &Graph) -> Plan {
+    let mut slots = HashMap::new();
+    let mut size = 0usize;
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        let len = node.ty.shape.numel();
+        let slot = if is_view(&node.op) {
+            let src = graph.inputs(id)[0];
+            slots[&src]
+        } else {
+            let offset = size.next_multiple_of(64);
+            size = offset + len * 4;
+            Slot { offset, len }
+        };
+        slots.insert(id, slot);
+    }
+    Plan {
+        slots,
+        size: size.max(4),
+    }
+}
