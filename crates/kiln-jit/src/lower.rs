@@ -583,6 +583,7 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reduce_window(
     e: &mut Emitter,
     arena: Value,
