@@ -263,8 +263,22 @@ fn pool2d(p: &Pool2d, x: &TensorType) -> R<TensorType> {
             ));
         }
         out[a] = window_out_size(d[2 + a], k, s, dl, pad, p.ceil_mode)?;
+        if let Some(i) = (0..out[a]).find(|&i| !window_has_real_tap(i * s, pad.0, d[2 + a], k, dl)) {
+            return Err(format!(
+                "window {i} on spatial axis {a} holds only padding (kernel {k}, dilation {dl}, padding {pad:?}, input {})",
+                d[2 + a]
+            ));
+        }
     }
     Ok(TensorType::f32([d[0], d[1], out[0], out[1]]))
+}
+
+/// Whether the window whose first tap is at padded position `start` (input position
+/// `start − pad_begin`) has a tap inside the input `[0, n)`.
+fn window_has_real_tap(start: usize, pad_begin: usize, n: usize, k: usize, d: usize) -> bool {
+    // first tap at or after input position 0
+    let j0 = pad_begin.saturating_sub(start).div_ceil(d);
+    j0 < k && start + j0 * d >= pad_begin && start + j0 * d - pad_begin < n
 }
 
 fn matmul(a: &TensorType, b: &TensorType) -> R<TensorType> {

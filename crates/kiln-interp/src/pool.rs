@@ -1,0 +1,209 @@
+//! Pooling: windowed max / average / sum (padding, dilation, ceil mode), global, adaptive.
+//!
+//! Windowed pooling, per spatial axis: output index `o` has taps at padded coordinates
+//! `o·s + i·d` for `i < k`; a tap is *real* when it lands inside the input (after removing the
+//! begin padding), *padding* when it lands in the begin/end padding, and in ceil mode the last
+//! window may also reach *past* the padded input. A 2-D tap is real when it is real on both axes.
+//!
+//! - **max**: the maximum over the real taps (padding counts as −∞, so it never wins); ties go
+//!   to the first maximum in row-major window order; a NaN propagates (as PyTorch).
+//! - **sum**: the sum over the real taps (padding adds zero).
+//! - **avg**: the sum divided by
+//!   - with `count_include_pad`: the number of taps inside the *padded* input, i.e. PyTorch's
+//!     `(min(h_start + k, H + pad_end) − h_start) · (same for w)` with `h_start = o·s − pad_begin`
+//!     (for dilation 1; with dilation the taps, not the extent, are counted). Taps past the
+//!     padded input in ceil mode are not counted.
+//!   - without: the number of real taps.
+//!
+//! Every window covers at least one real element: the shape rule rejects attributes where a
+//! (dilated) window would hold only padding. Should one reach these kernels anyway, max gives
+//! −∞ (argmax −1), sum 0, and avg without padding counted 0/0 = NaN — never a panic.
+
+use crate::Float;
+use crate::conv::dims4;
+use crate::util::{out_shape, unpad};
+use kiln_ir::shape::{adaptive_window, resolve_padding};
+use kiln_ir::{Op, Pool2d, PoolKind, ReduceKind, Tensor};
+
+/// One tap of a pooling window along one axis.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    /// The input coordinate, when the tap is inside the input.
+    real: Option<usize>,
+    /// True when the tap is inside the padded input (real or padding).
+    in_padded: bool,
+}
+
+/// For each output index along one axis, the taps of its window.
+fn axis_taps(n: usize, k: usize, s: usize, d: usize, pad: (usize, usize), out: usize) -> Vec<Vec<Tap>> {
+    (0..out)
+        .map(|o| {
+            (0..k)
+                .map(|i| {
+                    let p = o * s + i * d;
+                    Tap {
+                        real: unpad(p, pad.0, n),
+                        in_padded: p < pad.0 + n + pad.1,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The result of one window: the reduced value and, for max, the winner's in-plane index.
+fn reduce_window<T: Float>(
+    plane: &[T],
+    w: usize,
+    rows: &[Tap],
+    cols: &[Tap],
+    kind: PoolKind,
+) -> (T, Option<usize>) {
+    let mut acc = match kind {
+        PoolKind::Max => T::neg_infinity(),
+        PoolKind::Avg { .. } | PoolKind::Sum => T::zero(),
+    };
+    let mut arg = None;
+    let (mut real, mut padded) = (0usize, 0usize);
+    for r in rows {
+        for c in cols {
+            if r.in_padded && c.in_padded {
+                padded += 1;
+            }
+            let (Some(ih), Some(iw)) = (r.real, c.real) else {
+                continue;
+            };
+            real += 1;
+            let idx = ih * w + iw;
+            let v = plane[idx];
+            match kind {
+                PoolKind::Max => {
+                    // Strictly greater: the first maximum in row-major window order wins.
+                    if arg.is_none() || v > acc || (v.is_nan() && !acc.is_nan()) {
+                        acc = v;
+                        arg = Some(idx);
+                    }
+                }
+                PoolKind::Avg { .. } | PoolKind::Sum => acc += v,
+            }
+        }
+    }
+    match kind {
+        PoolKind::Avg { count_include_pad } => {
+            let count = if count_include_pad { padded } else { real };
+            (acc / T::from_usize(count), None)
+        }
+        PoolKind::Max | PoolKind::Sum => (acc, arg),
+    }
+}
+
+/// Runs `f(value, argmax)` for every window of `x`, in the row-major order of the output.
+fn for_each_window<T: Float>(
+    x: &Tensor<T>,
+    p: &Pool2d,
+    mut f: impl FnMut(T, Option<usize>),
+) -> Result<kiln_ir::Shape, String> {
+    let out = out_shape(&Op::Pool2d(p.clone()), &[x.shape()])?;
+    let [n, c, h, w] = dims4(x.dims());
+    let [_, _, oh_n, ow_n] = dims4(out.dims());
+    let pad_h = resolve_padding(p.padding, 0, h, p.kernel[0], p.stride[0], p.dilation[0]);
+    let pad_w = resolve_padding(p.padding, 1, w, p.kernel[1], p.stride[1], p.dilation[1]);
+    let rows = axis_taps(h, p.kernel[0], p.stride[0], p.dilation[0], pad_h, oh_n);
+    let cols = axis_taps(w, p.kernel[1], p.stride[1], p.dilation[1], pad_w, ow_n);
+    for plane_i in 0..n * c {
+        let plane = &x.data()[plane_i * h * w..(plane_i + 1) * h * w];
+        for r in &rows {
+            for col in &cols {
+                let (v, arg) = reduce_window(plane, w, r, col, p.kind);
+                f(v, arg);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Windowed max / avg / sum pooling of `x [N, C, H, W]` (see the module docs for the rules).
+pub fn pool2d<T: Float>(x: &Tensor<T>, p: &Pool2d) -> Result<Tensor<T>, String> {
+    let mut vals = Vec::new();
+    let out = for_each_window(x, p, |v, _| vals.push(v))?;
+    Ok(Tensor::new(out, vals).expect("one value per window, in row-major order"))
+}
+
+/// For max pooling `p` of `x`: the in-plane flat index `ih·W + iw` of each window's winning
+/// element (the first maximum in row-major window order), shaped as the pooled output; −1
+/// for a window with no real element. What max pooling's backward scatters to.
+pub fn max_pool2d_argmax<T: Float>(x: &Tensor<T>, p: &Pool2d) -> Result<Tensor<i32>, String> {
+    if p.kind != PoolKind::Max {
+        return Err(format!("argmax needs max pooling, got {:?}", p.kind));
+    }
+    let mut ids = Vec::new();
+    let out = for_each_window(x, p, |_, arg| {
+        ids.push(arg.map_or(-1, |i| i32::try_from(i).unwrap_or(i32::MAX)))
+    })?;
+    Ok(Tensor::new(out, ids).expect("one id per window, in row-major order"))
+}
+
+/// Reduces the window `rows × cols` of one plane (row-major order, first maximum wins).
+fn reduce_region<T: Float>(
+    plane: &[T],
+    w: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    kind: ReduceKind,
+) -> T {
+    let mut acc = match kind {
+        ReduceKind::Max => T::neg_infinity(),
+        ReduceKind::Avg => T::zero(),
+    };
+    for ih in rows.0..rows.1 {
+        for iw in cols.0..cols.1 {
+            let v = plane[ih * w + iw];
+            match kind {
+                ReduceKind::Max => {
+                    if v > acc || (v.is_nan() && !acc.is_nan()) {
+                        acc = v;
+                    }
+                }
+                ReduceKind::Avg => acc += v,
+            }
+        }
+    }
+    match kind {
+        ReduceKind::Max => acc,
+        ReduceKind::Avg => acc / T::from_usize((rows.1 - rows.0) * (cols.1 - cols.0)),
+    }
+}
+
+/// Global max / average pooling: each plane of `x [N, C, H, W]` reduced to `[N, C, 1, 1]`.
+pub fn global_pool<T: Float>(x: &Tensor<T>, kind: ReduceKind) -> Result<Tensor<T>, String> {
+    let out = out_shape(&Op::GlobalPool(kind), &[x.shape()])?;
+    let [n, c, h, w] = dims4(x.dims());
+    let vals = (0..n * c)
+        .map(|i| reduce_region(&x.data()[i * h * w..(i + 1) * h * w], w, (0, h), (0, w), kind))
+        .collect();
+    Ok(Tensor::new(out, vals).expect("one value per plane"))
+}
+
+/// Adaptive max / average pooling of `x [N, C, H, W]` to `[N, C, out_h, out_w]`: output
+/// `(i, j)` reduces rows `[⌊i·H/out_h⌋, ⌈(i+1)·H/out_h⌉)` × the same for columns
+/// ([`adaptive_window`], PyTorch's rule; windows may overlap when the size does not divide).
+pub fn adaptive_pool<T: Float>(
+    x: &Tensor<T>,
+    kind: ReduceKind,
+    output: [usize; 2],
+) -> Result<Tensor<T>, String> {
+    let out = out_shape(&Op::AdaptivePool { kind, output }, &[x.shape()])?;
+    let [n, c, h, w] = dims4(x.dims());
+    let mut vals = Vec::with_capacity(out.numel());
+    for pi in 0..n * c {
+        let plane = &x.data()[pi * h * w..(pi + 1) * h * w];
+        for i in 0..output[0] {
+            for j in 0..output[1] {
+                let rows = adaptive_window(i, h, output[0]);
+                let cols = adaptive_window(j, w, output[1]);
+                vals.push(reduce_region(plane, w, rows, cols, kind));
+            }
+        }
+    }
+    Ok(Tensor::new(out, vals).expect("one value per window"))
+}
