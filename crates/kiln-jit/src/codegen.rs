@@ -105,6 +105,11 @@ pub fn mem() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
+/// Flags of a `bitcast`, which accepts only an endianness.
+pub fn lanes() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
 impl Emitter<'_> {
     pub fn iconst(&mut self, v: i64) -> Value {
         self.b.ins().iconst(I64, v)
@@ -200,7 +205,7 @@ impl Emitter<'_> {
     pub fn select_lt(&mut self, ty: Type, a: Value, b: Value, t: Value, f: Value) -> Value {
         let c = self.b.ins().fcmp(FloatCC::LessThan, a, b);
         if ty == F32X4 {
-            let mask = self.b.ins().bitcast(F32X4, mem(), c);
+            let mask = self.b.ins().bitcast(F32X4, lanes(), c);
             self.b.ins().bitselect(mask, t, f)
         } else {
             self.b.ins().select(c, t, f)
@@ -259,7 +264,7 @@ impl Emitter<'_> {
         };
         let ni = self.b.ins().iadd(ni, bias);
         let bits = self.b.ins().ishl_imm_s(ni, 23);
-        let scale = self.b.ins().bitcast(ty, mem(), bits);
+        let scale = self.b.ins().bitcast(ty, lanes(), bits);
         self.b.ins().fmul(p, scale)
     }
 }

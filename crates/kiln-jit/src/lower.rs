@@ -175,13 +175,13 @@ fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -> Value {
 
 /// `ln(x)` for scalar `x > 0`: `x = 2ᵏ·m` with `m ∈ [√½, √2)`, `ln m = 2·atanh((m−1)/(m+1))`.
 fn ln(e: &mut Emitter, x: Value) -> Value {
-    let bits = e.b.ins().bitcast(I32, crate::codegen::mem(), x);
+    let bits = e.b.ins().bitcast(I32, crate::codegen::lanes(), x);
     // Shift the mantissa range to [√½, √2) by biasing with the bits of √½ (0x3f3504f3).
     let off = e.b.ins().iadd_imm_s(bits, -0x3f35_04f3);
     let k = e.b.ins().sshr_imm_s(off, 23);
     let kbits = e.b.ins().ishl_imm_s(k, 23);
     let mbits = e.b.ins().isub(bits, kbits);
-    let m = e.b.ins().bitcast(F32, crate::codegen::mem(), mbits);
+    let m = e.b.ins().bitcast(F32, crate::codegen::lanes(), mbits);
     let one = e.fconst(1.0);
     let num = e.b.ins().fsub(m, one);
     let den = e.b.ins().fadd(m, one);

@@ -1,0 +1,185 @@
+//! Every forward op, with random valid attributes and shapes, through the JIT and the
+//! interpreter: the outputs must agree (tolerance in `common.rs`).
+
+mod common;
+
+use common::check_graph;
+use kiln_ir::{
+    Activation, BinaryOp, Conv2d, ConvTranspose2d, Graph, LossKind, Op, Padding, Pool2d, PoolKind,
+    ReduceKind, TensorType,
+};
+use proptest::prelude::*;
+
+/// A one-op graph: `op` over a fresh input of type `x` and fresh params of types `params`;
+/// `None` when shape inference rejects the combination (the strategy then skips it).
+fn one_op(op: Op, x: TensorType, params: &[TensorType]) -> Option<Graph> {
+    let mut g = Graph::new();
+    let mut ins = vec![g.input("x", x).ok()?];
+    for (i, p) in params.iter().enumerate() {
+        ins.push(g.param(format!("p{i}"), p.clone()).ok()?);
+    }
+    let y = g.add("y", op, &ins).ok()?;
+    g.mark_output(y).ok()?;
+    Some(g)
+}
+
+fn padding() -> impl Strategy<Value = Padding> {
+    prop_oneof![
+        proptest::array::uniform4(0usize..3).prop_map(Padding::Explicit),
+        Just(Padding::Valid),
+        Just(Padding::SameUpper),
+        Just(Padding::SameLower),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d(n in 1usize..3, cg in 1usize..4, g in 1usize..4, og in 1usize..3, h in 1usize..10, w in 1usize..10,
+              kh in 1usize..4, kw in 1usize..4, s in (1usize..4, 1usize..4), d in (1usize..3, 1usize..3),
+              pad in padding(), bias in any::<bool>(), seed in any::<u64>()) {
+        let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g });
+        let mut params = vec![TensorType::f32([og * g, cg, kh, kw])];
+        if bias { params.push(TensorType::f32([og * g])); }
+        let graph = one_op(op, TensorType::f32([n, cg * g, h, w]), &params);
+        prop_assume!(graph.is_some());
+        check_graph(&graph.unwrap(), seed);
+    }
+
+    #[test]
+    fn conv_transpose2d(n in 1usize..3, cg in 1usize..3, g in 1usize..3, og in 1usize..3, h in 1usize..6, w in 1usize..6,
+                        kh in 1usize..4, kw in 1usize..4, s in (1usize..4, 1usize..4), d in (1usize..3, 1usize..3),
+                        pad in proptest::array::uniform4(0usize..3), op_pad in (0usize..3, 0usize..3),
+                        bias in any::<bool>(), seed in any::<u64>()) {
+        let op = Op::ConvTranspose2d(ConvTranspose2d {
+            stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, output_padding: [op_pad.0, op_pad.1], groups: g,
+        });
+        let mut params = vec![TensorType::f32([cg * g, og, kh, kw])];
+        if bias { params.push(TensorType::f32([og * g])); }
+        let graph = one_op(op, TensorType::f32([n, cg * g, h, w]), &params);
+        prop_assume!(graph.is_some());
+        check_graph(&graph.unwrap(), seed);
+    }
+
+    #[test]
+    fn pool2d(n in 1usize..3, c in 1usize..4, h in 1usize..10, w in 1usize..10, k in (1usize..4, 1usize..4),
+              s in (1usize..4, 1usize..4), d in (1usize..3, 1usize..3), pad in padding(), ceil in any::<bool>(),
+              kind in prop_oneof![Just(PoolKind::Max), Just(PoolKind::Sum),
+                                  any::<bool>().prop_map(|c| PoolKind::Avg { count_include_pad: c })],
+              seed in any::<u64>()) {
+        let op = Op::Pool2d(Pool2d { kind, kernel: [k.0, k.1], stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, ceil_mode: ceil });
+        let graph = one_op(op, TensorType::f32([n, c, h, w]), &[]);
+        prop_assume!(graph.is_some());
+        check_graph(&graph.unwrap(), seed);
+    }
+
+    #[test]
+    fn global_and_adaptive_pool(n in 1usize..3, c in 1usize..4, h in 1usize..10, w in 1usize..10,
+                                out in (1usize..6, 1usize..6), max in any::<bool>(), adaptive in any::<bool>(),
+                                seed in any::<u64>()) {
+        let kind = if max { ReduceKind::Max } else { ReduceKind::Avg };
+        let op = if adaptive { Op::AdaptivePool { kind, output: [out.0, out.1] } } else { Op::GlobalPool(kind) };
+        check_graph(&one_op(op, TensorType::f32([n, c, h, w]), &[]).unwrap(), seed);
+    }
+
+    #[test]
+    fn activations(dims in proptest::collection::vec(1usize..7, 1..5), which in 0usize..4, alpha in -1.0f32..1.0,
+                   seed in any::<u64>()) {
+        let act = [Activation::Relu, Activation::LeakyRelu { alpha }, Activation::Sigmoid, Activation::Tanh][which];
+        check_graph(&one_op(Op::Activation(act), TensorType::f32(dims), &[]).unwrap(), seed);
+    }
+
+    #[test]
+    fn softmax(dims in proptest::collection::vec(1usize..7, 1..5), axis in -4i64..4, log in any::<bool>(),
+               seed in any::<u64>()) {
+        let op = if log { Op::LogSoftmax { axis } } else { Op::Softmax { axis } };
+        let graph = one_op(op, TensorType::f32(dims), &[]);
+        prop_assume!(graph.is_some());
+        check_graph(&graph.unwrap(), seed);
+    }
+
+    #[test]
+    fn dense(n in 1usize..4, i in 1usize..20, o in 1usize..9, bias in any::<bool>(), seed in any::<u64>()) {
+        let mut params = vec![TensorType::f32([o, i])];
+        if bias { params.push(TensorType::f32([o])); }
+        check_graph(&one_op(Op::Dense, TensorType::f32([n, i]), &params).unwrap(), seed);
+    }
+
+    #[test]
+    fn matmul(a in proptest::collection::vec(1usize..4, 1..4), b in proptest::collection::vec(1usize..4, 1..4),
+              seed in any::<u64>()) {
+        let graph = one_op(Op::MatMul, TensorType::f32(a), &[TensorType::f32(b)]);
+        prop_assume!(graph.is_some());
+        check_graph(&graph.unwrap(), seed);
+    }
+
+    #[test]
+    fn binary(a in proptest::collection::vec(1usize..4, 0..4), b in proptest::collection::vec(1usize..4, 0..4),
+              which in 0usize..4, seed in any::<u64>()) {
+        let op = Op::Binary([BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div][which]);
+        let graph = one_op(op, TensorType::f32(a), &[TensorType::f32(b)]);
+        prop_assume!(graph.is_some());
+        check_graph(&graph.unwrap(), seed);
+    }
+
+    #[test]
+    fn layout(dims in proptest::collection::vec(1usize..5, 1..5), perm_seed in any::<u64>(), which in 0usize..4,
+              seed in any::<u64>()) {
+        let r = dims.len();
+        let mut perm: Vec<usize> = (0..r).collect();
+        let mut s = perm_seed;
+        for i in (1..r).rev() { perm.swap(i, (s % (i as u64 + 1)) as usize); s /= 7; }
+        let op = match which {
+            0 => Op::Transpose { perm },
+            1 => Op::Flatten { axis: (perm_seed % (r as u64 + 1)) as i64 },
+            2 => Op::Reshape { shape: vec![-1] },
+            _ => Op::Dropout { ratio: 0.5, seed: 1 },
+        };
+        // a relu after the view, so the view's storage is read by a kernel too
+        let mut g = one_op(op, TensorType::f32(dims), &[]).unwrap();
+        let y = g.find("y").unwrap();
+        let z = g.add("z", Op::Activation(Activation::Relu), &[y]).unwrap();
+        g.mark_output(z).unwrap();
+        check_graph(&g, seed);
+    }
+
+    #[test]
+    fn concat(a in proptest::collection::vec(1usize..4, 1..5), extra in 1usize..4, parts in 1usize..4,
+              axis in 0usize..4, seed in any::<u64>()) {
+        let axis = axis % a.len();
+        let mut g = Graph::new();
+        let mut ins = Vec::new();
+        for p in 0..parts {
+            let mut d = a.clone();
+            d[axis] = extra + p;
+            ins.push(g.input(format!("x{p}"), TensorType::f32(d)).unwrap());
+        }
+        let y = g.add("y", Op::Concat { axis: axis as i64 }, &ins).unwrap();
+        g.mark_output(y).unwrap();
+        check_graph(&g, seed);
+    }
+
+    #[test]
+    fn batch_norm(n in 1usize..3, c in 1usize..5, rest in proptest::collection::vec(1usize..6, 0..3), seed in any::<u64>()) {
+        let mut dims = vec![n, c];
+        dims.extend(rest);
+        let p = TensorType::f32([c]);
+        let op = Op::BatchNorm { epsilon: 1e-5 };
+        check_graph(&one_op(op, TensorType::f32(dims), &[p.clone(), p.clone(), p.clone(), p]).unwrap(), seed);
+    }
+
+    #[test]
+    fn losses(n in 1usize..5, k in 1usize..7, which in 0usize..3, ids in any::<bool>(), seed in any::<u64>()) {
+        let mut g = Graph::new();
+        let x = g.input("x", TensorType::f32([n, k])).unwrap();
+        let kind = [LossKind::Mse, LossKind::CrossEntropy, LossKind::Nll][which];
+        let t = match (kind, ids) {
+            (LossKind::Mse, _) | (_, false) => g.input("t", TensorType::f32([n, k])).unwrap(),
+            _ => g.input("t", TensorType::i32([n])).unwrap(),
+        };
+        let y = g.add("y", Op::Loss(kind), &[x, t]).unwrap();
+        g.mark_output(y).unwrap();
+        check_graph(&g, seed);
+    }
+}
