@@ -160,6 +160,16 @@ impl Network {
         &self.graph.node(x).ty
     }
 
+    /// A trainable weight named `name` (for layers the builder has no method for).
+    pub fn param(&mut self, name: &str, ty: TensorType) -> Result<NodeId> {
+        self.graph.param(name, ty)
+    }
+
+    /// A stored, non-trainable tensor named `name`.
+    pub fn buffer(&mut self, name: &str, ty: TensorType) -> Result<NodeId> {
+        self.graph.buffer(name, ty)
+    }
+
     pub fn input(&mut self, name: &str, shape: impl Into<Shape>) -> Result<NodeId> {
         self.graph.input(name, TensorType::f32(shape))
     }
@@ -188,8 +198,8 @@ impl Network {
     }
 
     pub fn conv2d(&mut self, x: NodeId, c: Conv) -> Result<NodeId> {
-        let name = self.name_for("conv");
         let cin = self.channels(x)?;
+        let name = self.name_for("conv");
         let g = c.attrs.groups.max(1);
         let w = self.graph.param(
             format!("{name}.weight"),
@@ -206,8 +216,8 @@ impl Network {
     }
 
     pub fn conv_transpose2d(&mut self, x: NodeId, c: ConvTranspose) -> Result<NodeId> {
-        let name = self.name_for("conv_transpose");
         let cin = self.channels(x)?;
+        let name = self.name_for("conv_transpose");
         let g = c.attrs.groups.max(1);
         let w = self.graph.param(
             format!("{name}.weight"),
@@ -250,6 +260,8 @@ impl Network {
         self.pool2d(x, Pool2d::new(PoolKind::Max, kernel, stride))
     }
 
+    /// Average pooling that divides by the real (non-padding) elements of each window — ONNX's
+    /// default; PyTorch's `AvgPool2d` counts padding by default (use `pool2d` for that).
     pub fn avg_pool2d(&mut self, x: NodeId, kernel: [usize; 2], stride: [usize; 2]) -> Result<NodeId> {
         self.pool2d(
             x,
@@ -369,14 +381,22 @@ impl Network {
         self.op(Op::Concat { axis }, xs)
     }
 
+    /// Dropout; each dropout layer of the network gets its own mask seed (1, 2, …).
     pub fn dropout(&mut self, x: NodeId, ratio: f32) -> Result<NodeId> {
-        self.op(Op::Dropout { ratio, seed: 0 }, &[x])
+        let seed = self.counters.get("dropout.seed").copied().unwrap_or(0) as u64 + 1;
+        self.counters.insert("dropout.seed", seed as usize);
+        self.op(Op::Dropout { ratio, seed }, &[x])
     }
 
     /// Batch norm at inference, with trainable `weight`/`bias` and buffers `running_mean`/`running_var`.
     pub fn batch_norm(&mut self, x: NodeId) -> Result<NodeId> {
-        let name = self.name_for("bn");
+        self.batch_norm_eps(x, 1e-5)
+    }
+
+    /// Batch norm with a given epsilon (PyTorch's default is 1e-5; GoogLeNet uses 1e-3).
+    pub fn batch_norm_eps(&mut self, x: NodeId, epsilon: f32) -> Result<NodeId> {
         let c = self.channels(x)?;
+        let name = self.name_for("bn");
         let t = TensorType::f32([c]);
         let scale = self.graph.param(format!("{name}.weight"), t.clone())?;
         let bias = self.graph.param(format!("{name}.bias"), t.clone())?;
@@ -384,7 +404,7 @@ impl Network {
         let var = self.graph.buffer(format!("{name}.running_var"), t)?;
         self.graph.add(
             name,
-            Op::BatchNorm { epsilon: 1e-5 },
+            Op::BatchNorm { epsilon },
             &[x, scale, bias, mean, var],
         )
     }

@@ -198,6 +198,33 @@ impl Graph {
             .collect()
     }
 
+    /// The same graph with the batch size (dim 0 of every input) set to `n`; shape inference
+    /// runs again, so a node that hard-codes the old batch size (a reshape, say) is an error.
+    pub fn with_batch(&self, n: usize) -> Result<Graph> {
+        let mut g = Graph {
+            name: self.name.clone(),
+            ..Graph::default()
+        };
+        let mut map = HashMap::new();
+        for id in self.topo_order() {
+            let node = &self.g[id];
+            let op = match &node.op {
+                Op::Input(t) if t.rank() >= 1 => {
+                    let mut dims = t.dims().to_vec();
+                    dims[0] = n;
+                    Op::Input(TensorType::new(t.dtype, dims))
+                }
+                op => op.clone(),
+            };
+            let inputs: Vec<NodeId> = self.inputs(id).iter().map(|i| map[i]).collect();
+            map.insert(id, g.add(node.name.clone(), op, &inputs)?);
+        }
+        for o in &self.outputs {
+            g.mark_output(map[o])?;
+        }
+        Ok(g)
+    }
+
     /// The underlying petgraph graph, for passes and analyses.
     pub fn petgraph(&self) -> &StableGraph<Node, usize> {
         &self.g

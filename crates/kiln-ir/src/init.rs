@@ -82,6 +82,41 @@ fn random(shape: &crate::tensor::Shape, rng: &mut SplitMix64, bound: f64) -> Ten
     Tensor::new(shape.clone(), data).expect("numel matches")
 }
 
+/// Seeded values for every graph input: f32 uniform in `[-1, 1)`, and for an i32 input that
+/// feeds a classification loss, class ids uniform over that loss's classes (0 otherwise).
+pub fn random_inputs(graph: &Graph, seed: u64) -> HashMap<String, crate::tensor::Value<f32>> {
+    use crate::op::LossKind;
+    use crate::tensor::{DType, Value};
+    let mut rng = SplitMix64::new(seed);
+    let mut out = HashMap::new();
+    for id in graph.graph_inputs() {
+        let n = graph.node(id);
+        let numel = n.ty.shape.numel();
+        let v = match n.ty.dtype {
+            DType::F32 => Value::F(random(&n.ty.shape, &mut rng, 1.0)),
+            DType::I32 => {
+                let classes = graph
+                    .users(id)
+                    .into_iter()
+                    .find_map(|u| match graph.node(u).op {
+                        Op::Loss(LossKind::CrossEntropy | LossKind::Nll) => {
+                            graph.node(graph.inputs(u)[0]).ty.dims().get(1).copied()
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or(1)
+                    .max(1);
+                let ids = (0..numel)
+                    .map(|_| (rng.next_u64() % classes as u64) as i32)
+                    .collect();
+                Value::I(Tensor::new(n.ty.shape.clone(), ids).expect("numel matches"))
+            }
+        };
+        out.insert(n.name.clone(), v);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

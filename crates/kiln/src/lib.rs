@@ -1,8 +1,8 @@
 //! kiln: a layered, compiler-style CNN framework for the CPU.
 //!
 //! This facade re-exports the public API of the layers below it: the graph IR and its builder
-//! ([`ir`]), the reference interpreter ([`interp`]), model loading ([`model`]) and the model
-//! zoo ([`zoo`]).
+//! ([`ir`]), the reference interpreter ([`interp`]), the Cranelift JIT ([`jit`]), tensor and
+//! weight files ([`runtime`]), model loading ([`model`]) and the model zoo ([`zoo`]).
 //!
 //! ```
 //! use kiln::ir::builder::{Conv, Network};
@@ -18,6 +18,8 @@
 
 pub use kiln_interp as interp;
 pub use kiln_ir as ir;
+pub use kiln_jit as jit;
+pub use kiln_runtime as runtime;
 
 pub mod model;
 pub mod zoo;

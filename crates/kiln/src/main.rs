@@ -1,12 +1,19 @@
 //! The `kiln` command-line tool.
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use kiln::ir::{Graph, Tensor, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "kiln: a compiler-style CNN framework for the CPU")]
+#[command(
+    name = "kiln",
+    version,
+    about = "kiln: a compiler-style CNN framework for the CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,27 +30,256 @@ enum Command {
     Compile {
         /// The model: a `.kiln` text IR file.
         model: PathBuf,
-        /// What to print: `ir` is the graph in text IR (after parsing and shape inference).
+        /// What to print.
         #[arg(long, value_enum, default_value_t = Emit::Ir)]
         emit: Emit,
     },
+    /// Run a model on inputs read from `.npy` files.
+    Run {
+        /// The model: a `.kiln` text IR file.
+        model: PathBuf,
+        /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input). Repeat for each input.
+        #[arg(long = "input", value_name = "NAME=PATH", required = true)]
+        inputs: Vec<String>,
+        /// Where to write the outputs: `out.npy` when the model has one output, else `NAME=PATH`
+        /// for each. Without it, the outputs are printed.
+        #[arg(long = "output", value_name = "[NAME=]PATH")]
+        outputs: Vec<String>,
+        #[command(flatten)]
+        weights: WeightArgs,
+        /// Which engine computes: the JIT or the reference interpreter.
+        #[arg(long, value_enum, default_value_t = Engine::Jit)]
+        engine: Engine,
+    },
+    /// Time the JIT and the interpreter on seeded random inputs; median run times and speedup.
+    Bench {
+        /// The model: a `.kiln` text IR file.
+        model: PathBuf,
+        /// Batch size (dim 0 of every input); default: the model's own.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Which engines to time.
+        #[arg(long, value_enum, default_value_t = BenchEngine::Both)]
+        engine: BenchEngine,
+        /// Timed runs per engine (after one warm-up run).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        #[command(flatten)]
+        weights: WeightArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct WeightArgs {
+    /// Weights as safetensors, named as in the model; default: a seeded initialization.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// Seed of the default initialization.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Emit {
     /// The graph IR as text, every node annotated with its inferred type.
     Ir,
+    /// The Cranelift IR of every kernel the JIT generates.
+    Clif,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    Jit,
+    Interp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchEngine {
+    Jit,
+    Interp,
+    Both,
+}
+
+fn load_weights(graph: &Graph, args: &WeightArgs) -> Result<HashMap<String, Tensor<f32>>> {
+    Ok(match &args.weights {
+        Some(p) => kiln::runtime::load_safetensors(p)?,
+        None => kiln::ir::init::default_weights(graph, args.seed),
+    })
+}
+
+/// `NAME=PATH` pairs; a bare `PATH` names the only candidate in `names`.
+fn named_paths(specs: &[String], names: &[String], what: &str) -> Result<Vec<(String, PathBuf)>> {
+    specs
+        .iter()
+        .map(|spec| match spec.split_once('=') {
+            Some((n, p)) => {
+                if !names.iter().any(|x| x == n) {
+                    bail!(
+                        "the model has no {what} `{n}` (its {what}s: {})",
+                        names.join(", ")
+                    );
+                }
+                Ok((n.to_string(), PathBuf::from(p)))
+            }
+            None if names.len() == 1 => Ok((names[0].clone(), PathBuf::from(spec))),
+            None => bail!(
+                "`{spec}`: the model has several {what}s ({}); write NAME=PATH",
+                names.join(", ")
+            ),
+        })
+        .collect()
+}
+
+fn run_engine(
+    graph: &Graph,
+    weights: &HashMap<String, Tensor<f32>>,
+    inputs: &HashMap<String, Value<f32>>,
+    engine: Engine,
+) -> Result<Vec<(String, Value<f32>)>> {
+    Ok(match engine {
+        Engine::Interp => kiln::interp::run::<f32>(graph, inputs, weights)?,
+        Engine::Jit => {
+            let mut m = kiln::jit::compile(graph, &kiln::jit::JitOptions::default())?;
+            m.set_weights(weights)?;
+            m.run(inputs)?
+        }
+    })
+}
+
+fn print_value(name: &str, v: &Value<f32>) {
+    let shown: Vec<String> = match v {
+        Value::F(t) => t.data().iter().take(16).map(|x| format!("{x:.6}")).collect(),
+        Value::I(t) => t.data().iter().take(16).map(|x| x.to_string()).collect(),
+    };
+    let more = if v.shape().numel() > 16 { ", …" } else { "" };
+    println!("{name}: {} [{}{more}]", v.ty(), shown.join(", "));
+}
+
+fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
+    f()?; // warm-up
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn load(model: &Path) -> Result<Graph> {
+    Ok(kiln::model::load_graph(model)?)
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Summary { model } => {
-            let graph = kiln::model::load_graph(&model)?;
-            print!("{}", kiln::ir::summary::summarize(&graph));
+        Command::Summary { model } => print!("{}", kiln::ir::summary::summarize(&load(&model)?)),
+        Command::Compile {
+            model,
+            emit: Emit::Ir,
+        } => print!("{}", kiln::ir::text::print(&load(&model)?)),
+        Command::Compile {
+            model,
+            emit: Emit::Clif,
+        } => {
+            let graph = load(&model)?;
+            let opts = kiln::jit::JitOptions {
+                keep_clif: true,
+                ..Default::default()
+            };
+            let m = kiln::jit::compile(&graph, &opts)?;
+            for k in m.kernels() {
+                println!(
+                    "; kernel {} for node `{}` (parallel extent {})",
+                    k.name,
+                    graph.node(k.node).name,
+                    k.extent
+                );
+                println!("{}", k.clif.as_deref().unwrap_or(""));
+            }
         }
-        Command::Compile { model, emit: Emit::Ir } => {
-            let graph = kiln::model::load_graph(&model)?;
-            print!("{}", kiln::ir::text::print(&graph));
+        Command::Run {
+            model,
+            inputs,
+            outputs,
+            weights,
+            engine,
+        } => {
+            let graph = load(&model)?;
+            let w = load_weights(&graph, &weights)?;
+            let input_names: Vec<String> = graph
+                .graph_inputs()
+                .iter()
+                .map(|&i| graph.node(i).name.clone())
+                .collect();
+            let mut feeds = HashMap::new();
+            for (name, path) in named_paths(&inputs, &input_names, "input")? {
+                let v = kiln::runtime::read_npy(&path).with_context(|| format!("input `{name}`"))?;
+                feeds.insert(name, v);
+            }
+            let results = run_engine(&graph, &w, &feeds, engine)?;
+            let output_names: Vec<String> = results.iter().map(|(n, _)| n.clone()).collect();
+            if outputs.is_empty() {
+                for (n, v) in &results {
+                    print_value(n, v);
+                }
+            }
+            for (name, path) in named_paths(&outputs, &output_names, "output")? {
+                let v = &results
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .ok_or_else(|| anyhow!("no output `{name}`"))?
+                    .1;
+                kiln::runtime::write_npy(&path, v)?;
+            }
+        }
+        Command::Bench {
+            model,
+            batch,
+            engine,
+            runs,
+            weights,
+        } => {
+            let mut graph = load(&model)?;
+            if let Some(n) = batch {
+                graph = graph
+                    .with_batch(n)
+                    .with_context(|| format!("setting the batch size to {n}"))?;
+            }
+            let w = load_weights(&graph, &weights)?;
+            let feeds = kiln::ir::init::random_inputs(&graph, 1);
+            let mut jit_ms = None;
+            let mut interp_ms = None;
+            if engine != BenchEngine::Interp {
+                let t = Instant::now();
+                let mut m = kiln::jit::compile(&graph, &kiln::jit::JitOptions::default())?;
+                println!(
+                    "jit: compiled {} kernels in {:.1} ms",
+                    m.kernels().len(),
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                m.set_weights(&w)?;
+                jit_ms = Some(median_ms(|| m.run(&feeds).map(|_| ()).map_err(Into::into), runs)?);
+            }
+            if engine != BenchEngine::Jit {
+                interp_ms = Some(median_ms(
+                    || {
+                        kiln::interp::run::<f32>(&graph, &feeds, &w)
+                            .map(|_| ())
+                            .map_err(Into::into)
+                    },
+                    runs,
+                )?);
+            }
+            if let Some(j) = jit_ms {
+                println!("jit: median {j:.3} ms");
+            }
+            if let Some(i) = interp_ms {
+                println!("interp: median {i:.3} ms");
+            }
+            if let (Some(j), Some(i)) = (jit_ms, interp_ms) {
+                println!("speedup: {:.1}x", i / j);
+            }
         }
     }
     Ok(())

@@ -28,10 +28,16 @@ pub fn load_graph(path: &Path) -> Result<Graph, LoadError> {
     let shown = path.display().to_string();
     match path.extension().and_then(|e| e.to_str()) {
         Some("kiln") => {
-            let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+            let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+                path: shown.clone(),
+                source,
+            })?;
             let src = String::from_utf8(bytes).map_err(|e| LoadError::Unsupported {
                 path: shown.clone(),
-                reason: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                reason: format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
             })?;
             text::parse_named(&src, &shown).map_err(LoadError::Parse)
         }

@@ -5,11 +5,18 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("the kiln binary runs")
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("the kiln binary runs")
 }
 
 fn repo(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+        .display()
+        .to_string()
 }
 
 fn temp_file(name: &str, contents: &[u8]) -> String {
@@ -34,7 +41,10 @@ fn summary_of_lenet5_prints_the_published_totals() {
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     let out = stdout(&o);
     assert!(out.lines().any(|l| l.trim() == "Total params: 61706"), "{out}");
-    assert!(out.lines().any(|l| l.trim().starts_with("Total FLOPs: ")), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim().starts_with("Total FLOPs: ")),
+        "{out}"
+    );
     assert!(out.contains("conv1"), "the table names the layers: {out}");
 }
 
@@ -47,7 +57,10 @@ fn summary_of_resnet18_prints_the_published_params() {
 
 #[test]
 fn malformed_text_names_file_line_and_column() {
-    let f = temp_file("bad_syntax.kiln", b"graph g {\n  input %x: f32[1, 3]\n  %y = relu(%x\n  output %y\n}\n");
+    let f = temp_file(
+        "bad_syntax.kiln",
+        b"graph g {\n  input %x: f32[1, 3]\n  %y = relu(%x\n  output %y\n}\n",
+    );
     let o = kiln(&["summary", &f]);
     assert!(!o.status.success());
     let err = stderr(&o);
@@ -64,14 +77,21 @@ fn invalid_graph_names_node_op_and_shapes() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("`c`") && err.contains("conv2d"), "{err}");
-    assert!(err.contains("f32[1, 3, 8, 8]") && err.contains("f32[4, 2, 3, 3]"), "{err}");
+    assert!(
+        err.contains("f32[1, 3, 8, 8]") && err.contains("f32[4, 2, 3, 3]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_file_binary_file_and_unknown_format_are_clear_errors() {
     let o = kiln(&["summary", "/nonexistent/model.kiln"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("cannot read `/nonexistent/model.kiln`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read `/nonexistent/model.kiln`"),
+        "{}",
+        stderr(&o)
+    );
 
     let f = temp_file("binary.kiln", &[0xff, 0xfe, 0x00, 0x01]);
     let o = kiln(&["summary", &f]);

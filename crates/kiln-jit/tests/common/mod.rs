@@ -1,46 +1,12 @@
 //! Shared by the JIT-vs-interpreter tests: seeded inputs and weights, and the comparison.
 
-use kiln_ir::init::{SplitMix64, default_weights};
-use kiln_ir::{DType, Graph, LossKind, Op, Tensor, Value};
-use std::collections::HashMap;
+use kiln_ir::Graph;
+use kiln_ir::init::{default_weights, random_inputs};
 
 /// Tolerance of JIT vs interpreter: both compute in f32, but in different orders (FMA,
 /// vector partial sums) and the JIT's `exp`/`ln` are polynomial approximations (~2e-7 rel).
 pub const ATOL: f32 = 1e-4;
 pub const RTOL: f32 = 1e-4;
-
-/// Seeded inputs: f32 uniform in [-1, 1), class ids in range for the loss they feed.
-pub fn random_inputs(graph: &Graph, seed: u64) -> HashMap<String, Value<f32>> {
-    let mut rng = SplitMix64::new(seed);
-    let mut out = HashMap::new();
-    for id in graph.graph_inputs() {
-        let n = graph.node(id);
-        let numel = n.ty.shape.numel();
-        let v = match n.ty.dtype {
-            DType::F32 => Value::F(
-                Tensor::new(n.ty.shape.clone(), (0..numel).map(|_| rng.uniform(1.0)).collect()).unwrap(),
-            ),
-            DType::I32 => {
-                let classes = graph
-                    .users(id)
-                    .into_iter()
-                    .find_map(|u| match graph.node(u).op {
-                        Op::Loss(LossKind::CrossEntropy | LossKind::Nll) => {
-                            Some(graph.node(graph.inputs(u)[0]).ty.dims()[1])
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or(1);
-                let ids = (0..numel)
-                    .map(|_| (rng.next_u64() % classes as u64) as i32)
-                    .collect();
-                Value::I(Tensor::new(n.ty.shape.clone(), ids).unwrap())
-            }
-        };
-        out.insert(n.name.clone(), v);
-    }
-    out
-}
 
 /// Runs `graph` on the interpreter and the JIT with the same seeded data and asserts equal
 /// outputs within `ATOL + RTOL·|expected|`.
