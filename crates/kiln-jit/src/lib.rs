@@ -102,8 +102,15 @@ pub struct JitModel {
     module: Option<JITModule>,
     entry: unsafe extern "C" fn(*mut u8),
     kernels: Vec<KernelInfo>,
+    kernel_fns: Vec<KernelFn>,
     arena: Vec<Line>,
 }
+
+/// Named output values, in the graph's output order.
+pub type Outputs = Vec<(String, Value<f32>)>;
+
+/// A kernel: `fn(arena, begin, end)`.
+type KernelFn = unsafe extern "C" fn(*mut u8, i64, i64);
 
 /// Compiles `graph` for the host CPU.
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
@@ -118,14 +125,14 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             .iter()
             .map(|&i| (plan.slots[&i], graph.node(i).ty.clone()))
             .collect();
-        let in_types: Vec<&TensorType> = ins.iter().map(|(_, t)| t).collect();
-        let Some(extent) = lower::extent(&node.op, &in_types, &node.ty) else {
+        if !lower::needs_kernel(&node.op) {
             continue;
-        };
+        }
         let name = format!("k{}_{}", kernels.len(), node.name.replace('.', "_"));
         let fid = codegen::declare_kernel(&mut module, &name)?;
         let sig = codegen::kernel_signature(&module);
         let out = (plan.slots[&id], &node.ty);
+        let mut extent = 0;
         let clif = codegen::define(&mut module, fid, sig, options.keep_clif, |e, p, _| {
             let args = lower::Args {
                 arena: p[0],
@@ -134,7 +141,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                 ins: &ins,
                 out,
             };
-            lower::emit(e, &node.op, &args);
+            extent = lower::emit(e, &node.op, &args);
         })?;
         kernels.push(KernelInfo {
             node: id,
@@ -145,7 +152,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
         ids.push(fid);
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
-    finish(graph, plan, module, entry, kernels)
+    finish(graph, plan, module, entry, kernels, &ids)
 }
 
 /// The entry `fn(arena)`: every kernel over its whole range, in order.
@@ -176,6 +183,7 @@ fn finish(
     mut module: JITModule,
     entry: cranelift_module::FuncId,
     kernels: Vec<KernelInfo>,
+    ids: &[cranelift_module::FuncId],
 ) -> Result<JitModel, JitError> {
     module
         .finalize_definitions()
@@ -184,6 +192,14 @@ fn finish(
     // SAFETY: `entry` was defined with the signature `fn(i64)` (SystemV, as `extern "C"`), and
     // reads and writes only the arena, whose size the plan fixed.
     let entry = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut u8)>(ptr) };
+    let kernel_fns = ids
+        .iter()
+        .map(|&id| {
+            let p = module.get_finalized_function(id);
+            // SAFETY: every kernel was defined with `kernel_signature`: fn(i64, i64, i64).
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
+        })
+        .collect();
     let lines = plan.size.div_ceil(64);
     Ok(JitModel {
         graph: graph.clone(),
@@ -191,6 +207,7 @@ fn finish(
         module: Some(module),
         entry,
         kernels,
+        kernel_fns,
         arena: vec![Line([0; 64]); lines],
     })
 }
@@ -281,8 +298,29 @@ impl JitModel {
         // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
         // validated shapes to stay inside it, and it is exclusively borrowed for the call.
         unsafe { (self.entry)(self.arena.as_mut_ptr().cast::<u8>()) };
-        Ok(self
-            .graph
+        Ok(self.read_outputs())
+    }
+
+    /// Runs the model like [`JitModel::run`], one kernel at a time, and returns each kernel's
+    /// wall time in milliseconds (in `kernels()` order) with the outputs.
+    pub fn run_profiled(
+        &mut self,
+        inputs: &HashMap<String, Value<f32>>,
+    ) -> Result<(Vec<f64>, Outputs), JitError> {
+        self.run(inputs)?; // feeds the inputs (and warms the caches)
+        let arena = self.arena.as_mut_ptr().cast::<u8>();
+        let mut times = Vec::with_capacity(self.kernels.len());
+        for (k, f) in self.kernels.iter().zip(&self.kernel_fns) {
+            let t = std::time::Instant::now();
+            // SAFETY: as in `run`: the full range of a kernel over the planned arena.
+            unsafe { f(arena, 0, k.extent as i64) };
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok((times, self.read_outputs()))
+    }
+
+    fn read_outputs(&self) -> Vec<(String, Value<f32>)> {
+        self.graph
             .outputs()
             .iter()
             .map(|&o| {
@@ -310,7 +348,7 @@ impl JitModel {
                 };
                 (node.name.clone(), v)
             })
-            .collect())
+            .collect()
     }
 
     /// Class ids fed to a loss must index a class.

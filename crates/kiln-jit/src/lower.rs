@@ -37,59 +37,84 @@ impl Args<'_> {
     }
 }
 
-/// The size of the op's outermost parallel loop, or `None` when the op needs no kernel
-/// (sources and views).
-pub fn extent(op: &Op, ins: &[&TensorType], out: &TensorType) -> Option<usize> {
-    let od = out.dims();
-    let numel = out.shape.numel();
-    let e = match op {
-        Op::Input(_) | Op::Param { .. } => return None,
-        _ if is_view(op) => return None,
-        Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. } => return None,
-        Op::Conv2d(_)
-        | Op::ConvTranspose2d(_)
-        | Op::Pool2d(_)
-        | Op::GlobalPool(_)
-        | Op::AdaptivePool { .. } => od[0] * od[1],
-        Op::Activation(_) | Op::Binary(_) | Op::Transpose { .. } => numel,
-        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
-            let a = normalize_axis(*axis, od.len(), false).unwrap_or(0);
-            numel / od[a].max(1)
-        }
-        Op::Dense => od[0] * od[1],
-        Op::MatMul => matmul_dims(ins[0].dims(), ins[1].dims()).rows(),
-        Op::Concat { axis } => {
-            let a = normalize_axis(*axis, od.len(), false).unwrap_or(0);
-            od[..a].iter().product()
-        }
-        Op::BatchNorm { .. } => od[0] * od[1],
-        Op::Loss(_) => 1,
-    };
-    (e > 0).then_some(e)
+/// Whether the op needs a kernel: sources have their data put in the arena, and views
+/// (flatten, reshape, inference-mode dropout) share their input's storage.
+pub fn needs_kernel(op: &Op) -> bool {
+    !matches!(op, Op::Input(_) | Op::Param { .. }) && !is_view(op)
 }
 
-/// Writes the body of the op's kernel.
-pub fn emit(e: &mut Emitter, op: &Op, a: &Args) {
+/// Writes the body of the op's kernel and returns the size of its outermost parallel loop
+/// (the `end` the entry passes). Each arm picks a lowering and states its extent together, so
+/// the two cannot disagree.
+pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
+    let od = a.odims().to_vec();
+    let numel = a.out.1.shape.numel();
+    let planes = || od[0] * od[1];
     match op {
-        Op::Input(_) | Op::Param { .. } | Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. } => {}
-        Op::Conv2d(c) => conv2d(e, a, c),
-        Op::ConvTranspose2d(c) => conv_transpose2d(e, a, c),
-        Op::Pool2d(p) => pool2d(e, a, p),
-        Op::GlobalPool(kind) => global_pool(e, a, *kind),
-        Op::AdaptivePool { kind, output } => adaptive_pool(e, a, *kind, *output),
+        Op::Input(_) | Op::Param { .. } | Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. } => 0,
+        Op::Conv2d(c) if conv_blocked(c, a.dims(1)) => {
+            conv2d_blocked(e, a, c);
+            planes() / CO_BLOCK
+        }
+        Op::Conv2d(c) => {
+            conv2d(e, a, c);
+            planes()
+        }
+        Op::ConvTranspose2d(c) => {
+            conv_transpose2d(e, a, c);
+            planes()
+        }
+        Op::Pool2d(p) => {
+            pool2d(e, a, p);
+            planes()
+        }
+        Op::GlobalPool(kind) => {
+            global_pool(e, a, *kind);
+            planes()
+        }
+        Op::AdaptivePool { kind, output } => {
+            adaptive_pool(e, a, *kind, *output);
+            planes()
+        }
         Op::Activation(act) => {
             let act = *act;
-            map_unary(e, a, &move |e, ty, x| activation(e, ty, x, act))
+            map_unary(e, a, &move |e, ty, x| activation(e, ty, x, act));
+            numel
         }
-        Op::Softmax { axis } => softmax(e, a, *axis, false),
-        Op::LogSoftmax { axis } => softmax(e, a, *axis, true),
-        Op::Dense => dense(e, a),
-        Op::MatMul => matmul(e, a),
-        Op::Transpose { perm } => transpose(e, a, perm),
-        Op::Binary(b) => binary(e, a, *b),
-        Op::Concat { axis } => concat(e, a, *axis),
-        Op::BatchNorm { epsilon } => batch_norm(e, a, *epsilon),
-        Op::Loss(kind) => loss(e, a, *kind),
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+            softmax(e, a, *axis, matches!(op, Op::LogSoftmax { .. }));
+            let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
+            numel / od[ax].max(1)
+        }
+        Op::Dense => {
+            dense(e, a);
+            planes()
+        }
+        Op::MatMul => {
+            matmul(e, a);
+            matmul_dims(a.dims(0), a.dims(1)).rows()
+        }
+        Op::Transpose { perm } => {
+            transpose(e, a, perm);
+            numel
+        }
+        Op::Binary(b) => {
+            binary(e, a, *b);
+            numel
+        }
+        Op::Concat { axis } => {
+            concat(e, a, *axis);
+            let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
+            od[..ax].iter().product()
+        }
+        Op::BatchNorm { epsilon } => {
+            batch_norm(e, a, *epsilon);
+            planes()
+        }
+        Op::Loss(kind) => {
+            loss(e, a, *kind);
+            1
+        }
     }
 }
 
@@ -403,6 +428,182 @@ fn conv2d(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
             }
         });
     });
+}
+
+/// Output channels per register block of the blocked convolution.
+const CO_BLOCK: usize = 4;
+/// Output columns per register block (two `f32x4`).
+const X_BLOCK: usize = 8;
+
+/// Whether a convolution takes the register-blocked path: each group's output channels come
+/// in whole blocks of `CO_BLOCK`.
+fn conv_blocked(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
+    (w[0] / c.groups.max(1)).is_multiple_of(CO_BLOCK)
+}
+
+/// Register-blocked direct convolution, parallel over (batch, block of 4 output channels).
+/// Interior columns (every tap inside the row) are computed 4 channels × 8 columns at a time:
+/// 8 `f32x4` accumulators, each input vector reused by 4 broadcast weights. The border
+/// columns take the scalar path of [`ConvGeom::accumulate`].
+fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
+    let [_, ch, h, w] = dims4(a.dims(0));
+    let [co, cg, kh, kw] = dims4(a.dims(1));
+    let [_, _, oh, ow] = dims4(a.odims());
+    let (ph, pw) = (
+        resolve_padding(c.padding, 0, h, kh, c.stride[0], c.dilation[0]).0,
+        resolve_padding(c.padding, 1, w, kw, c.stride[1], c.dilation[1]).0,
+    );
+    let (s, d) = (c.stride, c.dilation);
+    let cog = co / c.groups;
+    let blocks = co / CO_BLOCK;
+    let geom = ConvGeom {
+        h,
+        w,
+        kh,
+        kw,
+        cg,
+        s,
+        d,
+        pad: [ph, pw],
+        xo: a.src(0),
+        wo: a.src(1),
+    };
+    // interior columns: x·s − pw ≥ 0 and x·s − pw + (kw−1)·d ≤ w − 1
+    let lo = pw.div_ceil(s[1]).min(ow);
+    let reach = (kw - 1) * d[1];
+    let hi = if w - 1 + pw >= reach {
+        ((w - 1 + pw - reach) / s[1] + 1).min(ow)
+    } else {
+        lo
+    };
+    let hi = hi.max(lo);
+    let vend = lo + (hi - lo) / X_BLOCK * X_BLOCK;
+    let (arena, xo, wo, yo) = (a.arena, a.src(0), a.src(1), a.dst());
+    let bias = a.ins.get(2).map(|s| s.0.offset);
+    e.for_range(a.begin, a.end, 1, |e, idx| {
+        let n = e.b.ins().udiv_imm_s(idx, blocks as i64);
+        let cb = e.b.ins().urem_imm_s(idx, blocks as i64);
+        let o0 = e.b.ins().imul_imm_s(cb, CO_BLOCK as i64);
+        let g = e.b.ins().udiv_imm_s(o0, cog as i64);
+        let nch = e.b.ins().imul_imm_s(n, ch as i64);
+        let gc = e.b.ins().imul_imm_s(g, cg as i64);
+        let x_plane0 = e.b.ins().iadd(nch, gc);
+        let x_base = e.b.ins().imul_imm_s(x_plane0, (h * w) as i64);
+        let mut w_base = Vec::with_capacity(CO_BLOCK);
+        let mut y_base = Vec::with_capacity(CO_BLOCK);
+        let mut b0 = Vec::with_capacity(CO_BLOCK);
+        let nco = e.b.ins().imul_imm_s(n, co as i64);
+        for j in 0..CO_BLOCK {
+            let o = e.b.ins().iadd_imm_s(o0, j as i64);
+            w_base.push(e.b.ins().imul_imm_s(o, (cg * kh * kw) as i64));
+            let plane = e.b.ins().iadd(nco, o);
+            y_base.push(e.b.ins().imul_imm_s(plane, (oh * ow) as i64));
+            b0.push(match bias {
+                Some(bo) => load_f(e, arena, bo, o),
+                None => e.fconst(0.0),
+            });
+        }
+        e.for_const(0, oh as i64, |e, y| {
+            // interior: 4 channels × 8 columns in registers
+            if vend > lo {
+                let (f, t) = (e.iconst(lo as i64), e.iconst(vend as i64));
+                e.for_range(f, t, X_BLOCK as i64, |e, x| {
+                    let mut acc = Vec::with_capacity(CO_BLOCK * 2);
+                    for &bj in &b0 {
+                        let bv = e.b.ins().splat(F32X4, bj);
+                        acc.push(e.var(F32X4, bv));
+                        acc.push(e.var(F32X4, bv));
+                    }
+                    let x0 = e.b.ins().imul_imm_s(x, s[1] as i64);
+                    let x0 = e.b.ins().iadd_imm_s(x0, -(pw as i64));
+                    e.for_const(0, cg as i64, |e, ci| {
+                        let xc = e.b.ins().imul_imm_s(ci, (h * w) as i64);
+                        let xc = e.b.ins().iadd(x_base, xc);
+                        let wc = e.b.ins().imul_imm_s(ci, (kh * kw) as i64);
+                        e.for_const(0, kh as i64, |e, ky| {
+                            let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
+                            let t = e.b.ins().imul_imm_s(ky, d[0] as i64);
+                            let ih = e.b.ins().iadd(ih, t);
+                            let ih = e.b.ins().iadd_imm_s(ih, -(ph as i64));
+                            let ok = in_range(e, ih, h);
+                            e.if_then(ok, |e| {
+                                let row = e.b.ins().imul_imm_s(ih, w as i64);
+                                let row = e.b.ins().iadd(row, xc);
+                                let row = e.b.ins().iadd(row, x0);
+                                let wk = e.b.ins().imul_imm_s(ky, kw as i64);
+                                let wk = e.b.ins().iadd(wk, wc);
+                                for kx in 0..kw {
+                                    let col = e.b.ins().iadd_imm_s(row, (kx * d[1]) as i64);
+                                    let mut xv = [col; 2];
+                                    for (v, slot) in xv.iter_mut().enumerate() {
+                                        let start = e.b.ins().iadd_imm_s(col, (v * 4 * s[1]) as i64);
+                                        *slot = load4(e, arena, xo, start, s[1]);
+                                    }
+                                    for j in 0..CO_BLOCK {
+                                        let wi = e.b.ins().iadd(wk, w_base[j]);
+                                        let wi = e.b.ins().iadd_imm_s(wi, kx as i64);
+                                        let p = e.elem(arena, wo, wi);
+                                        let wsc = e.load(F32, p);
+                                        for (v, &xvv) in xv.iter().enumerate() {
+                                            let wv = e.b.ins().splat(F32X4, wsc);
+                                            let cur = e.b.use_var(acc[2 * j + v]);
+                                            let nv = e.b.ins().fma(xvv, wv, cur);
+                                            e.b.def_var(acc[2 * j + v], nv);
+                                        }
+                                    }
+                                }
+                            });
+                        });
+                    });
+                    for j in 0..CO_BLOCK {
+                        let yr = e.b.ins().imul_imm_s(y, ow as i64);
+                        let yr = e.b.ins().iadd(yr, y_base[j]);
+                        let yr = e.b.ins().iadd(yr, x);
+                        for v in 0..2 {
+                            let yi = e.b.ins().iadd_imm_s(yr, (v * 4) as i64);
+                            let val = e.b.use_var(acc[2 * j + v]);
+                            let p = e.elem(arena, yo, yi);
+                            e.store(val, p);
+                        }
+                    }
+                });
+            }
+            // borders (and what is left of the interior): one point, one channel at a time
+            for (from, to) in [(0, lo), (vend, ow)] {
+                if from >= to {
+                    continue;
+                }
+                let (f, t) = (e.iconst(from as i64), e.iconst(to as i64));
+                e.for_range(f, t, 1, |e, x| {
+                    for j in 0..CO_BLOCK {
+                        let acc = e.var(F32, b0[j]);
+                        geom.accumulate(e, arena, x_base, w_base[j], y, x, acc, F32);
+                        let yi = e.b.ins().imul_imm_s(y, ow as i64);
+                        let yi = e.b.ins().iadd(yi, y_base[j]);
+                        let yi = e.b.ins().iadd(yi, x);
+                        let v = e.b.use_var(acc);
+                        store_f(e, arena, yo, yi, v);
+                    }
+                });
+            }
+        });
+    });
+}
+
+/// Four f32 at `start`, `start + stride`, … as one vector (one load when `stride == 1`).
+fn load4(e: &mut Emitter, arena: Value, off: usize, start: Value, stride: usize) -> Value {
+    if stride == 1 {
+        let p = e.elem(arena, off, start);
+        return e.load(F32X4, p);
+    }
+    let first = load_f(e, arena, off, start);
+    let mut v = e.b.ins().splat(F32X4, first);
+    for lane in 1..4u8 {
+        let i = e.b.ins().iadd_imm_s(start, i64::from(lane) * stride as i64);
+        let x = load_f(e, arena, off, i);
+        v = e.b.ins().insertlane(v, x, lane);
+    }
+    v
 }
 
 fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTranspose2d) {

@@ -21,5 +21,6 @@ pub use kiln_ir as ir;
 pub use kiln_jit as jit;
 pub use kiln_runtime as runtime;
 
+pub mod check;
 pub mod model;
 pub mod zoo;

@@ -64,6 +64,9 @@ enum Command {
         /// Timed runs per engine (after one warm-up run).
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// Also time each JIT kernel on its own: node, op, milliseconds and GFLOP/s.
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         weights: WeightArgs,
     },
@@ -167,6 +170,39 @@ fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
+/// Each kernel's time, slowest first, with its share and GFLOP/s (FLOPs as `kiln summary`).
+fn print_profile(
+    graph: &Graph,
+    m: &mut kiln::jit::JitModel,
+    feeds: &HashMap<String, Value<f32>>,
+) -> Result<()> {
+    let (times, _) = m.run_profiled(feeds)?;
+    let summary = kiln::ir::summary::summarize(graph);
+    let total: f64 = times.iter().sum();
+    let mut rows: Vec<(usize, f64)> = times.iter().copied().enumerate().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "{:<28} {:<18} {:>10} {:>7} {:>9}",
+        "node", "op", "ms", "share", "GFLOP/s"
+    );
+    for (i, ms) in rows {
+        let k = &m.kernels()[i];
+        let node = graph.node(k.node);
+        let flops = summary.row(&node.name).map_or(0, |r| r.flops);
+        let gflops = if ms > 0.0 { flops as f64 / ms / 1e6 } else { 0.0 };
+        println!(
+            "{:<28} {:<18} {:>10.3} {:>6.1}% {:>9.2}",
+            node.name,
+            node.op.name(),
+            ms,
+            100.0 * ms / total.max(1e-12),
+            gflops
+        );
+    }
+    println!("kernels total: {total:.3} ms");
+    Ok(())
+}
+
 fn load(model: &Path) -> Result<Graph> {
     Ok(kiln::model::load_graph(model)?)
 }
@@ -238,6 +274,7 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             engine,
             runs,
+            profile,
             weights,
         } => {
             let mut graph = load(&model)?;
@@ -260,6 +297,9 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 m.set_weights(&w)?;
                 jit_ms = Some(median_ms(|| m.run(&feeds).map(|_| ()).map_err(Into::into), runs)?);
+                if profile {
+                    print_profile(&graph, &mut m, &feeds)?;
+                }
             }
             if engine != BenchEngine::Jit {
                 interp_ms = Some(median_ms(

@@ -2,8 +2,6 @@
 //! byte-driven generator — the same one the fuzz targets use — through the JIT and the
 //! interpreter.
 
-mod common;
-
 use proptest::prelude::*;
 
 proptest! {
@@ -11,7 +9,7 @@ proptest! {
 
     #[test]
     fn random_graphs_match_the_interpreter(bytes in proptest::collection::vec(any::<u8>(), 0..256), seed in any::<u64>()) {
-        let graph = kiln_ir::random::graph_from_bytes(&bytes);
-        common::check_graph(&graph, seed);
+        let graph = kiln::ir::random::graph_from_bytes(&bytes);
+        if let Err(e) = kiln::check::jit_matches_interpreter(&graph, seed) { panic!("{e}") }
     }
 }

@@ -1,14 +1,18 @@
 //! Every forward op, with random valid attributes and shapes, through the JIT and the
-//! interpreter: the outputs must agree (tolerance in `common.rs`).
+//! interpreter: the outputs must agree (tolerance in `kiln::check`).
 
-mod common;
-
-use common::check_graph;
-use kiln_ir::{
+use kiln::check::jit_matches_interpreter;
+use kiln::ir::{
     Activation, BinaryOp, Conv2d, ConvTranspose2d, Graph, LossKind, Op, Padding, Pool2d, PoolKind,
     ReduceKind, TensorType,
 };
 use proptest::prelude::*;
+
+fn check_graph(graph: &Graph, seed: u64) {
+    if let Err(e) = jit_matches_interpreter(graph, seed) {
+        panic!("{e}");
+    }
+}
 
 /// A one-op graph: `op` over a fresh input of type `x` and fresh params of types `params`;
 /// `None` when shape inference rejects the combination (the strategy then skips it).
@@ -39,6 +43,20 @@ proptest! {
     fn conv2d(n in 1usize..3, cg in 1usize..4, g in 1usize..4, og in 1usize..3, h in 1usize..10, w in 1usize..10,
               kh in 1usize..4, kw in 1usize..4, s in (1usize..4, 1usize..4), d in (1usize..3, 1usize..3),
               pad in padding(), bias in any::<bool>(), seed in any::<u64>()) {
+        let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g });
+        let mut params = vec![TensorType::f32([og * g, cg, kh, kw])];
+        if bias { params.push(TensorType::f32([og * g])); }
+        let graph = one_op(op, TensorType::f32([n, cg * g, h, w]), &params);
+        prop_assume!(graph.is_some());
+        check_graph(&graph.unwrap(), seed);
+    }
+
+    /// Output channels in blocks of 4 per group and rows wide enough for 8-column register
+    /// blocks: the blocked kernel, its borders and its leftover columns.
+    #[test]
+    fn conv2d_blocked(n in 1usize..3, cg in 1usize..4, g in 1usize..3, og in prop_oneof![Just(4usize), Just(8)],
+                      h in 1usize..8, w in 8usize..26, kh in 1usize..4, kw in 1usize..5, s in (1usize..3, 1usize..3),
+                      d in (1usize..3, 1usize..3), pad in padding(), bias in any::<bool>(), seed in any::<u64>()) {
         let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g });
         let mut params = vec![TensorType::f32([og * g, cg, kh, kw])];
         if bias { params.push(TensorType::f32([og * g])); }
