@@ -4,7 +4,7 @@
 
 use crate::JitError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32X4, I32, I32X4, I64};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
@@ -212,22 +212,31 @@ impl Emitter<'_> {
         }
     }
 
-    /// `max(a, b)`, with NaN handling left to the hardware (an operand is returned).
+    /// `max(a, b)`; a NaN in `a` is returned, a NaN in `b` is not (use `max_nan` to propagate both).
     pub fn max(&mut self, ty: Type, a: Value, b: Value) -> Value {
         self.select_lt(ty, a, b, b, a)
     }
 
+    /// `min(a, b)`; a NaN in `a` is returned, a NaN in `b` is not.
     pub fn min(&mut self, ty: Type, a: Value, b: Value) -> Value {
-        self.select_lt(ty, a, b, a, b)
+        self.select_lt(ty, b, a, b, a)
+    }
+
+    /// Scalar `max(acc, v)` where a NaN in either wins, as PyTorch's max reductions do.
+    pub fn max_nan(&mut self, acc: Value, v: Value) -> Value {
+        let m = self.max(F32, acc, v);
+        let v_nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+        self.b.ins().select(v_nan, v, m)
     }
 
     /// `eˣ` for f32 or f32x4: range reduction `x = n·ln2 + r`, a degree-7 polynomial for `eʳ`,
-    /// and `2ⁿ` built in the exponent bits. Inputs are clamped to `[-87, 88]` (results from
-    /// `1.6e-38` to `1.7e38`); relative error about 2e-7.
-    pub fn exp(&mut self, ty: Type, x: Value) -> Value {
+    /// and `2ⁿ` built in the exponent bits; relative error about 2e-7 on `[-87, 88]`, `+∞` above
+    /// `ln(f32::MAX)`, 0 below the smallest subnormal, `1.6e-38` in between (no subnormals),
+    /// NaN for NaN.
+    pub fn exp(&mut self, ty: Type, x_in: Value) -> Value {
         let lo = self.constant(ty, -87.0);
         let hi = self.constant(ty, 88.0);
-        let x = self.max(ty, x, lo);
+        let x = self.max(ty, x_in, lo);
         let x = self.min(ty, x, hi);
         let log2e = self.constant(ty, std::f32::consts::LOG2_E);
         let t = self.b.ins().fmul(x, log2e);
@@ -265,6 +274,13 @@ impl Emitter<'_> {
         let ni = self.b.ins().iadd(ni, bias);
         let bits = self.b.ins().ishl_imm_s(ni, 23);
         let scale = self.b.ins().bitcast(ty, lanes(), bits);
-        self.b.ins().fmul(p, scale)
+        let r = self.b.ins().fmul(p, scale);
+        // beyond the clamp: overflow to +∞ and underflow to 0, as the true function does
+        let over = self.constant(ty, 88.722_84);
+        let inf = self.constant(ty, f32::INFINITY);
+        let r = self.select_lt(ty, over, x_in, inf, r);
+        let under = self.constant(ty, -103.972_08);
+        let zero = self.constant(ty, 0.0);
+        self.select_lt(ty, x_in, under, zero, r)
     }
 }

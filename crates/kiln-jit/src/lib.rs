@@ -128,28 +128,33 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
         if !lower::needs_kernel(&node.op) {
             continue;
         }
-        let name = format!("k{}_{}", kernels.len(), node.name.replace('.', "_"));
-        let fid = codegen::declare_kernel(&mut module, &name)?;
-        let sig = codegen::kernel_signature(&module);
-        let out = (plan.slots[&id], &node.ty);
-        let mut extent = 0;
-        let clif = codegen::define(&mut module, fid, sig, options.keep_clif, |e, p, _| {
-            let args = lower::Args {
-                arena: p[0],
-                begin: p[1],
-                end: p[2],
-                ins: &ins,
-                out,
-            };
-            extent = lower::emit(e, &node.op, &args);
-        })?;
-        kernels.push(KernelInfo {
-            node: id,
-            name,
-            extent,
-            clif,
-        });
-        ids.push(fid);
+        let types: Vec<&TensorType> = ins.iter().map(|(_, t)| t).collect();
+        for phase in 0..lower::phases(&node.op, &types) {
+            let name = format!("k{}_{}", kernels.len(), node.name.replace('.', "_"));
+            let fid = codegen::declare_kernel(&mut module, &name)?;
+            let sig = codegen::kernel_signature(&module);
+            let out = (plan.slots[&id], &node.ty);
+            let scratch = plan.scratch.get(&id).copied();
+            let mut extent = 0;
+            let clif = codegen::define(&mut module, fid, sig, options.keep_clif, |e, p, _| {
+                let args = lower::Args {
+                    arena: p[0],
+                    begin: p[1],
+                    end: p[2],
+                    ins: &ins,
+                    out,
+                    scratch,
+                };
+                extent = lower::emit(e, &node.op, &args, phase);
+            })?;
+            kernels.push(KernelInfo {
+                node: id,
+                name,
+                extent,
+                clif,
+            });
+            ids.push(fid);
+        }
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
     finish(graph, plan, module, entry, kernels, &ids)

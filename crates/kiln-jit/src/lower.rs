@@ -20,6 +20,8 @@ pub struct Args<'a> {
     pub end: Value,
     pub ins: &'a [(Slot, TensorType)],
     pub out: (Slot, &'a TensorType),
+    /// Scratch memory of the node (`scratch_len` elements), if it asked for any.
+    pub scratch: Option<Slot>,
 }
 
 impl Args<'_> {
@@ -43,15 +45,69 @@ pub fn needs_kernel(op: &Op) -> bool {
     !matches!(op, Op::Input(_) | Op::Param { .. }) && !is_view(op)
 }
 
-/// Writes the body of the op's kernel and returns the size of its outermost parallel loop
-/// (the `end` the entry passes). Each arm picks a lowering and states its extent together, so
-/// the two cannot disagree.
-pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
+/// The explicit `[top, left, bottom, right]` padding of a convolution.
+fn conv_pads(c: &kiln_ir::Conv2d, x: &[usize], w: &[usize]) -> [usize; 4] {
+    let ph = resolve_padding(c.padding, 0, x[2], w[2], c.stride[0], c.dilation[0]);
+    let pw = resolve_padding(c.padding, 1, x[3], w[3], c.stride[1], c.dilation[1]);
+    [ph.0, pw.0, ph.1, pw.1]
+}
+
+/// Elements of scratch memory the op's kernels need: the zero-padded copy of the input of a
+/// padded, register-blocked convolution (so every column of every row is interior).
+pub fn scratch_len(op: &Op, ins: &[&TensorType]) -> usize {
+    match op {
+        Op::Conv2d(c) if conv_blocked(c, ins[1].dims()) => {
+            let (x, p) = (ins[0].dims(), conv_pads(c, ins[0].dims(), ins[1].dims()));
+            if p == [0; 4] {
+                0
+            } else {
+                x[0] * x[1] * (x[2] + p[0] + p[2]) * (x[3] + p[1] + p[3])
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// How many kernels the op lowers to, run one after the other (`emit`'s `phase`).
+pub fn phases(op: &Op, ins: &[&TensorType]) -> usize {
+    if scratch_len(op, ins) > 0 { 2 } else { 1 }
+}
+
+/// Writes the body of the op's kernel number `phase` and returns the size of its outermost
+/// parallel loop (the `end` the entry passes). Each arm picks a lowering and states its extent
+/// together, so the two cannot disagree.
+pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
     let od = a.odims().to_vec();
     let numel = a.out.1.shape.numel();
     let planes = || od[0] * od[1];
     match op {
         Op::Input(_) | Op::Param { .. } | Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. } => 0,
+        Op::Conv2d(c) if conv_blocked(c, a.dims(1)) && a.scratch.is_some() => {
+            let pads = conv_pads(c, a.dims(0), a.dims(1));
+            let scratch = a.scratch.expect("checked");
+            let x = a.dims(0);
+            if phase == 0 {
+                pad_planes(e, a, pads, scratch.offset);
+                return x[0] * x[1];
+            }
+            let padded = TensorType::f32([x[0], x[1], x[2] + pads[0] + pads[2], x[3] + pads[1] + pads[3]]);
+            let mut ins = a.ins.to_vec();
+            ins[0] = (scratch, padded);
+            let inner = Args {
+                ins: &ins,
+                scratch: None,
+                ..*a
+            };
+            conv2d_blocked(
+                e,
+                &inner,
+                &kiln_ir::Conv2d {
+                    padding: kiln_ir::Padding::Explicit([0; 4]),
+                    ..c.clone()
+                },
+            );
+            planes() / CO_BLOCK
+        }
         Op::Conv2d(c) if conv_blocked(c, a.dims(1)) => {
             conv2d_blocked(e, a, c);
             planes() / CO_BLOCK
@@ -222,7 +278,13 @@ fn ln(e: &mut Emitter, x: Value) -> Value {
     let lnm = e.b.ins().fmul(zp, two);
     let kf = e.b.ins().fcvt_from_sint(F32, k);
     let ln2 = e.fconst(std::f32::consts::LN_2);
-    e.b.ins().fma(kf, ln2, lnm)
+    let r = e.b.ins().fma(kf, ln2, lnm);
+    // ln(NaN) = NaN; ln(+∞) = +∞ (the bit trick would give finite numbers)
+    let nan = e.b.ins().fcmp(FloatCC::Unordered, x, x);
+    let r = e.b.ins().select(nan, x, r);
+    let inf = e.fconst(f32::INFINITY);
+    let is_inf = e.b.ins().fcmp(FloatCC::Equal, x, inf);
+    e.b.ins().select(is_inf, x, r)
 }
 
 fn load_f(e: &mut Emitter, arena: Value, off: usize, idx: Value) -> Value {
@@ -478,6 +540,7 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
     };
     let hi = hi.max(lo);
     let vend = lo + (hi - lo) / X_BLOCK * X_BLOCK;
+    let vend4 = vend + (hi - vend) / 4 * 4;
     let (arena, xo, wo, yo) = (a.arena, a.src(0), a.src(1), a.dst());
     let bias = a.ins.get(2).map(|s| s.0.offset);
     e.for_range(a.begin, a.end, 1, |e, idx| {
@@ -504,15 +567,19 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
             });
         }
         e.for_const(0, oh as i64, |e, y| {
-            // interior: 4 channels × 8 columns in registers
-            if vend > lo {
-                let (f, t) = (e.iconst(lo as i64), e.iconst(vend as i64));
-                e.for_range(f, t, X_BLOCK as i64, |e, x| {
-                    let mut acc = Vec::with_capacity(CO_BLOCK * 2);
+            // interior: 4 channels × 8 columns in registers, then a block of 4 columns
+            for (from, to, nv) in [(lo, vend, 2usize), (vend, vend4, 1)] {
+                if from >= to {
+                    continue;
+                }
+                let (f, t) = (e.iconst(from as i64), e.iconst(to as i64));
+                e.for_range(f, t, (4 * nv) as i64, |e, x| {
+                    let mut acc = Vec::with_capacity(CO_BLOCK * nv);
                     for &bj in &b0 {
                         let bv = e.b.ins().splat(F32X4, bj);
-                        acc.push(e.var(F32X4, bv));
-                        acc.push(e.var(F32X4, bv));
+                        for _ in 0..nv {
+                            acc.push(e.var(F32X4, bv));
+                        }
                     }
                     let x0 = e.b.ins().imul_imm_s(x, s[1] as i64);
                     let x0 = e.b.ins().iadd_imm_s(x0, -(pw as i64));
@@ -534,11 +601,12 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
                                 let wk = e.b.ins().iadd(wk, wc);
                                 for kx in 0..kw {
                                     let col = e.b.ins().iadd_imm_s(row, (kx * d[1]) as i64);
-                                    let mut xv = [col; 2];
-                                    for (v, slot) in xv.iter_mut().enumerate() {
-                                        let start = e.b.ins().iadd_imm_s(col, (v * 4 * s[1]) as i64);
-                                        *slot = load4(e, arena, xo, start, s[1]);
-                                    }
+                                    let xv: Vec<Value> = (0..nv)
+                                        .map(|v| {
+                                            let start = e.b.ins().iadd_imm_s(col, (v * 4 * s[1]) as i64);
+                                            load4(e, arena, xo, start, s[1])
+                                        })
+                                        .collect();
                                     for j in 0..CO_BLOCK {
                                         let wi = e.b.ins().iadd(wk, w_base[j]);
                                         let wi = e.b.ins().iadd_imm_s(wi, kx as i64);
@@ -546,9 +614,9 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
                                         let wsc = e.load(F32, p);
                                         for (v, &xvv) in xv.iter().enumerate() {
                                             let wv = e.b.ins().splat(F32X4, wsc);
-                                            let cur = e.b.use_var(acc[2 * j + v]);
-                                            let nv = e.b.ins().fma(xvv, wv, cur);
-                                            e.b.def_var(acc[2 * j + v], nv);
+                                            let cur = e.b.use_var(acc[nv * j + v]);
+                                            let nvv = e.b.ins().fma(xvv, wv, cur);
+                                            e.b.def_var(acc[nv * j + v], nvv);
                                         }
                                     }
                                 }
@@ -559,9 +627,9 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
                         let yr = e.b.ins().imul_imm_s(y, ow as i64);
                         let yr = e.b.ins().iadd(yr, y_base[j]);
                         let yr = e.b.ins().iadd(yr, x);
-                        for v in 0..2 {
+                        for v in 0..nv {
                             let yi = e.b.ins().iadd_imm_s(yr, (v * 4) as i64);
-                            let val = e.b.use_var(acc[2 * j + v]);
+                            let val = e.b.use_var(acc[nv * j + v]);
                             let p = e.elem(arena, yo, yi);
                             e.store(val, p);
                         }
@@ -569,7 +637,7 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
                 });
             }
             // borders (and what is left of the interior): one point, one channel at a time
-            for (from, to) in [(0, lo), (vend, ow)] {
+            for (from, to) in [(0, lo), (vend4, ow)] {
                 if from >= to {
                     continue;
                 }
@@ -696,6 +764,44 @@ fn dims4(d: &[usize]) -> [usize; 4] {
     [d[0], d[1], d[2], d[3]]
 }
 
+/// Copies each input plane into the zero-padded plane at `dst` (padding `[t, l, b, r]`).
+fn pad_planes(e: &mut Emitter, a: &Args, p: [usize; 4], dst: usize) {
+    let [_, _, h, w] = dims4(a.dims(0));
+    let (hp, wp) = (h + p[0] + p[2], w + p[1] + p[3]);
+    let (arena, xo) = (a.arena, a.src(0));
+    e.for_range(a.begin, a.end, 1, |e, plane| {
+        let src = e.b.ins().imul_imm_s(plane, (h * w) as i64);
+        let out = e.b.ins().imul_imm_s(plane, (hp * wp) as i64);
+        e.for_const(0, hp as i64, |e, r| {
+            let row = e.b.ins().imul_imm_s(r, wp as i64);
+            let row = e.b.ins().iadd(row, out);
+            zero_fill(e, arena, dst, row, wp);
+            let ih = e.b.ins().iadd_imm_s(r, -(p[0] as i64));
+            let inside = in_range(e, ih, h);
+            e.if_then(inside, |e| {
+                let from = e.b.ins().imul_imm_s(ih, w as i64);
+                let from = e.b.ins().iadd(from, src);
+                let to = e.b.ins().iadd_imm_s(row, p[1] as i64);
+                copy(e, arena, (xo, from), (dst, to), w);
+            });
+        });
+    });
+}
+
+/// `len` zeros from element `start` of the tensor at `off`.
+fn zero_fill(e: &mut Emitter, arena: Value, off: usize, start: Value, len: usize) {
+    let vlen = (len / 4 * 4) as i64;
+    for (lo, hi, step, ty) in [(0, vlen, 4, F32X4), (vlen, len as i64, 1, F32)] {
+        let (l, h) = (e.iconst(lo), e.iconst(hi));
+        let z = e.constant(ty, 0.0);
+        e.for_range(l, h, step, |e, j| {
+            let i = e.b.ins().iadd(start, j);
+            let q = e.elem(arena, off, i);
+            e.store(z, q);
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // pooling
 
@@ -753,8 +859,8 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
                             let v = load_f(e, arena, xo, xi);
                             let cur = e.b.use_var(acc);
                             let nv = if kind == PoolKind::Max {
-                                // strictly greater replaces: the first maximum wins
-                                e.select_lt(F32, cur, v, v, cur)
+                                // strictly greater replaces: the first maximum wins; NaN wins
+                                e.max_nan(cur, v)
                             } else {
                                 e.b.ins().fadd(cur, v)
                             };
@@ -809,7 +915,7 @@ fn reduce_window(
             let v = load_f(e, arena, xo, xi);
             let cur = e.b.use_var(acc);
             let nv = if kind == ReduceKind::Max {
-                e.select_lt(F32, cur, v, v, cur)
+                e.max_nan(cur, v)
             } else {
                 e.b.ins().fadd(cur, v)
             };
@@ -886,7 +992,7 @@ fn softmax(e: &mut Emitter, a: &Args, axis: i64, log: bool) {
             let k = at(e, j);
             let v = load_f(e, arena, xo, k);
             let m = e.b.use_var(mx);
-            let m = e.max(F32, m, v);
+            let m = e.max_nan(m, v);
             e.b.def_var(mx, m);
         });
         let m = e.b.use_var(mx);
@@ -1227,7 +1333,7 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
                         let i = e.b.ins().iadd(row, c);
                         let v = load_f(e, arena, po, i);
                         let m = e.b.use_var(mx);
-                        let m = e.max(F32, m, v);
+                        let m = e.max_nan(m, v);
                         e.b.def_var(mx, m);
                     });
                     let m = e.b.use_var(mx);

@@ -15,6 +15,8 @@ pub struct Slot {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub slots: HashMap<NodeId, Slot>,
+    /// Scratch memory of nodes whose kernels asked for it (`lower::scratch_len`).
+    pub scratch: HashMap<NodeId, Slot>,
     /// Arena size in bytes.
     pub size: usize,
 }
@@ -26,6 +28,7 @@ pub fn is_view(op: &Op) -> bool {
 
 pub fn plan(graph: &Graph) -> Plan {
     let mut slots = HashMap::new();
+    let mut scratch = HashMap::new();
     let mut size = 0usize;
     for id in graph.topo_order() {
         let node = graph.node(id);
@@ -39,9 +42,17 @@ pub fn plan(graph: &Graph) -> Plan {
             Slot { offset, len }
         };
         slots.insert(id, slot);
+        let types: Vec<&kiln_ir::TensorType> = graph.inputs(id).iter().map(|&i| &graph.node(i).ty).collect();
+        let need = crate::lower::scratch_len(&node.op, &types);
+        if need > 0 {
+            let offset = size.next_multiple_of(64);
+            size = offset + need * 4;
+            scratch.insert(id, Slot { offset, len: need });
+        }
     }
     Plan {
         slots,
+        scratch,
         size: size.max(4),
     }
 }
