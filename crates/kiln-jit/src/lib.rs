@@ -68,6 +68,11 @@ pub struct JitOptions {
     pub opt_level: String,
     /// Keep each kernel's Cranelift IR text (`kiln compile --emit clif`).
     pub keep_clif: bool,
+    /// Threads that run the model: each kernel's parallel range is split among them. `0`
+    /// means one per available core. With 1 thread the results are bit-for-bit deterministic
+    /// (so are they with more: every output element is computed by exactly one thread in a
+    /// fixed order).
+    pub threads: usize,
 }
 
 impl Default for JitOptions {
@@ -75,9 +80,13 @@ impl Default for JitOptions {
         JitOptions {
             opt_level: "speed".into(),
             keep_clif: false,
+            threads: 0,
         }
     }
 }
+
+/// Below this many output elements a kernel is not split across threads.
+const PARALLEL_MIN_WORK: usize = 16 * 1024;
 
 /// One compiled kernel.
 #[derive(Debug, Clone)]
@@ -86,6 +95,8 @@ pub struct KernelInfo {
     pub name: String,
     /// The size of its outermost parallel loop.
     pub extent: usize,
+    /// Elements of the node's output, a rough measure of the kernel's work.
+    pub work: usize,
     /// Its Cranelift IR, when `keep_clif` was set.
     pub clif: Option<String>,
 }
@@ -104,6 +115,7 @@ pub struct JitModel {
     kernels: Vec<KernelInfo>,
     kernel_fns: Vec<KernelFn>,
     arena: Vec<Line>,
+    threads: usize,
 }
 
 /// Named output values, in the graph's output order.
@@ -151,13 +163,18 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                 node: id,
                 name,
                 extent,
+                work: node.ty.shape.numel(),
                 clif,
             });
             ids.push(fid);
         }
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
-    finish(graph, plan, module, entry, kernels, &ids)
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    finish(graph, plan, module, entry, kernels, &ids, threads)
 }
 
 /// The entry `fn(arena)`: every kernel over its whole range, in order.
@@ -189,6 +206,7 @@ fn finish(
     entry: cranelift_module::FuncId,
     kernels: Vec<KernelInfo>,
     ids: &[cranelift_module::FuncId],
+    threads: usize,
 ) -> Result<JitModel, JitError> {
     module
         .finalize_definitions()
@@ -214,6 +232,7 @@ fn finish(
         kernels,
         kernel_fns,
         arena: vec![Line([0; 64]); lines],
+        threads,
     })
 }
 
@@ -302,8 +321,55 @@ impl JitModel {
         }
         // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
         // validated shapes to stay inside it, and it is exclusively borrowed for the call.
-        unsafe { (self.entry)(self.arena.as_mut_ptr().cast::<u8>()) };
+        let arena = self.arena.as_mut_ptr().cast::<u8>();
+        if self.threads <= 1 {
+            // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated
+            // from validated shapes to stay inside it, and it is exclusively borrowed here.
+            unsafe { (self.entry)(arena) };
+        } else {
+            self.run_parallel(arena);
+        }
         Ok(self.read_outputs())
+    }
+
+    /// Runs the kernels in order on `self.threads` threads: thread `t` computes the `t`-th
+    /// slice of each kernel's parallel range, and all meet at a barrier before the next kernel.
+    /// Kernels too small to be worth splitting run on the first thread alone.
+    fn run_parallel(&self, arena: *mut u8) {
+        /// The arena pointer, shared by the threads for the duration of one run.
+        #[derive(Clone, Copy)]
+        struct Arena(*mut u8);
+        // SAFETY: the threads write disjoint parts of the arena (each index of a kernel's
+        // parallel range owns its outputs), and a barrier orders one kernel before the next.
+        unsafe impl Send for Arena {}
+        unsafe impl Sync for Arena {}
+        let arena = Arena(arena);
+        let n = self.threads;
+        let barrier = std::sync::Barrier::new(n);
+        let (kernels, fns) = (&self.kernels, &self.kernel_fns);
+        let work = |t: usize| {
+            let a = arena;
+            for (k, f) in kernels.iter().zip(fns) {
+                let parts = if k.extent >= 2 * n && k.work >= PARALLEL_MIN_WORK {
+                    n
+                } else {
+                    1
+                };
+                if t < parts {
+                    let (b, e) = (k.extent * t / parts, k.extent * (t + 1) / parts);
+                    // SAFETY: a slice of the kernel's own range, over the planned arena.
+                    unsafe { f(a.0, b as i64, e as i64) };
+                }
+                barrier.wait();
+            }
+        };
+        std::thread::scope(|s| {
+            for t in 1..n {
+                let work = &work;
+                s.spawn(move || work(t));
+            }
+            work(0);
+        });
     }
 
     /// Runs the model like [`JitModel::run`], one kernel at a time, and returns each kernel's

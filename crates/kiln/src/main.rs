@@ -50,6 +50,9 @@ enum Command {
         /// Which engine computes: the JIT or the reference interpreter.
         #[arg(long, value_enum, default_value_t = Engine::Jit)]
         engine: Engine,
+        /// Threads of the JIT (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Time the JIT and the interpreter on seeded random inputs; median run times and speedup.
     Bench {
@@ -67,6 +70,9 @@ enum Command {
         /// Also time each JIT kernel on its own: node, op, milliseconds and GFLOP/s.
         #[arg(long)]
         profile: bool,
+        /// Threads of the JIT (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         #[command(flatten)]
         weights: WeightArgs,
     },
@@ -138,11 +144,16 @@ fn run_engine(
     weights: &HashMap<String, Tensor<f32>>,
     inputs: &HashMap<String, Value<f32>>,
     engine: Engine,
+    threads: usize,
 ) -> Result<Vec<(String, Value<f32>)>> {
     Ok(match engine {
         Engine::Interp => kiln::interp::run::<f32>(graph, inputs, weights)?,
         Engine::Jit => {
-            let mut m = kiln::jit::compile(graph, &kiln::jit::JitOptions::default())?;
+            let opts = kiln::jit::JitOptions {
+                threads,
+                ..Default::default()
+            };
+            let mut m = kiln::jit::compile(graph, &opts)?;
             m.set_weights(weights)?;
             m.run(inputs)?
         }
@@ -240,6 +251,7 @@ fn run(cli: Cli) -> Result<()> {
             outputs,
             weights,
             engine,
+            threads,
         } => {
             let graph = load(&model)?;
             let w = load_weights(&graph, &weights)?;
@@ -253,7 +265,7 @@ fn run(cli: Cli) -> Result<()> {
                 let v = kiln::runtime::read_npy(&path).with_context(|| format!("input `{name}`"))?;
                 feeds.insert(name, v);
             }
-            let results = run_engine(&graph, &w, &feeds, engine)?;
+            let results = run_engine(&graph, &w, &feeds, engine, threads)?;
             let output_names: Vec<String> = results.iter().map(|(n, _)| n.clone()).collect();
             if outputs.is_empty() {
                 for (n, v) in &results {
@@ -275,6 +287,7 @@ fn run(cli: Cli) -> Result<()> {
             engine,
             runs,
             profile,
+            threads,
             weights,
         } => {
             let mut graph = load(&model)?;
@@ -289,7 +302,11 @@ fn run(cli: Cli) -> Result<()> {
             let mut interp_ms = None;
             if engine != BenchEngine::Interp {
                 let t = Instant::now();
-                let mut m = kiln::jit::compile(&graph, &kiln::jit::JitOptions::default())?;
+                let opts = kiln::jit::JitOptions {
+                    threads,
+                    ..Default::default()
+                };
+                let mut m = kiln::jit::compile(&graph, &opts)?;
                 println!(
                     "jit: compiled {} kernels in {:.1} ms",
                     m.kernels().len(),

@@ -48,3 +48,32 @@ fn inception_block() {
 fn spp_net() {
     check("spp_net");
 }
+
+/// Splitting kernels across threads changes nothing: every output element is computed by one
+/// thread in the same order, so 1, 2 and 3 threads agree bit for bit.
+#[test]
+fn threads_give_identical_results() {
+    for name in ["lenet5", "mobilenet_block", "inception_block"] {
+        let (_, build) = kiln::zoo::all()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .expect("zoo model");
+        let graph = build().expect("builds");
+        let weights = default_weights(&graph, 5);
+        let inputs = random_inputs(&graph, 6);
+        let outputs: Vec<_> = [1, 2, 3]
+            .into_iter()
+            .map(|threads| {
+                let opts = kiln::jit::JitOptions {
+                    threads,
+                    ..Default::default()
+                };
+                let mut m = kiln::jit::compile(&graph, &opts).expect("compiles");
+                m.set_weights(&weights).expect("weights fit");
+                m.run(&inputs).expect("runs")
+            })
+            .collect();
+        assert_eq!(outputs[0], outputs[1], "{name}: 1 vs 2 threads");
+        assert_eq!(outputs[0], outputs[2], "{name}: 1 vs 3 threads");
+    }
+}
