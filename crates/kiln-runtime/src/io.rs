@@ -8,10 +8,11 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum IoError {
-    #[error("cannot read `{path}`: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("cannot write `{path}`: {source}")]
-    Write { path: String, source: std::io::Error },
+    // The I/O error is part of the message (not a `source`), so a chain prints it once.
+    #[error("cannot read `{path}`: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("cannot write `{path}`: {error}")]
+    Write { path: String, error: std::io::Error },
     #[error("`{path}` is not a valid {format} file: {reason}")]
     Format {
         path: String,
@@ -28,16 +29,16 @@ pub enum IoError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, IoError> {
-    std::fs::read(path).map_err(|source| IoError::Read {
+    std::fs::read(path).map_err(|error| IoError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    std::fs::write(path, bytes).map_err(|source| IoError::Write {
+    std::fs::write(path, bytes).map_err(|error| IoError::Write {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -123,9 +124,9 @@ pub fn write_npy(path: &Path, value: &Value<f32>) -> Result<(), IoError> {
     let shape: Vec<u64> = value.shape().dims().iter().map(|&d| d as u64).collect();
     let mut buf = Vec::new();
     let shown = path.display().to_string();
-    let werr = |source: std::io::Error| IoError::Write {
+    let werr = |error: std::io::Error| IoError::Write {
         path: shown.clone(),
-        source,
+        error,
     };
     match value {
         Value::F(t) => {

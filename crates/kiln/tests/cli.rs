@@ -120,3 +120,106 @@ fn help_lists_the_commands() {
     let out = stdout(&o);
     assert!(out.contains("summary") && out.contains("compile"), "{out}");
 }
+
+fn write_input(name: &str, dims: &[usize]) -> String {
+    let n: usize = dims.iter().product();
+    let data = (0..n).map(|i| (i % 7) as f32 / 7.0).collect();
+    let v = kiln::ir::Value::F(kiln::ir::Tensor::new(dims.to_vec(), data).unwrap());
+    let p = temp_file(name, b"");
+    kiln::runtime::write_npy(std::path::Path::new(&p), &v).unwrap();
+    p
+}
+
+#[test]
+fn run_writes_npy_and_both_engines_agree() {
+    let x = write_input("lenet_x.npy", &[1, 1, 28, 28]);
+    let model = repo("examples/models/lenet5.kiln");
+    let mut outs = Vec::new();
+    for engine in ["jit", "interp"] {
+        let out = temp_file(&format!("out_{engine}.npy"), b"");
+        let o = kiln(&[
+            "run",
+            &model,
+            "--input",
+            &format!("input={x}"),
+            "--output",
+            &out,
+            "--engine",
+            engine,
+        ]);
+        assert!(o.status.success(), "{engine}: {}", stderr(&o));
+        let v = kiln::runtime::read_npy(std::path::Path::new(&out)).unwrap();
+        assert_eq!(v.shape().dims(), &[1, 10]);
+        outs.push(v.as_f().unwrap().data().to_vec());
+    }
+    for (a, b) in outs[0].iter().zip(&outs[1]) {
+        assert!((a - b).abs() < 1e-5, "jit {a} vs interp {b}");
+    }
+}
+
+#[test]
+fn run_rejects_wrong_shapes_unknown_names_and_missing_files() {
+    let model = repo("examples/models/lenet5.kiln");
+    let bad = write_input("bad_shape.npy", &[1, 1, 27, 28]);
+    let o = kiln(&["run", &model, "--input", &bad]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("expected f32[1, 1, 28, 28], got f32[1, 1, 27, 28]"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kiln(&["run", &model, "--input", &format!("image={bad}")]);
+    assert!(stderr(&o).contains("no input `image`"), "{}", stderr(&o));
+    let o = kiln(&["run", &model, "--input", "/nonexistent/x.npy"]);
+    assert!(
+        stderr(&o).contains("cannot read `/nonexistent/x.npy`"),
+        "{}",
+        stderr(&o)
+    );
+    let junk = temp_file("junk.npy", b"not numpy");
+    let o = kiln(&["run", &model, "--input", &junk]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("not a valid .npy file"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn bench_ends_with_the_three_lines() {
+    let o = kiln(&[
+        "bench",
+        &repo("examples/models/lenet5.kiln"),
+        "--runs",
+        "2",
+        "--batch",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let last: Vec<&str> = out.lines().rev().take(3).collect();
+    assert!(
+        last[2].starts_with("jit: median ") && last[2].ends_with(" ms"),
+        "{out}"
+    );
+    assert!(
+        last[1].starts_with("interp: median ") && last[1].ends_with(" ms"),
+        "{out}"
+    );
+    assert!(
+        last[0].starts_with("speedup: ") && last[0].ends_with('x'),
+        "{out}"
+    );
+}
+
+#[test]
+fn compile_emit_clif_prints_every_kernel() {
+    let o = kiln(&["compile", &repo("examples/models/lenet5.kiln"), "--emit", "clif"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("; kernel") && out.contains("function") && out.contains("fma"),
+        "{out}"
+    );
+}
