@@ -141,7 +141,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             continue;
         }
         let types: Vec<&TensorType> = ins.iter().map(|(_, t)| t).collect();
-        for phase in 0..lower::phases(&node.op, &types) {
+        for phase in 0..lower::phases(&node.op, &types, &node.ty) {
             let name = format!("k{}_{}", kernels.len(), node.name.replace('.', "_"));
             let fid = codegen::declare_kernel(&mut module, &name)?;
             let sig = codegen::kernel_signature(&module);

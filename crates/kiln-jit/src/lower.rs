@@ -53,24 +53,30 @@ fn conv_pads(c: &kiln_ir::Conv2d, x: &[usize], w: &[usize]) -> [usize; 4] {
 }
 
 /// Elements of scratch memory the op's kernels need: the zero-padded copy of the input of a
-/// padded, register-blocked convolution (so every column of every row is interior).
-pub fn scratch_len(op: &Op, ins: &[&TensorType]) -> usize {
+/// register-blocked convolution (so every column of every row is interior), followed by slack
+/// that a last, partial column block may read (its extra lanes are computed and dropped).
+/// Taken when the convolution pads or its output width is not a multiple of 4.
+pub fn scratch_len(op: &Op, ins: &[&TensorType], out: &TensorType) -> usize {
     match op {
         Op::Conv2d(c) if conv_blocked(c, ins[1].dims()) => {
-            let (x, p) = (ins[0].dims(), conv_pads(c, ins[0].dims(), ins[1].dims()));
-            if p == [0; 4] {
-                0
-            } else {
-                x[0] * x[1] * (x[2] + p[0] + p[2]) * (x[3] + p[1] + p[3])
+            let (x, w, p) = (
+                ins[0].dims(),
+                ins[1].dims(),
+                conv_pads(c, ins[0].dims(), ins[1].dims()),
+            );
+            if p == [0; 4] && out.dims()[3].is_multiple_of(4) {
+                return 0;
             }
+            let slack = 4 * c.stride[1] + (w[3] - 1) * c.dilation[1] + 4;
+            x[0] * x[1] * (x[2] + p[0] + p[2]) * (x[3] + p[1] + p[3]) + slack
         }
         _ => 0,
     }
 }
 
 /// How many kernels the op lowers to, run one after the other (`emit`'s `phase`).
-pub fn phases(op: &Op, ins: &[&TensorType]) -> usize {
-    if scratch_len(op, ins) > 0 { 2 } else { 1 }
+pub fn phases(op: &Op, ins: &[&TensorType], out: &TensorType) -> usize {
+    if scratch_len(op, ins, out) > 0 { 2 } else { 1 }
 }
 
 /// Writes the body of the op's kernel number `phase` and returns the size of its outermost
@@ -105,11 +111,12 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
                     padding: kiln_ir::Padding::Explicit([0; 4]),
                     ..c.clone()
                 },
+                true,
             );
             planes() / CO_BLOCK
         }
         Op::Conv2d(c) if conv_blocked(c, a.dims(1)) => {
-            conv2d_blocked(e, a, c);
+            conv2d_blocked(e, a, c, false);
             planes() / CO_BLOCK
         }
         Op::Conv2d(c) => {
@@ -507,7 +514,9 @@ fn conv_blocked(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
 /// Interior columns (every tap inside the row) are computed 4 channels × 8 columns at a time:
 /// 8 `f32x4` accumulators, each input vector reused by 4 broadcast weights. The border
 /// columns take the scalar path of [`ConvGeom::accumulate`].
-fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
+/// `tail`: the input is a scratch copy followed by at least `TAIL_SLACK` spare elements, so a
+/// last partial block may read past the end of a row.
+fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
     let [_, ch, h, w] = dims4(a.dims(0));
     let [co, cg, kh, kw] = dims4(a.dims(1));
     let [_, _, oh, ow] = dims4(a.odims());
@@ -567,77 +576,92 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
             });
         }
         e.for_const(0, oh as i64, |e, y| {
-            // interior: 4 channels × 8 columns in registers, then a block of 4 columns
-            for (from, to, nv) in [(lo, vend, 2usize), (vend, vend4, 1)] {
-                if from >= to {
-                    continue;
-                }
-                let (f, t) = (e.iconst(from as i64), e.iconst(to as i64));
-                e.for_range(f, t, (4 * nv) as i64, |e, x| {
-                    let mut acc = Vec::with_capacity(CO_BLOCK * nv);
-                    for &bj in &b0 {
-                        let bv = e.b.ins().splat(F32X4, bj);
-                        for _ in 0..nv {
-                            acc.push(e.var(F32X4, bv));
-                        }
+            // interior: 4 channels × 8 columns in registers, then a block of 4 columns, then
+            // (over a padded scratch input with slack) a partial block of the last columns
+            let block = |e: &mut Emitter, x: Value, nv: usize, lanes: usize| {
+                let mut acc = Vec::with_capacity(CO_BLOCK * nv);
+                for &bj in &b0 {
+                    let bv = e.b.ins().splat(F32X4, bj);
+                    for _ in 0..nv {
+                        acc.push(e.var(F32X4, bv));
                     }
-                    let x0 = e.b.ins().imul_imm_s(x, s[1] as i64);
-                    let x0 = e.b.ins().iadd_imm_s(x0, -(pw as i64));
-                    e.for_const(0, cg as i64, |e, ci| {
-                        let xc = e.b.ins().imul_imm_s(ci, (h * w) as i64);
-                        let xc = e.b.ins().iadd(x_base, xc);
-                        let wc = e.b.ins().imul_imm_s(ci, (kh * kw) as i64);
-                        e.for_const(0, kh as i64, |e, ky| {
-                            let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
-                            let t = e.b.ins().imul_imm_s(ky, d[0] as i64);
-                            let ih = e.b.ins().iadd(ih, t);
-                            let ih = e.b.ins().iadd_imm_s(ih, -(ph as i64));
-                            let ok = in_range(e, ih, h);
-                            e.if_then(ok, |e| {
-                                let row = e.b.ins().imul_imm_s(ih, w as i64);
-                                let row = e.b.ins().iadd(row, xc);
-                                let row = e.b.ins().iadd(row, x0);
-                                let wk = e.b.ins().imul_imm_s(ky, kw as i64);
-                                let wk = e.b.ins().iadd(wk, wc);
-                                for kx in 0..kw {
-                                    let col = e.b.ins().iadd_imm_s(row, (kx * d[1]) as i64);
-                                    let xv: Vec<Value> = (0..nv)
-                                        .map(|v| {
-                                            let start = e.b.ins().iadd_imm_s(col, (v * 4 * s[1]) as i64);
-                                            load4(e, arena, xo, start, s[1])
-                                        })
-                                        .collect();
-                                    for j in 0..CO_BLOCK {
-                                        let wi = e.b.ins().iadd(wk, w_base[j]);
-                                        let wi = e.b.ins().iadd_imm_s(wi, kx as i64);
-                                        let p = e.elem(arena, wo, wi);
-                                        let wsc = e.load(F32, p);
-                                        for (v, &xvv) in xv.iter().enumerate() {
-                                            let wv = e.b.ins().splat(F32X4, wsc);
-                                            let cur = e.b.use_var(acc[nv * j + v]);
-                                            let nvv = e.b.ins().fma(xvv, wv, cur);
-                                            e.b.def_var(acc[nv * j + v], nvv);
-                                        }
+                }
+                let x0 = e.b.ins().imul_imm_s(x, s[1] as i64);
+                let x0 = e.b.ins().iadd_imm_s(x0, -(pw as i64));
+                e.for_const(0, cg as i64, |e, ci| {
+                    let xc = e.b.ins().imul_imm_s(ci, (h * w) as i64);
+                    let xc = e.b.ins().iadd(x_base, xc);
+                    let wc = e.b.ins().imul_imm_s(ci, (kh * kw) as i64);
+                    e.for_const(0, kh as i64, |e, ky| {
+                        let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
+                        let t = e.b.ins().imul_imm_s(ky, d[0] as i64);
+                        let ih = e.b.ins().iadd(ih, t);
+                        let ih = e.b.ins().iadd_imm_s(ih, -(ph as i64));
+                        let ok = in_range(e, ih, h);
+                        e.if_then(ok, |e| {
+                            let row = e.b.ins().imul_imm_s(ih, w as i64);
+                            let row = e.b.ins().iadd(row, xc);
+                            let row = e.b.ins().iadd(row, x0);
+                            let wk = e.b.ins().imul_imm_s(ky, kw as i64);
+                            let wk = e.b.ins().iadd(wk, wc);
+                            for kx in 0..kw {
+                                let col = e.b.ins().iadd_imm_s(row, (kx * d[1]) as i64);
+                                let xv: Vec<Value> = (0..nv)
+                                    .map(|v| {
+                                        let start = e.b.ins().iadd_imm_s(col, (v * 4 * s[1]) as i64);
+                                        load4(e, arena, xo, start, s[1])
+                                    })
+                                    .collect();
+                                for j in 0..CO_BLOCK {
+                                    let wi = e.b.ins().iadd(wk, w_base[j]);
+                                    let wi = e.b.ins().iadd_imm_s(wi, kx as i64);
+                                    let p = e.elem(arena, wo, wi);
+                                    let wsc = e.load(F32, p);
+                                    for (v, &xvv) in xv.iter().enumerate() {
+                                        let wv = e.b.ins().splat(F32X4, wsc);
+                                        let cur = e.b.use_var(acc[nv * j + v]);
+                                        let nvv = e.b.ins().fma(xvv, wv, cur);
+                                        e.b.def_var(acc[nv * j + v], nvv);
                                     }
                                 }
-                            });
+                            }
                         });
                     });
-                    for j in 0..CO_BLOCK {
-                        let yr = e.b.ins().imul_imm_s(y, ow as i64);
-                        let yr = e.b.ins().iadd(yr, y_base[j]);
-                        let yr = e.b.ins().iadd(yr, x);
-                        for v in 0..nv {
+                });
+                for j in 0..CO_BLOCK {
+                    let yr = e.b.ins().imul_imm_s(y, ow as i64);
+                    let yr = e.b.ins().iadd(yr, y_base[j]);
+                    let yr = e.b.ins().iadd(yr, x);
+                    for v in 0..nv {
+                        let val = e.b.use_var(acc[nv * j + v]);
+                        if lanes >= 4 * (v + 1) {
                             let yi = e.b.ins().iadd_imm_s(yr, (v * 4) as i64);
-                            let val = e.b.use_var(acc[nv * j + v]);
                             let p = e.elem(arena, yo, yi);
                             e.store(val, p);
+                        } else {
+                            // a partial block: only the first `lanes` columns exist
+                            for lane in 0..lanes.saturating_sub(v * 4) {
+                                let yi = e.b.ins().iadd_imm_s(yr, (v * 4 + lane) as i64);
+                                let one = e.b.ins().extractlane(val, lane as u8);
+                                store_f(e, arena, yo, yi, one);
+                            }
                         }
                     }
-                });
+                }
+            };
+            for (from, to, nv) in [(lo, vend, 2usize), (vend, vend4, 1)] {
+                if from < to {
+                    let (f, t) = (e.iconst(from as i64), e.iconst(to as i64));
+                    e.for_range(f, t, (4 * nv) as i64, |e, x| block(e, x, nv, 4 * nv));
+                }
+            }
+            if tail && vend4 < ow {
+                let x = e.iconst(vend4 as i64);
+                block(e, x, 1, ow - vend4);
             }
             // borders (and what is left of the interior): one point, one channel at a time
-            for (from, to) in [(0, lo), (vend4, ow)] {
+            let right = if tail { ow } else { vend4 };
+            for (from, to) in [(0, lo), (right, ow)] {
                 if from >= to {
                     continue;
                 }

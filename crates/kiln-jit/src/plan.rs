@@ -43,7 +43,7 @@ pub fn plan(graph: &Graph) -> Plan {
         };
         slots.insert(id, slot);
         let types: Vec<&kiln_ir::TensorType> = graph.inputs(id).iter().map(|&i| &graph.node(i).ty).collect();
-        let need = crate::lower::scratch_len(&node.op, &types);
+        let need = crate::lower::scratch_len(&node.op, &types, &node.ty);
         if need > 0 {
             let offset = size.next_multiple_of(64);
             size = offset + need * 4;
