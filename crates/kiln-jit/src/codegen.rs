@@ -55,14 +55,15 @@ pub fn kernel_signature(module: &JITModule) -> cranelift_codegen::ir::Signature 
 }
 
 /// Defines the function `id` with a body written by `body`, which receives the emitter and the
-/// function's parameters. Returns the Cranelift IR text when `keep_clif` is set.
+/// function's parameters. Returns the Cranelift IR text and the machine code when `keep_code`
+/// is set.
 pub fn define(
     module: &mut JITModule,
     id: FuncId,
     sig: cranelift_codegen::ir::Signature,
-    keep_clif: bool,
+    keep_code: bool,
     body: impl FnOnce(&mut Emitter, &[Value], &mut JITModule),
-) -> Result<Option<String>, JitError> {
+) -> Result<Option<(String, Vec<u8>)>, JitError> {
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
@@ -79,12 +80,16 @@ pub fn define(
         e.b.seal_all_blocks();
         e.b.finalize(frontend_config);
     }
-    let clif = keep_clif.then(|| ctx.func.display().to_string());
+    let clif = keep_code.then(|| ctx.func.display().to_string());
     module
         .define_function(id, &mut ctx)
         .map_err(|e| JitError::Codegen(format!("defining a kernel: {e:?}")))?;
+    let code = match (clif, ctx.compiled_code()) {
+        (Some(text), Some(cc)) => Some((text, cc.code_buffer().to_vec())),
+        _ => None,
+    };
     module.clear_context(&mut ctx);
-    Ok(clif)
+    Ok(code)
 }
 
 /// Declares a kernel function named `name`.

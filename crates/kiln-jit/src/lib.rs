@@ -66,8 +66,8 @@ pub struct JitOptions {
     /// Cranelift's `opt_level`: `"none"` (what the notes measured best for hand-scheduled
     /// loops) or `"speed"`.
     pub opt_level: String,
-    /// Keep each kernel's Cranelift IR text (`kiln compile --emit clif`).
-    pub keep_clif: bool,
+    /// Keep each kernel's Cranelift IR text and machine code (`kiln compile --emit clif|asm`).
+    pub keep_code: bool,
     /// Threads that run the model: each kernel's parallel range is split among them. `0`
     /// means one per available core. With 1 thread the results are bit-for-bit deterministic
     /// (so are they with more: every output element is computed by exactly one thread in a
@@ -79,7 +79,7 @@ impl Default for JitOptions {
     fn default() -> JitOptions {
         JitOptions {
             opt_level: "speed".into(),
-            keep_clif: false,
+            keep_code: false,
             threads: 0,
         }
     }
@@ -97,8 +97,10 @@ pub struct KernelInfo {
     pub extent: usize,
     /// Elements of the node's output, a rough measure of the kernel's work.
     pub work: usize,
-    /// Its Cranelift IR, when `keep_clif` was set.
+    /// Its Cranelift IR, when `keep_code` was set.
     pub clif: Option<String>,
+    /// Its machine code, when `keep_code` was set.
+    pub code: Option<Vec<u8>>,
 }
 
 /// 64-byte aligned storage for the arena.
@@ -148,7 +150,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             let out = (plan.slots[&id], &node.ty);
             let scratch = plan.scratch.get(&id).copied();
             let mut extent = 0;
-            let clif = codegen::define(&mut module, fid, sig, options.keep_clif, |e, p, _| {
+            let kept = codegen::define(&mut module, fid, sig, options.keep_code, |e, p, _| {
                 let args = lower::Args {
                     arena: p[0],
                     begin: p[1],
@@ -159,12 +161,14 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                 };
                 extent = lower::emit(e, &node.op, &args, phase);
             })?;
+            let (clif, code) = kept.map_or((None, None), |(t, c)| (Some(t), Some(c)));
             kernels.push(KernelInfo {
                 node: id,
                 name,
                 extent,
                 work: node.ty.shape.numel(),
                 clif,
+                code,
             });
             ids.push(fid);
         }

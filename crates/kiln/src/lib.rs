@@ -21,6 +21,10 @@ pub use kiln_ir as ir;
 pub use kiln_jit as jit;
 pub use kiln_runtime as runtime;
 
+pub use kiln_ir::{Graph, Network, Tensor, Value};
+/// Compile a graph to native code for this CPU (see [`jit::compile`]).
+pub use kiln_jit::{JitModel as Model, JitOptions as CompileOptions, compile};
+
 pub mod check;
 pub mod model;
 pub mod zoo;

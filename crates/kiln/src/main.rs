@@ -8,6 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// `println!` that returns an error instead of panicking when stdout is closed (`kiln … | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! outp {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
@@ -94,6 +110,8 @@ enum Emit {
     Ir,
     /// The Cranelift IR of every kernel the JIT generates.
     Clif,
+    /// The x86-64 disassembly of every kernel (needs `objdump` from GNU binutils).
+    Asm,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,13 +178,14 @@ fn run_engine(
     })
 }
 
-fn print_value(name: &str, v: &Value<f32>) {
+fn print_value(name: &str, v: &Value<f32>) -> Result<()> {
     let shown: Vec<String> = match v {
         Value::F(t) => t.data().iter().take(16).map(|x| format!("{x:.6}")).collect(),
         Value::I(t) => t.data().iter().take(16).map(|x| x.to_string()).collect(),
     };
     let more = if v.shape().numel() > 16 { ", …" } else { "" };
-    println!("{name}: {} [{}{more}]", v.ty(), shown.join(", "));
+    out!("{name}: {} [{}{more}]", v.ty(), shown.join(", "));
+    Ok(())
 }
 
 fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
@@ -192,16 +211,20 @@ fn print_profile(
     let total: f64 = times.iter().sum();
     let mut rows: Vec<(usize, f64)> = times.iter().copied().enumerate().collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!(
+    out!(
         "{:<28} {:<18} {:>10} {:>7} {:>9}",
-        "node", "op", "ms", "share", "GFLOP/s"
+        "node",
+        "op",
+        "ms",
+        "share",
+        "GFLOP/s"
     );
     for (i, ms) in rows {
         let k = &m.kernels()[i];
         let node = graph.node(k.node);
         let flops = summary.row(&node.name).map_or(0, |r| r.flops);
         let gflops = if ms > 0.0 { flops as f64 / ms / 1e6 } else { 0.0 };
-        println!(
+        out!(
             "{:<28} {:<18} {:>10.3} {:>6.1}% {:>9.2}",
             node.name,
             node.op.name(),
@@ -210,8 +233,40 @@ fn print_profile(
             gflops
         );
     }
-    println!("kernels total: {total:.3} ms");
+    out!("kernels total: {total:.3} ms");
     Ok(())
+}
+
+/// Disassembles x86-64 machine code with `objdump`.
+fn disassemble(code: &[u8]) -> Result<String> {
+    let path = std::env::temp_dir().join(format!("kiln-kernel-{}.bin", std::process::id()));
+    std::fs::write(&path, code).with_context(|| format!("writing {}", path.display()))?;
+    let out = std::process::Command::new("objdump")
+        .args([
+            "-D",
+            "-b",
+            "binary",
+            "-m",
+            "i386:x86-64",
+            "-M",
+            "intel",
+            "--no-show-raw-insn",
+        ])
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = out.context("`--emit asm` disassembles with objdump (GNU binutils), which could not be run")?;
+    if !out.status.success() {
+        bail!("objdump failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // drop objdump's file header, keep the instructions
+    Ok(text
+        .lines()
+        .skip_while(|l| !l.contains("<.data>:"))
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 fn load(model: &Path) -> Result<Graph> {
@@ -220,29 +275,29 @@ fn load(model: &Path) -> Result<Graph> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Summary { model } => print!("{}", kiln::ir::summary::summarize(&load(&model)?)),
+        Command::Summary { model } => outp!("{}", kiln::ir::summary::summarize(&load(&model)?)),
         Command::Compile {
             model,
             emit: Emit::Ir,
-        } => print!("{}", kiln::ir::text::print(&load(&model)?)),
-        Command::Compile {
-            model,
-            emit: Emit::Clif,
-        } => {
+        } => outp!("{}", kiln::ir::text::print(&load(&model)?)),
+        Command::Compile { model, emit } => {
             let graph = load(&model)?;
             let opts = kiln::jit::JitOptions {
-                keep_clif: true,
+                keep_code: true,
                 ..Default::default()
             };
             let m = kiln::jit::compile(&graph, &opts)?;
             for k in m.kernels() {
-                println!(
-                    "; kernel {} for node `{}` (parallel extent {})",
+                let node = &graph.node(k.node).name;
+                out!(
+                    "; kernel {} for node `{node}` (parallel extent {})",
                     k.name,
-                    graph.node(k.node).name,
                     k.extent
                 );
-                println!("{}", k.clif.as_deref().unwrap_or(""));
+                match emit {
+                    Emit::Clif => out!("{}", k.clif.as_deref().unwrap_or("")),
+                    _ => out!("{}", disassemble(k.code.as_deref().unwrap_or(&[]))?),
+                }
             }
         }
         Command::Run {
@@ -269,7 +324,7 @@ fn run(cli: Cli) -> Result<()> {
             let output_names: Vec<String> = results.iter().map(|(n, _)| n.clone()).collect();
             if outputs.is_empty() {
                 for (n, v) in &results {
-                    print_value(n, v);
+                    print_value(n, v)?;
                 }
             }
             for (name, path) in named_paths(&outputs, &output_names, "output")? {
@@ -307,7 +362,7 @@ fn run(cli: Cli) -> Result<()> {
                     ..Default::default()
                 };
                 let mut m = kiln::jit::compile(&graph, &opts)?;
-                println!(
+                out!(
                     "jit: compiled {} kernels in {:.1} ms",
                     m.kernels().len(),
                     t.elapsed().as_secs_f64() * 1e3
@@ -329,13 +384,13 @@ fn run(cli: Cli) -> Result<()> {
                 )?);
             }
             if let Some(j) = jit_ms {
-                println!("jit: median {j:.3} ms");
+                out!("jit: median {j:.3} ms");
             }
             if let Some(i) = interp_ms {
-                println!("interp: median {i:.3} ms");
+                out!("interp: median {i:.3} ms");
             }
             if let (Some(j), Some(i)) = (jit_ms, interp_ms) {
-                println!("speedup: {:.1}x", i / j);
+                out!("speedup: {:.1}x", i / j);
             }
         }
     }
@@ -346,6 +401,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // stdout closed by the reader (`kiln … | head`): not an error of kiln's
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
