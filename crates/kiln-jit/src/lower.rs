@@ -868,13 +868,17 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
                         let iwp = e.b.ins().iadd_imm_s(iw, padw.0 as i64);
                         let in_w = in_range(e, iw, w);
                         let in_wp = in_range(e, iwp, w + padw.0 + padw.1);
-                        let in_p = e.b.ins().band(in_hp, in_wp);
-                        let one = e.fconst(1.0);
-                        let zero = e.fconst(0.0);
-                        let inc = e.b.ins().select(in_p, one, zero);
-                        let pc = e.b.use_var(padded);
-                        let pc = e.b.ins().fadd(pc, inc);
-                        e.b.def_var(padded, pc);
+                        let avg = matches!(kind, PoolKind::Avg { .. });
+                        if avg {
+                            // the divisor counts: only average pooling needs them
+                            let in_p = e.b.ins().band(in_hp, in_wp);
+                            let one = e.fconst(1.0);
+                            let zero = e.fconst(0.0);
+                            let inc = e.b.ins().select(in_p, one, zero);
+                            let pc = e.b.use_var(padded);
+                            let pc = e.b.ins().fadd(pc, inc);
+                            e.b.def_var(padded, pc);
+                        }
                         let ok = e.b.ins().band(in_h, in_w);
                         e.if_then(ok, |e| {
                             let xi = e.b.ins().imul_imm_s(ih, w as i64);
@@ -889,10 +893,12 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
                                 e.b.ins().fadd(cur, v)
                             };
                             e.b.def_var(acc, nv);
-                            let one = e.fconst(1.0);
-                            let rc = e.b.use_var(real);
-                            let rc = e.b.ins().fadd(rc, one);
-                            e.b.def_var(real, rc);
+                            if avg {
+                                let one = e.fconst(1.0);
+                                let rc = e.b.use_var(real);
+                                let rc = e.b.ins().fadd(rc, one);
+                                e.b.def_var(real, rc);
+                            }
                         });
                     });
                 });
