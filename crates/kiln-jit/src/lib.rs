@@ -326,7 +326,9 @@ impl JitModel {
         // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
         // validated shapes to stay inside it, and it is exclusively borrowed for the call.
         let arena = self.arena.as_mut_ptr().cast::<u8>();
-        if self.threads <= 1 {
+        // threads are started per run: worth it only when some kernel is big enough to split
+        let split = |k: &KernelInfo| k.extent >= 2 * self.threads && k.work >= PARALLEL_MIN_WORK;
+        if self.threads <= 1 || !self.kernels.iter().any(split) {
             // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated
             // from validated shapes to stay inside it, and it is exclusively borrowed here.
             unsafe { (self.entry)(arena) };
