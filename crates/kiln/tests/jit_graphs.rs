@@ -13,3 +13,29 @@ proptest! {
         if let Err(e) = kiln::check::jit_matches_interpreter(&graph, seed) { panic!("{e}") }
     }
 }
+
+/// Found by the proptest above: `relu(x) / relu(x)` is 0/0 = NaN for negative `x`, and the
+/// JIT's log-softmax of a row holding a NaN gave finite numbers (its `ln` and max ignored the
+/// NaN) where the interpreter gives NaN. NaN now propagates in both.
+#[test]
+fn nan_propagates_through_log_softmax_like_the_interpreter() {
+    let g = kiln::ir::text::parse(
+        "graph random {
+  input %x: f32[1, 2, 8, 1]
+  %relu_2 = relu(%x)
+  %div_3 = div(%relu_2, %relu_2)
+  %log_softmax_4 = log_softmax(%div_3) {axis=2}
+  %softmax_5 = softmax(%div_3) {axis=2}
+  %max_6 = max_pool2d(%div_3) {kernel=[2, 1], stride=[1, 1]}
+  output %log_softmax_4
+  output %softmax_5
+  output %max_6
+}",
+    )
+    .unwrap();
+    for seed in 0..8 {
+        if let Err(e) = kiln::check::jit_matches_interpreter(&g, seed) {
+            panic!("{e}");
+        }
+    }
+}
