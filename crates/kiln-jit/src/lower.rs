@@ -698,6 +698,31 @@ fn load4(e: &mut Emitter, arena: Value, off: usize, start: Value, stride: usize)
     v
 }
 
+/// The input index feeding output coordinate `o` through kernel tap `k` of a transposed
+/// convolution along one axis, and whether it exists: `o + pad − k·d` must be a non-negative
+/// multiple of the stride `s` whose quotient is below the input size `n`.
+fn transposed_tap(
+    e: &mut Emitter,
+    o: Value,
+    k: Value,
+    pad: usize,
+    d: usize,
+    s: usize,
+    n: usize,
+) -> (Value, Value) {
+    let t = e.b.ins().iadd_imm_s(o, pad as i64);
+    let kd = e.b.ins().imul_imm_s(k, d as i64);
+    let t = e.b.ins().isub(t, kd);
+    let q = e.b.ins().sdiv_imm_s(t, s as i64);
+    let r = e.b.ins().srem_imm_s(t, s as i64);
+    let zero = e.iconst(0);
+    let exact = e.b.ins().icmp(IntCC::Equal, r, zero);
+    let inside = in_range(e, q, n);
+    let nonneg = e.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, t, zero);
+    let ok = e.b.ins().band(exact, inside);
+    (q, e.b.ins().band(ok, nonneg))
+}
+
 fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTranspose2d) {
     let [_, ci, h, w] = dims4(a.dims(0));
     let [_, cog, kh, kw] = dims4(a.dims(1));
@@ -724,31 +749,10 @@ fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTranspose2d) {
             e.for_const(0, ow as i64, |e, x| {
                 let acc = e.var(F32, b0);
                 e.for_const(0, kh as i64, |e, ky| {
-                    // y + p_top − ky·d must be a non-negative multiple of s with quotient < h
-                    let t = e.b.ins().iadd_imm_s(y, p[0] as i64);
-                    let kd = e.b.ins().imul_imm_s(ky, d[0] as i64);
-                    let t = e.b.ins().isub(t, kd);
-                    let q = e.b.ins().sdiv_imm_s(t, s[0] as i64);
-                    let r = e.b.ins().srem_imm_s(t, s[0] as i64);
-                    let zero = e.iconst(0);
-                    let r0 = e.b.ins().icmp(IntCC::Equal, r, zero);
-                    let qok = in_range(e, q, h);
-                    let ok = e.b.ins().band(r0, qok);
-                    let nonneg = e.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, t, zero);
-                    let ok = e.b.ins().band(ok, nonneg);
+                    let (q, ok) = transposed_tap(e, y, ky, p[0], d[0], s[0], h);
                     e.if_then(ok, |e| {
                         e.for_const(0, kw as i64, |e, kx| {
-                            let t = e.b.ins().iadd_imm_s(x, p[1] as i64);
-                            let kd = e.b.ins().imul_imm_s(kx, d[1] as i64);
-                            let t = e.b.ins().isub(t, kd);
-                            let qx = e.b.ins().sdiv_imm_s(t, s[1] as i64);
-                            let r = e.b.ins().srem_imm_s(t, s[1] as i64);
-                            let zero = e.iconst(0);
-                            let r0 = e.b.ins().icmp(IntCC::Equal, r, zero);
-                            let qok = in_range(e, qx, w);
-                            let ok = e.b.ins().band(r0, qok);
-                            let nonneg = e.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, t, zero);
-                            let ok = e.b.ins().band(ok, nonneg);
+                            let (qx, ok) = transposed_tap(e, x, kx, p[1], d[1], s[1], w);
                             e.if_then(ok, |e| {
                                 e.for_const(0, cig as i64, |e, cc| {
                                     let plane = e.b.ins().iadd(c0, cc);

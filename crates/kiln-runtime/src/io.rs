@@ -129,28 +129,25 @@ pub fn write_npy(path: &Path, value: &Value<f32>) -> Result<(), IoError> {
         error,
     };
     match value {
-        Value::F(t) => {
-            let mut w = npyz::WriteOptions::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(&mut buf)
-                .begin_nd()
-                .map_err(werr)?;
-            w.extend(t.data().iter().copied()).map_err(werr)?;
-            w.finish().map_err(werr)?;
-        }
-        Value::I(t) => {
-            let mut w = npyz::WriteOptions::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(&mut buf)
-                .begin_nd()
-                .map_err(werr)?;
-            w.extend(t.data().iter().copied()).map_err(werr)?;
-            w.finish().map_err(werr)?;
-        }
+        Value::F(t) => npy_bytes(&shape, t.data(), &mut buf).map_err(werr)?,
+        Value::I(t) => npy_bytes(&shape, t.data(), &mut buf).map_err(werr)?,
     }
     write(path, &buf)
+}
+
+/// Appends the `.npy` encoding of `data` with `shape` to `buf`.
+fn npy_bytes<T: npyz::AutoSerialize + Copy>(
+    shape: &[u64],
+    data: &[T],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(buf)
+        .begin_nd()?;
+    w.extend(data.iter().copied())?;
+    w.finish()
 }
 
 /// Reads every tensor of a safetensors file as f32 (F32 stored; F64 and F16/BF16 converted).
