@@ -885,18 +885,7 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
                         }
                         let ok = e.b.ins().band(in_h, in_w);
                         e.if_then(ok, |e| {
-                            let xi = e.b.ins().imul_imm_s(ih, w as i64);
-                            let xi = e.b.ins().iadd(xi, iw);
-                            let xi = e.b.ins().iadd(xi, x_base);
-                            let v = load_f(e, arena, xo, xi);
-                            let cur = e.b.use_var(acc);
-                            let nv = if kind == PoolKind::Max {
-                                // strictly greater replaces: the first maximum wins; NaN wins
-                                e.max_nan(cur, v)
-                            } else {
-                                e.b.ins().fadd(cur, v)
-                            };
-                            e.b.def_var(acc, nv);
+                            pool_step(e, (arena, xo, x_base, w), (ih, iw), acc, kind == PoolKind::Max);
                             if avg {
                                 let one = e.fconst(1.0);
                                 let rc = e.b.use_var(real);
@@ -925,6 +914,29 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Folds input element `(ih, iw)` of the plane at `x_base` (row width `w`) into `acc`: the
+/// maximum (strictly greater replaces, so the first maximum wins; a NaN wins) or the sum.
+fn pool_step(
+    e: &mut Emitter,
+    (arena, xo, x_base, w): (Value, usize, Value, usize),
+    (ih, iw): (Value, Value),
+    acc: cranelift_frontend::Variable,
+    max: bool,
+) {
+    let xi = e.b.ins().imul_imm_s(ih, w as i64);
+    let xi = e.b.ins().iadd(xi, iw);
+    let xi = e.b.ins().iadd(xi, x_base);
+    let v = load_f(e, arena, xo, xi);
+    let cur = e.b.use_var(acc);
+    let nv = if max {
+        e.max_nan(cur, v)
+    } else {
+        e.b.ins().fadd(cur, v)
+    };
+    e.b.def_var(acc, nv);
+}
+
+#[allow(clippy::too_many_arguments)]
 fn reduce_window(
     e: &mut Emitter,
     arena: Value,
@@ -943,17 +955,7 @@ fn reduce_window(
     let acc = e.var(F32, init);
     e.for_range(rows.0, rows.1, 1, |e, ih| {
         e.for_range(cols.0, cols.1, 1, |e, iw| {
-            let xi = e.b.ins().imul_imm_s(ih, w as i64);
-            let xi = e.b.ins().iadd(xi, iw);
-            let xi = e.b.ins().iadd(xi, x_base);
-            let v = load_f(e, arena, xo, xi);
-            let cur = e.b.use_var(acc);
-            let nv = if kind == ReduceKind::Max {
-                e.max_nan(cur, v)
-            } else {
-                e.b.ins().fadd(cur, v)
-            };
-            e.b.def_var(acc, nv);
+            pool_step(e, (arena, xo, x_base, w), (ih, iw), acc, kind == ReduceKind::Max);
         });
     });
     let v = e.b.use_var(acc);
