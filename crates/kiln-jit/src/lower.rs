@@ -8,7 +8,7 @@
 use crate::codegen::Emitter;
 use crate::plan::{Slot, is_view};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
+use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use kiln_ir::shape::{adaptive_window, normalize_axis, resolve_padding};
 use kiln_ir::{Activation, BinaryOp, DType, LossKind, Op, PoolKind, ReduceKind, TensorType};
@@ -1006,6 +1006,44 @@ fn adaptive_pool(e: &mut Emitter, a: &Args, kind: ReduceKind, output: [usize; 2]
 // ---------------------------------------------------------------------------------------------
 // softmax, dense, matmul
 
+/// The maximum `m` of `len` elements of the tensor at `off` (element `j` at index `at(j)`) and
+/// `Σ exp(x − m)`, both NaN-propagating; with `store`, each `exp(x − m)` is also written to the
+/// tensor at `store`, same index. The numerically stable core of softmax and cross-entropy.
+fn max_and_sum_exp(
+    e: &mut Emitter,
+    arena: Value,
+    off: usize,
+    len: usize,
+    at: &dyn Fn(&mut Emitter, Value) -> Value,
+    store: Option<usize>,
+) -> (Value, Value) {
+    let ninf = e.fconst(f32::NEG_INFINITY);
+    let mx = e.var(F32, ninf);
+    e.for_const(0, len as i64, |e, j| {
+        let k = at(e, j);
+        let v = load_f(e, arena, off, k);
+        let m = e.b.use_var(mx);
+        let m = e.max_nan(m, v);
+        e.b.def_var(mx, m);
+    });
+    let m = e.b.use_var(mx);
+    let zero = e.fconst(0.0);
+    let sum = e.var(F32, zero);
+    e.for_const(0, len as i64, |e, j| {
+        let k = at(e, j);
+        let v = load_f(e, arena, off, k);
+        let t = e.b.ins().fsub(v, m);
+        let ex = e.exp(F32, t);
+        if let Some(out) = store {
+            store_f(e, arena, out, k, ex);
+        }
+        let acc = e.b.use_var(sum);
+        let acc = e.b.ins().fadd(acc, ex);
+        e.b.def_var(sum, acc);
+    });
+    (m, e.b.use_var(sum))
+}
+
 fn softmax(e: &mut Emitter, a: &Args, axis: i64, log: bool) {
     let d = a.odims();
     let ax = normalize_axis(axis, d.len(), false).unwrap_or(0);
@@ -1022,31 +1060,7 @@ fn softmax(e: &mut Emitter, a: &Args, axis: i64, log: bool) {
             let t = e.b.ins().imul_imm_s(j, inner as i64);
             e.b.ins().iadd(base, t)
         };
-        let ninf = e.fconst(f32::NEG_INFINITY);
-        let mx = e.var(F32, ninf);
-        e.for_const(0, len as i64, |e, j| {
-            let k = at(e, j);
-            let v = load_f(e, arena, xo, k);
-            let m = e.b.use_var(mx);
-            let m = e.max_nan(m, v);
-            e.b.def_var(mx, m);
-        });
-        let m = e.b.use_var(mx);
-        let zero = e.fconst(0.0);
-        let sum = e.var(F32, zero);
-        e.for_const(0, len as i64, |e, j| {
-            let k = at(e, j);
-            let v = load_f(e, arena, xo, k);
-            let t = e.b.ins().fsub(v, m);
-            let ex = e.exp(F32, t);
-            if !log {
-                store_f(e, arena, yo, k, ex);
-            }
-            let s = e.b.use_var(sum);
-            let s = e.b.ins().fadd(s, ex);
-            e.b.def_var(sum, s);
-        });
-        let s = e.b.use_var(sum);
+        let (m, s) = max_and_sum_exp(e, arena, xo, len, &at, (!log).then_some(yo));
         let lse = if log { ln(e, s) } else { s };
         e.for_const(0, len as i64, |e, j| {
             let k = at(e, j);
@@ -1363,29 +1377,9 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
                 let row = e.b.ins().imul_imm_s(r, k as i64);
                 // log-probabilities: z − logsumexp(z) for cross-entropy, z itself for nll
                 let lse = if kind == LossKind::CrossEntropy {
-                    let ninf = e.fconst(f32::NEG_INFINITY);
-                    let mx = e.var(F32, ninf);
-                    e.for_const(0, k as i64, |e, c| {
-                        let i = e.b.ins().iadd(row, c);
-                        let v = load_f(e, arena, po, i);
-                        let m = e.b.use_var(mx);
-                        let m = e.max_nan(m, v);
-                        e.b.def_var(mx, m);
-                    });
-                    let m = e.b.use_var(mx);
-                    let zero = e.fconst(0.0);
-                    let s = e.var(F32, zero);
-                    e.for_const(0, k as i64, |e, c| {
-                        let i = e.b.ins().iadd(row, c);
-                        let v = load_f(e, arena, po, i);
-                        let t = e.b.ins().fsub(v, m);
-                        let ex = e.exp(F32, t);
-                        let sv = e.b.use_var(s);
-                        let sv = e.b.ins().fadd(sv, ex);
-                        e.b.def_var(s, sv);
-                    });
-                    let sv = e.b.use_var(s);
-                    let l = ln(e, sv);
+                    let at = |e: &mut Emitter, c: Value| e.b.ins().iadd(row, c);
+                    let (m, sum) = max_and_sum_exp(e, arena, po, k, &at, None);
+                    let l = ln(e, sum);
                     e.b.ins().fadd(m, l)
                 } else {
                     e.fconst(0.0)
@@ -1422,5 +1416,4 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
             store_f(e, arena, yo, i0, v);
         }
     }
-    let _ = (I64, FloatCC::Equal);
 }
