@@ -24,13 +24,16 @@
 pub mod codegen;
 pub mod lower;
 pub mod plan;
+pub mod pool;
 
 use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::I64;
 use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
 use kiln_ir::{DType, Graph, LossKind, NodeId, Op, Tensor, TensorType, Value};
+use pool::KernelFn;
 use std::collections::HashMap;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -119,14 +122,14 @@ pub struct JitModel {
     kernels: Vec<KernelInfo>,
     kernel_fns: Vec<KernelFn>,
     arena: Vec<Line>,
-    threads: usize,
+    /// Worker threads, when the model runs on more than one thread.
+    pool: Option<pool::Pool>,
+    /// The kernels in run order with their slicing, for the pool.
+    steps: Arc<[pool::Step]>,
 }
 
 /// Named output values, in the graph's output order.
 pub type Outputs = Vec<(String, Value<f32>)>;
-
-/// A kernel: `fn(arena, begin, end)`.
-type KernelFn = unsafe extern "C" fn(*mut u8, i64, i64);
 
 /// Compiles `graph` for the host CPU.
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
@@ -221,7 +224,7 @@ fn finish(
     // SAFETY: `entry` was defined with the signature `fn(i64)` (SystemV, as `extern "C"`), and
     // reads and writes only the arena, whose size the plan fixed.
     let entry = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut u8)>(ptr) };
-    let kernel_fns = ids
+    let kernel_fns: Vec<KernelFn> = ids
         .iter()
         .map(|&id| {
             let p = module.get_finalized_function(id);
@@ -230,6 +233,23 @@ fn finish(
         })
         .collect();
     let lines = plan.size.div_ceil(64);
+    // Split a kernel only when it is big enough; start threads only when some kernel is.
+    let steps: Arc<[pool::Step]> = kernels
+        .iter()
+        .zip(&kernel_fns)
+        .map(|(k, &f)| {
+            let split = threads > 1 && k.extent >= 2 * threads && k.work >= PARALLEL_MIN_WORK;
+            pool::Step {
+                f,
+                extent: k.extent,
+                parts: if split { threads } else { 1 },
+            }
+        })
+        .collect();
+    let pool = steps
+        .iter()
+        .any(|s| s.parts > 1)
+        .then(|| pool::Pool::new(threads));
     Ok(JitModel {
         graph: graph.clone(),
         plan,
@@ -238,7 +258,8 @@ fn finish(
         kernels,
         kernel_fns,
         arena: vec![Line([0; 64]); lines],
-        threads,
+        pool,
+        steps,
     })
 }
 
@@ -328,56 +349,15 @@ impl JitModel {
         // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
         // validated shapes to stay inside it, and it is exclusively borrowed for the call.
         let arena = self.arena.as_mut_ptr().cast::<u8>();
-        // threads are started per run: worth it only when some kernel is big enough to split
-        let split = |k: &KernelInfo| k.extent >= 2 * self.threads && k.work >= PARALLEL_MIN_WORK;
-        if self.threads <= 1 || !self.kernels.iter().any(split) {
+        if let Some(pool) = &self.pool {
+            // SAFETY: as below; the pool returns only when every thread has finished.
+            unsafe { pool.run(arena, &self.steps) };
+        } else {
             // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated
             // from validated shapes to stay inside it, and it is exclusively borrowed here.
             unsafe { (self.entry)(arena) };
-        } else {
-            self.run_parallel(arena);
         }
         Ok(self.read_outputs())
-    }
-
-    /// Runs the kernels in order on `self.threads` threads: thread `t` computes the `t`-th
-    /// slice of each kernel's parallel range, and all meet at a barrier before the next kernel.
-    /// Kernels too small to be worth splitting run on the first thread alone.
-    fn run_parallel(&self, arena: *mut u8) {
-        /// The arena pointer, shared by the threads for the duration of one run.
-        #[derive(Clone, Copy)]
-        struct Arena(*mut u8);
-        // SAFETY: the threads write disjoint parts of the arena (each index of a kernel's
-        // parallel range owns its outputs), and a barrier orders one kernel before the next.
-        unsafe impl Send for Arena {}
-        unsafe impl Sync for Arena {}
-        let arena = Arena(arena);
-        let n = self.threads;
-        let barrier = std::sync::Barrier::new(n);
-        let (kernels, fns) = (&self.kernels, &self.kernel_fns);
-        let work = |t: usize| {
-            let a = arena;
-            for (k, f) in kernels.iter().zip(fns) {
-                let parts = if k.extent >= 2 * n && k.work >= PARALLEL_MIN_WORK {
-                    n
-                } else {
-                    1
-                };
-                if t < parts {
-                    let (b, e) = (k.extent * t / parts, k.extent * (t + 1) / parts);
-                    // SAFETY: a slice of the kernel's own range, over the planned arena.
-                    unsafe { f(a.0, b as i64, e as i64) };
-                }
-                barrier.wait();
-            }
-        };
-        std::thread::scope(|s| {
-            for t in 1..n {
-                let work = &work;
-                s.spawn(move || work(t));
-            }
-            work(0);
-        });
     }
 
     /// Runs the model like [`JitModel::run`], one kernel at a time, and returns each kernel's
@@ -469,6 +449,7 @@ fn bytemuck_lines_ref(lines: &[Line]) -> &[u8] {
 
 impl Drop for JitModel {
     fn drop(&mut self) {
+        drop(self.pool.take()); // join the workers before their code is unmapped
         if let Some(m) = self.module.take() {
             // SAFETY: the only pointer into the code is `entry`, which dies with `self`.
             unsafe { m.free_memory() };
