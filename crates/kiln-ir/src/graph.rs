@@ -225,6 +225,103 @@ impl Graph {
         Ok(g)
     }
 
+    /// Checks the graph's invariants after a rewrite: every node's stored type is what shape
+    /// inference gives for its op and inputs now, names index the right nodes, the outputs
+    /// exist, and the graph is acyclic. The error names the first offending node.
+    pub fn verify(&self) -> Result<()> {
+        let order = self.topo_order();
+        if order.len() != self.g.node_count() {
+            return Err(IrError::Shape {
+                node: "graph".into(),
+                op: "verify".into(),
+                inputs: String::new(),
+                message: "the graph has a cycle".into(),
+            });
+        }
+        for id in order {
+            let n = &self.g[id];
+            if self.by_name.get(&n.name) != Some(&id) {
+                return Err(IrError::UnknownNode {
+                    node: n.name.clone(),
+                    name: n.name.clone(),
+                });
+            }
+            let ins: Vec<&TensorType> = self.inputs(id).iter().map(|&i| &self.g[i].ty).collect();
+            let ty = shape::infer(&n.op, &ins).map_err(|message| IrError::Shape {
+                node: n.name.clone(),
+                op: n.op.name().into(),
+                inputs: describe_types(&ins),
+                message,
+            })?;
+            if ty != n.ty {
+                return Err(IrError::Shape {
+                    node: n.name.clone(),
+                    op: n.op.name().into(),
+                    inputs: describe_types(&ins),
+                    message: format!("stored type {} but inference gives {ty}", n.ty),
+                });
+            }
+        }
+        if self.outputs.iter().any(|&o| !self.g.contains_node(o)) {
+            return Err(IrError::NoOutputs);
+        }
+        Ok(())
+    }
+
+    /// Makes every reader of `from` read `to` instead (same slots). `to` must have `from`'s
+    /// type, so no reader's shape changes; graph outputs are not moved (an output keeps its
+    /// node and name), so `from` stays alive while it is an output.
+    pub fn replace_uses(&mut self, from: NodeId, to: NodeId) -> Result<()> {
+        let (Some(f), Some(t)) = (self.g.node_weight(from), self.g.node_weight(to)) else {
+            return Err(IrError::UnknownNode {
+                node: "replace_uses".into(),
+                name: format!("#{}", from.index()),
+            });
+        };
+        if f.ty != t.ty {
+            return Err(IrError::Shape {
+                node: f.name.clone(),
+                op: f.op.name().into(),
+                inputs: describe_types(&[&f.ty, &t.ty]),
+                message: format!("cannot replace it by `{}` of another type", t.name),
+            });
+        }
+        let edges: Vec<_> = self
+            .g
+            .edges_directed(from, Direction::Outgoing)
+            .map(|e| (e.id(), e.target(), *e.weight()))
+            .collect();
+        for (e, target, slot) in edges {
+            self.g.remove_edge(e);
+            self.g.add_edge(to, target, slot);
+        }
+        Ok(())
+    }
+
+    /// Removes `id` if nothing reads it and it is not an output; returns whether it did.
+    pub fn remove_if_unused(&mut self, id: NodeId) -> bool {
+        let used = self.g.edges_directed(id, Direction::Outgoing).next().is_some();
+        if used || self.outputs.contains(&id) || !self.g.contains_node(id) {
+            return false;
+        }
+        if let Some(n) = self.g.remove_node(id) {
+            self.by_name.remove(&n.name);
+        }
+        true
+    }
+
+    /// Every node that is an output or that an output depends on.
+    pub fn live_nodes(&self) -> std::collections::HashSet<NodeId> {
+        let mut live = std::collections::HashSet::new();
+        let mut stack: Vec<NodeId> = self.outputs.clone();
+        while let Some(n) = stack.pop() {
+            if live.insert(n) {
+                stack.extend(self.g.neighbors_directed(n, Direction::Incoming));
+            }
+        }
+        live
+    }
+
     /// The underlying petgraph graph, for passes and analyses.
     pub fn petgraph(&self) -> &StableGraph<Node, usize> {
         &self.g

@@ -54,6 +54,8 @@ pub enum JitError {
         expected: TensorType,
         got: TensorType,
     },
+    #[error("optimizing the graph: {0}")]
+    Passes(#[from] kiln_ir::IrError),
     #[error("`{name}`: class id {id} at position {pos} is outside 0..{classes}")]
     BadClassId {
         name: String,
@@ -73,6 +75,8 @@ pub struct JitOptions {
     pub opt_level: String,
     /// Keep each kernel's Cranelift IR text and machine code (`kiln compile --emit clif|asm`).
     pub keep_code: bool,
+    /// Which graph passes run before lowering (`kiln_passes::pipeline`).
+    pub passes: kiln_passes::OptLevel,
     /// Threads that run the model: each kernel's parallel range is split among them. `0`
     /// means one per available core. With 1 thread the results are bit-for-bit deterministic
     /// (so are they with more: every output element is computed by exactly one thread in a
@@ -85,6 +89,7 @@ impl Default for JitOptions {
         JitOptions {
             opt_level: "none".into(),
             keep_code: false,
+            passes: kiln_passes::OptLevel::Full,
             threads: 0,
         }
     }
@@ -131,8 +136,10 @@ pub struct JitModel {
 /// Named output values, in the graph's output order.
 pub type Outputs = Vec<(String, Value<f32>)>;
 
-/// Compiles `graph` for the host CPU.
+/// Compiles `graph` for the host CPU, after the graph passes of `options.passes`.
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
+    let optimized = kiln_passes::optimize(graph, options.passes)?;
+    let graph = &optimized;
     let plan = plan::plan(graph);
     let mut module = codegen::new_module(&options.opt_level)?;
     let mut kernels = Vec::new();

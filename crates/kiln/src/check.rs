@@ -13,13 +13,22 @@ pub const RTOL: f32 = 1e-4;
 /// Runs `graph` on both engines with weights and inputs drawn from `seed`; `Err` describes
 /// the first disagreement (or a failure of either engine) together with the graph's text.
 pub fn jit_matches_interpreter(graph: &Graph, seed: u64) -> Result<(), String> {
+    jit_matches_interpreter_with(graph, seed, &kiln_jit::JitOptions::default())
+}
+
+/// As [`jit_matches_interpreter`], with the JIT compiled under `options` (passes, threads).
+pub fn jit_matches_interpreter_with(
+    graph: &Graph,
+    seed: u64,
+    options: &kiln_jit::JitOptions,
+) -> Result<(), String> {
     let weights = default_weights(graph, seed);
     let inputs = random_inputs(graph, seed ^ 0x5eed);
     let text = || kiln_ir::text::print(graph);
     let want = kiln_interp::run::<f32>(graph, &inputs, &weights)
         .map_err(|e| format!("interpreter failed: {e}\n{}", text()))?;
-    let mut model = kiln_jit::compile(graph, &kiln_jit::JitOptions::default())
-        .map_err(|e| format!("compile failed: {e}\n{}", text()))?;
+    let mut model =
+        kiln_jit::compile(graph, options).map_err(|e| format!("compile failed: {e}\n{}", text()))?;
     model
         .set_weights(&weights)
         .map_err(|e| format!("weights: {e}\n{}", text()))?;

@@ -19,6 +19,7 @@
 pub use kiln_interp as interp;
 pub use kiln_ir as ir;
 pub use kiln_jit as jit;
+pub use kiln_passes as passes;
 pub use kiln_runtime as runtime;
 
 pub use kiln_ir::{Graph, Network, Tensor, Value};

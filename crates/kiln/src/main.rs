@@ -44,11 +44,18 @@ enum Command {
     },
     /// Show what the compiler made of a model.
     Compile {
-        /// The model: a `.kiln` text IR file.
-        model: PathBuf,
+        /// The model: a `.kiln` text IR file (not needed with `--passes`).
+        #[arg(required_unless_present = "passes")]
+        model: Option<PathBuf>,
         /// What to print.
         #[arg(long, value_enum, default_value_t = Emit::Ir)]
         emit: Emit,
+        /// Print the graph after every run of the pass named PASS (see `--passes`).
+        #[arg(long, value_name = "PASS")]
+        print_after: Option<String>,
+        /// List the optimization pipeline, in order, and exit.
+        #[arg(long)]
+        passes: bool,
     },
     /// Run a model on inputs read from `.npy` files.
     Run {
@@ -108,6 +115,8 @@ struct WeightArgs {
 enum Emit {
     /// The graph IR as text, every node annotated with its inferred type.
     Ir,
+    /// The graph after the optimization pipeline (`--passes` lists it).
+    Optimized,
     /// The Cranelift IR of every kernel the JIT generates.
     Clif,
     /// The x86-64 disassembly of every kernel (needs `objdump` from GNU binutils).
@@ -276,11 +285,51 @@ fn load(model: &Path) -> Result<Graph> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Summary { model } => outp!("{}", kiln::ir::summary::summarize(&load(&model)?)),
+        Command::Compile { passes: true, .. } => {
+            for p in kiln::passes::pipeline(kiln::passes::OptLevel::Full) {
+                out!("{}", p.name());
+            }
+        }
         Command::Compile {
-            model,
+            model: Some(model),
+            print_after: Some(name),
+            ..
+        } => {
+            let mut graph = load(&model)?;
+            let pipeline = kiln::passes::pipeline(kiln::passes::OptLevel::Full);
+            if !pipeline.iter().any(|p| p.name() == name) {
+                let names: Vec<&str> = pipeline.iter().map(|p| p.name()).collect();
+                bail!("no pass `{name}` (the pipeline: {})", names.join(", "));
+            }
+            let mut text = String::new();
+            kiln::passes::run_pipeline(&mut graph, &pipeline, |p, g| {
+                if p == name {
+                    text += &format!("# after {p}\n{}", kiln::ir::text::print(g));
+                }
+            })?;
+            outp!("{text}");
+        }
+        Command::Compile {
+            model: Some(model),
             emit: Emit::Ir,
-        } => outp!("{}", kiln::ir::text::print(&load(&model)?)),
-        Command::Compile { model, emit } => {
+            ..
+        } => {
+            outp!("{}", kiln::ir::text::print(&load(&model)?))
+        }
+        Command::Compile {
+            model: Some(model),
+            emit: Emit::Optimized,
+            ..
+        } => {
+            let graph = kiln::passes::optimize(&load(&model)?, kiln::passes::OptLevel::Full)?;
+            outp!("{}", kiln::ir::text::print(&graph))
+        }
+        Command::Compile { model: None, .. } => bail!("a model is required"),
+        Command::Compile {
+            model: Some(model),
+            emit,
+            ..
+        } => {
             let graph = load(&model)?;
             let opts = kiln::jit::JitOptions {
                 keep_code: true,

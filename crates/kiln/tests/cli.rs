@@ -223,3 +223,28 @@ fn compile_emit_clif_prints_every_kernel() {
         "{out}"
     );
 }
+
+#[test]
+fn compile_lists_passes_prints_optimized_and_rejects_unknown_passes() {
+    let o = kiln(&["compile", "--passes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), ["noop", "dead_code"]);
+    let model = repo("examples/models/alexnet.kiln");
+    let o = kiln(&["compile", &model, "--emit", "optimized"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let optimized = kiln_ir::text::parse(&stdout(&o)).expect("optimized IR parses");
+    let original = kiln::model::load_graph(std::path::Path::new(&model)).unwrap();
+    assert!(optimized.len() < original.len(), "AlexNet's dropouts are gone");
+    let o = kiln(&["compile", &model, "--print-after", "noop"]);
+    assert!(
+        o.status.success() && stdout(&o).starts_with("# after noop\n"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kiln(&["compile", &model, "--print-after", "fusion"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("no pass `fusion`"),
+        "{}",
+        stderr(&o)
+    );
+}

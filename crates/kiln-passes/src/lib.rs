@@ -1,0 +1,82 @@
+//! kiln's optimizer. A pass is a small named rewrite of the graph that reports whether it
+//! changed anything; a pipeline is one readable list of passes per optimization level, run to
+//! a fixpoint with `Graph::verify` after every pass.
+//!
+//! Passes so far: `noop` (removal of inference dropout and of reshapes, flattens and
+//! transposes that change nothing) and `dead_code`. The optimizer issue adds im2col, fusion,
+//! batch-norm folding and memory planning, each in its own file.
+
+pub mod dead_code;
+pub mod noop;
+
+use kiln_ir::{Graph, IrError};
+
+/// A rewrite of the graph.
+pub trait Pass {
+    /// The name `kiln compile --print-after NAME` uses.
+    fn name(&self) -> &'static str;
+    /// Rewrites `graph` in place; `Ok(true)` when it changed something.
+    fn run(&self, graph: &mut Graph) -> Result<bool, IrError>;
+}
+
+/// How much to optimize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OptLevel {
+    /// No passes: the graph as written.
+    None,
+    /// Every pass.
+    #[default]
+    Full,
+}
+
+/// The passes of `level`, in order.
+pub fn pipeline(level: OptLevel) -> Vec<Box<dyn Pass>> {
+    match level {
+        OptLevel::None => vec![],
+        OptLevel::Full => vec![Box::new(noop::Noop), Box::new(dead_code::DeadCode)],
+    }
+}
+
+/// Runs `passes` over `graph` until none changes it (at most 16 rounds), verifying the graph
+/// after every pass. `after` is called with each pass's name and the graph it left, every time
+/// a pass runs (for `--print-after`).
+pub fn run_pipeline(
+    graph: &mut Graph,
+    passes: &[Box<dyn Pass>],
+    mut after: impl FnMut(&str, &Graph),
+) -> Result<(), IrError> {
+    for _ in 0..16 {
+        let mut changed = false;
+        for p in passes {
+            changed |= p.run(graph)?;
+            graph.verify()?;
+            after(p.name(), graph);
+        }
+        if !changed {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The graph optimized at `level`.
+pub fn optimize(graph: &Graph, level: OptLevel) -> Result<Graph, IrError> {
+    let mut g = graph.clone();
+    run_pipeline(&mut g, &pipeline(level), |_, _| {})?;
+    Ok(g)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Pass;
+    use kiln_ir::text;
+
+    /// Parses `input`, runs `pass` once and verifies, and compares the printed result with
+    /// `expected` (text IR, as `text::print` writes it).
+    pub fn check_pass(pass: &dyn Pass, input: &str, expected: &str) {
+        let mut g = text::parse(input).expect("the test's input parses");
+        pass.run(&mut g).expect("the pass runs");
+        g.verify().expect("the graph verifies after the pass");
+        assert_eq!(text::print(&g), expected, "after `{}`", pass.name());
+    }
+}
