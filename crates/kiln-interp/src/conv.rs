@@ -11,7 +11,7 @@ use kiln_ir::{Conv2d, ConvTranspose2d, Op, Tensor};
 ///
 /// where `g = o / (C_out/groups)` is the output channel's group, `cg = C/groups`, and taps
 /// that land in the padding read zero. `x [N, C, H, W]`, `w [C_out, C/groups, kh, kw]`,
-/// optional `b [C_out]`.
+/// optional `b [C_out]`. A fused `activation` is applied to `y` afterwards.
 pub fn conv2d<T: Float>(
     x: &Tensor<T>,
     w: &Tensor<T>,
@@ -60,7 +60,11 @@ pub fn conv2d<T: Float>(
             }
         }
     }
-    Ok(y)
+    // a fused activation is the activation op applied to the result
+    Ok(match attrs.activation {
+        Some(a) => crate::activation::activation(&y, a),
+        None => y,
+    })
 }
 
 /// 2-D transposed convolution (PyTorch `ConvTranspose2d`, ONNX `ConvTranspose`), the adjoint

@@ -16,6 +16,7 @@ fn conv(stride: [usize; 2], dilation: [usize; 2], padding: Padding, groups: usiz
         dilation,
         padding,
         groups,
+        activation: None,
     }
 }
 
@@ -276,7 +277,13 @@ proptest! {
         p in (0usize..3, 0usize..3, 0usize..3, 0usize..3), seed in 0u64..1000,
     ) {
         let pad = [p.0, p.1, p.2, p.3];
-        let attrs = Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: Padding::Explicit(pad), groups: g };
+        let attrs = Conv2d {
+            stride: [s.0, s.1],
+            dilation: [d.0, d.1],
+            padding: Padding::Explicit(pad),
+            groups: g,
+            activation: None,
+        };
         let x = random::<f64>(&[n, g * cig, h, w], seed);
         let wt = random::<f64>(&[g * cog, cig, kh, kw], seed + 1);
         let Ok(cx) = conv2d(&x, &wt, None, &attrs) else {

@@ -41,6 +41,9 @@ pub struct Conv2d {
     pub dilation: [usize; 2],
     pub padding: Padding,
     pub groups: usize,
+    /// An activation applied to the output: the epilogue the fusion pass folds in
+    /// (`conv2d(…) {activation=relu}` computes `relu(conv2d(…))`).
+    pub activation: Option<Activation>,
 }
 
 impl Default for Conv2d {
@@ -50,6 +53,7 @@ impl Default for Conv2d {
             dilation: [1, 1],
             padding: Padding::default(),
             groups: 1,
+            activation: None,
         }
     }
 }

@@ -344,6 +344,13 @@ impl Gen<'_, '_> {
             dilation: self.small_pair(2),
             padding: self.padding([2, 2]),
             groups,
+            activation: match self.src.range(0, 8) {
+                0 => Some(Activation::Relu),
+                1 => Some(Activation::LeakyRelu { alpha: 0.25 }),
+                2 => Some(Activation::Sigmoid),
+                3 => Some(Activation::Tanh),
+                _ => None,
+            },
         };
         let mut ops = vec![
             Operand::Node(x),

@@ -184,6 +184,11 @@ fn conv2d(c: &Conv2d, x: &TensorType, w: &TensorType, inputs: &[&TensorType]) ->
         return Err(format!("kernel must be at least 1x1, got {kh}x{kw}"));
     }
     optional_bias(inputs, co)?;
+    if let Some(Activation::LeakyRelu { alpha }) = c.activation
+        && !alpha.is_finite()
+    {
+        return Err(format!("alpha must be finite, got {alpha}"));
+    }
     let ph = resolve_padding(c.padding, 0, h, kh, c.stride[0], c.dilation[0]);
     let pw = resolve_padding(c.padding, 1, wd, kw, c.stride[1], c.dilation[1]);
     let oh = window_out_size(h, kh, c.stride[0], c.dilation[0], ph, false)?;

@@ -200,11 +200,17 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
     match op {
         Op::Input(_) | Op::Param { .. } => 0,
         // (2·C_in/g·kh·kw − 1) per output element without bias, 2·C_in/g·kh·kw with bias.
-        Op::Conv2d(_) => {
+        // A fused activation adds its own count (as if it were the next row).
+        Op::Conv2d(c) => {
             let taps = prod(&[dim(1, 1), dim(1, 2), dim(1, 3)]);
-            taps.saturating_mul(2)
+            let conv = taps
+                .saturating_mul(2)
                 .saturating_sub(u64::from(!has_bias))
-                .saturating_mul(out)
+                .saturating_mul(out);
+            let act = c
+                .activation
+                .map_or(0, |a| op_flops(&Op::Activation(a), &[output], output));
+            conv.saturating_add(act)
         }
         // Every input element times its C_out/g·kh·kw kernel taps, each a multiply and an
         // accumulate into the output (the MACs of the convolution it is the transpose of);

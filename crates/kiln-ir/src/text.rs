@@ -70,6 +70,12 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             push_if(&mut a, "dilation", c.dilation != d.dilation, usizes(&c.dilation));
             push_if(&mut a, "padding", c.padding != d.padding, padding_attr(c.padding));
             push_if(&mut a, "groups", c.groups != d.groups, int(c.groups));
+            if let Some(act) = c.activation {
+                a.push(("activation", Attr::Ident(Op::Activation(act).name().into())));
+                if let Activation::LeakyRelu { alpha } = act {
+                    a.push(("alpha", float(alpha)));
+                }
+            }
         }
         Op::ConvTranspose2d(c) => {
             let d = ConvTranspose2d::default();
@@ -250,6 +256,33 @@ impl Attrs {
             }
         }
     }
+    /// An optional fused `activation=relu|leaky_relu|sigmoid|tanh` (leaky_relu takes `alpha`).
+    fn activation(&mut self) -> Result<Option<Activation>, String> {
+        let act = match self.take("activation") {
+            None => return Ok(None),
+            Some(Attr::Ident(s)) => match s.as_str() {
+                "relu" => Activation::Relu,
+                "leaky_relu" => Activation::LeakyRelu {
+                    alpha: self.float("alpha", 0.01)?,
+                },
+                "sigmoid" => Activation::Sigmoid,
+                "tanh" => Activation::Tanh,
+                _ => {
+                    return Err(format!(
+                        "attribute `activation` must be relu, leaky_relu, sigmoid or tanh, got `{s}`"
+                    ));
+                }
+            },
+            Some(v) => {
+                return Err(format!(
+                    "attribute `activation` must be relu, leaky_relu, sigmoid or tanh, got {}",
+                    show(&v)
+                ));
+            }
+        };
+        Ok(Some(act))
+    }
+
     fn finish(&mut self, op: &str) -> Result<(), String> {
         match self.map.keys().next() {
             Some(k) => {
@@ -323,6 +356,7 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             dilation: a.ulist("dilation", Some([1, 1]))?,
             padding: a.padding("padding")?,
             groups: a.uint("groups", Some(1))?,
+            activation: a.activation()?,
         }),
         "conv_transpose2d" => Op::ConvTranspose2d(ConvTranspose2d {
             stride: a.ulist("stride", Some([1, 1]))?,

@@ -346,6 +346,14 @@ fn in_range(e: &mut Emitter, v: Value, n: usize) -> Value {
 // ---------------------------------------------------------------------------------------------
 // convolution
 
+/// A convolution's fused activation applied to `v` (`F32` or `F32X4`) before it is stored.
+fn epilogue(e: &mut Emitter, ty: Type, v: Value, act: Option<Activation>) -> Value {
+    match act {
+        Some(a) => activation(e, ty, v, a),
+        None => v,
+    }
+}
+
 /// Compile-time geometry of a direct convolution.
 struct ConvGeom {
     h: usize,
@@ -491,6 +499,7 @@ fn conv2d(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
                     geom.accumulate(e, arena, x_base, w_base, y, x, acc, ty);
                     let yi = e.b.ins().iadd(y_row, x);
                     let v = e.b.use_var(acc);
+                    let v = epilogue(e, ty, v, c.activation);
                     let p = e.elem(arena, yo, yi);
                     e.store(v, p);
                 });
@@ -634,6 +643,7 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
                     let yr = e.b.ins().iadd(yr, x);
                     for v in 0..nv {
                         let val = e.b.use_var(acc[nv * j + v]);
+                        let val = epilogue(e, F32X4, val, c.activation);
                         if lanes >= 4 * (v + 1) {
                             let yi = e.b.ins().iadd_imm_s(yr, (v * 4) as i64);
                             let p = e.elem(arena, yo, yi);
@@ -674,6 +684,7 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
                         let yi = e.b.ins().iadd(yi, y_base[j]);
                         let yi = e.b.ins().iadd(yi, x);
                         let v = e.b.use_var(acc);
+                        let v = epilogue(e, F32, v, c.activation);
                         store_f(e, arena, yo, yi, v);
                     }
                 });

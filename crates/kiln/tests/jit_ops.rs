@@ -27,6 +27,18 @@ fn one_op(op: Op, x: TensorType, params: &[TensorType]) -> Option<Graph> {
     Some(g)
 }
 
+/// No activation half the time, else a fused one (the conv epilogue).
+fn activation() -> impl Strategy<Value = Option<Activation>> {
+    prop_oneof![
+        Just(None),
+        Just(None),
+        Just(Some(Activation::Relu)),
+        (-1.0f32..1.0).prop_map(|alpha| Some(Activation::LeakyRelu { alpha })),
+        Just(Some(Activation::Sigmoid)),
+        Just(Some(Activation::Tanh)),
+    ]
+}
+
 fn padding() -> impl Strategy<Value = Padding> {
     prop_oneof![
         proptest::array::uniform4(0usize..3).prop_map(Padding::Explicit),
@@ -42,8 +54,8 @@ proptest! {
     #[test]
     fn conv2d(n in 1usize..3, cg in 1usize..4, g in 1usize..4, og in 1usize..3, h in 1usize..10, w in 1usize..10,
               kh in 1usize..4, kw in 1usize..4, s in (1usize..4, 1usize..4), d in (1usize..3, 1usize..3),
-              pad in padding(), bias in any::<bool>(), seed in any::<u64>()) {
-        let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g });
+              pad in padding(), bias in any::<bool>(), act in activation(), seed in any::<u64>()) {
+        let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g, activation: act });
         let mut params = vec![TensorType::f32([og * g, cg, kh, kw])];
         if bias { params.push(TensorType::f32([og * g])); }
         let graph = one_op(op, TensorType::f32([n, cg * g, h, w]), &params);
@@ -56,8 +68,8 @@ proptest! {
     #[test]
     fn conv2d_blocked(n in 1usize..3, cg in 1usize..4, g in 1usize..3, og in prop_oneof![Just(4usize), Just(8)],
                       h in 1usize..8, w in 8usize..26, kh in 1usize..4, kw in 1usize..5, s in (1usize..3, 1usize..3),
-                      d in (1usize..3, 1usize..3), pad in padding(), bias in any::<bool>(), seed in any::<u64>()) {
-        let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g });
+                      d in (1usize..3, 1usize..3), pad in padding(), bias in any::<bool>(), act in activation(), seed in any::<u64>()) {
+        let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g, activation: act });
         let mut params = vec![TensorType::f32([og * g, cg, kh, kw])];
         if bias { params.push(TensorType::f32([og * g])); }
         let graph = one_op(op, TensorType::f32([n, cg * g, h, w]), &params);
