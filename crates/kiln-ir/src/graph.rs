@@ -268,6 +268,30 @@ impl Graph {
         Ok(())
     }
 
+    /// Replaces the op of `id` by `op`, which must give the node the same type from the same
+    /// inputs (so no reader is affected).
+    pub fn set_op(&mut self, id: NodeId, op: Op) -> Result<()> {
+        let ins: Vec<TensorType> = self.inputs(id).iter().map(|&i| self.g[i].ty.clone()).collect();
+        let refs: Vec<&TensorType> = ins.iter().collect();
+        let node = &self.g[id];
+        let ty = shape::infer(&op, &refs).map_err(|message| IrError::Shape {
+            node: node.name.clone(),
+            op: op.name().into(),
+            inputs: describe_types(&refs),
+            message,
+        })?;
+        if ty != node.ty {
+            return Err(IrError::Shape {
+                node: node.name.clone(),
+                op: op.name().into(),
+                inputs: describe_types(&refs),
+                message: format!("the new op gives {ty}, not the node's {}", node.ty),
+            });
+        }
+        self.g[id].op = op;
+        Ok(())
+    }
+
     /// Makes every reader of `from` read `to` instead (same slots). `to` must have `from`'s
     /// type, so no reader's shape changes; graph outputs are not moved (an output keeps its
     /// node and name), so `from` stays alive while it is an output.

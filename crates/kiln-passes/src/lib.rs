@@ -3,10 +3,12 @@
 //! a fixpoint with `Graph::verify` after every pass.
 //!
 //! Passes so far: `noop` (removal of inference dropout and of reshapes, flattens and
-//! transposes that change nothing) and `dead_code`. The optimizer issue adds im2col, fusion,
-//! batch-norm folding and memory planning, each in its own file.
+//! transposes that change nothing), `fusion` (an activation folded into the convolution it
+//! follows) and `dead_code`. Still to come, each in its own file: im2col, batch-norm folding,
+//! residual-add epilogues, memory planning.
 
 pub mod dead_code;
+pub mod fusion;
 pub mod noop;
 
 use kiln_ir::{Graph, IrError};
@@ -33,7 +35,11 @@ pub enum OptLevel {
 pub fn pipeline(level: OptLevel) -> Vec<Box<dyn Pass>> {
     match level {
         OptLevel::None => vec![],
-        OptLevel::Full => vec![Box::new(noop::Noop), Box::new(dead_code::DeadCode)],
+        OptLevel::Full => vec![
+            Box::new(noop::Noop),
+            Box::new(fusion::Fusion),
+            Box::new(dead_code::DeadCode),
+        ],
     }
 }
 

@@ -22,7 +22,7 @@ fn pipeline_runs_to_a_fixpoint_and_reports_each_pass() {
         seen.push(name.to_string())
     })
     .unwrap();
-    assert_eq!(&seen[..2], ["noop", "dead_code"]);
+    assert_eq!(&seen[..3], ["noop", "fusion", "dead_code"]);
     assert_eq!(
         text::print(&opt),
         "graph g {
