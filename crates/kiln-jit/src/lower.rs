@@ -1364,7 +1364,7 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
     let zero = e.fconst(0.0);
     let acc = e.var(F32, zero);
     let pd = a.dims(0).to_vec();
-    match kind {
+    let count = match kind {
         LossKind::Mse => {
             let n = a.ins[0].1.shape.numel();
             e.for_const(0, n as i64, |e, i| {
@@ -1375,11 +1375,7 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
                 let s = e.b.ins().fma(d, d, s);
                 e.b.def_var(acc, s);
             });
-            let s = e.b.use_var(acc);
-            let c = e.fconst(n as f32);
-            let v = e.b.ins().fdiv(s, c);
-            let i0 = e.iconst(0);
-            store_f(e, arena, yo, i0, v);
+            n
         }
         LossKind::CrossEntropy | LossKind::Nll => {
             let (n, k) = (pd[0], pd[1]);
@@ -1420,11 +1416,13 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
                     });
                 }
             });
-            let s = e.b.use_var(acc);
-            let c = e.fconst(n as f32);
-            let v = e.b.ins().fdiv(s, c);
-            let i0 = e.iconst(0);
-            store_f(e, arena, yo, i0, v);
+            n
         }
-    }
+    };
+    // the mean: over all elements for mse, over the batch for the classification losses
+    let s = e.b.use_var(acc);
+    let c = e.fconst(count as f32);
+    let v = e.b.ins().fdiv(s, c);
+    let i0 = e.iconst(0);
+    store_f(e, arena, yo, i0, v);
 }
