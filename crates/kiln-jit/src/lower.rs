@@ -369,6 +369,33 @@ struct ConvGeom {
 }
 
 impl ConvGeom {
+    fn new(a: &Args, c: &kiln_ir::Conv2d) -> ConvGeom {
+        let (x, w) = (a.dims(0), a.dims(1));
+        let p = conv_pads(c, x, w);
+        ConvGeom {
+            h: x[2],
+            w: x[3],
+            kh: w[2],
+            kw: w[3],
+            cg: w[1],
+            s: c.stride,
+            d: c.dilation,
+            pad: [p[0], p[1]],
+            xo: a.src(0),
+            wo: a.src(1),
+        }
+    }
+
+    /// The output columns `[lo, hi)` whose taps all fall inside the row:
+    /// `x·s − pad ≥ 0` and `x·s − pad + (kw−1)·d ≤ w − 1`; empty when there are none.
+    fn interior(&self, ow: usize) -> (usize, usize) {
+        let (s, pad) = (self.s[1], self.pad[1]);
+        let lo = pad.div_ceil(s).min(ow);
+        let reach = (self.kw - 1) * self.d[1];
+        let hi = if self.w - 1 + pad >= reach { ((self.w - 1 + pad - reach) / s + 1).min(ow) } else { lo };
+        (lo, hi.max(lo))
+    }
+
     /// Accumulates output point(s) `(y, x..x+lanes)` into `acc`, where `ty` is `F32` (one point)
     /// or `F32X4` (four neighbouring columns at stride 1, all taps known to be inside the row).
     #[allow(clippy::too_many_arguments)]
@@ -437,30 +464,15 @@ impl ConvGeom {
 /// width is 1, the columns whose taps all fall inside the row are computed four at a time
 /// with `f32x4` FMAs; the borders and other strides take the scalar path.
 fn conv2d(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
-    let [_, ch, h, w] = dims4(a.dims(0));
-    let [co, cg, kh, kw] = dims4(a.dims(1));
+    let geom = ConvGeom::new(a, c);
+    let ConvGeom { h, w, kh, kw, cg, .. } = geom;
+    let [_, ch, _, _] = dims4(a.dims(0));
+    let co = a.dims(1)[0];
     let [_, _, oh, ow] = dims4(a.odims());
-    let (ph, pw) = (
-        resolve_padding(c.padding, 0, h, kh, c.stride[0], c.dilation[0]).0,
-        resolve_padding(c.padding, 1, w, kw, c.stride[1], c.dilation[1]).0,
-    );
     let cog = co / c.groups;
-    let geom = ConvGeom {
-        h,
-        w,
-        kh,
-        kw,
-        cg,
-        s: c.stride,
-        d: c.dilation,
-        pad: [ph, pw],
-        xo: a.src(0),
-        wo: a.src(1),
-    };
-    // columns [lo, hi) read only inside the row, for stride 1
+    // interior columns in whole vectors, for stride 1
     let (lo, hi) = if c.stride[1] == 1 {
-        let lo = pw.min(ow);
-        let hi = (w + pw).saturating_sub((kw - 1) * c.dilation[1]).min(ow).max(lo);
+        let (lo, hi) = geom.interior(ow);
         (lo, lo + (hi - lo) / 4 * 4)
     } else {
         (0, 0)
@@ -523,40 +535,17 @@ fn conv_blocked(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
 /// Interior columns (every tap inside the row) are computed 4 channels × 8 columns at a time:
 /// 8 `f32x4` accumulators, each input vector reused by 4 broadcast weights. The border
 /// columns take the scalar path of [`ConvGeom::accumulate`].
-/// `tail`: the input is a scratch copy followed by at least `TAIL_SLACK` spare elements, so a
+/// `tail`: the input is a scratch copy followed by the slack `scratch_len` reserves, so a
 /// last partial block may read past the end of a row.
 fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
-    let [_, ch, h, w] = dims4(a.dims(0));
-    let [co, cg, kh, kw] = dims4(a.dims(1));
+    let geom = ConvGeom::new(a, c);
+    let ConvGeom { h, w, kh, kw, cg, s, d, pad: [ph, pw], .. } = geom;
+    let [_, ch, _, _] = dims4(a.dims(0));
+    let co = a.dims(1)[0];
     let [_, _, oh, ow] = dims4(a.odims());
-    let (ph, pw) = (
-        resolve_padding(c.padding, 0, h, kh, c.stride[0], c.dilation[0]).0,
-        resolve_padding(c.padding, 1, w, kw, c.stride[1], c.dilation[1]).0,
-    );
-    let (s, d) = (c.stride, c.dilation);
     let cog = co / c.groups;
     let blocks = co / CO_BLOCK;
-    let geom = ConvGeom {
-        h,
-        w,
-        kh,
-        kw,
-        cg,
-        s,
-        d,
-        pad: [ph, pw],
-        xo: a.src(0),
-        wo: a.src(1),
-    };
-    // interior columns: x·s − pw ≥ 0 and x·s − pw + (kw−1)·d ≤ w − 1
-    let lo = pw.div_ceil(s[1]).min(ow);
-    let reach = (kw - 1) * d[1];
-    let hi = if w - 1 + pw >= reach {
-        ((w - 1 + pw - reach) / s[1] + 1).min(ow)
-    } else {
-        lo
-    };
-    let hi = hi.max(lo);
+    let (lo, hi) = geom.interior(ow);
     let vend = lo + (hi - lo) / X_BLOCK * X_BLOCK;
     let vend4 = vend + (hi - vend) / 4 * 4;
     let (arena, xo, wo, yo) = (a.arena, a.src(0), a.src(1), a.dst());
