@@ -8,8 +8,8 @@ mod common;
 use common::{assert_close, seq, t};
 use kiln_interp::{Float, InterpError, Value, evaluate, run};
 use kiln_ir::builder::{Conv, Network};
-use kiln_ir::init::{SplitMix64, default_weights};
-use kiln_ir::{DType, Graph, LossKind, Op, ReduceKind, Tensor, TensorType};
+use kiln_ir::init::{default_weights, random_inputs};
+use kiln_ir::{Graph, LossKind, Op, ReduceKind, Tensor, TensorType};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -231,49 +231,18 @@ both! {
     graph_feed_errors => feed_errors,
 }
 
-/// Seeded data for every input of `graph`, class ids in range for the loss they feed.
+/// `init::random_inputs` (seeded; class ids in range for the loss they feed) in precision `T`.
 fn random_feeds<T: Float>(graph: &Graph, seed: u64) -> Inputs<T> {
-    let mut rng = SplitMix64::new(seed);
-    let mut out = HashMap::new();
-    for id in graph.graph_inputs() {
-        let n = graph.node(id);
-        let numel = n.ty.shape.numel();
-        let v = match n.ty.dtype {
-            DType::F32 => Value::F(
-                Tensor::new(
-                    n.ty.shape.clone(),
-                    (0..numel)
-                        .map(|_| T::from_f64(rng.next_f64() * 2.0 - 1.0))
-                        .collect(),
-                )
-                .unwrap(),
-            ),
-            DType::I32 => {
-                let classes = graph
-                    .users(id)
-                    .into_iter()
-                    .find_map(|u| match graph.node(u).op {
-                        Op::Loss(_) => Some(
-                            graph
-                                .node(graph.inputs(u)[0])
-                                .ty
-                                .dims()
-                                .get(1)
-                                .copied()
-                                .unwrap_or(1),
-                        ),
-                        _ => None,
-                    })
-                    .unwrap_or(1);
-                let ids = (0..numel)
-                    .map(|_| (rng.next_u64() % classes.max(1) as u64) as i32)
-                    .collect();
-                Value::I(Tensor::new(n.ty.shape.clone(), ids).unwrap())
-            }
-        };
-        out.insert(n.name.clone(), v);
-    }
-    out
+    random_inputs(graph, seed)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::F(t) => Value::F(t.map(|&x| T::from_f64(f64::from(x)))),
+                Value::I(t) => Value::I(t),
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 fn weights_as<T: Float>(graph: &Graph, seed: u64) -> Weights<T> {

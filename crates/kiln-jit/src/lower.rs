@@ -392,7 +392,11 @@ impl ConvGeom {
         let (s, pad) = (self.s[1], self.pad[1]);
         let lo = pad.div_ceil(s).min(ow);
         let reach = (self.kw - 1) * self.d[1];
-        let hi = if self.w - 1 + pad >= reach { ((self.w - 1 + pad - reach) / s + 1).min(ow) } else { lo };
+        let hi = if self.w - 1 + pad >= reach {
+            ((self.w - 1 + pad - reach) / s + 1).min(ow)
+        } else {
+            lo
+        };
         (lo, hi.max(lo))
     }
 
@@ -539,7 +543,17 @@ fn conv_blocked(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
 /// last partial block may read past the end of a row.
 fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
     let geom = ConvGeom::new(a, c);
-    let ConvGeom { h, w, kh, kw, cg, s, d, pad: [ph, pw], .. } = geom;
+    let ConvGeom {
+        h,
+        w,
+        kh,
+        kw,
+        cg,
+        s,
+        d,
+        pad: [ph, pw],
+        ..
+    } = geom;
     let [_, ch, _, _] = dims4(a.dims(0));
     let co = a.dims(1)[0];
     let [_, _, oh, ow] = dims4(a.odims());
