@@ -1,6 +1,7 @@
 //! Lowering: each op of the graph becomes one kernel `fn(arena, begin, end)` over its outermost
-//! parallel loop. This file is the one place that states each op's lowering; `extent` gives the
-//! size of that loop and `emit` writes the body, both with exhaustive matches over `Op`.
+//! parallel loop (two for a convolution that first copies its input into a padded scratch:
+//! `phases`). This file is the one place that states each op's lowering; `emit` writes a
+//! kernel's body and returns that loop's size from the same exhaustive match over `Op`.
 //!
 //! All offsets and sizes are compile-time constants taken from shapes that were validated when
 //! the graph was built, so every load and store is in bounds by construction.
