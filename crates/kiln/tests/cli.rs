@@ -251,3 +251,23 @@ fn compile_lists_passes_prints_optimized_and_rejects_unknown_passes() {
         stderr(&o)
     );
 }
+
+#[test]
+fn compile_emit_asm_disassembles_or_says_objdump_is_missing() {
+    let o = kiln(&["compile", &repo("examples/models/lenet5.kiln"), "--emit", "asm"]);
+    let has_objdump = Command::new("objdump")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_objdump {
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains("; kernel") && out.contains("ret"), "{out}");
+    } else {
+        assert!(
+            !o.status.success() && stderr(&o).contains("objdump"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
