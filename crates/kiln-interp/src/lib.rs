@@ -28,6 +28,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod error;
 pub mod float;
+pub mod gemm;
 pub mod layout;
 pub mod linear;
 pub mod loss;
@@ -274,5 +275,11 @@ fn eval_node<T: Float>(
             let target = *args.get(1).ok_or("the target is missing")?;
             Value::F(loss::loss(*kind, f(0)?, target)?)
         }
+        Op::Im2Col(c) => Value::F(gemm::im2col(f(0)?, c)?),
+        Op::Gemm(g) => {
+            let xs = (0..args.len()).map(f).collect::<Result<Vec<_>, _>>()?;
+            Value::F(gemm::gemm(&xs, g)?)
+        }
+        Op::Rsqrt { epsilon } => Value::F(gemm::rsqrt(f(0)?, *epsilon)),
     })
 }

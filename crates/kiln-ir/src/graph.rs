@@ -322,6 +322,43 @@ impl Graph {
         Ok(())
     }
 
+    /// Puts `to` in the place of `from`: every reader and the output list move to `to`, `from`
+    /// is removed, and `to` takes `from`'s name (so outputs keep their names). `to` must have
+    /// `from`'s type and must not depend on `from`.
+    pub fn substitute(&mut self, from: NodeId, to: NodeId) -> Result<()> {
+        self.replace_uses(from, to)?;
+        for o in &mut self.outputs {
+            if *o == from {
+                *o = to;
+            }
+        }
+        let name = self.g[from].name.clone();
+        if self.g.edges_directed(from, Direction::Outgoing).next().is_some() {
+            return Err(IrError::Shape {
+                node: name,
+                op: self.g[from].op.name().into(),
+                inputs: String::new(),
+                message: "still read after substitution (the replacement depends on it)".into(),
+            });
+        }
+        self.g.remove_node(from);
+        let old = std::mem::replace(&mut self.g[to].name, name.clone());
+        self.by_name.remove(&old);
+        self.by_name.insert(name, to);
+        Ok(())
+    }
+
+    /// A name not used in the graph: `base`, or `base_2`, `base_3`, …
+    pub fn fresh_name(&self, base: &str) -> String {
+        if !self.by_name.contains_key(base) {
+            return base.to_string();
+        }
+        (2..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !self.by_name.contains_key(n))
+            .expect("unbounded")
+    }
+
     /// Removes `id` if nothing reads it and it is not an output; returns whether it did.
     pub fn remove_if_unused(&mut self, id: NodeId) -> bool {
         let used = self.g.edges_directed(id, Direction::Outgoing).next().is_some();

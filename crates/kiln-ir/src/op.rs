@@ -58,6 +58,41 @@ impl Default for Conv2d {
     }
 }
 
+/// Attributes of `im2col`: the patch matrix of a convolution. `x [N, C, H, W]` becomes
+/// `[N, C·kh·kw, oh·ow]`; row `(c, i, j)`, column `(y, x)` holds
+/// `x[n, c, y·s₀ − top + i·d₀, x·s₁ − left + j·d₁]`, or 0 where that falls in the padding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Im2Col {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub padding: [usize; 4],
+}
+
+/// Attributes of `gemm`, the batched, grouped matrix product a convolution becomes, with its
+/// epilogue. Inputs: `a [M, K/groups]`, `b [N, K, L]`, then `bias [M]` when `bias`, then
+/// `residual [N, M, L]` when `residual`. Output `[N, M, L]`:
+/// `y[n, g·M/G + m, l] = act(Σ_k a[g·M/G + m, k]·b[n, g·K/G + k, l] + bias[g·M/G + m] + residual[n, g·M/G + m, l])`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemm {
+    pub groups: usize,
+    pub bias: bool,
+    pub residual: bool,
+    pub activation: Option<Activation>,
+}
+
+impl Default for Gemm {
+    fn default() -> Gemm {
+        Gemm {
+            groups: 1,
+            bias: false,
+            residual: false,
+            activation: None,
+        }
+    }
+}
+
 /// Attributes of a 2-D transposed convolution. Inputs: `x [N, C_in, H, W]`,
 /// `w [C_in, C_out/groups, kh, kw]` (the PyTorch / ONNX layout), optional `b [C_out]`.
 /// Output size per axis: `s·(n−1) + d·(k−1) + 1 − p_begin − p_end + output_padding`.
@@ -226,6 +261,12 @@ pub enum Op {
         epsilon: f32,
     },
     Loss(LossKind),
+    Im2Col(Im2Col),
+    Gemm(Gemm),
+    /// `1/√(x + ε)` elementwise (batch-norm folding computes its scale with it).
+    Rsqrt {
+        epsilon: f32,
+    },
 }
 
 /// How many inputs an op takes.
@@ -308,6 +349,9 @@ impl Op {
                 LossKind::CrossEntropy => "cross_entropy_loss",
                 LossKind::Nll => "nll_loss",
             },
+            Op::Im2Col(_) => "im2col",
+            Op::Gemm(_) => "gemm",
+            Op::Rsqrt { .. } => "rsqrt",
         }
     }
 
@@ -325,7 +369,10 @@ impl Op {
             | Op::Flatten { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }
-            | Op::Dropout { .. } => Arity::Exactly(1),
+            | Op::Dropout { .. }
+            | Op::Im2Col(_)
+            | Op::Rsqrt { .. } => Arity::Exactly(1),
+            Op::Gemm(_) => Arity::Range(2, 4),
             Op::MatMul | Op::Binary(_) | Op::Loss(_) => Arity::Exactly(2),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exactly(5),

@@ -528,5 +528,75 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             Ok(x.clone())
         }
         Op::Loss(kind) => loss(*kind, x, inputs[1]),
+        Op::Im2Col(c) => im2col(c, x),
+        Op::Gemm(g) => gemm(g, inputs),
+        Op::Rsqrt { epsilon } => {
+            need_f32(x, "input")?;
+            if !(epsilon.is_finite() && *epsilon >= 0.0) {
+                return Err(format!("epsilon must be finite and non-negative, got {epsilon}"));
+            }
+            Ok(x.clone())
+        }
     }
+}
+
+fn im2col(c: &crate::op::Im2Col, x: &TensorType) -> R<TensorType> {
+    need_rank(x, 4, "input")?;
+    need_f32(x, "input")?;
+    need_pos(c.stride, "stride")?;
+    need_pos(c.dilation, "dilation")?;
+    need_pos(c.kernel, "kernel")?;
+    let [n, ch, h, w] = [x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]];
+    let p = c.padding;
+    let oh = window_out_size(h, c.kernel[0], c.stride[0], c.dilation[0], (p[0], p[2]), false)?;
+    let ow = window_out_size(w, c.kernel[1], c.stride[1], c.dilation[1], (p[1], p[3]), false)?;
+    let rows = ch
+        .checked_mul(c.kernel[0] * c.kernel[1])
+        .ok_or("patch matrix too large")?;
+    Ok(TensorType::f32([n, rows, oh * ow]))
+}
+
+fn gemm(g: &crate::op::Gemm, inputs: &[&TensorType]) -> R<TensorType> {
+    let want = 2 + usize::from(g.bias) + usize::from(g.residual);
+    if inputs.len() != want {
+        return Err(format!(
+            "takes {want} inputs with bias={} and residual={}, got {}",
+            g.bias,
+            g.residual,
+            inputs.len()
+        ));
+    }
+    let (a, b) = (inputs[0], inputs[1]);
+    need_rank(a, 2, "a")?;
+    need_rank(b, 3, "b")?;
+    need_f32(a, "a")?;
+    need_f32(b, "b")?;
+    let [m, kg] = [a.dims()[0], a.dims()[1]];
+    let [n, k, l] = [b.dims()[0], b.dims()[1], b.dims()[2]];
+    let gr = g.groups;
+    if gr == 0 || m % gr != 0 || k % gr != 0 || k / gr != kg {
+        return Err(format!(
+            "groups {gr} must divide M = {m} and K = {k}, with a holding K/groups columns: a is {}, b is {}",
+            a.shape, b.shape
+        ));
+    }
+    if let Some(Activation::LeakyRelu { alpha }) = g.activation
+        && !alpha.is_finite()
+    {
+        return Err(format!("alpha must be finite, got {alpha}"));
+    }
+    if g.bias {
+        need_f32(inputs[2], "bias")?;
+        if inputs[2].dims() != [m] {
+            return Err(format!("bias must have shape [{m}], got {}", inputs[2].shape));
+        }
+    }
+    let out = TensorType::f32([n, m, l]);
+    if g.residual {
+        let r = inputs[want - 1];
+        if r != &out {
+            return Err(format!("residual must be {out}, got {r}"));
+        }
+    }
+    Ok(out)
 }

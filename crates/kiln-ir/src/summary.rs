@@ -279,6 +279,24 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         Op::Binary(_) => out,
         // Per-channel scale and shift computed once, then a multiply and an add per element.
         Op::BatchNorm { .. } => out.saturating_mul(2),
+        // A copy.
+        Op::Im2Col(_) => 0,
+        // As a convolution: 2·K/g per output element (one less without bias), plus the
+        // residual add and the activation.
+        Op::Gemm(g) => {
+            let k = dim(0, 1);
+            let mm = k
+                .saturating_mul(2)
+                .saturating_sub(u64::from(!g.bias))
+                .saturating_mul(out);
+            let act = g
+                .activation
+                .map_or(0, |a| op_flops(&Op::Activation(a), &[output], output));
+            mm.saturating_add(if g.residual { out } else { 0 })
+                .saturating_add(act)
+        }
+        // Add ε, square root, reciprocal.
+        Op::Rsqrt { .. } => out.saturating_mul(3),
         Op::Loss(kind) => {
             let pred = inputs.first().map_or(0, |t| numel(t));
             let rows = dim(0, 0);
@@ -410,6 +428,7 @@ pub fn propagate_field(
             })
         }
         Op::Flatten { .. } | Op::Dense | Op::MatMul | Op::Loss(_) => None,
+        Op::Im2Col(_) | Op::Gemm(_) | Op::Rsqrt { .. } => None,
     }
 }
 

@@ -70,12 +70,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             push_if(&mut a, "dilation", c.dilation != d.dilation, usizes(&c.dilation));
             push_if(&mut a, "padding", c.padding != d.padding, padding_attr(c.padding));
             push_if(&mut a, "groups", c.groups != d.groups, int(c.groups));
-            if let Some(act) = c.activation {
-                a.push(("activation", Attr::Ident(Op::Activation(act).name().into())));
-                if let Activation::LeakyRelu { alpha } = act {
-                    a.push(("alpha", float(alpha)));
-                }
-            }
+            activation_attrs(&mut a, c.activation);
         }
         Op::ConvTranspose2d(c) => {
             let d = ConvTranspose2d::default();
@@ -121,8 +116,31 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             push_if(&mut a, "seed", *seed != 0, int(seed));
         }
         Op::BatchNorm { epsilon } => a.push(("epsilon", float(*epsilon))),
+        Op::Im2Col(c) => {
+            a.push(("kernel", usizes(&c.kernel)));
+            push_if(&mut a, "stride", c.stride != [1, 1], usizes(&c.stride));
+            push_if(&mut a, "dilation", c.dilation != [1, 1], usizes(&c.dilation));
+            push_if(&mut a, "padding", c.padding != [0; 4], usizes(&c.padding));
+        }
+        Op::Gemm(g) => {
+            push_if(&mut a, "groups", g.groups != 1, int(g.groups));
+            push_if(&mut a, "bias", g.bias, Attr::Ident("true".into()));
+            push_if(&mut a, "residual", g.residual, Attr::Ident("true".into()));
+            activation_attrs(&mut a, g.activation);
+        }
+        Op::Rsqrt { epsilon } => push_if(&mut a, "epsilon", *epsilon != 0.0, float(*epsilon)),
     }
     a
+}
+
+/// A fused activation as the `activation` (and `alpha`) attributes.
+fn activation_attrs(a: &mut Vec<(&'static str, Attr)>, act: Option<Activation>) {
+    if let Some(act) = act {
+        a.push(("activation", Attr::Ident(Op::Activation(act).name().into())));
+        if let Activation::LeakyRelu { alpha } = act {
+            a.push(("alpha", float(alpha)));
+        }
+    }
 }
 
 fn push_if(a: &mut Vec<(&'static str, Attr)>, name: &'static str, cond: bool, v: Attr) {
@@ -303,6 +321,9 @@ fn show(a: &Attr) -> String {
 
 /// Every op name the text IR knows, for messages.
 pub const OP_NAMES: &[&str] = &[
+    "im2col",
+    "gemm",
+    "rsqrt",
     "conv2d",
     "conv_transpose2d",
     "max_pool2d",
@@ -439,6 +460,21 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "mse_loss" => Op::Loss(LossKind::Mse),
         "cross_entropy_loss" => Op::Loss(LossKind::CrossEntropy),
         "nll_loss" => Op::Loss(LossKind::Nll),
+        "im2col" => Op::Im2Col(crate::op::Im2Col {
+            kernel: a.ulist("kernel", None)?,
+            stride: a.ulist("stride", Some([1, 1]))?,
+            dilation: a.ulist("dilation", Some([1, 1]))?,
+            padding: a.ulist("padding", Some([0; 4]))?,
+        }),
+        "gemm" => Op::Gemm(crate::op::Gemm {
+            groups: a.uint("groups", Some(1))?,
+            bias: a.boolean("bias", false)?,
+            residual: a.boolean("residual", false)?,
+            activation: a.activation()?,
+        }),
+        "rsqrt" => Op::Rsqrt {
+            epsilon: a.float("epsilon", 0.0)?,
+        },
         _ => {
             a.blame = Blame::Op;
             return Err(format!(

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod codegen;
+pub mod gemm;
 pub mod lower;
 pub mod plan;
 pub mod pool;
@@ -131,6 +132,9 @@ pub struct JitModel {
     pool: Option<pool::Pool>,
     /// The kernels in run order with their slicing, for the pool.
     steps: Arc<[pool::Step]>,
+    /// The `gemm` kernels' driver descriptions, which their code points at.
+    #[allow(clippy::vec_box)] // boxed: the code holds their addresses
+    _gemms: Vec<Box<gemm::GemmDesc>>,
 }
 
 /// Named output values, in the graph's output order.
@@ -141,9 +145,14 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
     let optimized = kiln_passes::optimize(graph, options.passes)?;
     let graph = &optimized;
     let plan = plan::plan(graph);
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
     let mut module = codegen::new_module(&options.opt_level)?;
     let mut kernels = Vec::new();
     let mut ids = Vec::new();
+    let mut gemms = Gemms::default();
     for id in graph.topo_order() {
         let node = graph.node(id);
         let in_ids = graph.inputs(id);
@@ -151,9 +160,13 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             .iter()
             .map(|&i| (plan.slots[&i], graph.node(i).ty.clone()))
             .collect();
-        if !lower::needs_kernel(&node.op) {
+        if !lower::needs_kernel(&node.op) || plan.fused.contains(&id) {
             continue;
         }
+        let gemm = match &node.op {
+            Op::Gemm(g) => Some(gemms.add(&mut module, graph, &plan, id, g, &ins, threads)?),
+            _ => None,
+        };
         let types: Vec<&TensorType> = ins.iter().map(|(_, t)| t).collect();
         for phase in 0..lower::phases(&node.op, &types, &node.ty) {
             let name = format!("k{}_{}", kernels.len(), node.name.replace('.', "_"));
@@ -170,6 +183,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                     ins: &ins,
                     out,
                     scratch,
+                    gemm: gemm.map(|i| &*gemms.descs[i]),
                 };
                 extent = lower::emit(e, &node.op, &args, phase);
             })?;
@@ -186,11 +200,86 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
         }
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        t => t,
-    };
-    finish(graph, plan, module, entry, kernels, &ids, threads)
+    finish(graph, plan, module, entry, kernels, &ids, threads, gemms)
+}
+
+/// The `gemm` nodes' driver descriptions, with the functions they call once the module is
+/// finalized: one shared micro-kernel and an epilogue per node.
+#[derive(Default)]
+struct Gemms {
+    #[allow(clippy::vec_box)] // boxed: kernels are given their addresses while the list grows
+    descs: Vec<Box<gemm::GemmDesc>>,
+    epilogues: Vec<Option<cranelift_module::FuncId>>,
+    micro_kernel: Option<cranelift_module::FuncId>,
+}
+
+impl Gemms {
+    /// Describes the `gemm` node `id` and defines its epilogue; returns its index.
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        module: &mut JITModule,
+        graph: &Graph,
+        plan: &plan::Plan,
+        id: NodeId,
+        g: &kiln_ir::Gemm,
+        ins: &[(plan::Slot, TensorType)],
+        threads: usize,
+    ) -> Result<usize, JitError> {
+        if self.micro_kernel.is_none() {
+            self.micro_kernel = Some(gemm::define_micro_kernel(module, "micro_kernel")?);
+        }
+        let b = graph.inputs(id)[1];
+        let patches = match &graph.node(b).op {
+            Op::Im2Col(c) if plan.fused.contains(&b) => {
+                let x = graph.inputs(b)[0];
+                Some((c, plan.slots[&x], &graph.node(x).ty))
+            }
+            _ => None,
+        };
+        let placeholder = gemm::MicroKernel {
+            mr: gemm::MR,
+            nr: gemm::NR,
+            f: gemm::unset_kernel,
+        };
+        let want = if threads > 1 { 4 * threads } else { 1 };
+        let desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, placeholder, want);
+        let epilogue = if g.bias || g.residual || g.activation.is_some() {
+            let mut sig = module.make_signature();
+            for _ in 0..6 {
+                sig.params.push(cranelift_codegen::ir::AbiParam::new(I64));
+            }
+            let name = format!("epilogue_{}", self.descs.len());
+            let fid = module
+                .declare_function(&name, Linkage::Local, &sig)
+                .map_err(|e| JitError::Codegen(format!("declaring {name}: {e}")))?;
+            codegen::define(module, fid, sig, false, |e, p, _| {
+                lower::emit_gemm_epilogue(e, p, g)
+            })?;
+            Some(fid)
+        } else {
+            None
+        };
+        self.descs.push(Box::new(desc));
+        self.epilogues.push(epilogue);
+        Ok(self.descs.len() - 1)
+    }
+
+    /// Points the descriptions at the finalized code.
+    fn link(&mut self, module: &JITModule) {
+        let Some(mk) = self.micro_kernel else { return };
+        let p = module.get_finalized_function(mk);
+        // SAFETY: defined by `gemm::define_micro_kernel` with the `MicroKernelFn` signature.
+        let f = unsafe { std::mem::transmute::<*const u8, gemm::MicroKernelFn>(p) };
+        for (d, e) in self.descs.iter_mut().zip(&self.epilogues) {
+            d.kernel.f = f;
+            d.epilogue = e.map(|id| {
+                let p = module.get_finalized_function(id);
+                // SAFETY: defined in `add` with the `EpilogueFn` signature (six i64).
+                unsafe { std::mem::transmute::<*const u8, gemm::EpilogueFn>(p) }
+            });
+        }
+    }
 }
 
 /// The entry `fn(arena)`: every kernel over its whole range, in order.
@@ -215,6 +304,7 @@ fn define_entry(
     Ok(entry)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     graph: &Graph,
     plan: plan::Plan,
@@ -223,10 +313,12 @@ fn finish(
     kernels: Vec<KernelInfo>,
     ids: &[cranelift_module::FuncId],
     threads: usize,
+    mut gemms: Gemms,
 ) -> Result<JitModel, JitError> {
     module
         .finalize_definitions()
         .map_err(|e| JitError::Codegen(format!("finalizing: {e}")))?;
+    gemms.link(&module);
     let ptr = module.get_finalized_function(entry);
     // SAFETY: `entry` was defined with the signature `fn(i64)` (SystemV, as `extern "C"`), and
     // reads and writes only the arena, whose size the plan fixed.
@@ -267,6 +359,7 @@ fn finish(
         arena: vec![Line([0; 64]); lines],
         pool,
         steps,
+        _gemms: gemms.descs,
     })
 }
 

@@ -3,7 +3,7 @@
 //! (Liveness-based reuse is the memory-planning pass of a later issue.)
 
 use kiln_ir::{Graph, NodeId, Op};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a value lives: byte offset in the arena and element count (4 bytes each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,20 @@ pub struct Plan {
     pub scratch: HashMap<NodeId, Slot>,
     /// Arena size in bytes.
     pub size: usize,
+    /// Nodes computed inside their users' kernels, with no storage of their own: an `im2col`
+    /// read only as the B of `gemm`s, whose driver packs the patches straight from the image.
+    pub fused: HashSet<NodeId>,
+}
+
+/// Whether `id` is an `im2col` that only `gemm`s read, as their B.
+pub fn is_fused_im2col(graph: &Graph, id: NodeId) -> bool {
+    let users = graph.users(id);
+    matches!(graph.node(id).op, Op::Im2Col(_))
+        && !graph.outputs().contains(&id)
+        && !users.is_empty()
+        && users.iter().all(|&u| {
+            matches!(graph.node(u).op, Op::Gemm(_)) && graph.inputs(u)[1] == id && graph.inputs(u)[0] != id
+        })
 }
 
 /// Ops whose output is their input's bytes under another shape.
@@ -30,10 +44,14 @@ pub fn plan(graph: &Graph) -> Plan {
     let mut slots = HashMap::new();
     let mut scratch = HashMap::new();
     let mut size = 0usize;
+    let mut fused = HashSet::new();
     for id in graph.topo_order() {
         let node = graph.node(id);
         let len = node.ty.shape.numel();
-        let slot = if is_view(&node.op) {
+        let slot = if is_fused_im2col(graph, id) {
+            fused.insert(id);
+            Slot { offset: 0, len: 0 }
+        } else if is_view(&node.op) {
             let src = graph.inputs(id)[0];
             slots[&src]
         } else {
@@ -54,5 +72,6 @@ pub fn plan(graph: &Graph) -> Plan {
         slots,
         scratch,
         size: size.max(4),
+        fused,
     }
 }

@@ -7,11 +7,23 @@
 //! follows) and `dead_code`. Still to come, each in its own file: im2col, batch-norm folding,
 //! residual-add epilogues, memory planning.
 
+pub mod bn_fold;
 pub mod dead_code;
 pub mod fusion;
+pub mod im2col;
 pub mod noop;
 
-use kiln_ir::{Graph, IrError};
+use kiln_ir::{Graph, IrError, NodeId, Op};
+
+/// Whether `id` is computed from weights alone (no graph input, no random op), so that its
+/// value is fixed once the weights are loaded.
+pub fn is_constant(graph: &Graph, id: NodeId) -> bool {
+    match graph.node(id).op {
+        Op::Param { .. } => true,
+        Op::Input(_) | Op::Dropout { .. } => false,
+        _ => graph.inputs(id).iter().all(|&i| is_constant(graph, i)),
+    }
+}
 
 /// A rewrite of the graph.
 pub trait Pass {
@@ -37,6 +49,8 @@ pub fn pipeline(level: OptLevel) -> Vec<Box<dyn Pass>> {
         OptLevel::None => vec![],
         OptLevel::Full => vec![
             Box::new(noop::Noop),
+            Box::new(bn_fold::BnFold),
+            Box::new(im2col::Im2ColPass),
             Box::new(fusion::Fusion),
             Box::new(dead_code::DeadCode),
         ],

@@ -22,7 +22,7 @@ fn pipeline_runs_to_a_fixpoint_and_reports_each_pass() {
         seen.push(name.to_string())
     })
     .unwrap();
-    assert_eq!(&seen[..3], ["noop", "fusion", "dead_code"]);
+    assert_eq!(&seen[..5], ["noop", "bn_fold", "im2col", "fusion", "dead_code"]);
     assert_eq!(
         text::print(&opt),
         "graph g {
@@ -49,7 +49,6 @@ fn random_graphs_stay_valid() {
             g.outputs().iter().map(|&o| g.node(o).name.clone()).collect()
         };
         assert_eq!(names(&opt), names(&g), "outputs keep their names");
-        assert!(opt.len() <= g.len());
         // no dropout feeds anything any more
         for id in opt.topo_order() {
             if matches!(opt.node(id).op, Op::Dropout { .. }) {

@@ -210,12 +210,10 @@ fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
 }
 
 /// Each kernel's time, slowest first, with its share and GFLOP/s (FLOPs as `kiln summary`).
-fn print_profile(
-    graph: &Graph,
-    m: &mut kiln::jit::JitModel,
-    feeds: &HashMap<String, Value<f32>>,
-) -> Result<()> {
+fn print_profile(m: &mut kiln::jit::JitModel, feeds: &HashMap<String, Value<f32>>) -> Result<()> {
     let (times, _) = m.run_profiled(feeds)?;
+    // the kernels belong to the optimized graph
+    let graph = &m.graph().clone();
     let summary = kiln::ir::summary::summarize(graph);
     let total: f64 = times.iter().sum();
     let mut rows: Vec<(usize, f64)> = times.iter().copied().enumerate().collect();
@@ -337,7 +335,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let m = kiln::jit::compile(&graph, &opts)?;
             for k in m.kernels() {
-                let node = &graph.node(k.node).name;
+                let node = &m.graph().node(k.node).name;
                 out!(
                     "; kernel {} for node `{node}` (parallel extent {})",
                     k.name,
@@ -419,7 +417,7 @@ fn run(cli: Cli) -> Result<()> {
                 m.set_weights(&w)?;
                 jit_ms = Some(median_ms(|| m.run(&feeds).map(|_| ()).map_err(Into::into), runs)?);
                 if profile {
-                    print_profile(&graph, &mut m, &feeds)?;
+                    print_profile(&mut m, &feeds)?;
                 }
             }
             if engine != BenchEngine::Jit {
