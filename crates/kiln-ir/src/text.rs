@@ -321,9 +321,6 @@ fn show(a: &Attr) -> String {
 
 /// Every op name the text IR knows, for messages.
 pub const OP_NAMES: &[&str] = &[
-    "im2col",
-    "gemm",
-    "rsqrt",
     "conv2d",
     "conv_transpose2d",
     "max_pool2d",
@@ -354,6 +351,9 @@ pub const OP_NAMES: &[&str] = &[
     "mse_loss",
     "cross_entropy_loss",
     "nll_loss",
+    "im2col",
+    "gemm",
+    "rsqrt",
 ];
 
 /// Builds the op named `name` from its attributes.
