@@ -28,7 +28,8 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::op::{
-    Activation, BinaryOp, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind,
+    Activation, BinaryOp, Conv2d, ConvTranspose2d, Gemm, Im2Col, LossKind, Op, Padding, Pool2d, PoolKind,
+    ReduceKind,
 };
 use crate::shape;
 use crate::tensor::{DType, TensorType};
@@ -186,7 +187,7 @@ impl Gen<'_, '_> {
     /// One step: an op chosen from the bytes, retried with other choices if it does not fit.
     fn step(&mut self) {
         for _ in 0..ATTEMPTS {
-            let made = match self.src.below(17) {
+            let made = match self.src.below(20) {
                 0 => self.activation(),
                 1 | 2 => self.conv2d(),
                 3 => self.conv_transpose2d(),
@@ -202,6 +203,9 @@ impl Gen<'_, '_> {
                 13 => self.concat(),
                 14 => self.dropout(),
                 15 => self.batch_norm(),
+                17 => self.im2col(),
+                18 => self.gemm(),
+                19 => self.rsqrt(),
                 _ => self.loss(),
             };
             if made.is_some() {
@@ -360,6 +364,57 @@ impl Gen<'_, '_> {
             ops.push(Operand::Param("bias", TensorType::f32([co])));
         }
         self.add("conv", Op::Conv2d(attrs), ops)
+    }
+
+    fn im2col(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() == 4 && t.dtype == DType::F32)?;
+        let attrs = Im2Col {
+            kernel: self.pair(1, 3),
+            stride: self.small_pair(3),
+            dilation: self.small_pair(2),
+            padding: [0; 4].map(|_| self.src.below(2)),
+        };
+        self.add("patches", Op::Im2Col(attrs), vec![Operand::Node(x)])
+    }
+
+    /// A GEMM over a rank-3 value (patches, or anything else), with every epilogue form.
+    fn gemm(&mut self) -> Option<NodeId> {
+        let b = self.pick(|t| t.rank() == 3 && t.dtype == DType::F32)?;
+        let [n, k, l] = self.dims(b)[..] else { return None };
+        let groups = if k > 0 && self.src.flag() {
+            self.divisor(k)
+        } else {
+            1
+        };
+        let m = groups * self.src.range(1, 7);
+        let attrs = Gemm {
+            groups,
+            bias: self.src.flag(),
+            residual: self.src.flag(),
+            activation: match self.src.range(0, 6) {
+                0 => Some(Activation::Relu),
+                1 => Some(Activation::Sigmoid),
+                2 => Some(Activation::LeakyRelu { alpha: 0.5 }),
+                _ => None,
+            },
+        };
+        let mut ops = vec![
+            Operand::Param("weight", TensorType::f32([m, k / groups.max(1)])),
+            Operand::Node(b),
+        ];
+        if attrs.bias {
+            ops.push(Operand::Param("bias", TensorType::f32([m])));
+        }
+        if attrs.residual {
+            ops.push(Operand::Input("residual", TensorType::f32([n, m, l])));
+        }
+        self.add("gemm", Op::Gemm(attrs), ops)
+    }
+
+    fn rsqrt(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.dtype == DType::F32)?;
+        let epsilon = self.src.choose(&[0.0, 1e-5, 1.0])?;
+        self.add("rsqrt", Op::Rsqrt { epsilon }, vec![Operand::Node(x)])
     }
 
     fn conv_transpose2d(&mut self) -> Option<NodeId> {

@@ -269,12 +269,19 @@ graph every_op {
   buffer %var: f32[6]
   param %fc.weight: f32[5, 54]
   param %fc.bias: f32[5]
+  param %w2d: f32[6, 36]
+  param %wg2d: f32[6, 18]
+  input %c1r: f32[2, 6, 28]
 
   %c1 = conv2d(%x, %w, %b) {padding=[1, 2, 0, 1], stride=[2, 1], dilation=[1, 2]}: f32[2, 6, 4, 7]
   %c2 = conv2d(%x, %w) {padding=valid}: f32[2, 6, 6, 6]
   %c3 = conv2d(%x, %wg) {padding=same_upper, stride=[2, 2], groups=2}
   %c4 = conv2d(%x, %wd) {padding=same_lower, groups=4}
   %c5 = conv2d(%x, %w) {padding=same}
+  %ic = im2col(%x) {kernel=[3, 3], stride=[2, 1], dilation=[1, 2], padding=[1, 2, 0, 1]}: f32[2, 36, 28]
+  %gm = gemm(%w2d, %ic, %b, %c1r) {bias=true, residual=true, activation=leaky_relu, alpha=0.5}: f32[2, 6, 28]
+  %gg = gemm(%wg2d, %ic) {groups=2}: f32[2, 6, 28]
+  %rsq = rsqrt(%var) {epsilon=0.001}: f32[6]
   %t1 = conv_transpose2d(%c2, %wt, %b) {stride=[2, 2], padding=[1, 1, 0, 0], output_padding=[1, 0], groups=3}
   %t2 = conv_transpose2d(%c2, %wt) {dilation=[2, 1], groups=3}
   %p1 = max_pool2d(%c2) {kernel=[3, 3], stride=[2, 2], ceil_mode=true}
@@ -336,6 +343,9 @@ graph every_op {
   output %dv
   output %cat
   output %cat1
+  output %gm
+  output %gg
+  output %rsq
 }
 "#;
     // `%b.col` does not exist yet: add a [6, 1, 1] weight to make `add` broadcast.
