@@ -108,6 +108,9 @@ pub struct KernelInfo {
     pub extent: usize,
     /// Elements of the node's output, a rough measure of the kernel's work.
     pub work: usize,
+    /// Whether it computes a value of the weights alone (a folded batch norm's weights, say):
+    /// such kernels run once, when the weights are loaded, not on every run.
+    pub prep: bool,
     /// Its Cranelift IR, when `keep_code` was set.
     pub clif: Option<String>,
     /// Its machine code, when `keep_code` was set.
@@ -135,6 +138,8 @@ pub struct JitModel {
     /// The `gemm` kernels' driver descriptions, which their code points at.
     #[allow(clippy::vec_box)] // boxed: the code holds their addresses
     _gemms: Vec<Box<gemm::GemmDesc>>,
+    /// Whether the `prep` kernels have run since the weights last changed.
+    prepared: bool,
 }
 
 /// Named output values, in the graph's output order.
@@ -153,6 +158,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
     let mut kernels = Vec::new();
     let mut ids = Vec::new();
     let mut gemms = Gemms::default();
+    let constant = kiln_passes::constant_nodes(graph);
     for id in graph.topo_order() {
         let node = graph.node(id);
         let in_ids = graph.inputs(id);
@@ -193,6 +199,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                 name,
                 extent,
                 work: node.ty.shape.numel(),
+                prep: constant.contains(&id),
                 clif,
                 code,
             });
@@ -294,7 +301,7 @@ fn define_entry(
         .declare_function("entry", Linkage::Export, &sig)
         .map_err(|e| JitError::Codegen(format!("declaring the entry: {e}")))?;
     codegen::define(module, entry, sig, false, |e, p, module| {
-        for (k, &fid) in kernels.iter().zip(ids) {
+        for (k, &fid) in kernels.iter().zip(ids).filter(|(k, _)| !k.prep) {
             let fref = module.declare_func_in_func(fid, e.b.func);
             let begin = e.iconst(0);
             let end = e.iconst(k.extent as i64);
@@ -336,6 +343,7 @@ fn finish(
     let steps: Arc<[pool::Step]> = kernels
         .iter()
         .zip(&kernel_fns)
+        .filter(|(k, _)| !k.prep)
         .map(|(k, &f)| {
             let split = threads > 1 && k.extent >= 2 * threads && k.work >= PARALLEL_MIN_WORK;
             pool::Step {
@@ -360,6 +368,7 @@ fn finish(
         pool,
         steps,
         _gemms: gemms.descs,
+        prepared: false,
     })
 }
 
@@ -406,7 +415,18 @@ impl JitModel {
             let data: Vec<u8> = t.data().iter().flat_map(|v| v.to_ne_bytes()).collect();
             self.bytes_mut(id).copy_from_slice(&data);
         }
+        self.prepare();
         Ok(())
+    }
+
+    /// Runs the kernels of values computed from the weights alone.
+    fn prepare(&mut self) {
+        let arena = self.arena.as_mut_ptr().cast::<u8>();
+        for (k, f) in self.kernels.iter().zip(&self.kernel_fns).filter(|(k, _)| k.prep) {
+            // SAFETY: as in `run`: the full range of a kernel over the planned arena.
+            unsafe { f(arena, 0, k.extent as i64) };
+        }
+        self.prepared = true;
     }
 
     /// Runs the model on `inputs` (every graph input, by name) and returns the outputs in the
@@ -446,6 +466,9 @@ impl JitModel {
             };
             self.bytes_mut(id).copy_from_slice(&data);
         }
+        if !self.prepared {
+            self.prepare();
+        }
         // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
         // validated shapes to stay inside it, and it is exclusively borrowed for the call.
         let arena = self.arena.as_mut_ptr().cast::<u8>();
@@ -470,6 +493,10 @@ impl JitModel {
         let arena = self.arena.as_mut_ptr().cast::<u8>();
         let mut times = Vec::with_capacity(self.kernels.len());
         for (k, f) in self.kernels.iter().zip(&self.kernel_fns) {
+            if k.prep {
+                times.push(0.0);
+                continue;
+            }
             let t = std::time::Instant::now();
             // SAFETY: as in `run`: the full range of a kernel over the planned arena.
             unsafe { f(arena, 0, k.extent as i64) };

@@ -15,6 +15,22 @@ pub mod noop;
 
 use kiln_ir::{Graph, IrError, NodeId, Op};
 
+/// Every node computed from weights alone (see [`is_constant`]), in one pass over the graph.
+pub fn constant_nodes(graph: &Graph) -> std::collections::HashSet<NodeId> {
+    let mut out = std::collections::HashSet::new();
+    for id in graph.topo_order() {
+        let constant = match graph.node(id).op {
+            Op::Param { .. } => true,
+            Op::Input(_) | Op::Dropout { .. } => false,
+            _ => graph.inputs(id).iter().all(|i| out.contains(i)),
+        };
+        if constant {
+            out.insert(id);
+        }
+    }
+    out
+}
+
 /// Whether `id` is computed from weights alone (no graph input, no random op), so that its
 /// value is fixed once the weights are loaded.
 pub fn is_constant(graph: &Graph, id: NodeId) -> bool {
