@@ -386,6 +386,11 @@ impl JitModel {
         self.plan.size
     }
 
+    /// The memory plan: every value's place in the arena.
+    pub fn plan(&self) -> &plan::Plan {
+        &self.plan
+    }
+
     fn bytes_mut(&mut self, id: NodeId) -> &mut [u8] {
         let s = self.plan.slots[&id];
         let all: &mut [u8] = bytemuck_lines(&mut self.arena);

@@ -1,6 +1,15 @@
-//! The arena layout: a byte offset for every value of the graph. Views (flatten, reshape,
-//! inference-mode dropout) share their input's storage. Every slot is 64-byte aligned.
-//! (Liveness-based reuse is the memory-planning pass of a later issue.)
+//! Memory planning: a byte offset in one arena for every value of the graph.
+//!
+//! Liveness analysis over the run order (the topological order the kernels run in) gives each
+//! intermediate the steps from the kernel that writes it to the last kernel that reads it;
+//! intermediates whose lifetimes do not overlap share memory (first fit over the free list, so
+//! a buffer is reused as soon as its last reader has run). Views (flatten, reshape,
+//! inference-mode dropout) share their input's storage and keep it alive as long as they are
+//! read; an `im2col` fused into its GEMMs has no storage and keeps its image alive until the
+//! last of them. Graph inputs, weights, values computed from weights alone (computed once when
+//! the weights are loaded) and graph outputs are never reused. Scratch memory of a kernel lives
+//! for that kernel only. Every slot is 64-byte aligned. Kernels of one step never overlap in
+//! time (the pool puts a barrier between kernels), so reuse needs no further synchronisation.
 
 use kiln_ir::{Graph, NodeId, Op};
 use std::collections::{HashMap, HashSet};
@@ -19,9 +28,36 @@ pub struct Plan {
     pub scratch: HashMap<NodeId, Slot>,
     /// Arena size in bytes.
     pub size: usize,
+    /// Bytes of all intermediates and scratch regions if each had its own memory (what the
+    /// arena would be without reuse, less the permanent values).
+    pub intermediates: usize,
+    /// Bytes of the permanent values: inputs, weights, values of the weights, outputs.
+    pub permanent: usize,
     /// Nodes computed inside their users' kernels, with no storage of their own: an `im2col`
     /// read only as the B of `gemm`s, whose driver packs the patches straight from the image.
     pub fused: HashSet<NodeId>,
+}
+
+impl Plan {
+    /// One line: the arena against the sum of the intermediates it holds.
+    pub fn describe(&self) -> String {
+        let mib = |b: usize| b as f64 / (1 << 20) as f64;
+        let reused = self.size.saturating_sub(self.permanent);
+        format!(
+            "arena {:.2} MiB: {:.2} MiB inputs, weights and outputs + {:.2} MiB for intermediates, \
+             whose sum is {:.2} MiB ({:.1}× reuse)",
+            mib(self.size),
+            mib(self.permanent),
+            mib(reused),
+            mib(self.intermediates),
+            self.intermediates as f64 / reused.max(1) as f64
+        )
+    }
+}
+
+/// Ops whose output is their input's bytes under another shape.
+pub fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. })
 }
 
 /// Whether `id` is an `im2col` that only `gemm`s read, as their B.
@@ -35,43 +71,277 @@ pub fn is_fused_im2col(graph: &Graph, id: NodeId) -> bool {
         })
 }
 
-/// Ops whose output is their input's bytes under another shape.
-pub fn is_view(op: &Op) -> bool {
-    matches!(op, Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. })
+fn bytes(len: usize) -> usize {
+    (len * 4).next_multiple_of(64).max(64)
+}
+
+/// Free ranges of the arena, first fit.
+#[derive(Default)]
+struct Arena {
+    /// Sorted, disjoint, coalesced `(offset, size)` free blocks below `top`.
+    free: Vec<(usize, usize)>,
+    top: usize,
+}
+
+impl Arena {
+    fn alloc(&mut self, size: usize) -> usize {
+        if let Some(i) = self.free.iter().position(|&(_, s)| s >= size) {
+            let (off, s) = self.free[i];
+            if s == size {
+                self.free.remove(i);
+            } else {
+                self.free[i] = (off + size, s - size);
+            }
+            return off;
+        }
+        // grow, absorbing a free block that ends at the top
+        if let Some(&(off, s)) = self.free.last()
+            && off + s == self.top
+        {
+            self.free.pop();
+            self.top = off + size;
+            return off;
+        }
+        let off = self.top;
+        self.top += size;
+        off
+    }
+
+    fn release(&mut self, off: usize, size: usize) {
+        let i = self.free.partition_point(|&(o, _)| o < off);
+        self.free.insert(i, (off, size));
+        // coalesce with the next and the previous block
+        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
+            self.free[i].1 += self.free[i + 1].1;
+            self.free.remove(i + 1);
+        }
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
+    }
 }
 
 pub fn plan(graph: &Graph) -> Plan {
+    let order = graph.topo_order();
+    let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let constant = kiln_passes::constant_nodes(graph);
+    let fused: HashSet<NodeId> = order
+        .iter()
+        .copied()
+        .filter(|&id| is_fused_im2col(graph, id))
+        .collect();
+    // the node that owns each value's storage (views and fused im2cols map to their source)
+    let mut root: HashMap<NodeId, NodeId> = HashMap::new();
+    for &id in &order {
+        let op = &graph.node(id).op;
+        let r = if is_view(op) || fused.contains(&id) {
+            root[&graph.inputs(id)[0]]
+        } else {
+            id
+        };
+        root.insert(id, r);
+    }
+    // last step at which each storage is read
+    let mut last: HashMap<NodeId, usize> = HashMap::new();
+    for &id in &order {
+        for i in graph.inputs(id) {
+            let e = last.entry(root[&i]).or_insert(0);
+            *e = (*e).max(step[&id]);
+        }
+    }
+    let permanent = |id: NodeId| {
+        matches!(graph.node(id).op, Op::Input(_) | Op::Param { .. })
+            || constant.contains(&id)
+            || graph.outputs().iter().any(|&o| root[&o] == id)
+    };
+    let mut arena = Arena::default();
     let mut slots = HashMap::new();
     let mut scratch = HashMap::new();
-    let mut size = 0usize;
-    let mut fused = HashSet::new();
-    for id in graph.topo_order() {
+    let (mut intermediates, mut perm_bytes) = (0, 0);
+    // Permanent values first, below everything else: inputs and weights are written before a
+    // run starts, so no intermediate may ever have used their memory.
+    for &id in &order {
+        if root[&id] == id && !fused.contains(&id) && permanent(id) {
+            let len = graph.node(id).ty.shape.numel();
+            let size = bytes(len);
+            slots.insert(
+                id,
+                Slot {
+                    offset: arena.alloc(size),
+                    len,
+                },
+            );
+            perm_bytes += size;
+        }
+    }
+    // storages to release after each step
+    let mut dying: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+    for &id in &order {
         let node = graph.node(id);
         let len = node.ty.shape.numel();
-        let slot = if is_fused_im2col(graph, id) {
-            fused.insert(id);
+        let slot = if fused.contains(&id) {
             Slot { offset: 0, len: 0 }
-        } else if is_view(&node.op) {
-            let src = graph.inputs(id)[0];
-            slots[&src]
+        } else if root[&id] != id {
+            slots[&root[&id]]
+        } else if permanent(id) {
+            slots[&id]
         } else {
-            let offset = size.next_multiple_of(64);
-            size = offset + len * 4;
+            let size = bytes(len);
+            let offset = arena.alloc(size);
+            {
+                intermediates += size;
+                // a value nobody reads dies at once
+                let at = last.get(&id).copied().unwrap_or(step[&id]);
+                dying.entry(at).or_default().push((offset, size));
+            }
             Slot { offset, len }
         };
         slots.insert(id, slot);
         let types: Vec<&kiln_ir::TensorType> = graph.inputs(id).iter().map(|&i| &graph.node(i).ty).collect();
         let need = crate::lower::scratch_len(&node.op, &types, &node.ty);
         if need > 0 {
-            let offset = size.next_multiple_of(64);
-            size = offset + need * 4;
+            let size = bytes(need);
+            let offset = arena.alloc(size);
+            intermediates += size;
             scratch.insert(id, Slot { offset, len: need });
+            dying.entry(step[&id]).or_default().push((offset, size));
+        }
+        for (off, size) in dying.remove(&step[&id]).unwrap_or_default() {
+            arena.release(off, size);
         }
     }
     Plan {
         slots,
         scratch,
-        size: size.max(4),
+        size: arena.top.max(4),
+        intermediates,
+        permanent: perm_bytes,
         fused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(src: &str) -> (Graph, Plan) {
+        let g = kiln_ir::text::parse(src).unwrap();
+        let p = plan(&g);
+        (g, p)
+    }
+
+    /// Whether the byte ranges of `a` and `b` overlap.
+    fn overlap(a: Slot, b: Slot) -> bool {
+        a.offset < b.offset + b.len * 4 && b.offset < a.offset + a.len * 4
+    }
+
+    #[test]
+    fn a_chain_reuses_the_memory_of_values_already_read() {
+        let (g, p) = plan_of(
+            "graph g {
+  input %x: f32[1, 1024]
+  %a = relu(%x)
+  %b = tanh(%a)
+  %c = sigmoid(%b)
+  %d = relu(%c)
+  output %d
+}",
+        );
+        let s = |n: &str| p.slots[&g.find(n).unwrap()];
+        assert!(!overlap(s("a"), s("b")), "b is written while a is read");
+        assert_eq!(
+            s("c").offset,
+            s("a").offset,
+            "c reuses a, whose last reader has run"
+        );
+        assert!(!overlap(s("d"), s("c")));
+        assert!(
+            !overlap(s("x"), s("a")) && !overlap(s("x"), s("c")),
+            "inputs are never reused"
+        );
+        assert_eq!(s("x").offset, 0, "permanent values come first");
+        assert_eq!(p.intermediates, 3 * 4096);
+        assert!(p.size < p.permanent + p.intermediates);
+    }
+
+    #[test]
+    fn a_view_keeps_its_source_alive_and_outputs_are_never_reused() {
+        let (g, p) = plan_of(
+            "graph g {
+  input %x: f32[2, 8]
+  %a = relu(%x)
+  %v = reshape(%a) {shape=[16]}
+  %b = tanh(%x)
+  %c = sigmoid(%b)
+  %y = relu(%v)
+  output %y
+  output %b
+}",
+        );
+        let s = |n: &str| p.slots[&g.find(n).unwrap()];
+        assert_eq!(s("v"), s("a"));
+        for other in ["b", "c"] {
+            assert!(!overlap(s("a"), s(other)), "a is read through v until y");
+        }
+        assert!(
+            !overlap(s("b"), s("c")) && !overlap(s("b"), s("y")),
+            "outputs keep their memory"
+        );
+    }
+
+    /// Every pair of values alive at the same step has disjoint memory, on random graphs.
+    #[test]
+    fn live_values_never_share_memory_on_random_graphs() {
+        for seed in 0u64..200 {
+            let bytes: Vec<u8> = (0..96)
+                .map(|i| (seed.wrapping_mul(2654435761).wrapping_add(i * 40503) >> 7) as u8)
+                .collect();
+            let g = kiln_ir::random::graph_from_bytes(&bytes);
+            let p = plan(&g);
+            let order = g.topo_order();
+            let pos: HashMap<_, _> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+            let owners: Vec<NodeId> = order
+                .iter()
+                .copied()
+                .filter(|&n| !is_view(&g.node(n).op) && !p.fused.contains(&n))
+                .collect();
+            // the interval of a storage: from its writer to its last reader through any alias
+            let end = |n: NodeId| {
+                let mut e = pos[&n];
+                let mut stack = vec![n];
+                while let Some(v) = stack.pop() {
+                    for u in g.users(v) {
+                        e = e.max(pos[&u]);
+                        if is_view(&g.node(u).op) || p.fused.contains(&u) {
+                            stack.push(u);
+                        }
+                    }
+                }
+                let forever = g.outputs().iter().any(|&o| {
+                    let mut r = o;
+                    while is_view(&g.node(r).op) {
+                        r = g.inputs(r)[0];
+                    }
+                    r == n
+                }) || matches!(g.node(n).op, Op::Input(_) | Op::Param { .. });
+                if forever { usize::MAX } else { e }
+            };
+            for (i, &a) in owners.iter().enumerate() {
+                for &b in &owners[i + 1..] {
+                    let (sa, sb) = (p.slots[&a], p.slots[&b]);
+                    if sa.len == 0 || sb.len == 0 {
+                        continue;
+                    }
+                    let live_together = pos[&b] <= end(a) && pos[&a] <= end(b);
+                    assert!(
+                        !(live_together && overlap(sa, sb)),
+                        "seed {seed}: {} and {} overlap",
+                        g.node(a).name,
+                        g.node(b).name
+                    );
+                }
+            }
+        }
     }
 }

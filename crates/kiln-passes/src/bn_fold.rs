@@ -54,16 +54,16 @@ impl Pass for BnFold {
                 },
                 &[s],
             )?;
-            let w = add(graph, "weight", Op::Binary(BinaryOp::Mul), &[cins[1], s4])?;
+            let w = add(graph, "folded_weight", Op::Binary(BinaryOp::Mul), &[cins[1], s4])?;
             let b = match cins.get(2) {
                 Some(&b0) => {
                     let centred = add(graph, "centred", Op::Binary(BinaryOp::Sub), &[b0, mean])?;
                     let scaled = add(graph, "scaled", Op::Binary(BinaryOp::Mul), &[centred, s])?;
-                    add(graph, "bias", Op::Binary(BinaryOp::Add), &[scaled, beta])?
+                    add(graph, "folded_bias", Op::Binary(BinaryOp::Add), &[scaled, beta])?
                 }
                 None => {
                     let ms = add(graph, "mean_scaled", Op::Binary(BinaryOp::Mul), &[mean, s])?;
-                    add(graph, "bias", Op::Binary(BinaryOp::Sub), &[beta, ms])?
+                    add(graph, "folded_bias", Op::Binary(BinaryOp::Sub), &[beta, ms])?
                 }
             };
             let folded = add(graph, "conv", Op::Conv2d(c), &[cins[0], w, b])?;
@@ -104,10 +104,10 @@ mod tests {
   %bn.rsqrt = rsqrt(%v) {epsilon=0.001}: f32[2]
   %bn.scale = mul(%g, %bn.rsqrt): f32[2]
   %bn.scale4d = reshape(%bn.scale) {shape=[2, 1, 1, 1]}: f32[2, 1, 1, 1]
-  %bn.weight = mul(%w, %bn.scale4d): f32[2, 1, 3, 3]
+  %bn.folded_weight = mul(%w, %bn.scale4d): f32[2, 1, 3, 3]
   %bn.mean_scaled = mul(%m, %bn.scale): f32[2]
-  %bn.bias = sub(%b, %bn.mean_scaled): f32[2]
-  %bn = conv2d(%x, %bn.weight, %bn.bias): f32[1, 2, 2, 2]
+  %bn.folded_bias = sub(%b, %bn.mean_scaled): f32[2]
+  %bn = conv2d(%x, %bn.folded_weight, %bn.folded_bias): f32[1, 2, 2, 2]
   output %bn
 }
 ",

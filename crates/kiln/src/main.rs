@@ -320,7 +320,8 @@ fn run(cli: Cli) -> Result<()> {
             ..
         } => {
             let graph = kiln::passes::optimize(&load(&model)?, kiln::passes::OptLevel::Full)?;
-            outp!("{}", kiln::ir::text::print(&graph))
+            outp!("{}", kiln::ir::text::print(&graph));
+            outp!("# memory plan: {}\n", kiln::jit::plan::plan(&graph).describe())
         }
         Command::Compile { model: None, .. } => bail!("a model is required"),
         Command::Compile {
@@ -410,9 +411,10 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 let mut m = kiln::jit::compile(&graph, &opts)?;
                 out!(
-                    "jit: compiled {} kernels in {:.1} ms",
+                    "jit: compiled {} kernels in {:.1} ms; {}",
                     m.kernels().len(),
-                    t.elapsed().as_secs_f64() * 1e3
+                    t.elapsed().as_secs_f64() * 1e3,
+                    m.plan().describe()
                 );
                 m.set_weights(&w)?;
                 jit_ms = Some(median_ms(|| m.run(&feeds).map(|_| ()).map_err(Into::into), runs)?);
