@@ -768,3 +768,37 @@ mod probe {
         }
     }
 }
+#[cfg(test)]
+mod blocking_probe {
+    #[test]
+    #[ignore]
+    fn try_blockings() {
+        use super::*;
+        let n = 1024;
+        let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32).collect();
+        let b = a.clone();
+        let mut c = vec![0.0f32; n * n];
+        let mut g = Sgemm::new().unwrap();
+        let configs: Vec<Blocking> = std::env::var("BL")
+            .unwrap()
+            .split(';')
+            .map(|t| {
+                let v: Vec<usize> = t.split(',').map(|x| x.parse().unwrap()).collect();
+                Blocking {
+                    mc: v[0],
+                    kc: v[1],
+                    nc: v[2],
+                }
+            })
+            .collect();
+        for round in 0..3 {
+            for bl in &configs {
+                g.blocking = *bl;
+                let t = std::time::Instant::now();
+                g.run(n, n, n, &a, &b, &mut c).unwrap();
+                let gf = 2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9;
+                println!("round {round} {bl:?}: {gf:.1}");
+            }
+        }
+    }
+}

@@ -71,6 +71,35 @@ pub fn is_fused_im2col(graph: &Graph, id: NodeId) -> bool {
         })
 }
 
+/// Ops whose kernel reads element `i` of a same-shaped input right before writing element
+/// `i` of its output, and nothing else of that input afterwards: they may write over it.
+pub fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Activation(_) | Op::Rsqrt { .. } | Op::Binary(_))
+}
+
+/// The intermediate an elementwise node `id` can write over: one of its inputs, not a view or
+/// a permanent value, of the output's type, whose storage `id` is the last to read.
+fn in_place_source(
+    graph: &Graph,
+    id: NodeId,
+    root: &HashMap<NodeId, NodeId>,
+    last: &HashMap<NodeId, usize>,
+    step: &HashMap<NodeId, usize>,
+    permanent: &dyn Fn(NodeId) -> bool,
+) -> Option<NodeId> {
+    if !is_elementwise(&graph.node(id).op) {
+        return None;
+    }
+    let ty = &graph.node(id).ty;
+    graph.inputs(id).into_iter().find(|&i| {
+        root[&i] == i
+            && &graph.node(i).ty == ty
+            && !permanent(i)
+            && last.get(&i) == Some(&step[&id])
+            && !matches!(graph.node(i).op, Op::Im2Col(_))
+    })
+}
+
 fn bytes(len: usize) -> usize {
     (len * 4).next_multiple_of(64).max(64)
 }
@@ -175,26 +204,36 @@ pub fn plan(graph: &Graph) -> Plan {
             perm_bytes += size;
         }
     }
-    // storages to release after each step
-    let mut dying: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+    // storages (by owner) and scratch regions to release after each step
+    let mut dying: HashMap<usize, Vec<NodeId>> = HashMap::new();
+    let mut dying_scratch: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
     for &id in &order {
         let node = graph.node(id);
         let len = node.ty.shape.numel();
+        // a value nobody reads dies at once
+        let dies = last.get(&id).copied().unwrap_or(step[&id]);
         let slot = if fused.contains(&id) {
             Slot { offset: 0, len: 0 }
         } else if root[&id] != id {
             slots[&root[&id]]
         } else if permanent(id) {
             slots[&id]
+        } else if let Some(src) = in_place_source(graph, id, &root, &last, &step, &permanent) {
+            // an elementwise op over a value it is the last to read: write over it
+            if let Some(here) = dying.get_mut(&step[&id]) {
+                here.retain(|&n| n != src);
+            }
+            dying.entry(dies).or_default().push(id);
+            intermediates += bytes(len);
+            Slot {
+                offset: slots[&src].offset,
+                len,
+            }
         } else {
             let size = bytes(len);
             let offset = arena.alloc(size);
-            {
-                intermediates += size;
-                // a value nobody reads dies at once
-                let at = last.get(&id).copied().unwrap_or(step[&id]);
-                dying.entry(at).or_default().push((offset, size));
-            }
+            intermediates += size;
+            dying.entry(dies).or_default().push(id);
             Slot { offset, len }
         };
         slots.insert(id, slot);
@@ -205,10 +244,13 @@ pub fn plan(graph: &Graph) -> Plan {
             let offset = arena.alloc(size);
             intermediates += size;
             scratch.insert(id, Slot { offset, len: need });
-            dying.entry(step[&id]).or_default().push((offset, size));
+            dying_scratch.entry(step[&id]).or_default().push((offset, size));
         }
-        for (off, size) in dying.remove(&step[&id]).unwrap_or_default() {
+        for (off, size) in dying_scratch.remove(&step[&id]).unwrap_or_default() {
             arena.release(off, size);
+        }
+        for n in dying.remove(&step[&id]).unwrap_or_default() {
+            arena.release(slots[&n].offset, bytes(slots[&n].len));
         }
     }
     Plan {
@@ -241,10 +283,10 @@ mod tests {
         let (g, p) = plan_of(
             "graph g {
   input %x: f32[1, 1024]
-  %a = relu(%x)
-  %b = tanh(%a)
-  %c = sigmoid(%b)
-  %d = relu(%c)
+  %a = softmax(%x) {axis=1}
+  %b = softmax(%a) {axis=1}
+  %c = softmax(%b) {axis=1}
+  %d = softmax(%c) {axis=1}
   output %d
 }",
         );
@@ -255,14 +297,39 @@ mod tests {
             s("a").offset,
             "c reuses a, whose last reader has run"
         );
-        assert!(!overlap(s("d"), s("c")));
         assert!(
             !overlap(s("x"), s("a")) && !overlap(s("x"), s("c")),
             "inputs are never reused"
         );
         assert_eq!(s("x").offset, 0, "permanent values come first");
         assert_eq!(p.intermediates, 3 * 4096);
-        assert!(p.size < p.permanent + p.intermediates);
+        assert_eq!(p.size, p.permanent + 2 * 4096, "two buffers serve the chain");
+    }
+
+    #[test]
+    fn elementwise_ops_write_over_an_input_they_read_last() {
+        let (g, p) = plan_of(
+            "graph g {
+  input %x: f32[1, 1024]
+  %a = softmax(%x) {axis=1}
+  %b = relu(%a)
+  %c = add(%b, %a)
+  %d = tanh(%c)
+  %e = mul(%d, %d)
+  %f = softmax(%e) {axis=1}
+  output %f
+}",
+        );
+        let s = |n: &str| p.slots[&g.find(n).unwrap()];
+        assert!(!overlap(s("a"), s("b")), "a is read again by c");
+        assert_eq!(
+            s("c").offset,
+            s("b").offset,
+            "c writes over b (or a), read last by c"
+        );
+        assert_eq!(s("d").offset, s("c").offset);
+        assert_eq!(s("e").offset, s("d").offset);
+        assert!(!overlap(s("f"), s("e")), "softmax is not elementwise");
     }
 
     #[test]
@@ -333,7 +400,10 @@ mod tests {
                     if sa.len == 0 || sb.len == 0 {
                         continue;
                     }
-                    let live_together = pos[&b] <= end(a) && pos[&a] <= end(b);
+                    // in place: an elementwise `b` writing over `a`, its input read last by it
+                    let in_place =
+                        pos[&b] == end(a) && is_elementwise(&g.node(b).op) && g.inputs(b).contains(&a);
+                    let live_together = pos[&b] <= end(a) && pos[&a] <= end(b) && !in_place;
                     assert!(
                         !(live_together && overlap(sa, sb)),
                         "seed {seed}: {} and {} overlap",
