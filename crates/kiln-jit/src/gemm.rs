@@ -716,11 +716,16 @@ mod tests {
         assert_eq!(b.nc % NR, 0);
     }
 }
+/// Measurement probes, not tests (`#[ignore]`): run one with
+/// `MK=5,8,8 cargo test --release -p kiln-jit --lib probes::kernel -- --ignored --nocapture`
+/// (tile rows, columns, unroll: the kernel alone, panels in L1, machine code in /tmp/mk.bin) or
+/// `BL="215,304,424;120,256,1024" cargo test --release -p kiln-jit --lib probes::blocking -- --ignored --nocapture`
+/// (sgemm 1024³ under each `mc,kc,nc`). docs/performance.md has what they measured.
 #[cfg(test)]
-mod probe {
+mod probes {
     #[test]
     #[ignore]
-    fn dump_and_time_kernel() {
+    fn kernel() {
         use super::*;
         let mut module = codegen::new_module("none").unwrap();
         let mut sig = module.make_signature();
@@ -767,12 +772,10 @@ mod probe {
             );
         }
     }
-}
-#[cfg(test)]
-mod blocking_probe {
+
     #[test]
     #[ignore]
-    fn try_blockings() {
+    fn blocking() {
         use super::*;
         let n = 1024;
         let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32).collect();
