@@ -96,6 +96,10 @@ enum Command {
         /// Threads of the JIT (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Compile without the graph passes (`kiln compile --passes` lists them), to see what
+        /// they are worth.
+        #[arg(long)]
+        no_passes: bool,
         #[command(flatten)]
         weights: WeightArgs,
     },
@@ -391,6 +395,7 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             profile,
             threads,
+            no_passes,
             weights,
         } => {
             let mut graph = load(&model)?;
@@ -407,6 +412,11 @@ fn run(cli: Cli) -> Result<()> {
                 let t = Instant::now();
                 let opts = kiln::jit::JitOptions {
                     threads,
+                    passes: if no_passes {
+                        kiln::passes::OptLevel::None
+                    } else {
+                        kiln::passes::OptLevel::Full
+                    },
                     ..Default::default()
                 };
                 let mut m = kiln::jit::compile(&graph, &opts)?;
