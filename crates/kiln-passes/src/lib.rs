@@ -2,10 +2,12 @@
 //! changed anything; a pipeline is one readable list of passes per optimization level, run to
 //! a fixpoint with `Graph::verify` after every pass.
 //!
-//! Passes so far: `noop` (removal of inference dropout and of reshapes, flattens and
-//! transposes that change nothing), `fusion` (an activation folded into the convolution it
-//! follows) and `dead_code`. Still to come, each in its own file: im2col, batch-norm folding,
-//! residual-add epilogues, memory planning.
+//! The passes, in pipeline order: `noop` (removal of inference dropout and of reshapes,
+//! flattens and transposes that change nothing), `bn_fold` (batch norm folded into the
+//! convolution before it), `im2col` (convolutions become a GEMM over their patches),
+//! `fusion` (activations and residual adds become the epilogue of the convolution or GEMM
+//! before them) and `dead_code`. Memory planning is not a graph rewrite: it lives with the
+//! arena, in `kiln-jit/src/plan.rs`.
 
 pub mod bn_fold;
 pub mod dead_code;
