@@ -367,18 +367,26 @@ unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, 
     }
 }
 
-/// Writes `vals` into row `k` of a packed B block, from column `j0` on (see `pack_b`).
+/// Copies `src` into row `k` of a packed B block from column `j` on (see `pack_b`), one
+/// micro-panel piece at a time; `None` writes that many zeros.
 #[inline]
-fn put_row(out: &mut [f32], kc: usize, nr: usize, k: usize, j0: usize, vals: impl Iterator<Item = f32>) {
-    let mut r = j0 % nr;
-    let mut base = j0 / nr * nr * kc + k * nr;
-    for v in vals {
-        out[base + r] = v;
-        r += 1;
-        if r == nr {
-            r = 0;
-            base += nr * kc;
+fn put_row(out: &mut [f32], kc: usize, nr: usize, k: usize, mut j: usize, len: usize, src: Option<&[f32]>) {
+    let mut i = 0;
+    while i < len {
+        let r = j % nr;
+        let n = (nr - r).min(len - i);
+        let at = j / nr * nr * kc + k * nr + r;
+        match src {
+            // a whole micro-panel row of the Cranelift tier: a fixed-size copy, no memcpy call
+            Some(s) if n == 8 => {
+                let d: &mut [f32; 8] = (&mut out[at..at + 8]).try_into().expect("8 floats");
+                d.copy_from_slice(&s[i..i + 8]);
+            }
+            Some(s) => out[at..at + n].copy_from_slice(&s[i..i + n]),
+            None => out[at..at + n].fill(0.0),
         }
+        i += n;
+        j += n;
     }
 }
 
@@ -391,15 +399,13 @@ unsafe fn pack_b(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usize, 
             for k in 0..kc {
                 // SAFETY: row pc + k < K, columns jc..jc + nc ≤ n ≤ ld.
                 let row = unsafe { std::slice::from_raw_parts(ptr.add((pc + k) * ld + jc), nc) };
-                for (q, chunk) in row.chunks(nr).enumerate() {
-                    let dst = &mut out[q * nr * kc + k * nr..q * nr * kc + (k + 1) * nr];
-                    dst[..chunk.len()].copy_from_slice(chunk);
-                    dst[chunk.len()..].fill(0.0);
-                }
+                put_row(out, kc, nr, k, 0, nc, Some(row));
+                put_row(out, kc, nr, k, nc, padded - nc, None);
             }
         }
         BSource::Patches { ptr, geom: g } => {
             let s = g.stride[1];
+            let mut gathered = Vec::with_capacity(if s > 1 { g.ow } else { 0 });
             for k in 0..kc {
                 let kk = pc + k;
                 let (c, i, j) = (kk / (g.kh * g.kw), kk / g.kw % g.kh, kk % g.kw);
@@ -425,16 +431,25 @@ unsafe fn pack_b(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usize, 
                     if (0..g.h as isize).contains(&iy) {
                         let row = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
                         let (a, b) = (xa.clamp(x0, x1), xb.clamp(x0, x1));
-                        let vals = std::iter::repeat_n(0.0, a - x0)
-                            .chain((a..b).map(|x| row[((x * s) as isize + xoff) as usize]))
-                            .chain(std::iter::repeat_n(0.0, x1 - b));
-                        put_row(out, kc, nr, k, dst0, vals);
+                        put_row(out, kc, nr, k, dst0, a - x0, None);
+                        if b > a {
+                            let first = ((a * s) as isize + xoff) as usize;
+                            let src = if s == 1 {
+                                &row[first..first + (b - a)]
+                            } else {
+                                gathered.clear();
+                                gathered.extend(row[first..].iter().step_by(s).take(b - a));
+                                &gathered[..]
+                            };
+                            put_row(out, kc, nr, k, dst0 + (a - x0), b - a, Some(src));
+                        }
+                        put_row(out, kc, nr, k, dst0 + (b - x0), x1 - b, None);
                     } else {
-                        put_row(out, kc, nr, k, dst0, std::iter::repeat_n(0.0, x1 - x0));
+                        put_row(out, kc, nr, k, dst0, x1 - x0, None);
                     }
                     col += x1 - x0;
                 }
-                put_row(out, kc, nr, k, nc, std::iter::repeat_n(0.0, padded - nc));
+                put_row(out, kc, nr, k, nc, padded - nc, None);
             }
         }
     }
@@ -726,7 +741,8 @@ mod tests {
 /// `MK=5,8,8 cargo test --release -p kiln-jit --lib probes::kernel -- --ignored --nocapture`
 /// (tile rows, columns, unroll: the kernel alone, panels in L1, machine code in /tmp/mk.bin) or
 /// `BL="215,304,424;120,256,1024" cargo test --release -p kiln-jit --lib probes::blocking -- --ignored --nocapture`
-/// (sgemm 1024³ under each `mc,kc,nc`). docs/performance.md has what they measured.
+/// (sgemm 1024³ under each `mc,kc,nc`), and `pack_probe::pack_patches` (packing a 3×3 conv's
+/// patches straight from a 64×56×56 image). docs/performance.md has what they measured.
 #[cfg(test)]
 mod probes {
     /// Nanoseconds this thread has spent on a CPU (Linux schedstat): unlike wall time, not
@@ -815,6 +831,53 @@ mod probes {
                 let gf = 2.0 * (n * n * n) as f64 / (cpu_ns() - t) as f64;
                 println!("round {round} {bl:?}: {gf:.1}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pack_probe {
+    #[test]
+    #[ignore]
+    fn pack_patches() {
+        use super::*;
+        let (c, h, w) = (64usize, 56usize, 56usize);
+        let img: Vec<f32> = (0..c * h * w).map(|i| i as f32).collect();
+        let geom = PatchGeom {
+            h,
+            w,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [1, 1],
+            oh: 56,
+            ow: 56,
+        };
+        let b = BSource::Patches {
+            ptr: img.as_ptr(),
+            geom,
+        };
+        let (k, l) = (c * 9, 56 * 56);
+        let bl = Blocking::for_host();
+        let mut out = vec![0.0f32; bl.kc * bl.nc];
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for jc in (0..l).step_by(bl.nc) {
+                let nc = bl.nc.min(l - jc);
+                for pc in (0..k).step_by(bl.kc) {
+                    let kc = bl.kc.min(k - pc);
+                    unsafe { pack_b(&b, &mut out, jc, nc, pc, kc, NR) };
+                }
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "pack patches {}×{}: {:.2} ms = {:.2} ns/elem",
+                k,
+                l,
+                s * 1e3,
+                s * 1e9 / (k * l) as f64
+            );
         }
     }
 }
