@@ -4,7 +4,7 @@
 //! `cargo bench --bench gemm`; the GFLOP/s and the fraction of the peak are printed at the end.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln::jit::gemm::Sgemm;
+use kiln::jit::gemm::{Sgemm, Tier};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -47,6 +47,37 @@ fn peak_loop(iters: u64, _seed: f32) -> f32 {
     out
 }
 
+/// The same loop on `zmm` registers (only run where the CPU has AVX-512F).
+#[cfg(target_arch = "x86_64")]
+fn peak_loop_zmm(iters: u64, _seed: f32) -> f32 {
+    // SAFETY: only xmm registers and the counter are touched; the JIT (and so this bench)
+    // requires AVX and FMA.
+    unsafe {
+        std::arch::asm!(
+            "vxorps zmm0, zmm0, zmm0", "vxorps zmm1, zmm1, zmm1", "vxorps zmm2, zmm2, zmm2",
+            "vxorps zmm3, zmm3, zmm3", "vxorps zmm4, zmm4, zmm4", "vxorps zmm5, zmm5, zmm5",
+            "vxorps zmm6, zmm6, zmm6", "vxorps zmm7, zmm7, zmm7", "vxorps zmm8, zmm8, zmm8",
+            "vxorps zmm9, zmm9, zmm9", "vxorps zmm10, zmm10, zmm10", "vxorps zmm11, zmm11, zmm11",
+            "vxorps zmm12, zmm12, zmm12", "vxorps zmm13, zmm13, zmm13",
+            "2:",
+            "vfmadd231ps zmm0, zmm12, zmm13", "vfmadd231ps zmm1, zmm12, zmm13",
+            "vfmadd231ps zmm2, zmm12, zmm13", "vfmadd231ps zmm3, zmm12, zmm13",
+            "vfmadd231ps zmm4, zmm12, zmm13", "vfmadd231ps zmm5, zmm12, zmm13",
+            "vfmadd231ps zmm6, zmm12, zmm13", "vfmadd231ps zmm7, zmm12, zmm13",
+            "vfmadd231ps zmm8, zmm12, zmm13", "vfmadd231ps zmm9, zmm12, zmm13",
+            "vfmadd231ps zmm10, zmm12, zmm13", "vfmadd231ps zmm11, zmm12, zmm13",
+            "dec {n}",
+            "jnz 2b",
+            "vzeroupper",
+            n = inout(reg) iters => _,
+            out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _,
+            out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _,
+            out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _,
+        );
+    }
+    0.0
+}
+
 #[repr(C)]
 struct Timespec {
     sec: i64,
@@ -80,13 +111,18 @@ fn timed(f: impl FnOnce()) -> f64 {
 
 /// GFLOP/s of the 128-bit FMA peak loop (best of 5).
 fn measure_peak() -> f64 {
+    measure(peak_loop, 4)
+}
+
+/// GFLOP/s of `lp`, 12 chains of `lanes`-wide FMAs (best of 5).
+fn measure(lp: fn(u64, f32) -> f32, lanes: u64) -> f64 {
     let iters = 20_000_000;
     (0..5)
         .map(|_| {
             let s = timed(|| {
                 black_box(peak_loop(black_box(iters), 1.0));
             });
-            peak_flops(iters) / s / 1e9
+            peak_flops(iters) / 4.0 * lanes as f64 / s / 1e9
         })
         .fold(0.0, f64::max)
 }
@@ -98,33 +134,48 @@ fn data(len: usize, seed: usize) -> Vec<f32> {
 }
 
 fn bench(c: &mut Criterion) {
-    let g = Sgemm::new().expect("the JIT runs on this host");
+    let cranelift = Sgemm::new().expect("the JIT runs on this host");
+    let avx512 = Sgemm::with_tier(Tier::Auto).expect("the JIT runs on this host");
+    let mut tiers = vec![("cranelift_5x8", &cranelift)];
+    if avx512.blocking != cranelift.blocking {
+        tiers.push(("avx512_12x32", &avx512));
+    }
     let mut report = Vec::new();
     let peak = measure_peak();
     let mut group = c.benchmark_group("sgemm");
     group.sample_size(10);
-    for n in [512usize, 1024] {
-        let (a, b) = (data(n * n, 1), data(n * n, 3));
-        let mut out = vec![0.0f32; n * n];
-        group.bench_function(format!("cranelift_4x12_{n}"), |bch| {
-            bch.iter(|| g.run(n, n, n, &a, &b, &mut out).unwrap())
-        });
-        // median of 7 timed runs for the printed summary
-        let mut times: Vec<f64> = (0..7)
-            .map(|_| timed(|| g.run(n, n, n, &a, &b, &mut out).unwrap()))
-            .collect();
-        times.sort_by(f64::total_cmp);
-        report.push((n, 2.0 * (n * n * n) as f64 / times[3] / 1e9));
+    for (tier, g) in &tiers {
+        for n in [512usize, 1024] {
+            let (a, b) = (data(n * n, 1), data(n * n, 3));
+            let mut out = vec![0.0f32; n * n];
+            group.bench_function(format!("{tier}_{n}"), |bch| {
+                bch.iter(|| g.run(n, n, n, &a, &b, &mut out).unwrap())
+            });
+            // median of 7 timed runs for the printed summary
+            let mut times: Vec<f64> = (0..7)
+                .map(|_| timed(|| g.run(n, n, n, &a, &b, &mut out).unwrap()))
+                .collect();
+            times.sort_by(f64::total_cmp);
+            report.push((*tier, g.blocking, n, 2.0 * (n * n * n) as f64 / times[3] / 1e9));
+        }
     }
     group.finish();
     let peak2 = measure_peak().max(peak);
     println!("times below are CPU time of the bench's thread, not wall time");
     println!("128-bit FMA peak (best of the two measurements): {peak2:.1} GFLOP/s per core");
-    println!("blocking: {:?}", g.blocking);
-    for (n, gf) in report {
+    let zmm = (tiers.len() > 1).then(|| measure(peak_loop_zmm, 16));
+    if let Some(z) = zmm {
+        println!("512-bit FMA peak: {z:.1} GFLOP/s per core");
+    }
+    for (tier, blocking, n, gf) in report {
         println!(
-            "sgemm {n}³ (median of 7): {gf:.1} GFLOP/s = {:.0}% of peak",
-            100.0 * gf / peak2
+            "sgemm {n}³ {tier} {blocking:?} (median of 7): {gf:.1} GFLOP/s = {:.0}% of the 128-bit peak{}",
+            100.0 * gf / peak2,
+            match zmm {
+                Some(z) if tier.starts_with("avx512") =>
+                    format!(", {:.0}% of the 512-bit peak", 100.0 * gf / z),
+                _ => String::new(),
+            }
         );
     }
 }

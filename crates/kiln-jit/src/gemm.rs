@@ -143,18 +143,18 @@ impl Blocking {
     /// Chosen for the host's caches (sysfs on Linux; 32 KiB / 1 MiB otherwise): a B
     /// micro-panel (`kc × NR`) and an A micro-panel fill half of L1, the packed A block
     /// (`mc × kc`) a quarter of L2, and the packed B block (`kc × nc`) lives in L3.
-    pub fn for_host() -> Blocking {
+    pub fn for_host(kern: &MicroKernel) -> Blocking {
         let l1 = cache_size(1).unwrap_or(32 << 10);
         let l2 = cache_size(2).unwrap_or(1 << 20);
-        Blocking::for_caches(l1, l2)
+        Blocking::for_caches(l1, l2, kern.mr, kern.nr)
     }
 
-    pub fn for_caches(l1: usize, l2: usize) -> Blocking {
-        let kc = (l1 / 2 / ((MR + NR) * 4)).clamp(64, 512) / 16 * 16;
-        let mc = (l2 / 4 / (kc * 4)).clamp(MR, 256) / MR * MR;
+    pub fn for_caches(l1: usize, l2: usize, mr: usize, nr: usize) -> Blocking {
+        let kc = (l1 / 2 / ((mr + nr) * 4)).clamp(128, 512) / 16 * 16;
+        let mc = (l2 / 4 / (kc * 4)).clamp(mr, 256) / mr * mr;
         // B blocks stream from L3; wide ones mean A is packed fewer times (measured: 424
         // columns 47–49 GFLOP/s on sgemm 1024³, 1024 columns 50–52, 2048 the same)
-        let nc = 1024 / NR * NR;
+        let nc = 1024 / nr * nr;
         Blocking { mc, kc, nc }
     }
 }
@@ -315,7 +315,7 @@ unsafe fn macro_kernel(
     accumulate: bool,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
-    let mut tmp = [0.0f32; 64];
+    let mut tmp = [0.0f32; 512];
     debug_assert!(mr * nr <= tmp.len());
     for jr in (0..nc).step_by(nr) {
         let cols = nr.min(nc - jr);
@@ -350,7 +350,7 @@ unsafe fn macro_kernel(
 /// `(i, k)` of panel `q` at `q·mr·kc + k·mr + i`; rows past `m` are zero. Writes are
 /// sequential; the panel's `mr` rows are read side by side.
 unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, kc: usize, mr: usize) {
-    let mut rows: [&[f32]; 8] = [&[]; 8];
+    let mut rows: [&[f32]; 16] = [&[]; 16];
     debug_assert!(mr <= rows.len());
     for q in 0..mc.div_ceil(mr) {
         let panel = &mut out[q * mr * kc..(q + 1) * mr * kc];
@@ -524,6 +524,31 @@ impl GemmDesc {
     }
 }
 
+/// Which micro-kernel tier the GEMMs of a model use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tier {
+    /// The best this CPU has: AVX-512 when present, else Cranelift.
+    #[default]
+    Auto,
+    /// The Cranelift `f32x4` kernel, on any host the JIT runs on.
+    Cranelift,
+}
+
+impl Tier {
+    /// The AVX-512 kernel, when this choice runs it on this host.
+    pub fn avx512(self) -> Option<MicroKernel> {
+        #[cfg(target_arch = "x86_64")]
+        if self == Tier::Auto && crate::gemm_avx512::available() {
+            return Some(MicroKernel {
+                mr: crate::gemm_avx512::MR,
+                nr: crate::gemm_avx512::NR,
+                f: crate::gemm_avx512::kernel,
+            });
+        }
+        None
+    }
+}
+
 /// A stand-in micro-kernel until the real one is finalized (never called).
 pub extern "C" fn unset_kernel(_: i64, _: *const f32, _: *const f32, _: *mut f32, _: i64, _: i64) {}
 
@@ -604,6 +629,17 @@ pub struct Sgemm {
 }
 
 impl Sgemm {
+    /// An sgemm on `tier`'s micro-kernel.
+    pub fn with_tier(tier: Tier) -> Result<Sgemm, JitError> {
+        let mut g = Sgemm::new()?;
+        if let Some(k) = tier.avx512() {
+            g.kernel = k;
+            g.blocking = Blocking::for_host(&k);
+        }
+        Ok(g)
+    }
+
+    /// An sgemm on the Cranelift micro-kernel.
     pub fn new() -> Result<Sgemm, JitError> {
         let mut module = codegen::new_module("none")?;
         let id = define_micro_kernel(&mut module, "micro_kernel")?;
@@ -616,7 +652,7 @@ impl Sgemm {
         Ok(Sgemm {
             module: Some(module),
             kernel: MicroKernel { mr: MR, nr: NR, f },
-            blocking: Blocking::for_host(),
+            blocking: Blocking::for_host(&MicroKernel { mr: MR, nr: NR, f }),
         })
     }
 
@@ -728,10 +764,33 @@ mod tests {
     }
 
     #[test]
+    fn avx512_tier_equals_the_cranelift_tier_bit_for_bit() {
+        let Ok(g) = Sgemm::with_tier(Tier::Auto) else {
+            return;
+        };
+        let c = Sgemm::new().unwrap();
+        if g.kernel.mr == c.kernel.mr {
+            return; // no AVX-512 on this host
+        }
+        for (m, n, k) in [(13, 33, 17), (25, 70, 300), (12, 32, 1), (1, 1, 5)] {
+            check(&g, m, n, k);
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let (mut x, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
+            g.run(m, n, k, &a, &b, &mut x).unwrap();
+            let mut c2 = Sgemm::new().unwrap();
+            c2.blocking = g.blocking;
+            c2.run(m, n, k, &a, &b, &mut y).unwrap();
+            assert_eq!(x, y, "{m}×{n}×{k}");
+        }
+        let _ = c;
+    }
+
+    #[test]
     fn host_blocking() {
         let g = Sgemm::new().unwrap();
         check(&g, 67, 131, 300);
-        let b = Blocking::for_caches(32 << 10, 1 << 20);
+        let b = Blocking::for_caches(32 << 10, 1 << 20, MR, NR);
         assert_eq!(b.kc % 16, 0);
         assert_eq!(b.mc % MR, 0);
         assert_eq!(b.nc % NR, 0);
@@ -859,7 +918,7 @@ mod pack_probe {
             geom,
         };
         let (k, l) = (c * 9, 56 * 56);
-        let bl = Blocking::for_host();
+        let bl = Blocking::for_caches(32 << 10, 1 << 20, MR, NR);
         let mut out = vec![0.0f32; bl.kc * bl.nc];
         for _ in 0..3 {
             let t = std::time::Instant::now();

@@ -23,6 +23,7 @@
 
 pub mod codegen;
 pub mod gemm;
+pub mod gemm_avx512;
 pub mod lower;
 pub mod plan;
 pub mod pool;
@@ -78,6 +79,8 @@ pub struct JitOptions {
     pub keep_code: bool,
     /// Which graph passes run before lowering (`kiln_passes::pipeline`).
     pub passes: kiln_passes::OptLevel,
+    /// The GEMM micro-kernel tier (`Auto`: AVX-512 where the CPU has it, else Cranelift).
+    pub gemm_tier: gemm::Tier,
     /// Threads that run the model: each kernel's parallel range is split among them. `0`
     /// means one per available core. With 1 thread the results are bit-for-bit deterministic
     /// (so are they with more: every output element is computed by exactly one thread in a
@@ -91,6 +94,7 @@ impl Default for JitOptions {
             opt_level: "none".into(),
             keep_code: false,
             passes: kiln_passes::OptLevel::Full,
+            gemm_tier: gemm::Tier::Auto,
             threads: 0,
         }
     }
@@ -170,7 +174,9 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             continue;
         }
         let gemm = match &node.op {
-            Op::Gemm(g) => Some(gemms.add(&mut module, graph, &plan, id, g, &ins, threads)?),
+            Op::Gemm(g) => {
+                Some(gemms.add(&mut module, graph, &plan, id, g, &ins, threads, options.gemm_tier)?)
+            }
             _ => None,
         };
         let types: Vec<&TensorType> = ins.iter().map(|(_, t)| t).collect();
@@ -218,6 +224,8 @@ struct Gemms {
     descs: Vec<Box<gemm::GemmDesc>>,
     epilogues: Vec<Option<cranelift_module::FuncId>>,
     micro_kernel: Option<cranelift_module::FuncId>,
+    /// Whether each description runs the Cranelift micro-kernel (to be linked).
+    on_cranelift: Vec<bool>,
 }
 
 impl Gemms {
@@ -232,10 +240,22 @@ impl Gemms {
         g: &kiln_ir::Gemm,
         ins: &[(plan::Slot, TensorType)],
         threads: usize,
+        tier: gemm::Tier,
     ) -> Result<usize, JitError> {
-        if self.micro_kernel.is_none() {
-            self.micro_kernel = Some(gemm::define_micro_kernel(module, "micro_kernel")?);
-        }
+        let kernel = match tier.avx512() {
+            Some(k) => k,
+            None => {
+                if self.micro_kernel.is_none() {
+                    self.micro_kernel = Some(gemm::define_micro_kernel(module, "micro_kernel")?);
+                }
+                // the Cranelift kernel's address is known once the module is finalized
+                gemm::MicroKernel {
+                    mr: gemm::MR,
+                    nr: gemm::NR,
+                    f: gemm::unset_kernel,
+                }
+            }
+        };
         let b = graph.inputs(id)[1];
         let patches = match &graph.node(b).op {
             Op::Im2Col(c) if plan.fused.contains(&b) => {
@@ -244,13 +264,8 @@ impl Gemms {
             }
             _ => None,
         };
-        let placeholder = gemm::MicroKernel {
-            mr: gemm::MR,
-            nr: gemm::NR,
-            f: gemm::unset_kernel,
-        };
         let want = if threads > 1 { 4 * threads } else { 1 };
-        let desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, placeholder, want);
+        let desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want);
         let epilogue = if g.bias || g.residual || g.activation.is_some() {
             let mut sig = module.make_signature();
             for _ in 0..6 {
@@ -267,6 +282,7 @@ impl Gemms {
         } else {
             None
         };
+        self.on_cranelift.push(tier.avx512().is_none());
         self.descs.push(Box::new(desc));
         self.epilogues.push(epilogue);
         Ok(self.descs.len() - 1)
@@ -274,12 +290,15 @@ impl Gemms {
 
     /// Points the descriptions at the finalized code.
     fn link(&mut self, module: &JITModule) {
-        let Some(mk) = self.micro_kernel else { return };
-        let p = module.get_finalized_function(mk);
-        // SAFETY: defined by `gemm::define_micro_kernel` with the `MicroKernelFn` signature.
-        let f = unsafe { std::mem::transmute::<*const u8, gemm::MicroKernelFn>(p) };
-        for (d, e) in self.descs.iter_mut().zip(&self.epilogues) {
-            d.kernel.f = f;
+        let cranelift = self.micro_kernel.map(|mk| {
+            let p = module.get_finalized_function(mk);
+            // SAFETY: defined by `gemm::define_micro_kernel` with the `MicroKernelFn` signature.
+            unsafe { std::mem::transmute::<*const u8, gemm::MicroKernelFn>(p) }
+        });
+        for ((d, e), on_cranelift) in self.descs.iter_mut().zip(&self.epilogues).zip(&self.on_cranelift) {
+            if let (Some(f), true) = (cranelift, on_cranelift) {
+                d.kernel.f = f;
+            }
             d.epilogue = e.map(|id| {
                 let p = module.get_finalized_function(id);
                 // SAFETY: defined in `add` with the `EpilogueFn` signature (six i64).

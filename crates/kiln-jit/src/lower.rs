@@ -250,7 +250,7 @@ pub fn gemm_desc(
     let mut d = GemmDesc {
         kernel,
         epilogue: None,
-        blocking: Blocking::for_host(),
+        blocking: Blocking::for_host(&kernel),
         batch: bd[0],
         groups: g.groups,
         mg: ad[0] / g.groups,

@@ -24,6 +24,13 @@ macro_rules! outp {
     }};
 }
 
+/// `--gemm-tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GemmTierArg {
+    Auto,
+    Cranelift,
+}
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
@@ -100,6 +107,10 @@ enum Command {
         /// they are worth.
         #[arg(long)]
         no_passes: bool,
+        /// Which GEMM micro-kernel runs the convolutions: `auto` (AVX-512 where the CPU has
+        /// it) or `cranelift` (the JIT's own 128-bit kernel).
+        #[arg(long, value_enum, default_value_t = GemmTierArg::Auto)]
+        gemm_tier: GemmTierArg,
         #[command(flatten)]
         weights: WeightArgs,
     },
@@ -396,6 +407,7 @@ fn run(cli: Cli) -> Result<()> {
             profile,
             threads,
             no_passes,
+            gemm_tier,
             weights,
         } => {
             let mut graph = load(&model)?;
@@ -416,6 +428,10 @@ fn run(cli: Cli) -> Result<()> {
                         kiln::passes::OptLevel::None
                     } else {
                         kiln::passes::OptLevel::Full
+                    },
+                    gemm_tier: match gemm_tier {
+                        GemmTierArg::Auto => kiln::jit::gemm::Tier::Auto,
+                        GemmTierArg::Cranelift => kiln::jit::gemm::Tier::Cranelift,
                     },
                     ..Default::default()
                 };
