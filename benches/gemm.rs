@@ -120,7 +120,7 @@ fn measure(lp: fn(u64, f32) -> f32, lanes: u64) -> f64 {
     (0..5)
         .map(|_| {
             let s = timed(|| {
-                black_box(peak_loop(black_box(iters), 1.0));
+                black_box(lp(black_box(iters), 1.0));
             });
             peak_flops(iters) / 4.0 * lanes as f64 / s / 1e9
         })
