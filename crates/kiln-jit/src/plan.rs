@@ -60,14 +60,22 @@ pub fn is_view(op: &Op) -> bool {
     matches!(op, Op::Flatten { .. } | Op::Reshape { .. } | Op::Dropout { .. })
 }
 
-/// Whether `id` is an `im2col` that only `gemm`s read, as their B.
+/// Whether `id` is an `im2col` that only `gemm`s read, as their B, each with groups that
+/// split the patch rows at channel boundaries (the driver packs a group's rows from its
+/// channels of the image).
 pub fn is_fused_im2col(graph: &Graph, id: NodeId) -> bool {
     let users = graph.users(id);
-    matches!(graph.node(id).op, Op::Im2Col(_))
-        && !graph.outputs().contains(&id)
+    let Op::Im2Col(_) = graph.node(id).op else {
+        return false;
+    };
+    let channels = graph.node(graph.inputs(id)[0]).ty.dims()[1];
+    !graph.outputs().contains(&id)
         && !users.is_empty()
-        && users.iter().all(|&u| {
-            matches!(graph.node(u).op, Op::Gemm(_)) && graph.inputs(u)[1] == id && graph.inputs(u)[0] != id
+        && users.iter().all(|&u| match &graph.node(u).op {
+            Op::Gemm(g) => {
+                graph.inputs(u)[1] == id && graph.inputs(u)[0] != id && channels.is_multiple_of(g.groups)
+            }
+            _ => false,
         })
 }
 

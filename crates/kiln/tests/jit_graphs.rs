@@ -45,3 +45,26 @@ fn nan_propagates_through_log_softmax_like_the_interpreter() {
         }
     }
 }
+
+/// Found by the proptest above: a grouped `gemm` over an `im2col` whose groups split one
+/// channel's patch rows (1 channel, 6 rows, 2 groups). The GEMM driver packs a group's rows
+/// from its channels of the image, so such an im2col must be materialized, not fused.
+#[test]
+fn grouped_gemm_over_patches_of_a_shared_channel() {
+    let graph = kiln::ir::text::parse(
+        "graph g {
+  input %x: f32[1, 1, 5, 8]
+  %patches = im2col(%x) {kernel=[3, 2], stride=[3, 3], dilation=[2, 2]}
+  param %w: f32[4, 3]
+  input %r: f32[1, 4, 2]
+  %y = gemm(%w, %patches, %r) {groups=2, residual=true}
+  output %y
+}",
+    )
+    .unwrap();
+    for seed in 0..4 {
+        if let Err(e) = kiln::check::jit_matches_interpreter(&graph, seed) {
+            panic!("{e}")
+        }
+    }
+}
