@@ -236,31 +236,48 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
 
 /// The bytes of `path`, gunzipped when they start with gzip's magic number.
 fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let shown = || path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| DataError::Read { path: shown(), error })?;
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|error| DataError::Read {
+        path: shown.clone(),
+        error,
+    })?;
+    Ok(gunzip_if_gzip(&bytes, &shown)?.into_owned())
+}
+
+/// `bytes` gunzipped when they start with gzip's magic number, else as they are.
+fn gunzip_if_gzip<'a>(bytes: &'a [u8], path: &str) -> Result<std::borrow::Cow<'a, [u8]>, DataError> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(bytes);
+        return Ok(bytes.into());
     }
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&bytes[..])
+    flate2::read::MultiGzDecoder::new(bytes)
         .read_to_end(&mut out)
         .map_err(|e| DataError::Gzip {
-            path: shown(),
+            path: path.to_string(),
             reason: match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => "the compressed stream is truncated".into(),
                 _ => e.to_string(),
             },
         })?;
-    Ok(out)
+    Ok(out.into())
 }
 
 /// The handwritten digits: a CSV (gzip-compressed or plain) of rows of 64 pixels of an 8×8
 /// image, row-major, each in `0..=16`, then the label `0..=9` — the UCI data set as
 /// scikit-learn ships it. Pixels are divided by 16; images are `[N, 1, 8, 8]`, 10 classes.
 pub fn load_digits_csv_gz(path: &Path) -> Result<Dataset, DataError> {
+    let bytes = std::fs::read(path).map_err(|error| DataError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
+    digits_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// [`load_digits_csv_gz`] of a file's bytes (gzip-compressed or plain); errors name `path`.
+pub fn digits_from_bytes(bytes: &[u8], path: &str) -> Result<Dataset, DataError> {
     const PIXELS: usize = 64;
-    let shown = path.display().to_string();
-    let bytes = read_maybe_gzip(path)?;
+    let shown = path.to_string();
+    let bytes = gunzip_if_gzip(bytes, path)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
         DataError::Csv {
