@@ -36,12 +36,14 @@ pub enum DataError {
     Invalid(String),
 }
 
-/// Labelled images: `images` is `[N, 1, H, W]`, `labels` is `[N]` with every id in `0..classes`.
+/// Labelled images: `images` is `[N, C, H, W]` (`C` = 1 for the digits and MNIST), `labels` is
+/// `[N]` with every id in `0..classes`. The fields are private so that every data set holds
+/// these invariants ([`Dataset::new`] checks them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    pub images: Tensor<f32>,
-    pub labels: Tensor<i32>,
-    pub classes: usize,
+    images: Tensor<f32>,
+    labels: Tensor<i32>,
+    classes: usize,
 }
 
 /// One batch of rows gathered from a [`Dataset`]: `rows` of them are real, the rest (only with
@@ -90,6 +92,26 @@ impl Dataset {
         })
     }
 
+    /// All images, `[N, C, H, W]`.
+    pub fn images(&self) -> &Tensor<f32> {
+        &self.images
+    }
+
+    /// All labels, `[N]`.
+    pub fn labels(&self) -> &Tensor<i32> {
+        &self.labels
+    }
+
+    /// Number of classes: every label lies in `0..classes()`.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// `(images, labels, classes)`.
+    pub fn into_parts(self) -> (Tensor<f32>, Tensor<i32>, usize) {
+        (self.images, self.labels, self.classes)
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.dims()[0]
@@ -105,9 +127,13 @@ impl Dataset {
         [d[1], d[2], d[3]]
     }
 
-    /// The rows `rows`, in that order, as a new data set. Panics if a row is out of range (the
-    /// callers pass permutations and ranges of `0..len()`).
-    pub fn select(&self, rows: &[usize]) -> Dataset {
+    /// The rows `rows`, in that order (repeats allowed), as a new data set.
+    pub fn select(&self, rows: &[usize]) -> Result<Dataset, DataError> {
+        self.check_rows(rows)?;
+        Ok(self.select_checked(rows))
+    }
+
+    fn select_checked(&self, rows: &[usize]) -> Dataset {
         let b = self.gather(rows, rows.len());
         Dataset {
             images: b.images,
@@ -116,9 +142,19 @@ impl Dataset {
         }
     }
 
+    fn check_rows(&self, rows: &[usize]) -> Result<(), DataError> {
+        match rows.iter().find(|&&i| i >= self.len()) {
+            Some(bad) => Err(DataError::Invalid(format!(
+                "row {bad} is out of range for a data set of {} images",
+                self.len()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The same rows in the seeded order [`permutation`]`(len, seed)`.
     pub fn shuffled(&self, seed: u64) -> Dataset {
-        self.select(&permutation(self.len(), seed))
+        self.select_checked(&permutation(self.len(), seed))
     }
 
     /// Splits off the last `ceil(len · test_fraction)` rows as the test set (as scikit-learn's
@@ -138,7 +174,7 @@ impl Dataset {
         }
         let rows: Vec<usize> = (0..n).collect();
         let (a, b) = rows.split_at(n - test);
-        Ok((self.select(a), self.select(b)))
+        Ok((self.select_checked(a), self.select_checked(b)))
     }
 
     /// The seeded 80/20 split kiln's examples use: [`shuffled`](Self::shuffled) with `seed`, then
@@ -159,13 +195,8 @@ impl Dataset {
         if batch_size == 0 {
             return Err(DataError::Invalid("the batch size must be at least 1".into()));
         }
-        if let Some(o) = order
-            && let Some(&bad) = o.iter().find(|&&i| i >= self.len())
-        {
-            return Err(DataError::Invalid(format!(
-                "row {bad} is out of range for a data set of {} images",
-                self.len()
-            )));
+        if let Some(o) = order {
+            self.check_rows(o)?;
         }
         Ok(Batches {
             data: self,

@@ -48,23 +48,23 @@ fn err_text(e: DataError) -> String {
 #[test]
 fn the_shipped_digits_file_has_1797_images_of_8x8_in_ten_classes() {
     let d = load_digits_csv_gz(&digits_path()).unwrap();
-    assert_eq!(d.images.dims(), [1797, 1, 8, 8]);
-    assert_eq!(d.labels.dims(), [1797]);
-    assert_eq!(d.classes, 10);
+    assert_eq!(d.images().dims(), [1797, 1, 8, 8]);
+    assert_eq!(d.labels().dims(), [1797]);
+    assert_eq!(d.classes(), 10);
     // The first row of the file (`zcat digits.csv.gz | head -1`) begins 0,0,5,13,9,1 and ends
     // with label 0; the second ends with label 1.
     assert_eq!(
-        &d.images.data()[..6],
+        &d.images().data()[..6],
         &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0, 9.0 / 16.0, 1.0 / 16.0]
     );
-    assert_eq!(&d.labels.data()[..2], &[0, 1]);
+    assert_eq!(&d.labels().data()[..2], &[0, 1]);
     // UCI's test part: every class between 174 and 183 times.
     for c in 0..10 {
-        let count = d.labels.data().iter().filter(|&&l| l == c).count();
+        let count = d.labels().data().iter().filter(|&&l| l == c).count();
         assert!((174..=183).contains(&count), "class {c}: {count}");
     }
-    assert!(d.images.data().iter().all(|&p| (0.0..=1.0).contains(&p)));
-    assert!(d.images.data().contains(&1.0), "16 scales to 1");
+    assert!(d.images().data().iter().all(|&p| (0.0..=1.0).contains(&p)));
+    assert!(d.images().data().contains(&1.0), "16 scales to 1");
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn digits_split_is_1437_and_360_and_the_same_for_the_same_seed() {
     assert_ne!(train, train3, "another seed, another split");
     // The split is a partition: each class count of the whole is train's plus test's.
     for c in 0..10 {
-        let count = |s: &Dataset| s.labels.data().iter().filter(|&&l| l == c).count();
+        let count = |s: &Dataset| s.labels().data().iter().filter(|&&l| l == c).count();
         assert_eq!(count(&d), count(&train) + count(&test), "class {c}");
     }
 }
@@ -93,10 +93,10 @@ fn plain_and_gzip_csv_read_alike_and_float_spellings_are_accepted() {
     let plain = load_digits_csv_gz(&write("plain.csv", text.as_bytes())).unwrap();
     let gz = load_digits_csv_gz(&write("small.csv.gz", &gzip(text.as_bytes()))).unwrap();
     assert_eq!(plain, gz);
-    assert_eq!(plain.labels.data(), [7, 3]);
-    assert_eq!(plain.images.data()[16], 16.0 / 16.0);
-    assert_eq!(plain.images.data()[17], 0.0);
-    assert!(plain.images.data()[64..].iter().all(|&p| p == 1.0));
+    assert_eq!(plain.labels().data(), [7, 3]);
+    assert_eq!(plain.images().data()[16], 16.0 / 16.0);
+    assert_eq!(plain.images().data()[17], 0.0);
+    assert!(plain.images().data()[64..].iter().all(|&p| p == 1.0));
 }
 
 #[test]
@@ -164,11 +164,11 @@ fn idx_files_written_here_load_plain_and_gzipped() {
     let images = idx_bytes(&[3, 2, 3], &pixels);
     let labels = idx_bytes(&[3], &[2, 0, 1]);
     let d = load_idx(&write("img.idx", &images), &write("lab.idx", &labels)).unwrap();
-    assert_eq!(d.images.dims(), [3, 1, 2, 3]);
-    assert_eq!(d.labels.data(), [2, 0, 1]);
-    assert_eq!(d.classes, 3, "the largest label plus one");
-    assert_eq!(d.images.data()[1], 10.0 / 255.0);
-    assert_eq!(d.images.data()[17], 170.0 / 255.0);
+    assert_eq!(d.images().dims(), [3, 1, 2, 3]);
+    assert_eq!(d.labels().data(), [2, 0, 1]);
+    assert_eq!(d.classes(), 3, "the largest label plus one");
+    assert_eq!(d.images().data()[1], 10.0 / 255.0);
+    assert_eq!(d.images().data()[17], 170.0 / 255.0);
     let gz = load_idx(
         &write("img.idx.gz", &gzip(&images)),
         &write("lab.idx.gz", &gzip(&labels)),
@@ -279,7 +279,7 @@ fn permutation_is_seeded_and_a_permutation() {
     assert!(permutation(0, 1).is_empty());
     // The rows travel with their labels.
     let d = counting(10).shuffled(3);
-    for (x, l) in d.images.data().iter().zip(d.labels.data()) {
+    for (x, l) in d.images().data().iter().zip(d.labels().data()) {
         assert_eq!(*x as i32 % 3, *l);
     }
 }
@@ -287,11 +287,19 @@ fn permutation_is_seeded_and_a_permutation() {
 #[test]
 fn split_takes_the_ceiling_for_the_test_set_and_rejects_bad_fractions() {
     let (a, b) = counting(10).split(0.25).unwrap();
-    assert_eq!(a.images.data(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    assert_eq!(b.images.data(), [7.0, 8.0, 9.0]);
+    assert_eq!(a.images().data(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(b.images().data(), [7.0, 8.0, 9.0]);
     for f in [0.0, 1.0, -0.5, f64::NAN] {
         assert!(counting(10).split(f).is_err(), "{f}");
     }
+    let picked = counting(10).select(&[3, 3, 0]).unwrap();
+    assert_eq!(picked.images().data(), [3.0, 3.0, 0.0]);
+    assert_eq!(picked.labels().data(), [0, 0, 0]);
+    let e = err_text(counting(10).select(&[2, 10]).unwrap_err());
+    assert!(
+        e.contains("row 10 is out of range for a data set of 10 images"),
+        "{e}"
+    );
     let e = err_text(counting(1).split(0.5).unwrap_err());
     assert!(e.contains("cannot split 1 images"), "{e}");
 }

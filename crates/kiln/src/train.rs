@@ -214,10 +214,12 @@ pub fn training_graph(graph: &Graph, data: &Dataset, batch: usize) -> Result<Gra
         .map_err(|e| format!("setting the model's batch size to {batch}: {e}"))?;
     let out = graph.node(single_output(&graph)?);
     match out.ty.dims() {
-        &[n, k] if n == batch && k >= data.classes => Ok(graph),
+        &[n, k] if n == batch && k >= data.classes() => Ok(graph),
         _ => Err(format!(
             "the model's output `{}` is {}, but the data needs class scores [{batch}, K] with K ≥ {}",
-            out.name, out.ty, data.classes
+            out.name,
+            out.ty,
+            data.classes()
         )
         .into()),
     }
@@ -287,7 +289,7 @@ pub fn train_with(
         "{data}: {} training images, {} test images, {} classes; batch {}, epochs {}, {}",
         train.len(),
         test.len(),
-        all.classes,
+        all.classes(),
         options.batch,
         options.epochs,
         options.describe()
