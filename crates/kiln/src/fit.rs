@@ -88,7 +88,7 @@ fn progress_bar(show: bool, steps: u64) -> ProgressBar {
         },
     );
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps, eta {eta}  {msg}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
@@ -98,7 +98,7 @@ fn progress_bar(show: bool, steps: u64) -> ProgressBar {
 /// Trains `learner` on `train` for `options.epochs` epochs and measures it on `test` after each.
 ///
 /// Errors: data sets whose images differ in shape, a training set smaller than one batch, an
-/// error of the learner (with the epoch and step it happened at), or a loss that is not finite.
+/// empty test set, an error of the learner (with the epoch and step it happened at), or a loss that is not finite.
 pub fn fit(
     learner: &mut (impl Learner + ?Sized),
     train: &Dataset,
@@ -125,6 +125,9 @@ pub fn fit_with(
             test.image_dims()
         )
         .into());
+    }
+    if test.is_empty() {
+        return Err("the test set is empty".into());
     }
     let steps = train.len() / batch.max(1);
     if batch == 0 || steps == 0 {

@@ -225,6 +225,11 @@ fn data_the_loop_cannot_use_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("[1, 1, 1]") && e.contains("[1, 1, 2]"), "{e}");
+    let empty = counting(4).select(&[]).unwrap();
+    let e = fit(&mut Recorder::new(1), &counting(4), &empty, &quiet(1, 0))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "the test set is empty");
     // Zero epochs: nothing trained, the untrained accuracy reported.
     let mut r = Recorder::new(2);
     let report = fit(&mut r, &counting(4), &counting(4), &quiet(0, 0)).unwrap();
