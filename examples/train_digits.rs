@@ -11,7 +11,7 @@
 //! `kiln train examples/models/digits_cnn.kiln --data digits --epochs 10 --batch 32 --lr 0.05`.
 
 use kiln::fit::FitError;
-use kiln::train::{DataSource, OptimizerKind, TrainOptions, new_trainer, train_with};
+use kiln::train_cmd::{DataSource, OptimizerKind, TrainSettings, new_trainer, train_with};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
 
 fn train() -> Result<(), FitError> {
     let graph = kiln::zoo::digits_cnn()?;
-    let options = TrainOptions {
+    let options = TrainSettings {
         epochs: 10,
         batch: 32,
         lr: Some(0.05),

@@ -29,5 +29,5 @@ pub use kiln_jit::{JitModel as Model, JitOptions as CompileOptions, compile};
 pub mod check;
 pub mod fit;
 pub mod model;
-pub mod train;
+pub mod train_cmd;
 pub mod zoo;

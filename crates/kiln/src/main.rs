@@ -106,9 +106,9 @@ enum Command {
         model: PathBuf,
         /// `digits` (the 8×8 digits kiln ships), `digits:PATH`, or `idx:IMAGES,LABELS` (MNIST).
         #[arg(long, value_name = "SOURCE")]
-        data: kiln::train::DataSource,
+        data: kiln::train_cmd::DataSource,
         #[command(flatten)]
-        options: kiln::train::TrainOptions,
+        options: kiln::train_cmd::TrainSettings,
     },
 }
 
@@ -454,7 +454,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train { model, data, options } => {
-            kiln::train::train(&model, &data, &options, &mut std::io::stdout().lock())
+            kiln::train_cmd::train(&model, &data, &options, &mut std::io::stdout().lock())
                 .map_err(|e| anyhow!(e))?;
         }
     }

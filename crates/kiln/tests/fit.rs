@@ -9,7 +9,7 @@
 use kiln::fit::{FitError, FitOptions, Learner, accuracy, epoch_order, fit};
 use kiln::ir::{LossKind, Tensor};
 use kiln::runtime::data::Dataset;
-use kiln::train::{DataSource, TrainOptions, TrainSession, loss_for, train_with, training_graph};
+use kiln::train_cmd::{DataSource, TrainSession, TrainSettings, loss_for, train_with, training_graph};
 use std::collections::HashMap;
 
 /// `n` images of 1×1×1 whose pixel is `row + 1` (so a zero padding row is told apart), label
@@ -250,10 +250,12 @@ struct Logistic {
     b: Vec<f32>,
     vw: Vec<f32>,
     vb: Vec<f32>,
+    /// `fc.weight` and `fc.bias` as of the last step, for `TrainSession::weights`.
+    saved: HashMap<String, Tensor<f32>>,
 }
 
 impl Logistic {
-    fn new(batch: usize, features: usize, classes: usize, options: &TrainOptions) -> Logistic {
+    fn new(batch: usize, features: usize, classes: usize, options: &TrainSettings) -> Logistic {
         Logistic {
             batch,
             features,
@@ -264,6 +266,7 @@ impl Logistic {
             b: vec![0.0; classes],
             vw: vec![0.0; classes * features],
             vb: vec![0.0; classes],
+            saved: HashMap::new(),
         }
     }
 
@@ -314,6 +317,10 @@ impl Learner for Logistic {
                 *p -= self.lr * *v;
             }
         }
+        self.saved = HashMap::from([
+            ("fc.weight".into(), Tensor::new([k, f], self.w.clone()).unwrap()),
+            ("fc.bias".into(), Tensor::new([k], self.b.clone()).unwrap()),
+        ]);
         Ok(loss / bs)
     }
 
@@ -323,17 +330,8 @@ impl Learner for Logistic {
 }
 
 impl TrainSession for Logistic {
-    fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, FitError> {
-        Ok(HashMap::from([
-            (
-                "fc.weight".into(),
-                Tensor::new([self.classes, self.features], self.w.clone()).unwrap(),
-            ),
-            (
-                "fc.bias".into(),
-                Tensor::new([self.classes], self.b.clone()).unwrap(),
-            ),
-        ]))
+    fn weights(&self) -> &HashMap<String, Tensor<f32>> {
+        &self.saved
     }
 }
 
@@ -354,14 +352,14 @@ fn digits_reach_95_percent() {
     const LR: f32 = 0.1;
     let graph = kiln::zoo::digits_cnn().unwrap();
     let save = tmp("digits.safetensors");
-    let options = TrainOptions {
+    let options = TrainSettings {
         epochs: EPOCHS,
         batch: 32,
         lr: Some(LR),
         seed: 1,
         save: Some(save.clone()),
         no_progress: true,
-        ..TrainOptions::default()
+        ..TrainSettings::default()
     };
     let mut out = Vec::new();
     let report = train_with(&graph, &DataSource::Digits(None), &options, &mut out, |g, o| {
@@ -469,30 +467,30 @@ fn data_sources_parse_and_print() {
 
 #[test]
 fn options_are_checked() {
-    let ok = TrainOptions::default();
+    let ok = TrainSettings::default();
     assert!(ok.check().is_ok());
     assert_eq!(ok.learning_rate(), 0.05);
-    let adam = TrainOptions {
-        optimizer: kiln::train::OptimizerKind::Adam,
-        ..TrainOptions::default()
+    let adam = TrainSettings {
+        optimizer: kiln::train_cmd::OptimizerKind::Adam,
+        ..TrainSettings::default()
     };
     assert_eq!(adam.learning_rate(), 0.001);
     for bad in [
-        TrainOptions {
+        TrainSettings {
             lr: Some(0.0),
-            ..TrainOptions::default()
+            ..TrainSettings::default()
         },
-        TrainOptions {
+        TrainSettings {
             lr: Some(f32::NAN),
-            ..TrainOptions::default()
+            ..TrainSettings::default()
         },
-        TrainOptions {
+        TrainSettings {
             momentum: 1.0,
-            ..TrainOptions::default()
+            ..TrainSettings::default()
         },
-        TrainOptions {
+        TrainSettings {
             batch: 0,
-            ..TrainOptions::default()
+            ..TrainSettings::default()
         },
     ] {
         assert!(bad.check().is_err(), "{bad:?}");

@@ -4,6 +4,7 @@
 //!
 //! Everything here is independent of how the learner computes, except [`new_trainer`]: the one
 //! function that makes kiln's `Trainer` (autodiff + optimizer, JIT-compiled) for a graph.
+//! [`train_with`] runs the same command with any [`TrainSession`].
 
 use crate::fit::{FitError, FitOptions, FitReport, Learner, fit_with};
 use kiln_ir::{Graph, LossKind, Op, Tensor};
@@ -81,7 +82,7 @@ pub enum OptimizerKind {
 
 /// How to train: the flags of `kiln train` after MODEL and `--data`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
-pub struct TrainOptions {
+pub struct TrainSettings {
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -107,9 +108,9 @@ pub struct TrainOptions {
     pub no_progress: bool,
 }
 
-impl Default for TrainOptions {
-    fn default() -> TrainOptions {
-        TrainOptions {
+impl Default for TrainSettings {
+    fn default() -> TrainSettings {
+        TrainSettings {
             epochs: 10,
             batch: 32,
             lr: None,
@@ -122,7 +123,7 @@ impl Default for TrainOptions {
     }
 }
 
-impl TrainOptions {
+impl TrainSettings {
     /// `lr`, or the optimizer's default.
     pub fn learning_rate(&self) -> f32 {
         self.lr.unwrap_or(match self.optimizer {
@@ -154,11 +155,11 @@ impl TrainOptions {
     }
 }
 
-/// A [`Learner`] whose weights can be read back: what `kiln train` drives. kiln's `Trainer` is
-/// one; so is any model of your own.
+/// A [`Learner`] whose weights can be read back: what `kiln train` drives (`--save` writes
+/// them). kiln's `Trainer` is one; so is any model of your own.
 pub trait TrainSession: Learner {
     /// The current weights, named as in the model.
-    fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, FitError>;
+    fn weights(&self) -> &HashMap<String, Tensor<f32>>;
 }
 
 /// The loss the training graph ends in, read off the model's output: logits train with
@@ -226,23 +227,34 @@ pub fn training_graph(graph: &Graph, data: &Dataset, batch: usize) -> Result<Gra
 }
 
 /// The one place that makes kiln's `Trainer` for `graph` (already at the batch size), with the
-/// loss of [`loss_for`] and the optimizer and seed of `options`.
+/// loss of [`loss_for`] and the optimizer and seed of `settings`.
 ///
 /// The `Trainer` comes with the autodiff work (issue 4); until it is merged this returns an
 /// error, and the rest of `kiln train` runs with any [`TrainSession`] through [`train_with`].
-/// Wiring it is this body:
+/// Wiring it, with the `Trainer` API of the autodiff branch, is this body and one impl:
 ///
 /// ```text
-/// let optimizer = match options.optimizer {
-///     OptimizerKind::Sgd => Optimizer::sgd(options.learning_rate()).momentum(options.momentum),
-///     OptimizerKind::Adam => Optimizer::adam(options.learning_rate()),
+/// let loss = match loss_for(graph)? {
+///     LossKind::Nll => crate::Loss::nll(),
+///     _ => crate::Loss::cross_entropy(),
 /// };
-/// let trainer = crate::Trainer::new(graph, loss_for(graph)?, optimizer, TrainerOptions { seed: options.seed, .. })?;
-/// Ok(Box::new(trainer))   // with `impl TrainSession for Trainer`
+/// let lr = settings.learning_rate();
+/// let optimizer = match settings.optimizer {
+///     OptimizerKind::Sgd => crate::Optimizer::sgd(lr).momentum(settings.momentum),
+///     OptimizerKind::Adam => crate::Optimizer::adam(lr),
+/// };
+/// let options = crate::TrainOptions { seed: settings.seed, ..Default::default() };
+/// Ok(Box::new(crate::Trainer::new(graph, loss, optimizer, options)?))
+///
+/// impl TrainSession for crate::Trainer {
+///     fn weights(&self) -> &HashMap<String, Tensor<f32>> {
+///         crate::Trainer::weights(self)
+///     }
+/// }
 /// ```
-pub fn new_trainer(graph: &Graph, options: &TrainOptions) -> Result<Box<dyn TrainSession>, FitError> {
+pub fn new_trainer(graph: &Graph, settings: &TrainSettings) -> Result<Box<dyn TrainSession>, FitError> {
     loss_for(graph)?;
-    let _ = options;
+    let _ = settings;
     Err(
         "training needs kiln's Trainer (autodiff and optimizers), which this build does not include yet"
             .into(),
@@ -254,7 +266,7 @@ pub fn new_trainer(graph: &Graph, options: &TrainOptions) -> Result<Box<dyn Trai
 pub fn train(
     model: &Path,
     data: &DataSource,
-    options: &TrainOptions,
+    options: &TrainSettings,
     out: &mut dyn Write,
 ) -> Result<FitReport, FitError> {
     let graph = crate::model::load_graph(model)?;
@@ -267,9 +279,9 @@ pub fn train(
 pub fn train_with(
     graph: &Graph,
     data: &DataSource,
-    options: &TrainOptions,
+    options: &TrainSettings,
     out: &mut dyn Write,
-    make: impl FnOnce(&Graph, &TrainOptions) -> Result<Box<dyn TrainSession>, FitError>,
+    make: impl FnOnce(&Graph, &TrainSettings) -> Result<Box<dyn TrainSession>, FitError>,
 ) -> Result<FitReport, FitError> {
     options.check()?;
     let all = data.load()?;
@@ -313,7 +325,7 @@ pub fn train_with(
         Ok(())
     })?;
     if let Some(path) = &options.save {
-        kiln_runtime::save_safetensors(path, &learner.weights()?)?;
+        kiln_runtime::save_safetensors(path, learner.weights())?;
         writeln!(out, "saved the weights to {}", path.display())?;
     }
     writeln!(out, "test accuracy: {:.2}%", 100.0 * report.test_accuracy)?;
