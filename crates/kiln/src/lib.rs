@@ -27,5 +27,7 @@ pub use kiln_ir::{Graph, Network, Tensor, Value};
 pub use kiln_jit::{JitModel as Model, JitOptions as CompileOptions, compile};
 
 pub mod check;
+pub mod fit;
 pub mod model;
+pub mod train_cmd;
 pub mod zoo;

@@ -114,6 +114,17 @@ enum Command {
         #[command(flatten)]
         weights: WeightArgs,
     },
+    /// Train a model on labelled images split 80/20 with the seed; the last line printed is
+    /// `test accuracy: NN.NN%`.
+    Train {
+        /// The model: a `.kiln` file with one input [N, C, H, W] and one output [N, classes].
+        model: PathBuf,
+        /// `digits` (the 8×8 digits kiln ships), `digits:PATH`, or `idx:IMAGES,LABELS` (MNIST).
+        #[arg(long, value_name = "SOURCE")]
+        data: kiln::train_cmd::DataSource,
+        #[command(flatten)]
+        options: kiln::train_cmd::TrainSettings,
+    },
 }
 
 #[derive(clap::Args)]
@@ -467,6 +478,10 @@ fn run(cli: Cli) -> Result<()> {
             if let (Some(j), Some(i)) = (jit_ms, interp_ms) {
                 out!("speedup: {:.1}x", i / j);
             }
+        }
+        Command::Train { model, data, options } => {
+            kiln::train_cmd::train(&model, &data, &options, &mut std::io::stdout().lock())
+                .map_err(|e| anyhow!(e))?;
         }
     }
     Ok(())

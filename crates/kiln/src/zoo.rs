@@ -31,6 +31,7 @@ pub fn all() -> Vec<Entry> {
         ("inception_block", inception_block),
         ("mobilenet_block", mobilenet_block),
         ("spp_net", spp_net),
+        ("digits_cnn", digits_cnn),
     ]
 }
 
@@ -307,6 +308,25 @@ pub fn spp_net() -> R<Graph> {
     let h = net
         .named("spp")
         .spatial_pyramid_pool(h, &[1, 2, 4], ReduceKind::Max)?;
+    let y = dense_as(&mut net, h, 10, "fc", "output")?;
+    net.output(y)?;
+    net.finish()
+}
+
+/// The small CNN kiln trains on the 8×8 handwritten digits (`examples/train_digits.rs`,
+/// `kiln train`) on `1×1×8×8`: conv 3×3 16ch padding 1 → ReLU → max pool 2 → conv 3×3 32ch
+/// padding 1 → ReLU → flatten → dense 10. It ends in the logits: the softmax is the training
+/// loss's (cross-entropy on logits, as PyTorch's `CrossEntropyLoss`), and the predicted class is
+/// the largest logit either way. 9,930 params.
+pub fn digits_cnn() -> R<Graph> {
+    let mut net = Network::new("digits_cnn");
+    let x = net.input("input", [1, 1, 8, 8])?;
+    let h = net.named("conv1").conv2d(x, Conv::new(16, [3, 3]).padding(1))?;
+    let h = net.named("relu1").relu(h)?;
+    let h = net.named("pool1").max_pool2d(h, [2, 2], [2, 2])?;
+    let h = net.named("conv2").conv2d(h, Conv::new(32, [3, 3]).padding(1))?;
+    let h = net.named("relu2").relu(h)?;
+    let h = net.named("flatten").flatten(h)?;
     let y = dense_as(&mut net, h, 10, "fc", "output")?;
     net.output(y)?;
     net.finish()

@@ -278,3 +278,67 @@ fn compile_emit_asm_disassembles_or_says_objdump_is_missing() {
         );
     }
 }
+
+/// An IDX file of unsigned bytes: 00 00 08 NDIMS, the dims big-endian, the data.
+fn idx(name: &str, dims: &[u32], data: &[u8]) -> String {
+    let mut b = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend(data);
+    temp_file(name, &b)
+}
+
+/// `kiln train` checks its flags, its data and the model against the data before it trains.
+/// (Training itself needs the Trainer; tests/fit.rs runs the rest of the command with a learner
+/// of its own.)
+#[test]
+fn train_rejects_bad_data_and_models_that_do_not_fit_it() {
+    let digits_cnn = repo("examples/models/digits_cnn.kiln");
+    let lenet = repo("examples/models/lenet5.kiln");
+    let fails = |args: &[&str], want: &str| {
+        let o = kiln(args);
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    fails(
+        &["train", &digits_cnn, "--data", "mnist"],
+        "unknown data source `mnist`",
+    );
+    fails(
+        &["train", &digits_cnn, "--data", "idx:only-one"],
+        "`idx:` takes two paths",
+    );
+    fails(
+        &["train", &lenet, "--data", "digits"],
+        "input `input` is f32[1, 1, 28, 28]",
+    );
+    fails(
+        &["train", &digits_cnn, "--data", "digits", "--lr", "-1"],
+        "learning rate must be a positive number",
+    );
+    fails(
+        &["train", &digits_cnn, "--data", "digits", "--batch", "0"],
+        "batch size must be at least 1",
+    );
+    // IDX files written here: a truncated one names the file and the byte offset; a good
+    // 28×28 pair loads and is then checked against the model's 8×8 input.
+    let labels = idx("train-labels.idx", &[2], &[3, 1]);
+    let short = idx("short-images.idx", &[2, 28, 28], &[0; 100]);
+    let spec = format!("idx:{short},{labels}");
+    fails(
+        &["train", &digits_cnn, "--data", &spec],
+        &format!("`{short}`, byte offset 116: truncated"),
+    );
+    let images = idx("train-images.idx", &[2, 28, 28], &[7; 2 * 28 * 28]);
+    let spec = format!("idx:{images},{labels}");
+    fails(
+        &["train", &digits_cnn, "--data", &spec],
+        "data's images are [N, 1, 28, 28]",
+    );
+    fails(
+        &["train", &digits_cnn, "--data", "digits:/nonexistent/d.csv"],
+        "cannot read `/nonexistent/d.csv`",
+    );
+}

@@ -158,6 +158,12 @@ fn params_of_the_blocks_by_hand() {
         summary("mobilenet_block").total_params,
         block(32, 64) + block(64, 128) + block(128, 128)
     );
+    // Digits CNN: conv 1→16 3×3, conv 16→32 3×3, dense 32·4·4 → 10.
+    assert_eq!(
+        summary("digits_cnn").total_params,
+        (9 + 1) * 16 + (16 * 9 + 1) * 32 + (32 * 16 + 1) * 10
+    );
+    assert_eq!(summary("digits_cnn").total_params, 9_930);
     // SPP: conv 3→32, conv 32→64, dense 64·(1 + 4 + 16) → 10.
     assert_eq!(
         summary("spp_net").total_params,

@@ -49,6 +49,11 @@ fn spp_net() {
     check("spp_net");
 }
 
+#[test]
+fn digits_cnn() {
+    check("digits_cnn");
+}
+
 /// Splitting kernels across threads changes nothing: every output element is computed by one
 /// thread in the same order, so 1, 2 and 3 threads agree bit for bit.
 #[test]
