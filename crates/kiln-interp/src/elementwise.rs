@@ -28,3 +28,26 @@ pub fn binary<T: Float>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> Result<Te
         .collect();
     Ok(Tensor::new(out, vals).expect("one value per output element"))
 }
+
+/// Sums `x` down to `shape`, which broadcasts to `x`'s shape: every element of `x` is added
+/// to the element of the result that broadcasting maps it from.
+pub fn reduce_sum_to<T: Float>(x: &Tensor<T>, shape: &[usize]) -> Result<Tensor<T>, String> {
+    let out = out_shape(
+        &Op::ReduceSumTo {
+            shape: shape.to_vec(),
+        },
+        &[x.shape()],
+    )?;
+    let mut y = Tensor::full(out, T::zero());
+    for (flat, &v) in x.data().iter().enumerate() {
+        let idx = unravel(flat, x.dims());
+        y.data_mut()[broadcast_offset(&idx, shape)] += v;
+    }
+    Ok(y)
+}
+
+/// `factor·x`.
+pub fn scale<T: Float>(x: &Tensor<T>, factor: f32) -> Tensor<T> {
+    let f = T::from_f64(f64::from(factor));
+    x.map(|&v| f * v)
+}

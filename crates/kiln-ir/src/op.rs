@@ -163,7 +163,60 @@ pub enum LossKind {
     Nll,
 }
 
+/// A parameter update of an optimizer, one state tensor per op (PyTorch's `SGD` and `Adam`).
+/// Every input and the output has the parameter's shape, except Adam's step count `t`, a
+/// scalar `f32[]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Update {
+    /// `v' = momentum·v + g + weight_decay·p`; inputs `(p, g, v)`.
+    SgdVelocity { momentum: f32, weight_decay: f32 },
+    /// `p' = p − lr·(d + weight_decay·p)`; inputs `(p, d)` where `d` is the gradient (plain
+    /// SGD) or the new velocity (momentum, whose decay is already in it: `weight_decay = 0`).
+    SgdParam { lr: f32, weight_decay: f32 },
+    /// `m' = beta·m + (1 − beta)·(g + weight_decay·p)`, squared (`(g + weight_decay·p)²`)
+    /// for Adam's second moment; inputs `(p, g, m)`.
+    AdamMoment {
+        beta: f32,
+        weight_decay: f32,
+        squared: bool,
+    },
+    /// `p' = p − lr·(m/(1 − beta1ᵗ)) / (√(v/(1 − beta2ᵗ)) + eps)`; inputs `(p, m, v, t)`
+    /// with the new moments and the new step count.
+    AdamParam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
+    /// `t' = t + 1`; input the scalar step count `t`.
+    Count,
+}
+
+impl Update {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Update::SgdVelocity { .. } => "sgd_velocity",
+            Update::SgdParam { .. } => "sgd_param",
+            Update::AdamMoment { .. } => "adam_moment",
+            Update::AdamParam { .. } => "adam_param",
+            Update::Count => "step_count",
+        }
+    }
+    pub fn arity(&self) -> usize {
+        match self {
+            Update::SgdVelocity { .. } | Update::AdamMoment { .. } => 3,
+            Update::SgdParam { .. } => 2,
+            Update::AdamParam { .. } => 4,
+            Update::Count => 1,
+        }
+    }
+}
+
 /// One operator of the graph IR.
+///
+/// The variants after `Loss` exist for training: the backward graph that `kiln-autodiff`
+/// builds (each is the gradient of a forward op that is not itself a forward op) and the
+/// optimizers' parameter updates.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// A graph input, fed at run time. The node's name is the input's name.
@@ -226,6 +279,88 @@ pub enum Op {
         epsilon: f32,
     },
     Loss(LossKind),
+    /// A convolution kernel `w [C_out, C/groups, kh, kw]` rotated by 180° in space with input
+    /// and output channels swapped, group by group: `[C, C_out/groups, kh, kw]` with
+    /// `y[g·cg + c, o, i, j] = w[g·cog + o, c, kh−1−i, kw−1−j]` (`cg = C/groups`,
+    /// `cog = C_out/groups`). The kernel of a convolution's data gradient.
+    Rot180 {
+        groups: usize,
+    },
+    /// Zero insertion and padding of `x [N, C, H, W]`: `stride − 1` zeros between neighbours
+    /// on each spatial axis, then `padding` `[top, left, bottom, right]` zeros added (a
+    /// negative amount crops). Output `(H−1)·s + 1 + top + bottom` (same for `W`). The
+    /// stride-dilated, padded delta of a convolution's data gradient.
+    DilatePad {
+        stride: [usize; 2],
+        padding: [i64; 4],
+    },
+    /// The weight gradient of `Conv2d(conv)` with a `kernel`-sized kernel: inputs the layer
+    /// input `x [N, C, H, W]` and the output delta `dy [N, C_out, OH, OW]`, output
+    /// `dw [C_out, C/groups, kh, kw]` with
+    /// `dw[o, c, i, j] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, g·cg + c, oh·s_h + i·d_h − p_top, ow·s_w + j·d_w − p_left]`
+    /// (the correlation of the input with the delta; padding reads zero).
+    ConvWeightGrad {
+        conv: Conv2d,
+        kernel: [usize; 2],
+    },
+    /// The in-plane index `ih·W + iw` of each window's maximum of max pooling `Pool2d`
+    /// (ties: the first maximum in row-major window order), `i32` of the pooled shape.
+    MaxPoolIds(Pool2d),
+    /// As `MaxPoolIds`, for adaptive max pooling to `output` (global max pooling is `[1, 1]`).
+    AdaptiveMaxPoolIds {
+        output: [usize; 2],
+    },
+    /// Max pooling's backward: inputs `dy [N, C, OH, OW]` and the window maxima's ids (same
+    /// shape, `i32`); output `[N, C, size[0], size[1]]` where each `dy` element is added at its
+    /// id (overlapping windows accumulate).
+    ScatterIds {
+        size: [usize; 2],
+    },
+    /// The backward of average or sum pooling `pool` over an input of spatial size `input`:
+    /// each delta is shared among its window's real inputs (divided by the count the forward
+    /// pass divided by; sum pooling: not divided).
+    Pool2dGrad {
+        pool: Pool2d,
+        input: [usize; 2],
+    },
+    /// The backward of adaptive average pooling (global average pooling is `[1, 1]`) from
+    /// `dy [N, C, OH, OW]` to an input of spatial size `input`.
+    AdaptiveAvgPoolGrad {
+        input: [usize; 2],
+    },
+    /// The backward of an activation from its forward *output* `y` and the delta `dy`:
+    /// relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)` (exact for `alpha > 0`),
+    /// sigmoid `dy·y·(1 − y)`, tanh `dy·(1 − y²)`. Inputs `(y, dy)`.
+    ActivationGrad(Activation),
+    /// Softmax's backward from its output: `dx = y·(dy − Σ_axis dy·y)`. Inputs `(y, dy)`.
+    SoftmaxGrad {
+        axis: i64,
+    },
+    /// Log-softmax's backward from its output: `dx = dy − exp(y)·Σ_axis dy`. Inputs `(y, dy)`.
+    LogSoftmaxGrad {
+        axis: i64,
+    },
+    /// Sums `x` down to `shape`, which broadcasts to `x`'s shape (NumPy rules): the gradient
+    /// of a broadcast operand.
+    ReduceSumTo {
+        shape: Vec<usize>,
+    },
+    /// The gradient of `Loss(kind)` with respect to its prediction (the loss's own delta is
+    /// 1): mse `2·(a − y)/numel`; cross-entropy `(softmax(z) − y)/N`; nll `−y/N` (class ids
+    /// as one-hot rows). Inputs as the loss's; output the prediction's type.
+    LossGrad(LossKind),
+    /// Elements `start..end` of `x` along `axis` (the gradient of concat).
+    Slice {
+        axis: i64,
+        start: usize,
+        end: usize,
+    },
+    /// `factor·x`.
+    Scale {
+        factor: f32,
+    },
+    /// An optimizer's update of one parameter or state tensor.
+    Update(Update),
 }
 
 /// How many inputs an op takes.
@@ -308,6 +443,34 @@ impl Op {
                 LossKind::CrossEntropy => "cross_entropy_loss",
                 LossKind::Nll => "nll_loss",
             },
+            Op::Rot180 { .. } => "rot180",
+            Op::DilatePad { .. } => "dilate_pad2d",
+            Op::ConvWeightGrad { .. } => "conv2d_weight_grad",
+            Op::MaxPoolIds(_) => "max_pool2d_ids",
+            Op::AdaptiveMaxPoolIds { .. } => "adaptive_max_pool2d_ids",
+            Op::ScatterIds { .. } => "scatter_ids2d",
+            Op::Pool2dGrad { pool, .. } => match pool.kind {
+                PoolKind::Sum => "sum_pool2d_grad",
+                PoolKind::Avg { .. } | PoolKind::Max => "avg_pool2d_grad",
+            },
+            Op::AdaptiveAvgPoolGrad { .. } => "adaptive_avg_pool2d_grad",
+            Op::ActivationGrad(a) => match a {
+                Activation::Relu => "relu_grad",
+                Activation::LeakyRelu { .. } => "leaky_relu_grad",
+                Activation::Sigmoid => "sigmoid_grad",
+                Activation::Tanh => "tanh_grad",
+            },
+            Op::SoftmaxGrad { .. } => "softmax_grad",
+            Op::LogSoftmaxGrad { .. } => "log_softmax_grad",
+            Op::ReduceSumTo { .. } => "reduce_sum_to",
+            Op::LossGrad(l) => match l {
+                LossKind::Mse => "mse_loss_grad",
+                LossKind::CrossEntropy => "cross_entropy_loss_grad",
+                LossKind::Nll => "nll_loss_grad",
+            },
+            Op::Slice { .. } => "slice",
+            Op::Scale { .. } => "scale",
+            Op::Update(u) => u.name(),
         }
     }
 
@@ -325,8 +488,26 @@ impl Op {
             | Op::Flatten { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }
-            | Op::Dropout { .. } => Arity::Exactly(1),
-            Op::MatMul | Op::Binary(_) | Op::Loss(_) => Arity::Exactly(2),
+            | Op::Dropout { .. }
+            | Op::Rot180 { .. }
+            | Op::DilatePad { .. }
+            | Op::MaxPoolIds(_)
+            | Op::AdaptiveMaxPoolIds { .. }
+            | Op::Pool2dGrad { .. }
+            | Op::AdaptiveAvgPoolGrad { .. }
+            | Op::ReduceSumTo { .. }
+            | Op::Slice { .. }
+            | Op::Scale { .. } => Arity::Exactly(1),
+            Op::MatMul
+            | Op::Binary(_)
+            | Op::Loss(_)
+            | Op::ConvWeightGrad { .. }
+            | Op::ScatterIds { .. }
+            | Op::ActivationGrad(_)
+            | Op::SoftmaxGrad { .. }
+            | Op::LogSoftmaxGrad { .. }
+            | Op::LossGrad(_) => Arity::Exactly(2),
+            Op::Update(u) => Arity::Exactly(u.arity()),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exactly(5),
         }
@@ -338,6 +519,30 @@ impl Op {
             Op::Input(t) | Op::Param { ty: t, .. } => Some(t),
             _ => None,
         }
+    }
+
+    /// True for the ops of the backward graph and the optimizers' updates (the variants after
+    /// `Loss`).
+    pub fn is_training(&self) -> bool {
+        matches!(
+            self,
+            Op::Rot180 { .. }
+                | Op::DilatePad { .. }
+                | Op::ConvWeightGrad { .. }
+                | Op::MaxPoolIds(_)
+                | Op::AdaptiveMaxPoolIds { .. }
+                | Op::ScatterIds { .. }
+                | Op::Pool2dGrad { .. }
+                | Op::AdaptiveAvgPoolGrad { .. }
+                | Op::ActivationGrad(_)
+                | Op::SoftmaxGrad { .. }
+                | Op::LogSoftmaxGrad { .. }
+                | Op::ReduceSumTo { .. }
+                | Op::LossGrad(_)
+                | Op::Slice { .. }
+                | Op::Scale { .. }
+                | Op::Update(_)
+        )
     }
 
     /// True for trainable weights.

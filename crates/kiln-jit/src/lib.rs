@@ -23,6 +23,7 @@
 
 pub mod codegen;
 pub mod lower;
+pub mod lower_train;
 pub mod plan;
 pub mod pool;
 
@@ -54,6 +55,8 @@ pub enum JitError {
         expected: TensorType,
         got: TensorType,
     },
+    #[error("node `{node}`: the JIT has no lowering for `{op}` yet (run it on the interpreter)")]
+    Unsupported { node: String, op: String },
     #[error("optimizing the graph: {0}")]
     Passes(#[from] kiln_ir::IrError),
     #[error("`{name}`: class id {id} at position {pos} is outside 0..{classes}")]
@@ -140,6 +143,15 @@ pub type Outputs = Vec<(String, Value<f32>)>;
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
     let optimized = kiln_passes::optimize(graph, options.passes)?;
     let graph = &optimized;
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        if node.op.is_training() && !lower_train::supported(&node.op) {
+            return Err(JitError::Unsupported {
+                node: node.name.clone(),
+                op: node.op.name().into(),
+            });
+        }
+    }
     let plan = plan::plan(graph);
     let mut module = codegen::new_module(&options.opt_level)?;
     let mut kernels = Vec::new();

@@ -179,6 +179,22 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             loss(e, a, *kind);
             1
         }
+        Op::Rot180 { .. }
+        | Op::DilatePad { .. }
+        | Op::ConvWeightGrad { .. }
+        | Op::MaxPoolIds(_)
+        | Op::AdaptiveMaxPoolIds { .. }
+        | Op::ScatterIds { .. }
+        | Op::Pool2dGrad { .. }
+        | Op::AdaptiveAvgPoolGrad { .. }
+        | Op::ActivationGrad(_)
+        | Op::SoftmaxGrad { .. }
+        | Op::LogSoftmaxGrad { .. }
+        | Op::ReduceSumTo { .. }
+        | Op::LossGrad(_)
+        | Op::Slice { .. }
+        | Op::Scale { .. }
+        | Op::Update(_) => crate::lower_train::emit(e, op, a),
     }
 }
 
