@@ -438,7 +438,7 @@ fn conv_weight_grad(c: &Conv2d, kernel: [usize; 2], x: &TensorType, dy: &TensorT
         return Err("the convolution must have no fused activation (its gradient comes first)".into());
     }
     let g = c.groups;
-    if g == 0 || x.dims()[1] % g != 0 {
+    if g == 0 || !x.dims()[1].is_multiple_of(g) {
         return Err(format!(
             "groups {g} must divide the input channels {}",
             x.dims()[1]
