@@ -82,6 +82,13 @@ impl Loss {
             ..self
         }
     }
+    /// Class ids for an `i32` target, probabilities for an `f32` one.
+    pub fn ids_or_probs(self, target: DType) -> Loss {
+        Loss {
+            class_ids: target == DType::I32,
+            ..self
+        }
+    }
     /// The target's type for a prediction of type `pred`.
     pub fn target_type(&self, pred: &TensorType) -> TensorType {
         match self.kind {

@@ -1,0 +1,106 @@
+//! Gradients and updates whose values are worked out by hand (in the comments): max pooling's
+//! tie rule and overlapping windows, and the SGD-with-momentum and Adam updates over two steps,
+//! PyTorch's formulas.
+
+use kiln_autodiff::{Loss, Optimizer, differentiate};
+use kiln_interp::{Value, run};
+use kiln_ir::{Graph, Op, Pool2d, PoolKind, Tensor, TensorType};
+use std::collections::HashMap;
+
+/// `dx` of a 2×2, stride-1 max pool over the 3×3 plane `x`, for `dy = [[1, 2], [3, 4]]`.
+fn max_pool_dx(x: [f64; 9]) -> Vec<f64> {
+    let xt = Tensor::new([1, 1, 3, 3], x.to_vec()).unwrap();
+    let p = Pool2d::new(PoolKind::Max, [2, 2], [1, 1]);
+    let ids = kiln_interp::pool::max_pool2d_argmax(&xt, &p).unwrap();
+    let dy = Tensor::new([1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    kiln_interp::pool::scatter_ids(&dy, &ids, [3, 3])
+        .unwrap()
+        .into_data()
+}
+
+#[test]
+fn max_pool_ties_go_to_the_first_maximum_in_row_major_order() {
+    // all equal: each window's top-left element wins: ids 0, 1, 3, 4
+    assert_eq!(
+        max_pool_dx([5.0; 9]),
+        [1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]
+    );
+    // a tie inside window (0, 0) between (0, 1) and (1, 0): (0, 1) comes first
+    let x = [0.0, 7.0, 0.0, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    // windows: (0,0) → (0,1); (0,1) → (0,1); (1,0) → (1,0); (1,1) → (1,1) (all zero: first)
+    assert_eq!(max_pool_dx(x), [0.0, 3.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn overlapping_max_windows_accumulate() {
+    // the centre is every window's maximum: it gets 1 + 2 + 3 + 4
+    let x = [0.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0];
+    assert_eq!(max_pool_dx(x), [0.0, 0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+/// `y = x·w` with `x = 1`, `w = 1` and target 0.75, so `loss = (w − 0.75)²` and
+/// `dloss/dw = 2·(w − 0.75)`: 0.5 at the start.
+fn one_weight() -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32([1, 1])).unwrap();
+    let w = g.param("w", TensorType::f32([1, 1])).unwrap();
+    let y = g.add("y", Op::Dense, &[x, w]).unwrap();
+    g.mark_output(y).unwrap();
+    g
+}
+
+/// Runs `steps` training steps on the interpreter (f64) and returns `w` after each.
+fn train(opt: Optimizer, steps: usize) -> Vec<f64> {
+    let t = differentiate(&one_weight(), Loss::mse(), Some(opt)).unwrap();
+    let inputs = HashMap::from([
+        ("x".to_string(), Value::F(Tensor::full([1, 1], 1.0))),
+        (t.target.clone(), Value::F(Tensor::full([1, 1], 0.75))),
+    ]);
+    let mut weights: HashMap<String, Tensor<f64>> =
+        HashMap::from([("w".to_string(), Tensor::full([1, 1], 1.0))]);
+    for (name, ty) in &t.state {
+        weights.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.0));
+    }
+    let mut ws = Vec::new();
+    for _ in 0..steps {
+        let outs: HashMap<_, _> = run(&t.graph, &inputs, &weights).unwrap().into_iter().collect();
+        for (name, node) in &t.updates {
+            weights.insert(name.clone(), outs[node].as_f().unwrap().clone());
+        }
+        ws.push(weights["w"].data()[0]);
+    }
+    ws
+}
+
+/// Equal up to the rounding of the optimizer's `f32` constants (`0.1f32 ≠ 0.1`).
+fn close(got: &[f64], want: &[f64]) {
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-7, "got {got:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn sgd_with_momentum_and_weight_decay() {
+    // step 1: g = 0.5; v = 0 + 0.5 + 0.1·1 = 0.6; w = 1 − 0.1·0.6 = 0.94
+    // step 2: g = 2·0.19 = 0.38; v = 0.9·0.6 + 0.38 + 0.1·0.94 = 1.014; w = 0.94 − 0.1014 = 0.8386
+    let opt = Optimizer::sgd(0.1).momentum(0.9).weight_decay(0.1);
+    close(&train(opt, 2), &[0.94, 0.8386]);
+    // plain SGD: w = 1 − 0.1·0.5 = 0.95, then 0.95 − 0.1·0.4 = 0.91
+    close(&train(Optimizer::sgd(0.1), 2), &[0.95, 0.91]);
+}
+
+#[test]
+fn adam_two_steps() {
+    // step 1: m = 0.05, v = 0.00025; m̂ = 0.5, v̂ = 0.25; w = 1 − 0.01·0.5/(0.5 + 1e-8)
+    let w1 = 1.0 - 0.01 * 0.5 / (0.5 + 1e-8);
+    // step 2: g = 2·(w1 − 0.75); m = 0.9·0.05 + 0.1·g; v = 0.999·0.00025 + 0.001·g²;
+    // m̂ = m/(1 − 0.81), v̂ = v/(1 − 0.998001)
+    let g = 2.0 * (w1 - 0.75);
+    let (m, v) = (0.9 * 0.05 + 0.1 * g, 0.999 * 0.00025 + 0.001 * g * g);
+    let w2 = w1 - 0.01 * (m / 0.19) / ((v / (1.0 - 0.999f64 * 0.999)).sqrt() + 1e-8);
+    // the optimizer's constants are f32: compare at f32's precision
+    let got = train(Optimizer::adam(0.01), 2);
+    for (g, w) in got.iter().zip([w1, w2]) {
+        assert!((g - w).abs() < 1e-6, "got {got:?}, want [{w1}, {w2}]");
+    }
+}
