@@ -432,7 +432,9 @@ impl JitModel {
     /// Class ids fed to a loss must index a class.
     fn check_class_ids(&self, id: NodeId, name: &str, t: &Tensor<i32>) -> Result<(), JitError> {
         for user in self.graph.users(id) {
-            if let Op::Loss(LossKind::CrossEntropy | LossKind::Nll) = self.graph.node(user).op {
+            if let Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
+            | Op::LossGrad(LossKind::CrossEntropy | LossKind::Nll) = self.graph.node(user).op
+            {
                 let pred = self.graph.inputs(user)[0];
                 let classes = self.graph.node(pred).ty.dims()[1];
                 if let Some((pos, &bad)) = t

@@ -334,6 +334,9 @@ impl Learner for Trainer {
     }
 }
 
+/// Tensors with their names.
+pub type NamedTensors = Vec<(String, Tensor<f32>)>;
+
 /// The loss of one batch and its gradient w.r.t. every trainable param (named as in the
 /// model; zero for a param the loss does not depend on) and every f32 input
 /// (`grad_of_<input>`), without updating anything. What `kiln grad` writes.
@@ -344,7 +347,7 @@ pub fn gradients(
     inputs: &HashMap<String, Value<f32>>,
     target: &Value<f32>,
     options: &TrainOptions,
-) -> Result<(f32, Vec<(String, Tensor<f32>)>), TrainError> {
+) -> Result<(f32, NamedTensors), TrainError> {
     let t = differentiate(graph, loss, None)?;
     let mut runner = Runner::new(&t.graph, options)?;
     let mut feeds = inputs.clone();
