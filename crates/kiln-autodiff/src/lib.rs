@@ -230,10 +230,29 @@ pub fn differentiate(
     let mut g = Graph::new();
     g.name = format!("{}_train", graph.name);
     let mut map: HashMap<NodeId, NodeId> = HashMap::new();
+    // Dropout trains with a mask drawn per step: a step count shared by every dropout.
+    let mut dropout_step = None;
+    let mut state = Vec::new();
     for id in graph.topo_order() {
         let n = graph.node(id);
-        let ins: Vec<NodeId> = graph.inputs(id).iter().map(|i| map[i]).collect();
-        map.insert(id, g.add(n.name.clone(), n.op.clone(), &ins)?);
+        let mut ins: Vec<NodeId> = graph.inputs(id).iter().map(|i| map[i]).collect();
+        let op = match n.op {
+            Op::Dropout { ratio, seed } if ratio > 0.0 => {
+                let step = match dropout_step {
+                    Some(s) => s,
+                    None => {
+                        let ty = TensorType::f32(kiln_ir::Shape::scalar());
+                        let s = state_buffer(&mut g, graph, &mut state, DROPOUT_STEP, ty)?;
+                        dropout_step = Some(s);
+                        s
+                    }
+                };
+                ins.push(step);
+                Op::DropoutTrain { ratio, seed }
+            }
+            ref op => op.clone(),
+        };
+        map.insert(id, g.add(n.name.clone(), op, &ins)?);
     }
     let pred = map[&pred_fwd];
     let pred_ty = g.node(pred).ty.clone();
@@ -312,10 +331,19 @@ pub fn differentiate(
         g.mark_output(id)?;
     }
 
-    let (updates, state) = match optimizer {
-        None => (Vec::new(), Vec::new()),
-        Some(opt) => add_updates(&mut g, &mut names, opt, &out, &params)?,
-    };
+    let mut updates = Vec::new();
+    if let Some(opt) = optimizer {
+        add_updates(&mut g, &mut names, opt, &out, &params, &mut updates, &mut state)?;
+        // a new mask every step
+        if let Some(s) = dropout_step {
+            let next = g.add(
+                names.fresh(&g, "dropout.step.next"),
+                Op::Update(Update::Count),
+                &[s],
+            )?;
+            updates.push((DROPOUT_STEP.to_string(), g.node(next).name.clone()));
+        }
+    }
     for (_, node) in &updates {
         let id = g.find(node).expect("update nodes are in the graph");
         g.mark_output(id)?;
@@ -358,27 +386,40 @@ fn needs_grad(g: &Graph, pred: NodeId) -> HashSet<NodeId> {
     live
 }
 
-/// The optimizer's update nodes for every param with a gradient, and its state buffers.
-type Updates = (Vec<(String, String)>, Vec<(String, TensorType)>);
+/// The step count of training-mode dropout (a state buffer).
+pub const DROPOUT_STEP: &str = "dropout.step";
 
+/// Adds the state buffer `name` (listed in `state`), unless the model has a node of that name.
+fn state_buffer(
+    g: &mut Graph,
+    model: &Graph,
+    state: &mut Vec<(String, TensorType)>,
+    name: &str,
+    ty: TensorType,
+) -> Result<NodeId, AutodiffError> {
+    if g.find(name).is_some() || model.find(name).is_some() {
+        return Err(AutodiffError::Graph(format!(
+            "the training state `{name}` clashes with a node of the model"
+        )));
+    }
+    state.push((name.to_string(), ty.clone()));
+    Ok(g.buffer(name, ty)?)
+}
+
+/// Adds the optimizer's update nodes for every param with a gradient (to `updates`) and its
+/// state buffers (to `state`).
 fn add_updates(
     g: &mut Graph,
     names: &mut Names,
     opt: Optimizer,
     grads: &[Grad],
     params: &[NodeId],
-) -> Result<Updates, AutodiffError> {
-    let mut updates = Vec::new();
-    let mut state = Vec::new();
-    let mut buffer = |g: &mut Graph, name: String, ty: TensorType| -> Result<NodeId, AutodiffError> {
-        if g.find(&name).is_some() {
-            return Err(AutodiffError::Graph(format!(
-                "the optimizer state `{name}` clashes with a node of the model"
-            )));
-        }
-        state.push((name.clone(), ty.clone()));
-        Ok(g.buffer(name, ty)?)
-    };
+    updates: &mut Vec<(String, String)>,
+    state: &mut Vec<(String, TensorType)>,
+) -> Result<(), AutodiffError> {
+    // every node of the model is in `g` already
+    let model = Graph::new();
+    let mut buffer = |g: &mut Graph, name: String, ty: TensorType| state_buffer(g, &model, state, &name, ty);
     let step = match opt {
         Optimizer::Adam { .. } => {
             let t = buffer(g, "adam.step".into(), TensorType::f32(kiln_ir::Shape::scalar()))?;
@@ -464,7 +505,7 @@ fn add_updates(
             }
         }
     }
-    Ok((updates, state))
+    Ok(())
 }
 
 /// Fresh node names: `base`, or `base.1`, `base.2`, … when taken.

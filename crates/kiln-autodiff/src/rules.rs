@@ -48,15 +48,19 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         Op::ConvTranspose2d(c) => conv_transpose2d(b, c, ins, want, dy),
         Op::Pool2d(p) => pool2d(b, p, ins[0], dy).map(|d| vec![Some(d)]),
         Op::GlobalPool(kind) => adaptive_pool(b, *kind, [1, 1], ins[0], dy).map(|d| vec![Some(d)]),
-        Op::AdaptivePool { kind, output } => adaptive_pool(b, *kind, *output, ins[0], dy).map(|d| vec![Some(d)]),
+        Op::AdaptivePool { kind, output } => {
+            adaptive_pool(b, *kind, *output, ins[0], dy).map(|d| vec![Some(d)])
+        }
         Op::Activation(a) => activation(b, *a, dy).map(|d| vec![Some(d)]),
         Op::Softmax { axis } => {
             let y = b.node;
-            b.add("grad", Op::SoftmaxGrad { axis: *axis }, &[y, dy]).map(|d| vec![Some(d)])
+            b.add("grad", Op::SoftmaxGrad { axis: *axis }, &[y, dy])
+                .map(|d| vec![Some(d)])
         }
         Op::LogSoftmax { axis } => {
             let y = b.node;
-            b.add("grad", Op::LogSoftmaxGrad { axis: *axis }, &[y, dy]).map(|d| vec![Some(d)])
+            b.add("grad", Op::LogSoftmaxGrad { axis: *axis }, &[y, dy])
+                .map(|d| vec![Some(d)])
         }
         Op::Dense => dense(b, ins, want, dy),
         Op::MatMul => matmul(b, ins, want, dy),
@@ -69,16 +73,19 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
             for (i, &p) in perm.iter().enumerate() {
                 inv[p] = i;
             }
-            b.add("grad", Op::Transpose { perm: inv }, &[dy]).map(|d| vec![Some(d)])
+            b.add("grad", Op::Transpose { perm: inv }, &[dy])
+                .map(|d| vec![Some(d)])
         }
         Op::Binary(op) => binary(b, *op, ins, want, dy),
         Op::Concat { axis } => concat(b, *axis, ins, want, dy),
-        Op::Dropout { ratio, .. } if *ratio == 0.0 => Ok(vec![Some(dy)]),
-        Op::Dropout { .. } => Err(b.no_rule(
-            "training-mode dropout (a seeded mask shared with the backward pass) is not implemented yet; use ratio 0",
-        )),
-        Op::BatchNorm { .. } => Err(b.no_rule("training-mode batch norm (batch statistics) is not implemented")),
-        Op::Loss(_) => Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead")),
+        // `differentiate` made every dropout with `ratio > 0` a `dropout_train`
+        Op::Dropout { .. } => Ok(vec![Some(dy)]),
+        Op::BatchNorm { .. } => {
+            Err(b.no_rule("training-mode batch norm (batch statistics) is not implemented"))
+        }
+        Op::Loss(_) => {
+            Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead"))
+        }
         Op::Rot180 { .. }
         | Op::DilatePad { .. }
         | Op::ConvWeightGrad { .. }
@@ -95,6 +102,14 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         | Op::Slice { .. }
         | Op::Scale { .. }
         | Op::Update(_) => Err(b.no_rule("a training op is not differentiated again")),
+        // the forward pass's training-mode dropout (see `differentiate`): the same mask
+        Op::DropoutTrain { ratio, seed } => {
+            let op = Op::DropoutTrain {
+                ratio: *ratio,
+                seed: *seed,
+            };
+            b.add("grad", op, &[dy, ins[1]]).map(|d| vec![Some(d), None])
+        }
     }
 }
 

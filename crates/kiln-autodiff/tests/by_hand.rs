@@ -104,3 +104,21 @@ fn adam_two_steps() {
         assert!((g - w).abs() < 1e-6, "got {got:?}, want [{w1}, {w2}]");
     }
 }
+
+#[test]
+fn dropout_masks_drop_about_the_ratio_and_change_every_step() {
+    let x = Tensor::full([10_000], 1.0f64);
+    let at =
+        |step: f64| kiln_interp::elementwise::dropout_train(&x, &Tensor::full([], step), 0.3, 42).unwrap();
+    let (a, b) = (at(0.0), at(1.0));
+    let kept = a.data().iter().filter(|&&v| v != 0.0).count();
+    assert!(
+        (6_800..7_200).contains(&kept),
+        "kept {kept} of 10000 at ratio 0.3"
+    );
+    // kept elements are scaled by 1/(1 − ratio) (the ratio is an f32)
+    let scale = 1.0 / (1.0 - f64::from(0.3f32));
+    assert!(a.data().iter().all(|&v| v == 0.0 || v == scale));
+    let differ = a.data().iter().zip(b.data()).filter(|(p, q)| p != q).count();
+    assert!(differ > 3_000, "only {differ} elements changed between steps");
+}

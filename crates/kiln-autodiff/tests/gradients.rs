@@ -157,6 +157,8 @@ fn layout_ops() {
             perm: vec![2, 0, 3, 1],
         },
         Op::Dropout { ratio: 0.0, seed: 0 },
+        // training-mode dropout: the backward pass uses the forward pass's mask
+        Op::Dropout { ratio: 0.5, seed: 9 },
     ] {
         check(&Case::new(one_op(op, &x).unwrap(), Loss::mse(), 5));
     }

@@ -361,6 +361,42 @@ pub enum Op {
     },
     /// An optimizer's update of one parameter or state tensor.
     Update(Update),
+    /// Dropout in training mode: `x · keep / (1 − ratio)` where `keep` is 0 for a fraction
+    /// `ratio` of the elements, drawn from `seed`, the step count `step` (input 1, `f32[]`)
+    /// and the element's index ([`dropout_keep`]). Applied to the delta with the same seed and
+    /// step it is its own backward (the same mask).
+    DropoutTrain {
+        ratio: f32,
+        seed: u64,
+    },
+}
+
+/// Whether training-mode dropout keeps element `index` at step `step` (the one mask formula,
+/// shared by the interpreter and the JIT): a SplitMix64 hash of
+/// `seed + step·0xD1B54A32D192ED03 + index·0x9E3779B97F4A7C15`, kept when its top 24 bits are
+/// at least `⌊ratio·2²⁴⌋`.
+pub fn dropout_keep(seed: u64, step: u64, index: u64, ratio: f32) -> bool {
+    let x = seed
+        .wrapping_add(step.wrapping_mul(DROPOUT_STEP_MUL))
+        .wrapping_add(index.wrapping_mul(DROPOUT_INDEX_MUL));
+    (splitmix64(x) >> 40) >= dropout_threshold(ratio)
+}
+
+/// The multipliers and the finalizer of [`dropout_keep`].
+pub const DROPOUT_STEP_MUL: u64 = 0xD1B5_4A32_D192_ED03;
+pub const DROPOUT_INDEX_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's finalizer of `x + 0x9E3779B97F4A7C15`.
+pub fn splitmix64(x: u64) -> u64 {
+    let z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `⌊ratio·2²⁴⌋`: a 24-bit hash below it drops the element.
+pub fn dropout_threshold(ratio: f32) -> u64 {
+    (f64::from(ratio.clamp(0.0, 1.0)) * 16_777_216.0) as u64
 }
 
 /// How many inputs an op takes.
@@ -471,6 +507,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Scale { .. } => "scale",
             Op::Update(u) => u.name(),
+            Op::DropoutTrain { .. } => "dropout_train",
         }
     }
 
@@ -506,7 +543,8 @@ impl Op {
             | Op::ActivationGrad(_)
             | Op::SoftmaxGrad { .. }
             | Op::LogSoftmaxGrad { .. }
-            | Op::LossGrad(_) => Arity::Exactly(2),
+            | Op::LossGrad(_)
+            | Op::DropoutTrain { .. } => Arity::Exactly(2),
             Op::Update(u) => Arity::Exactly(u.arity()),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exactly(5),
@@ -542,6 +580,7 @@ impl Op {
                 | Op::Slice { .. }
                 | Op::Scale { .. }
                 | Op::Update(_)
+                | Op::DropoutTrain { .. }
         )
     }
 

@@ -755,5 +755,21 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             Ok(x.clone())
         }
         Op::Update(u) => update(u, inputs),
+        Op::DropoutTrain { ratio, .. } => {
+            infer(
+                &Op::Dropout {
+                    ratio: *ratio,
+                    seed: 0,
+                },
+                &[x],
+            )?;
+            if *inputs[1] != TensorType::f32(Shape::scalar()) {
+                return Err(format!(
+                    "the step count (input 1) must be f32[], got {}",
+                    inputs[1]
+                ));
+            }
+            Ok(x.clone())
+        }
     }
 }

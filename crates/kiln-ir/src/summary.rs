@@ -312,7 +312,8 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }
-        | Op::Update(_) => training_flops(op, inputs, output),
+        | Op::Update(_)
+        | Op::DropoutTrain { .. } => training_flops(op, inputs, output),
     }
 }
 
@@ -374,6 +375,8 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
             LossKind::Nll => 1,
         }),
         Op::Scale { .. } => out,
+        // the mask test and the scaling multiply per element
+        Op::DropoutTrain { .. } => out.saturating_mul(2),
         Op::Update(u) => match u {
             crate::op::Update::Count => 1,
             crate::op::Update::SgdVelocity { .. } | crate::op::Update::SgdParam { .. } => {
@@ -513,7 +516,8 @@ pub fn propagate_field(
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }
-        | Op::Update(_) => None,
+        | Op::Update(_)
+        | Op::DropoutTrain { .. } => None,
     }
 }
 

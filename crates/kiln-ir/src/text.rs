@@ -145,6 +145,10 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             }
             Update::Count => {}
         },
+        Op::DropoutTrain { ratio, seed } => {
+            a.push(("ratio", float(*ratio)));
+            push_if(&mut a, "seed", *seed != 0, int(seed));
+        }
         Op::GlobalPool(_) | Op::Dense | Op::MatMul | Op::Binary(_) | Op::Loss(_) => {}
         Op::AdaptivePool { output, .. } => a.push(("output", usizes(output))),
         Op::Activation(act) => {
@@ -457,6 +461,7 @@ pub const TRAINING_OP_NAMES: &[&str] = &[
     "adam_moment",
     "adam_param",
     "step_count",
+    "dropout_train",
 ];
 
 /// Builds the op named `name` from its attributes.
@@ -580,6 +585,10 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             eps: a.float("eps", 1e-8)?,
         }),
         "step_count" => Op::Update(Update::Count),
+        "dropout_train" => Op::DropoutTrain {
+            ratio: a.float("ratio", 0.5)?,
+            seed: a.uint64("seed", 0)?,
+        },
         "global_max_pool" => Op::GlobalPool(ReduceKind::Max),
         "global_avg_pool" => Op::GlobalPool(ReduceKind::Avg),
         "adaptive_max_pool2d" => Op::AdaptivePool {

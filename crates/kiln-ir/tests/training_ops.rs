@@ -41,6 +41,7 @@ graph train_ops {
   %m2 = adam_moment(%w, %dw, %w) {beta=0.999, weight_decay=0.0, squared=true}: f32[6, 2, 3, 3]
   %t1 = step_count(%t): f32[]
   %p2 = adam_param(%w, %m, %m2, %t1) {lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8}: f32[6, 2, 3, 3]
+  %dr = dropout_train(%x, %t) {ratio=0.25, seed=7}: f32[2, 4, 7, 7]
   output %rot
   output %dil
   output %aids
@@ -62,6 +63,7 @@ graph train_ops {
   output %neg
   output %p1
   output %p2
+  output %dr
 }
 "#;
 
@@ -138,6 +140,14 @@ fn impossible_training_ops_are_errors_naming_the_node() {
         ),
         ("  %a = sgd_param(%w, %dy)", "input 1 must be f32[6, 2, 3, 3]"),
         ("  %a = step_count(%w)", "the step count must be a scalar"),
+        (
+            "  %a = dropout_train(%x, %w) {ratio=0.5}",
+            "the step count (input 1) must be f32[]",
+        ),
+        (
+            "  %a = dropout_train(%x, %x) {ratio=1.0}",
+            "ratio must be in [0, 1)",
+        ),
     ];
     for (body, want) in cases {
         let e = err(body);

@@ -194,7 +194,8 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }
-        | Op::Update(_) => crate::lower_train::emit(e, op, a),
+        | Op::Update(_)
+        | Op::DropoutTrain { .. } => crate::lower_train::emit(e, op, a),
     }
 }
 

@@ -93,6 +93,10 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
             update(e, a, *u);
             numel
         }
+        Op::DropoutTrain { ratio, seed } => {
+            dropout_train(e, a, *ratio, *seed);
+            numel
+        }
         // forward ops are lowered by `lower::emit`, which never sends them here
         _ => 0,
     }
@@ -742,4 +746,45 @@ fn update(e: &mut Emitter, a: &Args, u: Update) {
             });
         }
     }
+}
+
+/// Training-mode dropout: the mask of `kiln_ir::op::dropout_keep`, the same integer hash.
+fn dropout_train(e: &mut Emitter, a: &Args, ratio: f32, seed: u64) {
+    use kiln_ir::op::{DROPOUT_INDEX_MUL, DROPOUT_STEP_MUL, dropout_threshold};
+    let (arena, xo, so, dst) = (a.arena, a.src(0), a.src(1), a.dst());
+    let z = e.iconst(0);
+    let step = load_f(e, arena, so, z);
+    let step = e.b.ins().fcvt_to_uint_sat(I64, step);
+    let sm = e.b.ins().iconst(I64, DROPOUT_STEP_MUL as i64);
+    let base = e.b.ins().imul(step, sm);
+    let base = e.b.ins().iadd_imm_s(base, seed as i64);
+    let scale = (1.0 / (1.0 - f64::from(ratio))) as f32;
+    let threshold = dropout_threshold(ratio) as i64;
+    e.for_range(a.begin, a.end, 1, |e, i| {
+        let im = e.b.ins().iconst(I64, DROPOUT_INDEX_MUL as i64);
+        let t = e.b.ins().imul(i, im);
+        let h = e.b.ins().iadd(base, t);
+        // SplitMix64's finalizer
+        let h = e.b.ins().iadd_imm_s(h, 0x9E37_79B9_7F4A_7C15u64 as i64);
+        let mix = |e: &mut Emitter, h: Value, shift: i64, mul: u64| {
+            let s = e.b.ins().ushr_imm_s(h, shift);
+            let x = e.b.ins().bxor(h, s);
+            let m = e.b.ins().iconst(I64, mul as i64);
+            e.b.ins().imul(x, m)
+        };
+        let h = mix(e, h, 30, 0xBF58_476D_1CE4_E5B9);
+        let h = mix(e, h, 27, 0x94D0_49BB_1331_11EB);
+        let s = e.b.ins().ushr_imm_s(h, 31);
+        let h = e.b.ins().bxor(h, s);
+        let top = e.b.ins().ushr_imm_s(h, 40);
+        let keep =
+            e.b.ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, top, threshold);
+        let x = load_f(e, arena, xo, i);
+        let c = e.fconst(scale);
+        let y = e.b.ins().fmul(x, c);
+        let zero = e.fconst(0.0);
+        let y = e.b.ins().select(keep, y, zero);
+        store_f(e, arena, dst, i, y);
+    });
 }

@@ -352,7 +352,12 @@ pub fn gradients(
     let mut runner = Runner::new(&t.graph, options)?;
     let mut feeds = inputs.clone();
     feeds.insert(t.target.clone(), target.clone());
-    let outs = runner.run(&feeds, weights)?;
+    // training state (dropout's step count) at its start
+    let mut all = weights.clone();
+    for (name, ty) in &t.state {
+        all.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.0));
+    }
+    let outs = runner.run(&feeds, &all)?;
     let mut grads = Vec::new();
     for g in &t.grads {
         grads.push((g.key.clone(), tensor(&outs, &g.node)?));

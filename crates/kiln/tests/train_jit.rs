@@ -64,7 +64,8 @@ graph cnn {
   %f1 = flatten(%g)
   %f2 = flatten(%ga)
   %cat = concat(%f1, %f2) {axis=1}
-  %sig = sigmoid(%cat)
+  %drop = dropout(%cat) {ratio=0.3, seed=5}
+  %sig = sigmoid(%drop)
   %d = div(%cat, %sig)
   %sb = sub(%d, %sig)
   %ct = conv_transpose2d(%c1, %d.w) {stride=[2, 2], padding=[1, 0, 0, 1], output_padding=[1, 0], groups=2}
