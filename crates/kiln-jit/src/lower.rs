@@ -323,7 +323,7 @@ pub(crate) fn store_f(e: &mut Emitter, arena: Value, off: usize, idx: Value, v: 
 }
 
 /// `acc += Σ_i x[xo + i]·w[wo + i]` over `len` contiguous elements, vectorized.
-fn dot(e: &mut Emitter, arena: Value, x: (usize, Value), w: (usize, Value), len: usize) -> Value {
+pub(crate) fn dot(e: &mut Emitter, arena: Value, x: (usize, Value), w: (usize, Value), len: usize) -> Value {
     let zero = e.vconst(0.0);
     let acc = e.var(F32X4, zero);
     let vlen = (len / 4 * 4) as i64;

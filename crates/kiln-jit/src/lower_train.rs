@@ -8,7 +8,7 @@
 //! writes. An index read from memory (max-pool ids, class ids) is range-checked before use.
 
 use crate::codegen::{Emitter, mem};
-use crate::lower::{Args, dims4, in_range, load_f, max_and_sum_exp, split, store_f};
+use crate::lower::{Args, dims4, dot, in_range, load_f, max_and_sum_exp, split, store_f};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -33,11 +33,11 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
         }
         Op::DilatePad { stride, padding } => {
             dilate_pad(e, a, *stride, *padding);
-            numel
+            planes()
         }
         Op::ConvWeightGrad { conv, .. } => {
             conv_weight_grad(e, a, conv);
-            numel
+            od[0] * od[1]
         }
         Op::MaxPoolIds(p) => {
             max_pool_ids(e, a, p);
@@ -180,79 +180,126 @@ fn rot180(e: &mut Emitter, a: &Args, groups: usize) {
     });
 }
 
+/// Per plane: zero the output, then copy each input element that lands inside it to
+/// `(ih·s_h + top, iw·s_w + left)`; the ranges of such `ih`, `iw` are compile-time constants.
 fn dilate_pad(e: &mut Emitter, a: &Args, stride: [usize; 2], padding: [i64; 4]) {
-    let [n, c, h, w] = dims4(a.dims(0));
+    let [_, _, h, w] = dims4(a.dims(0));
     let [_, _, oh, ow] = dims4(a.odims());
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());
-    e.for_range(a.begin, a.end, 1, |e, flat| {
-        let ix = split(e, flat, &[n * c, oh, ow]);
-        let zero = e.fconst(0.0);
-        let v = e.var(F32, zero);
-        // the input coordinate of an output coordinate, when it is one
-        let coord = |e: &mut Emitter, y: Value, ax: usize, n_in: usize| {
-            let r = e.b.ins().iadd_imm_s(y, -padding[ax]);
-            let rem = e.b.ins().urem_imm_s(r, stride[ax] as i64);
-            let q = e.b.ins().udiv_imm_s(r, stride[ax] as i64);
-            let on_grid = e.b.ins().icmp_imm_s(IntCC::Equal, rem, 0);
-            let inside = in_range(e, q, n_in);
-            (q, e.b.ins().band(on_grid, inside))
+    // input indices i with 0 ≤ i·s + pad < out
+    let range = |n: usize, s: usize, pad: i64, out: usize| {
+        let ok = |i: usize| {
+            let p = i as i64 * s as i64 + pad;
+            p >= 0 && p < out as i64
         };
-        let (ih, okh) = coord(e, ix[1], 0, h);
-        let (iw, okw) = coord(e, ix[2], 1, w);
-        let ok = e.b.ins().band(okh, okw);
-        e.if_then(ok, |e| {
-            let at = offset(e, &[ix[0], ih, iw], &[0, h, w]);
-            let x = load_f(e, arena, src, at);
-            e.b.def_var(v, x);
+        let lo = (0..n).find(|&i| ok(i)).unwrap_or(n);
+        let hi = (lo..n).find(|&i| !ok(i)).unwrap_or(n);
+        (lo, hi)
+    };
+    let (h0, h1) = range(h, stride[0], padding[0], oh);
+    let (w0, w1) = range(w, stride[1], padding[1], ow);
+    e.for_range(a.begin, a.end, 1, |e, plane| {
+        let ybase = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
+        zero(e, arena, dst, ybase, oh * ow);
+        let xbase = e.b.ins().imul_imm_s(plane, (h * w) as i64);
+        e.for_const(h0 as i64, h1 as i64, |e, ih| {
+            let xr = e.b.ins().imul_imm_s(ih, w as i64);
+            let xr = e.b.ins().iadd(xbase, xr);
+            let yr = e.b.ins().imul_imm_s(ih, (stride[0] * ow) as i64);
+            let yr = e.b.ins().iadd_imm_s(yr, padding[0] * ow as i64 + padding[1]);
+            let yr = e.b.ins().iadd(ybase, yr);
+            e.for_const(w0 as i64, w1 as i64, |e, iw| {
+                let xi = e.b.ins().iadd(xr, iw);
+                let yc = e.b.ins().imul_imm_s(iw, stride[1] as i64);
+                let yi = e.b.ins().iadd(yr, yc);
+                let v = load_f(e, arena, src, xi);
+                store_f(e, arena, dst, yi, v);
+            });
         });
-        let x = e.b.use_var(v);
-        store_f(e, arena, dst, flat, x);
     });
 }
 
+/// The output positions `[lo, hi)` of one axis whose tap `k` lands inside the input
+/// (`o·s + k·d − pad ∈ [0, n)`), computed at compile time.
+fn valid_outputs(out: usize, n: usize, s: usize, d: usize, k: usize, pad: usize) -> (usize, usize) {
+    let off = k * d;
+    let lo = pad.saturating_sub(off).div_ceil(s);
+    // o·s + off − pad ≤ n − 1  ⇔  o ≤ (n − 1 + pad − off)/s
+    let hi = match (n - 1 + pad).checked_sub(off) {
+        Some(v) => (v / s + 1).min(out),
+        None => 0,
+    };
+    (lo, hi.max(lo))
+}
+
+/// `dw[o, c, i, j]`, parallel over the `(o, c)` pairs; the kernel taps `(i, j)` are unrolled,
+/// so each tap's valid output rows and columns are compile-time ranges (no test per tap), and
+/// with stride 1 the row products are vectorized dot products.
 fn conv_weight_grad(e: &mut Emitter, a: &Args, conv: &Conv2d) {
     let [n, c_in, h, w] = dims4(a.dims(0));
     let [_, c_out, oh, ow] = dims4(a.dims(1));
-    let od = a.odims().to_vec();
-    let [_, cg, kh, kw] = dims4(&od);
+    let [_, cg, kh, kw] = dims4(a.odims());
     let (s, d) = (conv.stride, conv.dilation);
     let (pt, _) = resolve_padding(conv.padding, 0, h, kh, s[0], d[0]);
     let (pl, _) = resolve_padding(conv.padding, 1, w, kw, s[1], d[1]);
     let co_per_group = c_out / conv.groups;
     let (arena, xo, dyo, dst) = (a.arena, a.src(0), a.src(1), a.dst());
-    e.for_range(a.begin, a.end, 1, |e, flat| {
-        let ix = split(e, flat, &od);
-        let (o, ic, i, j) = (ix[0], ix[1], ix[2], ix[3]);
+    e.for_range(a.begin, a.end, 1, |e, pair| {
+        let o = e.b.ins().udiv_imm_s(pair, cg as i64);
+        let ic = e.b.ins().urem_imm_s(pair, cg as i64);
         let g = e.b.ins().udiv_imm_s(o, co_per_group as i64);
         let gc = e.b.ins().imul_imm_s(g, cg as i64);
         let ch = e.b.ins().iadd(gc, ic);
-        let zero = e.fconst(0.0);
-        let acc = e.var(F32, zero);
-        e.for_const(0, n as i64, |e, b| {
-            let x_plane = offset(e, &[b, ch], &[0, c_in]);
-            let dy_plane = offset(e, &[b, o], &[0, c_out]);
-            e.for_const(0, oh as i64, |e, y| {
-                let ih = tap(e, y, i, s[0], d[0], pt);
-                let okh = in_range(e, ih, h);
-                e.if_then(okh, |e| {
-                    e.for_const(0, ow as i64, |e, x| {
-                        let iw = tap(e, x, j, s[1], d[1], pl);
-                        let okw = in_range(e, iw, w);
-                        e.if_then(okw, |e| {
-                            let xi = offset(e, &[x_plane, ih, iw], &[0, h, w]);
-                            let yi = offset(e, &[dy_plane, y, x], &[0, oh, ow]);
-                            let xv = load_f(e, arena, xo, xi);
-                            let gv = load_f(e, arena, dyo, yi);
-                            let s = e.b.use_var(acc);
-                            let s = e.b.ins().fma(xv, gv, s);
-                            e.b.def_var(acc, s);
+        for i in 0..kh {
+            let (y0, y1) = valid_outputs(oh, h, s[0], d[0], i, pt);
+            for j in 0..kw {
+                let (x0, x1) = valid_outputs(ow, w, s[1], d[1], j, pl);
+                let zero = e.fconst(0.0);
+                let acc = e.var(F32, zero);
+                if y0 < y1 && x0 < x1 {
+                    e.for_const(0, n as i64, |e, b| {
+                        let x_plane = offset(e, &[b, ch], &[0, c_in]);
+                        let x_plane = e.b.ins().imul_imm_s(x_plane, (h * w) as i64);
+                        let dy_plane = offset(e, &[b, o], &[0, c_out]);
+                        let dy_plane = e.b.ins().imul_imm_s(dy_plane, (oh * ow) as i64);
+                        e.for_const(y0 as i64, y1 as i64, |e, y| {
+                            // input row of output row y, and its first column
+                            let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
+                            let ih = e.b.ins().iadd_imm_s(ih, (i * d[0]) as i64 - pt as i64);
+                            let xr = e.b.ins().imul_imm_s(ih, w as i64);
+                            let xr = e.b.ins().iadd(x_plane, xr);
+                            let yr = e.b.ins().imul_imm_s(y, ow as i64);
+                            let yr = e.b.ins().iadd(dy_plane, yr);
+                            let col0 = (x0 * s[1] + j * d[1]) as i64 - pl as i64;
+                            let x_start = e.b.ins().iadd_imm_s(xr, col0);
+                            let y_start = e.b.ins().iadd_imm_s(yr, x0 as i64);
+                            let v = if s[1] == 1 {
+                                dot(e, arena, (xo, x_start), (dyo, y_start), x1 - x0)
+                            } else {
+                                let zero = e.fconst(0.0);
+                                let r = e.var(F32, zero);
+                                e.for_const(0, (x1 - x0) as i64, |e, k| {
+                                    let xk = e.b.ins().imul_imm_s(k, s[1] as i64);
+                                    let xk = e.b.ins().iadd(x_start, xk);
+                                    let yk = e.b.ins().iadd(y_start, k);
+                                    let xv = load_f(e, arena, xo, xk);
+                                    let gv = load_f(e, arena, dyo, yk);
+                                    let t = e.b.use_var(r);
+                                    let t = e.b.ins().fma(xv, gv, t);
+                                    e.b.def_var(r, t);
+                                });
+                                e.b.use_var(r)
+                            };
+                            add_to(e, acc, v);
                         });
                     });
-                });
-            });
-        });
-        let v = e.b.use_var(acc);
-        store_f(e, arena, dst, flat, v);
+                }
+                let at = e.b.ins().imul_imm_s(pair, (kh * kw) as i64);
+                let at = e.b.ins().iadd_imm_s(at, (i * kw + j) as i64);
+                let v = e.b.use_var(acc);
+                store_f(e, arena, dst, at, v);
+            }
+        }
     });
 }
 
