@@ -9,6 +9,16 @@ use proptest::prelude::*;
 
 /// Runs the training graph of `graph` on both engines; `Err` names the first disagreement.
 fn compare(graph: &Graph, loss: Loss, opt: Option<Optimizer>, seed: u64) -> Result<(), String> {
+    compare_with(graph, loss, opt, seed, &Default::default())
+}
+
+fn compare_with(
+    graph: &Graph,
+    loss: Loss,
+    opt: Option<Optimizer>,
+    seed: u64,
+    jit: &kiln::CompileOptions,
+) -> Result<(), String> {
     let t = differentiate(graph, loss, opt).map_err(|e| e.to_string())?;
     let g = &t.graph;
     let mut weights = default_weights(g, seed);
@@ -20,8 +30,7 @@ fn compare(graph: &Graph, loss: Loss, opt: Option<Optimizer>, seed: u64) -> Resu
     let text = || kiln::ir::text::print(g);
     let want =
         kiln::interp::run::<f32>(g, &inputs, &weights).map_err(|e| format!("interp: {e}\n{}", text()))?;
-    let mut m =
-        kiln::jit::compile(g, &Default::default()).map_err(|e| format!("compile: {e}\n{}", text()))?;
+    let mut m = kiln::jit::compile(g, jit).map_err(|e| format!("compile: {e}\n{}", text()))?;
     m.set_weights(&weights).map_err(|e| e.to_string())?;
     let got = m.run(&inputs).map_err(|e| format!("run: {e}\n{}", text()))?;
     for ((name, w), (_, v)) in want.iter().zip(&got) {
@@ -115,6 +124,22 @@ graph mm {
 "#;
     let g = kiln::ir::text::parse(src).unwrap();
     compare(&g, Loss::nll(), Some(Optimizer::sgd(0.05)), 4).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// LeNet-5 at batch 8 on two threads: the big kernels (scatters by plane, weight gradients by
+/// channel pair) split across threads, with Adam; and the training graph prints and parses back.
+#[test]
+fn lenet5_on_two_threads_matches_the_interpreter() {
+    let g = kiln::zoo::lenet5().unwrap().with_batch(8).unwrap();
+    let two = kiln::CompileOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    compare_with(&g, Loss::cross_entropy(), Some(Optimizer::adam(1e-3)), 7, &two)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = differentiate(&g, Loss::cross_entropy(), Some(Optimizer::adam(1e-3))).unwrap();
+    let text = kiln::ir::text::print(&t.graph);
+    assert_eq!(kiln::ir::text::parse(&text).unwrap(), t.graph);
 }
 
 proptest! {
