@@ -606,26 +606,44 @@ fn reduce_sum_to(e: &mut Emitter, a: &Args) {
     aligned.extend(&sd);
     // the summed axes: size 1 in the result, larger in the input
     let reduced: Vec<usize> = (0..r).filter(|&k| aligned[k] == 1 && xd[k] > 1).collect();
-    let rdims: Vec<usize> = reduced.iter().map(|&k| xd[k]).collect();
-    let count: usize = rdims.iter().product();
+    let xstrides: Vec<usize> = (0..r).map(|k| xd[k + 1..].iter().product()).collect();
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());
     e.for_range(a.begin, a.end, 1, |e, flat| {
         let ix = split(e, flat, &aligned);
+        // the input offset of the output element (index 0 on the summed axes)
+        let kept: Vec<Value> = (0..r)
+            .map(|k| if reduced.contains(&k) { e.iconst(0) } else { ix[k] })
+            .collect();
+        let base = offset(e, &kept, &xd);
         let zero = e.fconst(0.0);
         let acc = e.var(F32, zero);
-        e.for_const(0, count as i64, |e, k| {
-            let rk = split(e, k, &rdims);
-            let mut idx = ix.clone();
-            for (j, &axis) in reduced.iter().enumerate() {
-                idx[axis] = rk[j];
-            }
-            let at = offset(e, &idx, &xd);
-            let v = load_f(e, arena, src, at);
-            add_to(e, acc, v);
-        });
+        sum_axes(e, (arena, src), base, &reduced, &xd, &xstrides, acc);
         let v = e.b.use_var(acc);
         store_f(e, arena, dst, flat, v);
     });
+}
+
+/// `acc += Σ x[base + Σ_a i_a·stride_a]` over the axes `axes` (one loop nest, no divisions).
+fn sum_axes(
+    e: &mut Emitter,
+    (arena, src): (Value, usize),
+    base: Value,
+    axes: &[usize],
+    dims: &[usize],
+    strides: &[usize],
+    acc: Variable,
+) {
+    match axes.split_first() {
+        None => {
+            let v = load_f(e, arena, src, base);
+            add_to(e, acc, v);
+        }
+        Some((&k, rest)) => e.for_const(0, dims[k] as i64, |e, i| {
+            let t = e.b.ins().imul_imm_s(i, strides[k] as i64);
+            let b = e.b.ins().iadd(base, t);
+            sum_axes(e, (arena, src), b, rest, dims, strides, acc);
+        }),
+    }
 }
 
 fn loss_grad(e: &mut Emitter, a: &Args, kind: LossKind) {
