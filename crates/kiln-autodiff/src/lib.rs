@@ -260,7 +260,9 @@ pub fn differentiate(
     let target_name = names.fresh(&g, "target");
     let target = g.input(target_name.clone(), loss.target_type(&pred_ty))?;
     let loss_name = names.fresh(&g, "loss");
-    let loss_id = g.add(loss_name.clone(), Op::Loss(loss.kind), &[pred, target])?;
+    let loss_id = g
+        .add(loss_name.clone(), Op::Loss(loss.kind), &[pred, target])
+        .map_err(|e| AutodiffError::Graph(format!("the loss does not apply to the model's output: {e}")))?;
     g.mark_output(loss_id)?;
 
     // Which nodes the loss depends on through differentiable paths from a param or input.

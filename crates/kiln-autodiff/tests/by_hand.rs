@@ -122,3 +122,29 @@ fn dropout_masks_drop_about_the_ratio_and_change_every_step() {
     let differ = a.data().iter().zip(b.data()).filter(|(p, q)| p != q).count();
     assert!(differ > 3_000, "only {differ} elements changed between steps");
 }
+
+#[test]
+fn graphs_that_cannot_be_trained_are_errors_that_say_why() {
+    let two = kiln_ir::text::parse(
+        "graph g {\n  input %x: f32[2, 3]\n  %a = relu(%x)\n  %b = tanh(%x)\n  output %a\n  output %b\n}\n",
+    )
+    .unwrap();
+    let e = differentiate(&two, Loss::mse(), None).unwrap_err().to_string();
+    assert!(e.contains("exactly one output") && e.contains("has 2"), "{e}");
+    let spatial =
+        kiln_ir::text::parse("graph g {\n  input %x: f32[2, 3, 4, 4]\n  %a = relu(%x)\n  output %a\n}\n")
+            .unwrap();
+    let e = differentiate(&spatial, Loss::cross_entropy(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the loss does not apply") && e.contains("[N, K]"),
+        "{e}"
+    );
+    let leaky = kiln_ir::text::parse(
+        "graph g {\n  input %x: f32[2, 3]\n  %a = leaky_relu(%x) {alpha=-0.5}\n  output %a\n}\n",
+    )
+    .unwrap();
+    let e = differentiate(&leaky, Loss::mse(), None).unwrap_err().to_string();
+    assert!(e.contains("node `a` (leaky_relu)") && e.contains("alpha"), "{e}");
+}
