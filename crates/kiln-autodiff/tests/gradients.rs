@@ -221,3 +221,26 @@ graph cnn {
     let g = kiln_ir::text::parse(src).unwrap();
     check(&Case::new(g, Loss::cross_entropy(), 21));
 }
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    /// Random networks of kiln-ir's generator (the fuzzers' one) that autodiff accepts: every
+    /// rule composed with the others, against finite differences. Small ones only (every
+    /// element of every weight and input is perturbed twice), and without `div` (a divisor
+    /// near zero makes finite differences meaningless).
+    #[test]
+    fn random_networks(bytes in prop::collection::vec(any::<u8>(), 0..160), seed: u64) {
+        let graph = kiln_ir::random::graph_from_bytes(&bytes);
+        prop_assume!(kiln_autodiff::differentiate(&graph, Loss::mse(), None).is_ok());
+        let leaves: usize = graph
+            .topo_order()
+            .into_iter()
+            .filter(|&n| graph.inputs(n).is_empty())
+            .map(|n| graph.node(n).ty.shape.numel())
+            .sum();
+        let has_div = graph.topo_order().into_iter().any(|n| graph.node(n).op == Op::Binary(BinaryOp::Div));
+        prop_assume!(leaves <= 400 && !has_div);
+        check(&Case::new(graph, Loss::mse(), seed));
+    }
+}
