@@ -233,6 +233,8 @@ pub fn differentiate(
     // Dropout trains with a mask drawn per step: a step count shared by every dropout.
     let mut dropout_step = None;
     let mut state = Vec::new();
+    // batch norms, now on batch statistics: (node, input, running mean, running var)
+    let mut batch_norms = Vec::new();
     for id in graph.topo_order() {
         let n = graph.node(id);
         let mut ins: Vec<NodeId> = graph.inputs(id).iter().map(|i| map[i]).collect();
@@ -249,6 +251,26 @@ pub fn differentiate(
                 };
                 ins.push(step);
                 Op::DropoutTrain { ratio, seed }
+            }
+            Op::BatchNorm { epsilon } => {
+                let per_channel = n.ty.shape.numel() / n.ty.dims()[1].max(1);
+                if per_channel < 2 {
+                    return Err(AutodiffError::NoRule {
+                        node: n.name.clone(),
+                        op: n.op.name().into(),
+                        reason: format!(
+                            "training on batch statistics needs more than one value per channel, {} has {per_channel}",
+                            n.ty
+                        ),
+                    });
+                }
+                let (mean, var) = (ins[3], ins[4]);
+                ins.truncate(3);
+                batch_norms.push((n.name.clone(), ins[0], mean, var));
+                Op::BatchNormTrain {
+                    part: kiln_ir::BnPart::Forward,
+                    epsilon,
+                }
             }
             ref op => op.clone(),
         };
@@ -336,6 +358,40 @@ pub fn differentiate(
     let mut updates = Vec::new();
     if let Some(opt) = optimizer {
         add_updates(&mut g, &mut names, opt, &out, &params, &mut updates, &mut state)?;
+        // running statistics, as PyTorch: `running = (1 − m)·running + m·batch` (the unbiased
+        // variance), m = BN_MOMENTUM
+        for (name, x, mean, var) in &batch_norms {
+            for (buf, part) in [(*mean, kiln_ir::BnPart::Mean), (*var, kiln_ir::BnPart::Var)] {
+                let eps = match g.node(g.find(name).expect("the batch norm")).op {
+                    Op::BatchNormTrain { epsilon, .. } => epsilon,
+                    _ => 0.0,
+                };
+                let bname = g.node(buf).name.clone();
+                let stat = g.add(
+                    names.fresh(&g, &format!("{name}.{}", part.name())),
+                    Op::BatchNormTrain { part, epsilon: eps },
+                    &[*x],
+                )?;
+                let old = g.add(
+                    names.fresh(&g, &format!("{bname}.decayed")),
+                    Op::Scale {
+                        factor: 1.0 - BN_MOMENTUM,
+                    },
+                    &[buf],
+                )?;
+                let new = g.add(
+                    names.fresh(&g, &format!("{bname}.batch")),
+                    Op::Scale { factor: BN_MOMENTUM },
+                    &[stat],
+                )?;
+                let next = g.add(
+                    names.fresh(&g, &format!("{bname}.next")),
+                    Op::Binary(kiln_ir::BinaryOp::Add),
+                    &[old, new],
+                )?;
+                updates.push((bname, g.node(next).name.clone()));
+            }
+        }
         // a new mask every step
         if let Some(s) = dropout_step {
             let next = g.add(
@@ -387,6 +443,9 @@ fn needs_grad(g: &Graph, pred: NodeId) -> HashSet<NodeId> {
     }
     live
 }
+
+/// The momentum of batch norm's running statistics (PyTorch's default).
+pub const BN_MOMENTUM: f32 = 0.1;
 
 /// The step count of training-mode dropout (a state buffer).
 pub const DROPOUT_STEP: &str = "dropout.step";

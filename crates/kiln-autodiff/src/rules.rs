@@ -6,7 +6,8 @@
 use crate::{AutodiffError, Names};
 use kiln_ir::shape::{effective_kernel, normalize_axis, resolve_padding};
 use kiln_ir::{
-    Activation, BinaryOp, Conv2d, ConvTranspose2d, Graph, NodeId, Op, Padding, Pool2d, PoolKind, ReduceKind,
+    Activation, BinaryOp, BnPart, Conv2d, ConvTranspose2d, Graph, NodeId, Op, Padding, Pool2d, PoolKind,
+    ReduceKind,
 };
 
 /// What a rule builds with: the graph, fresh names, and the node being differentiated.
@@ -80,9 +81,14 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         Op::Concat { axis } => concat(b, *axis, ins, want, dy),
         // `differentiate` made every dropout with `ratio > 0` a `dropout_train`
         Op::Dropout { .. } => Ok(vec![Some(dy)]),
+        // `differentiate` made every batch norm a `batch_norm_train` (batch statistics)
         Op::BatchNorm { .. } => {
-            Err(b.no_rule("training-mode batch norm (batch statistics) is not implemented"))
+            Err(b.no_rule("inference-mode batch norm is not trained; it becomes batch_norm_train"))
         }
+        Op::BatchNormTrain {
+            part: BnPart::Forward,
+            epsilon,
+        } => batch_norm(b, *epsilon, ins, want, dy),
         Op::Loss(_) => {
             Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead"))
         }
@@ -101,7 +107,8 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }
-        | Op::Update(_) => Err(b.no_rule("a training op is not differentiated again")),
+        | Op::Update(_)
+        | Op::BatchNormTrain { .. } => Err(b.no_rule("a training op is not differentiated again")),
         // the forward pass's training-mode dropout (see `differentiate`): the same mask
         Op::DropoutTrain { ratio, seed } => {
             let op = Op::DropoutTrain {
@@ -243,6 +250,31 @@ fn conv_transpose2d(
         out[1] = Some(b.add("grad_w", op, &[src, x])?);
     }
     if ins.len() == 3 && want[2] {
+        out[2] = Some(bias_grad(b, dy)?);
+    }
+    Ok(out)
+}
+
+/// Batch norm on batch statistics: `dx` by its own op (the statistics depend on every
+/// element), `dscale = Σ dy·x̂`, `dbias = Σ dy`.
+fn batch_norm(b: &mut Builder, epsilon: f32, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    let (x, scale) = (ins[0], ins[1]);
+    let mut out = vec![None; 3];
+    if want[0] {
+        let op = Op::BatchNormTrain {
+            part: BnPart::GradX,
+            epsilon,
+        };
+        out[0] = Some(b.add("grad_x", op, &[x, scale, dy])?);
+    }
+    if want[1] {
+        let op = Op::BatchNormTrain {
+            part: BnPart::GradScale,
+            epsilon,
+        };
+        out[1] = Some(b.add("grad_scale", op, &[x, dy])?);
+    }
+    if want[2] {
         out[2] = Some(bias_grad(b, dy)?);
     }
     Ok(out)

@@ -148,3 +148,35 @@ fn graphs_that_cannot_be_trained_are_errors_that_say_why() {
     let e = differentiate(&leaky, Loss::mse(), None).unwrap_err().to_string();
     assert!(e.contains("node `a` (leaky_relu)") && e.contains("alpha"), "{e}");
 }
+
+#[test]
+fn batch_norm_running_statistics_follow_pytorch() {
+    // x = [1, 3] on one channel: batch mean 2, unbiased variance 2; momentum 0.1 from
+    // running mean 0 and variance 1: 0.9·0 + 0.1·2 = 0.2 and 0.9·1 + 0.1·2 = 1.1
+    let g = kiln_ir::text::parse(
+        "graph bn {\n  input %x: f32[2, 1]\n  param %s: f32[1]\n  param %b: f32[1]\n  buffer %m: f32[1]\n  buffer %v: f32[1]\n  %y = batch_norm(%x, %s, %b, %m, %v)\n  output %y\n}\n",
+    )
+    .unwrap();
+    let t = differentiate(&g, Loss::mse(), Some(Optimizer::sgd(0.0))).unwrap();
+    let inputs = HashMap::from([
+        (
+            "x".to_string(),
+            Value::F(Tensor::new([2, 1], vec![1.0, 3.0]).unwrap()),
+        ),
+        (t.target.clone(), Value::F(Tensor::full([2, 1], 0.0))),
+    ]);
+    let weights: HashMap<String, Tensor<f64>> = [("s", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0)]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), Tensor::full([1], v)))
+        .collect();
+    let outs: HashMap<_, _> = run(&t.graph, &inputs, &weights).unwrap().into_iter().collect();
+    let next = |w: &str| {
+        let node = &t.updates.iter().find(|(n, _)| n == w).unwrap().1;
+        outs[node].as_f().unwrap().data()[0]
+    };
+    assert!((next("m") - 0.2).abs() < 1e-7 && (next("v") - 1.1).abs() < 1e-7);
+    // the forward pass used the batch statistics: (x − 2)/√(1 + 1e-5), so the loss is
+    // mean((±1/√(1 + 1e-5))²)
+    let loss = outs[&t.loss].as_f().unwrap().data()[0];
+    assert!((loss - 1.0 / (1.0 + 1e-5f32 as f64)).abs() < 1e-9, "{loss}");
+}

@@ -136,6 +136,28 @@ proptest! {
     }
 }
 
+/// Batch norm in training mode (batch statistics): every input's gradient, on 2-D and 4-D
+/// inputs.
+#[test]
+fn batch_norm_on_batch_statistics() {
+    for (dims, seed) in [(vec![4, 3], 31), (vec![2, 3, 2, 3], 32)] {
+        let c = dims[1];
+        let mut g = Graph::new();
+        let x = g.input("x", f(&dims)).unwrap();
+        let s = g.param("scale", f(&[c])).unwrap();
+        let b = g.param("bias", f(&[c])).unwrap();
+        let m = g.buffer("mean", f(&[c])).unwrap();
+        let v = g.buffer("var", f(&[c])).unwrap();
+        let y = g
+            .add("y", Op::BatchNorm { epsilon: 1e-3 }, &[x, s, b, m, v])
+            .unwrap();
+        // a non-linear tail, so that dx is not trivially zero
+        let t = g.add("t", Op::Activation(Activation::Tanh), &[y]).unwrap();
+        g.mark_output(t).unwrap();
+        check(&Case::new(g, Loss::mse(), seed));
+    }
+}
+
 #[test]
 fn dense_with_and_without_bias() {
     for (bias, seed) in [(true, 1), (false, 2)] {

@@ -299,6 +299,10 @@ fn eval_node<T: Float>(
         }
         Op::Slice { axis, start, end } => on_either!(first()?, |t| layout::slice(t, *axis, *start, *end)),
         Op::Scale { factor } => Value::F(elementwise::scale(f(0)?, *factor)),
+        Op::BatchNormTrain { part, epsilon } => {
+            let xs = (0..args.len()).map(f).collect::<Result<Vec<_>, _>>()?;
+            Value::F(norm::batch_norm_train(*part, *epsilon, &xs)?)
+        }
         Op::DropoutTrain { ratio, seed } => {
             Value::F(elementwise::dropout_train(f(0)?, f(1)?, *ratio, *seed)?)
         }

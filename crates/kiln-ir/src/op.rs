@@ -212,6 +212,43 @@ impl Update {
     }
 }
 
+/// The pieces of batch norm in training mode, over the batch statistics of `x [N, C, …]`
+/// per channel `c` (all axes but 1, `M` elements): `μ = Σx/M`, `σ² = Σ(x − μ)²/M`,
+/// `x̂ = (x − μ)/√(σ² + ε)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BnPart {
+    /// `y = scale·x̂ + bias`; inputs `(x, scale, bias)`.
+    Forward,
+    /// `dx = scale/√(σ² + ε)·(dy − mean(dy) − x̂·mean(dy·x̂))`; inputs `(x, scale, dy)`.
+    GradX,
+    /// `dscale = Σ dy·x̂`, shape `[C]`; inputs `(x, dy)`.
+    GradScale,
+    /// `μ`, shape `[C]` (for the running mean); input `x`.
+    Mean,
+    /// The unbiased variance `Σ(x − μ)²/(M − 1)`, shape `[C]` (for the running variance, as
+    /// PyTorch); input `x`.
+    Var,
+}
+
+impl BnPart {
+    pub fn name(self) -> &'static str {
+        match self {
+            BnPart::Forward => "batch_norm_train",
+            BnPart::GradX => "batch_norm_grad",
+            BnPart::GradScale => "batch_norm_scale_grad",
+            BnPart::Mean => "batch_mean",
+            BnPart::Var => "batch_var",
+        }
+    }
+    pub fn arity(self) -> usize {
+        match self {
+            BnPart::Forward | BnPart::GradX => 3,
+            BnPart::GradScale => 2,
+            BnPart::Mean | BnPart::Var => 1,
+        }
+    }
+}
+
 /// One operator of the graph IR.
 ///
 /// The variants after `Loss` exist for training: the backward graph that `kiln-autodiff`
@@ -369,6 +406,11 @@ pub enum Op {
         ratio: f32,
         seed: u64,
     },
+    /// Batch norm in training mode (batch statistics), one op per piece ([`BnPart`]).
+    BatchNormTrain {
+        part: BnPart,
+        epsilon: f32,
+    },
 }
 
 /// Whether training-mode dropout keeps element `index` at step `step` (the one mask formula,
@@ -508,6 +550,7 @@ impl Op {
             Op::Scale { .. } => "scale",
             Op::Update(u) => u.name(),
             Op::DropoutTrain { .. } => "dropout_train",
+            Op::BatchNormTrain { part, .. } => part.name(),
         }
     }
 
@@ -546,6 +589,7 @@ impl Op {
             | Op::LossGrad(_)
             | Op::DropoutTrain { .. } => Arity::Exactly(2),
             Op::Update(u) => Arity::Exactly(u.arity()),
+            Op::BatchNormTrain { part, .. } => Arity::Exactly(part.arity()),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exactly(5),
         }
@@ -581,6 +625,7 @@ impl Op {
                 | Op::Scale { .. }
                 | Op::Update(_)
                 | Op::DropoutTrain { .. }
+                | Op::BatchNormTrain { .. }
         )
     }
 

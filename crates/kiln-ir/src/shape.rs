@@ -4,7 +4,9 @@
 //! Every rule returns `Err(message)` for an impossible case; the graph wraps the message with
 //! the node's name, the op and the input types.
 
-use crate::op::{Activation, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, Update};
+use crate::op::{
+    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, Update,
+};
 use crate::tensor::{DType, Shape, TensorType};
 
 type R<T> = Result<T, String>;
@@ -571,6 +573,42 @@ fn update(u: &Update, inputs: &[&TensorType]) -> R<TensorType> {
     Ok(x.clone())
 }
 
+fn batch_norm_train(part: BnPart, epsilon: f32, inputs: &[&TensorType]) -> R<TensorType> {
+    let x = inputs[0];
+    need_f32(x, "input")?;
+    if x.rank() < 2 || x.shape.numel() == 0 {
+        return Err(format!("input must be a non-empty [N, C, …], got {}", x.shape));
+    }
+    if !(epsilon.is_finite() && epsilon >= 0.0) {
+        return Err(format!("epsilon must be finite and non-negative, got {epsilon}"));
+    }
+    let c = x.dims()[1];
+    let per_channel = |t: &TensorType, what: &str| -> R<()> {
+        need_f32(t, what)?;
+        if t.dims() != [c] {
+            return Err(format!("{what} must have shape [{c}], got {}", t.shape));
+        }
+        Ok(())
+    };
+    match part {
+        BnPart::Forward => {
+            per_channel(inputs[1], "scale")?;
+            per_channel(inputs[2], "bias")?;
+            Ok(x.clone())
+        }
+        BnPart::GradX => {
+            per_channel(inputs[1], "scale")?;
+            same_type(x, inputs[2], "the delta")?;
+            Ok(x.clone())
+        }
+        BnPart::GradScale => {
+            same_type(x, inputs[1], "the delta")?;
+            Ok(TensorType::f32([c]))
+        }
+        BnPart::Mean | BnPart::Var => Ok(TensorType::f32([c])),
+    }
+}
+
 /// The output type of `op` applied to `inputs`, or why that is impossible.
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
     if !op.arity().accepts(inputs.len()) {
@@ -755,6 +793,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             Ok(x.clone())
         }
         Op::Update(u) => update(u, inputs),
+        Op::BatchNormTrain { part, epsilon } => batch_norm_train(*part, *epsilon, inputs),
         Op::DropoutTrain { ratio, .. } => {
             infer(
                 &Op::Dropout {

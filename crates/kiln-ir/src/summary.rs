@@ -313,7 +313,8 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         | Op::Slice { .. }
         | Op::Scale { .. }
         | Op::Update(_)
-        | Op::DropoutTrain { .. } => training_flops(op, inputs, output),
+        | Op::DropoutTrain { .. }
+        | Op::BatchNormTrain { .. } => training_flops(op, inputs, output),
     }
 }
 
@@ -377,6 +378,15 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         Op::Scale { .. } => out,
         // the mask test and the scaling multiply per element
         Op::DropoutTrain { .. } => out.saturating_mul(2),
+        // per input element: the statistics' passes (sum; subtract, square, add) and the
+        // output's (subtract, multiply, multiply-add; the backward's two sums and five ops)
+        Op::BatchNormTrain { part, .. } => first.saturating_mul(match part {
+            crate::op::BnPart::Forward => 7,
+            crate::op::BnPart::GradX => 11,
+            crate::op::BnPart::GradScale => 7,
+            crate::op::BnPart::Mean => 1,
+            crate::op::BnPart::Var => 4,
+        }),
         Op::Update(u) => match u {
             crate::op::Update::Count => 1,
             crate::op::Update::SgdVelocity { .. } | crate::op::Update::SgdParam { .. } => {
@@ -517,7 +527,8 @@ pub fn propagate_field(
         | Op::Slice { .. }
         | Op::Scale { .. }
         | Op::Update(_)
-        | Op::DropoutTrain { .. } => None,
+        | Op::DropoutTrain { .. }
+        | Op::BatchNormTrain { .. } => None,
     }
 }
 

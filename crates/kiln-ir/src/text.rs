@@ -20,7 +20,7 @@
 use crate::error::{IrError, ParseError};
 use crate::graph::{Graph, NodeId};
 use crate::op::{
-    Activation, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind, Update,
+    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind, Update,
 };
 use crate::tensor::{DType, Shape, TensorType};
 use std::collections::BTreeMap;
@@ -145,6 +145,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             }
             Update::Count => {}
         },
+        Op::BatchNormTrain { epsilon, .. } => a.push(("epsilon", float(*epsilon))),
         Op::DropoutTrain { ratio, seed } => {
             a.push(("ratio", float(*ratio)));
             push_if(&mut a, "seed", *seed != 0, int(seed));
@@ -462,6 +463,11 @@ pub const TRAINING_OP_NAMES: &[&str] = &[
     "adam_param",
     "step_count",
     "dropout_train",
+    "batch_norm_train",
+    "batch_norm_grad",
+    "batch_norm_scale_grad",
+    "batch_mean",
+    "batch_var",
 ];
 
 /// Builds the op named `name` from its attributes.
@@ -585,6 +591,22 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             eps: a.float("eps", 1e-8)?,
         }),
         "step_count" => Op::Update(Update::Count),
+        "batch_norm_train" | "batch_norm_grad" | "batch_norm_scale_grad" | "batch_mean" | "batch_var" => {
+            let part = [
+                BnPart::Forward,
+                BnPart::GradX,
+                BnPart::GradScale,
+                BnPart::Mean,
+                BnPart::Var,
+            ]
+            .into_iter()
+            .find(|p| p.name() == name)
+            .expect("one of the names matched");
+            Op::BatchNormTrain {
+                part,
+                epsilon: a.float("epsilon", 1e-5)?,
+            }
+        }
         "dropout_train" => Op::DropoutTrain {
             ratio: a.float("ratio", 0.5)?,
             seed: a.uint64("seed", 0)?,

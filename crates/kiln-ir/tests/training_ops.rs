@@ -14,6 +14,7 @@ graph train_ops {
   input %labels: i32[3]
   param %w: f32[6, 2, 3, 3]
   buffer %t: f32[]
+  param %c4: f32[4]
   %rot = rot180(%w) {groups=2}: f32[4, 3, 3, 3]
   %dw = conv2d_weight_grad(%x, %dy) {kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1], groups=2}: f32[6, 2, 3, 3]
   %dil = dilate_pad2d(%dy) {stride=[2, 2], padding=[1, 1, 2, -1]}: f32[2, 6, 10, 7]
@@ -42,6 +43,11 @@ graph train_ops {
   %t1 = step_count(%t): f32[]
   %p2 = adam_param(%w, %m, %m2, %t1) {lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8}: f32[6, 2, 3, 3]
   %dr = dropout_train(%x, %t) {ratio=0.25, seed=7}: f32[2, 4, 7, 7]
+  %bn = batch_norm_train(%x, %c4, %c4) {epsilon=1e-5}: f32[2, 4, 7, 7]
+  %bng = batch_norm_grad(%x, %c4, %x) {epsilon=0.001}: f32[2, 4, 7, 7]
+  %bns = batch_norm_scale_grad(%x, %x) {epsilon=1e-5}: f32[4]
+  %bm = batch_mean(%x) {epsilon=1e-5}: f32[4]
+  %bv = batch_var(%x) {epsilon=1e-5}: f32[4]
   output %rot
   output %dil
   output %aids
@@ -64,6 +70,11 @@ graph train_ops {
   output %p1
   output %p2
   output %dr
+  output %bn
+  output %bng
+  output %bns
+  output %bm
+  output %bv
 }
 "#;
 
@@ -147,6 +158,11 @@ fn impossible_training_ops_are_errors_naming_the_node() {
         (
             "  %a = dropout_train(%x, %x) {ratio=1.0}",
             "ratio must be in [0, 1)",
+        ),
+        ("  %a = batch_norm_train(%x, %w, %w)", "scale must have shape [4]"),
+        (
+            "  %a = batch_norm_scale_grad(%x, %dy)",
+            "the delta must be f32[2, 4, 7, 7]",
         ),
     ];
     for (body, want) in cases {

@@ -195,7 +195,8 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
         | Op::Slice { .. }
         | Op::Scale { .. }
         | Op::Update(_)
-        | Op::DropoutTrain { .. } => crate::lower_train::emit(e, op, a),
+        | Op::DropoutTrain { .. }
+        | Op::BatchNormTrain { .. } => crate::lower_train::emit(e, op, a),
     }
 }
 

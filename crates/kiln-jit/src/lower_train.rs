@@ -14,7 +14,7 @@ use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::shape::{normalize_axis, resolve_padding};
-use kiln_ir::{Activation, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
+use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
 
 /// Whether the training op has a lowering here (all of them do).
 pub fn supported(op: &Op) -> bool {
@@ -96,6 +96,10 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
         Op::DropoutTrain { ratio, seed } => {
             dropout_train(e, a, *ratio, *seed);
             numel
+        }
+        Op::BatchNormTrain { part, epsilon } => {
+            batch_norm_train(e, a, *part, *epsilon);
+            a.dims(0)[1]
         }
         // forward ops are lowered by `lower::emit`, which never sends them here
         _ => 0,
@@ -851,5 +855,105 @@ fn dropout_train(e: &mut Emitter, a: &Args, ratio: f32, seed: u64) {
         let zero = e.fconst(0.0);
         let y = e.b.ins().select(keep, y, zero);
         store_f(e, arena, dst, i, y);
+    });
+}
+
+/// Batch norm in training mode, parallel over channels: the statistics in two passes over the
+/// channel's elements, then the piece's own pass (see `kiln_ir::BnPart`).
+fn batch_norm_train(e: &mut Emitter, a: &Args, part: BnPart, eps: f32) {
+    let d = a.dims(0).to_vec();
+    let (n, c, inner) = (d[0], d[1], d[2..].iter().product::<usize>());
+    let m = n * inner;
+    let (arena, xo, dst) = (a.arena, a.src(0), a.dst());
+    // `f(index)` for every element of channel `ch`
+    let each = |e: &mut Emitter, ch: Value, f: &mut dyn FnMut(&mut Emitter, Value)| {
+        e.for_const(0, n as i64, |e, b| {
+            let base = e.b.ins().imul_imm_s(b, c as i64);
+            let base = e.b.ins().iadd(base, ch);
+            let base = e.b.ins().imul_imm_s(base, inner as i64);
+            e.for_const(0, inner as i64, |e, i| {
+                let at = e.b.ins().iadd(base, i);
+                f(e, at);
+            });
+        });
+    };
+    let sum = |e: &mut Emitter, ch: Value, term: &dyn Fn(&mut Emitter, Value) -> Value| {
+        let zero = e.fconst(0.0);
+        let acc = e.var(F32, zero);
+        each(e, ch, &mut |e, at| {
+            let v = term(e, at);
+            add_to(e, acc, v);
+        });
+        e.b.use_var(acc)
+    };
+    e.for_range(a.begin, a.end, 1, |e, ch| {
+        let mf = e.fconst(m as f32);
+        let s = sum(e, ch, &|e, at| load_f(e, arena, xo, at));
+        let mean = e.b.ins().fdiv(s, mf);
+        let q = sum(e, ch, &|e, at| {
+            let x = load_f(e, arena, xo, at);
+            let d = e.b.ins().fsub(x, mean);
+            e.b.ins().fmul(d, d)
+        });
+        let var = e.b.ins().fdiv(q, mf);
+        let ev = e.fconst(eps);
+        let t = e.b.ins().fadd(var, ev);
+        let t = e.b.ins().sqrt(t);
+        let one = e.fconst(1.0);
+        let inv = e.b.ins().fdiv(one, t);
+        let xhat = move |e: &mut Emitter, at: Value| {
+            let x = load_f(e, arena, xo, at);
+            let d = e.b.ins().fsub(x, mean);
+            e.b.ins().fmul(d, inv)
+        };
+        match part {
+            BnPart::Forward => {
+                let (so, bo) = (a.src(1), a.src(2));
+                let sc = load_f(e, arena, so, ch);
+                let bi = load_f(e, arena, bo, ch);
+                each(e, ch, &mut |e, at| {
+                    let xh = xhat(e, at);
+                    let y = e.b.ins().fma(sc, xh, bi);
+                    store_f(e, arena, dst, at, y);
+                });
+            }
+            BnPart::GradX => {
+                let (so, go) = (a.src(1), a.src(2));
+                let sdy = sum(e, ch, &|e, at| load_f(e, arena, go, at));
+                let dot = sum(e, ch, &|e, at| {
+                    let g = load_f(e, arena, go, at);
+                    let xh = xhat(e, at);
+                    e.b.ins().fmul(g, xh)
+                });
+                let mdy = e.b.ins().fdiv(sdy, mf);
+                let mdot = e.b.ins().fdiv(dot, mf);
+                let sc = load_f(e, arena, so, ch);
+                let k = e.b.ins().fmul(sc, inv);
+                each(e, ch, &mut |e, at| {
+                    let g = load_f(e, arena, go, at);
+                    let xh = xhat(e, at);
+                    let t = e.b.ins().fsub(g, mdy);
+                    let u = e.b.ins().fmul(xh, mdot);
+                    let t = e.b.ins().fsub(t, u);
+                    let y = e.b.ins().fmul(k, t);
+                    store_f(e, arena, dst, at, y);
+                });
+            }
+            BnPart::GradScale => {
+                let go = a.src(1);
+                let dot = sum(e, ch, &|e, at| {
+                    let g = load_f(e, arena, go, at);
+                    let xh = xhat(e, at);
+                    e.b.ins().fmul(g, xh)
+                });
+                store_f(e, arena, dst, ch, dot);
+            }
+            BnPart::Mean => store_f(e, arena, dst, ch, mean),
+            BnPart::Var => {
+                let k = e.fconst(m as f32 / m.saturating_sub(1).max(1) as f32);
+                let v = e.b.ins().fmul(var, k);
+                store_f(e, arena, dst, ch, v);
+            }
+        }
     });
 }

@@ -60,10 +60,15 @@ graph cnn {
   param %fc.w: f32[5, 20]
   param %fc.b: f32[5]
   param %scale: f32[6, 1, 1]
+  param %bn.s: f32[6]
+  param %bn.b: f32[6]
+  buffer %bn.m: f32[6]
+  buffer %bn.v: f32[6]
   %c1 = conv2d(%x, %c1.w, %c1.b) {padding=[1, 0, 2, 1], groups=2, activation=relu}
   %p1 = max_pool2d(%c1) {kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1]}
   %c2 = conv2d(%p1, %c2.w) {stride=[2, 1], dilation=[1, 2], padding=same_upper}
-  %t = tanh(%c2)
+  %bn = batch_norm(%c2, %bn.s, %bn.b, %bn.m, %bn.v)
+  %t = tanh(%bn)
   %m = mul(%t, %scale)
   %l = leaky_relu(%m) {alpha=0.1}
   %a = avg_pool2d(%l) {kernel=[2, 2], stride=[1, 1], padding=[1, 1, 0, 0], count_include_pad=false}

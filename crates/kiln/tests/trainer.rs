@@ -147,12 +147,16 @@ fn weights_save_and_errors_are_clear() {
 #[test]
 fn models_autodiff_cannot_train_are_refused_by_name() {
     let g = kiln::ir::text::parse(
-        "graph bn {\n  input %x: f32[2, 3]\n  param %s: f32[3]\n  param %b: f32[3]\n  buffer %m: f32[3]\n  buffer %v: f32[3]\n  %d = batch_norm(%x, %s, %b, %m, %v)\n  output %d\n}\n",
+        "graph bn {\n  input %x: f32[1, 3]\n  param %s: f32[3]\n  param %b: f32[3]\n  buffer %m: f32[3]\n  buffer %v: f32[3]\n  %d = batch_norm(%x, %s, %b, %m, %v)\n  output %d\n}\n",
     )
     .unwrap();
     let e = Trainer::new(&g, Loss::mse(), Optimizer::sgd(0.1), TrainOptions::default())
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("node `d` (batch_norm)"), "{e}");
+    // one value per channel: no batch statistics (PyTorch refuses it too)
+    assert!(
+        e.contains("node `d` (batch_norm)") && e.contains("more than one value per channel"),
+        "{e}"
+    );
 }

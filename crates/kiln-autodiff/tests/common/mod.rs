@@ -103,26 +103,30 @@ pub fn check(case: &Case) -> usize {
         output(&t.graph, &o, &t.loss).data()[0]
     };
     let eps = 1e-6;
-    let mut compared = 0;
+    let base = loss_at(&inputs, &weights);
+    let (mut compared, mut kinks) = (0, 0);
     assert!(!t.grads.is_empty(), "no gradients");
     for gr in &t.grads {
         let analytic = output(&t.graph, &outs, &gr.node);
         for i in 0..analytic.data().len() {
-            let numeric = {
+            let at = |d: f64| {
                 let (mut ip, mut wp) = (inputs.clone(), weights.clone());
-                let (mut im, mut wm) = (inputs.clone(), weights.clone());
-                let bump =
-                    |inp: &mut HashMap<String, Value<f64>>, w: &mut HashMap<String, Tensor<f64>>, d: f64| {
-                        if let Some(Value::F(x)) = inp.get_mut(&gr.of) {
-                            x.data_mut()[i] += d;
-                        } else {
-                            w.get_mut(&gr.of).unwrap().data_mut()[i] += d;
-                        }
-                    };
-                bump(&mut ip, &mut wp, eps);
-                bump(&mut im, &mut wm, -eps);
-                (loss_at(&ip, &wp) - loss_at(&im, &wm)) / (2.0 * eps)
+                if let Some(Value::F(x)) = ip.get_mut(&gr.of) {
+                    x.data_mut()[i] += d;
+                } else {
+                    wp.get_mut(&gr.of).unwrap().data_mut()[i] += d;
+                }
+                loss_at(&ip, &wp)
             };
+            let (up, down) = (at(eps), at(-eps));
+            let numeric = (up - down) / (2.0 * eps);
+            // A kink within the step (a max changing hands, a relu at zero) shows as one-sided
+            // slopes that disagree: the loss is not differentiable there, so nothing to compare.
+            let (right, left) = ((up - base) / eps, (base - down) / eps);
+            if (right - left).abs() > 1e-3 * (1.0 + numeric.abs()) {
+                kinks += 1;
+                continue;
+            }
             let a = analytic.data()[i];
             assert!(
                 (a - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs(),
@@ -133,6 +137,12 @@ pub fn check(case: &Case) -> usize {
             compared += 1;
         }
     }
+    // kinks are rare on the grid of distinct values: a check that skips most is no check
+    assert!(
+        kinks * 4 <= compared,
+        "{kinks} kinks for {compared} compared elements\n{}",
+        kiln_ir::text::print(&t.graph)
+    );
     compared
 }
 
