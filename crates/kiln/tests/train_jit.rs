@@ -161,3 +161,22 @@ proptest! {
         }
     }
 }
+
+/// A training graph is a graph like any other: the summary counts its training ops (and never
+/// panics on them).
+#[test]
+fn training_graphs_summarize() {
+    let g = kiln::zoo::lenet5().unwrap();
+    let t = differentiate(&g, Loss::cross_entropy(), Some(Optimizer::adam(1e-3))).unwrap();
+    let fwd = kiln::ir::summary::summarize(&g);
+    let s = kiln::ir::summary::summarize(&t.graph);
+    // backward ≈ twice the forward's FLOPs, plus the updates: well above the forward alone
+    assert!(
+        s.total_flops > 2 * fwd.total_flops,
+        "{} vs {}",
+        s.total_flops,
+        fwd.total_flops
+    );
+    assert_eq!(s.total_params, fwd.total_params);
+    assert!(s.rows.iter().any(|r| r.op == "conv2d_weight_grad" && r.flops > 0));
+}
