@@ -27,8 +27,8 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
     let od = a.out.1.dims().to_vec();
     let planes = || od[0] * od[1];
     match op {
-        Op::Rot180 { groups } => {
-            rot180(e, a, *groups);
+        Op::Rot180 { .. } => {
+            rot180(e, a);
             numel
         }
         Op::DilatePad { stride, padding } => {
@@ -163,11 +163,12 @@ fn tap(e: &mut Emitter, o: Value, k: Value, s: usize, d: usize, pad: usize) -> V
 // ---------------------------------------------------------------------------------------------
 // convolution pieces
 
-fn rot180(e: &mut Emitter, a: &Args, groups: usize) {
+/// `y[g·cg + c, o, i, j] = w[g·cog + o, c, kh−1−i, kw−1−j]`: the group `g` of an output
+/// channel is its index over `cg` (the groups are implied by the shapes).
+fn rot180(e: &mut Emitter, a: &Args) {
     let [_, cg, kh, kw] = dims4(a.dims(0));
     let od = a.odims().to_vec();
     let cog = od[1];
-    let _ = groups;
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());
     e.for_range(a.begin, a.end, 1, |e, flat| {
         let ix = split(e, flat, &od);
