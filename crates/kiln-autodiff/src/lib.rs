@@ -244,7 +244,7 @@ pub fn differentiate(
                     Some(s) => s,
                     None => {
                         let ty = TensorType::f32(kiln_ir::Shape::scalar());
-                        let s = state_buffer(&mut g, graph, &mut state, DROPOUT_STEP, ty)?;
+                        let s = state_buffer(&mut g, Some(graph), &mut state, DROPOUT_STEP, ty)?;
                         dropout_step = Some(s);
                         s
                     }
@@ -450,15 +450,16 @@ pub const BN_MOMENTUM: f32 = 0.1;
 /// The step count of training-mode dropout (a state buffer).
 pub const DROPOUT_STEP: &str = "dropout.step";
 
-/// Adds the state buffer `name` (listed in `state`), unless the model has a node of that name.
+/// Adds the state buffer `name` (listed in `state`), unless the training graph or `model` (the
+/// forward graph, while it is still being copied) has a node of that name.
 fn state_buffer(
     g: &mut Graph,
-    model: &Graph,
+    model: Option<&Graph>,
     state: &mut Vec<(String, TensorType)>,
     name: &str,
     ty: TensorType,
 ) -> Result<NodeId, AutodiffError> {
-    if g.find(name).is_some() || model.find(name).is_some() {
+    if g.find(name).is_some() || model.is_some_and(|m| m.find(name).is_some()) {
         return Err(AutodiffError::Graph(format!(
             "the training state `{name}` clashes with a node of the model"
         )));
@@ -479,8 +480,7 @@ fn add_updates(
     state: &mut Vec<(String, TensorType)>,
 ) -> Result<(), AutodiffError> {
     // every node of the model is in `g` already
-    let model = Graph::new();
-    let mut buffer = |g: &mut Graph, name: String, ty: TensorType| state_buffer(g, &model, state, &name, ty);
+    let mut buffer = |g: &mut Graph, name: String, ty: TensorType| state_buffer(g, None, state, &name, ty);
     let step = match opt {
         Optimizer::Adam { .. } => {
             let t = buffer(g, "adam.step".into(), TensorType::f32(kiln_ir::Shape::scalar()))?;
