@@ -127,6 +127,9 @@ fn weights_save_and_errors_are_clear() {
     let labels = Tensor::new([8], vec![0, 1, 2, 3, 0, 1, 2, 0]).unwrap();
     let e = Learner::step(&mut t, &x, &labels).unwrap_err().to_string();
     assert!(e.contains("class id 3"), "{e}");
+    let mut jit = trainer(Engine::Jit, Optimizer::sgd(0.1));
+    let e = Learner::step(&mut jit, &x, &labels).unwrap_err().to_string();
+    assert!(e.contains("class id 3"), "{e}");
     // a wrong input name
     let inputs = HashMap::from([("pixels".to_string(), Value::F(x))]);
     let e = t
