@@ -10,8 +10,8 @@
 use crate::codegen::{Emitter, mem};
 use crate::lower::{Args, dims4, dot, in_range, load_f, max_and_sum_exp, split, store_f};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::shape::{normalize_axis, resolve_padding};
 use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
@@ -83,8 +83,8 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
         }
         Op::Scale { factor } => {
             let f = *factor;
-            elementwise(e, a, &move |e, x| {
-                let c = e.fconst(f);
+            elementwise(e, a, 1, &move |e, ty, x| {
+                let c = e.constant(ty, f);
                 e.b.ins().fmul(c, x[0])
             });
             numel
@@ -125,15 +125,29 @@ fn add_to(e: &mut Emitter, acc: Variable, v: Value) {
     e.b.def_var(acc, s);
 }
 
-/// `y[i] = f(x0[i], x1[i], …)` over same-shaped inputs, one element per index.
-fn elementwise(e: &mut Emitter, a: &Args, f: &dyn Fn(&mut Emitter, &[Value]) -> Value) {
+/// `y[i] = f(x0[i], x1[i], …)` over the first `n` inputs (each of the output's shape; any
+/// further input is not read here), four elements at a time (`F32X4`) and the rest one by one
+/// (`F32`): `f` gets the type to build its constants in.
+fn elementwise(e: &mut Emitter, a: &Args, n: usize, f: &dyn Fn(&mut Emitter, Type, &[Value]) -> Value) {
     let (arena, dst) = (a.arena, a.dst());
-    let srcs: Vec<usize> = a.ins.iter().map(|(s, _)| s.offset).collect();
-    e.for_range(a.begin, a.end, 1, |e, i| {
-        let xs: Vec<Value> = srcs.iter().map(|&s| load_f(e, arena, s, i)).collect();
-        let y = f(e, &xs);
-        store_f(e, arena, dst, i, y);
-    });
+    let srcs: Vec<usize> = a.ins[..n].iter().map(|(s, _)| s.offset).collect();
+    let len = e.b.ins().isub(a.end, a.begin);
+    let vlen = e.b.ins().band_imm_s(len, !3);
+    let vend = e.b.ins().iadd(a.begin, vlen);
+    for (lo, hi, step, ty) in [(a.begin, vend, 4, F32X4), (vend, a.end, 1, F32)] {
+        e.for_range(lo, hi, step, |e, i| {
+            let xs: Vec<Value> = srcs
+                .iter()
+                .map(|&s| {
+                    let p = e.elem(arena, s, i);
+                    e.load(ty, p)
+                })
+                .collect();
+            let y = f(e, ty, &xs);
+            let q = e.elem(arena, dst, i);
+            e.store(y, q);
+        });
+    }
 }
 
 /// Sets `len` elements of the tensor at `off`, from index `start`, to zero.
@@ -530,20 +544,20 @@ fn adaptive_avg_grad(e: &mut Emitter, a: &Args) {
 // elementwise and reductions
 
 fn activation_grad(e: &mut Emitter, a: &Args, act: Activation) {
-    elementwise(e, a, &move |e, v| {
+    elementwise(e, a, 2, &move |e, ty, v| {
         let (y, g) = (v[0], v[1]);
-        let one = e.fconst(1.0);
+        let one = e.constant(ty, 1.0);
         match act {
             Activation::Relu | Activation::LeakyRelu { .. } => {
                 let alpha = match act {
                     Activation::LeakyRelu { alpha } => alpha,
                     _ => 0.0,
                 };
-                let al = e.fconst(alpha);
+                let al = e.constant(ty, alpha);
                 let neg = e.b.ins().fmul(g, al);
-                let zero = e.fconst(0.0);
-                let pos = e.b.ins().fcmp(FloatCC::GreaterThan, y, zero);
-                e.b.ins().select(pos, g, neg)
+                let zero = e.constant(ty, 0.0);
+                // 0 < y ? g : g·alpha (a NaN y takes g·alpha, as the interpreter's `y > 0`)
+                e.select_lt(ty, zero, y, g, neg)
             }
             Activation::Sigmoid => {
                 let gy = e.b.ins().fmul(g, y);
@@ -656,9 +670,9 @@ fn loss_grad(e: &mut Emitter, a: &Args, kind: LossKind) {
     let (arena, po, to, dst) = (a.arena, a.src(0), a.src(1), a.dst());
     if kind == LossKind::Mse {
         let k = 2.0 / a.ins[0].1.shape.numel() as f32;
-        elementwise(e, a, &move |e, v| {
+        elementwise(e, a, 2, &move |e, ty, v| {
             let d = e.b.ins().fsub(v[0], v[1]);
-            let c = e.fconst(k);
+            let c = e.constant(ty, k);
             e.b.ins().fmul(c, d)
         });
         return;
@@ -745,24 +759,24 @@ fn slice(e: &mut Emitter, a: &Args, ax: usize, start: usize) {
 
 fn update(e: &mut Emitter, a: &Args, u: Update) {
     match u {
-        Update::Count => elementwise(e, a, &|e, v| {
-            let one = e.fconst(1.0);
+        Update::Count => elementwise(e, a, 1, &|e, ty, v| {
+            let one = e.constant(ty, 1.0);
             e.b.ins().fadd(v[0], one)
         }),
         Update::SgdVelocity {
             momentum,
             weight_decay,
-        } => elementwise(e, a, &move |e, v| {
+        } => elementwise(e, a, 3, &move |e, ty, v| {
             let (p, g, vel) = (v[0], v[1], v[2]);
-            let (m, wd) = (e.fconst(momentum), e.fconst(weight_decay));
+            let (m, wd) = (e.constant(ty, momentum), e.constant(ty, weight_decay));
             let t = e.b.ins().fmul(m, vel);
             let t = e.b.ins().fadd(t, g);
             let u = e.b.ins().fmul(wd, p);
             e.b.ins().fadd(t, u)
         }),
-        Update::SgdParam { lr, weight_decay } => elementwise(e, a, &move |e, v| {
+        Update::SgdParam { lr, weight_decay } => elementwise(e, a, 2, &move |e, ty, v| {
             let (p, d) = (v[0], v[1]);
-            let (l, wd) = (e.fconst(lr), e.fconst(weight_decay));
+            let (l, wd) = (e.constant(ty, lr), e.constant(ty, weight_decay));
             let t = e.b.ins().fmul(wd, p);
             let t = e.b.ins().fadd(d, t);
             let t = e.b.ins().fmul(l, t);
@@ -772,10 +786,10 @@ fn update(e: &mut Emitter, a: &Args, u: Update) {
             beta,
             weight_decay,
             squared,
-        } => elementwise(e, a, &move |e, v| {
+        } => elementwise(e, a, 3, &move |e, ty, v| {
             let (p, g, m) = (v[0], v[1], v[2]);
-            let (b, wd) = (e.fconst(beta), e.fconst(weight_decay));
-            let omb = e.fconst(1.0 - beta);
+            let (b, wd) = (e.constant(ty, beta), e.constant(ty, weight_decay));
+            let omb = e.constant(ty, 1.0 - beta);
             let t = e.b.ins().fmul(wd, p);
             let gi = e.b.ins().fadd(g, t);
             let gi = if squared { e.b.ins().fmul(gi, gi) } else { gi };
@@ -802,15 +816,21 @@ fn update(e: &mut Emitter, a: &Args, u: Update) {
             };
             let bc1 = correction(e, beta1);
             let bc2 = correction(e, beta2);
-            elementwise(e, a, &move |e, v| {
+            // p, m, v elementwise; the step count (input 3) is a scalar, read above
+            elementwise(e, a, 3, &move |e, ty, v| {
                 let (p, m, vv) = (v[0], v[1], v[2]);
-                let mh = e.b.ins().fdiv(m, bc1);
-                let vh = e.b.ins().fdiv(vv, bc2);
+                let (c1, c2) = if ty == F32X4 {
+                    (e.b.ins().splat(F32X4, bc1), e.b.ins().splat(F32X4, bc2))
+                } else {
+                    (bc1, bc2)
+                };
+                let mh = e.b.ins().fdiv(m, c1);
+                let vh = e.b.ins().fdiv(vv, c2);
                 let sq = e.b.ins().sqrt(vh);
-                let ep = e.fconst(eps);
+                let ep = e.constant(ty, eps);
                 let den = e.b.ins().fadd(sq, ep);
                 let step = e.b.ins().fdiv(mh, den);
-                let l = e.fconst(lr);
+                let l = e.constant(ty, lr);
                 let step = e.b.ins().fmul(l, step);
                 e.b.ins().fsub(p, step)
             });
