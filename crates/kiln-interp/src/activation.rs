@@ -35,3 +35,37 @@ pub fn activation<T: Float>(x: &Tensor<T>, a: Activation) -> Tensor<T> {
         Activation::Tanh => x.map(|&v| v.tanh()),
     }
 }
+
+/// The backward of activation `a` from its output `y` and the delta `dy` (see
+/// `Op::ActivationGrad`): relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)`, sigmoid
+/// `dy·y·(1 − y)`, tanh `dy·(1 − y²)`.
+pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -> Result<Tensor<T>, String> {
+    if y.shape() != dy.shape() {
+        return Err(format!(
+            "output {} and delta {} differ in shape",
+            y.shape(),
+            dy.shape()
+        ));
+    }
+    let alpha = match a {
+        Activation::LeakyRelu { alpha } => T::from_f64(f64::from(alpha)),
+        _ => T::zero(),
+    };
+    let vals = y
+        .data()
+        .iter()
+        .zip(dy.data())
+        .map(|(&y, &g)| match a {
+            Activation::Relu | Activation::LeakyRelu { .. } => {
+                if y > T::zero() {
+                    g
+                } else {
+                    g * alpha
+                }
+            }
+            Activation::Sigmoid => g * y * (T::one() - y),
+            Activation::Tanh => g * (T::one() - y * y),
+        })
+        .collect();
+    Ok(Tensor::new(y.shape().clone(), vals).expect("same shape"))
+}

@@ -137,3 +137,111 @@ pub fn conv_transpose2d<T: Float>(
 pub(crate) fn dims4(d: &[usize]) -> [usize; 4] {
     [d[0], d[1], d[2], d[3]]
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward: the pieces of a convolution's gradients.
+
+/// The kernel `w [C_out, C/groups, kh, kw]` rotated by 180° with its channels swapped group
+/// by group: `y[g·cg + c, o, i, j] = w[g·cog + o, c, kh−1−i, kw−1−j]`, shape
+/// `[C, C_out/groups, kh, kw]`.
+pub fn rot180<T: Float>(w: &Tensor<T>, groups: usize) -> Result<Tensor<T>, String> {
+    let out = out_shape(&Op::Rot180 { groups }, &[w.shape()])?;
+    let [_, cg, kh, kw] = dims4(w.dims());
+    let [c_all, cog, _, _] = dims4(out.dims());
+    let mut y = Tensor::full(out, T::zero());
+    for c_out in 0..c_all {
+        let (g, c) = (c_out / cg, c_out % cg);
+        for o in 0..cog {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let src = (((g * cog + o) * cg + c) * kh + (kh - 1 - i)) * kw + (kw - 1 - j);
+                    y.data_mut()[((c_out * cog + o) * kh + i) * kw + j] = w.data()[src];
+                }
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// `x [N, C, H, W]` with `stride − 1` zeros inserted between neighbours on each spatial axis
+/// and `padding` `[top, left, bottom, right]` zeros around (negative: cropped):
+/// `y[n, c, ih·s_h + top, iw·s_w + left] = x[n, c, ih, iw]` where that is inside `y`, zero
+/// elsewhere.
+pub fn dilate_pad<T: Float>(
+    x: &Tensor<T>,
+    stride: [usize; 2],
+    padding: [i64; 4],
+) -> Result<Tensor<T>, String> {
+    let out = out_shape(&Op::DilatePad { stride, padding }, &[x.shape()])?;
+    let [n, c, h, w] = dims4(x.dims());
+    let [_, _, oh, ow] = dims4(out.dims());
+    let mut y = Tensor::full(out, T::zero());
+    let place = |i: usize, a: usize, size: usize| {
+        let p = i as i64 * stride[a] as i64 + padding[a];
+        usize::try_from(p).ok().filter(|&p| p < size)
+    };
+    for plane in 0..n * c {
+        for ih in 0..h {
+            let Some(yh) = place(ih, 0, oh) else { continue };
+            for iw in 0..w {
+                let Some(yw) = place(iw, 1, ow) else { continue };
+                y.data_mut()[(plane * oh + yh) * ow + yw] = x.data()[(plane * h + ih) * w + iw];
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// The weight gradient of [`conv2d`] with attributes `attrs` and a `kernel`-sized kernel:
+///
+/// `dw[o, c, i, j] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, g·cg + c, oh·s_h + i·d_h − p_top, ow·s_w + j·d_w − p_left]`
+///
+/// (taps in the padding read zero), `x [N, C, H, W]`, `dy [N, C_out, OH, OW]`.
+pub fn conv_weight_grad<T: Float>(
+    x: &Tensor<T>,
+    dy: &Tensor<T>,
+    attrs: &Conv2d,
+    kernel: [usize; 2],
+) -> Result<Tensor<T>, String> {
+    let op = Op::ConvWeightGrad {
+        conv: attrs.clone(),
+        kernel,
+    };
+    let out = out_shape(&op, &[x.shape(), dy.shape()])?;
+    let [n_batch, c_in, h, wd] = dims4(x.dims());
+    let [c_out, cg, kh, kw] = dims4(out.dims());
+    let [_, _, oh_n, ow_n] = dims4(dy.dims());
+    let [sh, sw] = attrs.stride;
+    let [dh, dw] = attrs.dilation;
+    let (pt, _) = resolve_padding(attrs.padding, 0, h, kh, sh, dh);
+    let (pl, _) = resolve_padding(attrs.padding, 1, wd, kw, sw, dw);
+    let co_per_group = c_out / attrs.groups;
+    let mut g_w = Tensor::full(out, T::zero());
+    for o in 0..c_out {
+        let g = o / co_per_group;
+        for ic in 0..cg {
+            let c = g * cg + ic;
+            for i in 0..kh {
+                for j in 0..kw {
+                    let mut acc = T::zero();
+                    for n in 0..n_batch {
+                        for oh in 0..oh_n {
+                            let Some(ih) = unpad(oh * sh + i * dh, pt, h) else {
+                                continue;
+                            };
+                            for ow in 0..ow_n {
+                                let Some(iw) = unpad(ow * sw + j * dw, pl, wd) else {
+                                    continue;
+                                };
+                                acc += dy.data()[((n * c_out + o) * oh_n + oh) * ow_n + ow]
+                                    * x.data()[((n * c_in + c) * h + ih) * wd + iw];
+                            }
+                        }
+                    }
+                    g_w.data_mut()[((o * cg + ic) * kh + i) * kw + j] = acc;
+                }
+            }
+        }
+    }
+    Ok(g_w)
+}

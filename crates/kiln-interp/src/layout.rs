@@ -56,3 +56,15 @@ pub fn concat<E: Clone>(xs: &[&Tensor<E>], axis: i64) -> Result<Tensor<E>, Strin
     }
     Ok(Tensor::new(out, vals).expect("concat output has the inferred element count"))
 }
+
+/// Elements `start..end` of `x` along `axis`.
+pub fn slice<E: Clone>(x: &Tensor<E>, axis: i64, start: usize, end: usize) -> Result<Tensor<E>, String> {
+    let out = out_shape(&Op::Slice { axis, start, end }, &[x.shape()])?;
+    let a = normalize_axis(axis, x.dims().len(), false)?;
+    let (outer, len, inner) = (prod(&x.dims()[..a]), x.dims()[a], prod(&x.dims()[a + 1..]));
+    let mut vals = Vec::with_capacity(out.numel());
+    for o in 0..outer {
+        vals.extend_from_slice(&x.data()[(o * len + start) * inner..(o * len + end) * inner]);
+    }
+    Ok(Tensor::new(out, vals).expect("one value per output element"))
+}

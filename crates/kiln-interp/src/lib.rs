@@ -33,6 +33,7 @@ pub mod layout;
 pub mod linear;
 pub mod loss;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod softmax;
 mod util;
@@ -281,5 +282,40 @@ fn eval_node<T: Float>(
             Value::F(gemm::gemm(&xs, g)?)
         }
         Op::Rsqrt { epsilon } => Value::F(gemm::rsqrt(f(0)?, *epsilon)),
+        Op::Rot180 { groups } => Value::F(conv::rot180(f(0)?, *groups)?),
+        Op::DilatePad { stride, padding } => Value::F(conv::dilate_pad(f(0)?, *stride, *padding)?),
+        Op::ConvWeightGrad { conv: c, kernel } => Value::F(conv::conv_weight_grad(f(0)?, f(1)?, c, *kernel)?),
+        Op::MaxPoolIds(p) => Value::I(pool::max_pool2d_argmax(f(0)?, p)?),
+        Op::AdaptiveMaxPoolIds { output } => Value::I(pool::adaptive_max_ids(f(0)?, *output)?),
+        Op::ScatterIds { size } => {
+            let ids = args
+                .get(1)
+                .and_then(|v| v.as_i())
+                .ok_or("input 1 (the ids) must be i32")?;
+            Value::F(pool::scatter_ids(f(0)?, ids, *size)?)
+        }
+        Op::Pool2dGrad { pool: p, input } => Value::F(pool::pool2d_grad(f(0)?, p, *input)?),
+        Op::AdaptiveAvgPoolGrad { input } => Value::F(pool::adaptive_avg_pool_grad(f(0)?, *input)?),
+        Op::ActivationGrad(a) => Value::F(activation::activation_grad(f(0)?, f(1)?, *a)?),
+        Op::SoftmaxGrad { axis } => Value::F(softmax::softmax_grad(f(0)?, f(1)?, *axis)?),
+        Op::LogSoftmaxGrad { axis } => Value::F(softmax::log_softmax_grad(f(0)?, f(1)?, *axis)?),
+        Op::ReduceSumTo { shape } => Value::F(elementwise::reduce_sum_to(f(0)?, shape)?),
+        Op::LossGrad(kind) => {
+            let target = *args.get(1).ok_or("the target is missing")?;
+            Value::F(loss::loss_grad(*kind, f(0)?, target)?)
+        }
+        Op::Slice { axis, start, end } => on_either!(first()?, |t| layout::slice(t, *axis, *start, *end)),
+        Op::Scale { factor } => Value::F(elementwise::scale(f(0)?, *factor)),
+        Op::BatchNormTrain { part, epsilon } => {
+            let xs = (0..args.len()).map(f).collect::<Result<Vec<_>, _>>()?;
+            Value::F(norm::batch_norm_train(*part, *epsilon, &xs)?)
+        }
+        Op::DropoutTrain { ratio, seed } => {
+            Value::F(elementwise::dropout_train(f(0)?, f(1)?, *ratio, *seed)?)
+        }
+        Op::Update(u) => {
+            let xs = (0..args.len()).map(f).collect::<Result<Vec<_>, _>>()?;
+            Value::F(optim::update(*u, &xs)?)
+        }
     })
 }

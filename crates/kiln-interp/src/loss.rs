@@ -2,7 +2,7 @@
 //! tensor of shape `[]`.
 
 use crate::Float;
-use crate::softmax::log_softmax_row;
+use crate::softmax::{log_softmax_row, softmax_row};
 use kiln_ir::{LossKind, Op, Shape, Tensor, TensorType, Value, shape};
 
 /// The target of a classification loss: class ids `i32 [N]` or probabilities `[N, K]`.
@@ -98,4 +98,63 @@ pub fn loss<T: Float>(kind: LossKind, pred: &Tensor<T>, target: &Value<T>) -> Re
         (LossKind::CrossEntropy, t) => cross_entropy(pred, Target::from_value(t)),
         (LossKind::Nll, t) => nll(pred, Target::from_value(t)),
     }
+}
+
+/// The target as row `n` of probabilities (class ids become one-hot rows).
+fn target_row<T: Float>(target: Target<'_, T>, n: usize, classes: usize) -> Result<Vec<T>, String> {
+    match target {
+        Target::Ids(ids) => {
+            let id = ids.data()[n];
+            let c = usize::try_from(id)
+                .ok()
+                .filter(|&c| c < classes)
+                .ok_or_else(|| format!("class id {id} of batch element {n} is out of range 0..{classes}"))?;
+            let mut row = vec![T::zero(); classes];
+            row[c] = T::one();
+            Ok(row)
+        }
+        Target::Probs(p) => Ok(p.data()[n * classes..(n + 1) * classes].to_vec()),
+    }
+}
+
+/// The gradient of loss `kind` with respect to the prediction:
+///
+/// - mse: `2·(a − y) / numel`;
+/// - cross-entropy: `(softmax(z)·Σ_c y_c − y) / N`, which is `(softmax(z) − y) / N` for class
+///   ids and for targets that sum to one;
+/// - nll: `−y / N`.
+pub fn loss_grad<T: Float>(kind: LossKind, pred: &Tensor<T>, target: &Value<T>) -> Result<Tensor<T>, String> {
+    let target = Target::from_value(target);
+    check(kind, pred.shape(), target.ty())?;
+    if kind == LossKind::Mse {
+        let Target::Probs(y) = target else {
+            return Err("mse target must be f32, got i32".into());
+        };
+        let k = T::from_f64(2.0) / T::from_usize(pred.data().len());
+        let vals = pred
+            .data()
+            .iter()
+            .zip(y.data())
+            .map(|(&a, &t)| k * (a - t))
+            .collect();
+        return Ok(Tensor::new(pred.shape().clone(), vals).expect("same shape"));
+    }
+    let (n_batch, classes) = (pred.dims()[0], pred.dims()[1]);
+    let inv_n = T::one() / T::from_usize(n_batch);
+    let mut vals = Vec::with_capacity(pred.data().len());
+    for n in 0..n_batch {
+        let y = target_row(target, n, classes)?;
+        match kind {
+            LossKind::CrossEntropy => {
+                let p = softmax_row(&pred.data()[n * classes..(n + 1) * classes]);
+                let mut mass = T::zero();
+                for &v in &y {
+                    mass += v;
+                }
+                vals.extend(p.iter().zip(&y).map(|(&p, &t)| (p * mass - t) * inv_n));
+            }
+            LossKind::Nll | LossKind::Mse => vals.extend(y.iter().map(|&t| -t * inv_n)),
+        }
+    }
+    Ok(Tensor::new(pred.shape().clone(), vals).expect("one value per prediction element"))
 }

@@ -207,3 +207,141 @@ pub fn adaptive_pool<T: Float>(
     }
     Ok(Tensor::new(out, vals).expect("one value per window"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+/// For adaptive max pooling of `x` to `output`: the in-plane index `ih·W + iw` of each
+/// window's maximum (first maximum in row-major order; a NaN wins as in the forward pass).
+pub fn adaptive_max_ids<T: Float>(x: &Tensor<T>, output: [usize; 2]) -> Result<Tensor<i32>, String> {
+    let out = out_shape(&Op::AdaptiveMaxPoolIds { output }, &[x.shape()])?;
+    let [n, c, h, w] = dims4(x.dims());
+    let mut ids = Vec::with_capacity(out.numel());
+    for pi in 0..n * c {
+        let plane = &x.data()[pi * h * w..(pi + 1) * h * w];
+        for i in 0..output[0] {
+            for j in 0..output[1] {
+                let (rows, cols) = (adaptive_window(i, h, output[0]), adaptive_window(j, w, output[1]));
+                let mut best: Option<(T, usize)> = None;
+                for ih in rows.0..rows.1 {
+                    for iw in cols.0..cols.1 {
+                        let v = plane[ih * w + iw];
+                        let wins = match best {
+                            None => true,
+                            Some((acc, _)) => v > acc || (v.is_nan() && !acc.is_nan()),
+                        };
+                        if wins {
+                            best = Some((v, ih * w + iw));
+                        }
+                    }
+                }
+                let id = best.map_or(-1, |(_, k)| i32::try_from(k).unwrap_or(i32::MAX));
+                ids.push(id);
+            }
+        }
+    }
+    Ok(Tensor::new(out, ids).expect("one id per window"))
+}
+
+/// Max pooling's backward: `dx[n, c, id] += dy[n, c, oh, ow]` for `id = ids[n, c, oh, ow]`
+/// (an in-plane index), into planes of `size`; overlapping windows accumulate. An id outside
+/// the plane is an error.
+pub fn scatter_ids<T: Float>(
+    dy: &Tensor<T>,
+    ids: &Tensor<i32>,
+    size: [usize; 2],
+) -> Result<Tensor<T>, String> {
+    let dy_t = kiln_ir::TensorType::f32(dy.shape().clone());
+    let ids_t = kiln_ir::TensorType::i32(ids.shape().clone());
+    let out = kiln_ir::shape::infer(&Op::ScatterIds { size }, &[&dy_t, &ids_t])?.shape;
+    let [n, c, oh, ow] = dims4(dy.dims());
+    let plane_len = size[0] * size[1];
+    let mut dx = Tensor::full(out, T::zero());
+    for pi in 0..n * c {
+        for k in 0..oh * ow {
+            let at = pi * oh * ow + k;
+            let id = ids.data()[at];
+            let idx = usize::try_from(id)
+                .ok()
+                .filter(|&i| i < plane_len)
+                .ok_or_else(|| format!("id {id} at position {at} is outside the plane of {plane_len}"))?;
+            dx.data_mut()[pi * plane_len + idx] += dy.data()[at];
+        }
+    }
+    Ok(dx)
+}
+
+/// The backward of average or sum pooling `p` over an input of spatial size `input`: each
+/// `dy` element is added to every real tap of its window, divided (average) by the count the
+/// forward pass divided by.
+pub fn pool2d_grad<T: Float>(dy: &Tensor<T>, p: &Pool2d, input: [usize; 2]) -> Result<Tensor<T>, String> {
+    let out = out_shape(
+        &Op::Pool2dGrad {
+            pool: p.clone(),
+            input,
+        },
+        &[dy.shape()],
+    )?;
+    let [n, c, oh_n, ow_n] = dims4(dy.dims());
+    let [h, w] = input;
+    let pad_h = resolve_padding(p.padding, 0, h, p.kernel[0], p.stride[0], p.dilation[0]);
+    let pad_w = resolve_padding(p.padding, 1, w, p.kernel[1], p.stride[1], p.dilation[1]);
+    let rows = axis_taps(h, p.kernel[0], p.stride[0], p.dilation[0], pad_h, oh_n);
+    let cols = axis_taps(w, p.kernel[1], p.stride[1], p.dilation[1], pad_w, ow_n);
+    let mut dx = Tensor::full(out, T::zero());
+    for pi in 0..n * c {
+        for (oh, r) in rows.iter().enumerate() {
+            for (ow, col) in cols.iter().enumerate() {
+                let (mut real, mut padded) = (0usize, 0usize);
+                for a in r {
+                    for b in col {
+                        padded += usize::from(a.in_padded && b.in_padded);
+                        real += usize::from(a.real.is_some() && b.real.is_some());
+                    }
+                }
+                let g = dy.data()[(pi * oh_n + oh) * ow_n + ow];
+                let share = match p.kind {
+                    PoolKind::Avg {
+                        count_include_pad: true,
+                    } => g / T::from_usize(padded),
+                    PoolKind::Avg {
+                        count_include_pad: false,
+                    } => g / T::from_usize(real),
+                    PoolKind::Sum | PoolKind::Max => g,
+                };
+                for a in r {
+                    for b in col {
+                        if let (Some(ih), Some(iw)) = (a.real, b.real) {
+                            dx.data_mut()[(pi * h + ih) * w + iw] += share;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(dx)
+}
+
+/// The backward of adaptive average pooling from `dy [N, C, OH, OW]` to an input of spatial
+/// size `input`: each delta shared equally among its window.
+pub fn adaptive_avg_pool_grad<T: Float>(dy: &Tensor<T>, input: [usize; 2]) -> Result<Tensor<T>, String> {
+    let out = out_shape(&Op::AdaptiveAvgPoolGrad { input }, &[dy.shape()])?;
+    let [n, c, oh_n, ow_n] = dims4(dy.dims());
+    let [h, w] = input;
+    let mut dx = Tensor::full(out, T::zero());
+    for pi in 0..n * c {
+        for i in 0..oh_n {
+            for j in 0..ow_n {
+                let (rows, cols) = (adaptive_window(i, h, oh_n), adaptive_window(j, w, ow_n));
+                let count = (rows.1 - rows.0) * (cols.1 - cols.0);
+                let share = dy.data()[(pi * oh_n + i) * ow_n + j] / T::from_usize(count);
+                for ih in rows.0..rows.1 {
+                    for iw in cols.0..cols.1 {
+                        dx.data_mut()[(pi * h + ih) * w + iw] += share;
+                    }
+                }
+            }
+        }
+    }
+    Ok(dx)
+}

@@ -62,3 +62,55 @@ pub fn softmax<T: Float>(x: &Tensor<T>, axis: i64) -> Result<Tensor<T>, String> 
 pub fn log_softmax<T: Float>(x: &Tensor<T>, axis: i64) -> Result<Tensor<T>, String> {
     along_axis(x, axis, log_softmax_row)
 }
+
+/// Applies `f(y_row, dy_row)` along `axis` of two same-shaped tensors.
+fn along_axis2<T: Float>(
+    y: &Tensor<T>,
+    dy: &Tensor<T>,
+    axis: i64,
+    f: impl Fn(&[T], &[T]) -> Vec<T>,
+) -> Result<Tensor<T>, String> {
+    if y.shape() != dy.shape() {
+        return Err(format!(
+            "output {} and delta {} differ in shape",
+            y.shape(),
+            dy.shape()
+        ));
+    }
+    let a = normalize_axis(axis, y.dims().len(), false)?;
+    let (outer, len, inner) = (prod(&y.dims()[..a]), y.dims()[a], prod(&y.dims()[a + 1..]));
+    let mut dx = y.clone();
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * len + k) * inner + i;
+            let yr: Vec<T> = (0..len).map(|k| y.data()[at(k)]).collect();
+            let gr: Vec<T> = (0..len).map(|k| dy.data()[at(k)]).collect();
+            for (k, v) in f(&yr, &gr).into_iter().enumerate() {
+                dx.data_mut()[at(k)] = v;
+            }
+        }
+    }
+    Ok(dx)
+}
+
+/// Softmax's backward from its output `y`: `dx = y·(dy − Σ dy·y)` along `axis`.
+pub fn softmax_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, axis: i64) -> Result<Tensor<T>, String> {
+    along_axis2(y, dy, axis, |y, g| {
+        let mut dot = T::zero();
+        for (&a, &b) in y.iter().zip(g) {
+            dot += a * b;
+        }
+        y.iter().zip(g).map(|(&a, &b)| a * (b - dot)).collect()
+    })
+}
+
+/// Log-softmax's backward from its output `y`: `dx = dy − exp(y)·Σ dy` along `axis`.
+pub fn log_softmax_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, axis: i64) -> Result<Tensor<T>, String> {
+    along_axis2(y, dy, axis, |y, g| {
+        let mut sum = T::zero();
+        for &b in g {
+            sum += b;
+        }
+        y.iter().zip(g).map(|(&a, &b)| b - a.exp() * sum).collect()
+    })
+}

@@ -16,7 +16,7 @@ pub use builder::Network;
 pub use error::{IrError, ParseError, Result};
 pub use graph::{Graph, Node, NodeId};
 pub use op::{
-    Activation, Arity, BinaryOp, Conv2d, ConvTranspose2d, Gemm, Im2Col, LossKind, Op, Padding, Pool2d,
-    PoolKind, ReduceKind,
+    Activation, Arity, BinaryOp, BnPart, Conv2d, ConvTranspose2d, Gemm, Im2Col, LossKind, Op, Padding,
+    Pool2d, PoolKind, ReduceKind, Update,
 };
 pub use tensor::{DType, Shape, Tensor, TensorType, Value};

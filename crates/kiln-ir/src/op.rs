@@ -198,7 +198,97 @@ pub enum LossKind {
     Nll,
 }
 
+/// A parameter update of an optimizer, one state tensor per op (PyTorch's `SGD` and `Adam`).
+/// Every input and the output has the parameter's shape, except Adam's step count `t`, a
+/// scalar `f32[]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Update {
+    /// `v' = momentum·v + g + weight_decay·p`; inputs `(p, g, v)`.
+    SgdVelocity { momentum: f32, weight_decay: f32 },
+    /// `p' = p − lr·(d + weight_decay·p)`; inputs `(p, d)` where `d` is the gradient (plain
+    /// SGD) or the new velocity (momentum, whose decay is already in it: `weight_decay = 0`).
+    SgdParam { lr: f32, weight_decay: f32 },
+    /// `m' = beta·m + (1 − beta)·(g + weight_decay·p)`, squared (`(g + weight_decay·p)²`)
+    /// for Adam's second moment; inputs `(p, g, m)`.
+    AdamMoment {
+        beta: f32,
+        weight_decay: f32,
+        squared: bool,
+    },
+    /// `p' = p − lr·(m/(1 − beta1ᵗ)) / (√(v/(1 − beta2ᵗ)) + eps)`; inputs `(p, m, v, t)`
+    /// with the new moments and the new step count.
+    AdamParam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
+    /// `t' = t + 1`; input the scalar step count `t`.
+    Count,
+}
+
+impl Update {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Update::SgdVelocity { .. } => "sgd_velocity",
+            Update::SgdParam { .. } => "sgd_param",
+            Update::AdamMoment { .. } => "adam_moment",
+            Update::AdamParam { .. } => "adam_param",
+            Update::Count => "step_count",
+        }
+    }
+    pub fn arity(&self) -> usize {
+        match self {
+            Update::SgdVelocity { .. } | Update::AdamMoment { .. } => 3,
+            Update::SgdParam { .. } => 2,
+            Update::AdamParam { .. } => 4,
+            Update::Count => 1,
+        }
+    }
+}
+
+/// The pieces of batch norm in training mode, over the batch statistics of `x [N, C, …]`
+/// per channel `c` (all axes but 1, `M` elements): `μ = Σx/M`, `σ² = Σ(x − μ)²/M`,
+/// `x̂ = (x − μ)/√(σ² + ε)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BnPart {
+    /// `y = scale·x̂ + bias`; inputs `(x, scale, bias)`.
+    Forward,
+    /// `dx = scale/√(σ² + ε)·(dy − mean(dy) − x̂·mean(dy·x̂))`; inputs `(x, scale, dy)`.
+    GradX,
+    /// `dscale = Σ dy·x̂`, shape `[C]`; inputs `(x, dy)`.
+    GradScale,
+    /// `μ`, shape `[C]` (for the running mean); input `x`.
+    Mean,
+    /// The unbiased variance `Σ(x − μ)²/(M − 1)`, shape `[C]` (for the running variance, as
+    /// PyTorch); input `x`.
+    Var,
+}
+
+impl BnPart {
+    pub fn name(self) -> &'static str {
+        match self {
+            BnPart::Forward => "batch_norm_train",
+            BnPart::GradX => "batch_norm_grad",
+            BnPart::GradScale => "batch_norm_scale_grad",
+            BnPart::Mean => "batch_mean",
+            BnPart::Var => "batch_var",
+        }
+    }
+    pub fn arity(self) -> usize {
+        match self {
+            BnPart::Forward | BnPart::GradX => 3,
+            BnPart::GradScale => 2,
+            BnPart::Mean | BnPart::Var => 1,
+        }
+    }
+}
+
 /// One operator of the graph IR.
+///
+/// The variants after `Loss` exist for training: the backward graph that `kiln-autodiff`
+/// builds (each is the gradient of a forward op that is not itself a forward op) and the
+/// optimizers' parameter updates.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// A graph input, fed at run time. The node's name is the input's name.
@@ -267,6 +357,129 @@ pub enum Op {
     Rsqrt {
         epsilon: f32,
     },
+    /// A convolution kernel `w [C_out, C/groups, kh, kw]` rotated by 180° in space with input
+    /// and output channels swapped, group by group: `[C, C_out/groups, kh, kw]` with
+    /// `y[g·cg + c, o, i, j] = w[g·cog + o, c, kh−1−i, kw−1−j]` (`cg = C/groups`,
+    /// `cog = C_out/groups`). The kernel of a convolution's data gradient.
+    Rot180 {
+        groups: usize,
+    },
+    /// Zero insertion and padding of `x [N, C, H, W]`: `stride − 1` zeros between neighbours
+    /// on each spatial axis, then `padding` `[top, left, bottom, right]` zeros added (a
+    /// negative amount crops). Output `(H−1)·s + 1 + top + bottom` (same for `W`). The
+    /// stride-dilated, padded delta of a convolution's data gradient.
+    DilatePad {
+        stride: [usize; 2],
+        padding: [i64; 4],
+    },
+    /// The weight gradient of `Conv2d(conv)` with a `kernel`-sized kernel: inputs the layer
+    /// input `x [N, C, H, W]` and the output delta `dy [N, C_out, OH, OW]`, output
+    /// `dw [C_out, C/groups, kh, kw]` with
+    /// `dw[o, c, i, j] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, g·cg + c, oh·s_h + i·d_h − p_top, ow·s_w + j·d_w − p_left]`
+    /// (the correlation of the input with the delta; padding reads zero).
+    ConvWeightGrad {
+        conv: Conv2d,
+        kernel: [usize; 2],
+    },
+    /// The in-plane index `ih·W + iw` of each window's maximum of max pooling `Pool2d`
+    /// (ties: the first maximum in row-major window order), `i32` of the pooled shape.
+    MaxPoolIds(Pool2d),
+    /// As `MaxPoolIds`, for adaptive max pooling to `output` (global max pooling is `[1, 1]`).
+    AdaptiveMaxPoolIds {
+        output: [usize; 2],
+    },
+    /// Max pooling's backward: inputs `dy [N, C, OH, OW]` and the window maxima's ids (same
+    /// shape, `i32`); output `[N, C, size[0], size[1]]` where each `dy` element is added at its
+    /// id (overlapping windows accumulate).
+    ScatterIds {
+        size: [usize; 2],
+    },
+    /// The backward of average or sum pooling `pool` over an input of spatial size `input`:
+    /// each delta is shared among its window's real inputs (divided by the count the forward
+    /// pass divided by; sum pooling: not divided).
+    Pool2dGrad {
+        pool: Pool2d,
+        input: [usize; 2],
+    },
+    /// The backward of adaptive average pooling (global average pooling is `[1, 1]`) from
+    /// `dy [N, C, OH, OW]` to an input of spatial size `input`.
+    AdaptiveAvgPoolGrad {
+        input: [usize; 2],
+    },
+    /// The backward of an activation from its forward *output* `y` and the delta `dy`:
+    /// relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)` (exact for `alpha > 0`),
+    /// sigmoid `dy·y·(1 − y)`, tanh `dy·(1 − y²)`. Inputs `(y, dy)`.
+    ActivationGrad(Activation),
+    /// Softmax's backward from its output: `dx = y·(dy − Σ_axis dy·y)`. Inputs `(y, dy)`.
+    SoftmaxGrad {
+        axis: i64,
+    },
+    /// Log-softmax's backward from its output: `dx = dy − exp(y)·Σ_axis dy`. Inputs `(y, dy)`.
+    LogSoftmaxGrad {
+        axis: i64,
+    },
+    /// Sums `x` down to `shape`, which broadcasts to `x`'s shape (NumPy rules): the gradient
+    /// of a broadcast operand.
+    ReduceSumTo {
+        shape: Vec<usize>,
+    },
+    /// The gradient of `Loss(kind)` with respect to its prediction (the loss's own delta is
+    /// 1): mse `2·(a − y)/numel`; cross-entropy `(softmax(z) − y)/N`; nll `−y/N` (class ids
+    /// as one-hot rows). Inputs as the loss's; output the prediction's type.
+    LossGrad(LossKind),
+    /// Elements `start..end` of `x` along `axis` (the gradient of concat).
+    Slice {
+        axis: i64,
+        start: usize,
+        end: usize,
+    },
+    /// `factor·x`.
+    Scale {
+        factor: f32,
+    },
+    /// An optimizer's update of one parameter or state tensor.
+    Update(Update),
+    /// Dropout in training mode: `x · keep / (1 − ratio)` where `keep` is 0 for a fraction
+    /// `ratio` of the elements, drawn from `seed`, the step count `step` (input 1, `f32[]`)
+    /// and the element's index ([`dropout_keep`]). Applied to the delta with the same seed and
+    /// step it is its own backward (the same mask).
+    DropoutTrain {
+        ratio: f32,
+        seed: u64,
+    },
+    /// Batch norm in training mode (batch statistics), one op per piece ([`BnPart`]).
+    BatchNormTrain {
+        part: BnPart,
+        epsilon: f32,
+    },
+}
+
+/// Whether training-mode dropout keeps element `index` at step `step` (the one mask formula,
+/// shared by the interpreter and the JIT): a SplitMix64 hash of
+/// `seed + step·0xD1B54A32D192ED03 + index·0x9E3779B97F4A7C15`, kept when its top 24 bits are
+/// at least `⌊ratio·2²⁴⌋`.
+pub fn dropout_keep(seed: u64, step: u64, index: u64, ratio: f32) -> bool {
+    let x = seed
+        .wrapping_add(step.wrapping_mul(DROPOUT_STEP_MUL))
+        .wrapping_add(index.wrapping_mul(DROPOUT_INDEX_MUL));
+    (splitmix64(x) >> 40) >= dropout_threshold(ratio)
+}
+
+/// The multipliers and the finalizer of [`dropout_keep`].
+pub const DROPOUT_STEP_MUL: u64 = 0xD1B5_4A32_D192_ED03;
+pub const DROPOUT_INDEX_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's finalizer of `x + 0x9E3779B97F4A7C15`.
+pub fn splitmix64(x: u64) -> u64 {
+    let z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `⌊ratio·2²⁴⌋`: a 24-bit hash below it drops the element.
+pub fn dropout_threshold(ratio: f32) -> u64 {
+    (f64::from(ratio.clamp(0.0, 1.0)) * 16_777_216.0) as u64
 }
 
 /// How many inputs an op takes.
@@ -352,6 +565,36 @@ impl Op {
             Op::Im2Col(_) => "im2col",
             Op::Gemm(_) => "gemm",
             Op::Rsqrt { .. } => "rsqrt",
+            Op::Rot180 { .. } => "rot180",
+            Op::DilatePad { .. } => "dilate_pad2d",
+            Op::ConvWeightGrad { .. } => "conv2d_weight_grad",
+            Op::MaxPoolIds(_) => "max_pool2d_ids",
+            Op::AdaptiveMaxPoolIds { .. } => "adaptive_max_pool2d_ids",
+            Op::ScatterIds { .. } => "scatter_ids2d",
+            Op::Pool2dGrad { pool, .. } => match pool.kind {
+                PoolKind::Sum => "sum_pool2d_grad",
+                PoolKind::Avg { .. } | PoolKind::Max => "avg_pool2d_grad",
+            },
+            Op::AdaptiveAvgPoolGrad { .. } => "adaptive_avg_pool2d_grad",
+            Op::ActivationGrad(a) => match a {
+                Activation::Relu => "relu_grad",
+                Activation::LeakyRelu { .. } => "leaky_relu_grad",
+                Activation::Sigmoid => "sigmoid_grad",
+                Activation::Tanh => "tanh_grad",
+            },
+            Op::SoftmaxGrad { .. } => "softmax_grad",
+            Op::LogSoftmaxGrad { .. } => "log_softmax_grad",
+            Op::ReduceSumTo { .. } => "reduce_sum_to",
+            Op::LossGrad(l) => match l {
+                LossKind::Mse => "mse_loss_grad",
+                LossKind::CrossEntropy => "cross_entropy_loss_grad",
+                LossKind::Nll => "nll_loss_grad",
+            },
+            Op::Slice { .. } => "slice",
+            Op::Scale { .. } => "scale",
+            Op::Update(u) => u.name(),
+            Op::DropoutTrain { .. } => "dropout_train",
+            Op::BatchNormTrain { part, .. } => part.name(),
         }
     }
 
@@ -371,9 +614,29 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Dropout { .. }
             | Op::Im2Col(_)
-            | Op::Rsqrt { .. } => Arity::Exactly(1),
+            | Op::Rsqrt { .. }
+            | Op::Rot180 { .. }
+            | Op::DilatePad { .. }
+            | Op::MaxPoolIds(_)
+            | Op::AdaptiveMaxPoolIds { .. }
+            | Op::Pool2dGrad { .. }
+            | Op::AdaptiveAvgPoolGrad { .. }
+            | Op::ReduceSumTo { .. }
+            | Op::Slice { .. }
+            | Op::Scale { .. } => Arity::Exactly(1),
             Op::Gemm(_) => Arity::Range(2, 4),
-            Op::MatMul | Op::Binary(_) | Op::Loss(_) => Arity::Exactly(2),
+            Op::MatMul
+            | Op::Binary(_)
+            | Op::Loss(_)
+            | Op::ConvWeightGrad { .. }
+            | Op::ScatterIds { .. }
+            | Op::ActivationGrad(_)
+            | Op::SoftmaxGrad { .. }
+            | Op::LogSoftmaxGrad { .. }
+            | Op::LossGrad(_)
+            | Op::DropoutTrain { .. } => Arity::Exactly(2),
+            Op::Update(u) => Arity::Exactly(u.arity()),
+            Op::BatchNormTrain { part, .. } => Arity::Exactly(part.arity()),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exactly(5),
         }
@@ -385,6 +648,32 @@ impl Op {
             Op::Input(t) | Op::Param { ty: t, .. } => Some(t),
             _ => None,
         }
+    }
+
+    /// True for the ops of the backward graph and the optimizers' updates (the variants after
+    /// `Loss`).
+    pub fn is_training(&self) -> bool {
+        matches!(
+            self,
+            Op::Rot180 { .. }
+                | Op::DilatePad { .. }
+                | Op::ConvWeightGrad { .. }
+                | Op::MaxPoolIds(_)
+                | Op::AdaptiveMaxPoolIds { .. }
+                | Op::ScatterIds { .. }
+                | Op::Pool2dGrad { .. }
+                | Op::AdaptiveAvgPoolGrad { .. }
+                | Op::ActivationGrad(_)
+                | Op::SoftmaxGrad { .. }
+                | Op::LogSoftmaxGrad { .. }
+                | Op::ReduceSumTo { .. }
+                | Op::LossGrad(_)
+                | Op::Slice { .. }
+                | Op::Scale { .. }
+                | Op::Update(_)
+                | Op::DropoutTrain { .. }
+                | Op::BatchNormTrain { .. }
+        )
     }
 
     /// True for trainable weights.

@@ -4,7 +4,9 @@
 //! Every rule returns `Err(message)` for an impossible case; the graph wraps the message with
 //! the node's name, the op and the input types.
 
-use crate::op::{Activation, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d};
+use crate::op::{
+    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, Update,
+};
 use crate::tensor::{DType, Shape, TensorType};
 
 type R<T> = Result<T, String>;
@@ -389,6 +391,224 @@ fn loss(kind: LossKind, pred: &TensorType, target: &TensorType) -> R<TensorType>
     Ok(TensorType::f32(Shape::scalar()))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Training ops: the backward graph and the optimizers' updates.
+
+fn same_type(a: &TensorType, b: &TensorType, what: &str) -> R<()> {
+    if a != b {
+        return Err(format!("{what} must be {a} (the same type as input 0), got {b}"));
+    }
+    Ok(())
+}
+
+fn rot180(groups: usize, w: &TensorType) -> R<TensorType> {
+    need_rank(w, 4, "weight")?;
+    let [co, cg, kh, kw] = [w.dims()[0], w.dims()[1], w.dims()[2], w.dims()[3]];
+    if groups == 0 || co % groups != 0 {
+        return Err(format!("groups {groups} must divide the output channels {co}"));
+    }
+    let c = cg
+        .checked_mul(groups)
+        .ok_or_else(|| format!("channels {cg} × groups {groups} overflow"))?;
+    Ok(TensorType::f32([c, co / groups, kh, kw]))
+}
+
+fn dilate_pad(stride: [usize; 2], padding: [i64; 4], x: &TensorType) -> R<TensorType> {
+    need_rank(x, 4, "input")?;
+    need_pos(stride, "stride")?;
+    let mut out = [0usize; 2];
+    for a in 0..2 {
+        let n = x.dims()[2 + a];
+        if n == 0 {
+            return Err(format!("the input has an empty spatial axis {a}"));
+        }
+        let dilated = i128::try_from((n - 1) as u128 * stride[a] as u128 + 1).unwrap_or(i128::MAX);
+        let size = dilated + i128::from(padding[a]) + i128::from(padding[a + 2]);
+        out[a] = usize::try_from(size)
+            .ok()
+            .filter(|&s| s > 0)
+            .ok_or_else(|| format!("padding {padding:?} leaves spatial axis {a} of size {size}"))?;
+    }
+    Ok(TensorType::f32([x.dims()[0], x.dims()[1], out[0], out[1]]))
+}
+
+fn conv_weight_grad(c: &Conv2d, kernel: [usize; 2], x: &TensorType, dy: &TensorType) -> R<TensorType> {
+    need_rank(x, 4, "input")?;
+    need_rank(dy, 4, "delta")?;
+    need_pos(kernel, "kernel")?;
+    if c.activation.is_some() {
+        return Err("the convolution must have no fused activation (its gradient comes first)".into());
+    }
+    let g = c.groups;
+    if g == 0 || !x.dims()[1].is_multiple_of(g) {
+        return Err(format!(
+            "groups {g} must divide the input channels {}",
+            x.dims()[1]
+        ));
+    }
+    let w = TensorType::f32([dy.dims()[1], x.dims()[1] / g, kernel[0], kernel[1]]);
+    let y = conv2d(c, x, &w, &[x, &w])?;
+    if &y != dy {
+        return Err(format!("the convolution's output is {y}, but the delta is {dy}"));
+    }
+    Ok(w)
+}
+
+fn pool_ids(out: TensorType) -> TensorType {
+    TensorType::i32(out.shape)
+}
+
+fn scatter_ids(size: [usize; 2], dy: &TensorType, ids: &TensorType) -> R<TensorType> {
+    need_rank(dy, 4, "delta")?;
+    need_pos(size, "size")?;
+    if ids.dtype != DType::I32 || ids.shape != dy.shape {
+        return Err(format!(
+            "ids must be i32{} (the delta's shape), got {ids}",
+            dy.shape
+        ));
+    }
+    Ok(TensorType::f32([dy.dims()[0], dy.dims()[1], size[0], size[1]]))
+}
+
+/// The type of the input of a pooling whose output is `dy`, given the input's spatial size.
+fn pool_input(input: [usize; 2], dy: &TensorType) -> R<TensorType> {
+    need_rank(dy, 4, "delta")?;
+    need_pos(input, "input size")?;
+    Ok(TensorType::f32([dy.dims()[0], dy.dims()[1], input[0], input[1]]))
+}
+
+fn pool2d_grad(p: &Pool2d, input: [usize; 2], dy: &TensorType) -> R<TensorType> {
+    if p.kind == PoolKind::Max {
+        return Err("max pooling's backward is scatter_ids2d over max_pool2d_ids".into());
+    }
+    let x = pool_input(input, dy)?;
+    let y = pool2d(p, &x)?;
+    if &y != dy {
+        return Err(format!("pooling an input {x} gives {y}, but the delta is {dy}"));
+    }
+    Ok(x)
+}
+
+fn reduce_sum_to(shape: &[usize], x: &TensorType) -> R<TensorType> {
+    need_f32(x, "input")?;
+    let b = broadcast_shapes(shape, x.dims())?;
+    if b.dims() != x.dims() {
+        return Err(format!(
+            "shape {shape:?} does not broadcast to the input's {}",
+            x.shape
+        ));
+    }
+    Ok(TensorType::f32(shape.to_vec()))
+}
+
+fn slice(axis: i64, start: usize, end: usize, x: &TensorType) -> R<TensorType> {
+    let a = normalize_axis(axis, x.rank(), false)?;
+    if start >= end || end > x.dims()[a] {
+        return Err(format!(
+            "slice {start}..{end} is empty or outside axis {a} of size {}",
+            x.dims()[a]
+        ));
+    }
+    let mut d = x.dims().to_vec();
+    d[a] = end - start;
+    Ok(TensorType::new(x.dtype, d))
+}
+
+fn update(u: &Update, inputs: &[&TensorType]) -> R<TensorType> {
+    let finite = |v: f32, what: &str| -> R<()> {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(format!("{what} must be finite, got {v}"))
+        }
+    };
+    let x = inputs[0];
+    need_f32(x, "input 0")?;
+    match *u {
+        Update::Count => {
+            if x.rank() != 0 {
+                return Err(format!("the step count must be a scalar f32[], got {x}"));
+            }
+            return Ok(x.clone());
+        }
+        Update::SgdVelocity {
+            momentum,
+            weight_decay,
+        } => {
+            finite(momentum, "momentum")?;
+            finite(weight_decay, "weight_decay")?;
+        }
+        Update::SgdParam { lr, weight_decay } => {
+            finite(lr, "lr")?;
+            finite(weight_decay, "weight_decay")?;
+        }
+        Update::AdamMoment {
+            beta, weight_decay, ..
+        } => {
+            finite(beta, "beta")?;
+            finite(weight_decay, "weight_decay")?;
+        }
+        Update::AdamParam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } => {
+            for (v, w) in [(lr, "lr"), (beta1, "beta1"), (beta2, "beta2"), (eps, "eps")] {
+                finite(v, w)?;
+            }
+            let t = inputs[3];
+            if *t != TensorType::f32(Shape::scalar()) {
+                return Err(format!("the step count (input 3) must be f32[], got {t}"));
+            }
+            for (i, t) in inputs[1..3].iter().enumerate() {
+                same_type(x, t, &format!("input {}", i + 1))?;
+            }
+            return Ok(x.clone());
+        }
+    }
+    for (i, t) in inputs.iter().enumerate().skip(1) {
+        same_type(x, t, &format!("input {i}"))?;
+    }
+    Ok(x.clone())
+}
+
+fn batch_norm_train(part: BnPart, epsilon: f32, inputs: &[&TensorType]) -> R<TensorType> {
+    let x = inputs[0];
+    need_f32(x, "input")?;
+    if x.rank() < 2 || x.shape.numel() == 0 {
+        return Err(format!("input must be a non-empty [N, C, …], got {}", x.shape));
+    }
+    if !(epsilon.is_finite() && epsilon >= 0.0) {
+        return Err(format!("epsilon must be finite and non-negative, got {epsilon}"));
+    }
+    let c = x.dims()[1];
+    let per_channel = |t: &TensorType, what: &str| -> R<()> {
+        need_f32(t, what)?;
+        if t.dims() != [c] {
+            return Err(format!("{what} must have shape [{c}], got {}", t.shape));
+        }
+        Ok(())
+    };
+    match part {
+        BnPart::Forward => {
+            per_channel(inputs[1], "scale")?;
+            per_channel(inputs[2], "bias")?;
+            Ok(x.clone())
+        }
+        BnPart::GradX => {
+            per_channel(inputs[1], "scale")?;
+            same_type(x, inputs[2], "the delta")?;
+            Ok(x.clone())
+        }
+        BnPart::GradScale => {
+            same_type(x, inputs[1], "the delta")?;
+            Ok(TensorType::f32([c]))
+        }
+        BnPart::Mean | BnPart::Var => Ok(TensorType::f32([c])),
+    }
+}
+
 /// The output type of `op` applied to `inputs`, or why that is impossible.
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
     if !op.arity().accepts(inputs.len()) {
@@ -534,6 +754,68 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             need_f32(x, "input")?;
             if !(epsilon.is_finite() && *epsilon >= 0.0) {
                 return Err(format!("epsilon must be finite and non-negative, got {epsilon}"));
+            }
+            Ok(x.clone())
+        }
+        Op::Rot180 { groups } => rot180(*groups, x),
+        Op::DilatePad { stride, padding } => dilate_pad(*stride, *padding, x),
+        Op::ConvWeightGrad { conv, kernel } => conv_weight_grad(conv, *kernel, x, inputs[1]),
+        Op::MaxPoolIds(p) => {
+            if p.kind != PoolKind::Max {
+                return Err(format!("needs max pooling, got {}", Op::Pool2d(p.clone()).name()));
+            }
+            pool2d(p, x).map(pool_ids)
+        }
+        Op::AdaptiveMaxPoolIds { output } => infer(
+            &Op::AdaptivePool {
+                kind: crate::op::ReduceKind::Max,
+                output: *output,
+            },
+            &[x],
+        )
+        .map(pool_ids),
+        Op::ScatterIds { size } => scatter_ids(*size, x, inputs[1]),
+        Op::Pool2dGrad { pool, input } => pool2d_grad(pool, *input, x),
+        Op::AdaptiveAvgPoolGrad { input } => pool_input(*input, x),
+        Op::ActivationGrad(a) => {
+            infer(&Op::Activation(*a), &[x])?;
+            same_type(x, inputs[1], "the delta")?;
+            Ok(x.clone())
+        }
+        Op::SoftmaxGrad { axis } | Op::LogSoftmaxGrad { axis } => {
+            need_f32(x, "output")?;
+            normalize_axis(*axis, x.rank(), false)?;
+            same_type(x, inputs[1], "the delta")?;
+            Ok(x.clone())
+        }
+        Op::ReduceSumTo { shape } => reduce_sum_to(shape, x),
+        Op::LossGrad(kind) => {
+            loss(*kind, x, inputs[1])?;
+            Ok(x.clone())
+        }
+        Op::Slice { axis, start, end } => slice(*axis, *start, *end, x),
+        Op::Scale { factor } => {
+            need_f32(x, "input")?;
+            if !factor.is_finite() {
+                return Err(format!("factor must be finite, got {factor}"));
+            }
+            Ok(x.clone())
+        }
+        Op::Update(u) => update(u, inputs),
+        Op::BatchNormTrain { part, epsilon } => batch_norm_train(*part, *epsilon, inputs),
+        Op::DropoutTrain { ratio, .. } => {
+            infer(
+                &Op::Dropout {
+                    ratio: *ratio,
+                    seed: 0,
+                },
+                &[x],
+            )?;
+            if *inputs[1] != TensorType::f32(Shape::scalar()) {
+                return Err(format!(
+                    "the step count (input 1) must be f32[], got {}",
+                    inputs[1]
+                ));
             }
             Ok(x.clone())
         }

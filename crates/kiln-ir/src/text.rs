@@ -19,7 +19,9 @@
 
 use crate::error::{IrError, ParseError};
 use crate::graph::{Graph, NodeId};
-use crate::op::{Activation, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind};
+use crate::op::{
+    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind, Update,
+};
 use crate::tensor::{DType, Shape, TensorType};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -64,14 +66,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
     let mut a = Vec::new();
     match op {
         Op::Input(_) | Op::Param { .. } => {}
-        Op::Conv2d(c) => {
-            let d = Conv2d::default();
-            push_if(&mut a, "stride", c.stride != d.stride, usizes(&c.stride));
-            push_if(&mut a, "dilation", c.dilation != d.dilation, usizes(&c.dilation));
-            push_if(&mut a, "padding", c.padding != d.padding, padding_attr(c.padding));
-            push_if(&mut a, "groups", c.groups != d.groups, int(c.groups));
-            activation_attrs(&mut a, c.activation);
-        }
+        Op::Conv2d(c) => conv_attrs(c, &mut a),
         Op::ConvTranspose2d(c) => {
             let d = ConvTranspose2d::default();
             push_if(&mut a, "stride", c.stride != d.stride, usizes(&c.stride));
@@ -85,20 +80,75 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             );
             push_if(&mut a, "groups", c.groups != d.groups, int(c.groups));
         }
-        Op::Pool2d(p) => {
-            a.push(("kernel", usizes(&p.kernel)));
-            a.push(("stride", usizes(&p.stride)));
-            push_if(&mut a, "dilation", p.dilation != [1, 1], usizes(&p.dilation));
-            push_if(
-                &mut a,
-                "padding",
-                p.padding != Padding::default(),
-                padding_attr(p.padding),
-            );
-            push_if(&mut a, "ceil_mode", p.ceil_mode, Attr::Ident("true".into()));
-            if let PoolKind::Avg { count_include_pad } = p.kind {
-                a.push(("count_include_pad", Attr::Ident(count_include_pad.to_string())));
+        Op::Pool2d(p) | Op::MaxPoolIds(p) => pool_attrs(p, &mut a),
+        Op::Pool2dGrad { pool, input } => {
+            pool_attrs(pool, &mut a);
+            a.push(("input", usizes(input)));
+        }
+        Op::ConvWeightGrad { conv, kernel } => {
+            a.push(("kernel", usizes(kernel)));
+            conv_attrs(conv, &mut a);
+        }
+        Op::Rot180 { groups } => push_if(&mut a, "groups", *groups != 1, int(groups)),
+        Op::DilatePad { stride, padding } => {
+            a.push(("stride", usizes(stride)));
+            a.push(("padding", ints(padding)));
+        }
+        Op::AdaptiveMaxPoolIds { output } => a.push(("output", usizes(output))),
+        Op::ScatterIds { size } => a.push(("size", usizes(size))),
+        Op::AdaptiveAvgPoolGrad { input } => a.push(("input", usizes(input))),
+        Op::ActivationGrad(act) => {
+            if let Activation::LeakyRelu { alpha } = act {
+                a.push(("alpha", float(*alpha)));
             }
+        }
+        Op::SoftmaxGrad { axis } | Op::LogSoftmaxGrad { axis } => a.push(("axis", int(axis))),
+        Op::ReduceSumTo { shape } => a.push(("shape", usizes(shape))),
+        Op::LossGrad(_) => {}
+        Op::Slice { axis, start, end } => {
+            a.push(("axis", int(axis)));
+            a.push(("start", int(start)));
+            a.push(("end", int(end)));
+        }
+        Op::Scale { factor } => a.push(("factor", float(*factor))),
+        Op::Update(u) => match *u {
+            Update::SgdVelocity {
+                momentum,
+                weight_decay,
+            } => {
+                a.push(("momentum", float(momentum)));
+                a.push(("weight_decay", float(weight_decay)));
+            }
+            Update::SgdParam { lr, weight_decay } => {
+                a.push(("lr", float(lr)));
+                a.push(("weight_decay", float(weight_decay)));
+            }
+            Update::AdamMoment {
+                beta,
+                weight_decay,
+                squared,
+            } => {
+                a.push(("beta", float(beta)));
+                a.push(("weight_decay", float(weight_decay)));
+                a.push(("squared", Attr::Ident(squared.to_string())));
+            }
+            Update::AdamParam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                a.push(("lr", float(lr)));
+                a.push(("beta1", float(beta1)));
+                a.push(("beta2", float(beta2)));
+                a.push(("eps", float(eps)));
+            }
+            Update::Count => {}
+        },
+        Op::BatchNormTrain { epsilon, .. } => a.push(("epsilon", float(*epsilon))),
+        Op::DropoutTrain { ratio, seed } => {
+            a.push(("ratio", float(*ratio)));
+            push_if(&mut a, "seed", *seed != 0, int(seed));
         }
         Op::GlobalPool(_) | Op::Dense | Op::MatMul | Op::Binary(_) | Op::Loss(_) => {}
         Op::AdaptivePool { output, .. } => a.push(("output", usizes(output))),
@@ -140,6 +190,31 @@ fn activation_attrs(a: &mut Vec<(&'static str, Attr)>, act: Option<Activation>) 
         if let Activation::LeakyRelu { alpha } = act {
             a.push(("alpha", float(alpha)));
         }
+    }
+}
+
+fn conv_attrs(c: &Conv2d, a: &mut Vec<(&'static str, Attr)>) {
+    let d = Conv2d::default();
+    push_if(a, "stride", c.stride != d.stride, usizes(&c.stride));
+    push_if(a, "dilation", c.dilation != d.dilation, usizes(&c.dilation));
+    push_if(a, "padding", c.padding != d.padding, padding_attr(c.padding));
+    push_if(a, "groups", c.groups != d.groups, int(c.groups));
+    activation_attrs(a, c.activation);
+}
+
+fn pool_attrs(p: &Pool2d, a: &mut Vec<(&'static str, Attr)>) {
+    a.push(("kernel", usizes(&p.kernel)));
+    a.push(("stride", usizes(&p.stride)));
+    push_if(a, "dilation", p.dilation != [1, 1], usizes(&p.dilation));
+    push_if(
+        a,
+        "padding",
+        p.padding != Padding::default(),
+        padding_attr(p.padding),
+    );
+    push_if(a, "ceil_mode", p.ceil_mode, Attr::Ident("true".into()));
+    if let PoolKind::Avg { count_include_pad } = p.kind {
+        a.push(("count_include_pad", Attr::Ident(count_include_pad.to_string())));
     }
 }
 
@@ -301,6 +376,29 @@ impl Attrs {
         Ok(Some(act))
     }
 
+    /// A convolution's attributes (`conv2d`, `conv2d_weight_grad`).
+    fn conv(&mut self) -> Result<Conv2d, String> {
+        Ok(Conv2d {
+            stride: self.ulist("stride", Some([1, 1]))?,
+            dilation: self.ulist("dilation", Some([1, 1]))?,
+            padding: self.padding("padding")?,
+            groups: self.uint("groups", Some(1))?,
+            activation: self.activation()?,
+        })
+    }
+
+    /// A windowed pooling's attributes, of the given kind.
+    fn pool(&mut self, kind: PoolKind) -> Result<Pool2d, String> {
+        Ok(Pool2d {
+            kind,
+            kernel: self.ulist("kernel", None)?,
+            stride: self.ulist("stride", None)?,
+            dilation: self.ulist("dilation", Some([1, 1]))?,
+            padding: self.padding("padding")?,
+            ceil_mode: self.boolean("ceil_mode", false)?,
+        })
+    }
+
     fn finish(&mut self, op: &str) -> Result<(), String> {
         match self.map.keys().next() {
             Some(k) => {
@@ -356,6 +454,43 @@ pub const OP_NAMES: &[&str] = &[
     "rsqrt",
 ];
 
+/// The training ops' names (the backward graph and the optimizers), which the text IR also
+/// reads and writes.
+pub const TRAINING_OP_NAMES: &[&str] = &[
+    "rot180",
+    "dilate_pad2d",
+    "conv2d_weight_grad",
+    "max_pool2d_ids",
+    "adaptive_max_pool2d_ids",
+    "scatter_ids2d",
+    "avg_pool2d_grad",
+    "sum_pool2d_grad",
+    "adaptive_avg_pool2d_grad",
+    "relu_grad",
+    "leaky_relu_grad",
+    "sigmoid_grad",
+    "tanh_grad",
+    "softmax_grad",
+    "log_softmax_grad",
+    "reduce_sum_to",
+    "mse_loss_grad",
+    "cross_entropy_loss_grad",
+    "nll_loss_grad",
+    "slice",
+    "scale",
+    "sgd_velocity",
+    "sgd_param",
+    "adam_moment",
+    "adam_param",
+    "step_count",
+    "dropout_train",
+    "batch_norm_train",
+    "batch_norm_grad",
+    "batch_norm_scale_grad",
+    "batch_mean",
+    "batch_var",
+];
+
 /// Builds the op named `name` from its attributes.
 pub fn op_from_attrs(name: &str, map: BTreeMap<String, Attr>) -> Result<Op, String> {
     op_from_attrs_blamed(name, map).map_err(|(_, m)| m)
@@ -372,13 +507,7 @@ fn op_from_attrs_blamed(name: &str, map: BTreeMap<String, Attr>) -> Result<Op, (
 
 fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
     let op = match name {
-        "conv2d" => Op::Conv2d(Conv2d {
-            stride: a.ulist("stride", Some([1, 1]))?,
-            dilation: a.ulist("dilation", Some([1, 1]))?,
-            padding: a.padding("padding")?,
-            groups: a.uint("groups", Some(1))?,
-            activation: a.activation()?,
-        }),
+        "conv2d" => Op::Conv2d(a.conv()?),
         "conv_transpose2d" => Op::ConvTranspose2d(ConvTranspose2d {
             stride: a.ulist("stride", Some([1, 1]))?,
             dilation: a.ulist("dilation", Some([1, 1]))?,
@@ -386,23 +515,123 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             output_padding: a.ulist("output_padding", Some([0; 2]))?,
             groups: a.uint("groups", Some(1))?,
         }),
-        "max_pool2d" | "avg_pool2d" | "sum_pool2d" => {
-            let kind = match name {
-                "max_pool2d" => PoolKind::Max,
-                "sum_pool2d" => PoolKind::Sum,
-                _ => PoolKind::Avg {
-                    count_include_pad: a.boolean("count_include_pad", false)?,
-                },
+        "max_pool2d" => Op::Pool2d(a.pool(PoolKind::Max)?),
+        "sum_pool2d" => Op::Pool2d(a.pool(PoolKind::Sum)?),
+        "avg_pool2d" => {
+            let kind = PoolKind::Avg {
+                count_include_pad: a.boolean("count_include_pad", false)?,
             };
-            Op::Pool2d(Pool2d {
-                kind,
-                kernel: a.ulist("kernel", None)?,
-                stride: a.ulist("stride", None)?,
-                dilation: a.ulist("dilation", Some([1, 1]))?,
-                padding: a.padding("padding")?,
-                ceil_mode: a.boolean("ceil_mode", false)?,
-            })
+            Op::Pool2d(a.pool(kind)?)
         }
+        "rot180" => Op::Rot180 {
+            groups: a.uint("groups", Some(1))?,
+        },
+        "dilate_pad2d" => Op::DilatePad {
+            stride: a.ulist("stride", None)?,
+            padding: a
+                .list("padding", 4, None)?
+                .try_into()
+                .map_err(|_| "padding needs 4 integers")?,
+        },
+        "conv2d_weight_grad" => Op::ConvWeightGrad {
+            kernel: a.ulist("kernel", None)?,
+            conv: a.conv()?,
+        },
+        "max_pool2d_ids" => Op::MaxPoolIds(a.pool(PoolKind::Max)?),
+        "adaptive_max_pool2d_ids" => Op::AdaptiveMaxPoolIds {
+            output: a.ulist("output", None)?,
+        },
+        "scatter_ids2d" => Op::ScatterIds {
+            size: a.ulist("size", None)?,
+        },
+        "sum_pool2d_grad" => Op::Pool2dGrad {
+            input: a.ulist("input", None)?,
+            pool: a.pool(PoolKind::Sum)?,
+        },
+        "avg_pool2d_grad" => {
+            let kind = PoolKind::Avg {
+                count_include_pad: a.boolean("count_include_pad", false)?,
+            };
+            Op::Pool2dGrad {
+                input: a.ulist("input", None)?,
+                pool: a.pool(kind)?,
+            }
+        }
+        "adaptive_avg_pool2d_grad" => Op::AdaptiveAvgPoolGrad {
+            input: a.ulist("input", None)?,
+        },
+        "relu_grad" => Op::ActivationGrad(Activation::Relu),
+        "leaky_relu_grad" => Op::ActivationGrad(Activation::LeakyRelu {
+            alpha: a.float("alpha", 0.01)?,
+        }),
+        "sigmoid_grad" => Op::ActivationGrad(Activation::Sigmoid),
+        "tanh_grad" => Op::ActivationGrad(Activation::Tanh),
+        "softmax_grad" => Op::SoftmaxGrad {
+            axis: a.sint("axis", Some(-1))?,
+        },
+        "log_softmax_grad" => Op::LogSoftmaxGrad {
+            axis: a.sint("axis", Some(-1))?,
+        },
+        "reduce_sum_to" => Op::ReduceSumTo {
+            shape: a
+                .list("shape", 0, None)?
+                .iter()
+                .map(|&d| {
+                    usize::try_from(d).map_err(|_| format!("attribute `shape` must not be negative, got {d}"))
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        "mse_loss_grad" => Op::LossGrad(LossKind::Mse),
+        "cross_entropy_loss_grad" => Op::LossGrad(LossKind::CrossEntropy),
+        "nll_loss_grad" => Op::LossGrad(LossKind::Nll),
+        "slice" => Op::Slice {
+            axis: a.sint("axis", None)?,
+            start: a.uint("start", None)?,
+            end: a.uint("end", None)?,
+        },
+        "scale" => Op::Scale {
+            factor: a.float("factor", 1.0)?,
+        },
+        "sgd_velocity" => Op::Update(Update::SgdVelocity {
+            momentum: a.float("momentum", 0.0)?,
+            weight_decay: a.float("weight_decay", 0.0)?,
+        }),
+        "sgd_param" => Op::Update(Update::SgdParam {
+            lr: a.float("lr", 0.01)?,
+            weight_decay: a.float("weight_decay", 0.0)?,
+        }),
+        "adam_moment" => Op::Update(Update::AdamMoment {
+            beta: a.float("beta", 0.9)?,
+            weight_decay: a.float("weight_decay", 0.0)?,
+            squared: a.boolean("squared", false)?,
+        }),
+        "adam_param" => Op::Update(Update::AdamParam {
+            lr: a.float("lr", 0.001)?,
+            beta1: a.float("beta1", 0.9)?,
+            beta2: a.float("beta2", 0.999)?,
+            eps: a.float("eps", 1e-8)?,
+        }),
+        "step_count" => Op::Update(Update::Count),
+        "batch_norm_train" | "batch_norm_grad" | "batch_norm_scale_grad" | "batch_mean" | "batch_var" => {
+            let part = [
+                BnPart::Forward,
+                BnPart::GradX,
+                BnPart::GradScale,
+                BnPart::Mean,
+                BnPart::Var,
+            ]
+            .into_iter()
+            .find(|p| p.name() == name)
+            .expect("one of the names matched");
+            Op::BatchNormTrain {
+                part,
+                epsilon: a.float("epsilon", 1e-5)?,
+            }
+        }
+        "dropout_train" => Op::DropoutTrain {
+            ratio: a.float("ratio", 0.5)?,
+            seed: a.uint64("seed", 0)?,
+        },
         "global_max_pool" => Op::GlobalPool(ReduceKind::Max),
         "global_avg_pool" => Op::GlobalPool(ReduceKind::Avg),
         "adaptive_max_pool2d" => Op::AdaptivePool {
@@ -478,8 +707,9 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
         _ => {
             a.blame = Blame::Op;
             return Err(format!(
-                "unknown op `{name}` (known ops: {})",
-                OP_NAMES.join(", ")
+                "unknown op `{name}` (known ops: {}; training ops: {})",
+                OP_NAMES.join(", "),
+                TRAINING_OP_NAMES.join(", ")
             ));
         }
     };

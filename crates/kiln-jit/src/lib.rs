@@ -25,6 +25,7 @@ pub mod codegen;
 pub mod gemm;
 pub mod gemm_avx512;
 pub mod lower;
+pub mod lower_train;
 pub mod plan;
 pub mod pool;
 
@@ -56,6 +57,8 @@ pub enum JitError {
         expected: TensorType,
         got: TensorType,
     },
+    #[error("node `{node}`: the JIT has no lowering for `{op}` yet (run it on the interpreter)")]
+    Unsupported { node: String, op: String },
     #[error("optimizing the graph: {0}")]
     Passes(#[from] kiln_ir::IrError),
     #[error("`{name}`: class id {id} at position {pos} is outside 0..{classes}")]
@@ -153,6 +156,15 @@ pub type Outputs = Vec<(String, Value<f32>)>;
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
     let optimized = kiln_passes::optimize(graph, options.passes)?;
     let graph = &optimized;
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        if node.op.is_training() && !lower_train::supported(&node.op) {
+            return Err(JitError::Unsupported {
+                node: node.name.clone(),
+                op: node.op.name().into(),
+            });
+        }
+    }
     let plan = plan::plan(graph);
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -564,7 +576,9 @@ impl JitModel {
     /// Class ids fed to a loss must index a class.
     fn check_class_ids(&self, id: NodeId, name: &str, t: &Tensor<i32>) -> Result<(), JitError> {
         for user in self.graph.users(id) {
-            if let Op::Loss(LossKind::CrossEntropy | LossKind::Nll) = self.graph.node(user).op {
+            if let Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
+            | Op::LossGrad(LossKind::CrossEntropy | LossKind::Nll) = self.graph.node(user).op
+            {
                 let pred = self.graph.inputs(user)[0];
                 let classes = self.graph.node(pred).ty.dims()[1];
                 if let Some((pos, &bad)) = t

@@ -29,16 +29,16 @@ pub struct Args<'a> {
 }
 
 impl Args<'_> {
-    fn dims(&self, i: usize) -> &[usize] {
+    pub(crate) fn dims(&self, i: usize) -> &[usize] {
         self.ins[i].1.dims()
     }
-    fn src(&self, i: usize) -> usize {
+    pub(crate) fn src(&self, i: usize) -> usize {
         self.ins[i].0.offset
     }
-    fn dst(&self) -> usize {
+    pub(crate) fn dst(&self) -> usize {
         self.out.0.offset
     }
-    fn odims(&self) -> &[usize] {
+    pub(crate) fn odims(&self) -> &[usize] {
         self.out.1.dims()
     }
 }
@@ -202,6 +202,24 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             });
             numel
         }
+        Op::Rot180 { .. }
+        | Op::DilatePad { .. }
+        | Op::ConvWeightGrad { .. }
+        | Op::MaxPoolIds(_)
+        | Op::AdaptiveMaxPoolIds { .. }
+        | Op::ScatterIds { .. }
+        | Op::Pool2dGrad { .. }
+        | Op::AdaptiveAvgPoolGrad { .. }
+        | Op::ActivationGrad(_)
+        | Op::SoftmaxGrad { .. }
+        | Op::LogSoftmaxGrad { .. }
+        | Op::ReduceSumTo { .. }
+        | Op::LossGrad(_)
+        | Op::Slice { .. }
+        | Op::Scale { .. }
+        | Op::Update(_)
+        | Op::DropoutTrain { .. }
+        | Op::BatchNormTrain { .. } => crate::lower_train::emit(e, op, a),
     }
 }
 
@@ -367,7 +385,7 @@ fn im2col(e: &mut Emitter, a: &Args, c: &Im2Col) {
 // helpers
 
 /// Splits a flat index into its coordinates for `dims` (row-major).
-fn split(e: &mut Emitter, idx: Value, dims: &[usize]) -> Vec<Value> {
+pub(crate) fn split(e: &mut Emitter, idx: Value, dims: &[usize]) -> Vec<Value> {
     let mut out = vec![idx; dims.len()];
     let mut rest = idx;
     for (i, &d) in dims.iter().enumerate().rev() {
@@ -476,18 +494,18 @@ fn ln(e: &mut Emitter, x: Value) -> Value {
     e.b.ins().select(is_inf, x, r)
 }
 
-fn load_f(e: &mut Emitter, arena: Value, off: usize, idx: Value) -> Value {
+pub(crate) fn load_f(e: &mut Emitter, arena: Value, off: usize, idx: Value) -> Value {
     let p = e.elem(arena, off, idx);
     e.load(F32, p)
 }
 
-fn store_f(e: &mut Emitter, arena: Value, off: usize, idx: Value, v: Value) {
+pub(crate) fn store_f(e: &mut Emitter, arena: Value, off: usize, idx: Value, v: Value) {
     let p = e.elem(arena, off, idx);
     e.store(v, p);
 }
 
 /// `acc += Σ_i x[xo + i]·w[wo + i]` over `len` contiguous elements, vectorized.
-fn dot(e: &mut Emitter, arena: Value, x: (usize, Value), w: (usize, Value), len: usize) -> Value {
+pub(crate) fn dot(e: &mut Emitter, arena: Value, x: (usize, Value), w: (usize, Value), len: usize) -> Value {
     let zero = e.vconst(0.0);
     let acc = e.var(F32X4, zero);
     let vlen = (len / 4 * 4) as i64;
@@ -520,7 +538,7 @@ fn dot(e: &mut Emitter, arena: Value, x: (usize, Value), w: (usize, Value), len:
 }
 
 /// `lo ≤ v < lo + n` tested as one unsigned compare of `v − lo` against `n`.
-fn in_range(e: &mut Emitter, v: Value, n: usize) -> Value {
+pub(crate) fn in_range(e: &mut Emitter, v: Value, n: usize) -> Value {
     let nn = e.iconst(n as i64);
     e.b.ins().icmp(IntCC::UnsignedLessThan, v, nn)
 }
@@ -984,7 +1002,7 @@ fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTranspose2d) {
     });
 }
 
-fn dims4(d: &[usize]) -> [usize; 4] {
+pub(crate) fn dims4(d: &[usize]) -> [usize; 4] {
     [d[0], d[1], d[2], d[3]]
 }
 
@@ -1205,7 +1223,7 @@ fn adaptive_pool(e: &mut Emitter, a: &Args, kind: ReduceKind, output: [usize; 2]
 /// The maximum `m` of `len` elements of the tensor at `off` (element `j` at index `at(j)`) and
 /// `Σ exp(x − m)`, both NaN-propagating; with `store`, each `exp(x − m)` is also written to the
 /// tensor at `store`, same index. The numerically stable core of softmax and cross-entropy.
-fn max_and_sum_exp(
+pub(crate) fn max_and_sum_exp(
     e: &mut Emitter,
     arena: Value,
     off: usize,

@@ -23,7 +23,7 @@ pub fn constant_nodes(graph: &Graph) -> std::collections::HashSet<NodeId> {
     for id in graph.topo_order() {
         let constant = match graph.node(id).op {
             Op::Param { .. } => true,
-            Op::Input(_) | Op::Dropout { .. } => false,
+            Op::Input(_) | Op::Dropout { .. } | Op::DropoutTrain { .. } | Op::Update(_) => false,
             _ => graph.inputs(id).iter().all(|i| out.contains(i)),
         };
         if constant {
@@ -33,12 +33,13 @@ pub fn constant_nodes(graph: &Graph) -> std::collections::HashSet<NodeId> {
     out
 }
 
-/// Whether `id` is computed from weights alone (no graph input, no random op), so that its
-/// value is fixed once the weights are loaded.
+/// Whether `id` is computed from weights alone (no graph input, no random op, no optimizer
+/// update — an update is the work of a training step), so that its value is fixed once the
+/// weights are loaded.
 pub fn is_constant(graph: &Graph, id: NodeId) -> bool {
     match graph.node(id).op {
         Op::Param { .. } => true,
-        Op::Input(_) | Op::Dropout { .. } => false,
+        Op::Input(_) | Op::Dropout { .. } | Op::DropoutTrain { .. } | Op::Update(_) => false,
         _ => graph.inputs(id).iter().all(|&i| is_constant(graph, i)),
     }
 }

@@ -16,6 +16,7 @@
 //! # Ok::<(), kiln::ir::IrError>(())
 //! ```
 
+pub use kiln_autodiff as autodiff;
 pub use kiln_interp as interp;
 pub use kiln_ir as ir;
 pub use kiln_jit as jit;
@@ -29,5 +30,9 @@ pub use kiln_jit::{JitModel as Model, JitOptions as CompileOptions, compile};
 pub mod check;
 pub mod fit;
 pub mod model;
+pub mod train;
 pub mod train_cmd;
 pub mod zoo;
+
+pub use kiln_autodiff::{Loss, Optimizer};
+pub use train::{Engine, TrainOptions, Trainer};

@@ -84,6 +84,27 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Gradients of a loss on one batch w.r.t. every weight and input, as safetensors.
+    Grad {
+        /// The model: a `.kiln` text IR file (one output: the prediction).
+        model: PathBuf,
+        /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input).
+        #[arg(long = "input", value_name = "NAME=PATH", required = true)]
+        inputs: Vec<String>,
+        /// The target: class ids (int32/int64 `[N]`) or an f32 array (mse: the output's shape;
+        /// cross-entropy/nll: probabilities `[N, K]`).
+        #[arg(long, value_name = "t.npy")]
+        target: PathBuf,
+        #[arg(long, value_enum)]
+        loss: LossArg,
+        /// Where to write the gradients: every param by its name, every input as `grad_of_NAME`.
+        #[arg(long, value_name = "grads.safetensors")]
+        output: PathBuf,
+        #[command(flatten)]
+        weights: WeightArgs,
+        #[arg(long, value_enum, default_value_t = Engine::Jit)]
+        engine: Engine,
+    },
     /// Time the JIT and the interpreter on seeded random inputs; median run times and speedup.
     Bench {
         /// The model: a `.kiln` text IR file.
@@ -153,6 +174,13 @@ enum Emit {
 enum Engine {
     Jit,
     Interp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LossArg {
+    Mse,
+    CrossEntropy,
+    Nll,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -409,6 +437,46 @@ fn run(cli: Cli) -> Result<()> {
                     .1;
                 kiln::runtime::write_npy(&path, v)?;
             }
+        }
+        Command::Grad {
+            model,
+            inputs,
+            target,
+            loss,
+            output,
+            weights,
+            engine,
+        } => {
+            let graph = load(&model)?;
+            let w = load_weights(&graph, &weights)?;
+            let names: Vec<String> = graph
+                .graph_inputs()
+                .iter()
+                .map(|&i| graph.node(i).name.clone())
+                .collect();
+            let mut feeds = HashMap::new();
+            for (name, path) in named_paths(&inputs, &names, "input")? {
+                feeds.insert(
+                    name.clone(),
+                    kiln::runtime::read_npy(&path).with_context(|| format!("input `{name}`"))?,
+                );
+            }
+            let t = kiln::runtime::read_npy(&target).context("the target")?;
+            let loss = match (loss, t.dtype()) {
+                (LossArg::Mse, _) => kiln::Loss::mse(),
+                (LossArg::CrossEntropy, d) => kiln::Loss::cross_entropy().ids_or_probs(d),
+                (LossArg::Nll, d) => kiln::Loss::nll().ids_or_probs(d),
+            };
+            let options = kiln::TrainOptions {
+                engine: match engine {
+                    Engine::Jit => kiln::Engine::Jit,
+                    Engine::Interp => kiln::Engine::Interp,
+                },
+                ..Default::default()
+            };
+            let (l, grads) = kiln::train::gradients(&graph, loss, &w, &feeds, &t, &options)?;
+            kiln::runtime::save_safetensors(&output, &grads.into_iter().collect())?;
+            out!("loss: {l}");
         }
         Command::Bench {
             model,

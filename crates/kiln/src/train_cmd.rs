@@ -228,37 +228,27 @@ pub fn training_graph(graph: &Graph, data: &Dataset, batch: usize) -> Result<Gra
 
 /// The one place that makes kiln's `Trainer` for `graph` (already at the batch size), with the
 /// loss of [`loss_for`] and the optimizer and seed of `settings`.
-///
-/// The `Trainer` comes with the autodiff work (issue 4); until it is merged this returns an
-/// error, and the rest of `kiln train` runs with any [`TrainSession`] through [`train_with`].
-/// Wiring it, with the `Trainer` API of the autodiff branch, is this body and one impl:
-///
-/// ```text
-/// let loss = match loss_for(graph)? {
-///     LossKind::Nll => crate::Loss::nll(),
-///     _ => crate::Loss::cross_entropy(),
-/// };
-/// let lr = settings.learning_rate();
-/// let optimizer = match settings.optimizer {
-///     OptimizerKind::Sgd => crate::Optimizer::sgd(lr).momentum(settings.momentum),
-///     OptimizerKind::Adam => crate::Optimizer::adam(lr),
-/// };
-/// let options = crate::TrainOptions { seed: settings.seed, ..Default::default() };
-/// Ok(Box::new(crate::Trainer::new(graph, loss, optimizer, options)?))
-///
-/// impl TrainSession for crate::Trainer {
-///     fn weights(&self) -> &HashMap<String, Tensor<f32>> {
-///         crate::Trainer::weights(self)
-///     }
-/// }
-/// ```
 pub fn new_trainer(graph: &Graph, settings: &TrainSettings) -> Result<Box<dyn TrainSession>, FitError> {
-    loss_for(graph)?;
-    let _ = settings;
-    Err(
-        "training needs kiln's Trainer (autodiff and optimizers), which this build does not include yet"
-            .into(),
-    )
+    let loss = match loss_for(graph)? {
+        LossKind::Nll => crate::Loss::nll(),
+        _ => crate::Loss::cross_entropy(),
+    };
+    let lr = settings.learning_rate();
+    let optimizer = match settings.optimizer {
+        OptimizerKind::Sgd => crate::Optimizer::sgd(lr).momentum(settings.momentum),
+        OptimizerKind::Adam => crate::Optimizer::adam(lr),
+    };
+    let options = crate::TrainOptions {
+        seed: settings.seed,
+        ..Default::default()
+    };
+    Ok(Box::new(crate::Trainer::new(graph, loss, optimizer, options)?))
+}
+
+impl TrainSession for crate::Trainer {
+    fn weights(&self) -> &HashMap<String, Tensor<f32>> {
+        crate::Trainer::weights(self)
+    }
 }
 
 /// `kiln train`: loads `model`, trains it on `data` with kiln's `Trainer` and writes the report

@@ -342,3 +342,36 @@ fn train_rejects_bad_data_and_models_that_do_not_fit_it() {
         "cannot read `/nonexistent/d.csv`",
     );
 }
+
+/// `kiln train` end to end: the digits CNN on the bundled digits, a few epochs, weights saved;
+/// the last line is the held-out accuracy.
+#[test]
+fn train_runs_to_the_end_and_saves_the_weights() {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = dir.join("w.safetensors");
+    let model = repo("examples/models/digits_cnn.kiln");
+    let o = kiln(&[
+        "train",
+        &model,
+        "--data",
+        "digits",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.1",
+        "--save",
+        save.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let last = out.lines().last().unwrap();
+    let pct: f64 = last
+        .strip_prefix("test accuracy: ")
+        .and_then(|s| s.strip_suffix('%'))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("last line: {last}"));
+    assert!(pct > 80.0, "{out}");
+    let w = kiln::runtime::load_safetensors(&save).unwrap();
+    assert!(w.contains_key("fc.weight"), "{:?}", w.keys());
+}

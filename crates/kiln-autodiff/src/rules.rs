@@ -1,0 +1,487 @@
+//! The gradient rules: [`backward`] is the one exhaustive `match` over the forward ops, each
+//! arm a call to the rule of its family. A rule gets the node, its inputs, which of them need
+//! a gradient, and the delta `dy` of its output; it adds backward nodes to the graph and
+//! returns the delta of each input (`None` where none is needed or none exists).
+
+use crate::{AutodiffError, Names};
+use kiln_ir::shape::{effective_kernel, normalize_axis, resolve_padding};
+use kiln_ir::{
+    Activation, BinaryOp, BnPart, Conv2d, ConvTranspose2d, Graph, NodeId, Op, Padding, Pool2d, PoolKind,
+    ReduceKind,
+};
+
+/// What a rule builds with: the graph, fresh names, and the node being differentiated.
+pub struct Builder<'a> {
+    pub g: &'a mut Graph,
+    pub names: &'a mut Names,
+    pub node: NodeId,
+}
+
+type R<T> = Result<T, AutodiffError>;
+type Deltas = Vec<Option<NodeId>>;
+
+impl Builder<'_> {
+    /// Adds `op(inputs)` named after the node being differentiated and `what`.
+    fn add(&mut self, what: &str, op: Op, inputs: &[NodeId]) -> R<NodeId> {
+        let base = format!("{}.{what}", self.g.node(self.node).name);
+        let name = self.names.fresh(self.g, &base);
+        Ok(self.g.add(name, op, inputs)?)
+    }
+    fn dims(&self, id: NodeId) -> Vec<usize> {
+        self.g.node(id).ty.dims().to_vec()
+    }
+    fn no_rule(&self, reason: impl Into<String>) -> AutodiffError {
+        let n = self.g.node(self.node);
+        AutodiffError::NoRule {
+            node: n.name.clone(),
+            op: n.op.name().into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The deltas of the inputs `ins` of `b.node` given the delta `dy` of its output.
+pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    let op = b.g.node(b.node).op.clone();
+    match &op {
+        Op::Input(_) | Op::Param { .. } => Ok(vec![]),
+        Op::Conv2d(c) => conv2d(b, c, ins, want, dy),
+        Op::ConvTranspose2d(c) => conv_transpose2d(b, c, ins, want, dy),
+        Op::Pool2d(p) => pool2d(b, p, ins[0], dy).map(|d| vec![Some(d)]),
+        Op::GlobalPool(kind) => adaptive_pool(b, *kind, [1, 1], ins[0], dy).map(|d| vec![Some(d)]),
+        Op::AdaptivePool { kind, output } => {
+            adaptive_pool(b, *kind, *output, ins[0], dy).map(|d| vec![Some(d)])
+        }
+        Op::Activation(a) => activation(b, *a, dy).map(|d| vec![Some(d)]),
+        Op::Softmax { axis } => {
+            let y = b.node;
+            b.add("grad", Op::SoftmaxGrad { axis: *axis }, &[y, dy])
+                .map(|d| vec![Some(d)])
+        }
+        Op::LogSoftmax { axis } => {
+            let y = b.node;
+            b.add("grad", Op::LogSoftmaxGrad { axis: *axis }, &[y, dy])
+                .map(|d| vec![Some(d)])
+        }
+        Op::Dense => dense(b, ins, want, dy),
+        Op::MatMul => matmul(b, ins, want, dy),
+        Op::Flatten { .. } | Op::Reshape { .. } => {
+            let shape = b.dims(ins[0]).iter().map(|&d| d as i64).collect();
+            b.add("grad", Op::Reshape { shape }, &[dy]).map(|d| vec![Some(d)])
+        }
+        Op::Transpose { perm } => {
+            let mut inv = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p] = i;
+            }
+            b.add("grad", Op::Transpose { perm: inv }, &[dy])
+                .map(|d| vec![Some(d)])
+        }
+        Op::Binary(op) => binary(b, *op, ins, want, dy),
+        Op::Concat { axis } => concat(b, *axis, ins, want, dy),
+        // `differentiate` made every dropout with `ratio > 0` a `dropout_train`
+        Op::Dropout { .. } => Ok(vec![Some(dy)]),
+        // `differentiate` made every batch norm a `batch_norm_train` (batch statistics)
+        Op::BatchNorm { .. } => {
+            Err(b.no_rule("inference-mode batch norm is not trained; it becomes batch_norm_train"))
+        }
+        Op::BatchNormTrain {
+            part: BnPart::Forward,
+            epsilon,
+        } => batch_norm(b, *epsilon, ins, want, dy),
+        Op::Loss(_) => {
+            Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead"))
+        }
+        Op::Rsqrt { .. } => rsqrt(b, dy).map(|d| vec![Some(d)]),
+        Op::Im2Col(_) | Op::Gemm(_) => Err(b.no_rule(
+            "im2col and gemm are made by the im2col pass after differentiation; differentiate the conv2d",
+        )),
+        Op::Rot180 { .. }
+        | Op::DilatePad { .. }
+        | Op::ConvWeightGrad { .. }
+        | Op::MaxPoolIds(_)
+        | Op::AdaptiveMaxPoolIds { .. }
+        | Op::ScatterIds { .. }
+        | Op::Pool2dGrad { .. }
+        | Op::AdaptiveAvgPoolGrad { .. }
+        | Op::ActivationGrad(_)
+        | Op::SoftmaxGrad { .. }
+        | Op::LogSoftmaxGrad { .. }
+        | Op::ReduceSumTo { .. }
+        | Op::LossGrad(_)
+        | Op::Slice { .. }
+        | Op::Scale { .. }
+        | Op::Update(_)
+        | Op::BatchNormTrain { .. } => Err(b.no_rule("a training op is not differentiated again")),
+        // the forward pass's training-mode dropout (see `differentiate`): the same mask
+        Op::DropoutTrain { ratio, seed } => {
+            let op = Op::DropoutTrain {
+                ratio: *ratio,
+                seed: *seed,
+            };
+            b.add("grad", op, &[dy, ins[1]]).map(|d| vec![Some(d), None])
+        }
+    }
+}
+
+/// The sum of `d` down to the shape of `like` (a broadcast operand); `d` itself when the
+/// shapes agree. The one place where broadcasting is undone.
+pub fn sum_to(b: &mut Builder, d: NodeId, like: NodeId) -> R<NodeId> {
+    let shape = b.dims(like);
+    if b.dims(d) == shape {
+        return Ok(d);
+    }
+    b.add("grad_sum_to", Op::ReduceSumTo { shape }, &[d])
+}
+
+/// A bias's delta: `dy [N, C, …]` summed over every axis but 1, as `[C]`.
+fn bias_grad(b: &mut Builder, dy: NodeId) -> R<NodeId> {
+    let d = b.dims(dy);
+    let mut shape = vec![1; d.len()];
+    shape[1] = d[1];
+    let s = b.add("bias_grad_sum", Op::ReduceSumTo { shape }, &[dy])?;
+    b.add(
+        "bias_grad",
+        Op::Reshape {
+            shape: vec![d[1] as i64],
+        },
+        &[s],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolutions
+
+fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    // A fused activation is the activation op after the plain convolution.
+    let dy = match c.activation {
+        Some(a) => activation(b, a, dy)?,
+        None => dy,
+    };
+    let plain = Conv2d {
+        activation: None,
+        ..c.clone()
+    };
+    let (x, w) = (ins[0], ins[1]);
+    let (xd, wd, yd) = (b.dims(x), b.dims(w), b.dims(dy));
+    let mut out = vec![None; ins.len()];
+    if want[0] {
+        // dx = conv(dilate_pad(dy), rot180(w)) with stride 1, the forward dilation and groups.
+        let mut pad = [0i64; 4];
+        for a in 0..2 {
+            let (k, s, dl) = (wd[2 + a], c.stride[a], c.dilation[a]);
+            let (pb, pe) = resolve_padding(c.padding, a, xd[2 + a], k, s, dl);
+            let ke = effective_kernel(k, dl);
+            // rows of x past the last window get no gradient: pad the end so dx is x's size
+            let rem = (xd[2 + a] + pb + pe - ke) - (yd[2 + a] - 1) * s;
+            pad[a] = ke as i64 - 1 - pb as i64;
+            pad[a + 2] = ke as i64 - 1 - pe as i64 + rem as i64;
+        }
+        let wr = b.add("w_rot180", Op::Rot180 { groups: c.groups }, &[w])?;
+        let dp = b.add(
+            "dy_dilated",
+            Op::DilatePad {
+                stride: c.stride,
+                padding: pad,
+            },
+            &[dy],
+        )?;
+        let conv = Conv2d {
+            stride: [1, 1],
+            dilation: c.dilation,
+            padding: Padding::Explicit([0; 4]),
+            groups: c.groups,
+            activation: None,
+        };
+        out[0] = Some(b.add("grad_x", Op::Conv2d(conv), &[dp, wr])?);
+    }
+    if want[1] {
+        let op = Op::ConvWeightGrad {
+            conv: plain,
+            kernel: [wd[2], wd[3]],
+        };
+        out[1] = Some(b.add("grad_w", op, &[x, dy])?);
+    }
+    if ins.len() == 3 && want[2] {
+        out[2] = Some(bias_grad(b, dy)?);
+    }
+    Ok(out)
+}
+
+fn conv_transpose2d(
+    b: &mut Builder,
+    c: &ConvTranspose2d,
+    ins: &[NodeId],
+    want: &[bool],
+    dy: NodeId,
+) -> R<Deltas> {
+    let (x, w) = (ins[0], ins[1]);
+    // The convolution with the same stride, dilation and groups is the adjoint; the output
+    // padding is cropped from the delta's end (it receives no input taps).
+    let p = c.padding;
+    let pad = [
+        p[0] as i64,
+        p[1] as i64,
+        p[2] as i64 - c.output_padding[0] as i64,
+        p[3] as i64 - c.output_padding[1] as i64,
+    ];
+    let (src, conv_pad) = if pad.iter().all(|&v| v >= 0) {
+        (dy, Padding::Explicit(pad.map(|v| v as usize)))
+    } else {
+        let op = Op::DilatePad {
+            stride: [1, 1],
+            padding: pad,
+        };
+        (b.add("dy_padded", op, &[dy])?, Padding::Explicit([0; 4]))
+    };
+    let conv = Conv2d {
+        stride: c.stride,
+        dilation: c.dilation,
+        padding: conv_pad,
+        groups: c.groups,
+        activation: None,
+    };
+    let wd = b.dims(w);
+    let mut out = vec![None; ins.len()];
+    if want[0] {
+        out[0] = Some(b.add("grad_x", Op::Conv2d(conv.clone()), &[src, w])?);
+    }
+    if want[1] {
+        let op = Op::ConvWeightGrad {
+            conv,
+            kernel: [wd[2], wd[3]],
+        };
+        out[1] = Some(b.add("grad_w", op, &[src, x])?);
+    }
+    if ins.len() == 3 && want[2] {
+        out[2] = Some(bias_grad(b, dy)?);
+    }
+    Ok(out)
+}
+
+/// Batch norm on batch statistics: `dx` by its own op (the statistics depend on every
+/// element), `dscale = Σ dy·x̂`, `dbias = Σ dy`.
+fn batch_norm(b: &mut Builder, epsilon: f32, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    let (x, scale) = (ins[0], ins[1]);
+    let mut out = vec![None; 3];
+    if want[0] {
+        let op = Op::BatchNormTrain {
+            part: BnPart::GradX,
+            epsilon,
+        };
+        out[0] = Some(b.add("grad_x", op, &[x, scale, dy])?);
+    }
+    if want[1] {
+        let op = Op::BatchNormTrain {
+            part: BnPart::GradScale,
+            epsilon,
+        };
+        out[1] = Some(b.add("grad_scale", op, &[x, dy])?);
+    }
+    if want[2] {
+        out[2] = Some(bias_grad(b, dy)?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling
+
+fn pool2d(b: &mut Builder, p: &Pool2d, x: NodeId, dy: NodeId) -> R<NodeId> {
+    let xd = b.dims(x);
+    let size = [xd[2], xd[3]];
+    match p.kind {
+        PoolKind::Max => {
+            let ids = b.add("max_ids", Op::MaxPoolIds(p.clone()), &[x])?;
+            b.add("grad", Op::ScatterIds { size }, &[dy, ids])
+        }
+        PoolKind::Avg { .. } | PoolKind::Sum => b.add(
+            "grad",
+            Op::Pool2dGrad {
+                pool: p.clone(),
+                input: size,
+            },
+            &[dy],
+        ),
+    }
+}
+
+fn adaptive_pool(b: &mut Builder, kind: ReduceKind, output: [usize; 2], x: NodeId, dy: NodeId) -> R<NodeId> {
+    let xd = b.dims(x);
+    let size = [xd[2], xd[3]];
+    match kind {
+        ReduceKind::Max => {
+            let ids = b.add("max_ids", Op::AdaptiveMaxPoolIds { output }, &[x])?;
+            b.add("grad", Op::ScatterIds { size }, &[dy, ids])
+        }
+        ReduceKind::Avg => b.add("grad", Op::AdaptiveAvgPoolGrad { input: size }, &[dy]),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise
+
+/// The delta before activation `a`, from the node's output (the activation's output, or a
+/// convolution's with the activation fused).
+fn activation(b: &mut Builder, a: Activation, dy: NodeId) -> R<NodeId> {
+    if let Activation::LeakyRelu { alpha } = a
+        && alpha < 0.0
+    {
+        return Err(b.no_rule(format!(
+            "leaky relu's gradient is taken from its output, which needs alpha ≥ 0, got {alpha}"
+        )));
+    }
+    let y = b.node;
+    b.add("grad_act", Op::ActivationGrad(a), &[y, dy])
+}
+
+/// `y = (x + ε)^-½`: `dx = dy · (−½ y³)`, from the forward output.
+fn rsqrt(b: &mut Builder, dy: NodeId) -> R<NodeId> {
+    let y = b.node;
+    let mul = Op::Binary(BinaryOp::Mul);
+    let y2 = b.add("grad_y2", mul.clone(), &[y, y])?;
+    let y3 = b.add("grad_y3", mul.clone(), &[y2, y])?;
+    let slope = b.add("grad_slope", Op::Scale { factor: -0.5 }, &[y3])?;
+    b.add("grad", mul, &[dy, slope])
+}
+
+fn binary(b: &mut Builder, op: BinaryOp, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    let (x, y) = (ins[0], ins[1]);
+    let mul = Op::Binary(BinaryOp::Mul);
+    let div = Op::Binary(BinaryOp::Div);
+    let mut out = vec![None, None];
+    if want[0] {
+        let d = match op {
+            BinaryOp::Add | BinaryOp::Sub => dy,
+            BinaryOp::Mul => b.add("grad_a", mul.clone(), &[dy, y])?,
+            BinaryOp::Div => b.add("grad_a", div.clone(), &[dy, y])?,
+        };
+        out[0] = Some(sum_to(b, d, x)?);
+    }
+    if want[1] {
+        let d = match op {
+            BinaryOp::Add => dy,
+            BinaryOp::Sub => b.add("grad_b", Op::Scale { factor: -1.0 }, &[dy])?,
+            BinaryOp::Mul => b.add("grad_b", mul, &[dy, x])?,
+            // d(x/y)/dy = −(x/y)/y: the forward output over y, negated.
+            BinaryOp::Div => {
+                let q = b.node;
+                let t = b.add("grad_b_num", mul, &[dy, q])?;
+                let t = b.add("grad_b_div", div, &[t, y])?;
+                b.add("grad_b", Op::Scale { factor: -1.0 }, &[t])?
+            }
+        };
+        out[1] = Some(sum_to(b, d, y)?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear algebra
+
+fn dense(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    let (x, w) = (ins[0], ins[1]);
+    let mut out = vec![None; ins.len()];
+    if want[0] {
+        out[0] = Some(b.add("grad_x", Op::MatMul, &[dy, w])?);
+    }
+    if want[1] {
+        let dyt = b.add("dy_t", Op::Transpose { perm: vec![1, 0] }, &[dy])?;
+        out[1] = Some(b.add("grad_w", Op::MatMul, &[dyt, x])?);
+    }
+    if ins.len() == 3 && want[2] {
+        let o = b.dims(dy)[1];
+        out[2] = Some(b.add("bias_grad", Op::ReduceSumTo { shape: vec![o] }, &[dy])?);
+    }
+    Ok(out)
+}
+
+/// NumPy matmul: rank-1 operands are made rank 2 (`[K]` → `[1, K]` on the left, `[K, 1]` on
+/// the right), then `dA = dY·Bᵀ`, `dB = Aᵀ·dY` over the batch axes, summed back to each
+/// operand's (broadcast) shape.
+fn matmul(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    let (x, y) = (ins[0], ins[1]);
+    let as_rank2 = |b: &mut Builder, v: NodeId, left: bool| -> R<NodeId> {
+        let d = b.dims(v);
+        if d.len() >= 2 {
+            return Ok(v);
+        }
+        let shape = if left {
+            vec![1, d[0] as i64]
+        } else {
+            vec![d[0] as i64, 1]
+        };
+        b.add("as_matrix", Op::Reshape { shape }, &[v])
+    };
+    let (x2, y2) = (as_rank2(b, x, true)?, as_rank2(b, y, false)?);
+    // the delta in the shape of the rank-2 product
+    let prod_shape = {
+        let (xd, yd) = (b.dims(x2), b.dims(y2));
+        let batch = kiln_ir::shape::broadcast_shapes(&xd[..xd.len() - 2], &yd[..yd.len() - 2])
+            .map_err(|m| b.no_rule(m))?;
+        let mut s: Vec<usize> = batch.dims().to_vec();
+        s.push(xd[xd.len() - 2]);
+        s.push(yd[yd.len() - 1]);
+        s
+    };
+    let dy2 = if b.dims(dy) == prod_shape {
+        dy
+    } else {
+        let shape = prod_shape.iter().map(|&d| d as i64).collect();
+        b.add("dy_matrix", Op::Reshape { shape }, &[dy])?
+    };
+    let t = |b: &mut Builder, v: NodeId| -> R<NodeId> {
+        let r = b.dims(v).len();
+        let mut perm: Vec<usize> = (0..r).collect();
+        perm.swap(r - 2, r - 1);
+        b.add("t", Op::Transpose { perm }, &[v])
+    };
+    let back = |b: &mut Builder, d: NodeId, like2: NodeId, like: NodeId| -> R<NodeId> {
+        let d = sum_to(b, d, like2)?;
+        if like2 == like {
+            return Ok(d);
+        }
+        let shape = b.dims(like).iter().map(|&v| v as i64).collect();
+        b.add("grad_vec", Op::Reshape { shape }, &[d])
+    };
+    let mut out = vec![None, None];
+    if want[0] {
+        let yt = t(b, y2)?;
+        let d = b.add("grad_a", Op::MatMul, &[dy2, yt])?;
+        out[0] = Some(back(b, d, x2, x)?);
+    }
+    if want[1] {
+        let xt = t(b, x2)?;
+        let d = b.add("grad_b", Op::MatMul, &[xt, dy2])?;
+        out[1] = Some(back(b, d, y2, y)?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout
+
+fn concat(b: &mut Builder, axis: i64, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
+    let rank = b.dims(dy).len();
+    let a = normalize_axis(axis, rank, false).map_err(|m| b.no_rule(m))?;
+    let mut start = 0;
+    let mut out = Vec::with_capacity(ins.len());
+    for (&x, &w) in ins.iter().zip(want) {
+        let len = b.dims(x)[a];
+        out.push(if w {
+            Some(b.add(
+                "grad_slice",
+                Op::Slice {
+                    axis: a as i64,
+                    start,
+                    end: start + len,
+                },
+                &[dy],
+            )?)
+        } else {
+            None
+        });
+        start += len;
+    }
+    Ok(out)
+}

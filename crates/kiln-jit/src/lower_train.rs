@@ -1,0 +1,980 @@
+//! Lowering of the training ops (the backward graph of `kiln-autodiff` and the optimizers'
+//! updates), kept apart from the forward lowerings of `lower.rs`. Every training op has a
+//! kernel here; `emit` writes it and returns its parallel extent, like `lower::emit`.
+//!
+//! These kernels are plain scalar loop nests, written for correctness first (the JIT-vs-
+//! interpreter tests compare them): gathers parallel over output elements, and scatters
+//! (max-pool and pooling backward) parallel over planes so that each thread owns what it
+//! writes. An index read from memory (max-pool ids, class ids) is range-checked before use.
+
+use crate::codegen::{Emitter, mem};
+use crate::lower::{Args, dims4, dot, in_range, load_f, max_and_sum_exp, split, store_f};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_frontend::Variable;
+use kiln_ir::shape::{normalize_axis, resolve_padding};
+use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
+
+/// Whether the training op has a lowering here (all of them do).
+pub fn supported(op: &Op) -> bool {
+    op.is_training()
+}
+
+/// Writes the kernel of a training op and returns its parallel extent.
+pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
+    let numel = a.out.1.shape.numel();
+    let od = a.out.1.dims().to_vec();
+    let planes = || od[0] * od[1];
+    match op {
+        Op::Rot180 { .. } => {
+            rot180(e, a);
+            numel
+        }
+        Op::DilatePad { stride, padding } => {
+            dilate_pad(e, a, *stride, *padding);
+            planes()
+        }
+        Op::ConvWeightGrad { conv, .. } => {
+            conv_weight_grad(e, a, conv);
+            od[0] * od[1]
+        }
+        Op::MaxPoolIds(p) => {
+            max_pool_ids(e, a, p);
+            numel
+        }
+        Op::AdaptiveMaxPoolIds { output } => {
+            adaptive_max_ids(e, a, *output);
+            numel
+        }
+        Op::ScatterIds { .. } => {
+            scatter_ids(e, a);
+            planes()
+        }
+        Op::Pool2dGrad { pool, .. } => {
+            pool2d_grad(e, a, pool);
+            planes()
+        }
+        Op::AdaptiveAvgPoolGrad { .. } => {
+            adaptive_avg_grad(e, a);
+            planes()
+        }
+        Op::ActivationGrad(act) => {
+            activation_grad(e, a, *act);
+            numel
+        }
+        Op::SoftmaxGrad { axis } | Op::LogSoftmaxGrad { axis } => {
+            let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
+            softmax_grad(e, a, ax, matches!(op, Op::LogSoftmaxGrad { .. }));
+            numel / od[ax].max(1)
+        }
+        Op::ReduceSumTo { .. } => {
+            reduce_sum_to(e, a);
+            numel
+        }
+        Op::LossGrad(kind) => {
+            loss_grad(e, a, *kind);
+            if *kind == LossKind::Mse { numel } else { od[0] }
+        }
+        Op::Slice { axis, start, .. } => {
+            let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
+            slice(e, a, ax, *start);
+            numel
+        }
+        Op::Scale { factor } => {
+            let f = *factor;
+            elementwise(e, a, 1, &move |e, ty, x| {
+                let c = e.constant(ty, f);
+                e.b.ins().fmul(c, x[0])
+            });
+            numel
+        }
+        Op::Update(u) => {
+            update(e, a, *u);
+            numel
+        }
+        Op::DropoutTrain { ratio, seed } => {
+            dropout_train(e, a, *ratio, *seed);
+            numel
+        }
+        Op::BatchNormTrain { part, epsilon } => {
+            batch_norm_train(e, a, *part, *epsilon);
+            a.dims(0)[1]
+        }
+        // forward ops are lowered by `lower::emit`, which never sends them here
+        _ => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// The row-major offset of `idx` in a tensor of `dims`.
+fn offset(e: &mut Emitter, idx: &[Value], dims: &[usize]) -> Value {
+    let mut off = e.iconst(0);
+    for (&i, &d) in idx.iter().zip(dims) {
+        off = e.b.ins().imul_imm_s(off, d as i64);
+        off = e.b.ins().iadd(off, i);
+    }
+    off
+}
+
+fn add_to(e: &mut Emitter, acc: Variable, v: Value) {
+    let s = e.b.use_var(acc);
+    let s = e.b.ins().fadd(s, v);
+    e.b.def_var(acc, s);
+}
+
+/// `y[i] = f(x0[i], x1[i], …)` over the first `n` inputs (each of the output's shape; any
+/// further input is not read here), four elements at a time (`F32X4`) and the rest one by one
+/// (`F32`): `f` gets the type to build its constants in.
+fn elementwise(e: &mut Emitter, a: &Args, n: usize, f: &dyn Fn(&mut Emitter, Type, &[Value]) -> Value) {
+    let (arena, dst) = (a.arena, a.dst());
+    let srcs: Vec<usize> = a.ins[..n].iter().map(|(s, _)| s.offset).collect();
+    let len = e.b.ins().isub(a.end, a.begin);
+    let vlen = e.b.ins().band_imm_s(len, !3);
+    let vend = e.b.ins().iadd(a.begin, vlen);
+    for (lo, hi, step, ty) in [(a.begin, vend, 4, F32X4), (vend, a.end, 1, F32)] {
+        e.for_range(lo, hi, step, |e, i| {
+            let xs: Vec<Value> = srcs
+                .iter()
+                .map(|&s| {
+                    let p = e.elem(arena, s, i);
+                    e.load(ty, p)
+                })
+                .collect();
+            let y = f(e, ty, &xs);
+            let q = e.elem(arena, dst, i);
+            e.store(y, q);
+        });
+    }
+}
+
+/// Sets `len` elements of the tensor at `off`, from index `start`, to zero.
+fn zero(e: &mut Emitter, arena: Value, off: usize, start: Value, len: usize) {
+    let z = e.fconst(0.0);
+    e.for_const(0, len as i64, |e, i| {
+        let j = e.b.ins().iadd(start, i);
+        store_f(e, arena, off, j, z);
+    });
+}
+
+/// `dst[base + idx] += v`.
+fn accumulate(e: &mut Emitter, arena: Value, dst: usize, idx: Value, v: Value) {
+    let cur = load_f(e, arena, dst, idx);
+    let s = e.b.ins().fadd(cur, v);
+    store_f(e, arena, dst, idx, s);
+}
+
+/// The input coordinate `o·s + k·d − pad` of a window tap (may be "negative": huge unsigned).
+fn tap(e: &mut Emitter, o: Value, k: Value, s: usize, d: usize, pad: usize) -> Value {
+    let t = e.b.ins().imul_imm_s(o, s as i64);
+    let u = e.b.ins().imul_imm_s(k, d as i64);
+    let t = e.b.ins().iadd(t, u);
+    e.b.ins().iadd_imm_s(t, -(pad as i64))
+}
+
+// ---------------------------------------------------------------------------------------------
+// convolution pieces
+
+/// `y[g·cg + c, o, i, j] = w[g·cog + o, c, kh−1−i, kw−1−j]`: the group `g` of an output
+/// channel is its index over `cg` (the groups are implied by the shapes).
+fn rot180(e: &mut Emitter, a: &Args) {
+    let [_, cg, kh, kw] = dims4(a.dims(0));
+    let od = a.odims().to_vec();
+    let cog = od[1];
+    let (arena, src, dst) = (a.arena, a.src(0), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, flat| {
+        let ix = split(e, flat, &od);
+        let g = e.b.ins().udiv_imm_s(ix[0], cg as i64);
+        let c = e.b.ins().urem_imm_s(ix[0], cg as i64);
+        let go = e.b.ins().imul_imm_s(g, cog as i64);
+        let o = e.b.ins().iadd(go, ix[1]);
+        let (kh1, kw1) = (e.iconst(kh as i64 - 1), e.iconst(kw as i64 - 1));
+        let ri = e.b.ins().isub(kh1, ix[2]);
+        let rj = e.b.ins().isub(kw1, ix[3]);
+        let at = offset(e, &[o, c, ri, rj], &[0, cg, kh, kw]);
+        let v = load_f(e, arena, src, at);
+        store_f(e, arena, dst, flat, v);
+    });
+}
+
+/// Per plane: zero the output, then copy each input element that lands inside it to
+/// `(ih·s_h + top, iw·s_w + left)`; the ranges of such `ih`, `iw` are compile-time constants.
+fn dilate_pad(e: &mut Emitter, a: &Args, stride: [usize; 2], padding: [i64; 4]) {
+    let [_, _, h, w] = dims4(a.dims(0));
+    let [_, _, oh, ow] = dims4(a.odims());
+    let (arena, src, dst) = (a.arena, a.src(0), a.dst());
+    // input indices i with 0 ≤ i·s + pad < out
+    let range = |n: usize, s: usize, pad: i64, out: usize| {
+        let ok = |i: usize| {
+            let p = i as i64 * s as i64 + pad;
+            p >= 0 && p < out as i64
+        };
+        let lo = (0..n).find(|&i| ok(i)).unwrap_or(n);
+        let hi = (lo..n).find(|&i| !ok(i)).unwrap_or(n);
+        (lo, hi)
+    };
+    let (h0, h1) = range(h, stride[0], padding[0], oh);
+    let (w0, w1) = range(w, stride[1], padding[1], ow);
+    e.for_range(a.begin, a.end, 1, |e, plane| {
+        let ybase = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
+        zero(e, arena, dst, ybase, oh * ow);
+        let xbase = e.b.ins().imul_imm_s(plane, (h * w) as i64);
+        e.for_const(h0 as i64, h1 as i64, |e, ih| {
+            let xr = e.b.ins().imul_imm_s(ih, w as i64);
+            let xr = e.b.ins().iadd(xbase, xr);
+            let yr = e.b.ins().imul_imm_s(ih, (stride[0] * ow) as i64);
+            let yr = e.b.ins().iadd_imm_s(yr, padding[0] * ow as i64 + padding[1]);
+            let yr = e.b.ins().iadd(ybase, yr);
+            e.for_const(w0 as i64, w1 as i64, |e, iw| {
+                let xi = e.b.ins().iadd(xr, iw);
+                let yc = e.b.ins().imul_imm_s(iw, stride[1] as i64);
+                let yi = e.b.ins().iadd(yr, yc);
+                let v = load_f(e, arena, src, xi);
+                store_f(e, arena, dst, yi, v);
+            });
+        });
+    });
+}
+
+/// The output positions `[lo, hi)` of one axis whose tap `k` lands inside the input
+/// (`o·s + k·d − pad ∈ [0, n)`), computed at compile time.
+fn valid_outputs(out: usize, n: usize, s: usize, d: usize, k: usize, pad: usize) -> (usize, usize) {
+    let off = k * d;
+    let lo = pad.saturating_sub(off).div_ceil(s);
+    // o·s + off − pad ≤ n − 1  ⇔  o ≤ (n − 1 + pad − off)/s
+    let hi = match (n - 1 + pad).checked_sub(off) {
+        Some(v) => (v / s + 1).min(out),
+        None => 0,
+    };
+    (lo, hi.max(lo))
+}
+
+/// `dw[o, c, i, j]`, parallel over the `(o, c)` pairs; the kernel taps `(i, j)` are unrolled,
+/// so each tap's valid output rows and columns are compile-time ranges (no test per tap), and
+/// with stride 1 the row products are vectorized dot products.
+fn conv_weight_grad(e: &mut Emitter, a: &Args, conv: &Conv2d) {
+    let [n, c_in, h, w] = dims4(a.dims(0));
+    let [_, c_out, oh, ow] = dims4(a.dims(1));
+    let [_, cg, kh, kw] = dims4(a.odims());
+    let (s, d) = (conv.stride, conv.dilation);
+    let (pt, _) = resolve_padding(conv.padding, 0, h, kh, s[0], d[0]);
+    let (pl, _) = resolve_padding(conv.padding, 1, w, kw, s[1], d[1]);
+    let co_per_group = c_out / conv.groups;
+    let (arena, xo, dyo, dst) = (a.arena, a.src(0), a.src(1), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, pair| {
+        let o = e.b.ins().udiv_imm_s(pair, cg as i64);
+        let ic = e.b.ins().urem_imm_s(pair, cg as i64);
+        let g = e.b.ins().udiv_imm_s(o, co_per_group as i64);
+        let gc = e.b.ins().imul_imm_s(g, cg as i64);
+        let ch = e.b.ins().iadd(gc, ic);
+        for i in 0..kh {
+            let (y0, y1) = valid_outputs(oh, h, s[0], d[0], i, pt);
+            for j in 0..kw {
+                let (x0, x1) = valid_outputs(ow, w, s[1], d[1], j, pl);
+                let zero = e.fconst(0.0);
+                let acc = e.var(F32, zero);
+                if y0 < y1 && x0 < x1 {
+                    e.for_const(0, n as i64, |e, b| {
+                        let x_plane = offset(e, &[b, ch], &[0, c_in]);
+                        let x_plane = e.b.ins().imul_imm_s(x_plane, (h * w) as i64);
+                        let dy_plane = offset(e, &[b, o], &[0, c_out]);
+                        let dy_plane = e.b.ins().imul_imm_s(dy_plane, (oh * ow) as i64);
+                        e.for_const(y0 as i64, y1 as i64, |e, y| {
+                            // input row of output row y, and its first column
+                            let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
+                            let ih = e.b.ins().iadd_imm_s(ih, (i * d[0]) as i64 - pt as i64);
+                            let xr = e.b.ins().imul_imm_s(ih, w as i64);
+                            let xr = e.b.ins().iadd(x_plane, xr);
+                            let yr = e.b.ins().imul_imm_s(y, ow as i64);
+                            let yr = e.b.ins().iadd(dy_plane, yr);
+                            let col0 = (x0 * s[1] + j * d[1]) as i64 - pl as i64;
+                            let x_start = e.b.ins().iadd_imm_s(xr, col0);
+                            let y_start = e.b.ins().iadd_imm_s(yr, x0 as i64);
+                            let v = if s[1] == 1 {
+                                dot(e, arena, (xo, x_start), (dyo, y_start), x1 - x0)
+                            } else {
+                                let zero = e.fconst(0.0);
+                                let r = e.var(F32, zero);
+                                e.for_const(0, (x1 - x0) as i64, |e, k| {
+                                    let xk = e.b.ins().imul_imm_s(k, s[1] as i64);
+                                    let xk = e.b.ins().iadd(x_start, xk);
+                                    let yk = e.b.ins().iadd(y_start, k);
+                                    let xv = load_f(e, arena, xo, xk);
+                                    let gv = load_f(e, arena, dyo, yk);
+                                    let t = e.b.use_var(r);
+                                    let t = e.b.ins().fma(xv, gv, t);
+                                    e.b.def_var(r, t);
+                                });
+                                e.b.use_var(r)
+                            };
+                            add_to(e, acc, v);
+                        });
+                    });
+                }
+                let at = e.b.ins().imul_imm_s(pair, (kh * kw) as i64);
+                let at = e.b.ins().iadd_imm_s(at, (i * kw + j) as i64);
+                let v = e.b.use_var(acc);
+                store_f(e, arena, dst, at, v);
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// pooling backward
+
+/// Folds element `idx` (value `v`) into a running argmax: it wins when there is none yet, when
+/// it is strictly greater (so the first maximum stays), or when it is the first NaN.
+fn argmax_step(e: &mut Emitter, best: Variable, arg: Variable, v: Value, idx: Value) {
+    let b = e.b.use_var(best);
+    let cur = e.b.use_var(arg);
+    let none = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, cur, 0);
+    let gt = e.b.ins().fcmp(FloatCC::GreaterThan, v, b);
+    let v_nan = e.b.ins().fcmp(FloatCC::Unordered, v, v);
+    let b_num = e.b.ins().fcmp(FloatCC::Ordered, b, b);
+    let nan_wins = e.b.ins().band(v_nan, b_num);
+    let wins = e.b.ins().bor(none, gt);
+    let wins = e.b.ins().bor(wins, nan_wins);
+    let nb = e.b.ins().select(wins, v, b);
+    let na = e.b.ins().select(wins, idx, cur);
+    e.b.def_var(best, nb);
+    e.b.def_var(arg, na);
+}
+
+fn store_id(e: &mut Emitter, arena: Value, dst: usize, flat: Value, arg: Variable) {
+    let id = e.b.use_var(arg);
+    let id = e.b.ins().ireduce(I32, id);
+    let p = e.elem(arena, dst, flat);
+    e.b.ins().store(mem(), id, p, 0);
+}
+
+fn max_pool_ids(e: &mut Emitter, a: &Args, p: &Pool2d) {
+    let [n, c, h, w] = dims4(a.dims(0));
+    let [_, _, oh, ow] = dims4(a.odims());
+    let [kh, kw] = p.kernel;
+    let (s, d) = (p.stride, p.dilation);
+    let padh = resolve_padding(p.padding, 0, h, kh, s[0], d[0]).0;
+    let padw = resolve_padding(p.padding, 1, w, kw, s[1], d[1]).0;
+    let (arena, src, dst) = (a.arena, a.src(0), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, flat| {
+        let ix = split(e, flat, &[n * c, oh, ow]);
+        let ninf = e.fconst(f32::NEG_INFINITY);
+        let best = e.var(F32, ninf);
+        let minus = e.b.ins().iconst(I64, -1);
+        let arg = e.var(I64, minus);
+        let base = e.b.ins().imul_imm_s(ix[0], (h * w) as i64);
+        e.for_const(0, kh as i64, |e, ky| {
+            let ih = tap(e, ix[1], ky, s[0], d[0], padh);
+            let okh = in_range(e, ih, h);
+            e.for_const(0, kw as i64, |e, kx| {
+                let iw = tap(e, ix[2], kx, s[1], d[1], padw);
+                let okw = in_range(e, iw, w);
+                let ok = e.b.ins().band(okh, okw);
+                e.if_then(ok, |e| {
+                    let idx = offset(e, &[ih, iw], &[h, w]);
+                    let at = e.b.ins().iadd(base, idx);
+                    let v = load_f(e, arena, src, at);
+                    argmax_step(e, best, arg, v, idx);
+                });
+            });
+        });
+        store_id(e, arena, dst, flat, arg);
+    });
+}
+
+/// Adaptive window `[⌊i·n/out⌋, ⌈(i+1)·n/out⌉)` of output index `i` (runtime `i`).
+fn adaptive_bounds(e: &mut Emitter, i: Value, n: usize, out: usize) -> (Value, Value) {
+    let t = e.b.ins().imul_imm_s(i, n as i64);
+    let lo = e.b.ins().udiv_imm_s(t, out as i64);
+    let t = e.b.ins().iadd_imm_s(t, (n + out - 1) as i64);
+    let hi = e.b.ins().udiv_imm_s(t, out as i64);
+    (lo, hi)
+}
+
+fn adaptive_max_ids(e: &mut Emitter, a: &Args, output: [usize; 2]) {
+    let [n, c, h, w] = dims4(a.dims(0));
+    let [oh, ow] = output;
+    let (arena, src, dst) = (a.arena, a.src(0), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, flat| {
+        let ix = split(e, flat, &[n * c, oh, ow]);
+        let ninf = e.fconst(f32::NEG_INFINITY);
+        let best = e.var(F32, ninf);
+        let minus = e.b.ins().iconst(I64, -1);
+        let arg = e.var(I64, minus);
+        let base = e.b.ins().imul_imm_s(ix[0], (h * w) as i64);
+        let (r0, r1) = adaptive_bounds(e, ix[1], h, oh);
+        let (c0, c1) = adaptive_bounds(e, ix[2], w, ow);
+        e.for_range(r0, r1, 1, |e, ih| {
+            e.for_range(c0, c1, 1, |e, iw| {
+                let idx = offset(e, &[ih, iw], &[h, w]);
+                let at = e.b.ins().iadd(base, idx);
+                let v = load_f(e, arena, src, at);
+                argmax_step(e, best, arg, v, idx);
+            });
+        });
+        store_id(e, arena, dst, flat, arg);
+    });
+}
+
+fn scatter_ids(e: &mut Emitter, a: &Args) {
+    let [_, _, oh, ow] = dims4(a.dims(0));
+    let [_, _, h, w] = dims4(a.odims());
+    let (arena, dyo, ido, dst) = (a.arena, a.src(0), a.src(1), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, plane| {
+        let base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
+        zero(e, arena, dst, base, h * w);
+        let ybase = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
+        e.for_const(0, (oh * ow) as i64, |e, k| {
+            let at = e.b.ins().iadd(ybase, k);
+            let p = e.elem(arena, ido, at);
+            let id = e.b.ins().sload32(mem(), p, 0);
+            let ok = in_range(e, id, h * w);
+            e.if_then(ok, |e| {
+                let g = load_f(e, arena, dyo, at);
+                let to = e.b.ins().iadd(base, id);
+                accumulate(e, arena, dst, to, g);
+            });
+        });
+    });
+}
+
+fn pool2d_grad(e: &mut Emitter, a: &Args, p: &Pool2d) {
+    let [_, _, oh, ow] = dims4(a.dims(0));
+    let [_, _, h, w] = dims4(a.odims());
+    let [kh, kw] = p.kernel;
+    let (s, d) = (p.stride, p.dilation);
+    let padh = resolve_padding(p.padding, 0, h, kh, s[0], d[0]);
+    let padw = resolve_padding(p.padding, 1, w, kw, s[1], d[1]);
+    let (arena, dyo, dst) = (a.arena, a.src(0), a.dst());
+    let kind = p.kind;
+    e.for_range(a.begin, a.end, 1, |e, plane| {
+        let base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
+        zero(e, arena, dst, base, h * w);
+        e.for_const(0, oh as i64, |e, y| {
+            e.for_const(0, ow as i64, |e, x| {
+                // the divisor: real taps, or taps inside the padded input
+                let zero = e.fconst(0.0);
+                let count = e.var(F32, zero);
+                e.for_const(0, kh as i64, |e, ky| {
+                    let ih = tap(e, y, ky, s[0], d[0], padh.0);
+                    let ihp = e.b.ins().iadd_imm_s(ih, padh.0 as i64);
+                    e.for_const(0, kw as i64, |e, kx| {
+                        let iw = tap(e, x, kx, s[1], d[1], padw.0);
+                        let iwp = e.b.ins().iadd_imm_s(iw, padw.0 as i64);
+                        let ok = match kind {
+                            PoolKind::Avg {
+                                count_include_pad: true,
+                            } => {
+                                let a = in_range(e, ihp, h + padh.0 + padh.1);
+                                let b = in_range(e, iwp, w + padw.0 + padw.1);
+                                e.b.ins().band(a, b)
+                            }
+                            _ => {
+                                let a = in_range(e, ih, h);
+                                let b = in_range(e, iw, w);
+                                e.b.ins().band(a, b)
+                            }
+                        };
+                        let one = e.fconst(1.0);
+                        let inc = e.b.ins().select(ok, one, zero);
+                        add_to(e, count, inc);
+                    });
+                });
+                let yi = offset(e, &[plane, y, x], &[0, oh, ow]);
+                let g = load_f(e, arena, dyo, yi);
+                let share = match kind {
+                    PoolKind::Avg { .. } => {
+                        let n = e.b.use_var(count);
+                        e.b.ins().fdiv(g, n)
+                    }
+                    PoolKind::Sum | PoolKind::Max => g,
+                };
+                e.for_const(0, kh as i64, |e, ky| {
+                    let ih = tap(e, y, ky, s[0], d[0], padh.0);
+                    let okh = in_range(e, ih, h);
+                    e.for_const(0, kw as i64, |e, kx| {
+                        let iw = tap(e, x, kx, s[1], d[1], padw.0);
+                        let okw = in_range(e, iw, w);
+                        let ok = e.b.ins().band(okh, okw);
+                        e.if_then(ok, |e| {
+                            let idx = offset(e, &[ih, iw], &[h, w]);
+                            let to = e.b.ins().iadd(base, idx);
+                            accumulate(e, arena, dst, to, share);
+                        });
+                    });
+                });
+            });
+        });
+    });
+}
+
+fn adaptive_avg_grad(e: &mut Emitter, a: &Args) {
+    let [_, _, oh, ow] = dims4(a.dims(0));
+    let [_, _, h, w] = dims4(a.odims());
+    let (arena, dyo, dst) = (a.arena, a.src(0), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, plane| {
+        let base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
+        zero(e, arena, dst, base, h * w);
+        e.for_const(0, oh as i64, |e, y| {
+            let (r0, r1) = adaptive_bounds(e, y, h, oh);
+            e.for_const(0, ow as i64, |e, x| {
+                let (c0, c1) = adaptive_bounds(e, x, w, ow);
+                let nr = e.b.ins().isub(r1, r0);
+                let nc = e.b.ins().isub(c1, c0);
+                let cnt = e.b.ins().imul(nr, nc);
+                let cnt = e.b.ins().fcvt_from_sint(F32, cnt);
+                let yi = offset(e, &[plane, y, x], &[0, oh, ow]);
+                let g = load_f(e, arena, dyo, yi);
+                let share = e.b.ins().fdiv(g, cnt);
+                e.for_range(r0, r1, 1, |e, ih| {
+                    e.for_range(c0, c1, 1, |e, iw| {
+                        let idx = offset(e, &[ih, iw], &[h, w]);
+                        let to = e.b.ins().iadd(base, idx);
+                        accumulate(e, arena, dst, to, share);
+                    });
+                });
+            });
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// elementwise and reductions
+
+fn activation_grad(e: &mut Emitter, a: &Args, act: Activation) {
+    elementwise(e, a, 2, &move |e, ty, v| {
+        let (y, g) = (v[0], v[1]);
+        let one = e.constant(ty, 1.0);
+        match act {
+            Activation::Relu | Activation::LeakyRelu { .. } => {
+                let alpha = match act {
+                    Activation::LeakyRelu { alpha } => alpha,
+                    _ => 0.0,
+                };
+                let al = e.constant(ty, alpha);
+                let neg = e.b.ins().fmul(g, al);
+                let zero = e.constant(ty, 0.0);
+                // 0 < y ? g : g·alpha (a NaN y takes g·alpha, as the interpreter's `y > 0`)
+                e.select_lt(ty, zero, y, g, neg)
+            }
+            Activation::Sigmoid => {
+                let gy = e.b.ins().fmul(g, y);
+                let om = e.b.ins().fsub(one, y);
+                e.b.ins().fmul(gy, om)
+            }
+            Activation::Tanh => {
+                let yy = e.b.ins().fmul(y, y);
+                let om = e.b.ins().fsub(one, yy);
+                e.b.ins().fmul(g, om)
+            }
+        }
+    });
+}
+
+fn softmax_grad(e: &mut Emitter, a: &Args, ax: usize, log: bool) {
+    let d = a.odims().to_vec();
+    let (len, inner) = (d[ax], d[ax + 1..].iter().product::<usize>());
+    let (arena, yo, go, dst) = (a.arena, a.src(0), a.src(1), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, r| {
+        let o = e.b.ins().udiv_imm_s(r, inner as i64);
+        let i = e.b.ins().urem_imm_s(r, inner as i64);
+        let row = e.b.ins().imul_imm_s(o, (len * inner) as i64);
+        let row = e.b.ins().iadd(row, i);
+        let at = |e: &mut Emitter, k: Value| {
+            let t = e.b.ins().imul_imm_s(k, inner as i64);
+            e.b.ins().iadd(row, t)
+        };
+        let zero = e.fconst(0.0);
+        let acc = e.var(F32, zero);
+        e.for_const(0, len as i64, |e, k| {
+            let j = at(e, k);
+            let g = load_f(e, arena, go, j);
+            let v = if log {
+                g
+            } else {
+                let y = load_f(e, arena, yo, j);
+                e.b.ins().fmul(y, g)
+            };
+            add_to(e, acc, v);
+        });
+        let s = e.b.use_var(acc);
+        e.for_const(0, len as i64, |e, k| {
+            let j = at(e, k);
+            let g = load_f(e, arena, go, j);
+            let y = load_f(e, arena, yo, j);
+            let v = if log {
+                let p = e.exp(F32, y);
+                let t = e.b.ins().fmul(p, s);
+                e.b.ins().fsub(g, t)
+            } else {
+                let t = e.b.ins().fsub(g, s);
+                e.b.ins().fmul(y, t)
+            };
+            store_f(e, arena, dst, j, v);
+        });
+    });
+}
+
+fn reduce_sum_to(e: &mut Emitter, a: &Args) {
+    let xd = a.dims(0).to_vec();
+    let sd = a.odims().to_vec();
+    let r = xd.len();
+    let mut aligned = vec![1usize; r - sd.len()];
+    aligned.extend(&sd);
+    // the summed axes: size 1 in the result, larger in the input
+    let reduced: Vec<usize> = (0..r).filter(|&k| aligned[k] == 1 && xd[k] > 1).collect();
+    let xstrides: Vec<usize> = (0..r).map(|k| xd[k + 1..].iter().product()).collect();
+    let (arena, src, dst) = (a.arena, a.src(0), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, flat| {
+        let ix = split(e, flat, &aligned);
+        // the input offset of the output element (index 0 on the summed axes)
+        let kept: Vec<Value> = (0..r)
+            .map(|k| if reduced.contains(&k) { e.iconst(0) } else { ix[k] })
+            .collect();
+        let base = offset(e, &kept, &xd);
+        let zero = e.fconst(0.0);
+        let acc = e.var(F32, zero);
+        sum_axes(e, (arena, src), base, &reduced, &xd, &xstrides, acc);
+        let v = e.b.use_var(acc);
+        store_f(e, arena, dst, flat, v);
+    });
+}
+
+/// `acc += Σ x[base + Σ_a i_a·stride_a]` over the axes `axes` (one loop nest, no divisions).
+fn sum_axes(
+    e: &mut Emitter,
+    (arena, src): (Value, usize),
+    base: Value,
+    axes: &[usize],
+    dims: &[usize],
+    strides: &[usize],
+    acc: Variable,
+) {
+    match axes.split_first() {
+        None => {
+            let v = load_f(e, arena, src, base);
+            add_to(e, acc, v);
+        }
+        Some((&k, rest)) => e.for_const(0, dims[k] as i64, |e, i| {
+            let t = e.b.ins().imul_imm_s(i, strides[k] as i64);
+            let b = e.b.ins().iadd(base, t);
+            sum_axes(e, (arena, src), b, rest, dims, strides, acc);
+        }),
+    }
+}
+
+fn loss_grad(e: &mut Emitter, a: &Args, kind: LossKind) {
+    let pd = a.dims(0).to_vec();
+    let (arena, po, to, dst) = (a.arena, a.src(0), a.src(1), a.dst());
+    if kind == LossKind::Mse {
+        let k = 2.0 / a.ins[0].1.shape.numel() as f32;
+        elementwise(e, a, 2, &move |e, ty, v| {
+            let d = e.b.ins().fsub(v[0], v[1]);
+            let c = e.constant(ty, k);
+            e.b.ins().fmul(c, d)
+        });
+        return;
+    }
+    let (n, k) = (pd[0], pd[1]);
+    let ids = a.ins[1].1.dtype == DType::I32;
+    let inv_n = 1.0 / n as f32;
+    e.for_range(a.begin, a.end, 1, |e, r| {
+        let row = e.b.ins().imul_imm_s(r, k as i64);
+        let id = if ids {
+            let p = e.elem(arena, to, r);
+            Some(e.b.ins().sload32(mem(), p, 0))
+        } else {
+            None
+        };
+        let target = |e: &mut Emitter, c: Value| -> Value {
+            match id {
+                Some(id) => {
+                    let hit = e.b.ins().icmp(IntCC::Equal, c, id);
+                    let one = e.fconst(1.0);
+                    let zero = e.fconst(0.0);
+                    e.b.ins().select(hit, one, zero)
+                }
+                None => {
+                    let i = e.b.ins().iadd(row, c);
+                    load_f(e, arena, to, i)
+                }
+            }
+        };
+        let (m, sum, mass) = if kind == LossKind::CrossEntropy {
+            let at = |e: &mut Emitter, c: Value| e.b.ins().iadd(row, c);
+            let (m, sum) = max_and_sum_exp(e, arena, po, k, &at, None);
+            let mass = if ids {
+                e.fconst(1.0)
+            } else {
+                let zero = e.fconst(0.0);
+                let acc = e.var(F32, zero);
+                e.for_const(0, k as i64, |e, c| {
+                    let y = target(e, c);
+                    add_to(e, acc, y);
+                });
+                e.b.use_var(acc)
+            };
+            (m, sum, mass)
+        } else {
+            let z = e.fconst(0.0);
+            (z, z, z)
+        };
+        e.for_const(0, k as i64, |e, c| {
+            let i = e.b.ins().iadd(row, c);
+            let y = target(e, c);
+            let v = if kind == LossKind::CrossEntropy {
+                let z = load_f(e, arena, po, i);
+                let t = e.b.ins().fsub(z, m);
+                let ex = e.exp(F32, t);
+                let p = e.b.ins().fdiv(ex, sum);
+                let pm = e.b.ins().fmul(p, mass);
+                e.b.ins().fsub(pm, y)
+            } else {
+                e.b.ins().fneg(y)
+            };
+            let c = e.fconst(inv_n);
+            let v = e.b.ins().fmul(v, c);
+            store_f(e, arena, dst, i, v);
+        });
+    });
+}
+
+fn slice(e: &mut Emitter, a: &Args, ax: usize, start: usize) {
+    let xd = a.dims(0).to_vec();
+    let od = a.odims().to_vec();
+    let (arena, src, dst) = (a.arena, a.src(0), a.dst());
+    e.for_range(a.begin, a.end, 1, |e, flat| {
+        let mut ix = split(e, flat, &od);
+        ix[ax] = e.b.ins().iadd_imm_s(ix[ax], start as i64);
+        let at = offset(e, &ix, &xd);
+        // a bit copy: f32 and i32 alike
+        let p = e.elem(arena, src, at);
+        let v = e.b.ins().load(I32, mem(), p, 0);
+        let q = e.elem(arena, dst, flat);
+        e.b.ins().store(mem(), v, q, 0);
+    });
+}
+
+fn update(e: &mut Emitter, a: &Args, u: Update) {
+    match u {
+        Update::Count => elementwise(e, a, 1, &|e, ty, v| {
+            let one = e.constant(ty, 1.0);
+            e.b.ins().fadd(v[0], one)
+        }),
+        Update::SgdVelocity {
+            momentum,
+            weight_decay,
+        } => elementwise(e, a, 3, &move |e, ty, v| {
+            let (p, g, vel) = (v[0], v[1], v[2]);
+            let (m, wd) = (e.constant(ty, momentum), e.constant(ty, weight_decay));
+            let t = e.b.ins().fmul(m, vel);
+            let t = e.b.ins().fadd(t, g);
+            let u = e.b.ins().fmul(wd, p);
+            e.b.ins().fadd(t, u)
+        }),
+        Update::SgdParam { lr, weight_decay } => elementwise(e, a, 2, &move |e, ty, v| {
+            let (p, d) = (v[0], v[1]);
+            let (l, wd) = (e.constant(ty, lr), e.constant(ty, weight_decay));
+            let t = e.b.ins().fmul(wd, p);
+            let t = e.b.ins().fadd(d, t);
+            let t = e.b.ins().fmul(l, t);
+            e.b.ins().fsub(p, t)
+        }),
+        Update::AdamMoment {
+            beta,
+            weight_decay,
+            squared,
+        } => elementwise(e, a, 3, &move |e, ty, v| {
+            let (p, g, m) = (v[0], v[1], v[2]);
+            let (b, wd) = (e.constant(ty, beta), e.constant(ty, weight_decay));
+            let omb = e.constant(ty, 1.0 - beta);
+            let t = e.b.ins().fmul(wd, p);
+            let gi = e.b.ins().fadd(g, t);
+            let gi = if squared { e.b.ins().fmul(gi, gi) } else { gi };
+            let t = e.b.ins().fmul(b, m);
+            let u = e.b.ins().fmul(omb, gi);
+            e.b.ins().fadd(t, u)
+        }),
+        Update::AdamParam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } => {
+            // the bias corrections 1 − βᵗ = 1 − e^{t·ln β}, once per kernel
+            let (arena, t_off) = (a.arena, a.src(3));
+            let z = e.iconst(0);
+            let t = load_f(e, arena, t_off, z);
+            let correction = |e: &mut Emitter, beta: f32| {
+                let lb = e.fconst(f64::from(beta).ln() as f32);
+                let x = e.b.ins().fmul(t, lb);
+                let p = e.exp(F32, x);
+                let one = e.fconst(1.0);
+                e.b.ins().fsub(one, p)
+            };
+            let bc1 = correction(e, beta1);
+            let bc2 = correction(e, beta2);
+            // p, m, v elementwise; the step count (input 3) is a scalar, read above
+            elementwise(e, a, 3, &move |e, ty, v| {
+                let (p, m, vv) = (v[0], v[1], v[2]);
+                let (c1, c2) = if ty == F32X4 {
+                    (e.b.ins().splat(F32X4, bc1), e.b.ins().splat(F32X4, bc2))
+                } else {
+                    (bc1, bc2)
+                };
+                let mh = e.b.ins().fdiv(m, c1);
+                let vh = e.b.ins().fdiv(vv, c2);
+                let sq = e.b.ins().sqrt(vh);
+                let ep = e.constant(ty, eps);
+                let den = e.b.ins().fadd(sq, ep);
+                let step = e.b.ins().fdiv(mh, den);
+                let l = e.constant(ty, lr);
+                let step = e.b.ins().fmul(l, step);
+                e.b.ins().fsub(p, step)
+            });
+        }
+    }
+}
+
+/// Training-mode dropout: the mask of `kiln_ir::op::dropout_keep`, the same integer hash.
+fn dropout_train(e: &mut Emitter, a: &Args, ratio: f32, seed: u64) {
+    use kiln_ir::op::{DROPOUT_INDEX_MUL, DROPOUT_STEP_MUL, dropout_threshold};
+    let (arena, xo, so, dst) = (a.arena, a.src(0), a.src(1), a.dst());
+    let z = e.iconst(0);
+    let step = load_f(e, arena, so, z);
+    let step = e.b.ins().fcvt_to_uint_sat(I64, step);
+    let sm = e.b.ins().iconst(I64, DROPOUT_STEP_MUL as i64);
+    let base = e.b.ins().imul(step, sm);
+    let base = e.b.ins().iadd_imm_s(base, seed as i64);
+    let scale = (1.0 / (1.0 - f64::from(ratio))) as f32;
+    let threshold = dropout_threshold(ratio) as i64;
+    e.for_range(a.begin, a.end, 1, |e, i| {
+        let im = e.b.ins().iconst(I64, DROPOUT_INDEX_MUL as i64);
+        let t = e.b.ins().imul(i, im);
+        let h = e.b.ins().iadd(base, t);
+        // SplitMix64's finalizer
+        let h = e.b.ins().iadd_imm_s(h, 0x9E37_79B9_7F4A_7C15u64 as i64);
+        let mix = |e: &mut Emitter, h: Value, shift: i64, mul: u64| {
+            let s = e.b.ins().ushr_imm_s(h, shift);
+            let x = e.b.ins().bxor(h, s);
+            let m = e.b.ins().iconst(I64, mul as i64);
+            e.b.ins().imul(x, m)
+        };
+        let h = mix(e, h, 30, 0xBF58_476D_1CE4_E5B9);
+        let h = mix(e, h, 27, 0x94D0_49BB_1331_11EB);
+        let s = e.b.ins().ushr_imm_s(h, 31);
+        let h = e.b.ins().bxor(h, s);
+        let top = e.b.ins().ushr_imm_s(h, 40);
+        let keep =
+            e.b.ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, top, threshold);
+        let x = load_f(e, arena, xo, i);
+        let c = e.fconst(scale);
+        let y = e.b.ins().fmul(x, c);
+        let zero = e.fconst(0.0);
+        let y = e.b.ins().select(keep, y, zero);
+        store_f(e, arena, dst, i, y);
+    });
+}
+
+/// Batch norm in training mode, parallel over channels: the statistics in two passes over the
+/// channel's elements, then the piece's own pass (see `kiln_ir::BnPart`).
+fn batch_norm_train(e: &mut Emitter, a: &Args, part: BnPart, eps: f32) {
+    let d = a.dims(0).to_vec();
+    let (n, c, inner) = (d[0], d[1], d[2..].iter().product::<usize>());
+    let m = n * inner;
+    let (arena, xo, dst) = (a.arena, a.src(0), a.dst());
+    // `f(index)` for every element of channel `ch`
+    let each = |e: &mut Emitter, ch: Value, f: &mut dyn FnMut(&mut Emitter, Value)| {
+        e.for_const(0, n as i64, |e, b| {
+            let base = e.b.ins().imul_imm_s(b, c as i64);
+            let base = e.b.ins().iadd(base, ch);
+            let base = e.b.ins().imul_imm_s(base, inner as i64);
+            e.for_const(0, inner as i64, |e, i| {
+                let at = e.b.ins().iadd(base, i);
+                f(e, at);
+            });
+        });
+    };
+    let sum = |e: &mut Emitter, ch: Value, term: &dyn Fn(&mut Emitter, Value) -> Value| {
+        let zero = e.fconst(0.0);
+        let acc = e.var(F32, zero);
+        each(e, ch, &mut |e, at| {
+            let v = term(e, at);
+            add_to(e, acc, v);
+        });
+        e.b.use_var(acc)
+    };
+    e.for_range(a.begin, a.end, 1, |e, ch| {
+        let mf = e.fconst(m as f32);
+        let s = sum(e, ch, &|e, at| load_f(e, arena, xo, at));
+        let mean = e.b.ins().fdiv(s, mf);
+        let q = sum(e, ch, &|e, at| {
+            let x = load_f(e, arena, xo, at);
+            let d = e.b.ins().fsub(x, mean);
+            e.b.ins().fmul(d, d)
+        });
+        let var = e.b.ins().fdiv(q, mf);
+        let ev = e.fconst(eps);
+        let t = e.b.ins().fadd(var, ev);
+        let t = e.b.ins().sqrt(t);
+        let one = e.fconst(1.0);
+        let inv = e.b.ins().fdiv(one, t);
+        let xhat = move |e: &mut Emitter, at: Value| {
+            let x = load_f(e, arena, xo, at);
+            let d = e.b.ins().fsub(x, mean);
+            e.b.ins().fmul(d, inv)
+        };
+        match part {
+            BnPart::Forward => {
+                let (so, bo) = (a.src(1), a.src(2));
+                let sc = load_f(e, arena, so, ch);
+                let bi = load_f(e, arena, bo, ch);
+                each(e, ch, &mut |e, at| {
+                    let xh = xhat(e, at);
+                    let y = e.b.ins().fma(sc, xh, bi);
+                    store_f(e, arena, dst, at, y);
+                });
+            }
+            BnPart::GradX => {
+                let (so, go) = (a.src(1), a.src(2));
+                let sdy = sum(e, ch, &|e, at| load_f(e, arena, go, at));
+                let dot = sum(e, ch, &|e, at| {
+                    let g = load_f(e, arena, go, at);
+                    let xh = xhat(e, at);
+                    e.b.ins().fmul(g, xh)
+                });
+                let mdy = e.b.ins().fdiv(sdy, mf);
+                let mdot = e.b.ins().fdiv(dot, mf);
+                let sc = load_f(e, arena, so, ch);
+                let k = e.b.ins().fmul(sc, inv);
+                each(e, ch, &mut |e, at| {
+                    let g = load_f(e, arena, go, at);
+                    let xh = xhat(e, at);
+                    let t = e.b.ins().fsub(g, mdy);
+                    let u = e.b.ins().fmul(xh, mdot);
+                    let t = e.b.ins().fsub(t, u);
+                    let y = e.b.ins().fmul(k, t);
+                    store_f(e, arena, dst, at, y);
+                });
+            }
+            BnPart::GradScale => {
+                let go = a.src(1);
+                let dot = sum(e, ch, &|e, at| {
+                    let g = load_f(e, arena, go, at);
+                    let xh = xhat(e, at);
+                    e.b.ins().fmul(g, xh)
+                });
+                store_f(e, arena, dst, ch, dot);
+            }
+            BnPart::Mean => store_f(e, arena, dst, ch, mean),
+            BnPart::Var => {
+                let k = e.fconst(m as f32 / m.saturating_sub(1).max(1) as f32);
+                let v = e.b.ins().fmul(var, k);
+                store_f(e, arena, dst, ch, v);
+            }
+        }
+    });
+}

@@ -1,0 +1,187 @@
+//! The JIT'd training graph (forward, backward, updates) against the interpreter's: every
+//! output (loss, each gradient, each updated weight and optimizer state) of both engines on
+//! the same seeded weights and inputs.
+
+use kiln::autodiff::{Loss, Optimizer, differentiate};
+use kiln::ir::init::{default_weights, random_inputs};
+use kiln::ir::{Graph, Tensor};
+use proptest::prelude::*;
+
+/// Runs the training graph of `graph` on both engines; `Err` names the first disagreement.
+fn compare(graph: &Graph, loss: Loss, opt: Option<Optimizer>, seed: u64) -> Result<(), String> {
+    compare_with(graph, loss, opt, seed, &Default::default())
+}
+
+fn compare_with(
+    graph: &Graph,
+    loss: Loss,
+    opt: Option<Optimizer>,
+    seed: u64,
+    jit: &kiln::CompileOptions,
+) -> Result<(), String> {
+    let t = differentiate(graph, loss, opt).map_err(|e| e.to_string())?;
+    let g = &t.graph;
+    let mut weights = default_weights(g, seed);
+    // optimizer state starts at zero, as in training
+    for (name, ty) in &t.state {
+        weights.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.0));
+    }
+    let inputs = random_inputs(g, seed ^ 0x5eed);
+    let text = || kiln::ir::text::print(g);
+    let want =
+        kiln::interp::run::<f32>(g, &inputs, &weights).map_err(|e| format!("interp: {e}\n{}", text()))?;
+    let mut m = kiln::jit::compile(g, jit).map_err(|e| format!("compile: {e}\n{}", text()))?;
+    m.set_weights(&weights).map_err(|e| e.to_string())?;
+    let got = m.run(&inputs).map_err(|e| format!("run: {e}\n{}", text()))?;
+    for ((name, w), (_, v)) in want.iter().zip(&got) {
+        let (w, v) = (w.as_f().unwrap(), v.as_f().unwrap());
+        let scale = w
+            .data()
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(0.0f32, |m, x| m.max(x.abs()));
+        for (i, (a, b)) in w.data().iter().zip(v.data()).enumerate() {
+            // relative to the tensor's scale: gradients sum many products in another order
+            let ok =
+                (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-4 + 1e-4 * scale.max(a.abs());
+            if !ok {
+                return Err(format!(
+                    "output `{name}`[{i}]: interpreter {a}, JIT {b}\n{}",
+                    text()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+const CNN: &str = r#"
+graph cnn {
+  input %x: f32[3, 2, 9, 8]
+  param %c1.w: f32[4, 1, 3, 3]
+  param %c1.b: f32[4]
+  param %c2.w: f32[6, 4, 2, 3]
+  param %d.w: f32[4, 1, 3, 3]
+  param %fc.w: f32[5, 20]
+  param %fc.b: f32[5]
+  param %scale: f32[6, 1, 1]
+  param %bn.s: f32[6]
+  param %bn.b: f32[6]
+  buffer %bn.m: f32[6]
+  buffer %bn.v: f32[6]
+  %c1 = conv2d(%x, %c1.w, %c1.b) {padding=[1, 0, 2, 1], groups=2, activation=relu}
+  %p1 = max_pool2d(%c1) {kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1]}
+  %c2 = conv2d(%p1, %c2.w) {stride=[2, 1], dilation=[1, 2], padding=same_upper}
+  %bn = batch_norm(%c2, %bn.s, %bn.b, %bn.m, %bn.v)
+  %t = tanh(%bn)
+  %m = mul(%t, %scale)
+  %l = leaky_relu(%m) {alpha=0.1}
+  %a = avg_pool2d(%l) {kernel=[2, 2], stride=[1, 1], padding=[1, 1, 0, 0], count_include_pad=false}
+  %g = adaptive_max_pool2d(%a) {output=[1, 2]}
+  %s = sum_pool2d(%l) {kernel=[2, 2], stride=[2, 2]}
+  %ga = global_avg_pool(%s)
+  %f1 = flatten(%g)
+  %f2 = flatten(%ga)
+  %cat = concat(%f1, %f2) {axis=1}
+  %drop = dropout(%cat) {ratio=0.3, seed=5}
+  %sig = sigmoid(%drop)
+  %d = div(%cat, %sig)
+  %sb = sub(%d, %sig)
+  %ct = conv_transpose2d(%c1, %d.w) {stride=[2, 2], padding=[1, 0, 0, 1], output_padding=[1, 0], groups=2}
+  %gm = global_max_pool(%ct)
+  %f3 = flatten(%gm)
+  %sm = softmax(%f3) {axis=1}
+  %cat2 = concat(%sb, %sm) {axis=1}
+  %fc = dense(%cat2, %fc.w, %fc.b)
+  output %fc
+}
+"#;
+
+#[test]
+fn cnn_training_graph_matches_the_interpreter() {
+    let g = kiln::ir::text::parse(CNN).unwrap();
+    for (loss, opt, seed) in [
+        (
+            Loss::cross_entropy(),
+            Some(Optimizer::sgd(0.1).momentum(0.9).weight_decay(1e-3)),
+            1,
+        ),
+        (
+            Loss::cross_entropy().with_probabilities(),
+            Some(Optimizer::adam(0.01)),
+            2,
+        ),
+        (Loss::mse(), None, 3),
+    ] {
+        compare(&g, loss, opt, seed).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn log_softmax_nll_and_matmul_match_the_interpreter() {
+    let src = r#"
+graph mm {
+  input %x: f32[2, 3, 4]
+  param %w: f32[4, 5]
+  param %v: f32[5]
+  %y = matmul(%x, %w)
+  %z = matmul(%y, %v)
+  %t = transpose(%z) {perm=[1, 0]}
+  %r = reshape(%t) {shape=[2, 3]}
+  %ls = log_softmax(%r) {axis=-1}
+  output %ls
+}
+"#;
+    let g = kiln::ir::text::parse(src).unwrap();
+    compare(&g, Loss::nll(), Some(Optimizer::sgd(0.05)), 4).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// LeNet-5 at batch 8 on two threads: the big kernels (scatters by plane, weight gradients by
+/// channel pair) split across threads, with Adam; and the training graph prints and parses back.
+#[test]
+fn lenet5_on_two_threads_matches_the_interpreter() {
+    let g = kiln::zoo::lenet5().unwrap().with_batch(8).unwrap();
+    let two = kiln::CompileOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    compare_with(&g, Loss::cross_entropy(), Some(Optimizer::adam(1e-3)), 7, &two)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = differentiate(&g, Loss::cross_entropy(), Some(Optimizer::adam(1e-3))).unwrap();
+    let text = kiln::ir::text::print(&t.graph);
+    assert_eq!(kiln::ir::text::parse(&text).unwrap(), t.graph);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random networks from kiln-ir's generator (the fuzzers' one) that autodiff accepts (one
+    /// output; no training-mode dropout or batch norm): their training graphs under mse.
+    #[test]
+    fn random_training_graphs_match_the_interpreter(bytes in proptest::collection::vec(any::<u8>(), 0..200), seed: u64) {
+        let graph = kiln::ir::random::graph_from_bytes(&bytes);
+        prop_assume!(differentiate(&graph, Loss::mse(), None).is_ok());
+        if let Err(e) = compare(&graph, Loss::mse(), Some(Optimizer::sgd(0.01).momentum(0.5)), seed) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// A training graph is a graph like any other: the summary counts its training ops (and never
+/// panics on them).
+#[test]
+fn training_graphs_summarize() {
+    let g = kiln::zoo::lenet5().unwrap();
+    let t = differentiate(&g, Loss::cross_entropy(), Some(Optimizer::adam(1e-3))).unwrap();
+    let fwd = kiln::ir::summary::summarize(&g);
+    let s = kiln::ir::summary::summarize(&t.graph);
+    // backward ≈ twice the forward's FLOPs, plus the updates: well above the forward alone
+    assert!(
+        s.total_flops > 2 * fwd.total_flops,
+        "{} vs {}",
+        s.total_flops,
+        fwd.total_flops
+    );
+    assert_eq!(s.total_params, fwd.total_params);
+    assert!(s.rows.iter().any(|r| r.op == "conv2d_weight_grad" && r.flops > 0));
+}
