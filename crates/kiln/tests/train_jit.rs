@@ -185,3 +185,27 @@ fn training_graphs_summarize() {
     assert_eq!(s.total_params, fwd.total_params);
     assert!(s.rows.iter().any(|r| r.op == "conv2d_weight_grad" && r.flops > 0));
 }
+
+/// The digits CNN's training graph (SGD with momentum, cross-entropy on class ids) through
+/// every pass (im2col + GEMM on both micro-kernel tiers, fusion, memory reuse) and through
+/// none: all equal the interpreter.
+#[test]
+fn digits_cnn_training_graph_through_the_full_pipeline() {
+    let graph = kiln::zoo::digits_cnn().unwrap().with_batch(8).unwrap();
+    for options in [
+        kiln::CompileOptions::default(),
+        kiln::CompileOptions {
+            gemm_tier: kiln::jit::gemm::Tier::Cranelift,
+            ..Default::default()
+        },
+        kiln::CompileOptions {
+            passes: kiln::passes::OptLevel::None,
+            ..Default::default()
+        },
+    ] {
+        let opt = Some(Optimizer::sgd(0.1).momentum(0.9));
+        if let Err(e) = compare_with(&graph, Loss::cross_entropy(), opt, 3, &options) {
+            panic!("{e}")
+        }
+    }
+}
