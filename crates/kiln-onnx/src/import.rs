@@ -461,15 +461,23 @@ impl Importer<'_> {
                     }
                     None => None,
                 };
+                let mut output_padding = output_padding;
                 let padding = match target {
                     Some(t) => {
                         let mut p = [0usize; 4];
                         for ax in 0..2 {
                             let total = full(ax) as i64 - t[ax] as i64;
                             if total < 0 {
-                                return unsupported(format!(
-                                    "output_shape {t:?} is larger than the full output (would need negative padding)"
-                                ));
+                                // a larger output than the full one: the extra rows and
+                                // columns are output padding (bias only), as ONNX Runtime does
+                                let extra = output_padding[ax] + total.unsigned_abs() as usize;
+                                if extra >= stride[ax].max(dilation[ax]) {
+                                    return unsupported(format!(
+                                        "output_shape {t:?} exceeds the full output by more than the stride allows"
+                                    ));
+                                }
+                                output_padding[ax] = extra;
+                                continue;
                             }
                             let total = total as usize;
                             let (begin, end) = if auto == "SAME_UPPER" {
