@@ -69,8 +69,9 @@ fn unsupported<T>(reason: impl Into<String>) -> F<T> {
     Err(Fail::Unsupported(reason.into()))
 }
 
-/// Decodes and imports a model; `base_dir` is where external tensor data lives.
-pub fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<OnnxModel> {
+/// Decodes and imports a model; `base_dir` is where external tensor data lives; graph inputs
+/// named in `bound` are constants with those values instead of inputs.
+pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Const>) -> Result<OnnxModel> {
     let model = <ModelProto as prost::Message>::decode(bytes)?;
     let graph = model
         .graph
@@ -107,6 +108,15 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<OnnxModel> {
     } else {
         &graph.name
     });
+    for (name, c) in bound {
+        if !graph.input.iter().any(|i| &i.name == name) {
+            return Err(OnnxError::Input {
+                name: name.clone(),
+                reason: "cannot be bound to a constant: the graph has no such input".into(),
+            });
+        }
+        im.values.insert(name.clone(), Val::Const(Rc::new(c.clone())));
+    }
     im.run(graph)?;
     let Importer {
         graph: g,
@@ -180,7 +190,9 @@ impl Importer<'_> {
         }
         for i in &g.input {
             if self.values.contains_key(&i.name) {
-                continue; // an initializer listed among the inputs (IR version < 4): a constant
+                // an initializer listed among the inputs (IR version < 4), or an input bound
+                // to a constant: a constant
+                continue;
             }
             let ty = input_type(i)?;
             let id = self

@@ -19,6 +19,7 @@ pub mod tensor;
 pub use error::{OnnxError, Result, Unsupported};
 pub use import::{MAX_OPSET, OnnxModel, sanitize};
 
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Reads and imports the model at `path`; external tensor data is looked up next to it.
@@ -34,7 +35,25 @@ pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
 /// Imports a model from its bytes; `base_dir` is the folder of external tensor data (`None`:
 /// a model with external data is an error).
 pub fn load_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<OnnxModel> {
-    import::import(bytes, base_dir)
+    import::import(bytes, base_dir, &HashMap::new())
+}
+
+/// As [`load_bytes`], with the graph inputs named in `bound` fixed to constant values. kiln's
+/// shapes are static, so an input that an op reads as a shape, pads or axes (a `Reshape` whose
+/// shape is a graph input) can only be imported with its value known: bound here.
+pub fn load_bytes_bound(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    bound: &HashMap<String, tensor::Const>,
+) -> Result<OnnxModel> {
+    import::import(bytes, base_dir, bound)
+}
+
+/// Reads a serialized `TensorProto` as a constant of its own element type (floats as `f32`,
+/// integers and booleans as `i64`).
+pub fn read_const_bytes(bytes: &[u8]) -> Result<tensor::Const> {
+    let t = <proto::TensorProto as prost::Message>::decode(bytes)?;
+    tensor::read(&t, None)
 }
 
 /// Reads a serialized `TensorProto` (the `input_0.pb` / `output_0.pb` files of ONNX's test
