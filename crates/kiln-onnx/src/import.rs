@@ -102,6 +102,14 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         opset,
         base_dir,
         unsupported: Vec::new(),
+        read: graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter())
+            .chain(graph.output.iter().map(|o| &o.name))
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
     };
     im.graph.name = sanitize(if graph.name.is_empty() {
         "main"
@@ -180,6 +188,9 @@ struct Importer<'a> {
     opset: i64,
     base_dir: Option<&'a Path>,
     unsupported: Vec<Unsupported>,
+    /// Every value some node or the graph's outputs read: an optional output that nobody
+    /// reads (Dropout's mask in an old export) does not have to be computed.
+    read: std::collections::HashSet<String>,
 }
 
 impl Importer<'_> {
@@ -528,7 +539,7 @@ impl Importer<'_> {
                         "storage_order",
                         "strides",
                     ])?;
-                    if n.output.get(1).is_some_and(|s| !s.is_empty()) {
+                    if self.reads_output(n, 1) {
                         return unsupported("the Indices output (second output) is not supported");
                     }
                 } else {
@@ -751,8 +762,8 @@ impl Importer<'_> {
             }
             "Dropout" => {
                 a.known(&["ratio", "is_test", "seed", "consumed_inputs"])?;
-                if n.output.get(1).is_some_and(|s| !s.is_empty()) {
-                    return unsupported("the mask output (second output) exists only in training");
+                if self.reads_output(n, 1) {
+                    return unsupported("the mask output (second output) is not supported");
                 }
                 if self.opset < 7 && a.int("is_test", 0)? == 0 {
                     return unsupported("training mode (is_test = 0)");
@@ -779,7 +790,7 @@ impl Importer<'_> {
                     "consumed_inputs",
                     "training_mode",
                 ])?;
-                if n.output.iter().skip(1).any(|s| !s.is_empty()) {
+                if (1..n.output.len()).any(|i| self.reads_output(n, i)) {
                     return unsupported("the running-statistics outputs exist only in training");
                 }
                 if a.int("training_mode", 0)? != 0 {
@@ -823,6 +834,109 @@ impl Importer<'_> {
                 Ok(vec![Val::Const(Rc::new(c))])
             }
             "Pad" => self.pad(n, &a),
+            "Sum" => {
+                // n-ary broadcasting add, as a chain of adds
+                a.known(&["consumed_inputs"])?;
+                if n.input.is_empty() {
+                    return Err(invalid(n, "Sum needs at least one input"));
+                }
+                if n.input.len() == 1 {
+                    return Ok(vec![
+                        self.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))?,
+                    ]);
+                }
+                let mut acc = self.tensor(n, 0)?;
+                for i in 1..n.input.len() {
+                    let y = self.tensor(n, i)?;
+                    let name = if i + 1 == n.input.len() {
+                        out.clone()
+                    } else {
+                        format!("{out}.sum{i}")
+                    };
+                    acc = self.add(n, &name, Op::Binary(BinaryOp::Add), &[acc, y])?;
+                }
+                one(acc)
+            }
+            "Unsqueeze" => {
+                a.known(&["axes"])?;
+                let axes = if self.opset < 13 {
+                    a.ints("axes")?
+                        .ok_or_else(|| invalid(n, "attribute `axes` is required"))?
+                } else {
+                    let c = self
+                        .constant(n, 1, "axes")?
+                        .ok_or_else(|| invalid(n, "input 1 (axes) is required"))?;
+                    c.as_i64()
+                        .ok_or_else(|| invalid(n, "axes must be int64"))?
+                        .to_vec()
+                };
+                let x = self.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))?;
+                let in_dims = match &x {
+                    Val::Const(c) => c.dims.clone(),
+                    _ => {
+                        let id = self.tensor(n, 0)?;
+                        self.ty(id).dims().to_vec()
+                    }
+                };
+                let r = (in_dims.len() + axes.len()) as i64;
+                let mut ones = vec![false; r as usize];
+                for &ax in &axes {
+                    let a2 = if ax < 0 { ax + r } else { ax };
+                    if !(0..r).contains(&a2) || ones[a2 as usize] {
+                        return Err(invalid(
+                            n,
+                            format!("axes {axes:?} are out of range or repeated for output rank {r}"),
+                        ));
+                    }
+                    ones[a2 as usize] = true;
+                }
+                let mut rest = in_dims.iter();
+                let dims: Vec<usize> = ones
+                    .iter()
+                    .map(|&o| if o { 1 } else { *rest.next().unwrap_or(&1) })
+                    .collect();
+                match x {
+                    // a constant is folded: the same data under the new dims
+                    Val::Const(c) => Ok(vec![Val::Const(Rc::new(Const {
+                        dims,
+                        data: c.data.clone(),
+                    }))]),
+                    _ => {
+                        let id = self.tensor(n, 0)?;
+                        let shape = dims.iter().map(|&d| d as i64).collect();
+                        one(self.add(n, &out, Op::Reshape { shape }, &[id])?)
+                    }
+                }
+            }
+            "ConstantOfShape" => {
+                // a constant filled with one value: folded at import (the shape must be known)
+                a.known(&["value"])?;
+                let shape = self
+                    .constant(n, 0, "shape")?
+                    .ok_or_else(|| invalid(n, "input 0 (shape) is required"))?;
+                let shape = shape
+                    .as_i64()
+                    .ok_or_else(|| invalid(n, "the shape must be int64"))?;
+                let dims = shape
+                    .iter()
+                    .map(|&d| to_usize(n, d, "shape"))
+                    .collect::<F<Vec<usize>>>()?;
+                let numel = dims
+                    .iter()
+                    .try_fold(1usize, |p, &d| p.checked_mul(d))
+                    .filter(|&p| p <= 1 << 31)
+                    .ok_or_else(|| invalid(n, format!("shape {shape:?} is too large")))?;
+                let value = match a.get("value").and_then(|v| v.t.as_ref()) {
+                    None => Const::f32(vec![], vec![0.0]),
+                    Some(t) => tensor::read(t, self.base_dir)?,
+                };
+                let c = match value.data {
+                    ConstData::F32(v) if v.len() == 1 => Const::f32(dims, vec![v[0]; numel]),
+                    ConstData::I64(v) if v.len() == 1 => Const::i64(dims, vec![v[0]; numel]),
+                    _ => return Err(invalid(n, "`value` must hold one element")),
+                };
+                Ok(vec![Val::Const(Rc::new(c))])
+            }
             other => unsupported(format!("operator `{other}` is not supported")),
         }
     }
@@ -841,6 +955,13 @@ impl Importer<'_> {
             ));
         }
         Ok((x, extra))
+    }
+
+    /// Whether output `i` of `n` exists and something reads it.
+    fn reads_output(&self, n: &NodeProto, i: usize) -> bool {
+        n.output
+            .get(i)
+            .is_some_and(|s| !s.is_empty() && self.read.contains(s))
     }
 
     fn need_rank(&self, id: NodeId, r: usize, what: &str) -> F<()> {
