@@ -455,3 +455,51 @@ fn gemm_folds_alpha_beta_and_transposes_into_dense() {
     // 2·[1·1 + 10·4, 1·2 + 10·5, 1·3 + 10·6] − 1
     assert_eq!(y.data(), &[81.0, 103.0, 125.0]);
 }
+
+/// ConstantOfShape and Unsqueeze of a constant fold at import; Sum is a chain of adds; an
+/// unread Dropout mask is not refused, a read one is.
+#[test]
+fn constant_of_shape_unsqueeze_sum_and_unread_masks() {
+    let fill = TensorProto {
+        dims: vec![1],
+        data_type: data_type::FLOAT,
+        float_data: vec![0.5],
+        ..Default::default()
+    };
+    let fill_attr = AttributeProto {
+        name: "value".into(),
+        r#type: attribute_type::TENSOR,
+        t: Some(fill),
+        ..Default::default()
+    };
+    let bytes = |mask_out: &[&str]| {
+        model(
+            11,
+            vec![
+                node(
+                    "ConstantOfShape",
+                    "cos",
+                    &["shape"],
+                    &["c"],
+                    vec![fill_attr.clone()],
+                ),
+                node("Unsqueeze", "u", &["c"], &["cu"], vec![attr_ints("axes", &[0])]),
+                node("Dropout", "d", &["x"], &["xd", "mask"], vec![]),
+                node("Sum", "s", &["xd", "cu", "cu"], &["y"], vec![]),
+            ],
+            vec![value("x", vec![dim(2), dim(3)])],
+            mask_out,
+            vec![ints("shape", &[3])],
+        )
+    };
+    let m = load_bytes(&bytes(&["y"]), None).unwrap();
+    let y = run(
+        &m,
+        Tensor::new([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
+    );
+    assert_eq!(y.data(), &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    let cu = m.graph.find("cu").unwrap();
+    assert_eq!(m.graph.node(cu).ty.dims(), &[1, 3]);
+    let e = load_bytes(&bytes(&["y", "mask"]), None).unwrap_err().to_string();
+    assert!(e.contains("node `d` (Dropout, opset 11): the mask output"), "{e}");
+}
