@@ -2,7 +2,8 @@
 //!
 //! This facade re-exports the public API of the layers below it: the graph IR and its builder
 //! ([`ir`]), the reference interpreter ([`interp`]), the Cranelift JIT ([`jit`]), tensor and
-//! weight files ([`runtime`]), model loading ([`model`]) and the model zoo ([`zoo`]).
+//! weight files ([`runtime`]), ONNX import ([`onnx`]), model loading ([`model`]) and the model
+//! zoo ([`zoo`]).
 //!
 //! ```
 //! use kiln::ir::builder::{Conv, Network};
@@ -20,6 +21,7 @@ pub use kiln_autodiff as autodiff;
 pub use kiln_interp as interp;
 pub use kiln_ir as ir;
 pub use kiln_jit as jit;
+pub use kiln_onnx as onnx;
 pub use kiln_passes as passes;
 pub use kiln_runtime as runtime;
 

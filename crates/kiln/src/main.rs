@@ -44,14 +44,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List every node of an `.onnx` model that kiln cannot import (non-zero exit if any).
+    Check {
+        /// The model: a `.kiln` text IR file or an `.onnx` file.
+        model: PathBuf,
+    },
     /// Per layer: op, output shape, params, FLOPs, receptive field and jump; then the totals.
     Summary {
-        /// The model: a `.kiln` text IR file.
+        /// The model: a `.kiln` text IR file or an `.onnx` file.
         model: PathBuf,
     },
     /// Show what the compiler made of a model.
     Compile {
-        /// The model: a `.kiln` text IR file (not needed with `--passes`).
+        /// The model: a `.kiln` text IR file or an `.onnx` file (not needed with `--passes`).
         #[arg(required_unless_present = "passes")]
         model: Option<PathBuf>,
         /// What to print.
@@ -66,7 +71,7 @@ enum Command {
     },
     /// Run a model on inputs read from `.npy` files.
     Run {
-        /// The model: a `.kiln` text IR file.
+        /// The model: a `.kiln` text IR file or an `.onnx` file.
         model: PathBuf,
         /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input). Repeat for each input.
         #[arg(long = "input", value_name = "NAME=PATH", required = true)]
@@ -107,7 +112,7 @@ enum Command {
     },
     /// Time the JIT and the interpreter on seeded random inputs; median run times and speedup.
     Bench {
-        /// The model: a `.kiln` text IR file.
+        /// The model: a `.kiln` text IR file or an `.onnx` file.
         model: PathBuf,
         /// Batch size (dim 0 of every input); default: the model's own.
         #[arg(long)]
@@ -150,7 +155,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct WeightArgs {
-    /// Weights as safetensors, named as in the model; default: a seeded initialization.
+    /// Weights as safetensors, named as in the model; default: an `.onnx` file's own weights,
+    /// a seeded initialization for `.kiln`.
     #[arg(long, value_name = "W.safetensors")]
     weights: Option<PathBuf>,
     /// Seed of the default initialization.
@@ -190,10 +196,16 @@ enum BenchEngine {
     Both,
 }
 
-fn load_weights(graph: &Graph, args: &WeightArgs) -> Result<HashMap<String, Tensor<f32>>> {
-    Ok(match &args.weights {
-        Some(p) => kiln::runtime::load_safetensors(p)?,
-        None => kiln::ir::init::default_weights(graph, args.seed),
+/// `--weights`, else the model file's own weights (`.onnx`), else a seeded initialization.
+fn load_weights(
+    graph: &Graph,
+    file: Option<HashMap<String, Tensor<f32>>>,
+    args: &WeightArgs,
+) -> Result<HashMap<String, Tensor<f32>>> {
+    Ok(match (&args.weights, file) {
+        (Some(p), _) => kiln::runtime::load_safetensors(p)?,
+        (None, Some(w)) => w,
+        (None, None) => kiln::ir::init::default_weights(graph, args.seed),
     })
 }
 
@@ -334,8 +346,37 @@ fn load(model: &Path) -> Result<Graph> {
     Ok(kiln::model::load_graph(model)?)
 }
 
+/// `kiln check`: every unsupported node on stdout and an error, or `ok` and a summary line.
+fn check(model: &Path) -> Result<()> {
+    use kiln::onnx::OnnxError;
+    match kiln::model::load(model) {
+        Ok(m) => {
+            let g = &m.graph;
+            out!(
+                "ok: {} nodes, {} inputs, {} outputs, {} weights",
+                g.len(),
+                g.graph_inputs().len(),
+                g.outputs().len(),
+                g.params().len()
+            );
+            Ok(())
+        }
+        Err(kiln::model::LoadError::Onnx {
+            source: OnnxError::Unsupported(list),
+            ..
+        }) => {
+            for u in &list {
+                out!("{u}");
+            }
+            bail!("{} unsupported node(s) in `{}`", list.len(), model.display())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Check { model } => check(&model)?,
         Command::Summary { model } => outp!("{}", kiln::ir::summary::summarize(&load(&model)?)),
         Command::Compile { passes: true, .. } => {
             for p in kiln::passes::pipeline(kiln::passes::OptLevel::Full) {
@@ -410,8 +451,9 @@ fn run(cli: Cli) -> Result<()> {
             engine,
             threads,
         } => {
-            let graph = load(&model)?;
-            let w = load_weights(&graph, &weights)?;
+            let m = kiln::model::load(&model)?;
+            let graph = m.graph;
+            let w = load_weights(&graph, m.weights, &weights)?;
             let input_names: Vec<String> = graph
                 .graph_inputs()
                 .iter()
@@ -447,8 +489,9 @@ fn run(cli: Cli) -> Result<()> {
             weights,
             engine,
         } => {
-            let graph = load(&model)?;
-            let w = load_weights(&graph, &weights)?;
+            let m = kiln::model::load(&model)?;
+            let graph = m.graph;
+            let w = load_weights(&graph, m.weights, &weights)?;
             let names: Vec<String> = graph
                 .graph_inputs()
                 .iter()
@@ -489,13 +532,14 @@ fn run(cli: Cli) -> Result<()> {
             gemm_tier,
             weights,
         } => {
-            let mut graph = load(&model)?;
+            let m = kiln::model::load(&model)?;
+            let mut graph = m.graph;
             if let Some(n) = batch {
                 graph = graph
                     .with_batch(n)
                     .with_context(|| format!("setting the batch size to {n}"))?;
             }
-            let w = load_weights(&graph, &weights)?;
+            let w = load_weights(&graph, m.weights, &weights)?;
             let feeds = kiln::ir::init::random_inputs(&graph, 1);
             let mut jit_ms = None;
             let mut interp_ms = None;

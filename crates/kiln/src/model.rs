@@ -1,14 +1,28 @@
-//! Loading a model file: `.kiln` text IR today; `.onnx` arrives with the ONNX importer.
+//! Loading a model file, chosen by its extension: `.kiln` text IR (the graph only; weights come
+//! from `--weights` or a seeded initialization) or `.onnx` (the graph and its weights).
 
-use kiln_ir::{Graph, text};
+use kiln_ir::{Graph, Tensor, text};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Why a model file could not be loaded.
 #[derive(Debug)]
 pub enum LoadError {
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     Parse(kiln_ir::ParseError),
-    Unsupported { path: String, reason: String },
+    /// An `.onnx` file kiln cannot import; [`kiln_onnx::OnnxError::Unsupported`] lists every
+    /// unsupported node.
+    Onnx {
+        path: String,
+        source: kiln_onnx::OnnxError,
+    },
+    Unsupported {
+        path: String,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for LoadError {
@@ -16,6 +30,7 @@ impl std::fmt::Display for LoadError {
         match self {
             LoadError::Io { path, source } => write!(f, "cannot read `{path}`: {source}"),
             LoadError::Parse(e) => write!(f, "{e}"),
+            LoadError::Onnx { path, source } => write!(f, "`{path}`: {source}"),
             LoadError::Unsupported { path, reason } => write!(f, "cannot load `{path}`: {reason}"),
         }
     }
@@ -23,8 +38,15 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Loads the graph in `path`, chosen by its extension.
-pub fn load_graph(path: &Path) -> Result<Graph, LoadError> {
+/// A loaded model: its graph, and the weights the file holds (`None` for `.kiln`).
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub graph: Graph,
+    pub weights: Option<HashMap<String, Tensor<f32>>>,
+}
+
+/// Loads the model in `path` (graph and, for `.onnx`, weights).
+pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
     let shown = path.display().to_string();
     match path.extension().and_then(|e| e.to_str()) {
         Some("kiln") => {
@@ -39,15 +61,24 @@ pub fn load_graph(path: &Path) -> Result<Graph, LoadError> {
                     e.utf8_error().valid_up_to()
                 ),
             })?;
-            text::parse_named(&src, &shown).map_err(LoadError::Parse)
+            let graph = text::parse_named(&src, &shown).map_err(LoadError::Parse)?;
+            Ok(LoadedModel { graph, weights: None })
         }
-        Some("onnx") => Err(LoadError::Unsupported {
-            path: shown,
-            reason: "ONNX import is not implemented yet; use a `.kiln` text IR file".into(),
-        }),
+        Some("onnx") => {
+            let m = kiln_onnx::load(path).map_err(|source| LoadError::Onnx { path: shown, source })?;
+            Ok(LoadedModel {
+                graph: m.graph,
+                weights: Some(m.weights),
+            })
+        }
         _ => Err(LoadError::Unsupported {
             path: shown,
-            reason: "unknown model format (expected a `.kiln` text IR file)".into(),
+            reason: "unknown model format (expected a `.kiln` text IR file or an `.onnx` file)".into(),
         }),
     }
+}
+
+/// Loads the graph in `path` (see [`load`]; an `.onnx` file's weights are dropped).
+pub fn load_graph(path: &Path) -> Result<Graph, LoadError> {
+    load(path).map(|m| m.graph)
 }

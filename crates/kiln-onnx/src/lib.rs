@@ -1,0 +1,72 @@
+//! kiln's ONNX importer: reads an `.onnx` file (protobuf, decoded with prost; no `protoc`)
+//! and maps the CNN operator subset onto kiln's graph IR, with the file's initializers and
+//! constants as the weights.
+//!
+//! ```no_run
+//! let model = kiln_onnx::load("resnet18.onnx")?;
+//! println!("{} nodes, {} weights", model.graph.len(), model.weights.len());
+//! # Ok::<(), kiln_onnx::OnnxError>(())
+//! ```
+//!
+//! What is supported, operator by operator, is in `docs/onnx.md`. Anything else is an
+//! [`OnnxError::Unsupported`] that lists every unsupported node of the model at once.
+
+pub mod error;
+mod import;
+pub mod proto;
+pub mod tensor;
+
+pub use error::{OnnxError, Result, Unsupported};
+pub use import::{MAX_OPSET, OnnxModel, sanitize};
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Reads and imports the model at `path`; external tensor data is looked up next to it.
+pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_bytes(&bytes, path.parent())
+}
+
+/// Imports a model from its bytes; `base_dir` is the folder of external tensor data (`None`:
+/// a model with external data is an error).
+pub fn load_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<OnnxModel> {
+    import::import(bytes, base_dir, &HashMap::new())
+}
+
+/// As [`load_bytes`], with the graph inputs named in `bound` fixed to constant values. kiln's
+/// shapes are static, so an input that an op reads as a shape, pads or axes (a `Reshape` whose
+/// shape is a graph input) can only be imported with its value known: bound here.
+pub fn load_bytes_bound(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    bound: &HashMap<String, tensor::Const>,
+) -> Result<OnnxModel> {
+    import::import(bytes, base_dir, bound)
+}
+
+/// Reads a serialized `TensorProto` as a constant of its own element type (floats as `f32`,
+/// integers and booleans as `i64`).
+pub fn read_const_bytes(bytes: &[u8]) -> Result<tensor::Const> {
+    let t = <proto::TensorProto as prost::Message>::decode(bytes)?;
+    tensor::read(&t, None)
+}
+
+/// Reads a serialized `TensorProto` (the `input_0.pb` / `output_0.pb` files of ONNX's test
+/// data sets) as an `f32` tensor; integer tensors are converted.
+pub fn read_tensor_bytes(bytes: &[u8]) -> Result<kiln_ir::Tensor<f32>> {
+    let t = <proto::TensorProto as prost::Message>::decode(bytes)?;
+    let c = tensor::read(&t, None)?;
+    let data = match c.data {
+        tensor::ConstData::F32(v) => v,
+        tensor::ConstData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+    };
+    kiln_ir::Tensor::new(c.dims, data).ok_or_else(|| OnnxError::Tensor {
+        name: t.name,
+        reason: "data length does not match its dims".into(),
+    })
+}

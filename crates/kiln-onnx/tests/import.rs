@@ -1,0 +1,505 @@
+//! The importer on models built here with the prost messages: every unsupported node listed
+//! at once, clear errors for broken files, the folding of Pad, symbolic batch dims, names.
+//! Expected values are computed by hand or by a second, independent graph.
+
+use kiln_ir::{Op, Padding, Tensor, Value};
+use kiln_onnx::proto::*;
+use kiln_onnx::{OnnxError, load_bytes};
+use prost::Message;
+use std::collections::HashMap;
+
+fn attr_i(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i: Some(i),
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_s(name: &str, s: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::STRING,
+        s: Some(s.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn dim(v: i64) -> Dimension {
+    Dimension {
+        value: Some(DimensionValue::DimValue(v)),
+    }
+}
+
+fn sym(p: &str) -> Dimension {
+    Dimension {
+        value: Some(DimensionValue::DimParam(p.into())),
+    }
+}
+
+fn value(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto { dim: dims }),
+            }),
+        }),
+    }
+}
+
+fn floats(name: &str, dims: &[i64], v: Vec<f32>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        float_data: v,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: data_type::INT64,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn model(
+    opset: i64,
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: &[&str],
+    inits: Vec<TensorProto>,
+) -> Vec<u8> {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "test".into(),
+            initializer: inits,
+            input: inputs,
+            output: outputs.iter().map(|o| value(o, vec![])).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn x4(name: &str, d: [i64; 4]) -> ValueInfoProto {
+    value(name, d.iter().map(|&v| dim(v)).collect())
+}
+
+fn run(m: &kiln_onnx::OnnxModel, x: Tensor<f32>) -> Tensor<f32> {
+    let feeds = HashMap::from([(m.inputs[0].1.clone(), Value::F(x))]);
+    let out = kiln_interp::run::<f32>(&m.graph, &feeds, &m.weights).expect("interpreter runs");
+    let mut jit = kiln_jit::compile(&m.graph, &Default::default()).expect("JIT compiles");
+    jit.set_weights(&m.weights).expect("weights fit");
+    let j = jit.run(&feeds).expect("JIT runs");
+    let (a, b) = (out[0].1.as_f().unwrap(), j[0].1.as_f().unwrap());
+    for (p, q) in a.data().iter().zip(b.data()) {
+        assert!(
+            (p - q).abs() <= 1e-5 + 1e-5 * p.abs(),
+            "interpreter {p} vs JIT {q}"
+        );
+    }
+    a.clone()
+}
+
+#[test]
+fn every_unsupported_node_is_listed_at_once() {
+    let bytes = model(
+        13,
+        vec![
+            node("Relu", "r", &["x"], &["a"], vec![]),
+            node("Erf", "erf_1", &["a"], &["b"], vec![]),
+            node("Relu", "after_erf", &["b"], &["c"], vec![]),
+            node(
+                "MaxPool",
+                "pool",
+                &["c"],
+                &["d"],
+                vec![attr_ints("kernel_shape", &[2, 2]), attr_i("storage_order", 0)],
+            ),
+            node(
+                "Conv",
+                "",
+                &["x", "w"],
+                &["e"],
+                vec![attr_s("auto_pad", "NOTSET"), attr_i("foo", 1)],
+            ),
+            node("Relu", "custom", &["e"], &["f"], vec![]),
+            node("LSTM", "lstm", &["f"], &["g"], vec![]),
+        ],
+        vec![x4("x", [1, 2, 4, 4])],
+        &["d", "g"],
+        vec![floats("w", &[2, 2, 1, 1], vec![1.0; 4])],
+    );
+    let mut bytes_other_domain = ModelProto::decode(bytes.as_slice()).unwrap();
+    bytes_other_domain.graph.as_mut().unwrap().node[5].domain = "com.example".into();
+    let err = load_bytes(&bytes_other_domain.encode_to_vec(), None).unwrap_err();
+    let OnnxError::Unsupported(list) = &err else {
+        panic!("expected the unsupported list, got {err}");
+    };
+    let got: Vec<(&str, &str, i64)> = list
+        .iter()
+        .map(|u| (u.node.as_str(), u.op_type.as_str(), u.opset))
+        .collect();
+    // the nodes after Erf read a poisoned value and are not reported; the others all are
+    assert_eq!(
+        got,
+        [
+            ("erf_1", "Erf", 13),
+            ("-> e", "Conv", 13),
+            ("custom", "Relu", 13),
+            ("lstm", "LSTM", 13)
+        ]
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("4 unsupported nodes:"), "{text}");
+    assert!(text.contains("operator `Erf` is not supported"), "{text}");
+    assert!(text.contains("attribute `foo` is not supported"), "{text}");
+    assert!(text.contains("domain `com.example`"), "{text}");
+}
+
+#[test]
+fn broken_files_are_errors_not_panics() {
+    let good = model(
+        13,
+        vec![node(
+            "Conv",
+            "c",
+            &["x", "w", "b"],
+            &["y"],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        )],
+        vec![x4("x", [1, 2, 4, 4])],
+        &["y"],
+        vec![
+            floats("w", &[3, 2, 3, 3], vec![0.5; 54]),
+            floats("b", &[3], vec![1.0, 2.0, 3.0]),
+        ],
+    );
+    assert!(load_bytes(&good, None).is_ok());
+    // every truncation either decodes to something the importer refuses, or is a decode error
+    for len in 0..good.len() {
+        assert!(
+            load_bytes(&good[..len], None).is_err(),
+            "a {len}-byte prefix was accepted"
+        );
+    }
+    let e = load_bytes(b"\x08\x07\x12\xff\xff", None).unwrap_err().to_string();
+    assert!(e.starts_with("not a valid ONNX model"), "{e}");
+    let e = load_bytes(b"graph g { }", None).unwrap_err().to_string();
+    assert!(
+        e.starts_with("not a valid ONNX model") || e.starts_with("invalid ONNX model"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_initializer_and_bad_inputs_are_named() {
+    let bytes = model(
+        13,
+        vec![node("Conv", "conv1", &["x", "conv1.weight"], &["y"], vec![])],
+        vec![x4("x", [1, 2, 4, 4])],
+        &["y"],
+        vec![],
+    );
+    let e = load_bytes(&bytes, None).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "node `conv1` (Conv): input `conv1.weight` is not produced by an earlier node, an initializer or a graph input"
+    );
+    let relu = || vec![node("Relu", "r", &["x"], &["y"], vec![])];
+    let e = load_bytes(
+        &model(
+            13,
+            relu(),
+            vec![value("x", vec![dim(1), sym("C")])],
+            &["y"],
+            vec![],
+        ),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("graph input `x`: dimension 1 is symbolic (`C`)"),
+        "{e}"
+    );
+    // a symbolic batch dim becomes 1
+    let m = load_bytes(
+        &model(
+            13,
+            relu(),
+            vec![value("x", vec![sym("N"), dim(3)])],
+            &["y"],
+            vec![],
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(m.graph.node(m.graph.find("x").unwrap()).ty.dims(), &[1, 3]);
+    // a weight of the wrong rank for a 2-D convolution
+    let e = load_bytes(
+        &model(
+            13,
+            vec![node("Conv", "c", &["x", "w"], &["y"], vec![])],
+            vec![x4("x", [1, 2, 4, 4])],
+            &["y"],
+            vec![floats("w", &[2, 2, 3], vec![0.0; 12])],
+        ),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("the weight must have rank 4"), "{e}");
+    let e = load_bytes(&model(13, relu(), vec![], &["nope"], vec![]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("graph output `nope`") || e.contains("`x`"), "{e}");
+}
+
+#[test]
+fn onnx_names_become_valid_node_names() {
+    let bytes = model(
+        13,
+        vec![
+            node(
+                "Relu",
+                "/relu/Relu",
+                &["input.1"],
+                &["/relu/Relu_output_0"],
+                vec![],
+            ),
+            node("Sigmoid", "", &["/relu/Relu_output_0"], &["0"], vec![]),
+        ],
+        vec![value("input.1", vec![dim(2), dim(3)])],
+        &["0"],
+        vec![],
+    );
+    let m = load_bytes(&bytes, None).unwrap();
+    assert_eq!(m.inputs, [("input.1".to_string(), "input.1".to_string())]);
+    assert_eq!(m.outputs, [("0".to_string(), "_0".to_string())]);
+    assert!(m.graph.find("_relu_Relu_output_0").is_some());
+}
+
+/// A zero Pad before a Conv is the same as the Conv's own padding: compared on a second graph
+/// that pads with the Conv's `pads` attribute.
+#[test]
+fn zero_pad_folds_into_the_following_conv() {
+    let w: Vec<f32> = (0..2 * 2 * 3 * 3).map(|i| (i as f32 * 0.37).sin()).collect();
+    let inits = || {
+        vec![
+            floats("w", &[2, 2, 3, 3], w.clone()),
+            ints("pads", &[0, 0, 1, 2, 0, 0, 3, 1]),
+        ]
+    };
+    let padded = model(
+        13,
+        vec![
+            node(
+                "Pad",
+                "pad",
+                &["x", "pads"],
+                &["p"],
+                vec![attr_s("mode", "constant")],
+            ),
+            node("Conv", "conv", &["p", "w"], &["y"], vec![]),
+        ],
+        vec![x4("x", [1, 2, 5, 5])],
+        &["y"],
+        inits(),
+    );
+    let attr = model(
+        13,
+        vec![node(
+            "Conv",
+            "conv",
+            &["x", "w"],
+            &["y"],
+            vec![attr_ints("pads", &[1, 2, 3, 1])],
+        )],
+        vec![x4("x", [1, 2, 5, 5])],
+        &["y"],
+        inits(),
+    );
+    let (a, b) = (
+        load_bytes(&padded, None).unwrap(),
+        load_bytes(&attr, None).unwrap(),
+    );
+    let conv = a.graph.find("y").unwrap();
+    assert!(matches!(&a.graph.node(conv).op, Op::Conv2d(c) if c.padding == Padding::Explicit([1, 2, 3, 1])));
+    let x = Tensor::new([1, 2, 5, 5], (0..50).map(|i| i as f32 / 7.0 - 3.0).collect()).unwrap();
+    assert_eq!(run(&a, x.clone()), run(&b, x));
+    // before a max pool, padded zeros could win: refused with the reason
+    let maxpool = model(
+        13,
+        vec![
+            node("Pad", "pad", &["x", "pads"], &["p"], vec![]),
+            node(
+                "MaxPool",
+                "mp",
+                &["p"],
+                &["y"],
+                vec![attr_ints("kernel_shape", &[2, 2])],
+            ),
+        ],
+        vec![x4("x", [1, 2, 5, 5])],
+        &["y"],
+        inits(),
+    );
+    let e = load_bytes(&maxpool, None).unwrap_err().to_string();
+    assert!(
+        e.contains("node `mp` (MaxPool, opset 13): it reads a zero Pad"),
+        "{e}"
+    );
+}
+
+/// Before opset 13, Softmax normalizes over all axes from `axis` on (the input coerced to 2-D).
+#[test]
+fn softmax_before_opset_13_coerces_to_2d() {
+    let bytes = |opset| {
+        model(
+            opset,
+            vec![node("Softmax", "s", &["x"], &["y"], vec![attr_i("axis", 1)])],
+            vec![x4("x", [2, 2, 1, 2])],
+            &["y"],
+            vec![],
+        )
+    };
+    let x = Tensor::new([2, 2, 1, 2], vec![0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let old = run(&load_bytes(&bytes(11), None).unwrap(), x.clone());
+    // opset 11: one softmax over the 4 values of each batch row
+    let e: Vec<f32> = (0..4).map(|i| (i as f32).exp()).collect();
+    let s: f32 = e.iter().sum();
+    let want: Vec<f32> = e.iter().map(|v| v / s).chain([0.25; 4]).collect();
+    for (g, w) in old.data().iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6, "{:?} vs {want:?}", old.data());
+    }
+    // opset 13: over axis 1 only (pairs 0,2 and 1,3 of the first row)
+    let new = run(&load_bytes(&bytes(13), None).unwrap(), x);
+    let p = 1.0 / (1.0 + 2f32.exp());
+    for (g, w) in new.data()[..4].iter().zip([p, p, 1.0 - p, 1.0 - p]) {
+        assert!((g - w).abs() < 1e-6, "{:?}", new.data());
+    }
+}
+
+/// Gemm with a constant B: transB, alpha and beta are folded into the Dense weights and bias.
+#[test]
+fn gemm_folds_alpha_beta_and_transposes_into_dense() {
+    let bytes = model(
+        13,
+        vec![node(
+            "Gemm",
+            "fc",
+            &["x", "b", "c"],
+            &["y"],
+            vec![
+                AttributeProto {
+                    name: "alpha".into(),
+                    r#type: attribute_type::FLOAT,
+                    f: Some(2.0),
+                    ..Default::default()
+                },
+                AttributeProto {
+                    name: "beta".into(),
+                    r#type: attribute_type::FLOAT,
+                    f: Some(-1.0),
+                    ..Default::default()
+                },
+            ],
+        )],
+        vec![value("x", vec![dim(1), dim(2)])],
+        &["y"],
+        // B [K=2, N=3] (not transposed), C [3]
+        vec![
+            floats("b", &[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            floats("c", &[3], vec![1.0, 1.0, 1.0]),
+        ],
+    );
+    let m = load_bytes(&bytes, None).unwrap();
+    assert!(matches!(m.graph.node(m.graph.find("y").unwrap()).op, Op::Dense));
+    let y = run(&m, Tensor::new([1, 2], vec![1.0, 10.0]).unwrap());
+    // 2·[1·1 + 10·4, 1·2 + 10·5, 1·3 + 10·6] − 1
+    assert_eq!(y.data(), &[81.0, 103.0, 125.0]);
+}
+
+/// ConstantOfShape and Unsqueeze of a constant fold at import; Sum is a chain of adds; an
+/// unread Dropout mask is not refused, a read one is.
+#[test]
+fn constant_of_shape_unsqueeze_sum_and_unread_masks() {
+    let fill = TensorProto {
+        dims: vec![1],
+        data_type: data_type::FLOAT,
+        float_data: vec![0.5],
+        ..Default::default()
+    };
+    let fill_attr = AttributeProto {
+        name: "value".into(),
+        r#type: attribute_type::TENSOR,
+        t: Some(fill),
+        ..Default::default()
+    };
+    let bytes = |mask_out: &[&str]| {
+        model(
+            11,
+            vec![
+                node(
+                    "ConstantOfShape",
+                    "cos",
+                    &["shape"],
+                    &["c"],
+                    vec![fill_attr.clone()],
+                ),
+                node("Unsqueeze", "u", &["c"], &["cu"], vec![attr_ints("axes", &[0])]),
+                node("Dropout", "d", &["x"], &["xd", "mask"], vec![]),
+                node("Sum", "s", &["xd", "cu", "cu"], &["y"], vec![]),
+            ],
+            vec![value("x", vec![dim(2), dim(3)])],
+            mask_out,
+            vec![ints("shape", &[3])],
+        )
+    };
+    let m = load_bytes(&bytes(&["y"]), None).unwrap();
+    let y = run(
+        &m,
+        Tensor::new([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
+    );
+    assert_eq!(y.data(), &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    let cu = m.graph.find("cu").unwrap();
+    assert_eq!(m.graph.node(cu).ty.dims(), &[1, 3]);
+    let e = load_bytes(&bytes(&["y", "mask"]), None).unwrap_err().to_string();
+    assert!(e.contains("node `d` (Dropout, opset 11): the mask output"), "{e}");
+}
