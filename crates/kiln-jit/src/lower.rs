@@ -615,6 +615,9 @@ impl ConvGeom {
         ty: Type,
     ) {
         let g = self;
+        if ty == F32X4 && g.kh * g.kw <= UNROLL_TAPS {
+            return g.accumulate_unrolled(e, arena, x_base, w_base, y, x, acc);
+        }
         e.for_const(0, g.cg as i64, |e, ci| {
             let xc = e.b.ins().imul_imm_s(ci, (g.h * g.w) as i64);
             let xc = e.b.ins().iadd(x_base, xc);
@@ -664,6 +667,55 @@ impl ConvGeom {
     }
 }
 
+/// Kernels with at most this many taps have their tap loops unrolled in the vector path.
+const UNROLL_TAPS: usize = 49;
+
+impl ConvGeom {
+    /// `accumulate` for four interior columns `x..x+4` (at any stride) with the tap loops
+    /// unrolled: every tap offset is a constant, so a tap is one (or, at stride > 1, four
+    /// gathered) load, a weight broadcast and an FMA. Rows are still checked.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate_unrolled(
+        &self,
+        e: &mut Emitter,
+        arena: Value,
+        x_base: Value,
+        w_base: Value,
+        y: Value,
+        x: Value,
+        acc: cranelift_frontend::Variable,
+    ) {
+        let g = self;
+        let ys = e.b.ins().imul_imm_s(y, g.s[0] as i64);
+        let xs = e.b.ins().imul_imm_s(x, g.s[1] as i64);
+        e.for_const(0, g.cg as i64, |e, ci| {
+            let xc = e.b.ins().imul_imm_s(ci, (g.h * g.w) as i64);
+            let xc = e.b.ins().iadd(x_base, xc);
+            let wc = e.b.ins().imul_imm_s(ci, (g.kh * g.kw) as i64);
+            let wc = e.b.ins().iadd(w_base, wc);
+            for ky in 0..g.kh {
+                let ih = e.b.ins().iadd_imm_s(ys, (ky * g.d[0]) as i64 - g.pad[0] as i64);
+                let ok = in_range(e, ih, g.h);
+                e.if_then(ok, |e| {
+                    let row = e.b.ins().imul_imm_s(ih, g.w as i64);
+                    let row = e.b.ins().iadd(row, xc);
+                    let row = e.b.ins().iadd(row, xs);
+                    for kx in 0..g.kw {
+                        let xi = e.b.ins().iadd_imm_s(row, (kx * g.d[1]) as i64 - g.pad[1] as i64);
+                        let xv = load4(e, arena, g.xo, xi, g.s[1]);
+                        let wi = e.b.ins().iadd_imm_s(wc, (ky * g.kw + kx) as i64);
+                        let wv = load_f(e, arena, g.wo, wi);
+                        let wv = e.b.ins().splat(F32X4, wv);
+                        let sum = e.b.use_var(acc);
+                        let sum = e.b.ins().fma(xv, wv, sum);
+                        e.b.def_var(acc, sum);
+                    }
+                });
+            }
+        });
+    }
+}
+
 /// Direct convolution, parallel over (batch, output channel). Where the stride along the
 /// width is 1, the columns whose taps all fall inside the row are computed four at a time
 /// with `f32x4` FMAs; the borders and other strides take the scalar path.
@@ -674,8 +726,9 @@ fn conv2d(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
     let co = a.dims(1)[0];
     let [_, _, oh, ow] = dims4(a.odims());
     let cog = co / c.groups;
-    // interior columns in whole vectors, for stride 1
-    let (lo, hi) = if c.stride[1] == 1 {
+    // interior columns in whole vectors: at stride 1 always; at other strides (gathered
+    // lanes) when the tap loops are unrolled
+    let (lo, hi) = if c.stride[1] == 1 || kh * kw <= UNROLL_TAPS {
         let (lo, hi) = geom.interior(ow);
         (lo, lo + (hi - lo) / 4 * 4)
     } else {
