@@ -91,7 +91,7 @@ enum Command {
     },
     /// Gradients of a loss on one batch w.r.t. every weight and input, as safetensors.
     Grad {
-        /// The model: a `.kiln` text IR file (one output: the prediction).
+        /// The model: a `.kiln` text IR file or an `.onnx` file (one output: the prediction).
         model: PathBuf,
         /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input).
         #[arg(long = "input", value_name = "NAME=PATH", required = true)]
@@ -143,7 +143,8 @@ enum Command {
     /// Train a model on labelled images split 80/20 with the seed; the last line printed is
     /// `test accuracy: NN.NN%`.
     Train {
-        /// The model: a `.kiln` file with one input [N, C, H, W] and one output [N, classes].
+        /// The model: a `.kiln` or `.onnx` file with one input [N, C, H, W] and one output
+        /// [N, classes]; training starts from a seeded initialization (not an `.onnx` file's weights).
         model: PathBuf,
         /// `digits` (the 8×8 digits kiln ships), `digits:PATH`, or `idx:IMAGES,LABELS` (MNIST).
         #[arg(long, value_name = "SOURCE")]
