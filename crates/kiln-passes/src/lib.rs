@@ -37,11 +37,7 @@ pub fn constant_nodes(graph: &Graph) -> std::collections::HashSet<NodeId> {
 /// update — an update is the work of a training step), so that its value is fixed once the
 /// weights are loaded.
 pub fn is_constant(graph: &Graph, id: NodeId) -> bool {
-    match graph.node(id).op {
-        Op::Param { .. } => true,
-        Op::Input(_) | Op::Dropout { .. } | Op::DropoutTrain { .. } | Op::Update(_) => false,
-        _ => graph.inputs(id).iter().all(|&i| is_constant(graph, i)),
-    }
+    constant_nodes(graph).contains(&id)
 }
 
 /// A rewrite of the graph.
