@@ -50,6 +50,14 @@ impl Graph {
     /// the name and inferring the output type.
     pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
         let name = name.into();
+        if name.len() > crate::limits::MAX_NAME_LEN {
+            let head: String = name.chars().take(40).collect();
+            return Err(IrError::BadName(format!(
+                "{head}… ({} bytes, above the limit of {})",
+                name.len(),
+                crate::limits::MAX_NAME_LEN
+            )));
+        }
         if !is_valid_name(&name) {
             return Err(IrError::BadName(name));
         }

@@ -5,6 +5,7 @@ pub mod builder;
 pub mod error;
 pub mod graph;
 pub mod init;
+pub mod limits;
 pub mod op;
 pub mod random;
 pub mod shape;

@@ -75,6 +75,14 @@ pub fn window_out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usiz
         .checked_add(pad.0)
         .and_then(|p| p.checked_add(pad.1))
         .ok_or_else(|| format!("padded size {n} + {} + {} overflows", pad.0, pad.1))?;
+    if padded > crate::limits::MAX_ELEMENTS {
+        return Err(format!(
+            "padded size {padded} ({n} + {} + {}) is above the limit of {} elements",
+            pad.0,
+            pad.1,
+            crate::limits::MAX_ELEMENTS
+        ));
+    }
     let ke = effective_kernel(k, d);
     if ke > padded {
         return Err(format!(
@@ -242,6 +250,12 @@ fn conv_transpose2d(
             .and_then(|v| v.checked_add(checked_extent(k, d).ok()?))
             .and_then(|v| v.checked_add(op))
             .ok_or_else(|| format!("output size on spatial axis {a} overflows"))?;
+        if full > crate::limits::MAX_ELEMENTS {
+            return Err(format!(
+                "output size {full} on spatial axis {a} before the padding crop is above the limit of {} elements",
+                crate::limits::MAX_ELEMENTS
+            ));
+        }
         let crop = c.padding[a].saturating_add(c.padding[a + 2]);
         if crop >= full {
             return Err(format!(
@@ -270,7 +284,11 @@ fn pool2d(p: &Pool2d, x: &TensorType) -> R<TensorType> {
             ));
         }
         out[a] = window_out_size(d[2 + a], k, s, dl, pad, p.ceil_mode)?;
-        if let Some(i) = (0..out[a]).find(|&i| !window_has_real_tap(i * s, pad.0, d[2 + a], k, dl)) {
+        // Windows starting at or after the input's first element start inside it (the end
+        // padding is smaller than the kernel extent, and ceil mode drops a window starting in
+        // it), so only the windows starting in the begin padding can hold only padding.
+        let in_begin_pad = out[a].min(pad.0.div_ceil(s));
+        if let Some(i) = (0..in_begin_pad).find(|&i| !window_has_real_tap(i * s, pad.0, d[2 + a], k, dl)) {
             return Err(format!(
                 "window {i} on spatial axis {a} holds only padding (kernel {k}, dilation {dl}, padding {pad:?}, input {})",
                 d[2 + a]
@@ -423,6 +441,12 @@ fn dilate_pad(stride: [usize; 2], padding: [i64; 4], x: &TensorType) -> R<Tensor
             return Err(format!("the input has an empty spatial axis {a}"));
         }
         let dilated = i128::try_from((n - 1) as u128 * stride[a] as u128 + 1).unwrap_or(i128::MAX);
+        if dilated > crate::limits::MAX_ELEMENTS as i128 {
+            return Err(format!(
+                "dilated size {dilated} on spatial axis {a} is above the limit of {} elements",
+                crate::limits::MAX_ELEMENTS
+            ));
+        }
         let size = dilated + i128::from(padding[a]) + i128::from(padding[a + 2]);
         out[a] = usize::try_from(size)
             .ok()
@@ -611,6 +635,27 @@ fn batch_norm_train(part: BnPart, epsilon: f32, inputs: &[&TensorType]) -> R<Ten
 
 /// The output type of `op` applied to `inputs`, or why that is impossible.
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
+    let ty = infer_unchecked(op, inputs)?;
+    crate::limits::check_dims(ty.dims()).map_err(|e| format!("output type {}: {e}", short_type(&ty)))?;
+    Ok(ty)
+}
+
+/// `ty` for an error message: the whole type, or its rank and first dims when it is long.
+fn short_type(ty: &TensorType) -> String {
+    if ty.rank() <= crate::limits::MAX_RANK {
+        ty.to_string()
+    } else {
+        format!(
+            "{} of rank {} (first dims {:?})",
+            ty.dtype,
+            ty.rank(),
+            &ty.dims()[..4]
+        )
+    }
+}
+
+/// The op's own shape rule, before the size limits.
+fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
     if !op.arity().accepts(inputs.len()) {
         return Err(format!("takes {} inputs, got {}", op.arity(), inputs.len()));
     }
