@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod error;
+pub mod geometry;
 pub mod graph;
 pub mod init;
 pub mod limits;

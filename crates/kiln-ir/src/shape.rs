@@ -4,15 +4,51 @@
 //! Every rule returns `Err(message)` for an impossible case; the graph wraps the message with
 //! the node's name, the op and the input types.
 
-use crate::op::{
-    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, Update,
-};
+use crate::op::{Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Pool2d, PoolKind, Update};
 use crate::tensor::{DType, Shape, TensorType};
 
 type R<T> = Result<T, String>;
 
-/// The extent of a kernel of size `k` with dilation `d`: `d·(k−1) + 1` (saturating, so absurd
-/// attributes read from a file give a "kernel too large" error rather than an overflow).
+pub use crate::geometry::adaptive_window;
+
+/// Transitional: the `(begin, end)` padding of one axis (use the attribute structs'
+/// `geometry` methods).
+#[doc(hidden)]
+pub fn resolve_padding(
+    padding: crate::op::Padding,
+    axis: usize,
+    n: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+) -> (usize, usize) {
+    let mut input = [1, 1];
+    input[axis] = n;
+    let (mut kernel, mut stride, mut dilation) = ([1, 1], [1, 1], [1, 1]);
+    kernel[axis] = k;
+    stride[axis] = s;
+    dilation[axis] = d;
+    crate::geometry::window2d(padding, input, kernel, stride, dilation, false)
+        .map(|g| g.pads(axis))
+        .unwrap_or((0, 0))
+}
+
+/// Transitional: the output size of one axis (use the attribute structs' `geometry` methods).
+#[doc(hidden)]
+pub fn window_out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usize), ceil: bool) -> R<usize> {
+    crate::geometry::window2d(
+        crate::op::Padding::Explicit([pad.0, 0, pad.1, 0]),
+        [n, 1],
+        [k, 1],
+        [s, 1],
+        [d, 1],
+        ceil,
+    )
+    .map(|g| g.output[0])
+}
+
+/// The extent of a kernel of size `k` with dilation `d`: `d·(k−1) + 1` (saturating; the
+/// summary's receptive fields use it on validated graphs).
 pub fn effective_kernel(k: usize, d: usize) -> usize {
     d.saturating_mul(k.saturating_sub(1)).saturating_add(1)
 }
@@ -22,85 +58,6 @@ fn checked_extent(k: usize, d: usize) -> R<usize> {
     d.checked_mul(k.saturating_sub(1))
         .and_then(|e| e.checked_add(1))
         .ok_or_else(|| format!("kernel extent of kernel {k} with dilation {d} overflows"))
-}
-
-/// Resolves `padding` for one spatial axis of size `n` into `(begin, end)`.
-/// `axis` is 0 for height (top/bottom) and 1 for width (left/right).
-pub fn resolve_padding(
-    padding: Padding,
-    axis: usize,
-    n: usize,
-    k: usize,
-    s: usize,
-    d: usize,
-) -> (usize, usize) {
-    match padding {
-        Padding::Explicit(p) => (p[axis], p[axis + 2]),
-        Padding::Valid => (0, 0),
-        Padding::SameUpper | Padding::SameLower => {
-            let out = n.div_ceil(s.max(1));
-            let total = out
-                .saturating_sub(1)
-                .saturating_mul(s)
-                .saturating_add(effective_kernel(k, d))
-                .saturating_sub(n);
-            let small = total / 2;
-            if padding == Padding::SameUpper {
-                (small, total - small)
-            } else {
-                (total - small, small)
-            }
-        }
-    }
-}
-
-/// Output size of a sliding window over `n` elements padded by `(pb, pe)`:
-/// `⌊(n + pb + pe − d·(k−1) − 1)/s⌋ + 1`, or with `ceil` rounding up, in which case a last
-/// window starting beyond `n + pb` (entirely in the end padding) is dropped.
-pub fn window_out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usize), ceil: bool) -> R<usize> {
-    if k == 0 {
-        return Err("kernel size must be at least 1".into());
-    }
-    if s == 0 {
-        return Err("stride must be at least 1".into());
-    }
-    if d == 0 {
-        return Err("dilation must be at least 1".into());
-    }
-    if n == 0 {
-        return Err("the input has an empty spatial axis".into());
-    }
-    checked_extent(k, d)?;
-    let padded = n
-        .checked_add(pad.0)
-        .and_then(|p| p.checked_add(pad.1))
-        .ok_or_else(|| format!("padded size {n} + {} + {} overflows", pad.0, pad.1))?;
-    if padded > crate::limits::MAX_ELEMENTS {
-        return Err(format!(
-            "padded size {padded} ({n} + {} + {}) is above the limit of {} elements",
-            pad.0,
-            pad.1,
-            crate::limits::MAX_ELEMENTS
-        ));
-    }
-    let ke = effective_kernel(k, d);
-    if ke > padded {
-        return Err(format!(
-            "kernel extent {ke} (kernel {k}, dilation {d}) is larger than the padded input {padded} ({n} + {} + {})",
-            pad.0, pad.1
-        ));
-    }
-    let span = padded - ke;
-    let mut out = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
-    if ceil && (out - 1).saturating_mul(s) >= n + pad.0 {
-        out -= 1;
-    }
-    Ok(out)
-}
-
-/// The input window `[start, end)` of adaptive pooling's output index `i` (PyTorch's rule).
-pub fn adaptive_window(i: usize, n: usize, out: usize) -> (usize, usize) {
-    ((i * n) / out, ((i + 1) * n).div_ceil(out))
 }
 
 /// Normalizes a possibly negative `axis` for a tensor of `rank` (`-1` is the last axis).
@@ -199,10 +156,7 @@ fn conv2d(c: &Conv2d, x: &TensorType, w: &TensorType, inputs: &[&TensorType]) ->
     {
         return Err(format!("alpha must be finite, got {alpha}"));
     }
-    let ph = resolve_padding(c.padding, 0, h, kh, c.stride[0], c.dilation[0]);
-    let pw = resolve_padding(c.padding, 1, wd, kw, c.stride[1], c.dilation[1]);
-    let oh = window_out_size(h, kh, c.stride[0], c.dilation[0], ph, false)?;
-    let ow = window_out_size(wd, kw, c.stride[1], c.dilation[1], pw, false)?;
+    let [oh, ow] = c.geometry(&[n, ch, h, wd], [kh, kw])?.output;
     Ok(TensorType::f32([n, co, oh, ow]))
 }
 
@@ -269,41 +223,9 @@ fn conv_transpose2d(
 
 fn pool2d(p: &Pool2d, x: &TensorType) -> R<TensorType> {
     need_rank(x, 4, "input")?;
-    need_pos(p.kernel, "kernel")?;
-    need_pos(p.stride, "stride")?;
-    need_pos(p.dilation, "dilation")?;
     let d = x.dims();
-    let mut out = [0usize; 2];
-    for a in 0..2 {
-        let (k, s, dl) = (p.kernel[a], p.stride[a], p.dilation[a]);
-        let pad = resolve_padding(p.padding, a, d[2 + a], k, s, dl);
-        let ke = effective_kernel(k, dl);
-        if pad.0 >= ke || pad.1 >= ke {
-            return Err(format!(
-                "padding {pad:?} on spatial axis {a} must be smaller than the kernel extent {ke}, or a window would hold only padding"
-            ));
-        }
-        out[a] = window_out_size(d[2 + a], k, s, dl, pad, p.ceil_mode)?;
-        // Windows starting at or after the input's first element start inside it (the end
-        // padding is smaller than the kernel extent, and ceil mode drops a window starting in
-        // it), so only the windows starting in the begin padding can hold only padding.
-        let in_begin_pad = out[a].min(pad.0.div_ceil(s));
-        if let Some(i) = (0..in_begin_pad).find(|&i| !window_has_real_tap(i * s, pad.0, d[2 + a], k, dl)) {
-            return Err(format!(
-                "window {i} on spatial axis {a} holds only padding (kernel {k}, dilation {dl}, padding {pad:?}, input {})",
-                d[2 + a]
-            ));
-        }
-    }
-    Ok(TensorType::f32([d[0], d[1], out[0], out[1]]))
-}
-
-/// Whether the window whose first tap is at padded position `start` (input position
-/// `start − pad_begin`) has a tap inside the input `[0, n)`.
-fn window_has_real_tap(start: usize, pad_begin: usize, n: usize, k: usize, d: usize) -> bool {
-    // first tap at or after input position 0
-    let j0 = pad_begin.saturating_sub(start).div_ceil(d);
-    j0 < k && start + j0 * d >= pad_begin && start + j0 * d - pad_begin < n
+    let [oh, ow] = p.geometry(d)?.output;
+    Ok(TensorType::f32([d[0], d[1], oh, ow]))
 }
 
 fn matmul(a: &TensorType, b: &TensorType) -> R<TensorType> {
@@ -874,13 +796,13 @@ fn im2col(c: &crate::op::Im2Col, x: &TensorType) -> R<TensorType> {
     need_pos(c.dilation, "dilation")?;
     need_pos(c.kernel, "kernel")?;
     let [n, ch, h, w] = [x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]];
-    let p = c.padding;
-    let oh = window_out_size(h, c.kernel[0], c.stride[0], c.dilation[0], (p[0], p[2]), false)?;
-    let ow = window_out_size(w, c.kernel[1], c.stride[1], c.dilation[1], (p[1], p[3]), false)?;
+    let [oh, ow] = c.geometry(&[n, ch, h, w])?.output;
     let rows = ch
-        .checked_mul(c.kernel[0] * c.kernel[1])
+        .checked_mul(c.kernel[0])
+        .and_then(|r| r.checked_mul(c.kernel[1]))
         .ok_or("patch matrix too large")?;
-    Ok(TensorType::f32([n, rows, oh * ow]))
+    let cols = oh.checked_mul(ow).ok_or("patch matrix too large")?;
+    Ok(TensorType::f32([n, rows, cols]))
 }
 
 fn gemm(g: &crate::op::Gemm, inputs: &[&TensorType]) -> R<TensorType> {

@@ -1,0 +1,310 @@
+//! Sliding-window geometry: the one place that resolves padding and computes window and output
+//! sizes, with checked arithmetic. The shape rules, the interpreter, the passes, autodiff and
+//! the JIT all ask the attribute structs for a [`Window2d`] instead of recomputing it.
+//!
+//! A `Window2d` that exists satisfies, on each spatial axis `a`:
+//! `input[a] ≥ 1`, `kernel[a], stride[a], dilation[a] ≥ 1`,
+//! `extent(a) = dilation·(kernel − 1) + 1 ≤ padded(a) = input + pad_begin + pad_end ≤
+//! limits::MAX_ELEMENTS`, and every window starts at `o·stride ≤ padded(a) − extent(a)` for
+//! `o < output[a]`. So every position generated code derives from it
+//! (`o·stride + j·dilation − pad_begin`) lies in `[−pad_begin, padded)`, far inside `i64`.
+
+use crate::limits::MAX_ELEMENTS;
+use crate::op::{Conv2d, Im2Col, Padding, Pool2d};
+
+type R<T> = Result<T, String>;
+
+/// The resolved geometry of a 2-D sliding window (convolution, pooling, patches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window2d {
+    /// Input height and width.
+    pub input: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Resolved padding, `[top, left, bottom, right]`.
+    pub pad: [usize; 4],
+    /// Output height and width.
+    pub output: [usize; 2],
+}
+
+impl Window2d {
+    /// The padding before axis `a` (0: top, 1: left).
+    pub fn pad_begin(&self, a: usize) -> usize {
+        self.pad[a]
+    }
+    /// The padding after axis `a` (0: bottom, 1: right).
+    pub fn pad_end(&self, a: usize) -> usize {
+        self.pad[a + 2]
+    }
+    /// `(begin, end)` padding of axis `a`.
+    pub fn pads(&self, a: usize) -> (usize, usize) {
+        (self.pad[a], self.pad[a + 2])
+    }
+    /// The span of one window on axis `a`: `dilation·(kernel − 1) + 1`.
+    pub fn extent(&self, a: usize) -> usize {
+        self.dilation[a] * (self.kernel[a] - 1) + 1
+    }
+    /// The padded size of axis `a`.
+    pub fn padded(&self, a: usize) -> usize {
+        self.input[a] + self.pad[a] + self.pad[a + 2]
+    }
+    /// Padded positions on axis `a` after the end of the last window (rows no window reads);
+    /// 0 when, in ceil mode, the last window reaches past the end padding.
+    pub fn tail(&self, a: usize) -> usize {
+        self.padded(a)
+            .saturating_sub(self.extent(a) + (self.output[a] - 1) * self.stride[a])
+    }
+    /// The input position of tap `j` of window `o` on axis `a`, or `None` in the padding.
+    pub fn input_pos(&self, a: usize, o: usize, j: usize) -> Option<usize> {
+        (o * self.stride[a] + j * self.dilation[a])
+            .checked_sub(self.pad[a])
+            .filter(|&p| p < self.input[a])
+    }
+    /// The explicit-padding `im2col` whose patches this window reads.
+    pub fn im2col(&self) -> Im2Col {
+        Im2Col {
+            kernel: self.kernel,
+            stride: self.stride,
+            dilation: self.dilation,
+            padding: self.pad,
+        }
+    }
+}
+
+/// The extent of a kernel of size `k` with dilation `d`, `d·(k−1) + 1`, or an error when it
+/// overflows.
+fn checked_extent(k: usize, d: usize) -> R<usize> {
+    d.checked_mul(k.saturating_sub(1))
+        .and_then(|e| e.checked_add(1))
+        .ok_or_else(|| format!("kernel extent of kernel {k} with dilation {d} overflows"))
+}
+
+/// `(begin, end)` padding of one axis of size `n` (`axis` 0 is height, 1 width).
+fn resolve(padding: Padding, axis: usize, n: usize, k: usize, s: usize, d: usize) -> R<(usize, usize)> {
+    Ok(match padding {
+        Padding::Explicit(p) => (p[axis], p[axis + 2]),
+        Padding::Valid => (0, 0),
+        Padding::SameUpper | Padding::SameLower => {
+            let out = n.div_ceil(s);
+            let total = out
+                .saturating_sub(1)
+                .checked_mul(s)
+                .and_then(|v| v.checked_add(checked_extent(k, d).ok()?))
+                .ok_or_else(|| format!("`same` padding of axis {axis} (size {n}, kernel {k}, stride {s}, dilation {d}) overflows"))?
+                .saturating_sub(n);
+            let small = total / 2;
+            if padding == Padding::SameUpper {
+                (small, total - small)
+            } else {
+                (total - small, small)
+            }
+        }
+    })
+}
+
+/// The output size of one axis: `⌊(padded − extent)/s⌋ + 1`, or with `ceil` rounding up, in
+/// which case a last window starting beyond `n + pad_begin` (entirely in the end padding) is
+/// dropped.
+fn out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usize), ceil: bool) -> R<usize> {
+    let padded = n
+        .checked_add(pad.0)
+        .and_then(|p| p.checked_add(pad.1))
+        .ok_or_else(|| format!("padded size {n} + {} + {} overflows", pad.0, pad.1))?;
+    if padded > MAX_ELEMENTS {
+        return Err(format!(
+            "padded size {padded} ({n} + {} + {}) is above the limit of {MAX_ELEMENTS} elements",
+            pad.0, pad.1
+        ));
+    }
+    let ke = checked_extent(k, d)?;
+    if ke > padded {
+        return Err(format!(
+            "kernel extent {ke} (kernel {k}, dilation {d}) is larger than the padded input {padded} ({n} + {} + {})",
+            pad.0, pad.1
+        ));
+    }
+    let span = padded - ke;
+    let mut out = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
+    if ceil && (out - 1) * s >= n + pad.0 {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+/// The geometry of a window over the spatial dims `input` (checked).
+pub fn window2d(
+    padding: Padding,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    ceil: bool,
+) -> R<Window2d> {
+    for (v, what) in [(kernel, "kernel"), (stride, "stride"), (dilation, "dilation")] {
+        if v.contains(&0) {
+            return Err(format!("{what} must be at least 1, got {v:?}"));
+        }
+    }
+    if input.contains(&0) {
+        return Err(format!(
+            "the input has an empty spatial axis ({}x{})",
+            input[0], input[1]
+        ));
+    }
+    let mut w = Window2d {
+        input,
+        kernel,
+        stride,
+        dilation,
+        pad: [0; 4],
+        output: [0; 2],
+    };
+    for a in 0..2 {
+        let (pb, pe) = resolve(padding, a, input[a], kernel[a], stride[a], dilation[a])?;
+        w.pad[a] = pb;
+        w.pad[a + 2] = pe;
+        w.output[a] = out_size(input[a], kernel[a], stride[a], dilation[a], (pb, pe), ceil)?;
+    }
+    Ok(w)
+}
+
+/// `[h, w]` of NCHW dims, or an error when the rank is not 4.
+fn spatial(x: &[usize]) -> R<[usize; 2]> {
+    match x {
+        [_, _, h, w] => Ok([*h, *w]),
+        _ => Err(format!("input must have rank 4, got {x:?}")),
+    }
+}
+
+impl Conv2d {
+    /// The window of this convolution over an input of NCHW dims `x` with a `kernel` of
+    /// `[kh, kw]`.
+    pub fn geometry(&self, x: &[usize], kernel: [usize; 2]) -> R<Window2d> {
+        window2d(
+            self.padding,
+            spatial(x)?,
+            kernel,
+            self.stride,
+            self.dilation,
+            false,
+        )
+    }
+}
+
+impl Pool2d {
+    /// The window of this pooling over an input of NCHW dims `x`. Also checks that the padding
+    /// is smaller than the window's extent and that no window holds only padding.
+    pub fn geometry(&self, x: &[usize]) -> R<Window2d> {
+        let g = window2d(
+            self.padding,
+            spatial(x)?,
+            self.kernel,
+            self.stride,
+            self.dilation,
+            self.ceil_mode,
+        )?;
+        for a in 0..2 {
+            let (pad, ke) = (g.pads(a), g.extent(a));
+            if pad.0 >= ke || pad.1 >= ke {
+                return Err(format!(
+                    "padding {pad:?} on spatial axis {a} must be smaller than the kernel extent {ke}, or a window would hold only padding"
+                ));
+            }
+            // Windows starting at or after the input's first element start inside it (the end
+            // padding is smaller than the extent, and ceil mode drops a window starting in
+            // it), so only the windows starting in the begin padding can hold only padding.
+            let in_begin_pad = g.output[a].min(pad.0.div_ceil(g.stride[a]));
+            if let Some(i) =
+                (0..in_begin_pad).find(|&i| (0..g.kernel[a]).all(|j| g.input_pos(a, i, j).is_none()))
+            {
+                return Err(format!(
+                    "window {i} on spatial axis {a} holds only padding (kernel {}, dilation {}, padding {pad:?}, input {})",
+                    g.kernel[a], g.dilation[a], g.input[a]
+                ));
+            }
+        }
+        Ok(g)
+    }
+}
+
+impl Im2Col {
+    /// The window of these patches over an input of NCHW dims `x`.
+    pub fn geometry(&self, x: &[usize]) -> R<Window2d> {
+        window2d(
+            Padding::Explicit(self.padding),
+            spatial(x)?,
+            self.kernel,
+            self.stride,
+            self.dilation,
+            false,
+        )
+    }
+}
+
+/// The input window `[start, end)` of adaptive pooling's output index `i` over `n` inputs and
+/// `out` outputs (PyTorch's rule). Requires `i < out`, `n, out ≤ limits::MAX_ELEMENTS`, so the
+/// products fit.
+pub fn adaptive_window(i: usize, n: usize, out: usize) -> (usize, usize) {
+    ((i * n) / out, ((i + 1) * n).div_ceil(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_where_asked() {
+        let up = window2d(Padding::SameUpper, [5, 5], [2, 2], [1, 1], [1, 1], false).unwrap();
+        assert_eq!((up.pad, up.output), ([0, 0, 1, 1], [5, 5]));
+        let low = window2d(Padding::SameLower, [5, 5], [2, 2], [1, 1], [1, 1], false).unwrap();
+        assert_eq!(low.pad, [1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn ceil_mode_drops_a_window_in_the_end_padding() {
+        // 5 inputs, kernel 2, stride 2, ceil: windows at 0, 2, 4 (the last one half padding).
+        let g = window2d(Padding::Valid, [5, 5], [2, 2], [2, 2], [1, 1], true).unwrap();
+        assert_eq!(g.output, [3, 3]);
+        assert_eq!(g.tail(0), 0);
+        let g = window2d(Padding::Valid, [5, 5], [2, 2], [2, 2], [1, 1], false).unwrap();
+        assert_eq!((g.output, g.tail(0)), ([2, 2], 1));
+    }
+
+    #[test]
+    fn taps_in_padding_have_no_input_position() {
+        let g = window2d(
+            Padding::Explicit([1, 1, 1, 1]),
+            [3, 3],
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            false,
+        )
+        .unwrap();
+        assert_eq!(g.input_pos(0, 0, 0), None);
+        assert_eq!(g.input_pos(0, 0, 1), Some(0));
+        assert_eq!(g.input_pos(0, 2, 2), None);
+    }
+
+    #[test]
+    fn absurd_attributes_are_errors() {
+        let big = usize::MAX / 2;
+        assert!(window2d(Padding::Explicit([big; 4]), [4, 4], [3, 3], [1, 1], [1, 1], false).is_err());
+        assert!(
+            window2d(
+                Padding::Explicit([1 << 31; 4]),
+                [4, 4],
+                [3, 3],
+                [1, 1],
+                [1, 1],
+                false
+            )
+            .is_err()
+        );
+        assert!(window2d(Padding::Valid, [4, 4], [3, 3], [1, 1], [big, 1], false).is_err());
+        assert!(window2d(Padding::SameUpper, [4, 4], [3, 3], [big, 1], [big, 1], false).is_err());
+        assert!(window2d(Padding::Valid, [4, 4], [0, 3], [1, 1], [1, 1], false).is_err());
+        assert!(window2d(Padding::Valid, [0, 4], [1, 1], [1, 1], [1, 1], false).is_err());
+    }
+}
