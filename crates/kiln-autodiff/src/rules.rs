@@ -4,7 +4,7 @@
 //! returns the delta of each input (`None` where none is needed or none exists).
 
 use crate::{AutodiffError, Names};
-use kiln_ir::shape::{effective_kernel, normalize_axis, resolve_padding};
+use kiln_ir::shape::normalize_axis;
 use kiln_ir::{
     Activation, BinaryOp, BnPart, Conv2d, ConvTranspose2d, Graph, NodeId, Op, Padding, Pool2d, PoolKind,
     ReduceKind,
@@ -167,15 +167,14 @@ fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId
     let mut out = vec![None; ins.len()];
     if want[0] {
         // dx = conv(dilate_pad(dy), rot180(w)) with stride 1, the forward dilation and groups.
+        let g = c.geometry(&xd, [wd[2], wd[3]]).map_err(|m| b.no_rule(m))?;
+        debug_assert_eq!(g.output, [yd[2], yd[3]]);
         let mut pad = [0i64; 4];
         for a in 0..2 {
-            let (k, s, dl) = (wd[2 + a], c.stride[a], c.dilation[a]);
-            let (pb, pe) = resolve_padding(c.padding, a, xd[2 + a], k, s, dl);
-            let ke = effective_kernel(k, dl);
+            let (ke, (pb, pe)) = (g.extent(a) as i64, g.pads(a));
             // rows of x past the last window get no gradient: pad the end so dx is x's size
-            let rem = (xd[2 + a] + pb + pe - ke) - (yd[2 + a] - 1) * s;
-            pad[a] = ke as i64 - 1 - pb as i64;
-            pad[a + 2] = ke as i64 - 1 - pe as i64 + rem as i64;
+            pad[a] = ke - 1 - pb as i64;
+            pad[a + 2] = ke - 1 - pe as i64 + g.tail(a) as i64;
         }
         let wr = b.add("w_rot180", Op::Rot180 { groups: c.groups }, &[w])?;
         let dp = b.add(

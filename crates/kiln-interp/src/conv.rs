@@ -2,7 +2,6 @@
 
 use crate::Float;
 use crate::util::{out_shape, unpad};
-use kiln_ir::shape::resolve_padding;
 use kiln_ir::{Conv2d, ConvTranspose2d, Op, Tensor};
 
 /// 2-D cross-correlation (PyTorch/ONNX `Conv`):
@@ -26,8 +25,8 @@ pub fn conv2d<T: Float>(
     let [_, _, oh_n, ow_n] = dims4(out.dims());
     let [sh, sw] = attrs.stride;
     let [dh, dw] = attrs.dilation;
-    let (pt, _) = resolve_padding(attrs.padding, 0, h, kh, sh, dh);
-    let (pl, _) = resolve_padding(attrs.padding, 1, wd, kw, sw, dw);
+    let g = attrs.geometry(x.dims(), [kh, kw])?;
+    let [pt, pl] = [g.pad_begin(0), g.pad_begin(1)];
     let co_per_group = c_out / attrs.groups;
 
     let (xd, wdat) = (x.data(), w.data());
@@ -213,8 +212,8 @@ pub fn conv_weight_grad<T: Float>(
     let [_, _, oh_n, ow_n] = dims4(dy.dims());
     let [sh, sw] = attrs.stride;
     let [dh, dw] = attrs.dilation;
-    let (pt, _) = resolve_padding(attrs.padding, 0, h, kh, sh, dh);
-    let (pl, _) = resolve_padding(attrs.padding, 1, wd, kw, sw, dw);
+    let g = attrs.geometry(x.dims(), [kh, kw])?;
+    let [pt, pl] = [g.pad_begin(0), g.pad_begin(1)];
     let co_per_group = c_out / attrs.groups;
     let mut g_w = Tensor::full(out, T::zero());
     for o in 0..c_out {

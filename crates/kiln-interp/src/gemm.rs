@@ -5,7 +5,6 @@
 use crate::Float;
 use crate::activation::activation;
 use crate::util::{out_shape, unpad};
-use kiln_ir::shape::window_out_size;
 use kiln_ir::{Gemm, Im2Col, Op, Tensor};
 
 /// `y[n, (c, i, j), (oy, ox)] = x[n, c, oy·s₀ − top + i·d₀, ox·s₁ − left + j·d₁]`, 0 in the padding.
@@ -15,8 +14,7 @@ pub fn im2col<T: Float>(x: &Tensor<T>, attrs: &Im2Col) -> Result<Tensor<T>, Stri
     let (nb, ch, h, w) = (d[0], d[1], d[2], d[3]);
     let [kh, kw] = attrs.kernel;
     let l = out.dims()[2];
-    let p = attrs.padding;
-    let ow = window_out_size(w, kw, attrs.stride[1], attrs.dilation[1], (p[1], p[3]), false)?;
+    let ow = attrs.geometry(d)?.output[1];
     let mut y = Tensor::full(out, T::zero());
     let yd = y.data_mut();
     let xd = x.data();

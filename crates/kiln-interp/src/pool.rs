@@ -21,8 +21,8 @@
 
 use crate::Float;
 use crate::conv::dims4;
-use crate::util::{out_shape, unpad};
-use kiln_ir::shape::{adaptive_window, resolve_padding};
+use crate::util::out_shape;
+use kiln_ir::geometry::{Window2d, adaptive_window};
 use kiln_ir::{Op, Pool2d, PoolKind, ReduceKind, Tensor};
 
 /// One tap of a pooling window along one axis.
@@ -35,16 +35,13 @@ struct Tap {
 }
 
 /// For each output index along one axis, the taps of its window.
-fn axis_taps(n: usize, k: usize, s: usize, d: usize, pad: (usize, usize), out: usize) -> Vec<Vec<Tap>> {
-    (0..out)
+fn axis_taps(g: &Window2d, a: usize) -> Vec<Vec<Tap>> {
+    (0..g.output[a])
         .map(|o| {
-            (0..k)
-                .map(|i| {
-                    let p = o * s + i * d;
-                    Tap {
-                        real: unpad(p, pad.0, n),
-                        in_padded: p < pad.0 + n + pad.1,
-                    }
+            (0..g.kernel[a])
+                .map(|i| Tap {
+                    real: g.input_pos(a, o, i),
+                    in_padded: o * g.stride[a] + i * g.dilation[a] < g.padded(a),
                 })
                 .collect()
         })
@@ -105,11 +102,8 @@ fn for_each_window<T: Float>(
 ) -> Result<kiln_ir::Shape, String> {
     let out = out_shape(&Op::Pool2d(p.clone()), &[x.shape()])?;
     let [n, c, h, w] = dims4(x.dims());
-    let [_, _, oh_n, ow_n] = dims4(out.dims());
-    let pad_h = resolve_padding(p.padding, 0, h, p.kernel[0], p.stride[0], p.dilation[0]);
-    let pad_w = resolve_padding(p.padding, 1, w, p.kernel[1], p.stride[1], p.dilation[1]);
-    let rows = axis_taps(h, p.kernel[0], p.stride[0], p.dilation[0], pad_h, oh_n);
-    let cols = axis_taps(w, p.kernel[1], p.stride[1], p.dilation[1], pad_w, ow_n);
+    let g = p.geometry(&[n, c, h, w])?;
+    let (rows, cols) = (axis_taps(&g, 0), axis_taps(&g, 1));
     for plane_i in 0..n * c {
         let plane = &x.data()[plane_i * h * w..(plane_i + 1) * h * w];
         for r in &rows {
@@ -284,10 +278,8 @@ pub fn pool2d_grad<T: Float>(dy: &Tensor<T>, p: &Pool2d, input: [usize; 2]) -> R
     )?;
     let [n, c, oh_n, ow_n] = dims4(dy.dims());
     let [h, w] = input;
-    let pad_h = resolve_padding(p.padding, 0, h, p.kernel[0], p.stride[0], p.dilation[0]);
-    let pad_w = resolve_padding(p.padding, 1, w, p.kernel[1], p.stride[1], p.dilation[1]);
-    let rows = axis_taps(h, p.kernel[0], p.stride[0], p.dilation[0], pad_h, oh_n);
-    let cols = axis_taps(w, p.kernel[1], p.stride[1], p.dilation[1], pad_w, ow_n);
+    let g = p.geometry(&[n, c, h, w])?;
+    let (rows, cols) = (axis_taps(&g, 0), axis_taps(&g, 1));
     let mut dx = Tensor::full(out, T::zero());
     for pi in 0..n * c {
         for (oh, r) in rows.iter().enumerate() {

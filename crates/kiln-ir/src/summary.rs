@@ -169,25 +169,46 @@ fn prod(v: &[u64]) -> u64 {
     v.iter().fold(1u64, |a, &d| a.saturating_mul(d))
 }
 
-/// Total size of the adaptive pooling windows along one axis: `Σ_i (end_i − start_i)`.
+/// Total size of the adaptive pooling windows along one axis, `Σ_i (end_i − start_i)` over
+/// the windows of [`adaptive_window`], in closed form: `n + out − gcd(n, out)` (the ends sum
+/// to `n` more than the starts, plus one for each `i` whose end `(i+1)·n/out` is not whole).
 fn adaptive_window_sum(n: usize, out: usize) -> u64 {
-    (0..out)
-        .map(|i| {
-            let (s, e) = adaptive_window(i, n, out);
-            e.saturating_sub(s) as u64
-        })
-        .fold(0, u64::saturating_add)
+    let (n, out) = (n as u64, out as u64);
+    if n == 0 || out == 0 {
+        return 0;
+    }
+    n + out - gcd(n.into(), out.into()) as u64
 }
 
-/// The largest adaptive pooling window along one axis.
+/// The largest adaptive pooling window along one axis, in closed form: window `i` spans
+/// `⌈(r + n)/out⌉` inputs where `r = i·n mod out`, and the largest such `r` is
+/// `out − gcd(n, out)`.
 fn adaptive_window_max(n: usize, out: usize) -> u64 {
-    (0..out)
-        .map(|i| {
-            let (s, e) = adaptive_window(i, n, out);
-            e.saturating_sub(s) as u64
-        })
-        .max()
-        .unwrap_or(1)
+    let (n, out) = (n as u64, out as u64);
+    if n == 0 || out == 0 {
+        return 1;
+    }
+    (out - gcd(n.into(), out.into()) as u64 + n).div_ceil(out)
+}
+
+/// A count for the table: the number, or a plain statement when it saturated `u64`.
+fn count(v: u64) -> String {
+    if v == u64::MAX {
+        format!("more than {}", u64::MAX - 1)
+    } else {
+        v.to_string()
+    }
+}
+
+/// `c` padded with spaces to `w` characters, on the left when `right`-aligned. (Not a
+/// format width: those are limited to `u16::MAX`.)
+fn pad_cell(c: &str, w: usize, right: bool) -> String {
+    let fill = " ".repeat(w.saturating_sub(c.chars().count()));
+    if right {
+        format!("{fill}{c}")
+    } else {
+        format!("{c}{fill}")
+    }
 }
 
 /// The FLOPs of `op` applied to inputs of types `inputs` giving `output` (docs/summary.md has
@@ -640,9 +661,9 @@ impl fmt::Display for Summary {
                     r.name.clone(),
                     r.op.to_string(),
                     r.output.to_string(),
-                    r.params.to_string(),
-                    r.buffers.to_string(),
-                    r.flops.to_string(),
+                    count(r.params),
+                    count(r.buffers),
+                    count(r.flops),
                     r.receptive_field
                         .map_or("-".into(), |v| format!("{}x{}", v[0], v[1])),
                     r.jump.map_or("-".into(), |v| format!("{}x{}", v[0], v[1])),
@@ -661,11 +682,7 @@ impl fmt::Display for Summary {
                 if i > 0 {
                     s.push_str("  ");
                 }
-                if right[i] {
-                    s.push_str(&format!("{c:>w$}", w = width[i]));
-                } else {
-                    s.push_str(&format!("{c:<w$}", w = width[i]));
-                }
+                s.push_str(&pad_cell(c, width[i], right[i]));
             }
             writeln!(f, "{}", s.trim_end())
         };
@@ -677,19 +694,52 @@ impl fmt::Display for Summary {
             line(f, row)?;
         }
         writeln!(f, "{}", "-".repeat(total_width))?;
-        writeln!(f, "Total params: {}", self.total_params)?;
-        writeln!(f, "Total buffers: {}", self.total_buffers)?;
+        writeln!(f, "Total params: {}", count(self.total_params))?;
+        writeln!(f, "Total buffers: {}", count(self.total_buffers))?;
         let unread = self.unread_params();
         if unread > 0 {
             writeln!(f, "(of the params, {unread} are in weights no node reads)")?;
         }
-        writeln!(f, "Total FLOPs: {}", self.total_flops)
+        writeln!(f, "Total FLOPs: {}", count(self.total_flops))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adaptive_window_closed_forms_equal_the_windows() {
+        for n in 1..40 {
+            for out in 1..40 {
+                let sizes: Vec<u64> = (0..out)
+                    .map(|i| {
+                        let (s, e) = adaptive_window(i, n, out);
+                        (e - s) as u64
+                    })
+                    .collect();
+                assert_eq!(
+                    adaptive_window_sum(n, out),
+                    sizes.iter().sum::<u64>(),
+                    "{n} {out}"
+                );
+                assert_eq!(
+                    adaptive_window_max(n, out),
+                    *sizes.iter().max().unwrap(),
+                    "{n} {out}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_cells_and_saturated_counts_print() {
+        assert_eq!(pad_cell("ab", 4, true), "  ab");
+        assert_eq!(pad_cell("ab", 4, false), "ab  ");
+        assert_eq!(pad_cell(&"x".repeat(70_000), 3, true).len(), 70_000);
+        assert_eq!(count(u64::MAX), "more than 18446744073709551614");
+        assert_eq!(count(7), "7");
+    }
     use crate::builder::{Conv, ConvTranspose, Network};
     use crate::op::{Padding, Pool2d, PoolKind, ReduceKind};
 

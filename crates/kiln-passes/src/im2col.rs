@@ -7,8 +7,7 @@
 //! each group would be a 1-row product).
 
 use crate::Pass;
-use kiln_ir::shape::resolve_padding;
-use kiln_ir::{Gemm, Graph, Im2Col, IrError, Op};
+use kiln_ir::{Gemm, Graph, IrError, Op};
 
 pub struct Im2ColPass;
 
@@ -34,9 +33,13 @@ impl Pass for Im2ColPass {
                 continue;
             }
             let name = graph.node(id).name.clone();
-            let ph = resolve_padding(c.padding, 0, x[2], w[2], c.stride[0], c.dilation[0]);
-            let pw = resolve_padding(c.padding, 1, x[3], w[3], c.stride[1], c.dilation[1]);
-            let padding = [ph.0, pw.0, ph.1, pw.1];
+            let geom = c.geometry(&x, [w[2], w[3]]).map_err(|message| IrError::Shape {
+                node: name.clone(),
+                op: "conv2d".into(),
+                inputs: format!("{x:?}, {w:?}"),
+                message,
+            })?;
+            let padding = geom.pad;
             let k = (w[1] * w[2] * w[3]) as i64;
             let a = graph.add(
                 graph.fresh_name(&format!("{name}.w2d")),
@@ -54,12 +57,7 @@ impl Pass for Im2ColPass {
                     &[ins[0]],
                 )?
             } else {
-                let op = Op::Im2Col(Im2Col {
-                    kernel: [w[2], w[3]],
-                    stride: c.stride,
-                    dilation: c.dilation,
-                    padding,
-                });
+                let op = Op::Im2Col(geom.im2col());
                 graph.add(graph.fresh_name(&format!("{name}.patches")), op, &[ins[0]])?
             };
             let mut gin = vec![a, b];
