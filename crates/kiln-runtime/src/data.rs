@@ -195,6 +195,9 @@ impl Dataset {
         if batch_size == 0 {
             return Err(DataError::Invalid("the batch size must be at least 1".into()));
         }
+        let [c, h, w] = self.image_dims();
+        kiln_ir::limits::check_dims(&[batch_size, c, h, w])
+            .map_err(|e| DataError::Invalid(format!("a batch of {batch_size} images: {e}")))?;
         if let Some(o) = order {
             self.check_rows(o)?;
         }
@@ -265,67 +268,163 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     p
 }
 
-/// The bytes of `path`, gunzipped when they start with gzip's magic number.
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| DataError::Read {
-        path: shown.clone(),
-        error,
-    })?;
-    Ok(gunzip_if_gzip(&bytes, &shown)?.into_owned())
+/// The most bytes a digits CSV may hold (after decompression): 1 GiB, 8 million rows — the
+/// shipped file is 0.5 MB. Reading stops one byte past it, so a gzip bomb never inflates
+/// further; the text is parsed line by line as it is read, never held whole.
+pub const MAX_CSV_BYTES: u64 = 1 << 30;
+
+/// The longest line of a digits CSV: 4 KiB (a row of 65 values spelled `16.0` is 325 bytes).
+pub const MAX_CSV_LINE: usize = 4096;
+
+/// `src` gunzipped when it starts with gzip's magic number, else as it is.
+fn maybe_gunzip<'a, R: std::io::BufRead + 'a>(mut src: R) -> std::io::Result<(Box<dyn Read + 'a>, bool)> {
+    let gz = src.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gz {
+        (Box::new(flate2::bufread::MultiGzDecoder::new(src)), true)
+    } else {
+        (Box::new(src), false)
+    })
 }
 
-/// `bytes` gunzipped when they start with gzip's magic number, else as they are.
-fn gunzip_if_gzip<'a>(bytes: &'a [u8], path: &str) -> Result<std::borrow::Cow<'a, [u8]>, DataError> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(bytes.into());
+/// A reader of a data file (gunzipped when it is gzip) whose read errors name the file: a
+/// failed read of the file is [`DataError::Read`], a bad compressed stream [`DataError::Gzip`].
+struct Source<'a> {
+    reader: Box<dyn Read + 'a>,
+    gzip: bool,
+    path: String,
+    /// The length of a plain (not gzip) regular file.
+    plain_len: Option<u64>,
+}
+
+impl<'a> Source<'a> {
+    fn new(src: impl std::io::BufRead + 'a, path: &str) -> Result<Source<'a>, DataError> {
+        let (reader, gzip) = maybe_gunzip(src).map_err(|error| DataError::Read {
+            path: path.to_string(),
+            error,
+        })?;
+        Ok(Source {
+            reader,
+            gzip,
+            path: path.to_string(),
+            plain_len: None,
+        })
     }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .map_err(|e| DataError::Gzip {
+
+    fn open(path: &Path) -> Result<Source<'static>, DataError> {
+        let shown = path.display().to_string();
+        let f = std::fs::File::open(path).map_err(|error| DataError::Read {
+            path: shown.clone(),
+            error,
+        })?;
+        let len = f
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len());
+        let mut src = Source::new(std::io::BufReader::new(f), &shown)?;
+        src.plain_len = len.filter(|_| !src.gzip);
+        Ok(src)
+    }
+
+    fn error(&self, e: std::io::Error) -> DataError {
+        read_error(self.gzip, &self.path, e)
+    }
+
+    /// Fills `buf` up to the end of the stream; returns how many bytes were read.
+    fn read_up_to(&mut self, buf: &mut [u8]) -> Result<usize, DataError> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.reader.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// At most `limit + 1` more bytes: the caller tells "exactly `limit`" from "more".
+    fn read_at_most(&mut self, limit: u64) -> Result<Vec<u8>, DataError> {
+        let mut out = Vec::new();
+        match (&mut self.reader)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+        {
+            Ok(_) => Ok(out),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+}
+
+/// A failed read of a data file: [`DataError::Gzip`] when it is gzip (a bad or truncated
+/// compressed stream), else [`DataError::Read`].
+fn read_error(gzip: bool, path: &str, e: std::io::Error) -> DataError {
+    if gzip {
+        DataError::Gzip {
             path: path.to_string(),
             reason: match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => "the compressed stream is truncated".into(),
                 _ => e.to_string(),
             },
-        })?;
-    Ok(out.into())
+        }
+    } else {
+        DataError::Read {
+            path: path.to_string(),
+            error: e,
+        }
+    }
 }
 
 /// The handwritten digits: a CSV (gzip-compressed or plain) of rows of 64 pixels of an 8×8
 /// image, row-major, each in `0..=16`, then the label `0..=9` — the UCI data set as
 /// scikit-learn ships it. Pixels are divided by 16; images are `[N, 1, 8, 8]`, 10 classes.
+/// At most [`MAX_CSV_BYTES`] of text, lines of at most [`MAX_CSV_LINE`] bytes.
 pub fn load_digits_csv_gz(path: &Path) -> Result<Dataset, DataError> {
-    let bytes = std::fs::read(path).map_err(|error| DataError::Read {
-        path: path.display().to_string(),
-        error,
-    })?;
-    digits_from_bytes(&bytes, &path.display().to_string())
+    digits_from(Source::open(path)?)
 }
 
 /// [`load_digits_csv_gz`] of a file's bytes (gzip-compressed or plain); errors name `path`.
 pub fn digits_from_bytes(bytes: &[u8], path: &str) -> Result<Dataset, DataError> {
+    digits_from(Source::new(bytes, path)?)
+}
+
+fn digits_from(src: Source<'_>) -> Result<Dataset, DataError> {
     const PIXELS: usize = 64;
-    let shown = path.to_string();
-    let bytes = gunzip_if_gzip(bytes, path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
-        DataError::Csv {
-            path: shown.clone(),
-            line,
-            reason: "not UTF-8 text".into(),
-        }
-    })?;
+    let shown = src.path.clone();
     let mut images = Vec::new();
     let mut labels = Vec::new();
-    for (i, row) in text.lines().enumerate() {
-        let line = i + 1;
+    let mut buf = Vec::new();
+    let mut total: u64 = 0;
+    let mut line = 0;
+    let (gzip, path) = (src.gzip, src.path.clone());
+    let mut reader = std::io::BufReader::new(src.reader);
+    loop {
+        line += 1;
         let bad = |reason: String| DataError::Csv {
             path: shown.clone(),
             line,
             reason,
         };
+        buf.clear();
+        let n =
+            std::io::BufRead::read_until(&mut (&mut reader).take(MAX_CSV_LINE as u64 + 1), b'\n', &mut buf)
+                .map_err(|e| read_error(gzip, &path, e))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_CSV_BYTES {
+            return Err(bad(format!(
+                "the text is longer than the limit of {MAX_CSV_BYTES} bytes (1 GiB) for a digits CSV"
+            )));
+        }
+        if n > MAX_CSV_LINE && buf.last() != Some(&b'\n') {
+            return Err(bad(format!(
+                "the line is longer than the limit of {MAX_CSV_LINE} bytes"
+            )));
+        }
+        let row = std::str::from_utf8(&buf).map_err(|_| bad("not UTF-8 text".into()))?;
         let row = row.trim();
         if row.is_empty() {
             continue;
@@ -369,49 +468,51 @@ pub fn digits_from_bytes(bytes: &[u8], path: &str) -> Result<Dataset, DataError>
             reason: "the file holds no rows".into(),
         });
     }
+    let invalid = || DataError::Invalid(format!("`{shown}`: {n} rows do not make a data set"));
     Dataset::new(
-        Tensor::new([n, 1, 8, 8], images).expect("64 pixels per row"),
-        Tensor::new([n], labels).expect("one label per row"),
+        Tensor::new([n, 1, 8, 8], images).ok_or_else(invalid)?,
+        Tensor::new([n], labels).ok_or_else(invalid)?,
         10,
     )
 }
 
-/// An IDX file's header (MNIST's format): the dims and where the data starts.
+/// An IDX file's dims and data.
 struct Idx {
     dims: Vec<usize>,
     data: Vec<u8>,
 }
 
 /// Reads an IDX file of unsigned bytes (`00 00 08 NDIMS`, NDIMS big-endian u32 dims, the data),
-/// checking that it holds `ndims` dims and exactly as many bytes as they ask for.
+/// checking that it holds `ndims` dims and exactly as many bytes as they ask for. The header
+/// is read first; the data it promises must be within [`kiln_ir::limits`], and at most one
+/// byte more than that is read (or decompressed).
 fn read_idx(path: &Path, ndims: usize, what: &str) -> Result<Idx, DataError> {
-    let shown = path.display().to_string();
-    let bytes = read_maybe_gzip(path)?;
+    let mut src = Source::open(path)?;
+    let shown = src.path.clone();
     let bad = |offset: usize, reason: String| DataError::Idx {
         path: shown.clone(),
         offset,
         reason,
     };
-    if bytes.len() < 4 {
+    let mut magic = [0u8; 4];
+    let n = src.read_up_to(&mut magic)?;
+    if n < 4 {
         return Err(bad(
-            bytes.len(),
-            format!(
-                "the file ends inside the 4-byte IDX magic number ({} bytes)",
-                bytes.len()
-            ),
+            n,
+            format!("the file ends inside the 4-byte IDX magic number ({n} bytes)"),
         ));
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
+    if magic[0] != 0 || magic[1] != 0 {
         return Err(bad(
             0,
             format!(
                 "bad magic number {:02x} {:02x} {:02x} {:02x}: an IDX file starts with 00 00",
-                bytes[0], bytes[1], bytes[2], bytes[3]
+                magic[0], magic[1], magic[2], magic[3]
             ),
         ));
     }
-    if bytes[2] != 0x08 {
-        let kind = match bytes[2] {
+    if magic[2] != 0x08 {
+        let kind = match magic[2] {
             0x09 => "signed bytes",
             0x0B => "i16",
             0x0C => "i32",
@@ -423,51 +524,61 @@ fn read_idx(path: &Path, ndims: usize, what: &str) -> Result<Idx, DataError> {
             2,
             format!(
                 "element type 0x{:02x} ({kind}); kiln reads IDX files of unsigned bytes (0x08)",
-                bytes[2]
+                magic[2]
             ),
         ));
     }
-    if bytes[3] as usize != ndims {
+    if magic[3] as usize != ndims {
         return Err(bad(
             3,
-            format!("{} dims, but {what} have {ndims} in an IDX file", bytes[3]),
+            format!("{} dims, but {what} have {ndims} in an IDX file", magic[3]),
         ));
     }
     let header = 4 + 4 * ndims;
-    if bytes.len() < header {
+    let mut raw = vec![0u8; 4 * ndims];
+    let n = src.read_up_to(&mut raw)?;
+    if n < raw.len() {
         return Err(bad(
-            bytes.len(),
+            4 + n,
             format!("the file ends inside the header of {ndims} dims ({header} bytes)"),
         ));
     }
-    let dims: Vec<usize> = (0..ndims)
-        .map(|k| u32::from_be_bytes(bytes[4 + 4 * k..8 + 4 * k].try_into().expect("4 bytes")) as usize)
+    let dims: Vec<usize> = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let need = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad(4, format!("dims {dims:?} overflow")))?;
-    let have = bytes.len() - header;
-    if have != need {
-        let (offset, reason) = if have < need {
+    let need = kiln_ir::limits::check_dims(&dims).map_err(|e| bad(4, format!("dims {dims:?}: {e}")))?;
+    // a plain file's size is known before its data is read; gzip stops one byte past `need`
+    let (have, data) = match src.plain_len {
+        Some(len) if len != (header + need) as u64 => (len.saturating_sub(header as u64), None),
+        _ => {
+            let data = src.read_at_most(need as u64)?;
+            (data.len() as u64, Some(data))
+        }
+    };
+    let need64 = need as u64;
+    let Some(data) = data.filter(|_| have == need64) else {
+        let (offset, reason) = if have < need64 {
             (
-                bytes.len(),
+                header + have as usize,
                 format!(
                     "truncated: dims {dims:?} need {need} bytes of data after the header, the file has {have}"
                 ),
             )
         } else {
+            let extra = if src.gzip {
+                "more bytes (decompression stopped there)".to_string()
+            } else {
+                format!("{} bytes", have - need64)
+            };
             (
                 header + need,
-                format!("{} bytes after the end of the data of dims {dims:?}", have - need),
+                format!("{extra} after the end of the data of dims {dims:?} ({need} bytes)"),
             )
         };
         return Err(bad(offset, reason));
-    }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    };
+    Ok(Idx { dims, data })
 }
 
 /// MNIST-style IDX files (gzip-compressed or plain): images `[N, H, W]` of unsigned bytes,
@@ -492,14 +603,17 @@ pub fn load_idx(images_path: &Path, labels_path: &Path) -> Result<Dataset, DataE
             reason: format!("no images (dims [{n}, {h}, {w}])"),
         });
     }
-    let classes = labels.data.iter().copied().max().unwrap_or(0) as usize + 1;
-    Dataset::new(
-        Tensor::new(
-            [n, 1, h, w],
-            images.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
-        )
-        .expect("length checked"),
-        Tensor::new([n], labels.data.iter().map(|&l| i32::from(l)).collect()).expect("length checked"),
-        classes,
-    )
+    let classes = usize::from(labels.data.iter().copied().max().unwrap_or(0)) + 1;
+    let images = Tensor::new(
+        [n, 1, h, w],
+        images.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
+    );
+    let labels = Tensor::new([n], labels.data.iter().map(|&l| i32::from(l)).collect());
+    match (images, labels) {
+        (Some(i), Some(l)) => Dataset::new(i, l, classes),
+        _ => Err(DataError::Invalid(format!(
+            "`{}`: the data does not fill dims [{n}, {h}, {w}]",
+            images_path.display()
+        ))),
+    }
 }

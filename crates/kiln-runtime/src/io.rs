@@ -3,6 +3,7 @@
 use kiln_ir::{Tensor, Value};
 use npyz::WriterBuilder;
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 use thiserror::Error;
 
@@ -42,81 +43,337 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     })
 }
 
+/// The longest `.npy` header kiln reads, in bytes. NumPy writes headers of under 200 bytes for
+/// any array kiln reads (and by default refuses to read headers over 10,000 bytes).
+pub const MAX_NPY_HEADER: usize = 1 << 16;
+
+/// What a `.npy` header says: the element type, the order and the shape.
+struct NpyHeader {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+/// A parser of the Python dict literal of a `.npy` header:
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
+struct DictParser<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl DictParser<'_> {
+    fn skip_ws(&mut self) {
+        while self.s.get(self.pos).is_some_and(u8::is_ascii_whitespace) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.s.get(self.pos).copied()
+    }
+
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        let found = match self.s.get(self.pos) {
+            Some(&c) if c.is_ascii_graphic() => format!("`{}`", c as char),
+            Some(&c) => format!("byte 0x{c:02x}"),
+            None => "the end of the header".into(),
+        };
+        Err(format!(
+            "header dict, character {}: expected {what}, found {found}",
+            self.pos + 1
+        ))
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), String> {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.err(&format!("`{}`", c as char))
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let q = match self.peek() {
+            Some(q @ (b'\'' | b'"')) => q,
+            _ => return self.err("a quoted string"),
+        };
+        let start = self.pos + 1;
+        let Some(len) = self.s[start..].iter().position(|&c| c == q) else {
+            self.pos = self.s.len();
+            return self.err(&format!("the closing {}", q as char));
+        };
+        self.pos = start + len + 1;
+        Ok(String::from_utf8_lossy(&self.s[start..start + len]).into_owned())
+    }
+
+    fn word(&mut self) -> &str {
+        self.skip_ws();
+        let start = self.pos;
+        while self
+            .s
+            .get(self.pos)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        {
+            self.pos += 1;
+        }
+        std::str::from_utf8(&self.s[start..self.pos]).unwrap_or("")
+    }
+
+    fn bool(&mut self) -> Result<bool, String> {
+        let at = self.pos;
+        match self.word() {
+            "True" => Ok(true),
+            "False" => Ok(false),
+            _ => {
+                self.pos = at;
+                self.skip_ws();
+                self.err("True or False")
+            }
+        }
+    }
+
+    /// A tuple of non-negative integers (`()`, `(3,)`, `(2, 3)`; Python 2's `3L` too).
+    fn shape(&mut self) -> Result<Vec<usize>, String> {
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        loop {
+            if self.peek() == Some(b')') {
+                self.pos += 1;
+                return Ok(dims);
+            }
+            if dims.len() > kiln_ir::limits::MAX_RANK {
+                return Err(format!(
+                    "the shape has more than {} dims (the limit)",
+                    kiln_ir::limits::MAX_RANK
+                ));
+            }
+            let at = self.pos;
+            let w = self.word().to_string();
+            let digits = w.strip_suffix('L').unwrap_or(&w);
+            if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                self.pos = at;
+                self.skip_ws();
+                return self.err("a dim (a non-negative integer) or `)`");
+            }
+            let d: usize = digits.parse().map_err(|_| {
+                format!(
+                    "dim {digits} is above the limit of {} elements per tensor",
+                    kiln_ir::limits::MAX_ELEMENTS
+                )
+            })?;
+            dims.push(d);
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b')') => {}
+                _ => return self.err("`,` or `)`"),
+            }
+        }
+    }
+
+    fn header(&mut self) -> Result<NpyHeader, String> {
+        let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+        self.expect(b'{')?;
+        loop {
+            if self.peek() == Some(b'}') {
+                self.pos += 1;
+                break;
+            }
+            let key = self.string()?;
+            self.expect(b':')?;
+            let dup = match key.as_str() {
+                "descr" => {
+                    if self.peek() == Some(b'[') {
+                        return Err("a structured dtype (a list of fields) is not a tensor".into());
+                    }
+                    descr.replace(self.string()?).is_some()
+                }
+                "fortran_order" => fortran_order.replace(self.bool()?).is_some(),
+                "shape" => shape.replace(self.shape()?).is_some(),
+                other => return Err(format!("unknown key `{other}` in the header dict")),
+            };
+            if dup {
+                return Err(format!("key `{key}` appears twice in the header dict"));
+            }
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {}
+                _ => return self.err("`,` or `}`"),
+            }
+        }
+        if self.peek().is_some() {
+            return self.err("the end of the header after the dict");
+        }
+        let missing = |k: &str| format!("the header dict has no `{k}`");
+        Ok(NpyHeader {
+            descr: descr.ok_or_else(|| missing("descr"))?,
+            fortran_order: fortran_order.ok_or_else(|| missing("fortran_order"))?,
+            shape: shape.ok_or_else(|| missing("shape"))?,
+        })
+    }
+}
+
+/// Reads into `buf` until it is full or the reader ends; returns how many bytes were read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Reads a `.npy` file: `float32` and `float64` become f32 tensors, `int32` and `int64`
 /// (class ids, as NumPy writes them by default) become i32 tensors.
+///
+/// The header is checked first (at most [`MAX_NPY_HEADER`] bytes, the shape within
+/// [`kiln_ir::limits`], a supported dtype, C order), then the size of the data it promises
+/// against the file, before the data is read: a file holds exactly that many bytes after its
+/// header, no fewer and no more.
 pub fn read_npy(path: &Path) -> Result<Value<f32>, IoError> {
-    let bytes = read(path)?;
     let shown = path.display().to_string();
+    let rerr = |error: std::io::Error| IoError::Read {
+        path: shown.clone(),
+        error,
+    };
     let bad = |reason: String| IoError::Format {
         path: shown.clone(),
         format: ".npy",
         reason,
     };
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(e.to_string()))?;
-    if npy.order() != npyz::Order::C {
+    let file = std::fs::File::open(path).map_err(rerr)?;
+    let file_len = file
+        .metadata()
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len());
+    let mut r = std::io::BufReader::new(file);
+
+    // magic, version, header length
+    let mut pre = [0u8; 8];
+    let n = read_up_to(&mut r, &mut pre).map_err(rerr)?;
+    if n < 8 || &pre[..6] != b"\x93NUMPY" {
+        return Err(bad(
+            "it does not start with the .npy magic string `\\x93NUMPY` and a version".into(),
+        ));
+    }
+    let len_bytes = match pre[6] {
+        1 => 2,
+        2 | 3 => 4,
+        v => {
+            return Err(bad(format!(
+                "format version {v}.{} (kiln reads versions 1.0, 2.0 and 3.0)",
+                pre[7]
+            )));
+        }
+    };
+    let mut lb = [0u8; 4];
+    if read_up_to(&mut r, &mut lb[..len_bytes]).map_err(rerr)? < len_bytes {
+        return Err(bad("the file ends inside the header length".into()));
+    }
+    let header_len = u32::from_le_bytes(lb) as usize;
+    if header_len > MAX_NPY_HEADER {
+        return Err(bad(format!(
+            "a header of {header_len} bytes is above the limit of {MAX_NPY_HEADER}"
+        )));
+    }
+    let mut header = vec![0u8; header_len];
+    let got = read_up_to(&mut r, &mut header).map_err(rerr)?;
+    if got < header_len {
+        return Err(bad(format!(
+            "the file ends inside the header ({got} of {header_len} bytes)"
+        )));
+    }
+    let h = DictParser { s: &header, pos: 0 }.header().map_err(bad)?;
+    let numel = kiln_ir::limits::check_dims(&h.shape).map_err(|e| bad(format!("header shape: {e}")))?;
+    // (kind, item size); `=` is native order, little-endian on every host kiln runs on
+    let descr = h.descr.trim_start_matches(['<', '=', '|']);
+    let kind = match (h.descr.as_bytes().first(), descr) {
+        (Some(b'<' | b'='), "f4" | "f8" | "i4" | "i8") => descr,
+        _ => {
+            return Err(IoError::Dtype {
+                path: shown,
+                what: "the array".into(),
+                dtype: h.descr,
+                supported: "float32, float64, int32 and int64 (little-endian: <f4, <f8, <i4, <i8)",
+            });
+        }
+    };
+    let item = if kind.ends_with('8') { 8 } else { 4 };
+    if h.fortran_order && h.shape.iter().filter(|&&d| d > 1).count() > 1 {
         return Err(bad(
             "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
         ));
     }
-    let shape: Vec<usize> = npy
-        .shape()
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| bad(format!("dimension {d} is too large"))))
-        .collect::<Result<_, _>>()?;
-    let descr = match npy.dtype() {
-        npyz::DType::Plain(ts) => ts.to_string(),
-        other => return Err(bad(format!("structured dtype {} is not a tensor", other.descr()))),
+    let need = kiln_ir::limits::check_bytes(numel, item, "the data").map_err(bad)?;
+    let data_start = (6 + 2 + len_bytes + header_len) as u64;
+    let mismatch = |have: u64| {
+        bad(if have < need as u64 {
+            format!(
+                "truncated: shape {:?} of {} needs {need} bytes of data after the header, the file has {have}",
+                h.shape, h.descr
+            )
+        } else {
+            format!(
+                "{} bytes after the end of the data (shape {:?} of {} is {need} bytes)",
+                have - need as u64,
+                h.shape,
+                h.descr
+            )
+        })
     };
-    let numel = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad("shape overflows".into()))?;
-    let tensor_of = |data_len: usize| -> Result<(), IoError> {
-        if data_len != numel {
-            return Err(IoError::Format {
-                path: shown.clone(),
-                format: ".npy",
-                reason: format!("shape {shape:?} needs {numel} elements, the file holds {data_len}"),
-            });
+    if let Some(len) = file_len {
+        let have = len.saturating_sub(data_start);
+        if have != need as u64 {
+            return Err(mismatch(have));
         }
-        Ok(())
-    };
-    let err = |e: std::io::Error| bad(e.to_string());
-    let value = match descr.as_str() {
-        "<f4" | "=f4" => {
-            let v: Vec<f32> = npy.into_vec().map_err(err)?;
-            tensor_of(v.len())?;
-            Value::F(Tensor::new(shape, v).expect("length checked"))
-        }
-        "<f8" | "=f8" => {
-            let v: Vec<f64> = npy.into_vec().map_err(err)?;
-            tensor_of(v.len())?;
-            Value::F(Tensor::new(shape, v.into_iter().map(|x| x as f32).collect()).expect("length checked"))
-        }
-        "<i4" | "=i4" => {
-            let v: Vec<i32> = npy.into_vec().map_err(err)?;
-            tensor_of(v.len())?;
-            Value::I(Tensor::new(shape, v).expect("length checked"))
-        }
-        "<i8" | "=i8" => {
-            let v: Vec<i64> = npy.into_vec().map_err(err)?;
-            tensor_of(v.len())?;
-            let v = v
-                .into_iter()
-                .map(|x| i32::try_from(x).map_err(|_| bad(format!("integer {x} does not fit in i32"))))
+    }
+    // at most `need + 1` bytes are read whatever the file is (a pipe, a file growing meanwhile)
+    let mut data = Vec::new();
+    r.take(need as u64 + 1).read_to_end(&mut data).map_err(rerr)?;
+    if data.len() != need {
+        return Err(mismatch(data.len() as u64));
+    }
+    let value = match kind {
+        "f4" => Tensor::new(
+            h.shape,
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+        .map(Value::F),
+        "f8" => Tensor::new(
+            h.shape,
+            data.chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+        )
+        .map(Value::F),
+        "i4" => Tensor::new(
+            h.shape,
+            data.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+        .map(Value::I),
+        _ => {
+            let v = data
+                .chunks_exact(8)
+                .enumerate()
+                .map(|(i, c)| {
+                    let x = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                    i32::try_from(x).map_err(|_| bad(format!("element {i}: integer {x} does not fit in i32")))
+                })
                 .collect::<Result<Vec<i32>, _>>()?;
-            Value::I(Tensor::new(shape, v).expect("length checked"))
-        }
-        other => {
-            return Err(IoError::Dtype {
-                path: shown,
-                what: "the array".into(),
-                dtype: other.to_string(),
-                supported: "float32, float64, int32 and int64 (little-endian)",
-            });
+            Tensor::new(h.shape, v).map(Value::I)
         }
     };
-    Ok(value)
+    value.ok_or_else(|| bad("the data does not fill the shape".into()))
 }
 
 /// Writes a tensor as `.npy` (`float32` or `int32`, C order).
@@ -150,40 +407,70 @@ fn npy_bytes<T: npyz::AutoSerialize + Copy>(
     w.finish()
 }
 
-/// Reads every tensor of a safetensors file as f32 (F32 stored; F64 and F16/BF16 converted).
+/// The largest safetensors file kiln reads: the 8-byte header length, safetensors' own limit
+/// on the JSON header (100 MB), and [`kiln_ir::limits::MAX_BYTES`] of weights as F64 (which
+/// become half as many bytes of f32).
+pub const MAX_SAFETENSORS_FILE: u64 = 8 + 100_000_000 + 2 * kiln_ir::limits::MAX_BYTES as u64;
+
+/// Reads every tensor of a safetensors file as f32 (F32 stored; F64 converted).
+///
+/// Before any tensor is converted, every tensor's shape is checked against
+/// [`kiln_ir::limits`] and the total size of the weights against
+/// [`kiln_ir::limits::MAX_BYTES`]; safetensors itself checks that the data offsets cover the
+/// file exactly.
 pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>, IoError> {
-    let bytes = read(path)?;
     let shown = path.display().to_string();
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| IoError::Format {
+    let bad = |reason: String| IoError::Format {
         path: shown.clone(),
         format: "safetensors",
-        reason: e.to_string(),
-    })?;
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
+        reason,
+    };
+    if let Ok(m) = std::fs::metadata(path)
+        && m.is_file()
+        && m.len() > MAX_SAFETENSORS_FILE
+    {
+        return Err(bad(format!(
+            "the file is {} bytes, above the limit of {MAX_SAFETENSORS_FILE}",
+            m.len()
+        )));
+    }
+    let bytes = read(path)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    // validate everything first
+    let mut total = 0usize;
+    for (name, view) in &tensors {
+        let numel = kiln_ir::limits::check_dims(view.shape())
+            .map_err(|e| bad(format!("tensor `{name}`: shape: {e}")))?;
+        if !matches!(view.dtype(), safetensors::Dtype::F32 | safetensors::Dtype::F64) {
+            return Err(IoError::Dtype {
+                path: shown,
+                what: format!("tensor `{name}`"),
+                dtype: format!("{:?}", view.dtype()),
+                supported: "F32 and F64",
+            });
+        }
+        let bytes = kiln_ir::limits::check_bytes(numel, 4, &format!("tensor `{name}`")).map_err(&bad)?;
+        total = kiln_ir::limits::add_bytes(total, bytes, "the weights").map_err(&bad)?;
+    }
+    let mut out = HashMap::with_capacity(tensors.len());
+    for (name, view) in tensors {
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
             safetensors::Dtype::F32 => data
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
-            safetensors::Dtype::F64 => data
+            _ => data
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
                 .collect(),
-            other => {
-                return Err(IoError::Dtype {
-                    path: shown,
-                    what: format!("tensor `{name}`"),
-                    dtype: format!("{other:?}"),
-                    supported: "F32 and F64",
-                });
-            }
         };
-        let t = Tensor::new(view.shape().to_vec(), values).ok_or_else(|| IoError::Format {
-            path: shown.clone(),
-            format: "safetensors",
-            reason: format!("tensor `{name}` holds the wrong number of elements for its shape"),
+        let t = Tensor::new(view.shape().to_vec(), values).ok_or_else(|| {
+            bad(format!(
+                "tensor `{name}` holds the wrong number of elements for its shape"
+            ))
         })?;
         out.insert(name, t);
     }

@@ -139,9 +139,18 @@ fn malformed_csv_names_the_file_and_the_line() {
             "{what}: {e}"
         );
     }
-    let p = write("latin1.csv", b"1,2\n\xff\n");
+    let mut latin1 = format!("{good}\n").into_bytes();
+    latin1.extend(b"\xff\n");
+    let p = write("latin1.csv", &latin1);
     let e = err_text(load_digits_csv_gz(&p).unwrap_err());
     assert!(e.contains("line 2: not UTF-8"), "{e}");
+    // A line without an end is refused at the line limit, not read whole.
+    let p = write("one-long-line.csv", &gzip(&vec![b'1'; 1 << 20]));
+    let e = err_text(load_digits_csv_gz(&p).unwrap_err());
+    assert!(
+        e.contains("line 1: the line is longer than the limit of 4096 bytes"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -231,7 +240,7 @@ fn malformed_idx_names_the_file_and_the_byte_offset() {
     // Dims whose product overflows usize are an error before anything is allocated.
     let p = write("huge.idx", &idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[]));
     let e = err_text(load_idx(&p, &labels).unwrap_err());
-    assert!(e.contains("huge.idx") && e.contains("overflow"), "{e}");
+    assert!(e.contains("huge.idx") && e.contains("above the limit"), "{e}");
     // Images and labels of different counts.
     let img = write("three.idx", &idx_bytes(&[3, 1, 1], &[1, 2, 3]));
     let e = err_text(load_idx(&img, &labels).unwrap_err());
@@ -327,4 +336,100 @@ fn batches_drop_or_pad_the_remainder_and_follow_the_order() {
     assert!(d.batches(0, None, Remainder::Pad).is_err());
     let e = err_text(d.batches(2, Some(&[0, 10]), Remainder::Pad).unwrap_err());
     assert!(e.contains("row 10 is out of range"), "{e}");
+}
+
+/// A gzip stream of `n` zero bytes after `prefix`, compressed as it is written (a bomb: about
+/// 1 KB per MB).
+fn gzip_zeros(prefix: &[u8], n: usize) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::best());
+    e.write_all(prefix).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        e.write_all(&chunk[..k]).unwrap();
+        left -= k;
+    }
+    e.finish().unwrap()
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes; `None` off Linux.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[test]
+fn gzip_bombs_stop_at_the_size_the_header_promises() {
+    let labels = write("bomb-labels.idx", &idx_bytes(&[2], &[0, 1]));
+    // A 2 × 2 × 2 image file followed by 256 MiB of zeros, about 250 KB compressed: an error
+    // after reading 9 bytes of data, not after inflating the rest.
+    let bomb = gzip_zeros(&idx_bytes(&[2, 2, 2], &[0; 8]), 256 << 20);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let p = write("bomb.idx.gz", &bomb);
+    let before = peak_rss();
+    let e = err_text(load_idx(&p, &labels).unwrap_err());
+    assert!(
+        e.contains("bomb.idx.gz") && e.contains("byte offset 24") && e.contains("after the end of the data"),
+        "{e}"
+    );
+    if let (Some(a), Some(b)) = (before, peak_rss()) {
+        assert!(b < a + (64 << 20), "peak memory grew from {a} to {b} bytes");
+    }
+    // A header that promises more than the limits is refused before any data is read.
+    let p = write(
+        "promise.idx.gz",
+        &gzip_zeros(&idx_bytes(&[1 << 16, 1 << 16, 1], &[]), 1 << 20),
+    );
+    let e = err_text(load_idx(&p, &labels).unwrap_err());
+    assert!(
+        e.contains("promise.idx.gz") && e.contains("byte offset 4") && e.contains("above the limit"),
+        "{e}"
+    );
+    // Too little data in a gzip file: truncated, with the offset in the decompressed bytes.
+    let p = write("short.idx.gz", &gzip(&idx_bytes(&[2, 2, 2], &[0; 5])));
+    let e = err_text(load_idx(&p, &labels).unwrap_err());
+    assert!(e.contains("byte offset 21: truncated"), "{e}");
+}
+
+#[test]
+fn a_csv_bomb_stops_at_the_documented_limit() {
+    // One valid row, then 1.06 GiB of blank lines as 1100 gzip members of 0.98 MiB each (a
+    // member compresses to about 1 KB): refused once 1 GiB + 1 byte has been inflated, in
+    // bounded memory (the text is parsed line by line).
+    let row = format!("{}0\n", "0,".repeat(64));
+    let blanks = gzip(&b"                                                              \n".repeat(1 << 14));
+    let mut bomb = gzip(row.as_bytes());
+    for _ in 0..1100 {
+        bomb.extend(&blanks);
+    }
+    assert!(bomb.len() < 8 << 20, "{}", bomb.len());
+    let p = write("bomb.csv.gz", &bomb);
+    let before = peak_rss();
+    let err = err_text(load_digits_csv_gz(&p).unwrap_err());
+    assert!(
+        err.contains("bomb.csv.gz") && err.contains("limit of 1073741824 bytes (1 GiB)"),
+        "{err}"
+    );
+    if let (Some(a), Some(b)) = (before, peak_rss()) {
+        assert!(b < a + (64 << 20), "peak memory grew from {a} to {b} bytes");
+    }
+}
+
+#[test]
+fn batches_larger_than_the_limits_are_refused() {
+    let d = Dataset::new(
+        Tensor::new([2, 1, 8, 8], vec![0.0; 128]).unwrap(),
+        Tensor::new([2], vec![0, 1]).unwrap(),
+        2,
+    )
+    .unwrap();
+    let e = d.batches(1 << 40, None, Remainder::Pad).unwrap_err().to_string();
+    assert!(
+        e.contains("a batch of 1099511627776 images") && e.contains("limit"),
+        "{e}"
+    );
+    assert!(d.batches(0, None, Remainder::Pad).is_err());
 }
