@@ -13,7 +13,7 @@ use crate::proto::{self, AttributeProto, GraphProto, ModelProto, NodeProto, attr
 use crate::tensor::{self, Const, ConstData};
 use kiln_ir::op::{Activation, BinaryOp, Conv2d, ConvTranspose2d, Padding, Pool2d, PoolKind, ReduceKind};
 use kiln_ir::{DType, Graph, NodeId, Op, Tensor, TensorType};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -77,12 +77,28 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         .graph
         .as_ref()
         .ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
-    let opset = model
+    let mut opset = None;
+    for o in model
         .opset_import
         .iter()
         .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .max();
+    {
+        if o.version <= 0 {
+            return Err(OnnxError::Model(format!(
+                "opset version {} of the default domain; versions start at 1",
+                o.version
+            )));
+        }
+        match opset {
+            Some(v) if v != o.version => {
+                return Err(OnnxError::Model(format!(
+                    "the default domain is imported twice, as opsets {v} and {}",
+                    o.version
+                )));
+            }
+            _ => opset = Some(o.version),
+        }
+    }
     // IR version 3 and later must name their opsets; before that the default domain's opset 1
     // was implied.
     let opset = match opset {
@@ -100,8 +116,11 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         values: HashMap::new(),
         materialized: HashMap::new(),
         opset,
-        base_dir,
+        reader: tensor::Reader::new(base_dir),
         unsupported: Vec::new(),
+        used_names: HashSet::new(),
+        next_suffix: HashMap::new(),
+        output_ids: Vec::new(),
         read: graph
             .node
             .iter()
@@ -123,6 +142,20 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
                 reason: "cannot be bound to a constant: the graph has no such input".into(),
             });
         }
+        let numel = kiln_ir::limits::check_dims(&c.dims).map_err(|e| OnnxError::Input {
+            name: name.clone(),
+            reason: format!("bound constant: {e}"),
+        })?;
+        if numel != c.len() {
+            return Err(OnnxError::Input {
+                name: name.clone(),
+                reason: format!(
+                    "bound constant of dims {:?} holds {} elements, not {numel}",
+                    c.dims,
+                    c.len()
+                ),
+            });
+        }
         im.values.insert(name.clone(), Val::Const(Rc::new(c.clone())));
     }
     im.run(graph)?;
@@ -130,6 +163,7 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         graph: g,
         weights,
         unsupported: list,
+        output_ids,
         ..
     } = im;
     if !list.is_empty() {
@@ -144,11 +178,12 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
                 .map(|id| (i.name.clone(), g.node(id).name.clone()))
         })
         .collect();
-    let out_ids = g.outputs().to_vec();
+    // one IR node per file output, in the file's order (`g.outputs()` lists a node once even
+    // when two file outputs are the same value)
     let outputs = graph
         .output
         .iter()
-        .zip(out_ids)
+        .zip(output_ids)
         .map(|(o, id)| (o.name.clone(), g.node(id).name.clone()))
         .collect();
     Ok(OnnxModel {
@@ -179,43 +214,98 @@ pub fn sanitize(name: &str) -> String {
     s
 }
 
-struct Importer<'a> {
+struct Importer {
     graph: Graph,
     weights: HashMap<String, Tensor<f32>>,
     values: HashMap<String, Val>,
     /// IR param of each constant already read as a tensor, keyed by its ONNX value name.
     materialized: HashMap<String, NodeId>,
     opset: i64,
-    base_dir: Option<&'a Path>,
+    /// Reads tensor data (external files opened once) and counts the bytes of every constant
+    /// and weight the import holds.
+    reader: tensor::Reader,
     unsupported: Vec<Unsupported>,
     /// Every value some node or the graph's outputs read: an optional output that nobody
     /// reads (Dropout's mask in an old export) does not have to be computed.
-    read: std::collections::HashSet<String>,
+    read: HashSet<String>,
+    /// Every IR node name handed out by [`Importer::fresh`].
+    used_names: HashSet<String>,
+    /// The next suffix to try for each sanitized base name, so that `fresh` stays linear
+    /// when thousands of names sanitize to the same string.
+    next_suffix: HashMap<String, usize>,
+    /// The IR node of each graph output, in the file's order.
+    output_ids: Vec<NodeId>,
 }
 
-impl Importer<'_> {
+/// The most elements of a constant that the import computes rather than reads
+/// (ConstantOfShape's fill): 2^24 (64 MiB of f32). A few bytes of file cannot make the
+/// importer allocate gigabytes; real networks fill small shapes.
+pub const MAX_FOLDED_ELEMENTS: usize = 1 << 24;
+
+impl Importer {
     fn run(&mut self, g: &GraphProto) -> Result<()> {
+        // What defines each value, for the error when a second definition comes: values are
+        // single-assignment in ONNX, so a second writer is a broken file (kiln would silently
+        // read whichever came last).
+        let mut defined: HashMap<&str, String> = HashMap::new();
+        let mut inputs_seen: HashSet<&str> = HashSet::new();
+        for i in &g.input {
+            if i.name.is_empty() {
+                return Err(OnnxError::Model("a graph input has an empty name".into()));
+            }
+            if !inputs_seen.insert(&i.name) {
+                return Err(OnnxError::Input {
+                    name: shown(&i.name),
+                    reason: "declared twice among the graph's inputs".into(),
+                });
+            }
+        }
         for t in &g.initializer {
-            let c = tensor::read(t, self.base_dir)?;
+            if t.name.is_empty() {
+                return Err(OnnxError::Model("an initializer has an empty name".into()));
+            }
+            if defined.insert(&t.name, "an initializer".into()).is_some() {
+                return Err(OnnxError::Tensor {
+                    name: shown(&t.name),
+                    reason: "declared twice among the initializers".into(),
+                });
+            }
+            let c = self.reader.read(t)?;
             self.values.insert(t.name.clone(), Val::Const(Rc::new(c)));
         }
         for i in &g.input {
+            defined.entry(&i.name).or_insert_with(|| "a graph input".into());
             if self.values.contains_key(&i.name) {
                 // an initializer listed among the inputs (IR version < 4), or an input bound
                 // to a constant: a constant
                 continue;
             }
             let ty = input_type(i)?;
-            let id = self
-                .graph
-                .input(self.fresh(&i.name), ty)
-                .map_err(|e| OnnxError::Input {
-                    name: i.name.clone(),
-                    reason: e.to_string(),
-                })?;
+            let name = self.fresh(&i.name);
+            let id = self.graph.input(name, ty).map_err(|e| OnnxError::Input {
+                name: shown(&i.name),
+                reason: e.to_string(),
+            })?;
             self.values.insert(i.name.clone(), Val::Node(id));
         }
         for (idx, n) in g.node.iter().enumerate() {
+            if n.output.iter().all(String::is_empty) {
+                return Err(OnnxError::Invalid {
+                    node: node_name(n, idx),
+                    op_type: shown(&n.op_type),
+                    reason: "the node has no outputs".into(),
+                });
+            }
+            for o in n.output.iter().filter(|o| !o.is_empty()) {
+                if let Some(first) = defined.insert(o, format!("node `{}`", node_name(n, idx))) {
+                    return Err(OnnxError::Model(format!(
+                        "value `{}` is written twice: by {first} and by node `{}` ({})",
+                        shown(o),
+                        node_name(n, idx),
+                        shown(&n.op_type)
+                    )));
+                }
+            }
             let outputs = match self.node(n, idx) {
                 Ok(v) => v,
                 Err(Fail::Error(e)) => return Err(e),
@@ -240,6 +330,9 @@ impl Importer<'_> {
             return Err(OnnxError::Model("the graph has no outputs".into()));
         }
         for o in &g.output {
+            if o.name.is_empty() {
+                return Err(OnnxError::Model("a graph output has an empty name".into()));
+            }
             let v = self.values.get(&o.name).cloned().ok_or_else(|| {
                 OnnxError::Model(format!(
                     "graph output `{}` is not produced by any node, initializer or input",
@@ -275,20 +368,31 @@ impl Importer<'_> {
             self.graph
                 .mark_output(id)
                 .map_err(|e| OnnxError::Model(e.to_string()))?;
+            self.output_ids.push(id);
         }
         Ok(())
     }
 
-    /// A node name not used yet, derived from an ONNX name.
-    fn fresh(&self, base: &str) -> String {
+    /// A node name not used yet, derived from an ONNX name: `base`, else `base_2`, `base_3`, …
+    /// Each base remembers the next suffix to try, so n names that sanitize to the same base
+    /// take O(n) in all (a suffix is skipped only when that exact name was handed out, which
+    /// happens at most once per name).
+    fn fresh(&mut self, base: &str) -> String {
         let base = sanitize(base);
-        if self.graph.find(&base).is_none() {
-            return base;
-        }
-        (2..)
-            .map(|i| format!("{base}_{i}"))
-            .find(|n| self.graph.find(n).is_none())
-            .expect("some suffix is free")
+        let name = if self.used_names.contains(&base) {
+            let next = self.next_suffix.entry(base.clone()).or_insert(2);
+            loop {
+                let candidate = format!("{base}_{next}");
+                *next += 1;
+                if !self.used_names.contains(&candidate) {
+                    break candidate;
+                }
+            }
+        } else {
+            base
+        };
+        self.used_names.insert(name.clone());
+        name
     }
 
     fn add(&mut self, n: &NodeProto, name: &str, op: Op, inputs: &[NodeId]) -> F<NodeId> {
@@ -308,7 +412,10 @@ impl Importer<'_> {
             return Ok(id);
         }
         let data = match &c.data {
-            ConstData::F32(v) => v.clone(),
+            ConstData::F32(v) => {
+                self.charge(value, v.len())?;
+                v.clone()
+            }
             ConstData::I64(_) => {
                 return unsupported(format!(
                     "`{value}` is an integer tensor; kiln computes in f32 and reads integer tensors only as shapes, pads or axes"
@@ -320,7 +427,18 @@ impl Importer<'_> {
         Ok(id)
     }
 
-    /// A new param named after `base` holding `data`.
+    /// Counts `elements` more f32 values held by the import (before allocating them).
+    fn charge(&mut self, value: &str, elements: usize) -> F<()> {
+        kiln_ir::limits::check_bytes(elements, 4, "its data")
+            .and_then(|b| self.reader.charge(b, "its data"))
+            .map_err(|reason| OnnxError::Tensor {
+                name: shown(value),
+                reason,
+            })?;
+        Ok(())
+    }
+
+    /// A new param named after `base` holding `data` (already charged for).
     fn param(&mut self, base: &str, dims: Vec<usize>, data: Vec<f32>, trainable: bool) -> F<NodeId> {
         let name = self.fresh(base);
         let ty = TensorType::f32(dims.clone());
@@ -329,10 +447,15 @@ impl Importer<'_> {
         } else {
             self.graph.buffer(name.clone(), ty)
         }
-        .map_err(|e| Fail::Error(OnnxError::Model(e.to_string())))?;
+        .map_err(|e| {
+            Fail::Error(OnnxError::Tensor {
+                name: shown(base),
+                reason: e.to_string(),
+            })
+        })?;
         let t = Tensor::new(dims, data).ok_or_else(|| {
             Fail::Error(OnnxError::Tensor {
-                name: base.to_string(),
+                name: shown(base),
                 reason: "data length does not match its dims".into(),
             })
         })?;
@@ -467,8 +590,19 @@ impl Importer<'_> {
                 let output_padding = a.pair("output_padding", 0)?;
                 let auto = a.string("auto_pad", "NOTSET")?;
                 let input = [self.ty(x).dims()[2], self.ty(x).dims()[3]];
-                let full = |ax: usize| {
-                    stride[ax] * (input[ax] - 1) + output_padding[ax] + (k[ax] - 1) * dilation[ax] + 1
+                if input.contains(&0) || k.contains(&0) {
+                    return Err(invalid(
+                        n,
+                        format!("an empty spatial axis (input {input:?}, kernel {k:?})"),
+                    ));
+                }
+                // the output size before padding, in i128: every factor is below 2^64, so
+                // nothing here overflows, however large the attributes
+                let full = |ax: usize| -> i128 {
+                    stride[ax] as i128 * (input[ax] as i128 - 1)
+                        + output_padding[ax] as i128
+                        + (k[ax] as i128 - 1) * dilation[ax] as i128
+                        + 1
                 };
                 let target: Option<[usize; 2]> = match a.ints("output_shape")? {
                     Some(s) if s.len() >= 2 => {
@@ -480,7 +614,12 @@ impl Importer<'_> {
                     }
                     Some(s) => return Err(invalid(n, format!("output_shape {s:?} must have 2 entries"))),
                     None if auto == "SAME_UPPER" || auto == "SAME_LOWER" => {
-                        Some([input[0] * stride[0], input[1] * stride[1]])
+                        let out = |ax: usize| {
+                            input[ax].checked_mul(stride[ax]).ok_or_else(|| {
+                                invalid(n, format!("input {input:?} times strides {stride:?} overflows"))
+                            })
+                        };
+                        Some([out(0)?, out(1)?])
                     }
                     None => None,
                 };
@@ -489,20 +628,29 @@ impl Importer<'_> {
                     Some(t) => {
                         let mut p = [0usize; 4];
                         for ax in 0..2 {
-                            let total = full(ax) as i64 - t[ax] as i64;
+                            let total = full(ax) - t[ax] as i128;
                             if total < 0 {
                                 // a larger output than the full one: the extra rows and
                                 // columns are output padding (bias only), as ONNX Runtime does
-                                let extra = output_padding[ax] + total.unsigned_abs() as usize;
-                                if extra >= stride[ax].max(dilation[ax]) {
+                                let extra = output_padding[ax] as i128 + (-total);
+                                if extra >= stride[ax].max(dilation[ax]) as i128 {
                                     return unsupported(format!(
                                         "output_shape {t:?} exceeds the full output by more than the stride allows"
                                     ));
                                 }
-                                output_padding[ax] = extra;
+                                // below a usize stride, so it fits
+                                output_padding[ax] = extra as usize;
                                 continue;
                             }
-                            let total = total as usize;
+                            let total = usize::try_from(total).map_err(|_| {
+                                invalid(
+                                    n,
+                                    format!(
+                                        "the full output ({} along spatial axis {ax}) is too large",
+                                        full(ax)
+                                    ),
+                                )
+                            })?;
                             let (begin, end) = if auto == "SAME_UPPER" {
                                 (total / 2, total - total / 2)
                             } else {
@@ -569,11 +717,7 @@ impl Importer<'_> {
                     }
                     match padding {
                         Padding::Explicit(p) if p == [0; 4] || count_include_pad => {
-                            let mut q = p;
-                            for i in 0..4 {
-                                q[i] += extra[i];
-                            }
-                            padding = Padding::Explicit(q);
+                            padding = Padding::Explicit(add_pads(n, p, extra)?);
                             count_include_pad = true;
                         }
                         _ => {
@@ -819,14 +963,16 @@ impl Importer<'_> {
                     let t =
                         t.t.as_ref()
                             .ok_or_else(|| invalid(n, "attribute `value` is not a tensor"))?;
-                    tensor::read(t, self.base_dir)?
+                    self.reader.read(t)?
                 } else if let Some(f) = a.opt_float("value_float")? {
                     Const::f32(vec![], vec![f])
                 } else if let Some(v) = a.get("value_floats") {
+                    self.charge(&out, v.floats.len())?;
                     Const::f32(vec![v.floats.len()], v.floats.clone())
                 } else if let Some(i) = a.opt_int("value_int")? {
                     Const::i64(vec![], vec![i])
                 } else if let Some(v) = a.ints("value_ints")? {
+                    self.charge(&out, 2 * v.len())?;
                     Const::i64(vec![v.len()], v)
                 } else {
                     return Err(invalid(n, "no value attribute"));
@@ -878,8 +1024,20 @@ impl Importer<'_> {
                         self.ty(id).dims().to_vec()
                     }
                 };
-                let r = (in_dims.len() + axes.len()) as i64;
-                let mut ones = vec![false; r as usize];
+                let rank = in_dims.len().saturating_add(axes.len());
+                if rank > kiln_ir::limits::MAX_RANK {
+                    return Err(invalid(
+                        n,
+                        format!(
+                            "{} axes on a rank-{} input: rank {rank} is above the limit of {} dims",
+                            axes.len(),
+                            in_dims.len(),
+                            kiln_ir::limits::MAX_RANK
+                        ),
+                    ));
+                }
+                let r = rank as i64;
+                let mut ones = vec![false; rank];
                 for &ax in &axes {
                     let a2 = if ax < 0 { ax + r } else { ax };
                     if !(0..r).contains(&a2) || ones[a2 as usize] {
@@ -897,10 +1055,17 @@ impl Importer<'_> {
                     .collect();
                 match x {
                     // a constant is folded: the same data under the new dims
-                    Val::Const(c) => Ok(vec![Val::Const(Rc::new(Const {
-                        dims,
-                        data: c.data.clone(),
-                    }))]),
+                    Val::Const(c) => {
+                        let held = match &c.data {
+                            ConstData::F32(v) => v.len(),
+                            ConstData::I64(v) => v.len().saturating_mul(2),
+                        };
+                        self.charge(&out, held)?;
+                        Ok(vec![Val::Const(Rc::new(Const {
+                            dims,
+                            data: c.data.clone(),
+                        }))])
+                    }
                     _ => {
                         let id = self.tensor(n, 0)?;
                         let shape = dims.iter().map(|&d| d as i64).collect();
@@ -921,18 +1086,26 @@ impl Importer<'_> {
                     .iter()
                     .map(|&d| to_usize(n, d, "shape"))
                     .collect::<F<Vec<usize>>>()?;
-                let numel = dims
-                    .iter()
-                    .try_fold(1usize, |p, &d| p.checked_mul(d))
-                    .filter(|&p| p <= 1 << 31)
-                    .ok_or_else(|| invalid(n, format!("shape {shape:?} is too large")))?;
+                let numel = kiln_ir::limits::check_dims(&dims)
+                    .map_err(|e| invalid(n, format!("shape {shape:?}: {e}")))?;
+                if numel > MAX_FOLDED_ELEMENTS {
+                    return unsupported(format!(
+                        "shape {shape:?} has {numel} elements; kiln folds ConstantOfShape into a constant of at most {MAX_FOLDED_ELEMENTS}"
+                    ));
+                }
                 let value = match a.get("value").and_then(|v| v.t.as_ref()) {
                     None => Const::f32(vec![], vec![0.0]),
-                    Some(t) => tensor::read(t, self.base_dir)?,
+                    Some(t) => self.reader.read(t)?,
                 };
                 let c = match value.data {
-                    ConstData::F32(v) if v.len() == 1 => Const::f32(dims, vec![v[0]; numel]),
-                    ConstData::I64(v) if v.len() == 1 => Const::i64(dims, vec![v[0]; numel]),
+                    ConstData::F32(v) if v.len() == 1 => {
+                        self.charge(&out, numel)?;
+                        Const::f32(dims, vec![v[0]; numel])
+                    }
+                    ConstData::I64(v) if v.len() == 1 => {
+                        self.charge(&out, numel.saturating_mul(2))?;
+                        Const::i64(dims, vec![v[0]; numel])
+                    }
                     _ => return Err(invalid(n, "`value` must hold one element")),
                 };
                 Ok(vec![Val::Const(Rc::new(c))])
@@ -994,20 +1167,22 @@ impl Importer<'_> {
             Some(c) if c.as_f32().is_some() && c.dims.len() == 2 => {
                 let data = c.as_f32().unwrap_or_default();
                 let [r, s] = [c.dims[0], c.dims[1]];
-                let (rows, cols, w): (usize, usize, Vec<f32>) = if trans_b {
-                    (r, s, data.iter().map(|v| v * alpha).collect())
-                } else {
-                    let mut t = vec![0.0; data.len()];
-                    for i in 0..r {
-                        for j in 0..s {
-                            t[j * r + i] = data[i * s + j] * alpha;
-                        }
-                    }
-                    (s, r, t)
-                };
+                let (rows, cols) = if trans_b { (r, s) } else { (s, r) };
                 let w = if trans_b && alpha == 1.0 {
                     self.materialize(&b_name, c, true)?
                 } else {
+                    self.charge(&b_name, data.len())?;
+                    let w: Vec<f32> = if trans_b {
+                        data.iter().map(|v| v * alpha).collect()
+                    } else {
+                        let mut t = vec![0.0; data.len()];
+                        for (i, row) in data.chunks_exact(s.max(1)).enumerate().take(r) {
+                            for (j, &v) in row.iter().enumerate() {
+                                t[j * r + i] = v * alpha;
+                            }
+                        }
+                        t
+                    };
                     self.param(&format!("{b_name}.gemm"), vec![rows, cols], w, true)?
                 };
                 // a bias of N values along the rows becomes the Dense bias
@@ -1017,12 +1192,13 @@ impl Importer<'_> {
                             && cc.len() == rows
                             && cc.dims.iter().rev().skip(1).all(|&d| d == 1) =>
                     {
-                        let data: Vec<f32> =
-                            cc.as_f32().unwrap_or_default().iter().map(|v| v * beta).collect();
                         let c_name = n.input[2].clone();
                         Some(if beta == 1.0 && cc.dims.len() == 1 {
                             self.materialize(&c_name, &cc, true)?
                         } else {
+                            self.charge(&c_name, rows)?;
+                            let data: Vec<f32> =
+                                cc.as_f32().unwrap_or_default().iter().map(|v| v * beta).collect();
                             self.param(&format!("{c_name}.gemm"), vec![rows], data, true)?
                         })
                     }
@@ -1073,6 +1249,7 @@ impl Importer<'_> {
         // C of another shape: y + beta·C with broadcasting
         let c = match cv {
             Val::Const(cc) if beta != 1.0 => {
+                self.charge(&n.input[2], cc.len())?;
                 let data: Vec<f32> = cc
                     .as_f32()
                     .ok_or_else(|| Fail::Unsupported("C is an integer tensor".into()))?
@@ -1194,12 +1371,24 @@ impl Importer<'_> {
 
 fn node_name(n: &NodeProto, idx: usize) -> String {
     if !n.name.is_empty() {
-        n.name.clone()
-    } else if let Some(o) = n.output.first().filter(|o| !o.is_empty()) {
-        format!("-> {o}")
+        shown(&n.name)
+    } else if let Some(o) = n.output.iter().find(|o| !o.is_empty()) {
+        format!("-> {}", shown(o))
+    } else if idx == usize::MAX {
+        "(unnamed)".into()
     } else {
         format!("#{idx}")
     }
+}
+
+/// A name of the file as messages show it: whole up to 200 bytes, else its first 64
+/// characters and its length (a hostile name may be megabytes long).
+fn shown(name: &str) -> String {
+    if name.len() <= 200 {
+        return name.to_string();
+    }
+    let head: String = name.chars().take(64).collect();
+    format!("{head}… ({} bytes)", name.len())
 }
 
 fn invalid(n: &NodeProto, reason: impl Into<String>) -> Fail {
@@ -1208,6 +1397,17 @@ fn invalid(n: &NodeProto, reason: impl Into<String>) -> Fail {
         op_type: n.op_type.clone(),
         reason: reason.into(),
     })
+}
+
+/// A layer's pads plus those of a zero `Pad` folded into it, without overflow.
+fn add_pads(n: &NodeProto, p: [usize; 4], extra: [usize; 4]) -> F<[usize; 4]> {
+    let mut out = [0; 4];
+    for i in 0..4 {
+        out[i] = p[i]
+            .checked_add(extra[i])
+            .ok_or_else(|| invalid(n, format!("pads {p:?} plus the folded Pad's {extra:?} overflow")))?;
+    }
+    Ok(out)
 }
 
 fn to_usize(n: &NodeProto, v: i64, what: &str) -> F<usize> {
@@ -1230,7 +1430,7 @@ fn kernel_matches(a: &Attrs, k: &[usize]) -> F<()> {
 /// The type of a graph input; a symbolic (or unknown) batch dim becomes 1.
 fn input_type(i: &proto::ValueInfoProto) -> Result<TensorType> {
     let bad = |reason: String| OnnxError::Input {
-        name: i.name.clone(),
+        name: shown(&i.name),
         reason,
     };
     let t = i
@@ -1392,11 +1592,8 @@ impl<'n> Attrs<'n> {
         let auto = self.string("auto_pad", "NOTSET")?;
         let p = match auto.as_str() {
             "NOTSET" | "" => {
-                let mut p = self.pads()?;
-                for i in 0..4 {
-                    p[i] += extra[i];
-                }
-                return Ok(Padding::Explicit(p));
+                let p = self.pads()?;
+                return Ok(Padding::Explicit(add_pads(self.n, p, extra)?));
             }
             "SAME_UPPER" => Padding::SameUpper,
             "SAME_LOWER" => Padding::SameLower,

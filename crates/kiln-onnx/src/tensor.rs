@@ -4,7 +4,11 @@
 
 use crate::error::{OnnxError, Result};
 use crate::proto::{TensorProto, data_type as dt};
-use std::path::{Component, Path};
+use kiln_ir::limits;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
 
 /// A constant known at import time.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,45 +66,282 @@ fn err(name: &str, reason: impl Into<String>) -> OnnxError {
     }
 }
 
-/// Largest tensor kiln reads (elements): 2³¹, far above any CNN weight, so a corrupt dims
-/// field is an error rather than a huge allocation.
-const MAX_ELEMENTS: usize = 1 << 31;
-
-/// Reads `t`; `base_dir` is where external data files are looked up (`None`: not allowed).
+/// Reads `t` on its own; `base_dir` is where external data files are looked up (`None`: not
+/// allowed). An import reads through one [`Reader`] instead, so that every external data file
+/// is opened once and the bytes of all its constants are counted together.
 pub fn read(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const> {
-    let name = if t.name.is_empty() { "<unnamed>" } else { &t.name };
-    let mut dims = Vec::with_capacity(t.dims.len());
-    let mut numel: usize = 1;
-    for &d in &t.dims {
-        let d =
-            usize::try_from(d).map_err(|_| err(name, format!("negative dimension {d} in {:?}", t.dims)))?;
-        numel = numel
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| err(name, format!("dims {:?} hold more than 2^31 elements", t.dims)))?;
-        dims.push(d);
+    Reader::new(base_dir).read(t)
+}
+
+/// Reads the tensors of one model: opens each external data file once (keyed by its real
+/// path) and counts the bytes of every constant it returns or is [charged](Reader::charge)
+/// for against a budget ([`kiln_ir::limits::MAX_BYTES`] unless set), checked before anything
+/// is allocated.
+#[derive(Debug)]
+pub struct Reader {
+    base: Option<PathBuf>,
+    /// The model's folder with symlinks resolved, found on first use.
+    real_base: Option<PathBuf>,
+    /// Open external data files by real path, with their length.
+    files: HashMap<PathBuf, (File, u64)>,
+    opened: usize,
+    used: usize,
+    budget: usize,
+}
+
+impl Reader {
+    pub fn new(base_dir: Option<&Path>) -> Reader {
+        Reader {
+            base: base_dir.map(Path::to_path_buf),
+            real_base: None,
+            files: HashMap::new(),
+            opened: 0,
+            used: 0,
+            budget: limits::MAX_BYTES,
+        }
     }
-    let external;
-    let raw: Option<&[u8]> = if t.data_location == 1 {
-        external = read_external(t, name, base_dir)?;
-        Some(&external)
-    } else if !t.raw_data.is_empty() || numel == 0 {
-        Some(&t.raw_data)
-    } else {
-        None
-    };
-    let width = match t.data_type {
-        dt::FLOAT | dt::INT32 => 4,
-        dt::INT64 | dt::DOUBLE => 8,
-        dt::INT8 | dt::UINT8 | dt::BOOL => 1,
-        dt::INT16 | dt::UINT16 | dt::FLOAT16 => 2,
-        other => {
-            return Err(err(
-                name,
-                format!("{} tensors are not supported", dt::name(other)),
+
+    /// The same reader with a budget of `bytes` for all the constants it reads or is charged
+    /// for.
+    pub fn with_budget(mut self, bytes: usize) -> Reader {
+        self.budget = bytes;
+        self
+    }
+
+    /// How many external data files were opened (each at most once).
+    pub fn files_opened(&self) -> usize {
+        self.opened
+    }
+
+    /// Bytes counted so far.
+    pub fn bytes_used(&self) -> usize {
+        self.used
+    }
+
+    /// Counts `bytes` more against the budget; call it *before* allocating them.
+    pub fn charge(&mut self, bytes: usize, what: &str) -> std::result::Result<(), String> {
+        let total = limits::add_bytes(self.used, bytes, what)?;
+        if total > self.budget {
+            return Err(format!(
+                "{what}: {bytes} more bytes would bring the model's constants to {total} bytes, above the limit of {} bytes",
+                self.budget
             ));
         }
-    };
+        self.used = total;
+        Ok(())
+    }
+
+    /// Reads `t`'s data. Its dims are checked against kiln's size limits and its bytes
+    /// charged before any of it is copied or read from a file.
+    pub fn read(&mut self, t: &TensorProto) -> Result<Const> {
+        let name = if t.name.is_empty() { "<unnamed>" } else { &t.name };
+        let dims = t
+            .dims
+            .iter()
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| err(name, format!("negative dimension {d} in {:?}", t.dims)))
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let numel = limits::check_dims(&dims).map_err(|e| err(name, format!("dims {:?}: {e}", t.dims)))?;
+        let width = match t.data_type {
+            dt::FLOAT | dt::INT32 => 4,
+            dt::INT64 | dt::DOUBLE => 8,
+            dt::INT8 | dt::UINT8 | dt::BOOL => 1,
+            dt::INT16 | dt::UINT16 | dt::FLOAT16 => 2,
+            other => {
+                return Err(err(
+                    name,
+                    format!("{} tensors are not supported", dt::name(other)),
+                ));
+            }
+        };
+        // what it will hold: f32 for floats, i64 for integers
+        let held = if matches!(t.data_type, dt::FLOAT | dt::DOUBLE | dt::FLOAT16) {
+            4
+        } else {
+            8
+        };
+        let held = limits::check_bytes(numel, held, "its data").map_err(|e| err(name, e))?;
+        let declared = limits::check_bytes(numel, width, "its data").map_err(|e| err(name, e))?;
+        self.charge(held, "its data").map_err(|e| err(name, e))?;
+        let external;
+        let raw: Option<&[u8]> = if t.data_location == 1 {
+            external = self.read_external(t, name, declared)?;
+            Some(&external)
+        } else if !t.raw_data.is_empty() || numel == 0 {
+            Some(&t.raw_data)
+        } else {
+            None
+        };
+        decode(t, name, dims, numel, width, raw)
+    }
+
+    /// Bytes `offset .. offset + length` of the external data file of `t`, which must be
+    /// exactly `declared` bytes (its dims times its element size), checked before reading.
+    fn read_external(&mut self, t: &TensorProto, name: &str, declared: usize) -> Result<Vec<u8>> {
+        let get = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == k)
+                .map(|e| e.value.as_str())
+        };
+        let location = get("location").ok_or_else(|| err(name, "external data without a `location`"))?;
+        let rel = Path::new(location);
+        if location.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(err(
+                name,
+                format!(
+                    "external data location `{location}` must be a relative path below the model's folder"
+                ),
+            ));
+        }
+        let number = |k: &str| -> Result<Option<u64>> {
+            get(k)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| err(name, format!("external data `{k}` is `{v}`, not a byte count")))
+                })
+                .transpose()
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        let length = number("length")?;
+        if let Some(l) = length
+            && l != declared as u64
+        {
+            return Err(err(
+                name,
+                format!(
+                    "external data `{location}`: length {l} bytes, but dims {:?} of {} need {declared} bytes",
+                    t.dims,
+                    dt::name(t.data_type)
+                ),
+            ));
+        }
+        let (file, len) = self.open(name, location)?;
+        let end = offset.checked_add(declared as u64).filter(|&e| e <= len);
+        if end.is_none() {
+            return Err(err(
+                name,
+                format!(
+                    "offset {offset} + {declared} bytes (dims {:?} of {}) is past the end of `{location}` ({len} bytes)",
+                    t.dims,
+                    dt::name(t.data_type)
+                ),
+            ));
+        }
+        if length.is_none() && len - offset != declared as u64 {
+            return Err(err(
+                name,
+                format!(
+                    "external data `{location}` holds {} bytes from offset {offset} to its end (no `length`), but dims {:?} of {} need {declared} bytes",
+                    len - offset,
+                    t.dims,
+                    dt::name(t.data_type)
+                ),
+            ));
+        }
+        let io = |e: std::io::Error| err(name, format!("cannot read external data `{location}`: {e}"));
+        let mut f: &File = file;
+        f.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut bytes = vec![0u8; declared];
+        f.take(declared as u64).read_exact(&mut bytes).map_err(io)?;
+        Ok(bytes)
+    }
+
+    /// The open file at `location` below the model's folder and its length, opened on first
+    /// use: its real path (symlinks resolved) must be below the model's real folder, and it
+    /// must be a regular file (not a FIFO, a device or a folder).
+    fn open(&mut self, name: &str, location: &str) -> Result<(&File, u64)> {
+        let base = self.base.as_deref().ok_or_else(|| {
+            err(
+                name,
+                format!("external data `{location}` needs the model's folder (load the model from a file)"),
+            )
+        })?;
+        let real_base = match &self.real_base {
+            Some(b) => b.clone(),
+            None => {
+                let base = if base.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    base
+                };
+                let b = base.canonicalize().map_err(|e| {
+                    err(
+                        name,
+                        format!("cannot resolve the model's folder `{}`: {e}", base.display()),
+                    )
+                })?;
+                self.real_base = Some(b.clone());
+                b
+            }
+        };
+        let cannot =
+            |e: &dyn std::fmt::Display| err(name, format!("cannot read external data `{location}`: {e}"));
+        let real = real_base.join(location).canonicalize().map_err(|e| cannot(&e))?;
+        if real == real_base || !real.starts_with(&real_base) {
+            return Err(err(
+                name,
+                format!(
+                    "external data `{location}` resolves to a path outside the model's folder (through a symlink)"
+                ),
+            ));
+        }
+        if !self.files.contains_key(&real) {
+            // a FIFO or device would block or never end: only regular files, checked before
+            // opening and again on the open handle (the path may have changed in between),
+            // which is opened non-blocking so that even a FIFO swapped in cannot hang the open
+            if !std::fs::metadata(&real).map_err(|e| cannot(&e))?.is_file() {
+                return Err(err(
+                    name,
+                    format!("external data `{location}` is not a regular file"),
+                ));
+            }
+            let file = open_nonblocking(&real).map_err(|e| cannot(&e))?;
+            let meta = file.metadata().map_err(|e| cannot(&e))?;
+            if !meta.is_file() {
+                return Err(err(
+                    name,
+                    format!("external data `{location}` is not a regular file"),
+                ));
+            }
+            self.opened += 1;
+            self.files.insert(real.clone(), (file, meta.len()));
+        }
+        let (file, len) = &self.files[&real];
+        Ok((file, *len))
+    }
+}
+
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK (libc is not a dependency): no effect on a regular file, and opening a FIFO
+    // returns at once instead of waiting for a writer
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const O_NONBLOCK: i32 = 0o4000;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const O_NONBLOCK: i32 = 0x0004;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    File::open(path)
+}
+
+/// The elements of `t` from `raw` (little-endian bytes) or its typed fields, `numel` of them.
+fn decode(
+    t: &TensorProto,
+    name: &str,
+    dims: Vec<usize>,
+    numel: usize,
+    width: usize,
+    raw: Option<&[u8]>,
+) -> Result<Const> {
     let count = |n: usize| -> Result<()> {
         if n != numel {
             return Err(err(
@@ -189,73 +430,6 @@ pub fn read(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const> {
     Ok(Const { dims, data })
 }
 
-fn read_external(t: &TensorProto, name: &str, base_dir: Option<&Path>) -> Result<Vec<u8>> {
-    let get = |k: &str| {
-        t.external_data
-            .iter()
-            .find(|e| e.key == k)
-            .map(|e| e.value.as_str())
-    };
-    let location = get("location").ok_or_else(|| err(name, "external data without a `location`"))?;
-    let rel = Path::new(location);
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(err(
-            name,
-            format!("external data location `{location}` must be a relative path below the model's folder"),
-        ));
-    }
-    let base = base_dir.ok_or_else(|| {
-        err(
-            name,
-            format!("external data `{location}` needs the model's folder (load the model from a file)"),
-        )
-    })?;
-    let number = |k: &str| -> Result<Option<u64>> {
-        get(k)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| err(name, format!("external data `{k}` is `{v}`, not a byte count")))
-            })
-            .transpose()
-    };
-    let offset = number("offset")?.unwrap_or(0);
-    let length = number("length")?;
-    let path = base.join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        err(
-            name,
-            format!("cannot read external data `{}`: {e}", path.display()),
-        )
-    })?;
-    let start = usize::try_from(offset).ok().filter(|&o| o <= bytes.len());
-    let start = start.ok_or_else(|| {
-        err(
-            name,
-            format!(
-                "offset {offset} is past the end of `{location}` ({} bytes)",
-                bytes.len()
-            ),
-        )
-    })?;
-    let end = match length {
-        None => bytes.len(),
-        Some(l) => usize::try_from(l)
-            .ok()
-            .and_then(|l| start.checked_add(l))
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| {
-                err(
-                    name,
-                    format!(
-                        "offset {offset} + length {l} is past the end of `{location}` ({} bytes)",
-                        bytes.len()
-                    ),
-                )
-            })?,
-    };
-    Ok(bytes[start..end].to_vec())
-}
-
 /// IEEE half precision to `f32`.
 fn f16_to_f32(h: u16) -> f32 {
     let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
@@ -324,7 +498,7 @@ mod tests {
         let e = read(&floats(&[1 << 20, 1 << 20], &[]), None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("2^31"), "{e}");
+        assert!(e.contains("above the limit"), "{e}");
         let s = TensorProto {
             data_type: 8,
             ..floats(&[1], &[])
