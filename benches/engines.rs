@@ -19,8 +19,8 @@ fn both(c: &mut Criterion, name: &str, graph: &Graph) {
 /// One group `name`: the JIT with all passes and with none, at each thread count of
 /// `threads` (0: one per core), and the interpreter when `interp`.
 fn compare(c: &mut Criterion, name: &str, graph: &Graph, threads: &[usize], interp: bool) {
-    let weights = default_weights(graph, 0);
-    let inputs = random_inputs(graph, 1);
+    let weights = default_weights(graph, 0).expect("bench graphs fit");
+    let inputs = random_inputs(graph, 1).expect("bench graphs fit");
     let mut g = c.benchmark_group(name);
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))

@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. Compile once; weights from a seeded initialization here
     //    (`kiln::runtime::load_safetensors(path)?` reads trained ones).
-    let weights = kiln::ir::init::default_weights(&graph, 42);
+    let weights = kiln::ir::init::default_weights(&graph, 42)?;
     let mut model = kiln::compile(&graph, &CompileOptions::default())?;
     model.set_weights(&weights)?;
 

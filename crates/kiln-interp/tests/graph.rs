@@ -234,6 +234,7 @@ both! {
 /// `init::random_inputs` (seeded; class ids in range for the loss they feed) in precision `T`.
 fn random_feeds<T: Float>(graph: &Graph, seed: u64) -> Inputs<T> {
     random_inputs(graph, seed)
+        .expect("small test graphs")
         .into_iter()
         .map(|(k, v)| {
             let v = match v {
@@ -247,6 +248,7 @@ fn random_feeds<T: Float>(graph: &Graph, seed: u64) -> Inputs<T> {
 
 fn weights_as<T: Float>(graph: &Graph, seed: u64) -> Weights<T> {
     default_weights(graph, seed)
+        .expect("small test graphs")
         .into_iter()
         .map(|(k, v)| (k, v.map(|&x| T::from_f64(f64::from(x)))))
         .collect()

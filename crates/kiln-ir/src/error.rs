@@ -18,6 +18,9 @@ pub enum IrError {
     UnknownNode { node: String, name: String },
     #[error("`{0}` is not a valid node name (letters, digits, `_` and `.`, not starting with a digit)")]
     BadName(String),
+    /// A size above the limits of `kiln_ir::limits`, or one the machine cannot allocate.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the graph has no outputs")]
     NoOutputs,
     #[error("{0}")]

@@ -145,6 +145,9 @@ pub fn window2d(
         if v.contains(&0) {
             return Err(format!("{what} must be at least 1, got {v:?}"));
         }
+        if v.iter().any(|&x| x > MAX_ELEMENTS) {
+            return Err(format!("{what} {v:?} is above the limit of {MAX_ELEMENTS}"));
+        }
     }
     if input.contains(&0) {
         return Err(format!(

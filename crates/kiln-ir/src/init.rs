@@ -3,7 +3,9 @@
 //! bound), batch norm scale 1, shift 0, running mean 0, running variance 1. The same seed
 //! always gives the same weights, so a `.kiln` model without a weights file runs reproducibly.
 
+use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
+use crate::limits;
 use crate::op::Op;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -41,7 +43,8 @@ fn role(graph: &Graph, param: NodeId) -> Option<(&Op, usize, NodeId)> {
 }
 
 /// Default values for every `param` and `buffer` of `graph`, keyed by name.
-pub fn default_weights(graph: &Graph, seed: u64) -> HashMap<String, Tensor<f32>> {
+pub fn default_weights(graph: &Graph, seed: u64) -> Result<HashMap<String, Tensor<f32>>, IrError> {
+    check_total(graph, graph.params(), "the weights")?;
     let mut rng = SplitMix64::new(seed);
     let mut out = HashMap::new();
     for id in graph.params() {
@@ -50,7 +53,7 @@ pub fn default_weights(graph: &Graph, seed: u64) -> HashMap<String, Tensor<f32>>
         let t = match role(graph, id) {
             Some((Op::BatchNorm { .. }, slot, _)) => {
                 let v = if slot == 1 || slot == 4 { 1.0 } else { 0.0 };
-                Tensor::full(shape, v)
+                filled(&shape, || v)?
             }
             Some((op @ (Op::Conv2d(_) | Op::ConvTranspose2d(_) | Op::Dense), _, user)) => {
                 // Bias and weight share the bound of the layer's weight. PyTorch takes a
@@ -60,7 +63,7 @@ pub fn default_weights(graph: &Graph, seed: u64) -> HashMap<String, Tensor<f32>>
                     Op::ConvTranspose2d(_) => w[1] * w[2] * w[3],
                     _ => w[1..].iter().product(),
                 };
-                random(&shape, &mut rng, 1.0 / (fan_in.max(1) as f64).sqrt())
+                random(&shape, &mut rng, 1.0 / (fan_in.max(1) as f64).sqrt())?
             }
             _ => {
                 let fan_in: usize = if shape.rank() >= 2 {
@@ -69,31 +72,60 @@ pub fn default_weights(graph: &Graph, seed: u64) -> HashMap<String, Tensor<f32>>
                     shape.numel()
                 };
                 let fan_in = fan_in.max(1);
-                random(&shape, &mut rng, 1.0 / (fan_in as f64).sqrt())
+                random(&shape, &mut rng, 1.0 / (fan_in as f64).sqrt())?
             }
         };
         out.insert(node.name.clone(), t);
     }
-    out
+    Ok(out)
 }
 
-fn random(shape: &crate::tensor::Shape, rng: &mut SplitMix64, bound: f64) -> Tensor<f32> {
-    let data = (0..shape.numel()).map(|_| rng.uniform(bound)).collect();
-    Tensor::new(shape.clone(), data).expect("numel matches")
+/// Checks that the values `ids` of `graph` together fit in [`limits::MAX_BYTES`] before any
+/// of them is allocated.
+fn check_total(graph: &Graph, ids: Vec<NodeId>, what: &str) -> Result<(), IrError> {
+    let mut total = 0usize;
+    for id in ids {
+        let ty = &graph.node(id).ty;
+        let n = limits::check_dims(ty.dims()).map_err(IrError::TooLarge)?;
+        let bytes = limits::check_bytes(n, 4, &graph.node(id).name).map_err(IrError::TooLarge)?;
+        total = limits::add_bytes(total, bytes, what).map_err(IrError::TooLarge)?;
+    }
+    Ok(())
+}
+
+/// A tensor of `shape` whose elements `f` produces in order, allocated fallibly: a shape the
+/// machine has no memory for is an error, not an abort.
+fn filled<T: Clone>(shape: &crate::tensor::Shape, mut f: impl FnMut() -> T) -> Result<Tensor<T>, IrError> {
+    let n = limits::check_dims(shape.dims()).map_err(IrError::TooLarge)?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).map_err(|_| {
+        IrError::TooLarge(format!(
+            "cannot allocate {n} elements for a tensor of shape {shape}: out of memory"
+        ))
+    })?;
+    data.extend((0..n).map(|_| f()));
+    Ok(Tensor::new(shape.clone(), data).expect("numel matches"))
+}
+
+fn random(shape: &crate::tensor::Shape, rng: &mut SplitMix64, bound: f64) -> Result<Tensor<f32>, IrError> {
+    filled(shape, || rng.uniform(bound))
 }
 
 /// Seeded values for every graph input: f32 uniform in `[-1, 1)`, and for an i32 input that
 /// feeds a classification loss, class ids uniform over that loss's classes (0 otherwise).
-pub fn random_inputs(graph: &Graph, seed: u64) -> HashMap<String, crate::tensor::Value<f32>> {
+pub fn random_inputs(
+    graph: &Graph,
+    seed: u64,
+) -> Result<HashMap<String, crate::tensor::Value<f32>>, IrError> {
     use crate::op::LossKind;
     use crate::tensor::{DType, Value};
+    check_total(graph, graph.graph_inputs(), "the inputs")?;
     let mut rng = SplitMix64::new(seed);
     let mut out = HashMap::new();
     for id in graph.graph_inputs() {
         let n = graph.node(id);
-        let numel = n.ty.shape.numel();
         let v = match n.ty.dtype {
-            DType::F32 => Value::F(random(&n.ty.shape, &mut rng, 1.0)),
+            DType::F32 => Value::F(random(&n.ty.shape, &mut rng, 1.0)?),
             DType::I32 => {
                 let classes = graph
                     .users(id)
@@ -106,15 +138,12 @@ pub fn random_inputs(graph: &Graph, seed: u64) -> HashMap<String, crate::tensor:
                     })
                     .unwrap_or(1)
                     .max(1);
-                let ids = (0..numel)
-                    .map(|_| (rng.next_u64() % classes as u64) as i32)
-                    .collect();
-                Value::I(Tensor::new(n.ty.shape.clone(), ids).expect("numel matches"))
+                Value::I(filled(&n.ty.shape, || (rng.next_u64() % classes as u64) as i32)?)
             }
         };
         out.insert(n.name.clone(), v);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -130,7 +159,7 @@ mod tests {
         let h = net.named("bn").batch_norm(h).unwrap();
         net.output(h).unwrap();
         let g = net.finish().unwrap();
-        let w = default_weights(&g, 7);
+        let w = default_weights(&g, 7).unwrap();
         let bound = 1.0 / (2.0f32 * 9.0).sqrt();
         assert!(w["conv.weight"].data().iter().all(|v| v.abs() <= bound));
         assert!(w["conv.weight"].data().iter().any(|v| v.abs() > bound / 10.0));
@@ -138,7 +167,7 @@ mod tests {
         assert_eq!(w["bn.bias"].data(), &[0.0; 4]);
         assert_eq!(w["bn.running_mean"].data(), &[0.0; 4]);
         assert_eq!(w["bn.running_var"].data(), &[1.0; 4]);
-        assert_eq!(default_weights(&g, 7), w);
-        assert_ne!(default_weights(&g, 8)["conv.weight"], w["conv.weight"]);
+        assert_eq!(default_weights(&g, 7).unwrap(), w);
+        assert_ne!(default_weights(&g, 8).unwrap()["conv.weight"], w["conv.weight"]);
     }
 }

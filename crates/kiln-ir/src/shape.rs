@@ -111,9 +111,17 @@ fn need_rank(t: &TensorType, rank: usize, what: &str) -> R<()> {
     Ok(())
 }
 
+/// Sizes, strides and dilations are at least 1 and at most [`crate::limits::MAX_ELEMENTS`]
+/// (a larger one is never meaningful, and keeps products of two of them inside `u64`).
 fn need_pos(v: [usize; 2], what: &str) -> R<()> {
     if v.contains(&0) {
         return Err(format!("{what} must be at least 1, got {v:?}"));
+    }
+    if v.iter().any(|&x| x > crate::limits::MAX_ELEMENTS) {
+        return Err(format!(
+            "{what} {v:?} is above the limit of {}",
+            crate::limits::MAX_ELEMENTS
+        ));
     }
     Ok(())
 }

@@ -20,7 +20,7 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::op::{Activation, LossKind, Op};
-use crate::shape::{adaptive_window, effective_kernel, normalize_axis};
+use crate::shape::{effective_kernel, normalize_axis};
 use crate::tensor::{DType, TensorType};
 use std::collections::HashSet;
 use std::fmt;
@@ -170,7 +170,7 @@ fn prod(v: &[u64]) -> u64 {
 }
 
 /// Total size of the adaptive pooling windows along one axis, `Σ_i (end_i − start_i)` over
-/// the windows of [`adaptive_window`], in closed form: `n + out − gcd(n, out)` (the ends sum
+/// the windows of [`crate::geometry::adaptive_window`], in closed form: `n + out − gcd(n, out)` (the ends sum
 /// to `n` more than the starts, plus one for each `i` whose end `(i+1)·n/out` is not whole).
 fn adaptive_window_sum(n: usize, out: usize) -> u64 {
     let (n, out) = (n as u64, out as u64);
@@ -707,6 +707,7 @@ impl fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::adaptive_window;
 
     #[test]
     fn adaptive_window_closed_forms_equal_the_windows() {

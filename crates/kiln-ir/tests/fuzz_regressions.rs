@@ -64,7 +64,7 @@ fn absurd_sizes_are_errors_not_overflows() {
             format!(
                 "input %x: f32[1, 1, 4, 4]\n param %w: f32[1, 1, 4, 4]\n %y = conv2d(%x, %w) {{dilation=[{big}, 1]}}"
             ),
-            "kernel extent of kernel 4 with dilation 9223372036854775807 overflows",
+            "dilation [9223372036854775807, 1] is above the limit",
         ),
         // n + padding
         (
@@ -78,14 +78,14 @@ fn absurd_sizes_are_errors_not_overflows() {
             format!(
                 "input %x: f32[1, 1, 4, 4]\n %y = max_pool2d(%x) {{kernel=[4, 2], stride=[{big}, 1], dilation=[{big}, 1], padding=same_lower}}"
             ),
-            "overflows",
+            "stride [9223372036854775807, 1] is above the limit",
         ),
         // stride·(n − 1) + extent + output_padding
         (
             format!(
                 "input %x: f32[1, 1, 4, 4]\n param %w: f32[1, 1, 3, 3]\n %y = conv_transpose2d(%x, %w) {{stride=[{big}, 1], output_padding=[5, 0]}}"
             ),
-            "output size on spatial axis 0 overflows",
+            "stride [9223372036854775807, 1] is above the limit",
         ),
         // C_out/groups · groups
         (
@@ -99,7 +99,7 @@ fn absurd_sizes_are_errors_not_overflows() {
             format!(
                 "input %x: f32[1, 1, 1, 4]\n param %w: f32[1, 1, 4, 1]\n %y = conv_transpose2d(%x, %w) {{dilation=[{big}, 1]}}"
             ),
-            "overflows",
+            "dilation [9223372036854775807, 1] is above the limit",
         ),
         // padding crop
         (
@@ -155,4 +155,79 @@ fn dims_above_the_limits_are_refused_where_declared() {
         assert!(msg.contains("above the limit"), "{msg}");
     }
     assert!(text::parse("graph g {\n input %x: f32[2147483648]\n output %x\n}").is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Found by the extreme mode of `kiln_ir::random` (the `random_graph` target and the proptest
+// `extreme_graphs_are_valid_or_clean_errors` in roundtrip.rs).
+
+use kiln_ir::{Conv2d, Graph, Im2Col, Op, Pool2d, PoolKind, TensorType};
+
+/// A graph that shape inference accepts must also round-trip through the text IR. Strides and
+/// dilations of `u64::MAX − 1` or `u64::MAX` over an axis they do not move along (a 1-wide
+/// kernel, one output position) were accepted, then printed as `-2` / `-1` (the printer wrote
+/// the `usize` as an `i64`), which the parser refuses: "attribute `stride` must not be
+/// negative, got -1". Either refusing such an attribute or printing it unsigned is a fix.
+#[test]
+fn usize_attributes_above_i64_max_round_trip_or_are_refused() {
+    let huge = [u64::MAX as usize, u64::MAX as usize - 1, (1usize << 63) + 1];
+    let mut accepted = Vec::new();
+    for h in huge {
+        let ops: Vec<(Op, bool)> = vec![
+            (
+                Op::Conv2d(Conv2d {
+                    stride: [h, 1],
+                    ..Default::default()
+                }),
+                true,
+            ),
+            (
+                Op::Conv2d(Conv2d {
+                    dilation: [1, h],
+                    ..Default::default()
+                }),
+                true,
+            ),
+            (
+                Op::Im2Col(Im2Col {
+                    kernel: [1, 1],
+                    stride: [h, 1],
+                    dilation: [1, h],
+                    padding: [0; 4],
+                }),
+                false,
+            ),
+            (
+                Op::Pool2d(Pool2d {
+                    stride: [h, h],
+                    ..Pool2d::new(PoolKind::Max, [1, 1], [1, 1])
+                }),
+                false,
+            ),
+        ];
+        for (op, weight) in ops {
+            let mut g = Graph::new();
+            g.name = "g".into();
+            let x = g.input("x", TensorType::f32([1, 1, 4, 4])).unwrap();
+            let mut ins = vec![x];
+            if weight {
+                ins.push(g.param("w", TensorType::f32([1, 1, 1, 1])).unwrap());
+            }
+            // Refused (now: "stride … is above the limit of 2147483648"): fine.
+            let Ok(y) = g.add("y", op.clone(), &ins) else {
+                continue;
+            };
+            g.mark_output(y).unwrap();
+            let printed = text::print(&g);
+            match text::parse(&printed) {
+                Ok(back) => assert_eq!(back, g, "{printed}"),
+                Err(e) => accepted.push(format!("{op:?}: {e}\n{printed}")),
+            }
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "accepted but printed text that does not parse:\n{}",
+        accepted.join("\n")
+    );
 }

@@ -22,8 +22,8 @@ pub fn jit_matches_interpreter_with(
     seed: u64,
     options: &kiln_jit::JitOptions,
 ) -> Result<(), String> {
-    let weights = default_weights(graph, seed);
-    let inputs = random_inputs(graph, seed ^ 0x5eed);
+    let weights = default_weights(graph, seed).map_err(|e| e.to_string())?;
+    let inputs = random_inputs(graph, seed ^ 0x5eed).map_err(|e| e.to_string())?;
     let text = || kiln_ir::text::print(graph);
     let want = kiln_interp::run::<f32>(graph, &inputs, &weights)
         .map_err(|e| format!("interpreter failed: {e}\n{}", text()))?;

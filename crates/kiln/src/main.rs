@@ -206,7 +206,7 @@ fn load_weights(
     Ok(match (&args.weights, file) {
         (Some(p), _) => kiln::runtime::load_safetensors(p)?,
         (None, Some(w)) => w,
-        (None, None) => kiln::ir::init::default_weights(graph, args.seed),
+        (None, None) => kiln::ir::init::default_weights(graph, args.seed)?,
     })
 }
 
@@ -541,7 +541,7 @@ fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("setting the batch size to {n}"))?;
             }
             let w = load_weights(&graph, m.weights, &weights)?;
-            let feeds = kiln::ir::init::random_inputs(&graph, 1);
+            let feeds = kiln::ir::init::random_inputs(&graph, 1)?;
             let mut jit_ms = None;
             let mut interp_ms = None;
             if engine != BenchEngine::Interp {

@@ -173,7 +173,7 @@ impl Trainer {
             .collect();
         Ok(Trainer {
             forward: graph.clone(),
-            weights: kiln_ir::init::default_weights(graph, options.seed),
+            weights: kiln_ir::init::default_weights(graph, options.seed)?,
             training,
             state,
             runner,

@@ -21,12 +21,12 @@ fn compare_with(
 ) -> Result<(), String> {
     let t = differentiate(graph, loss, opt).map_err(|e| e.to_string())?;
     let g = &t.graph;
-    let mut weights = default_weights(g, seed);
+    let mut weights = default_weights(g, seed).map_err(|e| e.to_string())?;
     // optimizer state starts at zero, as in training
     for (name, ty) in &t.state {
         weights.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.0));
     }
-    let inputs = random_inputs(g, seed ^ 0x5eed);
+    let inputs = random_inputs(g, seed ^ 0x5eed).map_err(|e| e.to_string())?;
     let text = || kiln::ir::text::print(g);
     let want =
         kiln::interp::run::<f32>(g, &inputs, &weights).map_err(|e| format!("interp: {e}\n{}", text()))?;

@@ -10,8 +10,8 @@ fn check(name: &str) {
         .find(|(n, _)| *n == name)
         .expect("zoo model");
     let graph = build().expect("builds");
-    let weights = default_weights(&graph, 3);
-    let inputs = random_inputs(&graph, 4);
+    let weights = default_weights(&graph, 3).unwrap();
+    let inputs = random_inputs(&graph, 4).unwrap();
     let want = kiln::interp::run::<f32>(&graph, &inputs, &weights).expect("interpreter runs");
     let mut model = kiln::jit::compile(&graph, &kiln::jit::JitOptions::default()).expect("compiles");
     model.set_weights(&weights).expect("weights fit");
@@ -64,8 +64,8 @@ fn threads_give_identical_results() {
             .find(|(n, _)| *n == name)
             .expect("zoo model");
         let graph = build().expect("builds");
-        let weights = default_weights(&graph, 5);
-        let inputs = random_inputs(&graph, 6);
+        let weights = default_weights(&graph, 5).unwrap();
+        let inputs = random_inputs(&graph, 6).unwrap();
         let outputs: Vec<_> = [1, 2, 3]
             .into_iter()
             .map(|threads| {
