@@ -25,7 +25,22 @@
 //!
 //! [`graph_from_source`] decodes from a [`ByteSource`] and leaves the rest of the bytes unread,
 //! for fuzz targets that go on to draw input data from the same input.
+//!
+//! # Extreme mode
+//!
+//! [`graph_from_bytes_with`] with [`Mode::Extreme`] draws the same graphs, except that now and
+//! then (one draw in sixteen, steered by the bytes) a dim, kernel, stride, dilation, padding,
+//! group count, output size, axis, permutation entry or reshape dim is replaced by one of
+//! [`EXTREME_USIZE`] (`0`, `1`, `2³¹ − 1`, `2³¹`, `2³²`, `2⁶²`, `2⁶³ − 1`, `usize::MAX − 1`,
+//! `usize::MAX`) or, where the field is signed, [`EXTREME_I64`] (the same and their negatives,
+//! `i64::MIN`). Extreme mode also makes the training ops `dilate_pad2d` (signed padding) and
+//! `rot180`. It tests that hostile attributes give a clean error, never a panic, an overflow or
+//! a hang: a choice that used an extreme value is not retried when the graph refuses it — the
+//! generator returns that `Err` — and an accepted one is kept even when its result is far beyond
+//! the size bounds above (it is still within [`crate::limits`]). Without substitutions extreme
+//! mode decodes exactly like the normal mode, which never returns `Err`.
 
+use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::op::{
     Activation, BinaryOp, Conv2d, ConvTranspose2d, Gemm, Im2Col, LossKind, Op, Padding, Pool2d, PoolKind,
@@ -42,6 +57,45 @@ pub const MAX_SPATIAL: usize = 9;
 pub const MAX_STEPS: usize = 16;
 /// Choices tried per step before falling back to a ReLU.
 const ATTEMPTS: usize = 6;
+
+/// The unsigned values extreme mode substitutes for dims and attributes.
+pub const EXTREME_USIZE: [usize; 9] = [
+    0,
+    1,
+    (1 << 31) - 1,
+    1 << 31,
+    1 << 32,
+    1 << 62,
+    (1 << 63) - 1,
+    usize::MAX - 1,
+    usize::MAX,
+];
+
+/// The signed values extreme mode substitutes for axes, reshape dims and crop/pad amounts.
+pub const EXTREME_I64: [i64; 12] = [
+    0,
+    1,
+    -1,
+    (1 << 31) - 1,
+    1 << 31,
+    1 << 62,
+    i64::MAX,
+    -(1 << 31),
+    -(1 << 32),
+    -(1 << 62),
+    i64::MIN + 1,
+    i64::MIN,
+];
+
+/// How [`graph_from_bytes_with`] draws dims and attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Small valid graphs within the size bounds; never an `Err`.
+    #[default]
+    Normal,
+    /// Now and then an extreme value (see the module docs); may be an `Err`.
+    Extreme,
+}
 
 /// Reads choices from a byte string; past its end every read is `0`.
 #[derive(Debug, Clone)]
@@ -108,20 +162,45 @@ pub fn graph_from_bytes(bytes: &[u8]) -> Graph {
 
 /// As [`graph_from_bytes`], reading from `src` and leaving the bytes after the graph unread.
 pub fn graph_from_source(src: &mut ByteSource<'_>) -> Graph {
+    match graph_from_source_with(src, Mode::Normal) {
+        Ok(g) => g,
+        // Normal mode records no error (every refused choice is retried or dropped).
+        Err(_) => unreachable!("normal mode never fails"),
+    }
+}
+
+/// A graph decoded from `bytes` in `mode`: with [`Mode::Normal`] always `Ok` (the graph of
+/// [`graph_from_bytes`]); with [`Mode::Extreme`] a valid graph, or the error with which the
+/// graph refused an extreme choice. Never panics.
+pub fn graph_from_bytes_with(bytes: &[u8], mode: Mode) -> Result<Graph, IrError> {
+    graph_from_source_with(&mut ByteSource::new(bytes), mode)
+}
+
+/// As [`graph_from_bytes_with`], reading from `src` and leaving the bytes after the graph unread.
+pub fn graph_from_source_with(src: &mut ByteSource<'_>, mode: Mode) -> Result<Graph, IrError> {
     let mut g = Gen {
         src,
         g: Graph::new(),
         values: Vec::new(),
         counter: 0,
+        extreme: mode == Mode::Extreme,
+        substituted: false,
+        error: None,
     };
     g.g.name = "random".into();
     g.inputs();
+    if let Some(e) = g.error {
+        return Err(e);
+    }
     let steps = 1 + g.src.below(MAX_STEPS);
     for _ in 0..steps {
         g.step();
+        if let Some(e) = g.error {
+            return Err(e);
+        }
     }
     g.mark_outputs();
-    g.g
+    Ok(g.g)
 }
 
 /// Whether a value of type `t` is within the generator's size bounds.
@@ -130,6 +209,15 @@ fn fits(t: &TensorType) -> bool {
     (1..=MAX_ELEMENTS).contains(&n)
         && t.rank() <= 4
         && (t.rank() < 3 || t.dims().iter().all(|&d| d <= MAX_SPATIAL))
+}
+
+/// The divisors of `c` up to 64, and `c` itself (every divisor for the generator's sizes).
+fn divisors(c: usize) -> Vec<usize> {
+    let mut divs: Vec<usize> = (1..=c.min(64)).filter(|d| c.is_multiple_of(*d)).collect();
+    if c > 64 {
+        divs.push(c);
+    }
+    divs
 }
 
 /// An operand of a node about to be added: an existing node, or a new source node (named
@@ -147,6 +235,12 @@ struct Gen<'s, 'a> {
     /// The f32 values (graph inputs and computed nodes) that ops may read, oldest first.
     values: Vec<NodeId>,
     counter: usize,
+    /// Extreme mode (see the module docs).
+    extreme: bool,
+    /// Whether an extreme value was substituted since the last node was added.
+    substituted: bool,
+    /// The graph's refusal of an extreme choice: generation stops and returns it.
+    error: Option<IrError>,
 }
 
 impl Gen<'_, '_> {
@@ -158,18 +252,66 @@ impl Gen<'_, '_> {
         self.ty(id).dims().to_vec()
     }
 
+    /// `v`, or in extreme mode now and then one of [`EXTREME_USIZE`]. Normal mode reads no
+    /// byte, so it decodes as it always did.
+    fn ex(&mut self, v: usize) -> usize {
+        if !self.extreme {
+            return v;
+        }
+        let b = self.src.byte();
+        if b < 16 {
+            self.substituted = true;
+            EXTREME_USIZE[usize::from(b) % EXTREME_USIZE.len()]
+        } else {
+            v
+        }
+    }
+
+    /// [`Gen::ex`] of both.
+    fn ex2(&mut self, v: [usize; 2]) -> [usize; 2] {
+        [self.ex(v[0]), self.ex(v[1])]
+    }
+
+    /// `v`, or in extreme mode now and then one of [`EXTREME_I64`].
+    fn ex_i64(&mut self, v: i64) -> i64 {
+        if !self.extreme {
+            return v;
+        }
+        let b = self.src.byte();
+        if b < 16 {
+            self.substituted = true;
+            EXTREME_I64[usize::from(b) % EXTREME_I64.len()]
+        } else {
+            v
+        }
+    }
+
+    /// In extreme mode, keeps the first error of building the graph (generation then stops).
+    fn fail(&mut self, e: IrError) {
+        if self.extreme && self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
     fn inputs(&mut self) {
         let n = self.src.range(1, 2);
+        let n = self.ex(n);
         let c = self.src.range(1, 6);
+        let c = self.ex(c);
         let h = self.src.range(1, MAX_SPATIAL);
+        let h = self.ex(h);
         let w = self.src.range(1, MAX_SPATIAL);
+        let w = self.ex(w);
         let shapes: Vec<Vec<usize>> = match self.src.below(6) {
             0..=2 => vec![vec![n, c, h, w]],
             3 => {
                 let c2 = if self.src.flag() { c } else { self.src.range(1, 6) };
                 vec![vec![n, c, h, w], vec![n, c2, h, w]]
             }
-            4 => vec![vec![n, self.src.range(1, 16)]],
+            4 => {
+                let k = self.src.range(1, 16);
+                vec![vec![n, self.ex(k)]]
+            }
             _ => vec![vec![n, c, h], vec![n, c, h, w]],
         };
         for (i, s) in shapes.into_iter().enumerate() {
@@ -178,8 +320,9 @@ impl Gen<'_, '_> {
             } else {
                 format!("x{}", i + 1)
             };
-            if let Ok(id) = self.g.input(name, TensorType::f32(s)) {
-                self.values.push(id);
+            match self.g.input(name, TensorType::f32(s)) {
+                Ok(id) => self.values.push(id),
+                Err(e) => self.fail(e),
             }
         }
     }
@@ -187,7 +330,8 @@ impl Gen<'_, '_> {
     /// One step: an op chosen from the bytes, retried with other choices if it does not fit.
     fn step(&mut self) {
         for _ in 0..ATTEMPTS {
-            let made = match self.src.below(20) {
+            // Extreme mode also makes two training ops with attributes of their own.
+            let made = match self.src.below(if self.extreme { 22 } else { 20 }) {
                 0 => self.activation(),
                 1 | 2 => self.conv2d(),
                 3 => self.conv_transpose2d(),
@@ -206,11 +350,14 @@ impl Gen<'_, '_> {
                 17 => self.im2col(),
                 18 => self.gemm(),
                 19 => self.rsqrt(),
+                20 => self.dilate_pad(),
+                21 => self.rot180(),
                 _ => self.loss(),
             };
-            if made.is_some() {
+            if made.is_some() || self.error.is_some() {
                 return;
             }
+            self.substituted = false;
         }
         if let Some(&x) = self.values.last() {
             self.add("relu", Op::Activation(Activation::Relu), vec![Operand::Node(x)]);
@@ -240,9 +387,15 @@ impl Gen<'_, '_> {
             })
             .collect();
         let refs: Vec<&TensorType> = types.iter().collect();
-        let ty = shape::infer(&op, &refs).ok()?;
-        if !fits(&ty) {
-            return None;
+        // A choice with an extreme value goes straight to the graph, whose error ends the
+        // generation; an accepted one is kept whatever its size.
+        let extreme_choice = std::mem::take(&mut self.substituted);
+        match shape::infer(&op, &refs) {
+            Ok(ty) if !self.extreme && !fits(&ty) => return None,
+            Ok(_) => {}
+            // The graph refuses it below, with an error naming the node.
+            Err(_) if extreme_choice => {}
+            Err(_) => return None,
         }
         self.counter += 1;
         // Now and then a dotted name, as in `layer1.conv2d_3`.
@@ -253,60 +406,88 @@ impl Gen<'_, '_> {
         let mut ids = Vec::with_capacity(operands.len());
         for o in operands {
             let id = match o {
-                Operand::Node(id) => Some(id),
-                Operand::Param(s, t) => self.g.param(format!("{name}.{s}"), t).ok(),
-                Operand::Buffer(s, t) => self.g.buffer(format!("{name}.{s}"), t).ok(),
-                Operand::Input(s, t) => self.g.input(format!("{name}.{s}"), t).ok(),
+                Operand::Node(id) => Ok(id),
+                Operand::Param(s, t) => self.g.param(format!("{name}.{s}"), t),
+                Operand::Buffer(s, t) => self.g.buffer(format!("{name}.{s}"), t),
+                Operand::Input(s, t) => self.g.input(format!("{name}.{s}"), t),
             };
-            ids.push(id?);
+            match id {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
         }
-        let id = self.g.add(name, op, &ids).ok()?;
-        if ty.dtype == DType::F32 {
+        let id = match self.g.add(name, op, &ids) {
+            Ok(id) => id,
+            Err(e) => {
+                self.fail(e);
+                return None;
+            }
+        };
+        if self.g.node(id).ty.dtype == DType::F32 {
             self.values.push(id);
         }
         Some(id)
     }
 
     fn divisor(&mut self, c: usize) -> usize {
-        let divs: Vec<usize> = (1..=c).filter(|d| c.is_multiple_of(*d)).collect();
+        let divs = divisors(c);
         self.src.choose(&divs).unwrap_or(1)
     }
 
     /// Groups of a convolution over `c` channels: plain, depthwise, or any divisor.
     fn groups(&mut self, c: usize) -> usize {
-        match self.src.below(3) {
+        let g = match self.src.below(3) {
             0 => 1,
             1 => c,
             _ => self.divisor(c),
-        }
+        };
+        self.ex(g)
+    }
+
+    /// Output channels of a convolution with `groups` groups: a multiple of `groups`.
+    fn out_channels(&mut self, groups: usize) -> usize {
+        let per_group = self.src.range(1, 6usize.checked_div(groups).unwrap_or(1).max(1));
+        let co = groups.saturating_mul(per_group);
+        self.ex(co)
     }
 
     fn pair(&mut self, lo: usize, hi: usize) -> [usize; 2] {
-        [self.src.range(lo, hi), self.src.range(lo, hi)]
+        let p = [self.src.range(lo, hi), self.src.range(lo, hi)];
+        self.ex2(p)
     }
 
     /// A stride or dilation: mostly 1, sometimes up to `hi`, per axis.
     fn small_pair(&mut self, hi: usize) -> [usize; 2] {
-        match self.src.below(3) {
+        let p = match self.src.below(3) {
             0 => [1, 1],
             1 => {
                 let s = self.src.range(1, hi);
                 [s, s]
             }
-            _ => self.pair(1, hi),
-        }
+            _ => [self.src.range(1, hi), self.src.range(1, hi)],
+        };
+        self.ex2(p)
     }
 
     /// Padding with explicit sides of at most `max` each, or one of the named kinds.
     fn padding(&mut self, max: [usize; 2]) -> Padding {
         match self.src.below(6) {
-            0 | 1 => Padding::Explicit([
-                self.src.range(0, max[0]),
-                self.src.range(0, max[1]),
-                self.src.range(0, max[0]),
-                self.src.range(0, max[1]),
-            ]),
-            2 => Padding::uniform(self.src.range(0, max[0].min(max[1]))),
+            0 | 1 => {
+                let p = [
+                    self.src.range(0, max[0]),
+                    self.src.range(0, max[1]),
+                    self.src.range(0, max[0]),
+                    self.src.range(0, max[1]),
+                ];
+                Padding::Explicit(p.map(|v| self.ex(v)))
+            }
+            2 => {
+                let p = self.src.range(0, max[0].min(max[1]));
+                Padding::uniform(self.ex(p))
+            }
             3 => Padding::Valid,
             4 => Padding::SameUpper,
             _ => Padding::SameLower,
@@ -341,7 +522,7 @@ impl Gen<'_, '_> {
         let x = self.pick(|t| t.rank() == 4)?;
         let c = self.dims(x)[1];
         let groups = self.groups(c);
-        let co = groups * self.src.range(1, (6 / groups).max(1));
+        let co = self.out_channels(groups);
         let kernel = self.pair(1, 3);
         let attrs = Conv2d {
             stride: self.small_pair(3),
@@ -358,7 +539,10 @@ impl Gen<'_, '_> {
         };
         let mut ops = vec![
             Operand::Node(x),
-            Operand::Param("weight", TensorType::f32([co, c / groups, kernel[0], kernel[1]])),
+            Operand::Param(
+                "weight",
+                TensorType::f32([co, c.checked_div(groups).unwrap_or(0), kernel[0], kernel[1]]),
+            ),
         ];
         if self.src.flag() {
             ops.push(Operand::Param("bias", TensorType::f32([co])));
@@ -372,7 +556,10 @@ impl Gen<'_, '_> {
             kernel: self.pair(1, 3),
             stride: self.small_pair(3),
             dilation: self.small_pair(2),
-            padding: [0; 4].map(|_| self.src.below(2)),
+            padding: [0; 4].map(|_| {
+                let p = self.src.below(2);
+                self.ex(p)
+            }),
         };
         self.add("patches", Op::Im2Col(attrs), vec![Operand::Node(x)])
     }
@@ -387,6 +574,7 @@ impl Gen<'_, '_> {
             1
         };
         let m = groups * self.src.range(1, 7);
+        let m = self.ex(m);
         let attrs = Gemm {
             groups,
             bias: self.src.flag(),
@@ -428,7 +616,7 @@ impl Gen<'_, '_> {
         let x = self.pick(|t| t.rank() == 4)?;
         let c = self.dims(x)[1];
         let groups = self.groups(c);
-        let co = groups * self.src.range(1, (6 / groups).max(1));
+        let co = self.out_channels(groups);
         let kernel = self.pair(1, 3);
         let stride = self.small_pair(3);
         let dilation = self.small_pair(2);
@@ -436,11 +624,13 @@ impl Gen<'_, '_> {
             self.src.below(stride[0].max(dilation[0])),
             self.src.below(stride[1].max(dilation[1])),
         ];
-        let padding = match self.src.below(3) {
+        let output_padding = self.ex2(output_padding);
+        let padding: [usize; 4] = match self.src.below(3) {
             0 => [0; 4],
             1 => [self.src.range(0, 1); 4],
             _ => std::array::from_fn(|_| self.src.range(0, 2)),
         };
+        let padding = padding.map(|p| self.ex(p));
         let attrs = ConvTranspose2d {
             stride,
             dilation,
@@ -450,7 +640,10 @@ impl Gen<'_, '_> {
         };
         let mut ops = vec![
             Operand::Node(x),
-            Operand::Param("weight", TensorType::f32([c, co / groups, kernel[0], kernel[1]])),
+            Operand::Param(
+                "weight",
+                TensorType::f32([c, co.checked_div(groups).unwrap_or(0), kernel[0], kernel[1]]),
+            ),
         ];
         if self.src.flag() {
             ops.push(Operand::Param("bias", TensorType::f32([co])));
@@ -477,8 +670,13 @@ impl Gen<'_, '_> {
         } else {
             [1, 1]
         };
+        let dilation = self.ex2(dilation);
         // Padding must stay below the kernel extent.
-        let max = [0, 1].map(|a| (shape::effective_kernel(kernel[a], dilation[a]) - 1).min(2));
+        let max = [0, 1].map(|a| {
+            shape::effective_kernel(kernel[a], dilation[a])
+                .saturating_sub(1)
+                .min(2)
+        });
         let padding = self.padding(max);
         let ceil_mode = self.src.flag();
         let p = Pool2d {
@@ -512,7 +710,8 @@ impl Gen<'_, '_> {
 
     /// An axis of a rank-`rank` tensor, negative half the time.
     fn axis(&mut self, rank: usize) -> i64 {
-        self.src.below(2 * rank) as i64 - rank as i64
+        let a = self.src.below(2 * rank) as i64 - rank as i64;
+        self.ex_i64(a)
     }
 
     fn softmax(&mut self) -> Option<NodeId> {
@@ -531,6 +730,7 @@ impl Gen<'_, '_> {
         let rank = self.ty(x).rank();
         // Flatten's axis may also equal the rank.
         let axis = self.src.below(2 * rank + 1) as i64 - rank as i64;
+        let axis = self.ex_i64(axis);
         self.add("flatten", Op::Flatten { axis }, vec![Operand::Node(x)])
     }
 
@@ -548,6 +748,7 @@ impl Gen<'_, '_> {
         let x = self.as_matrix(x)?;
         let features = self.dims(x)[1];
         let out = self.src.range(1, 8);
+        let out = self.ex(out);
         let mut ops = vec![
             Operand::Node(x),
             Operand::Param("weight", TensorType::f32([out, features])),
@@ -571,6 +772,7 @@ impl Gen<'_, '_> {
             }
             _ => {
                 let n = self.src.range(1, 6);
+                let n = self.ex(n);
                 // Some or all of `a`'s batch dims (those before its last two).
                 let nb = ad.len().saturating_sub(2);
                 let batch = self.src.below(nb + 1);
@@ -585,6 +787,7 @@ impl Gen<'_, '_> {
             if let Operand::Param(_, t) = &ops[0] {
                 // The weight on the left: `[…, m, k]` so that it meets `a`'s rows.
                 let m = self.src.range(1, 6);
+                let m = self.ex(m);
                 let d: Vec<usize> = match (t.rank(), ad.len()) {
                     (_, 1) => vec![m, k],
                     _ => vec![m, ad[ad.len() - 2]],
@@ -599,7 +802,7 @@ impl Gen<'_, '_> {
         let x = self.pick(|_| true)?;
         let xd = self.dims(x);
         let rank = self.src.range(1, 4);
-        let mut rest = xd.iter().product::<usize>();
+        let mut rest = self.ty(x).shape.numel();
         let mut spec = Vec::with_capacity(rank);
         for _ in 1..rank {
             let divs: Vec<usize> = (1..=rest.min(MAX_SPATIAL))
@@ -620,6 +823,7 @@ impl Gen<'_, '_> {
             let i = self.src.below(spec.len());
             spec[i] = -1;
         }
+        let spec = spec.into_iter().map(|s| self.ex_i64(s)).collect();
         self.add("reshape", Op::Reshape { shape: spec }, vec![Operand::Node(x)])
     }
 
@@ -630,6 +834,7 @@ impl Gen<'_, '_> {
             let j = self.src.below(i + 1);
             perm.swap(i, j);
         }
+        let perm = perm.into_iter().map(|p| self.ex(p)).collect();
         self.add("transpose", Op::Transpose { perm }, vec![Operand::Node(x)])
     }
 
@@ -725,6 +930,24 @@ impl Gen<'_, '_> {
             Operand::Buffer("running_var", c),
         ];
         self.add("bn", Op::BatchNorm { epsilon }, ops)
+    }
+
+    /// Extreme mode only: zero insertion and padding (a negative amount crops).
+    fn dilate_pad(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() == 4 && t.dtype == DType::F32)?;
+        let stride = self.small_pair(3);
+        let padding: [i64; 4] = std::array::from_fn(|_| self.src.range(0, 4) as i64 - 2);
+        let padding = padding.map(|p| self.ex_i64(p));
+        let op = Op::DilatePad { stride, padding };
+        self.add("dilate_pad", op, vec![Operand::Node(x)])
+    }
+
+    /// Extreme mode only: a convolution kernel rotated by 180° (`groups` divides both
+    /// channel dims).
+    fn rot180(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() == 4 && t.dtype == DType::F32)?;
+        let groups = self.groups(1);
+        self.add("rot180", Op::Rot180 { groups }, vec![Operand::Node(x)])
     }
 
     fn loss(&mut self) -> Option<NodeId> {

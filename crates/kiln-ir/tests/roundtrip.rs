@@ -425,3 +425,82 @@ fn leaky_relu_with_default_alpha_prints_it() {
     );
     assert!(text::print(&g).contains("leaky_relu(%x) {alpha=0.01}"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Extreme mode: hostile dims and attributes (see `kiln_ir::random`'s module docs)
+
+use kiln_ir::random::{Mode, graph_from_bytes_with};
+
+/// What the `random_graph` fuzz target checks of an extreme graph: the generator returns a
+/// clean `Err` (the graph's refusal), or a graph that verifies, round-trips and summarizes.
+fn check_extreme(bytes: &[u8]) -> Result<Graph, String> {
+    match graph_from_bytes_with(bytes, Mode::Extreme) {
+        Ok(g) => {
+            g.verify().unwrap_or_else(|e| panic!("{e}\n{}", text::print(&g)));
+            assert!(!g.outputs().is_empty());
+            assert_roundtrip(&g);
+            let _ = kiln_ir::summary::summarize(&g).to_string();
+            Ok(g)
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(!msg.is_empty());
+            Err(msg)
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn extreme_graphs_are_valid_or_clean_errors(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = check_extreme(&b);
+    }
+}
+
+/// Normal mode through `graph_from_bytes_with` is `graph_from_bytes`, and never an `Err`.
+#[test]
+fn normal_mode_is_the_plain_generator() {
+    for seed in 0..300 {
+        let b = bytes(seed, 300);
+        assert_eq!(
+            graph_from_bytes_with(&b, Mode::Normal).unwrap(),
+            graph_from_bytes(&b)
+        );
+    }
+}
+
+/// Extreme mode makes both refused and accepted graphs, and accepted ones with extreme
+/// attributes in them (so the round trip and the summary see them).
+#[test]
+fn extreme_mode_makes_errors_and_graphs_with_extreme_values() {
+    let (mut ok, mut err, mut big_attr, mut big_value) = (0, 0, 0, 0);
+    for seed in 0..1500 {
+        match check_extreme(&bytes(seed, 300)) {
+            Ok(g) => {
+                ok += 1;
+                let s = text::print(&g);
+                if ["2147483647", "2147483648", "4294967296", "9223372036854775807"]
+                    .iter()
+                    .any(|n| s.contains(&format!("{n}]")) || s.contains(&format!("{n},")))
+                {
+                    big_attr += 1;
+                }
+                if g.topo_order()
+                    .iter()
+                    .any(|&n| g.node(n).ty.shape.numel() > 1 << 20)
+                {
+                    big_value += 1;
+                }
+            }
+            Err(_) => err += 1,
+        }
+    }
+    assert!(ok > 100 && err > 100, "ok {ok}, err {err}");
+    assert!(big_attr > 3, "{big_attr} graphs with an extreme attribute or dim");
+    assert!(
+        big_value > 0,
+        "{big_value} graphs with a value above 2^20 elements"
+    );
+}
