@@ -22,6 +22,8 @@
 //! # Ok::<(), kiln_ir::IrError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod rules;
 
 use kiln_ir::{DType, Graph, IrError, LossKind, NodeId, Op, TensorType, Update};

@@ -23,6 +23,8 @@
 //! # Ok::<(), kiln_ir::IrError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod activation;
 pub mod conv;
 pub mod elementwise;

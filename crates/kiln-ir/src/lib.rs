@@ -1,6 +1,8 @@
 //! kiln's graph IR: tensor types, the `Op` enum, the graph with shape inference at insertion,
 //! the text IR, and the model summary (params, FLOPs, receptive fields).
 
+#![forbid(unsafe_code)]
+
 pub mod builder;
 pub mod error;
 pub mod geometry;

@@ -11,6 +11,8 @@
 //! What is supported, operator by operator, is in `docs/onnx.md`. Anything else is an
 //! [`OnnxError::Unsupported`] that lists every unsupported node of the model at once.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 mod import;
 pub mod proto;

@@ -9,6 +9,8 @@
 //! before them) and `dead_code`. Memory planning is not a graph rewrite: it lives with the
 //! arena, in `kiln-jit/src/plan.rs`.
 
+#![forbid(unsafe_code)]
+
 pub mod bn_fold;
 pub mod dead_code;
 pub mod fusion;

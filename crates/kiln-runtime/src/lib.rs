@@ -1,6 +1,8 @@
 //! kiln's runtime layer. Today: tensors in and out of files (`.npy`, safetensors) and labelled
 //! image data sets for training (`data`). The `Model` / `Trainer` API lives in the facade.
 
+#![forbid(unsafe_code)]
+
 pub mod data;
 pub mod io;
 

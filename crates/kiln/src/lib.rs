@@ -17,6 +17,8 @@
 //! # Ok::<(), kiln::ir::IrError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub use kiln_autodiff as autodiff;
 pub use kiln_interp as interp;
 pub use kiln_ir as ir;
