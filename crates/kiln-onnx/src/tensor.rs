@@ -164,16 +164,18 @@ impl Reader {
         let held = limits::check_bytes(numel, held, "its data").map_err(|e| err(name, e))?;
         let declared = limits::check_bytes(numel, width, "its data").map_err(|e| err(name, e))?;
         self.charge(held, "its data").map_err(|e| err(name, e))?;
-        let external;
-        let raw: Option<&[u8]> = if t.data_location == 1 {
-            external = self.read_external(t, name, declared)?;
-            Some(&external)
-        } else if !t.raw_data.is_empty() || numel == 0 {
-            Some(&t.raw_data)
+        let data = if t.data_location == 1 {
+            self.read_external(t, name, declared)
+                .and_then(|bytes| decode(t, name, dims, numel, width, Some(&bytes)))
         } else {
-            None
+            let raw = (!t.raw_data.is_empty() || numel == 0).then_some(&t.raw_data[..]);
+            decode(t, name, dims, numel, width, raw)
         };
-        decode(t, name, dims, numel, width, raw)
+        if data.is_err() {
+            // nothing is held
+            self.used -= held;
+        }
+        data
     }
 
     /// Bytes `offset .. offset + length` of the external data file of `t`, which must be
@@ -218,16 +220,18 @@ impl Reader {
             ));
         }
         let (file, len) = self.open(name, location)?;
-        let end = offset.checked_add(declared as u64).filter(|&e| e <= len);
-        if end.is_none() {
-            return Err(err(
+        let past = |what: String| {
+            err(
                 name,
                 format!(
-                    "offset {offset} + {declared} bytes (dims {:?} of {}) is past the end of `{location}` ({len} bytes)",
+                    "{what} is past the end of `{location}` ({len} bytes); dims {:?} of {} need {declared} bytes",
                     t.dims,
                     dt::name(t.data_type)
                 ),
-            ));
+            )
+        };
+        if offset > len {
+            return Err(past(format!("offset {offset}")));
         }
         if length.is_none() && len - offset != declared as u64 {
             return Err(err(
@@ -239,6 +243,9 @@ impl Reader {
                     dt::name(t.data_type)
                 ),
             ));
+        }
+        if len - offset < declared as u64 {
+            return Err(past(format!("offset {offset} + length {declared}")));
         }
         let io = |e: std::io::Error| err(name, format!("cannot read external data `{location}`: {e}"));
         let mut f: &File = file;
