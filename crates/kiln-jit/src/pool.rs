@@ -1,6 +1,10 @@
 //! The worker threads of a compiled model: started once with the model, handed one run at a
-//! time. In a run, thread `t` computes the `t`-th slice of each kernel's parallel range, and
-//! all threads meet at a barrier before the next kernel.
+//! time. In a run, thread `t` of `n` computes the slices `t`, `t + n`, … of each kernel's
+//! parallel range, and all threads meet at a barrier before the next kernel.
+//!
+//! A worker that cannot be started (the system's thread limit, memory) is not an error: the
+//! pool runs on the threads it has, and each of them takes more slices. The slices are the
+//! same, so the results are bit-identical whatever the number of threads.
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Barrier};
@@ -29,6 +33,9 @@ unsafe impl Send for Arena {}
 struct Job {
     arena: Arena,
     steps: Arc<[Step]>,
+    barrier: Arc<Barrier>,
+    /// The threads of the run, the caller's included: every one waits at the barrier.
+    threads: usize,
 }
 
 pub struct Pool {
@@ -37,11 +44,11 @@ pub struct Pool {
     barrier: Arc<Barrier>,
 }
 
-/// Thread `t`'s share of every step, in order.
-fn work(t: usize, arena: Arena, steps: &[Step], barrier: &Barrier) {
+/// Thread `t`'s share (of `n` threads) of every step, in order.
+fn work(t: usize, n: usize, arena: Arena, steps: &[Step], barrier: &Barrier) {
     for s in steps {
-        if t < s.parts {
-            let (b, e) = (s.extent * t / s.parts, s.extent * (t + 1) / s.parts);
+        for part in (t..s.parts).step_by(n) {
+            let (b, e) = (s.extent * part / s.parts, s.extent * (part + 1) / s.parts);
             // SAFETY: a slice of the kernel's own range over the arena it was compiled for.
             unsafe { (s.f)(arena.0, b as i64, e as i64) };
         }
@@ -49,27 +56,49 @@ fn work(t: usize, arena: Arena, steps: &[Step], barrier: &Barrier) {
     }
 }
 
+/// Starts worker `t` running `body`; an error when the thread cannot be started.
+type Spawn<'a> = dyn FnMut(usize, Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> + 'a;
+
 impl Pool {
-    /// `threads − 1` workers; the caller's thread is thread 0 of every run.
+    /// Up to `threads − 1` workers (as many as can be started); the caller's thread is thread 0
+    /// of every run.
     pub fn new(threads: usize) -> Pool {
-        let barrier = Arc::new(Barrier::new(threads));
+        Pool::with_spawn(threads, &mut |t, body| {
+            std::thread::Builder::new()
+                .name(format!("kiln-worker-{t}"))
+                .spawn(body)
+        })
+    }
+
+    fn with_spawn(threads: usize, spawn: &mut Spawn<'_>) -> Pool {
         let mut senders = Vec::new();
         let mut handles = Vec::new();
-        for t in 1..threads {
+        for t in 1..threads.max(1) {
             let (tx, rx): (Sender<Job>, Receiver<Job>) = channel();
-            let barrier = Arc::clone(&barrier);
-            handles.push(std::thread::spawn(move || {
+            let body = Box::new(move || {
                 while let Ok(job) = rx.recv() {
-                    work(t, job.arena, &job.steps, &barrier);
+                    work(t, job.threads, job.arena, &job.steps, &job.barrier);
                 }
-            }));
-            senders.push(tx);
+            });
+            match spawn(t, body) {
+                Ok(h) => {
+                    handles.push(h);
+                    senders.push(tx);
+                }
+                // run on the threads started so far
+                Err(_) => break,
+            }
         }
         Pool {
+            barrier: Arc::new(Barrier::new(senders.len() + 1)),
             senders,
             handles,
-            barrier,
         }
+    }
+
+    /// The threads a run uses, the caller's included.
+    pub fn threads(&self) -> usize {
+        self.senders.len() + 1
     }
 
     /// Runs `steps` over `arena` on every thread; returns when all of them are done.
@@ -84,9 +113,11 @@ impl Pool {
             let _ = tx.send(Job {
                 arena,
                 steps: Arc::clone(steps),
+                barrier: Arc::clone(&self.barrier),
+                threads: self.threads(),
             });
         }
-        work(0, arena, steps, &self.barrier);
+        work(0, self.threads(), arena, steps, &self.barrier);
     }
 }
 
@@ -96,5 +127,69 @@ impl Drop for Pool {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adds 1 to every byte of `begin..end`.
+    unsafe extern "C" fn mark(arena: *mut u8, begin: i64, end: i64) {
+        for i in begin..end {
+            // SAFETY: the test's arena holds `extent` bytes and the range lies within it.
+            unsafe { *arena.add(i as usize) += 1 };
+        }
+    }
+
+    fn run_marks(pool: &Pool) -> Vec<u8> {
+        let mut arena = vec![0u8; 100];
+        let steps: Arc<[Step]> = vec![
+            Step {
+                f: mark,
+                extent: 100,
+                parts: 8,
+            },
+            Step {
+                f: mark,
+                extent: 100,
+                parts: 1,
+            },
+            Step {
+                f: mark,
+                extent: 100,
+                parts: 3,
+            },
+        ]
+        .into();
+        // SAFETY: every step writes within the 100 bytes of `arena`, which nothing else touches.
+        unsafe { pool.run(arena.as_mut_ptr(), &steps) };
+        arena
+    }
+
+    #[test]
+    fn every_slice_runs_once_on_any_number_of_threads() {
+        for threads in [1, 2, 3, 8, 11] {
+            let pool = Pool::new(threads);
+            assert_eq!(pool.threads(), threads);
+            assert_eq!(run_marks(&pool), vec![3u8; 100], "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn threads_that_cannot_start_leave_the_work_to_the_others() {
+        let mut started = 0;
+        let pool = Pool::with_spawn(8, &mut |_, body| {
+            if started == 2 {
+                return Err(std::io::Error::other("no more threads"));
+            }
+            started += 1;
+            std::thread::Builder::new().spawn(body)
+        });
+        assert_eq!(pool.threads(), 3);
+        assert_eq!(run_marks(&pool), vec![3u8; 100]);
+        let alone = Pool::with_spawn(4, &mut |_, _| Err(std::io::Error::other("none")));
+        assert_eq!(alone.threads(), 1);
+        assert_eq!(run_marks(&alone), vec![3u8; 100]);
     }
 }
