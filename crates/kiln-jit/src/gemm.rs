@@ -32,6 +32,23 @@ pub struct MicroKernel {
     pub f: MicroKernelFn,
 }
 
+/// The largest tile (`mr·nr` floats) the driver's edge-tile buffer holds.
+pub const MAX_TILE: usize = 512;
+/// The most tile rows `pack_a` reads side by side.
+pub const MAX_MR: usize = 16;
+
+impl MicroKernel {
+    /// Whether the driver can run this tile: `1 ≤ mr ≤ MAX_MR`, `nr ≥ 1`, `mr·nr ≤ MAX_TILE`.
+    /// The driver's unsafe code (the edge tile written into a stack buffer, the rows of a
+    /// packed A panel) relies on it; `gemm` checks it in release builds too.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.mr == 0 || self.nr == 0 || self.mr > MAX_MR || self.mr * self.nr > MAX_TILE {
+            return Err("the micro-kernel's tile does not fit the driver's buffers");
+        }
+        Ok(())
+    }
+}
+
 /// The Cranelift tier's tile: 4 rows × 12 columns (3 `f32x4` per row) = 12 accumulators,
 /// leaving 3 of the 16 xmm registers for B vectors and one for the broadcast.
 pub const MR: usize = 5;
@@ -252,13 +269,28 @@ fn floats(v: &mut Vec<Line>, len: usize) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), len) }
 }
 
-/// Computes the blocks `[m0, m1) × [n0, n1)` of `p` (the whole K range).
+/// Computes the blocks `[m0, m1) × [n0, n1)` of `p` (the whole K range). An error, before
+/// anything is touched, when the tile or the blocking does not fit the driver's buffers or
+/// the ranges are not inside `m × n`.
 ///
 /// # Safety
 /// `p.a` must be valid for reads of `m × lda` floats (`lda ≥ k`), `p.b` for its whole source,
 /// and `p.c` for reads and writes of `m × ldc` floats (`ldc ≥ n`), with no other thread
 /// touching the rows and columns of C written here.
-pub unsafe fn gemm(kern: &MicroKernel, bl: &Blocking, p: &Problem, rows: [usize; 2], cols: [usize; 2]) {
+pub unsafe fn gemm(
+    kern: &MicroKernel,
+    bl: &Blocking,
+    p: &Problem,
+    rows: [usize; 2],
+    cols: [usize; 2],
+) -> Result<(), &'static str> {
+    kern.check()?;
+    if bl.mc == 0 || bl.kc == 0 || bl.nc == 0 {
+        return Err("an empty cache block");
+    }
+    if rows[0] > rows[1] || rows[1] > p.m || cols[0] > cols[1] || cols[1] > p.n {
+        return Err("rows or columns outside the product");
+    }
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
@@ -300,6 +332,7 @@ pub unsafe fn gemm(kern: &MicroKernel, bl: &Blocking, p: &Problem, rows: [usize;
             }
         }
     });
+    Ok(())
 }
 
 /// The tile loops over one packed A block and one packed B block.
@@ -315,8 +348,8 @@ unsafe fn macro_kernel(
     accumulate: bool,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
-    let mut tmp = [0.0f32; 512];
-    debug_assert!(mr * nr <= tmp.len());
+    // mr·nr ≤ MAX_TILE: `gemm` checked `kern.check()` before calling
+    let mut tmp = [0.0f32; MAX_TILE];
     for jr in (0..nc).step_by(nr) {
         let cols = nr.min(nc - jr);
         let bp = bpack[jr / nr * nr * kc..].as_ptr();
@@ -350,8 +383,8 @@ unsafe fn macro_kernel(
 /// `(i, k)` of panel `q` at `q·mr·kc + k·mr + i`; rows past `m` are zero. Writes are
 /// sequential; the panel's `mr` rows are read side by side.
 unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, kc: usize, mr: usize) {
-    let mut rows: [&[f32]; 16] = [&[]; 16];
-    debug_assert!(mr <= rows.len());
+    // mr ≤ MAX_MR: `gemm` checked `MicroKernel::check` (and `take(live)` bounds the writes)
+    let mut rows: [&[f32]; MAX_MR] = [&[]; MAX_MR];
     for q in 0..mc.div_ceil(mr) {
         let panel = &mut out[q * mr * kc..(q + 1) * mr * kc];
         let live = mr.min(mc - q * mr);
@@ -495,6 +528,9 @@ pub struct GemmDesc {
     /// Rows and columns per work item.
     pub m_step: usize,
     pub n_step: usize,
+    /// Byte offset of the node's status word (`plan::Plan::status`, 8-byte aligned): the
+    /// driver stores a failure there instead of unwinding into JIT code.
+    pub status: usize,
 }
 
 impl GemmDesc {
@@ -549,11 +585,17 @@ impl Tier {
     }
 }
 
-/// A stand-in micro-kernel until the real one is finalized (never called).
+/// A stand-in micro-kernel until the real one is finalized (never called; infallible).
 pub extern "C" fn unset_kernel(_: i64, _: *const f32, _: *const f32, _: *mut f32, _: i64, _: i64) {}
 
+/// The status a failed driver run stores (anything but `plan::STATUS_OK` means failure).
+pub const STATUS_FAILED: u64 = 0;
+
 /// Runs the work items `[begin, end)` of the `gemm` described by `desc` over `arena`; the
-/// JIT'd kernel of a `gemm` node calls this.
+/// JIT'd kernel of a `gemm` node calls this. It never unwinds into the JIT frames that call it
+/// (they have no unwind tables: a panic crossing them aborts the process): a panic, or an
+/// item range or tile the driver cannot run, stores `STATUS_FAILED` in the node's status word,
+/// which `JitModel::run` turns into an error.
 ///
 /// # Safety
 /// `desc` must point to a live `GemmDesc` built for this arena's plan, and `arena` to the
@@ -561,9 +603,33 @@ pub extern "C" fn unset_kernel(_: i64, _: *const f32, _: *const f32, _: *mut f32
 pub unsafe extern "C" fn kiln_gemm_run(desc: *const GemmDesc, arena: *mut u8, begin: i64, end: i64) {
     // SAFETY: forwarded from the caller.
     let d = unsafe { &*desc };
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: forwarded from the caller.
+        unsafe { run_items(d, arena, begin, end) }
+    }));
+    if !matches!(ok, Ok(Ok(()))) {
+        // SAFETY: the status word is 8 bytes at an 8-byte aligned offset of the arena
+        // (`plan::plan`), and only touched atomically while kernels run.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(arena.add(d.status).cast::<u64>()) };
+        word.store(STATUS_FAILED, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The body of `kiln_gemm_run`.
+///
+/// # Safety
+/// As `kiln_gemm_run`.
+unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Result<(), &'static str> {
     let (mb, nb) = (d.m_blocks(), d.n_blocks());
+    // the JIT passes a slice of `[0, items())`; anything else is refused, not run
+    let (Ok(begin), Ok(end)) = (usize::try_from(begin), usize::try_from(end)) else {
+        return Err("a negative work item");
+    };
+    if begin > end || end > d.items() || d.groups == 0 {
+        return Err("work items outside the product");
+    }
     let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
-    for item in begin as usize..end as usize {
+    for item in begin..end {
         let (j, rest) = (item % nb, item / nb);
         let (i, rest) = (rest % mb, rest / mb);
         let (g, n) = (rest % d.groups, rest / d.groups);
@@ -616,9 +682,15 @@ pub unsafe extern "C" fn kiln_gemm_run(desc: *const GemmDesc, arena: *mut u8, be
             ldc: d.l,
             epilogue: Some(&epilogue),
         };
-        // SAFETY: every offset and size comes from the validated shapes and the memory plan.
-        unsafe { gemm(&d.kernel, &d.blocking, &p, rows, cols) };
+        // SAFETY: in bounds of the arena: `d` was built by `lower::gemm_desc` from the node's
+        // shapes (each ≤ 2³¹ elements by kiln_ir::limits) and the slots of the checked plan:
+        // A is `groups·mg × kg` at `d.a`, B `batch·groups × kg × l` (or the image of the
+        // patches) at its offset, C and the residual `batch·groups × mg × l` at theirs, and
+        // `n < batch`, `g < groups`, `rows ⊆ [0, mg)`, `cols ⊆ [0, l)` by the item decoding
+        // above (`item < items()`), so every pointer formed here stays in its value's slot.
+        unsafe { gemm(&d.kernel, &d.blocking, &p, rows, cols) }?;
     }
+    Ok(())
 }
 
 /// A standalone single-threaded sgemm on the Cranelift micro-kernel (benches and tests).
@@ -693,8 +765,8 @@ impl Sgemm {
             epilogue: None,
         };
         // SAFETY: the lengths were checked above; `c` is exclusively borrowed.
-        unsafe { gemm(&self.kernel, &self.blocking, &p, [0, m], [0, n]) };
-        Ok(())
+        unsafe { gemm(&self.kernel, &self.blocking, &p, [0, m], [0, n]) }
+            .map_err(|e| JitError::Codegen(format!("sgemm: {e}")))
     }
 }
 
@@ -783,6 +855,49 @@ mod tests {
             c.run(m, n, k, &a, &b, &mut y).unwrap();
             assert_eq!(x, y, "{m}×{n}×{k}");
         }
+    }
+
+    /// A tile the driver cannot hold, or work items outside the product, set the node's
+    /// status word instead of panicking (which would abort the process inside JIT frames).
+    #[test]
+    fn a_driver_failure_is_a_status_not_a_panic() {
+        let g = Sgemm::new().unwrap();
+        // the arena: the status word at byte 0, A, B and C (4×4 each) at 64, 128 and 192
+        let mut arena = vec![u64::MAX; 64];
+        let mut d = GemmDesc {
+            kernel: MicroKernel {
+                mr: 100,
+                nr: NR,
+                f: g.kernel.f,
+            },
+            epilogue: None,
+            blocking: g.blocking,
+            batch: 1,
+            groups: 1,
+            mg: 4,
+            kg: 4,
+            l: 4,
+            a: 64,
+            b: BArena::Matrix { offset: 128 },
+            c: 192,
+            bias: None,
+            residual: None,
+            m_step: 4,
+            n_step: NR,
+            status: 0,
+        };
+        assert_eq!(d.items(), 1);
+        let run = |d: &GemmDesc, arena: &mut Vec<u64>, begin: i64, end: i64| {
+            arena[0] = u64::MAX;
+            // SAFETY: the description fits the 512-byte arena.
+            unsafe { kiln_gemm_run(d, arena.as_mut_ptr().cast(), begin, end) };
+            arena[0]
+        };
+        assert_eq!(run(&d, &mut arena, 0, 1), STATUS_FAILED, "a 100-row tile");
+        d.kernel.mr = MR;
+        assert_eq!(run(&d, &mut arena, 0, 2), STATUS_FAILED, "item 1 of 1");
+        assert_eq!(run(&d, &mut arena, -1, 1), STATUS_FAILED, "item -1");
+        assert_eq!(run(&d, &mut arena, 0, 1), u64::MAX, "a good run");
     }
 
     #[test]

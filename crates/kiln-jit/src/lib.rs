@@ -68,6 +68,20 @@ pub enum JitError {
         pos: usize,
         classes: usize,
     },
+    /// The model is too big for `kiln_ir::limits` (its arena or its weights), or its memory
+    /// could not be allocated.
+    #[error("{0}")]
+    TooBig(String),
+    /// `run` before `set_weights` on a model that has weights.
+    #[error("the model's weights are not set: call set_weights before run")]
+    NoWeights,
+    /// A kernel found its data invalid at run time (the interpreter's error for the same node).
+    #[error("node `{node}` ({op}): {message}")]
+    Op {
+        node: String,
+        op: String,
+        message: String,
+    },
 }
 
 /// Knobs of the compiler.
@@ -124,10 +138,53 @@ pub struct KernelInfo {
     pub code: Option<Vec<u8>>,
 }
 
-/// 64-byte aligned storage for the arena.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
+/// The arena: `len` zeroed bytes, 64-byte aligned, allocated fallibly (a failed allocation is
+/// a `JitError::TooBig`, never an abort) and lazily by the OS (`alloc_zeroed`).
+struct ArenaBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `ArenaBuf` owns its bytes like a `Box<[u8]>`; access goes through `&`/`&mut self`.
+unsafe impl Send for ArenaBuf {}
+// SAFETY: as above: shared references only read.
+unsafe impl Sync for ArenaBuf {}
+
+impl ArenaBuf {
+    /// `len` zero bytes (at least 64), or an error naming the size.
+    fn new(len: usize) -> Result<ArenaBuf, JitError> {
+        let len = len.max(64);
+        let layout = std::alloc::Layout::from_size_align(len, 64)
+            .map_err(|e| JitError::TooBig(format!("an arena of {len} bytes: {e}")))?;
+        // SAFETY: the layout's size is at least 64.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(p)
+            .ok_or_else(|| JitError::TooBig(format!("cannot allocate the model's arena of {len} bytes")))?;
+        Ok(ArenaBuf { ptr, len })
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` initialized (zeroed) bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, exclusively borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for ArenaBuf {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.len, 64).expect("checked in new");
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
 
 /// A graph compiled to native code, with its arena.
 pub struct JitModel {
@@ -137,7 +194,7 @@ pub struct JitModel {
     entry: unsafe extern "C" fn(*mut u8),
     kernels: Vec<KernelInfo>,
     kernel_fns: Vec<KernelFn>,
-    arena: Vec<Line>,
+    arena: ArenaBuf,
     /// Worker threads, when the model runs on more than one thread.
     pool: Option<pool::Pool>,
     /// The kernels in run order with their slicing, for the pool.
@@ -147,12 +204,18 @@ pub struct JitModel {
     _gemms: Vec<Box<gemm::GemmDesc>>,
     /// Whether the `prep` kernels have run since the weights last changed.
     prepared: bool,
+    /// Whether `set_weights` has loaded every weight (a model without weights needs none).
+    weights_set: bool,
 }
 
 /// Named output values, in the graph's output order.
 pub type Outputs = Vec<(String, Value<f32>)>;
 
 /// Compiles `graph` for the host CPU, after the graph passes of `options.passes`.
+///
+/// Nothing proportional to a tensor's size is allocated before the memory plan is checked
+/// against `kiln_ir::limits::MAX_BYTES` (arena and weights); the arena is then allocated
+/// fallibly, before code generation, so a model too big for this machine is an `Err`.
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
     let optimized = kiln_passes::optimize(graph, options.passes)?;
     let graph = &optimized;
@@ -165,7 +228,8 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             });
         }
     }
-    let plan = plan::plan(graph);
+    let plan = plan::checked(graph).map_err(JitError::TooBig)?;
+    let arena = ArenaBuf::new(plan.size)?;
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
@@ -198,6 +262,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             let sig = codegen::kernel_signature(&module);
             let out = (plan.slots[&id], &node.ty);
             let scratch = plan.scratch.get(&id).copied();
+            let status = plan.status.get(&id).copied();
             let mut extent = 0;
             let kept = codegen::define(&mut module, fid, sig, options.keep_code, |e, p, _| {
                 let args = lower::Args {
@@ -208,6 +273,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                     out,
                     scratch,
                     gemm: gemm.map(|i| &*gemms.descs[i]),
+                    status,
                 };
                 extent = lower::emit(e, &node.op, &args, phase);
             })?;
@@ -225,7 +291,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
         }
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
-    finish(graph, plan, module, entry, kernels, &ids, threads, gemms)
+    finish(graph, plan, arena, module, entry, kernels, &ids, threads, gemms)
 }
 
 /// The `gemm` nodes' driver descriptions, with the functions they call once the module is
@@ -279,8 +345,10 @@ impl Gemms {
         // two work items per thread: measured on ResNet-18 at 2 threads (AVX-512 tier) 38 ms with
         // one, 28.6–29.0 with two, 31.8 with three, 32.4–32.9 with four or eight (more items split
         // the rows, and every row block packs its own copy of B)
-        let want = if threads > 1 { 2 * threads } else { 1 };
-        let desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want);
+        let want = if threads > 1 { threads.saturating_mul(2) } else { 1 };
+        let status = plan.status[&id];
+        let desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
+            .map_err(JitError::Codegen)?;
         let epilogue = if g.bias || g.residual || g.activation.is_some() {
             let mut sig = module.make_signature();
             for _ in 0..6 {
@@ -349,6 +417,7 @@ fn define_entry(
 fn finish(
     graph: &Graph,
     plan: plan::Plan,
+    arena: ArenaBuf,
     mut module: JITModule,
     entry: cranelift_module::FuncId,
     kernels: Vec<KernelInfo>,
@@ -372,14 +441,13 @@ fn finish(
             unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
         })
         .collect();
-    let lines = plan.size.div_ceil(64);
     // Split a kernel only when it is big enough; start threads only when some kernel is.
     let steps: Arc<[pool::Step]> = kernels
         .iter()
         .zip(&kernel_fns)
         .filter(|(k, _)| !k.prep)
         .map(|(k, &f)| {
-            let split = threads > 1 && k.extent >= 2 * threads && k.work >= PARALLEL_MIN_WORK;
+            let split = threads > 1 && k.extent >= threads.saturating_mul(2) && k.work >= PARALLEL_MIN_WORK;
             pool::Step {
                 f,
                 extent: k.extent,
@@ -387,6 +455,7 @@ fn finish(
             }
         })
         .collect();
+    // (a worker that cannot be started leaves its share to the others: `pool.rs`)
     let pool = steps
         .iter()
         .any(|s| s.parts > 1)
@@ -398,11 +467,12 @@ fn finish(
         entry,
         kernels,
         kernel_fns,
-        arena: vec![Line([0; 64]); lines],
+        arena,
         pool,
         steps,
         _gemms: gemms.descs,
         prepared: false,
+        weights_set: false,
     })
 }
 
@@ -425,47 +495,103 @@ impl JitModel {
         &self.plan
     }
 
+    // The plan's slots lie inside the arena (`plan::plan` checks every offset + size against
+    // its total, which is the arena's length), so these slices never go out of range.
     fn bytes_mut(&mut self, id: NodeId) -> &mut [u8] {
         let s = self.plan.slots[&id];
-        let all: &mut [u8] = bytemuck_lines(&mut self.arena);
-        &mut all[s.offset..s.offset + s.len * 4]
+        &mut self.arena.bytes_mut()[s.offset..s.offset + s.len * 4]
     }
 
     fn bytes(&self, id: NodeId) -> &[u8] {
         let s = self.plan.slots[&id];
-        let all = bytemuck_lines_ref(&self.arena);
-        &all[s.offset..s.offset + s.len * 4]
+        &self.arena.bytes()[s.offset..s.offset + s.len * 4]
     }
 
-    /// Loads every weight (`param` and `buffer`) of the graph from `weights`, by name.
+    /// Loads every weight (`param` and `buffer`) of the graph from `weights`, by name. Every
+    /// weight is checked before any is written; until this succeeds, `run` is an error.
     pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), JitError> {
-        for id in self.graph.params() {
+        let params = self.graph.params();
+        let mut found = Vec::with_capacity(params.len());
+        for &id in &params {
             let node = self.graph.node(id);
             let t = weights
                 .get(&node.name)
                 .ok_or_else(|| JitError::MissingWeight(node.name.clone()))?;
-            if t.shape() != &node.ty.shape {
+            if t.shape() != &node.ty.shape || t.data().len() != node.ty.shape.numel() {
                 return Err(JitError::WrongType {
                     name: node.name.clone(),
                     expected: node.ty.clone(),
                     got: TensorType::f32(t.shape().clone()),
                 });
             }
-            let data: Vec<u8> = t.data().iter().flat_map(|v| v.to_ne_bytes()).collect();
-            self.bytes_mut(id).copy_from_slice(&data);
+            found.push((id, t));
         }
-        self.prepare();
+        self.weights_set = false;
+        for (id, t) in found {
+            // straight into the arena: no copy of the weights on the side
+            for (dst, v) in self.bytes_mut(id).chunks_exact_mut(4).zip(t.data()) {
+                dst.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+        self.prepare()?;
+        self.weights_set = true;
         Ok(())
     }
 
     /// Runs the kernels of values computed from the weights alone.
-    fn prepare(&mut self) {
-        let arena = self.arena.as_mut_ptr().cast::<u8>();
+    fn prepare(&mut self) -> Result<(), JitError> {
+        self.prepared = false;
+        self.reset_status();
+        let arena = self.arena.as_mut_ptr();
         for (k, f) in self.kernels.iter().zip(&self.kernel_fns).filter(|(k, _)| k.prep) {
             // SAFETY: as in `run`: the full range of a kernel over the planned arena.
             unsafe { f(arena, 0, k.extent as i64) };
         }
+        self.check_status()?;
         self.prepared = true;
+        Ok(())
+    }
+
+    /// Sets every status word to `STATUS_OK` (no kernel has failed).
+    fn reset_status(&mut self) {
+        let words: Vec<usize> = self.plan.status.values().copied().collect();
+        let all = self.arena.bytes_mut();
+        for off in words {
+            all[off..off + 8].copy_from_slice(&plan::STATUS_OK.to_ne_bytes());
+        }
+    }
+
+    /// The error of the first node (in run order) whose kernel reported a failure.
+    fn check_status(&self) -> Result<(), JitError> {
+        if self.plan.status.is_empty() {
+            return Ok(());
+        }
+        let all = self.arena.bytes();
+        for id in self.graph.topo_order() {
+            let Some(&off) = self.plan.status.get(&id) else {
+                continue;
+            };
+            let word = u64::from_ne_bytes(all[off..off + 8].try_into().expect("8 bytes"));
+            if word == plan::STATUS_OK {
+                continue;
+            }
+            let node = self.graph.node(id);
+            let message = match &node.op {
+                Op::ScatterIds { size } => {
+                    // the lowest failing position and its id (`lower_train::scatter_ids`)
+                    let (pos, bad) = (word >> 32, word as u32 as i32);
+                    let plane = size[0] * size[1];
+                    format!("id {bad} at position {pos} is outside the plane of {plane}")
+                }
+                _ => "the GEMM driver failed (an internal error; see the panic message above)".into(),
+            };
+            return Err(JitError::Op {
+                node: node.name.clone(),
+                op: node.op.name().into(),
+                message,
+            });
+        }
+        Ok(())
     }
 
     /// Runs the model on `inputs` (every graph input, by name) and returns the outputs in the
@@ -496,21 +622,33 @@ impl JitModel {
                     got: v.ty(),
                 });
             }
-            let data: Vec<u8> = match v {
-                Value::F(t) => t.data().iter().flat_map(|x| x.to_ne_bytes()).collect(),
-                Value::I(t) => {
-                    self.check_class_ids(id, &node.name, t)?;
-                    t.data().iter().flat_map(|x| x.to_ne_bytes()).collect()
-                }
-            };
-            self.bytes_mut(id).copy_from_slice(&data);
+            if let Value::I(t) = v {
+                self.check_class_ids(id, &node.name, t)?;
+            }
+        }
+        if !self.weights_set && !self.graph.params().is_empty() {
+            return Err(JitError::NoWeights);
+        }
+        for &id in &graph_inputs {
+            let v = &inputs[&self.graph.node(id).name];
+            let dst = self.bytes_mut(id).chunks_exact_mut(4);
+            // straight into the arena (types checked above: the sizes agree)
+            match v {
+                Value::F(t) => dst
+                    .zip(t.data())
+                    .for_each(|(d, x)| d.copy_from_slice(&x.to_ne_bytes())),
+                Value::I(t) => dst
+                    .zip(t.data())
+                    .for_each(|(d, x)| d.copy_from_slice(&x.to_ne_bytes())),
+            }
         }
         if !self.prepared {
-            self.prepare();
+            self.prepare()?;
         }
+        self.reset_status();
         // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
         // validated shapes to stay inside it, and it is exclusively borrowed for the call.
-        let arena = self.arena.as_mut_ptr().cast::<u8>();
+        let arena = self.arena.as_mut_ptr();
         if let Some(pool) = &self.pool {
             // SAFETY: as below; the pool returns only when every thread has finished.
             unsafe { pool.run(arena, &self.steps) };
@@ -519,6 +657,7 @@ impl JitModel {
             // from validated shapes to stay inside it, and it is exclusively borrowed here.
             unsafe { (self.entry)(arena) };
         }
+        self.check_status()?;
         Ok(self.read_outputs())
     }
 
@@ -529,7 +668,8 @@ impl JitModel {
         inputs: &HashMap<String, Value<f32>>,
     ) -> Result<(Vec<f64>, Outputs), JitError> {
         self.run(inputs)?; // feeds the inputs (and warms the caches)
-        let arena = self.arena.as_mut_ptr().cast::<u8>();
+        self.reset_status();
+        let arena = self.arena.as_mut_ptr();
         let mut times = Vec::with_capacity(self.kernels.len());
         for (k, f) in self.kernels.iter().zip(&self.kernel_fns) {
             if k.prep {
@@ -541,6 +681,7 @@ impl JitModel {
             unsafe { f(arena, 0, k.extent as i64) };
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        self.check_status()?;
         Ok((times, self.read_outputs()))
     }
 
@@ -601,18 +742,6 @@ impl JitModel {
         }
         Ok(())
     }
-}
-
-fn bytemuck_lines(lines: &mut [Line]) -> &mut [u8] {
-    let len = lines.len() * 64;
-    // SAFETY: `Line` is 64 plain bytes with no padding; the slice covers exactly `lines`.
-    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), len) }
-}
-
-fn bytemuck_lines_ref(lines: &[Line]) -> &[u8] {
-    let len = lines.len() * 64;
-    // SAFETY: as above, read-only.
-    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast::<u8>(), len) }
 }
 
 impl Drop for JitModel {

@@ -4,7 +4,15 @@
 //! kernel's body and returns that loop's size from the same exhaustive match over `Op`.
 //!
 //! All offsets and sizes are compile-time constants taken from shapes that were validated when
-//! the graph was built, so every load and store is in bounds by construction.
+//! the graph was built, so every load and store is in bounds by construction: every value has
+//! at most `kiln_ir::limits::MAX_ELEMENTS` (2³¹) elements and every window fits its padded
+//! input, so the `i64` index arithmetic below cannot overflow, and the plan (`plan.rs`, checked
+//! against `MAX_BYTES`) gives each value a slot of its full size. An index read from memory
+//! (max-pool ids, class ids) is range-checked before use.
+//!
+//! The emitted code's size never grows with a shape or an attribute value: loops run over
+//! every extent, and a loop is unrolled only below a small constant bound (`UNROLL_TAPS`,
+//! `UNROLL_KW`), so a hostile kernel size or output size cannot blow up compile time or memory.
 
 use crate::codegen::Emitter;
 use crate::gemm::{BArena, Blocking, GemmDesc, MicroKernel, PatchGeom};
@@ -12,7 +20,7 @@ use crate::plan::{Slot, is_view};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
-use kiln_ir::shape::{adaptive_window, normalize_axis, resolve_padding, window_out_size};
+use kiln_ir::shape::{normalize_axis, resolve_padding, window_out_size};
 use kiln_ir::{Activation, BinaryOp, DType, Gemm, Im2Col, LossKind, Op, PoolKind, ReduceKind, TensorType};
 
 /// What a kernel reads and writes.
@@ -26,6 +34,16 @@ pub struct Args<'a> {
     pub scratch: Option<Slot>,
     /// The driver's description of a `gemm` node (see `gemm_desc`); it outlives the code.
     pub gemm: Option<&'a GemmDesc>,
+    /// The byte offset of the node's status word (`plan::Plan::status`), for kernels that can
+    /// fail at run time (`has_status`).
+    pub status: Option<usize>,
+}
+
+/// Whether the op's kernel can fail at run time and reports it in a status word: a scatter by
+/// ids read from memory (an id outside the plane), and the GEMM driver (Rust code called from
+/// the kernel, which must not unwind into it).
+pub fn has_status(op: &Op) -> bool {
+    matches!(op, Op::ScatterIds { .. } | Op::Gemm(_))
 }
 
 impl Args<'_> {
@@ -57,30 +75,42 @@ fn conv_pads(c: &kiln_ir::Conv2d, x: &[usize], w: &[usize]) -> [usize; 4] {
 }
 
 /// Elements of scratch memory the op's kernels need: the zero-padded copy of the input of a
-/// register-blocked convolution (so every column of every row is interior), followed by slack
-/// that a last, partial column block may read (its extra lanes are computed and dropped).
-/// Taken when the convolution pads or its output width is not a multiple of 4.
-pub fn scratch_len(op: &Op, ins: &[&TensorType], out: &TensorType) -> usize {
+/// register-blocked convolution (so every column of every row is interior), followed by
+/// `SLACK` elements that a last, partial column block may read at stride 1 (a full vector
+/// load whose extra lanes are computed and dropped; at other strides it loads only its
+/// columns). Taken when the convolution pads or its output width is not a multiple of 4.
+/// Checked arithmetic: an error when the padded copy has more than `MAX_ELEMENTS` elements.
+pub fn scratch_len(op: &Op, ins: &[&TensorType], out: &TensorType) -> Result<usize, String> {
     match op {
         Op::Conv2d(c) if conv_blocked(c, ins[1].dims()) => {
-            let (x, w, p) = (
-                ins[0].dims(),
-                ins[1].dims(),
-                conv_pads(c, ins[0].dims(), ins[1].dims()),
-            );
+            let (x, p) = (ins[0].dims(), conv_pads(c, ins[0].dims(), ins[1].dims()));
             if p == [0; 4] && out.dims()[3].is_multiple_of(4) {
-                return 0;
+                return Ok(0);
             }
-            let slack = 4 * c.stride[1] + (w[3] - 1) * c.dilation[1] + 4;
-            x[0] * x[1] * (x[2] + p[0] + p[2]) * (x[3] + p[1] + p[3]) + slack
+            let hp = x[2].checked_add(p[0]).and_then(|v| v.checked_add(p[2]));
+            let wp = x[3].checked_add(p[1]).and_then(|v| v.checked_add(p[3]));
+            let padded = match (hp, wp) {
+                (Some(hp), Some(wp)) => kiln_ir::limits::check_dims(&[x[0], x[1], hp, wp])?,
+                _ => return Err(format!("the padding {p:?} of an input {x:?} overflows")),
+            };
+            // ≤ 2³¹ + SLACK: no overflow
+            Ok(padded + SLACK)
         }
-        _ => 0,
+        _ => Ok(0),
     }
 }
 
+/// Elements after a blocked convolution's padded input copy: a stride-1 vector load of the
+/// last partial block reads at most 3 elements past the last row.
+const SLACK: usize = 4;
+
 /// How many kernels the op lowers to, run one after the other (`emit`'s `phase`).
 pub fn phases(op: &Op, ins: &[&TensorType], out: &TensorType) -> usize {
-    if scratch_len(op, ins, out) > 0 { 2 } else { 1 }
+    if matches!(scratch_len(op, ins, out), Ok(n) if n > 0) {
+        2
+    } else {
+        1
+    }
 }
 
 /// Writes the body of the op's kernel number `phase` and returns the size of its outermost
@@ -245,7 +275,9 @@ pub fn patch_geom(c: &Im2Col, x: &[usize], out: &[usize]) -> PatchGeom {
 
 /// The driver's description of a `gemm` node whose inputs live at `ins` and output at `out`;
 /// `patches` is the `im2col` (its attributes and its input) when B is one the driver packs
-/// from directly. `want` is how many work items to aim for (a few per thread).
+/// from directly. `want` is how many work items to aim for (a few per thread); `status` is the
+/// byte offset of the node's status word. An error when the micro-kernel's tile does not fit
+/// the driver (`MicroKernel::check`): refused at compile time rather than at run time.
 pub fn gemm_desc(
     g: &Gemm,
     ins: &[(Slot, TensorType)],
@@ -253,7 +285,9 @@ pub fn gemm_desc(
     patches: Option<(&Im2Col, Slot, &TensorType)>,
     kernel: MicroKernel,
     want: usize,
-) -> GemmDesc {
+    status: usize,
+) -> Result<GemmDesc, String> {
+    kernel.check()?;
     let (ad, bd) = (ins[0].1.dims(), ins[1].1.dims());
     let b = match patches {
         Some((c, slot, ty)) => BArena::Patches {
@@ -281,9 +315,10 @@ pub fn gemm_desc(
         residual: g.residual.then(|| ins[ins.len() - 1].0.offset),
         m_step: 1,
         n_step: 1,
+        status,
     };
     d.split(want);
-    d
+    Ok(d)
 }
 
 /// The `gemm` kernel: a call to the Rust driver with the node's description.
@@ -670,6 +705,42 @@ impl ConvGeom {
 /// Kernels with at most this many taps have their tap loops unrolled in the vector path.
 const UNROLL_TAPS: usize = 49;
 
+/// Kernel widths up to this have their column taps unrolled in the blocked convolution; wider
+/// ones (any width is valid over a padded input) take a loop, so code size stays bounded.
+pub(crate) const UNROLL_KW: usize = 16;
+
+/// A tap index: a constant when its loop is unrolled, a loop variable otherwise.
+#[derive(Clone, Copy)]
+pub(crate) enum Tap {
+    Const(usize),
+    Var(Value),
+}
+
+impl Tap {
+    /// `base + tap·scale` (a constant offset when unrolled). `tap·scale` is a position inside
+    /// a window that fits its padded input (< 2³¹), so it fits `i64`.
+    pub(crate) fn add_scaled(self, e: &mut Emitter, base: Value, scale: usize) -> Value {
+        match self {
+            Tap::Const(k) => e.b.ins().iadd_imm_s(base, (k * scale) as i64),
+            Tap::Var(k) => {
+                let t = e.b.ins().imul_imm_s(k, scale as i64);
+                e.b.ins().iadd(base, t)
+            }
+        }
+    }
+}
+
+/// `body(k)` for `k in 0..n`: unrolled (constant `k`) when `n ≤ limit`, else one loop.
+pub(crate) fn taps(e: &mut Emitter, n: usize, limit: usize, mut body: impl FnMut(&mut Emitter, Tap)) {
+    if n <= limit {
+        for k in 0..n {
+            body(e, Tap::Const(k));
+        }
+    } else {
+        e.for_const(0, n as i64, |e, k| body(e, Tap::Var(k)));
+    }
+}
+
 impl ConvGeom {
     /// `accumulate` for four interior columns `x..x+4` (at any stride) with the tap loops
     /// unrolled: every tap offset is a constant, so a tap is one (or, at stride > 1, four
@@ -702,7 +773,7 @@ impl ConvGeom {
                     let row = e.b.ins().iadd(row, xs);
                     for kx in 0..g.kw {
                         let xi = e.b.ins().iadd_imm_s(row, (kx * g.d[1]) as i64 - g.pad[1] as i64);
-                        let xv = load4(e, arena, g.xo, xi, g.s[1]);
+                        let xv = load4(e, arena, g.xo, xi, g.s[1], 4);
                         let wi = e.b.ins().iadd_imm_s(wc, (ky * g.kw + kx) as i64);
                         let wv = load_f(e, arena, g.wo, wi);
                         let wv = e.b.ins().splat(F32X4, wv);
@@ -869,17 +940,18 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
                             let row = e.b.ins().iadd(row, x0);
                             let wk = e.b.ins().imul_imm_s(ky, kw as i64);
                             let wk = e.b.ins().iadd(wk, wc);
-                            for kx in 0..kw {
-                                let col = e.b.ins().iadd_imm_s(row, (kx * d[1]) as i64);
+                            taps(e, kw, UNROLL_KW, |e, kx| {
+                                let col = kx.add_scaled(e, row, d[1]);
                                 let xv: Vec<Value> = (0..nv)
                                     .map(|v| {
                                         let start = e.b.ins().iadd_imm_s(col, (v * 4 * s[1]) as i64);
-                                        load4(e, arena, xo, start, s[1])
+                                        let live = lanes.saturating_sub(4 * v).min(4);
+                                        load4(e, arena, xo, start, s[1], live)
                                     })
                                     .collect();
                                 for j in 0..CO_BLOCK {
                                     let wi = e.b.ins().iadd(wk, w_base[j]);
-                                    let wi = e.b.ins().iadd_imm_s(wi, kx as i64);
+                                    let wi = kx.add_scaled(e, wi, 1);
                                     let p = e.elem(arena, wo, wi);
                                     let wsc = e.load(F32, p);
                                     for (v, &xvv) in xv.iter().enumerate() {
@@ -889,7 +961,7 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
                                         e.b.def_var(acc[nv * j + v], nvv);
                                     }
                                 }
-                            }
+                            });
                         });
                     });
                 });
@@ -950,17 +1022,21 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
 }
 
 /// Four f32 at `start`, `start + stride`, … as one vector (one load when `stride == 1`).
-fn load4(e: &mut Emitter, arena: Value, off: usize, start: Value, stride: usize) -> Value {
+/// At other strides only the first `lanes` (1 to 4) are gathered, the others repeat the
+/// first: a partial block never reads past its last column (which may lie `3·stride` before
+/// the end of the buffer, and strides are unbounded).
+fn load4(e: &mut Emitter, arena: Value, off: usize, start: Value, stride: usize, lanes: usize) -> Value {
     if stride == 1 {
         let p = e.elem(arena, off, start);
         return e.load(F32X4, p);
     }
     let first = load_f(e, arena, off, start);
     let mut v = e.b.ins().splat(F32X4, first);
-    for lane in 1..4u8 {
-        let i = e.b.ins().iadd_imm_s(start, i64::from(lane) * stride as i64);
+    for lane in 1..lanes.min(4) {
+        // lane·stride ≤ the last column's input index < 2³¹: no overflow
+        let i = e.b.ins().iadd_imm_s(start, (lane * stride) as i64);
         let x = load_f(e, arena, off, i);
-        v = e.b.ins().insertlane(v, x, lane);
+        v = e.b.ins().insertlane(v, x, lane as u8);
     }
     v
 }
@@ -1248,25 +1324,37 @@ fn global_pool(e: &mut Emitter, a: &Args, kind: ReduceKind) {
     });
 }
 
+/// Adaptive window `[⌊i·n/out⌋, ⌈(i+1)·n/out⌉)` of output index `i` (a run-time value), as
+/// `kiln_ir`'s `adaptive_window`. `i < out` and `i·n + n + out ≤ 2·(out·n) + n`, with `out`
+/// and `n` dims of tensors (≤ 2³¹ each): far inside `i64`.
+pub(crate) fn adaptive_bounds(e: &mut Emitter, i: Value, n: usize, out: usize) -> (Value, Value) {
+    let t = e.b.ins().imul_imm_s(i, n as i64);
+    let lo = e.b.ins().udiv_imm_s(t, out as i64);
+    let t = e.b.ins().iadd_imm_s(t, (n + out - 1) as i64);
+    let hi = e.b.ins().udiv_imm_s(t, out as i64);
+    (lo, hi)
+}
+
+/// Adaptive pooling, parallel over planes: loops over the output grid with each window's
+/// bounds computed at run time, so the code does not grow with the output size.
 fn adaptive_pool(e: &mut Emitter, a: &Args, kind: ReduceKind, output: [usize; 2]) {
     let [_, _, h, w] = dims4(a.dims(0));
     let [oh, ow] = output;
     let (arena, xo, yo) = (a.arena, a.src(0), a.dst());
     e.for_range(a.begin, a.end, 1, |e, plane| {
         let x_base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
-        // windows are compile-time constants: unrolled over the (small) output grid
-        for y in 0..oh {
-            let (r0, r1) = adaptive_window(y, h, oh);
-            for x in 0..ow {
-                let (c0, c1) = adaptive_window(x, w, ow);
-                let rows = (e.iconst(r0 as i64), e.iconst(r1 as i64));
-                let cols = (e.iconst(c0 as i64), e.iconst(c1 as i64));
+        let y_base = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
+        e.for_const(0, oh as i64, |e, y| {
+            let rows = adaptive_bounds(e, y, h, oh);
+            let y_row = e.b.ins().imul_imm_s(y, ow as i64);
+            let y_row = e.b.ins().iadd(y_row, y_base);
+            e.for_const(0, ow as i64, |e, x| {
+                let cols = adaptive_bounds(e, x, w, ow);
                 let v = reduce_window(e, arena, xo, x_base, w, rows, cols, kind);
-                let yi = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
-                let yi = e.b.ins().iadd_imm_s(yi, (y * ow + x) as i64);
+                let yi = e.b.ins().iadd(y_row, x);
                 store_f(e, arena, yo, yi, v);
-            }
-        }
+            });
+        });
     });
 }
 

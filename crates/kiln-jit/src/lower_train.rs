@@ -5,13 +5,16 @@
 //! These kernels are plain scalar loop nests, written for correctness first (the JIT-vs-
 //! interpreter tests compare them): gathers parallel over output elements, and scatters
 //! (max-pool and pooling backward) parallel over planes so that each thread owns what it
-//! writes. An index read from memory (max-pool ids, class ids) is range-checked before use.
+//! writes. An index read from memory (max-pool ids, class ids) is range-checked before use; a
+//! scatter whose id is outside the plane records it in its status word, and the run fails as
+//! the interpreter's does. Code size never grows with a shape or attribute: tap loops are
+//! unrolled only for small kernels (`UNROLL_GRAD_TAPS`).
 
 use crate::codegen::{Emitter, mem};
-use crate::lower::{Args, dims4, dot, in_range, load_f, max_and_sum_exp, split, store_f};
+use crate::lower::{Args, adaptive_bounds, dims4, dot, in_range, load_f, max_and_sum_exp, split, store_f};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::shape::{normalize_axis, resolve_padding};
 use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
@@ -205,27 +208,34 @@ fn dilate_pad(e: &mut Emitter, a: &Args, stride: [usize; 2], padding: [i64; 4]) 
     let [_, _, h, w] = dims4(a.dims(0));
     let [_, _, oh, ow] = dims4(a.odims());
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());
-    // input indices i with 0 ≤ i·s + pad < out
+    // input indices i with 0 ≤ i·s + pad < out, in closed form (i·s + pad grows with i)
     let range = |n: usize, s: usize, pad: i64, out: usize| {
-        let ok = |i: usize| {
-            let p = i as i64 * s as i64 + pad;
-            p >= 0 && p < out as i64
-        };
-        let lo = (0..n).find(|&i| ok(i)).unwrap_or(n);
-        let hi = (lo..n).find(|&i| !ok(i)).unwrap_or(n);
-        (lo, hi)
+        let (n, s, pad, out) = (n as i128, s.max(1) as i128, i128::from(pad), out as i128);
+        let ceil_div = |v: i128| if v <= 0 { 0 } else { (v + s - 1) / s };
+        let lo = ceil_div(-pad).min(n);
+        let hi = ceil_div(out - pad).clamp(lo, n);
+        (lo as usize, hi as usize)
     };
     let (h0, h1) = range(h, stride[0], padding[0], oh);
     let (w0, w1) = range(w, stride[1], padding[1], ow);
+    // Only when some element lands inside: then `ih·s + pad` and `iw·s + pad` are positions of
+    // the output (< 2³¹) for some ih, iw, so the constants below fit (a stride or padding that
+    // puts everything outside may be as large as the text IR allows).
+    let copies = h0 < h1 && w0 < w1;
+    let row_step = (stride[0] as i128 * ow as i128) as i64;
+    let first = (i128::from(padding[0]) * ow as i128 + i128::from(padding[1])) as i64;
     e.for_range(a.begin, a.end, 1, |e, plane| {
         let ybase = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
         zero(e, arena, dst, ybase, oh * ow);
+        if !copies {
+            return;
+        }
         let xbase = e.b.ins().imul_imm_s(plane, (h * w) as i64);
         e.for_const(h0 as i64, h1 as i64, |e, ih| {
             let xr = e.b.ins().imul_imm_s(ih, w as i64);
             let xr = e.b.ins().iadd(xbase, xr);
-            let yr = e.b.ins().imul_imm_s(ih, (stride[0] * ow) as i64);
-            let yr = e.b.ins().iadd_imm_s(yr, padding[0] * ow as i64 + padding[1]);
+            let yr = e.b.ins().imul_imm_s(ih, row_step);
+            let yr = e.b.ins().iadd_imm_s(yr, first);
             let yr = e.b.ins().iadd(ybase, yr);
             e.for_const(w0 as i64, w1 as i64, |e, iw| {
                 let xi = e.b.ins().iadd(xr, iw);
@@ -251,6 +261,115 @@ fn valid_outputs(out: usize, n: usize, s: usize, d: usize, k: usize, pad: usize)
     (lo, hi.max(lo))
 }
 
+/// Kernels with more taps than this take `conv_weight_grad_loops` (code of constant size)
+/// instead of one unrolled block per tap.
+const UNROLL_GRAD_TAPS: usize = 64;
+
+/// What `conv_weight_grad_loops` needs of the shapes and attributes.
+struct GradGeom {
+    /// `[n, c_in, h, w]` of the input.
+    x: [usize; 4],
+    /// `[c_out, oh, ow]` of the output gradient.
+    dy: [usize; 3],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+    /// Byte offsets of x, dy and dw.
+    offsets: [usize; 3],
+}
+
+/// `valid_outputs` at run time, for a tap `k` that is a loop variable: `[lo, hi)` with
+/// `lo = ⌈max(pad − k·d, 0)/s⌉` and `hi = min(⌊(n − 1 + pad − k·d)/s⌋ + 1, out)` (0 when the
+/// numerator is negative); an empty range may have `hi < lo`. `k·d` and `pad` are below 2³¹
+/// (the window fits its padded input), so nothing overflows.
+fn valid_outputs_at(
+    e: &mut Emitter,
+    k: Value,
+    n: usize,
+    out: usize,
+    s: usize,
+    d: usize,
+    pad: usize,
+) -> (Value, Value) {
+    let off = e.b.ins().imul_imm_s(k, d as i64);
+    let zero = e.iconst(0);
+    let padv = e.iconst(pad as i64);
+    let t = e.b.ins().isub(padv, off);
+    let neg = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, t, 0);
+    let t = e.b.ins().select(neg, zero, t);
+    let q = e.b.ins().udiv_imm_s(t, s as i64);
+    let r = e.b.ins().urem_imm_s(t, s as i64);
+    let up = e.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0);
+    let up = e.b.ins().uextend(I64, up);
+    let lo = e.b.ins().iadd(q, up);
+    let top = e.iconst((n - 1 + pad) as i64);
+    let v = e.b.ins().isub(top, off);
+    let q = e.b.ins().udiv_imm_s(v, s as i64);
+    let q = e.b.ins().iadd_imm_s(q, 1);
+    let outv = e.iconst(out as i64);
+    let over = e.b.ins().icmp(IntCC::SignedGreaterThan, q, outv);
+    let q = e.b.ins().select(over, outv, q);
+    let neg = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, 0);
+    let hi = e.b.ins().select(neg, zero, q);
+    (lo, hi)
+}
+
+/// The body of `conv_weight_grad` for the pair `(o, c)` with loops over the kernel taps and
+/// run-time ranges of valid outputs per tap (a scalar dot product per row).
+fn conv_weight_grad_loops(e: &mut Emitter, arena: Value, g: &GradGeom, pair: Value, o: Value, ch: Value) {
+    let [n, c_in, h, w] = g.x;
+    let [c_out, oh, ow] = g.dy;
+    let [kh, kw] = g.k;
+    let (s, d, [pt, pl]) = (g.s, g.d, g.pad);
+    let [xo, dyo, dst] = g.offsets;
+    let at0 = e.b.ins().imul_imm_s(pair, (kh * kw) as i64);
+    e.for_const(0, kh as i64, |e, i| {
+        let (y0, y1) = valid_outputs_at(e, i, h, oh, s[0], d[0], pt);
+        // the input row of output row y is y·s + i·d − pt
+        let row_off = e.b.ins().imul_imm_s(i, d[0] as i64);
+        let row_off = e.b.ins().iadd_imm_s(row_off, -(pt as i64));
+        e.for_const(0, kw as i64, |e, j| {
+            let (x0, x1) = valid_outputs_at(e, j, w, ow, s[1], d[1], pl);
+            let col_off = e.b.ins().imul_imm_s(j, d[1] as i64);
+            let col_off = e.b.ins().iadd_imm_s(col_off, -(pl as i64));
+            let zero = e.fconst(0.0);
+            let acc = e.var(F32, zero);
+            e.for_const(0, n as i64, |e, b| {
+                let x_plane = offset(e, &[b, ch], &[0, c_in]);
+                let x_plane = e.b.ins().imul_imm_s(x_plane, (h * w) as i64);
+                let dy_plane = offset(e, &[b, o], &[0, c_out]);
+                let dy_plane = e.b.ins().imul_imm_s(dy_plane, (oh * ow) as i64);
+                e.for_range(y0, y1, 1, |e, y| {
+                    let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
+                    let ih = e.b.ins().iadd(ih, row_off);
+                    let xr = e.b.ins().imul_imm_s(ih, w as i64);
+                    let xr = e.b.ins().iadd(x_plane, xr);
+                    let xr = e.b.ins().iadd(xr, col_off);
+                    let yr = e.b.ins().imul_imm_s(y, ow as i64);
+                    let yr = e.b.ins().iadd(dy_plane, yr);
+                    e.for_range(x0, x1, 1, |e, x| {
+                        let xk = e.b.ins().imul_imm_s(x, s[1] as i64);
+                        let xk = e.b.ins().iadd(xr, xk);
+                        let yk = e.b.ins().iadd(yr, x);
+                        let xv = load_f(e, arena, xo, xk);
+                        let gv = load_f(e, arena, dyo, yk);
+                        let t = e.b.use_var(acc);
+                        let t = e.b.ins().fma(xv, gv, t);
+                        e.b.def_var(acc, t);
+                    });
+                });
+            });
+            let at = e.b.ins().imul_imm_s(i, kw as i64);
+            let at = e.b.ins().iadd(at, j);
+            let at = e.b.ins().iadd(at0, at);
+            let v = e.b.use_var(acc);
+            store_f(e, arena, dst, at, v);
+        });
+    });
+}
+
 /// `dw[o, c, i, j]`, parallel over the `(o, c)` pairs; the kernel taps `(i, j)` are unrolled,
 /// so each tap's valid output rows and columns are compile-time ranges (no test per tap), and
 /// with stride 1 the row products are vectorized dot products.
@@ -269,6 +388,18 @@ fn conv_weight_grad(e: &mut Emitter, a: &Args, conv: &Conv2d) {
         let g = e.b.ins().udiv_imm_s(o, co_per_group as i64);
         let gc = e.b.ins().imul_imm_s(g, cg as i64);
         let ch = e.b.ins().iadd(gc, ic);
+        if kh * kw > UNROLL_GRAD_TAPS {
+            let geom = GradGeom {
+                x: [n, c_in, h, w],
+                dy: [c_out, oh, ow],
+                k: [kh, kw],
+                s,
+                d,
+                pad: [pt, pl],
+                offsets: [xo, dyo, dst],
+            };
+            return conv_weight_grad_loops(e, arena, &geom, pair, o, ch);
+        }
         for i in 0..kh {
             let (y0, y1) = valid_outputs(oh, h, s[0], d[0], i, pt);
             for j in 0..kw {
@@ -384,15 +515,6 @@ fn max_pool_ids(e: &mut Emitter, a: &Args, p: &Pool2d) {
     });
 }
 
-/// Adaptive window `[⌊i·n/out⌋, ⌈(i+1)·n/out⌉)` of output index `i` (runtime `i`).
-fn adaptive_bounds(e: &mut Emitter, i: Value, n: usize, out: usize) -> (Value, Value) {
-    let t = e.b.ins().imul_imm_s(i, n as i64);
-    let lo = e.b.ins().udiv_imm_s(t, out as i64);
-    let t = e.b.ins().iadd_imm_s(t, (n + out - 1) as i64);
-    let hi = e.b.ins().udiv_imm_s(t, out as i64);
-    (lo, hi)
-}
-
 fn adaptive_max_ids(e: &mut Emitter, a: &Args, output: [usize; 2]) {
     let [n, c, h, w] = dims4(a.dims(0));
     let [oh, ow] = output;
@@ -418,10 +540,18 @@ fn adaptive_max_ids(e: &mut Emitter, a: &Args, output: [usize; 2]) {
     });
 }
 
+/// `dx[plane, id] += dy[plane, k]` for `id = ids[plane, k]`, parallel over planes. An id
+/// outside the plane is not used: the kernel records `position << 32 | id as u32` in its
+/// status word with an atomic unsigned minimum (so the lowest failing position wins whatever
+/// the threads' order, as the interpreter reports the first one), and `run` turns it into
+/// the interpreter's error. Positions are below 2³¹ (the ids tensor's size), so they fit.
 fn scatter_ids(e: &mut Emitter, a: &Args) {
     let [_, _, oh, ow] = dims4(a.dims(0));
     let [_, _, h, w] = dims4(a.odims());
     let (arena, dyo, ido, dst) = (a.arena, a.src(0), a.src(1), a.dst());
+    let status = a
+        .status
+        .expect("the plan gives every scatter_ids2d a status word");
     e.for_range(a.begin, a.end, 1, |e, plane| {
         let base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
         zero(e, arena, dst, base, h * w);
@@ -431,11 +561,24 @@ fn scatter_ids(e: &mut Emitter, a: &Args) {
             let p = e.elem(arena, ido, at);
             let id = e.b.ins().sload32(mem(), p, 0);
             let ok = in_range(e, id, h * w);
-            e.if_then(ok, |e| {
-                let g = load_f(e, arena, dyo, at);
-                let to = e.b.ins().iadd(base, id);
-                accumulate(e, arena, dst, to, g);
-            });
+            let bad = e.b.create_block();
+            let good = e.b.create_block();
+            let join = e.b.create_block();
+            e.b.ins().brif(ok, good, &[], bad, &[]);
+            e.b.switch_to_block(good);
+            let g = load_f(e, arena, dyo, at);
+            let to = e.b.ins().iadd(base, id);
+            accumulate(e, arena, dst, to, g);
+            e.b.ins().jump(join, &[]);
+            e.b.switch_to_block(bad);
+            let pos = e.b.ins().ishl_imm_s(at, 32);
+            let low = e.b.ins().ireduce(I32, id);
+            let low = e.b.ins().uextend(I64, low);
+            let code = e.b.ins().bor(pos, low);
+            let word = e.b.ins().iadd_imm_s(arena, status as i64);
+            e.b.ins().atomic_rmw(I64, mem(), AtomicRmwOp::Umin, word, code);
+            e.b.ins().jump(join, &[]);
+            e.b.switch_to_block(join);
         });
     });
 }

@@ -10,7 +10,14 @@
 //! the weights are loaded) and graph outputs are never reused. Scratch memory of a kernel lives
 //! for that kernel only. Every slot is 64-byte aligned. Kernels of one step never overlap in
 //! time (the pool puts a barrier between kernels), so reuse needs no further synchronisation.
+//!
+//! Every size and offset is computed with checked arithmetic against `kiln_ir::limits`: a
+//! value's bytes by `check_bytes`, the arena's growth by `add_bytes`, so a plan that exists has
+//! `size ≤ MAX_BYTES` and every slot and scratch region lies inside `[0, size)`. That, with
+//! shapes that passed the graph's limits, is what makes the generated code's constant offsets
+//! in bounds; a graph whose plan would exceed the limit is a compile error naming the size.
 
+use kiln_ir::limits::{MAX_BYTES, add_bytes, check_bytes};
 use kiln_ir::{Graph, NodeId, Op};
 use std::collections::{HashMap, HashSet};
 
@@ -36,11 +43,25 @@ pub struct Plan {
     /// Nodes computed inside their users' kernels, with no storage of their own: an `im2col`
     /// read only as the B of `gemm`s, whose driver packs the patches straight from the image.
     pub fused: HashSet<NodeId>,
+    /// The byte offset of the 8-byte status word of each node whose kernel can fail at run
+    /// time (`crate::lower::has_status`): `run` sets it to [`STATUS_OK`] before the kernels
+    /// run and reads it after. 8-byte aligned, among the permanent values.
+    pub status: HashMap<NodeId, usize>,
+    /// Bytes of the weights (`param` and `buffer` values).
+    pub weights: usize,
+    /// Why there is no arena, for a plan made by [`plan`] of a graph [`checked`] refuses.
+    pub error: Option<String>,
 }
+
+/// A status word's value while its kernel has not failed.
+pub const STATUS_OK: u64 = u64::MAX;
 
 impl Plan {
     /// One line: the arena against the sum of the intermediates it holds.
     pub fn describe(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("no arena: {e}");
+        }
         let mib = |b: usize| b as f64 / (1 << 20) as f64;
         let reused = self.size.saturating_sub(self.permanent);
         format!(
@@ -108,7 +129,15 @@ fn in_place_source(
     })
 }
 
-fn bytes(len: usize) -> usize {
+/// The bytes of a slot of `len` 4-byte elements, rounded up to whole 64-byte lines; an error
+/// above `MAX_BYTES` (`what` names the value).
+fn bytes(len: usize, what: &str) -> Result<usize, String> {
+    // ≤ MAX_BYTES + 63 after rounding: no overflow
+    Ok(check_bytes(len, 4, what)?.next_multiple_of(64).max(64))
+}
+
+/// The bytes of a slot already checked by `bytes` (its size cannot fail again).
+fn slot_bytes(len: usize) -> usize {
     (len * 4).next_multiple_of(64).max(64)
 }
 
@@ -121,7 +150,10 @@ struct Arena {
 }
 
 impl Arena {
-    fn alloc(&mut self, size: usize) -> usize {
+    /// The offset of a fresh block of `size` bytes; an error when the arena would grow past
+    /// `MAX_BYTES`. Invariant: every block (free or handed out) lies below `top ≤ MAX_BYTES`,
+    /// so the sums below `top` cannot overflow.
+    fn alloc(&mut self, size: usize, what: &str) -> Result<usize, String> {
         if let Some(i) = self.free.iter().position(|&(_, s)| s >= size) {
             let (off, s) = self.free[i];
             if s == size {
@@ -129,19 +161,27 @@ impl Arena {
             } else {
                 self.free[i] = (off + size, s - size);
             }
-            return off;
+            return Ok(off);
         }
+        let too_big = |base: usize| {
+            format!(
+                "the memory plan needs at least {} bytes ({what} at offset {base} takes {size}), \
+                 above the limit of {MAX_BYTES} bytes per arena",
+                base as u128 + size as u128
+            )
+        };
         // grow, absorbing a free block that ends at the top
         if let Some(&(off, s)) = self.free.last()
             && off + s == self.top
         {
+            let top = add_bytes(off, size, what).map_err(|_| too_big(off))?;
             self.free.pop();
-            self.top = off + size;
-            return off;
+            self.top = top;
+            return Ok(off);
         }
         let off = self.top;
-        self.top += size;
-        off
+        self.top = add_bytes(off, size, what).map_err(|_| too_big(off))?;
+        Ok(off)
     }
 
     fn release(&mut self, off: usize, size: usize) {
@@ -159,7 +199,25 @@ impl Arena {
     }
 }
 
+/// The plan of `graph` for display (`kiln compile --emit optimized`): [`checked`]'s, or an
+/// empty plan whose `error` (and `describe`) says why there is none.
 pub fn plan(graph: &Graph) -> Plan {
+    checked(graph).unwrap_or_else(|e| Plan {
+        slots: HashMap::new(),
+        scratch: HashMap::new(),
+        size: 0,
+        intermediates: 0,
+        permanent: 0,
+        fused: HashSet::new(),
+        status: HashMap::new(),
+        weights: 0,
+        error: Some(e),
+    })
+}
+
+/// Plans the arena of `graph`; an error (naming the size) when a value, a scratch region,
+/// the weights or the whole arena would exceed `kiln_ir::limits::MAX_BYTES`.
+pub fn checked(graph: &Graph) -> Result<Plan, String> {
     let order = graph.topo_order();
     let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let constant = kiln_passes::constant_nodes(graph);
@@ -195,21 +253,48 @@ pub fn plan(graph: &Graph) -> Plan {
     let mut arena = Arena::default();
     let mut slots = HashMap::new();
     let mut scratch = HashMap::new();
-    let (mut intermediates, mut perm_bytes) = (0, 0);
+    // statistics only (the sum without reuse may exceed the limit the arena is held to)
+    let (mut intermediates, mut perm_bytes) = (0usize, 0usize);
+    let mut weights = 0usize;
+    let name = |id: NodeId| format!("`{}`", graph.node(id).name);
     // Permanent values first, below everything else: inputs and weights are written before a
     // run starts, so no intermediate may ever have used their memory.
     for &id in &order {
         if root[&id] == id && !fused.contains(&id) && permanent(id) {
             let len = graph.node(id).ty.shape.numel();
-            let size = bytes(len);
+            let size = bytes(len, &name(id))?;
+            if matches!(graph.node(id).op, Op::Param { .. }) {
+                weights = add_bytes(weights, size, "the weights").map_err(|_| {
+                    format!(
+                        "the weights take more than {MAX_BYTES} bytes (the limit per model) \
+                         at `{}`",
+                        graph.node(id).name
+                    )
+                })?;
+            }
             slots.insert(
                 id,
                 Slot {
-                    offset: arena.alloc(size),
+                    offset: arena.alloc(size, &name(id))?,
                     len,
                 },
             );
-            perm_bytes += size;
+            perm_bytes = perm_bytes.saturating_add(size);
+        }
+    }
+    // the status words of the kernels that can fail, in one permanent region
+    let failing: Vec<NodeId> = order
+        .iter()
+        .copied()
+        .filter(|&id| !fused.contains(&id) && crate::lower::has_status(&graph.node(id).op))
+        .collect();
+    let mut status = HashMap::new();
+    if !failing.is_empty() {
+        let size = bytes(2 * failing.len(), "status words")?;
+        let base = arena.alloc(size, "status words")?;
+        perm_bytes = perm_bytes.saturating_add(size);
+        for (i, &id) in failing.iter().enumerate() {
+            status.insert(id, base + 8 * i);
         }
     }
     // storages (by owner) and scratch regions to release after each step
@@ -227,30 +312,33 @@ pub fn plan(graph: &Graph) -> Plan {
         } else if permanent(id) {
             slots[&id]
         } else if let Some(src) = in_place_source(graph, id, &root, &last, &step, &permanent) {
-            // an elementwise op over a value it is the last to read: write over it
+            // an elementwise op over a value it is the last to read: write over it (same type,
+            // so the same size as the slot it takes)
             if let Some(here) = dying.get_mut(&step[&id]) {
                 here.retain(|&n| n != src);
             }
             dying.entry(dies).or_default().push(id);
-            intermediates += bytes(len);
+            intermediates = intermediates.saturating_add(bytes(len, &name(id))?);
             Slot {
                 offset: slots[&src].offset,
                 len,
             }
         } else {
-            let size = bytes(len);
-            let offset = arena.alloc(size);
-            intermediates += size;
+            let size = bytes(len, &name(id))?;
+            let offset = arena.alloc(size, &name(id))?;
+            intermediates = intermediates.saturating_add(size);
             dying.entry(dies).or_default().push(id);
             Slot { offset, len }
         };
         slots.insert(id, slot);
         let types: Vec<&kiln_ir::TensorType> = graph.inputs(id).iter().map(|&i| &graph.node(i).ty).collect();
-        let need = crate::lower::scratch_len(&node.op, &types, &node.ty);
+        let need = crate::lower::scratch_len(&node.op, &types, &node.ty)
+            .map_err(|e| format!("scratch of {}: {e}", name(id)))?;
         if need > 0 {
-            let size = bytes(need);
-            let offset = arena.alloc(size);
-            intermediates += size;
+            let what = format!("the scratch of {}", name(id));
+            let size = bytes(need, &what)?;
+            let offset = arena.alloc(size, &what)?;
+            intermediates = intermediates.saturating_add(size);
             scratch.insert(id, Slot { offset, len: need });
             dying_scratch.entry(step[&id]).or_default().push((offset, size));
         }
@@ -258,17 +346,21 @@ pub fn plan(graph: &Graph) -> Plan {
             arena.release(off, size);
         }
         for n in dying.remove(&step[&id]).unwrap_or_default() {
-            arena.release(slots[&n].offset, bytes(slots[&n].len));
+            arena.release(slots[&n].offset, slot_bytes(slots[&n].len));
         }
     }
-    Plan {
+    // `top ≤ MAX_BYTES` by `Arena::alloc`
+    Ok(Plan {
         slots,
         scratch,
         size: arena.top.max(4),
         intermediates,
         permanent: perm_bytes,
         fused,
-    }
+        status,
+        weights,
+        error: None,
+    })
 }
 
 #[cfg(test)]
@@ -277,7 +369,7 @@ mod tests {
 
     fn plan_of(src: &str) -> (Graph, Plan) {
         let g = kiln_ir::text::parse(src).unwrap();
-        let p = plan(&g);
+        let p = checked(&g).unwrap();
         (g, p)
     }
 
@@ -373,7 +465,7 @@ mod tests {
                 .map(|i| (seed.wrapping_mul(2654435761).wrapping_add(i * 40503) >> 7) as u8)
                 .collect();
             let g = kiln_ir::random::graph_from_bytes(&bytes);
-            let p = plan(&g);
+            let p = checked(&g).unwrap();
             let order = g.topo_order();
             let pos: HashMap<_, _> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
             let owners: Vec<NodeId> = order

@@ -92,6 +92,11 @@ impl From<JitError> for TrainError {
         TrainError::Jit(e)
     }
 }
+impl From<kiln_ir::IrError> for TrainError {
+    fn from(e: kiln_ir::IrError) -> TrainError {
+        TrainError::Input(e.to_string())
+    }
+}
 impl From<kiln_interp::InterpError> for TrainError {
     fn from(e: kiln_interp::InterpError) -> TrainError {
         TrainError::Interp(e)

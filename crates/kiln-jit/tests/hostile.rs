@@ -1,0 +1,273 @@
+//! Hostile graphs through the JIT: sizes at and past `kiln_ir::limits`, attributes that once
+//! made the emitted code grow with a shape, bad ids read at run time, and the API misused.
+//! Each must end in an `Err` (or a correct result), never a crash, a hang or an abort.
+
+use kiln_ir::{Graph, Tensor, Value, text};
+use kiln_jit::{JitError, JitOptions, compile};
+use std::collections::HashMap;
+
+fn parse(src: &str) -> Graph {
+    text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"))
+}
+
+/// One thread and no passes, so that the graph's nodes are the kernels'.
+fn opts() -> JitOptions {
+    JitOptions {
+        threads: 1,
+        ..JitOptions::default()
+    }
+}
+
+fn compile_err(src: &str) -> String {
+    match compile(&parse(src), &opts()) {
+        Ok(_) => panic!("compiled:\n{src}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Two 8 GiB values that live forever and an 8 GiB intermediate: 24 GiB, above the 16 GiB an
+/// arena may take. A clean error naming the size, before anything sizable is allocated.
+#[test]
+fn an_arena_beyond_the_limit_is_a_compile_error() {
+    let e = compile_err(
+        "graph g {
+  input %x: f32[2147483648]
+  %y = relu(%x)
+  %z = add(%x, %y)
+  output %z
+}",
+    );
+    assert!(e.contains("bytes") && e.contains("17179869184"), "{e}");
+}
+
+#[test]
+fn weights_beyond_the_limit_are_a_compile_error() {
+    let e = compile_err(
+        "graph g {
+  param %a: f32[2147483648]
+  param %b: f32[2147483648]
+  param %c: f32[2147483648]
+  %s = add(%a, %b)
+  %t = add(%s, %c)
+  output %t
+}",
+    );
+    assert!(e.contains("weights") && e.contains("17179869184"), "{e}");
+}
+
+const DENSE: &str = "graph g {
+  input %x: f32[2, 3]
+  param %w: f32[4, 3]
+  %y = dense(%x, %w)
+  output %y
+}";
+
+fn x_feed() -> HashMap<String, Value<f32>> {
+    HashMap::from([("x".to_string(), Value::F(Tensor::full([2, 3], 0.5f32)))])
+}
+
+#[test]
+fn run_before_set_weights_is_an_error() {
+    let mut m = compile(&parse(DENSE), &opts()).unwrap();
+    let e = m.run(&x_feed()).unwrap_err();
+    assert!(matches!(e, JitError::NoWeights), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "the model's weights are not set: call set_weights before run"
+    );
+    // a failed set_weights leaves the model without weights
+    assert!(m.set_weights(&HashMap::new()).is_err());
+    assert!(matches!(m.run(&x_feed()), Err(JitError::NoWeights)));
+    let w = HashMap::from([("w".to_string(), Tensor::full([4, 3], 1.0f32))]);
+    m.set_weights(&w).unwrap();
+    let out = m.run(&x_feed()).unwrap();
+    assert_eq!(out[0].1.as_f().unwrap().data(), &[1.5; 8]);
+}
+
+#[test]
+fn a_model_without_weights_runs_without_set_weights() {
+    let g = parse(
+        "graph g {
+  input %x: f32[2, 3]
+  %y = relu(%x)
+  output %y
+}",
+    );
+    let mut m = compile(&g, &opts()).unwrap();
+    assert!(m.run(&x_feed()).is_ok());
+}
+
+fn feeds_ids(ids: Vec<i32>) -> HashMap<String, Value<f32>> {
+    HashMap::from([
+        (
+            "dy".to_string(),
+            Value::F(Tensor::new([1, 2, 2, 2], (0..8).map(|i| i as f32).collect()).unwrap()),
+        ),
+        (
+            "ids".to_string(),
+            Value::I(Tensor::new([1, 2, 2, 2], ids).unwrap()),
+        ),
+    ])
+}
+
+const SCATTER: &str = "graph g {
+  input %dy: f32[1, 2, 2, 2]
+  input %ids: i32[1, 2, 2, 2]
+  %y = scatter_ids2d(%dy, %ids) {size=[3, 3]}
+  output %y
+}";
+
+/// An id outside the plane is the interpreter's error (the lowest bad position), not a
+/// silently dropped gradient; the next good run succeeds again.
+#[test]
+fn scatter_ids_with_an_id_outside_the_plane_is_an_error() {
+    for threads in [1, 2] {
+        let options = JitOptions {
+            threads,
+            ..JitOptions::default()
+        };
+        let mut m = compile(&parse(SCATTER), &options).unwrap();
+        let e = m.run(&feeds_ids(vec![0, 1, 2, 3, 4, 9, -1, 8])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node `y` (scatter_ids2d): id 9 at position 5 is outside the plane of 9"
+        );
+        let e = m
+            .run(&feeds_ids(vec![0, 1, 2, 3, 4, 5, i32::MIN, 8]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node `y` (scatter_ids2d): id -2147483648 at position 6 is outside the plane of 9"
+        );
+        let out = m.run(&feeds_ids(vec![0, 0, 8, 8, 1, 1, 1, 1])).unwrap();
+        let y = out[0].1.as_f().unwrap().data().to_vec();
+        let mut want = vec![0.0f32; 18];
+        want[0] = 1.0;
+        want[8] = 5.0;
+        want[10] = 22.0;
+        assert_eq!(y, want);
+    }
+}
+
+/// The code of one kernel of the compiled `src` (the first one whose node is `name`).
+fn code_len(src: &str, name: &str) -> usize {
+    let g = parse(src);
+    let options = JitOptions {
+        keep_code: true,
+        passes: kiln_passes::OptLevel::None,
+        ..opts()
+    };
+    let m = compile(&g, &options).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    m.kernels()
+        .iter()
+        .filter(|k| m.graph().node(k.node).name == name)
+        .map(|k| k.code.as_ref().map_or(0, |c| c.len()))
+        .sum()
+}
+
+/// `adaptive_avg_pool2d {output=[256, 256]}` on an 8×8 input once unrolled 65536 windows
+/// (more than 4 GB and an abort while compiling); its code no longer depends on the output.
+#[test]
+fn adaptive_pool_code_does_not_grow_with_the_output() {
+    let src = |o: usize| {
+        format!(
+            "graph g {{
+  input %x: f32[1, 2, 8, 8]
+  %y = adaptive_avg_pool2d(%x) {{output=[{o}, {o}]}}
+  output %y
+}}"
+        )
+    };
+    let small = code_len(&src(2), "y");
+    let big = code_len(&src(256), "y");
+    assert!(small > 0 && big <= small + 64, "{small} vs {big} bytes");
+}
+
+/// A blocked convolution (4 output channels) unrolls its column taps only up to a bound.
+#[test]
+fn blocked_conv_code_is_bounded_for_wide_kernels() {
+    let src = |kw: usize| {
+        format!(
+            "graph g {{
+  input %x: f32[1, 1, 2, 1000]
+  param %w: f32[4, 1, 1, {kw}]
+  %y = conv2d(%x, %w) {{padding=[0, 3, 0, 3]}}
+  output %y
+}}"
+        )
+    };
+    let loop_small = code_len(&src(17), "y");
+    let loop_big = code_len(&src(900), "y");
+    assert!(loop_big <= loop_small + 256, "{loop_small} vs {loop_big} bytes");
+}
+
+/// The weight gradient of a convolution unrolls its taps only for small kernels.
+#[test]
+fn conv_weight_grad_code_is_bounded_for_big_kernels() {
+    let src = |kw: usize| {
+        format!(
+            "graph g {{
+  input %x: f32[1, 2, 3, 1000]
+  input %dy: f32[1, 3, 3, {}]
+  %y = conv2d_weight_grad(%x, %dy) {{kernel=[1, {kw}]}}
+  output %y
+}}",
+            1000 - kw + 1
+        )
+    };
+    let small = code_len(&src(65), "y");
+    let big = code_len(&src(900), "y");
+    assert!(big <= small + 256, "{small} vs {big} bytes");
+}
+
+/// Whatever the stages accept, the pipeline ends in an `Err` for these inputs: parse, compile,
+/// or run (with seeded weights and inputs).
+fn ends_in_err(src: &str) -> String {
+    let g = match text::parse(src) {
+        Ok(g) => g,
+        Err(e) => return e.to_string(),
+    };
+    let mut m = match compile(&g, &opts()) {
+        Ok(m) => m,
+        Err(e) => return e.to_string(),
+    };
+    let w = match kiln_ir::init::default_weights(&g, 1) {
+        Ok(w) => w,
+        Err(e) => return e.to_string(),
+    };
+    if let Err(e) = m.set_weights(&w) {
+        return e.to_string();
+    }
+    let inputs = match kiln_ir::init::random_inputs(&g, 2) {
+        Ok(i) => i,
+        Err(e) => return e.to_string(),
+    };
+    match m.run(&inputs) {
+        Ok(_) => panic!("ran:\n{src}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The issue's reproducers: each once wrote far outside the arena (SIGSEGV).
+#[test]
+fn the_issues_reproducers_end_in_errors() {
+    ends_in_err(
+        "graph g {
+  input %x: f32[1, 1, 2, 2]
+  %d = dilate_pad2d(%x) {stride=[1, 1], padding=[0, 0, 2147483646, 2147483646]}
+  %y = global_max_pool(%d)
+  output %y
+}",
+    );
+    for s in ["2147483647", "9223372036854775807"] {
+        ends_in_err(&format!(
+            "graph g {{
+  input %x: f32[1, 1, 2, 2]
+  param %w: f32[1, 1, 2, 2]
+  %c = conv_transpose2d(%x, %w) {{stride=[{s}, {s}]}}
+  %y = max_pool2d(%c) {{kernel=[2, 2]}}
+  output %y
+}}"
+        ));
+    }
+}
