@@ -1,0 +1,181 @@
+//! Extreme but valid graphs through the JIT and the interpreter (they must agree), and bad data
+//! read at run time (both engines must refuse it alike). The JIT's own hostile-graph tests
+//! (limits, code size, API misuse) are in `crates/kiln-jit/tests/hostile.rs`.
+
+use kiln::check::jit_matches_interpreter;
+use kiln::ir::{Conv2d, Graph, Op, Padding, Tensor, TensorType, Value, text};
+use std::collections::HashMap;
+
+#[track_caller]
+fn agree(g: &Graph) {
+    for seed in [1, 2] {
+        if let Err(e) = jit_matches_interpreter(g, seed) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[track_caller]
+fn agree_text(src: &str) {
+    agree(&text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}")));
+}
+
+/// Adaptive pooling is a loop over the output grid with run-time windows: a 256×256 output
+/// of an 8×8 input (once 65536 unrolled windows and an abort while compiling) and windows
+/// that do not divide evenly.
+#[test]
+fn adaptive_pooling_over_any_output_grid() {
+    for (kind, h, w, oh, ow) in [
+        ("avg", 8, 8, 256, 256),
+        ("max", 8, 8, 256, 3),
+        ("avg", 7, 5, 3, 4),
+        ("max", 7, 5, 10, 13),
+        ("avg", 1, 9, 1, 2),
+    ] {
+        agree_text(&format!(
+            "graph g {{
+  input %x: f32[2, 3, {h}, {w}]
+  %y = adaptive_{kind}_pool2d(%x) {{output=[{oh}, {ow}]}}
+  output %y
+}}"
+        ));
+    }
+}
+
+/// A blocked convolution (output channels in fours) with a padded input and an output width
+/// that is not a multiple of 4 runs its last columns as a partial block over a scratch copy.
+/// With a huge stride that block once gathered its unused lanes `stride` elements apart, far
+/// outside the arena.
+#[test]
+fn blocked_convolution_with_a_huge_stride() {
+    for stride in ["2", "1000", "2147483648"] {
+        agree_text(&format!(
+            "graph g {{
+  input %x: f32[1, 2, 3, 7]
+  param %w: f32[4, 2, 3, 3]
+  %y = conv2d(%x, %w) {{stride=[1, {stride}], padding=[1, 1, 1, 1]}}
+  output %y
+}}"
+        ));
+    }
+}
+
+/// Kernels wider than the unroll bound take the loop over their column taps.
+#[test]
+fn blocked_convolution_with_a_wide_kernel() {
+    for (stride, pad) in [(1, "[1, 2, 1, 3]"), (2, "[0, 0, 0, 0]"), (1, "[0, 0, 0, 0]")] {
+        agree_text(&format!(
+            "graph g {{
+  input %x: f32[1, 2, 3, 41]
+  param %w: f32[8, 2, 3, 20]
+  param %b: f32[8]
+  %y = conv2d(%x, %w, %b) {{stride=[1, {stride}], padding={pad}}}
+  output %y
+}}"
+        ));
+    }
+}
+
+/// `conv2d_weight_grad` of a kernel above the unroll bound (loops over its taps, valid output
+/// ranges computed at run time), with strides, dilations and padding.
+#[test]
+fn conv_weight_grad_of_a_big_kernel() {
+    for (kernel, stride, dilation, pad, groups) in [
+        ([9, 9], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+        ([9, 9], [2, 1], [1, 2], [3, 2, 1, 4], 1),
+        ([3, 30], [1, 3], [2, 1], [2, 5, 0, 7], 2),
+    ] {
+        let x = TensorType::f32([2, 4, 12, 40]);
+        let conv = Conv2d {
+            stride,
+            dilation,
+            padding: Padding::Explicit(pad),
+            groups,
+            activation: None,
+        };
+        // dy's type: the convolution's output
+        let mut fwd = Graph::new();
+        let xi = fwd.input("x", x.clone()).unwrap();
+        let w = fwd
+            .param("w", TensorType::f32([6, 4 / groups, kernel[0], kernel[1]]))
+            .unwrap();
+        let y = fwd.add("y", Op::Conv2d(conv.clone()), &[xi, w]).unwrap();
+        let dy = fwd.node(y).ty.clone();
+        let mut g = Graph::new();
+        let xi = g.input("x", x).unwrap();
+        let di = g.input("dy", dy).unwrap();
+        let dw = g
+            .add("dw", Op::ConvWeightGrad { conv, kernel }, &[xi, di])
+            .unwrap();
+        g.mark_output(dw).unwrap();
+        agree(&g);
+    }
+}
+
+/// `dilate_pad2d` with crops, pads and strides that put some or all input elements outside.
+#[test]
+fn dilate_pad_with_crops() {
+    for (stride, pad) in [
+        ("[3, 2]", "[-2, 1, 0, -3]"),
+        ("[50, 1]", "[-40, 0, 0, 0]"),
+        ("[1, 1]", "[-3, 0, 2, 0]"),
+        ("[7, 7]", "[0, -6, 0, -6]"),
+    ] {
+        agree_text(&format!(
+            "graph g {{
+  input %x: f32[1, 2, 3, 3]
+  %y = dilate_pad2d(%x) {{stride={stride}, padding={pad}}}
+  output %y
+}}"
+        ));
+    }
+}
+
+/// Max-pool backward scattering by ids that are outside the plane: the interpreter and the
+/// JIT refuse them with the same error (the first bad position), on one thread or two.
+#[test]
+fn scatter_ids_outside_the_plane_fail_alike() {
+    let g = text::parse(
+        "graph g {
+  input %dy: f32[2, 2, 2, 2]
+  input %ids: i32[2, 2, 2, 2]
+  %dx = scatter_ids2d(%dy, %ids) {size=[2, 3]}
+  output %dx
+}",
+    )
+    .unwrap();
+    let feeds = |ids: Vec<i32>| {
+        HashMap::from([
+            ("dy".to_string(), Value::F(Tensor::full([2, 2, 2, 2], 1.5f32))),
+            (
+                "ids".to_string(),
+                Value::I(Tensor::new([2, 2, 2, 2], ids).unwrap()),
+            ),
+        ])
+    };
+    let weights = HashMap::new();
+    for threads in [1, 2] {
+        let options = kiln::CompileOptions {
+            threads,
+            ..Default::default()
+        };
+        let mut m = kiln::compile(&g, &options).unwrap();
+        for bad in [6, -1, i32::MAX, i32::MIN] {
+            let mut ids: Vec<i32> = (0..16).map(|i| i % 6).collect();
+            ids[11] = bad;
+            ids[13] = 7;
+            let f = feeds(ids);
+            let want = kiln::interp::run::<f32>(&g, &f, &weights)
+                .unwrap_err()
+                .to_string();
+            let got = m.run(&f).unwrap_err().to_string();
+            assert_eq!(got, want);
+            assert!(got.contains(&format!("id {bad} at position 11")), "{got}");
+        }
+        // good ids: the same gradients
+        let f = feeds((0..16).map(|i| (i * 5) % 6).collect());
+        let want = kiln::interp::run::<f32>(&g, &f, &weights).unwrap();
+        let got = m.run(&f).unwrap();
+        assert_eq!(got[0].1.as_f().unwrap().data(), want[0].1.as_f().unwrap().data());
+    }
+}
