@@ -819,9 +819,23 @@ fn conv_transpose_and_pad_arithmetic_does_not_overflow() {
         let e = err(&conv_t(&[1, 1, 3, 3], attrs.clone()));
         assert!(e.contains("ct"), "{attrs:?}: {e}");
     }
-    // an empty spatial axis: `n - 1` underflowed
-    let e = err(&conv_t(&[1, 1, 0, 3], vec![]));
-    assert!(e.contains("empty") || e.contains("`x`"), "{e}");
+    // before: `stride·(n − 1) + output_padding + (k − 1)·dilation + 1` overflowed (a panic in
+    // debug builds) once `output_shape` asked for it
+    let e = err(&conv_t(
+        &[1, 1, 3, 3],
+        vec![
+            attr_ints("strides", &[big, big]),
+            attr_ints("dilations", &[big, big]),
+            attr_ints("output_shape", &[4, 4]),
+        ],
+    ));
+    assert!(e.contains("node `ct` (ConvTranspose)"), "{e}");
+    // and `n − 1` underflowed over an empty spatial axis
+    let e = err(&conv_t(&[1, 1, 0, 3], vec![attr_ints("output_shape", &[4, 4])]));
+    assert!(
+        e.contains("node `ct` (ConvTranspose): an empty spatial axis"),
+        "{e}"
+    );
     // a zero Pad folded into a Conv whose own pads are near i64::MAX
     let bytes = model(
         11,
