@@ -137,8 +137,11 @@ pub fn fit_with(
         )
         .into());
     }
-    let mut epochs = Vec::with_capacity(options.epochs);
-    let bar = progress_bar(options.progress, (steps * options.epochs) as u64);
+    let mut epochs = Vec::new();
+    let bar = progress_bar(
+        options.progress,
+        (steps as u64).saturating_mul(options.epochs as u64),
+    );
     for epoch in 0..options.epochs {
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, options.epochs));
         let order = epoch_order(train.len(), options.seed, epoch);

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln::ir::{Graph, Tensor, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -31,11 +31,50 @@ enum GemmTierArg {
     Cranelift,
 }
 
+/// The most threads `--threads` takes.
+const MAX_THREADS: usize = 1024;
+
+/// The most timed runs `bench --runs` takes.
+const MAX_RUNS: usize = 1_000_000;
+
+/// `--threads`: 0 (one per core) up to [`MAX_THREADS`].
+fn threads_arg(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a thread count (0: one per core, or 1..={MAX_THREADS})"))?;
+    if n > MAX_THREADS {
+        return Err(format!("{n} threads are more than the limit of {MAX_THREADS}"));
+    }
+    Ok(n)
+}
+
+/// `bench --runs`: 1 up to [`MAX_RUNS`].
+fn runs_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_RUNS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "the number of timed runs must be an integer in 1..={MAX_RUNS}"
+        )),
+    }
+}
+
+/// `bench --batch`: at least 1 (the upper bound is the model's: every tensor within kiln's
+/// size limits).
+fn batch_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("the batch size must be at least 1, not `{s}`")),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
     version,
-    about = "kiln: a compiler-style CNN framework for the CPU"
+    about = "kiln: a compiler-style CNN framework for the CPU",
+    after_help = "Exit status: 0 on success; 1 on an error (stderr says what and where: file, \
+                  line, tensor, flag); 2 on a usage error (an unknown command or flag, a \
+                  missing or invalid value)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -85,8 +124,8 @@ enum Command {
         /// Which engine computes: the JIT or the reference interpreter.
         #[arg(long, value_enum, default_value_t = Engine::Jit)]
         engine: Engine,
-        /// Threads of the JIT (0: one per core).
-        #[arg(long, default_value_t = 0)]
+        /// Threads of the JIT (0: one per core; at most 1024).
+        #[arg(long, default_value_t = 0, value_parser = threads_arg)]
         threads: usize,
     },
     /// Gradients of a loss on one batch w.r.t. every weight and input, as safetensors.
@@ -114,20 +153,20 @@ enum Command {
     Bench {
         /// The model: a `.kiln` text IR file or an `.onnx` file.
         model: PathBuf,
-        /// Batch size (dim 0 of every input); default: the model's own.
-        #[arg(long)]
+        /// Batch size (dim 0 of every input), at least 1; default: the model's own.
+        #[arg(long, value_parser = batch_arg)]
         batch: Option<usize>,
         /// Which engines to time.
         #[arg(long, value_enum, default_value_t = BenchEngine::Both)]
         engine: BenchEngine,
-        /// Timed runs per engine (after one warm-up run).
-        #[arg(long, default_value_t = 10)]
+        /// Timed runs per engine (after one warm-up run), 1 to 1000000.
+        #[arg(long, default_value_t = 10, value_parser = runs_arg)]
         runs: usize,
         /// Also time each JIT kernel on its own: node, op, milliseconds and GFLOP/s.
         #[arg(long)]
         profile: bool,
-        /// Threads of the JIT (0: one per core).
-        #[arg(long, default_value_t = 0)]
+        /// Threads of the JIT (0: one per core; at most 1024).
+        #[arg(long, default_value_t = 0, value_parser = threads_arg)]
         threads: usize,
         /// Compile without the graph passes (`kiln compile --passes` lists them), to see what
         /// they are worth.
@@ -198,21 +237,39 @@ enum BenchEngine {
 }
 
 /// `--weights`, else the model file's own weights (`.onnx`), else a seeded initialization.
+/// A tensor of `--weights` that the model does not have is named in a warning and ignored.
 fn load_weights(
     graph: &Graph,
     file: Option<HashMap<String, Tensor<f32>>>,
     args: &WeightArgs,
 ) -> Result<HashMap<String, Tensor<f32>>> {
     Ok(match (&args.weights, file) {
-        (Some(p), _) => kiln::runtime::load_safetensors(p)?,
+        (Some(p), _) => {
+            let w = kiln::runtime::load_safetensors(p)?;
+            let params: HashSet<String> = graph
+                .params()
+                .into_iter()
+                .map(|id| graph.node(id).name.clone())
+                .collect();
+            let mut extra: Vec<&String> = w.keys().filter(|k| !params.contains(*k)).collect();
+            extra.sort();
+            for name in extra {
+                eprintln!(
+                    "warning: `{}` holds a tensor `{name}` that the model has no weight of; it is ignored",
+                    p.display()
+                );
+            }
+            w
+        }
         (None, Some(w)) => w,
         (None, None) => kiln::ir::init::default_weights(graph, args.seed)?,
     })
 }
 
-/// `NAME=PATH` pairs; a bare `PATH` names the only candidate in `names`.
+/// `NAME=PATH` pairs; a bare `PATH` names the only candidate in `names`. A name given twice
+/// is an error.
 fn named_paths(specs: &[String], names: &[String], what: &str) -> Result<Vec<(String, PathBuf)>> {
-    specs
+    let pairs = specs
         .iter()
         .map(|spec| match spec.split_once('=') {
             Some((n, p)) => {
@@ -230,7 +287,26 @@ fn named_paths(specs: &[String], names: &[String], what: &str) -> Result<Vec<(St
                 names.join(", ")
             ),
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let mut seen = HashSet::new();
+    for (name, _) in &pairs {
+        if !seen.insert(name) {
+            bail!("{what} `{name}` is given more than once (--{what} {name}=…)");
+        }
+    }
+    Ok(pairs)
+}
+
+/// `name holds 3 NaN and 1 infinite value of 784`, when a tensor is not all finite.
+fn non_finite(what: &str, data: &[f32]) -> Option<String> {
+    let nan = data.iter().filter(|x| x.is_nan()).count();
+    let inf = data.iter().filter(|x| x.is_infinite()).count();
+    (nan + inf > 0).then(|| {
+        format!(
+            "{what} holds {nan} NaN and {inf} infinite value(s) of {}",
+            data.len()
+        )
+    })
 }
 
 fn run_engine(
@@ -264,10 +340,14 @@ fn print_value(name: &str, v: &Value<f32>) -> Result<()> {
     Ok(())
 }
 
+/// The median of `runs` (at least 1, checked by `--runs`) timed calls of `f`, after a warm-up.
 fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
+    if runs == 0 {
+        bail!("the number of timed runs must be at least 1");
+    }
     f()?; // warm-up
     let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
+    for _ in 0..runs {
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -518,8 +598,38 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 ..Default::default()
             };
+            let mut bad = Vec::new();
+            let mut names: Vec<&String> = feeds.keys().collect();
+            names.sort();
+            for n in names {
+                if let Value::F(x) = &feeds[n] {
+                    bad.extend(non_finite(&format!("input `{n}`"), x.data()));
+                }
+            }
+            if let Value::F(x) = &t {
+                bad.extend(non_finite("the target", x.data()));
+            }
+            let mut names: Vec<&String> = w.keys().collect();
+            names.sort();
+            for n in names {
+                bad.extend(non_finite(&format!("weight `{n}`"), w[n].data()));
+            }
+            for b in &bad {
+                eprintln!("warning: {b}");
+            }
             let (l, grads) = kiln::train::gradients(&graph, loss, &w, &feeds, &t, &options)?;
             kiln::runtime::save_safetensors(&output, &grads.into_iter().collect())?;
+            if !l.is_finite() {
+                eprintln!(
+                    "warning: the loss is {l}{}; the gradients written to `{}` are not meaningful",
+                    if bad.is_empty() {
+                        ""
+                    } else {
+                        " (the tensors named above are not finite)"
+                    },
+                    output.display()
+                );
+            }
             out!("loss: {l}");
         }
         Command::Bench {

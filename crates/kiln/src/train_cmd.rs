@@ -80,14 +80,35 @@ pub enum OptimizerKind {
     Adam,
 }
 
+/// The most epochs `kiln train` runs.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
+/// `--epochs`: 0 (only measure the untrained model) up to [`MAX_EPOCHS`].
+fn epochs_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_EPOCHS => Ok(n),
+        _ => Err(format!(
+            "the number of epochs must be an integer in 0..={MAX_EPOCHS}"
+        )),
+    }
+}
+
+/// `--batch`: at least 1 (and at most the training set, checked once it is loaded).
+fn batch_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("the batch size must be at least 1, not `{s}`")),
+    }
+}
+
 /// How to train: the flags of `kiln train` after MODEL and `--data`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct TrainSettings {
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 10)]
+    /// Passes over the training set (at most 1000000).
+    #[arg(long, default_value_t = 10, value_parser = epochs_arg)]
     pub epochs: usize,
-    /// Images per step (the model is recompiled for it).
-    #[arg(long, default_value_t = 32)]
+    /// Images per step, from 1 to the size of the training set (the model is recompiled for it).
+    #[arg(long, default_value_t = 32, value_parser = batch_arg)]
     pub batch: usize,
     /// Learning rate [default: 0.05 with sgd, 0.001 with adam].
     #[arg(long, allow_negative_numbers = true)]
@@ -144,6 +165,9 @@ impl TrainSettings {
         if self.batch == 0 {
             return Err("the batch size must be at least 1".into());
         }
+        if self.epochs > MAX_EPOCHS {
+            return Err(format!("{} epochs are more than the limit of {MAX_EPOCHS}", self.epochs).into());
+        }
         Ok(())
     }
 
@@ -193,6 +217,25 @@ fn single_output(graph: &Graph) -> Result<kiln_ir::NodeId, FitError> {
 /// `graph` with its batch set to `batch`, after checking that it classifies `data`: one input
 /// `f32 [N, C, H, W]` of the data's image size, one output `[N, K]` with K ≥ the data's classes.
 pub fn training_graph(graph: &Graph, data: &Dataset, batch: usize) -> Result<Graph, FitError> {
+    check_input(graph, data)?;
+    let graph = graph
+        .with_batch(batch)
+        .map_err(|e| format!("setting the model's batch size to {batch}: {e}"))?;
+    let out = graph.node(single_output(&graph)?);
+    match out.ty.dims() {
+        &[n, k] if n == batch && k >= data.classes() => Ok(graph),
+        _ => Err(format!(
+            "the model's output `{}` is {}, but the data needs class scores [{batch}, K] with K ≥ {}",
+            out.name,
+            out.ty,
+            data.classes()
+        )
+        .into()),
+    }
+}
+
+/// Checks that `graph` has one input `f32 [N, C, H, W]` of the data's image size.
+fn check_input(graph: &Graph, data: &Dataset) -> Result<(), FitError> {
     let inputs = graph.graph_inputs();
     let [input] = inputs[..] else {
         return Err(format!(
@@ -210,20 +253,7 @@ pub fn training_graph(graph: &Graph, data: &Dataset, batch: usize) -> Result<Gra
         )
         .into());
     }
-    let graph = graph
-        .with_batch(batch)
-        .map_err(|e| format!("setting the model's batch size to {batch}: {e}"))?;
-    let out = graph.node(single_output(&graph)?);
-    match out.ty.dims() {
-        &[n, k] if n == batch && k >= data.classes() => Ok(graph),
-        _ => Err(format!(
-            "the model's output `{}` is {}, but the data needs class scores [{batch}, K] with K ≥ {}",
-            out.name,
-            out.ty,
-            data.classes()
-        )
-        .into()),
-    }
+    Ok(())
 }
 
 /// The one place that makes kiln's `Trainer` for `graph` (already at the batch size), with the
@@ -264,8 +294,9 @@ pub fn train(
 }
 
 /// [`train`] with the learner made by `make` from the training graph: loads and splits the
-/// data, checks the model against it, runs [`fit`], saves the weights when asked, and prints one
-/// line per epoch and, last, `test accuracy: NN.NN%`.
+/// data, checks the settings and the model against it (a batch no larger than the training
+/// set), and only then makes the learner (compiles), runs [`fit`], saves the weights when
+/// asked, and prints one line per epoch and, last, `test accuracy: NN.NN%`.
 pub fn train_with(
     graph: &Graph,
     data: &DataSource,
@@ -275,8 +306,20 @@ pub fn train_with(
 ) -> Result<FitReport, FitError> {
     options.check()?;
     let all = data.load()?;
-    let graph = training_graph(graph, &all, options.batch)?;
+    check_input(graph, &all)?;
     let (train, test) = all.train_test_split(options.seed)?;
+    if options.batch > train.len() {
+        return Err(format!(
+            "a batch of {} images is larger than the training set ({} of the {} images of {data}; \
+             the other {} are held out for testing)",
+            options.batch,
+            train.len(),
+            all.len(),
+            test.len()
+        )
+        .into());
+    }
+    let graph = training_graph(graph, &all, options.batch)?;
     let mut learner = make(&graph, options)?;
     if learner.batch_size() != options.batch {
         return Err(format!(

@@ -375,3 +375,348 @@ fn train_runs_to_the_end_and_saves_the_weights() {
     let w = kiln::runtime::load_safetensors(&save).unwrap();
     assert!(w.contains_key("fc.weight"), "{:?}", w.keys());
 }
+
+/// A model small enough to run in no time: `y = dense(x, w, b)`, x f32[2, 4].
+const TINY: &[u8] = b"graph tiny {
+  input %x: f32[2, 4]
+  param %w: f32[3, 4]
+  param %b: f32[3]
+  %y = dense(%x, %w, %b): f32[2, 3]
+  output %y
+}
+";
+
+/// Exit code 1 (an error) or 2 (a usage error), a message that contains `want`, and no panic.
+fn refused(o: &Output, code: i32, want: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(want), "wanted `{want}`: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A version 1.0 `.npy` header for `dict` (padded as NumPy pads it), then `data`.
+fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = dict.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut f = b"\x93NUMPY\x01\x00".to_vec();
+    f.extend((h.len() as u16).to_le_bytes());
+    f.extend(h.as_bytes());
+    f.extend(data);
+    f
+}
+
+fn f32_le(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Flags whose values no run can use are refused before anything is loaded or compiled:
+/// usage errors (exit 2) that say what the flag takes.
+#[test]
+fn absurd_flag_values_are_usage_errors() {
+    let lenet = repo("examples/models/lenet5.kiln");
+    let x = write_input("flags_x.npy", &[1, 1, 28, 28]);
+    let o = kiln(&["bench", &lenet, "--batch", "0"]);
+    refused(&o, 2, "the batch size must be at least 1, not `0`");
+    let o = kiln(&["bench", &lenet, "--runs", "0"]);
+    refused(
+        &o,
+        2,
+        "the number of timed runs must be an integer in 1..=1000000",
+    );
+    let o = kiln(&["bench", &lenet, "--runs", "99999999999999999999"]);
+    refused(&o, 2, "timed runs");
+    let o = kiln(&["bench", &lenet, "--threads", "5000"]);
+    refused(&o, 2, "5000 threads are more than the limit of 1024");
+    let o = kiln(&["run", &lenet, "--input", &x, "--threads", "-1"]);
+    refused(&o, 2, "unexpected argument '-1'");
+    let digits_cnn = repo("examples/models/digits_cnn.kiln");
+    let o = kiln(&[
+        "train",
+        &digits_cnn,
+        "--data",
+        "digits",
+        "--epochs",
+        "18446744073709551615",
+    ]);
+    refused(&o, 2, "the number of epochs must be an integer in 0..=1000000");
+    let o = kiln(&["--help"]);
+    assert!(
+        stdout(&o).contains("Exit status: 0 on success; 1 on an error"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// A batch far beyond the model's size limits is an error at once, before weights, inputs or
+/// code are made for it.
+#[test]
+fn a_huge_batch_is_an_error_before_anything_is_allocated() {
+    let lenet = repo("examples/models/lenet5.kiln");
+    let t = std::time::Instant::now();
+    let o = kiln(&["bench", &lenet, "--batch", "1000000000000", "--runs", "1"]);
+    refused(&o, 1, "setting the batch size to 1000000000000");
+    assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
+    assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
+}
+
+/// `train --batch` larger than the training set is refused after the data set is loaded and
+/// before the model is compiled for it.
+#[test]
+fn a_train_batch_larger_than_the_data_set_is_refused_before_compiling() {
+    let digits_cnn = repo("examples/models/digits_cnn.kiln");
+    let t = std::time::Instant::now();
+    let o = kiln(&["train", &digits_cnn, "--data", "digits", "--batch", "100000"]);
+    refused(
+        &o,
+        1,
+        "a batch of 100000 images is larger than the training set (1437 of the 1797 images of digits",
+    );
+    assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
+    let o = kiln(&[
+        "train",
+        &digits_cnn,
+        "--data",
+        "digits",
+        "--batch",
+        "1000000000000",
+    ]);
+    refused(&o, 1, "larger than the training set");
+}
+
+/// The JIT with many threads runs (on as many as it can start), and agrees with one thread.
+#[test]
+fn many_threads_run_and_agree_with_one() {
+    let model = temp_file("threads_tiny.kiln", TINY);
+    let x = temp_file(
+        "threads_x.npy",
+        &npy_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }",
+            &f32_le(&[0.5, -1.0, 2.0, 0.25, 1.0, 1.0, -3.0, 0.0]),
+        ),
+    );
+    let mut outs = Vec::new();
+    for threads in ["1", "1000"] {
+        let o = kiln(&["run", &model, "--input", &x, "--threads", threads]);
+        assert!(o.status.success(), "--threads {threads}: {}", stderr(&o));
+        outs.push(stdout(&o));
+    }
+    assert_eq!(outs[0], outs[1]);
+    let lenet = repo("examples/models/lenet5.kiln");
+    let o = kiln(&[
+        "bench",
+        &lenet,
+        "--batch",
+        "8",
+        "--runs",
+        "1",
+        "--threads",
+        "1000",
+        "--engine",
+        "jit",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `--input NAME=…` twice is an error naming NAME; so is a bare path and NAME= for the same one.
+#[test]
+fn an_input_given_twice_is_an_error_naming_it() {
+    let lenet = repo("examples/models/lenet5.kiln");
+    let x = write_input("twice_x.npy", &[1, 1, 28, 28]);
+    let o = kiln(&[
+        "run",
+        &lenet,
+        "--input",
+        &format!("input={x}"),
+        "--input",
+        &format!("input={x}"),
+    ]);
+    refused(&o, 1, "input `input` is given more than once");
+    let o = kiln(&["run", &lenet, "--input", &x, "--input", &format!("input={x}")]);
+    refused(&o, 1, "input `input` is given more than once");
+}
+
+/// `.npy` inputs that lie about their size are errors with exit code 1 that name the file.
+#[test]
+fn hostile_npy_inputs_are_clear_errors() {
+    let model = temp_file("npy_tiny.kiln", TINY);
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }";
+    let mut trailing = f32_le(&[0.0; 8]);
+    trailing.extend([1, 2, 3]);
+    let p = temp_file("trailing.npy", &npy_bytes(dict, &trailing));
+    refused(
+        &kiln(&["run", &model, "--input", &p]),
+        1,
+        &format!("`{p}` is not a valid .npy file: 3 bytes after the end of the data"),
+    );
+    let p = temp_file(
+        "promise.npy",
+        &npy_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4096, 4096, 4096), }",
+            &[0; 16],
+        ),
+    );
+    refused(&kiln(&["run", &model, "--input", &p]), 1, "above the limit");
+    let p = temp_file(
+        "fortran.npy",
+        &npy_bytes(
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 4), }",
+            &f32_le(&[0.0; 8]),
+        ),
+    );
+    refused(&kiln(&["run", &model, "--input", &p]), 1, "Fortran-ordered");
+    let p = temp_file(
+        "f2.npy",
+        &npy_bytes(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }",
+            &[0; 16],
+        ),
+    );
+    refused(
+        &kiln(&["run", &model, "--input", &p]),
+        1,
+        "element type <f2; kiln reads float32",
+    );
+}
+
+/// A safetensors file with a tensor the model lacks: a warning naming it, and the run goes on;
+/// a hostile one is an error.
+#[test]
+fn weights_the_model_does_not_have_are_named_in_a_warning() {
+    let model = temp_file("weights_tiny.kiln", TINY);
+    let x = temp_file(
+        "weights_x.npy",
+        &npy_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }",
+            &f32_le(&[1.0; 8]),
+        ),
+    );
+    let w = std::collections::HashMap::from([
+        (
+            "w".to_string(),
+            kiln::ir::Tensor::new([3, 4], vec![0.5; 12]).unwrap(),
+        ),
+        ("b".to_string(), kiln::ir::Tensor::new([3], vec![1.0; 3]).unwrap()),
+        (
+            "conv9.weight".to_string(),
+            kiln::ir::Tensor::new([2], vec![0.0; 2]).unwrap(),
+        ),
+    ]);
+    let wp = temp_file("extra.safetensors", b"");
+    kiln::runtime::save_safetensors(std::path::Path::new(&wp), &w).unwrap();
+    let o = kiln(&["run", &model, "--input", &x, "--weights", &wp]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "warning: `{wp}` holds a tensor `conv9.weight` that the model has no weight of"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("y: f32[2, 3] [3.000000"), "{}", stdout(&o));
+    // zero elements but a dim beyond any tensor's
+    let mut f = Vec::new();
+    let header = r#"{"w":{"dtype":"F32","shape":[0,1099511627776],"data_offsets":[0,0]}}"#;
+    f.extend((header.len() as u64).to_le_bytes());
+    f.extend(header.as_bytes());
+    let bad = temp_file("hostile.safetensors", &f);
+    refused(
+        &kiln(&["run", &model, "--input", &x, "--weights", &bad]),
+        1,
+        "tensor `w`: shape: dim 1099511627776 is above the limit",
+    );
+}
+
+/// `kiln grad` on NaN: the loss is NaN, and stderr says which tensors are not finite.
+#[test]
+fn grad_on_nan_warns_which_tensors_are_not_finite() {
+    let model = temp_file("nan_tiny.kiln", TINY);
+    let x = temp_file(
+        "nan_x.npy",
+        &npy_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }",
+            &f32_le(&[1.0, f32::NAN, 0.0, 0.0, 0.0, f32::INFINITY, 0.0, 0.0]),
+        ),
+    );
+    let t = temp_file(
+        "nan_t.npy",
+        &npy_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+            &f32_le(&[0.0; 6]),
+        ),
+    );
+    let out = temp_file("nan_grads.safetensors", b"");
+    let o = kiln(&[
+        "grad", &model, "--input", &x, "--target", &t, "--loss", "mse", "--output", &out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "loss: NaN");
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: input `x` holds 1 NaN and 1 infinite value(s) of 8"),
+        "{err}"
+    );
+    assert!(err.contains("warning: the loss is NaN"), "{err}");
+    assert!(!err.contains("weight `"), "the weights are finite: {err}");
+}
+
+/// A gzip file of `prefix` followed by `matches` × 258 zero bytes, built by hand (no gzip
+/// library here): a stored deflate block holding `prefix` (which must end in a 0), then a
+/// fixed-Huffman block of length-258, distance-1 matches (13 bits each, a 160× bomb). The
+/// trailer's CRC is not computed: a reader that stops early never checks it.
+fn gzip_bomb(prefix: &[u8], matches: usize) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.push(0); // BFINAL 0, BTYPE 00 (stored), padded to the byte
+    let len = prefix.len() as u16;
+    out.extend(len.to_le_bytes());
+    out.extend((!len).to_le_bytes());
+    out.extend(prefix);
+    let (mut acc, mut nbits) = (0u32, 0);
+    let mut bit = |out: &mut Vec<u8>, b: u32| {
+        acc |= b << nbits;
+        nbits += 1;
+        if nbits == 8 {
+            out.push(acc as u8);
+            (acc, nbits) = (0, 0);
+        }
+    };
+    bit(&mut out, 1); // BFINAL
+    bit(&mut out, 1); // BTYPE 01 (fixed Huffman), LSB first
+    bit(&mut out, 0);
+    for _ in 0..matches {
+        // length code 285 (258): 8 bits 11000101; distance code 0 (1): 5 bits 00000
+        for b in [1, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0] {
+            bit(&mut out, b);
+        }
+    }
+    for _ in 0..7 + 8 {
+        bit(&mut out, 0); // end of block (7 zero bits), then padding
+    }
+    out.extend([0; 8]); // CRC32 and ISIZE, never checked
+    out
+}
+
+/// A gzip bomb given as MNIST images stops at the size the header promises.
+#[test]
+fn a_gzip_bomb_as_training_data_is_an_error_at_once() {
+    let mut header = vec![0, 0, 0x08, 3];
+    for d in [2u32, 8, 8] {
+        header.extend(d.to_be_bytes());
+    }
+    header.extend([0u8; 128]);
+    // 128 + 1 GiB of zeros in 2 MB
+    let bomb = gzip_bomb(&header, (1 << 30) / 258);
+    let images = temp_file("bomb-images.idx.gz", &bomb);
+    let labels = idx("bomb-labels.idx", &[2], &[0, 1]);
+    let spec = format!("idx:{images},{labels}");
+    let t = std::time::Instant::now();
+    let o = kiln(&["train", &repo("examples/models/digits_cnn.kiln"), "--data", &spec]);
+    refused(
+        &o,
+        1,
+        &format!("`{images}`, byte offset 144: more bytes (decompression stopped there)"),
+    );
+    assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
+}
