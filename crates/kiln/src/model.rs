@@ -3,7 +3,13 @@
 
 use kiln_ir::{Graph, Tensor, text};
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
+
+/// The largest `.kiln` file read: 256 MiB. A text graph holds no weights (the zoo's largest,
+/// VGG-16, is a few KiB), so anything near this is not a model; the cap keeps a huge file or
+/// a device (`/dev/zero` behind a `.kiln` name) from being read into memory without end.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
 
 /// Why a model file could not be loaded.
 #[derive(Debug)]
@@ -50,10 +56,7 @@ pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
     let shown = path.display().to_string();
     match path.extension().and_then(|e| e.to_str()) {
         Some("kiln") => {
-            let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-                path: shown.clone(),
-                source,
-            })?;
+            let bytes = read_text(path, &shown)?;
             let src = String::from_utf8(bytes).map_err(|e| LoadError::Unsupported {
                 path: shown.clone(),
                 reason: format!(
@@ -76,6 +79,41 @@ pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
             reason: "unknown model format (expected a `.kiln` text IR file or an `.onnx` file)".into(),
         }),
     }
+}
+
+/// The bytes of the text file `path`: a regular file of at most [`MAX_TEXT_BYTES`].
+fn read_text(path: &Path, shown: &str) -> Result<Vec<u8>, LoadError> {
+    let io = |source| LoadError::Io {
+        path: shown.to_string(),
+        source,
+    };
+    let too_big = |len: u64| LoadError::Unsupported {
+        path: shown.to_string(),
+        reason: format!(
+            "at least {len} bytes: too big for a text model (the limit is {MAX_TEXT_BYTES} bytes)"
+        ),
+    };
+    // checked before opening: opening a FIFO would block
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(LoadError::Unsupported {
+            path: shown.to_string(),
+            reason: "not a regular file".into(),
+        });
+    }
+    if meta.len() > MAX_TEXT_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    // the file may have grown since: read one byte past the limit at most
+    let mut bytes = Vec::new();
+    file.take(MAX_TEXT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Loads the graph in `path` (see [`load`]; an `.onnx` file's weights are dropped).

@@ -65,3 +65,47 @@ fn inputs_must_exist_fit_and_be_known() {
     let e = m.run(&feeds(vec![-1, 0])).unwrap_err().to_string();
     assert_eq!(e, "`t`: class id -1 at position 0 is outside 0..4");
 }
+
+/// A compiled model run before its weights are set is an error, not zeros.
+#[test]
+fn run_before_set_weights_is_an_error() {
+    let (mut m, _) = model();
+    let e = m.run(&feeds(vec![0, 1])).unwrap_err().to_string();
+    assert_eq!(e, "the model's weights are not set: call set_weights before run");
+    assert!(m.set_weights(&HashMap::new()).is_err());
+    assert!(
+        m.run(&feeds(vec![0, 1])).is_err(),
+        "a failed set_weights sets none"
+    );
+    m.set_weights(&HashMap::from([("w".to_string(), Tensor::full([4, 3], 1.0))]))
+        .unwrap();
+    assert!(m.run(&feeds(vec![0, 1])).is_ok());
+}
+
+/// A `.kiln` file far bigger than any text model, or not a regular file, is refused before it
+/// is read (a sparse file: nothing is written to disk).
+#[test]
+fn huge_or_special_text_files_are_refused_unread() {
+    let dir = std::env::temp_dir().join(format!("kiln-model-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.kiln");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(kiln::model::MAX_TEXT_BYTES + 1).unwrap();
+    drop(f);
+    let e = kiln::model::load(&big).unwrap_err().to_string();
+    assert!(e.contains("too big for a text model"), "{e}");
+    let e = kiln::model::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("not a regular file") || e.contains("unknown model format"),
+        "{e}"
+    );
+    #[cfg(unix)]
+    {
+        let zero = dir.join("zero.kiln");
+        let _ = std::fs::remove_file(&zero);
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = kiln::model::load(&zero).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
