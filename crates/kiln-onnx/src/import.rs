@@ -116,7 +116,11 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         values: HashMap::new(),
         materialized: HashMap::new(),
         opset,
-        reader: tensor::Reader::new(base_dir),
+        reader: {
+            let mut r = tensor::Reader::new(base_dir);
+            r.allow_input(bytes.len());
+            r
+        },
         unsupported: Vec::new(),
         used_names: HashSet::new(),
         next_suffix: HashMap::new(),
@@ -218,8 +222,10 @@ struct Importer {
     graph: Graph,
     weights: HashMap<String, Tensor<f32>>,
     values: HashMap<String, Val>,
-    /// IR param of each constant already read as a tensor, keyed by its ONNX value name.
-    materialized: HashMap<String, NodeId>,
+    /// IR param of each constant already read as a tensor, keyed by the constant's address
+    /// (the `Rc` is kept alive here), so that the aliases an Identity or Dropout makes share
+    /// one param instead of copying the data once per name.
+    materialized: HashMap<*const Const, (Rc<Const>, NodeId)>,
     opset: i64,
     /// Reads tensor data (external files opened once) and counts the bytes of every constant
     /// and weight the import holds.
@@ -407,8 +413,8 @@ impl Importer {
     }
 
     /// A param (or buffer) holding `c`, created once per ONNX value.
-    fn materialize(&mut self, value: &str, c: &Const, trainable: bool) -> F<NodeId> {
-        if let Some(&id) = self.materialized.get(value) {
+    fn materialize(&mut self, value: &str, c: &Rc<Const>, trainable: bool) -> F<NodeId> {
+        if let Some(&(_, id)) = self.materialized.get(&Rc::as_ptr(c)) {
             return Ok(id);
         }
         let data = match &c.data {
@@ -423,7 +429,7 @@ impl Importer {
             }
         };
         let id = self.param(value, c.dims.clone(), data, trainable)?;
-        self.materialized.insert(value.to_string(), id);
+        self.materialized.insert(Rc::as_ptr(c), (Rc::clone(c), id));
         Ok(id)
     }
 
@@ -1163,7 +1169,7 @@ impl Importer {
         let b_const = self.constant(n, 1, "B").ok().flatten();
         let b_name = n.input.get(1).cloned().unwrap_or_default();
         // y = alpha·A·B, as a Dense layer over a constant B ([N, K] after transposing) or a MatMul
-        let (y, n_out) = match b_const.as_deref() {
+        let (y, n_out) = match &b_const {
             Some(c) if c.as_f32().is_some() && c.dims.len() == 2 => {
                 let data = c.as_f32().unwrap_or_default();
                 let [r, s] = [c.dims[0], c.dims[1]];

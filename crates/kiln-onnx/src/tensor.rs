@@ -73,10 +73,23 @@ pub fn read(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const> {
     Reader::new(base_dir).read(t)
 }
 
+/// The bytes of constants an import may hold without reading any input: room for folded
+/// constants (ConstantOfShape fills) and the copies of a small model. 256 MiB.
+pub const BASE_ALLOWANCE: usize = 256 << 20;
+
+/// How many bytes of constants an import may hold per byte of input (the model file and its
+/// external data files, each file counted once): 16. A model's weights are held about three
+/// times over at most (the decoded constant, the weight, a transposed copy for `Gemm`), and
+/// FLOAT16 data doubles in size; a hostile file that references the same bytes again and
+/// again runs into this bound instead of allocating gigabytes.
+pub const BYTES_PER_INPUT_BYTE: usize = 16;
+
 /// Reads the tensors of one model: opens each external data file once (keyed by its real
 /// path) and counts the bytes of every constant it returns or is [charged](Reader::charge)
-/// for against a budget ([`kiln_ir::limits::MAX_BYTES`] unless set), checked before anything
-/// is allocated.
+/// for, checked before anything is allocated, against the smaller of a hard limit
+/// ([`kiln_ir::limits::MAX_BYTES`] unless [set](Reader::with_budget)) and an allowance that
+/// grows with the input: [`BASE_ALLOWANCE`] plus [`BYTES_PER_INPUT_BYTE`] per byte of the
+/// model file ([`Reader::allow_input`]) and of each external data file opened.
 #[derive(Debug)]
 pub struct Reader {
     base: Option<PathBuf>,
@@ -87,6 +100,7 @@ pub struct Reader {
     opened: usize,
     used: usize,
     budget: usize,
+    allowance: usize,
 }
 
 impl Reader {
@@ -98,14 +112,22 @@ impl Reader {
             opened: 0,
             used: 0,
             budget: limits::MAX_BYTES,
+            allowance: BASE_ALLOWANCE,
         }
     }
 
-    /// The same reader with a budget of `bytes` for all the constants it reads or is charged
-    /// for.
+    /// The same reader with a hard limit of `bytes` for all the constants it reads or is
+    /// charged for (the allowance still applies).
     pub fn with_budget(mut self, bytes: usize) -> Reader {
         self.budget = bytes;
         self
+    }
+
+    /// Raises the allowance for `bytes` of input read (the model file's size).
+    pub fn allow_input(&mut self, bytes: usize) {
+        self.allowance = self
+            .allowance
+            .saturating_add(bytes.saturating_mul(BYTES_PER_INPUT_BYTE));
     }
 
     /// How many external data files were opened (each at most once).
@@ -118,12 +140,19 @@ impl Reader {
         self.used
     }
 
+    /// The most bytes the constants may take now: the hard limit or the allowance.
+    pub fn limit(&self) -> usize {
+        self.budget.min(self.allowance)
+    }
+
     /// Counts `bytes` more against the budget; call it *before* allocating them.
     pub fn charge(&mut self, bytes: usize, what: &str) -> std::result::Result<(), String> {
         let total = limits::add_bytes(self.used, bytes, what)?;
-        if total > self.budget {
+        if total > self.limit() {
             return Err(format!(
-                "{what}: {bytes} more bytes would bring the model's constants to {total} bytes, above the limit of {} bytes",
+                "{what}: {bytes} more bytes would bring the constants the import holds to {total} bytes, above the limit of {} bytes for this model ({} MiB plus {BYTES_PER_INPUT_BYTE} per byte of the model and its external data, at most {})",
+                self.limit(),
+                BASE_ALLOWANCE >> 20,
                 self.budget
             ));
         }
@@ -163,24 +192,33 @@ impl Reader {
         };
         let held = limits::check_bytes(numel, held, "its data").map_err(|e| err(name, e))?;
         let declared = limits::check_bytes(numel, width, "its data").map_err(|e| err(name, e))?;
-        self.charge(held, "its data").map_err(|e| err(name, e))?;
+        let before = self.used;
         let data = if t.data_location == 1 {
-            self.read_external(t, name, declared)
+            // the file's size is checked (and raises the allowance) before the charge
+            self.read_external(t, name, declared, held)
                 .and_then(|bytes| decode(t, name, dims, numel, width, Some(&bytes)))
         } else {
             let raw = (!t.raw_data.is_empty() || numel == 0).then_some(&t.raw_data[..]);
+            check_len(t, name, numel, width, raw)?;
+            self.charge(held, "its data").map_err(|e| err(name, e))?;
             decode(t, name, dims, numel, width, raw)
         };
         if data.is_err() {
             // nothing is held
-            self.used -= held;
+            self.used = before;
         }
         data
     }
 
     /// Bytes `offset .. offset + length` of the external data file of `t`, which must be
     /// exactly `declared` bytes (its dims times its element size), checked before reading.
-    fn read_external(&mut self, t: &TensorProto, name: &str, declared: usize) -> Result<Vec<u8>> {
+    fn read_external(
+        &mut self,
+        t: &TensorProto,
+        name: &str,
+        declared: usize,
+        held: usize,
+    ) -> Result<Vec<u8>> {
         let get = |k: &str| {
             t.external_data
                 .iter()
@@ -219,7 +257,7 @@ impl Reader {
                 ),
             ));
         }
-        let (file, len) = self.open(name, location)?;
+        let (real, len) = self.open(name, location)?;
         let past = |what: String| {
             err(
                 name,
@@ -248,17 +286,18 @@ impl Reader {
             return Err(past(format!("offset {offset} + length {declared}")));
         }
         let io = |e: std::io::Error| err(name, format!("cannot read external data `{location}`: {e}"));
-        let mut f: &File = file;
+        self.charge(held, "its data").map_err(|e| err(name, e))?;
+        let mut f: &File = &self.files[&real].0;
         f.seek(SeekFrom::Start(offset)).map_err(io)?;
         let mut bytes = vec![0u8; declared];
         f.take(declared as u64).read_exact(&mut bytes).map_err(io)?;
         Ok(bytes)
     }
 
-    /// The open file at `location` below the model's folder and its length, opened on first
-    /// use: its real path (symlinks resolved) must be below the model's real folder, and it
-    /// must be a regular file (not a FIFO, a device or a folder).
-    fn open(&mut self, name: &str, location: &str) -> Result<(&File, u64)> {
+    /// The real path of `location` (a key of `files`) and its length, the file opened on
+    /// first use: its real path (symlinks resolved) must be below the model's real folder,
+    /// and it must be a regular file (not a FIFO, a device or a folder).
+    fn open(&mut self, name: &str, location: &str) -> Result<(PathBuf, u64)> {
         let base = self.base.as_deref().ok_or_else(|| {
             err(
                 name,
@@ -313,10 +352,11 @@ impl Reader {
                 ));
             }
             self.opened += 1;
+            self.allow_input(usize::try_from(meta.len()).unwrap_or(usize::MAX));
             self.files.insert(real.clone(), (file, meta.len()));
         }
-        let (file, len) = &self.files[&real];
-        Ok((file, *len))
+        let len = self.files[&real].1;
+        Ok((real, len))
     }
 }
 
@@ -338,6 +378,35 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
 #[cfg(not(unix))]
 fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     File::open(path)
+}
+
+/// That `raw` (or, without it, `t`'s typed field) holds exactly `numel` elements.
+fn check_len(t: &TensorProto, name: &str, numel: usize, width: usize, raw: Option<&[u8]>) -> Result<()> {
+    let n = match raw {
+        Some(bytes) if bytes.len() % width != 0 => {
+            return Err(err(
+                name,
+                format!(
+                    "raw data of {} bytes is not a whole number of {width}-byte elements",
+                    bytes.len()
+                ),
+            ));
+        }
+        Some(bytes) => bytes.len() / width,
+        None => match t.data_type {
+            dt::FLOAT => t.float_data.len(),
+            dt::DOUBLE => t.double_data.len(),
+            dt::INT64 => t.int64_data.len(),
+            _ => t.int32_data.len(),
+        },
+    };
+    if n != numel {
+        return Err(err(
+            name,
+            format!("dims {:?} need {numel} elements, the data holds {n}", t.dims),
+        ));
+    }
+    Ok(())
 }
 
 /// The elements of `t` from `raw` (little-endian bytes) or its typed fields, `numel` of them.

@@ -1013,3 +1013,46 @@ fn bound_constants_are_checked() {
         Err(OnnxError::Input { .. })
     ));
 }
+
+#[test]
+fn copies_of_constants_are_bounded_by_the_input_size() {
+    // an Identity or Dropout alias of a constant shares its param: before, each alias that an
+    // op read was materialized again, a copy per name
+    let mut nodes = vec![node("ConstantOfShape", "cos", &["shape"], &["c0"], vec![])];
+    let mut outs = Vec::new();
+    for i in 1..=100 {
+        let (c, y) = (format!("c{i}"), format!("y{i}"));
+        nodes.push(node("Identity", "", &["c0"], &[&c], vec![]));
+        nodes.push(node("Relu", "", &[&c], &[&y], vec![]));
+        outs.push(y);
+    }
+    let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    let bytes = model(11, nodes, vec![], &outs, vec![ints("shape", &[1 << 20])]);
+    let m = load_bytes(&bytes, None).unwrap();
+    assert_eq!(m.weights.len(), 1);
+    // a chain of Unsqueeze nodes copies a 64 MiB fill each time: a 200-byte file may not make
+    // the import hold more than 256 MiB + 16 bytes per byte of input
+    let mut nodes = vec![node("ConstantOfShape", "cos", &["shape"], &["u0"], vec![])];
+    for i in 1..=8 {
+        nodes.push(node(
+            "Unsqueeze",
+            &format!("u{i}"),
+            &[&format!("u{}", i - 1)],
+            &[&format!("u{i}")],
+            vec![attr_ints("axes", &[0])],
+        ));
+    }
+    nodes.push(node("Relu", "r", &["u8"], &["y"], vec![]));
+    let bytes = model(11, nodes, vec![], &["y"], vec![ints("shape", &[1 << 24])]);
+    let e = err(&bytes);
+    assert!(e.contains("node `u4`") || e.contains("`u4`"), "{e}");
+    assert!(e.contains("256 MiB plus 16 per byte"), "{e}");
+    // the allowance itself
+    let mut r = Reader::new(None);
+    assert_eq!(r.limit(), kiln_onnx::tensor::BASE_ALLOWANCE);
+    r.charge(kiln_onnx::tensor::BASE_ALLOWANCE, "x").unwrap();
+    assert!(r.charge(1, "x").is_err());
+    r.allow_input(1);
+    r.charge(16, "x").unwrap();
+    assert!(r.charge(1, "x").is_err());
+}
