@@ -179,3 +179,103 @@ fn scatter_ids_outside_the_plane_fail_alike() {
         assert_eq!(got[0].1.as_f().unwrap().data(), want[0].1.as_f().unwrap().data());
     }
 }
+
+/// Values with a zero dim (which the limits allow): whatever shape inference accepts, the
+/// engines agree and nothing divides by a zero dim.
+#[test]
+fn zero_sized_values() {
+    let cases = [
+        ("f32[1, 1, 4, 4]", "adaptive_avg_pool2d(%x) {output=[0, 3]}"),
+        ("f32[1, 1, 4, 4]", "adaptive_max_pool2d(%x) {output=[2, 0]}"),
+        ("f32[0, 2, 4, 4]", "adaptive_max_pool2d(%x) {output=[2, 2]}"),
+        ("f32[1, 0, 4, 4]", "adaptive_avg_pool2d(%x) {output=[3, 2]}"),
+        ("f32[1, 2, 0, 4]", "adaptive_avg_pool2d(%x) {output=[3, 2]}"),
+        ("f32[1, 2, 0, 4]", "global_max_pool(%x)"),
+        ("f32[1, 2, 0, 0]", "global_avg_pool(%x)"),
+        ("f32[0, 2, 5, 5]", "max_pool2d(%x) {kernel=[2, 2]}"),
+        ("f32[1, 0, 5, 5]", "avg_pool2d(%x) {kernel=[2, 2]}"),
+        ("f32[2, 0, 3]", "softmax(%x) {axis=1}"),
+        ("f32[2, 3, 0]", "log_softmax(%x) {axis=1}"),
+        ("f32[0, 3]", "relu(%x)"),
+        ("f32[2, 0, 3]", "transpose(%x) {perm=[2, 0, 1]}"),
+    ];
+    for (ty, op) in cases {
+        let src = format!("graph g {{\n  input %x: {ty}\n  %y = {op}\n  output %y\n}}");
+        if let Ok(g) = text::parse(&src) {
+            eprintln!("accepted: {op} on {ty}");
+            agree(&g);
+        }
+    }
+    let convs = [
+        ("f32[0, 1, 5, 5]", "f32[4, 1, 3, 3]", "{padding=[1, 1, 1, 1]}"),
+        ("f32[1, 4, 5, 5]", "f32[0, 4, 3, 3]", "{padding=[1, 1, 1, 1]}"),
+        ("f32[1, 0, 5, 5]", "f32[4, 0, 3, 3]", "{padding=[1, 1, 1, 1]}"),
+        ("f32[1, 1, 5, 5]", "f32[5, 1, 3, 3]", "{stride=[2147483648, 1]}"),
+        ("f32[2, 0]", "f32[4, 0]", ""),
+    ];
+    for (x, w, attrs) in convs {
+        let op = if x.matches(',').count() == 1 {
+            "dense"
+        } else {
+            "conv2d"
+        };
+        let src = format!(
+            "graph g {{\n  input %x: {x}\n  param %w: {w}\n  %y = {op}(%x, %w) {attrs}\n  output %y\n}}"
+        );
+        if let Ok(g) = text::parse(&src) {
+            eprintln!("accepted: {op} {x} {w} {attrs}");
+            agree(&g);
+        }
+    }
+}
+
+/// Attributes at the limits (strides and dilations of 2³¹ where only one window fits, a huge
+/// padding that is all outside): the engines agree.
+#[test]
+fn attributes_at_the_limits() {
+    let big = "2147483648";
+    let cases = [
+        (
+            "f32[1, 2, 3, 3]",
+            "",
+            format!("max_pool2d(%x) {{kernel=[2, 2], stride=[{big}, {big}]}}"),
+        ),
+        (
+            "f32[1, 2, 3, 3]",
+            "",
+            format!("avg_pool2d(%x) {{kernel=[3, 3], stride=[{big}, 1], padding=[1, 1, 1, 1]}}"),
+        ),
+        (
+            "f32[1, 2, 3, 9]",
+            "",
+            format!("max_pool2d(%x) {{kernel=[1, 2], stride=[1, 1], dilation=[{big}, 8]}}"),
+        ),
+        (
+            "f32[1, 1, 3, 9]",
+            "f32[4, 1, 1, 1]",
+            format!("conv2d(%x, %w) {{dilation=[{big}, {big}], stride=[2, {big}]}}"),
+        ),
+        (
+            "f32[1, 1, 1, 3]",
+            "f32[1, 2, 2, 2]",
+            format!("conv_transpose2d(%x, %w) {{stride=[{big}, 2]}}"),
+        ),
+        (
+            "f32[1, 1, 2, 2]",
+            "f32[1, 1, 2, 2]",
+            "conv2d(%x, %w) {padding=[1000, 1000, 1000, 1000]}".to_string(),
+        ),
+    ];
+    for (x, w, op) in cases {
+        let param = if w.is_empty() {
+            String::new()
+        } else {
+            format!("  param %w: {w}\n")
+        };
+        let src = format!("graph g {{\n  input %x: {x}\n{param}  %y = {op}\n  output %y\n}}");
+        match text::parse(&src) {
+            Ok(g) => agree(&g),
+            Err(e) => panic!("refused: {op}: {e}"),
+        }
+    }
+}
