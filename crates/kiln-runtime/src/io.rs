@@ -1,6 +1,6 @@
 //! Tensors in and out of files: single tensors as NumPy `.npy`, weights as safetensors.
 
-use kiln_ir::{Tensor, Value};
+use kiln_ir::{DType, Tensor, TensorType, Value};
 use npyz::WriterBuilder;
 use std::collections::HashMap;
 use std::io::Read;
@@ -236,6 +236,34 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// against the file, before the data is read: a file holds exactly that many bytes after its
 /// header, no fewer and no more.
 pub fn read_npy(path: &Path) -> Result<Value<f32>, IoError> {
+    match npy(path, true)? {
+        Npy::Value(v) => Ok(v),
+        // `npy(_, true)` always reads the data
+        Npy::Type(t) => Err(IoError::Format {
+            path: path.display().to_string(),
+            format: ".npy",
+            reason: format!("the data of {t} was not read"),
+        }),
+    }
+}
+
+/// The type of the tensor a `.npy` file holds, as [`read_npy`] would read it (`float32` and
+/// `float64` as f32, `int32` and `int64` as i32), from its header alone: the file is checked
+/// as [`read_npy`] checks it (its length against the header included) but its data is not
+/// read. Lets a caller refuse a file of the wrong shape before reading it.
+pub fn read_npy_type(path: &Path) -> Result<TensorType, IoError> {
+    match npy(path, false)? {
+        Npy::Type(t) => Ok(t),
+        Npy::Value(v) => Ok(v.ty()),
+    }
+}
+
+enum Npy {
+    Type(TensorType),
+    Value(Value<f32>),
+}
+
+fn npy(path: &Path, read_data: bool) -> Result<Npy, IoError> {
     let shown = path.display().to_string();
     let rerr = |error: std::io::Error| IoError::Read {
         path: shown.clone(),
@@ -333,6 +361,14 @@ pub fn read_npy(path: &Path) -> Result<Value<f32>, IoError> {
             return Err(mismatch(have));
         }
     }
+    if !read_data {
+        let dtype = if kind.starts_with('f') {
+            DType::F32
+        } else {
+            DType::I32
+        };
+        return Ok(Npy::Type(TensorType::new(dtype, h.shape)));
+    }
     // at most `need + 1` bytes are read whatever the file is (a pipe, a file growing meanwhile)
     let mut data = Vec::new();
     r.take(need as u64 + 1).read_to_end(&mut data).map_err(rerr)?;
@@ -373,7 +409,9 @@ pub fn read_npy(path: &Path) -> Result<Value<f32>, IoError> {
             Tensor::new(h.shape, v).map(Value::I)
         }
     };
-    value.ok_or_else(|| bad("the data does not fill the shape".into()))
+    value
+        .map(Npy::Value)
+        .ok_or_else(|| bad("the data does not fill the shape".into()))
 }
 
 /// Writes a tensor as `.npy` (`float32` or `int32`, C order).

@@ -7,4 +7,4 @@ pub mod data;
 pub mod io;
 
 pub use data::{Batch, DataError, Dataset, Remainder, digits_from_bytes, load_digits_csv_gz, load_idx};
-pub use io::{IoError, load_safetensors, read_npy, save_safetensors, write_npy};
+pub use io::{IoError, load_safetensors, read_npy, read_npy_type, save_safetensors, write_npy};

@@ -3,7 +3,7 @@
 //! claims is allocated.
 
 use kiln_ir::{Tensor, Value};
-use kiln_runtime::io::{load_safetensors, read_npy};
+use kiln_runtime::io::{load_safetensors, read_npy, read_npy_type};
 use std::path::PathBuf;
 
 fn write(name: &str, bytes: &[u8]) -> PathBuf {
@@ -104,7 +104,11 @@ fn the_data_must_be_exactly_what_the_header_says() {
     data.push(0);
     let e = npy_err("trailing.npy", &npy(dict, &data));
     assert!(e.contains("1 bytes after the end of the data"), "{e}");
+    let p = write("typed.npy", &npy(dict, &f32_bytes(&[0.0; 6])));
+    assert_eq!(read_npy_type(&p).unwrap(), kiln_ir::TensorType::f32([2, 3]));
     let e = npy_err("short.npy", &npy(dict, &f32_bytes(&[0.0; 5])));
+    let p = write("short-typed.npy", &npy(dict, &f32_bytes(&[0.0; 5])));
+    assert!(read_npy_type(&p).unwrap_err().to_string().contains("truncated"));
     assert!(
         e.contains("truncated") && e.contains("needs 24 bytes") && e.contains("has 20"),
         "{e}"

@@ -297,6 +297,35 @@ fn named_paths(specs: &[String], names: &[String], what: &str) -> Result<Vec<(St
     Ok(pairs)
 }
 
+/// The inputs `--input` names (`NAME=PATH` or `PATH`). Every file's header is checked against
+/// the model's input of that name (element type and shape) before any file's data is read.
+fn read_inputs(graph: &Graph, specs: &[String]) -> Result<HashMap<String, Value<f32>>> {
+    let inputs: Vec<(String, kiln::ir::TensorType)> = graph
+        .graph_inputs()
+        .iter()
+        .map(|&i| (graph.node(i).name.clone(), graph.node(i).ty.clone()))
+        .collect();
+    let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
+    let pairs = named_paths(specs, &names, "input")?;
+    for (name, path) in &pairs {
+        let got = kiln::runtime::read_npy_type(path).with_context(|| format!("input `{name}`"))?;
+        if let Some((_, want)) = inputs.iter().find(|(n, _)| n == name)
+            && got != *want
+        {
+            bail!(
+                "input `{name}` (`{}`): expected {want}, got {got}",
+                path.display()
+            );
+        }
+    }
+    let mut feeds = HashMap::new();
+    for (name, path) in pairs {
+        let v = kiln::runtime::read_npy(&path).with_context(|| format!("input `{name}`"))?;
+        feeds.insert(name, v);
+    }
+    Ok(feeds)
+}
+
 /// `name holds 3 NaN and 1 infinite value of 784`, when a tensor is not all finite.
 fn non_finite(what: &str, data: &[f32]) -> Option<String> {
     let nan = data.iter().filter(|x| x.is_nan()).count();
@@ -535,16 +564,7 @@ fn run(cli: Cli) -> Result<()> {
             let m = kiln::model::load(&model)?;
             let graph = m.graph;
             let w = load_weights(&graph, m.weights, &weights)?;
-            let input_names: Vec<String> = graph
-                .graph_inputs()
-                .iter()
-                .map(|&i| graph.node(i).name.clone())
-                .collect();
-            let mut feeds = HashMap::new();
-            for (name, path) in named_paths(&inputs, &input_names, "input")? {
-                let v = kiln::runtime::read_npy(&path).with_context(|| format!("input `{name}`"))?;
-                feeds.insert(name, v);
-            }
+            let feeds = read_inputs(&graph, &inputs)?;
             let results = run_engine(&graph, &w, &feeds, engine, threads)?;
             let output_names: Vec<String> = results.iter().map(|(n, _)| n.clone()).collect();
             if outputs.is_empty() {
@@ -573,18 +593,7 @@ fn run(cli: Cli) -> Result<()> {
             let m = kiln::model::load(&model)?;
             let graph = m.graph;
             let w = load_weights(&graph, m.weights, &weights)?;
-            let names: Vec<String> = graph
-                .graph_inputs()
-                .iter()
-                .map(|&i| graph.node(i).name.clone())
-                .collect();
-            let mut feeds = HashMap::new();
-            for (name, path) in named_paths(&inputs, &names, "input")? {
-                feeds.insert(
-                    name.clone(),
-                    kiln::runtime::read_npy(&path).with_context(|| format!("input `{name}`"))?,
-                );
-            }
+            let feeds = read_inputs(&graph, &inputs)?;
             let t = kiln::runtime::read_npy(&target).context("the target")?;
             let loss = match (loss, t.dtype()) {
                 (LossArg::Mse, _) => kiln::Loss::mse(),
