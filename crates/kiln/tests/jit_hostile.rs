@@ -279,3 +279,30 @@ fn attributes_at_the_limits() {
         }
     }
 }
+
+/// The training graph (backward ops: conv weight gradient of a big kernel, dilate-pad, max-pool
+/// ids and their scatter at a huge stride, adaptive pooling backward over a big grid) agrees
+/// between the engines.
+#[test]
+fn training_graph_with_extreme_attributes() {
+    let g = text::parse(
+        "graph g {
+  input %x: f32[2, 2, 10, 12]
+  param %c1.w: f32[4, 2, 9, 9]
+  %c1 = conv2d(%x, %c1.w) {padding=[2, 2, 2, 2], stride=[1, 2]}
+  %p = max_pool2d(%c1) {kernel=[2, 2], stride=[2147483648, 1]}
+  %a = adaptive_avg_pool2d(%c1) {output=[40, 40]}
+  %am = adaptive_max_pool2d(%a) {output=[7, 3]}
+  %f1 = flatten(%p)
+  %f2 = flatten(%am)
+  %cat = concat(%f1, %f2) {axis=1}
+  param %fc.w: f32[3, 96]
+  %y = dense(%cat, %fc.w)
+  output %y
+}",
+    )
+    .unwrap();
+    let t = kiln::autodiff::differentiate(&g, kiln::Loss::cross_entropy(), Some(kiln::Optimizer::sgd(0.1)))
+        .unwrap();
+    agree(&t.graph);
+}
