@@ -37,6 +37,11 @@ pub const MAX_TILE: usize = 512;
 /// The most tile rows `pack_a` reads side by side.
 pub const MAX_MR: usize = 16;
 
+// Both tiers' tiles fit the driver's buffers: checked when kiln-jit is compiled.
+const _: () = assert!(MR * NR <= MAX_TILE && MR <= MAX_MR);
+const _: () =
+    assert!(crate::gemm_avx512::MR * crate::gemm_avx512::NR <= MAX_TILE && crate::gemm_avx512::MR <= MAX_MR);
+
 impl MicroKernel {
     /// Whether the driver can run this tile: `1 ≤ mr ≤ MAX_MR`, `nr ≥ 1`, `mr·nr ≤ MAX_TILE`.
     /// The driver's unsafe code (the edge tile written into a stack buffer, the rows of a
@@ -356,10 +361,13 @@ unsafe fn macro_kernel(
         for ir in (0..mc).step_by(mr) {
             let rows = mr.min(mc - ir);
             let ap = apack[ir / mr * mr * kc..].as_ptr();
-            // SAFETY: row ic + ir + rows ≤ m and column jc + jr + cols ≤ n are inside C.
+            // SAFETY: `gemm` checked `[ic, ic + mc) ⊆ [0, m)` and `[jc, jc + nc) ⊆ [0, n)`, so
+            // row ic + ir < m and column jc + jr < n ≤ ldc are inside C.
             let c = unsafe { p.c.add((ic + ir) * p.ldc + jc + jr) };
             if rows == mr && cols == nr {
-                // SAFETY: the panels hold kc·mr and kc·nr floats; the tile is inside C.
+                // SAFETY: the packed panels hold whole tiles (`floats` sized them
+                // `⌈mc/mr⌉·mr·kc` and `⌈nc/nr⌉·nr·kc`, zero-padded), so `ap` and `bp` have kc·mr
+                // and kc·nr floats; the full tile's rows and columns are inside C.
                 unsafe { (kern.f)(kc as i64, ap, bp, c, (p.ldc * 4) as i64, accumulate as i64) };
             } else {
                 // an edge tile: compute the whole tile into `tmp`, keep the part inside C

@@ -544,7 +544,8 @@ impl JitModel {
         self.reset_status();
         let arena = self.arena.as_mut_ptr();
         for (k, f) in self.kernels.iter().zip(&self.kernel_fns).filter(|(k, _)| k.prep) {
-            // SAFETY: as in `run`: the full range of a kernel over the planned arena.
+            // SAFETY: as in `run` (`ARENA_ACCESS`): the kernel's full range `[0, extent)` over
+            // the arena it was planned for.
             unsafe { f(arena, 0, k.extent as i64) };
         }
         self.check_status()?;
@@ -646,15 +647,23 @@ impl JitModel {
             self.prepare()?;
         }
         self.reset_status();
-        // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated from
-        // validated shapes to stay inside it, and it is exclusively borrowed for the call.
+        // ARENA_ACCESS — why the kernels stay inside the arena: it is `plan.size` bytes
+        // (`ArenaBuf::new`); `plan::checked` placed every value, scratch region and status word
+        // at `offset + bytes ≤ plan.size ≤ MAX_BYTES` with checked arithmetic; every value has
+        // ≤ 2³¹ elements and every window fits its padded input (`kiln_ir::limits`, checked by
+        // shape inference), so the kernels' `i64` index arithmetic over `[begin, end) ⊆
+        // [0, extent)` neither overflows nor leaves a value's slot (`lower.rs`); indices read
+        // from memory are range-checked before use; the GEMM driver checks its items and tile.
+        // The inputs were checked above to have their slots' types.
         let arena = self.arena.as_mut_ptr();
         if let Some(pool) = &self.pool {
-            // SAFETY: as below; the pool returns only when every thread has finished.
+            // SAFETY: ARENA_ACCESS; the arena is exclusively borrowed, and the pool returns
+            // only when every thread has finished (threads write disjoint parts of a kernel's
+            // output, with a barrier between kernels).
             unsafe { pool.run(arena, &self.steps) };
         } else {
-            // SAFETY: the arena is `plan.size` bytes, every kernel's accesses were generated
-            // from validated shapes to stay inside it, and it is exclusively borrowed here.
+            // SAFETY: ARENA_ACCESS; the entry runs every kernel over its full range, in order,
+            // on this thread, and the arena is exclusively borrowed for the call.
             unsafe { (self.entry)(arena) };
         }
         self.check_status()?;
@@ -677,7 +686,7 @@ impl JitModel {
                 continue;
             }
             let t = std::time::Instant::now();
-            // SAFETY: as in `run`: the full range of a kernel over the planned arena.
+            // SAFETY: as in `run` (`ARENA_ACCESS`): the full range of a kernel over the arena.
             unsafe { f(arena, 0, k.extent as i64) };
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
