@@ -37,15 +37,14 @@ const MAX_THREADS: usize = 1024;
 /// The most timed runs `bench --runs` takes.
 const MAX_RUNS: usize = 1_000_000;
 
-/// `--threads`: 0 (one per core) up to [`MAX_THREADS`].
+/// `--threads`: 1 up to [`MAX_THREADS`] (without the flag: one per core).
 fn threads_arg(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a thread count (0: one per core, or 1..={MAX_THREADS})"))?;
-    if n > MAX_THREADS {
-        return Err(format!("{n} threads are more than the limit of {MAX_THREADS}"));
+    match s.parse::<usize>() {
+        Ok(0) => Err("the JIT needs at least 1 thread (leave out --threads for one per core)".into()),
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        Ok(n) => Err(format!("{n} threads are more than the limit of {MAX_THREADS}")),
+        Err(_) => Err(format!("`{s}` is not a number of threads (1 to {MAX_THREADS})")),
     }
-    Ok(n)
 }
 
 /// `bench --runs`: 1 up to [`MAX_RUNS`].
@@ -124,9 +123,9 @@ enum Command {
         /// Which engine computes: the JIT or the reference interpreter.
         #[arg(long, value_enum, default_value_t = Engine::Jit)]
         engine: Engine,
-        /// Threads of the JIT (0: one per core; at most 1024).
-        #[arg(long, default_value_t = 0, value_parser = threads_arg)]
-        threads: usize,
+        /// Threads of the JIT, 1 to 1024 [default: one per core].
+        #[arg(long, value_parser = threads_arg)]
+        threads: Option<usize>,
     },
     /// Gradients of a loss on one batch w.r.t. every weight and input, as safetensors.
     Grad {
@@ -165,9 +164,9 @@ enum Command {
         /// Also time each JIT kernel on its own: node, op, milliseconds and GFLOP/s.
         #[arg(long)]
         profile: bool,
-        /// Threads of the JIT (0: one per core; at most 1024).
-        #[arg(long, default_value_t = 0, value_parser = threads_arg)]
-        threads: usize,
+        /// Threads of the JIT, 1 to 1024 [default: one per core].
+        #[arg(long, value_parser = threads_arg)]
+        threads: Option<usize>,
         /// Compile without the graph passes (`kiln compile --passes` lists them), to see what
         /// they are worth.
         #[arg(long)]
@@ -343,13 +342,13 @@ fn run_engine(
     weights: &HashMap<String, Tensor<f32>>,
     inputs: &HashMap<String, Value<f32>>,
     engine: Engine,
-    threads: usize,
+    threads: Option<usize>,
 ) -> Result<Vec<(String, Value<f32>)>> {
     Ok(match engine {
         Engine::Interp => kiln::interp::run::<f32>(graph, inputs, weights)?,
         Engine::Jit => {
             let opts = kiln::jit::JitOptions {
-                threads,
+                threads: threads.unwrap_or(0),
                 ..Default::default()
             };
             let mut m = kiln::jit::compile(graph, &opts)?;
@@ -666,7 +665,7 @@ fn run(cli: Cli) -> Result<()> {
             if engine != BenchEngine::Interp {
                 let t = Instant::now();
                 let opts = kiln::jit::JitOptions {
-                    threads,
+                    threads: threads.unwrap_or(0),
                     passes: if no_passes {
                         kiln::passes::OptLevel::None
                     } else {

@@ -428,6 +428,12 @@ fn absurd_flag_values_are_usage_errors() {
     );
     let o = kiln(&["bench", &lenet, "--runs", "99999999999999999999"]);
     refused(&o, 2, "timed runs");
+    let o = kiln(&["bench", &lenet, "--threads", "0"]);
+    refused(
+        &o,
+        2,
+        "the JIT needs at least 1 thread (leave out --threads for one per core)",
+    );
     let o = kiln(&["bench", &lenet, "--threads", "5000"]);
     refused(&o, 2, "5000 threads are more than the limit of 1024");
     let o = kiln(&["run", &lenet, "--input", &x, "--threads", "-1"]);
