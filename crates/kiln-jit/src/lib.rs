@@ -753,6 +753,24 @@ impl JitModel {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arena the system cannot give is an error, not an abort.
+    #[test]
+    fn an_arena_that_cannot_be_allocated_is_an_error() {
+        let e = ArenaBuf::new(1 << 62).err().expect("no 4 EiB here").to_string();
+        assert_eq!(
+            e,
+            "cannot allocate the model's arena of 4611686018427387904 bytes"
+        );
+        let a = ArenaBuf::new(100).unwrap();
+        assert_eq!(a.bytes(), &[0u8; 100][..]);
+        assert_eq!(ArenaBuf::new(0).unwrap().bytes().len(), 64);
+    }
+}
+
 impl Drop for JitModel {
     fn drop(&mut self) {
         drop(self.pool.take()); // join the workers before their code is unmapped

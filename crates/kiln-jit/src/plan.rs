@@ -11,13 +11,15 @@
 //! for that kernel only. Every slot is 64-byte aligned. Kernels of one step never overlap in
 //! time (the pool puts a barrier between kernels), so reuse needs no further synchronisation.
 //!
-//! Every size and offset is computed with checked arithmetic against `kiln_ir::limits`: a
-//! value's bytes by `check_bytes`, the arena's growth by `add_bytes`, so a plan that exists has
-//! `size ≤ MAX_BYTES` and every slot and scratch region lies inside `[0, size)`. That, with
-//! shapes that passed the graph's limits, is what makes the generated code's constant offsets
-//! in bounds; a graph whose plan would exceed the limit is a compile error naming the size.
+//! Every size and offset is computed with checked arithmetic: a value's (and a scratch
+//! region's) bytes by `kiln_ir::limits::check_bytes`, the arena's growth by `checked_add`, and
+//! the totals of the weights and of the arena against `MAX_BYTES` at the end, so a plan that
+//! exists has `size ≤ MAX_BYTES` and every slot, scratch region and status word lies inside
+//! `[0, size)`. That, with shapes that passed the graph's limits, is what makes the generated
+//! code's constant offsets in bounds; a graph whose plan would exceed a limit is a compile
+//! error naming the total.
 
-use kiln_ir::limits::{MAX_BYTES, add_bytes, check_bytes};
+use kiln_ir::limits::{MAX_BYTES, check_bytes};
 use kiln_ir::{Graph, NodeId, Op};
 use std::collections::{HashMap, HashSet};
 
@@ -150,9 +152,10 @@ struct Arena {
 }
 
 impl Arena {
-    /// The offset of a fresh block of `size` bytes; an error when the arena would grow past
-    /// `MAX_BYTES`. Invariant: every block (free or handed out) lies below `top ≤ MAX_BYTES`,
-    /// so the sums below `top` cannot overflow.
+    /// The offset of a fresh block of `size` bytes. The arena may grow past `MAX_BYTES` here
+    /// (`checked` refuses the plan at the end, naming its total), not past `usize`: an error
+    /// then. Invariant: every block (free or handed out) lies below `top`, so the sums below
+    /// `top` cannot overflow.
     fn alloc(&mut self, size: usize, what: &str) -> Result<usize, String> {
         if let Some(i) = self.free.iter().position(|&(_, s)| s >= size) {
             let (off, s) = self.free[i];
@@ -165,22 +168,22 @@ impl Arena {
         }
         let too_big = |base: usize| {
             format!(
-                "the memory plan needs at least {} bytes ({what} at offset {base} takes {size}), \
+                "the memory plan needs more than {} bytes ({what} at offset {base} takes {size}), \
                  above the limit of {MAX_BYTES} bytes per arena",
-                base as u128 + size as u128
+                usize::MAX
             )
         };
         // grow, absorbing a free block that ends at the top
         if let Some(&(off, s)) = self.free.last()
             && off + s == self.top
         {
-            let top = add_bytes(off, size, what).map_err(|_| too_big(off))?;
+            let top = off.checked_add(size).ok_or_else(|| too_big(off))?;
             self.free.pop();
             self.top = top;
             return Ok(off);
         }
         let off = self.top;
-        self.top = add_bytes(off, size, what).map_err(|_| too_big(off))?;
+        self.top = off.checked_add(size).ok_or_else(|| too_big(off))?;
         Ok(off)
     }
 
@@ -264,13 +267,8 @@ pub fn checked(graph: &Graph) -> Result<Plan, String> {
             let len = graph.node(id).ty.shape.numel();
             let size = bytes(len, &name(id))?;
             if matches!(graph.node(id).op, Op::Param { .. }) {
-                weights = add_bytes(weights, size, "the weights").map_err(|_| {
-                    format!(
-                        "the weights take more than {MAX_BYTES} bytes (the limit per model) \
-                         at `{}`",
-                        graph.node(id).name
-                    )
-                })?;
+                // each ≤ MAX_BYTES + 63, fewer than 2³⁰ of them: no saturation in practice
+                weights = weights.saturating_add(size);
             }
             slots.insert(
                 id,
@@ -281,6 +279,11 @@ pub fn checked(graph: &Graph) -> Result<Plan, String> {
             );
             perm_bytes = perm_bytes.saturating_add(size);
         }
+    }
+    if weights > MAX_BYTES {
+        return Err(format!(
+            "the weights take {weights} bytes, above the limit of {MAX_BYTES} bytes per model"
+        ));
     }
     // the status words of the kernels that can fail, in one permanent region
     let failing: Vec<NodeId> = order
@@ -349,7 +352,13 @@ pub fn checked(graph: &Graph) -> Result<Plan, String> {
             arena.release(slots[&n].offset, slot_bytes(slots[&n].len));
         }
     }
-    // `top ≤ MAX_BYTES` by `Arena::alloc`
+    if arena.top > MAX_BYTES {
+        return Err(format!(
+            "the memory plan needs {} bytes ({perm_bytes} of them for inputs, weights and outputs), \
+             above the limit of {MAX_BYTES} bytes per arena",
+            arena.top
+        ));
+    }
     Ok(Plan {
         slots,
         scratch,
