@@ -753,6 +753,16 @@ impl JitModel {
     }
 }
 
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        drop(self.pool.take()); // join the workers before their code is unmapped
+        if let Some(m) = self.module.take() {
+            // SAFETY: the only pointer into the code is `entry`, which dies with `self`.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,15 +778,5 @@ mod tests {
         let a = ArenaBuf::new(100).unwrap();
         assert_eq!(a.bytes(), &[0u8; 100][..]);
         assert_eq!(ArenaBuf::new(0).unwrap().bytes().len(), 64);
-    }
-}
-
-impl Drop for JitModel {
-    fn drop(&mut self) {
-        drop(self.pool.take()); // join the workers before their code is unmapped
-        if let Some(m) = self.module.take() {
-            // SAFETY: the only pointer into the code is `entry`, which dies with `self`.
-            unsafe { m.free_memory() };
-        }
     }
 }
