@@ -19,6 +19,9 @@ pub mod proto;
 pub mod tensor;
 
 pub use error::{OnnxError, Result, Unsupported};
+/// The protobuf crate of [`proto`]'s messages, so that a user can encode and decode them
+/// (`kiln_onnx::prost::Message`) without depending on the same version of it.
+pub use prost;
 pub use import::{MAX_OPSET, OnnxModel, sanitize};
 
 use std::collections::HashMap;

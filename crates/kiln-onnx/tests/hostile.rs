@@ -1056,3 +1056,110 @@ fn copies_of_constants_are_bounded_by_the_input_size() {
     r.charge(16, "x").unwrap();
     assert!(r.charge(1, "x").is_err());
 }
+
+/// Small models with extreme dims and attributes (0, negative, 2^31, 2^63 − 1), the seeds of
+/// the `onnx_reader` fuzz target's corpus next to the conformance models.
+fn extreme_models() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let extremes = [0, -1, 1 << 31, (1 << 31) + 1, i64::MAX, i64::MIN];
+    for &v in &extremes {
+        out.push((format!("cos_{v}"), constant_of_shape(&[v], None)));
+        out.push((format!("cos_2_{v}"), constant_of_shape(&[2, v], None)));
+        let relu = |t: TensorProto| {
+            model(
+                13,
+                vec![node("Relu", "r", &["w"], &["y"], vec![])],
+                vec![],
+                &["y"],
+                vec![t],
+            )
+        };
+        out.push((format!("init_{v}"), relu(floats("w", &[v], vec![1.0]))));
+        out.push((
+            format!("input_{v}"),
+            model(
+                13,
+                vec![node("Relu", "r", &["x"], &["y"], vec![])],
+                vec![value("x", &[1, v])],
+                &["y"],
+                vec![],
+            ),
+        ));
+        out.push((
+            format!("reshape_{v}"),
+            model(
+                13,
+                vec![node("Reshape", "r", &["x", "s"], &["y"], vec![])],
+                vec![value("x", &[2, 3])],
+                &["y"],
+                vec![ints("s", &[v, 6])],
+            ),
+        ));
+        for (op, attr) in [
+            ("Conv", "strides"),
+            ("Conv", "dilations"),
+            ("Conv", "pads"),
+            ("Conv", "kernel_shape"),
+            ("ConvTranspose", "strides"),
+            ("ConvTranspose", "output_padding"),
+            ("ConvTranspose", "output_shape"),
+            ("MaxPool", "kernel_shape"),
+            ("AveragePool", "pads"),
+            ("Softmax", "axis"),
+            ("Concat", "axis"),
+            ("Flatten", "axis"),
+            ("Transpose", "perm"),
+            ("Unsqueeze", "axes"),
+        ] {
+            let n = if attr == "pads" || attr == "perm" { 4 } else { 2 };
+            let mut attrs = vec![attr_ints(attr, &vec![v; n])];
+            if op == "MaxPool" || op == "AveragePool" {
+                attrs.push(attr_ints("kernel_shape", &[2, 2]));
+                attrs.dedup_by(|a, b| a.name == b.name);
+            }
+            if op == "Softmax" || op == "Concat" || op == "Flatten" {
+                attrs = vec![attr_i(attr, v)];
+            }
+            let ins: &[&str] = match op {
+                "Conv" | "ConvTranspose" => &["x", "w"],
+                "Concat" => &["x", "x"],
+                _ => &["x"],
+            };
+            out.push((
+                format!("{op}_{attr}_{v}"),
+                model(
+                    11,
+                    vec![node(op, "n", ins, &["y"], attrs)],
+                    vec![value("x", &[1, 2, 3, 3])],
+                    &["y"],
+                    vec![floats("w", &[2, 2, 2, 2], vec![0.5; 16])],
+                ),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn extreme_seed_models_are_clean_errors_or_valid_graphs() {
+    let models = extreme_models();
+    assert!(models.len() > 100);
+    for (name, bytes) in models {
+        if let Ok(m) = load_bytes(&bytes, None) {
+            m.graph.verify().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
+
+/// `KILN_ONNX_SEEDS=fuzz/corpus/onnx_reader cargo test -p kiln-onnx --test hostile
+/// write_fuzz_seeds -- --ignored` writes [`extreme_models`] there (paths relative to the
+/// crate's folder, so `../../fuzz/corpus/onnx_reader` from the repository root's view).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = PathBuf::from(std::env::var("KILN_ONNX_SEEDS").expect("set KILN_ONNX_SEEDS"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in extreme_models() {
+        std::fs::write(dir.join(format!("extreme_{name}.onnx")), bytes).unwrap();
+    }
+}
