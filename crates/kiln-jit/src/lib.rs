@@ -578,11 +578,17 @@ impl JitModel {
             }
             let node = self.graph.node(id);
             let message = match &node.op {
+                // the lowest failing position and its index (`lower::report_bad_index`)
                 Op::ScatterIds { size } => {
-                    // the lowest failing position and its id (`lower_train::scatter_ids`)
                     let (pos, bad) = (word >> 32, word as u32 as i32);
                     let plane = size[0] * size[1];
                     format!("id {bad} at position {pos} is outside the plane of {plane}")
+                }
+                Op::Loss(_) | Op::LossGrad(_) => {
+                    let (n, bad) = (word >> 32, word as u32 as i32);
+                    let pred = self.graph.inputs(id)[0];
+                    let classes = self.graph.node(pred).ty.dims()[1];
+                    format!("class id {bad} of batch element {n} is out of range 0..{classes}")
                 }
                 _ => "the GEMM driver failed (an internal error; see the panic message above)".into(),
             };

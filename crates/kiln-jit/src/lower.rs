@@ -39,11 +39,54 @@ pub struct Args<'a> {
     pub status: Option<usize>,
 }
 
-/// Whether the op's kernel can fail at run time and reports it in a status word: a scatter by
-/// ids read from memory (an id outside the plane), and the GEMM driver (Rust code called from
-/// the kernel, which must not unwind into it).
+/// Whether the op's kernel can fail at run time and reports it in a status word: an index read
+/// from memory that is out of range (a scatter's id outside the plane, a loss's class id), and
+/// the GEMM driver (Rust code called from the kernel, which must not unwind into it).
 pub fn has_status(op: &Op) -> bool {
-    matches!(op, Op::ScatterIds { .. } | Op::Gemm(_))
+    matches!(
+        op,
+        Op::ScatterIds { .. }
+            | Op::Gemm(_)
+            | Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
+            | Op::LossGrad(LossKind::CrossEntropy | LossKind::Nll)
+    )
+}
+
+/// Records the bad index `id` (an i64 from an `i32`) read at position `pos` (< 2³¹) in the
+/// status word at byte `status`: `pos << 32 | id as u32`, by an atomic unsigned minimum, so
+/// the lowest failing position wins whatever the threads' order (the interpreter reports the
+/// first). `JitModel::run` decodes it into the interpreter's error.
+pub(crate) fn report_bad_index(e: &mut Emitter, arena: Value, status: usize, pos: Value, id: Value) {
+    let hi = e.b.ins().ishl_imm_s(pos, 32);
+    let low = e.b.ins().ireduce(I32, id);
+    let low = e.b.ins().uextend(cranelift_codegen::ir::types::I64, low);
+    let code = e.b.ins().bor(hi, low);
+    let word = e.b.ins().iadd_imm_s(arena, status as i64);
+    e.b.ins().atomic_rmw(
+        cranelift_codegen::ir::types::I64,
+        crate::codegen::mem(),
+        cranelift_codegen::ir::AtomicRmwOp::Umin,
+        word,
+        code,
+    );
+}
+
+/// `then` when `cond` holds, else `otherwise`.
+pub(crate) fn if_else(
+    e: &mut Emitter,
+    cond: Value,
+    then: impl FnOnce(&mut Emitter),
+    otherwise: impl FnOnce(&mut Emitter),
+) {
+    let (t, f, join) = (e.b.create_block(), e.b.create_block(), e.b.create_block());
+    e.b.ins().brif(cond, t, &[], f, &[]);
+    e.b.switch_to_block(t);
+    then(e);
+    e.b.ins().jump(join, &[]);
+    e.b.switch_to_block(f);
+    otherwise(e);
+    e.b.ins().jump(join, &[]);
+    e.b.switch_to_block(join);
 }
 
 impl Args<'_> {
@@ -1738,16 +1781,25 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
                 if ids {
                     let p = e.elem(arena, to, r);
                     let id = e.b.ins().sload32(crate::codegen::mem(), p, 0);
-                    // ids were range-checked before the run; the test keeps the access in bounds anyway
+                    // ids fed as inputs were range-checked before the run; ids computed in the
+                    // graph are checked here, and a bad one fails the run
                     let ok = in_range(e, id, k);
-                    e.if_then(ok, |e| {
-                        let i = e.b.ins().iadd(row, id);
-                        let z = load_f(e, arena, po, i);
-                        let l = e.b.ins().fsub(lse, z);
-                        let s = e.b.use_var(acc);
-                        let s = e.b.ins().fadd(s, l);
-                        e.b.def_var(acc, s);
-                    });
+                    let status = a
+                        .status
+                        .expect("the plan gives every classification loss a status word");
+                    if_else(
+                        e,
+                        ok,
+                        |e| {
+                            let i = e.b.ins().iadd(row, id);
+                            let z = load_f(e, arena, po, i);
+                            let l = e.b.ins().fsub(lse, z);
+                            let s = e.b.use_var(acc);
+                            let s = e.b.ins().fadd(s, l);
+                            e.b.def_var(acc, s);
+                        },
+                        |e| report_bad_index(e, arena, status, r, id),
+                    );
                 } else {
                     e.for_const(0, k as i64, |e, c| {
                         let i = e.b.ins().iadd(row, c);

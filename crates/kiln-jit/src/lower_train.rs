@@ -11,10 +11,13 @@
 //! unrolled only for small kernels (`UNROLL_GRAD_TAPS`).
 
 use crate::codegen::{Emitter, mem};
-use crate::lower::{Args, adaptive_bounds, dims4, dot, in_range, load_f, max_and_sum_exp, split, store_f};
+use crate::lower::{
+    Args, adaptive_bounds, dims4, dot, if_else, in_range, load_f, max_and_sum_exp, report_bad_index, split,
+    store_f,
+};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
-use cranelift_codegen::ir::{AtomicRmwOp, InstBuilder, Type, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::shape::{normalize_axis, resolve_padding};
 use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
@@ -561,24 +564,16 @@ fn scatter_ids(e: &mut Emitter, a: &Args) {
             let p = e.elem(arena, ido, at);
             let id = e.b.ins().sload32(mem(), p, 0);
             let ok = in_range(e, id, h * w);
-            let bad = e.b.create_block();
-            let good = e.b.create_block();
-            let join = e.b.create_block();
-            e.b.ins().brif(ok, good, &[], bad, &[]);
-            e.b.switch_to_block(good);
-            let g = load_f(e, arena, dyo, at);
-            let to = e.b.ins().iadd(base, id);
-            accumulate(e, arena, dst, to, g);
-            e.b.ins().jump(join, &[]);
-            e.b.switch_to_block(bad);
-            let pos = e.b.ins().ishl_imm_s(at, 32);
-            let low = e.b.ins().ireduce(I32, id);
-            let low = e.b.ins().uextend(I64, low);
-            let code = e.b.ins().bor(pos, low);
-            let word = e.b.ins().iadd_imm_s(arena, status as i64);
-            e.b.ins().atomic_rmw(I64, mem(), AtomicRmwOp::Umin, word, code);
-            e.b.ins().jump(join, &[]);
-            e.b.switch_to_block(join);
+            if_else(
+                e,
+                ok,
+                |e| {
+                    let g = load_f(e, arena, dyo, at);
+                    let to = e.b.ins().iadd(base, id);
+                    accumulate(e, arena, dst, to, g);
+                },
+                |e| report_bad_index(e, arena, status, at, id),
+            );
         });
     });
 }
@@ -827,7 +822,16 @@ fn loss_grad(e: &mut Emitter, a: &Args, kind: LossKind) {
         let row = e.b.ins().imul_imm_s(r, k as i64);
         let id = if ids {
             let p = e.elem(arena, to, r);
-            Some(e.b.ins().sload32(mem(), p, 0))
+            let id = e.b.ins().sload32(mem(), p, 0);
+            // a class id outside 0..k (computed in the graph: fed ones were checked before the
+            // run) fails the run, as in the interpreter
+            let kk = e.iconst(k as i64);
+            let bad = e.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, id, kk);
+            let status = a
+                .status
+                .expect("the plan gives every classification loss a status word");
+            e.if_then(bad, |e| report_bad_index(e, arena, status, r, id));
+            Some(id)
         } else {
             None
         };

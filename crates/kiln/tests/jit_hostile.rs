@@ -306,3 +306,56 @@ fn training_graph_with_extreme_attributes() {
         .unwrap();
     agree(&t.graph);
 }
+
+/// Class ids computed in the graph (here through a reshape and a transpose, so not checked as
+/// inputs before the run) that are out of range fail both engines alike, in the loss and in
+/// its gradient.
+#[test]
+fn computed_class_ids_out_of_range_fail_alike() {
+    for op in [
+        "cross_entropy_loss",
+        "nll_loss",
+        "cross_entropy_loss_grad",
+        "nll_loss_grad",
+    ] {
+        let src = format!(
+            "graph g {{
+  input %x: f32[3, 4]
+  input %t: i32[3, 1]
+  %tt = transpose(%t) {{perm=[1, 0]}}
+  %ids = reshape(%tt) {{shape=[3]}}
+  %loss = {op}(%x, %ids)
+  output %loss
+}}"
+        );
+        let g = text::parse(&src).unwrap();
+        let feeds = |ids: Vec<i32>| {
+            HashMap::from([
+                ("x".to_string(), Value::F(Tensor::full([3, 4], 0.25f32))),
+                ("t".to_string(), Value::I(Tensor::new([3, 1], ids).unwrap())),
+            ])
+        };
+        for threads in [1, 2] {
+            let options = kiln::CompileOptions {
+                threads,
+                ..Default::default()
+            };
+            let mut m = kiln::compile(&g, &options).unwrap();
+            for ids in [vec![0, 4, 9], vec![3, 1, -1], vec![i32::MIN, 0, 0]] {
+                let f = feeds(ids);
+                let want = kiln::interp::run::<f32>(&g, &f, &HashMap::new())
+                    .unwrap_err()
+                    .to_string();
+                let got = m.run(&f).unwrap_err().to_string();
+                assert_eq!(got, want, "{op}");
+            }
+            let f = feeds(vec![3, 0, 2]);
+            let want = kiln::interp::run::<f32>(&g, &f, &HashMap::new()).unwrap();
+            let got = m.run(&f).unwrap();
+            let (w, v) = (want[0].1.as_f().unwrap(), got[0].1.as_f().unwrap());
+            for (a, b) in w.data().iter().zip(v.data()) {
+                assert!((a - b).abs() < 1e-5, "{op}: {a} vs {b}");
+            }
+        }
+    }
+}
