@@ -29,13 +29,6 @@ pub enum IoError {
     },
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, IoError> {
-    std::fs::read(path).map_err(|error| IoError::Read {
-        path: path.display().to_string(),
-        error,
-    })
-}
-
 fn write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     std::fs::write(path, bytes).map_err(|error| IoError::Write {
         path: path.display().to_string(),
@@ -445,17 +438,227 @@ fn npy_bytes<T: npyz::AutoSerialize + Copy>(
     w.finish()
 }
 
-/// The largest safetensors file kiln reads: the 8-byte header length, safetensors' own limit
-/// on the JSON header (100 MB), and [`kiln_ir::limits::MAX_BYTES`] of weights as F64 (which
-/// become half as many bytes of f32).
-pub const MAX_SAFETENSORS_FILE: u64 = 8 + 100_000_000 + 2 * kiln_ir::limits::MAX_BYTES as u64;
+/// safetensors' own limit on the JSON header: 100 MB.
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// A JSON value of a safetensors header (numbers kept as written).
+enum Json {
+    Null,
+    Bool,
+    Num(String),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+/// A JSON parser for safetensors headers: nesting at most 32 deep (a header nests 3 deep).
+struct JsonParser<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while matches!(self.s.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("header JSON, byte {}: expected {what}", self.pos + 8))
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Json, String> {
+        if depth > 32 {
+            return Err("header JSON nests deeper than 32 levels".into());
+        }
+        self.ws();
+        match self.s.get(self.pos) {
+            Some(b'{') => {
+                self.pos += 1;
+                let mut fields = Vec::new();
+                self.ws();
+                if self.s.get(self.pos) == Some(&b'}') {
+                    self.pos += 1;
+                    return Ok(Json::Obj(fields));
+                }
+                loop {
+                    self.ws();
+                    let Json::Str(k) = self.value(depth + 1)? else {
+                        return self.err("a string key");
+                    };
+                    self.ws();
+                    if self.s.get(self.pos) != Some(&b':') {
+                        return self.err("`:`");
+                    }
+                    self.pos += 1;
+                    fields.push((k, self.value(depth + 1)?));
+                    self.ws();
+                    match self.s.get(self.pos) {
+                        Some(b',') => self.pos += 1,
+                        Some(b'}') => {
+                            self.pos += 1;
+                            return Ok(Json::Obj(fields));
+                        }
+                        _ => return self.err("`,` or `}`"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.s.get(self.pos) == Some(&b']') {
+                    self.pos += 1;
+                    return Ok(Json::Arr(items));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    self.ws();
+                    match self.s.get(self.pos) {
+                        Some(b',') => self.pos += 1,
+                        Some(b']') => {
+                            self.pos += 1;
+                            return Ok(Json::Arr(items));
+                        }
+                        _ => return self.err("`,` or `]`"),
+                    }
+                }
+            }
+            Some(b'"') => {
+                self.pos += 1;
+                let mut out = Vec::new();
+                loop {
+                    match self.s.get(self.pos) {
+                        None => return self.err("the end of a string"),
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            // kept as written: only the keys of a header matter here, and
+                            // safetensors decodes the names itself afterwards
+                            out.extend(&self.s[self.pos..(self.pos + 2).min(self.s.len())]);
+                            self.pos += 2;
+                        }
+                        Some(&c) => {
+                            out.push(c);
+                            self.pos += 1;
+                        }
+                    }
+                }
+                self.pos += 1;
+                Ok(Json::Str(String::from_utf8_lossy(&out).into_owned()))
+            }
+            Some(c) if c.is_ascii_digit() || *c == b'-' => {
+                let start = self.pos;
+                while self
+                    .s
+                    .get(self.pos)
+                    .is_some_and(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    self.pos += 1;
+                }
+                Ok(Json::Num(
+                    String::from_utf8_lossy(&self.s[start..self.pos]).into_owned(),
+                ))
+            }
+            _ => {
+                for (word, v) in [("true", Json::Bool), ("false", Json::Bool), ("null", Json::Null)] {
+                    if self.s[self.pos..].starts_with(word.as_bytes()) {
+                        self.pos += word.len();
+                        return Ok(v);
+                    }
+                }
+                self.err("a JSON value")
+            }
+        }
+    }
+}
+
+/// From a safetensors header: checks every tensor's dtype (F32 or F64), shape (within
+/// [`kiln_ir::limits`]) and data size, and the total of the weights as f32; returns the length
+/// of the data section the header promises.
+fn safetensors_data_len(header: &[u8], shown: &str) -> Result<u64, IoError> {
+    let bad = |reason: String| IoError::Format {
+        path: shown.to_string(),
+        format: "safetensors",
+        reason,
+    };
+    let mut p = JsonParser { s: header, pos: 0 };
+    let Json::Obj(fields) = p.value(0).map_err(&bad)? else {
+        return Err(bad("the header is not a JSON object".into()));
+    };
+    let int = |j: &Json| match j {
+        Json::Num(n) => n.parse::<u64>().ok(),
+        _ => None,
+    };
+    let (mut end, mut total) = (0u64, 0usize);
+    for (name, info) in &fields {
+        if name == "__metadata__" {
+            continue;
+        }
+        let tbad = |reason: &str| bad(format!("tensor `{name}`: {reason}"));
+        let Json::Obj(info) = info else {
+            return Err(tbad("not a JSON object"));
+        };
+        let get = |k: &str| info.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        let dtype = match get("dtype") {
+            Some(Json::Str(d)) => d.clone(),
+            _ => return Err(tbad("no `dtype`")),
+        };
+        let size = match dtype.as_str() {
+            "F32" => 4,
+            "F64" => 8,
+            _ => {
+                return Err(IoError::Dtype {
+                    path: shown.to_string(),
+                    what: format!("tensor `{name}`"),
+                    dtype,
+                    supported: "F32 and F64",
+                });
+            }
+        };
+        let Some(Json::Arr(dims)) = get("shape") else {
+            return Err(tbad("no `shape` array"));
+        };
+        if dims.len() > kiln_ir::limits::MAX_RANK {
+            return Err(tbad(&format!(
+                "shape: rank {} is above the limit of {} dims",
+                dims.len(),
+                kiln_ir::limits::MAX_RANK
+            )));
+        }
+        let dims: Vec<usize> = dims
+            .iter()
+            .map(|d| int(d).and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| tbad("shape: a dim is not a non-negative integer"))?;
+        let numel = kiln_ir::limits::check_dims(&dims).map_err(|e| tbad(&format!("shape: {e}")))?;
+        let offsets = match get("data_offsets") {
+            Some(Json::Arr(o)) if o.len() == 2 => (int(&o[0]), int(&o[1])),
+            _ => (None, None),
+        };
+        let (Some(a), Some(b)) = offsets else {
+            return Err(tbad("no `data_offsets` [BEGIN, END]"));
+        };
+        let bytes = kiln_ir::limits::check_bytes(numel, size, &format!("tensor `{name}`")).map_err(&bad)?;
+        if b.checked_sub(a) != Some(bytes as u64) {
+            return Err(tbad(&format!(
+                "data_offsets [{a}, {b}] do not hold the {bytes} bytes of {dtype} {dims:?}"
+            )));
+        }
+        let f32_bytes = kiln_ir::limits::check_bytes(numel, 4, &format!("tensor `{name}`")).map_err(&bad)?;
+        total = kiln_ir::limits::add_bytes(total, f32_bytes, "the weights").map_err(&bad)?;
+        end = end.max(b);
+    }
+    Ok(end)
+}
 
 /// Reads every tensor of a safetensors file as f32 (F32 stored; F64 converted).
 ///
-/// Before any tensor is converted, every tensor's shape is checked against
-/// [`kiln_ir::limits`] and the total size of the weights against
-/// [`kiln_ir::limits::MAX_BYTES`]; safetensors itself checks that the data offsets cover the
-/// file exactly.
+/// The header is read first (at most 100 MB, safetensors' limit) and every tensor's shape
+/// checked against [`kiln_ir::limits`] and the total size of the weights against
+/// [`kiln_ir::limits::MAX_BYTES`]; then the file must be exactly as long as the header says
+/// (at most one byte more is ever read, whatever the file is), and safetensors itself checks
+/// the offsets.
 pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>, IoError> {
     let shown = path.display().to_string();
     let bad = |reason: String| IoError::Format {
@@ -463,16 +666,53 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>, IoE
         format: "safetensors",
         reason,
     };
-    if let Ok(m) = std::fs::metadata(path)
-        && m.is_file()
-        && m.len() > MAX_SAFETENSORS_FILE
-    {
+    let rerr = |error: std::io::Error| IoError::Read {
+        path: shown.clone(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(rerr)?;
+    let file_len = file
+        .metadata()
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len());
+    let mut r = std::io::BufReader::new(file);
+    let mut bytes = vec![0u8; 8];
+    if read_up_to(&mut r, &mut bytes).map_err(rerr)? < 8 {
+        return Err(bad("the file ends inside the 8-byte header length".into()));
+    }
+    let n = u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ]);
+    if n > MAX_SAFETENSORS_HEADER {
         return Err(bad(format!(
-            "the file is {} bytes, above the limit of {MAX_SAFETENSORS_FILE}",
-            m.len()
+            "a header of {n} bytes is above the limit of {MAX_SAFETENSORS_HEADER}"
         )));
     }
-    let bytes = read(path)?;
+    (&mut r).take(n).read_to_end(&mut bytes).map_err(rerr)?;
+    if bytes.len() as u64 != 8 + n {
+        return Err(bad(format!(
+            "the file ends inside the header ({} of {n} bytes)",
+            bytes.len() - 8
+        )));
+    }
+    let data_len = safetensors_data_len(&bytes[8..], &shown)?;
+    let want = 8 + n + data_len;
+    let mismatch = |have: u64| {
+        bad(format!(
+            "the header promises {want} bytes in all, the file has {}{have}",
+            if have > want { "at least " } else { "" }
+        ))
+    };
+    if let Some(len) = file_len
+        && len != want
+    {
+        return Err(mismatch(len));
+    }
+    r.take(data_len + 1).read_to_end(&mut bytes).map_err(rerr)?;
+    if bytes.len() as u64 != want {
+        return Err(mismatch(bytes.len() as u64));
+    }
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut tensors = st.tensors();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));

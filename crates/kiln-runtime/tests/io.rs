@@ -323,6 +323,45 @@ fn safetensors_shapes_are_within_the_limits() {
             .to_string()
             .contains("hlen.safetensors")
     );
+    // a header that promises 4 GiB of data over an 8-byte file: refused before reading
+    let p = write(
+        "promise.safetensors",
+        &safetensors(
+            r#"{"w":{"dtype":"F32","shape":[1073741824],"data_offsets":[0,4294967296]}}"#,
+            &[0; 8],
+        ),
+    );
+    let e = load_safetensors(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("the header promises 4294967376 bytes in all, the file has 88"),
+        "{e}"
+    );
+    // data that does not match the shape, JSON nested too deep, a device that never ends
+    let p = write(
+        "size.safetensors",
+        &safetensors(
+            r#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        ),
+    );
+    let e = load_safetensors(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("tensor `w`: data_offsets [0, 8] do not hold the 16 bytes"),
+        "{e}"
+    );
+    let deep = format!("{{\"w\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let p = write("deep.safetensors", &safetensors(&deep, &[]));
+    let e = load_safetensors(&p).unwrap_err().to_string();
+    assert!(e.contains("nests deeper than 32"), "{e}");
+    if std::path::Path::new("/dev/zero").exists() {
+        let e = load_safetensors(std::path::Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`/dev/zero`") && e.contains("expected a JSON value"),
+            "{e}"
+        );
+    }
     // F64 becomes f32
     let p = write(
         "f64.safetensors",

@@ -633,6 +633,14 @@ fn weights_the_model_does_not_have_are_named_in_a_warning() {
         1,
         "tensor `w`: shape: dim 1099511627776 is above the limit",
     );
+    // a device that never ends: the 8-byte header length (0) and an empty header, no more
+    if std::path::Path::new("/dev/zero").exists() {
+        refused(
+            &kiln(&["run", &model, "--input", &x, "--weights", "/dev/zero"]),
+            1,
+            "`/dev/zero` is not a valid safetensors file",
+        );
+    }
 }
 
 /// `kiln grad` on NaN: the loss is NaN, and stderr says which tensors are not finite.
