@@ -19,21 +19,40 @@ pub mod proto;
 pub mod tensor;
 
 pub use error::{OnnxError, Result, Unsupported};
+pub use import::{MAX_OPSET, OnnxModel, sanitize};
 /// The protobuf crate of [`proto`]'s messages, so that a user can encode and decode them
 /// (`kiln_onnx::prost::Message`) without depending on the same version of it.
 pub use prost;
-pub use import::{MAX_OPSET, OnnxModel, sanitize};
 
 use std::collections::HashMap;
 use std::path::Path;
 
 /// Reads and imports the model at `path`; external tensor data is looked up next to it.
+/// The path must be a regular file (not a FIFO or a device, which could block or never end)
+/// of less than 2 GiB (protobuf's limit; larger models keep their weights in external data).
 pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+    let io = |source: std::io::Error| OnnxError::Io {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let bad = |what: String| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let file = tensor::open_nonblocking(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let len = meta.len();
+    if len >= 1 << 31 {
+        return Err(bad(format!(
+            "{len} bytes; an ONNX file is a protobuf message of less than 2 GiB (weights beyond that go in external data files)"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, len), &mut bytes).map_err(io)?;
     load_bytes(&bytes, path.parent())
 }
 

@@ -360,8 +360,9 @@ impl Reader {
     }
 }
 
+/// Opens `path` for reading without blocking on a FIFO (its type is checked by the caller).
 #[cfg(unix)]
-fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK (libc is not a dependency): no effect on a regular file, and opening a FIFO
     // returns at once instead of waiting for a writer
@@ -376,7 +377,7 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
 }
 
 #[cfg(not(unix))]
-fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     File::open(path)
 }
 

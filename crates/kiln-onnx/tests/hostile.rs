@@ -1163,3 +1163,23 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(format!("extreme_{name}.onnx")), bytes).unwrap();
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_model_path_itself_must_be_a_regular_file() {
+    // before: `std::fs::read` of /dev/zero grew until memory ran out, of a FIFO blocked
+    let e = within_a_minute(|| load("/dev/zero").unwrap_err().to_string());
+    assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+    let tmp = TempDir::new("modelpath");
+    let e = load(&tmp.0).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let fifo = tmp.0.join("model.onnx");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        let e = within_a_minute(move || load(&fifo).unwrap_err().to_string());
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}
