@@ -1231,6 +1231,16 @@ fn adaptive_pool_up_to_256_squared_from_8_by_8() {
         Expect::OkOrError(LIMIT),
     );
     c.run(&[arg("summary"), arg(&m)], Expect::OkOrError(LIMIT));
+    let o = c.run(
+        &[arg("compile"), arg(&m), arg("--emit"), arg("clif")],
+        Expect::OkOrError(LIMIT),
+    );
+    if o.stdout.len() > 1 << 20 {
+        c.failures.push(format!(
+            "{} bytes of Cranelift IR for two pooling kernels",
+            o.stdout.len()
+        ));
+    }
     c.finish();
 }
 
