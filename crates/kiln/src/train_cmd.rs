@@ -305,6 +305,21 @@ pub fn train_with(
     make: impl FnOnce(&Graph, &TrainSettings) -> Result<Box<dyn TrainSession>, FitError>,
 ) -> Result<FitReport, FitError> {
     options.check()?;
+    if let Some(path) = &options.save {
+        // found out now, not after the training
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "--save {}: the directory `{}` does not exist",
+                path.display(),
+                dir.display()
+            )
+            .into());
+        }
+    }
     let all = data.load()?;
     check_input(graph, &all)?;
     let (train, test) = all.train_test_split(options.seed)?;

@@ -490,6 +490,19 @@ fn a_train_batch_larger_than_the_data_set_is_refused_before_compiling() {
         "1000000000000",
     ]);
     refused(&o, 1, "larger than the training set");
+    let o = kiln(&[
+        "train",
+        &digits_cnn,
+        "--data",
+        "digits",
+        "--save",
+        "/nonexistent/dir/w.safetensors",
+    ]);
+    refused(
+        &o,
+        1,
+        "--save /nonexistent/dir/w.safetensors: the directory `/nonexistent/dir` does not exist",
+    );
 }
 
 /// The JIT with many threads runs (on as many as it can start), and agrees with one thread.
