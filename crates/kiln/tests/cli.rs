@@ -539,6 +539,24 @@ fn many_threads_run_and_agree_with_one() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// 1000 threads under a 1 GB address-space limit: the threads that cannot be started (their
+/// stacks do not fit) leave their work to the others; it used to panic in `thread::spawn`.
+#[cfg(target_os = "linux")]
+#[test]
+fn threads_that_cannot_be_started_are_not_a_panic() {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 1000000 && exec '{}' bench '{}' --batch 256 --runs 1 --threads 1000 --engine jit",
+            env!("CARGO_BIN_EXE_kiln"),
+            repo("examples/models/lenet5.kiln")
+        ))
+        .output()
+        .expect("sh runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("jit: median "), "{}", stdout(&o));
+}
+
 /// `--input NAME=…` twice is an error naming NAME; so is a bare path and NAME= for the same one.
 #[test]
 fn an_input_given_twice_is_an_error_naming_it() {
