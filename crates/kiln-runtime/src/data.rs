@@ -347,6 +347,11 @@ impl<'a> Source<'a> {
     /// At most `limit + 1` more bytes: the caller tells "exactly `limit`" from "more".
     fn read_at_most(&mut self, limit: u64) -> Result<Vec<u8>, DataError> {
         let mut out = Vec::new();
+        crate::io::try_reserve(
+            &mut out,
+            usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX),
+        )
+        .map_err(|e| DataError::Invalid(format!("`{}`: {e}", self.path)))?;
         match (&mut self.reader)
             .take(limit.saturating_add(1))
             .read_to_end(&mut out)
@@ -604,10 +609,13 @@ pub fn load_idx(images_path: &Path, labels_path: &Path) -> Result<Dataset, DataE
         });
     }
     let classes = usize::from(labels.data.iter().copied().max().unwrap_or(0)) + 1;
-    let images = Tensor::new(
-        [n, 1, h, w],
-        images.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
-    );
+    let pixels = crate::io::try_collect(
+        images.data.len(),
+        images.data.iter().map(|&p| f32::from(p) / 255.0),
+    )
+    .map_err(|e| DataError::Invalid(format!("`{}`: {e}", images_path.display())))?;
+    drop(images);
+    let images = Tensor::new([n, 1, h, w], pixels);
     let labels = Tensor::new([n], labels.data.iter().map(|&l| i32::from(l)).collect());
     match (images, labels) {
         (Some(i), Some(l)) => Dataset::new(i, l, classes),

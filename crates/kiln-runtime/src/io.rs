@@ -207,6 +207,25 @@ impl DictParser<'_> {
     }
 }
 
+/// The items of `it` (`n` of them) in a vector allocated fallibly: memory the machine does
+/// not have is an error, not an abort.
+pub(crate) fn try_collect<T>(n: usize, it: impl Iterator<Item = T>) -> Result<Vec<T>, String> {
+    let mut v = Vec::new();
+    try_reserve(&mut v, n)?;
+    v.extend(it);
+    Ok(v)
+}
+
+/// Reserves room for `n` more items, or says that there is no memory for them.
+pub(crate) fn try_reserve<T>(v: &mut Vec<T>, n: usize) -> Result<(), String> {
+    v.try_reserve_exact(n).map_err(|_| {
+        format!(
+            "cannot allocate {n} × {} bytes: out of memory",
+            std::mem::size_of::<T>()
+        )
+    })
+}
+
 /// Reads into `buf` until it is full or the reader ends; returns how many bytes were read.
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -364,6 +383,7 @@ fn npy(path: &Path, read_data: bool) -> Result<Npy, IoError> {
     }
     // at most `need + 1` bytes are read whatever the file is (a pipe, a file growing meanwhile)
     let mut data = Vec::new();
+    try_reserve(&mut data, need.saturating_add(1)).map_err(&bad)?;
     r.take(need as u64 + 1).read_to_end(&mut data).map_err(rerr)?;
     if data.len() != need {
         return Err(mismatch(data.len() as u64));
@@ -371,34 +391,45 @@ fn npy(path: &Path, read_data: bool) -> Result<Npy, IoError> {
     let value = match kind {
         "f4" => Tensor::new(
             h.shape,
-            data.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+            try_collect(
+                numel,
+                data.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            )
+            .map_err(&bad)?,
         )
         .map(Value::F),
-        "f8" => Tensor::new(
-            h.shape,
-            data.chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
-        )
-        .map(Value::F),
+        "f8" => {
+            let v = try_collect(
+                numel,
+                data.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32),
+            )
+            .map_err(&bad)?;
+            drop(data);
+            Tensor::new(h.shape, v).map(Value::F)
+        }
         "i4" => Tensor::new(
             h.shape,
-            data.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+            try_collect(
+                numel,
+                data.chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            )
+            .map_err(&bad)?,
         )
         .map(Value::I),
         _ => {
-            let v = data
-                .chunks_exact(8)
-                .enumerate()
-                .map(|(i, c)| {
-                    let x = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-                    i32::try_from(x).map_err(|_| bad(format!("element {i}: integer {x} does not fit in i32")))
-                })
-                .collect::<Result<Vec<i32>, _>>()?;
+            let mut v = Vec::new();
+            try_reserve(&mut v, numel).map_err(&bad)?;
+            for (i, c) in data.chunks_exact(8).enumerate() {
+                let x = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                v.push(
+                    i32::try_from(x)
+                        .map_err(|_| bad(format!("element {i}: integer {x} does not fit in i32")))?,
+                );
+            }
+            drop(data);
             Tensor::new(h.shape, v).map(Value::I)
         }
     };
@@ -709,6 +740,7 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>, IoE
     {
         return Err(mismatch(len));
     }
+    try_reserve(&mut bytes, usize::try_from(data_len + 1).unwrap_or(usize::MAX)).map_err(&bad)?;
     r.take(data_len + 1).read_to_end(&mut bytes).map_err(rerr)?;
     if bytes.len() as u64 != want {
         return Err(mismatch(bytes.len() as u64));
@@ -736,15 +768,18 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>, IoE
     for (name, view) in tensors {
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            _ => data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
-        };
+            safetensors::Dtype::F32 => try_collect(
+                data.len() / 4,
+                data.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            _ => try_collect(
+                data.len() / 8,
+                data.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32),
+            ),
+        }
+        .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         let t = Tensor::new(view.shape().to_vec(), values).ok_or_else(|| {
             bad(format!(
                 "tensor `{name}` holds the wrong number of elements for its shape"
