@@ -74,7 +74,7 @@ impl Window2d {
 
 /// The extent of a kernel of size `k` with dilation `d`, `d·(k−1) + 1`, or an error when it
 /// overflows.
-fn checked_extent(k: usize, d: usize) -> R<usize> {
+pub(crate) fn checked_extent(k: usize, d: usize) -> R<usize> {
     d.checked_mul(k.saturating_sub(1))
         .and_then(|e| e.checked_add(1))
         .ok_or_else(|| format!("kernel extent of kernel {k} with dilation {d} overflows"))

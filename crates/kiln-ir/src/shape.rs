@@ -10,54 +10,12 @@ use crate::tensor::{DType, Shape, TensorType};
 type R<T> = Result<T, String>;
 
 pub use crate::geometry::adaptive_window;
-
-/// Transitional: the `(begin, end)` padding of one axis (use the attribute structs'
-/// `geometry` methods).
-#[doc(hidden)]
-pub fn resolve_padding(
-    padding: crate::op::Padding,
-    axis: usize,
-    n: usize,
-    k: usize,
-    s: usize,
-    d: usize,
-) -> (usize, usize) {
-    let mut input = [1, 1];
-    input[axis] = n;
-    let (mut kernel, mut stride, mut dilation) = ([1, 1], [1, 1], [1, 1]);
-    kernel[axis] = k;
-    stride[axis] = s;
-    dilation[axis] = d;
-    crate::geometry::window2d(padding, input, kernel, stride, dilation, false)
-        .map(|g| g.pads(axis))
-        .unwrap_or((0, 0))
-}
-
-/// Transitional: the output size of one axis (use the attribute structs' `geometry` methods).
-#[doc(hidden)]
-pub fn window_out_size(n: usize, k: usize, s: usize, d: usize, pad: (usize, usize), ceil: bool) -> R<usize> {
-    crate::geometry::window2d(
-        crate::op::Padding::Explicit([pad.0, 0, pad.1, 0]),
-        [n, 1],
-        [k, 1],
-        [s, 1],
-        [d, 1],
-        ceil,
-    )
-    .map(|g| g.output[0])
-}
+use crate::geometry::checked_extent;
 
 /// The extent of a kernel of size `k` with dilation `d`: `d·(k−1) + 1` (saturating; the
 /// summary's receptive fields use it on validated graphs).
 pub fn effective_kernel(k: usize, d: usize) -> usize {
     d.saturating_mul(k.saturating_sub(1)).saturating_add(1)
-}
-
-/// [`effective_kernel`], or an error when it does not fit in a `usize`.
-fn checked_extent(k: usize, d: usize) -> R<usize> {
-    d.checked_mul(k.saturating_sub(1))
-        .and_then(|e| e.checked_add(1))
-        .ok_or_else(|| format!("kernel extent of kernel {k} with dilation {d} overflows"))
 }
 
 /// Normalizes a possibly negative `axis` for a tensor of `rank` (`-1` is the last axis).

@@ -135,7 +135,7 @@ fn absurd_sizes_are_errors_not_overflows() {
 }
 
 /// `same` padding over an empty axis computed `⌈0/s⌉ − 1` (subtract overflow in
-/// `shape::resolve_padding`); a sliding window over an empty axis is now an error, not a panic.
+/// the old `shape::resolve_padding`); a sliding window over an empty axis is an error, not a panic.
 #[test]
 fn same_padding_over_an_empty_axis() {
     let src = b"graph g {\n input %x: f32[1, 1, 0, 4]\n param %w: f32[1, 1, 1, 1]\n %y = conv2d(%x, %w) {padding=same_upper}\n output %y\n}\n";

@@ -19,7 +19,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
-use kiln_ir::shape::{normalize_axis, resolve_padding};
+use kiln_ir::shape::normalize_axis;
 use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
 
 /// Whether the training op has a lowering here (all of them do).
@@ -381,8 +381,8 @@ fn conv_weight_grad(e: &mut Emitter, a: &Args, conv: &Conv2d) {
     let [_, c_out, oh, ow] = dims4(a.dims(1));
     let [_, cg, kh, kw] = dims4(a.odims());
     let (s, d) = (conv.stride, conv.dilation);
-    let (pt, _) = resolve_padding(conv.padding, 0, h, kh, s[0], d[0]);
-    let (pl, _) = resolve_padding(conv.padding, 1, w, kw, s[1], d[1]);
+    let geom = crate::lower::validated(conv.geometry(a.dims(0), [kh, kw]));
+    let (pt, pl) = (geom.pad_begin(0), geom.pad_begin(1));
     let co_per_group = c_out / conv.groups;
     let (arena, xo, dyo, dst) = (a.arena, a.src(0), a.src(1), a.dst());
     e.for_range(a.begin, a.end, 1, |e, pair| {
@@ -489,8 +489,8 @@ fn max_pool_ids(e: &mut Emitter, a: &Args, p: &Pool2d) {
     let [_, _, oh, ow] = dims4(a.odims());
     let [kh, kw] = p.kernel;
     let (s, d) = (p.stride, p.dilation);
-    let padh = resolve_padding(p.padding, 0, h, kh, s[0], d[0]).0;
-    let padw = resolve_padding(p.padding, 1, w, kw, s[1], d[1]).0;
+    let geom = crate::lower::validated(p.geometry(a.dims(0)));
+    let (padh, padw) = (geom.pad_begin(0), geom.pad_begin(1));
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());
     e.for_range(a.begin, a.end, 1, |e, flat| {
         let ix = split(e, flat, &[n * c, oh, ow]);
@@ -583,8 +583,8 @@ fn pool2d_grad(e: &mut Emitter, a: &Args, p: &Pool2d) {
     let [_, _, h, w] = dims4(a.odims());
     let [kh, kw] = p.kernel;
     let (s, d) = (p.stride, p.dilation);
-    let padh = resolve_padding(p.padding, 0, h, kh, s[0], d[0]);
-    let padw = resolve_padding(p.padding, 1, w, kw, s[1], d[1]);
+    let geom = crate::lower::validated(p.geometry(a.odims()));
+    let (padh, padw) = (geom.pads(0), geom.pads(1));
     let (arena, dyo, dst) = (a.arena, a.src(0), a.dst());
     let kind = p.kind;
     e.for_range(a.begin, a.end, 1, |e, plane| {
