@@ -20,7 +20,8 @@ use crate::plan::{Slot, is_view};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
-use kiln_ir::shape::{normalize_axis, resolve_padding, window_out_size};
+use kiln_ir::geometry::Window2d;
+use kiln_ir::shape::normalize_axis;
 use kiln_ir::{Activation, BinaryOp, DType, Gemm, Im2Col, LossKind, Op, PoolKind, ReduceKind, TensorType};
 
 /// What a kernel reads and writes.
@@ -110,11 +111,16 @@ pub fn needs_kernel(op: &Op) -> bool {
     !matches!(op, Op::Input(_) | Op::Param { .. }) && !is_view(op)
 }
 
+/// The window geometry of a node of a graph: shape inference computed the same geometry
+/// (`kiln_ir::geometry`) when the node was added and refused it if it failed, so this cannot
+/// fail for a node of a `Graph`.
+pub(crate) fn validated(g: Result<Window2d, String>) -> Window2d {
+    g.expect("the window geometry was checked by shape inference when the node was added")
+}
+
 /// The explicit `[top, left, bottom, right]` padding of a convolution.
 fn conv_pads(c: &kiln_ir::Conv2d, x: &[usize], w: &[usize]) -> [usize; 4] {
-    let ph = resolve_padding(c.padding, 0, x[2], w[2], c.stride[0], c.dilation[0]);
-    let pw = resolve_padding(c.padding, 1, x[3], w[3], c.stride[1], c.dilation[1]);
-    [ph.0, pw.0, ph.1, pw.1]
+    validated(c.geometry(x, [w[2], w[3]])).pad
 }
 
 /// Elements of scratch memory the op's kernels need: the zero-padded copy of the input of a
@@ -302,7 +308,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
 /// The geometry of an `im2col` over an input of dims `x`.
 pub fn patch_geom(c: &Im2Col, x: &[usize], out: &[usize]) -> PatchGeom {
     let p = c.padding;
-    let ow = window_out_size(x[3], c.kernel[1], c.stride[1], c.dilation[1], (p[1], p[3]), false).unwrap_or(0);
+    let ow = validated(c.geometry(x)).output[1];
     PatchGeom {
         h: x[2],
         w: x[3],
@@ -1224,8 +1230,8 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
     let [_, _, oh, ow] = dims4(a.odims());
     let [kh, kw] = p.kernel;
     let (s, d) = (p.stride, p.dilation);
-    let padh = resolve_padding(p.padding, 0, h, kh, s[0], d[0]);
-    let padw = resolve_padding(p.padding, 1, w, kw, s[1], d[1]);
+    let geom = validated(p.geometry(a.dims(0)));
+    let (padh, padw) = (geom.pads(0), geom.pads(1));
     let (arena, xo, yo) = (a.arena, a.src(0), a.dst());
     let kind = p.kind;
     e.for_range(a.begin, a.end, 1, |e, plane| {
@@ -1530,7 +1536,12 @@ fn matmul_dims(ad: &[usize], bd: &[usize]) -> MatMulDims {
         v
     };
     let (ab, bb) = (pad(ab), pad(bb));
-    let batch: Vec<usize> = ab.iter().zip(&bb).map(|(&x, &y)| x.max(y)).collect();
+    // broadcast: equal dims, or a 1 that takes the other's size (which may be 0: not `max`)
+    let batch: Vec<usize> = ab
+        .iter()
+        .zip(&bb)
+        .map(|(&x, &y)| if x == 1 { y } else { x })
+        .collect();
     let strides = |x: &[usize], mat: usize| -> Vec<usize> {
         let mut s = vec![0; r];
         let mut acc = mat;
