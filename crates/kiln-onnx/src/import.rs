@@ -319,7 +319,7 @@ impl Importer {
                 Err(Fail::Unsupported(reason)) => {
                     self.unsupported.push(Unsupported {
                         node: node_name(n, idx),
-                        op_type: n.op_type.clone(),
+                        op_type: shown(&n.op_type),
                         opset: self.opset,
                         reason,
                     });
@@ -342,7 +342,7 @@ impl Importer {
             let v = self.values.get(&o.name).cloned().ok_or_else(|| {
                 OnnxError::Model(format!(
                     "graph output `{}` is not produced by any node, initializer or input",
-                    o.name
+                    shown(&o.name)
                 ))
             })?;
             let id = match v {
@@ -354,7 +354,7 @@ impl Importer {
                     Err(_) => {
                         return Err(OnnxError::Model(format!(
                             "graph output `{}` is an integer constant",
-                            o.name
+                            shown(&o.name)
                         )));
                     }
                 },
@@ -406,7 +406,7 @@ impl Importer {
         self.graph.add(name, op, inputs).map_err(|e| {
             Fail::Error(OnnxError::Invalid {
                 node: node_name(n, usize::MAX),
-                op_type: n.op_type.clone(),
+                op_type: shown(&n.op_type),
                 reason: e.to_string(),
             })
         })
@@ -479,8 +479,8 @@ impl Importer {
             Some(v) => Ok(Some(v.clone())),
             None => Err(Fail::Error(OnnxError::MissingValue {
                 node: node_name(n, usize::MAX),
-                op_type: n.op_type.clone(),
-                value: name.clone(),
+                op_type: shown(&n.op_type),
+                value: shown(name),
             })),
         }
     }
@@ -1116,7 +1116,7 @@ impl Importer {
                 };
                 Ok(vec![Val::Const(Rc::new(c))])
             }
-            other => unsupported(format!("operator `{other}` is not supported")),
+            other => unsupported(format!("operator `{}` is not supported", shown(other))),
         }
     }
 
@@ -1400,7 +1400,7 @@ fn shown(name: &str) -> String {
 fn invalid(n: &NodeProto, reason: impl Into<String>) -> Fail {
     Fail::Error(OnnxError::Invalid {
         node: node_name(n, usize::MAX),
-        op_type: n.op_type.clone(),
+        op_type: shown(&n.op_type),
         reason: reason.into(),
     })
 }
