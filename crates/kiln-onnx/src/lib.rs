@@ -19,7 +19,7 @@ pub mod proto;
 pub mod tensor;
 
 pub use error::{OnnxError, Result, Unsupported};
-pub use import::{MAX_OPSET, OnnxModel, sanitize};
+pub use import::{MAX_FOLDED_ELEMENTS, MAX_OPSET, OnnxModel, sanitize};
 /// The protobuf crate of [`proto`]'s messages, so that a user can encode and decode them
 /// (`kiln_onnx::prost::Message`) without depending on the same version of it.
 pub use prost;
