@@ -306,8 +306,12 @@ fn read_inputs(graph: &Graph, specs: &[String]) -> Result<HashMap<String, Value<
         .collect();
     let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
     let pairs = named_paths(specs, &names, "input")?;
+    let mut total = 0usize;
     for (name, path) in &pairs {
         let got = kiln::runtime::read_npy_type(path).with_context(|| format!("input `{name}`"))?;
+        let bytes = kiln::ir::limits::check_bytes(got.shape.numel(), 4, &format!("input `{name}`"))
+            .map_err(|e| anyhow!(e))?;
+        total = kiln::ir::limits::add_bytes(total, bytes, "the inputs").map_err(|e| anyhow!(e))?;
         if let Some((_, want)) = inputs.iter().find(|(n, _)| n == name)
             && got != *want
         {
