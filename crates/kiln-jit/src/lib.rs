@@ -246,7 +246,8 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             .iter()
             .map(|&i| (plan.slots[&i], graph.node(i).ty.clone()))
             .collect();
-        if !lower::needs_kernel(&node.op) || plan.fused.contains(&id) {
+        // a value with no elements needs no kernel (and a kernel has nothing to write there)
+        if !lower::needs_kernel(&node.op) || plan.fused.contains(&id) || node.ty.shape.numel() == 0 {
             continue;
         }
         let gemm = match &node.op {

@@ -1225,6 +1225,94 @@ fn zero_fill(e: &mut Emitter, arena: Value, off: usize, start: Value, len: usize
 // ---------------------------------------------------------------------------------------------
 // pooling
 
+/// The taps of one window along one axis, for output index `o` (a run-time value): the window
+/// starts at input position `start = o·s − pad_begin` and tap `k` reads `start + k·d`.
+pub(crate) struct WindowTaps {
+    pub start: Value,
+    /// The taps `[lo, hi)` that fall inside the input `[0, n)` (empty when `hi ≤ lo`).
+    pub lo: Value,
+    pub hi: Value,
+    /// How many taps fall inside the padded input `[−pad_begin, n + pad_end)`.
+    pub padded: Value,
+}
+
+/// `WindowTaps` in closed form, so that a kernel loops over a window's real taps only: a
+/// pooling window is an attribute (up to 2³¹ taps, nearly all of them padding, for a few bytes
+/// of text IR), and visiting every tap would hang the run. The values involved (`o·s`, `pad`,
+/// `n`, `k·d`) are positions within a padded input of at most 2³¹ elements (a window start
+/// may lie a stride past its end in ceil mode): no overflow in `i64`.
+pub(crate) fn window_taps(
+    e: &mut Emitter,
+    o: Value,
+    (s, d): (usize, usize),
+    (pad_begin, pad_end): (usize, usize),
+    n: usize,
+    kernel: usize,
+) -> WindowTaps {
+    let zero = e.iconst(0);
+    let k = e.iconst(kernel as i64);
+    let os = e.b.ins().imul_imm_s(o, s as i64);
+    let start = e.b.ins().iadd_imm_s(os, -(pad_begin as i64));
+    // lo = ⌈max(−start, 0)/d⌉
+    let neg = e.b.ins().isub(zero, start);
+    let before = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, start, 0);
+    let t = e.b.ins().select(before, neg, zero);
+    let t = e.b.ins().iadd_imm_s(t, d as i64 - 1);
+    let lo = e.b.ins().udiv_imm_s(t, d as i64);
+    // hi = min(⌊(n − 1 − start)/d⌋ + 1, kernel), or 0 when n − 1 − start < 0
+    let last = e.iconst(n as i64 - 1);
+    let r = e.b.ins().isub(last, start);
+    let q = e.b.ins().udiv_imm_s(r, d as i64);
+    let q = e.b.ins().iadd_imm_s(q, 1);
+    let over = e.b.ins().icmp(IntCC::SignedGreaterThan, q, k);
+    let q = e.b.ins().select(over, k, q);
+    let none = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0);
+    let hi = e.b.ins().select(none, zero, q);
+    // padded = min(⌈(P − o·s)/d⌉, kernel), or 0 when P ≤ o·s, for P the padded size
+    let p = e.iconst((n + pad_begin + pad_end) as i64);
+    let rp = e.b.ins().isub(p, os);
+    let qp = e.b.ins().iadd_imm_s(rp, d as i64 - 1);
+    let qp = e.b.ins().udiv_imm_s(qp, d as i64);
+    let over = e.b.ins().icmp(IntCC::SignedGreaterThan, qp, k);
+    let qp = e.b.ins().select(over, k, qp);
+    let none = e.b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, rp, 0);
+    let padded = e.b.ins().select(none, zero, qp);
+    WindowTaps {
+        start,
+        lo,
+        hi,
+        padded,
+    }
+}
+
+/// `max(hi − lo, 0)`: the number of real taps.
+pub(crate) fn real_taps(e: &mut Emitter, t: &WindowTaps) -> Value {
+    let zero = e.iconst(0);
+    let n = e.b.ins().isub(t.hi, t.lo);
+    let neg = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, n, 0);
+    e.b.ins().select(neg, zero, n)
+}
+
+/// `body(ih, iw)` for every real tap of the window `(rows, cols)`, rows then columns ascending.
+pub(crate) fn for_each_tap(
+    e: &mut Emitter,
+    (rows, cols): (&WindowTaps, &WindowTaps),
+    d: [usize; 2],
+    mut body: impl FnMut(&mut Emitter, Value, Value),
+) {
+    e.for_range(rows.lo, rows.hi, 1, |e, ky| {
+        let ih = e.b.ins().imul_imm_s(ky, d[0] as i64);
+        let ih = e.b.ins().iadd(rows.start, ih);
+        e.for_range(cols.lo, cols.hi, 1, |e, kx| {
+            let iw = e.b.ins().imul_imm_s(kx, d[1] as i64);
+            let iw = e.b.ins().iadd(cols.start, iw);
+            body(e, ih, iw);
+        });
+    });
+}
+
+/// Pooling, parallel over planes; each window visits its real taps only (`window_taps`), and
+/// average pooling divides by the count of real or padded taps, in closed form.
 fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
     let [_, _, h, w] = dims4(a.dims(0));
     let [_, _, oh, ow] = dims4(a.odims());
@@ -1238,62 +1326,27 @@ fn pool2d(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
         let x_base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
         let y_base = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
         e.for_const(0, oh as i64, |e, y| {
+            let rows = window_taps(e, y, (s[0], d[0]), padh, h, kh);
             e.for_const(0, ow as i64, |e, x| {
+                let cols = window_taps(e, x, (s[1], d[1]), padw, w, kw);
                 let init = if kind == PoolKind::Max {
                     e.fconst(f32::NEG_INFINITY)
                 } else {
                     e.fconst(0.0)
                 };
                 let acc = e.var(F32, init);
-                let zero = e.fconst(0.0);
-                let real = e.var(F32, zero);
-                let padded = e.var(F32, zero);
-                e.for_const(0, kh as i64, |e, ky| {
-                    let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
-                    let t = e.b.ins().imul_imm_s(ky, d[0] as i64);
-                    let ih = e.b.ins().iadd(ih, t);
-                    let ih = e.b.ins().iadd_imm_s(ih, -(padh.0 as i64));
-                    let ihp = e.b.ins().iadd_imm_s(ih, padh.0 as i64);
-                    let in_h = in_range(e, ih, h);
-                    let in_hp = in_range(e, ihp, h + padh.0 + padh.1);
-                    e.for_const(0, kw as i64, |e, kx| {
-                        let iw = e.b.ins().imul_imm_s(x, s[1] as i64);
-                        let t = e.b.ins().imul_imm_s(kx, d[1] as i64);
-                        let iw = e.b.ins().iadd(iw, t);
-                        let iw = e.b.ins().iadd_imm_s(iw, -(padw.0 as i64));
-                        let iwp = e.b.ins().iadd_imm_s(iw, padw.0 as i64);
-                        let in_w = in_range(e, iw, w);
-                        let in_wp = in_range(e, iwp, w + padw.0 + padw.1);
-                        let avg = matches!(kind, PoolKind::Avg { .. });
-                        if avg {
-                            // the divisor counts: only average pooling needs them
-                            let in_p = e.b.ins().band(in_hp, in_wp);
-                            let one = e.fconst(1.0);
-                            let zero = e.fconst(0.0);
-                            let inc = e.b.ins().select(in_p, one, zero);
-                            let pc = e.b.use_var(padded);
-                            let pc = e.b.ins().fadd(pc, inc);
-                            e.b.def_var(padded, pc);
-                        }
-                        let ok = e.b.ins().band(in_h, in_w);
-                        e.if_then(ok, |e| {
-                            pool_step(e, (arena, xo, x_base, w), (ih, iw), acc, kind == PoolKind::Max);
-                            if avg {
-                                let one = e.fconst(1.0);
-                                let rc = e.b.use_var(real);
-                                let rc = e.b.ins().fadd(rc, one);
-                                e.b.def_var(real, rc);
-                            }
-                        });
-                    });
+                for_each_tap(e, (&rows, &cols), d, |e, ih, iw| {
+                    pool_step(e, (arena, xo, x_base, w), (ih, iw), acc, kind == PoolKind::Max);
                 });
                 let mut v = e.b.use_var(acc);
                 if let PoolKind::Avg { count_include_pad } = kind {
                     let cnt = if count_include_pad {
-                        e.b.use_var(padded)
+                        e.b.ins().imul(rows.padded, cols.padded)
                     } else {
-                        e.b.use_var(real)
+                        let (r, c) = (real_taps(e, &rows), real_taps(e, &cols));
+                        e.b.ins().imul(r, c)
                     };
+                    let cnt = e.b.ins().fcvt_from_sint(F32, cnt);
                     v = e.b.ins().fdiv(v, cnt);
                 }
                 let yi = e.b.ins().imul_imm_s(y, ow as i64);

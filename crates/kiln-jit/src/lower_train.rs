@@ -12,8 +12,8 @@
 
 use crate::codegen::{Emitter, mem};
 use crate::lower::{
-    Args, adaptive_bounds, dims4, dot, if_else, in_range, load_f, max_and_sum_exp, report_bad_index, split,
-    store_f,
+    Args, adaptive_bounds, dims4, dot, for_each_tap, if_else, in_range, load_f, max_and_sum_exp, real_taps,
+    report_bad_index, split, store_f, window_taps,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
@@ -170,14 +170,6 @@ fn accumulate(e: &mut Emitter, arena: Value, dst: usize, idx: Value, v: Value) {
     let cur = load_f(e, arena, dst, idx);
     let s = e.b.ins().fadd(cur, v);
     store_f(e, arena, dst, idx, s);
-}
-
-/// The input coordinate `o·s + k·d − pad` of a window tap (may be "negative": huge unsigned).
-fn tap(e: &mut Emitter, o: Value, k: Value, s: usize, d: usize, pad: usize) -> Value {
-    let t = e.b.ins().imul_imm_s(o, s as i64);
-    let u = e.b.ins().imul_imm_s(k, d as i64);
-    let t = e.b.ins().iadd(t, u);
-    e.b.ins().iadd_imm_s(t, -(pad as i64))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,13 +476,15 @@ fn store_id(e: &mut Emitter, arena: Value, dst: usize, flat: Value, arg: Variabl
     e.b.ins().store(mem(), id, p, 0);
 }
 
+/// The argmax of each window, over its real taps only (`lower::window_taps`: a window of 2³¹
+/// taps that are nearly all padding costs its real ones, not 2³¹ steps).
 fn max_pool_ids(e: &mut Emitter, a: &Args, p: &Pool2d) {
     let [n, c, h, w] = dims4(a.dims(0));
     let [_, _, oh, ow] = dims4(a.odims());
     let [kh, kw] = p.kernel;
     let (s, d) = (p.stride, p.dilation);
     let geom = crate::lower::validated(p.geometry(a.dims(0)));
-    let (padh, padw) = (geom.pad_begin(0), geom.pad_begin(1));
+    let (padh, padw) = (geom.pads(0), geom.pads(1));
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());
     e.for_range(a.begin, a.end, 1, |e, flat| {
         let ix = split(e, flat, &[n * c, oh, ow]);
@@ -499,20 +493,13 @@ fn max_pool_ids(e: &mut Emitter, a: &Args, p: &Pool2d) {
         let minus = e.b.ins().iconst(I64, -1);
         let arg = e.var(I64, minus);
         let base = e.b.ins().imul_imm_s(ix[0], (h * w) as i64);
-        e.for_const(0, kh as i64, |e, ky| {
-            let ih = tap(e, ix[1], ky, s[0], d[0], padh);
-            let okh = in_range(e, ih, h);
-            e.for_const(0, kw as i64, |e, kx| {
-                let iw = tap(e, ix[2], kx, s[1], d[1], padw);
-                let okw = in_range(e, iw, w);
-                let ok = e.b.ins().band(okh, okw);
-                e.if_then(ok, |e| {
-                    let idx = offset(e, &[ih, iw], &[h, w]);
-                    let at = e.b.ins().iadd(base, idx);
-                    let v = load_f(e, arena, src, at);
-                    argmax_step(e, best, arg, v, idx);
-                });
-            });
+        let rows = window_taps(e, ix[1], (s[0], d[0]), padh, h, kh);
+        let cols = window_taps(e, ix[2], (s[1], d[1]), padw, w, kw);
+        for_each_tap(e, (&rows, &cols), d, |e, ih, iw| {
+            let idx = offset(e, &[ih, iw], &[h, w]);
+            let at = e.b.ins().iadd(base, idx);
+            let v = load_f(e, arena, src, at);
+            argmax_step(e, best, arg, v, idx);
         });
         store_id(e, arena, dst, flat, arg);
     });
@@ -578,6 +565,8 @@ fn scatter_ids(e: &mut Emitter, a: &Args) {
     });
 }
 
+/// Average or sum pooling's backward, parallel over planes: each `dy` element is shared among
+/// its window's real taps (`lower::window_taps`, counts in closed form).
 fn pool2d_grad(e: &mut Emitter, a: &Args, p: &Pool2d) {
     let [_, _, oh, ow] = dims4(a.dims(0));
     let [_, _, h, w] = dims4(a.odims());
@@ -591,57 +580,29 @@ fn pool2d_grad(e: &mut Emitter, a: &Args, p: &Pool2d) {
         let base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
         zero(e, arena, dst, base, h * w);
         e.for_const(0, oh as i64, |e, y| {
+            let rows = window_taps(e, y, (s[0], d[0]), padh, h, kh);
             e.for_const(0, ow as i64, |e, x| {
-                // the divisor: real taps, or taps inside the padded input
-                let zero = e.fconst(0.0);
-                let count = e.var(F32, zero);
-                e.for_const(0, kh as i64, |e, ky| {
-                    let ih = tap(e, y, ky, s[0], d[0], padh.0);
-                    let ihp = e.b.ins().iadd_imm_s(ih, padh.0 as i64);
-                    e.for_const(0, kw as i64, |e, kx| {
-                        let iw = tap(e, x, kx, s[1], d[1], padw.0);
-                        let iwp = e.b.ins().iadd_imm_s(iw, padw.0 as i64);
-                        let ok = match kind {
-                            PoolKind::Avg {
-                                count_include_pad: true,
-                            } => {
-                                let a = in_range(e, ihp, h + padh.0 + padh.1);
-                                let b = in_range(e, iwp, w + padw.0 + padw.1);
-                                e.b.ins().band(a, b)
-                            }
-                            _ => {
-                                let a = in_range(e, ih, h);
-                                let b = in_range(e, iw, w);
-                                e.b.ins().band(a, b)
-                            }
-                        };
-                        let one = e.fconst(1.0);
-                        let inc = e.b.ins().select(ok, one, zero);
-                        add_to(e, count, inc);
-                    });
-                });
+                let cols = window_taps(e, x, (s[1], d[1]), padw, w, kw);
                 let yi = offset(e, &[plane, y, x], &[0, oh, ow]);
                 let g = load_f(e, arena, dyo, yi);
                 let share = match kind {
-                    PoolKind::Avg { .. } => {
-                        let n = e.b.use_var(count);
+                    PoolKind::Avg { count_include_pad } => {
+                        // the divisor: taps inside the padded input, or real taps
+                        let n = if count_include_pad {
+                            e.b.ins().imul(rows.padded, cols.padded)
+                        } else {
+                            let (r, c) = (real_taps(e, &rows), real_taps(e, &cols));
+                            e.b.ins().imul(r, c)
+                        };
+                        let n = e.b.ins().fcvt_from_sint(F32, n);
                         e.b.ins().fdiv(g, n)
                     }
                     PoolKind::Sum | PoolKind::Max => g,
                 };
-                e.for_const(0, kh as i64, |e, ky| {
-                    let ih = tap(e, y, ky, s[0], d[0], padh.0);
-                    let okh = in_range(e, ih, h);
-                    e.for_const(0, kw as i64, |e, kx| {
-                        let iw = tap(e, x, kx, s[1], d[1], padw.0);
-                        let okw = in_range(e, iw, w);
-                        let ok = e.b.ins().band(okh, okw);
-                        e.if_then(ok, |e| {
-                            let idx = offset(e, &[ih, iw], &[h, w]);
-                            let to = e.b.ins().iadd(base, idx);
-                            accumulate(e, arena, dst, to, share);
-                        });
-                    });
+                for_each_tap(e, (&rows, &cols), d, |e, ih, iw| {
+                    let idx = offset(e, &[ih, iw], &[h, w]);
+                    let to = e.b.ins().iadd(base, idx);
+                    accumulate(e, arena, dst, to, share);
                 });
             });
         });

@@ -278,3 +278,80 @@ fn the_issues_reproducers_end_in_errors() {
         ));
     }
 }
+
+/// A batched matmul whose batch broadcasts 1 against 0 has no rows: it once ran 12 rows into a
+/// 0-element output and corrupted the heap past the arena.
+#[test]
+fn matmul_broadcasting_an_empty_batch_writes_nothing() {
+    let g = parse(
+        "graph g {
+  input %x: f32[0, 2, 4, 6]
+  param %w: f32[6, 4]
+  %y = matmul(%w, %x)
+  output %y
+}",
+    );
+    let mut m = compile(&g, &opts()).unwrap();
+    assert!(m.kernels().iter().all(|k| k.extent == 0));
+    m.set_weights(&HashMap::from([("w".to_string(), Tensor::full([6, 4], 1.0f32))]))
+        .unwrap();
+    let x = HashMap::from([("x".to_string(), Value::F(Tensor::full([0, 2, 4, 6], 1.0f32)))]);
+    let out = m.run(&x).unwrap();
+    assert_eq!(out[0].1.as_f().unwrap().shape().dims(), &[0, 2, 6, 6]);
+}
+
+/// Runs `src` on `x` and returns its output, after checking that the run itself took under
+/// 50 ms (the kernels' work does not grow with the window's padding).
+fn run_one(src: &str, x: Tensor<f32>) -> Vec<f32> {
+    let g = parse(src);
+    let mut m = compile(&g, &opts()).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let t = std::time::Instant::now();
+    let out = m.run(&HashMap::from([("x".to_string(), Value::F(x))])).unwrap();
+    assert!(t.elapsed().as_millis() < 50, "{:?}\n{src}", t.elapsed());
+    let v = &out[0].1;
+    match v.as_f() {
+        Some(t) => t.data().to_vec(),
+        None => v.as_i().unwrap().data().iter().map(|&i| i as f32).collect(),
+    }
+}
+
+/// A pooling window of 2²⁵ − 1 rows (any size up to 2³¹ − 1 is valid), all but one of them
+/// padding, visits its real taps only: it once took a step per tap, per output (2³¹ − 1 of
+/// them: a hang for a few bytes of text IR).
+#[test]
+fn pooling_windows_of_millions_of_taps_visit_only_the_real_ones() {
+    const K: usize = (1 << 25) - 1;
+    let x = || Tensor::new([1, 1, 1, 4], vec![1.0f32, -2.0, 3.0, 4.0]).unwrap();
+    let pool = |op: &str, extra: &str| {
+        format!(
+            "graph g {{
+  input %x: f32[1, 1, 1, 4]
+  %y = {op}(%x) {{kernel=[{K}, 3], stride=[1, 1], padding=same_upper{extra}}}
+  output %y
+}}"
+        )
+    };
+    assert_eq!(run_one(&pool("max_pool2d", ""), x()), [1.0, 3.0, 4.0, 4.0]);
+    assert_eq!(run_one(&pool("sum_pool2d", ""), x()), [-1.0, 2.0, 5.0, 7.0]);
+    let avg = |include: bool| pool("avg_pool2d", &format!(", count_include_pad={include}"));
+    assert_eq!(run_one(&avg(false), x()), [-0.5, 2.0 / 3.0, 5.0 / 3.0, 3.5]);
+    let big = K as f32 * 3.0;
+    assert_eq!(
+        run_one(&avg(true), x()),
+        [-1.0 / big, 2.0 / big, 5.0 / big, 7.0 / big]
+    );
+    // the training ops over the same windows
+    assert_eq!(run_one(&pool("max_pool2d_ids", ""), x()), [0.0, 2.0, 3.0, 3.0]);
+    let grad = pool("sum_pool2d_grad", ", input=[1, 4]");
+    assert_eq!(run_one(&grad, x()), [-1.0, 2.0, 5.0, 7.0]);
+    let grad = pool("avg_pool2d_grad", ", input=[1, 4], count_include_pad=false");
+    // shares 1/2, −2/3, 3/3, 4/2 of windows of 2, 3, 3 and 2 real taps
+    let want = [
+        0.5 - 2.0 / 3.0,
+        0.5 - 2.0 / 3.0 + 1.0,
+        -2.0 / 3.0 + 1.0 + 2.0,
+        3.0,
+    ];
+    let got = run_one(&grad, x());
+    assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?}");
+}
