@@ -33,6 +33,9 @@ pub enum InterpError {
         expected: Box<TensorType>,
         given: Box<TensorType>,
     },
+    /// The graph's values do not fit in the size limits or in the memory the system gives.
+    #[error("{0}")]
+    TooLarge(String),
     /// A node could not be computed (e.g. a class id out of range in a loss).
     #[error("node `{node}` ({op}): {message}")]
     Op {

@@ -82,6 +82,7 @@ pub fn evaluate<T: Float>(
     inputs: &HashMap<String, Value<T>>,
     weights: &HashMap<String, Tensor<T>>,
 ) -> Result<HashMap<NodeId, Value<T>>, InterpError> {
+    check_memory::<T>(graph)?;
     check_feeds(graph, inputs, weights)?;
     let mut values: HashMap<NodeId, Value<T>> = HashMap::with_capacity(graph.len());
     for id in graph.topo_order() {
@@ -109,6 +110,26 @@ pub fn evaluate<T: Float>(
         values.insert(id, value);
     }
     Ok(values)
+}
+
+/// The interpreter keeps every value of the graph: checks that they fit in
+/// [`kiln_ir::limits::MAX_BYTES`] together and that the system can give that much address
+/// space now (a reservation, not touched), so a graph too big for the machine is an error
+/// before the first kernel runs rather than an abort in the middle.
+fn check_memory<T: Float>(graph: &Graph) -> Result<(), InterpError> {
+    use kiln_ir::limits;
+    let mut total = 0usize;
+    for id in graph.topo_order() {
+        let ty = &graph.node(id).ty;
+        total = limits::check_bytes(ty.shape.numel(), std::mem::size_of::<T>(), &graph.node(id).name)
+            .and_then(|b| limits::add_bytes(total, b, "the interpreter's values"))
+            .map_err(InterpError::TooLarge)?;
+    }
+    Vec::<u8>::new().try_reserve_exact(total).map_err(|_| {
+        InterpError::TooLarge(format!(
+            "the interpreter needs {total} bytes for the values of this graph, and the system cannot give them"
+        ))
+    })
 }
 
 fn internal(node: &Node, message: &str) -> InterpError {

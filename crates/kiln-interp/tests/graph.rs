@@ -280,3 +280,16 @@ proptest! {
         }
     }
 }
+
+/// A graph whose values together exceed the byte limit is refused before any input is read or
+/// any value allocated (three 8 GiB values; the interpreter keeps them all).
+#[test]
+fn values_beyond_the_byte_limit_are_an_error_before_allocating() {
+    let g = kiln_ir::text::parse(
+        "graph g {\n input %x: f32[1, 1, 32768, 65536]\n %a = relu(%x)\n %b = relu(%a)\n output %b\n}\n",
+    )
+    .unwrap();
+    let err = kiln_interp::run::<f32>(&g, &HashMap::new(), &HashMap::new()).unwrap_err();
+    assert!(matches!(err, kiln_interp::InterpError::TooLarge(_)), "{err}");
+    assert!(err.to_string().contains("above the limit"), "{err}");
+}
