@@ -99,7 +99,7 @@ pub struct JitOptions {
     /// The GEMM micro-kernel tier (`Auto`: AVX-512 where the CPU has it, else Cranelift).
     pub gemm_tier: gemm::Tier,
     /// Threads that run the model: each kernel's parallel range is split among them. `0`
-    /// means one per available core. With 1 thread the results are bit-for-bit deterministic
+    /// means one per available core; more than [`MAX_THREADS`] means `MAX_THREADS`. With 1 thread the results are bit-for-bit deterministic
     /// (so are they with more: every output element is computed by exactly one thread in a
     /// fixed order).
     pub threads: usize,
@@ -116,6 +116,10 @@ impl Default for JitOptions {
         }
     }
 }
+
+/// The most threads a model runs on (`JitOptions::threads` above it is clamped: the results
+/// are the same on any number of threads, and each one is an OS thread started with the model).
+pub const MAX_THREADS: usize = 1024;
 
 /// Below this many output elements a kernel is not split across threads.
 const PARALLEL_MIN_WORK: usize = 16 * 1024;
@@ -233,7 +237,8 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
-    };
+    }
+    .min(MAX_THREADS);
     let mut module = codegen::new_module(&options.opt_level)?;
     let mut kernels = Vec::new();
     let mut ids = Vec::new();

@@ -355,3 +355,16 @@ fn pooling_windows_of_millions_of_taps_visit_only_the_real_ones() {
     let got = run_one(&grad, x());
     assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?}");
 }
+
+/// Any thread count is accepted (clamped to `MAX_THREADS`, no overflow in the work split).
+#[test]
+fn absurd_thread_counts_are_clamped() {
+    let options = JitOptions {
+        threads: usize::MAX,
+        ..JitOptions::default()
+    };
+    let mut m = compile(&parse(DENSE), &options).unwrap();
+    let w = HashMap::from([("w".to_string(), Tensor::full([4, 3], 1.0f32))]);
+    m.set_weights(&w).unwrap();
+    assert_eq!(m.run(&x_feed()).unwrap()[0].1.as_f().unwrap().data(), &[1.5; 8]);
+}
