@@ -214,13 +214,7 @@ impl Pool2d {
                     "padding {pad:?} on spatial axis {a} must be smaller than the kernel extent {ke}, or a window would hold only padding"
                 ));
             }
-            // Windows starting at or after the input's first element start inside it (the end
-            // padding is smaller than the extent, and ceil mode drops a window starting in
-            // it), so only the windows starting in the begin padding can hold only padding.
-            let in_begin_pad = g.output[a].min(pad.0.div_ceil(g.stride[a]));
-            if let Some(i) =
-                (0..in_begin_pad).find(|&i| (0..g.kernel[a]).all(|j| g.input_pos(a, i, j).is_none()))
-            {
+            if let Some(i) = all_padding_window(&g, a)? {
                 return Err(format!(
                     "window {i} on spatial axis {a} holds only padding (kernel {}, dilation {}, padding {pad:?}, input {})",
                     g.kernel[a], g.dilation[a], g.input[a]
@@ -229,6 +223,49 @@ impl Pool2d {
         }
         Ok(g)
     }
+}
+
+/// The most windows [`all_padding_window`] examines one by one before it refuses the pooling
+/// as too costly to check.
+const MAX_WINDOWS_CHECKED: usize = 1 << 20;
+
+/// The first window on axis `a` that holds only padding, if any, for a pooling whose padding
+/// is smaller than its extent.
+///
+/// Windows starting at or after the input's first element start inside it (the end padding is
+/// smaller than the extent, and ceil mode drops a window starting in it), so only the windows
+/// starting in the begin padding, at `t = i·s < pb`, can hold only padding. Their last tap is
+/// at `t + extent − 1 ≥ pb`, so the first tap at or after the input's start is inside the
+/// window, at input position `(t − pb) mod d`: the window is all padding exactly when that is
+/// `≥ n`. That needs `d > n`; then the residues repeat every `d / gcd(s, d)` windows, so at
+/// most that many are examined (a pooling needing more than [`MAX_WINDOWS_CHECKED`] is refused).
+fn all_padding_window(g: &Window2d, a: usize) -> R<Option<usize>> {
+    let (n, s, d, pb) = (g.input[a], g.stride[a], g.dilation[a], g.pad[a]);
+    if d <= n {
+        return Ok(None);
+    }
+    let in_begin_pad = g.output[a].min(pb.div_ceil(s));
+    let period = d / gcd(s, d);
+    let count = in_begin_pad.min(period);
+    if count > MAX_WINDOWS_CHECKED {
+        return Err(format!(
+            "dilation {d} over an input of {n} on spatial axis {a}, with stride {s} and padding {pb}: \
+             taps wider apart than the input leave {count} windows to check for holding only padding \
+             (above the limit of {MAX_WINDOWS_CHECKED})"
+        ));
+    }
+    Ok((0..count).find(|&i| {
+        let t = i * s;
+        let first_real = (pb - t).div_ceil(d) * d + t - pb; // (t − pb) mod d, as t < pb
+        first_real >= n
+    }))
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 impl Im2Col {
@@ -288,6 +325,60 @@ mod tests {
         assert_eq!(g.input_pos(0, 0, 0), None);
         assert_eq!(g.input_pos(0, 0, 1), Some(0));
         assert_eq!(g.input_pos(0, 2, 2), None);
+    }
+
+    #[test]
+    fn all_padding_windows_in_closed_form_equal_tap_by_tap() {
+        for n in 1..6 {
+            for k in 1..5 {
+                for s in 1..5 {
+                    for d in 1..7 {
+                        let ke = d * (k - 1) + 1;
+                        for pb in 0..ke {
+                            for pe in 0..ke {
+                                let Ok(g) = window2d(
+                                    Padding::Explicit([pb, 0, pe, 0]),
+                                    [n, 1],
+                                    [k, 1],
+                                    [s, 1],
+                                    [d, 1],
+                                    false,
+                                ) else {
+                                    continue;
+                                };
+                                let by_taps = (0..g.output[0])
+                                    .find(|&i| (0..k).all(|j| g.input_pos(0, i, j).is_none()));
+                                assert_eq!(
+                                    all_padding_window(&g, 0).unwrap(),
+                                    by_taps,
+                                    "n {n} k {k} s {s} d {d} pads {pb} {pe}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn huge_pooling_kernels_are_checked_quickly() {
+        // kernel 2^29 + 1 with padding 2^29: was ~2^57 tap tests
+        let p = Pool2d {
+            padding: Padding::Explicit([1 << 29, 0, 1 << 29, 0]),
+            ..Pool2d::new(crate::op::PoolKind::Max, [(1 << 29) + 1, 1], [1, 1])
+        };
+        assert!(p.geometry(&[1, 1, 4, 4]).is_ok());
+        let p = Pool2d::new(crate::op::PoolKind::Max, [3, 1 << 31], [1, 1]);
+        assert!(p.geometry(&[1, 1, 4, 1 << 31]).is_ok());
+        // taps 2^30 apart over one input row, begin padding 2^30: refused as too costly
+        let p = Pool2d {
+            dilation: [1 << 30, 1],
+            padding: Padding::Explicit([1 << 30, 0, (1 << 30) - 1, 0]),
+            ..Pool2d::new(crate::op::PoolKind::Max, [2, 1], [1, 1])
+        };
+        let e = p.geometry(&[1, 1, 1, 1]).unwrap_err();
+        assert!(e.contains("windows to check"), "{e}");
     }
 
     #[test]
