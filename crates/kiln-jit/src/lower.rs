@@ -702,49 +702,46 @@ impl ConvGeom {
         if ty == F32X4 && g.kh * g.kw <= UNROLL_TAPS {
             return g.accumulate_unrolled(e, arena, x_base, w_base, y, x, acc);
         }
+        // only the taps inside the input (`window_taps`): with a big padding most of a border
+        // window is padding, and visiting it would cost kernel-size steps per output; the
+        // vector path's columns are interior, so all their column taps are inside
+        let rows = window_taps(e, y, (g.s[0], g.d[0]), (g.pad[0], 0), g.h, g.kh);
+        let (c0, c1) = if ty == F32X4 {
+            (e.iconst(0), e.iconst(g.kw as i64))
+        } else {
+            let cols = window_taps(e, x, (g.s[1], g.d[1]), (g.pad[1], 0), g.w, g.kw);
+            (cols.lo, cols.hi)
+        };
         e.for_const(0, g.cg as i64, |e, ci| {
             let xc = e.b.ins().imul_imm_s(ci, (g.h * g.w) as i64);
             let xc = e.b.ins().iadd(x_base, xc);
             let wc = e.b.ins().imul_imm_s(ci, (g.kh * g.kw) as i64);
             let wc = e.b.ins().iadd(w_base, wc);
-            e.for_const(0, g.kh as i64, |e, ky| {
-                let ih = e.b.ins().imul_imm_s(y, g.s[0] as i64);
+            e.for_range(rows.lo, rows.hi, 1, |e, ky| {
                 let t = e.b.ins().imul_imm_s(ky, g.d[0] as i64);
-                let ih = e.b.ins().iadd(ih, t);
-                let ih = e.b.ins().iadd_imm_s(ih, -(g.pad[0] as i64));
-                let ok = in_range(e, ih, g.h);
-                e.if_then(ok, |e| {
-                    let row = e.b.ins().imul_imm_s(ih, g.w as i64);
-                    let row = e.b.ins().iadd(row, xc);
-                    e.for_const(0, g.kw as i64, |e, kx| {
-                        let iw = e.b.ins().imul_imm_s(x, g.s[1] as i64);
-                        let t = e.b.ins().imul_imm_s(kx, g.d[1] as i64);
-                        let iw = e.b.ins().iadd(iw, t);
-                        let iw = e.b.ins().iadd_imm_s(iw, -(g.pad[1] as i64));
-                        let tap = |e: &mut Emitter| {
-                            let xi = e.b.ins().iadd(row, iw);
-                            let wi = e.b.ins().imul_imm_s(ky, g.kw as i64);
-                            let wi = e.b.ins().iadd(wi, kx);
-                            let wi = e.b.ins().iadd(wi, wc);
-                            let px = e.elem(arena, g.xo, xi);
-                            let xv = e.load(ty, px);
-                            let wv = load_f(e, arena, g.wo, wi);
-                            let wv = if ty == F32X4 {
-                                e.b.ins().splat(F32X4, wv)
-                            } else {
-                                wv
-                            };
-                            let s = e.b.use_var(acc);
-                            let s = e.b.ins().fma(xv, wv, s);
-                            e.b.def_var(acc, s);
-                        };
-                        if ty == F32X4 {
-                            tap(e);
-                        } else {
-                            let ok = in_range(e, iw, g.w);
-                            e.if_then(ok, tap);
-                        }
-                    });
+                let ih = e.b.ins().iadd(rows.start, t);
+                let row = e.b.ins().imul_imm_s(ih, g.w as i64);
+                let row = e.b.ins().iadd(row, xc);
+                e.for_range(c0, c1, 1, |e, kx| {
+                    let iw = e.b.ins().imul_imm_s(x, g.s[1] as i64);
+                    let t = e.b.ins().imul_imm_s(kx, g.d[1] as i64);
+                    let iw = e.b.ins().iadd(iw, t);
+                    let iw = e.b.ins().iadd_imm_s(iw, -(g.pad[1] as i64));
+                    let xi = e.b.ins().iadd(row, iw);
+                    let wi = e.b.ins().imul_imm_s(ky, g.kw as i64);
+                    let wi = e.b.ins().iadd(wi, kx);
+                    let wi = e.b.ins().iadd(wi, wc);
+                    let px = e.elem(arena, g.xo, xi);
+                    let xv = e.load(ty, px);
+                    let wv = load_f(e, arena, g.wo, wi);
+                    let wv = if ty == F32X4 {
+                        e.b.ins().splat(F32X4, wv)
+                    } else {
+                        wv
+                    };
+                    let s = e.b.use_var(acc);
+                    let s = e.b.ins().fma(xv, wv, s);
+                    e.b.def_var(acc, s);
                 });
             });
         });
@@ -973,17 +970,16 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
                 }
                 let x0 = e.b.ins().imul_imm_s(x, s[1] as i64);
                 let x0 = e.b.ins().iadd_imm_s(x0, -(pw as i64));
+                // the kernel rows inside the input only (a tall padding costs nothing)
+                let rows = window_taps(e, y, (s[0], d[0]), (ph, 0), h, kh);
                 e.for_const(0, cg as i64, |e, ci| {
                     let xc = e.b.ins().imul_imm_s(ci, (h * w) as i64);
                     let xc = e.b.ins().iadd(x_base, xc);
                     let wc = e.b.ins().imul_imm_s(ci, (kh * kw) as i64);
-                    e.for_const(0, kh as i64, |e, ky| {
-                        let ih = e.b.ins().imul_imm_s(y, s[0] as i64);
+                    e.for_range(rows.lo, rows.hi, 1, |e, ky| {
                         let t = e.b.ins().imul_imm_s(ky, d[0] as i64);
-                        let ih = e.b.ins().iadd(ih, t);
-                        let ih = e.b.ins().iadd_imm_s(ih, -(ph as i64));
-                        let ok = in_range(e, ih, h);
-                        e.if_then(ok, |e| {
+                        let ih = e.b.ins().iadd(rows.start, t);
+                        {
                             let row = e.b.ins().imul_imm_s(ih, w as i64);
                             let row = e.b.ins().iadd(row, xc);
                             let row = e.b.ins().iadd(row, x0);
@@ -1011,7 +1007,7 @@ fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tail: bool) {
                                     }
                                 }
                             });
-                        });
+                        }
                     });
                 });
                 for j in 0..CO_BLOCK {
@@ -1115,6 +1111,41 @@ fn transposed_tap(
     (q, e.b.ins().band(ok, nonneg))
 }
 
+/// The taps `[lo, hi)` of a transposed convolution's output coordinate `o` that can reach an
+/// input position (`transposed_tap` still checks each for the stride): `o + pad − k·d` must lie
+/// in `[0, (n − 1)·s]`. A big kernel over a small input (an output that is mostly the kernel's
+/// reach) then costs a step per reachable tap, not per tap. `(n − 1)·s`, `o + pad` and `k·d`
+/// are positions of the output or of the window (< 2³¹): no overflow.
+fn transposed_taps(
+    e: &mut Emitter,
+    o: Value,
+    pad: usize,
+    (s, d): (usize, usize),
+    n: usize,
+    k: usize,
+) -> (Value, Value) {
+    let zero = e.iconst(0);
+    let kk = e.iconst(k as i64);
+    let t = e.b.ins().iadd_imm_s(o, pad as i64);
+    // hi = min(⌊t/d⌋ + 1, k)
+    let q = e.b.ins().udiv_imm_s(t, d as i64);
+    let q = e.b.ins().iadd_imm_s(q, 1);
+    let over = e.b.ins().icmp(IntCC::SignedGreaterThan, q, kk);
+    let hi = e.b.ins().select(over, kk, q);
+    // lo = ⌈max(t − (n − 1)·s, 0)/d⌉
+    let reach = if n > 1 {
+        (n - 1).saturating_mul(s).min(i64::MAX as usize / 2)
+    } else {
+        0
+    };
+    let u = e.b.ins().iadd_imm_s(t, -(reach as i64));
+    let neg = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, u, 0);
+    let u = e.b.ins().select(neg, zero, u);
+    let u = e.b.ins().iadd_imm_s(u, d as i64 - 1);
+    let lo = e.b.ins().udiv_imm_s(u, d as i64);
+    (lo, hi)
+}
+
 fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTranspose2d) {
     let [_, ci, h, w] = dims4(a.dims(0));
     let [_, cog, kh, kw] = dims4(a.dims(1));
@@ -1140,10 +1171,12 @@ fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTranspose2d) {
         e.for_const(0, oh as i64, |e, y| {
             e.for_const(0, ow as i64, |e, x| {
                 let acc = e.var(F32, b0);
-                e.for_const(0, kh as i64, |e, ky| {
+                let (ky0, ky1) = transposed_taps(e, y, p[0], (s[0], d[0]), h, kh);
+                let (kx0, kx1) = transposed_taps(e, x, p[1], (s[1], d[1]), w, kw);
+                e.for_range(ky0, ky1, 1, |e, ky| {
                     let (q, ok) = transposed_tap(e, y, ky, p[0], d[0], s[0], h);
                     e.if_then(ok, |e| {
-                        e.for_const(0, kw as i64, |e, kx| {
+                        e.for_range(kx0, kx1, 1, |e, kx| {
                             let (qx, ok) = transposed_tap(e, x, kx, p[1], d[1], s[1], w);
                             e.if_then(ok, |e| {
                                 e.for_const(0, cig as i64, |e, cc| {

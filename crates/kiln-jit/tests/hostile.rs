@@ -368,3 +368,53 @@ fn absurd_thread_counts_are_clamped() {
     m.set_weights(&w).unwrap();
     assert_eq!(m.run(&x_feed()).unwrap()[0].1.as_f().unwrap().data(), &[1.5; 8]);
 }
+
+/// A 1×2²⁰ kernel over a 1×1 input padded to 2²¹ − 1 columns: each of the 2²⁰ outputs has
+/// one tap inside the input, and the run costs a step per output (once 2²⁰ each, 2⁴⁰ in all).
+/// The transposed convolution of the same shapes likewise.
+#[test]
+fn big_kernels_over_a_single_pixel_cost_one_step_per_output() {
+    const K: usize = 1 << 20;
+    for (op, attrs, out) in [
+        (
+            "conv2d",
+            format!("{{padding=[0, {}, 0, {}]}}", K - 1, K - 1),
+            K,
+        ),
+        ("conv_transpose2d", String::new(), K),
+    ] {
+        let src = format!(
+            "graph g {{
+  input %x: f32[1, 1, 1, 1]
+  param %w: f32[1, 1, 1, {K}]
+  %y = {op}(%x, %w) {attrs}
+  output %y
+}}"
+        );
+        // the direct kernels (the im2col pass would want a K × 2K patch matrix: refused)
+        let options = JitOptions {
+            passes: kiln_passes::OptLevel::None,
+            ..opts()
+        };
+        let mut m = compile(&parse(&src), &options).unwrap();
+        let w: Vec<f32> = (0..K).map(|i| (i % 7) as f32).collect();
+        let w = HashMap::from([("w".to_string(), Tensor::new([1, 1, 1, K], w).unwrap())]);
+        m.set_weights(&w).unwrap();
+        let x = HashMap::from([("x".to_string(), Value::F(Tensor::full([1, 1, 1, 1], 2.0f32)))]);
+        let t = std::time::Instant::now();
+        let y = m.run(&x).unwrap();
+        assert!(t.elapsed().as_secs() < 5, "{op}: {:?}", t.elapsed());
+        let y = y[0].1.as_f().unwrap().data().to_vec();
+        assert_eq!(y.len(), out);
+        // the one tap inside the input: conv2d output j reads column j + k − (K − 1) = 0, so
+        // k = K − 1 − j (none past j = K − 1); the transposed one's output j is tap j
+        let tap = |j: usize| match op {
+            "conv2d" => (K - 1).checked_sub(j),
+            _ => Some(j),
+        };
+        for (j, &v) in y.iter().enumerate() {
+            let want = tap(j).map_or(0.0, |k| 2.0 * (k % 7) as f32);
+            assert_eq!(v, want, "{op} at {j}");
+        }
+    }
+}

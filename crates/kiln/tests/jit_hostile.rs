@@ -359,3 +359,39 @@ fn computed_class_ids_out_of_range_fail_alike() {
         }
     }
 }
+
+/// Convolutions whose windows are mostly padding (big kernels over small inputs) visit only
+/// the taps that reach the input, and agree with the interpreter; transposed ones likewise.
+#[test]
+fn convolutions_with_big_kernels_over_small_inputs() {
+    for (co, attrs) in [
+        (4, "padding=[39, 29, 39, 29]"),
+        (3, "padding=[39, 29, 39, 29]"),
+        (4, "padding=[20, 40, 30, 10], stride=[3, 2]"),
+        (3, "padding=[39, 58, 39, 58], dilation=[1, 2], stride=[2, 5]"),
+    ] {
+        agree_text(&format!(
+            "graph g {{
+  input %x: f32[1, 2, 3, 5]
+  param %w: f32[{co}, 2, 40, 30]
+  param %b: f32[{co}]
+  %y = conv2d(%x, %w, %b) {{{attrs}}}
+  output %y
+}}"
+        ));
+    }
+    for attrs in [
+        "",
+        "stride=[3, 2], dilation=[1, 2]",
+        "stride=[2, 2], padding=[5, 6, 7, 8]",
+    ] {
+        agree_text(&format!(
+            "graph g {{
+  input %x: f32[1, 2, 2, 3]
+  param %w: f32[2, 3, 30, 20]
+  %y = conv_transpose2d(%x, %w) {{{attrs}}}
+  output %y
+}}"
+        ));
+    }
+}
