@@ -376,11 +376,7 @@ fn absurd_thread_counts_are_clamped() {
 fn big_kernels_over_a_single_pixel_cost_one_step_per_output() {
     const K: usize = 1 << 20;
     for (op, attrs, out) in [
-        (
-            "conv2d",
-            format!("{{padding=[0, {}, 0, {}]}}", K - 1, K - 1),
-            K,
-        ),
+        ("conv2d", format!("{{padding=[0, {}, 0, {}]}}", K - 1, K - 1), K),
         ("conv_transpose2d", String::new(), K),
     ] {
         let src = format!(
