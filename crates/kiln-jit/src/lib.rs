@@ -99,9 +99,9 @@ pub struct JitOptions {
     /// The GEMM micro-kernel tier (`Auto`: AVX-512 where the CPU has it, else Cranelift).
     pub gemm_tier: gemm::Tier,
     /// Threads that run the model: each kernel's parallel range is split among them. `0`
-    /// means one per available core; more than [`MAX_THREADS`] means `MAX_THREADS`. With 1 thread the results are bit-for-bit deterministic
-    /// (so are they with more: every output element is computed by exactly one thread in a
-    /// fixed order).
+    /// means one per available core; more than [`MAX_THREADS`] means `MAX_THREADS`. With 1
+    /// thread the results are bit-for-bit deterministic (so are they with more: every output
+    /// element is computed by exactly one thread in a fixed order).
     pub threads: usize,
 }
 
