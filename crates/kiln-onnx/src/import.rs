@@ -168,18 +168,23 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         weights,
         unsupported: list,
         output_ids,
+        values,
         ..
     } = im;
     if !list.is_empty() {
         return Err(OnnxError::Unsupported(list));
     }
+    // the node each input became (not the node its sanitized name finds: `a/b` and `a_b`
+    // sanitize alike, and the second is `a_b_2`); an initializer listed among the inputs, or
+    // an input bound to a constant, is no input of the graph
     let inputs = graph
         .input
         .iter()
-        .filter_map(|i| {
-            g.find(&sanitize(&i.name))
-                .filter(|&id| matches!(g.node(id).op, Op::Input(_)))
-                .map(|id| (i.name.clone(), g.node(id).name.clone()))
+        .filter_map(|i| match values.get(&i.name) {
+            Some(&Val::Node(id)) if matches!(g.node(id).op, Op::Input(_)) => {
+                Some((i.name.clone(), g.node(id).name.clone()))
+            }
+            _ => None,
         })
         .collect();
     // one IR node per file output, in the file's order (`g.outputs()` lists a node once even
