@@ -57,8 +57,8 @@ fn runs_arg(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `bench --batch`: at least 1 (the upper bound is the model's: every tensor within kiln's
-/// size limits).
+/// `run --batch`, `bench --batch`: at least 1 (the upper bound is the model's: every tensor
+/// within kiln's size limits).
 fn batch_arg(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -111,11 +111,12 @@ enum Command {
     Run {
         /// The model: a `.kiln` text IR file or an `.onnx` file.
         model: PathBuf,
-        /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input). Repeat for each input.
-        #[arg(long = "input", value_name = "NAME=PATH", required = true)]
+        /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input), NAME as the
+        /// model file spells it (`0`, `input.1`, `gpu_0/data_0`). Repeat for each input.
+        #[arg(long = "input", value_name = "NAME=PATH")]
         inputs: Vec<String>,
         /// Where to write the outputs: `out.npy` when the model has one output, else `NAME=PATH`
-        /// for each. Without it, the outputs are printed.
+        /// for each (NAME as the model file spells it). Without it, the outputs are printed.
         #[arg(long = "output", value_name = "[NAME=]PATH")]
         outputs: Vec<String>,
         #[command(flatten)]
@@ -126,6 +127,9 @@ enum Command {
         /// Threads of the JIT, 1 to 1024 [default: one per core].
         #[arg(long, value_parser = threads_arg)]
         threads: Option<usize>,
+        /// Batch size (dim 0 of every input), at least 1; default: the model's own.
+        #[arg(long, value_parser = batch_arg)]
+        batch: Option<usize>,
     },
     /// Gradients of a loss on one batch w.r.t. every weight and input, as safetensors.
     Grad {
@@ -140,7 +144,8 @@ enum Command {
         target: PathBuf,
         #[arg(long, value_enum)]
         loss: LossArg,
-        /// Where to write the gradients: every param by its name, every input as `grad_of_NAME`.
+        /// Where to write the gradients: every param by its name, every input as `grad_of_NAME`
+        /// (NAME as the model file spells it).
         #[arg(long, value_name = "grads.safetensors")]
         output: PathBuf,
         #[command(flatten)]
@@ -265,12 +270,23 @@ fn load_weights(
     })
 }
 
+/// `NAME=PATH` split after the longest name of `names` that `spec` starts with followed by
+/// `=` (an ONNX name may hold a `=`), else at the first `=`.
+fn split_name<'a>(spec: &'a str, names: &[String]) -> Option<(&'a str, &'a str)> {
+    names
+        .iter()
+        .filter(|n| spec.len() > n.len() && spec.starts_with(n.as_str()) && spec.as_bytes()[n.len()] == b'=')
+        .max_by_key(|n| n.len())
+        .map(|n| (&spec[..n.len()], &spec[n.len() + 1..]))
+        .or_else(|| spec.split_once('='))
+}
+
 /// `NAME=PATH` pairs; a bare `PATH` names the only candidate in `names`. A name given twice
 /// is an error.
 fn named_paths(specs: &[String], names: &[String], what: &str) -> Result<Vec<(String, PathBuf)>> {
     let pairs = specs
         .iter()
-        .map(|spec| match spec.split_once('=') {
+        .map(|spec| match split_name(spec, names) {
             Some((n, p)) => {
                 if !names.iter().any(|x| x == n) {
                     bail!(
@@ -296,27 +312,44 @@ fn named_paths(specs: &[String], names: &[String], what: &str) -> Result<Vec<(St
     Ok(pairs)
 }
 
-/// The inputs `--input` names (`NAME=PATH` or `PATH`). Every file's header is checked against
-/// the model's input of that name (element type and shape) before any file's data is read.
-fn read_inputs(graph: &Graph, specs: &[String]) -> Result<HashMap<String, Value<f32>>> {
-    let inputs: Vec<(String, kiln::ir::TensorType)> = graph
-        .graph_inputs()
-        .iter()
-        .map(|&i| (graph.node(i).name.clone(), graph.node(i).ty.clone()))
-        .collect();
-    let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
+/// The inputs `--input` names (`NAME=PATH` or `PATH`, NAME as the model file spells it),
+/// keyed by IR node name, for the engines. Every model input must be given. Every file's
+/// header is checked against the model's input of that name (element type and shape) before
+/// any file's data is read.
+fn read_inputs(model: &kiln::model::LoadedModel, specs: &[String]) -> Result<HashMap<String, Value<f32>>> {
+    let graph = &model.graph;
+    let names = model.input_names();
     let pairs = named_paths(specs, &names, "input")?;
+    for name in &names {
+        if !pairs.iter().any(|(n, _)| n == name) {
+            bail!("input `{name}` is not given (--input {name}=x.npy)");
+        }
+    }
+    let ty_of = |name: &str| -> Result<kiln::ir::TensorType> {
+        let node = model
+            .input_node(name)
+            .ok_or_else(|| anyhow!("the model has no input `{name}`"))?;
+        let id = graph
+            .find(node)
+            .ok_or_else(|| anyhow!("input `{name}`: the graph has no node `{node}`"))?;
+        Ok(graph.node(id).ty.clone())
+    };
     let mut total = 0usize;
     for (name, path) in &pairs {
         let got = kiln::runtime::read_npy_type(path).with_context(|| format!("input `{name}`"))?;
         let bytes = kiln::ir::limits::check_bytes(got.shape.numel(), 4, &format!("input `{name}`"))
             .map_err(|e| anyhow!(e))?;
         total = kiln::ir::limits::add_bytes(total, bytes, "the inputs").map_err(|e| anyhow!(e))?;
-        if let Some((_, want)) = inputs.iter().find(|(n, _)| n == name)
-            && got != *want
-        {
+        let want = ty_of(name)?;
+        if got != want {
+            let (g, w) = (got.dims(), want.dims());
+            let hint = if g.len() == w.len() && !g.is_empty() && g[1..] == w[1..] {
+                format!(" (another batch size: --batch {})", g[0])
+            } else {
+                String::new()
+            };
             bail!(
-                "input `{name}` (`{}`): expected {want}, got {got}",
+                "input `{name}` (`{}`): expected {want}, got {got}{hint}",
                 path.display()
             );
         }
@@ -324,7 +357,8 @@ fn read_inputs(graph: &Graph, specs: &[String]) -> Result<HashMap<String, Value<
     let mut feeds = HashMap::new();
     for (name, path) in pairs {
         let v = kiln::runtime::read_npy(&path).with_context(|| format!("input `{name}`"))?;
-        feeds.insert(name, v);
+        let node = model.input_node(&name).unwrap_or(&name).to_string();
+        feeds.insert(node, v);
     }
     Ok(feeds)
 }
@@ -459,7 +493,29 @@ fn load(model: &Path) -> Result<Graph> {
     Ok(kiln::model::load_graph(model)?)
 }
 
-/// `kiln check`: every unsupported node on stdout and an error, or `ok` and a summary line.
+/// One line per input and output, by the file's names, with its type: what `--input` and
+/// `--output` take (`input `0`: f32[1, 3, 4, 4]`, `output `y`: f32[1, 3, 4, 4]`); an ONNX
+/// name that is not the graph's node name also says the node (` (node `_0`)`).
+fn list_names(m: &kiln::model::LoadedModel) -> Result<()> {
+    let g = &m.graph;
+    for (what, pairs) in [("input", &m.inputs), ("output", &m.outputs)] {
+        for (file, node) in pairs {
+            let ty = g
+                .find(node)
+                .map_or_else(|| "?".to_string(), |id| g.node(id).ty.to_string());
+            let renamed = if file == node {
+                String::new()
+            } else {
+                format!(" (node `{node}`)")
+            };
+            out!("{what} `{file}`: {ty}{renamed}");
+        }
+    }
+    Ok(())
+}
+
+/// `kiln check`: every unsupported node on stdout and an error, or `ok`, a summary line and
+/// the inputs and outputs by the file's names ([`list_names`]).
 fn check(model: &Path) -> Result<()> {
     use kiln::onnx::OnnxError;
     match kiln::model::load(model) {
@@ -468,11 +524,11 @@ fn check(model: &Path) -> Result<()> {
             out!(
                 "ok: {} nodes, {} inputs, {} outputs, {} weights",
                 g.len(),
-                g.graph_inputs().len(),
-                g.outputs().len(),
+                m.inputs.len(),
+                m.outputs.len(),
                 g.params().len()
             );
-            Ok(())
+            list_names(&m)
         }
         Err(kiln::model::LoadError::Onnx {
             source: OnnxError::Unsupported(list),
@@ -490,7 +546,17 @@ fn check(model: &Path) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Check { model } => check(&model)?,
-        Command::Summary { model } => outp!("{}", kiln::ir::summary::summarize(&load(&model)?)),
+        Command::Summary { model } => {
+            let m = kiln::model::load(&model)?;
+            outp!("{}", kiln::ir::summary::summarize(&m.graph));
+            let renamed = m.renamed();
+            if !renamed.is_empty() {
+                out!("Names in the file that are not the node's:");
+                for (what, file, node) in renamed {
+                    out!("  {what} `{file}` is node `{node}`");
+                }
+            }
+        }
         Command::Compile { passes: true, .. } => {
             for p in kiln::passes::pipeline(kiln::passes::OptLevel::Full) {
                 out!("{}", p.name());
@@ -563,25 +629,34 @@ fn run(cli: Cli) -> Result<()> {
             weights,
             engine,
             threads,
+            batch,
         } => {
-            let m = kiln::model::load(&model)?;
-            let graph = m.graph;
-            let w = load_weights(&graph, m.weights, &weights)?;
-            let feeds = read_inputs(&graph, &inputs)?;
-            let results = run_engine(&graph, &w, &feeds, engine, threads)?;
-            let output_names: Vec<String> = results.iter().map(|(n, _)| n.clone()).collect();
+            let mut m = kiln::model::load(&model)?;
+            if let Some(n) = batch {
+                m = m
+                    .with_batch(n)
+                    .with_context(|| format!("setting the batch size to {n}"))?;
+            }
+            let w = load_weights(&m.graph, m.weights.take(), &weights)?;
+            // checked before anything runs
+            let wanted = named_paths(&outputs, &m.output_names(), "output")?;
+            let feeds = read_inputs(&m, &inputs)?;
+            let results = run_engine(&m.graph, &w, &feeds, engine, threads)?;
+            let results = m
+                .name_outputs(&results)
+                .ok_or_else(|| anyhow!("the engine did not compute every output of the model"))?;
             if outputs.is_empty() {
                 for (n, v) in &results {
                     print_value(n, v)?;
                 }
             }
-            for (name, path) in named_paths(&outputs, &output_names, "output")? {
+            for (name, path) in wanted {
                 let v = &results
                     .iter()
                     .find(|(n, _)| *n == name)
                     .ok_or_else(|| anyhow!("no output `{name}`"))?
                     .1;
-                kiln::runtime::write_npy(&path, v)?;
+                kiln::runtime::write_npy(&path, v).with_context(|| format!("output `{name}`"))?;
             }
         }
         Command::Grad {
@@ -593,10 +668,10 @@ fn run(cli: Cli) -> Result<()> {
             weights,
             engine,
         } => {
-            let m = kiln::model::load(&model)?;
-            let graph = m.graph;
-            let w = load_weights(&graph, m.weights, &weights)?;
-            let feeds = read_inputs(&graph, &inputs)?;
+            let mut m = kiln::model::load(&model)?;
+            let w = load_weights(&m.graph, m.weights.take(), &weights)?;
+            let feeds = read_inputs(&m, &inputs)?;
+            let graph = &m.graph;
             let t = kiln::runtime::read_npy(&target).context("the target")?;
             let loss = match (loss, t.dtype()) {
                 (LossArg::Mse, _) => kiln::Loss::mse(),
@@ -615,7 +690,7 @@ fn run(cli: Cli) -> Result<()> {
             names.sort();
             for n in names {
                 if let Value::F(x) = &feeds[n] {
-                    bad.extend(non_finite(&format!("input `{n}`"), x.data()));
+                    bad.extend(non_finite(&format!("input `{}`", m.input_name_of(n)), x.data()));
                 }
             }
             if let Value::F(x) = &t {
@@ -629,8 +704,24 @@ fn run(cli: Cli) -> Result<()> {
             for b in &bad {
                 eprintln!("warning: {b}");
             }
-            let (l, grads) = kiln::train::gradients(&graph, loss, &w, &feeds, &t, &options)?;
-            kiln::runtime::save_safetensors(&output, &grads.into_iter().collect())?;
+            let (l, grads) = kiln::train::gradients(graph, loss, &w, &feeds, &t, &options)?;
+            // an input's gradient under the file's name of the input
+            let mut named = HashMap::new();
+            for (key, g) in grads {
+                let key = match m
+                    .inputs
+                    .iter()
+                    .find(|(_, node)| key == kiln::autodiff::input_grad_key(node))
+                {
+                    Some((file, _)) => kiln::autodiff::input_grad_key(file),
+                    None => key,
+                };
+                if named.contains_key(&key) {
+                    bail!("two gradients would be written as `{key}`; rename the weight or the input");
+                }
+                named.insert(key, g);
+            }
+            kiln::runtime::save_safetensors(&output, &named)?;
             if !l.is_finite() {
                 eprintln!(
                     "warning: the loss is {l}{}; the gradients written to `{}` are not meaningful",

@@ -44,11 +44,111 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// A loaded model: its graph, and the weights the file holds (`None` for `.kiln`).
+/// A loaded model: its graph, the weights the file holds (`None` for `.kiln`), and the
+/// names its inputs and outputs have in the file.
+///
+/// An `.onnx` file names its values freely (`0`, `input.1`, `gpu_0/data_0`); the graph IR's
+/// node names are sanitized (`_0`, `gpu_0_data_0`), and an output produced by an `Identity`
+/// or `Dropout` is the node of the value it aliases. What a user types and reads is the
+/// file's names ([`LoadedModel::input_names`], [`LoadedModel::output_names`]);
+/// [`LoadedModel::input_node`] and [`LoadedModel::output_node`] map them to the IR's.
 #[derive(Debug, Clone)]
 pub struct LoadedModel {
     pub graph: Graph,
     pub weights: Option<HashMap<String, Tensor<f32>>>,
+    /// `(file name, IR node name)` of each graph input, in the file's order (for `.kiln` both
+    /// are the node's name).
+    pub inputs: Vec<(String, String)>,
+    /// `(file name, IR node name)` of each graph output, in the file's order. Two file
+    /// outputs may share one IR node (an `Identity` between them).
+    pub outputs: Vec<(String, String)>,
+}
+
+impl LoadedModel {
+    /// A model of `graph` whose names are its nodes' names (a `.kiln` file, a built graph).
+    pub fn from_graph(graph: Graph, weights: Option<HashMap<String, Tensor<f32>>>) -> Self {
+        let names = |ids: &[kiln_ir::NodeId]| {
+            ids.iter()
+                .map(|&id| (graph.node(id).name.clone(), graph.node(id).name.clone()))
+                .collect::<Vec<_>>()
+        };
+        let inputs = names(&graph.graph_inputs());
+        let outputs = names(graph.outputs());
+        LoadedModel {
+            graph,
+            weights,
+            inputs,
+            outputs,
+        }
+    }
+
+    /// The inputs' names as the file gives them, in the file's order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.inputs.iter().map(|(f, _)| f.clone()).collect()
+    }
+
+    /// The outputs' names as the file gives them, in the file's order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.outputs.iter().map(|(f, _)| f.clone()).collect()
+    }
+
+    /// The IR node of the input the file calls `name`.
+    pub fn input_node(&self, name: &str) -> Option<&str> {
+        lookup(&self.inputs, name)
+    }
+
+    /// The IR node of the output the file calls `name`.
+    pub fn output_node(&self, name: &str) -> Option<&str> {
+        lookup(&self.outputs, name)
+    }
+
+    /// The file's name of the input node `node` (the IR name itself if it is not an input).
+    pub fn input_name_of<'a>(&'a self, node: &'a str) -> &'a str {
+        self.inputs
+            .iter()
+            .find(|(_, n)| n == node)
+            .map_or(node, |(f, _)| f.as_str())
+    }
+
+    /// The model with batch size `n` (dim 0 of every input; see [`Graph::with_batch`]); the
+    /// names are kept.
+    pub fn with_batch(self, n: usize) -> Result<Self, kiln_ir::IrError> {
+        Ok(LoadedModel {
+            graph: self.graph.with_batch(n)?,
+            ..self
+        })
+    }
+
+    /// Each file output, in the file's order, with its value taken from `results` (what an
+    /// engine returns: `(IR node name, value)`); an output sharing a node with another gets a
+    /// copy. `None` when `results` lacks an output's node.
+    pub fn name_outputs<V: Clone>(&self, results: &[(String, V)]) -> Option<Vec<(String, V)>> {
+        self.outputs
+            .iter()
+            .map(|(file, node)| {
+                results
+                    .iter()
+                    .find(|(n, _)| n == node)
+                    .map(|(_, v)| (file.clone(), v.clone()))
+            })
+            .collect()
+    }
+
+    /// `(file name, IR name)` pairs that differ: what a listing of the IR's nodes needs to
+    /// say so that its names can be found in the file. Empty for a `.kiln` model.
+    pub fn renamed(&self) -> Vec<(&'static str, &str, &str)> {
+        let inputs = self.inputs.iter().map(|p| ("input", p));
+        let outputs = self.outputs.iter().map(|p| ("output", p));
+        inputs
+            .chain(outputs)
+            .filter(|(_, (f, n))| f != n)
+            .map(|(what, (f, n))| (what, f.as_str(), n.as_str()))
+            .collect()
+    }
+}
+
+fn lookup<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(f, _)| f == name).map(|(_, n)| n.as_str())
 }
 
 /// Loads the model in `path` (graph and, for `.onnx`, weights).
@@ -65,13 +165,15 @@ pub fn load(path: &Path) -> Result<LoadedModel, LoadError> {
                 ),
             })?;
             let graph = text::parse_named(&src, &shown).map_err(LoadError::Parse)?;
-            Ok(LoadedModel { graph, weights: None })
+            Ok(LoadedModel::from_graph(graph, None))
         }
         Some("onnx") => {
             let m = kiln_onnx::load(path).map_err(|source| LoadError::Onnx { path: shown, source })?;
             Ok(LoadedModel {
                 graph: m.graph,
                 weights: Some(m.weights),
+                inputs: m.inputs,
+                outputs: m.outputs,
             })
         }
         _ => Err(LoadError::Unsupported {
