@@ -245,3 +245,51 @@ fn onnx_backend_cases_match_the_manifest() {
         drift.join("\n")
     );
 }
+
+/// `OnnxModel::inputs` and `outputs` on every case that imports: each file input that is fed
+/// maps to its own `Input` node, each file output (in the file's order) to a graph output, so
+/// that a caller can feed and read every case by the file's own names.
+#[test]
+fn every_case_maps_its_file_names_to_nodes() {
+    let (mut checked, mut renamed) = (0, 0);
+    for (name, status) in read_manifest() {
+        if status != "pass" {
+            continue;
+        }
+        let dir = data_dir().join(&name);
+        let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+        let fed = fed_inputs(&bytes).unwrap();
+        let Ok(model) = kiln_onnx::load_bytes(&bytes, None) else {
+            continue; // integer inputs: imported only when bound
+        };
+        let g = &model.graph;
+        let got: Vec<&String> = model.inputs.iter().map(|(f, _)| f).collect();
+        assert_eq!(got, fed.iter().collect::<Vec<_>>(), "{name}: inputs");
+        let mut nodes = std::collections::HashSet::new();
+        for (file, node) in &model.inputs {
+            let id = g
+                .find(node)
+                .unwrap_or_else(|| panic!("{name}: `{file}` → no node `{node}`"));
+            assert!(matches!(g.node(id).op, kiln_ir::Op::Input(_)), "{name}: `{file}`");
+            assert!(nodes.insert(id), "{name}: two inputs share node `{node}`");
+        }
+        let m = <kiln_onnx::proto::ModelProto as prost::Message>::decode(&bytes[..]).unwrap();
+        let outs: Vec<String> = m.graph.unwrap().output.into_iter().map(|o| o.name).collect();
+        let got: Vec<&String> = model.outputs.iter().map(|(f, _)| f).collect();
+        assert_eq!(got, outs.iter().collect::<Vec<_>>(), "{name}: outputs");
+        for (file, node) in &model.outputs {
+            let id = g
+                .find(node)
+                .unwrap_or_else(|| panic!("{name}: `{file}` → no node `{node}`"));
+            assert!(
+                g.outputs().contains(&id),
+                "{name}: `{file}` → `{node}` is no graph output"
+            );
+        }
+        checked += 1;
+        let pairs = model.inputs.iter().chain(&model.outputs);
+        renamed += usize::from(pairs.into_iter().any(|(f, n)| f != n));
+    }
+    eprintln!("{checked} cases map their names; {renamed} of them rename an input or output");
+    assert!(checked > 150, "only {checked} cases imported");
+}
