@@ -1682,3 +1682,57 @@ fn extreme_random_graphs_are_refused_or_agree_on_both_engines() {
     assert!(ran > 20, "only {ran} extreme graphs were small enough to run");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found by the fuzzer
+
+/// `jit_vs_interp`, `timeout-b6f156542b167a576b612e8e24b84fb5631e0682` (and `c6103cd9…`, the
+/// same graph with 16 relus): an extreme graph over an empty input `f32[2147483647,
+/// 2147483647, 4, 0]` — valid, 0 elements — whose `concat` the interpreter computes with a loop
+/// over the 2^62 outer positions (`kiln_interp::layout::concat`), each copying nothing: a hang.
+/// `softmax` over an inner axis (`kiln_interp::softmax`) does the same, and `log_softmax` over
+/// axis 1 allocates a row of 2^31 − 1 elements for an empty tensor ("memory allocation of
+/// 8589934588 bytes failed", SIGABRT under the 8 GiB limit). The JIT compiles no kernel for an
+/// empty value and returns at once.
+#[test]
+fn empty_tensors_with_huge_outer_dims_do_not_hang() {
+    use kiln::ir::random::{Mode, graph_from_bytes_with};
+    let mut c = Checks::new("empty_huge");
+    let fuzzer: &[u8] = &[
+        0xd5, 0x01, 0x02, 0x00, 0x02, 0xff, 0x4c, 0x95, 0x00, 0x06, 0x76, 0xff, 0x7e, 0x06, 0x7e, 0xff, 0xee,
+        0x0b,
+    ];
+    let g = graph_from_bytes_with(&fuzzer[1..], Mode::Extreme).expect("the fuzzer's graph");
+    let mut models = vec![c.write("fuzzer.kiln", kiln::ir::text::print(&g))];
+    let x = "  input %x: f32[2147483647, 2147483647, 4, 0]";
+    for (name, body) in [
+        ("concat", "  %y = concat(%x, %x) {axis=2}"),
+        ("softmax", "  %y = softmax(%x) {axis=3}"),
+        ("log_softmax", "  %y = log_softmax(%x) {axis=1}"),
+    ] {
+        models.push(c.write(
+            &format!("{name}.kiln"),
+            format!("graph g {{\n{x}\n{body}\n  output %y\n}}\n"),
+        ));
+    }
+    let input = c.write("x.npy", npy_f32(&[2147483647, 2147483647, 4, 0], &[]));
+    // Each hang costs its timeout: one run per model and engine, 5 s each.
+    let short = Duration::from_secs(5);
+    for m in &models {
+        for engine in ["interp", "jit"] {
+            c.run_timed(
+                &[
+                    arg("run"),
+                    arg(m),
+                    arg("--input"),
+                    arg(&input),
+                    arg("--engine"),
+                    arg(engine),
+                ],
+                Expect::OkOrError(LIMIT),
+                short,
+            );
+        }
+    }
+    c.finish();
+}
