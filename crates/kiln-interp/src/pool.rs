@@ -25,25 +25,46 @@ use crate::util::out_shape;
 use kiln_ir::geometry::{Window2d, adaptive_window};
 use kiln_ir::{Op, Pool2d, PoolKind, ReduceKind, Tensor};
 
-/// One tap of a pooling window along one axis.
+/// The taps of one pooling window along one axis: the real ones are the input positions
+/// `first, first + step, …` (`count` of them); `padded` taps fall inside the padded input (real
+/// or padding). Kept as a range, not a list, so a huge kernel costs no memory.
 #[derive(Debug, Clone, Copy)]
-struct Tap {
-    /// The input coordinate, when the tap is inside the input.
-    real: Option<usize>,
-    /// True when the tap is inside the padded input (real or padding).
-    in_padded: bool,
+struct AxisWindow {
+    first: usize,
+    step: usize,
+    count: usize,
+    padded: usize,
 }
 
-/// For each output index along one axis, the taps of its window.
-fn axis_taps(g: &Window2d, a: usize) -> Vec<Vec<Tap>> {
+impl AxisWindow {
+    fn real(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.count).map(|j| self.first + j * self.step)
+    }
+}
+
+/// For each output index along axis `a`, its window's taps, from the definition: tap `j` of
+/// window `o` is at padded position `t + j·d` (`t = o·s`), real when that lies in
+/// `[pb, pb + n)`.
+fn axis_windows(g: &Window2d, a: usize) -> Vec<AxisWindow> {
+    let (n, k, s, d, pb) = (
+        g.input[a],
+        g.kernel[a],
+        g.stride[a],
+        g.dilation[a],
+        g.pad_begin(a),
+    );
     (0..g.output[a])
         .map(|o| {
-            (0..g.kernel[a])
-                .map(|i| Tap {
-                    real: g.input_pos(a, o, i),
-                    in_padded: o * g.stride[a] + i * g.dilation[a] < g.padded(a),
-                })
-                .collect()
+            let t = o * s;
+            let j_lo = pb.saturating_sub(t).div_ceil(d).min(k);
+            let j_hi = (pb + n).saturating_sub(t).div_ceil(d).min(k);
+            let padded = g.padded(a).saturating_sub(t).div_ceil(d).min(k);
+            AxisWindow {
+                first: (t + j_lo * d).saturating_sub(pb),
+                step: d,
+                count: j_hi.saturating_sub(j_lo),
+                padded,
+            }
         })
         .collect()
 }
@@ -52,8 +73,8 @@ fn axis_taps(g: &Window2d, a: usize) -> Vec<Vec<Tap>> {
 fn reduce_window<T: Float>(
     plane: &[T],
     w: usize,
-    rows: &[Tap],
-    cols: &[Tap],
+    rows: &AxisWindow,
+    cols: &AxisWindow,
     kind: PoolKind,
 ) -> (T, Option<usize>) {
     let mut acc = match kind {
@@ -61,16 +82,8 @@ fn reduce_window<T: Float>(
         PoolKind::Avg { .. } | PoolKind::Sum => T::zero(),
     };
     let mut arg = None;
-    let (mut real, mut padded) = (0usize, 0usize);
-    for r in rows {
-        for c in cols {
-            if r.in_padded && c.in_padded {
-                padded += 1;
-            }
-            let (Some(ih), Some(iw)) = (r.real, c.real) else {
-                continue;
-            };
-            real += 1;
+    for ih in rows.real() {
+        for iw in cols.real() {
             let idx = ih * w + iw;
             let v = plane[idx];
             match kind {
@@ -87,7 +100,11 @@ fn reduce_window<T: Float>(
     }
     match kind {
         PoolKind::Avg { count_include_pad } => {
-            let count = if count_include_pad { padded } else { real };
+            let count = if count_include_pad {
+                rows.padded * cols.padded
+            } else {
+                rows.count * cols.count
+            };
             (acc / T::from_usize(count), None)
         }
         PoolKind::Max | PoolKind::Sum => (acc, arg),
@@ -103,7 +120,7 @@ fn for_each_window<T: Float>(
     let out = out_shape(&Op::Pool2d(p.clone()), &[x.shape()])?;
     let [n, c, h, w] = dims4(x.dims());
     let g = p.geometry(&[n, c, h, w])?;
-    let (rows, cols) = (axis_taps(&g, 0), axis_taps(&g, 1));
+    let (rows, cols) = (axis_windows(&g, 0), axis_windows(&g, 1));
     for plane_i in 0..n * c {
         let plane = &x.data()[plane_i * h * w..(plane_i + 1) * h * w];
         for r in &rows {
@@ -279,18 +296,12 @@ pub fn pool2d_grad<T: Float>(dy: &Tensor<T>, p: &Pool2d, input: [usize; 2]) -> R
     let [n, c, oh_n, ow_n] = dims4(dy.dims());
     let [h, w] = input;
     let g = p.geometry(&[n, c, h, w])?;
-    let (rows, cols) = (axis_taps(&g, 0), axis_taps(&g, 1));
+    let (rows, cols) = (axis_windows(&g, 0), axis_windows(&g, 1));
     let mut dx = Tensor::full(out, T::zero());
     for pi in 0..n * c {
         for (oh, r) in rows.iter().enumerate() {
             for (ow, col) in cols.iter().enumerate() {
-                let (mut real, mut padded) = (0usize, 0usize);
-                for a in r {
-                    for b in col {
-                        padded += usize::from(a.in_padded && b.in_padded);
-                        real += usize::from(a.real.is_some() && b.real.is_some());
-                    }
-                }
+                let (real, padded) = (r.count * col.count, r.padded * col.padded);
                 let g = dy.data()[(pi * oh_n + oh) * ow_n + ow];
                 let share = match p.kind {
                     PoolKind::Avg {
@@ -301,11 +312,9 @@ pub fn pool2d_grad<T: Float>(dy: &Tensor<T>, p: &Pool2d, input: [usize; 2]) -> R
                     } => g / T::from_usize(real),
                     PoolKind::Sum | PoolKind::Max => g,
                 };
-                for a in r {
-                    for b in col {
-                        if let (Some(ih), Some(iw)) = (a.real, b.real) {
-                            dx.data_mut()[(pi * h + ih) * w + iw] += share;
-                        }
+                for ih in r.real() {
+                    for iw in col.real() {
+                        dx.data_mut()[(pi * h + ih) * w + iw] += share;
                     }
                 }
             }

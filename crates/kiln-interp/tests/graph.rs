@@ -293,3 +293,47 @@ fn values_beyond_the_byte_limit_are_an_error_before_allocating() {
     assert!(matches!(err, kiln_interp::InterpError::TooLarge(_)), "{err}");
     assert!(err.to_string().contains("above the limit"), "{err}");
 }
+
+/// A pooling kernel of 2^30 + 1 taps over a 4-pixel row padded by 2^29 on each side: the
+/// interpreter once listed every tap of every window (64 GiB) and aborted; windows are ranges
+/// now. Each of the 4 windows covers the 4 pixels; without the padding counted, it averages
+/// them.
+#[test]
+fn huge_pooling_kernels_cost_no_memory() {
+    let k = (1u64 << 30) + 1;
+    let p = 1u64 << 29;
+    let src = format!(
+        "graph g {{\n input %x: f32[1, 1, 1, 4]\n %y = avg_pool2d(%x) {{kernel=[1, {k}], stride=[1, 1], padding=[0, {p}, 0, {p}], count_include_pad=false}}\n output %y\n}}\n"
+    );
+    let g = kiln_ir::text::parse(&src).unwrap();
+    let x = Tensor::new([1, 1, 1, 4], vec![1.0f64, 2.0, 3.0, 4.0]).unwrap();
+    let out = run::<f64>(
+        &g,
+        &HashMap::from([("x".to_string(), Value::F(x))]),
+        &HashMap::new(),
+    )
+    .unwrap();
+    let Value::F(y) = &out[0].1 else {
+        panic!("f32 output")
+    };
+    assert_eq!(y.dims(), &[1, 1, 1, 4]);
+    assert_eq!(y.data(), &[2.5; 4]);
+}
+
+/// Log-softmax over an empty batch with a 2^31 − 1 wide axis: the interpreter allocated the
+/// 8 GiB row before looking at the batch. Empty values are now empty without running a kernel.
+#[test]
+fn empty_values_run_no_kernel() {
+    let g = kiln_ir::text::parse(
+        "graph g {\n input %x: f32[0, 2147483647]\n %y = log_softmax(%x) {axis=1}\n output %y\n}\n",
+    )
+    .unwrap();
+    let x = Tensor::new([0, 2147483647], Vec::<f32>::new()).unwrap();
+    let out = run::<f32>(
+        &g,
+        &HashMap::from([("x".to_string(), Value::F(x))]),
+        &HashMap::new(),
+    )
+    .unwrap();
+    assert_eq!(out[0].1.shape().dims(), &[0, 2147483647]);
+}
