@@ -40,6 +40,17 @@ impl Pass for Im2ColPass {
                 message,
             })?;
             let padding = geom.pad;
+            // The patch matrix [N, C·kh·kw, oh·ow] is a graph value even when the JIT never
+            // materializes it: a convolution whose patches exceed the size limits (a huge
+            // kernel over a small padded input) keeps its direct kernel.
+            let patch_dims = [
+                x[0],
+                x[1].saturating_mul(w[2]).saturating_mul(w[3]),
+                geom.output[0] * geom.output[1],
+            ];
+            if kiln_ir::limits::check_dims(&patch_dims).is_err() {
+                continue;
+            }
             let k = (w[1] * w[2] * w[3]) as i64;
             let a = graph.add(
                 graph.fresh_name(&format!("{name}.w2d")),
@@ -105,6 +116,27 @@ mod tests {
   %c.patches = im2col(%x) {kernel=[3, 3], padding=[1, 1, 1, 1]}: f32[1, 18, 25]
   %c.gemm = gemm(%c.w2d, %c.patches, %b) {bias=true, activation=relu}: f32[1, 4, 25]
   %c = reshape(%c.gemm) {shape=[1, 4, 5, 5]}: f32[1, 4, 5, 5]
+  output %c
+}
+",
+        );
+    }
+
+    #[test]
+    fn a_conv_whose_patches_exceed_the_limits_stays_direct() {
+        // a 1×2^20 kernel over one pixel padded to 2^21 − 1: 2^40 patch elements
+        check_pass(
+            &super::Im2ColPass,
+            "graph g {
+  input %x: f32[1, 1, 1, 1]
+  param %w: f32[1, 1, 1, 1048576]
+  %c = conv2d(%x, %w) {padding=[0, 1048575, 0, 1048575]}
+  output %c
+}",
+            "graph g {
+  input %x: f32[1, 1, 1, 1]
+  param %w: f32[1, 1, 1, 1048576]
+  %c = conv2d(%x, %w) {padding=[0, 1048575, 0, 1048575]}: f32[1, 1, 1, 1048576]
   output %c
 }
 ",
