@@ -410,9 +410,9 @@ fn tanh_near_zero() {
 }",
     )
     .unwrap();
-    let xs: Vec<f32> = (0..41)
+    let xs: Vec<f32> = (0..41i32)
         .map(|i| {
-            let k = i as i32 - 20;
+            let k = i - 20;
             k.signum() as f32 * 10f32.powf(-(k.abs() as f32) / 3.0)
         })
         .map(|x| if x == 0.0 { 1e-30 } else { x })
