@@ -539,23 +539,11 @@ fn many_threads_run_and_agree_with_one() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// 1000 threads under a 1 GB address-space limit: the threads that cannot be started (their
-/// stacks do not fit) leave their work to the others; it used to panic in `thread::spawn`.
-#[cfg(target_os = "linux")]
-#[test]
-fn threads_that_cannot_be_started_are_not_a_panic() {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -v 1000000 && exec '{}' bench '{}' --batch 256 --runs 1 --threads 1000 --engine jit",
-            env!("CARGO_BIN_EXE_kiln"),
-            repo("examples/models/lenet5.kiln")
-        ))
-        .output()
-        .expect("sh runs");
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("jit: median "), "{}", stdout(&o));
-}
+// A worker thread that cannot be spawned is tested deterministically in the pool's unit tests
+// (`threads_that_cannot_start_leave_the_work_to_the_others`, a spawn function that fails). A
+// CLI run under `ulimit -v` is not a test of it: there, whichever allocation fails first —
+// a thread's stack, std's signal stack in a thread that did start, or a malloc in the panic
+// machinery — decides between a clean run and an abort, and that is the OS's choice, not kiln's.
 
 /// `--input NAME=…` twice is an error naming NAME; so is a bare path and NAME= for the same one.
 #[test]
