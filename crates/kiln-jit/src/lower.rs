@@ -1302,12 +1302,11 @@ pub(crate) fn window_taps(
     let neg = e.b.ins().isub(zero, start);
     let before = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, start, 0);
     let t = e.b.ins().select(before, neg, zero);
-    let t = e.b.ins().iadd_imm_s(t, d as i64 - 1);
-    let lo = e.b.ins().udiv_imm_s(t, d as i64);
+    let lo = div_ceil_imm(e, t, d);
     // hi = min(⌊(n − 1 − start)/d⌋ + 1, kernel), or 0 when n − 1 − start < 0
     let last = e.iconst(n as i64 - 1);
     let r = e.b.ins().isub(last, start);
-    let q = e.b.ins().udiv_imm_s(r, d as i64);
+    let q = div_imm(e, r, d);
     let q = e.b.ins().iadd_imm_s(q, 1);
     let over = e.b.ins().icmp(IntCC::SignedGreaterThan, q, k);
     let q = e.b.ins().select(over, k, q);
@@ -1316,8 +1315,7 @@ pub(crate) fn window_taps(
     // padded = min(⌈(P − o·s)/d⌉, kernel), or 0 when P ≤ o·s, for P the padded size
     let p = e.iconst((n + pad_begin + pad_end) as i64);
     let rp = e.b.ins().isub(p, os);
-    let qp = e.b.ins().iadd_imm_s(rp, d as i64 - 1);
-    let qp = e.b.ins().udiv_imm_s(qp, d as i64);
+    let qp = div_ceil_imm(e, rp, d);
     let over = e.b.ins().icmp(IntCC::SignedGreaterThan, qp, k);
     let qp = e.b.ins().select(over, k, qp);
     let none = e.b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, rp, 0);
@@ -1327,6 +1325,27 @@ pub(crate) fn window_taps(
         lo,
         hi,
         padded,
+    }
+}
+
+/// `v / d` for a non-negative `v` (only its sign-independent use matters: callers select
+/// another value when `v < 0`); no division at all for `d = 1`, the common dilation, since
+/// `opt_level=none` keeps a `udiv` by 1 (tens of cycles per window).
+fn div_imm(e: &mut Emitter, v: Value, d: usize) -> Value {
+    if d == 1 {
+        v
+    } else {
+        e.b.ins().udiv_imm_s(v, d as i64)
+    }
+}
+
+/// `⌈v / d⌉` for a non-negative `v`, with no division for `d = 1`.
+fn div_ceil_imm(e: &mut Emitter, v: Value, d: usize) -> Value {
+    if d == 1 {
+        v
+    } else {
+        let t = e.b.ins().iadd_imm_s(v, d as i64 - 1);
+        e.b.ins().udiv_imm_s(t, d as i64)
     }
 }
 
