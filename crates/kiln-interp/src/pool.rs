@@ -22,49 +22,29 @@
 use crate::Float;
 use crate::conv::dims4;
 use crate::util::out_shape;
-use kiln_ir::geometry::{Window2d, adaptive_window};
+use kiln_ir::geometry::{Window2d, WindowTaps, adaptive_window};
 use kiln_ir::{Op, Pool2d, PoolKind, ReduceKind, Tensor};
 
-/// The taps of one pooling window along one axis: the real ones are the input positions
-/// `first, first + step, …` (`count` of them); `padded` taps fall inside the padded input (real
-/// or padding). Kept as a range, not a list, so a huge kernel costs no memory.
+/// The taps of one pooling window along one axis (`kiln_ir`'s `Window2d::taps`, ranges rather
+/// than lists, so a huge kernel costs no memory) with its dilation.
 #[derive(Debug, Clone, Copy)]
 struct AxisWindow {
-    first: usize,
+    taps: WindowTaps,
     step: usize,
-    count: usize,
-    padded: usize,
 }
 
 impl AxisWindow {
     fn real(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.count).map(|j| self.first + j * self.step)
+        (0..self.taps.real()).map(|j| self.taps.first + j * self.step)
     }
 }
 
-/// For each output index along axis `a`, its window's taps, from the definition: tap `j` of
-/// window `o` is at padded position `t + j·d` (`t = o·s`), real when that lies in
-/// `[pb, pb + n)`.
+/// For each output index along axis `a`, its window's taps.
 fn axis_windows(g: &Window2d, a: usize) -> Vec<AxisWindow> {
-    let (n, k, s, d, pb) = (
-        g.input[a],
-        g.kernel[a],
-        g.stride[a],
-        g.dilation[a],
-        g.pad_begin(a),
-    );
     (0..g.output[a])
-        .map(|o| {
-            let t = o * s;
-            let j_lo = pb.saturating_sub(t).div_ceil(d).min(k);
-            let j_hi = (pb + n).saturating_sub(t).div_ceil(d).min(k);
-            let padded = g.padded(a).saturating_sub(t).div_ceil(d).min(k);
-            AxisWindow {
-                first: (t + j_lo * d).saturating_sub(pb),
-                step: d,
-                count: j_hi.saturating_sub(j_lo),
-                padded,
-            }
+        .map(|o| AxisWindow {
+            taps: g.taps(a, o),
+            step: g.dilation[a],
         })
         .collect()
 }
@@ -101,9 +81,9 @@ fn reduce_window<T: Float>(
     match kind {
         PoolKind::Avg { count_include_pad } => {
             let count = if count_include_pad {
-                rows.padded * cols.padded
+                rows.taps.padded * cols.taps.padded
             } else {
-                rows.count * cols.count
+                rows.taps.real() * cols.taps.real()
             };
             (acc / T::from_usize(count), None)
         }
@@ -301,7 +281,7 @@ pub fn pool2d_grad<T: Float>(dy: &Tensor<T>, p: &Pool2d, input: [usize; 2]) -> R
     for pi in 0..n * c {
         for (oh, r) in rows.iter().enumerate() {
             for (ow, col) in cols.iter().enumerate() {
-                let (real, padded) = (r.count * col.count, r.padded * col.padded);
+                let (real, padded) = (r.taps.real() * col.taps.real(), r.taps.padded * col.taps.padded);
                 let g = dy.data()[(pi * oh_n + oh) * ow_n + ow];
                 let share = match p.kind {
                     PoolKind::Avg {

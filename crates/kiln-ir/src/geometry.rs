@@ -61,6 +61,23 @@ impl Window2d {
             .checked_sub(self.pad[a])
             .filter(|&p| p < self.input[a])
     }
+    /// The taps of window `o` on axis `a` that matter, in closed form (a kernel may have 2³¹
+    /// taps, nearly all padding): tap `j` is at padded position `t + j·d` (`t = o·s`), real
+    /// when that lies in `[pb, pb + n)`, so the real taps are `lo..hi`, the first at input
+    /// position `first`, and `padded` taps lie inside the padded input. The interpreter walks
+    /// these ranges; the JIT emits the same formulas (`lower::window_taps`).
+    pub fn taps(&self, a: usize, o: usize) -> WindowTaps {
+        let (n, k, d, pb) = (self.input[a], self.kernel[a], self.dilation[a], self.pad[a]);
+        let t = o * self.stride[a];
+        let lo = pb.saturating_sub(t).div_ceil(d).min(k);
+        let hi = (pb + n).saturating_sub(t).div_ceil(d).min(k).max(lo);
+        WindowTaps {
+            first: (t + lo * d).saturating_sub(pb),
+            lo,
+            hi,
+            padded: self.padded(a).saturating_sub(t).div_ceil(d).min(k),
+        }
+    }
     /// The explicit-padding `im2col` whose patches this window reads.
     pub fn im2col(&self) -> Im2Col {
         Im2Col {
@@ -69,6 +86,25 @@ impl Window2d {
             dilation: self.dilation,
             padding: self.pad,
         }
+    }
+}
+
+/// The taps of one window along one axis ([`Window2d::taps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowTaps {
+    /// The input position of the first real tap (meaningful when `lo < hi`).
+    pub first: usize,
+    /// The real taps are `lo..hi` (`hi ≥ lo`).
+    pub lo: usize,
+    pub hi: usize,
+    /// How many taps lie inside the padded input (real or padding).
+    pub padded: usize,
+}
+
+impl WindowTaps {
+    /// The number of real taps.
+    pub fn real(&self) -> usize {
+        self.hi - self.lo
     }
 }
 
@@ -238,7 +274,8 @@ const MAX_WINDOWS_CHECKED: usize = 1 << 20;
 /// at `t + extent − 1 ≥ pb`, so the first tap at or after the input's start is inside the
 /// window, at input position `(t − pb) mod d`: the window is all padding exactly when that is
 /// `≥ n`. That needs `d > n`; then the residues repeat every `d / gcd(s, d)` windows, so at
-/// most that many are examined (a pooling needing more than [`MAX_WINDOWS_CHECKED`] is refused).
+/// most that many are examined, each in O(1) with [`Window2d::taps`] (a pooling needing more
+/// than [`MAX_WINDOWS_CHECKED`] is refused).
 fn all_padding_window(g: &Window2d, a: usize) -> R<Option<usize>> {
     let (n, s, d, pb) = (g.input[a], g.stride[a], g.dilation[a], g.pad[a]);
     if d <= n {
@@ -254,11 +291,7 @@ fn all_padding_window(g: &Window2d, a: usize) -> R<Option<usize>> {
              (above the limit of {MAX_WINDOWS_CHECKED})"
         ));
     }
-    Ok((0..count).find(|&i| {
-        let t = i * s;
-        let first_real = (pb - t).div_ceil(d) * d + t - pb; // (t − pb) mod d, as t < pb
-        first_real >= n
-    }))
+    Ok((0..count).find(|&i| g.taps(a, i).real() == 0))
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -353,6 +386,44 @@ mod tests {
                                     by_taps,
                                     "n {n} k {k} s {s} d {d} pads {pb} {pe}"
                                 );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn taps_in_closed_form_equal_the_definition() {
+        for n in 1..6 {
+            for k in 1..5 {
+                for s in 1..4 {
+                    for d in 1..5 {
+                        for pb in 0..4 {
+                            for pe in 0..4 {
+                                let Ok(g) = window2d(
+                                    Padding::Explicit([pb, 0, pe, 0]),
+                                    [n, 1],
+                                    [k, 1],
+                                    [s, 1],
+                                    [d, 1],
+                                    true,
+                                ) else {
+                                    continue;
+                                };
+                                for o in 0..g.output[0] {
+                                    let real: Vec<usize> =
+                                        (0..k).filter_map(|j| g.input_pos(0, o, j)).collect();
+                                    let padded = (0..k).filter(|&j| o * s + j * d < g.padded(0)).count();
+                                    let t = g.taps(0, o);
+                                    let walked: Vec<usize> = (0..t.real()).map(|j| t.first + j * d).collect();
+                                    assert_eq!(
+                                        (walked, t.padded),
+                                        (real, padded),
+                                        "n {n} k {k} s {s} d {d} pads {pb} {pe} o {o}"
+                                    );
+                                }
                             }
                         }
                     }

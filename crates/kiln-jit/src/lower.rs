@@ -1281,7 +1281,9 @@ pub(crate) struct WindowTaps {
     pub padded: Value,
 }
 
-/// `WindowTaps` in closed form, so that a kernel loops over a window's real taps only: a
+/// `WindowTaps` in closed form — the IR form of `kiln_ir::geometry::Window2d::taps`, whose
+/// test checks the formulas against the tap-by-tap definition — so that a kernel loops over a
+/// window's real taps only: a
 /// pooling window is an attribute (up to 2³¹ taps, nearly all of them padding, for a few bytes
 /// of text IR), and visiting every tap would hang the run. The values involved (`o·s`, `pad`,
 /// `n`, `k·d`) are positions within a padded input of at most 2³¹ elements (a window start
