@@ -1283,9 +1283,8 @@ pub(crate) struct WindowTaps {
 
 /// `WindowTaps` in closed form — the IR form of `kiln_ir::geometry::Window2d::taps`, whose
 /// test checks the formulas against the tap-by-tap definition — so that a kernel loops over a
-/// window's real taps only: a
-/// pooling window is an attribute (up to 2³¹ taps, nearly all of them padding, for a few bytes
-/// of text IR), and visiting every tap would hang the run. The values involved (`o·s`, `pad`,
+/// window's real taps only: a pooling window is an attribute (up to 2³¹ taps, nearly all of
+/// them padding, for a few bytes of text IR), and visiting every tap would hang the run. The values involved (`o·s`, `pad`,
 /// `n`, `k·d`) are positions within a padded input of at most 2³¹ elements (a window start
 /// may lie a stride past its end in ceil mode): no overflow in `i64`.
 pub(crate) fn window_taps(
