@@ -52,7 +52,7 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         Op::AdaptivePool { kind, output } => {
             adaptive_pool(b, *kind, *output, ins[0], dy).map(|d| vec![Some(d)])
         }
-        Op::Activation(a) => activation(b, *a, dy).map(|d| vec![Some(d)]),
+        Op::Activation(a) => activation(b, *a, Some(ins[0]), dy).map(|d| vec![Some(d)]),
         Op::Softmax { axis } => {
             let y = b.node;
             b.add("grad", Op::SoftmaxGrad { axis: *axis }, &[y, dy])
@@ -93,6 +93,23 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
             Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead"))
         }
         Op::Rsqrt { .. } => rsqrt(b, dy).map(|d| vec![Some(d)]),
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
+            let op = Op::LrnGrad {
+                size: *size,
+                alpha: *alpha,
+                beta: *beta,
+                bias: *bias,
+            };
+            b.add("grad", op, &[ins[0], dy]).map(|d| vec![Some(d)])
+        }
+        Op::ReduceMean { axes, keepdims } => {
+            reduce_mean(b, axes, *keepdims, ins[0], dy).map(|d| vec![Some(d)])
+        }
         Op::Im2Col(_) | Op::Gemm(_) => Err(b.no_rule(
             "im2col and gemm are made by the im2col pass after differentiation; differentiate the conv2d",
         )),
@@ -108,6 +125,8 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         | Op::SoftmaxGrad { .. }
         | Op::LogSoftmaxGrad { .. }
         | Op::ReduceSumTo { .. }
+        | Op::BroadcastTo { .. }
+        | Op::LrnGrad { .. }
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }
@@ -155,7 +174,7 @@ fn bias_grad(b: &mut Builder, dy: NodeId) -> R<NodeId> {
 fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
     // A fused activation is the activation op after the plain convolution.
     let dy = match c.activation {
-        Some(a) => activation(b, a, dy)?,
+        Some(a) => activation(b, a, None, dy)?,
         None => dy,
     };
     let plain = Conv2d {
@@ -321,8 +340,9 @@ fn adaptive_pool(b: &mut Builder, kind: ReduceKind, output: [usize; 2], x: NodeI
 // Elementwise
 
 /// The delta before activation `a`, from the node's output (the activation's output, or a
-/// convolution's with the activation fused).
-fn activation(b: &mut Builder, a: Activation, dy: NodeId) -> R<NodeId> {
+/// convolution's with the activation fused), or from its input `x` for the activations whose
+/// backward reads the input (erf; `x` is `None` when the activation is fused).
+fn activation(b: &mut Builder, a: Activation, x: Option<NodeId>, dy: NodeId) -> R<NodeId> {
     if let Activation::LeakyRelu { alpha } = a
         && alpha < 0.0
     {
@@ -330,8 +350,34 @@ fn activation(b: &mut Builder, a: Activation, dy: NodeId) -> R<NodeId> {
             "leaky relu's gradient is taken from its output, which needs alpha ≥ 0, got {alpha}"
         )));
     }
-    let y = b.node;
-    b.add("grad_act", Op::ActivationGrad(a), &[y, dy])
+    let v = if a.grad_from_input() {
+        x.ok_or_else(|| {
+            b.no_rule(format!(
+                "{}'s gradient needs its input, which a fused activation does not keep; differentiate the graph before fusion",
+                a.name()
+            ))
+        })?
+    } else {
+        b.node
+    };
+    b.add("grad_act", Op::ActivationGrad(a), &[v, dy])
+}
+
+/// The mean over `axes`: each input element gets `dy` of its output element over the count,
+/// `dx = broadcast_to(dy with the axes kept, x's shape) / count` (the adjoint of the sum).
+fn reduce_mean(b: &mut Builder, axes: &[usize], keepdims: bool, x: NodeId, dy: NodeId) -> R<NodeId> {
+    let xd = b.dims(x);
+    let kept = kiln_ir::shape::reduce_dims(axes, true, &xd).map_err(|m| b.no_rule(m))?;
+    let d = if keepdims {
+        dy
+    } else {
+        let shape = kept.iter().map(|&v| v as i64).collect();
+        b.add("grad_keepdims", Op::Reshape { shape }, &[dy])?
+    };
+    let spread = b.add("grad_broadcast", Op::BroadcastTo { shape: xd.clone() }, &[d])?;
+    let count: usize = axes.iter().map(|&a| xd[a]).product();
+    let factor = (1.0 / count as f64) as f32;
+    b.add("grad", Op::Scale { factor }, &[spread])
 }
 
 /// `y = (x + ε)^-½`: `dx = dy · (−½ y³)`, from the forward output.

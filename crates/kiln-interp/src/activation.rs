@@ -23,6 +23,25 @@ pub fn sigmoid<T: Float>(x: T) -> T {
     }
 }
 
+/// `x` clamped to `[lo, hi]`: `min(max(x, lo), hi)`; NaN stays NaN.
+pub fn clip<T: Float>(x: T, lo: T, hi: T) -> T {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
+/// `max(0, min(1, alpha·x + beta))`.
+pub fn hard_sigmoid<T: Float>(x: T, alpha: T, beta: T) -> T {
+    clip(alpha * x + beta, T::zero(), T::one())
+}
+
+/// `2/√π`, the slope of erf at 0.
+const TWO_OVER_SQRT_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI;
+
 /// The activation `a` applied to every element of `x`.
 pub fn activation<T: Float>(x: &Tensor<T>, a: Activation) -> Tensor<T> {
     match a {
@@ -33,12 +52,23 @@ pub fn activation<T: Float>(x: &Tensor<T>, a: Activation) -> Tensor<T> {
         }
         Activation::Sigmoid => x.map(|&v| sigmoid(v)),
         Activation::Tanh => x.map(|&v| v.tanh()),
+        Activation::Clip { min, max } => {
+            let (lo, hi) = (T::from_f64(f64::from(min)), T::from_f64(f64::from(max)));
+            x.map(|&v| clip(v, lo, hi))
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            let (a, b) = (T::from_f64(f64::from(alpha)), T::from_f64(f64::from(beta)));
+            x.map(|&v| hard_sigmoid(v, a, b))
+        }
+        Activation::Erf => x.map(|&v| v.erf()),
     }
 }
 
 /// The backward of activation `a` from its output `y` and the delta `dy` (see
 /// `Op::ActivationGrad`): relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)`, sigmoid
-/// `dy·y·(1 − y)`, tanh `dy·(1 − y²)`.
+/// `dy·y·(1 − y)`, tanh `dy·(1 − y²)`, clip `dy·[min < y < max]`, hard sigmoid
+/// `dy·alpha·[0 < y < 1]`; erf takes the forward input `x` in place of `y`:
+/// `dy·2/√π·e^{−x²}`.
 pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -> Result<Tensor<T>, String> {
     if y.shape() != dy.shape() {
         return Err(format!(
@@ -48,9 +78,16 @@ pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -
         ));
     }
     let alpha = match a {
-        Activation::LeakyRelu { alpha } => T::from_f64(f64::from(alpha)),
+        Activation::LeakyRelu { alpha } | Activation::HardSigmoid { alpha, .. } => {
+            T::from_f64(f64::from(alpha))
+        }
         _ => T::zero(),
     };
+    let (lo, hi) = match a {
+        Activation::Clip { min, max } => (T::from_f64(f64::from(min)), T::from_f64(f64::from(max))),
+        _ => (T::zero(), T::one()),
+    };
+    let two_over_sqrt_pi = T::from_f64(TWO_OVER_SQRT_PI);
     let vals = y
         .data()
         .iter()
@@ -65,6 +102,16 @@ pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -
             }
             Activation::Sigmoid => g * y * (T::one() - y),
             Activation::Tanh => g * (T::one() - y * y),
+            Activation::Clip { .. } | Activation::HardSigmoid { .. } => {
+                let slope = if let Activation::Clip { .. } = a {
+                    T::one()
+                } else {
+                    alpha
+                };
+                if lo < y && y < hi { g * slope } else { T::zero() }
+            }
+            // `y` is the forward input here
+            Activation::Erf => g * two_over_sqrt_pi * (-(y * y)).exp(),
         })
         .collect();
     Ok(Tensor::new(y.shape().clone(), vals).expect("same shape"))

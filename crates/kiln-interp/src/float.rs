@@ -1,6 +1,6 @@
 //! The element type the interpreter computes in: `f32` (to match the JIT) or `f64` (for
 //! gradient checks against finite differences). A tiny trait of our own, so the crate needs no
-//! numeric-traits dependency.
+//! numeric-traits dependency (`libm` supplies `erf`, which `std` lacks).
 
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -34,6 +34,10 @@ pub trait Float:
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
     fn sqrt(self) -> Self;
+    /// `self^e`.
+    fn powf(self, e: Self) -> Self;
+    /// The error function, from `libm` (correctly rounded to within 1 ulp in both types).
+    fn erf(self) -> Self;
     fn neg_infinity() -> Self;
     fn is_nan(self) -> bool;
     /// `n` as a float (window sizes, batch sizes).
@@ -43,7 +47,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty) => {
+    ($t:ty, $erf:path) => {
         impl Float for $t {
             fn zero() -> Self {
                 0.0
@@ -69,6 +73,12 @@ macro_rules! impl_float {
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            fn erf(self) -> Self {
+                $erf(self)
+            }
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
             }
@@ -79,5 +89,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32);
-impl_float!(f64);
+impl_float!(f32, libm::erff);
+impl_float!(f64, libm::erf);

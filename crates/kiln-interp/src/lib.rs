@@ -34,9 +34,11 @@ pub mod gemm;
 pub mod layout;
 pub mod linear;
 pub mod loss;
+pub mod lrn;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod reduce;
 pub mod softmax;
 mod util;
 
@@ -305,6 +307,13 @@ fn eval_node<T: Float>(
         // Inference: the identity.
         Op::Dropout { .. } => Value::F(f(0)?.clone()),
         Op::BatchNorm { epsilon } => Value::F(norm::batch_norm(f(0)?, f(1)?, f(2)?, f(3)?, f(4)?, *epsilon)?),
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => Value::F(lrn::lrn(f(0)?, *size, *alpha, *beta, *bias)?),
+        Op::ReduceMean { axes, keepdims } => Value::F(reduce::reduce_mean(f(0)?, axes, *keepdims)?),
         Op::Loss(kind) => {
             let target = *args.get(1).ok_or("the target is missing")?;
             Value::F(loss::loss(*kind, f(0)?, target)?)
@@ -333,6 +342,13 @@ fn eval_node<T: Float>(
         Op::SoftmaxGrad { axis } => Value::F(softmax::softmax_grad(f(0)?, f(1)?, *axis)?),
         Op::LogSoftmaxGrad { axis } => Value::F(softmax::log_softmax_grad(f(0)?, f(1)?, *axis)?),
         Op::ReduceSumTo { shape } => Value::F(elementwise::reduce_sum_to(f(0)?, shape)?),
+        Op::BroadcastTo { shape } => Value::F(reduce::broadcast_to(f(0)?, shape)?),
+        Op::LrnGrad {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => Value::F(lrn::lrn_grad(f(0)?, f(1)?, *size, *alpha, *beta, *bias)?),
         Op::LossGrad(kind) => {
             let target = *args.get(1).ok_or("the target is missing")?;
             Value::F(loss::loss_grad(*kind, f(0)?, target)?)

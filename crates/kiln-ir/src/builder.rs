@@ -322,6 +322,45 @@ impl Network {
         self.activation(x, Activation::Tanh)
     }
 
+    /// `min(max(x, min), max)`; ReLU6 is `clip(x, 0.0, 6.0)`.
+    pub fn clip(&mut self, x: NodeId, min: f32, max: f32) -> Result<NodeId> {
+        self.activation(x, Activation::Clip { min, max })
+    }
+
+    /// `max(0, min(1, alpha·x + beta))`.
+    pub fn hard_sigmoid(&mut self, x: NodeId, alpha: f32, beta: f32) -> Result<NodeId> {
+        self.activation(x, Activation::HardSigmoid { alpha, beta })
+    }
+
+    /// The error function, elementwise.
+    pub fn erf(&mut self, x: NodeId) -> Result<NodeId> {
+        self.activation(x, Activation::Erf)
+    }
+
+    /// Local response normalization across channels (see `Op::Lrn`).
+    pub fn lrn(&mut self, x: NodeId, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<NodeId> {
+        self.op(
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            },
+            &[x],
+        )
+    }
+
+    /// The mean over `axes` (strictly increasing), keeping them as size-1 axes when `keepdims`.
+    pub fn reduce_mean(&mut self, x: NodeId, axes: &[usize], keepdims: bool) -> Result<NodeId> {
+        self.op(
+            Op::ReduceMean {
+                axes: axes.to_vec(),
+                keepdims,
+            },
+            &[x],
+        )
+    }
+
     pub fn softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
         self.op(Op::Softmax { axis }, &[x])
     }

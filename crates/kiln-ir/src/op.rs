@@ -174,6 +174,71 @@ pub enum Activation {
     },
     Sigmoid,
     Tanh,
+    /// `min(max(x, min), max)`; either bound may be infinite (ReLU6 is `Clip { min: 0, max: 6 }`).
+    /// NaN stays NaN.
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// `max(0, min(1, alpha·x + beta))` (ONNX `HardSigmoid`; HardSwish is
+    /// `x · HardSigmoid { alpha: 1/6, beta: 1/2 }(x)`).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// The error function `erf x = 2/√π ∫₀ˣ e^{−t²} dt` (exact GELU is
+    /// `x · (1 + erf(x/√2)) / 2`).
+    Erf,
+}
+
+impl Activation {
+    /// The activation's name in the text IR (`relu`, `clip`, …); its backward is this name
+    /// followed by `_grad`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Clip { .. } => "clip",
+            Activation::HardSigmoid { .. } => "hard_sigmoid",
+            Activation::Erf => "erf",
+        }
+    }
+
+    /// The name of the activation's backward (`ActivationGrad`).
+    pub fn grad_name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu_grad",
+            Activation::LeakyRelu { .. } => "leaky_relu_grad",
+            Activation::Sigmoid => "sigmoid_grad",
+            Activation::Tanh => "tanh_grad",
+            Activation::Clip { .. } => "clip_grad",
+            Activation::HardSigmoid { .. } => "hard_sigmoid_grad",
+            Activation::Erf => "erf_grad",
+        }
+    }
+
+    /// Whether the backward reads the forward *input* `x` rather than the output `y`: erf,
+    /// whose slope `2/√π·e^{−x²}` cannot be recovered from a saturated output.
+    pub fn grad_from_input(self) -> bool {
+        matches!(self, Activation::Erf)
+    }
+
+    /// All activations, in declaration order, with placeholder attributes (for tests and
+    /// name tables).
+    pub const ALL: [Activation; 7] = [
+        Activation::Relu,
+        Activation::LeakyRelu { alpha: 0.01 },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Clip { min: 0.0, max: 6.0 },
+        Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        Activation::Erf,
+    ];
 }
 
 /// Elementwise binary ops with NumPy broadcasting.
@@ -350,6 +415,23 @@ pub enum Op {
     BatchNorm {
         epsilon: f32,
     },
+    /// Local response normalization across channels (ONNX `LRN`, AlexNet) of `x [N, C, …]`:
+    /// `y[n, c, …] = x[n, c, …] / (bias + alpha/size · Σ_{c'} x[n, c', …]²)^beta` with `c'`
+    /// over `[max(0, c − ⌊(size−1)/2⌋), min(C−1, c + ⌈(size−1)/2⌉)]`. `size ≥ 1`, `alpha ≥ 0`,
+    /// `beta` finite and `bias` a positive normal f32 (at least 1.2e-38), so the base is a
+    /// positive normal number.
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
+    /// The mean over `axes` (non-negative, strictly increasing, at least one, each of a
+    /// non-empty axis); `keepdims` keeps them as size-1 axes, else they are removed.
+    ReduceMean {
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
     Loss(LossKind),
     Im2Col(Im2Col),
     Gemm(Gemm),
@@ -408,7 +490,10 @@ pub enum Op {
     },
     /// The backward of an activation from its forward *output* `y` and the delta `dy`:
     /// relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)` (exact for `alpha > 0`),
-    /// sigmoid `dy·y·(1 − y)`, tanh `dy·(1 − y²)`. Inputs `(y, dy)`.
+    /// sigmoid `dy·y·(1 − y)`, tanh `dy·(1 − y²)`, clip `dy·[min < y < max]`, hard sigmoid
+    /// `dy·alpha·[0 < y < 1]`. Inputs `(y, dy)`; erf's slope is not a function of a saturated
+    /// output, so erf's backward takes the forward *input*: `dy·2/√π·e^{−x²}`, inputs `(x, dy)`
+    /// ([`Activation::grad_from_input`]).
     ActivationGrad(Activation),
     /// Softmax's backward from its output: `dx = y·(dy − Σ_axis dy·y)`. Inputs `(y, dy)`.
     SoftmaxGrad {
@@ -422,6 +507,23 @@ pub enum Op {
     /// of a broadcast operand.
     ReduceSumTo {
         shape: Vec<usize>,
+    },
+    /// Repeats `x` along its size-1 (and missing leading) axes up to `shape` (NumPy
+    /// broadcasting; `x`'s shape must broadcast to `shape`, and the output is `shape`): the
+    /// adjoint of `ReduceSumTo`, the gradient of a reduction.
+    BroadcastTo {
+        shape: Vec<usize>,
+    },
+    /// The backward of `Lrn` (same attributes) from the forward input `x` and the delta `dy`
+    /// (inputs `(x, dy)`), with `s_c = bias + alpha/size·Σ_{c' ∈ W(c)} x_{c'}²` the base at
+    /// channel `c` (other indices fixed):
+    /// `dx_k = dy_k·s_k^{−beta} − 2·alpha·beta/size · x_k · Σ_{c : k ∈ W(c)} dy_c·x_c·s_c^{−beta−1}`,
+    /// where `k ∈ W(c)` for `c` in `[k − ⌈(size−1)/2⌉, k + ⌊(size−1)/2⌋]` (clipped to the channels).
+    LrnGrad {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
     },
     /// The gradient of `Loss(kind)` with respect to its prediction (the loss's own delta is
     /// 1): mse `2·(a − y)/numel`; cross-entropy `(softmax(z) − y)/N`; nll `−y/N` (class ids
@@ -535,12 +637,7 @@ impl Op {
                 kind: ReduceKind::Avg,
                 ..
             } => "adaptive_avg_pool2d",
-            Op::Activation(a) => match a {
-                Activation::Relu => "relu",
-                Activation::LeakyRelu { .. } => "leaky_relu",
-                Activation::Sigmoid => "sigmoid",
-                Activation::Tanh => "tanh",
-            },
+            Op::Activation(a) => a.name(),
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
             Op::Dense => "dense",
@@ -557,6 +654,8 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Dropout { .. } => "dropout",
             Op::BatchNorm { .. } => "batch_norm",
+            Op::Lrn { .. } => "lrn",
+            Op::ReduceMean { .. } => "reduce_mean",
             Op::Loss(l) => match l {
                 LossKind::Mse => "mse_loss",
                 LossKind::CrossEntropy => "cross_entropy_loss",
@@ -576,15 +675,12 @@ impl Op {
                 PoolKind::Avg { .. } | PoolKind::Max => "avg_pool2d_grad",
             },
             Op::AdaptiveAvgPoolGrad { .. } => "adaptive_avg_pool2d_grad",
-            Op::ActivationGrad(a) => match a {
-                Activation::Relu => "relu_grad",
-                Activation::LeakyRelu { .. } => "leaky_relu_grad",
-                Activation::Sigmoid => "sigmoid_grad",
-                Activation::Tanh => "tanh_grad",
-            },
+            Op::ActivationGrad(a) => a.grad_name(),
             Op::SoftmaxGrad { .. } => "softmax_grad",
             Op::LogSoftmaxGrad { .. } => "log_softmax_grad",
             Op::ReduceSumTo { .. } => "reduce_sum_to",
+            Op::BroadcastTo { .. } => "broadcast_to",
+            Op::LrnGrad { .. } => "lrn_grad",
             Op::LossGrad(l) => match l {
                 LossKind::Mse => "mse_loss_grad",
                 LossKind::CrossEntropy => "cross_entropy_loss_grad",
@@ -622,6 +718,9 @@ impl Op {
             | Op::Pool2dGrad { .. }
             | Op::AdaptiveAvgPoolGrad { .. }
             | Op::ReduceSumTo { .. }
+            | Op::BroadcastTo { .. }
+            | Op::Lrn { .. }
+            | Op::ReduceMean { .. }
             | Op::Slice { .. }
             | Op::Scale { .. } => Arity::Exactly(1),
             Op::Gemm(_) => Arity::Range(2, 4),
@@ -634,6 +733,7 @@ impl Op {
             | Op::SoftmaxGrad { .. }
             | Op::LogSoftmaxGrad { .. }
             | Op::LossGrad(_)
+            | Op::LrnGrad { .. }
             | Op::DropoutTrain { .. } => Arity::Exactly(2),
             Op::Update(u) => Arity::Exactly(u.arity()),
             Op::BatchNormTrain { part, .. } => Arity::Exactly(part.arity()),
@@ -667,6 +767,8 @@ impl Op {
                 | Op::SoftmaxGrad { .. }
                 | Op::LogSoftmaxGrad { .. }
                 | Op::ReduceSumTo { .. }
+                | Op::BroadcastTo { .. }
+                | Op::LrnGrad { .. }
                 | Op::LossGrad(_)
                 | Op::Slice { .. }
                 | Op::Scale { .. }

@@ -331,7 +331,7 @@ impl Gen<'_, '_> {
     fn step(&mut self) {
         for _ in 0..ATTEMPTS {
             // Extreme mode also makes two training ops with attributes of their own.
-            let made = match self.src.below(if self.extreme { 22 } else { 20 }) {
+            let made = match self.src.below(if self.extreme { 24 } else { 22 }) {
                 0 => self.activation(),
                 1 | 2 => self.conv2d(),
                 3 => self.conv_transpose2d(),
@@ -350,8 +350,10 @@ impl Gen<'_, '_> {
                 17 => self.im2col(),
                 18 => self.gemm(),
                 19 => self.rsqrt(),
-                20 => self.dilate_pad(),
-                21 => self.rot180(),
+                20 => self.lrn(),
+                21 => self.reduce_mean(),
+                22 => self.dilate_pad(),
+                23 => self.rot180(),
                 _ => self.loss(),
             };
             if made.is_some() || self.error.is_some() {
@@ -496,7 +498,7 @@ impl Gen<'_, '_> {
 
     fn activation(&mut self) -> Option<NodeId> {
         let x = self.pick(|_| true)?;
-        let a = match self.src.below(4) {
+        let a = match self.src.below(7) {
             0 => Activation::Relu,
             1 => {
                 let alpha = match self.src.below(3) {
@@ -509,7 +511,21 @@ impl Gen<'_, '_> {
                 Activation::LeakyRelu { alpha }
             }
             2 => Activation::Sigmoid,
-            _ => Activation::Tanh,
+            3 => Activation::Tanh,
+            4 => {
+                let (min, max) = match self.src.below(4) {
+                    0 => (0.0, 6.0),
+                    1 => (f32::NEG_INFINITY, 0.5),
+                    2 => (-0.25, f32::INFINITY),
+                    _ => (-1.0, 1.0),
+                };
+                Activation::Clip { min, max }
+            }
+            5 => {
+                let (alpha, beta) = self.src.choose(&[(0.2, 0.5), (1.0 / 6.0, 0.5), (-0.5, 0.25)])?;
+                Activation::HardSigmoid { alpha, beta }
+            }
+            _ => Activation::Erf,
         };
         self.add(
             Op::Activation(a).name(),
@@ -610,6 +626,47 @@ impl Gen<'_, '_> {
         )?;
         let epsilon = self.src.choose(&[0.5, 1.0])?;
         self.add("rsqrt", Op::Rsqrt { epsilon }, vec![Operand::Node(square)])
+    }
+
+    /// LRN across the channels of a value of rank ≥ 2, with AlexNet's or other constants.
+    fn lrn(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() >= 2 && t.dtype == DType::F32)?;
+        let size = self.src.range(1, 6);
+        let size = self.ex(size);
+        let (alpha, beta, bias) = self.src.choose(&[
+            (1e-4, 0.75, 1.0),
+            (0.5, 0.75, 2.0),
+            (1.0, 1.5, 0.5),
+            (0.25, -0.5, 1.0),
+        ])?;
+        let op = Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        };
+        self.add("lrn", op, vec![Operand::Node(x)])
+    }
+
+    /// A mean over one to three increasing axes, with or without the reduced axes kept.
+    fn reduce_mean(&mut self) -> Option<NodeId> {
+        let x = self.pick(|t| t.rank() >= 1 && t.dtype == DType::F32)?;
+        let rank = self.ty(x).rank();
+        let first = self.src.below(rank);
+        let mut axes = vec![first];
+        for _ in 0..2 {
+            let last = *axes.last()?;
+            if last + 1 < rank && self.src.flag() {
+                let next = last + 1 + self.src.below(rank - last - 1);
+                axes.push(next);
+            }
+        }
+        let axes = axes.into_iter().map(|a| self.ex(a)).collect();
+        let op = Op::ReduceMean {
+            axes,
+            keepdims: self.src.flag(),
+        };
+        self.add("mean", op, vec![Operand::Node(x)])
     }
 
     fn conv_transpose2d(&mut self) -> Option<NodeId> {

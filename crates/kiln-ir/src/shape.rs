@@ -84,6 +84,115 @@ fn need_pos(v: [usize; 2], what: &str) -> R<()> {
     Ok(())
 }
 
+/// The attributes of an activation (standalone, fused or in its backward) are usable: finite
+/// slopes and offsets, clip bounds that are numbers with `min ≤ max` (infinite allowed).
+pub fn check_activation(a: &Activation) -> R<()> {
+    let finite = |v: f32, what: &str| -> R<()> {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(format!("{} {what} must be finite, got {v}", a.name()))
+        }
+    };
+    match *a {
+        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf => Ok(()),
+        Activation::LeakyRelu { alpha } => {
+            if alpha.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("alpha must be finite, got {alpha}"))
+            }
+        }
+        Activation::Clip { min, max } => {
+            if min.is_nan() || max.is_nan() {
+                return Err(format!(
+                    "clip bounds must be numbers, got min {min} and max {max}"
+                ));
+            }
+            if min > max {
+                return Err(format!("clip needs min ≤ max, got min {min} > max {max}"));
+            }
+            Ok(())
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            finite(alpha, "alpha")?;
+            finite(beta, "beta")
+        }
+    }
+}
+
+fn lrn(size: usize, alpha: f32, beta: f32, bias: f32, x: &TensorType) -> R<TensorType> {
+    need_f32(x, "input")?;
+    if x.rank() < 2 {
+        return Err(format!("input must be [N, C, …], got {}", x.shape));
+    }
+    if size == 0 || size > crate::limits::MAX_ELEMENTS {
+        return Err(format!(
+            "size must be from 1 to {}, got {size}",
+            crate::limits::MAX_ELEMENTS
+        ));
+    }
+    if !(alpha.is_finite() && alpha >= 0.0) {
+        return Err(format!("alpha must be finite and non-negative, got {alpha}"));
+    }
+    if !beta.is_finite() {
+        return Err(format!("beta must be finite, got {beta}"));
+    }
+    // a normal positive bias keeps the base a normal positive number (whose power the JIT
+    // takes through its logarithm)
+    if !(bias.is_finite() && bias >= f32::MIN_POSITIVE) {
+        return Err(format!(
+            "bias must be a finite number of at least {:e}, got {bias}",
+            f32::MIN_POSITIVE
+        ));
+    }
+    Ok(x.clone())
+}
+
+/// The output dims of a mean over `axes` of a tensor of `dims`, or why the axes are invalid.
+pub fn reduce_dims(axes: &[usize], keepdims: bool, dims: &[usize]) -> R<Vec<usize>> {
+    if axes.is_empty() {
+        return Err("axes must name at least one axis".into());
+    }
+    if let Some(&a) = axes.iter().find(|&&a| a >= dims.len()) {
+        return Err(format!(
+            "axis {a} is out of range for rank {} (axes must be from 0 to {})",
+            dims.len(),
+            dims.len() as i64 - 1
+        ));
+    }
+    if axes.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "axes {axes:?} must be strictly increasing (sorted, no repeats)"
+        ));
+    }
+    if let Some(&a) = axes.iter().find(|&&a| dims[a] == 0) {
+        return Err(format!("cannot average over axis {a}, which is empty"));
+    }
+    Ok(dims
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &d)| match axes.contains(&i) {
+            false => Some(d),
+            true if keepdims => Some(1),
+            true => None,
+        })
+        .collect())
+}
+
+fn broadcast_to(shape: &[usize], x: &TensorType) -> R<TensorType> {
+    need_f32(x, "input")?;
+    crate::limits::check_dims(shape).map_err(|e| format!("target shape {shape:?}: {e}"))?;
+    let b = broadcast_shapes(x.dims(), shape)?;
+    if b.dims() != shape {
+        return Err(format!(
+            "the input's {} does not broadcast to shape {shape:?}",
+            x.shape
+        ));
+    }
+    Ok(TensorType::f32(shape.to_vec()))
+}
+
 fn optional_bias(inputs: &[&TensorType], c_out: usize) -> R<()> {
     if let Some(b) = inputs.get(2) {
         need_f32(b, "bias")?;
@@ -117,10 +226,8 @@ fn conv2d(c: &Conv2d, x: &TensorType, w: &TensorType, inputs: &[&TensorType]) ->
         return Err(format!("kernel must be at least 1x1, got {kh}x{kw}"));
     }
     optional_bias(inputs, co)?;
-    if let Some(Activation::LeakyRelu { alpha }) = c.activation
-        && !alpha.is_finite()
-    {
-        return Err(format!("alpha must be finite, got {alpha}"));
+    if let Some(a) = &c.activation {
+        check_activation(a)?;
     }
     let [oh, ow] = c.geometry(&[n, ch, h, wd], [kh, kw])?.output;
     Ok(TensorType::f32([n, co, oh, ow]))
@@ -573,11 +680,7 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
         }
         Op::Activation(a) => {
             need_f32(x, "input")?;
-            if let Activation::LeakyRelu { alpha } = a
-                && !alpha.is_finite()
-            {
-                return Err(format!("alpha must be finite, got {alpha}"));
-            }
+            check_activation(a)?;
             Ok(x.clone())
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
@@ -680,6 +783,16 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             }
             Ok(x.clone())
         }
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => lrn(*size, *alpha, *beta, *bias, x),
+        Op::ReduceMean { axes, keepdims } => {
+            need_f32(x, "input")?;
+            Ok(TensorType::f32(reduce_dims(axes, *keepdims, x.dims())?))
+        }
         Op::Loss(kind) => loss(*kind, x, inputs[1]),
         Op::Im2Col(c) => im2col(c, x),
         Op::Gemm(g) => gemm(g, inputs),
@@ -722,6 +835,17 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             Ok(x.clone())
         }
         Op::ReduceSumTo { shape } => reduce_sum_to(shape, x),
+        Op::BroadcastTo { shape } => broadcast_to(shape, x),
+        Op::LrnGrad {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
+            lrn(*size, *alpha, *beta, *bias, x)?;
+            same_type(x, inputs[1], "the delta")?;
+            Ok(x.clone())
+        }
         Op::LossGrad(kind) => {
             loss(*kind, x, inputs[1])?;
             Ok(x.clone())
@@ -795,10 +919,8 @@ fn gemm(g: &crate::op::Gemm, inputs: &[&TensorType]) -> R<TensorType> {
             a.shape, b.shape
         ));
     }
-    if let Some(Activation::LeakyRelu { alpha }) = g.activation
-        && !alpha.is_finite()
-    {
-        return Err(format!("alpha must be finite, got {alpha}"));
+    if let Some(a) = &g.activation {
+        check_activation(a)?;
     }
     if g.bias {
         need_f32(inputs[2], "bias")?;

@@ -265,9 +265,20 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
                 Activation::LeakyRelu { .. } => 2,
                 Activation::Sigmoid => 4,
                 Activation::Tanh => 5,
+                // max and min
+                Activation::Clip { .. } => 2,
+                // multiply-add, max and min
+                Activation::HardSigmoid { .. } => 4,
+                // a rational approximation with one exp, as tanh
+                Activation::Erf => 5,
             };
             out.saturating_mul(per)
         }
+        // per element: square and add over the channel window, then the power (exp and log)
+        // and the multiply
+        Op::Lrn { size, .. } => out.saturating_mul(lrn_window(*size, output)),
+        // one add per input element, one divide per output element
+        Op::ReduceMean { .. } => inputs.first().map_or(0, |t| numel(t)).saturating_add(out),
         // exp, accumulate, divide per element.
         Op::Softmax { .. } => out.saturating_mul(3),
         // exp, accumulate, subtract per element, one log per row.
@@ -348,6 +359,8 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         | Op::SoftmaxGrad { .. }
         | Op::LogSoftmaxGrad { .. }
         | Op::ReduceSumTo { .. }
+        | Op::BroadcastTo { .. }
+        | Op::LrnGrad { .. }
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }
@@ -401,7 +414,14 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
             Activation::Relu => 1,
             Activation::LeakyRelu { .. } => 2,
             Activation::Sigmoid | Activation::Tanh => 3,
+            Activation::Clip { .. } => 1,
+            Activation::HardSigmoid { .. } => 2,
+            Activation::Erf => 4,
         }),
+        // the forward's window sums and powers, and the transposed window's sum of
+        // `dy·x·s^{−beta−1}` terms
+        Op::LrnGrad { size, .. } => out.saturating_mul(lrn_window(*size, output).saturating_mul(2)),
+        Op::BroadcastTo { .. } => 0,
         // Multiply and accumulate the row's dot product, then subtract and multiply (softmax)
         // or exp, multiply and subtract (log-softmax).
         Op::SoftmaxGrad { .. } => out.saturating_mul(4),
@@ -437,6 +457,12 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         // Forward ops are counted by `op_flops` itself, which never sends them here.
         _ => 0,
     }
+}
+
+/// FLOPs per element of LRN over `output [N, C, …]`: `2·min(size, C) + 3`.
+fn lrn_window(size: usize, output: &TensorType) -> u64 {
+    let c = output.dims().get(1).copied().unwrap_or(1);
+    (size.min(c) as u64).saturating_mul(2).saturating_add(3)
 }
 
 /// The larger receptive field per axis among `fields` (ties: the larger jump).
@@ -520,7 +546,11 @@ pub fn propagate_field(
             let steps = [0, 1].map(|a| adaptive_window_max(n[a], o[a]).saturating_sub(1));
             Some(grow(spatial_in(), steps, u(n), u(*o)))
         }
-        Op::Activation(_) | Op::Dropout { .. } | Op::BatchNorm { .. } => first,
+        // LRN mixes channels only; a mean over the batch or channel axes keeps the plane
+        Op::Activation(_) | Op::Dropout { .. } | Op::BatchNorm { .. } | Op::Lrn { .. } => first,
+        Op::ReduceMean { axes, keepdims } => {
+            (*keepdims && output.rank() == 4 && axes.iter().all(|&a| a < 2)).then_some(first?)
+        }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             let mut f = first?;
             // Along a spatial axis every output sees the whole axis (as global pooling does).
@@ -563,6 +593,8 @@ pub fn propagate_field(
         | Op::SoftmaxGrad { .. }
         | Op::LogSoftmaxGrad { .. }
         | Op::ReduceSumTo { .. }
+        | Op::BroadcastTo { .. }
+        | Op::LrnGrad { .. }
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }

@@ -40,7 +40,11 @@ fn int(v: impl std::fmt::Display) -> Attr {
 }
 
 fn float(v: f32) -> Attr {
-    // `{:?}` prints the shortest text that parses back to the same f32.
+    // `{:?}` prints the shortest text that parses back to the same f32; `+inf` keeps an
+    // infinite bound a number to the lexer (a bare `inf` would read as a name).
+    if v == f32::INFINITY {
+        return Attr::Num("+inf".into());
+    }
     Attr::Num(format!("{v:?}"))
 }
 
@@ -97,13 +101,15 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::AdaptiveMaxPoolIds { output } => a.push(("output", usizes(output))),
         Op::ScatterIds { size } => a.push(("size", usizes(size))),
         Op::AdaptiveAvgPoolGrad { input } => a.push(("input", usizes(input))),
-        Op::ActivationGrad(act) => {
-            if let Activation::LeakyRelu { alpha } = act {
-                a.push(("alpha", float(*alpha)));
-            }
-        }
+        Op::ActivationGrad(act) => activation_params(&mut a, *act),
         Op::SoftmaxGrad { axis } | Op::LogSoftmaxGrad { axis } => a.push(("axis", int(axis))),
-        Op::ReduceSumTo { shape } => a.push(("shape", usizes(shape))),
+        Op::ReduceSumTo { shape } | Op::BroadcastTo { shape } => a.push(("shape", usizes(shape))),
+        Op::LrnGrad {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => lrn_attrs(&mut a, *size, *alpha, *beta, *bias),
         Op::LossGrad(_) => {}
         Op::Slice { axis, start, end } => {
             a.push(("axis", int(axis)));
@@ -152,11 +158,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         }
         Op::GlobalPool(_) | Op::Dense | Op::MatMul | Op::Binary(_) | Op::Loss(_) => {}
         Op::AdaptivePool { output, .. } => a.push(("output", usizes(output))),
-        Op::Activation(act) => {
-            if let Activation::LeakyRelu { alpha } = act {
-                a.push(("alpha", float(*alpha)));
-            }
-        }
+        Op::Activation(act) => activation_params(&mut a, *act),
         Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Concat { axis } => a.push(("axis", int(axis))),
         Op::Flatten { axis } => push_if(&mut a, "axis", *axis != 1, int(axis)),
         Op::Reshape { shape } => a.push(("shape", ints(shape))),
@@ -166,6 +168,16 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             push_if(&mut a, "seed", *seed != 0, int(seed));
         }
         Op::BatchNorm { epsilon } => a.push(("epsilon", float(*epsilon))),
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => lrn_attrs(&mut a, *size, *alpha, *beta, *bias),
+        Op::ReduceMean { axes, keepdims } => {
+            a.push(("axes", usizes(axes)));
+            push_if(&mut a, "keepdims", !keepdims, Attr::Ident("false".into()));
+        }
         Op::Im2Col(c) => {
             a.push(("kernel", usizes(&c.kernel)));
             push_if(&mut a, "stride", c.stride != [1, 1], usizes(&c.stride));
@@ -183,14 +195,43 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
     a
 }
 
-/// A fused activation as the `activation` (and `alpha`) attributes.
-fn activation_attrs(a: &mut Vec<(&'static str, Attr)>, act: Option<Activation>) {
-    if let Some(act) = act {
-        a.push(("activation", Attr::Ident(Op::Activation(act).name().into())));
-        if let Activation::LeakyRelu { alpha } = act {
+/// The defaults of the activations' attributes (ONNX's).
+const LEAKY_ALPHA: f32 = 0.01;
+const HARD_SIGMOID_ALPHA: f32 = 0.2;
+const HARD_SIGMOID_BETA: f32 = 0.5;
+const LRN_ALPHA: f32 = 1e-4;
+const LRN_BETA: f32 = 0.75;
+const LRN_BIAS: f32 = 1.0;
+
+/// An activation's own attributes (`alpha` of leaky relu, `min`/`max` of clip, …).
+fn activation_params(a: &mut Vec<(&'static str, Attr)>, act: Activation) {
+    match act {
+        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf => {}
+        Activation::LeakyRelu { alpha } => a.push(("alpha", float(alpha))),
+        Activation::Clip { min, max } => {
+            push_if(a, "min", min != f32::NEG_INFINITY, float(min));
+            push_if(a, "max", max != f32::INFINITY, float(max));
+        }
+        Activation::HardSigmoid { alpha, beta } => {
             a.push(("alpha", float(alpha)));
+            a.push(("beta", float(beta)));
         }
     }
+}
+
+/// A fused activation as the `activation` attribute and its own attributes.
+fn activation_attrs(a: &mut Vec<(&'static str, Attr)>, act: Option<Activation>) {
+    if let Some(act) = act {
+        a.push(("activation", Attr::Ident(act.name().into())));
+        activation_params(a, act);
+    }
+}
+
+fn lrn_attrs(a: &mut Vec<(&'static str, Attr)>, size: usize, alpha: f32, beta: f32, bias: f32) {
+    a.push(("size", int(size)));
+    push_if(a, "alpha", alpha != LRN_ALPHA, float(alpha));
+    push_if(a, "beta", beta != LRN_BETA, float(beta));
+    push_if(a, "bias", bias != LRN_BIAS, float(bias));
 }
 
 fn conv_attrs(c: &Conv2d, a: &mut Vec<(&'static str, Attr)>) {
@@ -349,31 +390,76 @@ impl Attrs {
             }
         }
     }
-    /// An optional fused `activation=relu|leaky_relu|sigmoid|tanh` (leaky_relu takes `alpha`).
+    /// The activation named `name` (`relu`, `clip`, …) with its own attributes, or `None`
+    /// for a name that is no activation.
+    fn activation_named(&mut self, name: &str) -> Result<Option<Activation>, String> {
+        Ok(Some(match name {
+            "relu" => Activation::Relu,
+            "leaky_relu" => Activation::LeakyRelu {
+                alpha: self.float("alpha", LEAKY_ALPHA)?,
+            },
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "clip" => Activation::Clip {
+                min: self.float("min", f32::NEG_INFINITY)?,
+                max: self.float("max", f32::INFINITY)?,
+            },
+            "hard_sigmoid" => Activation::HardSigmoid {
+                alpha: self.float("alpha", HARD_SIGMOID_ALPHA)?,
+                beta: self.float("beta", HARD_SIGMOID_BETA)?,
+            },
+            "erf" => Activation::Erf,
+            _ => return Ok(None),
+        }))
+    }
+
+    /// An optional fused `activation=NAME` with the activation's own attributes.
     fn activation(&mut self) -> Result<Option<Activation>, String> {
-        let act = match self.take("activation") {
-            None => return Ok(None),
-            Some(Attr::Ident(s)) => match s.as_str() {
-                "relu" => Activation::Relu,
-                "leaky_relu" => Activation::LeakyRelu {
-                    alpha: self.float("alpha", 0.01)?,
-                },
-                "sigmoid" => Activation::Sigmoid,
-                "tanh" => Activation::Tanh,
-                _ => {
-                    return Err(format!(
-                        "attribute `activation` must be relu, leaky_relu, sigmoid or tanh, got `{s}`"
-                    ));
+        let names = || {
+            Activation::ALL
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.take("activation") {
+            None => Ok(None),
+            Some(Attr::Ident(s)) => match self.activation_named(&s)? {
+                Some(a) => Ok(Some(a)),
+                None => {
+                    self.blame = Blame::Value("activation".into());
+                    Err(format!(
+                        "attribute `activation` must be one of {}, got `{s}`",
+                        names()
+                    ))
                 }
             },
-            Some(v) => {
-                return Err(format!(
-                    "attribute `activation` must be relu, leaky_relu, sigmoid or tanh, got {}",
-                    show(&v)
-                ));
-            }
-        };
-        Ok(Some(act))
+            Some(v) => Err(format!(
+                "attribute `activation` must be one of {}, got {}",
+                names(),
+                show(&v)
+            )),
+        }
+    }
+
+    /// LRN's attributes (`lrn`, `lrn_grad`).
+    fn lrn(&mut self) -> Result<(usize, f32, f32, f32), String> {
+        Ok((
+            self.uint("size", None)?,
+            self.float("alpha", LRN_ALPHA)?,
+            self.float("beta", LRN_BETA)?,
+            self.float("bias", LRN_BIAS)?,
+        ))
+    }
+
+    /// A list of non-negative integers (`shape`, `perm`, `axes`).
+    fn usize_list(&mut self, name: &str) -> Result<Vec<usize>, String> {
+        self.list(name, 0, None)?
+            .iter()
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| format!("attribute `{name}` must not be negative, got {d}"))
+            })
+            .collect()
     }
 
     /// A convolution's attributes (`conv2d`, `conv2d_weight_grad`).
@@ -432,6 +518,9 @@ pub const OP_NAMES: &[&str] = &[
     "leaky_relu",
     "sigmoid",
     "tanh",
+    "clip",
+    "hard_sigmoid",
+    "erf",
     "softmax",
     "log_softmax",
     "dense",
@@ -446,6 +535,8 @@ pub const OP_NAMES: &[&str] = &[
     "concat",
     "dropout",
     "batch_norm",
+    "lrn",
+    "reduce_mean",
     "mse_loss",
     "cross_entropy_loss",
     "nll_loss",
@@ -470,9 +561,14 @@ pub const TRAINING_OP_NAMES: &[&str] = &[
     "leaky_relu_grad",
     "sigmoid_grad",
     "tanh_grad",
+    "clip_grad",
+    "hard_sigmoid_grad",
+    "erf_grad",
     "softmax_grad",
     "log_softmax_grad",
     "reduce_sum_to",
+    "broadcast_to",
+    "lrn_grad",
     "mse_loss_grad",
     "cross_entropy_loss_grad",
     "nll_loss_grad",
@@ -560,12 +656,6 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "adaptive_avg_pool2d_grad" => Op::AdaptiveAvgPoolGrad {
             input: a.ulist("input", None)?,
         },
-        "relu_grad" => Op::ActivationGrad(Activation::Relu),
-        "leaky_relu_grad" => Op::ActivationGrad(Activation::LeakyRelu {
-            alpha: a.float("alpha", 0.01)?,
-        }),
-        "sigmoid_grad" => Op::ActivationGrad(Activation::Sigmoid),
-        "tanh_grad" => Op::ActivationGrad(Activation::Tanh),
         "softmax_grad" => Op::SoftmaxGrad {
             axis: a.sint("axis", Some(-1))?,
         },
@@ -573,14 +663,20 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             axis: a.sint("axis", Some(-1))?,
         },
         "reduce_sum_to" => Op::ReduceSumTo {
-            shape: a
-                .list("shape", 0, None)?
-                .iter()
-                .map(|&d| {
-                    usize::try_from(d).map_err(|_| format!("attribute `shape` must not be negative, got {d}"))
-                })
-                .collect::<Result<_, _>>()?,
+            shape: a.usize_list("shape")?,
         },
+        "broadcast_to" => Op::BroadcastTo {
+            shape: a.usize_list("shape")?,
+        },
+        "lrn_grad" => {
+            let (size, alpha, beta, bias) = a.lrn()?;
+            Op::LrnGrad {
+                size,
+                alpha,
+                beta,
+                bias,
+            }
+        }
         "mse_loss_grad" => Op::LossGrad(LossKind::Mse),
         "cross_entropy_loss_grad" => Op::LossGrad(LossKind::CrossEntropy),
         "nll_loss_grad" => Op::LossGrad(LossKind::Nll),
@@ -642,12 +738,6 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             kind: ReduceKind::Avg,
             output: a.ulist("output", None)?,
         },
-        "relu" => Op::Activation(Activation::Relu),
-        "leaky_relu" => Op::Activation(Activation::LeakyRelu {
-            alpha: a.float("alpha", 0.01)?,
-        }),
-        "sigmoid" => Op::Activation(Activation::Sigmoid),
-        "tanh" => Op::Activation(Activation::Tanh),
         "softmax" => Op::Softmax {
             axis: a.sint("axis", Some(-1))?,
         },
@@ -662,16 +752,9 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "reshape" => Op::Reshape {
             shape: a.list("shape", 0, None)?,
         },
-        "transpose" => {
-            let perm = a.list("perm", 0, None)?;
-            let perm = perm
-                .iter()
-                .map(|&p| {
-                    usize::try_from(p).map_err(|_| format!("attribute `perm` must not be negative, got {p}"))
-                })
-                .collect::<Result<_, _>>()?;
-            Op::Transpose { perm }
-        }
+        "transpose" => Op::Transpose {
+            perm: a.usize_list("perm")?,
+        },
         "add" => Op::Binary(crate::op::BinaryOp::Add),
         "sub" => Op::Binary(crate::op::BinaryOp::Sub),
         "mul" => Op::Binary(crate::op::BinaryOp::Mul),
@@ -685,6 +768,19 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
         },
         "batch_norm" => Op::BatchNorm {
             epsilon: a.float("epsilon", 1e-5)?,
+        },
+        "lrn" => {
+            let (size, alpha, beta, bias) = a.lrn()?;
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            }
+        }
+        "reduce_mean" => Op::ReduceMean {
+            axes: a.usize_list("axes")?,
+            keepdims: a.boolean("keepdims", true)?,
         },
         "mse_loss" => Op::Loss(LossKind::Mse),
         "cross_entropy_loss" => Op::Loss(LossKind::CrossEntropy),
@@ -705,12 +801,21 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             epsilon: a.float("epsilon", 0.0)?,
         },
         _ => {
-            a.blame = Blame::Op;
-            return Err(format!(
-                "unknown op `{name}` (known ops: {}; training ops: {})",
-                OP_NAMES.join(", "),
-                TRAINING_OP_NAMES.join(", ")
-            ));
+            if let Some(act) = a.activation_named(name)? {
+                Op::Activation(act)
+            } else if let Some(act) = match name.strip_suffix("_grad") {
+                Some(base) => a.activation_named(base)?,
+                None => None,
+            } {
+                Op::ActivationGrad(act)
+            } else {
+                a.blame = Blame::Op;
+                return Err(format!(
+                    "unknown op `{name}` (known ops: {}; training ops: {})",
+                    OP_NAMES.join(", "),
+                    TRAINING_OP_NAMES.join(", ")
+                ));
+            }
         }
     };
     a.finish(name)?;

@@ -298,7 +298,20 @@ graph every_op {
   %r3 = leaky_relu(%r2)
   %r4 = sigmoid(%r3)
   %r5 = tanh(%r4)
-  %bn = batch_norm(%r5, %b, %b, %mean, %var) {epsilon=1e-05}
+  %r6 = clip(%r5) {min=0.0, max=6.0}
+  %r7 = clip(%r6) {min=-inf}
+  %r8 = clip(%r7) {max=0.5}
+  %r9 = hard_sigmoid(%r8) {alpha=0.16666667, beta=0.5}
+  %r10 = hard_sigmoid(%r9)
+  %r11 = erf(%r10)
+  %lr = lrn(%r11) {size=5, alpha=0.0001, beta=0.75, bias=2.0}
+  %lr2 = lrn(%lr) {size=2}
+  %bn = batch_norm(%lr2, %b, %b, %mean, %var) {epsilon=1e-05}
+  %rm = reduce_mean(%bn) {axes=[1, 3]}: f32[2, 1, 3, 1]
+  %rm2 = reduce_mean(%bn) {axes=[0, 1, 2, 3], keepdims=false}: f32[]
+  %cga = conv2d(%x, %w) {activation=clip, min=0.0, max=6.0}
+  %cgb = conv2d(%x, %w) {activation=hard_sigmoid, alpha=0.2, beta=0.5}
+  %gme = gemm(%wg2d, %ic) {groups=2, activation=erf}: f32[2, 6, 28]
   %d1 = dropout(%bn) {ratio=0.25, seed=42}
   %d2 = dropout(%d1)
   %s1 = softmax(%d2) {axis=1}
@@ -346,6 +359,11 @@ graph every_op {
   output %gm
   output %gg
   output %rsq
+  output %rm
+  output %rm2
+  output %cga
+  output %cgb
+  output %gme
 }
 "#;
     // `%b.col` does not exist yet: add a [6, 1, 1] weight to make `add` broadcast.

@@ -28,6 +28,12 @@ graph train_ops {
   %lg = leaky_relu_grad(%x, %x) {alpha=0.1}: f32[2, 4, 7, 7]
   %sgm = sigmoid_grad(%x, %x): f32[2, 4, 7, 7]
   %th = tanh_grad(%x, %x): f32[2, 4, 7, 7]
+  %cg = clip_grad(%x, %x) {min=0.0, max=6.0}: f32[2, 4, 7, 7]
+  %cg2 = clip_grad(%x, %x) {min=+inf}: f32[2, 4, 7, 7]
+  %hsg = hard_sigmoid_grad(%x, %x) {alpha=0.16666667, beta=0.5}: f32[2, 4, 7, 7]
+  %eg = erf_grad(%x, %x): f32[2, 4, 7, 7]
+  %bt = broadcast_to(%c4) {shape=[2, 3, 4]}: f32[2, 3, 4]
+  %lrg = lrn_grad(%x, %x) {size=3, alpha=0.5, bias=2.0}: f32[2, 4, 7, 7]
   %smg = softmax_grad(%z, %z) {axis=-1}: f32[3, 5]
   %lsg = log_softmax_grad(%z, %z) {axis=1}: f32[3, 5]
   %rs = reduce_sum_to(%x) {shape=[4, 1, 1]}: f32[4, 1, 1]
@@ -59,6 +65,12 @@ graph train_ops {
   output %lg
   output %sgm
   output %th
+  output %cg
+  output %cg2
+  output %hsg
+  output %eg
+  output %bt
+  output %lrg
   output %smg
   output %lsg
   output %rs
@@ -141,6 +153,24 @@ fn impossible_training_ops_are_errors_naming_the_node() {
             "outside axis 1 of size 4",
         ),
         ("  %a = relu_grad(%x, %z)", "the delta must be f32[2, 4, 7, 7]"),
+        (
+            "  %a = clip_grad(%x, %x) {min=2.0, max=1.0}",
+            "clip needs min ≤ max",
+        ),
+        ("  %a = erf_grad(%x, %z)", "the delta must be f32[2, 4, 7, 7]"),
+        (
+            "  %a = broadcast_to(%x) {shape=[2, 3, 7, 7]}",
+            "do not broadcast (axis 1: 4 vs 3)",
+        ),
+        (
+            "  %a = broadcast_to(%z) {shape=[5]}",
+            "does not broadcast to shape [5]",
+        ),
+        (
+            "  %a = lrn_grad(%x, %z) {size=3}",
+            "the delta must be f32[2, 4, 7, 7]",
+        ),
+        ("  %a = lrn_grad(%x, %x) {size=0}", "size must be from 1"),
         (
             "  %a = avg_pool2d_grad(%dy) {kernel=[2, 2], stride=[2, 2], input=[7, 7]}",
             "pooling an input f32[2, 6, 7, 7] gives f32[2, 6, 3, 3], but the delta is f32[2, 6, 4, 4]",

@@ -25,6 +25,7 @@ pub mod codegen;
 pub mod gemm;
 pub mod gemm_avx512;
 pub mod lower;
+pub mod lower_reduce;
 pub mod lower_train;
 pub mod plan;
 pub mod pool;

@@ -281,6 +281,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             });
             numel
         }
+        Op::Lrn { .. } | Op::ReduceMean { .. } => crate::lower_reduce::emit(e, op, a),
         Op::Rot180 { .. }
         | Op::DilatePad { .. }
         | Op::ConvWeightGrad { .. }
@@ -293,6 +294,8 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
         | Op::SoftmaxGrad { .. }
         | Op::LogSoftmaxGrad { .. }
         | Op::ReduceSumTo { .. }
+        | Op::BroadcastTo { .. }
+        | Op::LrnGrad { .. }
         | Op::LossGrad(_)
         | Op::Slice { .. }
         | Op::Scale { .. }
@@ -553,6 +556,9 @@ fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -> Value {
             let ax = e.b.ins().fabs(x);
             let limit = e.constant(ty, 0.125);
             e.select_lt(ty, ax, limit, small, big)
+        }
+        Activation::Clip { .. } | Activation::HardSigmoid { .. } | Activation::Erf => {
+            crate::lower_reduce::activation(e, ty, x, act)
         }
     }
 }
@@ -1724,7 +1730,7 @@ fn matmul(e: &mut Emitter, a: &Args) {
 // layout and elementwise
 
 /// Row-major strides of `dims`, aligned to the output's rank with 0 for broadcast axes.
-fn broadcast_strides(dims: &[usize], rank: usize) -> Vec<usize> {
+pub(crate) fn broadcast_strides(dims: &[usize], rank: usize) -> Vec<usize> {
     let mut s = vec![0; rank];
     let mut acc = 1;
     for i in (0..dims.len()).rev() {

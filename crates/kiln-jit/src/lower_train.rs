@@ -78,6 +78,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
             reduce_sum_to(e, a);
             numel
         }
+        Op::BroadcastTo { .. } | Op::LrnGrad { .. } => crate::lower_reduce::emit(e, op, a),
         Op::LossGrad(kind) => {
             loss_grad(e, a, *kind);
             if *kind == LossKind::Mse { numel } else { od[0] }
@@ -667,6 +668,9 @@ fn activation_grad(e: &mut Emitter, a: &Args, act: Activation) {
                 let yy = e.b.ins().fmul(y, y);
                 let om = e.b.ins().fsub(one, yy);
                 e.b.ins().fmul(g, om)
+            }
+            Activation::Clip { .. } | Activation::HardSigmoid { .. } | Activation::Erf => {
+                crate::lower_reduce::activation_grad(e, ty, act, y, g)
             }
         }
     });
