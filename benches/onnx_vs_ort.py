@@ -1,35 +1,73 @@
 #!/usr/bin/env python3
 """kiln vs ONNX Runtime on the same ONNX files.
 
-For each zoo network (LeNet-5, AlexNet, VGG-16, ResNet-18, the MobileNet block) this script
-  1. writes an ONNX model with onnx.helper and random weights. The architecture is read from
-     examples/models/NET.kiln by the small text-IR reader below (Python, independent of kiln's
-     Rust code), so the ONNX file and the .kiln zoo describe the same network;
-  2. runs it with ONNX Runtime and with `kiln run` (JIT, release binary) on the same input and
-     prints the max abs / max rel error of kiln against ONNX Runtime;
-  3. prints the median latency of kiln's JIT (`kiln bench --engine jit`) and of ONNX Runtime
-     at 1 and 2 threads, side by side;
-  4. checks that `kiln summary` prints the same totals on the .onnx file as on the .kiln zoo.
+Three sets of networks (all by default; `--sets zoo,speed,light` picks some):
 
-Usage: python3 benches/onnx_vs_ort.py [--runs N] [--nets lenet5,resnet18] [--kiln PATH]
-It makes a virtual environment under /tmp (numpy, onnx, onnxruntime from PyPI) and builds
-target/release/kiln with cargo if it is missing.
+  zoo    the zoo networks (LeNet-5, AlexNet, VGG-16, ResNet-18, the MobileNet block), each
+         read from examples/models/NET.kiln by the small text-IR reader below (Python,
+         independent of kiln's Rust code) and written with onnx.helper, so the ONNX file and
+         the .kiln zoo describe the same network; `kiln summary` must print the same totals on
+         both (the `summary` column);
+  speed  the networks of the speed table in docs/performance.md, built with onnx.helper:
+         LeNet-5 at batch 1 (= zoo `lenet5`) and 64, a VGG block (2x conv 3x3 64->64 pad 1 +
+         ReLU, max pool 2, on 1x64x56x56), ResNet-18 at batch 1 (= zoo `resnet18`), a
+         MobileNet block (depthwise 3x3 pad 1 on 1x32x112x112 + ReLU, pointwise 32->64 +
+         ReLU) and a dilated conv (3x3, dilation 2, pad 2, 32->32 on 1x32x64x64 + ReLU);
+  light  the nine real networks the onnx package ships (onnx/backend/test/data/light/
+         light_*.onnx: AlexNet, DenseNet-121, Inception v1/v2, ResNet-50, ShuffleNet,
+         SqueezeNet, VGG-19, ZFNet-512), every float constant (their weights are ConstantOfShape
+         fills of 0.02, plus a few initializers) replaced by a seeded random tensor of its shape
+         (He-normal for conv/dense weights; scales and batch norm variances in [0.5, 1.5],
+         means N(0, 0.1); other tensors in [-0.1, 0.1]), and the logits (the final Softmax's
+         input) added as a second graph output, since the probabilities saturate to 0 and 1.
+
+and any ONNX file given on the command line (with its own weights).
+
+For each model: `kiln check`; then `kiln run` (JIT, release binary, every input and output by
+the file's own name) and ONNX Runtime on the same seeded inputs -> max abs / max rel error (rel =
+max |kiln - ORT| / max |ORT|, per output, the worst output; pass = rel <= 1e-4); then the
+median latency of `kiln bench --engine jit --threads T` and of an ORT session with
+`intra_op_num_threads = T` (inter-op 1), each in its own process pinned with the same
+`taskset -c` (T = 1: the last CPU; T = 2: the last two), kiln and ORT alternating, `--rounds`
+times each (the figure is the median of the rounds' medians). Prints the ratios kiln/ORT and
+their geometric means. Models kiln cannot import are listed with kiln's error.
+
+Usage: python3 benches/onnx_vs_ort.py [--runs N] [--rounds R] [--threads 1,2]
+         [--sets zoo,speed,light] [--nets lenet5,light_resnet50] [--kiln PATH] [FILE.onnx ...]
+Without numpy/onnx/onnxruntime in the running Python it makes a virtual environment under /tmp
+(from PyPI) and reruns itself there; it builds target/release/kiln with cargo if missing.
+benches/torchvision_vs_ort.py uses the measuring half of this file (`measure`, `print_table`).
 """
 
+import math
 import os
 import re
 import subprocess
 import sys
 import time
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = "/tmp/kiln-onnx-bench-venv"
 WORK = "/tmp/kiln-onnx-bench"
 NETS = ["lenet5", "alexnet", "vgg16", "resnet18", "mobilenet_block"]
+SPEED = ["lenet5", "lenet5_b64", "vgg_block", "resnet18", "mobilenet_dw_pw", "dilated_conv"]
+LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
+         "squeezenet", "vgg19", "zfnet512"]
+REL_TOL = 1e-4
+
+
+def have(*mods):
+    try:
+        for m in mods:
+            __import__(m)
+        return True
+    except ImportError:
+        return False
 
 
 def ensure_venv():
-    if os.environ.get("KILN_BENCH_IN_VENV"):
+    if os.environ.get("KILN_BENCH_IN_VENV") or have("numpy", "onnx", "onnxruntime"):
         return
     py = os.path.join(VENV, "bin", "python")
     if not os.path.exists(py):
@@ -37,6 +75,10 @@ def ensure_venv():
         subprocess.check_call([py, "-m", "pip", "install", "-q", "numpy", "onnx", "onnxruntime"])
     os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], dict(os.environ, KILN_BENCH_IN_VENV="1"))
 
+
+# ---------------------------------------------------------------------------------------------
+# Building the models
+# ---------------------------------------------------------------------------------------------
 
 LINE = re.compile(r"^\s*%(\S+) = (\w+)\(([^)]*)\)(?: \{(.*)\})?: f32\[([\d, ]*)\]\s*$")
 DECL = re.compile(r"^\s*(input|param|buffer) %(\S+): f32\[([\d, ]*)\]\s*$")
@@ -55,10 +97,14 @@ def attrs(s):
     return out
 
 
-def kiln_to_onnx(path, rng):
-    """The graph of a .kiln file as an ONNX model with random weights (opset 13)."""
+def kiln_to_onnx(path, rng, batch=None):
+    """The graph of a .kiln file as an ONNX model with random weights (opset 13); `batch` sets
+    dim 0 of its input and output."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
+
+    def b(d):
+        return [batch] + d[1:] if batch else d
 
     nodes, inits, inputs, outputs, shape, params, role = [], [], [], [], {}, [], {}
     for line in open(path):
@@ -68,12 +114,12 @@ def kiln_to_onnx(path, rng):
             kind, name, d = m.group(1), m.group(2), dims(m.group(3))
             shape[name] = d
             if kind == "input":
-                inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, d))
+                inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, b(d)))
                 continue
             params.append(name)
             continue
         if m := OUT.match(line):
-            outputs.append(helper.make_tensor_value_info(m.group(1), TensorProto.FLOAT, shape[m.group(1)]))
+            outputs.append(helper.make_tensor_value_info(m.group(1), TensorProto.FLOAT, b(shape[m.group(1)])))
             continue
         m = LINE.match(line)
         if not m:
@@ -130,10 +176,181 @@ def kiln_to_onnx(path, rng):
             v = rng.uniform(-1, 1, d) / np.sqrt(fan_in)
         inits.append(numpy_helper.from_array(v.astype(np.float32), name))
     graph = helper.make_graph(nodes, os.path.basename(path)[:-5], inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="kiln-bench")
+    return finish(graph)
+
+
+def finish(graph, opset=13):
+    from onnx import checker, helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="kiln-bench")
     model.ir_version = 8
+    checker.check_model(model)
     return model
 
+
+class Builder:
+    """A chain of ONNX nodes with uniform(-1, 1)/sqrt(fan_in) weights."""
+
+    def __init__(self, rng, shape):
+        from onnx import TensorProto, helper
+
+        self.rng, self.nodes, self.inits, self.n = rng, [], [], 0
+        self.inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)]
+        self.x, self.c = "input", shape[1]
+
+    def _name(self, op):
+        self.n += 1
+        return f"{op}{self.n}"
+
+    def _param(self, name, shape, fan_in):
+        import numpy as np
+        from onnx import numpy_helper
+
+        v = self.rng.uniform(-1, 1, shape) / np.sqrt(fan_in)
+        self.inits.append(numpy_helper.from_array(v.astype(np.float32), name))
+        return name
+
+    def node(self, op, **kw):
+        from onnx import helper
+
+        y = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, [self.x], [y], name=y, **kw))
+        self.x = y
+        return self
+
+    def conv(self, cout, k, pad=0, dilation=1, group=1):
+        from onnx import helper
+
+        y = self._name("conv")
+        fan_in = self.c // group * k * k
+        w = self._param(f"{y}.weight", [cout, self.c // group, k, k], fan_in)
+        bias = self._param(f"{y}.bias", [cout], fan_in)
+        self.nodes.append(helper.make_node("Conv", [self.x, w, bias], [y], name=y, kernel_shape=[k, k],
+                                           pads=[pad] * 4, dilations=[dilation] * 2, group=group))
+        self.x, self.c = y, cout
+        return self
+
+    def relu(self):
+        return self.node("Relu")
+
+    def graph(self, name, out_shape):
+        from onnx import TensorProto, helper
+
+        out = [helper.make_tensor_value_info(self.x, TensorProto.FLOAT, out_shape)]
+        return finish(helper.make_graph(self.nodes, name, self.inputs, out, self.inits))
+
+
+def speed_model(name, rng):
+    """The speed-table networks that are not zoo files as they stand."""
+    if name == "lenet5_b64":
+        return kiln_to_onnx(os.path.join(ROOT, "examples", "models", "lenet5.kiln"), rng, batch=64)
+    if name == "vgg_block":
+        b = Builder(rng, [1, 64, 56, 56]).conv(64, 3, pad=1).relu().conv(64, 3, pad=1).relu()
+        return b.node("MaxPool", kernel_shape=[2, 2], strides=[2, 2]).graph(name, [1, 64, 28, 28])
+    if name == "mobilenet_dw_pw":
+        b = Builder(rng, [1, 32, 112, 112]).conv(32, 3, pad=1, group=32).relu().conv(64, 1).relu()
+        return b.graph(name, [1, 64, 112, 112])
+    if name == "dilated_conv":
+        return Builder(rng, [1, 32, 64, 64]).conv(32, 3, pad=2, dilation=2).relu().graph(name, [1, 32, 64, 64])
+    raise SystemExit(f"unknown speed network `{name}`")
+
+
+def randomize_weights(model, rng):
+    """Replaces every float constant of `model` — initializers, `Constant` values and the
+    `ConstantOfShape` fills that stand for the weights in the onnx package's light models — by
+    a seeded random tensor of its shape, in place: He-normal for conv/dense weights, batch norm
+    (and Mul) scales and batch norm variances uniform in [0.5, 1.5], means N(0, 0.1), other
+    tensors uniform in [-0.1, 0.1]."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    role = {}
+    for n in g.node:
+        if n.op_type == "BatchNormalization":
+            for i, r in zip(n.input[1:], ["scale", "bias", "mean", "var"]):
+                role[i] = r
+        elif n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 1:
+            role[n.input[1]] = "conv_weight"
+        elif n.op_type == "Gemm" and len(n.input) > 1:
+            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+            role[n.input[1]] = "dense_weight_t" if trans_b else "dense_weight"
+        elif n.op_type == "MatMul" and len(n.input) > 1:
+            role[n.input[1]] = "dense_weight"
+        elif n.op_type == "Mul":
+            for i in n.input:  # a scale, possibly unsqueezed first
+                p = producer.get(i)
+                role.setdefault(p.input[0] if p is not None and p.op_type in ("Unsqueeze", "Reshape") else i, "scale")
+
+    def draw(name, shape):
+        r = role.get(name)
+        if r in ("scale", "var"):
+            return rng.uniform(0.5, 1.5, shape)
+        if r == "mean":
+            return rng.normal(0, 0.1, shape)
+        if r in ("conv_weight", "dense_weight_t") and len(shape) > 1:
+            return rng.normal(0, math.sqrt(2 / int(np.prod(shape[1:]))), shape)
+        if r == "dense_weight" and len(shape) == 2:
+            return rng.normal(0, math.sqrt(2 / shape[0]), shape)
+        return rng.uniform(-0.1, 0.1, shape)
+
+    floats = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+    inits = {t.name: t for t in g.initializer}
+    for t in g.initializer:
+        if t.data_type in floats:
+            dt = numpy_helper.to_array(t).dtype
+            t.CopyFrom(numpy_helper.from_array(draw(t.name, list(t.dims)).astype(dt), t.name))
+    keep, used_shapes = [], set()
+    for n in g.node:
+        value = next((a.t for a in n.attribute if a.name == "value"), None)
+        if n.op_type == "Constant" and value is not None and value.data_type in floats and len(value.dims) > 0:
+            dt = numpy_helper.to_array(value).dtype
+            value.CopyFrom(numpy_helper.from_array(draw(n.output[0], list(value.dims)).astype(dt), value.name))
+        elif (n.op_type == "ConstantOfShape" and n.input and n.input[0] in inits
+              and (value is None or value.data_type in floats)):
+            shape = [int(d) for d in numpy_helper.to_array(inits[n.input[0]])]
+            g.initializer.append(numpy_helper.from_array(draw(n.output[0], shape).astype(np.float32), n.output[0]))
+            used_shapes.add(n.input[0])
+            continue
+        keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    still_read = {i for n in g.node for i in n.input}
+    dead = [t for t in g.initializer if t.name in used_shapes and t.name not in still_read]
+    for t in dead:
+        g.initializer.remove(t)
+    for i in [i for i in g.input if i.name in {t.name for t in dead}]:
+        g.input.remove(i)
+    return model
+
+
+def expose_logits(model):
+    """Adds the input of each graph output's Softmax as an extra graph output, so the
+    comparison sees the logits too (random weights saturate the probabilities to 0 and 1, which
+    would agree whatever the logits)."""
+    from onnx import TensorProto, helper, shape_inference
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    known = {v.name: v for v in shape_inference.infer_shapes(model).graph.value_info}
+    for o in list(g.output):
+        n = producer.get(o.name)
+        if n is not None and n.op_type == "Softmax" and n.input[0] not in {x.name for x in g.output}:
+            v = known.get(n.input[0]) or helper.make_tensor_value_info(n.input[0], TensorProto.FLOAT, None)
+            g.output.append(v)
+    return model
+
+
+def light_dir():
+    import onnx
+
+    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring (shared with torchvision_vs_ort.py)
+# ---------------------------------------------------------------------------------------------
 
 def kiln_bin(exe=None):
     if exe:
@@ -148,81 +365,328 @@ def totals(text):
     return [l.strip() for l in text.splitlines() if l.strip().startswith("Total ")]
 
 
-def main():
-    ensure_venv()
+def io_names(path):
+    """The file's graph inputs (without initializers), with static shapes (symbolic -> 1),
+    and its outputs."""
+    import onnx
+
+    m = onnx.load(path, load_external_data=False)
+    inits = {t.name for t in m.graph.initializer}
+    ins = []
+    for i in m.graph.input:
+        if i.name in inits:
+            continue
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim]
+        ins.append((i.name, shape))
+    return ins, [o.name for o in m.graph.output]
+
+
+def safe(name):
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def make_inputs(path, workdir, seed):
+    """Seeded N(0, 1) inputs for the file, saved as .npy; [(name, path, array)]."""
     import numpy as np
+
+    ins, _ = io_names(path)
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, shape in ins:
+        x = rng.standard_normal(shape).astype(np.float32)
+        p = os.path.join(workdir, f"in_{safe(name)}.npy")
+        np.save(p, x)
+        out.append((name, p, x))
+    return out
+
+
+def cpus_for(threads):
+    n = os.cpu_count() or 1
+    return ",".join(str(c) for c in list(range(n))[-threads:])
+
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.log_severity_level = 3
+    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+
+
+def ort_worker(argv):
+    """`--ort-worker MODEL THREADS RUNS NAME=X.npy ...`: prints ORT's median ms (one warm-up)."""
+    import numpy as np
+
+    path, threads, runs = argv[0], int(argv[1]), int(argv[2])
+    feed = {}
+    for a in argv[3:]:
+        k, v = a.rsplit("=", 1)
+        feed[k] = np.load(v)
+    s = ort_session(path, threads)
+    s.run(None, feed)
+    t = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        s.run(None, feed)
+        t.append((time.perf_counter() - t0) * 1e3)
+    print(f"ort: median {float(np.median(t)):.4f} ms")
+
+
+def kiln_ms(kiln, path, threads, runs):
+    out = subprocess.run(["taskset", "-c", cpus_for(threads), kiln, "bench", path, "--engine", "jit",
+                          "--threads", str(threads), "--runs", str(runs)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"kiln bench: {out.stderr.strip()}")
+    return float(re.search(r"jit: median ([\d.]+) ms", out.stdout).group(1))
+
+
+def ort_ms(path, inputs, threads, runs):
+    cmd = ["taskset", "-c", cpus_for(threads), sys.executable, os.path.abspath(__file__), "--ort-worker",
+           path, str(threads), str(runs)] + [f"{n}={p}" for n, p, _ in inputs]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, KILN_BENCH_IN_VENV="1"))
+    if out.returncode != 0:
+        raise RuntimeError(f"ORT: {out.stderr.strip()[-2000:]}")
+    return float(re.search(r"ort: median ([\d.]+) ms", out.stdout).group(1))
+
+
+def unsupported_ops(text):
+    """op_type -> count, from `kiln check`'s list of unsupported nodes."""
+    ops = {}
+    for m in re.finditer(r"\((\w+), opset \d+\)", text):
+        ops[m.group(1)] = ops.get(m.group(1), 0) + 1
+    return ops
+
+
+def measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra=None):
+    """Everything one row needs: check, error against ORT, latencies. Never raises: a failure
+    is recorded in `row['error']` with the stage that failed."""
+    import numpy as np
+
+    os.makedirs(workdir, exist_ok=True)
+    row = dict(name=name, path=path, imports=False, error=None, abs=None, rel=None, times={})
+    if extra:
+        row.update(extra)
+    chk = subprocess.run([kiln, "check", path], capture_output=True, text=True)
+    if chk.returncode != 0:
+        row["error"] = "kiln check: " + (chk.stdout + chk.stderr).strip()
+        row["ops"] = unsupported_ops(chk.stdout + chk.stderr)
+        return row
+    row["imports"] = True
+    try:
+        inputs = make_inputs(path, workdir, seed)
+        _, outs = io_names(path)
+        s = ort_session(path, 1)
+        want = s.run(outs, {n: x for n, _, x in inputs})
+        cmd = [kiln, "run", path]
+        for n, p, _ in inputs:
+            cmd += ["--input", f"{n}={p}"]
+        got_paths = [os.path.join(workdir, f"out_{i}_{safe(o)}.npy") for i, o in enumerate(outs)]
+        for o, p in zip(outs, got_paths):
+            cmd += ["--output", f"{o}={p}"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            row["error"] = "kiln run: " + r.stderr.strip()
+            return row
+        abs_err, rel_err = 0.0, 0.0
+        for w, p in zip(want, got_paths):
+            g = np.load(p)
+            if g.shape != w.shape:
+                row["error"] = f"kiln run: output shape {g.shape}, ORT's {w.shape}"
+                return row
+            a = float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64)))) if w.size else 0.0
+            scale = float(np.max(np.abs(w))) if w.size else 0.0
+            abs_err = max(abs_err, a)
+            rel_err = max(rel_err, a / scale if scale > 0 else a)
+            if not np.all(np.isfinite(g)):
+                rel_err = float("inf")
+        row["abs"], row["rel"] = abs_err, rel_err
+        del s
+        per = {t: ([], []) for t in threads}
+        for _ in range(rounds):
+            for t in threads:
+                per[t][0].append(kiln_ms(kiln, path, t, runs))
+                per[t][1].append(ort_ms(path, inputs, t, runs))
+        row["times"] = {t: (float(np.median(k)), float(np.median(o))) for t, (k, o) in per.items()}
+    except Exception as e:  # a failing model must not stop the others
+        row["error"] = f"{type(e).__name__}: {e}"
+    return row
+
+
+def geomean(xs):
+    xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def fmt_ms(v):
+    return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+
+
+def print_table(rows, threads, extra_cols=()):
+    """The results table, the geomeans and every failure in full. Returns True when every
+    model imported, ran and agreed with ORT."""
+    head = f"{'network':<22} {'imports':>7} {'max abs err':>11} {'max rel err':>11} {'pass':>4}"
+    for c, w in extra_cols:
+        head += f" {c:>{w}}"
+    for t in threads:
+        head += f"  {'kiln ' + str(t) + 't':>9} {'ORT ' + str(t) + 't':>9} {'ratio':>6}"
+    print(head)
+    ok = True
+    for r in rows:
+        line = f"{r['name']:<22} {'yes' if r['imports'] else 'NO':>7} "
+        if r["rel"] is None:
+            line += f"{'—':>11} {'—':>11} {'—':>4}"
+        else:
+            passed = r["rel"] <= REL_TOL
+            ok &= passed
+            line += f"{r['abs']:>11.2e} {r['rel']:>11.2e} {'yes' if passed else 'NO':>4}"
+        for c, w in extra_cols:
+            line += f" {str(r.get(c, '—')):>{w}}"
+        for t in threads:
+            if t in r["times"]:
+                k, o = r["times"][t]
+                line += f"  {fmt_ms(k):>9} {fmt_ms(o):>9} {k / o:>6.2f}"
+            else:
+                line += f"  {'—':>9} {'—':>9} {'—':>6}"
+        print(line, flush=True)
+        ok &= r["error"] is None
+    timed = [r for r in rows if r["times"]]
+    line = f"{'geomean (' + str(len(timed)) + ' timed)':<22} {'':>7} {'':>11} {'':>11} {'':>4}"
+    for c, w in extra_cols:
+        line += f" {'':>{w}}"
+    for t in threads:
+        g = geomean([r["times"][t][0] / r["times"][t][1] for r in timed if t in r["times"]])
+        line += f"  {'':>9} {'':>9} {g:>6.2f}"
+    print(line)
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        print("\nnot imported or failed (kiln's error; of `kiln check`'s list, the first node of each operator):")
+        for r in failed:
+            ops = r.get("ops")
+            opsum = f" [unsupported: {', '.join(f'{k} x{v}' for k, v in sorted(ops.items()))}]" if ops else ""
+            print(f"- {r['name']}{opsum}:\n    " + shorten_check(r["error"]).replace("\n", "\n    "))
+    return ok
+
+
+def shorten_check(text):
+    """`kiln check`'s list with one line per unsupported operator (the first such node) and a
+    count of the rest; other errors as they are."""
+    lines, seen, dropped = [], set(), 0
+    for line in text.splitlines():
+        m = re.search(r"\((\w+), opset \d+\)", line)
+        if m and m.group(1) in seen:
+            dropped += 1
+            continue
+        if m:
+            seen.add(m.group(1))
+        lines.append(line)
+    if dropped:
+        lines.insert(len(lines) - 1, f"(… {dropped} more nodes of these operators)")
+    return "\n".join(lines)
+
+
+def parse_threads(s):
+    return [int(t) for t in s.split(",") if t]
+
+
+def arg(args, flag, default):
+    if flag in args:
+        i = args.index(flag)
+        v = args[i + 1]
+        del args[i:i + 2]
+        return v
+    return default
+
+
+def load():
+    a = os.getloadavg()
+    return f"load average {a[0]:.2f} {a[1]:.2f} {a[2]:.2f}"
+
+
+def versions():
     import onnx
     import onnxruntime as ort
 
-    runs = 10
-    nets = NETS
-    exe = None
+    return f"onnxruntime {ort.__version__}, onnx {onnx.__version__}"
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--ort-worker":
+        ort_worker(sys.argv[2:])
+        return
+    ensure_venv()
+    import numpy as np
+    import onnx
+
     args = sys.argv[1:]
-    for i, a in enumerate(args):
-        if a == "--runs":
-            runs = int(args[i + 1])
-        if a == "--nets":
-            nets = args[i + 1].split(",")
-        if a == "--kiln":
-            exe = args[i + 1]
+    runs = int(arg(args, "--runs", "10"))
+    rounds = int(arg(args, "--rounds", "3"))
+    threads = parse_threads(arg(args, "--threads", "1,2"))
+    sets = arg(args, "--sets", "zoo,speed,light").split(",")
+    only = arg(args, "--nets", None)
+    only = set(only.split(",")) if only else None
+    exe = arg(args, "--kiln", None)
+    seed = int(arg(args, "--seed", "0"))
+    files = [a for a in args if not a.startswith("--")]
+    if len(files) != len(args):
+        raise SystemExit(f"unknown option in {args}; see the docstring")
     os.makedirs(WORK, exist_ok=True)
     kiln = kiln_bin(exe)
-    rng = np.random.default_rng(0)
-    print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, {runs} timed runs, median ms")
-    print(f"{'network':<16} {'max abs err':>11} {'max rel err':>11} {'summary':>8}  "
-          f"{'kiln 1t':>9} {'ORT 1t':>9} {'kiln 2t':>9} {'ORT 2t':>9}")
-    failed = False
-    for net in nets:
-        kiln_file = os.path.join(ROOT, "examples", "models", f"{net}.kiln")
-        model = kiln_to_onnx(kiln_file, rng)
-        path = os.path.join(WORK, f"{net}.onnx")
-        onnx.save(model, path)
-        x_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-        x = rng.standard_normal(x_shape).astype(np.float32)
-        xin, yout = os.path.join(WORK, f"{net}_x.npy"), os.path.join(WORK, f"{net}_y.npy")
-        np.save(xin, x)
 
-        def ort_session(threads):
-            o = ort.SessionOptions()
-            o.intra_op_num_threads = threads
-            o.inter_op_num_threads = 1
-            return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+    def rng_for(name):  # each model's weights depend on the seed and its name only
+        return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
-        s1 = ort_session(1)
-        feed = {model.graph.input[0].name: x}
-        want = s1.run(None, feed)[0]
-        subprocess.run([kiln, "run", path, "--input", xin, "--output", yout], check=True)
-        got = np.load(yout)
-        abs_err = float(np.max(np.abs(got - want)))
-        rel_err = abs_err / float(np.max(np.abs(want)))
+    # (row name, how to make the .onnx, summary-check .kiln file or None)
+    jobs = []
+    if "zoo" in sets:
+        for net in NETS:
+            kf = os.path.join(ROOT, "examples", "models", f"{net}.kiln")
+            jobs.append((net, lambda kf=kf, net=net: kiln_to_onnx(kf, rng_for(net)), kf))
+    if "speed" in sets:
+        for net in SPEED:
+            if "zoo" in sets and net in NETS:
+                continue  # the zoo row is the same network
+            if net in NETS:
+                kf = os.path.join(ROOT, "examples", "models", f"{net}.kiln")
+                jobs.append((net, lambda kf=kf, net=net: kiln_to_onnx(kf, rng_for(net)), kf))
+            else:
+                jobs.append((net, lambda net=net: speed_model(net, rng_for(net)), None))
+    if "light" in sets:
+        for net in LIGHT:
+            p = os.path.join(light_dir(), f"light_{net}.onnx")
+            jobs.append((f"light_{net}", lambda p=p, net=net: expose_logits(randomize_weights(onnx.load(p), rng_for(net))), None))
+    for f in files:
+        jobs.append((os.path.basename(f), os.path.abspath(f), None))
 
-        k_sum = subprocess.run([kiln, "summary", path], capture_output=True, text=True, check=True).stdout
-        z_sum = subprocess.run([kiln, "summary", kiln_file], capture_output=True, text=True, check=True).stdout
-        same = totals(k_sum) == totals(z_sum)
-        if not same or rel_err > 1e-4:
-            failed = True
-            if not same:
-                print(f"  {net}: summary totals differ: onnx {totals(k_sum)} vs kiln {totals(z_sum)}")
-
-        def ort_ms(threads):
-            s = s1 if threads == 1 else ort_session(threads)
-            s.run(None, feed)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feed)
-                t.append((time.perf_counter() - t0) * 1e3)
-            return float(np.median(t))
-
-        def kiln_ms(threads):
-            out = subprocess.run([kiln, "bench", path, "--engine", "jit", "--threads", str(threads), "--runs", str(runs)],
-                                 capture_output=True, text=True, check=True).stdout
-            return float(re.search(r"jit: median ([\d.]+) ms", out).group(1))
-
-        print(f"{net:<16} {abs_err:>11.2e} {rel_err:>11.2e} {'same' if same else 'DIFFERS':>8}  "
-              f"{kiln_ms(1):>9.3f} {ort_ms(1):>9.3f} {kiln_ms(2):>9.3f} {ort_ms(2):>9.3f}", flush=True)
-    print("rel err: max |kiln − ORT| / max |ORT|; summary: `kiln summary` totals on the .onnx vs the .kiln zoo")
-    sys.exit(1 if failed else 0)
+    print(f"{versions()}, {runs} timed runs x {rounds} rounds, median ms; kiln {kiln}; {load()}")
+    rows = []
+    for name, make, kf in jobs:
+        if only and name not in only:
+            continue
+        if isinstance(make, str):
+            path = make
+        else:
+            path = os.path.join(WORK, f"{name}.onnx")
+            onnx.save(make(), path)
+        extra = {}
+        if kf:
+            k_sum = subprocess.run([kiln, "summary", path], capture_output=True, text=True).stdout
+            z_sum = subprocess.run([kiln, "summary", kf], capture_output=True, text=True).stdout
+            extra["summary"] = "same" if totals(k_sum) == totals(z_sum) and totals(z_sum) else "DIFFERS"
+        r = measure(kiln, name, path, os.path.join(WORK, name), seed, runs, rounds, threads, extra)
+        rows.append(r)
+        t = "  ".join(f"{k}t {v[0]:.3f}/{v[1]:.3f} ms" for k, v in r["times"].items())
+        print(f"  [{name}: rel {r['rel']}, {t}{' ERROR' if r['error'] else ''}]", file=sys.stderr, flush=True)
+    print()
+    ok = print_table(rows, threads, extra_cols=[("summary", 7)])
+    ok &= all(r.get("summary", "same") == "same" for r in rows)
+    print(f"\nrel err: max |kiln − ORT| / max |ORT| over the output (worst output), pass: ≤ {REL_TOL:g}; "
+          "ratio: kiln / ORT median latency (> 1: kiln slower); summary: `kiln summary` totals on the "
+          ".onnx vs the .kiln zoo")
+    print(f"end: {load()}")
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
