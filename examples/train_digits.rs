@@ -1,7 +1,7 @@
 //! Trains the digits CNN (`kiln::zoo::digits_cnn`: conv 3×3 → ReLU → max pool → conv 3×3 →
 //! ReLU → dense, cross-entropy on the logits) on the 8×8 handwritten digits that kiln ships
-//! (`examples/data/digits.csv.gz`), with a seeded 80/20 split, a progress bar, one line per
-//! epoch, and the held-out accuracy as the last line.
+//! (`examples/data/digits.csv.gz`), with a seeded 80/20 split, one line per
+//! epoch, and the held-out accuracy as the last line (`kiln train` also draws a progress bar).
 //!
 //! ```text
 //! cargo run --release --example train_digits
@@ -14,7 +14,7 @@
 //! this 2-core machine): 98.06% held-out accuracy on the seed-0 split (98.06–98.61% on seeds
 //! 0–3), 0.3–0.6 s and 2,400–4,300 images/s per epoch, about 7 s in all.
 
-use kiln::fit::FitError;
+use kiln::fit::{FitError, NoProgress};
 use kiln::train_cmd::{DataSource, OptimizerKind, TrainSettings, new_trainer, train_with};
 use std::process::ExitCode;
 
@@ -38,9 +38,15 @@ fn train() -> Result<(), FitError> {
         optimizer: OptimizerKind::Sgd,
         seed: 0,
         save: None,
-        no_progress: false,
     };
     let mut out = std::io::stdout().lock();
-    train_with(&graph, &DataSource::Digits(None), &options, &mut out, new_trainer)?;
+    train_with(
+        &graph,
+        &DataSource::Digits(None),
+        &options,
+        &mut out,
+        &mut NoProgress,
+        new_trainer,
+    )?;
     Ok(())
 }

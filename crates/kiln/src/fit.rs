@@ -1,15 +1,14 @@
 //! The training loop: [`fit`] drives any [`Learner`] (kiln's `Trainer`, or a model of your own)
-//! over a [`Dataset`] for some epochs, with a seeded reshuffle per epoch, a progress bar, and the
-//! held-out [`accuracy`] after every epoch.
+//! over a [`Dataset`] for some epochs, with a seeded reshuffle per epoch, progress reported to a
+//! [`Progress`] (the `kiln` tool draws a bar with it), and the held-out [`accuracy`] after every
+//! epoch.
 //!
 //! Training uses full batches only (the rows that do not fill the last batch of an epoch are
 //! left out of that epoch; another order puts other rows there next time). Evaluation sees every
 //! row: its last chunk is padded up to the batch size and the padding rows' predictions ignored.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_ir::Tensor;
 use kiln_runtime::data::{Dataset, Remainder, permutation};
-use std::io::IsTerminal;
 use std::time::Instant;
 
 pub type FitError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,17 +29,11 @@ pub struct FitOptions {
     pub epochs: usize,
     /// Seeds each epoch's order of the training rows: the same seed, the same run.
     pub seed: u64,
-    /// Show a progress bar on stderr (never drawn when stderr is not a terminal).
-    pub progress: bool,
 }
 
 impl Default for FitOptions {
     fn default() -> FitOptions {
-        FitOptions {
-            epochs: 10,
-            seed: 0,
-            progress: true,
-        }
+        FitOptions { epochs: 10, seed: 0 }
     }
 }
 
@@ -78,22 +71,28 @@ pub fn epoch_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
     permutation(rows, epoch_seed)
 }
 
-fn progress_bar(show: bool, steps: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(steps),
-        if show && std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps, eta {eta}  {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar
+/// What [`fit_with`] reports while it trains. Every method does nothing by default;
+/// [`NoProgress`] is that. The `kiln` tool implements it with a progress bar.
+pub trait Progress {
+    /// Before the first step: the number of steps of the whole run.
+    fn start(&mut self, _steps: u64) {}
+    /// Epoch `epoch` (1-based) of `epochs` begins.
+    fn epoch(&mut self, _epoch: usize, _epochs: usize) {}
+    /// A step is done: the mean loss of the epoch's steps so far and the images per second.
+    fn step(&mut self, _mean_loss: f64, _images_per_second: f64) {}
+    /// Runs `f`, which prints an epoch's line (a bar clears itself around it).
+    fn suspend(&mut self, f: &mut dyn FnMut() -> Result<(), FitError>) -> Result<(), FitError> {
+        f()
+    }
+    /// After the last epoch.
+    fn finish(&mut self) {}
 }
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
 
 /// Trains `learner` on `train` for `options.epochs` epochs and measures it on `test` after each.
 ///
@@ -105,16 +104,17 @@ pub fn fit(
     test: &Dataset,
     options: &FitOptions,
 ) -> Result<FitReport, FitError> {
-    fit_with(learner, train, test, options, |_| Ok(()))
+    fit_with(learner, train, test, options, &mut NoProgress, |_| Ok(()))
 }
 
-/// [`fit`] that calls `on_epoch` with each epoch's report as soon as the epoch is done (with the
-/// progress bar out of the way, so it may print).
+/// [`fit`] that reports each step to `progress` and calls `on_epoch` with each epoch's report as
+/// soon as the epoch is done (inside [`Progress::suspend`], so it may print).
 pub fn fit_with(
     learner: &mut (impl Learner + ?Sized),
     train: &Dataset,
     test: &Dataset,
     options: &FitOptions,
+    progress: &mut dyn Progress,
     mut on_epoch: impl FnMut(&EpochReport) -> Result<(), FitError>,
 ) -> Result<FitReport, FitError> {
     let batch = learner.batch_size();
@@ -138,12 +138,9 @@ pub fn fit_with(
         .into());
     }
     let mut epochs = Vec::new();
-    let bar = progress_bar(
-        options.progress,
-        (steps as u64).saturating_mul(options.epochs as u64),
-    );
+    progress.start((steps as u64).saturating_mul(options.epochs as u64));
     for epoch in 0..options.epochs {
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, options.epochs));
+        progress.epoch(epoch + 1, options.epochs);
         let order = epoch_order(train.len(), options.seed, epoch);
         let start = Instant::now();
         let mut total = 0.0f64;
@@ -161,12 +158,10 @@ pub fn fit_with(
             }
             total += f64::from(loss);
             let seconds = start.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4}  {:.0} images/s",
+            progress.step(
                 total / (step + 1) as f64,
-                ((step + 1) * batch) as f64 / seconds.max(1e-9)
-            ));
-            bar.inc(1);
+                ((step + 1) * batch) as f64 / seconds.max(1e-9),
+            );
         }
         let seconds = start.elapsed().as_secs_f64();
         let test_accuracy =
@@ -178,10 +173,10 @@ pub fn fit_with(
             images_per_second: (steps * batch) as f64 / seconds.max(1e-9),
             test_accuracy,
         };
-        bar.suspend(|| on_epoch(&report))?;
+        progress.suspend(&mut || on_epoch(&report))?;
         epochs.push(report);
     }
-    bar.finish_and_clear();
+    progress.finish();
     let test_accuracy = match epochs.last() {
         Some(e) => e.test_accuracy,
         None => accuracy(learner, test)?,

@@ -2,8 +2,10 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::ir::{Graph, Tensor, Value};
 use std::collections::{HashMap, HashSet};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -83,118 +85,178 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List every node of an `.onnx` model that kiln cannot import (non-zero exit if any).
-    Check {
-        /// The model: a `.kiln` text IR file or an `.onnx` file.
-        model: PathBuf,
-    },
+    Check(CheckArgs),
     /// Per layer: op, output shape, params, FLOPs, receptive field and jump; then the totals.
-    Summary {
-        /// The model: a `.kiln` text IR file or an `.onnx` file.
-        model: PathBuf,
-    },
+    Summary(SummaryArgs),
     /// Show what the compiler made of a model.
-    Compile {
-        /// The model: a `.kiln` text IR file or an `.onnx` file (not needed with `--passes`).
-        #[arg(required_unless_present = "passes")]
-        model: Option<PathBuf>,
-        /// What to print.
-        #[arg(long, value_enum, default_value_t = Emit::Ir)]
-        emit: Emit,
-        /// Print the graph after every run of the pass named PASS (see `--passes`).
-        #[arg(long, value_name = "PASS")]
-        print_after: Option<String>,
-        /// List the optimization pipeline, in order, and exit.
-        #[arg(long)]
-        passes: bool,
-    },
+    Compile(CompileArgs),
     /// Run a model on inputs read from `.npy` files.
-    Run {
-        /// The model: a `.kiln` text IR file or an `.onnx` file.
-        model: PathBuf,
-        /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input), NAME as the
-        /// model file spells it (`0`, `input.1`, `gpu_0/data_0`). Repeat for each input.
-        #[arg(long = "input", value_name = "NAME=PATH")]
-        inputs: Vec<String>,
-        /// Where to write the outputs: `out.npy` when the model has one output, else `NAME=PATH`
-        /// for each (NAME as the model file spells it). Without it, the outputs are printed.
-        #[arg(long = "output", value_name = "[NAME=]PATH")]
-        outputs: Vec<String>,
-        #[command(flatten)]
-        weights: WeightArgs,
-        /// Which engine computes: the JIT or the reference interpreter.
-        #[arg(long, value_enum, default_value_t = Engine::Jit)]
-        engine: Engine,
-        /// Threads of the JIT, 1 to 1024 [default: one per core].
-        #[arg(long, value_parser = threads_arg)]
-        threads: Option<usize>,
-        /// Batch size (dim 0 of every input), at least 1; default: the model's own.
-        #[arg(long, value_parser = batch_arg)]
-        batch: Option<usize>,
-    },
+    Run(RunArgs),
     /// Gradients of a loss on one batch w.r.t. every weight and input, as safetensors.
-    Grad {
-        /// The model: a `.kiln` text IR file or an `.onnx` file (one output: the prediction).
-        model: PathBuf,
-        /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input).
-        #[arg(long = "input", value_name = "NAME=PATH", required = true)]
-        inputs: Vec<String>,
-        /// The target: class ids (int32/int64 `[N]`) or an f32 array (mse: the output's shape;
-        /// cross-entropy/nll: probabilities `[N, K]`).
-        #[arg(long, value_name = "t.npy")]
-        target: PathBuf,
-        #[arg(long, value_enum)]
-        loss: LossArg,
-        /// Where to write the gradients: every param by its name, every input as `grad_of_NAME`
-        /// (NAME as the model file spells it).
-        #[arg(long, value_name = "grads.safetensors")]
-        output: PathBuf,
-        #[command(flatten)]
-        weights: WeightArgs,
-        #[arg(long, value_enum, default_value_t = Engine::Jit)]
-        engine: Engine,
-    },
+    Grad(GradArgs),
     /// Time the JIT and the interpreter on seeded random inputs; median run times and speedup.
-    Bench {
-        /// The model: a `.kiln` text IR file or an `.onnx` file.
-        model: PathBuf,
-        /// Batch size (dim 0 of every input), at least 1; default: the model's own.
-        #[arg(long, value_parser = batch_arg)]
-        batch: Option<usize>,
-        /// Which engines to time.
-        #[arg(long, value_enum, default_value_t = BenchEngine::Both)]
-        engine: BenchEngine,
-        /// Timed runs per engine (after one warm-up run), 1 to 1000000.
-        #[arg(long, default_value_t = 10, value_parser = runs_arg)]
-        runs: usize,
-        /// Also time each JIT kernel on its own: node, op, milliseconds and GFLOP/s.
-        #[arg(long)]
-        profile: bool,
-        /// Threads of the JIT, 1 to 1024 [default: one per core].
-        #[arg(long, value_parser = threads_arg)]
-        threads: Option<usize>,
-        /// Compile without the graph passes (`kiln compile --passes` lists them), to see what
-        /// they are worth.
-        #[arg(long)]
-        no_passes: bool,
-        /// Which GEMM micro-kernel runs the convolutions: `auto` (AVX-512 where the CPU has
-        /// it) or `cranelift` (the JIT's own 128-bit kernel).
-        #[arg(long, value_enum, default_value_t = GemmTierArg::Auto)]
-        gemm_tier: GemmTierArg,
-        #[command(flatten)]
-        weights: WeightArgs,
-    },
+    Bench(BenchArgs),
     /// Train a model on labelled images split 80/20 with the seed; the last line printed is
     /// `test accuracy: NN.NN%`.
-    Train {
-        /// The model: a `.kiln` or `.onnx` file with one input [N, C, H, W] and one output
-        /// [N, classes]; training starts from a seeded initialization (not an `.onnx` file's weights).
-        model: PathBuf,
-        /// `digits` (the 8×8 digits kiln ships), `digits:PATH`, or `idx:IMAGES,LABELS` (MNIST).
-        #[arg(long, value_name = "SOURCE")]
-        data: kiln::train_cmd::DataSource,
-        #[command(flatten)]
-        options: kiln::train_cmd::TrainSettings,
-    },
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The model: a `.kiln` text IR file or an `.onnx` file.
+    model: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SummaryArgs {
+    /// The model: a `.kiln` text IR file or an `.onnx` file.
+    model: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct CompileArgs {
+    /// The model: a `.kiln` text IR file or an `.onnx` file (not needed with `--passes`).
+    #[arg(required_unless_present = "passes")]
+    model: Option<PathBuf>,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = Emit::Ir)]
+    emit: Emit,
+    /// Print the graph after every run of the pass named PASS (see `--passes`).
+    #[arg(long, value_name = "PASS")]
+    print_after: Option<String>,
+    /// List the optimization pipeline, in order, and exit.
+    #[arg(long)]
+    passes: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The model: a `.kiln` text IR file or an `.onnx` file.
+    model: PathBuf,
+    /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input), NAME as the
+    /// model file spells it (`0`, `input.1`, `gpu_0/data_0`). Repeat for each input.
+    #[arg(long = "input", value_name = "NAME=PATH")]
+    inputs: Vec<String>,
+    /// Where to write the outputs: `out.npy` when the model has one output, else `NAME=PATH`
+    /// for each (NAME as the model file spells it). Without it, the outputs are printed.
+    #[arg(long = "output", value_name = "[NAME=]PATH")]
+    outputs: Vec<String>,
+    #[command(flatten)]
+    weights: WeightArgs,
+    /// Which engine computes: the JIT or the reference interpreter.
+    #[arg(long, value_enum, default_value_t = Engine::Jit)]
+    engine: Engine,
+    /// Threads of the JIT, 1 to 1024 [default: one per core].
+    #[arg(long, value_parser = threads_arg)]
+    threads: Option<usize>,
+    /// Batch size (dim 0 of every input), at least 1; default: the model's own.
+    #[arg(long, value_parser = batch_arg)]
+    batch: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct GradArgs {
+    /// The model: a `.kiln` text IR file or an `.onnx` file (one output: the prediction).
+    model: PathBuf,
+    /// An input, as `NAME=x.npy` (or just `x.npy` when the model has one input).
+    #[arg(long = "input", value_name = "NAME=PATH", required = true)]
+    inputs: Vec<String>,
+    /// The target: class ids (int32/int64 `[N]`) or an f32 array (mse: the output's shape;
+    /// cross-entropy/nll: probabilities `[N, K]`).
+    #[arg(long, value_name = "t.npy")]
+    target: PathBuf,
+    #[arg(long, value_enum)]
+    loss: LossArg,
+    /// Where to write the gradients: every param by its name, every input as `grad_of_NAME`
+    /// (NAME as the model file spells it).
+    #[arg(long, value_name = "grads.safetensors")]
+    output: PathBuf,
+    #[command(flatten)]
+    weights: WeightArgs,
+    #[arg(long, value_enum, default_value_t = Engine::Jit)]
+    engine: Engine,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The model: a `.kiln` text IR file or an `.onnx` file.
+    model: PathBuf,
+    /// Batch size (dim 0 of every input), at least 1; default: the model's own.
+    #[arg(long, value_parser = batch_arg)]
+    batch: Option<usize>,
+    /// Which engines to time.
+    #[arg(long, value_enum, default_value_t = BenchEngine::Both)]
+    engine: BenchEngine,
+    /// Timed runs per engine (after one warm-up run), 1 to 1000000.
+    #[arg(long, default_value_t = 10, value_parser = runs_arg)]
+    runs: usize,
+    /// Also time each JIT kernel on its own: node, op, milliseconds and GFLOP/s.
+    #[arg(long)]
+    profile: bool,
+    /// Threads of the JIT, 1 to 1024 [default: one per core].
+    #[arg(long, value_parser = threads_arg)]
+    threads: Option<usize>,
+    /// Compile without the graph passes (`kiln compile --passes` lists them), to see what
+    /// they are worth.
+    #[arg(long)]
+    no_passes: bool,
+    /// Which GEMM micro-kernel runs the convolutions: `auto` (AVX-512 where the CPU has
+    /// it) or `cranelift` (the JIT's own 128-bit kernel).
+    #[arg(long, value_enum, default_value_t = GemmTierArg::Auto)]
+    gemm_tier: GemmTierArg,
+    #[command(flatten)]
+    weights: WeightArgs,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// The model: a `.kiln` or `.onnx` file with one input [N, C, H, W] and one output
+    /// [N, classes]; training starts from a seeded initialization (not an `.onnx` file's weights).
+    model: PathBuf,
+    /// `digits` (the 8×8 digits kiln ships), `digits:PATH`, or `idx:IMAGES,LABELS` (MNIST).
+    #[arg(long, value_name = "SOURCE")]
+    data: kiln::train_cmd::DataSource,
+    /// Passes over the training set (at most 1000000).
+    #[arg(long, default_value_t = 10, value_parser = epochs_arg)]
+    epochs: usize,
+    /// Images per step, from 1 to the size of the training set (the model is recompiled for it).
+    #[arg(long, default_value_t = 32, value_parser = batch_arg)]
+    batch: usize,
+    /// Learning rate [default: 0.05 with sgd, 0.001 with adam].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    /// Momentum of sgd (0 for plain SGD).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    momentum: f32,
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
+    optimizer: OptimizerArg,
+    /// Seeds the initial weights, the 80/20 split and each epoch's order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the trained weights here (named as in the model).
+    #[arg(long, value_name = "W.safetensors")]
+    save: Option<PathBuf>,
+    /// No progress bar (it is never drawn when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// `--optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OptimizerArg {
+    /// Stochastic gradient descent with momentum.
+    Sgd,
+    /// Adam (β₁ 0.9, β₂ 0.999, ε 1e-8).
+    Adam,
+}
+
+/// `train --epochs`: 0 (only measure the untrained model) up to `MAX_EPOCHS`.
+fn epochs_arg(s: &str) -> Result<usize, String> {
+    let max = kiln::train_cmd::MAX_EPOCHS;
+    match s.parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("the number of epochs must be an integer in 0..={max}")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -545,65 +607,66 @@ fn check(model: &Path) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Check { model } => check(&model)?,
-        Command::Summary { model } => {
-            let m = kiln::model::load(&model)?;
-            outp!("{}", kiln::ir::summary::summarize(&m.graph));
-            let renamed = m.renamed();
-            if !renamed.is_empty() {
-                out!("Names in the file that are not the node's:");
-                for (what, file, node) in renamed {
-                    out!("  {what} `{file}` is node `{node}`");
-                }
+        Command::Check(a) => check(&a.model),
+        Command::Summary(a) => summary(&a),
+        Command::Compile(a) => compile(&a),
+        Command::Run(a) => run_model(&a),
+        Command::Grad(a) => grad(&a),
+        Command::Bench(a) => bench(&a),
+        Command::Train(a) => train(&a),
+    }
+}
+
+/// `kiln summary`.
+fn summary(a: &SummaryArgs) -> Result<()> {
+    let m = kiln::model::load(&a.model)?;
+    outp!("{}", kiln::ir::summary::summarize(&m.graph));
+    let renamed = m.renamed();
+    if !renamed.is_empty() {
+        out!("Names in the file that are not the node's:");
+        for (what, file, node) in renamed {
+            out!("  {what} `{file}` is node `{node}`");
+        }
+    }
+    Ok(())
+}
+
+/// `kiln compile`.
+fn compile(a: &CompileArgs) -> Result<()> {
+    if a.passes {
+        for p in kiln::passes::pipeline(kiln::passes::OptLevel::Full) {
+            out!("{}", p.name());
+        }
+        return Ok(());
+    }
+    let Some(model) = &a.model else {
+        bail!("a model is required")
+    };
+    if let Some(name) = &a.print_after {
+        let mut graph = load(model)?;
+        let pipeline = kiln::passes::pipeline(kiln::passes::OptLevel::Full);
+        if !pipeline.iter().any(|p| p.name() == name) {
+            let names: Vec<&str> = pipeline.iter().map(|p| p.name()).collect();
+            bail!("no pass `{name}` (the pipeline: {})", names.join(", "));
+        }
+        let mut text = String::new();
+        kiln::passes::run_pipeline(&mut graph, &pipeline, |p, g| {
+            if p == name {
+                text += &format!("# after {p}\n{}", kiln::ir::text::print(g));
             }
-        }
-        Command::Compile { passes: true, .. } => {
-            for p in kiln::passes::pipeline(kiln::passes::OptLevel::Full) {
-                out!("{}", p.name());
-            }
-        }
-        Command::Compile {
-            model: Some(model),
-            print_after: Some(name),
-            ..
-        } => {
-            let mut graph = load(&model)?;
-            let pipeline = kiln::passes::pipeline(kiln::passes::OptLevel::Full);
-            if !pipeline.iter().any(|p| p.name() == name) {
-                let names: Vec<&str> = pipeline.iter().map(|p| p.name()).collect();
-                bail!("no pass `{name}` (the pipeline: {})", names.join(", "));
-            }
-            let mut text = String::new();
-            kiln::passes::run_pipeline(&mut graph, &pipeline, |p, g| {
-                if p == name {
-                    text += &format!("# after {p}\n{}", kiln::ir::text::print(g));
-                }
-            })?;
-            outp!("{text}");
-        }
-        Command::Compile {
-            model: Some(model),
-            emit: Emit::Ir,
-            ..
-        } => {
-            outp!("{}", kiln::ir::text::print(&load(&model)?))
-        }
-        Command::Compile {
-            model: Some(model),
-            emit: Emit::Optimized,
-            ..
-        } => {
-            let graph = kiln::passes::optimize(&load(&model)?, kiln::passes::OptLevel::Full)?;
+        })?;
+        outp!("{text}");
+        return Ok(());
+    }
+    match a.emit {
+        Emit::Ir => outp!("{}", kiln::ir::text::print(&load(model)?)),
+        Emit::Optimized => {
+            let graph = kiln::passes::optimize(&load(model)?, kiln::passes::OptLevel::Full)?;
             outp!("{}", kiln::ir::text::print(&graph));
             outp!("# memory plan: {}\n", kiln::jit::plan::plan(&graph).describe())
         }
-        Command::Compile { model: None, .. } => bail!("a model is required"),
-        Command::Compile {
-            model: Some(model),
-            emit,
-            ..
-        } => {
-            let graph = load(&model)?;
+        emit @ (Emit::Clif | Emit::Asm) => {
+            let graph = load(model)?;
             let opts = kiln::jit::JitOptions {
                 keep_code: true,
                 ..Default::default()
@@ -622,195 +685,250 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Run {
-            model,
-            inputs,
-            outputs,
-            weights,
-            engine,
-            threads,
-            batch,
-        } => {
-            let mut m = kiln::model::load(&model)?;
-            if let Some(n) = batch {
-                m = m
-                    .with_batch(n)
-                    .with_context(|| format!("setting the batch size to {n}"))?;
-            }
-            let w = load_weights(&m.graph, m.weights.take(), &weights)?;
-            // checked before anything runs
-            let wanted = named_paths(&outputs, &m.output_names(), "output")?;
-            let feeds = read_inputs(&m, &inputs)?;
-            let results = run_engine(&m.graph, &w, &feeds, engine, threads)?;
-            let results = m
-                .name_outputs(&results)
-                .ok_or_else(|| anyhow!("the engine did not compute every output of the model"))?;
-            if outputs.is_empty() {
-                for (n, v) in &results {
-                    print_value(n, v)?;
-                }
-            }
-            for (name, path) in wanted {
-                let v = &results
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .ok_or_else(|| anyhow!("no output `{name}`"))?
-                    .1;
-                kiln::runtime::write_npy(&path, v).with_context(|| format!("output `{name}`"))?;
-            }
-        }
-        Command::Grad {
-            model,
-            inputs,
-            target,
-            loss,
-            output,
-            weights,
-            engine,
-        } => {
-            let mut m = kiln::model::load(&model)?;
-            let w = load_weights(&m.graph, m.weights.take(), &weights)?;
-            let feeds = read_inputs(&m, &inputs)?;
-            let graph = &m.graph;
-            let t = kiln::runtime::read_npy(&target).context("the target")?;
-            let loss = match (loss, t.dtype()) {
-                (LossArg::Mse, _) => kiln::Loss::mse(),
-                (LossArg::CrossEntropy, d) => kiln::Loss::cross_entropy().ids_or_probs(d),
-                (LossArg::Nll, d) => kiln::Loss::nll().ids_or_probs(d),
-            };
-            let options = kiln::TrainOptions {
-                engine: match engine {
-                    Engine::Jit => kiln::Engine::Jit,
-                    Engine::Interp => kiln::Engine::Interp,
-                },
-                ..Default::default()
-            };
-            let mut bad = Vec::new();
-            let mut names: Vec<&String> = feeds.keys().collect();
-            names.sort();
-            for n in names {
-                if let Value::F(x) = &feeds[n] {
-                    bad.extend(non_finite(&format!("input `{}`", m.input_name_of(n)), x.data()));
-                }
-            }
-            if let Value::F(x) = &t {
-                bad.extend(non_finite("the target", x.data()));
-            }
-            let mut names: Vec<&String> = w.keys().collect();
-            names.sort();
-            for n in names {
-                bad.extend(non_finite(&format!("weight `{n}`"), w[n].data()));
-            }
-            for b in &bad {
-                eprintln!("warning: {b}");
-            }
-            let (l, grads) = kiln::train::gradients(graph, loss, &w, &feeds, &t, &options)?;
-            // an input's gradient under the file's name of the input
-            let mut named = HashMap::new();
-            for (key, g) in grads {
-                let key = match m
-                    .inputs
-                    .iter()
-                    .find(|(_, node)| key == kiln::autodiff::input_grad_key(node))
-                {
-                    Some((file, _)) => kiln::autodiff::input_grad_key(file),
-                    None => key,
-                };
-                if named.contains_key(&key) {
-                    bail!("two gradients would be written as `{key}`; rename the weight or the input");
-                }
-                named.insert(key, g);
-            }
-            kiln::runtime::save_safetensors(&output, &named)?;
-            if !l.is_finite() {
-                eprintln!(
-                    "warning: the loss is {l}{}; the gradients written to `{}` are not meaningful",
-                    if bad.is_empty() {
-                        ""
-                    } else {
-                        " (the tensors named above are not finite)"
-                    },
-                    output.display()
-                );
-            }
-            out!("loss: {l}");
-        }
-        Command::Bench {
-            model,
-            batch,
-            engine,
-            runs,
-            profile,
-            threads,
-            no_passes,
-            gemm_tier,
-            weights,
-        } => {
-            let m = kiln::model::load(&model)?;
-            let mut graph = m.graph;
-            if let Some(n) = batch {
-                graph = graph
-                    .with_batch(n)
-                    .with_context(|| format!("setting the batch size to {n}"))?;
-            }
-            let w = load_weights(&graph, m.weights, &weights)?;
-            let feeds = kiln::ir::init::random_inputs(&graph, 1)?;
-            let mut jit_ms = None;
-            let mut interp_ms = None;
-            if engine != BenchEngine::Interp {
-                let t = Instant::now();
-                let opts = kiln::jit::JitOptions {
-                    threads: threads.unwrap_or(0),
-                    passes: if no_passes {
-                        kiln::passes::OptLevel::None
-                    } else {
-                        kiln::passes::OptLevel::Full
-                    },
-                    gemm_tier: match gemm_tier {
-                        GemmTierArg::Auto => kiln::jit::gemm::Tier::Auto,
-                        GemmTierArg::Cranelift => kiln::jit::gemm::Tier::Cranelift,
-                    },
-                    ..Default::default()
-                };
-                let mut m = kiln::jit::compile(&graph, &opts)?;
-                out!(
-                    "jit: compiled {} kernels in {:.1} ms; {}",
-                    m.kernels().len(),
-                    t.elapsed().as_secs_f64() * 1e3,
-                    m.plan().describe()
-                );
-                m.set_weights(&w)?;
-                jit_ms = Some(median_ms(|| m.run(&feeds).map(|_| ()).map_err(Into::into), runs)?);
-                if profile {
-                    print_profile(&mut m, &feeds)?;
-                }
-            }
-            if engine != BenchEngine::Jit {
-                interp_ms = Some(median_ms(
-                    || {
-                        kiln::interp::run::<f32>(&graph, &feeds, &w)
-                            .map(|_| ())
-                            .map_err(Into::into)
-                    },
-                    runs,
-                )?);
-            }
-            if let Some(j) = jit_ms {
-                out!("jit: median {j:.3} ms");
-            }
-            if let Some(i) = interp_ms {
-                out!("interp: median {i:.3} ms");
-            }
-            if let (Some(j), Some(i)) = (jit_ms, interp_ms) {
-                out!("speedup: {:.1}x", i / j);
-            }
-        }
-        Command::Train { model, data, options } => {
-            kiln::train_cmd::train(&model, &data, &options, &mut std::io::stdout().lock())
-                .map_err(|e| anyhow!(e))?;
-        }
     }
     Ok(())
+}
+
+/// `kiln run`.
+fn run_model(a: &RunArgs) -> Result<()> {
+    let mut m = kiln::model::load(&a.model)?;
+    if let Some(n) = a.batch {
+        m = m
+            .with_batch(n)
+            .with_context(|| format!("setting the batch size to {n}"))?;
+    }
+    let w = load_weights(&m.graph, m.weights.take(), &a.weights)?;
+    // checked before anything runs
+    let wanted = named_paths(&a.outputs, &m.output_names(), "output")?;
+    let feeds = read_inputs(&m, &a.inputs)?;
+    let results = run_engine(&m.graph, &w, &feeds, a.engine, a.threads)?;
+    let results = m
+        .name_outputs(&results)
+        .ok_or_else(|| anyhow!("the engine did not compute every output of the model"))?;
+    if a.outputs.is_empty() {
+        for (n, v) in &results {
+            print_value(n, v)?;
+        }
+    }
+    for (name, path) in wanted {
+        let v = &results
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| anyhow!("no output `{name}`"))?
+            .1;
+        kiln::runtime::write_npy(&path, v).with_context(|| format!("output `{name}`"))?;
+    }
+    Ok(())
+}
+
+/// `kiln grad`.
+fn grad(a: &GradArgs) -> Result<()> {
+    let mut m = kiln::model::load(&a.model)?;
+    let w = load_weights(&m.graph, m.weights.take(), &a.weights)?;
+    let feeds = read_inputs(&m, &a.inputs)?;
+    let graph = &m.graph;
+    let t = kiln::runtime::read_npy(&a.target).context("the target")?;
+    let loss = match (a.loss, t.dtype()) {
+        (LossArg::Mse, _) => kiln::Loss::mse(),
+        (LossArg::CrossEntropy, d) => kiln::Loss::cross_entropy().ids_or_probs(d),
+        (LossArg::Nll, d) => kiln::Loss::nll().ids_or_probs(d),
+    };
+    let options = kiln::TrainOptions {
+        engine: match a.engine {
+            Engine::Jit => kiln::Engine::Jit,
+            Engine::Interp => kiln::Engine::Interp,
+        },
+        ..Default::default()
+    };
+    let mut bad = Vec::new();
+    let mut names: Vec<&String> = feeds.keys().collect();
+    names.sort();
+    for n in names {
+        if let Value::F(x) = &feeds[n] {
+            bad.extend(non_finite(&format!("input `{}`", m.input_name_of(n)), x.data()));
+        }
+    }
+    if let Value::F(x) = &t {
+        bad.extend(non_finite("the target", x.data()));
+    }
+    let mut names: Vec<&String> = w.keys().collect();
+    names.sort();
+    for n in names {
+        bad.extend(non_finite(&format!("weight `{n}`"), w[n].data()));
+    }
+    for b in &bad {
+        eprintln!("warning: {b}");
+    }
+    let (l, grads) = kiln::train::gradients(graph, loss, &w, &feeds, &t, &options)?;
+    // an input's gradient under the file's name of the input
+    let mut named = HashMap::new();
+    for (key, g) in grads {
+        let key = match m
+            .inputs
+            .iter()
+            .find(|(_, node)| key == kiln::autodiff::input_grad_key(node))
+        {
+            Some((file, _)) => kiln::autodiff::input_grad_key(file),
+            None => key,
+        };
+        if named.contains_key(&key) {
+            bail!("two gradients would be written as `{key}`; rename the weight or the input");
+        }
+        named.insert(key, g);
+    }
+    kiln::runtime::save_safetensors(&a.output, &named)?;
+    if !l.is_finite() {
+        eprintln!(
+            "warning: the loss is {l}{}; the gradients written to `{}` are not meaningful",
+            if bad.is_empty() {
+                ""
+            } else {
+                " (the tensors named above are not finite)"
+            },
+            a.output.display()
+        );
+    }
+    out!("loss: {l}");
+    Ok(())
+}
+
+/// `kiln bench`.
+fn bench(a: &BenchArgs) -> Result<()> {
+    let m = kiln::model::load(&a.model)?;
+    let mut graph = m.graph;
+    if let Some(n) = a.batch {
+        graph = graph
+            .with_batch(n)
+            .with_context(|| format!("setting the batch size to {n}"))?;
+    }
+    let w = load_weights(&graph, m.weights, &a.weights)?;
+    let feeds = kiln::ir::init::random_inputs(&graph, 1)?;
+    let mut jit_ms = None;
+    let mut interp_ms = None;
+    if a.engine != BenchEngine::Interp {
+        let t = Instant::now();
+        let opts = kiln::jit::JitOptions {
+            threads: a.threads.unwrap_or(0),
+            passes: if a.no_passes {
+                kiln::passes::OptLevel::None
+            } else {
+                kiln::passes::OptLevel::Full
+            },
+            gemm_tier: match a.gemm_tier {
+                GemmTierArg::Auto => kiln::jit::gemm::Tier::Auto,
+                GemmTierArg::Cranelift => kiln::jit::gemm::Tier::Cranelift,
+            },
+            ..Default::default()
+        };
+        let mut m = kiln::jit::compile(&graph, &opts)?;
+        out!(
+            "jit: compiled {} kernels in {:.1} ms; {}",
+            m.kernels().len(),
+            t.elapsed().as_secs_f64() * 1e3,
+            m.plan().describe()
+        );
+        m.set_weights(&w)?;
+        jit_ms = Some(median_ms(
+            || m.run(&feeds).map(|_| ()).map_err(Into::into),
+            a.runs,
+        )?);
+        if a.profile {
+            print_profile(&mut m, &feeds)?;
+        }
+    }
+    if a.engine != BenchEngine::Jit {
+        interp_ms = Some(median_ms(
+            || {
+                kiln::interp::run::<f32>(&graph, &feeds, &w)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            },
+            a.runs,
+        )?);
+    }
+    if let Some(j) = jit_ms {
+        out!("jit: median {j:.3} ms");
+    }
+    if let Some(i) = interp_ms {
+        out!("interp: median {i:.3} ms");
+    }
+    if let (Some(j), Some(i)) = (jit_ms, interp_ms) {
+        out!("speedup: {:.1}x", i / j);
+    }
+    Ok(())
+}
+
+/// `kiln train`.
+fn train(a: &TrainArgs) -> Result<()> {
+    let settings = kiln::train_cmd::TrainSettings {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        momentum: a.momentum,
+        optimizer: match a.optimizer {
+            OptimizerArg::Sgd => kiln::train_cmd::OptimizerKind::Sgd,
+            OptimizerArg::Adam => kiln::train_cmd::OptimizerKind::Adam,
+        },
+        seed: a.seed,
+        save: a.save.clone(),
+    };
+    let mut bar = Bar::new(!a.no_progress);
+    kiln::train_cmd::train(
+        &a.model,
+        &a.data,
+        &settings,
+        &mut std::io::stdout().lock(),
+        &mut bar,
+    )
+    .map_err(|e| anyhow!(e))?;
+    Ok(())
+}
+
+/// The progress bar of `kiln train`, on stderr when it is a terminal.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(show: bool) -> Bar {
+        let target = if show && std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps, eta {eta}  {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        Bar(bar)
+    }
+}
+
+impl kiln::fit::Progress for Bar {
+    fn start(&mut self, steps: u64) {
+        self.0.set_length(steps);
+    }
+
+    fn epoch(&mut self, epoch: usize, epochs: usize) {
+        self.0.set_prefix(format!("epoch {epoch}/{epochs}"));
+    }
+
+    fn step(&mut self, mean_loss: f64, images_per_second: f64) {
+        self.0
+            .set_message(format!("loss {mean_loss:.4}  {images_per_second:.0} images/s"));
+        self.0.inc(1);
+    }
+
+    fn suspend(
+        &mut self,
+        f: &mut dyn FnMut() -> Result<(), kiln::fit::FitError>,
+    ) -> Result<(), kiln::fit::FitError> {
+        self.0.suspend(f)
+    }
+
+    fn finish(&mut self) {
+        self.0.finish_and_clear();
+    }
 }
 
 fn main() -> ExitCode {

@@ -6,7 +6,7 @@
 //! function that makes kiln's `Trainer` (autodiff + optimizer, JIT-compiled) for a graph.
 //! [`train_with`] runs the same command with any [`TrainSession`].
 
-use crate::fit::{FitError, FitOptions, FitReport, Learner, fit_with};
+use crate::fit::{FitError, FitOptions, FitReport, Learner, Progress, fit_with};
 use kiln_ir::{Graph, LossKind, Op, Tensor};
 use kiln_runtime::data::{Dataset, digits_from_bytes, load_digits_csv_gz, load_idx};
 use std::collections::HashMap;
@@ -72,7 +72,7 @@ impl DataSource {
 }
 
 /// The optimizer that updates the weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptimizerKind {
     /// Stochastic gradient descent with momentum.
     Sgd,
@@ -83,50 +83,22 @@ pub enum OptimizerKind {
 /// The most epochs `kiln train` runs.
 pub const MAX_EPOCHS: usize = 1_000_000;
 
-/// `--epochs`: 0 (only measure the untrained model) up to [`MAX_EPOCHS`].
-fn epochs_arg(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n <= MAX_EPOCHS => Ok(n),
-        _ => Err(format!(
-            "the number of epochs must be an integer in 0..={MAX_EPOCHS}"
-        )),
-    }
-}
-
-/// `--batch`: at least 1 (and at most the training set, checked once it is loaded).
-fn batch_arg(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("the batch size must be at least 1, not `{s}`")),
-    }
-}
-
-/// How to train: the flags of `kiln train` after MODEL and `--data`.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
+/// How to train: what the flags of `kiln train` after MODEL and `--data` say.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainSettings {
-    /// Passes over the training set (at most 1000000).
-    #[arg(long, default_value_t = 10, value_parser = epochs_arg)]
+    /// Passes over the training set (at most [`MAX_EPOCHS`]).
     pub epochs: usize,
     /// Images per step, from 1 to the size of the training set (the model is recompiled for it).
-    #[arg(long, default_value_t = 32, value_parser = batch_arg)]
     pub batch: usize,
-    /// Learning rate [default: 0.05 with sgd, 0.001 with adam].
-    #[arg(long, allow_negative_numbers = true)]
+    /// Learning rate; `None`: 0.05 with sgd, 0.001 with adam.
     pub lr: Option<f32>,
     /// Momentum of sgd (0 for plain SGD).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub momentum: f32,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
     pub optimizer: OptimizerKind,
     /// Seeds the initial weights, the 80/20 split and each epoch's order.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write the trained weights here (named as in the model).
-    #[arg(long, value_name = "W.safetensors")]
     pub save: Option<PathBuf>,
-    /// No progress bar (it is never drawn when stderr is not a terminal).
-    #[arg(long)]
-    pub no_progress: bool,
 }
 
 impl Default for TrainSettings {
@@ -139,7 +111,6 @@ impl Default for TrainSettings {
             optimizer: OptimizerKind::Sgd,
             seed: 0,
             save: None,
-            no_progress: false,
         }
     }
 }
@@ -288,20 +259,23 @@ pub fn train(
     data: &DataSource,
     options: &TrainSettings,
     out: &mut dyn Write,
+    progress: &mut dyn Progress,
 ) -> Result<FitReport, FitError> {
     let graph = crate::model::load_graph(model)?;
-    train_with(&graph, data, options, out, new_trainer)
+    train_with(&graph, data, options, out, progress, new_trainer)
 }
 
 /// [`train`] with the learner made by `make` from the training graph: loads and splits the
 /// data, checks the settings and the model against it (a batch no larger than the training
-/// set), and only then makes the learner (compiles), runs [`fit`], saves the weights when
-/// asked, and prints one line per epoch and, last, `test accuracy: NN.NN%`.
+/// set), and only then makes the learner (compiles), runs [`crate::fit::fit`] (reporting to
+/// `progress`), saves the weights when asked, and prints one line per epoch and, last,
+/// `test accuracy: NN.NN%`.
 pub fn train_with(
     graph: &Graph,
     data: &DataSource,
     options: &TrainSettings,
     out: &mut dyn Write,
+    progress: &mut dyn Progress,
     make: impl FnOnce(&Graph, &TrainSettings) -> Result<Box<dyn TrainSession>, FitError>,
 ) -> Result<FitReport, FitError> {
     options.check()?;
@@ -357,9 +331,8 @@ pub fn train_with(
     let fit_options = FitOptions {
         epochs: options.epochs,
         seed: options.seed,
-        progress: !options.no_progress,
     };
-    let report = fit_with(&mut *learner, &train, &test, &fit_options, |e| {
+    let report = fit_with(&mut *learner, &train, &test, &fit_options, progress, |e| {
         writeln!(
             out,
             "epoch {}/{}: loss {:.4}, {:.2} s, {:.0} images/s, test accuracy {:.2}%",

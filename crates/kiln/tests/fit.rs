@@ -7,7 +7,7 @@
 //! training graph); `logistic_regression_through_the_loop` drives the same loop with a linear
 //! model written here.
 
-use kiln::fit::{FitError, FitOptions, Learner, accuracy, epoch_order, fit};
+use kiln::fit::{FitError, FitOptions, Learner, NoProgress, accuracy, epoch_order, fit};
 use kiln::ir::{LossKind, Tensor};
 use kiln::runtime::data::Dataset;
 use kiln::train_cmd::{DataSource, TrainSession, TrainSettings, loss_for, train_with, training_graph};
@@ -25,11 +25,7 @@ fn counting(n: usize) -> Dataset {
 }
 
 fn quiet(epochs: usize, seed: u64) -> FitOptions {
-    FitOptions {
-        epochs,
-        seed,
-        progress: false,
-    }
+    FitOptions { epochs, seed }
 }
 
 /// Records every row it is stepped with; predicts by reading the label off the pixel, right
@@ -357,15 +353,21 @@ fn logistic_regression_through_the_loop() {
         lr: Some(LR),
         seed: 1,
         save: Some(save.clone()),
-        no_progress: true,
         ..TrainSettings::default()
     };
     let mut out = Vec::new();
-    let report = train_with(&graph, &DataSource::Digits(None), &options, &mut out, |g, o| {
-        // The training graph is the model at the asked batch size.
-        assert_eq!(g.node(g.graph_inputs()[0]).ty.dims(), [32, 1, 8, 8]);
-        Ok(Box::new(Logistic::new(o.batch, 64, 10, o)))
-    })
+    let report = train_with(
+        &graph,
+        &DataSource::Digits(None),
+        &options,
+        &mut out,
+        &mut NoProgress,
+        |g, o| {
+            // The training graph is the model at the asked batch size.
+            assert_eq!(g.node(g.graph_inputs()[0]).ty.dims(), [32, 1, 8, 8]);
+            Ok(Box::new(Logistic::new(o.batch, 64, 10, o)))
+        },
+    )
     .unwrap();
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
@@ -405,7 +407,6 @@ fn digits_cnn_reaches_95_percent() {
         batch: 32,
         lr: Some(0.1),
         seed: 0,
-        no_progress: true,
         ..TrainSettings::default()
     };
     let mut out = Vec::new();
@@ -414,6 +415,7 @@ fn digits_cnn_reaches_95_percent() {
         &DataSource::Digits(None),
         &options,
         &mut out,
+        &mut NoProgress,
         kiln::train_cmd::new_trainer,
     )
     .unwrap();
