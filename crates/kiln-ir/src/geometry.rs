@@ -315,6 +315,83 @@ impl Im2Col {
     }
 }
 
+/// Why a transposed convolution cannot produce a requested output size
+/// ([`conv_transpose_fit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransposedFit {
+    /// An output size does not fit in `usize` (the message says which).
+    Overflow(String),
+    /// The requested size exceeds the full output by the stride (and dilation) or more: more
+    /// output padding than a transposed convolution can have.
+    TooLarge,
+}
+
+/// The padding `[top, left, bottom, right]` and output padding with which a transposed
+/// convolution over spatial dims `input` produces `target` (ONNX's `output_shape`), or with
+/// `target == None` `input·stride` (`SAME_UPPER` / `SAME_LOWER`, "same" as the inverse of a
+/// strided convolution). The full output `s·(n − 1) + output_padding + d·(k − 1) + 1` minus the
+/// target is cut off, half at each end, the odd row or column at the end when `upper`
+/// (`SAME_UPPER`), else at the beginning. A target larger than the full output becomes
+/// output padding (rows and columns of bias only, as ONNX Runtime does) when that stays below
+/// the stride and dilation.
+pub fn conv_transpose_fit(
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    output_padding: [usize; 2],
+    target: Option<[usize; 2]>,
+    upper: bool,
+) -> Result<([usize; 4], [usize; 2]), TransposedFit> {
+    let target = match target {
+        Some(t) => t,
+        None => {
+            let out = |a: usize| {
+                input[a].checked_mul(stride[a]).ok_or_else(|| {
+                    TransposedFit::Overflow(format!("input {input:?} times strides {stride:?} overflows"))
+                })
+            };
+            [out(0)?, out(1)?]
+        }
+    };
+    // the output size before padding, in i128: every factor is below 2^64, so nothing here
+    // overflows, however large the attributes
+    let full = |a: usize| -> i128 {
+        stride[a] as i128 * (input[a] as i128 - 1)
+            + output_padding[a] as i128
+            + (kernel[a] as i128 - 1) * dilation[a] as i128
+            + 1
+    };
+    let mut pads = [0usize; 4];
+    let mut output_padding = output_padding;
+    for a in 0..2 {
+        let total = full(a) - target[a] as i128;
+        if total < 0 {
+            let extra = output_padding[a] as i128 - total;
+            if extra >= stride[a].max(dilation[a]) as i128 {
+                return Err(TransposedFit::TooLarge);
+            }
+            // below a usize stride, so it fits
+            output_padding[a] = extra as usize;
+            continue;
+        }
+        let total = usize::try_from(total).map_err(|_| {
+            TransposedFit::Overflow(format!(
+                "the full output ({} along spatial axis {a}) is too large",
+                full(a)
+            ))
+        })?;
+        let (begin, end) = if upper {
+            (total / 2, total - total / 2)
+        } else {
+            (total - total / 2, total / 2)
+        };
+        pads[a] = begin;
+        pads[a + 2] = end;
+    }
+    Ok((pads, output_padding))
+}
+
 /// The input window `[start, end)` of adaptive pooling's output index `i` over `n` inputs and
 /// `out` outputs (PyTorch's rule). Requires `i < out`, `n, out ≤ limits::MAX_ELEMENTS`, so the
 /// products fit.
@@ -325,6 +402,19 @@ pub fn adaptive_window(i: usize, n: usize, out: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposed_same_cuts_the_odd_row_where_asked() {
+        // input 3, stride 2, kernel 4: full output 2·2 + 3 + 1 = 8, target 6, 2 cut
+        let fit = |upper, target| conv_transpose_fit([3, 3], [4, 3], [2, 2], [1, 1], [0, 0], target, upper);
+        assert_eq!(fit(true, None), Ok(([1, 0, 1, 1], [0, 0])));
+        assert_eq!(fit(false, None), Ok(([1, 1, 1, 0], [0, 0])));
+        // one more than the full output [8, 7]: output padding
+        assert_eq!(fit(true, Some([9, 8])), Ok(([0, 0, 0, 0], [1, 1])));
+        assert_eq!(fit(true, Some([10, 7])), Err(TransposedFit::TooLarge));
+        let huge = conv_transpose_fit([2, 2], [1, 1], [usize::MAX, 1], [1, 1], [0, 0], None, true);
+        assert!(matches!(huge, Err(TransposedFit::Overflow(_))));
+    }
 
     #[test]
     fn same_padding_puts_the_odd_pixel_where_asked() {

@@ -15,6 +15,7 @@
 
 pub mod error;
 mod import;
+mod ops;
 pub mod proto;
 pub mod tensor;
 
