@@ -579,6 +579,11 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// Whether this choice runs the AVX-512 direct kernels (`direct_avx512`) on this host.
+    pub fn direct(self) -> bool {
+        self.avx512().is_some()
+    }
+
     /// The AVX-512 kernel, when this choice runs it on this host.
     pub fn avx512(self) -> Option<MicroKernel> {
         #[cfg(target_arch = "x86_64")]

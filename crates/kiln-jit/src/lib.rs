@@ -22,6 +22,7 @@
 //! ```
 
 pub mod codegen;
+pub mod direct_avx512;
 pub mod gemm;
 pub mod gemm_avx512;
 pub mod lower;
@@ -97,7 +98,8 @@ pub struct JitOptions {
     pub keep_code: bool,
     /// Which graph passes run before lowering (`kiln_passes::pipeline`).
     pub passes: kiln_passes::OptLevel,
-    /// The GEMM micro-kernel tier (`Auto`: AVX-512 where the CPU has it, else Cranelift).
+    /// The kernel tier of the GEMM micro-kernel, pooling, depthwise convolutions and dense
+    /// layers (`Auto`: AVX-512 where the CPU has it, else Cranelift's portable `f32x4` code).
     pub gemm_tier: gemm::Tier,
     /// Threads that run the model: each kernel's parallel range is split among them. `0`
     /// means one per available core; more than [`MAX_THREADS`] means `MAX_THREADS`. With 1
@@ -281,6 +283,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                     scratch,
                     gemm: gemm.map(|i| &*gemms.descs[i]),
                     status,
+                    tier: options.gemm_tier,
                 };
                 extent = lower::emit(e, &node.op, &args, phase);
             })?;

@@ -15,6 +15,7 @@
 //! `UNROLL_KW`), so a hostile kernel size or output size cannot blow up compile time or memory.
 
 use crate::codegen::Emitter;
+use crate::direct_avx512 as direct;
 use crate::gemm::{BArena, Blocking, GemmDesc, MicroKernel, PatchGeom};
 use crate::plan::{Slot, is_view};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -38,6 +39,9 @@ pub struct Args<'a> {
     /// The byte offset of the node's status word (`plan::Plan::status`), for kernels that can
     /// fail at run time (`has_status`).
     pub status: Option<usize>,
+    /// The kernel tier: `Auto` calls the AVX-512 kernels of `direct_avx512` where the CPU
+    /// has them (pooling, depthwise convolution, dense).
+    pub tier: crate::gemm::Tier,
 }
 
 /// Whether the op's kernel can fail at run time and reports it in a status word: an index read
@@ -202,6 +206,10 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             conv2d_blocked(e, a, c, false);
             planes() / CO_BLOCK
         }
+        Op::Conv2d(c) if a.tier.direct() && depthwise_direct(c, a.dims(1)) => {
+            depthwise_avx512(e, a, c);
+            planes()
+        }
         Op::Conv2d(c) => {
             conv2d(e, a, c);
             planes()
@@ -210,8 +218,16 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             conv_transpose2d(e, a, c);
             planes()
         }
+        Op::Pool2d(p) if a.tier.direct() => {
+            pool2d_avx512(e, a, p);
+            planes()
+        }
         Op::Pool2d(p) => {
             pool2d(e, a, p);
+            planes()
+        }
+        Op::GlobalPool(kind) if a.tier.direct() => {
+            global_pool_avx512(e, a, *kind);
             planes()
         }
         Op::GlobalPool(kind) => {
@@ -231,6 +247,10 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             softmax(e, a, *axis, matches!(op, Op::LogSoftmax { .. }));
             let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
             numel / od[ax].max(1)
+        }
+        Op::Dense if a.tier.direct() => {
+            dense_avx512(e, a);
+            od[1]
         }
         Op::Dense => {
             dense(e, a);
@@ -1956,4 +1976,120 @@ fn loss(e: &mut Emitter, a: &Args, kind: LossKind) {
     let v = e.b.ins().fdiv(s, c);
     let i0 = e.iconst(0);
     store_f(e, arena, yo, i0, v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the AVX-512 tier of the direct kernels (`direct_avx512`)
+
+/// The kernel calls the Rust function `f(desc, arena, begin, end)` with `desc` stored in a
+/// stack slot of the kernel (its words are compile-time constants).
+fn call_direct<D: direct::Words>(e: &mut Emitter, a: &Args, f: usize, desc: &D) {
+    use cranelift_codegen::ir::types::I64;
+    use cranelift_codegen::ir::{AbiParam, StackSlotData, StackSlotKind};
+    let words = desc.words();
+    let slot = e.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (words.len() * 8) as u32,
+        3,
+    ));
+    let p = e.b.ins().stack_addr(I64, slot, 0);
+    for (i, &w) in words.iter().enumerate() {
+        let v = e.iconst(w as i64);
+        e.b.ins().store(crate::codegen::mem(), v, p, (i * 8) as i32);
+    }
+    let mut sig = cranelift_codegen::ir::Signature::new(e.b.func.signature.call_conv);
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    let sig = e.b.import_signature(sig);
+    let f = e.iconst(f as i64);
+    e.b.ins().call_indirect(sig, f, &[p, a.arena, a.begin, a.end]);
+}
+
+/// A byte offset as a description word.
+fn word(off: usize) -> u64 {
+    off as u64
+}
+
+/// Whether the AVX-512 depthwise kernel runs this convolution: one input channel per group
+/// (depthwise, or a single-channel input), an activation it applies itself, and not the
+/// register-blocked path (whose scratch the plan reserved).
+fn depthwise_direct(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
+    w[1] == 1
+        && !conv_blocked(c, w)
+        && matches!(
+            c.activation,
+            None | Some(Activation::Relu | Activation::LeakyRelu { .. })
+        )
+}
+
+fn pool2d_avx512(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
+    let geom = validated(p.geometry(a.dims(0)));
+    let kind = match p.kind {
+        PoolKind::Max => direct::POOL_MAX,
+        PoolKind::Sum => direct::POOL_SUM,
+        PoolKind::Avg {
+            count_include_pad: false,
+        } => direct::POOL_AVG,
+        PoolKind::Avg {
+            count_include_pad: true,
+        } => direct::POOL_AVG_WITH_PAD,
+    };
+    let d = direct::PoolDesc {
+        x: word(a.src(0)),
+        y: word(a.dst()),
+        planes: word(a.odims()[0] * a.odims()[1]),
+        kind,
+        win: direct::WindowDesc::new(&geom),
+    };
+    call_direct(e, a, direct::kiln_pool2d as *const () as usize, &d);
+}
+
+fn global_pool_avx512(e: &mut Emitter, a: &Args, kind: ReduceKind) {
+    let [n, c, h, w] = dims4(a.dims(0));
+    let d = direct::GlobalPoolDesc {
+        x: word(a.src(0)),
+        y: word(a.dst()),
+        planes: word(n * c),
+        len: word(h * w),
+        max: u64::from(kind == ReduceKind::Max),
+    };
+    call_direct(e, a, direct::kiln_global_pool as *const () as usize, &d);
+}
+
+fn depthwise_avx512(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
+    let (x, w) = (a.dims(0), a.dims(1));
+    let geom = validated(c.geometry(x, [w[2], w[3]]));
+    let (act, alpha) = match c.activation {
+        Some(Activation::Relu) => (direct::ACT_RELU, 0.0),
+        Some(Activation::LeakyRelu { alpha }) => (direct::ACT_LEAKY_RELU, alpha),
+        _ => (direct::ACT_NONE, 0.0),
+    };
+    let d = direct::DepthwiseDesc {
+        x: word(a.src(0)),
+        w: word(a.src(1)),
+        bias: a.ins.get(2).map_or(direct::NO_BIAS, |s| word(s.0.offset)),
+        y: word(a.dst()),
+        planes: word(a.odims()[0] * a.odims()[1]),
+        cin: word(x[1]),
+        cout: word(w[0]),
+        cog: word(w[0] / c.groups),
+        act,
+        alpha: u64::from(alpha.to_bits()),
+        win: direct::WindowDesc::new(&geom),
+    };
+    call_direct(e, a, direct::kiln_depthwise as *const () as usize, &d);
+}
+
+fn dense_avx512(e: &mut Emitter, a: &Args) {
+    let d = direct::DenseDesc {
+        x: word(a.src(0)),
+        w: word(a.src(1)),
+        bias: a.ins.get(2).map_or(direct::NO_BIAS, |s| word(s.0.offset)),
+        y: word(a.dst()),
+        batch: word(a.dims(0)[0]),
+        inputs: word(a.dims(0)[1]),
+        outputs: word(a.odims()[1]),
+    };
+    call_direct(e, a, direct::kiln_dense as *const () as usize, &d);
 }
