@@ -116,6 +116,7 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         weights: HashMap::new(),
         values: HashMap::new(),
         materialized: HashMap::new(),
+        initializers: HashSet::new(),
         opset,
         reader: {
             let mut r = tensor::Reader::new(base_dir);
@@ -232,6 +233,10 @@ pub(crate) struct Importer {
     /// (the `Rc` is kept alive here), so that the aliases an Identity or Dropout makes share
     /// one param instead of copying the data once per name.
     materialized: HashMap<*const Const, (Rc<Const>, NodeId)>,
+    /// The initializers (by the address of their constant, which aliases share): the only
+    /// constants that become trainable params. `Constant` outputs and constants computed at
+    /// import are buffers, so gradients and trained weights are the file's own tensors.
+    initializers: HashSet<*const Const>,
     pub(crate) opset: i64,
     /// Reads tensor data (external files opened once) and counts the bytes of every constant
     /// and weight the import holds.
@@ -282,8 +287,9 @@ impl Importer {
                     reason: "declared twice among the initializers".into(),
                 });
             }
-            let c = self.reader.read(t)?;
-            self.values.insert(t.name.clone(), Val::Const(Rc::new(c)));
+            let c = Rc::new(self.reader.read(t)?);
+            self.initializers.insert(Rc::as_ptr(&c));
+            self.values.insert(t.name.clone(), Val::Const(c));
         }
         for i in &g.input {
             defined.entry(&i.name).or_insert_with(|| "a graph input".into());
@@ -418,7 +424,8 @@ impl Importer {
         })
     }
 
-    /// A param (or buffer) holding `c`, created once per ONNX value.
+    /// A param (or buffer) holding `c`, created once per ONNX value: a param only when `c`
+    /// is one of the file's initializers and `trainable`.
     pub(crate) fn materialize(&mut self, value: &str, c: &Rc<Const>, trainable: bool) -> F<NodeId> {
         if let Some(&(_, id)) = self.materialized.get(&Rc::as_ptr(c)) {
             return Ok(id);
@@ -434,9 +441,15 @@ impl Importer {
                 ));
             }
         };
+        let trainable = trainable && self.initializers.contains(&Rc::as_ptr(c));
         let id = self.param(value, c.dims.clone(), data, trainable)?;
         self.materialized.insert(Rc::as_ptr(c), (Rc::clone(c), id));
         Ok(id)
+    }
+
+    /// Whether `c` is one of the file's initializers (or an alias of one).
+    pub(crate) fn is_initializer(&self, c: &Rc<Const>) -> bool {
+        self.initializers.contains(&Rc::as_ptr(c))
     }
 
     /// Counts `elements` more f32 values held by the import (before allocating them).

@@ -51,3 +51,54 @@ pub(crate) fn softmax(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) ->
     }
     one(im.add(n, out, Op::Reshape { shape }, &[s])?)
 }
+
+/// Clip: `min`/`max` attributes before opset 11, optional constant inputs 1 and 2 from then
+/// on; a missing bound is infinite (ReLU6 is `Clip(x, 0, 6)`).
+pub(crate) fn clip(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["min", "max", "consumed_inputs"])?;
+    let (min, max) = if im.opset < 11 {
+        (a.float("min", f32::NEG_INFINITY)?, a.float("max", f32::INFINITY)?)
+    } else {
+        (
+            scalar(im, n, 1, "min")?.unwrap_or(f32::NEG_INFINITY),
+            scalar(im, n, 2, "max")?.unwrap_or(f32::INFINITY),
+        )
+    };
+    if min.is_nan() || max.is_nan() {
+        return unsupported(format!("a NaN bound (min {min}, max {max})"));
+    }
+    // min > max: ONNX sets every element to max, which is Clip { max, max }
+    let min = min.min(max);
+    let x = im.tensor(n, 0)?;
+    one(im.add(n, out, Op::Activation(Activation::Clip { min, max }), &[x])?)
+}
+
+/// HardSigmoid: `max(0, min(1, alpha·x + beta))`.
+pub(crate) fn hard_sigmoid(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["alpha", "beta", "consumed_inputs"])?;
+    let act = Activation::HardSigmoid {
+        alpha: a.float("alpha", 0.2)?,
+        beta: a.float("beta", 0.5)?,
+    };
+    let x = im.tensor(n, 0)?;
+    one(im.add(n, out, Op::Activation(act), &[x])?)
+}
+
+/// HardSwish: `x · HardSigmoid { 1/6, 1/2 }(x)`.
+pub(crate) fn hard_swish(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&[])?;
+    let x = im.tensor(n, 0)?;
+    let act = Activation::HardSigmoid {
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+    };
+    let hs = im.add(n, &format!("{out}.hard_sigmoid"), Op::Activation(act), &[x])?;
+    one(im.add(n, out, Op::Binary(BinaryOp::Mul), &[x, hs])?)
+}
+
+/// Erf.
+pub(crate) fn erf(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&[])?;
+    let x = im.tensor(n, 0)?;
+    one(im.add(n, out, Op::Activation(Activation::Erf), &[x])?)
+}

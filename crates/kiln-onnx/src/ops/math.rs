@@ -1,6 +1,10 @@
 use super::*;
 
-/// Gemm: `alpha·A·B + beta·C`.
+/// Gemm: `alpha·A·B + beta·C`. With a constant 2-D B, a Dense layer whose weight is the
+/// file's B itself, transposed to `[N, K]` and scaled by `alpha` through graph ops on it (a
+/// constant subgraph: the JIT evaluates it once when the weights are loaded, and autodiff
+/// carries the gradient back to the file's tensor); a C of N values is its bias (scaled by
+/// `beta` the same way). Otherwise MatMul, Scale and Add.
 pub(crate) fn gemm(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
     a.known(&["alpha", "beta", "transA", "transB", "broadcast"])?;
     let alpha = a.float("alpha", 1.0)?;
@@ -13,120 +17,81 @@ pub(crate) fn gemm(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<
     if a.int("transA", 0)? != 0 {
         x = im.add(n, &format!("{out}.a_t"), Op::Transpose { perm: vec![1, 0] }, &[x])?;
     }
+    let has_c = im.val(n, 2)?.is_some();
     let b_const = im.constant(n, 1, "B").ok().flatten();
-    let b_name = n.input.get(1).cloned().unwrap_or_default();
-    // y = alpha·A·B, as a Dense layer over a constant B ([N, K] after transposing) or a MatMul
-    let (y, n_out) = match &b_const {
+    let y = match &b_const {
         Some(c) if c.as_f32().is_some() && c.dims.len() == 2 => {
-            let data = c.as_f32().unwrap_or_default();
-            let [r, s] = [c.dims[0], c.dims[1]];
-            let (rows, cols) = if trans_b { (r, s) } else { (s, r) };
-            let w = if trans_b && alpha == 1.0 {
-                im.materialize(&b_name, c, true)?
-            } else {
-                im.charge(&b_name, data.len())?;
-                let w: Vec<f32> = if trans_b {
-                    data.iter().map(|v| v * alpha).collect()
-                } else {
-                    let mut t = vec![0.0; data.len()];
-                    for (i, row) in data.chunks_exact(s.max(1)).enumerate().take(r) {
-                        for (j, &v) in row.iter().enumerate() {
-                            t[j * r + i] = v * alpha;
-                        }
-                    }
-                    t
-                };
-                im.param(&format!("{b_name}.gemm"), vec![rows, cols], w, true)?
-            };
-            // a bias of N values along the rows becomes the Dense bias
+            let mut w = im.tensor(n, 1)?;
+            if !trans_b {
+                w = im.add(n, &format!("{out}.b_t"), Op::Transpose { perm: vec![1, 0] }, &[w])?;
+            }
+            if alpha != 1.0 {
+                w = im.add(n, &format!("{out}.alpha_b"), Op::Scale { factor: alpha }, &[w])?;
+            }
+            let rows = im.ty(w).dims()[0];
+            // a C of N values along the rows becomes the Dense bias
             let bias = match im.constant(n, 2, "C").ok().flatten() {
                 Some(cc)
                     if cc.as_f32().is_some()
                         && cc.len() == rows
                         && cc.dims.iter().rev().skip(1).all(|&d| d == 1) =>
                 {
-                    let c_name = n.input[2].clone();
-                    Some(if beta == 1.0 && cc.dims.len() == 1 {
-                        im.materialize(&c_name, &cc, true)?
-                    } else {
-                        im.charge(&c_name, rows)?;
-                        let data: Vec<f32> =
-                            cc.as_f32().unwrap_or_default().iter().map(|v| v * beta).collect();
-                        im.param(&format!("{c_name}.gemm"), vec![rows], data, true)?
-                    })
+                    let mut c = im.tensor(n, 2)?;
+                    if cc.dims != [rows] {
+                        let shape = vec![rows as i64];
+                        c = im.add(n, &format!("{out}.c_flat"), Op::Reshape { shape }, &[c])?;
+                    }
+                    if beta != 1.0 {
+                        c = im.add(n, &format!("{out}.beta_c"), Op::Scale { factor: beta }, &[c])?;
+                    }
+                    Some(c)
                 }
                 _ => None,
             };
             let mut ins = vec![x, w];
             ins.extend(bias);
-            let name = if bias.is_some() || im.val(n, 2)?.is_none() {
+            let name = if bias.is_some() || !has_c {
                 out.to_string()
             } else {
                 format!("{out}.ab")
             };
             let y = im.add(n, &name, Op::Dense, &ins)?;
             if bias.is_some() {
-                return Ok(vec![Val::Node(y)]);
+                return one(y);
             }
-            (y, rows)
+            y
         }
         _ => {
             let mut b = im.tensor(n, 1)?;
             if trans_b {
                 b = im.add(n, &format!("{out}.b_t"), Op::Transpose { perm: vec![1, 0] }, &[b])?;
             }
-            let last = im.val(n, 2)?.is_none() && alpha == 1.0;
-            let name = if last {
+            let name = if !has_c && alpha == 1.0 {
                 out.to_string()
             } else {
                 format!("{out}.ab")
             };
             let mut y = im.add(n, &name, Op::MatMul, &[x, b])?;
             if alpha != 1.0 {
-                let s = im.param(&format!("{out}.alpha"), vec![1], vec![alpha], false)?;
-                let name = if im.val(n, 2)?.is_none() {
-                    out.to_string()
-                } else {
+                let name = if has_c {
                     format!("{out}.alpha_ab")
+                } else {
+                    out.to_string()
                 };
-                y = im.add(n, &name, Op::Binary(BinaryOp::Mul), &[y, s])?;
+                y = im.add(n, &name, Op::Scale { factor: alpha }, &[y])?;
             }
-            let cols = im.ty(y).dims().get(1).copied().unwrap_or(0);
-            (y, cols)
+            y
         }
     };
-    let _ = n_out;
-    let Some(cv) = im.val(n, 2)? else {
-        return Ok(vec![Val::Node(y)]);
-    };
+    if !has_c {
+        return one(y);
+    }
     // C of another shape: y + beta·C with broadcasting
-    let c = match cv {
-        Val::Const(cc) if beta != 1.0 => {
-            im.charge(&n.input[2], cc.len())?;
-            let data: Vec<f32> = cc
-                .as_f32()
-                .ok_or_else(|| Fail::Unsupported("C is an integer tensor".into()))?
-                .iter()
-                .map(|v| v * beta)
-                .collect();
-            im.param(&format!("{}.gemm", n.input[2]), cc.dims.clone(), data, true)?
-        }
-        _ => {
-            let c = im.tensor(n, 2)?;
-            if beta != 1.0 {
-                let s = im.param(&format!("{out}.beta"), vec![1], vec![beta], false)?;
-                im.add(n, &format!("{out}.beta_c"), Op::Binary(BinaryOp::Mul), &[c, s])?
-            } else {
-                c
-            }
-        }
-    };
-    Ok(vec![Val::Node(im.add(
-        n,
-        out,
-        Op::Binary(BinaryOp::Add),
-        &[y, c],
-    )?)])
+    let mut c = im.tensor(n, 2)?;
+    if beta != 1.0 {
+        c = im.add(n, &format!("{out}.beta_c"), Op::Scale { factor: beta }, &[c])?;
+    }
+    one(im.add(n, out, Op::Binary(BinaryOp::Add), &[y, c])?)
 }
 
 /// MatMul (NumPy semantics).

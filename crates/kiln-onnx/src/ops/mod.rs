@@ -9,6 +9,7 @@ mod conv;
 mod math;
 mod norm;
 mod pool;
+mod reduce;
 mod shape;
 
 pub(crate) use crate::import::{
@@ -17,7 +18,7 @@ pub(crate) use crate::import::{
 pub(crate) use crate::proto::NodeProto;
 pub(crate) use crate::tensor::{Const, ConstData};
 pub(crate) use kiln_ir::op::{
-    Activation, BinaryOp, Conv2d, ConvTranspose2d, Padding, Pool2d, PoolKind, ReduceKind,
+    Activation, BinaryOp, BnPart, Conv2d, ConvTranspose2d, Padding, Pool2d, PoolKind, ReduceKind,
 };
 pub(crate) use kiln_ir::{NodeId, Op};
 pub(crate) use std::rc::Rc;
@@ -30,6 +31,7 @@ const TABLE: &[(&str, OpFn)] = &[
     ("Add", math::binary),
     ("AveragePool", pool::pool),
     ("BatchNormalization", norm::batch_norm),
+    ("Clip", activation::clip),
     ("Concat", shape::concat),
     ("Constant", constant::constant),
     ("ConstantOfShape", constant::constant_of_shape),
@@ -37,21 +39,29 @@ const TABLE: &[(&str, OpFn)] = &[
     ("ConvTranspose", conv::conv_transpose),
     ("Div", math::binary),
     ("Dropout", shape::dropout),
+    ("Erf", activation::erf),
     ("Flatten", shape::flatten),
+    ("Gather", shape::gather),
     ("Gemm", math::gemm),
     ("GlobalAveragePool", pool::global_pool),
     ("GlobalMaxPool", pool::global_pool),
+    ("HardSigmoid", activation::hard_sigmoid),
+    ("HardSwish", activation::hard_swish),
     ("Identity", shape::identity),
+    ("LRN", norm::lrn),
+    ("LayerNormalization", norm::layer_norm),
     ("LeakyRelu", activation::activation),
     ("LogSoftmax", activation::softmax),
     ("MatMul", math::matmul),
     ("MaxPool", pool::pool),
     ("Mul", math::binary),
     ("Pad", shape::pad),
+    ("ReduceMean", reduce::reduce_mean),
     ("Relu", activation::activation),
     ("Reshape", shape::reshape),
     ("Sigmoid", activation::activation),
     ("Softmax", activation::softmax),
+    ("Split", shape::split),
     ("Sub", math::binary),
     ("Sum", math::sum),
     ("Tanh", activation::activation),
@@ -62,6 +72,52 @@ const TABLE: &[(&str, OpFn)] = &[
 /// The mapping of ONNX operator `op_type`, `None` when kiln does not import it.
 pub(crate) fn lookup(op_type: &str) -> Option<OpFn> {
     TABLE.iter().find(|(name, _)| *name == op_type).map(|&(_, f)| f)
+}
+
+/// Input `i` of `n` as one number known at import (a constant of one element, float or
+/// integer), `None` when absent.
+pub(crate) fn scalar(im: &Importer, n: &NodeProto, i: usize, what: &str) -> F<Option<f32>> {
+    let Some(c) = im.constant(n, i, what)? else {
+        return Ok(None);
+    };
+    if c.len() != 1 {
+        return Err(invalid(
+            n,
+            format!(
+                "its {what} (input {i}) must hold one value, it has dims {:?}",
+                c.dims
+            ),
+        ));
+    }
+    Ok(Some(match &c.data {
+        ConstData::F32(v) => v[0],
+        ConstData::I64(v) => v[0] as f32,
+    }))
+}
+
+/// `axis` (negative counts from the end) as an index below `rank`.
+pub(crate) fn axis(n: &NodeProto, axis: i64, rank: usize, what: &str) -> F<usize> {
+    let r = rank as i64;
+    let v = if axis < 0 { axis + r } else { axis };
+    if !(0..r).contains(&v) {
+        return Err(invalid(
+            n,
+            format!("{what} {axis} is out of range for rank {rank}"),
+        ));
+    }
+    Ok(v as usize)
+}
+
+/// The dims of value `i` of `n`, constant or computed.
+pub(crate) fn dims_of(im: &mut Importer, n: &NodeProto, i: usize) -> F<Vec<usize>> {
+    match im.val(n, i)? {
+        Some(Val::Const(c)) => Ok(c.dims.clone()),
+        Some(_) => {
+            let id = im.tensor(n, i)?;
+            Ok(im.ty(id).dims().to_vec())
+        }
+        None => Err(invalid(n, format!("input {i} is required"))),
+    }
 }
 
 /// One IR node as a node's only output.

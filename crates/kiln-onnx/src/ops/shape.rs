@@ -112,8 +112,10 @@ pub(crate) fn unsqueeze(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) 
         .map(|&o| if o { 1 } else { *rest.next().unwrap_or(&1) })
         .collect();
     match x {
-        // a constant is folded: the same data under the new dims
-        Val::Const(c) => {
+        // a constant is folded: the same data under the new dims; but a float initializer
+        // stays the file's tensor under a Reshape (a constant subgraph), so that its gradient
+        // and trained value are reported under its own name
+        Val::Const(c) if !(c.as_f32().is_some() && im.is_initializer(&c)) => {
             let held = match &c.data {
                 ConstData::F32(v) => v.len(),
                 ConstData::I64(v) => v.len().saturating_mul(2),
@@ -248,4 +250,242 @@ pub(crate) fn dropout(im: &mut Importer, n: &NodeProto, a: &Attrs, _out: &str) -
     }
     let x = im.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))?;
     Ok(vec![x])
+}
+
+/// Rows `[start, end)` of a constant along `axis` (`start < end ≤ dims[axis]`).
+fn slice_const(c: &Const, axis: usize, start: usize, end: usize) -> Const {
+    let outer: usize = c.dims[..axis].iter().product();
+    let inner: usize = c.dims[axis + 1..].iter().product();
+    let d = c.dims[axis];
+    let mut dims = c.dims.clone();
+    dims[axis] = end - start;
+    fn take<T: Copy>(v: &[T], outer: usize, d: usize, inner: usize, start: usize, end: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(outer * (end - start) * inner);
+        for o in 0..outer {
+            out.extend_from_slice(&v[(o * d + start) * inner..(o * d + end) * inner]);
+        }
+        out
+    }
+    Const {
+        dims,
+        data: match &c.data {
+            ConstData::F32(v) => ConstData::F32(take(v, outer, d, inner, start, end)),
+            ConstData::I64(v) => ConstData::I64(take(v, outer, d, inner, start, end)),
+        },
+    }
+}
+
+/// Charges the import for a constant it computes (`held` elements of `c`'s type).
+fn charge_const(im: &mut Importer, out: &str, c: &Const) -> F<()> {
+    let held = match &c.data {
+        ConstData::F32(v) => v.len(),
+        ConstData::I64(v) => v.len().saturating_mul(2),
+    };
+    im.charge(out, held)
+}
+
+/// Split along `axis` into the sizes of `split` (an attribute before opset 13, a constant
+/// input from 13), or `num_outputs` pieces of `⌈d/num_outputs⌉` (opset 18; the last one
+/// smaller), or equal pieces, one per output: one `Op::Slice` per output something reads
+/// (folded on a constant).
+pub(crate) fn split(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["axis", "split", "num_outputs"])?;
+    let x = im.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))?;
+    let dims = super::dims_of(im, n, 0)?;
+    let ax = super::axis(n, a.int("axis", 0)?, dims.len(), "axis")?;
+    let d = dims[ax];
+    let k = n.output.len();
+    let given = if im.opset < 13 && n.input.len() < 2 {
+        a.ints("split")?
+    } else {
+        match im.constant(n, 1, "split")? {
+            Some(c) => Some(
+                c.as_i64()
+                    .ok_or_else(|| invalid(n, "split must be an integer tensor"))?
+                    .to_vec(),
+            ),
+            None => None,
+        }
+    };
+    let sizes: Vec<usize> = match (given, a.opt_int("num_outputs")?) {
+        (Some(s), _) => {
+            let sizes = s
+                .iter()
+                .map(|&v| to_usize(n, v, "split"))
+                .collect::<F<Vec<usize>>>()?;
+            let total = sizes.iter().try_fold(0usize, |t, &v| t.checked_add(v));
+            if sizes.len() != k || total != Some(d) {
+                return Err(invalid(
+                    n,
+                    format!("split {s:?} must have {k} entries summing to dim {ax} of size {d}"),
+                ));
+            }
+            sizes
+        }
+        (None, Some(m)) => {
+            if usize::try_from(m).ok() != Some(k) || k == 0 {
+                return Err(invalid(n, format!("num_outputs {m} but {k} outputs")));
+            }
+            let chunk = d.div_ceil(k);
+            if chunk * (k - 1) >= d && k > 1 {
+                return unsupported(format!(
+                    "{k} pieces of {chunk} of a dim of {d} leave the last one empty"
+                ));
+            }
+            (0..k).map(|i| chunk.min(d - chunk * i)).collect()
+        }
+        (None, None) => {
+            if k == 0 || d % k != 0 {
+                return Err(invalid(
+                    n,
+                    format!("dim {ax} of size {d} does not split into {k} equal pieces"),
+                ));
+            }
+            vec![d / k; k]
+        }
+    };
+    if sizes.contains(&0) {
+        return unsupported(format!("split sizes {sizes:?} make an empty tensor"));
+    }
+    let mut outs = Vec::with_capacity(k);
+    let mut start = 0;
+    for (i, &s) in sizes.iter().enumerate() {
+        let end = start + s;
+        outs.push(match &x {
+            Val::Const(c) => {
+                let piece = slice_const(c, ax, start, end);
+                charge_const(im, out, &piece)?;
+                Val::Const(Rc::new(piece))
+            }
+            _ if !im.reads_output(n, i) => Val::Poisoned,
+            _ => {
+                let id = im.tensor(n, 0)?;
+                let op = Op::Slice {
+                    axis: ax as i64,
+                    start,
+                    end,
+                };
+                Val::Node(im.add(n, &n.output[i], op, &[id])?)
+            }
+        });
+        start = end;
+    }
+    Ok(outs)
+}
+
+/// Gather with a constant index tensor along `axis`: folded on a constant (shapes), on a
+/// tensor one `Op::Slice` per run of consecutive indices (joined by Concat), then a Reshape
+/// to `data.dims[..axis] ++ indices.dims ++ data.dims[axis + 1..]` (a scalar index drops the
+/// axis).
+pub(crate) fn gather(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["axis"])?;
+    let x = im.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))?;
+    let idx = im
+        .constant(n, 1, "indices")?
+        .ok_or_else(|| invalid(n, "input 1 (indices) is required"))?;
+    let raw = idx
+        .as_i64()
+        .ok_or_else(|| invalid(n, "indices must be an integer tensor"))?;
+    let dims = super::dims_of(im, n, 0)?;
+    let ax = super::axis(n, a.int("axis", 0)?, dims.len(), "axis")?;
+    let d = dims[ax];
+    let indices = raw
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + d as i64 } else { i };
+            usize::try_from(j)
+                .ok()
+                .filter(|&j| j < d)
+                .ok_or_else(|| invalid(n, format!("index {i} is out of range for dim {ax} of size {d}")))
+        })
+        .collect::<F<Vec<usize>>>()?;
+    if indices.is_empty() {
+        return unsupported("an empty index tensor makes an empty output");
+    }
+    let mut out_dims = dims[..ax].to_vec();
+    out_dims.extend_from_slice(&idx.dims);
+    out_dims.extend_from_slice(&dims[ax + 1..]);
+    if out_dims.len() > kiln_ir::limits::MAX_RANK {
+        return Err(invalid(
+            n,
+            format!("the output would have rank {}", out_dims.len()),
+        ));
+    }
+    // runs of consecutive indices: [start, end)
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in &indices {
+        match runs.last_mut() {
+            Some((_, e)) if *e == i => *e += 1,
+            _ => runs.push((i, i + 1)),
+        }
+    }
+    if let Val::Const(c) = &x {
+        // the pieces in order along the axis, then the output dims (same elements in order)
+        let pieces: Vec<Const> = runs.iter().map(|&(s, e)| slice_const(c, ax, s, e)).collect();
+        let outer: usize = dims[..ax].iter().product();
+        let inner: usize = dims[ax + 1..].iter().product();
+        let numel = outer
+            .checked_mul(indices.len())
+            .and_then(|v| v.checked_mul(inner))
+            .filter(|&v| v <= crate::import::MAX_FOLDED_ELEMENTS)
+            .ok_or_else(|| Fail::Unsupported("the gathered constant is too large to fold".into()))?;
+        let mut folded = Const {
+            dims: out_dims,
+            data: match &c.data {
+                ConstData::F32(_) => ConstData::F32(Vec::with_capacity(numel)),
+                ConstData::I64(_) => ConstData::I64(Vec::with_capacity(numel)),
+            },
+        };
+        charge_const(
+            im,
+            out,
+            &Const {
+                dims: vec![numel],
+                data: folded.data.clone(),
+            },
+        )?;
+        for o in 0..outer {
+            for p in &pieces {
+                let rows = p.dims[ax] * inner;
+                match (&mut folded.data, &p.data) {
+                    (ConstData::F32(v), ConstData::F32(s)) => {
+                        v.extend_from_slice(&s[o * rows..(o + 1) * rows])
+                    }
+                    (ConstData::I64(v), ConstData::I64(s)) => {
+                        v.extend_from_slice(&s[o * rows..(o + 1) * rows])
+                    }
+                    _ => {}
+                }
+            }
+        }
+        return Ok(vec![Val::Const(Rc::new(folded))]);
+    }
+    let xid = im.tensor(n, 0)?;
+    let mut parts = Vec::with_capacity(runs.len());
+    for (k, &(start, end)) in runs.iter().enumerate() {
+        if start == 0 && end == d && runs.len() == 1 {
+            parts.push(xid);
+            break;
+        }
+        let op = Op::Slice {
+            axis: ax as i64,
+            start,
+            end,
+        };
+        parts.push(im.add(n, &format!("{out}.slice{k}"), op, &[xid])?);
+    }
+    let mut y = parts[0];
+    if parts.len() > 1 {
+        y = im.add(
+            n,
+            &format!("{out}.concat"),
+            Op::Concat { axis: ax as i64 },
+            &parts,
+        )?;
+    }
+    if im.ty(y).dims() == out_dims.as_slice() {
+        return one(y);
+    }
+    let shape = out_dims.iter().map(|&v| v as i64).collect();
+    one(im.add(n, out, Op::Reshape { shape }, &[y])?)
 }
