@@ -102,13 +102,16 @@ proptest! {
 
     /// Activations and (log-)softmax along any axis.
     #[test]
-    fn elementwise_unary(which in 0usize..6, axis in -3i64..3, seed: u64) {
+    fn elementwise_unary(which in 0usize..9, axis in -3i64..3, seed: u64) {
         let op = match which {
             0 => Op::Activation(Activation::Relu),
             1 => Op::Activation(Activation::LeakyRelu { alpha: 0.1 }),
             2 => Op::Activation(Activation::Sigmoid),
             3 => Op::Activation(Activation::Tanh),
             4 => Op::Softmax { axis },
+            5 => Op::Activation(Activation::Clip { min: -0.3, max: 0.4 }),
+            6 => Op::Activation(Activation::HardSigmoid { alpha: 0.7, beta: 0.4 }),
+            7 => Op::Activation(Activation::Erf),
             _ => Op::LogSoftmax { axis },
         };
         let graph = one_op(op, &[("x", f(&[2, 3, 4]))]).unwrap();
@@ -123,6 +126,24 @@ proptest! {
         let graph = one_op(Op::Binary(op), &[("x0", f(&a)), ("x1", f(&b))]).unwrap();
         // a divisor away from zero
         check(&Case::new(graph, Loss::mse(), seed).range("x1", 0.5, 1.5));
+    }
+
+    /// Local response normalization: window sizes odd and even, wider than the channels, on
+    /// ranks 2 to 4, with AlexNet's and larger constants and a negative beta.
+    #[test]
+    fn lrn(size in 1usize..7, c in 1usize..6, rank in 2usize..5, consts in 0usize..3, seed: u64) {
+        let (alpha, beta, bias) = [(1e-4, 0.75, 1.0), (0.8, 0.75, 2.0), (0.5, -0.5, 0.7)][consts];
+        let dims = [2, c, 3, 2][..rank].to_vec();
+        let graph = one_op(Op::Lrn { size, alpha, beta, bias }, &[("x", f(&dims))]).unwrap();
+        check(&Case::new(graph, Loss::mse(), seed));
+    }
+
+    /// The mean over any increasing set of axes, kept or removed.
+    #[test]
+    fn reduce_mean(mask in 1usize..16, keepdims: bool, seed: u64) {
+        let axes: Vec<usize> = (0..4).filter(|a| mask & (1 << a) != 0).collect();
+        let graph = one_op(Op::ReduceMean { axes, keepdims }, &[("x", f(&[2, 3, 1, 2]))]).unwrap();
+        check(&Case::new(graph, Loss::mse(), seed));
     }
 
     /// matmul of every rank combination, batched with broadcasting.
@@ -217,6 +238,83 @@ fn losses() {
         let _ = (&mut g, y);
         check(&Case::new(h, loss, 12));
     }
+}
+
+/// The compositions ONNX import builds from the primitive ops: LayerNormalization over the
+/// last axis (`d = x − mean(x)`, `y = d·rsqrt(mean(d·d), ε)·scale + bias`), HardSwish
+/// (`x·hard_sigmoid(x)`), exact GELU (`x·(1 + erf(x/√2))/2`), ReLU6 (`clip(x, 0, 6)`).
+#[test]
+fn onnx_compositions() {
+    let src = r#"
+graph compositions {
+  input %x: f32[1, 2, 3, 4]
+  param %scale: f32[4]
+  param %bias: f32[4]
+  param %inv_sqrt2: f32[1]
+  param %half: f32[1]
+  %m = reduce_mean(%x) {axes=[3]}
+  %d = sub(%x, %m)
+  %dd = mul(%d, %d)
+  %v = reduce_mean(%dd) {axes=[3]}
+  %r = rsqrt(%v) {epsilon=1e-05}
+  %n = mul(%d, %r)
+  %ns = mul(%n, %scale)
+  %ln = add(%ns, %bias)
+  %hs = hard_sigmoid(%ln) {alpha=0.16666667, beta=0.5}
+  %hsw = mul(%ln, %hs)
+  %xs = mul(%hsw, %inv_sqrt2)
+  %e = erf(%xs)
+  %one = clip(%e) {min=1.0, max=1.0}
+  %pe = add(%e, %one)
+  %g = mul(%hsw, %pe)
+  %gelu = mul(%g, %half)
+  %r6 = clip(%gelu) {min=0.0, max=6.0}
+  output %r6
+}
+"#;
+    let g = kiln_ir::text::parse(src).unwrap();
+    check(&Case::new(g, Loss::mse(), 41));
+}
+
+/// The shapes of real networks' layout ops at a small size: a 4-D × 2-D matmul (a
+/// transformer's MLP on NHWC), a rank-5 transpose between reshapes (ShuffleNet's channel
+/// shuffle), a subtraction broadcasting the last axis (LayerNorm's `x − mean`).
+#[test]
+fn layout_shapes_of_real_networks() {
+    let mm = one_op(Op::MatMul, &[("x0", f(&[1, 2, 2, 3])), ("x1", f(&[3, 4]))]).unwrap();
+    check(&Case::new(mm, Loss::mse(), 51));
+    let src = r#"
+graph shuffle {
+  input %x: f32[1, 4, 2, 2]
+  %r = reshape(%x) {shape=[1, 2, 2, 2, 2]}
+  %t = transpose(%r) {perm=[0, 2, 1, 3, 4]}
+  %y = reshape(%t) {shape=[1, 4, 2, 2]}
+  %m = reduce_mean(%y) {axes=[1]}
+  %c = sub(%y, %m)
+  %e = erf(%c)
+  output %e
+}
+"#;
+    check(&Case::new(kiln_ir::text::parse(src).unwrap(), Loss::mse(), 52));
+}
+
+/// Erf's backward reads the forward input, which a fused activation does not keep: a clear
+/// error, not a wrong gradient.
+#[test]
+fn fused_erf_is_refused_with_a_reason() {
+    let attrs = Conv2d {
+        activation: Some(Activation::Erf),
+        ..Conv2d::default()
+    };
+    let g = one_op(
+        Op::Conv2d(attrs),
+        &[("x", f(&[1, 1, 3, 3])), ("w", f(&[1, 1, 1, 1]))],
+    )
+    .unwrap();
+    let e = kiln_autodiff::differentiate(&g, Loss::mse(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("erf's gradient needs its input"), "{e}");
 }
 
 /// A small CNN end to end: every rule composed, a weight used twice (its gradients summed).

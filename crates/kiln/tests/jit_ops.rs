@@ -36,6 +36,12 @@ fn activation() -> impl Strategy<Value = Option<Activation>> {
         (-1.0f32..1.0).prop_map(|alpha| Some(Activation::LeakyRelu { alpha })),
         Just(Some(Activation::Sigmoid)),
         Just(Some(Activation::Tanh)),
+        Just(Some(Activation::Clip { min: 0.0, max: 6.0 })),
+        Just(Some(Activation::HardSigmoid {
+            alpha: 1.0 / 6.0,
+            beta: 0.5
+        })),
+        Just(Some(Activation::Erf)),
     ]
 }
 
@@ -114,10 +120,40 @@ proptest! {
     }
 
     #[test]
-    fn activations(dims in proptest::collection::vec(1usize..7, 1..5), which in 0usize..4, alpha in -1.0f32..1.0,
-                   seed in any::<u64>()) {
-        let act = [Activation::Relu, Activation::LeakyRelu { alpha }, Activation::Sigmoid, Activation::Tanh][which];
+    fn activations(dims in proptest::collection::vec(1usize..7, 1..5), which in 0usize..8, alpha in -1.0f32..1.0,
+                   bound in -1.0f32..1.0, seed in any::<u64>()) {
+        let act = [
+            Activation::Relu,
+            Activation::LeakyRelu { alpha },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Clip { min: bound.min(alpha), max: bound.max(alpha) },
+            Activation::Clip { min: f32::NEG_INFINITY, max: bound },
+            Activation::HardSigmoid { alpha, beta: bound },
+            Activation::Erf,
+        ][which];
         check_graph(&one_op(Op::Activation(act), TensorType::f32(dims), &[]).unwrap(), seed);
+    }
+
+    /// LRN across channels: odd and even windows, wider than the channels, ranks 2 to 5,
+    /// planes with and without a leftover of the vector width.
+    #[test]
+    fn lrn(n in 1usize..3, c in 1usize..7, rest in proptest::collection::vec(1usize..7, 0..3), size in 1usize..8,
+           consts in 0usize..3, seed in any::<u64>()) {
+        let (alpha, beta, bias) = [(1e-4, 0.75, 1.0), (0.8, 0.75, 2.0), (0.5, -0.5, 0.7)][consts];
+        let mut dims = vec![n, c];
+        dims.extend(rest);
+        check_graph(&one_op(Op::Lrn { size, alpha, beta, bias }, TensorType::f32(dims), &[]).unwrap(), seed);
+    }
+
+    /// The mean over any increasing set of axes (adjacent ones merged, a contiguous innermost
+    /// run by fours), kept or removed.
+    #[test]
+    fn reduce_mean(dims in proptest::collection::vec(1usize..7, 1..5), mask in 1usize..32, keepdims in any::<bool>(),
+                   seed in any::<u64>()) {
+        let axes: Vec<usize> = (0..dims.len()).filter(|a| mask & (1 << a) != 0).collect();
+        prop_assume!(!axes.is_empty());
+        check_graph(&one_op(Op::ReduceMean { axes, keepdims }, TensorType::f32(dims), &[]).unwrap(), seed);
     }
 
     #[test]
@@ -212,4 +248,87 @@ proptest! {
         g.mark_output(y).unwrap();
         check_graph(&g, seed);
     }
+}
+
+/// The layout and broadcasting shapes of real networks, at their real sizes (a
+/// transformer's LayerNorm and MLP on NHWC, ShuffleNet's channel shuffle) or, for the matmul,
+/// with fewer rows.
+#[test]
+fn shapes_of_real_networks() {
+    let src = r#"
+graph real_shapes {
+  input %x: f32[1, 56, 56, 96]
+  input %h: f32[1, 8, 8, 96]
+  param %w: f32[96, 384]
+  input %s: f32[1, 116, 28, 28]
+  param %scale: f32[96]
+  param %bias: f32[96]
+  %m = reduce_mean(%x) {axes=[3]}
+  %d = sub(%x, %m)
+  %dd = mul(%d, %d)
+  %v = reduce_mean(%dd) {axes=[3]}
+  %r = rsqrt(%v) {epsilon=1e-06}
+  %n = mul(%d, %r)
+  %ns = mul(%n, %scale)
+  %ln = add(%ns, %bias)
+  %mlp = matmul(%h, %w): f32[1, 8, 8, 384]
+  %r5 = reshape(%s) {shape=[1, 2, 58, 28, 28]}
+  %t5 = transpose(%r5) {perm=[0, 2, 1, 3, 4]}: f32[1, 58, 2, 28, 28]
+  %sh = reshape(%t5) {shape=[1, 116, 28, 28]}
+  %lrn = lrn(%s) {size=5, alpha=0.0001, beta=0.75, bias=1.0}
+  output %ln
+  output %mlp
+  output %sh
+  output %lrn
+}
+"#;
+    check_graph(&kiln::ir::text::parse(src).unwrap(), 7);
+}
+
+/// The JIT's erf against the correctly rounded one (the interpreter in f64, libm's) on a
+/// dense grid over [−6, 6] and at the special values: within 1e-7 absolute, far inside the
+/// engines' usual tolerance.
+#[test]
+fn jit_erf_is_accurate() {
+    use kiln::ir::{Tensor, Value};
+    use std::collections::HashMap;
+    let n = 120_001;
+    let mut xs: Vec<f32> = (0..n).map(|i| -6.0 + 12.0 * i as f32 / (n - 1) as f32).collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN,
+    ]);
+    let len = xs.len();
+    let g = one_op(Op::Activation(Activation::Erf), TensorType::f32([len]), &[]).unwrap();
+    let mut m = kiln::jit::compile(&g, &Default::default()).unwrap();
+    m.set_weights(&HashMap::new()).unwrap();
+    let feed = HashMap::from([("x".to_string(), Value::F(Tensor::new([len], xs.clone()).unwrap()))]);
+    let got = m.run(&feed).unwrap();
+    let got = got[0].1.as_f().unwrap().data().to_vec();
+    let xs64: Vec<f64> = xs.iter().map(|&v| f64::from(v)).collect();
+    let feed64 = HashMap::from([("x".to_string(), Value::F(Tensor::new([len], xs64).unwrap()))]);
+    let want = kiln::interp::run::<f64>(&g, &feed64, &HashMap::new()).unwrap();
+    let want = want[0].1.as_f().unwrap().data().to_vec();
+    let mut worst = (0.0f64, 0.0f32);
+    for ((&x, &y), &w) in xs.iter().zip(&got).zip(&want) {
+        let err = (f64::from(y) - w).abs();
+        if err > worst.0 {
+            worst = (err, x);
+        }
+    }
+    assert!(worst.0 <= 1e-7, "erf off by {:e} at x = {}", worst.0, worst.1);
+    let nan = one_op(Op::Activation(Activation::Erf), TensorType::f32([1]), &[]).unwrap();
+    let mut m = kiln::jit::compile(&nan, &Default::default()).unwrap();
+    m.set_weights(&HashMap::new()).unwrap();
+    let feed = HashMap::from([(
+        "x".to_string(),
+        Value::F(Tensor::new([1], vec![f32::NAN]).unwrap()),
+    )]);
+    assert!(m.run(&feed).unwrap()[0].1.as_f().unwrap().data()[0].is_nan());
 }

@@ -136,6 +136,46 @@ graph mm {
     compare(&g, Loss::nll(), Some(Optimizer::sgd(0.05)), 4).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The normalization and activation ops of real networks and the compositions ONNX import
+/// builds from them (LayerNorm over the last axis, HardSwish, exact GELU, ReLU6), after an
+/// LRN and a convolution with a fused clip, with their backward ops (`lrn_grad`,
+/// `broadcast_to`, `erf_grad`, …) JIT'd.
+#[test]
+fn norm_and_activation_ops_match_the_interpreter() {
+    let src = r#"
+graph norms {
+  input %x: f32[2, 3, 5, 6]
+  param %w: f32[4, 3, 3, 3]
+  param %scale: f32[4]
+  param %bias: f32[4]
+  param %fc.w: f32[3, 4]
+  param %inv_sqrt2: f32[1]
+  %l = lrn(%x) {size=4, alpha=0.5, beta=0.75, bias=2.0}
+  %c = conv2d(%l, %w) {padding=[1, 1, 1, 1], activation=clip, min=-0.5, max=0.5}
+  %t = transpose(%c) {perm=[0, 2, 3, 1]}
+  %m = reduce_mean(%t) {axes=[3]}
+  %d = sub(%t, %m)
+  %dd = mul(%d, %d)
+  %v = reduce_mean(%dd) {axes=[3]}
+  %r = rsqrt(%v) {epsilon=1e-05}
+  %n = mul(%d, %r)
+  %ns = mul(%n, %scale)
+  %ln = add(%ns, %bias)
+  %hs = hard_sigmoid(%ln) {alpha=0.16666667, beta=0.5}
+  %hsw = mul(%ln, %hs)
+  %xs = mul(%hsw, %inv_sqrt2)
+  %e = erf(%xs)
+  %g = mul(%hsw, %e)
+  %r6 = clip(%g) {min=0.0, max=6.0}
+  %p = reduce_mean(%r6) {axes=[1, 2], keepdims=false}
+  %fc = dense(%p, %fc.w)
+  output %fc
+}
+"#;
+    let g = kiln::ir::text::parse(src).unwrap();
+    compare(&g, Loss::cross_entropy(), Some(Optimizer::sgd(0.05)), 9).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// LeNet-5 at batch 8 on two threads: the big kernels (scatters by plane, weight gradients by
 /// channel pair) split across threads, with Adam; and the training graph prints and parses back.
 #[test]
