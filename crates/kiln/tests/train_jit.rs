@@ -138,8 +138,8 @@ graph mm {
 
 /// The normalization and activation ops of real networks and the compositions ONNX import
 /// builds from them (LayerNorm over the last axis, HardSwish, exact GELU, ReLU6), after an
-/// LRN and a convolution with a fused clip, with their backward ops (`lrn_grad`,
-/// `broadcast_to`, `erf_grad`, …) JIT'd.
+/// LRN and a convolution with a fused clip, then a 4-D × 2-D matmul and a rank-5 channel
+/// shuffle, with their backward ops (`lrn_grad`, `broadcast_to`, `erf_grad`, …) JIT'd.
 #[test]
 fn norm_and_activation_ops_match_the_interpreter() {
     let src = r#"
@@ -150,6 +150,7 @@ graph norms {
   param %bias: f32[4]
   param %fc.w: f32[3, 4]
   param %inv_sqrt2: f32[1]
+  param %mlp.w: f32[4, 4]
   %l = lrn(%x) {size=4, alpha=0.5, beta=0.75, bias=2.0}
   %c = conv2d(%l, %w) {padding=[1, 1, 1, 1], activation=clip, min=-0.5, max=0.5}
   %t = transpose(%c) {perm=[0, 2, 3, 1]}
@@ -167,7 +168,11 @@ graph norms {
   %e = erf(%xs)
   %g = mul(%hsw, %e)
   %r6 = clip(%g) {min=0.0, max=6.0}
-  %p = reduce_mean(%r6) {axes=[1, 2], keepdims=false}
+  %mm = matmul(%r6, %mlp.w)
+  %r5 = reshape(%mm) {shape=[2, 5, 6, 2, 2]}
+  %t5 = transpose(%r5) {perm=[0, 2, 1, 3, 4]}
+  %sh = reshape(%t5) {shape=[2, 6, 5, 4]}
+  %p = reduce_mean(%sh) {axes=[1, 2], keepdims=false}
   %fc = dense(%p, %fc.w)
   output %fc
 }
