@@ -93,6 +93,10 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
             Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead"))
         }
         Op::Rsqrt { .. } => rsqrt(b, dy).map(|d| vec![Some(d)]),
+        // `factor·x` (an imported Gemm's alpha and beta on the file's weights)
+        Op::Scale { factor } => b
+            .add("grad", Op::Scale { factor: *factor }, &[dy])
+            .map(|d| vec![Some(d)]),
         Op::Lrn {
             size,
             alpha,
@@ -129,7 +133,6 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         | Op::LrnGrad { .. }
         | Op::LossGrad(_)
         | Op::Slice { .. }
-        | Op::Scale { .. }
         | Op::Update(_)
         | Op::BatchNormTrain { .. } => Err(b.no_rule("a training op is not differentiated again")),
         // the forward pass's training-mode dropout (see `differentiate`): the same mask

@@ -200,6 +200,7 @@ fn layout_ops() {
             perm: vec![2, 0, 3, 1],
         },
         Op::Dropout { ratio: 0.0, seed: 0 },
+        Op::Scale { factor: -1.5 },
         // training-mode dropout: the backward pass uses the forward pass's mask
         Op::Dropout { ratio: 0.5, seed: 9 },
     ] {
