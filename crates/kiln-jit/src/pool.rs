@@ -44,15 +44,21 @@ pub struct Pool {
     barrier: Arc<Barrier>,
 }
 
-/// Thread `t`'s share (of `n` threads) of every step, in order.
+/// Thread `t`'s share (of `n` threads) of every step, in order. A step that is not split runs
+/// on thread 0; between two such steps there is no barrier (thread 0 runs both, in order, and
+/// the other threads wait at the next barrier), so a chain of small kernels costs no
+/// synchronization. Every thread takes the same decisions, so all meet at every barrier.
 fn work(t: usize, n: usize, arena: Arena, steps: &[Step], barrier: &Barrier) {
-    for s in steps {
+    for (i, s) in steps.iter().enumerate() {
         for part in (t..s.parts).step_by(n) {
             let (b, e) = (s.extent * part / s.parts, s.extent * (part + 1) / s.parts);
             // SAFETY: a slice of the kernel's own range over the arena it was compiled for.
             unsafe { (s.f)(arena.0, b as i64, e as i64) };
         }
-        barrier.wait();
+        let next_alone = steps.get(i + 1).is_some_and(|next| next.parts <= 1);
+        if s.parts > 1 || !next_alone {
+            barrier.wait();
+        }
     }
 }
 
