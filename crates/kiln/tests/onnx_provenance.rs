@@ -170,7 +170,7 @@ impl Case {
             |m: usize, k: usize| -> f64 { f64::from(if self.trans_a { x[k * M + m] } else { x[m * K + k] }) };
         let bb =
             |k: usize, n: usize| -> f64 { f64::from(if self.trans_b { b[n * K + k] } else { b[k * N + n] }) };
-        let mut dy = vec![0.0f64; M * N];
+        let mut dy = [0.0f64; M * N];
         for m in 0..M {
             for n in 0..N {
                 let ab: f64 = (0..K).map(|k| a(m, k) * bb(k, n)).sum();

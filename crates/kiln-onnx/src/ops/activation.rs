@@ -102,3 +102,43 @@ pub(crate) fn erf(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<V
     let x = im.tensor(n, 0)?;
     one(im.add(n, out, Op::Activation(Activation::Erf), &[x])?)
 }
+
+/// Gelu (opset 20), composed without constants: exact `(x + x·erf(x/√2))/2`, or with
+/// `approximate = "tanh"` `(x + x·tanh(√(2/π)·(x + 0.044715·x³)))/2`.
+pub(crate) fn gelu(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["approximate"])?;
+    let approximate = a.string("approximate", "none")?;
+    let x = im.tensor(n, 0)?;
+    let mul = Op::Binary(BinaryOp::Mul);
+    let s = match approximate.as_str() {
+        "none" => {
+            let z = im.add(
+                n,
+                &format!("{out}.scaled"),
+                Op::Scale {
+                    factor: std::f32::consts::FRAC_1_SQRT_2,
+                },
+                &[x],
+            )?;
+            im.add(n, &format!("{out}.erf"), Op::Activation(Activation::Erf), &[z])?
+        }
+        "tanh" => {
+            let x2 = im.add(n, &format!("{out}.x2"), mul.clone(), &[x, x])?;
+            let x3 = im.add(n, &format!("{out}.x3"), mul.clone(), &[x2, x])?;
+            let c3 = im.add(n, &format!("{out}.cubic"), Op::Scale { factor: 0.044715 }, &[x3])?;
+            let inner = im.add(n, &format!("{out}.inner"), Op::Binary(BinaryOp::Add), &[x, c3])?;
+            let factor = (2.0f64 / std::f64::consts::PI).sqrt() as f32;
+            let z = im.add(n, &format!("{out}.scaled"), Op::Scale { factor }, &[inner])?;
+            im.add(n, &format!("{out}.tanh"), Op::Activation(Activation::Tanh), &[z])?
+        }
+        other => {
+            return Err(invalid(
+                n,
+                format!("approximate `{other}` is not `none` or `tanh`"),
+            ));
+        }
+    };
+    let xs = im.add(n, &format!("{out}.xs"), mul, &[x, s])?;
+    let sum = im.add(n, &format!("{out}.sum"), Op::Binary(BinaryOp::Add), &[x, xs])?;
+    one(im.add(n, out, Op::Scale { factor: 0.5 }, &[sum])?)
+}

@@ -42,6 +42,7 @@ const TABLE: &[(&str, OpFn)] = &[
     ("Erf", activation::erf),
     ("Flatten", shape::flatten),
     ("Gather", shape::gather),
+    ("Gelu", activation::gelu),
     ("Gemm", math::gemm),
     ("GlobalAveragePool", pool::global_pool),
     ("GlobalMaxPool", pool::global_pool),
