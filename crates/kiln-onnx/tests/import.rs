@@ -17,6 +17,15 @@ fn attr_i(name: &str, i: i64) -> AttributeProto {
     }
 }
 
+fn attr_f(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::FLOAT,
+        f: Some(f),
+        ..Default::default()
+    }
+}
+
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -416,7 +425,8 @@ fn softmax_before_opset_13_coerces_to_2d() {
     }
 }
 
-/// Gemm with a constant B: transB, alpha and beta are folded into the Dense weights and bias.
+/// Gemm with a constant B: a Dense layer whose weight and bias are the file's B and C under
+/// Transpose/Scale ops (alpha, beta, transB), so the weights are the file's tensors only.
 #[test]
 fn gemm_folds_alpha_beta_and_transposes_into_dense() {
     let bytes = model(
@@ -451,6 +461,9 @@ fn gemm_folds_alpha_beta_and_transposes_into_dense() {
     );
     let m = load_bytes(&bytes, None).unwrap();
     assert!(matches!(m.graph.node(m.graph.find("y").unwrap()).op, Op::Dense));
+    let mut names: Vec<&String> = m.weights.keys().collect();
+    names.sort();
+    assert_eq!(names, ["b", "c"]);
     let y = run(&m, Tensor::new([1, 2], vec![1.0, 10.0]).unwrap());
     // 2·[1·1 + 10·4, 1·2 + 10·5, 1·3 + 10·6] − 1
     assert_eq!(y.data(), &[81.0, 103.0, 125.0]);
@@ -502,4 +515,215 @@ fn constant_of_shape_unsqueeze_sum_and_unread_masks() {
     assert_eq!(m.graph.node(cu).ty.dims(), &[1, 3]);
     let e = load_bytes(&bytes(&["y", "mask"]), None).unwrap_err().to_string();
     assert!(e.contains("node `d` (Dropout, opset 11): the mask output"), "{e}");
+}
+
+fn op_of<'g>(m: &'g kiln_onnx::OnnxModel, name: &str) -> &'g Op {
+    &m.graph
+        .node(m.graph.find(name).unwrap_or_else(|| panic!("no node {name}")))
+        .op
+}
+
+/// ReduceMean over H and W is global average pooling (then Flatten without keepdims), at
+/// opset 13 (axes attribute) and 18 (axes input); over other axes it is `reduce_mean`.
+#[test]
+fn reduce_mean_over_space_is_global_pooling() {
+    let x: Vec<f32> = (0..24).map(|v| v as f32).collect();
+    let xt = || Tensor::new([1, 2, 3, 4], x.clone()).unwrap();
+    let plane_means = [5.5, 17.5];
+    for (opset, keepdims) in [(13, 1), (13, 0), (18, 1), (18, 0)] {
+        let (ins, attrs, inits) = if opset < 18 {
+            (vec!["x"], vec![attr_ints("axes", &[-1, 2])], vec![])
+        } else {
+            (vec!["x", "axes"], vec![], vec![ints("axes", &[3, -2])])
+        };
+        let mut attrs = attrs;
+        attrs.push(attr_i("keepdims", keepdims));
+        let m = load_bytes(
+            &model(
+                opset,
+                vec![node("ReduceMean", "rm", &ins, &["y"], attrs)],
+                vec![x4("x", [1, 2, 3, 4])],
+                &["y"],
+                inits,
+            ),
+            None,
+        )
+        .unwrap();
+        let y = run(&m, xt());
+        if keepdims == 1 {
+            assert!(
+                matches!(op_of(&m, "y"), Op::GlobalPool(_)),
+                "{:?}",
+                op_of(&m, "y")
+            );
+            assert_eq!(y.dims(), &[1, 2, 1, 1]);
+        } else {
+            assert!(matches!(op_of(&m, "y"), Op::Flatten { axis: 1 }));
+            assert_eq!(y.dims(), &[1, 2]);
+        }
+        assert_eq!(y.data(), &plane_means, "opset {opset}, keepdims {keepdims}");
+    }
+    // over the channels: reduce_mean, kept
+    let m = load_bytes(
+        &model(
+            13,
+            vec![node(
+                "ReduceMean",
+                "rm",
+                &["x"],
+                &["y"],
+                vec![attr_ints("axes", &[1])],
+            )],
+            vec![x4("x", [1, 2, 3, 4])],
+            &["y"],
+            vec![],
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        op_of(&m, "y"),
+        &Op::ReduceMean {
+            axes: vec![1],
+            keepdims: true
+        }
+    );
+    let y = run(&m, xt());
+    let want: Vec<f32> = (0..12).map(|i| (x[i] + x[i + 12]) / 2.0).collect();
+    assert_eq!(y.data(), &want[..]);
+}
+
+/// Gather of a scalar index on a tensor is a Slice and a Reshape that drops the axis (as
+/// Inception's `x[:, 0]`); a Split makes a Slice for each output that is read only.
+#[test]
+fn gather_and_split_on_tensors_are_slices() {
+    let idx = TensorProto {
+        name: "i".into(),
+        dims: vec![],
+        data_type: data_type::INT64,
+        int64_data: vec![-2],
+        ..Default::default()
+    };
+    let m = load_bytes(
+        &model(
+            13,
+            vec![
+                node("Gather", "g", &["x", "i"], &["c"], vec![attr_i("axis", 1)]),
+                node(
+                    "Split",
+                    "s",
+                    &["x", "sizes"],
+                    &["a", "unread", "b"],
+                    vec![attr_i("axis", 1)],
+                ),
+                node("Concat", "cat", &["b", "a"], &["ba"], vec![attr_i("axis", 1)]),
+                node("Flatten", "f", &["c"], &["cf"], vec![attr_i("axis", 1)]),
+                node("Flatten", "f2", &["ba"], &["baf"], vec![attr_i("axis", 1)]),
+                node("Concat", "all", &["cf", "baf"], &["y"], vec![attr_i("axis", 1)]),
+            ],
+            vec![x4("x", [1, 3, 1, 2])],
+            &["y"],
+            vec![idx, ints("sizes", &[1, 1, 1])],
+        ),
+        None,
+    )
+    .unwrap();
+    let slices = m
+        .graph
+        .topo_order()
+        .into_iter()
+        .filter(|&id| matches!(m.graph.node(id).op, Op::Slice { .. }))
+        .count();
+    // one for the gather, two for the split's read outputs
+    assert_eq!(slices, 3);
+    assert_eq!(m.graph.node(m.graph.find("c").unwrap()).ty.dims(), &[1, 1, 2]);
+    let y = run(
+        &m,
+        Tensor::new([1, 3, 1, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
+    );
+    // c = x[:, 1] = [3, 4]; ba = [x[:, 2], x[:, 0]] = [5, 6, 1, 2]
+    assert_eq!(y.data(), &[3.0, 4.0, 5.0, 6.0, 1.0, 2.0]);
+}
+
+/// Clip's bounds: attributes before opset 11, constant inputs after (a missing one is
+/// infinite); HardSwish is `x·hard_sigmoid(x)`.
+#[test]
+fn clip_bounds_and_hard_swish() {
+    let clip6 = |opset: i64| {
+        let (ins, attrs, inits): (&[&str], _, _) = if opset < 11 {
+            (&["x"], vec![attr_f("min", 0.0)], vec![])
+        } else {
+            (&["x", "lo"], vec![], vec![floats("lo", &[], vec![0.0])])
+        };
+        load_bytes(
+            &model(
+                opset,
+                vec![node("Clip", "c", ins, &["y"], attrs)],
+                vec![x4("x", [1, 1, 1, 3])],
+                &["y"],
+                inits,
+            ),
+            None,
+        )
+        .unwrap()
+    };
+    for opset in [6, 13] {
+        let m = clip6(opset);
+        assert_eq!(
+            op_of(&m, "y"),
+            &Op::Activation(kiln_ir::Activation::Clip {
+                min: 0.0,
+                max: f32::INFINITY
+            })
+        );
+        let y = run(&m, Tensor::new([1, 1, 1, 3], vec![-1.0, 0.5, 1e30]).unwrap());
+        assert_eq!(y.data(), &[0.0, 0.5, 1e30]);
+    }
+    let m = load_bytes(
+        &model(
+            14,
+            vec![node("HardSwish", "h", &["x"], &["y"], vec![])],
+            vec![x4("x", [1, 1, 1, 4])],
+            &["y"],
+            vec![],
+        ),
+        None,
+    )
+    .unwrap();
+    let x = [-4.0f32, -1.0, 0.5, 3.5];
+    let y = run(&m, Tensor::new([1, 1, 1, 4], x.to_vec()).unwrap());
+    for (g, &v) in y.data().iter().zip(&x) {
+        let want = v * (v / 6.0 + 0.5).clamp(0.0, 1.0);
+        assert!((g - want).abs() < 1e-6, "{g} vs {want}");
+    }
+}
+
+/// Only the file's initializers are trainable params: a `Constant` node's value is a buffer.
+#[test]
+fn only_initializers_are_trainable() {
+    let value_attr = AttributeProto {
+        name: "value".into(),
+        r#type: attribute_type::TENSOR,
+        t: Some(floats("", &[1], vec![2.0])),
+        ..Default::default()
+    };
+    let m = load_bytes(
+        &model(
+            13,
+            vec![
+                node("Constant", "k", &[], &["two"], vec![value_attr]),
+                node("Mul", "m", &["x", "two"], &["xm"], vec![]),
+                node("Add", "a", &["xm", "w"], &["y"], vec![]),
+            ],
+            vec![x4("x", [1, 1, 1, 2])],
+            &["y"],
+            vec![floats("w", &[2], vec![1.0, 2.0])],
+        ),
+        None,
+    )
+    .unwrap();
+    assert!(op_of(&m, "w").is_trainable_param());
+    assert!(matches!(op_of(&m, "two"), Op::Param { trainable: false, .. }));
+    let y = run(&m, Tensor::new([1, 1, 1, 2], vec![3.0, 4.0]).unwrap());
+    assert_eq!(y.data(), &[7.0, 10.0]);
 }
