@@ -17,7 +17,8 @@ The cases come from the `onnx` package (Apache-2.0, https://github.com/onnx/onnx
 makes its own virtual environment under /tmp (pip install onnx numpy) unless run with
 --no-venv from a Python that already has them. Re-running it adds the cases that are not
 there yet and keeps the others as they are (the generators draw random inputs, so a rewrite
-would change every file); --rewrite deletes and writes them all again. The statuses
+would change every file); --rewrite deletes and writes them all again; --tables prints the
+conformance tables of docs/onnx.md from the manifest (no venv needed). The statuses
 in tests/data/manifest.txt are kept for cases that still exist (new cases get `new`; run
 `KILN_ONNX_BLESS=1 cargo test -p kiln-onnx --test conformance` to record their status).
 """
@@ -52,7 +53,45 @@ def ensure_venv():
     os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], env)
 
 
+def tables():
+    """Prints docs/onnx.md's conformance tables from the manifest and each case's case.txt:
+    pass / total per operator set (Constant left out of a set; PyTorch's sets apart), then
+    every case that does not pass with its recorded reason. Needs no onnx package."""
+    rows = {}
+    skipped = []
+    total = passed = 0
+    for line in open(os.path.join(OUT, "manifest.txt")):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, status = line.rstrip("\n").split(" ", 1)
+        ops = []
+        for l in open(os.path.join(OUT, name, "case.txt")):
+            if l.startswith("operators "):
+                ops = l.split()[1:]
+        key = " + ".join(o for o in ops if o != "Constant") or "Constant"
+        if not name.startswith("node/"):
+            key += " (PyTorch export)"
+        ok = status == "pass"
+        p, t = rows.get(key, (0, 0))
+        rows[key] = (p + ok, t + 1)
+        total += 1
+        passed += ok
+        if not ok:
+            reason = status[len("skip: "):] if status.startswith("skip: ") else status
+            skipped.append((name, reason.replace("|", "\\|")))
+    print("| operator(s) | pass / total |\n|---|---|")
+    for key in sorted(rows, key=lambda k: (k.lower(), k)):
+        print(f"| {key} | {rows[key][0]} / {rows[key][1]} |")
+    print(f"| **all** | **{passed} / {total}** |\n")
+    print("Cases that do not pass, with the reason recorded in the manifest:\n")
+    print("| case | reason |\n|---|---|")
+    for name, reason in skipped:
+        print(f"| {name} | {reason} |")
+
+
 def main():
+    if "--tables" in sys.argv:
+        return tables()
     ensure_venv()
     import numpy as np
     import onnx

@@ -8,7 +8,8 @@
 //!
 //! One adaptation of ONNX's runner: a data set's integer inputs are bound as constants at
 //! import (`kiln_onnx::load_bytes_bound`), because kiln's shapes are static and such inputs
-//! are shapes, pads or axes; float inputs are fed at run time as usual.
+//! are shapes, pads or axes; so are the float inputs a Clip reads as its bounds (kiln's clip
+//! takes them as attributes); other float inputs are fed at run time as usual.
 
 use kiln_ir::{Tensor, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +90,18 @@ fn compare(what: &str, want: &Tensor<f32>, got: &Tensor<f32>, c: &Case) -> Resul
     Ok(())
 }
 
+/// The values some Clip node reads as its bounds (inputs 1 and 2).
+fn clip_bounds(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let m = <kiln_onnx::proto::ModelProto as prost::Message>::decode(bytes)
+        .map_err(|e| format!("decode: {e}"))?;
+    let g = m.graph.unwrap_or_default();
+    Ok(g.node
+        .iter()
+        .filter(|n| n.op_type == "Clip")
+        .flat_map(|n| n.input.iter().skip(1).cloned())
+        .collect())
+}
+
 /// The names of the graph inputs that are fed (not initializers), in the file's order.
 fn fed_inputs(bytes: &[u8]) -> Result<Vec<String>, String> {
     let m = <kiln_onnx::proto::ModelProto as prost::Message>::decode(bytes)
@@ -102,11 +115,13 @@ fn fed_inputs(bytes: &[u8]) -> Result<Vec<String>, String> {
 }
 
 /// Runs one case; `Err` is the reason it does not pass. Integer inputs of a data set (the
-/// shape of a Reshape, the pads of a Pad) are bound as constants: kiln's shapes are static.
+/// shape of a Reshape, the pads of a Pad) and a Clip's bounds are bound as constants: kiln's
+/// shapes are static, its clip's bounds attributes.
 fn run_case(dir: &Path) -> Result<(), String> {
     let c = read_case(dir);
     let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| e.to_string())?;
     let names = fed_inputs(&bytes)?;
+    let bounds = clip_bounds(&bytes)?;
     for ds in data_sets(dir) {
         let ins = numbered(&ds, "input");
         let outs = numbered(&ds, "output");
@@ -122,7 +137,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         for (name, path) in names.iter().zip(&ins) {
             let raw = std::fs::read(path).map_err(|e| e.to_string())?;
             let k = kiln_onnx::read_const_bytes(&raw).map_err(|e| format!("{}: {e}", shown(path)))?;
-            if k.as_i64().is_some() {
+            if k.as_i64().is_some() || bounds.contains(name) {
                 bound.insert(name.clone(), k);
             } else {
                 fed.push((name.clone(), read_pb(path)?));
@@ -260,7 +275,7 @@ fn every_case_maps_its_file_names_to_nodes() {
         let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
         let fed = fed_inputs(&bytes).unwrap();
         let Ok(model) = kiln_onnx::load_bytes(&bytes, None) else {
-            continue; // integer inputs: imported only when bound
+            continue; // integer inputs or clip bounds: imported only when bound
         };
         let g = &model.graph;
         let got: Vec<&String> = model.inputs.iter().map(|(f, _)| f).collect();
