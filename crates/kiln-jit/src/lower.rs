@@ -264,6 +264,10 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             transpose(e, a, perm);
             numel
         }
+        Op::Binary(b) if crate::lower_reduce::binary_by_rows(a) => {
+            let op = *b;
+            crate::lower_reduce::binary_rows(e, a, &move |e, x, y| apply_binary(e, op, x, y))
+        }
         Op::Binary(b) => {
             binary(e, a, *b);
             numel
@@ -359,8 +363,15 @@ pub fn gemm_desc(
     want: usize,
     status: usize,
 ) -> Result<GemmDesc, String> {
-    kernel.check()?;
     let (ad, bd) = (ins[0].1.dims(), ins[1].1.dims());
+    // the AVX-512 tier has tiles of several shapes: the one that pads this product least
+    #[cfg(target_arch = "x86_64")]
+    let kernel = if (kernel.mr, kernel.nr) == (crate::gemm_avx512::MR, crate::gemm_avx512::NR) {
+        crate::gemm_avx512::tile_for(ad[0] / g.groups.max(1), bd[2])
+    } else {
+        kernel
+    };
+    kernel.check()?;
     let b = match patches {
         Some((c, slot, ty)) => BArena::Patches {
             offset: slot.offset,
@@ -1761,13 +1772,18 @@ pub(crate) fn broadcast_strides(dims: &[usize], rank: usize) -> Vec<usize> {
     s
 }
 
-fn binary(e: &mut Emitter, a: &Args, op: BinaryOp) {
-    let apply = move |e: &mut Emitter, x: Value, y: Value| match op {
+/// `op(x, y)` on `F32` or `F32X4` values.
+pub(crate) fn apply_binary(e: &mut Emitter, op: BinaryOp, x: Value, y: Value) -> Value {
+    match op {
         BinaryOp::Add => e.b.ins().fadd(x, y),
         BinaryOp::Sub => e.b.ins().fsub(x, y),
         BinaryOp::Mul => e.b.ins().fmul(x, y),
         BinaryOp::Div => e.b.ins().fdiv(x, y),
-    };
+    }
+}
+
+fn binary(e: &mut Emitter, a: &Args, op: BinaryOp) {
+    let apply = move |e: &mut Emitter, x: Value, y: Value| apply_binary(e, op, x, y);
     let od = a.odims().to_vec();
     let (arena, xo, yo, zo) = (a.arena, a.src(0), a.src(1), a.dst());
     if a.dims(0) == od.as_slice() && a.dims(1) == od.as_slice() {

@@ -494,3 +494,115 @@ fn broadcast_to(e: &mut Emitter, a: &Args) {
         e.store(v, q);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// broadcasting binary ops by rows
+
+/// How a broadcasting binary op walks its output by rows: the innermost `len` elements of
+/// every row (the last axis, merged with the axes before it while each operand either runs
+/// on contiguously or repeats one element) read each operand contiguously (`step` 1) or as one
+/// repeated element (`step` 0).
+struct Rows {
+    /// The output's axes outside the rows.
+    outer: Vec<usize>,
+    /// Each operand's strides along those axes (0 for a broadcast axis).
+    strides: [Vec<usize>; 2],
+    len: usize,
+    step: [usize; 2],
+}
+
+impl Rows {
+    /// The row walk of a binary op whose operands differ in shape (a broadcast), or `None`
+    /// when the op's general per-element walk is as good (operands of the output's shape, or
+    /// rows shorter than a vector).
+    fn of(a: &Args) -> Option<Rows> {
+        let od = a.odims();
+        let r = od.len();
+        if r == 0 || (a.dims(0) == od && a.dims(1) == od) {
+            return None;
+        }
+        let s = [broadcast_strides(a.dims(0), r), broadcast_strides(a.dims(1), r)];
+        let step = [s[0][r - 1].min(1), s[1][r - 1].min(1)];
+        let mut len = od[r - 1];
+        let mut first = r - 1;
+        // an axis of size 1 merges whatever its strides; otherwise each operand must go on
+        // contiguously (stride = the run so far) or repeat (stride 0, as inside the run)
+        while first > 0 {
+            let i = first - 1;
+            let fits = (0..2).all(|k| od[i] == 1 || s[k][i] == len * step[k]);
+            if !fits {
+                break;
+            }
+            len *= od[i];
+            first = i;
+        }
+        (len >= 4).then(|| Rows {
+            outer: od[..first].to_vec(),
+            strides: [s[0][..first].to_vec(), s[1][..first].to_vec()],
+            len,
+            step,
+        })
+    }
+}
+
+/// Whether a broadcasting binary op is lowered by rows here (`lower::emit` asks).
+pub(crate) fn binary_by_rows(a: &Args) -> bool {
+    Rows::of(a).is_some()
+}
+
+/// A broadcasting binary op, one row per parallel index: the row's operand offsets from its
+/// outer coordinates, then the row by fours (a repeated operand splatted) and its tail.
+/// Returns the number of rows.
+pub(crate) fn binary_rows(
+    e: &mut Emitter,
+    a: &Args,
+    apply: &dyn Fn(&mut Emitter, Value, Value) -> Value,
+) -> usize {
+    let rows = Rows::of(a).expect("lower::emit checks binary_by_rows first");
+    let (arena, srcs, zo) = (a.arena, [a.src(0), a.src(1)], a.dst());
+    let len = rows.len;
+    e.for_range(a.begin, a.end, 1, |e, row| {
+        let c = split(e, row, &rows.outer);
+        let mut base = [e.iconst(0), e.iconst(0)];
+        for (k, b) in base.iter_mut().enumerate() {
+            for (ci, &st) in c.iter().zip(&rows.strides[k]) {
+                if st != 0 {
+                    let t = e.b.ins().imul_imm_s(*ci, st as i64);
+                    *b = e.b.ins().iadd(*b, t);
+                }
+            }
+        }
+        let out = e.b.ins().imul_imm_s(row, len as i64);
+        // a repeated operand's one element, loaded once per row
+        let splat: Vec<Option<Value>> = (0..2)
+            .map(|k| {
+                (rows.step[k] == 0).then(|| {
+                    let p = e.elem(arena, srcs[k], base[k]);
+                    e.load(F32, p)
+                })
+            })
+            .collect();
+        let vlen = (len / 4 * 4) as i64;
+        for (lo, hi, step, ty) in [(0, vlen, 4, F32X4), (vlen, len as i64, 1, F32)] {
+            let (l, h) = (e.iconst(lo), e.iconst(hi));
+            e.for_range(l, h, step, |e, j| {
+                let v: Vec<Value> = (0..2)
+                    .map(|k| match splat[k] {
+                        Some(s) if ty == F32X4 => e.b.ins().splat(F32X4, s),
+                        Some(s) => s,
+                        None => {
+                            let i = e.b.ins().iadd(base[k], j);
+                            let p = e.elem(arena, srcs[k], i);
+                            e.load(ty, p)
+                        }
+                    })
+                    .collect();
+                let z = apply(e, v[0], v[1]);
+                let i = e.b.ins().iadd(out, j);
+                let q = e.elem(arena, zo, i);
+                e.store(z, q);
+            });
+        }
+    });
+    rows.outer.iter().product()
+}

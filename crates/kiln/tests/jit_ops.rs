@@ -189,6 +189,23 @@ proptest! {
         check_graph(&graph.unwrap(), seed);
     }
 
+    /// Broadcasts whose rows are long enough to walk by rows: one operand of the output's
+    /// shape, the other with some axes 1 or missing (either side), rows with and without a
+    /// leftover of the vector width.
+    #[test]
+    fn binary_by_rows(dims in proptest::collection::vec(1usize..9, 1..5), ones in 1usize..32, drop in 0usize..3,
+                      swap in any::<bool>(), which in 0usize..4, seed in any::<u64>()) {
+        let small: Vec<usize> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if ones & (1 << i) != 0 { 1 } else { d })
+            .skip(drop.min(dims.len() - 1))
+            .collect();
+        let (a, b) = if swap { (small, dims) } else { (dims, small) };
+        let op = Op::Binary([BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div][which]);
+        check_graph(&one_op(op, TensorType::f32(a), &[TensorType::f32(b)]).unwrap(), seed);
+    }
+
     #[test]
     fn layout(dims in proptest::collection::vec(1usize..5, 1..5), perm_seed in any::<u64>(), which in 0usize..4,
               seed in any::<u64>()) {
