@@ -41,6 +41,7 @@ pub const MAX_MR: usize = 16;
 const _: () = assert!(MR * NR <= MAX_TILE && MR <= MAX_MR);
 const _: () =
     assert!(crate::gemm_avx512::MR * crate::gemm_avx512::NR <= MAX_TILE && crate::gemm_avx512::MR <= MAX_MR);
+const _: () = assert!(6 * 64 <= MAX_TILE && 8 * 48 <= MAX_TILE);
 
 impl MicroKernel {
     /// Whether the driver can run this tile: `1 ≤ mr ≤ MAX_MR`, `nr ≥ 1`, `mr·nr ≤ MAX_TILE`.
@@ -454,7 +455,7 @@ unsafe fn pack_panel4(a: *const f32, lda: usize, panel: &mut [f32], kc: usize, m
 
 /// Copies `src` into row `k` of a packed B block from column `j` on (see `pack_b`), one
 /// micro-panel piece at a time; `None` writes that many zeros.
-#[inline]
+#[inline(always)]
 fn put_row(out: &mut [f32], kc: usize, nr: usize, k: usize, mut j: usize, len: usize, src: Option<&[f32]>) {
     let mut i = 0;
     while i < len {
@@ -483,6 +484,23 @@ fn put_row(out: &mut [f32], kc: usize, nr: usize, k: usize, mut j: usize, len: u
 /// Packs B's block `[pc, pc + kc) × [jc, jc + nc)` as micro-panels of `nr` columns: element
 /// `(k, j)` of panel `q` at `q·nr·kc + k·nr + j`; columns past `n` are zero.
 unsafe fn pack_b(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usize, kc: usize, nr: usize) {
+    // each tile width as a constant, so that `put_row`'s `j / nr` and `j % nr` are no
+    // divisions (measured: they were most of a small convolution's packing time)
+    // SAFETY (every arm): forwarded from the caller.
+    unsafe {
+        match nr {
+            8 => pack_b_nr(b, out, jc, nc, pc, kc, 8),
+            32 => pack_b_nr(b, out, jc, nc, pc, kc, 32),
+            48 => pack_b_nr(b, out, jc, nc, pc, kc, 48),
+            64 => pack_b_nr(b, out, jc, nc, pc, kc, 64),
+            _ => pack_b_nr(b, out, jc, nc, pc, kc, nr),
+        }
+    }
+}
+
+/// The body of `pack_b`, inlined into each of its constant tile widths.
+#[inline(always)]
+unsafe fn pack_b_nr(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usize, kc: usize, nr: usize) {
     let padded = nc.div_ceil(nr) * nr;
     match *b {
         BSource::Matrix { ptr, ld } => {
