@@ -74,6 +74,18 @@ pub(crate) fn unsupported<T>(reason: impl Into<String>) -> F<T> {
 /// named in `bound` are constants with those values instead of inputs.
 pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Const>) -> Result<OnnxModel> {
     let model = <ModelProto as prost::Message>::decode(bytes)?;
+    let mut reader = tensor::Reader::new(base_dir);
+    reader.allow_input(bytes.len());
+    import_model(&model, reader, bound)
+}
+
+/// Imports a decoded model, its tensor data read through `reader` (which counts the bytes of
+/// the input: [`tensor::Reader::allow_input`]).
+pub fn import_model(
+    model: &ModelProto,
+    reader: tensor::Reader,
+    bound: &HashMap<String, Const>,
+) -> Result<OnnxModel> {
     let graph = model
         .graph
         .as_ref()
@@ -118,11 +130,7 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         materialized: HashMap::new(),
         initializers: HashSet::new(),
         opset,
-        reader: {
-            let mut r = tensor::Reader::new(base_dir);
-            r.allow_input(bytes.len());
-            r
-        },
+        reader,
         unsupported: Vec::new(),
         used_names: HashSet::new(),
         next_suffix: HashMap::new(),
@@ -167,10 +175,11 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
     im.run(graph)?;
     let Importer {
         graph: g,
-        weights,
+        mut weights,
         unsupported: list,
         output_ids,
         values,
+        materialized,
         ..
     } = im;
     if !list.is_empty() {
@@ -197,12 +206,40 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, bound: &HashMap<String, Con
         .zip(output_ids)
         .map(|(o, id)| (o.name.clone(), g.node(id).name.clone()))
         .collect();
+    drop(values);
+    take_weights(&g, materialized, &mut weights)?;
     Ok(OnnxModel {
         graph: g,
         weights,
         opset,
         inputs,
         outputs,
+    })
+}
+
+/// Moves the data of each materialized constant into `weights` under its param's name. With
+/// the importer's values dropped, the entry here is the constant's last owner, so the data is
+/// moved, not copied (a copy is the fallback should another owner remain).
+fn take_weights(
+    g: &Graph,
+    materialized: HashMap<*const Const, (Rc<Const>, NodeId)>,
+    weights: &mut HashMap<String, Tensor<f32>>,
+) -> Result<()> {
+    for (c, id) in materialized.into_values() {
+        let name = &g.node(id).name;
+        let Const { dims, data } = Rc::try_unwrap(c).unwrap_or_else(|c| (*c).clone());
+        let ConstData::F32(data) = data else {
+            continue; // `materialize` refuses integer constants
+        };
+        weights.insert(name.clone(), weight(name, dims, data)?);
+    }
+    Ok(())
+}
+
+fn weight(name: &str, dims: Vec<usize>, data: Vec<f32>) -> Result<Tensor<f32>> {
+    Tensor::new(dims, data).ok_or_else(|| OnnxError::Tensor {
+        name: shown(name),
+        reason: "data length does not match its dims".into(),
     })
 }
 
@@ -425,24 +462,23 @@ impl Importer {
     }
 
     /// A param (or buffer) holding `c`, created once per ONNX value: a param only when `c`
-    /// is one of the file's initializers and `trainable`.
+    /// is one of the file's initializers and `trainable`. Its weight is `c`'s data, moved
+    /// (not copied) into the weights when the import ends (`take_weights`).
     pub(crate) fn materialize(&mut self, value: &str, c: &Rc<Const>, trainable: bool) -> F<NodeId> {
         if let Some(&(_, id)) = self.materialized.get(&Rc::as_ptr(c)) {
             return Ok(id);
         }
-        let data = match &c.data {
-            ConstData::F32(v) => {
-                self.charge(value, v.len())?;
-                v.clone()
-            }
+        match &c.data {
+            // counted as a weight of its own, as when it was a copy
+            ConstData::F32(v) => self.charge(value, v.len())?,
             ConstData::I64(_) => {
                 return unsupported(format!(
                     "`{value}` is an integer tensor; kiln computes in f32 and reads integer tensors only as shapes, pads or axes"
                 ));
             }
-        };
+        }
         let trainable = trainable && self.initializers.contains(&Rc::as_ptr(c));
-        let id = self.param(value, c.dims.clone(), data, trainable)?;
+        let id = self.param_node(value, c.dims.clone(), trainable)?;
         self.materialized.insert(Rc::as_ptr(c), (Rc::clone(c), id));
         Ok(id)
     }
@@ -463,35 +499,21 @@ impl Importer {
         Ok(())
     }
 
-    /// A new param named after `base` holding `data` (already charged for).
-    pub(crate) fn param(
-        &mut self,
-        base: &str,
-        dims: Vec<usize>,
-        data: Vec<f32>,
-        trainable: bool,
-    ) -> F<NodeId> {
+    /// A new param (or buffer) node named after `base`, without its weight.
+    fn param_node(&mut self, base: &str, dims: Vec<usize>, trainable: bool) -> F<NodeId> {
         let name = self.fresh(base);
-        let ty = TensorType::f32(dims.clone());
-        let id = if trainable {
-            self.graph.param(name.clone(), ty)
+        let ty = TensorType::f32(dims);
+        if trainable {
+            self.graph.param(name, ty)
         } else {
-            self.graph.buffer(name.clone(), ty)
+            self.graph.buffer(name, ty)
         }
         .map_err(|e| {
             Fail::Error(OnnxError::Tensor {
                 name: shown(base),
                 reason: e.to_string(),
             })
-        })?;
-        let t = Tensor::new(dims, data).ok_or_else(|| {
-            Fail::Error(OnnxError::Tensor {
-                name: shown(base),
-                reason: "data length does not match its dims".into(),
-            })
-        })?;
-        self.weights.insert(name, t);
-        Ok(id)
+        })
     }
 
     /// Input `i` of `n`, `None` when absent (past the end or the empty name).

@@ -17,6 +17,7 @@ pub mod error;
 mod import;
 mod ops;
 pub mod proto;
+mod skim;
 pub mod tensor;
 
 pub use error::{OnnxError, Result, Unsupported};
@@ -52,9 +53,20 @@ pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
             "{len} bytes; an ONNX file is a protobuf message of less than 2 GiB (weights beyond that go in external data files)"
         )));
     }
+    let mut reader = tensor::Reader::new(path.parent());
+    reader.allow_input(len as usize);
+    // the file without its large tensor data, which the reader then takes from the file
+    // straight into the weights; a file the skim does not expect is read whole
+    if let Some(s) = skim::skim(&file, len)
+        && let Ok(model) = <proto::ModelProto as prost::Message>::decode(&s.skeleton[..])
+    {
+        return import::import_model(&model, reader.with_model_file(file, s.ranges), &HashMap::new());
+    }
+    std::io::Seek::rewind(&mut &file).map_err(io)?;
     let mut bytes = Vec::with_capacity(len as usize);
     std::io::Read::read_to_end(&mut std::io::Read::take(&file, len), &mut bytes).map_err(io)?;
-    load_bytes(&bytes, path.parent())
+    let model = <proto::ModelProto as prost::Message>::decode(&bytes[..])?;
+    import::import_model(&model, reader, &HashMap::new())
 }
 
 /// Imports a model from its bytes; `base_dir` is the folder of external tensor data (`None`:

@@ -160,7 +160,16 @@ pub struct TensorProto {
     /// 0 `DEFAULT` (in this message), 1 `EXTERNAL` (in `external_data`'s file).
     #[prost(int32, tag = "14")]
     pub data_location: i32,
+    /// kiln's own field, not ONNX's: [`crate::load`] leaves a large `raw_data` in the model
+    /// file instead of copying it, and puts here the index of its place in the file (see
+    /// `skim.rs`). A file that sets it is read without that shortcut, and the field is
+    /// ignored.
+    #[prost(uint64, optional, tag = "536870911")]
+    pub kiln_raw_data_at: Option<u64>,
 }
+
+/// The field number of [`TensorProto::kiln_raw_data_at`]: the largest protobuf allows.
+pub const KILN_RAW_DATA_AT: u64 = 536_870_911;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StringStringEntryProto {

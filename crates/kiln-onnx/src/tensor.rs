@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use zerocopy::IntoBytes;
 
 /// A constant known at import time.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +102,9 @@ pub struct Reader {
     used: usize,
     budget: usize,
     allowance: usize,
+    /// The model file and where in it the `raw_data` that [`crate::load`] left out of the
+    /// decoded model lies ([`TensorProto::kiln_raw_data_at`]).
+    model_file: Option<(File, Vec<(u64, u64)>)>,
 }
 
 impl Reader {
@@ -113,7 +117,17 @@ impl Reader {
             used: 0,
             budget: limits::MAX_BYTES,
             allowance: BASE_ALLOWANCE,
+            model_file: None,
         }
+    }
+
+    /// The same reader taking the `raw_data` of a tensor with
+    /// [`kiln_raw_data_at`](TensorProto::kiln_raw_data_at) `i` from bytes
+    /// `ranges[i].0 .. ranges[i].0 + ranges[i].1` of `file`, the model file (which
+    /// [`Reader::allow_input`] must count).
+    pub(crate) fn with_model_file(mut self, file: File, ranges: Vec<(u64, u64)>) -> Reader {
+        self.model_file = Some((file, ranges));
+        self
     }
 
     /// The same reader with a hard limit of `bytes` for all the constants it reads or is
@@ -193,13 +207,28 @@ impl Reader {
         let held = limits::check_bytes(numel, held, "its data").map_err(|e| err(name, e))?;
         let declared = limits::check_bytes(numel, width, "its data").map_err(|e| err(name, e))?;
         let before = self.used;
+        let in_model_file = t
+            .kiln_raw_data_at
+            .and_then(|i| self.model_file.as_ref()?.1.get(usize::try_from(i).ok()?).copied());
         let data = if t.data_location == 1 {
             // the file's size is checked (and raises the allowance) before the charge
-            self.read_external(t, name, declared, held)
-                .and_then(|bytes| decode(t, name, dims, numel, width, Some(&bytes)))
+            self.read_external(t, name, declared, width, held)
+                .map(|data| Const { dims, data })
+        } else if let Some((offset, len)) = in_model_file {
+            // raw data that `load` left in the model file: checked as if it were here
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            check_len(t, name, numel, width, Some(len))?;
+            self.charge(held, "its data").map_err(|e| err(name, e))?;
+            let (file, _) = self
+                .model_file
+                .as_ref()
+                .ok_or_else(|| err(name, "no model file"))?;
+            read_range(file, offset, declared, t.data_type, width)
+                .map(|data| Const { dims, data })
+                .map_err(|e| err(name, format!("cannot read its data from the model file: {e}")))
         } else {
             let raw = (!t.raw_data.is_empty() || numel == 0).then_some(&t.raw_data[..]);
-            check_len(t, name, numel, width, raw)?;
+            check_len(t, name, numel, width, raw.map(<[u8]>::len))?;
             self.charge(held, "its data").map_err(|e| err(name, e))?;
             decode(t, name, dims, numel, width, raw)
         };
@@ -210,15 +239,17 @@ impl Reader {
         data
     }
 
-    /// Bytes `offset .. offset + length` of the external data file of `t`, which must be
-    /// exactly `declared` bytes (its dims times its element size), checked before reading.
+    /// The values in bytes `offset .. offset + length` of the external data file of `t`,
+    /// which must be exactly `declared` bytes (its dims times its element `width`), checked
+    /// before reading: that range is read, nothing else.
     fn read_external(
         &mut self,
         t: &TensorProto,
         name: &str,
         declared: usize,
+        width: usize,
         held: usize,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<ConstData> {
         let get = |k: &str| {
             t.external_data
                 .iter()
@@ -285,13 +316,9 @@ impl Reader {
         if len - offset < declared as u64 {
             return Err(past(format!("offset {offset} + length {declared}")));
         }
-        let io = |e: std::io::Error| err(name, format!("cannot read external data `{location}`: {e}"));
         self.charge(held, "its data").map_err(|e| err(name, e))?;
-        let mut f: &File = &self.files[&real].0;
-        f.seek(SeekFrom::Start(offset)).map_err(io)?;
-        let mut bytes = vec![0u8; declared];
-        f.take(declared as u64).read_exact(&mut bytes).map_err(io)?;
-        Ok(bytes)
+        read_range(&self.files[&real].0, offset, declared, t.data_type, width)
+            .map_err(|e| err(name, format!("cannot read external data `{location}`: {e}")))
     }
 
     /// The real path of `location` (a key of `files`) and its length, the file opened on
@@ -360,6 +387,40 @@ impl Reader {
     }
 }
 
+/// The `declared` bytes at `offset` of `file`: little-endian elements of `data_type`, `width`
+/// bytes each. FLOAT and INT64 data is read straight into the values it becomes (one copy,
+/// from the file); other types through their bytes.
+fn read_range(
+    file: &File,
+    offset: u64,
+    declared: usize,
+    data_type: i32,
+    width: usize,
+) -> std::io::Result<ConstData> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut f = f.take(declared as u64);
+    Ok(match data_type {
+        dt::FLOAT => {
+            let mut v = vec![0f32; declared / 4];
+            f.read_exact(v.as_mut_bytes())?;
+            f32_from_le(&mut v);
+            ConstData::F32(v)
+        }
+        dt::INT64 => {
+            let mut v = vec![0i64; declared / 8];
+            f.read_exact(v.as_mut_bytes())?;
+            i64_from_le(&mut v);
+            ConstData::I64(v)
+        }
+        _ => {
+            let mut bytes = vec![0u8; declared];
+            f.read_exact(&mut bytes)?;
+            decode_raw(data_type, width, &bytes)
+        }
+    })
+}
+
 /// Opens `path` for reading without blocking on a FIFO (its type is checked by the caller).
 #[cfg(unix)]
 pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<File> {
@@ -381,19 +442,17 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     File::open(path)
 }
 
-/// That `raw` (or, without it, `t`'s typed field) holds exactly `numel` elements.
-fn check_len(t: &TensorProto, name: &str, numel: usize, width: usize, raw: Option<&[u8]>) -> Result<()> {
+/// That raw data of `raw` bytes (or, without it, `t`'s typed field) holds exactly `numel`
+/// elements.
+fn check_len(t: &TensorProto, name: &str, numel: usize, width: usize, raw: Option<usize>) -> Result<()> {
     let n = match raw {
-        Some(bytes) if bytes.len() % width != 0 => {
+        Some(bytes) if bytes % width != 0 => {
             return Err(err(
                 name,
-                format!(
-                    "raw data of {} bytes is not a whole number of {width}-byte elements",
-                    bytes.len()
-                ),
+                format!("raw data of {bytes} bytes is not a whole number of {width}-byte elements"),
             ));
         }
-        Some(bytes) => bytes.len() / width,
+        Some(bytes) => bytes / width,
         None => match t.data_type {
             dt::FLOAT => t.float_data.len(),
             dt::DOUBLE => t.double_data.len(),
@@ -440,46 +499,7 @@ fn decode(
                 ));
             }
             count(bytes.len() / width)?;
-            let chunks = bytes.chunks_exact(width);
-            match t.data_type {
-                dt::FLOAT => ConstData::F32(
-                    chunks
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                ),
-                dt::DOUBLE => ConstData::F32(
-                    chunks
-                        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                        .collect(),
-                ),
-                dt::FLOAT16 => ConstData::F32(
-                    chunks
-                        .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                        .collect(),
-                ),
-                dt::INT64 => ConstData::I64(
-                    chunks
-                        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                        .collect(),
-                ),
-                dt::INT32 => ConstData::I64(
-                    chunks
-                        .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                        .collect(),
-                ),
-                dt::INT16 => ConstData::I64(
-                    chunks
-                        .map(|c| i64::from(i16::from_le_bytes([c[0], c[1]])))
-                        .collect(),
-                ),
-                dt::UINT16 => ConstData::I64(
-                    chunks
-                        .map(|c| i64::from(u16::from_le_bytes([c[0], c[1]])))
-                        .collect(),
-                ),
-                dt::INT8 => ConstData::I64(chunks.map(|c| i64::from(c[0] as i8)).collect()),
-                _ => ConstData::I64(chunks.map(|c| i64::from(c[0])).collect()), // UINT8, BOOL
-            }
+            decode_raw(t.data_type, width, bytes)
         }
         None => match t.data_type {
             dt::FLOAT => {
@@ -505,6 +525,72 @@ fn decode(
         },
     };
     Ok(Const { dims, data })
+}
+
+/// Little-endian elements of `data_type`, `width` bytes each (`bytes.len()` a multiple of
+/// it), as the values kiln holds: FLOAT and INT64 in one bulk copy, the rest converted.
+fn decode_raw(data_type: i32, width: usize, bytes: &[u8]) -> ConstData {
+    let chunks = bytes.chunks_exact(width);
+    match data_type {
+        dt::FLOAT => {
+            let mut v = vec![0f32; bytes.len() / 4];
+            v.as_mut_bytes().copy_from_slice(bytes);
+            f32_from_le(&mut v);
+            ConstData::F32(v)
+        }
+        dt::INT64 => {
+            let mut v = vec![0i64; bytes.len() / 8];
+            v.as_mut_bytes().copy_from_slice(bytes);
+            i64_from_le(&mut v);
+            ConstData::I64(v)
+        }
+        dt::DOUBLE => ConstData::F32(
+            chunks
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+        ),
+        dt::FLOAT16 => ConstData::F32(
+            chunks
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        ),
+        dt::INT32 => ConstData::I64(
+            chunks
+                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect(),
+        ),
+        dt::INT16 => ConstData::I64(
+            chunks
+                .map(|c| i64::from(i16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        ),
+        dt::UINT16 => ConstData::I64(
+            chunks
+                .map(|c| i64::from(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        ),
+        dt::INT8 => ConstData::I64(chunks.map(|c| i64::from(c[0] as i8)).collect()),
+        _ => ConstData::I64(chunks.map(|c| i64::from(c[0])).collect()), // UINT8, BOOL
+    }
+}
+
+/// Values copied from little-endian bytes, put in host order (nothing to do on a
+/// little-endian host).
+fn f32_from_le(v: &mut [f32]) {
+    if cfg!(target_endian = "big") {
+        for x in v {
+            *x = f32::from_bits(u32::from_le(x.to_bits()));
+        }
+    }
+}
+
+/// As [`f32_from_le`].
+fn i64_from_le(v: &mut [i64]) {
+    if cfg!(target_endian = "big") {
+        for x in v {
+            *x = i64::from_le(*x);
+        }
+    }
 }
 
 /// IEEE half precision to `f32`.
