@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod export;
 mod import;
 mod ops;
 pub mod proto;
@@ -21,6 +22,7 @@ mod skim;
 pub mod tensor;
 
 pub use error::{OnnxError, Result, Unsupported};
+pub use export::{ExportError, export};
 pub use import::{MAX_FOLDED_ELEMENTS, MAX_OPSET, OnnxModel, sanitize};
 /// The protobuf crate of [`proto`]'s messages, so that a user can encode and decode them
 /// (`kiln_onnx::prost::Message`) without depending on the same version of it.

@@ -178,3 +178,17 @@ fn kilns_own_field_in_a_file_is_ignored() {
     assert!(!file.starts_with("error"), "{file}");
     assert_eq!(file, bytes);
 }
+
+#[test]
+fn an_exported_zoo_model_loads_from_its_file_as_from_its_bytes() {
+    let src = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/mobilenet_block.kiln"),
+    )
+    .unwrap();
+    let g = text::parse(&src).unwrap();
+    let w = kiln_ir::init::default_weights(&g, 5).unwrap();
+    let bytes = kiln_onnx::export(&g, &w).unwrap();
+    let (file, from_bytes) = both(&bytes, "zoo");
+    assert!(!file.starts_with("error"), "{file}");
+    assert_eq!(file, from_bytes);
+}

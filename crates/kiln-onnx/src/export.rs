@@ -1,0 +1,608 @@
+//! Writing a kiln inference graph as an ONNX model: the inverse of the importer.
+//!
+//! Every value is named after the kiln node that computes it, graph inputs and outputs keep
+//! their node names and static shapes, and every `param` and `buffer` becomes an initializer
+//! holding its weight. The model imports the default domain at opset [`EXPORT_OPSET`] (19
+//! when a dilated average pool needs it). A node without an ONNX equivalent (a loss, a
+//! training-only op of a backward graph, a node that only the optimization passes make, an
+//! adaptive pool whose windows differ in size) is an [`ExportError::Unsupported`] that lists
+//! every such node at once.
+//!
+//! ```no_run
+//! # use kiln_ir::{Graph, Tensor}; use std::collections::HashMap;
+//! # fn f(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result<(), Box<dyn std::error::Error>> {
+//! let bytes = kiln_onnx::export(graph, weights)?;
+//! std::fs::write("model.onnx", bytes)?;
+//! # Ok(()) }
+//! ```
+
+use crate::proto::{
+    AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type as at,
+    data_type as dt,
+};
+use kiln_ir::op::{Activation, BinaryOp, PoolKind, ReduceKind};
+use kiln_ir::{DType, Graph, NodeId, Op, Tensor, TensorType};
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use zerocopy::IntoBytes;
+
+/// The opset of the default domain an exported model imports (ONNX 1.13's, which ONNX Runtime
+/// 1.14 and later run). A model with a dilated average pool imports opset 19, the first whose
+/// `AveragePool` has `dilations`.
+pub const EXPORT_OPSET: i64 = 18;
+
+/// Why a graph could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Nodes without an ONNX equivalent, all of them.
+    #[error("{}", list(.0))]
+    Unsupported(Vec<UnsupportedNode>),
+    /// A param or buffer whose weight is missing or of another shape.
+    #[error("weight `{name}`: {reason}")]
+    Weight { name: String, reason: String },
+    /// A graph ONNX cannot hold (a model of 2 GiB or more, an inconsistent graph).
+    #[error("cannot export the graph: {0}")]
+    Graph(String),
+}
+
+/// One node the exporter has no ONNX equivalent for, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedNode {
+    pub node: String,
+    /// The node's op in the text IR (`mse_loss`, `im2col`, …).
+    pub op: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnsupportedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node `{}` ({}): {}", self.node, self.op, self.reason)
+    }
+}
+
+fn list(nodes: &[UnsupportedNode]) -> String {
+    let mut s = format!(
+        "{} node{} without an ONNX equivalent:",
+        nodes.len(),
+        if nodes.len() == 1 { "" } else { "s" }
+    );
+    for n in nodes {
+        s.push_str("\n  ");
+        s.push_str(&n.to_string());
+    }
+    s
+}
+
+/// `graph` with `weights` (by node name; entries naming no param are ignored) as the bytes of
+/// an ONNX model.
+pub fn export(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result<Vec<u8>, ExportError> {
+    let model = to_model(graph, weights)?;
+    let len = model.encoded_len();
+    if len >= 1 << 31 {
+        return Err(ExportError::Graph(format!(
+            "the model would take {len} bytes; an ONNX file is a protobuf message of less than 2 GiB"
+        )));
+    }
+    Ok(model.encode_to_vec())
+}
+
+/// `graph` with `weights` as an ONNX `ModelProto` (what [`export`] encodes).
+pub fn to_model(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result<ModelProto, ExportError> {
+    let mut ex = Exporter {
+        graph,
+        names: graph
+            .topo_order()
+            .into_iter()
+            .map(|id| graph.node(id).name.clone())
+            .collect(),
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        inputs: Vec::new(),
+        opset: EXPORT_OPSET,
+        unsupported: Vec::new(),
+    };
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        match &node.op {
+            Op::Input(ty) => {
+                ex.inputs.push(ValueInfoProto {
+                    name: node.name.clone(),
+                    r#type: Some(value_type(ty)),
+                });
+            }
+            Op::Param { ty, .. } => {
+                let w = weights.get(&node.name).ok_or_else(|| ExportError::Weight {
+                    name: node.name.clone(),
+                    reason: "missing from the weights".into(),
+                })?;
+                if w.dims() != ty.dims() {
+                    return Err(ExportError::Weight {
+                        name: node.name.clone(),
+                        reason: format!("shape {:?}, but the graph declares {:?}", w.dims(), ty.dims()),
+                    });
+                }
+                ex.initializers.push(f32_tensor(&node.name, ty.dims(), w.data()));
+            }
+            _ => {
+                if let Err(reason) = ex.node(id) {
+                    ex.unsupported.push(UnsupportedNode {
+                        node: node.name.clone(),
+                        op: node.op.name().to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    if !ex.unsupported.is_empty() {
+        return Err(ExportError::Unsupported(ex.unsupported));
+    }
+    let outputs = graph
+        .outputs()
+        .iter()
+        .map(|&id| {
+            let node = graph.node(id);
+            ValueInfoProto {
+                name: node.name.clone(),
+                r#type: Some(value_type(&node.ty)),
+            }
+        })
+        .collect::<Vec<_>>();
+    if outputs.is_empty() {
+        return Err(ExportError::Graph("the graph has no outputs".into()));
+    }
+    Ok(ModelProto {
+        // IR version 8 goes with opsets 17 and 18, 9 with 19 and 20
+        ir_version: if ex.opset >= 19 { 9 } else { 8 },
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: ex.opset,
+        }],
+        producer_name: "kiln".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(GraphProto {
+            node: ex.nodes,
+            name: graph.name.clone(),
+            initializer: ex.initializers,
+            input: ex.inputs,
+            output: outputs,
+            value_info: Vec::new(),
+        }),
+    })
+}
+
+struct Exporter<'g> {
+    graph: &'g Graph,
+    /// Every ONNX value name handed out (the node names first), so that the constants the
+    /// exporter adds (a reshape's shape, a clip's bounds) never take a node's name.
+    names: HashSet<String>,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    opset: i64,
+    unsupported: Vec<UnsupportedNode>,
+}
+
+type R<T> = std::result::Result<T, String>;
+
+impl Exporter<'_> {
+    /// A value name not used yet: `base`, else `base_2`, `base_3`, …
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 2;
+        while self.names.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    fn push(
+        &mut self,
+        op_type: &str,
+        name: &str,
+        inputs: Vec<String>,
+        output: &str,
+        attribute: Vec<AttributeProto>,
+    ) {
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![output.to_string()],
+            name: name.to_string(),
+            op_type: op_type.into(),
+            domain: String::new(),
+            attribute,
+        });
+    }
+
+    /// An initializer holding `data`, named after `base`.
+    fn const_f32(&mut self, base: &str, dims: &[usize], data: &[f32]) -> String {
+        let name = self.fresh(base);
+        self.initializers.push(f32_tensor(&name, dims, data));
+        name
+    }
+
+    fn const_i64(&mut self, base: &str, data: &[i64]) -> String {
+        let name = self.fresh(base);
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: vec![data.len() as i64],
+            data_type: dt::INT64,
+            int64_data: data.to_vec(),
+            ..TensorProto::default()
+        });
+        name
+    }
+
+    /// The ONNX nodes computing node `id`; `Err` says why there are none.
+    fn node(&mut self, id: NodeId) -> R<()> {
+        let g = self.graph;
+        let node = g.node(id);
+        let name = node.name.as_str();
+        let ins: Vec<NodeId> = g.inputs(id);
+        let input_names: Vec<String> = ins.iter().map(|&i| g.node(i).name.clone()).collect();
+        let dims = |k: usize| g.node(ins[k]).ty.dims();
+        match &node.op {
+            // sources: graph inputs and initializers, made by `to_model`
+            Op::Input(_) | Op::Param { .. } => {}
+            Op::Conv2d(c) => {
+                let w = dims(1);
+                let kernel = [w[2], w[3]];
+                let geo = c.geometry(dims(0), kernel)?;
+                let attrs = vec![
+                    ints("kernel_shape", &kernel),
+                    ints("strides", &c.stride),
+                    ints("dilations", &c.dilation),
+                    ints("pads", &geo.pad),
+                    int("group", c.groups as i64),
+                ];
+                match c.activation {
+                    None => self.push("Conv", name, input_names, name, attrs),
+                    Some(a) => {
+                        let conv = self.fresh(&format!("{name}.conv"));
+                        self.push("Conv", &conv, input_names, &conv, attrs);
+                        self.activation(a, name, conv)?;
+                    }
+                }
+            }
+            Op::ConvTranspose2d(c) => {
+                let w = dims(1);
+                self.push(
+                    "ConvTranspose",
+                    name,
+                    input_names,
+                    name,
+                    vec![
+                        ints("kernel_shape", &[w[2], w[3]]),
+                        ints("strides", &c.stride),
+                        ints("dilations", &c.dilation),
+                        ints("pads", &c.padding),
+                        ints("output_padding", &c.output_padding),
+                        int("group", c.groups as i64),
+                    ],
+                );
+            }
+            Op::Pool2d(p) => {
+                let geo = p.geometry(dims(0))?;
+                let mut attrs = vec![
+                    ints("kernel_shape", &p.kernel),
+                    ints("strides", &p.stride),
+                    ints("pads", &geo.pad),
+                    int("ceil_mode", i64::from(p.ceil_mode)),
+                ];
+                match p.kind {
+                    PoolKind::Max => {
+                        attrs.push(ints("dilations", &p.dilation));
+                        self.push("MaxPool", name, input_names, name, attrs);
+                    }
+                    PoolKind::Avg { count_include_pad } => {
+                        attrs.push(int("count_include_pad", i64::from(count_include_pad)));
+                        if p.dilation != [1, 1] {
+                            self.opset = self.opset.max(19);
+                            attrs.push(ints("dilations", &p.dilation));
+                        }
+                        self.push("AveragePool", name, input_names, name, attrs);
+                    }
+                    PoolKind::Sum => {
+                        // a depthwise convolution with a kernel of ones; padding adds zero,
+                        // and the end padding is set so the output has the pool's size
+                        // (ceil mode's last window, reaching past the padding, reads zeros)
+                        let x = dims(0);
+                        let c = x[1];
+                        let mut pads = geo.pad;
+                        for a in 0..2 {
+                            let reach = (geo.output[a] - 1) * geo.stride[a] + geo.extent(a);
+                            pads[a + 2] = reach.saturating_sub(x[2 + a] + geo.pad[a]);
+                        }
+                        let ones = vec![1.0; c * p.kernel[0] * p.kernel[1]];
+                        let w =
+                            self.const_f32(&format!("{name}.ones"), &[c, 1, p.kernel[0], p.kernel[1]], &ones);
+                        self.push(
+                            "Conv",
+                            name,
+                            vec![input_names[0].clone(), w],
+                            name,
+                            vec![
+                                ints("kernel_shape", &p.kernel),
+                                ints("strides", &p.stride),
+                                ints("dilations", &p.dilation),
+                                ints("pads", &pads),
+                                int("group", c as i64),
+                            ],
+                        );
+                    }
+                }
+            }
+            Op::GlobalPool(kind) => {
+                let op = match kind {
+                    ReduceKind::Avg => "GlobalAveragePool",
+                    ReduceKind::Max => "GlobalMaxPool",
+                };
+                self.push(op, name, input_names, name, vec![]);
+            }
+            Op::AdaptivePool { kind, output } => {
+                let x = dims(0);
+                let mut kernel = [0; 2];
+                let mut stride = [0; 2];
+                for a in 0..2 {
+                    (kernel[a], stride[a]) = uniform_windows(x[2 + a], output[a]).ok_or_else(|| {
+                        format!(
+                            "adaptive pooling of {} to {} on spatial axis {a} has windows of different sizes; ONNX pools have one window size",
+                            x[2 + a], output[a]
+                        )
+                    })?;
+                }
+                let op = match kind {
+                    ReduceKind::Avg => "AveragePool",
+                    ReduceKind::Max => "MaxPool",
+                };
+                self.push(
+                    op,
+                    name,
+                    input_names,
+                    name,
+                    vec![ints("kernel_shape", &kernel), ints("strides", &stride)],
+                );
+            }
+            Op::Activation(a) => self.activation(*a, name, input_names[0].clone())?,
+            Op::Softmax { axis } => self.push("Softmax", name, input_names, name, vec![int("axis", *axis)]),
+            Op::LogSoftmax { axis } => {
+                self.push("LogSoftmax", name, input_names, name, vec![int("axis", *axis)])
+            }
+            Op::Dense => self.push("Gemm", name, input_names, name, vec![int("transB", 1)]),
+            Op::MatMul => self.push("MatMul", name, input_names, name, vec![]),
+            Op::Flatten { axis } => self.push("Flatten", name, input_names, name, vec![int("axis", *axis)]),
+            Op::Reshape { .. } => {
+                // the resolved output shape: no 0 or -1 left for ONNX to interpret
+                let shape: Vec<i64> = node.ty.dims().iter().map(|&d| d as i64).collect();
+                let s = self.const_i64(&format!("{name}.shape"), &shape);
+                self.push("Reshape", name, vec![input_names[0].clone(), s], name, vec![]);
+            }
+            Op::Transpose { perm } => {
+                self.push("Transpose", name, input_names, name, vec![ints("perm", perm)])
+            }
+            Op::Binary(b) => {
+                let op = match b {
+                    BinaryOp::Add => "Add",
+                    BinaryOp::Sub => "Sub",
+                    BinaryOp::Mul => "Mul",
+                    BinaryOp::Div => "Div",
+                };
+                self.push(op, name, input_names, name, vec![]);
+            }
+            Op::Concat { axis } => self.push("Concat", name, input_names, name, vec![int("axis", *axis)]),
+            Op::Dropout { ratio, .. } => {
+                // identity at inference; ONNX's ratio must lie in [0, 1)
+                if (0.0..1.0).contains(ratio) {
+                    let r = self.const_f32(&format!("{name}.ratio"), &[], &[*ratio]);
+                    self.push("Dropout", name, vec![input_names[0].clone(), r], name, vec![]);
+                } else {
+                    self.push("Identity", name, input_names, name, vec![]);
+                }
+            }
+            Op::BatchNorm { epsilon } => self.push(
+                "BatchNormalization",
+                name,
+                input_names,
+                name,
+                vec![float("epsilon", *epsilon)],
+            ),
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => self.push(
+                "LRN",
+                name,
+                input_names,
+                name,
+                vec![
+                    int("size", *size as i64),
+                    float("alpha", *alpha),
+                    float("beta", *beta),
+                    float("bias", *bias),
+                ],
+            ),
+            Op::ReduceMean { axes, keepdims } => {
+                let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+                let a = self.const_i64(&format!("{name}.axes"), &axes);
+                self.push(
+                    "ReduceMean",
+                    name,
+                    vec![input_names[0].clone(), a],
+                    name,
+                    vec![int("keepdims", i64::from(*keepdims))],
+                );
+            }
+            // forward ops the importer composes (Gemm's alpha and beta, Gelu, LayerNormalization,
+            // Split and Gather), also made by autodiff
+            Op::Scale { factor } => {
+                let f = self.const_f32(&format!("{name}.factor"), &[], &[*factor]);
+                self.push("Mul", name, vec![input_names[0].clone(), f], name, vec![]);
+            }
+            Op::Rsqrt { epsilon } => {
+                // 1/√(x + ε)
+                let e = self.const_f32(&format!("{name}.epsilon"), &[], &[*epsilon]);
+                let shifted = self.fresh(&format!("{name}.shifted"));
+                self.push("Add", &shifted, vec![input_names[0].clone(), e], &shifted, vec![]);
+                let root = self.fresh(&format!("{name}.sqrt"));
+                self.push("Sqrt", &root, vec![shifted], &root, vec![]);
+                self.push("Reciprocal", name, vec![root], name, vec![]);
+            }
+            Op::Slice { axis, start, end } => {
+                // a Gather of the indices start..end, which kiln's importer reads back as a slice
+                let indices: Vec<i64> = (*start as i64..*end as i64).collect();
+                let i = self.const_i64(&format!("{name}.indices"), &indices);
+                self.push(
+                    "Gather",
+                    name,
+                    vec![input_names[0].clone(), i],
+                    name,
+                    vec![int("axis", *axis)],
+                );
+            }
+            Op::Loss(_) => return Err("a loss exists only in training; export the model without it".into()),
+            Op::BatchNormTrain { .. } => {
+                return Err(
+                    "batch norm in training mode (batch statistics); export the inference graph".into(),
+                );
+            }
+            Op::Im2Col(_) | Op::Gemm(_) => {
+                return Err(
+                    "made by kiln's optimization passes and not an ONNX operator; export the graph before they run".into(),
+                );
+            }
+            Op::Rot180 { .. }
+            | Op::DilatePad { .. }
+            | Op::ConvWeightGrad { .. }
+            | Op::MaxPoolIds(_)
+            | Op::AdaptiveMaxPoolIds { .. }
+            | Op::ScatterIds { .. }
+            | Op::Pool2dGrad { .. }
+            | Op::AdaptiveAvgPoolGrad { .. }
+            | Op::ActivationGrad(_)
+            | Op::SoftmaxGrad { .. }
+            | Op::LogSoftmaxGrad { .. }
+            | Op::ReduceSumTo { .. }
+            | Op::BroadcastTo { .. }
+            | Op::LrnGrad { .. }
+            | Op::LossGrad(_)
+            | Op::Update(_)
+            | Op::DropoutTrain { .. } => {
+                return Err(
+                    "a training-only op (backward graph or optimizer); export the inference graph".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `output = a(input)`.
+    fn activation(&mut self, a: Activation, output: &str, input: String) -> R<()> {
+        let (op, attrs) = match a {
+            Activation::Relu => ("Relu", vec![]),
+            Activation::LeakyRelu { alpha } => ("LeakyRelu", vec![float("alpha", alpha)]),
+            Activation::Sigmoid => ("Sigmoid", vec![]),
+            Activation::Tanh => ("Tanh", vec![]),
+            Activation::HardSigmoid { alpha, beta } => {
+                ("HardSigmoid", vec![float("alpha", alpha), float("beta", beta)])
+            }
+            Activation::Erf => ("Erf", vec![]),
+            Activation::Clip { min, max } => {
+                // the bounds as scalar inputs (opset 11 and later); an infinite one as such
+                let lo = self.const_f32(&format!("{output}.min"), &[], &[min]);
+                let hi = self.const_f32(&format!("{output}.max"), &[], &[max]);
+                self.push("Clip", output, vec![input, lo, hi], output, vec![]);
+                return Ok(());
+            }
+        };
+        self.push(op, output, vec![input], output, attrs);
+        Ok(())
+    }
+}
+
+/// `(kernel, stride)` of a pooling without padding whose windows are exactly adaptive
+/// pooling's from `n` to `out` (PyTorch's windows `[⌊i·n/out⌋, ⌈(i+1)·n/out⌉)`), if all of
+/// them have one size and start a fixed stride apart.
+fn uniform_windows(n: usize, out: usize) -> Option<(usize, usize)> {
+    let w = |i| kiln_ir::geometry::adaptive_window(i, n, out);
+    let (s0, e0) = w(0);
+    let kernel = e0 - s0;
+    let stride = if out > 1 { w(1).0 - s0 } else { 1 };
+    let ok = stride >= 1
+        && (0..out).all(|i| {
+            let (s, e) = w(i);
+            e - s == kernel && s == i * stride
+        })
+        && (n - kernel) / stride + 1 == out;
+    ok.then_some((kernel, stride))
+}
+
+fn value_type(ty: &TensorType) -> TypeProto {
+    let elem_type = match ty.dtype {
+        DType::F32 => dt::FLOAT,
+        DType::I32 => dt::INT32,
+    };
+    TypeProto {
+        tensor_type: Some(TypeProtoTensor {
+            elem_type,
+            shape: Some(TensorShapeProto {
+                dim: ty
+                    .dims()
+                    .iter()
+                    .map(|&d| Dimension {
+                        value: Some(DimensionValue::DimValue(d as i64)),
+                    })
+                    .collect(),
+            }),
+        }),
+    }
+}
+
+/// A FLOAT tensor with `data` as little-endian `raw_data`.
+fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+    let raw = if cfg!(target_endian = "little") {
+        data.as_bytes().to_vec()
+    } else {
+        data.iter().flat_map(|x| x.to_le_bytes()).collect()
+    };
+    TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: dt::FLOAT,
+        raw_data: raw,
+        ..TensorProto::default()
+    }
+}
+
+fn attr(name: &str, r#type: i32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type,
+        ..AttributeProto::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        i: Some(v),
+        ..attr(name, at::INT)
+    }
+}
+
+fn float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        f: Some(v),
+        ..attr(name, at::FLOAT)
+    }
+}
+
+fn ints(name: &str, v: &[usize]) -> AttributeProto {
+    AttributeProto {
+        ints: v.iter().map(|&x| x as i64).collect(),
+        ..attr(name, at::INTS)
+    }
+}
