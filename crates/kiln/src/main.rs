@@ -26,6 +26,8 @@ macro_rules! outp {
     }};
 }
 
+mod export_cmd;
+
 /// `--gemm-tier`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum GemmTierArg {
@@ -99,6 +101,8 @@ enum Command {
     /// Train a model on labelled images split 80/20 with the seed; the last line printed is
     /// `test accuracy: NN.NN%`.
     Train(TrainArgs),
+    /// Write a model as ONNX (opset 18, its weights as initializers).
+    Export(export_cmd::ExportArgs),
 }
 
 #[derive(clap::Args)]
@@ -614,6 +618,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Grad(a) => grad(&a),
         Command::Bench(a) => bench(&a),
         Command::Train(a) => train(&a),
+        Command::Export(a) => export_cmd::export(&a),
     }
 }
 

@@ -1,0 +1,50 @@
+//! `kiln export MODEL [--weights W] [--batch N] -o model.onnx`: any inference graph (a `.kiln`
+//! file with its weights or a seeded initialization, an `.onnx` file) written as ONNX.
+
+use anyhow::{Context, Result};
+use std::io::Write as _;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The model: a `.kiln` text IR file or an `.onnx` file.
+    model: PathBuf,
+    /// Where to write the ONNX model.
+    #[arg(short = 'o', long = "output", value_name = "model.onnx")]
+    output: PathBuf,
+    /// Batch size (dim 0 of every input) of the exported model; default: the model's own.
+    #[arg(long, value_parser = crate::batch_arg)]
+    batch: Option<usize>,
+    #[command(flatten)]
+    weights: crate::WeightArgs,
+}
+
+/// Writes the model as ONNX (opset 18, weights as initializers, inputs and outputs named as
+/// the graph's nodes); a node without an ONNX equivalent is an error naming it.
+pub fn export(a: &ExportArgs) -> Result<()> {
+    let mut m = kiln::model::load(&a.model)?;
+    let graph = match a.batch {
+        Some(n) => m.graph.with_batch(n).with_context(|| format!("--batch {n}"))?,
+        None => m.graph.clone(),
+    };
+    let weights = crate::load_weights(&graph, m.weights.take(), &a.weights)?;
+    let bytes = kiln::onnx::export(&graph, &weights)
+        .with_context(|| format!("cannot export `{}`", a.model.display()))?;
+    std::fs::write(&a.output, &bytes).with_context(|| format!("cannot write `{}`", a.output.display()))?;
+    let io = |v: &[kiln::ir::NodeId]| {
+        v.iter()
+            .map(|&id| format!("`{}` {}", graph.node(id).name, graph.node(id).ty))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        std::io::stdout().lock(),
+        "wrote {} ({} bytes, {} weights): inputs {}; outputs {}",
+        a.output.display(),
+        bytes.len(),
+        graph.params().len(),
+        io(&graph.graph_inputs()),
+        io(graph.outputs())
+    )?;
+    Ok(())
+}
