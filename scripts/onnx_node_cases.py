@@ -33,7 +33,8 @@ OPS = {
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Gemm", "MatMul", "Add",
     "Sub", "Mul", "Div", "Concat", "Flatten", "Reshape", "Transpose", "Dropout",
     "BatchNormalization", "Identity", "Constant", "Pad", "ReduceMean", "Clip", "HardSigmoid",
-    "HardSwish", "Split", "LayerNormalization", "Erf", "LRN", "Gather", "Gelu",
+    "HardSwish", "Split", "LayerNormalization", "Erf", "LRN", "Gather", "Gelu", "Shape", "Squeeze",
+    "Slice",
 }
 ONNX_VERSION = "1.23.2"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

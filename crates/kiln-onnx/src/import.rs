@@ -401,10 +401,15 @@ impl Importer {
                     Ok(id) => id,
                     Err(Fail::Error(e)) => return Err(e),
                     Err(_) => {
-                        return Err(OnnxError::Model(format!(
-                            "graph output `{}` is an integer constant",
-                            shown(&o.name)
-                        )));
+                        // computed at import from integer constants (shape arithmetic, an
+                        // integer graph input bound to a constant): kiln's outputs are f32
+                        self.unsupported.push(Unsupported {
+                            node: shown(&o.name),
+                            op_type: "graph output".into(),
+                            opset: self.opset,
+                            reason: "an integer tensor (computed at import from integer constants); kiln's outputs are f32".into(),
+                        });
+                        continue;
                     }
                 },
                 Val::Padded { pad, .. } => {

@@ -727,3 +727,58 @@ fn only_initializers_are_trainable() {
     let y = run(&m, Tensor::new([1, 1, 1, 2], vec![3.0, 4.0]).unwrap());
     assert_eq!(y.data(), &[7.0, 10.0]);
 }
+
+/// `x.view(x.size(0), -1)` as the TorchScript exporter writes it (Shape → Gather → Unsqueeze
+/// → Concat with a constant → Reshape), and a Cast/Squeeze/Slice on the way: folded to a
+/// constant shape at import.
+#[test]
+fn shape_arithmetic_folds_at_import() {
+    let scalar = |name: &str, v: i64| TensorProto {
+        name: name.into(),
+        dims: vec![],
+        data_type: data_type::INT64,
+        int64_data: vec![v],
+        ..Default::default()
+    };
+    let m = load_bytes(
+        &model(
+            13,
+            vec![
+                node("Shape", "s", &["x"], &["shape"], vec![]),
+                node("Gather", "g", &["shape", "zero"], &["n"], vec![attr_i("axis", 0)]),
+                node("Unsqueeze", "u", &["n", "axes"], &["n1"], vec![]),
+                node("Slice", "sl", &["shape", "one", "big"], &["chw"], vec![]),
+                node("Cast", "c", &["chw"], &["chw_f"], vec![attr_i("to", 1)]),
+                node("Cast", "c2", &["chw_f"], &["chw_i"], vec![attr_i("to", 7)]),
+                node("Mul", "m", &["n", "minus_one"], &["neg_n"], vec![]),
+                node("Squeeze", "sq", &["n1", "axes"], &["n0"], vec![]),
+                node(
+                    "Concat",
+                    "cat",
+                    &["n1", "minus"],
+                    &["target"],
+                    vec![attr_i("axis", 0)],
+                ),
+                node("Reshape", "r", &["x", "target"], &["y"], vec![]),
+            ],
+            vec![x4("x", [2, 3, 1, 2])],
+            &["y"],
+            vec![
+                scalar("zero", 0),
+                ints("axes", &[0]),
+                ints("one", &[1]),
+                ints("big", &[i64::MAX]),
+                scalar("minus_one", -1),
+                ints("minus", &[-1]),
+            ],
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(op_of(&m, "y"), &Op::Reshape { shape: vec![2, -1] });
+    let y = run(
+        &m,
+        Tensor::new([2, 3, 1, 2], (0..12).map(|v| v as f32).collect()).unwrap(),
+    );
+    assert_eq!(y.dims(), &[2, 6]);
+}

@@ -111,6 +111,46 @@ pub(crate) fn binary(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> 
         "Mul" => BinaryOp::Mul,
         _ => BinaryOp::Div,
     };
+    // integer constants (shape arithmetic: `x.size(1) * x.size(2)`): folded, elementwise or
+    // against one value
+    if let (Some(Val::Const(p)), Some(Val::Const(q))) = (im.val(n, 0)?, im.val(n, 1)?)
+        && let (Some(u), Some(v)) = (p.as_i64(), q.as_i64())
+    {
+        let (dims, long, short, swapped) = if v.len() == 1 {
+            (p.dims.clone(), u, v[0], false)
+        } else if u.len() == 1 {
+            (q.dims.clone(), v, u[0], true)
+        } else if p.dims == q.dims {
+            (p.dims.clone(), u, 0, false)
+        } else {
+            return unsupported(format!(
+                "integer arithmetic on constants of dims {:?} and {:?}",
+                p.dims, q.dims
+            ));
+        };
+        let f = |a: i64, b: i64| -> Option<i64> {
+            match op {
+                BinaryOp::Add => a.checked_add(b),
+                BinaryOp::Sub => a.checked_sub(b),
+                BinaryOp::Mul => a.checked_mul(b),
+                BinaryOp::Div => a.checked_div(b),
+            }
+        };
+        let data = (0..long.len())
+            .map(|i| {
+                let b = if p.dims == q.dims && u.len() != 1 && v.len() != 1 {
+                    v[i]
+                } else {
+                    short
+                };
+                let (l, r) = if swapped { (b, long[i]) } else { (long[i], b) };
+                f(l, r)
+            })
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| invalid(n, "integer arithmetic on constants overflows or divides by 0"))?;
+        im.charge(out, 2 * data.len())?;
+        return Ok(vec![Val::Const(Rc::new(Const::i64(dims, data)))]);
+    }
     let x = im.tensor(n, 0)?;
     let mut y = im.tensor(n, 1)?;
     if im.opset < 7 {

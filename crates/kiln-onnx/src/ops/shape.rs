@@ -9,11 +9,306 @@ pub(crate) fn concat(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> 
         a.opt_int("axis")?
             .ok_or_else(|| invalid(n, "attribute `axis` is required"))?
     };
+    // all constants (shape arithmetic): folded
+    let vals = (0..n.input.len())
+        .map(|i| im.val(n, i))
+        .collect::<F<Vec<Option<Val>>>>()?;
+    let consts: Vec<Rc<Const>> = vals
+        .iter()
+        .filter_map(|v| match v {
+            Some(Val::Const(c)) => Some(Rc::clone(c)),
+            _ => None,
+        })
+        .collect();
+    if !consts.is_empty() && consts.len() == n.input.len() && consts.iter().any(|c| c.as_i64().is_some()) {
+        return Ok(vec![Val::Const(Rc::new(concat_consts(
+            im, n, out, &consts, axis,
+        )?))]);
+    }
     let mut ins = Vec::with_capacity(n.input.len());
     for i in 0..n.input.len() {
         ins.push(im.tensor(n, i)?);
     }
     one(im.add(n, out, Op::Concat { axis }, &ins)?)
+}
+
+/// Constants joined along `axis` (all of one element type, dims equal but on `axis`).
+fn concat_consts(im: &mut Importer, n: &NodeProto, out: &str, cs: &[Rc<Const>], axis: i64) -> F<Const> {
+    let first = &cs[0];
+    let ax = super::axis(n, axis, first.dims.len(), "axis")?;
+    let mut dims = first.dims.clone();
+    dims[ax] = 0;
+    for c in cs {
+        let same_rest = c.dims.len() == first.dims.len()
+            && (0..dims.len()).all(|i| i == ax || c.dims[i] == first.dims[i]);
+        if !same_rest || (c.as_i64().is_some() != first.as_i64().is_some()) {
+            return Err(invalid(
+                n,
+                format!("cannot join constants of dims {:?} and {:?}", first.dims, c.dims),
+            ));
+        }
+        dims[ax] += c.dims[ax];
+    }
+    let outer: usize = dims[..ax].iter().product();
+    let inner: usize = dims[ax + 1..].iter().product();
+    let numel = outer * dims[ax] * inner;
+    let mut folded = Const {
+        dims,
+        data: match &first.data {
+            ConstData::F32(_) => ConstData::F32(Vec::with_capacity(numel)),
+            ConstData::I64(_) => ConstData::I64(Vec::with_capacity(numel)),
+        },
+    };
+    charge_const(
+        im,
+        out,
+        &Const {
+            dims: vec![numel],
+            data: folded.data.clone(),
+        },
+    )?;
+    for o in 0..outer {
+        for c in cs {
+            let rows = c.dims[ax] * inner;
+            match (&mut folded.data, &c.data) {
+                (ConstData::F32(v), ConstData::F32(s)) => v.extend_from_slice(&s[o * rows..(o + 1) * rows]),
+                (ConstData::I64(v), ConstData::I64(s)) => v.extend_from_slice(&s[o * rows..(o + 1) * rows]),
+                _ => {}
+            }
+        }
+    }
+    Ok(folded)
+}
+
+/// Shape: the input's static dims, `start..end` (opset 15), as a constant. A symbolic batch
+/// was imported as 1 (or the `--batch` given), and that is the value folded.
+pub(crate) fn shape(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["start", "end"])?;
+    let dims = super::dims_of(im, n, 0)?;
+    let r = dims.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = clamp(a.int("start", 0)?);
+    let end = clamp(a.int("end", r)?);
+    let v: Vec<i64> = dims[start..end.max(start)].iter().map(|&d| d as i64).collect();
+    im.charge(out, 2 * v.len())?;
+    Ok(vec![Val::Const(Rc::new(Const::i64(vec![v.len()], v)))])
+}
+
+/// Squeeze: the listed size-1 axes (all of them when none are listed) removed; `axes` an
+/// attribute before opset 13, a constant input from 13. A Reshape, folded on a constant.
+pub(crate) fn squeeze(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["axes"])?;
+    let dims = super::dims_of(im, n, 0)?;
+    let listed = if im.opset < 13 {
+        a.ints("axes")?
+    } else {
+        im.constant(n, 1, "axes")?
+            .map(|c| {
+                c.as_i64()
+                    .map(<[i64]>::to_vec)
+                    .ok_or_else(|| invalid(n, "axes must be int64"))
+            })
+            .transpose()?
+    };
+    let squeezed: Vec<usize> = match &listed {
+        None => (0..dims.len()).filter(|&i| dims[i] == 1).collect(),
+        Some(l) => l
+            .iter()
+            .map(|&v| super::axis(n, v, dims.len(), "axis"))
+            .collect::<F<Vec<usize>>>()?,
+    };
+    if let Some(&bad) = squeezed.iter().find(|&&i| dims[i] != 1) {
+        return Err(invalid(n, format!("axis {bad} of dims {dims:?} is not 1")));
+    }
+    let kept: Vec<usize> = (0..dims.len())
+        .filter(|i| !squeezed.contains(i))
+        .map(|i| dims[i])
+        .collect();
+    reshape_to(im, n, out, kept)
+}
+
+/// Input 0 under new dims (same elements in order): a constant folded unless it is a float
+/// initializer (which stays the file's tensor under a `reshape`), else a `reshape`.
+fn reshape_to(im: &mut Importer, n: &NodeProto, out: &str, dims: Vec<usize>) -> F<Vec<Val>> {
+    match im.val(n, 0)? {
+        Some(Val::Const(c)) if !(c.as_f32().is_some() && im.is_initializer(&c)) => {
+            charge_const(im, out, &c)?;
+            Ok(vec![Val::Const(Rc::new(Const {
+                dims,
+                data: c.data.clone(),
+            }))])
+        }
+        _ => {
+            let id = im.tensor(n, 0)?;
+            let shape = dims.iter().map(|&d| d as i64).collect();
+            one(im.add(n, out, Op::Reshape { shape }, &[id])?)
+        }
+    }
+}
+
+/// Cast: of a constant, folded (floats to f32, integers and booleans to i64; a float to an
+/// integer type truncates toward zero); of a computed tensor, only to a float type (kiln's
+/// tensors are f32 already), an alias.
+pub(crate) fn cast(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    use crate::proto::data_type as dt;
+    a.known(&["to", "saturate", "round_mode"])?;
+    let to = a
+        .opt_int("to")?
+        .ok_or_else(|| invalid(n, "attribute `to` is required"))? as i32;
+    let to_float = matches!(to, dt::FLOAT | dt::DOUBLE | dt::FLOAT16);
+    let to_int = matches!(
+        to,
+        dt::INT8 | dt::INT16 | dt::INT32 | dt::INT64 | dt::UINT8 | dt::UINT16 | dt::BOOL
+    );
+    if !to_float && !to_int {
+        return unsupported(format!("a cast to {}", dt::name(to)));
+    }
+    match im.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))? {
+        Val::Const(c) => {
+            let data = match (&c.data, to_float) {
+                (ConstData::F32(_), true) | (ConstData::I64(_), false) if to != dt::BOOL => c.data.clone(),
+                (ConstData::I64(v), true) => ConstData::F32(v.iter().map(|&x| x as f32).collect()),
+                (ConstData::F32(v), false) if to == dt::BOOL => {
+                    ConstData::I64(v.iter().map(|&x| i64::from(x != 0.0)).collect())
+                }
+                (ConstData::I64(v), false) => ConstData::I64(v.iter().map(|&x| i64::from(x != 0)).collect()),
+                (ConstData::F32(v), _) => {
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return unsupported("a cast of a non-finite float to an integer type");
+                    }
+                    ConstData::I64(v.iter().map(|&x| x.trunc() as i64).collect())
+                }
+            };
+            let folded = Const {
+                dims: c.dims.clone(),
+                data,
+            };
+            charge_const(im, out, &folded)?;
+            Ok(vec![Val::Const(Rc::new(folded))])
+        }
+        v if to_float => Ok(vec![v]),
+        _ => unsupported(format!(
+            "a cast of a computed tensor to {}; kiln computes in f32",
+            dt::name(to)
+        )),
+    }
+}
+
+/// Slice (the ONNX operator): `starts`, `ends`, `axes` (attributes before opset 10, constant
+/// inputs from 10), `steps` (10). Folded on a constant (any non-zero step); on a tensor one
+/// `slice` per sliced axis, step 1 only.
+pub(crate) fn slice(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
+    a.known(&["starts", "ends", "axes"])?;
+    let dims = super::dims_of(im, n, 0)?;
+    let r = dims.len();
+    let list = |i: usize, attr: &str, what: &str| -> F<Option<Vec<i64>>> {
+        if im.opset < 10 {
+            return a.ints(attr);
+        }
+        im.constant(n, i, what)?
+            .map(|c| {
+                c.as_i64()
+                    .map(<[i64]>::to_vec)
+                    .ok_or_else(|| invalid(n, format!("{what} must be int64")))
+            })
+            .transpose()
+    };
+    let starts = list(1, "starts", "starts")?.ok_or_else(|| invalid(n, "starts are required"))?;
+    let ends = list(2, "ends", "ends")?.ok_or_else(|| invalid(n, "ends are required"))?;
+    let axes = list(3, "axes", "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = if im.opset < 10 {
+        None
+    } else {
+        list(4, "", "steps")?
+    }
+    .unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(invalid(n, "starts, ends, axes and steps differ in length"));
+    }
+    // per axis: (start, step, count)
+    let mut plan: Vec<(usize, i64, usize)> = dims.iter().map(|&d| (0, 1, d)).collect();
+    let mut seen = vec![false; r];
+    for k in 0..starts.len() {
+        let ax = super::axis(n, axes[k], r, "axis")?;
+        if std::mem::replace(&mut seen[ax], true) {
+            return Err(invalid(n, format!("axis {ax} is sliced twice")));
+        }
+        let d = dims[ax] as i64;
+        let step = steps[k];
+        if step == 0 {
+            return Err(invalid(n, "a step of 0"));
+        }
+        let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+        let (start, end) = if step > 0 {
+            (norm(starts[k]).clamp(0, d), norm(ends[k]).clamp(0, d))
+        } else {
+            (norm(starts[k]).clamp(-1, d - 1), norm(ends[k]).clamp(-1, d - 1))
+        };
+        let count = if step > 0 {
+            ((end - start).max(0) as u64).div_ceil(step.unsigned_abs())
+        } else {
+            ((start - end).max(0) as u64).div_ceil(step.unsigned_abs())
+        };
+        if count == 0 {
+            return unsupported(format!("slicing axis {ax} to an empty tensor"));
+        }
+        plan[ax] = (start as usize, step, count as usize);
+    }
+    match im.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))? {
+        Val::Const(c) if !(c.as_f32().is_some() && im.is_initializer(&c)) => {
+            let out_dims: Vec<usize> = plan.iter().map(|p| p.2).collect();
+            let numel: usize = out_dims.iter().product();
+            // row-major strides of the input
+            let mut strides = vec![1usize; r];
+            for i in (0..r.saturating_sub(1)).rev() {
+                strides[i] = strides[i + 1] * dims[i + 1];
+            }
+            let index = |mut flat: usize| -> usize {
+                let mut src = 0;
+                for i in (0..r).rev() {
+                    let o = flat % out_dims[i];
+                    flat /= out_dims[i];
+                    let (s, st, _) = plan[i];
+                    src += (s as i64 + o as i64 * st) as usize * strides[i];
+                }
+                src
+            };
+            let data = match &c.data {
+                ConstData::F32(v) => ConstData::F32((0..numel).map(|f| v[index(f)]).collect()),
+                ConstData::I64(v) => ConstData::I64((0..numel).map(|f| v[index(f)]).collect()),
+            };
+            let folded = Const { dims: out_dims, data };
+            charge_const(im, out, &folded)?;
+            Ok(vec![Val::Const(Rc::new(folded))])
+        }
+        _ => {
+            let mut y = im.tensor(n, 0)?;
+            let cut: Vec<usize> = (0..r).filter(|&i| plan[i] != (0, 1, dims[i])).collect();
+            if cut.is_empty() {
+                return one(y);
+            }
+            for (k, &ax) in cut.iter().enumerate() {
+                let (start, step, count) = plan[ax];
+                if step != 1 {
+                    return unsupported(format!(
+                        "step {step} on a computed tensor (kiln slices with step 1)"
+                    ));
+                }
+                let name = if k + 1 == cut.len() {
+                    out.to_string()
+                } else {
+                    format!("{out}.axis{ax}")
+                };
+                let op = Op::Slice {
+                    axis: ax as i64,
+                    start,
+                    end: start + count,
+                };
+                y = im.add(n, &name, op, &[y])?;
+            }
+            one(y)
+        }
+    }
 }
 
 /// Flatten.
