@@ -136,6 +136,7 @@ pub(crate) fn binary(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> 
                 BinaryOp::Div => a.checked_div(b),
             }
         };
+        im.charge(out, 2 * long.len())?;
         let data = (0..long.len())
             .map(|i| {
                 let b = if p.dims == q.dims && u.len() != 1 && v.len() != 1 {
@@ -148,7 +149,6 @@ pub(crate) fn binary(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> 
             })
             .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| invalid(n, "integer arithmetic on constants overflows or divides by 0"))?;
-        im.charge(out, 2 * data.len())?;
         return Ok(vec![Val::Const(Rc::new(Const::i64(dims, data)))]);
     }
     let x = im.tensor(n, 0)?;

@@ -52,6 +52,7 @@ fn concat_consts(im: &mut Importer, n: &NodeProto, out: &str, cs: &[Rc<Const>], 
     let outer: usize = dims[..ax].iter().product();
     let inner: usize = dims[ax + 1..].iter().product();
     let numel = outer * dims[ax] * inner;
+    charge_elems(im, out, numel, first.as_i64().is_some())?;
     let mut folded = Const {
         dims,
         data: match &first.data {
@@ -59,14 +60,6 @@ fn concat_consts(im: &mut Importer, n: &NodeProto, out: &str, cs: &[Rc<Const>], 
             ConstData::I64(_) => ConstData::I64(Vec::with_capacity(numel)),
         },
     };
-    charge_const(
-        im,
-        out,
-        &Const {
-            dims: vec![numel],
-            data: folded.data.clone(),
-        },
-    )?;
     for o in 0..outer {
         for c in cs {
             let rows = c.dims[ax] * inner;
@@ -132,7 +125,7 @@ pub(crate) fn squeeze(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) ->
 fn reshape_to(im: &mut Importer, n: &NodeProto, out: &str, dims: Vec<usize>) -> F<Vec<Val>> {
     match im.val(n, 0)? {
         Some(Val::Const(c)) if !(c.as_f32().is_some() && im.is_initializer(&c)) => {
-            charge_const(im, out, &c)?;
+            charge_elems(im, out, c.len(), c.as_i64().is_some())?;
             Ok(vec![Val::Const(Rc::new(Const {
                 dims,
                 data: c.data.clone(),
@@ -165,6 +158,7 @@ pub(crate) fn cast(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<
     }
     match im.val(n, 0)?.ok_or_else(|| invalid(n, "input 0 is required"))? {
         Val::Const(c) => {
+            charge_elems(im, out, c.len(), to_int)?;
             let data = match (&c.data, to_float) {
                 (ConstData::F32(_), true) | (ConstData::I64(_), false) if to != dt::BOOL => c.data.clone(),
                 (ConstData::I64(v), true) => ConstData::F32(v.iter().map(|&x| x as f32).collect()),
@@ -179,12 +173,10 @@ pub(crate) fn cast(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<
                     ConstData::I64(v.iter().map(|&x| x.trunc() as i64).collect())
                 }
             };
-            let folded = Const {
+            Ok(vec![Val::Const(Rc::new(Const {
                 dims: c.dims.clone(),
                 data,
-            };
-            charge_const(im, out, &folded)?;
-            Ok(vec![Val::Const(Rc::new(folded))])
+            }))])
         }
         v if to_float => Ok(vec![v]),
         _ => unsupported(format!(
@@ -258,6 +250,7 @@ pub(crate) fn slice(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F
         Val::Const(c) if !(c.as_f32().is_some() && im.is_initializer(&c)) => {
             let out_dims: Vec<usize> = plan.iter().map(|p| p.2).collect();
             let numel: usize = out_dims.iter().product();
+            charge_elems(im, out, numel, c.as_i64().is_some())?;
             // row-major strides of the input
             let mut strides = vec![1usize; r];
             for i in (0..r.saturating_sub(1)).rev() {
@@ -277,9 +270,7 @@ pub(crate) fn slice(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F
                 ConstData::F32(v) => ConstData::F32((0..numel).map(|f| v[index(f)]).collect()),
                 ConstData::I64(v) => ConstData::I64((0..numel).map(|f| v[index(f)]).collect()),
             };
-            let folded = Const { dims: out_dims, data };
-            charge_const(im, out, &folded)?;
-            Ok(vec![Val::Const(Rc::new(folded))])
+            Ok(vec![Val::Const(Rc::new(Const { dims: out_dims, data }))])
         }
         _ => {
             let mut y = im.tensor(n, 0)?;
@@ -570,13 +561,10 @@ fn slice_const(c: &Const, axis: usize, start: usize, end: usize) -> Const {
     }
 }
 
-/// Charges the import for a constant it computes (`held` elements of `c`'s type).
-fn charge_const(im: &mut Importer, out: &str, c: &Const) -> F<()> {
-    let held = match &c.data {
-        ConstData::F32(v) => v.len(),
-        ConstData::I64(v) => v.len().saturating_mul(2),
-    };
-    im.charge(out, held)
+/// Charges the import for `elements` values of a constant it is about to compute (i64 values
+/// count twice), before they are allocated.
+fn charge_elems(im: &mut Importer, out: &str, elements: usize, int: bool) -> F<()> {
+    im.charge(out, if int { elements.saturating_mul(2) } else { elements })
 }
 
 /// Split along `axis` into the sizes of `split` (an attribute before opset 13, a constant
@@ -648,9 +636,8 @@ pub(crate) fn split(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F
         let end = start + s;
         outs.push(match &x {
             Val::Const(c) => {
-                let piece = slice_const(c, ax, start, end);
-                charge_const(im, out, &piece)?;
-                Val::Const(Rc::new(piece))
+                charge_elems(im, out, c.len() / d * s, c.as_i64().is_some())?;
+                Val::Const(Rc::new(slice_const(c, ax, start, end)))
             }
             _ if !im.reads_output(n, i) => Val::Poisoned,
             _ => {
@@ -715,8 +702,7 @@ pub(crate) fn gather(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> 
         }
     }
     if let Val::Const(c) = &x {
-        // the pieces in order along the axis, then the output dims (same elements in order)
-        let pieces: Vec<Const> = runs.iter().map(|&(s, e)| slice_const(c, ax, s, e)).collect();
+        // the runs in order along the axis, then the output dims (same elements in order)
         let outer: usize = dims[..ax].iter().product();
         let inner: usize = dims[ax + 1..].iter().product();
         let numel = outer
@@ -724,35 +710,30 @@ pub(crate) fn gather(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> 
             .and_then(|v| v.checked_mul(inner))
             .filter(|&v| v <= crate::import::MAX_FOLDED_ELEMENTS)
             .ok_or_else(|| Fail::Unsupported("the gathered constant is too large to fold".into()))?;
-        let mut folded = Const {
-            dims: out_dims,
-            data: match &c.data {
-                ConstData::F32(_) => ConstData::F32(Vec::with_capacity(numel)),
-                ConstData::I64(_) => ConstData::I64(Vec::with_capacity(numel)),
-            },
-        };
-        charge_const(
-            im,
-            out,
-            &Const {
-                dims: vec![numel],
-                data: folded.data.clone(),
-            },
-        )?;
-        for o in 0..outer {
-            for p in &pieces {
-                let rows = p.dims[ax] * inner;
-                match (&mut folded.data, &p.data) {
-                    (ConstData::F32(v), ConstData::F32(s)) => {
-                        v.extend_from_slice(&s[o * rows..(o + 1) * rows])
-                    }
-                    (ConstData::I64(v), ConstData::I64(s)) => {
-                        v.extend_from_slice(&s[o * rows..(o + 1) * rows])
-                    }
-                    _ => {}
+        charge_elems(im, out, numel, c.as_i64().is_some())?;
+        fn take<T: Copy>(
+            v: &[T],
+            outer: usize,
+            d: usize,
+            inner: usize,
+            runs: &[(usize, usize)],
+            numel: usize,
+        ) -> Vec<T> {
+            let mut out = Vec::with_capacity(numel);
+            for o in 0..outer {
+                for &(s, e) in runs {
+                    out.extend_from_slice(&v[(o * d + s) * inner..(o * d + e) * inner]);
                 }
             }
+            out
         }
+        let folded = Const {
+            dims: out_dims,
+            data: match &c.data {
+                ConstData::F32(v) => ConstData::F32(take(v, outer, d, inner, &runs, numel)),
+                ConstData::I64(v) => ConstData::I64(take(v, outer, d, inner, &runs, numel)),
+            },
+        };
         return Ok(vec![Val::Const(Rc::new(folded))]);
     }
     let xid = im.tensor(n, 0)?;
