@@ -1012,5 +1012,9 @@ fn extreme_values_of_the_newer_operators_are_errors_not_panics() {
         }
     }
     // both sides are exercised: the values include ordinary ones
-    assert!(accepted > 20 && accepted < models.len() / 2, "{accepted} of {}", models.len());
+    assert!(
+        accepted > 20 && accepted < models.len() / 2,
+        "{accepted} of {}",
+        models.len()
+    );
 }
