@@ -204,8 +204,8 @@ struct BenchArgs {
     /// they are worth.
     #[arg(long)]
     no_passes: bool,
-    /// Which GEMM micro-kernel runs the convolutions: `auto` (AVX-512 where the CPU has
-    /// it) or `cranelift` (the JIT's own 128-bit kernel).
+    /// Which kernel tier runs the convolutions, pooling and dense layers: `auto` (AVX-512
+    /// kernels where the CPU has AVX-512) or `cranelift` (the JIT's own 128-bit code).
     #[arg(long, value_enum, default_value_t = GemmTierArg::Auto)]
     gemm_tier: GemmTierArg,
     #[command(flatten)]
