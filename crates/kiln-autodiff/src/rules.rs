@@ -93,6 +93,8 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
             Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead"))
         }
         Op::Rsqrt { .. } => rsqrt(b, dy).map(|d| vec![Some(d)]),
+        // an imported Split or Gather on a tensor
+        Op::Slice { axis, start, end } => slice(b, *axis, *start, *end, ins[0], dy).map(|d| vec![Some(d)]),
         // `factor·x` (an imported Gemm's alpha and beta on the file's weights)
         Op::Scale { factor } => b
             .add("grad", Op::Scale { factor: *factor }, &[dy])
@@ -132,7 +134,6 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         | Op::BroadcastTo { .. }
         | Op::LrnGrad { .. }
         | Op::LossGrad(_)
-        | Op::Slice { .. }
         | Op::Update(_)
         | Op::BatchNormTrain { .. } => Err(b.no_rule("a training op is not differentiated again")),
         // the forward pass's training-mode dropout (see `differentiate`): the same mask
@@ -508,6 +509,31 @@ fn matmul(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Delta
 
 // ---------------------------------------------------------------------------------------------
 // Layout
+
+/// Slice's backward: `dy` in place, zeros elsewhere along `axis` (a concat of zeros, `dy`,
+/// zeros). The zeros are `0·Σdy` broadcast, so no constant is needed (a non-finite `dy` is
+/// non-finite in `dx` anyway).
+fn slice(b: &mut Builder, axis: i64, start: usize, end: usize, x: NodeId, dy: NodeId) -> R<NodeId> {
+    let dims = b.dims(x);
+    let a = normalize_axis(axis, dims.len(), false).map_err(|m| b.no_rule(m))?;
+    if start == 0 && end == dims[a] {
+        return Ok(dy);
+    }
+    let sum = b.add("grad_sum", Op::ReduceSumTo { shape: vec![] }, &[dy])?;
+    let zero = b.add("grad_zero", Op::Scale { factor: 0.0 }, &[sum])?;
+    let mut parts = Vec::with_capacity(3);
+    for (what, len, at_end) in [("grad_before", start, false), ("grad_after", dims[a] - end, true)] {
+        if at_end {
+            parts.push(dy);
+        }
+        if len > 0 {
+            let mut shape = dims.clone();
+            shape[a] = len;
+            parts.push(b.add(what, Op::BroadcastTo { shape }, &[zero])?);
+        }
+    }
+    b.add("grad", Op::Concat { axis: a as i64 }, &parts)
+}
 
 fn concat(b: &mut Builder, axis: i64, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas> {
     let rank = b.dims(dy).len();

@@ -201,6 +201,21 @@ fn layout_ops() {
         },
         Op::Dropout { ratio: 0.0, seed: 0 },
         Op::Scale { factor: -1.5 },
+        Op::Slice {
+            axis: 1,
+            start: 1,
+            end: 2,
+        },
+        Op::Slice {
+            axis: -1,
+            start: 0,
+            end: 1,
+        },
+        Op::Slice {
+            axis: 2,
+            start: 1,
+            end: 2,
+        },
         // training-mode dropout: the backward pass uses the forward pass's mask
         Op::Dropout { ratio: 0.5, seed: 9 },
     ] {
