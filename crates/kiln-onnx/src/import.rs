@@ -1,7 +1,11 @@
 //! Mapping an ONNX graph onto kiln's graph IR, node by node in file order.
 //!
+//! This file is the importer's plumbing (values, names, constants, the import budget,
+//! attributes); each operator's mapping is a function in `crate::ops`, found by name.
+//!
 //! Every ONNX value is a [`Val`]: an IR node, a constant known at import time (initializers,
-//! `Constant` outputs; materialized as a `param` the first time an op reads it as a tensor), a
+//! `Constant` outputs, values folded at import; materialized the first time an op reads it as
+//! a tensor: a trainable `param` for an initializer, a `buffer` otherwise), a
 //! zero `Pad` waiting to be folded into the convolution or average pool that reads it, or
 //! "poisoned" (the output of a node that could not be imported). A node kiln does not support
 //! is recorded and its outputs poisoned, so the import goes on and reports **every**
