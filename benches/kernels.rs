@@ -30,6 +30,9 @@ fn single(shape: &[usize], layer: impl FnOnce(&mut Network, NodeId) -> kiln::ir:
     net.finish().unwrap()
 }
 
+/// A call of an AVX-512 kernel over its whole range on an arena.
+type DirectCall = Box<dyn Fn(&mut [f32])>;
+
 /// A kernel family's case: its graph, its work, and the AVX-512 kernel alone.
 struct Case {
     name: &'static str,
@@ -37,7 +40,7 @@ struct Case {
     /// Operations of one run of the kernel.
     ops: f64,
     /// Calls the AVX-512 kernel once over its whole range on `arena` (sized by `arena_len`).
-    direct: Box<dyn Fn(&mut [f32])>,
+    direct: DirectCall,
     arena_len: usize,
 }
 

@@ -777,8 +777,8 @@ unsafe fn dense_block<const R: usize, const O: usize>(d: &DenseDesc, arena: *mut
         for o in 0..O {
             // SAFETY: weight row o0 + o, inputs i..i + 16 (masked to k).
             let wv = unsafe { _mm512_maskz_loadu_ps(m, wa.add((o0 + o) * k + i)) };
-            for r in 0..R {
-                acc[r][o] = _mm512_fmadd_ps(xv[r], wv, acc[r][o]);
+            for (x, row) in xv.iter().zip(acc.iter_mut()) {
+                row[o] = _mm512_fmadd_ps(*x, wv, row[o]);
             }
         }
         i += 16;

@@ -41,7 +41,8 @@ pub const MAX_MR: usize = 16;
 const _: () = assert!(MR * NR <= MAX_TILE && MR <= MAX_MR);
 const _: () =
     assert!(crate::gemm_avx512::MR * crate::gemm_avx512::NR <= MAX_TILE && crate::gemm_avx512::MR <= MAX_MR);
-const _: () = assert!(6 * 64 <= MAX_TILE && 8 * 48 <= MAX_TILE);
+const _: () = assert!(6 * 64 <= MAX_TILE);
+const _: () = assert!(8 * 48 <= MAX_TILE);
 
 impl MicroKernel {
     /// Whether the driver can run this tile: `1 ≤ mr ≤ MAX_MR`, `nr ≥ 1`, `mr·nr ≤ MAX_TILE`.
