@@ -21,6 +21,7 @@ use crate::proto::{
     TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, attribute_type as at,
     data_type as dt,
 };
+use kiln_ir::geometry::Window2d;
 use kiln_ir::op::{Activation, BinaryOp, PoolKind, ReduceKind};
 use kiln_ir::{DType, Graph, NodeId, Op, Tensor, TensorType};
 use prost::Message;
@@ -286,11 +287,12 @@ impl Exporter<'_> {
             }
             Op::Pool2d(p) => {
                 let geo = p.geometry(dims(0))?;
+                let (pads, ceil_mode) = pool_pads(&geo, p.ceil_mode);
                 let mut attrs = vec![
                     ints("kernel_shape", &p.kernel),
                     ints("strides", &p.stride),
-                    ints("pads", &geo.pad),
-                    int("ceil_mode", i64::from(p.ceil_mode)),
+                    ints("pads", &pads),
+                    int("ceil_mode", i64::from(ceil_mode)),
                 ];
                 match p.kind {
                     PoolKind::Max => {
@@ -522,6 +524,30 @@ impl Exporter<'_> {
         self.push(op, output, vec![input], output, attrs);
         Ok(())
     }
+}
+
+/// The `pads` and `ceil_mode` of a pooling of geometry `geo` (`ceil`: kiln's ceil mode) for
+/// which ONNX's output size rule gives `geo.output`. kiln's ceil mode drops a last window
+/// that would start in the end padding (PyTorch's rule, which ONNX Runtime follows when it
+/// runs the model); ONNX's shape inference does not, and would declare one output more. So
+/// ceil mode is written only when it adds a window on some axis, and on an axis where it adds
+/// none the end padding is cut back to where the last window ends (ceil and floor then agree
+/// there). Padding past the last window is never read, so no value changes.
+fn pool_pads(geo: &Window2d, ceil: bool) -> ([usize; 4], bool) {
+    let floor = |a: usize| (geo.padded(a) - geo.extent(a)) / geo.stride[a] + 1;
+    let adds = ceil && (0..2).any(|a| geo.output[a] > floor(a));
+    let mut pads = geo.pad;
+    if adds {
+        for a in 0..2 {
+            let reach = (geo.output[a] - 1) * geo.stride[a] + geo.extent(a);
+            if geo.output[a] == floor(a)
+                && let Some(end) = reach.checked_sub(geo.input[a] + geo.pad[a])
+            {
+                pads[a + 2] = end;
+            }
+        }
+    }
+    (pads, adds)
 }
 
 /// `(kernel, stride)` of a pooling without padding whose windows are exactly adaptive

@@ -182,6 +182,14 @@ const OPS: &[&str] = &[
       output %a
       output %b
       output %c }",
+    // ceil mode adding a window (past the end padding), and adding one on one axis only
+    "graph g { input %x: f32[1, 2, 9, 10]
+      %a = max_pool2d(%x) {kernel=[2, 2], stride=[2, 2], padding=[0, 0, 0, 1], ceil_mode=true}
+      %b = avg_pool2d(%x) {kernel=[2, 3], stride=[2, 3], padding=[1, 1, 0, 0], ceil_mode=true, count_include_pad=true}
+      %c = avg_pool2d(%x) {kernel=[2, 3], stride=[2, 3], padding=[1, 1, 0, 0], ceil_mode=true, count_include_pad=false}
+      output %a
+      output %b
+      output %c }",
     "graph g { input %x: f32[1, 3, 9, 10]
       %a = sum_pool2d(%x) {kernel=[3, 2], stride=[2, 2], padding=[1, 0, 1, 1], ceil_mode=true}
       %b = sum_pool2d(%x) {kernel=[2, 2], stride=[3, 3], dilation=[2, 1]}
@@ -397,6 +405,47 @@ fn nodes_without_an_onnx_equivalent_are_listed_by_name() {
         e.contains("node `p` (im2col)") && e.contains("optimization passes"),
         "{e}"
     );
+}
+
+#[test]
+fn ceil_mode_is_written_only_where_it_adds_a_window() {
+    // ONNX's shape inference lacks the rule that drops a window starting in the end padding
+    let g = parse(
+        "graph g { input %x: f32[1, 2, 9, 10]
+          %drop = max_pool2d(%x) {kernel=[3, 2], stride=[2, 2], padding=[1, 0, 1, 1], ceil_mode=true}
+          %mixed = max_pool2d(%x) {kernel=[2, 2], stride=[2, 2], padding=[0, 0, 0, 1], ceil_mode=true}
+          output %drop
+          output %mixed }",
+    );
+    assert_eq!(g.node(g.find("drop").unwrap()).ty.dims(), [1, 2, 5, 5]);
+    assert_eq!(g.node(g.find("mixed").unwrap()).ty.dims(), [1, 2, 5, 5]);
+    let m = to_model(&g, &HashMap::new()).unwrap();
+    let attrs = |i: usize| -> Vec<(String, Vec<i64>)> {
+        m.graph.as_ref().unwrap().node[i]
+            .attribute
+            .iter()
+            .filter(|a| a.name == "pads" || a.name == "ceil_mode")
+            .map(|a| (a.name.clone(), a.i.map_or(a.ints.clone(), |i| vec![i])))
+            .collect()
+    };
+    // the dropped window: floor mode gives the same, with the same padding
+    assert_eq!(
+        attrs(0),
+        [
+            ("pads".to_string(), vec![1, 0, 1, 1]),
+            ("ceil_mode".to_string(), vec![0])
+        ]
+    );
+    // ceil mode adds a row; on the columns, where it drops the window, the end padding ends
+    // where the last window does, so ONNX's rule gives 5 there too
+    assert_eq!(
+        attrs(1),
+        [
+            ("pads".to_string(), vec![0, 0, 0, 0]),
+            ("ceil_mode".to_string(), vec![1])
+        ]
+    );
+    round_trip(&g, 9);
 }
 
 #[test]
