@@ -218,9 +218,13 @@ unsafe fn window_scalar(
 }
 
 /// The window taps of every output index along axis `a` of `g` (the closed form divides, so it
-/// is evaluated once per call, not per row and plane); `None` when the table cannot be
-/// allocated (the callers then evaluate each one where they need it).
+/// is evaluated once per call, not per row and plane); `None` for more than 2¹⁶ outputs or
+/// when the table cannot be allocated (the callers then evaluate each one where needed).
 fn tap_table(g: &Window2d, a: usize) -> Option<Vec<WindowTaps>> {
+    // bounded: a tall or wide hostile output must not cost a table per call bigger than itself
+    if g.output[a] > 1 << 16 {
+        return None;
+    }
     let mut v = Vec::new();
     v.try_reserve_exact(g.output[a]).ok()?;
     v.extend((0..g.output[a]).map(|o| g.taps(a, o)));
