@@ -192,3 +192,28 @@ fn an_exported_zoo_model_loads_from_its_file_as_from_its_bytes() {
     assert!(!file.starts_with("error"), "{file}");
     assert_eq!(file, from_bytes);
 }
+
+/// Bytes of the model changed here and there (a byte set to a few telling values, a cut):
+/// whatever the file becomes, `load` and `load_bytes` agree.
+#[test]
+fn damaged_files_load_or_fail_as_their_bytes_do() {
+    let full = model(floats("w", &[8, 3, 3, 3], 1)).encode_to_vec();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for k in 0..150 {
+        let mut b = full.clone();
+        let at = (next() % b.len() as u64) as usize;
+        match k % 3 {
+            0 => b[at] = [0x00, 0x7f, 0x80, 0xff, 0x0a, 0x4a][(next() % 6) as usize],
+            1 => b[at] ^= 1 << (next() % 8),
+            _ => b.truncate(at),
+        }
+        let (file, bytes) = both(&b, &format!("damaged{k}"));
+        assert_eq!(file, bytes, "mutation {k} at byte {at}");
+    }
+}
