@@ -218,10 +218,11 @@ fn compile_emit_clif_prints_every_kernel() {
     let o = kiln(&["compile", &repo("examples/models/lenet5.kiln"), "--emit", "clif"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(
-        out.contains("; kernel") && out.contains("function") && out.contains("fma"),
-        "{out}"
-    );
+    // Every kernel is printed as one Cranelift function. (Whether its body has an `fma` depends
+    // on the host: where a Rust tier serves a kernel, the function is a call into it.)
+    let kernels = out.matches("; kernel ").count();
+    assert!(kernels >= 5, "{out}");
+    assert_eq!(out.matches("\nfunction ").count(), kernels, "{out}");
 }
 
 #[test]
