@@ -1,8 +1,10 @@
-//! Embedding kiln: build a small CNN in Rust, compile it to native code, run it, and check the
+//! Embedding kiln: build a small CNN in Rust, compile it to native code, run it, share one
+//! compiled model between threads (`Arc<Model>`, no lock), reuse output buffers, and check the
 //! JIT against the reference interpreter. `cargo run --release --example embed`
 use kiln::ir::builder::Conv;
 use kiln::{CompileOptions, Network, Tensor, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 1. Describe the network: layers create their weights (`conv1.weight`, `conv1.bias`, …).
@@ -24,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     //    (`kiln::runtime::load_safetensors(path)?` reads trained ones).
     let weights = kiln::ir::init::default_weights(&graph, 42)?;
     let mut model = kiln::compile(&graph, &CompileOptions::default())?;
-    model.set_weights(&weights)?;
+    model.set_weights(&weights)?; // every weight; `update_weights` changes some of them
 
     // 3. Run many times: inputs by name, outputs in the graph's order.
     let pixels: Vec<f32> = (0..4 * 64).map(|i| ((i * 37) % 17) as f32 / 16.0).collect();
@@ -33,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Value::F(Tensor::new([4, 1, 8, 8], pixels).unwrap()),
     )]);
     let outputs = model.run(&inputs)?;
-    let probs = outputs[0].1.as_f().expect("f32 output");
+    let probs = outputs[0].1.as_f().expect("f32 output").clone();
     for (i, row) in probs.data().chunks(10).enumerate() {
         let best = row
             .iter()
@@ -54,6 +56,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .zip(probs.data())
         .map(|(a, b)| (a - b).abs());
     println!("max |JIT − interpreter| = {:.2e}", max_diff.fold(0.0, f32::max));
+
+    // 5. One model, many threads: `Model` is `Send + Sync`; every run borrows its own arena
+    //    from the model, so threads share it through an `Arc` with no lock. `run_into` writes
+    //    into buffers the caller keeps, so a serving loop allocates nothing per request.
+    let shared = Arc::new(model);
+    let first = probs.clone();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let model = Arc::clone(&shared);
+            let inputs = inputs.clone();
+            std::thread::spawn(move || -> Result<Tensor<f32>, kiln::jit::JitError> {
+                let feeds: Vec<kiln::Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                let mut out = model.new_outputs();
+                for _ in 0..10 * (t + 1) {
+                    model.run_into(&feeds, &mut out)?;
+                }
+                Ok(out[0].as_f().expect("f32 output").clone())
+            })
+        })
+        .collect();
+    for h in handles {
+        let got = h.join().expect("the thread ran")?;
+        assert_eq!(got, first, "every thread gets the same answer, bit for bit");
+    }
+    println!("4 threads × 10–40 runs on one Arc<Model>: identical results");
+    let model = shared;
 
     // A wrong input is an error that names it, never a crash.
     let bad = HashMap::from([("image".to_string(), Value::F(Tensor::full([1, 1, 8, 8], 0.0)))]);

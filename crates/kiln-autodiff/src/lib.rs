@@ -198,8 +198,8 @@ pub struct TrainingGraph {
     pub target: String,
     /// The output holding the batch's loss (a scalar).
     pub loss: String,
-    /// The gradient of the loss w.r.t. every trainable param and every f32 input that the
-    /// loss depends on, params first (in graph order).
+    /// The gradient of the loss w.r.t. every trainable param and (unless [`Wrt::Params`])
+    /// every f32 input that the loss depends on, params first (in graph order).
     pub grads: Vec<Grad>,
     /// Params the loss does not depend on (their gradient is zero; they are not updated).
     pub unused_params: Vec<String>,
@@ -215,12 +215,33 @@ pub fn input_grad_key(name: &str) -> String {
     format!("grad_of_{name}")
 }
 
-/// Differentiates `graph` (one output: the prediction) under `loss`, and adds `optimizer`'s
-/// updates of every trainable param when given.
+/// What [`differentiate_wrt`] computes gradients with respect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrt {
+    /// Every trainable param (what training needs).
+    Params,
+    /// Every trainable param and every f32 graph input (what `kiln grad` writes).
+    ParamsAndInputs,
+}
+
+/// Differentiates `graph` (one output: the prediction) under `loss` with respect to every
+/// trainable param and every f32 input, and adds `optimizer`'s updates of every trainable
+/// param when given. [`differentiate_wrt`] leaves out the inputs' gradients.
 pub fn differentiate(
     graph: &Graph,
     loss: Loss,
     optimizer: Option<Optimizer>,
+) -> Result<TrainingGraph, AutodiffError> {
+    differentiate_wrt(graph, loss, optimizer, Wrt::ParamsAndInputs)
+}
+
+/// [`differentiate`] with the gradients of `wrt` only: with [`Wrt::Params`] no backward op
+/// computes a gradient that only an input would need (the first layer's data gradient).
+pub fn differentiate_wrt(
+    graph: &Graph,
+    loss: Loss,
+    optimizer: Option<Optimizer>,
+    wrt: Wrt,
 ) -> Result<TrainingGraph, AutodiffError> {
     let &[pred_fwd] = graph.outputs() else {
         return Err(AutodiffError::Graph(format!(
@@ -290,7 +311,7 @@ pub fn differentiate(
     g.mark_output(loss_id)?;
 
     // Which nodes the loss depends on through differentiable paths from a param or input.
-    let needs = needs_grad(&g, pred);
+    let needs = needs_grad(&g, pred, wrt == Wrt::ParamsAndInputs);
     let seed_name = names.fresh(&g, &format!("{}.grad", g.node(pred).name));
     let seed = g.add(seed_name, Op::LossGrad(loss.kind), &[pred, target])?;
     let mut grads: HashMap<NodeId, NodeId> = HashMap::from([(pred, seed)]);
@@ -421,13 +442,14 @@ pub fn differentiate(
     })
 }
 
-/// Nodes on a path from a trainable param or an f32 input to `pred` (inclusive).
-fn needs_grad(g: &Graph, pred: NodeId) -> HashSet<NodeId> {
+/// Nodes on a path from a trainable param (or, with `inputs`, an f32 input) to `pred`
+/// (inclusive).
+fn needs_grad(g: &Graph, pred: NodeId, inputs: bool) -> HashSet<NodeId> {
     let mut from_leaf = HashSet::new();
     for id in g.topo_order() {
         let n = g.node(id);
         let leaf = match &n.op {
-            Op::Input(t) => t.dtype == DType::F32,
+            Op::Input(t) => inputs && t.dtype == DType::F32,
             Op::Param { trainable, .. } => *trainable,
             _ => false,
         };

@@ -157,41 +157,39 @@ fn value_type<T: Clone>(t: &Tensor<T>) -> TensorType {
 }
 
 /// Checks that every input and weight is fed with its declared type and that no unknown
-/// input is fed.
+/// input is fed. The inputs are checked by `kiln_ir::feeds::check_inputs`, as the JIT does.
 fn check_feeds<T: Float>(
     graph: &Graph,
     inputs: &HashMap<String, Value<T>>,
     weights: &HashMap<String, Tensor<T>>,
 ) -> Result<(), InterpError> {
-    let sorted = |names: Vec<&String>| {
-        let mut names: Vec<String> = names.into_iter().map(|n| format!("`{n}`")).collect();
-        names.sort();
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    };
-    for id in graph.graph_inputs() {
-        let node = graph.node(id);
-        match inputs.get(&node.name) {
-            None => {
-                return Err(InterpError::MissingInput {
-                    name: node.name.clone(),
-                    expected: Box::new(node.ty.clone()),
-                    given: sorted(inputs.keys().collect()),
-                });
-            }
-            Some(v) if v.ty() != node.ty => {
-                return Err(InterpError::InputType {
-                    name: node.name.clone(),
-                    expected: Box::new(node.ty.clone()),
-                    given: Box::new(v.ty()),
-                });
-            }
-            Some(_) => {}
-        }
-    }
+    use kiln_ir::feeds::FeedError;
+    let feeds: Vec<(&str, &Value<T>)> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    kiln_ir::feeds::check_inputs(graph, &feeds).map_err(|e| match e {
+        FeedError::Missing {
+            name,
+            expected,
+            given,
+        } => InterpError::MissingInput {
+            name,
+            expected,
+            given,
+        },
+        FeedError::Unknown { name, known } => InterpError::UnknownInput { name, known },
+        FeedError::Type {
+            name,
+            expected,
+            given,
+        } => InterpError::InputType {
+            name,
+            expected,
+            given,
+        },
+        FeedError::Twice { name } => InterpError::UnknownInput {
+            known: format!("`{name}` once"),
+            name,
+        },
+    })?;
     for id in graph.params() {
         let node = graph.node(id);
         match weights.get(&node.name) {
@@ -209,24 +207,6 @@ fn check_feeds<T: Float>(
                 });
             }
             Some(_) => {}
-        }
-    }
-    let mut fed: Vec<&String> = inputs.keys().collect();
-    fed.sort();
-    for name in fed {
-        let is_input = graph
-            .find(name)
-            .is_some_and(|id| matches!(graph.node(id).op, Op::Input(_)));
-        if !is_input {
-            let known = graph
-                .graph_inputs()
-                .into_iter()
-                .map(|i| &graph.node(i).name)
-                .collect();
-            return Err(InterpError::UnknownInput {
-                name: name.clone(),
-                known: sorted(known),
-            });
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 pub mod builder;
 pub mod error;
+pub mod feeds;
 pub mod geometry;
 pub mod graph;
 pub mod init;

@@ -47,10 +47,6 @@ pub enum JitError {
     UnsupportedHost(String),
     #[error("code generation failed: {0}")]
     Codegen(String),
-    #[error("missing input `{0}`")]
-    MissingInput(String),
-    #[error("`{0}` is not an input of the model (its inputs: {1})")]
-    UnknownInput(String, String),
     #[error("missing weight `{0}`")]
     MissingWeight(String),
     #[error("`{name}`: expected {expected}, got {got}")]
@@ -74,9 +70,25 @@ pub enum JitError {
     /// could not be allocated.
     #[error("{0}")]
     TooBig(String),
-    /// `run` before `set_weights` on a model that has weights.
+    /// `run` before `set_weights` on a model that has weights (or `update_weights` before
+    /// `set_weights`; a session's own weights changed before it has any).
     #[error("the model's weights are not set: call set_weights before run")]
     NoWeights,
+    /// A weight named that the graph does not have.
+    #[error("`{0}` is not a weight of the model")]
+    UnknownWeight(String),
+    /// A value named that is not a weight, input or output of the graph (or not f32).
+    #[error("`{0}` is not an f32 weight, input or output of the model")]
+    UnknownValue(String),
+    /// A session run with a model that did not make it.
+    #[error("the session belongs to another model")]
+    ForeignSession,
+    /// Output buffers that do not match the graph's outputs.
+    #[error("{0}")]
+    Outputs(String),
+    /// The inputs do not fit the graph (`kiln_ir::feeds::check_inputs`).
+    #[error(transparent)]
+    Feed(#[from] kiln_ir::feeds::FeedError),
     /// A kernel found its data invalid at run time (the interpreter's error for the same node).
     #[error("node `{node}` ({op}): {message}")]
     Op {
@@ -193,27 +205,112 @@ impl Drop for ArenaBuf {
     }
 }
 
-/// A graph compiled to native code, with its arena.
+/// A graph compiled to native code for this CPU: the kernels, the memory plan, the worker
+/// threads and (once set) the weights.
+///
+/// # Thread model
+///
+/// A `JitModel` is `Send + Sync`: the compiled code and the weights are shared and immutable
+/// while it runs, so one `Arc<JitModel>` serves any number of threads at once, with no lock
+/// around the model. Every run borrows its own execution state — a [`Session`]: the arena
+/// that holds the run's values, its scratch and its status words. [`JitModel::run`] takes an
+/// idle session from a small pool inside the model (making one when every session is busy)
+/// and returns it afterwards; [`JitModel::run_in`] runs in a session the caller keeps.
+///
+/// Two kinds of threads are at work:
+/// - **intra-op threads** ([`JitOptions::threads`]): workers started with the model that split
+///   each kernel's parallel range. One run at a time uses them;
+/// - **concurrent callers**: any number of threads calling `run` at the same moment. A run
+///   that finds the workers busy with another caller's run computes on its own thread alone.
+///
+/// Either way the results are bit-for-bit the same: every output element is computed by
+/// exactly one thread, in the same order, whatever the split.
+///
+/// Weights change only through `&mut self` ([`JitModel::set_weights`],
+/// [`JitModel::update_weights`]), so never while a run is going on; a session reloads them
+/// at its next run.
 pub struct JitModel {
+    /// Tells this model's sessions from another's (they share no plan).
+    id: u64,
+    /// The graph as given to `compile`.
+    source: Graph,
     graph: Graph,
     plan: plan::Plan,
-    module: Option<JITModule>,
-    entry: unsafe extern "C" fn(*mut u8),
+    code: Code,
     kernels: Vec<KernelInfo>,
-    kernel_fns: Vec<KernelFn>,
-    arena: ArenaBuf,
-    /// Worker threads, when the model runs on more than one thread.
-    pool: Option<pool::Pool>,
+    /// Worker threads, when the model runs on more than one thread; one run at a time.
+    pool: Option<std::sync::Mutex<pool::Pool>>,
     /// The kernels in run order with their slicing, for the pool.
     steps: Arc<[pool::Step]>,
     /// The `gemm` kernels' driver descriptions, which their code points at.
     #[allow(clippy::vec_box)] // boxed: the code holds their addresses
     _gemms: Vec<Box<gemm::GemmDesc>>,
-    /// Whether the `prep` kernels have run since the weights last changed.
-    prepared: bool,
-    /// Whether `set_weights` has loaded every weight (a model without weights needs none).
-    weights_set: bool,
+    /// The weights, once set.
+    weights: Option<WeightImage>,
+    /// Sessions not running now, for [`JitModel::run`].
+    idle: std::sync::Mutex<Vec<Session>>,
 }
+
+/// The JIT module that owns the machine code, its entry and its kernels' addresses.
+struct Code {
+    module: Option<JITModule>,
+    entry: unsafe extern "C" fn(*mut u8),
+    kernel_fns: Vec<KernelFn>,
+}
+
+// SAFETY: after `finalize_definitions` the module is never touched again but to free its
+// memory in `JitModel::drop` (through `&mut`); shared references only call the finalized
+// code, which is immutable and reentrant (all its state lives in the arena it is given, or in
+// thread-local packing buffers).
+unsafe impl Sync for Code {}
+// SAFETY: as above; the code is not tied to the thread that made it.
+unsafe impl Send for Code {}
+
+/// The weights as a model holds them: one tensor per weight of the graph, each with its
+/// place in the arena, and an id that changes whenever they do.
+struct WeightImage {
+    id: u64,
+    /// `(weight node, offset in the arena, tensor)`, in `graph.params()` order.
+    tensors: Vec<(NodeId, usize, Tensor<f32>)>,
+}
+
+/// A fresh id for a model or a set of weights (never 0).
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One run's execution state for a [`JitModel`]: its own arena (the run's values, scratch and
+/// status words, with a copy of the weights at their planned places). A session belongs to
+/// the model that made it ([`JitModel::session`]); running it with another model is an error.
+///
+/// A session follows the model's weights (it copies them in at its next run when they have
+/// changed) until it is given weights of its own ([`JitModel::own_weights`]); from then on
+/// its weights are its own, changed by [`JitModel::write_weights`] and by the runs
+/// themselves (a training graph's updates, [`JitModel::commit_updates`]).
+pub struct Session {
+    model: u64,
+    arena: ArenaBuf,
+    /// Which weights the arena holds: the id of the model's [`WeightImage`], 0 for none, or
+    /// [`OWN_WEIGHTS`].
+    loaded: u64,
+    /// Whether the `prep` kernels have run over the weights the arena holds.
+    prepared: bool,
+}
+
+/// [`Session::loaded`] of a session with weights of its own.
+const OWN_WEIGHTS: u64 = u64::MAX;
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("arena_bytes", &self.arena.len)
+            .finish()
+    }
+}
+
+/// A borrowed input: its name and value.
+pub type Feed<'a> = (&'a str, &'a Value<f32>);
 
 /// Named output values, in the graph's output order.
 pub type Outputs = Vec<(String, Value<f32>)>;
@@ -224,6 +321,7 @@ pub type Outputs = Vec<(String, Value<f32>)>;
 /// against `kiln_ir::limits::MAX_BYTES` (arena and weights); the arena is then allocated
 /// fallibly, before code generation, so a model too big for this machine is an `Err`.
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
+    let source = graph;
     let optimized = kiln_passes::optimize(graph, options.passes)?;
     let graph = &optimized;
     for id in graph.topo_order() {
@@ -301,7 +399,9 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
         }
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
-    finish(graph, plan, arena, module, entry, kernels, &ids, threads, gemms)
+    finish(
+        source, graph, plan, arena, module, entry, kernels, &ids, threads, gemms,
+    )
 }
 
 /// The `gemm` nodes' driver descriptions, with the functions they call once the module is
@@ -425,6 +525,7 @@ fn define_entry(
 
 #[allow(clippy::too_many_arguments)]
 fn finish(
+    source: &Graph,
     graph: &Graph,
     plan: plan::Plan,
     arena: ArenaBuf,
@@ -470,32 +571,49 @@ fn finish(
         .iter()
         .any(|s| s.parts > 1)
         .then(|| pool::Pool::new(threads));
+    // the arena allocated before code generation becomes the model's first session
+    let id = next_id();
+    let first = Session {
+        model: id,
+        arena,
+        loaded: 0,
+        prepared: false,
+    };
     Ok(JitModel {
+        id,
+        source: source.clone(),
         graph: graph.clone(),
         plan,
-        module: Some(module),
-        entry,
+        code: Code {
+            module: Some(module),
+            entry,
+            kernel_fns,
+        },
         kernels,
-        kernel_fns,
-        arena,
-        pool,
+        pool: pool.map(std::sync::Mutex::new),
         steps,
         _gemms: gemms.descs,
-        prepared: false,
-        weights_set: false,
+        weights: None,
+        idle: std::sync::Mutex::new(vec![first]),
     })
 }
 
 impl JitModel {
+    /// The optimized graph the kernels were made from.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The graph as it was given to [`compile`] (before the passes).
+    pub fn source_graph(&self) -> &Graph {
+        &self.source
     }
 
     pub fn kernels(&self) -> &[KernelInfo] {
         &self.kernels
     }
 
-    /// Arena size in bytes.
+    /// Arena size in bytes: the memory each session (each concurrent run) holds.
     pub fn arena_size(&self) -> usize {
         self.plan.size
     }
@@ -505,76 +623,238 @@ impl JitModel {
         &self.plan
     }
 
-    // The plan's slots lie inside the arena (`plan::plan` checks every offset + size against
-    // its total, which is the arena's length), so these slices never go out of range.
-    fn bytes_mut(&mut self, id: NodeId) -> &mut [u8] {
-        let s = self.plan.slots[&id];
-        &mut self.arena.bytes_mut()[s.offset..s.offset + s.len * 4]
-    }
-
-    fn bytes(&self, id: NodeId) -> &[u8] {
-        let s = self.plan.slots[&id];
-        &self.arena.bytes()[s.offset..s.offset + s.len * 4]
-    }
-
-    /// Loads every weight (`param` and `buffer`) of the graph from `weights`, by name. Every
-    /// weight is checked before any is written; until this succeeds, `run` is an error.
-    pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), JitError> {
+    /// Checks every weight (`param` and `buffer`) of the graph in `weights`, by name, against
+    /// its type; the weights in `params()` order with their slots' offsets.
+    fn checked_weights(
+        &self,
+        weights: &HashMap<String, Tensor<f32>>,
+        all: bool,
+    ) -> Result<Vec<(NodeId, usize, Tensor<f32>)>, JitError> {
         let params = self.graph.params();
+        for name in weights.keys() {
+            if !all && !params.iter().any(|&p| &self.graph.node(p).name == name) {
+                return Err(JitError::UnknownWeight(name.clone()));
+            }
+        }
         let mut found = Vec::with_capacity(params.len());
         for &id in &params {
             let node = self.graph.node(id);
-            let t = weights
-                .get(&node.name)
-                .ok_or_else(|| JitError::MissingWeight(node.name.clone()))?;
-            if t.shape() != &node.ty.shape || t.data().len() != node.ty.shape.numel() {
+            let Some(t) = weights.get(&node.name) else {
+                if all {
+                    return Err(JitError::MissingWeight(node.name.clone()));
+                }
+                continue;
+            };
+            if t.shape() != &node.ty.shape || node.ty.dtype != DType::F32 {
                 return Err(JitError::WrongType {
                     name: node.name.clone(),
                     expected: node.ty.clone(),
                     got: TensorType::f32(t.shape().clone()),
                 });
             }
-            found.push((id, t));
+            found.push((id, self.plan.slots[&id].offset, t.clone()));
         }
-        self.weights_set = false;
-        for (id, t) in found {
-            // straight into the arena: no copy of the weights on the side
-            for (dst, v) in self.bytes_mut(id).chunks_exact_mut(4).zip(t.data()) {
-                dst.copy_from_slice(&v.to_ne_bytes());
-            }
-        }
-        self.prepare()?;
-        self.weights_set = true;
+        Ok(found)
+    }
+
+    /// Sets every weight (`param` and `buffer`) of the graph from `weights`, by name. Every
+    /// weight is checked before any is taken; a tensor that is not a weight of the graph is
+    /// ignored. Until this succeeds, `run` is an error (on a model that has weights).
+    pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), JitError> {
+        let tensors = self.checked_weights(weights, true)?;
+        self.weights = Some(WeightImage {
+            id: next_id(),
+            tensors,
+        });
         Ok(())
     }
 
-    /// Runs the kernels of values computed from the weights alone.
-    fn prepare(&mut self) -> Result<(), JitError> {
-        self.prepared = false;
-        self.reset_status();
-        let arena = self.arena.as_mut_ptr();
-        for (k, f) in self.kernels.iter().zip(&self.kernel_fns).filter(|(k, _)| k.prep) {
-            // SAFETY: as in `run` (`ARENA_ACCESS`): the kernel's full range `[0, extent)` over
-            // the arena it was planned for.
-            unsafe { f(arena, 0, k.extent as i64) };
+    /// Replaces the weights named in `weights` (a subset; each must be a weight of the graph,
+    /// of its type) and keeps the others. An error before the weights are set.
+    pub fn update_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), JitError> {
+        let new = self.checked_weights(weights, false)?;
+        let image = self.weights.as_mut().ok_or(JitError::NoWeights)?;
+        for (id, _, t) in new {
+            if let Some(slot) = image.tensors.iter_mut().find(|(i, _, _)| *i == id) {
+                slot.2 = t;
+            }
         }
-        self.check_status()?;
-        self.prepared = true;
+        image.id = next_id();
+        Ok(())
+    }
+
+    /// The weights, by name (`None` before they are set).
+    pub fn weights(&self) -> Option<HashMap<String, Tensor<f32>>> {
+        let image = self.weights.as_ref()?;
+        Some(
+            image
+                .tensors
+                .iter()
+                .map(|(id, _, t)| (self.graph.node(*id).name.clone(), t.clone()))
+                .collect(),
+        )
+    }
+
+    /// Whether the model can run: its weights are set, or it has none.
+    pub fn has_weights(&self) -> bool {
+        self.weights.is_some() || self.graph.params().is_empty()
+    }
+
+    /// A new session (an arena of [`JitModel::arena_size`] bytes) for [`JitModel::run_in`].
+    pub fn session(&self) -> Result<Session, JitError> {
+        Ok(Session {
+            model: self.id,
+            arena: ArenaBuf::new(self.plan.size)?,
+            loaded: 0,
+            prepared: false,
+        })
+    }
+
+    /// Gives `session` weights of its own, `weights` (every weight of the graph, checked as by
+    /// [`JitModel::set_weights`]): from now on the model's weights no longer reach it, and
+    /// runs in it may change them in place.
+    pub fn own_weights(
+        &self,
+        session: &mut Session,
+        weights: &HashMap<String, Tensor<f32>>,
+    ) -> Result<(), JitError> {
+        self.check_session(session)?;
+        let tensors = self.checked_weights(weights, true)?;
+        for (id, _, t) in &tensors {
+            write_f32(&mut session.arena, self.plan.slots[id], t.data());
+        }
+        session.loaded = OWN_WEIGHTS;
+        session.prepared = false;
+        Ok(())
+    }
+
+    /// Replaces the weights named in `weights` in a session with weights of its own.
+    pub fn write_weights(
+        &self,
+        session: &mut Session,
+        weights: &HashMap<String, Tensor<f32>>,
+    ) -> Result<(), JitError> {
+        self.check_session(session)?;
+        if session.loaded != OWN_WEIGHTS {
+            return Err(JitError::NoWeights);
+        }
+        for (id, _, t) in self.checked_weights(weights, false)? {
+            write_f32(&mut session.arena, self.plan.slots[&id], t.data());
+        }
+        session.prepared = false;
+        Ok(())
+    }
+
+    /// The f32 value `name` (a weight, an input or an output of the graph) as `session`'s
+    /// arena holds it now.
+    pub fn read(&self, session: &Session, name: &str) -> Result<Tensor<f32>, JitError> {
+        self.check_session(session)?;
+        let id = self
+            .graph
+            .find(name)
+            .filter(|id| {
+                let node = self.graph.node(*id);
+                node.ty.dtype == DType::F32
+                    && (matches!(node.op, Op::Param { .. } | Op::Input(_))
+                        || self.graph.outputs().contains(id))
+            })
+            .ok_or_else(|| JitError::UnknownValue(name.to_string()))?;
+        let node = self.graph.node(id);
+        let mut data = vec![0.0f32; node.ty.shape.numel()];
+        read_f32(&session.arena, self.plan.slots[&id], &mut data);
+        Ok(Tensor::new(node.ty.shape.clone(), data).expect("sized by the type"))
+    }
+
+    /// In a session with weights of its own, copies each `(weight, output)` pair's output
+    /// value over the weight (same type), one copy inside the arena each, where the plan did
+    /// not already place them together: what a training step's updates do.
+    pub fn commit_updates(&self, session: &mut Session, pairs: &[(String, String)]) -> Result<(), JitError> {
+        self.check_session(session)?;
+        if session.loaded != OWN_WEIGHTS {
+            return Err(JitError::NoWeights);
+        }
+        let mut moves = Vec::with_capacity(pairs.len());
+        for (w, o) in pairs {
+            let find = |n: &str| {
+                self.graph
+                    .find(n)
+                    .ok_or_else(|| JitError::UnknownValue(n.to_string()))
+            };
+            let (wi, oi) = (find(w)?, find(o)?);
+            let (ws, os) = (self.plan.slots[&wi], self.plan.slots[&oi]);
+            if self.graph.node(wi).ty != self.graph.node(oi).ty
+                || !matches!(self.graph.node(wi).op, Op::Param { .. })
+            {
+                return Err(JitError::UnknownValue(format!("{w} <- {o}")));
+            }
+            moves.push((ws, os));
+        }
+        let bytes = session.arena.bytes_mut();
+        for (ws, os) in moves {
+            if ws.offset != os.offset {
+                // slots lie inside the arena (ARENA_ACCESS) and two values' slots do not overlap
+                bytes.copy_within(os.offset..os.offset + os.len * 4, ws.offset);
+            }
+        }
+        session.prepared = false;
+        Ok(())
+    }
+
+    fn check_session(&self, session: &Session) -> Result<(), JitError> {
+        if session.model != self.id {
+            return Err(JitError::ForeignSession);
+        }
+        Ok(())
+    }
+
+    /// Makes `session` ready to run: the model's current weights in its arena (unless it has
+    /// its own) and the `prep` kernels run over them.
+    fn ready(&self, session: &mut Session) -> Result<(), JitError> {
+        self.check_session(session)?;
+        if session.loaded != OWN_WEIGHTS {
+            match &self.weights {
+                Some(w) if session.loaded != w.id => {
+                    for (id, _, t) in &w.tensors {
+                        write_f32(&mut session.arena, self.plan.slots[id], t.data());
+                    }
+                    session.loaded = w.id;
+                    session.prepared = false;
+                }
+                Some(_) => {}
+                None if self.graph.params().is_empty() => {}
+                None => return Err(JitError::NoWeights),
+            }
+        }
+        if !session.prepared {
+            self.reset_status(&mut session.arena);
+            let arena = session.arena.as_mut_ptr();
+            for (k, f) in self
+                .kernels
+                .iter()
+                .zip(&self.code.kernel_fns)
+                .filter(|(k, _)| k.prep)
+            {
+                // SAFETY: as in `execute` (`ARENA_ACCESS`): the kernel's full range `[0, extent)`
+                // over an arena of the size it was planned for, exclusively borrowed.
+                unsafe { f(arena, 0, k.extent as i64) };
+            }
+            self.check_status(&session.arena)?;
+            session.prepared = true;
+        }
         Ok(())
     }
 
     /// Sets every status word to `STATUS_OK` (no kernel has failed).
-    fn reset_status(&mut self) {
-        let words: Vec<usize> = self.plan.status.values().copied().collect();
-        let all = self.arena.bytes_mut();
-        for off in words {
+    fn reset_status(&self, arena: &mut ArenaBuf) {
+        let all = arena.bytes_mut();
+        for &off in self.plan.status.values() {
             all[off..off + 8].copy_from_slice(&plan::STATUS_OK.to_ne_bytes());
         }
     }
 
     /// The error of the first node (in run order) whose kernel reported a failure.
-    fn check_status(&self) -> Result<(), JitError> {
-        let all = self.arena.bytes();
+    fn check_status(&self, arena: &ArenaBuf) -> Result<(), JitError> {
+        let all = arena.bytes();
         let word = |off: usize| u64::from_ne_bytes(all[off..off + 8].try_into().expect("8 bytes"));
         // the common case, without ordering the nodes
         if self.plan.status.values().all(|&off| word(off) == plan::STATUS_OK) {
@@ -613,68 +893,161 @@ impl JitModel {
         Ok(())
     }
 
-    /// Runs the model on `inputs` (every graph input, by name) and returns the outputs in the
-    /// graph's output order.
-    pub fn run(
-        &mut self,
-        inputs: &HashMap<String, Value<f32>>,
-    ) -> Result<Vec<(String, Value<f32>)>, JitError> {
-        let graph_inputs = self.graph.graph_inputs();
-        for name in inputs.keys() {
-            if !graph_inputs.iter().any(|&i| &self.graph.node(i).name == name) {
-                let names: Vec<&str> = graph_inputs
-                    .iter()
-                    .map(|&i| self.graph.node(i).name.as_str())
-                    .collect();
-                return Err(JitError::UnknownInput(name.clone(), names.join(", ")));
+    /// Checks `inputs` (every graph input by name, each of its type, class ids in range) and
+    /// returns each input node with its value, in `graph_inputs()` order.
+    fn checked_inputs<'a>(&self, inputs: &[Feed<'a>]) -> Result<Vec<(NodeId, &'a Value<f32>)>, JitError> {
+        let ids = kiln_ir::feeds::check_inputs(&self.graph, inputs)?;
+        for &(id, v) in &ids {
+            if let Value::I(t) = v {
+                self.check_class_ids(id, &self.graph.node(id).name, t)?;
             }
         }
-        for &id in &graph_inputs {
-            let node = self.graph.node(id).clone();
-            let v = inputs
-                .get(&node.name)
-                .ok_or_else(|| JitError::MissingInput(node.name.clone()))?;
+        Ok(ids)
+    }
+
+    /// Runs the model on `inputs` (every graph input, by name) and returns the outputs in the
+    /// graph's output order. Callable from any number of threads at once (see the type's
+    /// thread model); each call takes an idle session of the model or makes one.
+    pub fn run(&self, inputs: &HashMap<String, Value<f32>>) -> Result<Outputs, JitError> {
+        let feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut outputs = self.new_outputs();
+        self.run_into(&feeds, &mut outputs)?;
+        Ok(self.name_outputs(outputs))
+    }
+
+    /// Like [`JitModel::run`], writing the outputs into `outputs` (one value per graph output,
+    /// in order, each of the output's type: [`JitModel::new_outputs`] makes them), so that
+    /// repeated runs allocate nothing. Each input is copied into the arena with one `memcpy`,
+    /// and each output out of it with one.
+    pub fn run_into(&self, inputs: &[Feed<'_>], outputs: &mut [Value<f32>]) -> Result<(), JitError> {
+        let mut session = self.take_session()?;
+        let r = self.run_in(&mut session, inputs, outputs);
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(session);
+        r
+    }
+
+    /// [`JitModel::run_into`] in a session of the caller's (see [`Session`]).
+    pub fn run_in(
+        &self,
+        session: &mut Session,
+        inputs: &[Feed<'_>],
+        outputs: &mut [Value<f32>],
+    ) -> Result<(), JitError> {
+        self.check_outputs(outputs)?;
+        self.run_in_place(session, inputs)?;
+        for (&o, v) in self.graph.outputs().iter().zip(outputs.iter_mut()) {
+            let s = self.plan.slots[&o];
+            match v {
+                Value::F(t) => read_f32(&session.arena, s, t.data_mut()),
+                Value::I(t) => read_i32(&session.arena, s, t.data_mut()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the model in `session` and leaves the results there: read what is needed with
+    /// [`JitModel::read`] (a training step reads its loss and leaves the rest in place).
+    pub fn run_in_place(&self, session: &mut Session, inputs: &[Feed<'_>]) -> Result<(), JitError> {
+        self.check_session(session)?;
+        let feeds = self.checked_inputs(inputs)?;
+        self.ready(session)?;
+        self.feed(session, &feeds);
+        self.execute(session)
+    }
+
+    /// Zeroed values of the graph's outputs' types, in order: buffers for
+    /// [`JitModel::run_into`].
+    pub fn new_outputs(&self) -> Vec<Value<f32>> {
+        self.graph
+            .outputs()
+            .iter()
+            .map(|&o| {
+                let ty = &self.graph.node(o).ty;
+                match ty.dtype {
+                    DType::F32 => Value::F(Tensor::full(ty.shape.clone(), 0.0f32)),
+                    DType::I32 => Value::I(Tensor::full(ty.shape.clone(), 0i32)),
+                }
+            })
+            .collect()
+    }
+
+    /// `outputs` with the graph's output names.
+    fn name_outputs(&self, outputs: Vec<Value<f32>>) -> Outputs {
+        self.graph
+            .outputs()
+            .iter()
+            .map(|&o| self.graph.node(o).name.clone())
+            .zip(outputs)
+            .collect()
+    }
+
+    fn check_outputs(&self, outputs: &[Value<f32>]) -> Result<(), JitError> {
+        let outs = self.graph.outputs();
+        if outputs.len() != outs.len() {
+            return Err(JitError::Outputs(format!(
+                "{} output buffers for the model's {} outputs",
+                outputs.len(),
+                outs.len()
+            )));
+        }
+        for (&o, v) in outs.iter().zip(outputs) {
+            let node = self.graph.node(o);
             if v.ty() != node.ty {
                 return Err(JitError::WrongType {
-                    name: node.name,
-                    expected: node.ty,
+                    name: node.name.clone(),
+                    expected: node.ty.clone(),
                     got: v.ty(),
                 });
             }
-            if let Value::I(t) = v {
-                self.check_class_ids(id, &node.name, t)?;
-            }
         }
-        if !self.weights_set && !self.graph.params().is_empty() {
-            return Err(JitError::NoWeights);
-        }
-        for &id in &graph_inputs {
-            let v = &inputs[&self.graph.node(id).name];
-            let dst = self.bytes_mut(id).chunks_exact_mut(4);
-            // straight into the arena (types checked above: the sizes agree)
+        Ok(())
+    }
+
+    /// Copies the (checked) inputs into the session's arena, one `memcpy` each.
+    fn feed(&self, session: &mut Session, feeds: &[(NodeId, &Value<f32>)]) {
+        for &(id, v) in feeds {
+            let s = self.plan.slots[&id];
             match v {
-                Value::F(t) => dst
-                    .zip(t.data())
-                    .for_each(|(d, x)| d.copy_from_slice(&x.to_ne_bytes())),
-                Value::I(t) => dst
-                    .zip(t.data())
-                    .for_each(|(d, x)| d.copy_from_slice(&x.to_ne_bytes())),
+                Value::F(t) => write_f32(&mut session.arena, s, t.data()),
+                Value::I(t) => write_i32(&mut session.arena, s, t.data()),
             }
         }
-        if !self.prepared {
-            self.prepare()?;
+    }
+
+    /// An idle session, or a new one when every one is busy.
+    fn take_session(&self) -> Result<Session, JitError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(s) => Ok(s),
+            None => self.session(),
         }
-        self.reset_status();
-        // ARENA_ACCESS — why the kernels stay inside the arena: it is `plan.size` bytes
-        // (`ArenaBuf::new`); `plan::checked` placed every value, scratch region and status word
-        // at `offset + bytes ≤ plan.size ≤ MAX_BYTES` with checked arithmetic; every value has
-        // ≤ 2³¹ elements and every window fits its padded input (`kiln_ir::limits`, checked by
-        // shape inference), so the kernels' `i64` index arithmetic over `[begin, end) ⊆
-        // [0, extent)` neither overflows nor leaves a value's slot (`lower.rs`); indices read
-        // from memory are range-checked before use; the GEMM driver checks its items and tile.
-        // The inputs were checked above to have their slots' types.
-        let arena = self.arena.as_mut_ptr();
-        if let Some(pool) = &self.pool {
+    }
+
+    /// Runs every (non-`prep`) kernel over the session's arena, on the workers when they are
+    /// free, else on this thread; then reads the status words.
+    fn execute(&self, session: &mut Session) -> Result<(), JitError> {
+        self.reset_status(&mut session.arena);
+        // ARENA_ACCESS — why the kernels stay inside the arena: every session's arena is
+        // `plan.size` bytes (`ArenaBuf::new`), and a session only runs with the model that
+        // made it (`check_session`); `plan::checked` placed every value, scratch region and
+        // status word at `offset + bytes ≤ plan.size ≤ MAX_BYTES` with checked arithmetic;
+        // every value has ≤ 2³¹ elements and every window fits its padded input
+        // (`kiln_ir::limits`, checked by shape inference), so the kernels' `i64` index
+        // arithmetic over `[begin, end) ⊆ [0, extent)` neither overflows nor leaves a value's
+        // slot (`lower.rs`); indices read from memory are range-checked before use; the GEMM
+        // driver checks its items and tile. The inputs were checked to have their slots'
+        // types before they were copied in. Concurrent runs use distinct sessions, so no two
+        // runs share an arena; the code and the GEMM descriptions are only read.
+        let arena = session.arena.as_mut_ptr();
+        let pool = self.pool.as_ref().and_then(|p| p.try_lock().ok());
+        if let Some(pool) = pool {
             // SAFETY: ARENA_ACCESS; the arena is exclusively borrowed, and the pool returns
             // only when every thread has finished (threads write disjoint parts of a kernel's
             // output, with a barrier between kernels).
@@ -682,66 +1055,49 @@ impl JitModel {
         } else {
             // SAFETY: ARENA_ACCESS; the entry runs every kernel over its full range, in order,
             // on this thread, and the arena is exclusively borrowed for the call.
-            unsafe { (self.entry)(arena) };
+            unsafe { (self.code.entry)(arena) };
         }
-        self.check_status()?;
-        Ok(self.read_outputs())
+        self.check_status(&session.arena)
     }
 
     /// Runs the model like [`JitModel::run`], one kernel at a time, and returns each kernel's
     /// wall time in milliseconds (in `kernels()` order) with the outputs.
     pub fn run_profiled(
-        &mut self,
+        &self,
         inputs: &HashMap<String, Value<f32>>,
     ) -> Result<(Vec<f64>, Outputs), JitError> {
-        self.run(inputs)?; // feeds the inputs (and warms the caches)
-        self.reset_status();
-        let arena = self.arena.as_mut_ptr();
+        let feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut outputs = self.new_outputs();
+        let mut session = self.take_session()?;
+        // feeds the inputs (and warms the caches)
+        self.run_in(&mut session, &feeds, &mut outputs)?;
+        self.reset_status(&mut session.arena);
+        let arena = session.arena.as_mut_ptr();
         let mut times = Vec::with_capacity(self.kernels.len());
-        for (k, f) in self.kernels.iter().zip(&self.kernel_fns) {
+        for (k, f) in self.kernels.iter().zip(&self.code.kernel_fns) {
             if k.prep {
                 times.push(0.0);
                 continue;
             }
             let t = std::time::Instant::now();
-            // SAFETY: as in `run` (`ARENA_ACCESS`): the full range of a kernel over the arena.
+            // SAFETY: as in `execute` (`ARENA_ACCESS`): the full range of a kernel over the
+            // session's arena.
             unsafe { f(arena, 0, k.extent as i64) };
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        self.check_status()?;
-        Ok((times, self.read_outputs()))
-    }
-
-    fn read_outputs(&self) -> Vec<(String, Value<f32>)> {
-        self.graph
-            .outputs()
-            .iter()
-            .map(|&o| {
-                let node = self.graph.node(o);
-                let b = self.bytes(o);
-                let v = match node.ty.dtype {
-                    DType::F32 => Value::F(
-                        Tensor::new(
-                            node.ty.shape.clone(),
-                            b.chunks_exact(4)
-                                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                                .collect(),
-                        )
-                        .expect("slot sized by its type"),
-                    ),
-                    DType::I32 => Value::I(
-                        Tensor::new(
-                            node.ty.shape.clone(),
-                            b.chunks_exact(4)
-                                .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                                .collect(),
-                        )
-                        .expect("slot sized by its type"),
-                    ),
-                };
-                (node.name.clone(), v)
-            })
-            .collect()
+        self.check_status(&session.arena)?;
+        for (&o, v) in self.graph.outputs().iter().zip(outputs.iter_mut()) {
+            let s = self.plan.slots[&o];
+            match v {
+                Value::F(t) => read_f32(&session.arena, s, t.data_mut()),
+                Value::I(t) => read_i32(&session.arena, s, t.data_mut()),
+            }
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(session);
+        Ok((times, self.name_outputs(outputs)))
     }
 
     /// Class ids fed to a loss must index a class.
@@ -771,11 +1127,54 @@ impl JitModel {
     }
 }
 
+/// The bytes of a slot (`len` 4-byte elements at `offset`): inside the arena, because the plan
+/// placed every slot there (`plan::checked`) and the arena is the plan's size.
+fn slot_bytes(arena: &ArenaBuf, s: plan::Slot) -> &[u8] {
+    &arena.bytes()[s.offset..s.offset + s.len * 4]
+}
+
+fn slot_bytes_mut(arena: &mut ArenaBuf, s: plan::Slot) -> &mut [u8] {
+    &mut arena.bytes_mut()[s.offset..s.offset + s.len * 4]
+}
+
+/// `src` into slot `s` (of `src.len()` elements), one `memcpy`.
+fn write_f32(arena: &mut ArenaBuf, s: plan::Slot, src: &[f32]) {
+    let dst = slot_bytes_mut(arena, s);
+    // SAFETY: f32 has no padding and any alignment of u8 works; the slice covers `src`.
+    let src = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), std::mem::size_of_val(src)) };
+    dst.copy_from_slice(src);
+}
+
+fn write_i32(arena: &mut ArenaBuf, s: plan::Slot, src: &[i32]) {
+    let dst = slot_bytes_mut(arena, s);
+    // SAFETY: as in `write_f32`.
+    let src = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), std::mem::size_of_val(src)) };
+    dst.copy_from_slice(src);
+}
+
+/// Slot `s` into `dst` (of the slot's length), one `memcpy`.
+fn read_f32(arena: &ArenaBuf, s: plan::Slot, dst: &mut [f32]) {
+    let src = slot_bytes(arena, s);
+    // SAFETY: every bit pattern is an f32; the slice covers `dst`, exclusively borrowed.
+    let dst =
+        unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(dst)) };
+    dst.copy_from_slice(src);
+}
+
+fn read_i32(arena: &ArenaBuf, s: plan::Slot, dst: &mut [i32]) {
+    let src = slot_bytes(arena, s);
+    // SAFETY: as in `read_f32`.
+    let dst =
+        unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(dst)) };
+    dst.copy_from_slice(src);
+}
+
 impl Drop for JitModel {
     fn drop(&mut self) {
         drop(self.pool.take()); // join the workers before their code is unmapped
-        if let Some(m) = self.module.take() {
-            // SAFETY: the only pointer into the code is `entry`, which dies with `self`.
+        if let Some(m) = self.code.module.take() {
+            // SAFETY: the only pointers into the code are `entry`, `kernel_fns`, `steps` and the
+            // GEMM descriptions, which die with `self`; no run is going on (`&mut self`).
             unsafe { m.free_memory() };
         }
     }

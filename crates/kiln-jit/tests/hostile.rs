@@ -100,7 +100,7 @@ fn a_model_without_weights_runs_without_set_weights() {
   output %y
 }",
     );
-    let mut m = compile(&g, &opts()).unwrap();
+    let m = compile(&g, &opts()).unwrap();
     assert!(m.run(&x_feed()).is_ok());
 }
 
@@ -133,7 +133,7 @@ fn scatter_ids_with_an_id_outside_the_plane_is_an_error() {
             threads,
             ..JitOptions::default()
         };
-        let mut m = compile(&parse(SCATTER), &options).unwrap();
+        let m = compile(&parse(SCATTER), &options).unwrap();
         let e = m.run(&feeds_ids(vec![0, 1, 2, 3, 4, 9, -1, 8])).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -304,7 +304,7 @@ fn matmul_broadcasting_an_empty_batch_writes_nothing() {
 /// 50 ms (the kernels' work does not grow with the window's padding).
 fn run_one(src: &str, x: Tensor<f32>) -> Vec<f32> {
     let g = parse(src);
-    let mut m = compile(&g, &opts()).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let m = compile(&g, &opts()).unwrap_or_else(|e| panic!("{e}\n{src}"));
     let t = std::time::Instant::now();
     let out = m.run(&HashMap::from([("x".to_string(), Value::F(x))])).unwrap();
     assert!(t.elapsed().as_millis() < 50, "{:?}\n{src}", t.elapsed());

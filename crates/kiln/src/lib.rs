@@ -29,7 +29,7 @@ pub use kiln_runtime as runtime;
 
 pub use kiln_ir::{Graph, Network, Tensor, Value};
 /// Compile a graph to native code for this CPU (see [`jit::compile`]).
-pub use kiln_jit::{JitModel as Model, JitOptions as CompileOptions, compile};
+pub use kiln_jit::{Feed, JitModel as Model, JitOptions as CompileOptions, Session, compile};
 
 pub mod check;
 pub mod fit;
@@ -38,5 +38,5 @@ pub mod train;
 pub mod train_cmd;
 pub mod zoo;
 
-pub use kiln_autodiff::{Loss, Optimizer};
+pub use kiln_autodiff::{Loss, Optimizer, Wrt};
 pub use train::{Engine, TrainOptions, Trainer};

@@ -489,7 +489,7 @@ fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
 }
 
 /// Each kernel's time, slowest first, with its share and GFLOP/s (FLOPs as `kiln summary`).
-fn print_profile(m: &mut kiln::jit::JitModel, feeds: &HashMap<String, Value<f32>>) -> Result<()> {
+fn print_profile(m: &kiln::jit::JitModel, feeds: &HashMap<String, Value<f32>>) -> Result<()> {
     let (times, _) = m.run_profiled(feeds)?;
     // the kernels belong to the optimized graph
     let graph = &m.graph().clone();
@@ -838,7 +838,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
             a.runs,
         )?);
         if a.profile {
-            print_profile(&mut m, &feeds)?;
+            print_profile(&m, &feeds)?;
         }
     }
     if a.engine != BenchEngine::Jit {

@@ -23,9 +23,9 @@
 //! ```
 
 use crate::fit::{FitError, Learner};
-use kiln_autodiff::{AutodiffError, Loss, Optimizer, TrainingGraph, differentiate};
+use kiln_autodiff::{AutodiffError, Loss, Optimizer, TrainingGraph, Wrt, differentiate_wrt};
 use kiln_ir::{DType, Graph, Tensor, Value};
-use kiln_jit::{JitError, JitModel, JitOptions};
+use kiln_jit::{Feed, JitError, JitModel, JitOptions, Session};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -103,34 +103,134 @@ impl From<kiln_interp::InterpError> for TrainError {
     }
 }
 
-/// A compiled (or interpreted) graph with its weights fed on every run.
+/// The training graph running: compiled, with the weights and the optimizer state in the
+/// arena of a session of its own (updated there, step after step), or on the interpreter
+/// with them in a map.
 enum Runner {
-    Jit(Box<JitModel>),
-    Interp(Graph),
+    Jit {
+        model: Box<JitModel>,
+        session: Session,
+    },
+    Interp {
+        graph: Graph,
+        all: HashMap<String, Tensor<f32>>,
+    },
 }
 
 impl Runner {
-    fn new(graph: &Graph, options: &TrainOptions) -> Result<Runner, TrainError> {
+    /// The training graph `graph` with `all` (every weight and state buffer it has).
+    fn new(
+        graph: &Graph,
+        all: HashMap<String, Tensor<f32>>,
+        options: &TrainOptions,
+    ) -> Result<Runner, TrainError> {
         Ok(match options.engine {
-            Engine::Jit => Runner::Jit(Box::new(kiln_jit::compile(graph, &options.jit)?)),
-            Engine::Interp => Runner::Interp(graph.clone()),
+            Engine::Jit => {
+                let model = kiln_jit::compile(graph, &options.jit)?;
+                let mut session = model.session()?;
+                model.own_weights(&mut session, &all)?;
+                Runner::Jit {
+                    model: Box::new(model),
+                    session,
+                }
+            }
+            Engine::Interp => {
+                check_all_weights(graph, &all)?;
+                Runner::Interp {
+                    graph: graph.clone(),
+                    all,
+                }
+            }
         })
     }
 
+    /// Runs the graph on `feeds`; returns the loss (the scalar output `loss`), and with the
+    /// interpreter every output (left in the arena by the JIT).
     fn run(
         &mut self,
-        inputs: &HashMap<String, Value<f32>>,
-        weights: &HashMap<String, Tensor<f32>>,
-    ) -> Result<HashMap<String, Value<f32>>, TrainError> {
-        let outs = match self {
-            Runner::Jit(m) => {
-                m.set_weights(weights)?;
-                m.run(inputs)?
+        feeds: &[Feed<'_>],
+        loss: &str,
+    ) -> Result<(f32, HashMap<String, Value<f32>>), TrainError> {
+        match self {
+            Runner::Jit { model, session } => {
+                model.run_in_place(session, feeds)?;
+                let l = model.read(session, loss)?;
+                Ok((l.data().first().copied().unwrap_or(f32::NAN), HashMap::new()))
             }
-            Runner::Interp(g) => kiln_interp::run::<f32>(g, inputs, weights)?,
-        };
-        Ok(outs.into_iter().collect())
+            Runner::Interp { graph, all } => {
+                let inputs: HashMap<String, Value<f32>> =
+                    feeds.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect();
+                let outs: HashMap<String, Value<f32>> = kiln_interp::run::<f32>(graph, &inputs, all)?
+                    .into_iter()
+                    .collect();
+                Ok((scalar(&outs, loss)?, outs))
+            }
+        }
     }
+
+    /// The output `name` of the last run (`outs`: the interpreter's outputs).
+    fn output(&self, outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>, TrainError> {
+        match self {
+            Runner::Jit { model, session } => Ok(model.read(session, name)?),
+            Runner::Interp { .. } => tensor(outs, name),
+        }
+    }
+
+    /// The weight or state buffer `name` now.
+    fn read(&self, name: &str) -> Result<Tensor<f32>, TrainError> {
+        match self {
+            Runner::Jit { model, session } => Ok(model.read(session, name)?),
+            Runner::Interp { all, .. } => all
+                .get(name)
+                .cloned()
+                .ok_or_else(|| TrainError::Input(format!("`{name}` is not a weight of the model"))),
+        }
+    }
+
+    /// Replaces the weights (or state buffers) in `w`, each checked against the graph.
+    fn write(&mut self, w: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
+        match self {
+            Runner::Jit { model, session } => Ok(model.write_weights(session, w)?),
+            Runner::Interp { graph, all } => {
+                for (name, t) in w {
+                    let ty = graph
+                        .find(name)
+                        .filter(|&id| matches!(graph.node(id).op, kiln_ir::Op::Param { .. }))
+                        .map(|id| graph.node(id).ty.clone())
+                        .ok_or_else(|| TrainError::Input(format!("`{name}` is not a weight of the model")))?;
+                    if ty.shape != *t.shape() {
+                        return Err(TrainError::Input(format!(
+                            "weight `{name}`: expected {ty}, got {}",
+                            t.shape()
+                        )));
+                    }
+                }
+                for (name, t) in w {
+                    all.insert(name.clone(), t.clone());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every weight of `graph` in `w`, of its type.
+fn check_all_weights(graph: &Graph, w: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
+    for id in graph.params() {
+        let node = graph.node(id);
+        let t = w.get(&node.name).ok_or_else(|| {
+            TrainError::Input(format!("missing weight `{}` (expected {})", node.name, node.ty))
+        })?;
+        if t.shape() != &node.ty.shape {
+            return Err(TrainError::Input(format!(
+                "weight `{}`: expected {}, got {}",
+                node.name,
+                node.ty,
+                t.shape()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn scalar(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<f32, TrainError> {
@@ -148,68 +248,143 @@ fn tensor(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>,
 }
 
 /// Trains a network: one optimizer step per [`Trainer::step`].
+///
+/// With the JIT, the weights and the optimizer state live in the arena of the trainer's own
+/// session and each step updates them there: no step clones them, and [`Trainer::weights`]
+/// reads them out when asked. A step is two halves, [`Trainer::compute_gradients`] (forward,
+/// loss, backward; the gradients readable with [`Trainer::gradient`], the weights untouched)
+/// and [`Trainer::apply_update`] (the optimizer's new values become the weights).
 pub struct Trainer {
     forward: Graph,
     training: TrainingGraph,
-    /// The model's weights (params and buffers) and the optimizer's state.
-    weights: HashMap<String, Tensor<f32>>,
-    state: HashMap<String, Tensor<f32>>,
     runner: Runner,
-    predictor: Option<Runner>,
+    /// Whether the last run's updates await [`Trainer::apply_update`].
+    pending: bool,
+    /// The interpreter's outputs of the last run (the JIT leaves them in its arena).
+    interp_outs: HashMap<String, Value<f32>>,
+    /// The forward graph compiled for [`Trainer::predict`], and whether its weights are the
+    /// trainer's current ones.
+    predictor: Option<(JitModel, bool)>,
     options: TrainOptions,
 }
 
 impl Trainer {
     /// Differentiates `graph` (one output, the prediction) under `loss`, adds `optimizer`'s
     /// updates, and compiles the result; weights start from the seeded default initialization
-    /// (replace them with [`Trainer::set_weights`]).
+    /// (`options.seed`), the optimizer state at zero.
     pub fn new(
         graph: &Graph,
         loss: Loss,
         optimizer: Optimizer,
         options: TrainOptions,
     ) -> Result<Trainer, TrainError> {
-        let training = differentiate(graph, loss, Some(optimizer))?;
-        let runner = Runner::new(&training.graph, &options)?;
-        let state = training
-            .state
-            .iter()
-            .map(|(n, ty)| (n.clone(), Tensor::full(ty.shape.clone(), 0.0f32)))
+        let weights = kiln_ir::init::default_weights(graph, options.seed)?;
+        Trainer::with_weights(graph, &weights, loss, optimizer, options)
+    }
+
+    /// [`Trainer::new`] starting from `weights` (every weight of `graph`, by name; others are
+    /// ignored): trained ones, or a file's (`kiln_runtime::load_safetensors`).
+    pub fn with_weights(
+        graph: &Graph,
+        weights: &HashMap<String, Tensor<f32>>,
+        loss: Loss,
+        optimizer: Optimizer,
+        options: TrainOptions,
+    ) -> Result<Trainer, TrainError> {
+        check_all_weights(graph, weights)?;
+        let training = differentiate_wrt(graph, loss, Some(optimizer), Wrt::Params)?;
+        let mut all: HashMap<String, Tensor<f32>> = graph
+            .params()
+            .into_iter()
+            .map(|id| {
+                let n = &graph.node(id).name;
+                (n.clone(), weights[n].clone())
+            })
             .collect();
+        for (n, ty) in &training.state {
+            all.insert(n.clone(), Tensor::full(ty.shape.clone(), 0.0f32));
+        }
+        let runner = Runner::new(&training.graph, all, &options)?;
         Ok(Trainer {
             forward: graph.clone(),
-            weights: kiln_ir::init::default_weights(graph, options.seed)?,
             training,
-            state,
             runner,
+            pending: false,
+            interp_outs: HashMap::new(),
             predictor: None,
             options,
         })
     }
 
-    /// Replaces the weights named in `weights` (each must be a weight of the model, of its
-    /// type).
+    /// A trainer of `model`'s graph (as it was compiled) starting from its weights; a weight
+    /// the compiled model dropped (one the output does not depend on) starts from the seeded
+    /// initialization.
+    pub fn from_model(
+        model: &JitModel,
+        loss: Loss,
+        optimizer: Optimizer,
+        options: TrainOptions,
+    ) -> Result<Trainer, TrainError> {
+        let graph = model.source_graph();
+        let given = model.weights().ok_or(TrainError::Jit(JitError::NoWeights))?;
+        let mut weights = kiln_ir::init::default_weights(graph, options.seed)?;
+        weights.extend(given);
+        Trainer::with_weights(graph, &weights, loss, optimizer, options)
+    }
+
+    /// Replaces every weight of the model (each must be given, of its type); the optimizer
+    /// state is kept.
     pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
-        for (name, t) in weights {
-            let cur = self
-                .weights
-                .get_mut(name)
-                .ok_or_else(|| TrainError::Input(format!("`{name}` is not a weight of the model")))?;
-            if cur.shape() != t.shape() {
+        check_all_weights(&self.forward, weights)?;
+        let only: HashMap<String, Tensor<f32>> = self
+            .forward
+            .params()
+            .into_iter()
+            .map(|id| {
+                let n = &self.forward.node(id).name;
+                (n.clone(), weights[n].clone())
+            })
+            .collect();
+        self.update_weights(&only)
+    }
+
+    /// Replaces the weights named in `weights` (each must be a weight of the model, of its
+    /// type) and keeps the others.
+    pub fn update_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
+        for name in weights.keys() {
+            let is_weight = self
+                .forward
+                .find(name)
+                .is_some_and(|id| matches!(self.forward.node(id).op, kiln_ir::Op::Param { .. }));
+            if !is_weight {
                 return Err(TrainError::Input(format!(
-                    "weight `{name}`: expected shape {}, got {}",
-                    cur.shape(),
-                    t.shape()
+                    "`{name}` is not a weight of the model"
                 )));
             }
-            *cur = t.clone();
         }
+        self.runner.write(weights)?;
+        self.pending = false;
+        self.weights_changed();
         Ok(())
     }
 
-    /// The current weights, named as in the model.
-    pub fn weights(&self) -> &HashMap<String, Tensor<f32>> {
-        &self.weights
+    /// The current weights, named as in the model, read out of the trainer's arena.
+    pub fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, TrainError> {
+        self.forward
+            .params()
+            .into_iter()
+            .map(|id| {
+                let n = &self.forward.node(id).name;
+                Ok((n.clone(), self.runner.read(n)?))
+            })
+            .collect()
+    }
+
+    /// The model with the current weights, compiled for inference (the trainer's JIT options).
+    pub fn to_model(&self) -> Result<JitModel, TrainError> {
+        let mut m = kiln_jit::compile(&self.forward, &self.options.jit)?;
+        m.set_weights(&self.weights()?)?;
+        Ok(m)
     }
 
     /// The training graph (forward, loss, backward and updates) and what its names mean.
@@ -219,39 +394,102 @@ impl Trainer {
 
     /// Writes the current weights as safetensors.
     pub fn save_safetensors(&self, path: &Path) -> Result<(), TrainError> {
-        kiln_runtime::save_safetensors(path, &self.weights).map_err(TrainError::Io)
+        kiln_runtime::save_safetensors(path, &self.weights()?).map_err(TrainError::Io)
     }
 
     /// One optimizer step on a batch: `inputs` are the model's inputs, `target` the loss's
     /// target (class ids `i32 [N]` or an `f32` tensor of the loss's target type). Returns the
-    /// batch's loss before the update.
+    /// batch's loss before the update. [`Trainer::compute_gradients`] then
+    /// [`Trainer::apply_update`].
     pub fn step(
         &mut self,
         inputs: &HashMap<String, Value<f32>>,
         target: &Value<f32>,
     ) -> Result<f32, TrainError> {
-        let mut feeds = inputs.clone();
-        if feeds.contains_key(&self.training.target) {
+        let loss = self.compute_gradients(inputs, target)?;
+        self.apply_update()?;
+        Ok(loss)
+    }
+
+    /// The first half of a step: forward, loss and backward on a batch, and the optimizer's
+    /// new values computed but not applied. Returns the batch's loss; the gradients are
+    /// readable with [`Trainer::gradient`] until the next call; the weights are unchanged
+    /// until [`Trainer::apply_update`].
+    pub fn compute_gradients(
+        &mut self,
+        inputs: &HashMap<String, Value<f32>>,
+        target: &Value<f32>,
+    ) -> Result<f32, TrainError> {
+        if inputs.contains_key(&self.training.target) {
             return Err(TrainError::Input(format!(
                 "`{}` is the target's name; pass the target separately",
                 self.training.target
             )));
         }
-        feeds.insert(self.training.target.clone(), target.clone());
-        let mut all = self.weights.clone();
-        all.extend(self.state.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let outs = self.runner.run(&feeds, &all)?;
-        let loss = scalar(&outs, &self.training.loss)?;
-        for (name, node) in &self.training.updates {
-            let v = tensor(&outs, node)?;
-            match self.weights.get_mut(name) {
-                Some(w) => *w = v,
-                None => {
-                    self.state.insert(name.clone(), v);
+        let mut feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        feeds.push((self.training.target.as_str(), target));
+        self.pending = false;
+        let (loss, outs) = self.runner.run(&feeds, &self.training.loss)?;
+        self.interp_outs = outs;
+        self.pending = true;
+        Ok(loss)
+    }
+
+    /// The gradient of the last [`Trainer::compute_gradients`] w.r.t. the weight `name`.
+    pub fn gradient(&self, name: &str) -> Result<Tensor<f32>, TrainError> {
+        if !self.pending {
+            return Err(TrainError::Input(
+                "no gradients: call compute_gradients first".into(),
+            ));
+        }
+        let g = self
+            .training
+            .grads
+            .iter()
+            .find(|g| g.key == name)
+            .ok_or_else(|| {
+                TrainError::Input(format!(
+                    "`{name}` has no gradient (not a trainable weight the loss depends on)"
+                ))
+            })?;
+        self.runner.output(&self.interp_outs, &g.node)
+    }
+
+    /// The second half of a step: the optimizer's new values (of the last
+    /// [`Trainer::compute_gradients`]) become the weights and the optimizer state, in place.
+    pub fn apply_update(&mut self) -> Result<(), TrainError> {
+        if !self.pending {
+            return Err(TrainError::Input(
+                "no update to apply: call compute_gradients first".into(),
+            ));
+        }
+        match &mut self.runner {
+            Runner::Jit { model, session } => model.commit_updates(session, &self.training.updates)?,
+            Runner::Interp { all, .. } => {
+                for (name, node) in &self.training.updates {
+                    let v = self
+                        .interp_outs
+                        .remove(node)
+                        .and_then(|v| match v {
+                            Value::F(t) => Some(t),
+                            Value::I(_) => None,
+                        })
+                        .ok_or_else(|| {
+                            TrainError::Input(format!("the training graph computed no `{node}`"))
+                        })?;
+                    all.insert(name.clone(), v);
                 }
             }
         }
-        Ok(loss)
+        self.pending = false;
+        self.weights_changed();
+        Ok(())
+    }
+
+    fn weights_changed(&mut self) {
+        if let Some((_, fresh)) = &mut self.predictor {
+            *fresh = false;
+        }
     }
 
     /// The model's outputs on `inputs` with the current weights (inference mode).
@@ -259,19 +497,25 @@ impl Trainer {
         &mut self,
         inputs: &HashMap<String, Value<f32>>,
     ) -> Result<Vec<(String, Value<f32>)>, TrainError> {
-        if self.predictor.is_none() {
-            self.predictor = Some(Runner::new(&self.forward, &self.options)?);
+        match self.options.engine {
+            Engine::Interp => {
+                let w = self.weights()?;
+                Ok(kiln_interp::run::<f32>(&self.forward, inputs, &w)?)
+            }
+            Engine::Jit => {
+                if self.predictor.is_none() {
+                    self.predictor = Some((kiln_jit::compile(&self.forward, &self.options.jit)?, false));
+                }
+                if !self.predictor.as_ref().is_some_and(|(_, fresh)| *fresh) {
+                    let w = self.weights()?;
+                    let (p, fresh) = self.predictor.as_mut().expect("just made");
+                    p.set_weights(&w)?;
+                    *fresh = true;
+                }
+                let (p, _) = self.predictor.as_ref().expect("just made");
+                Ok(p.run(inputs)?)
+            }
         }
-        let p = self.predictor.as_mut().expect("just made");
-        let outs = p.run(inputs, &self.weights)?;
-        let order = self
-            .forward
-            .outputs()
-            .iter()
-            .map(|&o| self.forward.node(o).name.clone());
-        Ok(order
-            .filter_map(|n| outs.get(&n).cloned().map(|v| (n, v)))
-            .collect())
     }
 
     /// The model's single input (what [`Learner`] feeds the images to).
@@ -353,23 +597,23 @@ pub fn gradients(
     target: &Value<f32>,
     options: &TrainOptions,
 ) -> Result<(f32, NamedTensors), TrainError> {
-    let t = differentiate(graph, loss, None)?;
-    let mut runner = Runner::new(&t.graph, options)?;
-    let mut feeds = inputs.clone();
-    feeds.insert(t.target.clone(), target.clone());
+    let t = differentiate_wrt(graph, loss, None, Wrt::ParamsAndInputs)?;
     // training state (dropout's step count) at its start
     let mut all = weights.clone();
     for (name, ty) in &t.state {
         all.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.0));
     }
-    let outs = runner.run(&feeds, &all)?;
+    let mut runner = Runner::new(&t.graph, all, options)?;
+    let mut feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    feeds.push((t.target.as_str(), target));
+    let (loss, outs) = runner.run(&feeds, &t.loss)?;
     let mut grads = Vec::new();
     for g in &t.grads {
-        grads.push((g.key.clone(), tensor(&outs, &g.node)?));
+        grads.push((g.key.clone(), runner.output(&outs, &g.node)?));
     }
     for p in &t.unused_params {
         let id = graph.find(p).expect("a param of the graph");
         grads.push((p.clone(), Tensor::full(graph.node(id).ty.shape.clone(), 0.0)));
     }
-    Ok((scalar(&outs, &t.loss)?, grads))
+    Ok((loss, grads))
 }

@@ -154,7 +154,7 @@ impl TrainSettings {
 /// them). kiln's `Trainer` is one; so is any model of your own.
 pub trait TrainSession: Learner {
     /// The current weights, named as in the model.
-    fn weights(&self) -> &HashMap<String, Tensor<f32>>;
+    fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, FitError>;
 }
 
 /// The loss the training graph ends in, read off the model's output: logits train with
@@ -247,8 +247,8 @@ pub fn new_trainer(graph: &Graph, settings: &TrainSettings) -> Result<Box<dyn Tr
 }
 
 impl TrainSession for crate::Trainer {
-    fn weights(&self) -> &HashMap<String, Tensor<f32>> {
-        crate::Trainer::weights(self)
+    fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, FitError> {
+        Ok(crate::Trainer::weights(self)?)
     }
 }
 
@@ -346,7 +346,7 @@ pub fn train_with(
         Ok(())
     })?;
     if let Some(path) = &options.save {
-        kiln_runtime::save_safetensors(path, learner.weights())?;
+        kiln_runtime::save_safetensors(path, &learner.weights()?)?;
         writeln!(out, "saved the weights to {}", path.display())?;
     }
     writeln!(out, "test accuracy: {:.2}%", 100.0 * report.test_accuracy)?;

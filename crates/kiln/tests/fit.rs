@@ -327,8 +327,8 @@ impl Learner for Logistic {
 }
 
 impl TrainSession for Logistic {
-    fn weights(&self) -> &HashMap<String, Tensor<f32>> {
-        &self.saved
+    fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, FitError> {
+        Ok(self.saved.clone())
     }
 }
 

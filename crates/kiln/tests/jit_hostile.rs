@@ -159,7 +159,7 @@ fn scatter_ids_outside_the_plane_fail_alike() {
             threads,
             ..Default::default()
         };
-        let mut m = kiln::compile(&g, &options).unwrap();
+        let m = kiln::compile(&g, &options).unwrap();
         for bad in [6, -1, i32::MAX, i32::MIN] {
             let mut ids: Vec<i32> = (0..16).map(|i| i % 6).collect();
             ids[11] = bad;
@@ -340,7 +340,7 @@ fn computed_class_ids_out_of_range_fail_alike() {
                 threads,
                 ..Default::default()
             };
-            let mut m = kiln::compile(&g, &options).unwrap();
+            let m = kiln::compile(&g, &options).unwrap();
             for ids in [vec![0, 4, 9], vec![3, 1, -1], vec![i32::MIN, 0, 0]] {
                 let f = feeds(ids);
                 let want = kiln::interp::run::<f32>(&g, &f, &HashMap::new())
@@ -421,7 +421,7 @@ fn tanh_near_zero() {
         "x".to_string(),
         Value::F(Tensor::new([1, 41], xs.clone()).unwrap()),
     )]);
-    let mut m = kiln::compile(&g, &Default::default()).unwrap();
+    let m = kiln::compile(&g, &Default::default()).unwrap();
     let out = m.run(&f).unwrap();
     let (t, y) = (out[0].1.as_f().unwrap().data(), out[1].1.as_f().unwrap().data());
     for (i, &x) in xs.iter().enumerate() {

@@ -45,20 +45,23 @@ fn inputs_must_exist_fit_and_be_known() {
     assert!(m.run(&feeds(vec![0, 3])).is_ok());
     let mut f = feeds(vec![0, 1]);
     f.remove("t");
-    assert_eq!(m.run(&f).unwrap_err().to_string(), "missing input `t`");
+    assert_eq!(
+        m.run(&f).unwrap_err().to_string(),
+        "missing input `t` (expected i32[2]); inputs given: `x`"
+    );
     let mut f = feeds(vec![0, 1]);
     f.insert("z".into(), Value::F(Tensor::full([1], 0.0)));
     assert!(
         m.run(&f)
             .unwrap_err()
             .to_string()
-            .starts_with("`z` is not an input of the model")
+            .starts_with("unknown input `z`: the graph's inputs are `t`, `x`")
     );
     let mut f = feeds(vec![0, 1]);
     f.insert("t".into(), Value::F(Tensor::full([2], 0.0)));
     assert_eq!(
         m.run(&f).unwrap_err().to_string(),
-        "`t`: expected i32[2], got f32[2]"
+        "input `t`: expected i32[2], got f32[2]"
     );
     let e = m.run(&feeds(vec![0, 4])).unwrap_err().to_string();
     assert_eq!(e, "`t`: class id 4 at position 1 is outside 0..4");

@@ -71,8 +71,9 @@ fn jit_and_interpreter_take_the_same_steps() {
                 "step {s}: loss {lj} vs {li}"
             );
         }
-        for (name, w) in interp.weights() {
-            let j = &jit.weights()[name];
+        let jw = jit.weights().unwrap();
+        for (name, w) in interp.weights().unwrap() {
+            let j = &jw[&name];
             for (a, b) in w.data().iter().zip(j.data()) {
                 assert!((a - b).abs() <= 1e-4, "{name}: interpreter {a}, JIT {b}");
             }
@@ -115,9 +116,11 @@ fn weights_save_and_errors_are_clear() {
     let bad = HashMap::from([("conv.weight".to_string(), Tensor::full([2, 2], 0.0f32))]);
     let e = t.set_weights(&bad).unwrap_err().to_string();
     assert!(e.contains("conv.weight") && e.contains("[4, 1, 3, 3]"), "{e}");
+    let e = t.update_weights(&bad).unwrap_err().to_string();
+    assert!(e.contains("conv.weight") && e.contains("[4, 1, 3, 3]"), "{e}");
     let unknown = HashMap::from([("nope".to_string(), Tensor::full([1], 0.0f32))]);
     assert!(
-        t.set_weights(&unknown)
+        t.update_weights(&unknown)
             .unwrap_err()
             .to_string()
             .contains("`nope`")
@@ -143,7 +146,7 @@ fn weights_save_and_errors_are_clear() {
     let path = dir.join("w.safetensors");
     t.save_safetensors(&path).unwrap();
     let back = kiln::runtime::load_safetensors(&path).unwrap();
-    assert_eq!(&back, t.weights());
+    assert_eq!(back, t.weights().unwrap());
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -161,5 +164,104 @@ fn models_autodiff_cannot_train_are_refused_by_name() {
     assert!(
         e.contains("node `d` (batch_norm)") && e.contains("more than one value per channel"),
         "{e}"
+    );
+}
+
+fn feeds(x: &Tensor<f32>) -> HashMap<String, Value<f32>> {
+    HashMap::from([("images".to_string(), Value::F(x.clone()))])
+}
+
+/// A trainer starts from a compiled model's weights and hands back a model for inference
+/// with its trained weights; the two halves of a step show the gradients before the update.
+#[test]
+fn weights_pass_between_model_and_trainer() {
+    let g = net();
+    let w0 = kiln::ir::init::default_weights(&g, 7).unwrap();
+    let mut model = kiln::compile(&g, &kiln::CompileOptions::default()).unwrap();
+    // a partial update needs weights to update
+    let one = HashMap::from([("fc.bias".to_string(), Tensor::full([3], 0.5f32))]);
+    assert_eq!(
+        model.update_weights(&one).unwrap_err().to_string(),
+        "the model's weights are not set: call set_weights before run"
+    );
+    model.set_weights(&w0).unwrap();
+    model.update_weights(&one).unwrap();
+    let mut want = w0.clone();
+    want.insert("fc.bias".into(), Tensor::full([3], 0.5f32));
+    assert_eq!(model.weights().unwrap(), want);
+    let bad = HashMap::from([("nope".to_string(), Tensor::full([1], 0.0f32))]);
+    assert!(
+        model
+            .update_weights(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("`nope`")
+    );
+
+    let opt = Optimizer::sgd(0.1).momentum(0.9);
+    let mut t = Trainer::from_model(&model, Loss::cross_entropy(), opt, TrainOptions::default()).unwrap();
+    assert_eq!(t.weights().unwrap(), want);
+    let mut oracle = Trainer::with_weights(
+        &g,
+        &want,
+        Loss::cross_entropy(),
+        opt,
+        TrainOptions {
+            engine: Engine::Interp,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+
+    let (x, y) = batch(3);
+    let target = Value::I(y);
+    assert!(t.gradient("fc.weight").is_err(), "no gradients before a step");
+    assert!(t.apply_update().is_err(), "nothing to apply before a step");
+    let l = t.compute_gradients(&feeds(&x), &target).unwrap();
+    let lo = oracle.compute_gradients(&feeds(&x), &target).unwrap();
+    assert!((l - lo).abs() <= 1e-5 * lo.abs().max(1.0), "{l} vs {lo}");
+    let (gj, gi) = (
+        t.gradient("fc.weight").unwrap(),
+        oracle.gradient("fc.weight").unwrap(),
+    );
+    assert!(gj.data().iter().any(|&v| v != 0.0));
+    for (a, b) in gj.data().iter().zip(gi.data()) {
+        assert!((a - b).abs() <= 1e-5, "gradient {a} vs {b}");
+    }
+    // the weights move only when the update is applied
+    assert_eq!(t.weights().unwrap(), want);
+    t.apply_update().unwrap();
+    oracle.apply_update().unwrap();
+    assert!(t.apply_update().is_err(), "an update applies once");
+    let after = t.weights().unwrap();
+    assert_ne!(after, want);
+    for (name, w) in oracle.weights().unwrap() {
+        for (a, b) in w.data().iter().zip(after[&name].data()) {
+            assert!((a - b).abs() <= 1e-5, "{name}: {a} vs {b}");
+        }
+    }
+    // no gradient of the images when training
+    assert!(
+        t.training_graph()
+            .grads
+            .iter()
+            .all(|g| !g.key.starts_with("grad_of_"))
+    );
+
+    // back to inference: the trainer's weights, the trainer's predictions
+    let trained = t.to_model().unwrap();
+    assert_eq!(trained.weights().unwrap(), after);
+    let p = t.predict(&feeds(&x)).unwrap();
+    assert_eq!(trained.run(&feeds(&x)).unwrap(), p);
+    // a full set replaces every weight; the trainer carries on from it
+    t.set_weights(&want).unwrap();
+    assert_eq!(t.weights().unwrap(), want);
+    let mut partial = want.clone();
+    partial.remove("fc.bias");
+    assert!(
+        t.set_weights(&partial)
+            .unwrap_err()
+            .to_string()
+            .contains("fc.bias")
     );
 }
