@@ -78,18 +78,160 @@ fn list(nodes: &[UnsupportedNode]) -> String {
 /// `graph` with `weights` (by node name; entries naming no param are ignored) as the bytes of
 /// an ONNX model.
 pub fn export(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result<Vec<u8>, ExportError> {
-    let model = to_model(graph, weights)?;
-    let len = model.encoded_len();
-    if len >= 1 << 31 {
-        return Err(ExportError::Graph(format!(
-            "the model would take {len} bytes; an ONNX file is a protobuf message of less than 2 GiB"
-        )));
-    }
-    Ok(model.encode_to_vec())
+    let e = Export::new(graph, weights)?;
+    let mut bytes = Vec::with_capacity(e.len() as usize);
+    e.write_to(&mut bytes)
+        .map_err(|err| ExportError::Graph(err.to_string()))?;
+    Ok(bytes)
 }
 
 /// `graph` with `weights` as an ONNX `ModelProto` (what [`export`] encodes).
 pub fn to_model(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result<ModelProto, ExportError> {
+    let e = Export::new(graph, weights)?;
+    let mut model = e.model;
+    if let Some(g) = model.graph.as_mut() {
+        for (t, data) in g.initializer.iter_mut().zip(&e.data) {
+            if let Some(data) = data {
+                t.raw_data = le_bytes(data).into_owned();
+            }
+        }
+    }
+    Ok(model)
+}
+
+/// An exported model ready to be written: the `ModelProto` without the weights' bytes, which
+/// [`Export::write_to`] writes straight from the weights (no copy of them is held).
+pub struct Export<'w> {
+    /// The model; the initializers holding a weight have no `raw_data` here.
+    model: ModelProto,
+    /// The weight of each initializer, in order (`None`: its data is in the message).
+    data: Vec<Option<&'w [f32]>>,
+    len: u64,
+}
+
+impl<'w> Export<'w> {
+    /// Maps `graph` with `weights` (see [`export`]); every error comes from here, before a
+    /// byte is written.
+    pub fn new(graph: &Graph, weights: &'w HashMap<String, Tensor<f32>>) -> Result<Export<'w>, ExportError> {
+        let (model, data) = build(graph, weights)?;
+        let mut e = Export { model, data, len: 0 };
+        e.len = e.parts().total;
+        if e.len >= 1 << 31 {
+            return Err(ExportError::Graph(format!(
+                "the model would take {} bytes; an ONNX file is a protobuf message of less than 2 GiB",
+                e.len
+            )));
+        }
+        Ok(e)
+    }
+
+    /// The size of the file in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty (never).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The encoded pieces: the model without its graph, the graph without its initializers,
+    /// each initializer without its weight, and the lengths of the graph and of the whole.
+    fn parts(&self) -> Parts {
+        let mut model = self.model.clone();
+        let mut graph = model.graph.take().unwrap_or_default();
+        let inits = std::mem::take(&mut graph.initializer);
+        let heads: Vec<Vec<u8>> = inits.iter().map(Message::encode_to_vec).collect();
+        let mut graph_len = graph.encoded_len() as u64;
+        for (head, data) in heads.iter().zip(&self.data) {
+            let t = tensor_len(head.len() as u64, *data);
+            graph_len += 1 + varint_len(t) + t;
+        }
+        let model = model.encode_to_vec();
+        Parts {
+            total: model.len() as u64 + 1 + varint_len(graph_len) + graph_len,
+            model,
+            graph: graph.encode_to_vec(),
+            graph_len,
+            heads,
+        }
+    }
+
+    /// Writes the ONNX file: the protobuf encoding of the model, each weight's bytes written
+    /// from the weight itself as its initializer's `raw_data`.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let p = self.parts();
+        out.write_all(&p.model)?;
+        // ModelProto.graph (7), then GraphProto.initializer (5) and TensorProto.raw_data (9),
+        // all length-delimited (protobuf takes fields in any order)
+        out.write_all(&key(7))?;
+        out.write_all(&varint(p.graph_len))?;
+        out.write_all(&p.graph)?;
+        for (head, data) in p.heads.iter().zip(&self.data) {
+            out.write_all(&key(5))?;
+            out.write_all(&varint(tensor_len(head.len() as u64, *data)))?;
+            out.write_all(head)?;
+            if let Some(data) = data {
+                out.write_all(&key(9))?;
+                out.write_all(&varint(4 * data.len() as u64))?;
+                out.write_all(&le_bytes(data))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Parts {
+    total: u64,
+    model: Vec<u8>,
+    graph: Vec<u8>,
+    graph_len: u64,
+    heads: Vec<Vec<u8>>,
+}
+
+/// The length of an encoded `TensorProto` of `head` bytes plus `data` as its `raw_data`.
+fn tensor_len(head: u64, data: Option<&[f32]>) -> u64 {
+    match data {
+        Some(d) => {
+            let n = 4 * d.len() as u64;
+            head + 1 + varint_len(n) + n
+        }
+        None => head,
+    }
+}
+
+/// The key of length-delimited field `field` (< 16: one byte).
+fn key(field: u8) -> [u8; 1] {
+    [(field << 3) | 2]
+}
+
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+fn varint_len(v: u64) -> u64 {
+    varint(v).len() as u64
+}
+
+/// `data` as little-endian bytes (borrowed on a little-endian host).
+fn le_bytes(data: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(data.as_bytes())
+    } else {
+        std::borrow::Cow::Owned(data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+}
+
+/// The model without the weights' bytes, and the weight of each initializer.
+type Built<'w> = (ModelProto, Vec<Option<&'w [f32]>>);
+
+fn build<'w>(graph: &Graph, weights: &'w HashMap<String, Tensor<f32>>) -> Result<Built<'w>, ExportError> {
     let mut ex = Exporter {
         graph,
         names: graph
@@ -99,6 +241,7 @@ pub fn to_model(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result
             .collect(),
         nodes: Vec::new(),
         initializers: Vec::new(),
+        data: Vec::new(),
         inputs: Vec::new(),
         opset: EXPORT_OPSET,
         unsupported: Vec::new(),
@@ -123,7 +266,13 @@ pub fn to_model(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result
                         reason: format!("shape {:?}, but the graph declares {:?}", w.dims(), ty.dims()),
                     });
                 }
-                ex.initializers.push(f32_tensor(&node.name, ty.dims(), w.data()));
+                ex.initializers.push(TensorProto {
+                    name: node.name.clone(),
+                    dims: ty.dims().iter().map(|&d| d as i64).collect(),
+                    data_type: dt::FLOAT,
+                    ..TensorProto::default()
+                });
+                ex.data.push(Some(w.data()));
             }
             _ => {
                 if let Err(reason) = ex.node(id) {
@@ -153,7 +302,7 @@ pub fn to_model(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result
     if outputs.is_empty() {
         return Err(ExportError::Graph("the graph has no outputs".into()));
     }
-    Ok(ModelProto {
+    let model = ModelProto {
         // IR version 8 goes with opsets 17 and 18, 9 with 19 and 20
         ir_version: if ex.opset >= 19 { 9 } else { 8 },
         opset_import: vec![OperatorSetIdProto {
@@ -170,16 +319,19 @@ pub fn to_model(graph: &Graph, weights: &HashMap<String, Tensor<f32>>) -> Result
             output: outputs,
             value_info: Vec::new(),
         }),
-    })
+    };
+    Ok((model, ex.data))
 }
 
-struct Exporter<'g> {
+struct Exporter<'g, 'w> {
     graph: &'g Graph,
     /// Every ONNX value name handed out (the node names first), so that the constants the
     /// exporter adds (a reshape's shape, a clip's bounds) never take a node's name.
     names: HashSet<String>,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
+    /// The weight of each initializer (`None`: the exporter's own constants, in the message).
+    data: Vec<Option<&'w [f32]>>,
     inputs: Vec<ValueInfoProto>,
     opset: i64,
     unsupported: Vec<UnsupportedNode>,
@@ -187,7 +339,7 @@ struct Exporter<'g> {
 
 type R<T> = std::result::Result<T, String>;
 
-impl Exporter<'_> {
+impl Exporter<'_, '_> {
     /// A value name not used yet: `base`, else `base_2`, `base_3`, …
     fn fresh(&mut self, base: &str) -> String {
         let mut name = base.to_string();
@@ -222,6 +374,7 @@ impl Exporter<'_> {
     fn const_f32(&mut self, base: &str, dims: &[usize], data: &[f32]) -> String {
         let name = self.fresh(base);
         self.initializers.push(f32_tensor(&name, dims, data));
+        self.data.push(None);
         name
     }
 
@@ -234,6 +387,7 @@ impl Exporter<'_> {
             int64_data: data.to_vec(),
             ..TensorProto::default()
         });
+        self.data.push(None);
         name
     }
 
@@ -590,16 +744,11 @@ fn value_type(ty: &TensorType) -> TypeProto {
 
 /// A FLOAT tensor with `data` as little-endian `raw_data`.
 fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    let raw = if cfg!(target_endian = "little") {
-        data.as_bytes().to_vec()
-    } else {
-        data.iter().flat_map(|x| x.to_le_bytes()).collect()
-    };
     TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: dt::FLOAT,
-        raw_data: raw,
+        raw_data: le_bytes(data).into_owned(),
         ..TensorProto::default()
     }
 }

@@ -481,6 +481,25 @@ fn rsqrt_is_written_as_add_sqrt_reciprocal() {
 }
 
 #[test]
+fn the_written_bytes_are_the_models_encoding() {
+    // `export` writes the weights straight from the tensors; prost decodes that to the
+    // `ModelProto` that `to_model` builds, and the length is announced before writing
+    for src in [OPS[0], OPS[6], OPS[16]] {
+        let g = parse(src);
+        let w = default_weights(&g, 4).unwrap();
+        let bytes = kiln_onnx::export(&g, &w).unwrap();
+        let e = kiln_onnx::export::Export::new(&g, &w).unwrap();
+        assert_eq!(e.len(), bytes.len() as u64);
+        let model = to_model(&g, &w).unwrap();
+        assert_eq!(<ModelProto as prost::Message>::decode(&bytes[..]).unwrap(), model);
+        assert_eq!(
+            <ModelProto as prost::Message>::encode_to_vec(&model).len(),
+            bytes.len()
+        );
+    }
+}
+
+#[test]
 fn missing_or_misshapen_weights_are_errors() {
     let g = parse(
         "graph g { input %x: f32[2, 3]

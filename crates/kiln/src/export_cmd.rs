@@ -28,9 +28,14 @@ pub fn export(a: &ExportArgs) -> Result<()> {
         None => m.graph.clone(),
     };
     let weights = crate::load_weights(&graph, m.weights.take(), &a.weights)?;
-    let bytes = kiln::onnx::export(&graph, &weights)
+    // every error of the mapping comes before the file is created; the weights are written
+    // straight from the tensors
+    let e = kiln::onnx::export::Export::new(&graph, &weights)
         .with_context(|| format!("cannot export `{}`", a.model.display()))?;
-    std::fs::write(&a.output, &bytes).with_context(|| format!("cannot write `{}`", a.output.display()))?;
+    let cannot = || format!("cannot write `{}`", a.output.display());
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&a.output).with_context(cannot)?);
+    e.write_to(&mut file).with_context(cannot)?;
+    file.flush().with_context(cannot)?;
     let io = |v: &[kiln::ir::NodeId]| {
         v.iter()
             .map(|&id| format!("`{}` {}", graph.node(id).name, graph.node(id).ty))
@@ -41,7 +46,7 @@ pub fn export(a: &ExportArgs) -> Result<()> {
         std::io::stdout().lock(),
         "wrote {} ({} bytes, {} weights): inputs {}; outputs {}",
         a.output.display(),
-        bytes.len(),
+        e.len(),
         graph.params().len(),
         io(&graph.graph_inputs()),
         io(graph.outputs())
