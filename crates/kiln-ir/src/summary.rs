@@ -269,7 +269,7 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
                 Activation::Clip { .. } => 2,
                 // multiply-add, max and min
                 Activation::HardSigmoid { .. } => 4,
-                // a rational approximation with one exp, as tanh
+                // a polynomial and one exp, counted as tanh
                 Activation::Erf => 5,
             };
             out.saturating_mul(per)

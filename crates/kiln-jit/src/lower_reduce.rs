@@ -1,7 +1,7 @@
 //! Lowering of local response normalization (`lrn`, `lrn_grad`), the mean over axes
-//! (`reduce_mean`) and its adjoint (`broadcast_to`), and of the activations clip, hard sigmoid
-//! and erf (forward and backward), with the math they need: erf's rational approximation, and
-//! `ln` and powers on `f32` and `f32x4`.
+//! (`reduce_mean`) and its adjoint (`broadcast_to`), of broadcasting add / sub / mul / div by
+//! rows, and of the activations clip, hard sigmoid and erf (forward and backward), with the
+//! math they need: erf's polynomial forms, and `ln` and powers on `f32` and `f32x4`.
 //!
 //! As everywhere in the JIT, every extent and stride is a compile-time constant from shapes
 //! validated when the graph was built; loop bounds that depend on the channel (LRN's window)
