@@ -179,6 +179,9 @@ struct GradArgs {
     weights: WeightArgs,
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
     engine: Engine,
+    /// Threads of the JIT, 1 to 1024 [default: one per core].
+    #[arg(long, value_parser = threads_arg)]
+    threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -210,12 +213,24 @@ struct BenchArgs {
     gemm_tier: GemmTierArg,
     #[command(flatten)]
     weights: WeightArgs,
+    /// Time one training step instead (forward, loss, backward, optimizer update, on the
+    /// JIT): prints the first step's compile time and `train step: median X ms`.
+    #[arg(long)]
+    train: bool,
+    /// With `--train`: the loss [default: cross-entropy, nll when the model ends in a
+    /// log-softmax]; targets are seeded random class ids (mse: random values).
+    #[arg(long, value_enum, requires = "train")]
+    loss: Option<LossArg>,
+    /// With `--train`: the optimizer (sgd: lr 0.05, momentum 0.9; adam: lr 0.001).
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd, requires = "train")]
+    optimizer: OptimizerArg,
 }
 
 #[derive(clap::Args)]
 struct TrainArgs {
     /// The model: a `.kiln` or `.onnx` file with one input [N, C, H, W] and one output
-    /// [N, classes]; training starts from a seeded initialization (not an `.onnx` file's weights).
+    /// [N, classes]; training starts from a seeded initialization (not an `.onnx` file's
+    /// weights), or from `--weights`.
     model: PathBuf,
     /// `digits` (the 8×8 digits kiln ships), `digits:PATH`, or `idx:IMAGES,LABELS` (MNIST).
     #[arg(long, value_name = "SOURCE")]
@@ -243,6 +258,13 @@ struct TrainArgs {
     /// No progress bar (it is never drawn when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Start from these weights (safetensors, every weight of the model, as `--save` writes
+    /// them) instead of the seeded initialization: resumes a training run.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// Threads of the JIT, 1 to 1024 [default: one per core].
+    #[arg(long, value_parser = threads_arg)]
+    threads: Option<usize>,
 }
 
 /// `--optimizer`.
@@ -743,6 +765,10 @@ fn grad(a: &GradArgs) -> Result<()> {
             Engine::Jit => kiln::Engine::Jit,
             Engine::Interp => kiln::Engine::Interp,
         },
+        jit: kiln::jit::JitOptions {
+            threads: a.threads.unwrap_or(0),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut bad = Vec::new();
@@ -807,6 +833,9 @@ fn bench(a: &BenchArgs) -> Result<()> {
             .with_context(|| format!("setting the batch size to {n}"))?;
     }
     let w = load_weights(&graph, m.weights, &a.weights)?;
+    if a.train {
+        return bench_train(a, &graph, &w);
+    }
     let feeds = kiln::ir::init::random_inputs(&graph, 1)?;
     let mut jit_ms = None;
     let mut interp_ms = None;
@@ -863,6 +892,84 @@ fn bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `kiln bench --train`: one training step of `graph` (at its batch size) on the JIT, with
+/// seeded random inputs and targets: the setup (differentiate + compile) and the first step's
+/// time, then the median of `--runs` steps.
+fn bench_train(a: &BenchArgs, graph: &Graph, w: &HashMap<String, Tensor<f32>>) -> Result<()> {
+    let out = match graph.outputs() {
+        [o] => graph.node(*o),
+        outs => bail!(
+            "`--train` needs a model with one output (the prediction), this one has {}",
+            outs.len()
+        ),
+    };
+    let kind = match a.loss {
+        Some(LossArg::Mse) => kiln::ir::LossKind::Mse,
+        Some(LossArg::CrossEntropy) => kiln::ir::LossKind::CrossEntropy,
+        Some(LossArg::Nll) => kiln::ir::LossKind::Nll,
+        None => kiln::train_cmd::loss_for(graph).map_err(|e| anyhow!(e))?,
+    };
+    let mut rng = kiln::ir::init::SplitMix64::new(2);
+    let (loss, target) = match kind {
+        kiln::ir::LossKind::Mse => {
+            let n = out.ty.shape.numel();
+            let t = Tensor::new(out.ty.shape.clone(), (0..n).map(|_| rng.uniform(1.0)).collect())
+                .ok_or_else(|| anyhow!("the target's shape"))?;
+            (kiln::Loss::mse(), Value::F(t))
+        }
+        k => {
+            let &[n, classes] = out.ty.dims() else {
+                bail!(
+                    "a class-id loss needs the output to be class scores [N, K]; `{}` is {}",
+                    out.name,
+                    out.ty
+                );
+            };
+            let ids = (0..n)
+                .map(|_| (rng.next_u64() % classes.max(1) as u64) as i32)
+                .collect();
+            let t = Tensor::new([n], ids).ok_or_else(|| anyhow!("the target's shape"))?;
+            let loss = if k == kiln::ir::LossKind::Nll {
+                kiln::Loss::nll()
+            } else {
+                kiln::Loss::cross_entropy()
+            };
+            (loss, Value::I(t))
+        }
+    };
+    let optimizer = match a.optimizer {
+        OptimizerArg::Sgd => kiln::Optimizer::sgd(0.05).momentum(0.9),
+        OptimizerArg::Adam => kiln::Optimizer::adam(0.001),
+    };
+    let options = kiln::TrainOptions {
+        jit: kiln::jit::JitOptions {
+            threads: a.threads.unwrap_or(0),
+            passes: if a.no_passes {
+                kiln::passes::OptLevel::None
+            } else {
+                kiln::passes::OptLevel::Full
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let feeds = kiln::ir::init::random_inputs(graph, 1)?;
+    let t = Instant::now();
+    let mut trainer = kiln::Trainer::new(graph, loss, optimizer, options)?;
+    trainer.set_weights(w)?;
+    let setup = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    trainer.step(&feeds, &target)?;
+    let first = t.elapsed().as_secs_f64() * 1e3;
+    out!("train: compiled in {setup:.1} ms; first step {first:.3} ms");
+    let ms = median_ms(
+        || trainer.step(&feeds, &target).map(|_| ()).map_err(Into::into),
+        a.runs,
+    )?;
+    out!("train step: median {ms:.3} ms");
+    Ok(())
+}
+
 /// `kiln train`.
 fn train(a: &TrainArgs) -> Result<()> {
     let settings = kiln::train_cmd::TrainSettings {
@@ -876,6 +983,8 @@ fn train(a: &TrainArgs) -> Result<()> {
         },
         seed: a.seed,
         save: a.save.clone(),
+        weights: a.weights.clone(),
+        threads: a.threads.unwrap_or(0),
     };
     let mut bar = Bar::new(!a.no_progress);
     kiln::train_cmd::train(

@@ -99,6 +99,11 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Write the trained weights here (named as in the model).
     pub save: Option<PathBuf>,
+    /// Start from these weights (safetensors, every weight of the model) instead of the
+    /// seeded initialization.
+    pub weights: Option<PathBuf>,
+    /// Threads of the JIT (0: one per core).
+    pub threads: usize,
 }
 
 impl Default for TrainSettings {
@@ -111,6 +116,8 @@ impl Default for TrainSettings {
             optimizer: OptimizerKind::Sgd,
             seed: 0,
             save: None,
+            weights: None,
+            threads: 0,
         }
     }
 }
@@ -241,9 +248,20 @@ pub fn new_trainer(graph: &Graph, settings: &TrainSettings) -> Result<Box<dyn Tr
     };
     let options = crate::TrainOptions {
         seed: settings.seed,
+        jit: kiln_jit::JitOptions {
+            threads: settings.threads,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    Ok(Box::new(crate::Trainer::new(graph, loss, optimizer, options)?))
+    Ok(Box::new(match &settings.weights {
+        Some(path) => {
+            let w = kiln_runtime::load_safetensors(path)?;
+            crate::Trainer::with_weights(graph, &w, loss, optimizer, options)
+                .map_err(|e| format!("--weights {}: {e}", path.display()))?
+        }
+        None => crate::Trainer::new(graph, loss, optimizer, options)?,
+    }))
 }
 
 impl TrainSession for crate::Trainer {

@@ -375,6 +375,101 @@ fn train_runs_to_the_end_and_saves_the_weights() {
     assert!(pct > 80.0, "{out}");
     let w = kiln::runtime::load_safetensors(&save).unwrap();
     assert!(w.contains_key("fc.weight"), "{:?}", w.keys());
+
+    // `--weights` resumes from them (on one JIT thread): the first epoch's loss starts where
+    // the trained model is, far below a fresh start's
+    let epoch1_loss = |out: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("epoch 1/"))
+            .unwrap_or_else(|| panic!("{out}"));
+        line["epoch 1/1: loss ".len()..]
+            .split(',')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let fresh = epoch1_loss(&out.replace("epoch 1/3", "epoch 1/1"));
+    let o = kiln(&[
+        "train",
+        &model,
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.1",
+        "--threads",
+        "1",
+        "--weights",
+        save.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed = epoch1_loss(&stdout(&o));
+    assert!(resumed < 0.5 * fresh, "resumed {resumed}, fresh {fresh}");
+    // weights of another model are an error naming the file and the weight
+    let lenet = repo("examples/models/lenet5.kiln");
+    let o = kiln(&["summary", &lenet]);
+    assert!(o.status.success());
+    let tiny = temp_file("tiny_train.kiln", TINY_CLASSIFIER);
+    let o = kiln(&[
+        "train",
+        &tiny,
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--weights",
+        save.to_str().unwrap(),
+    ]);
+    refused(&o, 1, "--weights");
+    assert!(stderr(&o).contains("fc.weight"), "{}", stderr(&o));
+}
+
+/// A classifier of the 8×8 digits whose weights are not the digits CNN's.
+const TINY_CLASSIFIER: &[u8] = b"graph tiny {
+  input %x: f32[1, 1, 8, 8]
+  %f = flatten(%x): f32[1, 64]
+  param %fc.weight: f32[10, 64]
+  %y = dense(%f, %fc.weight): f32[1, 10]
+  output %y
+}
+";
+
+/// `kiln bench --train` times training steps: the compile and first step, then the median.
+#[test]
+fn bench_train_prints_the_step_median() {
+    let model = repo("examples/models/digits_cnn.kiln");
+    for extra in [&[][..], &["--optimizer", "adam", "--loss", "mse"][..]] {
+        let mut args = vec![
+            "bench",
+            &model,
+            "--train",
+            "--batch",
+            "4",
+            "--runs",
+            "2",
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let o = kiln(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(
+            lines[0].starts_with("train: compiled in ") && lines[0].contains(" ms; first step "),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("train step: median ") && lines[1].ends_with(" ms"),
+            "{out}"
+        );
+    }
+    // the training flags need --train
+    let o = kiln(&["bench", &model, "--loss", "mse"]);
+    refused(&o, 2, "--train");
 }
 
 /// A model small enough to run in no time: `y = dense(x, w, b)`, x f32[2, 4].
