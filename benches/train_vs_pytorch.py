@@ -17,8 +17,9 @@ same name, batch norm on the batch's statistics (training mode).
    kiln and of PyTorch in f32 against PyTorch in f64 (per tensor max |g − g64| / max |g64|, the
    worst tensor), which shows how far f32 rounding alone moves them.
 3. Time per training step (forward, loss, backward, SGD update), median of `--runs` steps
-   after one warm-up step, at each thread count: kiln's `bench MODEL --train` when this build
-   has it (see `kiln bench --help`), PyTorch eager with `torch.set_num_threads(T)` (and one
+   after one warm-up step, at each thread count: `kiln bench MODEL --train --batch B --weights W`
+   (seeded random images and class ids of its own; without `--train` in this build, `kiln
+   train` on one fixed batch, 1-channel networks only), PyTorch eager with `torch.set_num_threads(T)` (and one
    inter-op thread); each in its own process pinned with the same `taskset -c`, alternating,
    `--rounds` times (the median of the rounds' medians).
 
@@ -235,14 +236,15 @@ def kiln_has_train_bench(kiln):
 
 
 def kiln_train_ms(kiln, f, batch, threads, runs):
-    cmd = ["taskset", "-c", common.cpus_for(threads), kiln, "bench", f["src"], "--train", "--engine", "jit",
-           "--batch", str(batch), "--threads", str(threads), "--runs", str(runs), "--weights", f["weights"]]
+    cmd = ["taskset", "-c", common.cpus_for(threads), kiln, "bench", f["src"], "--train", "--loss", "cross-entropy",
+           "--optimizer", "sgd", "--batch", str(batch), "--threads", str(threads), "--runs", str(runs),
+           "--weights", f["weights"]]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {out.stderr.strip()}")
-    m = re.search(r"jit: median ([\d.]+) ms", out.stdout)
+    m = re.search(r"train step: median ([\d.]+) ms", out.stdout)
     if not m:
-        raise RuntimeError(f"no `jit: median` in {out.stdout!r}")
+        raise RuntimeError(f"no `train step: median` in {out.stdout!r}")
     return float(m.group(1)), out.stdout
 
 
