@@ -4,9 +4,10 @@
 //!
 //! The passes, in pipeline order: `noop` (removal of inference dropout and of reshapes,
 //! flattens and transposes that change nothing), `bn_fold` (batch norm folded into the
-//! convolution before it), `im2col` (convolutions become a GEMM over their patches),
-//! `fusion` (activations and residual adds become the epilogue of the convolution or GEMM
-//! before them) and `dead_code`. Memory planning is not a graph rewrite: it lives with the
+//! convolution before it), `matmul_dense` (a matmul by a weight matrix becomes a dense layer,
+//! with the bias add after it as its bias), `im2col` (convolutions become a GEMM over their
+//! patches), `fusion` (activations and residual adds become the epilogue of the convolution
+//! or GEMM before them) and `dead_code`. Memory planning is not a graph rewrite: it lives with the
 //! arena, in `kiln-jit/src/plan.rs`.
 
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ pub mod bn_fold;
 pub mod dead_code;
 pub mod fusion;
 pub mod im2col;
+pub mod matmul_dense;
 pub mod noop;
 
 use kiln_ir::{Graph, IrError, NodeId, Op};
@@ -67,6 +69,7 @@ pub fn pipeline(level: OptLevel) -> Vec<Box<dyn Pass>> {
         OptLevel::Full => vec![
             Box::new(noop::Noop),
             Box::new(bn_fold::BnFold),
+            Box::new(matmul_dense::MatMulDense),
             Box::new(im2col::Im2ColPass),
             Box::new(fusion::Fusion),
             Box::new(dead_code::DeadCode),

@@ -22,7 +22,10 @@ fn pipeline_runs_to_a_fixpoint_and_reports_each_pass() {
         seen.push(name.to_string())
     })
     .unwrap();
-    assert_eq!(&seen[..5], ["noop", "bn_fold", "im2col", "fusion", "dead_code"]);
+    assert_eq!(
+        &seen[..6],
+        ["noop", "bn_fold", "matmul_dense", "im2col", "fusion", "dead_code"]
+    );
     assert_eq!(
         text::print(&opt),
         "graph g {
