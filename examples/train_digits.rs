@@ -37,7 +37,7 @@ fn train() -> Result<(), FitError> {
         momentum: 0.9,
         optimizer: OptimizerKind::Sgd,
         seed: 0,
-        save: None,
+        ..TrainSettings::default()
     };
     let mut out = std::io::stdout().lock();
     train_with(

@@ -130,11 +130,26 @@ pub struct Tensor<T> {
     data: Vec<T>,
 }
 
+/// Data whose length is not its shape's element count ([`Tensor::new`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{len} values do not fill a tensor of shape {shape} ({} elements)", shape.numel())]
+pub struct TensorSizeError {
+    pub shape: Shape,
+    pub len: usize,
+}
+
 impl<T: Clone> Tensor<T> {
-    /// A tensor of `shape` holding `data`; `None` if the lengths disagree.
-    pub fn new(shape: impl Into<Shape>, data: Vec<T>) -> Option<Tensor<T>> {
+    /// A tensor of `shape` holding `data` (row-major); an error if the lengths disagree.
+    pub fn new(shape: impl Into<Shape>, data: Vec<T>) -> Result<Tensor<T>, TensorSizeError> {
         let shape = shape.into();
-        (shape.numel() == data.len()).then_some(Tensor { shape, data })
+        if shape.numel() == data.len() {
+            Ok(Tensor { shape, data })
+        } else {
+            Err(TensorSizeError {
+                shape,
+                len: data.len(),
+            })
+        }
     }
     pub fn full(shape: impl Into<Shape>, value: T) -> Tensor<T> {
         let shape = shape.into();
@@ -156,9 +171,9 @@ impl<T: Clone> Tensor<T> {
     pub fn into_data(self) -> Vec<T> {
         self.data
     }
-    /// Same elements, another shape of the same element count.
+    /// Same elements, another shape of the same element count (`None` if the counts differ).
     pub fn reshaped(self, shape: impl Into<Shape>) -> Option<Tensor<T>> {
-        Tensor::new(shape, self.data)
+        Tensor::new(shape, self.data).ok()
     }
     pub fn map<U: Clone>(&self, f: impl Fn(&T) -> U) -> Tensor<U> {
         Tensor {

@@ -241,7 +241,7 @@ fn take_weights(
 }
 
 fn weight(name: &str, dims: Vec<usize>, data: Vec<f32>) -> Result<Tensor<f32>> {
-    Tensor::new(dims, data).ok_or_else(|| OnnxError::Tensor {
+    Tensor::new(dims, data).map_err(|_| OnnxError::Tensor {
         name: shown(name),
         reason: "data length does not match its dims".into(),
     })

@@ -104,7 +104,7 @@ pub fn read_tensor_bytes(bytes: &[u8]) -> Result<kiln_ir::Tensor<f32>> {
         tensor::ConstData::F32(v) => v,
         tensor::ConstData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
     };
-    kiln_ir::Tensor::new(c.dims, data).ok_or_else(|| OnnxError::Tensor {
+    kiln_ir::Tensor::new(c.dims, data).map_err(|_| OnnxError::Tensor {
         name: t.name,
         reason: "data length does not match its dims".into(),
     })

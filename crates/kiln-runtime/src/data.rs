@@ -475,8 +475,8 @@ fn digits_from(src: Source<'_>) -> Result<Dataset, DataError> {
     }
     let invalid = || DataError::Invalid(format!("`{shown}`: {n} rows do not make a data set"));
     Dataset::new(
-        Tensor::new([n, 1, 8, 8], images).ok_or_else(invalid)?,
-        Tensor::new([n], labels).ok_or_else(invalid)?,
+        Tensor::new([n, 1, 8, 8], images).map_err(|_| invalid())?,
+        Tensor::new([n], labels).map_err(|_| invalid())?,
         10,
     )
 }
@@ -618,7 +618,7 @@ pub fn load_idx(images_path: &Path, labels_path: &Path) -> Result<Dataset, DataE
     let images = Tensor::new([n, 1, h, w], pixels);
     let labels = Tensor::new([n], labels.data.iter().map(|&l| i32::from(l)).collect());
     match (images, labels) {
-        (Some(i), Some(l)) => Dataset::new(i, l, classes),
+        (Ok(i), Ok(l)) => Dataset::new(i, l, classes),
         _ => Err(DataError::Invalid(format!(
             "`{}`: the data does not fill dims [{n}, {h}, {w}]",
             images_path.display()

@@ -433,9 +433,7 @@ fn npy(path: &Path, read_data: bool) -> Result<Npy, IoError> {
             Tensor::new(h.shape, v).map(Value::I)
         }
     };
-    value
-        .map(Npy::Value)
-        .ok_or_else(|| bad("the data does not fill the shape".into()))
+    value.map(Npy::Value).map_err(|e| bad(e.to_string()))
 }
 
 /// Writes a tensor as `.npy` (`float32` or `int32`, C order).
@@ -780,7 +778,7 @@ pub fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor<f32>>, IoE
             ),
         }
         .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        let t = Tensor::new(view.shape().to_vec(), values).ok_or_else(|| {
+        let t = Tensor::new(view.shape().to_vec(), values).map_err(|_| {
             bad(format!(
                 "tensor `{name}` holds the wrong number of elements for its shape"
             ))
