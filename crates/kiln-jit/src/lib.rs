@@ -151,6 +151,8 @@ pub struct KernelInfo {
     /// Whether it computes a value of the weights alone (a folded batch norm's weights, say):
     /// such kernels run once, when the weights are loaded, not on every run.
     pub prep: bool,
+    /// Whether it belongs to a training graph's update phase ([`compile_training`]).
+    pub update: bool,
     /// Its Cranelift IR, when `keep_code` was set.
     pub clif: Option<String>,
     /// Its machine code, when `keep_code` was set.
@@ -242,6 +244,10 @@ pub struct JitModel {
     pool: Option<std::sync::Mutex<pool::Pool>>,
     /// The kernels in run order with their slicing, for the pool.
     steps: Arc<[pool::Step]>,
+    /// The same, of a training graph's two phases (gradients, updates).
+    phase_steps: [Arc<[pool::Step]>; 2],
+    /// `(weight, update)` slots copied after the update phase ([`compile_training`]).
+    copies: Vec<(plan::Slot, plan::Slot)>,
     /// The `gemm` kernels' driver descriptions, which their code points at.
     #[allow(clippy::vec_box)] // boxed: the code holds their addresses
     _gemms: Vec<Box<gemm::GemmDesc>>,
@@ -321,6 +327,21 @@ pub type Outputs = Vec<(String, Value<f32>)>;
 /// against `kiln_ir::limits::MAX_BYTES` (arena and weights); the arena is then allocated
 /// fallibly, before code generation, so a model too big for this machine is an `Err`.
 pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
+    compile_training(graph, options, &[])
+}
+
+/// [`compile`] for a training graph whose `updates` are `(weight, output)` pairs (the
+/// optimizer's new value of each weight or state buffer, `kiln_autodiff::TrainingGraph::
+/// updates`). The kernels run in two phases: first everything the updates do not depend on
+/// (forward pass, loss, backward pass), then the updates and what depends on them
+/// ([`JitModel::run_gradients`], [`JitModel::apply_updates`]). An update that reads its
+/// inputs only at the index it writes, and whose weight no other update-phase kernel reads,
+/// is planned at its weight's place: it writes the weight in place.
+pub fn compile_training(
+    graph: &Graph,
+    options: &JitOptions,
+    updates: &[(String, String)],
+) -> Result<JitModel, JitError> {
     let source = graph;
     let optimized = kiln_passes::optimize(graph, options.passes)?;
     let graph = &optimized;
@@ -333,7 +354,8 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
             });
         }
     }
-    let plan = plan::checked(graph).map_err(JitError::TooBig)?;
+    let mut plan = plan::checked(graph).map_err(JitError::TooBig)?;
+    let phases = Phases::new(graph, &mut plan, updates)?;
     let arena = ArenaBuf::new(plan.size)?;
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -345,7 +367,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
     let mut ids = Vec::new();
     let mut gemms = Gemms::default();
     let constant = kiln_passes::constant_nodes(graph);
-    for id in graph.topo_order() {
+    for &id in &phases.order {
         let node = graph.node(id);
         let in_ids = graph.inputs(id);
         let ins: Vec<(plan::Slot, TensorType)> = in_ids
@@ -392,6 +414,7 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
                 extent,
                 work: node.ty.shape.numel(),
                 prep: constant.contains(&id),
+                update: phases.tail.contains(&id),
                 clif,
                 code,
             });
@@ -399,9 +422,94 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
         }
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
-    finish(
+    let mut m = finish(
         source, graph, plan, arena, module, entry, kernels, &ids, threads, gemms,
-    )
+    )?;
+    m.copies = phases.copies;
+    Ok(m)
+}
+
+/// Whether `node` depends on `on` (so runs after it in any topological order).
+fn depends_on(graph: &Graph, node: NodeId, on: NodeId) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        for i in graph.inputs(n) {
+            if i == on {
+                return true;
+            }
+            if seen.insert(i) {
+                stack.push(i);
+            }
+        }
+    }
+    false
+}
+
+/// The two phases of a training graph's run, and where its updates write.
+struct Phases {
+    /// Every node in run order: a topological order with the update phase last.
+    order: Vec<NodeId>,
+    /// The update phase: the update nodes and everything that depends on one.
+    tail: std::collections::HashSet<NodeId>,
+    /// `(weight, update)` slots of the updates not planned in place, copied after the phase.
+    copies: Vec<(plan::Slot, plan::Slot)>,
+}
+
+impl Phases {
+    fn new(graph: &Graph, plan: &mut plan::Plan, updates: &[(String, String)]) -> Result<Phases, JitError> {
+        let find = |n: &str| graph.find(n).ok_or_else(|| JitError::UnknownValue(n.to_string()));
+        let mut pairs = Vec::with_capacity(updates.len());
+        for (w, u) in updates {
+            let (w, u) = (find(w)?, find(u)?);
+            if !matches!(graph.node(w).op, Op::Param { .. }) || graph.node(w).ty != graph.node(u).ty {
+                return Err(JitError::UnknownValue(format!(
+                    "{} (an update of {})",
+                    graph.node(u).name,
+                    graph.node(w).name
+                )));
+            }
+            pairs.push((w, u));
+        }
+        let topo = graph.topo_order();
+        let mut tail = std::collections::HashSet::new();
+        for &id in &topo {
+            if pairs.iter().any(|&(_, u)| u == id) || graph.inputs(id).iter().any(|i| tail.contains(i)) {
+                tail.insert(id);
+            }
+        }
+        let (mut order, late): (Vec<NodeId>, Vec<NodeId>) =
+            topo.into_iter().partition(|id| !tail.contains(id));
+        order.extend(late);
+        let mut copies = Vec::new();
+        for (w, u) in pairs {
+            let (ws, us) = (plan.slots[&w], plan.slots[&u]);
+            let node = graph.node(u);
+            // in place when `u` reads every input at the index it writes (or a scalar), nothing
+            // else lives in its slot, it has a kernel of its own, and every other kernel that
+            // reads the weight runs before it (in the gradient phase, or one `u` depends on)
+            let elementwise = matches!(node.op, Op::Update(_) | Op::Binary(_))
+                && graph
+                    .inputs(u)
+                    .iter()
+                    .all(|&i| graph.node(i).ty == node.ty || graph.node(i).ty.shape.numel() == 1);
+            let alone = plan
+                .slots
+                .iter()
+                .all(|(&id, s)| id == u || s.offset != us.offset || s.len == 0);
+            let readers_first = graph
+                .users(w)
+                .into_iter()
+                .all(|r| r == u || !tail.contains(&r) || depends_on(graph, u, r));
+            if elementwise && alone && readers_first && !plan.fused.contains(&u) && node.ty.shape.numel() > 0
+            {
+                plan.slots.insert(u, ws);
+            } else if ws.offset != us.offset {
+                copies.push((ws, us));
+            }
+        }
+        Ok(Phases { order, tail, copies })
+    }
 }
 
 /// The `gemm` nodes' driver descriptions, with the functions they call once the module is
@@ -553,19 +661,24 @@ fn finish(
         })
         .collect();
     // Split a kernel only when it is big enough; start threads only when some kernel is.
-    let steps: Arc<[pool::Step]> = kernels
-        .iter()
-        .zip(&kernel_fns)
-        .filter(|(k, _)| !k.prep)
-        .map(|(k, &f)| {
-            let split = threads > 1 && k.extent >= threads.saturating_mul(2) && k.work >= PARALLEL_MIN_WORK;
-            pool::Step {
-                f,
-                extent: k.extent,
-                parts: if split { threads } else { 1 },
-            }
-        })
-        .collect();
+    let steps_of = |phase: Option<bool>| -> Arc<[pool::Step]> {
+        kernels
+            .iter()
+            .zip(&kernel_fns)
+            .filter(|(k, _)| !k.prep && phase.is_none_or(|p| k.update == p))
+            .map(|(k, &f)| {
+                let split =
+                    threads > 1 && k.extent >= threads.saturating_mul(2) && k.work >= PARALLEL_MIN_WORK;
+                pool::Step {
+                    f,
+                    extent: k.extent,
+                    parts: if split { threads } else { 1 },
+                }
+            })
+            .collect()
+    };
+    let steps = steps_of(None);
+    let phase_steps = [steps_of(Some(false)), steps_of(Some(true))];
     // (a worker that cannot be started leaves its share to the others: `pool.rs`)
     let pool = steps
         .iter()
@@ -592,6 +705,8 @@ fn finish(
         kernels,
         pool: pool.map(std::sync::Mutex::new),
         steps,
+        phase_steps,
+        copies: Vec::new(),
         _gemms: gemms.descs,
         weights: None,
         idle: std::sync::Mutex::new(vec![first]),
@@ -621,6 +736,12 @@ impl JitModel {
     /// The memory plan: every value's place in the arena.
     pub fn plan(&self) -> &plan::Plan {
         &self.plan
+    }
+
+    /// How many of a training graph's updates ([`compile_training`]) are copied over their
+    /// weight after the update phase rather than written in place.
+    pub fn copied_updates(&self) -> usize {
+        self.copies.len()
     }
 
     /// Checks every weight (`param` and `buffer`) of the graph in `weights`, by name, against
@@ -1058,6 +1179,57 @@ impl JitModel {
             unsafe { (self.code.entry)(arena) };
         }
         self.check_status(&session.arena)
+    }
+
+    /// Runs the kernels of one phase (`update`: the update phase) over the session's arena,
+    /// as `execute` does (ARENA_ACCESS).
+    fn execute_phase(&self, session: &mut Session, update: bool) -> Result<(), JitError> {
+        self.reset_status(&mut session.arena);
+        let steps = &self.phase_steps[usize::from(update)];
+        let arena = session.arena.as_mut_ptr();
+        let pool = self.pool.as_ref().and_then(|p| p.try_lock().ok());
+        if let Some(pool) = pool {
+            // SAFETY: as in `execute` (ARENA_ACCESS): a subset of the run's kernels, in run
+            // order, that depends only on values the arena already holds.
+            unsafe { pool.run(arena, steps) };
+        } else {
+            for s in steps.iter() {
+                // SAFETY: as in `execute` (ARENA_ACCESS): a kernel's full range over the arena.
+                unsafe { (s.f)(arena, 0, s.extent as i64) };
+            }
+        }
+        self.check_status(&session.arena)
+    }
+
+    /// The first phase of a training graph's run ([`compile_training`]) in a session with
+    /// weights of its own: everything but the updates (forward, loss, gradients). The
+    /// weights are not changed; [`JitModel::read`] reads the loss and the gradients.
+    pub fn run_gradients(&self, session: &mut Session, inputs: &[Feed<'_>]) -> Result<(), JitError> {
+        self.check_session(session)?;
+        if session.loaded != OWN_WEIGHTS {
+            return Err(JitError::NoWeights);
+        }
+        let feeds = self.checked_inputs(inputs)?;
+        self.ready(session)?;
+        self.feed(session, &feeds);
+        self.execute_phase(session, false)
+    }
+
+    /// The second phase, after [`JitModel::run_gradients`]: the updates write the new weights
+    /// and optimizer state (in place where they were planned there, else copied over).
+    pub fn apply_updates(&self, session: &mut Session) -> Result<(), JitError> {
+        self.check_session(session)?;
+        if session.loaded != OWN_WEIGHTS {
+            return Err(JitError::NoWeights);
+        }
+        session.prepared = false;
+        self.execute_phase(session, true)?;
+        let bytes = session.arena.bytes_mut();
+        for &(ws, us) in &self.copies {
+            // both slots lie inside the arena (ARENA_ACCESS) and two values' slots do not overlap
+            bytes.copy_within(us.offset..us.offset + us.len * 4, ws.offset);
+        }
+        Ok(())
     }
 
     /// Runs the model like [`JitModel::run`], one kernel at a time, and returns each kernel's

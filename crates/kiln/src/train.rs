@@ -118,15 +118,17 @@ enum Runner {
 }
 
 impl Runner {
-    /// The training graph `graph` with `all` (every weight and state buffer it has).
+    /// The training graph `graph` with `all` (every weight and state buffer it has) and its
+    /// `updates` (`TrainingGraph::updates`).
     fn new(
         graph: &Graph,
         all: HashMap<String, Tensor<f32>>,
+        updates: &[(String, String)],
         options: &TrainOptions,
     ) -> Result<Runner, TrainError> {
         Ok(match options.engine {
             Engine::Jit => {
-                let model = kiln_jit::compile(graph, &options.jit)?;
+                let model = kiln_jit::compile_training(graph, &options.jit, updates)?;
                 let mut session = model.session()?;
                 model.own_weights(&mut session, &all)?;
                 Runner::Jit {
@@ -153,7 +155,7 @@ impl Runner {
     ) -> Result<(f32, HashMap<String, Value<f32>>), TrainError> {
         match self {
             Runner::Jit { model, session } => {
-                model.run_in_place(session, feeds)?;
+                model.run_gradients(session, feeds)?;
                 let l = model.read(session, loss)?;
                 Ok((l.data().first().copied().unwrap_or(f32::NAN), HashMap::new()))
             }
@@ -250,10 +252,12 @@ fn tensor(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>,
 /// Trains a network: one optimizer step per [`Trainer::step`].
 ///
 /// With the JIT, the weights and the optimizer state live in the arena of the trainer's own
-/// session and each step updates them there: no step clones them, and [`Trainer::weights`]
+/// session, and the optimizer's update ops write them in place there
+/// ([`kiln_jit::compile_training`]): no step clones or copies them, and [`Trainer::weights`]
 /// reads them out when asked. A step is two halves, [`Trainer::compute_gradients`] (forward,
 /// loss, backward; the gradients readable with [`Trainer::gradient`], the weights untouched)
-/// and [`Trainer::apply_update`] (the optimizer's new values become the weights).
+/// and [`Trainer::apply_update`] (the update phase: the optimizer's new values become the
+/// weights).
 pub struct Trainer {
     forward: Graph,
     training: TrainingGraph,
@@ -304,7 +308,7 @@ impl Trainer {
         for (n, ty) in &training.state {
             all.insert(n.clone(), Tensor::full(ty.shape.clone(), 0.0f32));
         }
-        let runner = Runner::new(&training.graph, all, &options)?;
+        let runner = Runner::new(&training.graph, all, &training.updates, &options)?;
         Ok(Trainer {
             forward: graph.clone(),
             training,
@@ -464,7 +468,7 @@ impl Trainer {
             ));
         }
         match &mut self.runner {
-            Runner::Jit { model, session } => model.commit_updates(session, &self.training.updates)?,
+            Runner::Jit { model, session } => model.apply_updates(session)?,
             Runner::Interp { all, .. } => {
                 for (name, node) in &self.training.updates {
                     let v = self
@@ -603,7 +607,7 @@ pub fn gradients(
     for (name, ty) in &t.state {
         all.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.0));
     }
-    let mut runner = Runner::new(&t.graph, all, options)?;
+    let mut runner = Runner::new(&t.graph, all, &[], options)?;
     let mut feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
     feeds.push((t.target.as_str(), target));
     let (loss, outs) = runner.run(&feeds, &t.loss)?;

@@ -254,3 +254,56 @@ fn digits_cnn_training_graph_through_the_full_pipeline() {
         }
     }
 }
+
+/// The two phases of a training graph compiled with its updates: the gradient phase leaves
+/// the weights as they were; the update phase writes every SGD-with-momentum update (weights
+/// and velocities) in place, none copied, and gives the interpreter's new weights.
+#[test]
+fn updates_write_the_weights_in_place_in_their_own_phase() {
+    let g = kiln::zoo::digits_cnn().unwrap().with_batch(4).unwrap();
+    let t = kiln::autodiff::differentiate_wrt(
+        &g,
+        Loss::cross_entropy(),
+        Some(Optimizer::sgd(0.1).momentum(0.9)),
+        kiln::autodiff::Wrt::Params,
+    )
+    .unwrap();
+    let tg = &t.graph;
+    let mut weights = default_weights(tg, 5).unwrap();
+    for (name, ty) in &t.state {
+        // a nonzero velocity, so that the momentum term matters
+        weights.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.01));
+    }
+    let inputs = random_inputs(tg, 6).unwrap();
+    let want: std::collections::HashMap<String, kiln::ir::Value<f32>> =
+        kiln::interp::run::<f32>(tg, &inputs, &weights)
+            .unwrap()
+            .into_iter()
+            .collect();
+
+    let m = kiln::jit::compile_training(tg, &Default::default(), &t.updates).unwrap();
+    assert_eq!(m.copied_updates(), 0, "every update in place");
+    assert!(m.kernels().iter().any(|k| k.update) && m.kernels().iter().any(|k| !k.update));
+    let mut s = m.session().unwrap();
+    m.own_weights(&mut s, &weights).unwrap();
+    let feeds: Vec<kiln::Feed> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    m.run_gradients(&mut s, &feeds).unwrap();
+    for (name, _) in &t.updates {
+        assert_eq!(
+            &m.read(&s, name).unwrap(),
+            &weights[name],
+            "{name} before the update"
+        );
+    }
+    m.apply_updates(&mut s).unwrap();
+    for (name, node) in &t.updates {
+        let (got, w) = (m.read(&s, name).unwrap(), want[node].as_f().unwrap().clone());
+        assert_ne!(got, weights[name], "{name} moved");
+        for (a, b) in got.data().iter().zip(w.data()) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{name}: JIT {a}, interpreter {b}"
+            );
+        }
+    }
+}
