@@ -293,7 +293,7 @@ fn next_id() -> u64 {
 /// A session follows the model's weights (it copies them in at its next run when they have
 /// changed) until it is given weights of its own ([`JitModel::own_weights`]); from then on
 /// its weights are its own, changed by [`JitModel::write_weights`] and by the runs
-/// themselves (a training graph's updates, [`JitModel::commit_updates`]).
+/// themselves (a training graph's updates, [`JitModel::apply_updates`]).
 pub struct Session {
     model: u64,
     arena: ArenaBuf,
@@ -886,41 +886,6 @@ impl JitModel {
         Ok(Tensor::new(node.ty.shape.clone(), data).expect("sized by the type"))
     }
 
-    /// In a session with weights of its own, copies each `(weight, output)` pair's output
-    /// value over the weight (same type), one copy inside the arena each, where the plan did
-    /// not already place them together: what a training step's updates do.
-    pub fn commit_updates(&self, session: &mut Session, pairs: &[(String, String)]) -> Result<(), JitError> {
-        self.check_session(session)?;
-        if session.loaded != OWN_WEIGHTS {
-            return Err(JitError::NoWeights);
-        }
-        let mut moves = Vec::with_capacity(pairs.len());
-        for (w, o) in pairs {
-            let find = |n: &str| {
-                self.graph
-                    .find(n)
-                    .ok_or_else(|| JitError::UnknownValue(n.to_string()))
-            };
-            let (wi, oi) = (find(w)?, find(o)?);
-            let (ws, os) = (self.plan.slots[&wi], self.plan.slots[&oi]);
-            if self.graph.node(wi).ty != self.graph.node(oi).ty
-                || !matches!(self.graph.node(wi).op, Op::Param { .. })
-            {
-                return Err(JitError::UnknownValue(format!("{w} <- {o}")));
-            }
-            moves.push((ws, os));
-        }
-        let bytes = session.arena.bytes_mut();
-        for (ws, os) in moves {
-            if ws.offset != os.offset {
-                // slots lie inside the arena (ARENA_ACCESS) and two values' slots do not overlap
-                bytes.copy_within(os.offset..os.offset + os.len * 4, ws.offset);
-            }
-        }
-        session.prepared = false;
-        Ok(())
-    }
-
     fn check_session(&self, session: &Session) -> Result<(), JitError> {
         if session.model != self.id {
             return Err(JitError::ForeignSession);
@@ -1164,8 +1129,10 @@ impl JitModel {
         // arithmetic over `[begin, end) ⊆ [0, extent)` neither overflows nor leaves a value's
         // slot (`lower.rs`); indices read from memory are range-checked before use; the GEMM
         // driver checks its items and tile. The inputs were checked to have their slots'
-        // types before they were copied in. Concurrent runs use distinct sessions, so no two
-        // runs share an arena; the code and the GEMM descriptions are only read.
+        // types before they were copied in. An update planned at its weight's slot
+        // (`compile_training`) has the weight's type, so its kernel stays inside that slot.
+        // Concurrent runs use distinct sessions, so no two runs share an arena; the code and
+        // the GEMM descriptions are only read.
         let arena = session.arena.as_mut_ptr();
         let pool = self.pool.as_ref().and_then(|p| p.try_lock().ok());
         if let Some(pool) = pool {
