@@ -397,27 +397,10 @@ pub(crate) fn unsqueeze(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) 
         .iter()
         .map(|&o| if o { 1 } else { *rest.next().unwrap_or(&1) })
         .collect();
-    match x {
-        // a constant is folded: the same data under the new dims; but a float initializer
-        // stays the file's tensor under a Reshape (a constant subgraph), so that its gradient
-        // and trained value are reported under its own name
-        Val::Const(c) if !(c.as_f32().is_some() && im.is_initializer(&c)) => {
-            let held = match &c.data {
-                ConstData::F32(v) => v.len(),
-                ConstData::I64(v) => v.len().saturating_mul(2),
-            };
-            im.charge(out, held)?;
-            Ok(vec![Val::Const(Rc::new(Const {
-                dims,
-                data: c.data.clone(),
-            }))])
-        }
-        _ => {
-            let id = im.tensor(n, 0)?;
-            let shape = dims.iter().map(|&d| d as i64).collect();
-            one(im.add(n, out, Op::Reshape { shape }, &[id])?)
-        }
-    }
+    // a constant is folded: the same data under the new dims; but a float initializer stays
+    // the file's tensor under a Reshape (a constant subgraph), so that its gradient and
+    // trained value are reported under its own name
+    reshape_to(im, n, out, dims)
 }
 
 /// Pad: a zero pad waits to be folded into the Conv or AveragePool that reads it.
