@@ -26,7 +26,7 @@
 
 pub mod rules;
 
-use kiln_ir::{DType, Graph, IrError, LossKind, NodeId, Op, TensorType, Update};
+use kiln_ir::{DType, Graph, IrError, LossKind, NodeId, Op, TensorType, TrainOp, Update};
 use std::collections::{HashMap, HashSet};
 use thiserror::Error;
 
@@ -273,7 +273,7 @@ pub fn differentiate_wrt(
                     }
                 };
                 ins.push(step);
-                Op::DropoutTrain { ratio, seed }
+                Op::Train(TrainOp::DropoutTrain { ratio, seed })
             }
             Op::BatchNorm { epsilon } => {
                 let per_channel = n.ty.shape.numel() / n.ty.dims()[1].max(1);
@@ -290,10 +290,10 @@ pub fn differentiate_wrt(
                 let (mean, var) = (ins[3], ins[4]);
                 ins.truncate(3);
                 batch_norms.push((n.name.clone(), ins[0], mean, var));
-                Op::BatchNormTrain {
+                Op::Train(TrainOp::BatchNormTrain {
                     part: kiln_ir::BnPart::Forward,
                     epsilon,
-                }
+                })
             }
             ref op => op.clone(),
         };
@@ -313,7 +313,11 @@ pub fn differentiate_wrt(
     // Which nodes the loss depends on through differentiable paths from a param or input.
     let needs = needs_grad(&g, pred, wrt == Wrt::ParamsAndInputs);
     let seed_name = names.fresh(&g, &format!("{}.grad", g.node(pred).name));
-    let seed = g.add(seed_name, Op::LossGrad(loss.kind), &[pred, target])?;
+    let seed = g.add(
+        seed_name,
+        Op::Train(TrainOp::LossGrad(loss.kind)),
+        &[pred, target],
+    )?;
     let mut grads: HashMap<NodeId, NodeId> = HashMap::from([(pred, seed)]);
     let order: Vec<NodeId> = g.topo_order().into_iter().filter(|n| needs.contains(n)).collect();
     for &id in order.iter().rev() {
@@ -386,13 +390,13 @@ pub fn differentiate_wrt(
         for (name, x, mean, var) in &batch_norms {
             for (buf, part) in [(*mean, kiln_ir::BnPart::Mean), (*var, kiln_ir::BnPart::Var)] {
                 let eps = match g.node(g.find(name).expect("the batch norm")).op {
-                    Op::BatchNormTrain { epsilon, .. } => epsilon,
+                    Op::Train(TrainOp::BatchNormTrain { epsilon, .. }) => epsilon,
                     _ => 0.0,
                 };
                 let bname = g.node(buf).name.clone();
                 let stat = g.add(
                     names.fresh(&g, &format!("{name}.{}", part.name())),
-                    Op::BatchNormTrain { part, epsilon: eps },
+                    Op::Train(TrainOp::BatchNormTrain { part, epsilon: eps }),
                     &[*x],
                 )?;
                 let old = g.add(
@@ -419,7 +423,7 @@ pub fn differentiate_wrt(
         if let Some(s) = dropout_step {
             let next = g.add(
                 names.fresh(&g, "dropout.step.next"),
-                Op::Update(Update::Count),
+                Op::Train(TrainOp::Update(Update::Count)),
                 &[s],
             )?;
             updates.push((DROPOUT_STEP.to_string(), g.node(next).name.clone()));
@@ -508,7 +512,11 @@ fn add_updates(
     let step = match opt {
         Optimizer::Adam { .. } => {
             let t = buffer(g, "adam.step".into(), TensorType::f32(kiln_ir::Shape::scalar()))?;
-            let t1 = g.add(names.fresh(g, "adam.step.next"), Op::Update(Update::Count), &[t])?;
+            let t1 = g.add(
+                names.fresh(g, "adam.step.next"),
+                Op::Train(TrainOp::Update(Update::Count)),
+                &[t],
+            )?;
             updates.push(("adam.step".to_string(), g.node(t1).name.clone()));
             Some(t1)
         }
@@ -528,7 +536,11 @@ fn add_updates(
                 momentum: 0.0,
                 weight_decay,
             } => {
-                let u = g.add(next, Op::Update(Update::SgdParam { lr, weight_decay }), &[p, d])?;
+                let u = g.add(
+                    next,
+                    Op::Train(TrainOp::Update(Update::SgdParam { lr, weight_decay })),
+                    &[p, d],
+                )?;
                 updates.push((pname, g.node(u).name.clone()));
             }
             Optimizer::Sgd {
@@ -540,18 +552,18 @@ fn add_updates(
                 let v = buffer(g, vname.clone(), ty)?;
                 let vn = g.add(
                     names.fresh(g, &format!("{vname}.next")),
-                    Op::Update(Update::SgdVelocity {
+                    Op::Train(TrainOp::Update(Update::SgdVelocity {
                         momentum,
                         weight_decay,
-                    }),
+                    })),
                     &[p, d, v],
                 )?;
                 let u = g.add(
                     next,
-                    Op::Update(Update::SgdParam {
+                    Op::Train(TrainOp::Update(Update::SgdParam {
                         lr,
                         weight_decay: 0.0,
-                    }),
+                    })),
                     &[p, vn],
                 )?;
                 updates.push((pname, g.node(u).name.clone()));
@@ -567,11 +579,11 @@ fn add_updates(
                 let mut moment = |g: &mut Graph, suffix: &str, beta: f32, squared: bool| {
                     let name = format!("{pname}.{suffix}");
                     let m = buffer(g, name.clone(), ty.clone())?;
-                    let op = Op::Update(Update::AdamMoment {
+                    let op = Op::Train(TrainOp::Update(Update::AdamMoment {
                         beta,
                         weight_decay,
                         squared,
-                    });
+                    }));
                     let mn = g.add(names.fresh(g, &format!("{name}.next")), op, &[p, d, m])?;
                     updates.push((name, g.node(mn).name.clone()));
                     Ok::<NodeId, AutodiffError>(mn)
@@ -579,12 +591,12 @@ fn add_updates(
                 let m = moment(g, "adam_m", beta1, false)?;
                 let v = moment(g, "adam_v", beta2, true)?;
                 let t = step.expect("adam has a step count");
-                let op = Op::Update(Update::AdamParam {
+                let op = Op::Train(TrainOp::Update(Update::AdamParam {
                     lr,
                     beta1,
                     beta2,
                     eps,
-                });
+                }));
                 let u = g.add(next, op, &[p, m, v, t])?;
                 updates.push((pname, g.node(u).name.clone()));
             }

@@ -7,7 +7,7 @@ use crate::{AutodiffError, Names};
 use kiln_ir::shape::normalize_axis;
 use kiln_ir::{
     Activation, BinaryOp, BnPart, Conv2d, ConvTranspose2d, Graph, NodeId, Op, Padding, Pool2d, PoolKind,
-    ReduceKind,
+    ReduceKind, TrainOp,
 };
 
 /// What a rule builds with: the graph, fresh names, and the node being differentiated.
@@ -55,13 +55,17 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         Op::Activation(a) => activation(b, *a, Some(ins[0]), dy).map(|d| vec![Some(d)]),
         Op::Softmax { axis } => {
             let y = b.node;
-            b.add("grad", Op::SoftmaxGrad { axis: *axis }, &[y, dy])
+            b.add("grad", Op::Train(TrainOp::SoftmaxGrad { axis: *axis }), &[y, dy])
                 .map(|d| vec![Some(d)])
         }
         Op::LogSoftmax { axis } => {
             let y = b.node;
-            b.add("grad", Op::LogSoftmaxGrad { axis: *axis }, &[y, dy])
-                .map(|d| vec![Some(d)])
+            b.add(
+                "grad",
+                Op::Train(TrainOp::LogSoftmaxGrad { axis: *axis }),
+                &[y, dy],
+            )
+            .map(|d| vec![Some(d)])
         }
         Op::Dense => dense(b, ins, want, dy),
         Op::MatMul => matmul(b, ins, want, dy),
@@ -85,10 +89,10 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         Op::BatchNorm { .. } => {
             Err(b.no_rule("inference-mode batch norm is not trained; it becomes batch_norm_train"))
         }
-        Op::BatchNormTrain {
+        Op::Train(TrainOp::BatchNormTrain {
             part: BnPart::Forward,
             epsilon,
-        } => batch_norm(b, *epsilon, ins, want, dy),
+        }) => batch_norm(b, *epsilon, ins, want, dy),
         Op::Loss(_) => {
             Err(b.no_rule("the graph already computes a loss; differentiate its prediction instead"))
         }
@@ -105,12 +109,12 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
             beta,
             bias,
         } => {
-            let op = Op::LrnGrad {
+            let op = Op::Train(TrainOp::LrnGrad {
                 size: *size,
                 alpha: *alpha,
                 beta: *beta,
                 bias: *bias,
-            };
+            });
             b.add("grad", op, &[ins[0], dy]).map(|d| vec![Some(d)])
         }
         Op::ReduceMean { axes, keepdims } => {
@@ -119,31 +123,15 @@ pub fn backward(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R
         Op::Im2Col(_) | Op::Gemm(_) => Err(b.no_rule(
             "im2col and gemm are made by the im2col pass after differentiation; differentiate the conv2d",
         )),
-        Op::Rot180 { .. }
-        | Op::DilatePad { .. }
-        | Op::ConvWeightGrad { .. }
-        | Op::MaxPoolIds(_)
-        | Op::AdaptiveMaxPoolIds { .. }
-        | Op::ScatterIds { .. }
-        | Op::Pool2dGrad { .. }
-        | Op::AdaptiveAvgPoolGrad { .. }
-        | Op::ActivationGrad(_)
-        | Op::SoftmaxGrad { .. }
-        | Op::LogSoftmaxGrad { .. }
-        | Op::ReduceSumTo { .. }
-        | Op::BroadcastTo { .. }
-        | Op::LrnGrad { .. }
-        | Op::LossGrad(_)
-        | Op::Update(_)
-        | Op::BatchNormTrain { .. } => Err(b.no_rule("a training op is not differentiated again")),
         // the forward pass's training-mode dropout (see `differentiate`): the same mask
-        Op::DropoutTrain { ratio, seed } => {
-            let op = Op::DropoutTrain {
+        Op::Train(TrainOp::DropoutTrain { ratio, seed }) => {
+            let op = Op::Train(TrainOp::DropoutTrain {
                 ratio: *ratio,
                 seed: *seed,
-            };
+            });
             b.add("grad", op, &[dy, ins[1]]).map(|d| vec![Some(d), None])
         }
+        Op::Train(_) => Err(b.no_rule("a training op is not differentiated again")),
     }
 }
 
@@ -154,7 +142,7 @@ pub fn sum_to(b: &mut Builder, d: NodeId, like: NodeId) -> R<NodeId> {
     if b.dims(d) == shape {
         return Ok(d);
     }
-    b.add("grad_sum_to", Op::ReduceSumTo { shape }, &[d])
+    b.add("grad_sum_to", Op::Train(TrainOp::ReduceSumTo { shape }), &[d])
 }
 
 /// A bias's delta: `dy [N, C, …]` summed over every axis but 1, as `[C]`.
@@ -162,7 +150,7 @@ fn bias_grad(b: &mut Builder, dy: NodeId) -> R<NodeId> {
     let d = b.dims(dy);
     let mut shape = vec![1; d.len()];
     shape[1] = d[1];
-    let s = b.add("bias_grad_sum", Op::ReduceSumTo { shape }, &[dy])?;
+    let s = b.add("bias_grad_sum", Op::Train(TrainOp::ReduceSumTo { shape }), &[dy])?;
     b.add(
         "bias_grad",
         Op::Reshape {
@@ -199,13 +187,13 @@ fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId
             pad[a] = ke - 1 - pb as i64;
             pad[a + 2] = ke - 1 - pe as i64 + g.tail(a) as i64;
         }
-        let wr = b.add("w_rot180", Op::Rot180 { groups: c.groups }, &[w])?;
+        let wr = b.add("w_rot180", Op::Train(TrainOp::Rot180 { groups: c.groups }), &[w])?;
         let dp = b.add(
             "dy_dilated",
-            Op::DilatePad {
+            Op::Train(TrainOp::DilatePad {
                 stride: c.stride,
                 padding: pad,
-            },
+            }),
             &[dy],
         )?;
         let conv = Conv2d {
@@ -218,10 +206,10 @@ fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId
         out[0] = Some(b.add("grad_x", Op::Conv2d(conv), &[dp, wr])?);
     }
     if want[1] {
-        let op = Op::ConvWeightGrad {
+        let op = Op::Train(TrainOp::ConvWeightGrad {
             conv: plain,
             kernel: [wd[2], wd[3]],
-        };
+        });
         out[1] = Some(b.add("grad_w", op, &[x, dy])?);
     }
     if ins.len() == 3 && want[2] {
@@ -250,10 +238,10 @@ fn conv_transpose2d(
     let (src, conv_pad) = if pad.iter().all(|&v| v >= 0) {
         (dy, Padding::Explicit(pad.map(|v| v as usize)))
     } else {
-        let op = Op::DilatePad {
+        let op = Op::Train(TrainOp::DilatePad {
             stride: [1, 1],
             padding: pad,
-        };
+        });
         (b.add("dy_padded", op, &[dy])?, Padding::Explicit([0; 4]))
     };
     let conv = Conv2d {
@@ -269,10 +257,10 @@ fn conv_transpose2d(
         out[0] = Some(b.add("grad_x", Op::Conv2d(conv.clone()), &[src, w])?);
     }
     if want[1] {
-        let op = Op::ConvWeightGrad {
+        let op = Op::Train(TrainOp::ConvWeightGrad {
             conv,
             kernel: [wd[2], wd[3]],
-        };
+        });
         out[1] = Some(b.add("grad_w", op, &[src, x])?);
     }
     if ins.len() == 3 && want[2] {
@@ -287,17 +275,17 @@ fn batch_norm(b: &mut Builder, epsilon: f32, ins: &[NodeId], want: &[bool], dy: 
     let (x, scale) = (ins[0], ins[1]);
     let mut out = vec![None; 3];
     if want[0] {
-        let op = Op::BatchNormTrain {
+        let op = Op::Train(TrainOp::BatchNormTrain {
             part: BnPart::GradX,
             epsilon,
-        };
+        });
         out[0] = Some(b.add("grad_x", op, &[x, scale, dy])?);
     }
     if want[1] {
-        let op = Op::BatchNormTrain {
+        let op = Op::Train(TrainOp::BatchNormTrain {
             part: BnPart::GradScale,
             epsilon,
-        };
+        });
         out[1] = Some(b.add("grad_scale", op, &[x, dy])?);
     }
     if want[2] {
@@ -314,15 +302,15 @@ fn pool2d(b: &mut Builder, p: &Pool2d, x: NodeId, dy: NodeId) -> R<NodeId> {
     let size = [xd[2], xd[3]];
     match p.kind {
         PoolKind::Max => {
-            let ids = b.add("max_ids", Op::MaxPoolIds(p.clone()), &[x])?;
-            b.add("grad", Op::ScatterIds { size }, &[dy, ids])
+            let ids = b.add("max_ids", Op::Train(TrainOp::MaxPoolIds(p.clone())), &[x])?;
+            b.add("grad", Op::Train(TrainOp::ScatterIds { size }), &[dy, ids])
         }
         PoolKind::Avg { .. } | PoolKind::Sum => b.add(
             "grad",
-            Op::Pool2dGrad {
+            Op::Train(TrainOp::Pool2dGrad {
                 pool: p.clone(),
                 input: size,
-            },
+            }),
             &[dy],
         ),
     }
@@ -333,10 +321,14 @@ fn adaptive_pool(b: &mut Builder, kind: ReduceKind, output: [usize; 2], x: NodeI
     let size = [xd[2], xd[3]];
     match kind {
         ReduceKind::Max => {
-            let ids = b.add("max_ids", Op::AdaptiveMaxPoolIds { output }, &[x])?;
-            b.add("grad", Op::ScatterIds { size }, &[dy, ids])
+            let ids = b.add("max_ids", Op::Train(TrainOp::AdaptiveMaxPoolIds { output }), &[x])?;
+            b.add("grad", Op::Train(TrainOp::ScatterIds { size }), &[dy, ids])
         }
-        ReduceKind::Avg => b.add("grad", Op::AdaptiveAvgPoolGrad { input: size }, &[dy]),
+        ReduceKind::Avg => b.add(
+            "grad",
+            Op::Train(TrainOp::AdaptiveAvgPoolGrad { input: size }),
+            &[dy],
+        ),
     }
 }
 
@@ -364,7 +356,7 @@ fn activation(b: &mut Builder, a: Activation, x: Option<NodeId>, dy: NodeId) -> 
     } else {
         b.node
     };
-    b.add("grad_act", Op::ActivationGrad(a), &[v, dy])
+    b.add("grad_act", Op::Train(TrainOp::ActivationGrad(a)), &[v, dy])
 }
 
 /// The mean over `axes`: each input element gets `dy` of its output element over the count,
@@ -378,7 +370,11 @@ fn reduce_mean(b: &mut Builder, axes: &[usize], keepdims: bool, x: NodeId, dy: N
         let shape = kept.iter().map(|&v| v as i64).collect();
         b.add("grad_keepdims", Op::Reshape { shape }, &[dy])?
     };
-    let spread = b.add("grad_broadcast", Op::BroadcastTo { shape: xd.clone() }, &[d])?;
+    let spread = b.add(
+        "grad_broadcast",
+        Op::Train(TrainOp::BroadcastTo { shape: xd.clone() }),
+        &[d],
+    )?;
     let count: usize = axes.iter().map(|&a| xd[a]).product();
     let factor = (1.0 / count as f64) as f32;
     b.add("grad", Op::Scale { factor }, &[spread])
@@ -440,7 +436,11 @@ fn dense(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas
     }
     if ins.len() == 3 && want[2] {
         let o = b.dims(dy)[1];
-        out[2] = Some(b.add("bias_grad", Op::ReduceSumTo { shape: vec![o] }, &[dy])?);
+        out[2] = Some(b.add(
+            "bias_grad",
+            Op::Train(TrainOp::ReduceSumTo { shape: vec![o] }),
+            &[dy],
+        )?);
     }
     Ok(out)
 }
@@ -519,7 +519,11 @@ fn slice(b: &mut Builder, axis: i64, start: usize, end: usize, x: NodeId, dy: No
     if start == 0 && end == dims[a] {
         return Ok(dy);
     }
-    let sum = b.add("grad_sum", Op::ReduceSumTo { shape: vec![] }, &[dy])?;
+    let sum = b.add(
+        "grad_sum",
+        Op::Train(TrainOp::ReduceSumTo { shape: vec![] }),
+        &[dy],
+    )?;
     let zero = b.add("grad_zero", Op::Scale { factor: 0.0 }, &[sum])?;
     let mut parts = Vec::with_capacity(3);
     for (what, len, at_end) in [("grad_before", start, false), ("grad_after", dims[a] - end, true)] {
@@ -529,7 +533,7 @@ fn slice(b: &mut Builder, axis: i64, start: usize, end: usize, x: NodeId, dy: No
         if len > 0 {
             let mut shape = dims.clone();
             shape[a] = len;
-            parts.push(b.add(what, Op::BroadcastTo { shape }, &[zero])?);
+            parts.push(b.add(what, Op::Train(TrainOp::BroadcastTo { shape }), &[zero])?);
         }
     }
     b.add("grad", Op::Concat { axis: a as i64 }, &parts)

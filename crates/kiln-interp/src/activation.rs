@@ -65,7 +65,7 @@ pub fn activation<T: Float>(x: &Tensor<T>, a: Activation) -> Tensor<T> {
 }
 
 /// The backward of activation `a` from its output `y` and the delta `dy` (see
-/// `Op::ActivationGrad`): relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)`, sigmoid
+/// `TrainOp::ActivationGrad`): relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)`, sigmoid
 /// `dy·y·(1 − y)`, tanh `dy·(1 − y²)`, clip `dy·[min < y < max]`, hard sigmoid
 /// `dy·alpha·[0 < y < 1]`; erf takes the forward input `x` in place of `y`:
 /// `dy·2/√π·e^{−x²}`.

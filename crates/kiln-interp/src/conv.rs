@@ -2,7 +2,7 @@
 
 use crate::Float;
 use crate::util::{out_shape, unpad};
-use kiln_ir::{Conv2d, ConvTranspose2d, Op, Tensor};
+use kiln_ir::{Conv2d, ConvTranspose2d, Op, Tensor, TrainOp};
 
 /// 2-D cross-correlation (PyTorch/ONNX `Conv`):
 ///
@@ -144,7 +144,7 @@ pub(crate) fn dims4(d: &[usize]) -> [usize; 4] {
 /// by group: `y[g·cg + c, o, i, j] = w[g·cog + o, c, kh−1−i, kw−1−j]`, shape
 /// `[C, C_out/groups, kh, kw]`.
 pub fn rot180<T: Float>(w: &Tensor<T>, groups: usize) -> Result<Tensor<T>, String> {
-    let out = out_shape(&Op::Rot180 { groups }, &[w.shape()])?;
+    let out = out_shape(&Op::Train(TrainOp::Rot180 { groups }), &[w.shape()])?;
     let [_, cg, kh, kw] = dims4(w.dims());
     let [c_all, cog, _, _] = dims4(out.dims());
     let mut y = Tensor::full(out, T::zero());
@@ -171,7 +171,7 @@ pub fn dilate_pad<T: Float>(
     stride: [usize; 2],
     padding: [i64; 4],
 ) -> Result<Tensor<T>, String> {
-    let out = out_shape(&Op::DilatePad { stride, padding }, &[x.shape()])?;
+    let out = out_shape(&Op::Train(TrainOp::DilatePad { stride, padding }), &[x.shape()])?;
     let [n, c, h, w] = dims4(x.dims());
     let [_, _, oh, ow] = dims4(out.dims());
     let mut y = Tensor::full(out, T::zero());
@@ -202,10 +202,10 @@ pub fn conv_weight_grad<T: Float>(
     attrs: &Conv2d,
     kernel: [usize; 2],
 ) -> Result<Tensor<T>, String> {
-    let op = Op::ConvWeightGrad {
+    let op = Op::Train(TrainOp::ConvWeightGrad {
         conv: attrs.clone(),
         kernel,
-    };
+    });
     let out = out_shape(&op, &[x.shape(), dy.shape()])?;
     let [n_batch, c_in, h, wd] = dims4(x.dims());
     let [c_out, cg, kh, kw] = dims4(out.dims());

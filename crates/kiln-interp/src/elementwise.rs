@@ -2,7 +2,7 @@
 
 use crate::Float;
 use crate::util::{broadcast_offset, out_shape, unravel};
-use kiln_ir::{BinaryOp, Op, Tensor};
+use kiln_ir::{BinaryOp, Op, Tensor, TrainOp};
 
 /// `op(x, y)` on one pair of elements.
 pub fn apply<T: Float>(op: BinaryOp, x: T, y: T) -> T {
@@ -33,9 +33,9 @@ pub fn binary<T: Float>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> Result<Te
 /// to the element of the result that broadcasting maps it from.
 pub fn reduce_sum_to<T: Float>(x: &Tensor<T>, shape: &[usize]) -> Result<Tensor<T>, String> {
     let out = out_shape(
-        &Op::ReduceSumTo {
+        &Op::Train(TrainOp::ReduceSumTo {
             shape: shape.to_vec(),
-        },
+        }),
         &[x.shape()],
     )?;
     let mut y = Tensor::full(out, T::zero());

@@ -48,7 +48,7 @@ pub use float::Float;
 /// `i32` indices (class ids). The same type the JIT and the runtime use.
 pub use kiln_ir::Value;
 
-use kiln_ir::{DType, Graph, Node, NodeId, Op, Tensor, TensorType};
+use kiln_ir::{DType, Graph, Node, NodeId, Op, Tensor, TensorType, TrainOp};
 use std::collections::HashMap;
 
 /// Runs `graph` and returns the values of its outputs, in `graph.outputs()` order, each with
@@ -304,45 +304,55 @@ fn eval_node<T: Float>(
             Value::F(gemm::gemm(&xs, g)?)
         }
         Op::Rsqrt { epsilon } => Value::F(gemm::rsqrt(f(0)?, *epsilon)),
-        Op::Rot180 { groups } => Value::F(conv::rot180(f(0)?, *groups)?),
-        Op::DilatePad { stride, padding } => Value::F(conv::dilate_pad(f(0)?, *stride, *padding)?),
-        Op::ConvWeightGrad { conv: c, kernel } => Value::F(conv::conv_weight_grad(f(0)?, f(1)?, c, *kernel)?),
-        Op::MaxPoolIds(p) => Value::I(pool::max_pool2d_argmax(f(0)?, p)?),
-        Op::AdaptiveMaxPoolIds { output } => Value::I(pool::adaptive_max_ids(f(0)?, *output)?),
-        Op::ScatterIds { size } => {
+        Op::Train(TrainOp::Rot180 { groups }) => Value::F(conv::rot180(f(0)?, *groups)?),
+        Op::Train(TrainOp::DilatePad { stride, padding }) => {
+            Value::F(conv::dilate_pad(f(0)?, *stride, *padding)?)
+        }
+        Op::Train(TrainOp::ConvWeightGrad { conv: c, kernel }) => {
+            Value::F(conv::conv_weight_grad(f(0)?, f(1)?, c, *kernel)?)
+        }
+        Op::Train(TrainOp::MaxPoolIds(p)) => Value::I(pool::max_pool2d_argmax(f(0)?, p)?),
+        Op::Train(TrainOp::AdaptiveMaxPoolIds { output }) => {
+            Value::I(pool::adaptive_max_ids(f(0)?, *output)?)
+        }
+        Op::Train(TrainOp::ScatterIds { size }) => {
             let ids = args
                 .get(1)
                 .and_then(|v| v.as_i())
                 .ok_or("input 1 (the ids) must be i32")?;
             Value::F(pool::scatter_ids(f(0)?, ids, *size)?)
         }
-        Op::Pool2dGrad { pool: p, input } => Value::F(pool::pool2d_grad(f(0)?, p, *input)?),
-        Op::AdaptiveAvgPoolGrad { input } => Value::F(pool::adaptive_avg_pool_grad(f(0)?, *input)?),
-        Op::ActivationGrad(a) => Value::F(activation::activation_grad(f(0)?, f(1)?, *a)?),
-        Op::SoftmaxGrad { axis } => Value::F(softmax::softmax_grad(f(0)?, f(1)?, *axis)?),
-        Op::LogSoftmaxGrad { axis } => Value::F(softmax::log_softmax_grad(f(0)?, f(1)?, *axis)?),
-        Op::ReduceSumTo { shape } => Value::F(elementwise::reduce_sum_to(f(0)?, shape)?),
-        Op::BroadcastTo { shape } => Value::F(reduce::broadcast_to(f(0)?, shape)?),
-        Op::LrnGrad {
+        Op::Train(TrainOp::Pool2dGrad { pool: p, input }) => Value::F(pool::pool2d_grad(f(0)?, p, *input)?),
+        Op::Train(TrainOp::AdaptiveAvgPoolGrad { input }) => {
+            Value::F(pool::adaptive_avg_pool_grad(f(0)?, *input)?)
+        }
+        Op::Train(TrainOp::ActivationGrad(a)) => Value::F(activation::activation_grad(f(0)?, f(1)?, *a)?),
+        Op::Train(TrainOp::SoftmaxGrad { axis }) => Value::F(softmax::softmax_grad(f(0)?, f(1)?, *axis)?),
+        Op::Train(TrainOp::LogSoftmaxGrad { axis }) => {
+            Value::F(softmax::log_softmax_grad(f(0)?, f(1)?, *axis)?)
+        }
+        Op::Train(TrainOp::ReduceSumTo { shape }) => Value::F(elementwise::reduce_sum_to(f(0)?, shape)?),
+        Op::Train(TrainOp::BroadcastTo { shape }) => Value::F(reduce::broadcast_to(f(0)?, shape)?),
+        Op::Train(TrainOp::LrnGrad {
             size,
             alpha,
             beta,
             bias,
-        } => Value::F(lrn::lrn_grad(f(0)?, f(1)?, *size, *alpha, *beta, *bias)?),
-        Op::LossGrad(kind) => {
+        }) => Value::F(lrn::lrn_grad(f(0)?, f(1)?, *size, *alpha, *beta, *bias)?),
+        Op::Train(TrainOp::LossGrad(kind)) => {
             let target = *args.get(1).ok_or("the target is missing")?;
             Value::F(loss::loss_grad(*kind, f(0)?, target)?)
         }
         Op::Slice { axis, start, end } => on_either!(first()?, |t| layout::slice(t, *axis, *start, *end)),
         Op::Scale { factor } => Value::F(elementwise::scale(f(0)?, *factor)),
-        Op::BatchNormTrain { part, epsilon } => {
+        Op::Train(TrainOp::BatchNormTrain { part, epsilon }) => {
             let xs = (0..args.len()).map(f).collect::<Result<Vec<_>, _>>()?;
             Value::F(norm::batch_norm_train(*part, *epsilon, &xs)?)
         }
-        Op::DropoutTrain { ratio, seed } => {
+        Op::Train(TrainOp::DropoutTrain { ratio, seed }) => {
             Value::F(elementwise::dropout_train(f(0)?, f(1)?, *ratio, *seed)?)
         }
-        Op::Update(u) => {
+        Op::Train(TrainOp::Update(u)) => {
             let xs = (0..args.len()).map(f).collect::<Result<Vec<_>, _>>()?;
             Value::F(optim::update(*u, &xs)?)
         }

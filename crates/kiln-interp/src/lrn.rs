@@ -1,8 +1,8 @@
-//! Local response normalization across channels (`Op::Lrn`) and its backward (`Op::LrnGrad`).
+//! Local response normalization across channels (`Op::Lrn`) and its backward (`TrainOp::LrnGrad`).
 
 use crate::Float;
 use crate::util::{out_shape, prod};
-use kiln_ir::{Op, Tensor};
+use kiln_ir::{Op, Tensor, TrainOp};
 
 /// The channel window of LRN: channel `c` sums channels `[c − lo, c + hi]` (clipped) with
 /// `lo = ⌊(size−1)/2⌋`, `hi = ⌈(size−1)/2⌉`.
@@ -66,7 +66,7 @@ pub fn lrn<T: Float>(
     Ok(Tensor::new(out, vals).expect("same shape"))
 }
 
-/// LRN's backward from the forward input `x` and the delta `dy` (see `Op::LrnGrad`):
+/// LRN's backward from the forward input `x` and the delta `dy` (see `TrainOp::LrnGrad`):
 /// `dx_k = dy_k·s_k^{−beta} − 2·alpha·beta/size · x_k · Σ_{c : k ∈ W(c)} dy_c·x_c·s_c^{−beta−1}`.
 pub fn lrn_grad<T: Float>(
     x: &Tensor<T>,
@@ -77,12 +77,12 @@ pub fn lrn_grad<T: Float>(
     bias: f32,
 ) -> Result<Tensor<T>, String> {
     let out = out_shape(
-        &Op::LrnGrad {
+        &Op::Train(TrainOp::LrnGrad {
             size,
             alpha,
             beta,
             bias,
-        },
+        }),
         &[x.shape(), dy.shape()],
     )?;
     let s = bases(x, size, alpha, bias);

@@ -2,7 +2,7 @@
 
 use crate::Float;
 use crate::util::{out_shape, prod};
-use kiln_ir::{BnPart, Op, Tensor};
+use kiln_ir::{BnPart, Op, Tensor, TrainOp};
 
 /// `y = (x − mean[c]) / √(var[c] + ε) · scale[c] + bias[c]` where `c` is the index along
 /// axis 1 of `x [N, C, …]`.
@@ -71,7 +71,7 @@ pub fn batch_norm_train<T: Float>(
     args: &[&Tensor<T>],
 ) -> Result<Tensor<T>, String> {
     let shapes: Vec<_> = args.iter().map(|t| t.shape()).collect();
-    let out = out_shape(&Op::BatchNormTrain { part, epsilon }, &shapes)?;
+    let out = out_shape(&Op::Train(TrainOp::BatchNormTrain { part, epsilon }), &shapes)?;
     let x = args[0];
     let (n, c, inner) = (x.dims()[0], x.dims()[1], prod(&x.dims()[2..]));
     let (mean, var, m) = batch_stats(x);

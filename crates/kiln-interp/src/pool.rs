@@ -23,7 +23,7 @@ use crate::Float;
 use crate::conv::dims4;
 use crate::util::out_shape;
 use kiln_ir::geometry::{Window2d, WindowTaps, adaptive_window};
-use kiln_ir::{Op, Pool2d, PoolKind, ReduceKind, Tensor};
+use kiln_ir::{Op, Pool2d, PoolKind, ReduceKind, Tensor, TrainOp};
 
 /// The taps of one pooling window along one axis (`kiln_ir`'s `Window2d::taps`, ranges rather
 /// than lists, so a huge kernel costs no memory) with its dilation.
@@ -205,7 +205,7 @@ pub fn adaptive_pool<T: Float>(
 /// For adaptive max pooling of `x` to `output`: the in-plane index `ih·W + iw` of each
 /// window's maximum (first maximum in row-major order; a NaN wins as in the forward pass).
 pub fn adaptive_max_ids<T: Float>(x: &Tensor<T>, output: [usize; 2]) -> Result<Tensor<i32>, String> {
-    let out = out_shape(&Op::AdaptiveMaxPoolIds { output }, &[x.shape()])?;
+    let out = out_shape(&Op::Train(TrainOp::AdaptiveMaxPoolIds { output }), &[x.shape()])?;
     let [n, c, h, w] = dims4(x.dims());
     let mut ids = Vec::with_capacity(out.numel());
     for pi in 0..n * c {
@@ -244,7 +244,7 @@ pub fn scatter_ids<T: Float>(
 ) -> Result<Tensor<T>, String> {
     let dy_t = kiln_ir::TensorType::f32(dy.shape().clone());
     let ids_t = kiln_ir::TensorType::i32(ids.shape().clone());
-    let out = kiln_ir::shape::infer(&Op::ScatterIds { size }, &[&dy_t, &ids_t])?.shape;
+    let out = kiln_ir::shape::infer(&Op::Train(TrainOp::ScatterIds { size }), &[&dy_t, &ids_t])?.shape;
     let [n, c, oh, ow] = dims4(dy.dims());
     let plane_len = size[0] * size[1];
     let mut dx = Tensor::full(out, T::zero());
@@ -267,10 +267,10 @@ pub fn scatter_ids<T: Float>(
 /// forward pass divided by.
 pub fn pool2d_grad<T: Float>(dy: &Tensor<T>, p: &Pool2d, input: [usize; 2]) -> Result<Tensor<T>, String> {
     let out = out_shape(
-        &Op::Pool2dGrad {
+        &Op::Train(TrainOp::Pool2dGrad {
             pool: p.clone(),
             input,
-        },
+        }),
         &[dy.shape()],
     )?;
     let [n, c, oh_n, ow_n] = dims4(dy.dims());
@@ -306,7 +306,7 @@ pub fn pool2d_grad<T: Float>(dy: &Tensor<T>, p: &Pool2d, input: [usize; 2]) -> R
 /// The backward of adaptive average pooling from `dy [N, C, OH, OW]` to an input of spatial
 /// size `input`: each delta shared equally among its window.
 pub fn adaptive_avg_pool_grad<T: Float>(dy: &Tensor<T>, input: [usize; 2]) -> Result<Tensor<T>, String> {
-    let out = out_shape(&Op::AdaptiveAvgPoolGrad { input }, &[dy.shape()])?;
+    let out = out_shape(&Op::Train(TrainOp::AdaptiveAvgPoolGrad { input }), &[dy.shape()])?;
     let [n, c, oh_n, ow_n] = dims4(dy.dims());
     let [h, w] = input;
     let mut dx = Tensor::full(out, T::zero());

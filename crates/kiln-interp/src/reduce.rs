@@ -2,7 +2,7 @@
 
 use crate::Float;
 use crate::util::{broadcast_offset, out_shape, unravel};
-use kiln_ir::{Op, Tensor, shape};
+use kiln_ir::{Op, Tensor, TrainOp, shape};
 
 /// The mean of `x` over `axes` (see `Op::ReduceMean`): every element is added to the output
 /// element with the reduced axes' indices set to 0, and each sum divided by the number of
@@ -29,12 +29,12 @@ pub fn reduce_mean<T: Float>(x: &Tensor<T>, axes: &[usize], keepdims: bool) -> R
 }
 
 /// `x` repeated along its size-1 and missing leading axes up to `shape` (NumPy broadcasting;
-/// see `Op::BroadcastTo`).
+/// see `TrainOp::BroadcastTo`).
 pub fn broadcast_to<T: Float>(x: &Tensor<T>, shape: &[usize]) -> Result<Tensor<T>, String> {
     let out = out_shape(
-        &Op::BroadcastTo {
+        &Op::Train(TrainOp::BroadcastTo {
             shape: shape.to_vec(),
-        },
+        }),
         &[x.shape()],
     )?;
     let vals = (0..out.numel())

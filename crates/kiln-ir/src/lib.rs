@@ -22,6 +22,6 @@ pub use error::{IrError, ParseError, Result};
 pub use graph::{Graph, Node, NodeId};
 pub use op::{
     Activation, Arity, BinaryOp, BnPart, Conv2d, ConvTranspose2d, Gemm, Im2Col, LossKind, Op, Padding,
-    Pool2d, PoolKind, ReduceKind, Update,
+    Pool2d, PoolKind, ReduceKind, TrainOp, Update,
 };
 pub use tensor::{DType, Shape, Tensor, TensorType, Value};

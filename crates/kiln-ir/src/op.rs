@@ -351,9 +351,7 @@ impl BnPart {
 
 /// One operator of the graph IR.
 ///
-/// The variants after `Loss` exist for training: the backward graph that `kiln-autodiff`
-/// builds (each is the gradient of a forward op that is not itself a forward op) and the
-/// optimizers' parameter updates.
+/// The training-only ops are nested in [`Op::Train`] ([`TrainOp`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// A graph input, fed at run time. The node's name is the input's name.
@@ -439,55 +437,57 @@ pub enum Op {
     Rsqrt {
         epsilon: f32,
     },
+    /// Elements `start..end` of `x` along `axis` (the gradient of concat).
+    Slice {
+        axis: i64,
+        start: usize,
+        end: usize,
+    },
+    /// `factor·x`.
+    Scale {
+        factor: f32,
+    },
+    /// A training-only op: the backward graph's ops and the optimizers' updates.
+    Train(TrainOp),
+}
+
+/// The training-only ops: the backward graph that `kiln-autodiff` builds (each is the
+/// gradient of a forward op that is not itself a forward op) and the optimizers' parameter
+/// updates. Nested in [`Op::Train`] so that code which treats them all alike matches one arm.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainOp {
     /// A convolution kernel `w [C_out, C/groups, kh, kw]` rotated by 180° in space with input
     /// and output channels swapped, group by group: `[C, C_out/groups, kh, kw]` with
     /// `y[g·cg + c, o, i, j] = w[g·cog + o, c, kh−1−i, kw−1−j]` (`cg = C/groups`,
     /// `cog = C_out/groups`). The kernel of a convolution's data gradient.
-    Rot180 {
-        groups: usize,
-    },
+    Rot180 { groups: usize },
     /// Zero insertion and padding of `x [N, C, H, W]`: `stride − 1` zeros between neighbours
     /// on each spatial axis, then `padding` `[top, left, bottom, right]` zeros added (a
     /// negative amount crops). Output `(H−1)·s + 1 + top + bottom` (same for `W`). The
     /// stride-dilated, padded delta of a convolution's data gradient.
-    DilatePad {
-        stride: [usize; 2],
-        padding: [i64; 4],
-    },
+    DilatePad { stride: [usize; 2], padding: [i64; 4] },
     /// The weight gradient of `Conv2d(conv)` with a `kernel`-sized kernel: inputs the layer
     /// input `x [N, C, H, W]` and the output delta `dy [N, C_out, OH, OW]`, output
     /// `dw [C_out, C/groups, kh, kw]` with
     /// `dw[o, c, i, j] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, g·cg + c, oh·s_h + i·d_h − p_top, ow·s_w + j·d_w − p_left]`
     /// (the correlation of the input with the delta; padding reads zero).
-    ConvWeightGrad {
-        conv: Conv2d,
-        kernel: [usize; 2],
-    },
+    ConvWeightGrad { conv: Conv2d, kernel: [usize; 2] },
     /// The in-plane index `ih·W + iw` of each window's maximum of max pooling `Pool2d`
     /// (ties: the first maximum in row-major window order), `i32` of the pooled shape.
     MaxPoolIds(Pool2d),
     /// As `MaxPoolIds`, for adaptive max pooling to `output` (global max pooling is `[1, 1]`).
-    AdaptiveMaxPoolIds {
-        output: [usize; 2],
-    },
+    AdaptiveMaxPoolIds { output: [usize; 2] },
     /// Max pooling's backward: inputs `dy [N, C, OH, OW]` and the window maxima's ids (same
     /// shape, `i32`); output `[N, C, size[0], size[1]]` where each `dy` element is added at its
     /// id (overlapping windows accumulate).
-    ScatterIds {
-        size: [usize; 2],
-    },
+    ScatterIds { size: [usize; 2] },
     /// The backward of average or sum pooling `pool` over an input of spatial size `input`:
     /// each delta is shared among its window's real inputs (divided by the count the forward
     /// pass divided by; sum pooling: not divided).
-    Pool2dGrad {
-        pool: Pool2d,
-        input: [usize; 2],
-    },
+    Pool2dGrad { pool: Pool2d, input: [usize; 2] },
     /// The backward of adaptive average pooling (global average pooling is `[1, 1]`) from
     /// `dy [N, C, OH, OW]` to an input of spatial size `input`.
-    AdaptiveAvgPoolGrad {
-        input: [usize; 2],
-    },
+    AdaptiveAvgPoolGrad { input: [usize; 2] },
     /// The backward of an activation from its forward *output* `y` and the delta `dy`:
     /// relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)` (exact for `alpha > 0`),
     /// sigmoid `dy·y·(1 − y)`, tanh `dy·(1 − y²)`, clip `dy·[min < y < max]`, hard sigmoid
@@ -496,24 +496,16 @@ pub enum Op {
     /// ([`Activation::grad_from_input`]).
     ActivationGrad(Activation),
     /// Softmax's backward from its output: `dx = y·(dy − Σ_axis dy·y)`. Inputs `(y, dy)`.
-    SoftmaxGrad {
-        axis: i64,
-    },
+    SoftmaxGrad { axis: i64 },
     /// Log-softmax's backward from its output: `dx = dy − exp(y)·Σ_axis dy`. Inputs `(y, dy)`.
-    LogSoftmaxGrad {
-        axis: i64,
-    },
+    LogSoftmaxGrad { axis: i64 },
     /// Sums `x` down to `shape`, which broadcasts to `x`'s shape (NumPy rules): the gradient
     /// of a broadcast operand.
-    ReduceSumTo {
-        shape: Vec<usize>,
-    },
+    ReduceSumTo { shape: Vec<usize> },
     /// Repeats `x` along its size-1 (and missing leading) axes up to `shape` (NumPy
     /// broadcasting; `x`'s shape must broadcast to `shape`, and the output is `shape`): the
     /// adjoint of `ReduceSumTo`, the gradient of a reduction.
-    BroadcastTo {
-        shape: Vec<usize>,
-    },
+    BroadcastTo { shape: Vec<usize> },
     /// The backward of `Lrn` (same attributes) from the forward input `x` and the delta `dy`
     /// (inputs `(x, dy)`), with `s_c = bias + alpha/size·Σ_{c' ∈ W(c)} x_{c'}²` the base at
     /// channel `c` (other indices fixed):
@@ -529,31 +521,15 @@ pub enum Op {
     /// 1): mse `2·(a − y)/numel`; cross-entropy `(softmax(z) − y)/N`; nll `−y/N` (class ids
     /// as one-hot rows). Inputs as the loss's; output the prediction's type.
     LossGrad(LossKind),
-    /// Elements `start..end` of `x` along `axis` (the gradient of concat).
-    Slice {
-        axis: i64,
-        start: usize,
-        end: usize,
-    },
-    /// `factor·x`.
-    Scale {
-        factor: f32,
-    },
     /// An optimizer's update of one parameter or state tensor.
     Update(Update),
     /// Dropout in training mode: `x · keep / (1 − ratio)` where `keep` is 0 for a fraction
     /// `ratio` of the elements, drawn from `seed`, the step count `step` (input 1, `f32[]`)
     /// and the element's index ([`dropout_keep`]). Applied to the delta with the same seed and
     /// step it is its own backward (the same mask).
-    DropoutTrain {
-        ratio: f32,
-        seed: u64,
-    },
+    DropoutTrain { ratio: f32, seed: u64 },
     /// Batch norm in training mode (batch statistics), one op per piece ([`BnPart`]).
-    BatchNormTrain {
-        part: BnPart,
-        epsilon: f32,
-    },
+    BatchNormTrain { part: BnPart, epsilon: f32 },
 }
 
 /// Whether training-mode dropout keeps element `index` at step `step` (the one mask formula,
@@ -664,33 +640,9 @@ impl Op {
             Op::Im2Col(_) => "im2col",
             Op::Gemm(_) => "gemm",
             Op::Rsqrt { .. } => "rsqrt",
-            Op::Rot180 { .. } => "rot180",
-            Op::DilatePad { .. } => "dilate_pad2d",
-            Op::ConvWeightGrad { .. } => "conv2d_weight_grad",
-            Op::MaxPoolIds(_) => "max_pool2d_ids",
-            Op::AdaptiveMaxPoolIds { .. } => "adaptive_max_pool2d_ids",
-            Op::ScatterIds { .. } => "scatter_ids2d",
-            Op::Pool2dGrad { pool, .. } => match pool.kind {
-                PoolKind::Sum => "sum_pool2d_grad",
-                PoolKind::Avg { .. } | PoolKind::Max => "avg_pool2d_grad",
-            },
-            Op::AdaptiveAvgPoolGrad { .. } => "adaptive_avg_pool2d_grad",
-            Op::ActivationGrad(a) => a.grad_name(),
-            Op::SoftmaxGrad { .. } => "softmax_grad",
-            Op::LogSoftmaxGrad { .. } => "log_softmax_grad",
-            Op::ReduceSumTo { .. } => "reduce_sum_to",
-            Op::BroadcastTo { .. } => "broadcast_to",
-            Op::LrnGrad { .. } => "lrn_grad",
-            Op::LossGrad(l) => match l {
-                LossKind::Mse => "mse_loss_grad",
-                LossKind::CrossEntropy => "cross_entropy_loss_grad",
-                LossKind::Nll => "nll_loss_grad",
-            },
             Op::Slice { .. } => "slice",
             Op::Scale { .. } => "scale",
-            Op::Update(u) => u.name(),
-            Op::DropoutTrain { .. } => "dropout_train",
-            Op::BatchNormTrain { part, .. } => part.name(),
+            Op::Train(t) => t.name(),
         }
     }
 
@@ -711,34 +663,15 @@ impl Op {
             | Op::Dropout { .. }
             | Op::Im2Col(_)
             | Op::Rsqrt { .. }
-            | Op::Rot180 { .. }
-            | Op::DilatePad { .. }
-            | Op::MaxPoolIds(_)
-            | Op::AdaptiveMaxPoolIds { .. }
-            | Op::Pool2dGrad { .. }
-            | Op::AdaptiveAvgPoolGrad { .. }
-            | Op::ReduceSumTo { .. }
-            | Op::BroadcastTo { .. }
             | Op::Lrn { .. }
             | Op::ReduceMean { .. }
             | Op::Slice { .. }
             | Op::Scale { .. } => Arity::Exactly(1),
             Op::Gemm(_) => Arity::Range(2, 4),
-            Op::MatMul
-            | Op::Binary(_)
-            | Op::Loss(_)
-            | Op::ConvWeightGrad { .. }
-            | Op::ScatterIds { .. }
-            | Op::ActivationGrad(_)
-            | Op::SoftmaxGrad { .. }
-            | Op::LogSoftmaxGrad { .. }
-            | Op::LossGrad(_)
-            | Op::LrnGrad { .. }
-            | Op::DropoutTrain { .. } => Arity::Exactly(2),
-            Op::Update(u) => Arity::Exactly(u.arity()),
-            Op::BatchNormTrain { part, .. } => Arity::Exactly(part.arity()),
+            Op::MatMul | Op::Binary(_) | Op::Loss(_) => Arity::Exactly(2),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exactly(5),
+            Op::Train(t) => t.arity(),
         }
     }
 
@@ -750,37 +683,71 @@ impl Op {
         }
     }
 
-    /// True for the ops of the backward graph and the optimizers' updates (the variants after
-    /// `Loss`).
+    /// True for the ops of the backward graph and the optimizers' updates ([`Op::Train`]).
     pub fn is_training(&self) -> bool {
-        matches!(
-            self,
-            Op::Rot180 { .. }
-                | Op::DilatePad { .. }
-                | Op::ConvWeightGrad { .. }
-                | Op::MaxPoolIds(_)
-                | Op::AdaptiveMaxPoolIds { .. }
-                | Op::ScatterIds { .. }
-                | Op::Pool2dGrad { .. }
-                | Op::AdaptiveAvgPoolGrad { .. }
-                | Op::ActivationGrad(_)
-                | Op::SoftmaxGrad { .. }
-                | Op::LogSoftmaxGrad { .. }
-                | Op::ReduceSumTo { .. }
-                | Op::BroadcastTo { .. }
-                | Op::LrnGrad { .. }
-                | Op::LossGrad(_)
-                | Op::Slice { .. }
-                | Op::Scale { .. }
-                | Op::Update(_)
-                | Op::DropoutTrain { .. }
-                | Op::BatchNormTrain { .. }
-        )
+        matches!(self, Op::Train(_))
     }
 
     /// True for trainable weights.
     pub fn is_trainable_param(&self) -> bool {
         matches!(self, Op::Param { trainable: true, .. })
+    }
+}
+
+impl TrainOp {
+    /// The op's name in the text IR (and in messages).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TrainOp::Rot180 { .. } => "rot180",
+            TrainOp::DilatePad { .. } => "dilate_pad2d",
+            TrainOp::ConvWeightGrad { .. } => "conv2d_weight_grad",
+            TrainOp::MaxPoolIds(_) => "max_pool2d_ids",
+            TrainOp::AdaptiveMaxPoolIds { .. } => "adaptive_max_pool2d_ids",
+            TrainOp::ScatterIds { .. } => "scatter_ids2d",
+            TrainOp::Pool2dGrad { pool, .. } => match pool.kind {
+                PoolKind::Sum => "sum_pool2d_grad",
+                PoolKind::Avg { .. } | PoolKind::Max => "avg_pool2d_grad",
+            },
+            TrainOp::AdaptiveAvgPoolGrad { .. } => "adaptive_avg_pool2d_grad",
+            TrainOp::ActivationGrad(a) => a.grad_name(),
+            TrainOp::SoftmaxGrad { .. } => "softmax_grad",
+            TrainOp::LogSoftmaxGrad { .. } => "log_softmax_grad",
+            TrainOp::ReduceSumTo { .. } => "reduce_sum_to",
+            TrainOp::BroadcastTo { .. } => "broadcast_to",
+            TrainOp::LrnGrad { .. } => "lrn_grad",
+            TrainOp::LossGrad(l) => match l {
+                LossKind::Mse => "mse_loss_grad",
+                LossKind::CrossEntropy => "cross_entropy_loss_grad",
+                LossKind::Nll => "nll_loss_grad",
+            },
+            TrainOp::Update(u) => u.name(),
+            TrainOp::DropoutTrain { .. } => "dropout_train",
+            TrainOp::BatchNormTrain { part, .. } => part.name(),
+        }
+    }
+
+    /// The number of inputs the op takes.
+    pub fn arity(&self) -> Arity {
+        match self {
+            TrainOp::Rot180 { .. }
+            | TrainOp::DilatePad { .. }
+            | TrainOp::MaxPoolIds(_)
+            | TrainOp::AdaptiveMaxPoolIds { .. }
+            | TrainOp::Pool2dGrad { .. }
+            | TrainOp::AdaptiveAvgPoolGrad { .. }
+            | TrainOp::ReduceSumTo { .. }
+            | TrainOp::BroadcastTo { .. } => Arity::Exactly(1),
+            TrainOp::ConvWeightGrad { .. }
+            | TrainOp::ScatterIds { .. }
+            | TrainOp::ActivationGrad(_)
+            | TrainOp::SoftmaxGrad { .. }
+            | TrainOp::LogSoftmaxGrad { .. }
+            | TrainOp::LossGrad(_)
+            | TrainOp::LrnGrad { .. }
+            | TrainOp::DropoutTrain { .. } => Arity::Exactly(2),
+            TrainOp::Update(u) => Arity::Exactly(u.arity()),
+            TrainOp::BatchNormTrain { part, .. } => Arity::Exactly(part.arity()),
+        }
     }
 }
 

@@ -44,7 +44,7 @@ use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::op::{
     Activation, BinaryOp, Conv2d, ConvTranspose2d, Gemm, Im2Col, LossKind, Op, Padding, Pool2d, PoolKind,
-    ReduceKind,
+    ReduceKind, TrainOp,
 };
 use crate::shape;
 use crate::tensor::{DType, TensorType};
@@ -995,7 +995,7 @@ impl Gen<'_, '_> {
         let stride = self.small_pair(3);
         let padding: [i64; 4] = std::array::from_fn(|_| self.src.range(0, 4) as i64 - 2);
         let padding = padding.map(|p| self.ex_i64(p));
-        let op = Op::DilatePad { stride, padding };
+        let op = Op::Train(TrainOp::DilatePad { stride, padding });
         self.add("dilate_pad", op, vec![Operand::Node(x)])
     }
 
@@ -1004,7 +1004,11 @@ impl Gen<'_, '_> {
     fn rot180(&mut self) -> Option<NodeId> {
         let x = self.pick(|t| t.rank() == 4 && t.dtype == DType::F32)?;
         let groups = self.groups(1);
-        self.add("rot180", Op::Rot180 { groups }, vec![Operand::Node(x)])
+        self.add(
+            "rot180",
+            Op::Train(TrainOp::Rot180 { groups }),
+            vec![Operand::Node(x)],
+        )
     }
 
     fn loss(&mut self) -> Option<NodeId> {

@@ -4,7 +4,9 @@
 //! Every rule returns `Err(message)` for an impossible case; the graph wraps the message with
 //! the node's name, the op and the input types.
 
-use crate::op::{Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Pool2d, PoolKind, Update};
+use crate::op::{
+    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Pool2d, PoolKind, TrainOp, Update,
+};
 use crate::tensor::{DType, Shape, TensorType};
 
 type R<T> = Result<T, String>;
@@ -803,16 +805,16 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             }
             Ok(x.clone())
         }
-        Op::Rot180 { groups } => rot180(*groups, x),
-        Op::DilatePad { stride, padding } => dilate_pad(*stride, *padding, x),
-        Op::ConvWeightGrad { conv, kernel } => conv_weight_grad(conv, *kernel, x, inputs[1]),
-        Op::MaxPoolIds(p) => {
+        Op::Train(TrainOp::Rot180 { groups }) => rot180(*groups, x),
+        Op::Train(TrainOp::DilatePad { stride, padding }) => dilate_pad(*stride, *padding, x),
+        Op::Train(TrainOp::ConvWeightGrad { conv, kernel }) => conv_weight_grad(conv, *kernel, x, inputs[1]),
+        Op::Train(TrainOp::MaxPoolIds(p)) => {
             if p.kind != PoolKind::Max {
                 return Err(format!("needs max pooling, got {}", Op::Pool2d(p.clone()).name()));
             }
             pool2d(p, x).map(pool_ids)
         }
-        Op::AdaptiveMaxPoolIds { output } => infer(
+        Op::Train(TrainOp::AdaptiveMaxPoolIds { output }) => infer(
             &Op::AdaptivePool {
                 kind: crate::op::ReduceKind::Max,
                 output: *output,
@@ -820,33 +822,33 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             &[x],
         )
         .map(pool_ids),
-        Op::ScatterIds { size } => scatter_ids(*size, x, inputs[1]),
-        Op::Pool2dGrad { pool, input } => pool2d_grad(pool, *input, x),
-        Op::AdaptiveAvgPoolGrad { input } => pool_input(*input, x),
-        Op::ActivationGrad(a) => {
+        Op::Train(TrainOp::ScatterIds { size }) => scatter_ids(*size, x, inputs[1]),
+        Op::Train(TrainOp::Pool2dGrad { pool, input }) => pool2d_grad(pool, *input, x),
+        Op::Train(TrainOp::AdaptiveAvgPoolGrad { input }) => pool_input(*input, x),
+        Op::Train(TrainOp::ActivationGrad(a)) => {
             infer(&Op::Activation(*a), &[x])?;
             same_type(x, inputs[1], "the delta")?;
             Ok(x.clone())
         }
-        Op::SoftmaxGrad { axis } | Op::LogSoftmaxGrad { axis } => {
+        Op::Train(TrainOp::SoftmaxGrad { axis }) | Op::Train(TrainOp::LogSoftmaxGrad { axis }) => {
             need_f32(x, "output")?;
             normalize_axis(*axis, x.rank(), false)?;
             same_type(x, inputs[1], "the delta")?;
             Ok(x.clone())
         }
-        Op::ReduceSumTo { shape } => reduce_sum_to(shape, x),
-        Op::BroadcastTo { shape } => broadcast_to(shape, x),
-        Op::LrnGrad {
+        Op::Train(TrainOp::ReduceSumTo { shape }) => reduce_sum_to(shape, x),
+        Op::Train(TrainOp::BroadcastTo { shape }) => broadcast_to(shape, x),
+        Op::Train(TrainOp::LrnGrad {
             size,
             alpha,
             beta,
             bias,
-        } => {
+        }) => {
             lrn(*size, *alpha, *beta, *bias, x)?;
             same_type(x, inputs[1], "the delta")?;
             Ok(x.clone())
         }
-        Op::LossGrad(kind) => {
+        Op::Train(TrainOp::LossGrad(kind)) => {
             loss(*kind, x, inputs[1])?;
             Ok(x.clone())
         }
@@ -858,9 +860,9 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             }
             Ok(x.clone())
         }
-        Op::Update(u) => update(u, inputs),
-        Op::BatchNormTrain { part, epsilon } => batch_norm_train(*part, *epsilon, inputs),
-        Op::DropoutTrain { ratio, .. } => {
+        Op::Train(TrainOp::Update(u)) => update(u, inputs),
+        Op::Train(TrainOp::BatchNormTrain { part, epsilon }) => batch_norm_train(*part, *epsilon, inputs),
+        Op::Train(TrainOp::DropoutTrain { ratio, .. }) => {
             infer(
                 &Op::Dropout {
                     ratio: *ratio,

@@ -19,7 +19,7 @@
 //! ```
 
 use crate::graph::{Graph, NodeId};
-use crate::op::{Activation, LossKind, Op};
+use crate::op::{Activation, LossKind, Op, TrainOp};
 use crate::shape::{effective_kernel, normalize_axis};
 use crate::tensor::{DType, TensorType};
 use std::collections::HashSet;
@@ -347,45 +347,28 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
                 LossKind::Nll => pick.saturating_add(mean),
             }
         }
-        Op::Rot180 { .. }
-        | Op::DilatePad { .. }
-        | Op::ConvWeightGrad { .. }
-        | Op::MaxPoolIds(_)
-        | Op::AdaptiveMaxPoolIds { .. }
-        | Op::ScatterIds { .. }
-        | Op::Pool2dGrad { .. }
-        | Op::AdaptiveAvgPoolGrad { .. }
-        | Op::ActivationGrad(_)
-        | Op::SoftmaxGrad { .. }
-        | Op::LogSoftmaxGrad { .. }
-        | Op::ReduceSumTo { .. }
-        | Op::BroadcastTo { .. }
-        | Op::LrnGrad { .. }
-        | Op::LossGrad(_)
-        | Op::Slice { .. }
-        | Op::Scale { .. }
-        | Op::Update(_)
-        | Op::DropoutTrain { .. }
-        | Op::BatchNormTrain { .. } => training_flops(op, inputs, output),
+        Op::Slice { .. } => 0,
+        Op::Scale { .. } => out,
+        Op::Train(t) => training_flops(t, inputs, output),
     }
 }
 
 /// FLOPs of the backward-graph and optimizer ops (docs/summary.md, "Training ops").
-fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
+fn training_flops(op: &TrainOp, inputs: &[&TensorType], output: &TensorType) -> u64 {
     let out = numel(output);
     let first = inputs.first().map_or(0, |t| numel(t));
     match op {
         // Data movement.
-        Op::Rot180 { .. } | Op::DilatePad { .. } | Op::Slice { .. } => 0,
+        TrainOp::Rot180 { .. } | TrainOp::DilatePad { .. } => 0,
         // The multiply-accumulates of the forward convolution: each delta element times its
         // C/g·K² taps.
-        Op::ConvWeightGrad { .. } => {
+        TrainOp::ConvWeightGrad { .. } => {
             let per = output.dims()[1..].iter().product::<usize>() as u64;
             prod(&[inputs.get(1).map_or(0, |t| numel(t)), per, 2])
         }
         // As the pooling they come from.
-        Op::MaxPoolIds(p) => op_flops(&Op::Pool2d(p.clone()), inputs, output),
-        Op::AdaptiveMaxPoolIds { output: o } => op_flops(
+        TrainOp::MaxPoolIds(p) => op_flops(&Op::Pool2d(p.clone()), inputs, output),
+        TrainOp::AdaptiveMaxPoolIds { output: o } => op_flops(
             &Op::AdaptivePool {
                 kind: crate::op::ReduceKind::Max,
                 output: *o,
@@ -394,11 +377,11 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
             output,
         ),
         // One add per delta element.
-        Op::ScatterIds { .. } => first,
+        TrainOp::ScatterIds { .. } => first,
         // Each delta spread over its window's K² taps (a divide and an add each).
-        Op::Pool2dGrad { pool, .. } => prod(&[first, pool.kernel[0] as u64, pool.kernel[1] as u64]),
+        TrainOp::Pool2dGrad { pool, .. } => prod(&[first, pool.kernel[0] as u64, pool.kernel[1] as u64]),
         // The forward pooling's windows, read backward.
-        Op::AdaptiveAvgPoolGrad { input } => {
+        TrainOp::AdaptiveAvgPoolGrad { input } => {
             let d = inputs.first().map(|t| t.dims()).unwrap_or(&[]);
             if d.len() != 4 {
                 return 0;
@@ -410,7 +393,7 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
                 adaptive_window_sum(input[1], d[3]),
             ])
         }
-        Op::ActivationGrad(a) => out.saturating_mul(match a {
+        TrainOp::ActivationGrad(a) => out.saturating_mul(match a {
             Activation::Relu => 1,
             Activation::LeakyRelu { .. } => 2,
             Activation::Sigmoid | Activation::Tanh => 3,
@@ -420,33 +403,32 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         }),
         // the forward's window sums and powers, and the transposed window's sum of
         // `dy·x·s^{−beta−1}` terms
-        Op::LrnGrad { size, .. } => out.saturating_mul(lrn_window(*size, output).saturating_mul(2)),
-        Op::BroadcastTo { .. } => 0,
+        TrainOp::LrnGrad { size, .. } => out.saturating_mul(lrn_window(*size, output).saturating_mul(2)),
+        TrainOp::BroadcastTo { .. } => 0,
         // Multiply and accumulate the row's dot product, then subtract and multiply (softmax)
         // or exp, multiply and subtract (log-softmax).
-        Op::SoftmaxGrad { .. } => out.saturating_mul(4),
-        Op::LogSoftmaxGrad { .. } => out.saturating_mul(4),
+        TrainOp::SoftmaxGrad { .. } => out.saturating_mul(4),
+        TrainOp::LogSoftmaxGrad { .. } => out.saturating_mul(4),
         // One add per input element.
-        Op::ReduceSumTo { .. } => first,
-        Op::LossGrad(kind) => out.saturating_mul(match kind {
+        TrainOp::ReduceSumTo { .. } => first,
+        TrainOp::LossGrad(kind) => out.saturating_mul(match kind {
             LossKind::Mse => 2,
             // softmax (3), subtract the target, divide by N.
             LossKind::CrossEntropy => 5,
             LossKind::Nll => 1,
         }),
-        Op::Scale { .. } => out,
         // the mask test and the scaling multiply per element
-        Op::DropoutTrain { .. } => out.saturating_mul(2),
+        TrainOp::DropoutTrain { .. } => out.saturating_mul(2),
         // per input element: the statistics' passes (sum; subtract, square, add) and the
         // output's (subtract, multiply, multiply-add; the backward's two sums and five ops)
-        Op::BatchNormTrain { part, .. } => first.saturating_mul(match part {
+        TrainOp::BatchNormTrain { part, .. } => first.saturating_mul(match part {
             crate::op::BnPart::Forward => 7,
             crate::op::BnPart::GradX => 11,
             crate::op::BnPart::GradScale => 7,
             crate::op::BnPart::Mean => 1,
             crate::op::BnPart::Var => 4,
         }),
-        Op::Update(u) => match u {
+        TrainOp::Update(u) => match u {
             crate::op::Update::Count => 1,
             crate::op::Update::SgdVelocity { .. } | crate::op::Update::SgdParam { .. } => {
                 out.saturating_mul(4)
@@ -454,8 +436,6 @@ fn training_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
             crate::op::Update::AdamMoment { squared, .. } => out.saturating_mul(5 + u64::from(*squared)),
             crate::op::Update::AdamParam { .. } => out.saturating_mul(6),
         },
-        // Forward ops are counted by `op_flops` itself, which never sends them here.
-        _ => 0,
     }
 }
 
@@ -580,27 +560,8 @@ pub fn propagate_field(
         }
         Op::Flatten { .. } | Op::Dense | Op::MatMul | Op::Loss(_) => None,
         Op::Im2Col(_) | Op::Gemm(_) | Op::Rsqrt { .. } => None,
-        // Training ops do not map an image to features: no receptive field.
-        Op::Rot180 { .. }
-        | Op::DilatePad { .. }
-        | Op::ConvWeightGrad { .. }
-        | Op::MaxPoolIds(_)
-        | Op::AdaptiveMaxPoolIds { .. }
-        | Op::ScatterIds { .. }
-        | Op::Pool2dGrad { .. }
-        | Op::AdaptiveAvgPoolGrad { .. }
-        | Op::ActivationGrad(_)
-        | Op::SoftmaxGrad { .. }
-        | Op::LogSoftmaxGrad { .. }
-        | Op::ReduceSumTo { .. }
-        | Op::BroadcastTo { .. }
-        | Op::LrnGrad { .. }
-        | Op::LossGrad(_)
-        | Op::Slice { .. }
-        | Op::Scale { .. }
-        | Op::Update(_)
-        | Op::DropoutTrain { .. }
-        | Op::BatchNormTrain { .. } => None,
+        // Slices, scales and the training ops do not map an image to features: no receptive field.
+        Op::Slice { .. } | Op::Scale { .. } | Op::Train(_) => None,
     }
 }
 

@@ -20,7 +20,8 @@
 use crate::error::{IrError, ParseError};
 use crate::graph::{Graph, NodeId};
 use crate::op::{
-    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind, Update,
+    Activation, BnPart, Conv2d, ConvTranspose2d, LossKind, Op, Padding, Pool2d, PoolKind, ReduceKind,
+    TrainOp, Update,
 };
 use crate::tensor::{DType, Shape, TensorType};
 use std::collections::BTreeMap;
@@ -84,40 +85,44 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             );
             push_if(&mut a, "groups", c.groups != d.groups, int(c.groups));
         }
-        Op::Pool2d(p) | Op::MaxPoolIds(p) => pool_attrs(p, &mut a),
-        Op::Pool2dGrad { pool, input } => {
+        Op::Pool2d(p) | Op::Train(TrainOp::MaxPoolIds(p)) => pool_attrs(p, &mut a),
+        Op::Train(TrainOp::Pool2dGrad { pool, input }) => {
             pool_attrs(pool, &mut a);
             a.push(("input", usizes(input)));
         }
-        Op::ConvWeightGrad { conv, kernel } => {
+        Op::Train(TrainOp::ConvWeightGrad { conv, kernel }) => {
             a.push(("kernel", usizes(kernel)));
             conv_attrs(conv, &mut a);
         }
-        Op::Rot180 { groups } => push_if(&mut a, "groups", *groups != 1, int(groups)),
-        Op::DilatePad { stride, padding } => {
+        Op::Train(TrainOp::Rot180 { groups }) => push_if(&mut a, "groups", *groups != 1, int(groups)),
+        Op::Train(TrainOp::DilatePad { stride, padding }) => {
             a.push(("stride", usizes(stride)));
             a.push(("padding", ints(padding)));
         }
-        Op::AdaptiveMaxPoolIds { output } => a.push(("output", usizes(output))),
-        Op::ScatterIds { size } => a.push(("size", usizes(size))),
-        Op::AdaptiveAvgPoolGrad { input } => a.push(("input", usizes(input))),
-        Op::ActivationGrad(act) => activation_params(&mut a, *act),
-        Op::SoftmaxGrad { axis } | Op::LogSoftmaxGrad { axis } => a.push(("axis", int(axis))),
-        Op::ReduceSumTo { shape } | Op::BroadcastTo { shape } => a.push(("shape", usizes(shape))),
-        Op::LrnGrad {
+        Op::Train(TrainOp::AdaptiveMaxPoolIds { output }) => a.push(("output", usizes(output))),
+        Op::Train(TrainOp::ScatterIds { size }) => a.push(("size", usizes(size))),
+        Op::Train(TrainOp::AdaptiveAvgPoolGrad { input }) => a.push(("input", usizes(input))),
+        Op::Train(TrainOp::ActivationGrad(act)) => activation_params(&mut a, *act),
+        Op::Train(TrainOp::SoftmaxGrad { axis }) | Op::Train(TrainOp::LogSoftmaxGrad { axis }) => {
+            a.push(("axis", int(axis)))
+        }
+        Op::Train(TrainOp::ReduceSumTo { shape }) | Op::Train(TrainOp::BroadcastTo { shape }) => {
+            a.push(("shape", usizes(shape)))
+        }
+        Op::Train(TrainOp::LrnGrad {
             size,
             alpha,
             beta,
             bias,
-        } => lrn_attrs(&mut a, *size, *alpha, *beta, *bias),
-        Op::LossGrad(_) => {}
+        }) => lrn_attrs(&mut a, *size, *alpha, *beta, *bias),
+        Op::Train(TrainOp::LossGrad(_)) => {}
         Op::Slice { axis, start, end } => {
             a.push(("axis", int(axis)));
             a.push(("start", int(start)));
             a.push(("end", int(end)));
         }
         Op::Scale { factor } => a.push(("factor", float(*factor))),
-        Op::Update(u) => match *u {
+        Op::Train(TrainOp::Update(u)) => match *u {
             Update::SgdVelocity {
                 momentum,
                 weight_decay,
@@ -151,8 +156,8 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             }
             Update::Count => {}
         },
-        Op::BatchNormTrain { epsilon, .. } => a.push(("epsilon", float(*epsilon))),
-        Op::DropoutTrain { ratio, seed } => {
+        Op::Train(TrainOp::BatchNormTrain { epsilon, .. }) => a.push(("epsilon", float(*epsilon))),
+        Op::Train(TrainOp::DropoutTrain { ratio, seed }) => {
             a.push(("ratio", float(*ratio)));
             push_if(&mut a, "seed", *seed != 0, int(seed));
         }
@@ -545,6 +550,11 @@ pub const OP_NAMES: &[&str] = &[
     "rsqrt",
 ];
 
+/// Forward ops that are not in [`OP_NAMES`] because kiln makes them rather than a model's
+/// author: `slice` and `scale` (the ONNX importer's Split, Gather and Gemm scaling, and
+/// autodiff's gradients).
+pub const DERIVED_OP_NAMES: &[&str] = &["slice", "scale"];
+
 /// The training ops' names (the backward graph and the optimizers), which the text IR also
 /// reads and writes.
 pub const TRAINING_OP_NAMES: &[&str] = &[
@@ -572,8 +582,6 @@ pub const TRAINING_OP_NAMES: &[&str] = &[
     "mse_loss_grad",
     "cross_entropy_loss_grad",
     "nll_loss_grad",
-    "slice",
-    "scale",
     "sgd_velocity",
     "sgd_param",
     "adam_moment",
@@ -619,67 +627,67 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             };
             Op::Pool2d(a.pool(kind)?)
         }
-        "rot180" => Op::Rot180 {
+        "rot180" => Op::Train(TrainOp::Rot180 {
             groups: a.uint("groups", Some(1))?,
-        },
-        "dilate_pad2d" => Op::DilatePad {
+        }),
+        "dilate_pad2d" => Op::Train(TrainOp::DilatePad {
             stride: a.ulist("stride", None)?,
             padding: a
                 .list("padding", 4, None)?
                 .try_into()
                 .map_err(|_| "padding needs 4 integers")?,
-        },
-        "conv2d_weight_grad" => Op::ConvWeightGrad {
+        }),
+        "conv2d_weight_grad" => Op::Train(TrainOp::ConvWeightGrad {
             kernel: a.ulist("kernel", None)?,
             conv: a.conv()?,
-        },
-        "max_pool2d_ids" => Op::MaxPoolIds(a.pool(PoolKind::Max)?),
-        "adaptive_max_pool2d_ids" => Op::AdaptiveMaxPoolIds {
+        }),
+        "max_pool2d_ids" => Op::Train(TrainOp::MaxPoolIds(a.pool(PoolKind::Max)?)),
+        "adaptive_max_pool2d_ids" => Op::Train(TrainOp::AdaptiveMaxPoolIds {
             output: a.ulist("output", None)?,
-        },
-        "scatter_ids2d" => Op::ScatterIds {
+        }),
+        "scatter_ids2d" => Op::Train(TrainOp::ScatterIds {
             size: a.ulist("size", None)?,
-        },
-        "sum_pool2d_grad" => Op::Pool2dGrad {
+        }),
+        "sum_pool2d_grad" => Op::Train(TrainOp::Pool2dGrad {
             input: a.ulist("input", None)?,
             pool: a.pool(PoolKind::Sum)?,
-        },
+        }),
         "avg_pool2d_grad" => {
             let kind = PoolKind::Avg {
                 count_include_pad: a.boolean("count_include_pad", false)?,
             };
-            Op::Pool2dGrad {
+            Op::Train(TrainOp::Pool2dGrad {
                 input: a.ulist("input", None)?,
                 pool: a.pool(kind)?,
-            }
+            })
         }
-        "adaptive_avg_pool2d_grad" => Op::AdaptiveAvgPoolGrad {
+        "adaptive_avg_pool2d_grad" => Op::Train(TrainOp::AdaptiveAvgPoolGrad {
             input: a.ulist("input", None)?,
-        },
-        "softmax_grad" => Op::SoftmaxGrad {
+        }),
+        "softmax_grad" => Op::Train(TrainOp::SoftmaxGrad {
             axis: a.sint("axis", Some(-1))?,
-        },
-        "log_softmax_grad" => Op::LogSoftmaxGrad {
+        }),
+        "log_softmax_grad" => Op::Train(TrainOp::LogSoftmaxGrad {
             axis: a.sint("axis", Some(-1))?,
-        },
-        "reduce_sum_to" => Op::ReduceSumTo {
+        }),
+        "reduce_sum_to" => Op::Train(TrainOp::ReduceSumTo {
             shape: a.usize_list("shape")?,
-        },
-        "broadcast_to" => Op::BroadcastTo {
+        }),
+        "broadcast_to" => Op::Train(TrainOp::BroadcastTo {
             shape: a.usize_list("shape")?,
-        },
+        }),
         "lrn_grad" => {
             let (size, alpha, beta, bias) = a.lrn()?;
-            Op::LrnGrad {
+            Op::Train(TrainOp::LrnGrad {
                 size,
                 alpha,
                 beta,
                 bias,
-            }
+            })
         }
-        "mse_loss_grad" => Op::LossGrad(LossKind::Mse),
-        "cross_entropy_loss_grad" => Op::LossGrad(LossKind::CrossEntropy),
-        "nll_loss_grad" => Op::LossGrad(LossKind::Nll),
+        "mse_loss_grad" => Op::Train(TrainOp::LossGrad(LossKind::Mse)),
+        "cross_entropy_loss_grad" => Op::Train(TrainOp::LossGrad(LossKind::CrossEntropy)),
+        "nll_loss_grad" => Op::Train(TrainOp::LossGrad(LossKind::Nll)),
         "slice" => Op::Slice {
             axis: a.sint("axis", None)?,
             start: a.uint("start", None)?,
@@ -688,26 +696,26 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "scale" => Op::Scale {
             factor: a.float("factor", 1.0)?,
         },
-        "sgd_velocity" => Op::Update(Update::SgdVelocity {
+        "sgd_velocity" => Op::Train(TrainOp::Update(Update::SgdVelocity {
             momentum: a.float("momentum", 0.0)?,
             weight_decay: a.float("weight_decay", 0.0)?,
-        }),
-        "sgd_param" => Op::Update(Update::SgdParam {
+        })),
+        "sgd_param" => Op::Train(TrainOp::Update(Update::SgdParam {
             lr: a.float("lr", 0.01)?,
             weight_decay: a.float("weight_decay", 0.0)?,
-        }),
-        "adam_moment" => Op::Update(Update::AdamMoment {
+        })),
+        "adam_moment" => Op::Train(TrainOp::Update(Update::AdamMoment {
             beta: a.float("beta", 0.9)?,
             weight_decay: a.float("weight_decay", 0.0)?,
             squared: a.boolean("squared", false)?,
-        }),
-        "adam_param" => Op::Update(Update::AdamParam {
+        })),
+        "adam_param" => Op::Train(TrainOp::Update(Update::AdamParam {
             lr: a.float("lr", 0.001)?,
             beta1: a.float("beta1", 0.9)?,
             beta2: a.float("beta2", 0.999)?,
             eps: a.float("eps", 1e-8)?,
-        }),
-        "step_count" => Op::Update(Update::Count),
+        })),
+        "step_count" => Op::Train(TrainOp::Update(Update::Count)),
         "batch_norm_train" | "batch_norm_grad" | "batch_norm_scale_grad" | "batch_mean" | "batch_var" => {
             let part = [
                 BnPart::Forward,
@@ -719,15 +727,15 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
             .into_iter()
             .find(|p| p.name() == name)
             .expect("one of the names matched");
-            Op::BatchNormTrain {
+            Op::Train(TrainOp::BatchNormTrain {
                 part,
                 epsilon: a.float("epsilon", 1e-5)?,
-            }
+            })
         }
-        "dropout_train" => Op::DropoutTrain {
+        "dropout_train" => Op::Train(TrainOp::DropoutTrain {
             ratio: a.float("ratio", 0.5)?,
             seed: a.uint64("seed", 0)?,
-        },
+        }),
         "global_max_pool" => Op::GlobalPool(ReduceKind::Max),
         "global_avg_pool" => Op::GlobalPool(ReduceKind::Avg),
         "adaptive_max_pool2d" => Op::AdaptivePool {
@@ -807,12 +815,13 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
                 Some(base) => a.activation_named(base)?,
                 None => None,
             } {
-                Op::ActivationGrad(act)
+                Op::Train(TrainOp::ActivationGrad(act))
             } else {
                 a.blame = Blame::Op;
                 return Err(format!(
-                    "unknown op `{name}` (known ops: {}; training ops: {})",
+                    "unknown op `{name}` (known ops: {}, {}; training ops: {})",
                     OP_NAMES.join(", "),
+                    DERIVED_OP_NAMES.join(", "),
                     TRAINING_OP_NAMES.join(", ")
                 ));
             }

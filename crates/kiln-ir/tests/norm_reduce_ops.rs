@@ -1,7 +1,7 @@
 //! Shape rules of clip, hard sigmoid, erf, LRN, the mean over axes and broadcast_to: the types
 //! they give (worked out by hand) and clear errors for impossible attributes.
 
-use kiln_ir::{Activation, Graph, Op, TensorType};
+use kiln_ir::{Activation, Graph, Op, TensorType, TrainOp};
 
 fn infer(op: Op, x: &[usize]) -> Result<TensorType, String> {
     let mut g = Graph::new();
@@ -59,7 +59,7 @@ fn types() {
     assert_eq!(infer(mean(&[1, 2], false), &[2, 3, 4, 5]).unwrap(), t(&[2, 5]));
     assert_eq!(infer(mean(&[0, 1], false), &[2, 3]).unwrap(), t(&[]));
     assert_eq!(
-        infer(Op::BroadcastTo { shape: vec![2, 3, 4] }, &[3, 1]).unwrap(),
+        infer(Op::Train(TrainOp::BroadcastTo { shape: vec![2, 3, 4] }), &[3, 1]).unwrap(),
         t(&[2, 3, 4])
     );
 }
@@ -110,9 +110,13 @@ fn impossible_attributes_are_clear_errors() {
             &[2],
             "hard_sigmoid alpha must be finite",
         ),
-        (Op::BroadcastTo { shape: vec![4] }, &[3], "do not broadcast"),
         (
-            Op::BroadcastTo { shape: vec![3] },
+            Op::Train(TrainOp::BroadcastTo { shape: vec![4] }),
+            &[3],
+            "do not broadcast",
+        ),
+        (
+            Op::Train(TrainOp::BroadcastTo { shape: vec![3] }),
             &[2, 3],
             "does not broadcast to shape [3]",
         ),

@@ -35,7 +35,7 @@ use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::I64;
 use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
-use kiln_ir::{DType, Graph, LossKind, NodeId, Op, Tensor, TensorType, Value};
+use kiln_ir::{DType, Graph, LossKind, NodeId, Op, Tensor, TensorType, TrainOp, Value};
 use pool::KernelFn;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -488,7 +488,7 @@ impl Phases {
             // in place when `u` reads every input at the index it writes (or a scalar), nothing
             // else lives in its slot, it has a kernel of its own, and every other kernel that
             // reads the weight runs before it (in the gradient phase, or one `u` depends on)
-            let elementwise = matches!(node.op, Op::Update(_) | Op::Binary(_))
+            let elementwise = matches!(node.op, Op::Train(TrainOp::Update(_)) | Op::Binary(_))
                 && graph
                     .inputs(u)
                     .iter()
@@ -957,12 +957,12 @@ impl JitModel {
             let node = self.graph.node(id);
             let message = match &node.op {
                 // the lowest failing position and its index (`lower::report_bad_index`)
-                Op::ScatterIds { size } => {
+                Op::Train(TrainOp::ScatterIds { size }) => {
                     let (pos, bad) = (word >> 32, word as u32 as i32);
                     let plane = size[0] * size[1];
                     format!("id {bad} at position {pos} is outside the plane of {plane}")
                 }
-                Op::Loss(_) | Op::LossGrad(_) => {
+                Op::Loss(_) | Op::Train(TrainOp::LossGrad(_)) => {
                     let (n, bad) = (word >> 32, word as u32 as i32);
                     let pred = self.graph.inputs(id)[0];
                     let classes = self.graph.node(pred).ty.dims()[1];
@@ -1243,7 +1243,8 @@ impl JitModel {
     fn check_class_ids(&self, id: NodeId, name: &str, t: &Tensor<i32>) -> Result<(), JitError> {
         for user in self.graph.users(id) {
             if let Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
-            | Op::LossGrad(LossKind::CrossEntropy | LossKind::Nll) = self.graph.node(user).op
+            | Op::Train(TrainOp::LossGrad(LossKind::CrossEntropy | LossKind::Nll)) =
+                self.graph.node(user).op
             {
                 let pred = self.graph.inputs(user)[0];
                 let classes = self.graph.node(pred).ty.dims()[1];

@@ -23,7 +23,9 @@ use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use kiln_ir::geometry::Window2d;
 use kiln_ir::shape::normalize_axis;
-use kiln_ir::{Activation, BinaryOp, DType, Gemm, Im2Col, LossKind, Op, PoolKind, ReduceKind, TensorType};
+use kiln_ir::{
+    Activation, BinaryOp, DType, Gemm, Im2Col, LossKind, Op, PoolKind, ReduceKind, TensorType, TrainOp,
+};
 
 /// What a kernel reads and writes.
 pub struct Args<'a> {
@@ -50,10 +52,10 @@ pub struct Args<'a> {
 pub fn has_status(op: &Op) -> bool {
     matches!(
         op,
-        Op::ScatterIds { .. }
+        Op::Train(TrainOp::ScatterIds { .. })
             | Op::Gemm(_)
             | Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
-            | Op::LossGrad(LossKind::CrossEntropy | LossKind::Nll)
+            | Op::Train(TrainOp::LossGrad(LossKind::CrossEntropy | LossKind::Nll))
     )
 }
 
@@ -306,26 +308,16 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             numel
         }
         Op::Lrn { .. } | Op::ReduceMean { .. } => crate::lower_reduce::emit(e, op, a),
-        Op::Rot180 { .. }
-        | Op::DilatePad { .. }
-        | Op::ConvWeightGrad { .. }
-        | Op::MaxPoolIds(_)
-        | Op::AdaptiveMaxPoolIds { .. }
-        | Op::ScatterIds { .. }
-        | Op::Pool2dGrad { .. }
-        | Op::AdaptiveAvgPoolGrad { .. }
-        | Op::ActivationGrad(_)
-        | Op::SoftmaxGrad { .. }
-        | Op::LogSoftmaxGrad { .. }
-        | Op::ReduceSumTo { .. }
-        | Op::BroadcastTo { .. }
-        | Op::LrnGrad { .. }
-        | Op::LossGrad(_)
-        | Op::Slice { .. }
-        | Op::Scale { .. }
-        | Op::Update(_)
-        | Op::DropoutTrain { .. }
-        | Op::BatchNormTrain { .. } => crate::lower_train::emit(e, op, a),
+        Op::Slice { axis, start, .. } => {
+            let ax = normalize_axis(*axis, a.odims().len(), false).unwrap_or(0);
+            crate::lower_train::slice(e, a, ax, *start);
+            numel
+        }
+        Op::Scale { factor } => {
+            crate::lower_train::scale(e, a, *factor);
+            numel
+        }
+        Op::Train(t) => crate::lower_train::emit(e, t, a),
     }
 }
 

@@ -14,8 +14,9 @@ use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use kiln_ir::{Activation, Op};
 
-/// Writes the kernel of one of this file's ops and returns its parallel extent (`lower::emit`
-/// and `lower_train::emit` send only these ops here).
+/// Writes the kernel of one of this file's forward ops and returns its parallel extent
+/// (`lower::emit` sends only these ops here; `lower_train::emit` calls [`lrn_grad_kernel`] and
+/// [`broadcast_to`] itself).
 pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
     let od = a.odims().to_vec();
     let numel = a.out.1.shape.numel();
@@ -29,21 +30,8 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
             lrn(e, a, Lrn::new(*size, *alpha, *beta, *bias, a.dims(0)));
             od[0] * od[1]
         }
-        Op::LrnGrad {
-            size,
-            alpha,
-            beta,
-            bias,
-        } => {
-            lrn_grad(e, a, Lrn::new(*size, *alpha, *beta, *bias, a.dims(0)));
-            od[0] * od[1]
-        }
         Op::ReduceMean { axes, .. } => {
             reduce_mean(e, a, axes);
-            numel
-        }
-        Op::BroadcastTo { .. } => {
-            broadcast_to(e, a);
             numel
         }
         _ => 0,
@@ -327,6 +315,12 @@ fn lrn(e: &mut Emitter, a: &Args, l: Lrn) {
 /// One plane `(n, k)` per parallel index:
 /// `dx_k = dy_k·s_k^{−beta} − coef·x_k·Σ_{c : k ∈ W(c)} dy_c·x_c·s_c^{−beta−1}`, each `s_c`
 /// recomputed from its window (no scratch; `min(size, C)²` loads per element).
+/// The kernel of `LrnGrad` (same attributes as `Lrn`); returns its parallel extent.
+pub fn lrn_grad_kernel(e: &mut Emitter, a: &Args, size: usize, alpha: f32, beta: f32, bias: f32) -> usize {
+    lrn_grad(e, a, Lrn::new(size, alpha, beta, bias, a.dims(0)));
+    a.odims()[0] * a.odims()[1]
+}
+
 fn lrn_grad(e: &mut Emitter, a: &Args, l: Lrn) {
     let (arena, xo, go, dst) = (a.arena, a.src(0), a.src(1), a.dst());
     e.for_range(a.begin, a.end, 1, |e, idx| {
@@ -475,7 +469,7 @@ fn sum_runs(
 
 /// One output element per parallel index, read from the input element broadcasting maps it
 /// from.
-fn broadcast_to(e: &mut Emitter, a: &Args) {
+pub fn broadcast_to(e: &mut Emitter, a: &Args) {
     let od = a.odims().to_vec();
     let sx = broadcast_strides(a.dims(0), od.len());
     let (arena, xo, yo) = (a.arena, a.src(0), a.dst());

@@ -1,6 +1,8 @@
 //! Lowering of the training ops (the backward graph of `kiln-autodiff` and the optimizers'
 //! updates), kept apart from the forward lowerings of `lower.rs`. Every training op has a
-//! kernel here; `emit` writes it and returns its parallel extent, like `lower::emit`.
+//! kernel here; `emit` writes it and returns its parallel extent, like `lower::emit`. The
+//! forward ops `Slice` and `Scale` (which autodiff also emits) keep their kernels here too
+//! ([`slice()`], [`scale()`]); `lower::emit` calls them.
 //!
 //! These kernels are plain scalar loop nests, written for correctness first (the JIT-vs-
 //! interpreter tests compare them): gathers parallel over output elements, and scatters
@@ -20,7 +22,7 @@ use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::shape::normalize_axis;
-use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, Update};
+use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, TrainOp, Update};
 
 /// Whether the training op has a lowering here (all of them do).
 pub fn supported(op: &Op) -> bool {
@@ -28,89 +30,91 @@ pub fn supported(op: &Op) -> bool {
 }
 
 /// Writes the kernel of a training op and returns its parallel extent.
-pub fn emit(e: &mut Emitter, op: &Op, a: &Args) -> usize {
+pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
     let numel = a.out.1.shape.numel();
     let od = a.out.1.dims().to_vec();
     let planes = || od[0] * od[1];
     match op {
-        Op::Rot180 { .. } => {
+        TrainOp::Rot180 { .. } => {
             rot180(e, a);
             numel
         }
-        Op::DilatePad { stride, padding } => {
+        TrainOp::DilatePad { stride, padding } => {
             dilate_pad(e, a, *stride, *padding);
             planes()
         }
-        Op::ConvWeightGrad { conv, .. } => {
+        TrainOp::ConvWeightGrad { conv, .. } => {
             conv_weight_grad(e, a, conv);
             od[0] * od[1]
         }
-        Op::MaxPoolIds(p) => {
+        TrainOp::MaxPoolIds(p) => {
             max_pool_ids(e, a, p);
             numel
         }
-        Op::AdaptiveMaxPoolIds { output } => {
+        TrainOp::AdaptiveMaxPoolIds { output } => {
             adaptive_max_ids(e, a, *output);
             numel
         }
-        Op::ScatterIds { .. } => {
+        TrainOp::ScatterIds { .. } => {
             scatter_ids(e, a);
             planes()
         }
-        Op::Pool2dGrad { pool, .. } => {
+        TrainOp::Pool2dGrad { pool, .. } => {
             pool2d_grad(e, a, pool);
             planes()
         }
-        Op::AdaptiveAvgPoolGrad { .. } => {
+        TrainOp::AdaptiveAvgPoolGrad { .. } => {
             adaptive_avg_grad(e, a);
             planes()
         }
-        Op::ActivationGrad(act) => {
+        TrainOp::ActivationGrad(act) => {
             activation_grad(e, a, *act);
             numel
         }
-        Op::SoftmaxGrad { axis } | Op::LogSoftmaxGrad { axis } => {
+        TrainOp::SoftmaxGrad { axis } | TrainOp::LogSoftmaxGrad { axis } => {
             let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
-            softmax_grad(e, a, ax, matches!(op, Op::LogSoftmaxGrad { .. }));
+            softmax_grad(e, a, ax, matches!(op, TrainOp::LogSoftmaxGrad { .. }));
             numel / od[ax].max(1)
         }
-        Op::ReduceSumTo { .. } => {
+        TrainOp::ReduceSumTo { .. } => {
             reduce_sum_to(e, a);
             numel
         }
-        Op::BroadcastTo { .. } | Op::LrnGrad { .. } => crate::lower_reduce::emit(e, op, a),
-        Op::LossGrad(kind) => {
+        TrainOp::BroadcastTo { .. } => {
+            crate::lower_reduce::broadcast_to(e, a);
+            numel
+        }
+        TrainOp::LrnGrad {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => crate::lower_reduce::lrn_grad_kernel(e, a, *size, *alpha, *beta, *bias),
+        TrainOp::LossGrad(kind) => {
             loss_grad(e, a, *kind);
             if *kind == LossKind::Mse { numel } else { od[0] }
         }
-        Op::Slice { axis, start, .. } => {
-            let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
-            slice(e, a, ax, *start);
-            numel
-        }
-        Op::Scale { factor } => {
-            let f = *factor;
-            elementwise(e, a, 1, &move |e, ty, x| {
-                let c = e.constant(ty, f);
-                e.b.ins().fmul(c, x[0])
-            });
-            numel
-        }
-        Op::Update(u) => {
+        TrainOp::Update(u) => {
             update(e, a, *u);
             numel
         }
-        Op::DropoutTrain { ratio, seed } => {
+        TrainOp::DropoutTrain { ratio, seed } => {
             dropout_train(e, a, *ratio, *seed);
             numel
         }
-        Op::BatchNormTrain { part, epsilon } => {
+        TrainOp::BatchNormTrain { part, epsilon } => {
             batch_norm_train(e, a, *part, *epsilon);
             a.dims(0)[1]
         }
-        // forward ops are lowered by `lower::emit`, which never sends them here
-        _ => 0,
     }
+}
+
+/// `y = factor·x` (the forward op `Scale`, lowered here beside the elementwise helper it uses).
+pub fn scale(e: &mut Emitter, a: &Args, factor: f32) {
+    elementwise(e, a, 1, &move |e, ty, x| {
+        let c = e.constant(ty, factor);
+        e.b.ins().fmul(c, x[0])
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,7 +857,7 @@ fn loss_grad(e: &mut Emitter, a: &Args, kind: LossKind) {
     });
 }
 
-fn slice(e: &mut Emitter, a: &Args, ax: usize, start: usize) {
+pub fn slice(e: &mut Emitter, a: &Args, ax: usize, start: usize) {
     let xd = a.dims(0).to_vec();
     let od = a.odims().to_vec();
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());

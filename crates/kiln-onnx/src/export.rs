@@ -23,7 +23,7 @@ use crate::proto::{
 };
 use kiln_ir::geometry::Window2d;
 use kiln_ir::op::{Activation, BinaryOp, PoolKind, ReduceKind};
-use kiln_ir::{DType, Graph, NodeId, Op, Tensor, TensorType};
+use kiln_ir::{DType, Graph, NodeId, Op, Tensor, TensorType, TrainOp};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
 use zerocopy::IntoBytes;
@@ -621,7 +621,7 @@ impl Exporter<'_, '_> {
                 );
             }
             Op::Loss(_) => return Err("a loss exists only in training; export the model without it".into()),
-            Op::BatchNormTrain { .. } => {
+            Op::Train(TrainOp::BatchNormTrain { .. }) => {
                 return Err(
                     "batch norm in training mode (batch statistics); export the inference graph".into(),
                 );
@@ -631,23 +631,7 @@ impl Exporter<'_, '_> {
                     "made by kiln's optimization passes and not an ONNX operator; export the graph before they run".into(),
                 );
             }
-            Op::Rot180 { .. }
-            | Op::DilatePad { .. }
-            | Op::ConvWeightGrad { .. }
-            | Op::MaxPoolIds(_)
-            | Op::AdaptiveMaxPoolIds { .. }
-            | Op::ScatterIds { .. }
-            | Op::Pool2dGrad { .. }
-            | Op::AdaptiveAvgPoolGrad { .. }
-            | Op::ActivationGrad(_)
-            | Op::SoftmaxGrad { .. }
-            | Op::LogSoftmaxGrad { .. }
-            | Op::ReduceSumTo { .. }
-            | Op::BroadcastTo { .. }
-            | Op::LrnGrad { .. }
-            | Op::LossGrad(_)
-            | Op::Update(_)
-            | Op::DropoutTrain { .. } => {
+            Op::Train(_) => {
                 return Err(
                     "a training-only op (backward graph or optimizer); export the inference graph".into(),
                 );

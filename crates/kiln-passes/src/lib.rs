@@ -19,7 +19,7 @@ pub mod im2col;
 pub mod matmul_dense;
 pub mod noop;
 
-use kiln_ir::{Graph, IrError, NodeId, Op};
+use kiln_ir::{Graph, IrError, NodeId, Op, TrainOp};
 
 /// Every node computed from weights alone (see [`is_constant`]), in one pass over the graph.
 pub fn constant_nodes(graph: &Graph) -> std::collections::HashSet<NodeId> {
@@ -27,7 +27,10 @@ pub fn constant_nodes(graph: &Graph) -> std::collections::HashSet<NodeId> {
     for id in graph.topo_order() {
         let constant = match graph.node(id).op {
             Op::Param { .. } => true,
-            Op::Input(_) | Op::Dropout { .. } | Op::DropoutTrain { .. } | Op::Update(_) => false,
+            Op::Input(_)
+            | Op::Dropout { .. }
+            | Op::Train(TrainOp::DropoutTrain { .. })
+            | Op::Train(TrainOp::Update(_)) => false,
             _ => graph.inputs(id).iter().all(|i| out.contains(i)),
         };
         if constant {

@@ -3,7 +3,7 @@
 //! (limits, code size, API misuse) are in `crates/kiln-jit/tests/hostile.rs`.
 
 use kiln::check::jit_matches_interpreter;
-use kiln::ir::{Conv2d, Graph, Op, Padding, Tensor, TensorType, Value, text};
+use kiln::ir::{Conv2d, Graph, Op, Padding, Tensor, TensorType, TrainOp, Value, text};
 use std::collections::HashMap;
 
 #[track_caller]
@@ -105,7 +105,11 @@ fn conv_weight_grad_of_a_big_kernel() {
         let xi = g.input("x", x).unwrap();
         let di = g.input("dy", dy).unwrap();
         let dw = g
-            .add("dw", Op::ConvWeightGrad { conv, kernel }, &[xi, di])
+            .add(
+                "dw",
+                Op::Train(TrainOp::ConvWeightGrad { conv, kernel }),
+                &[xi, di],
+            )
             .unwrap();
         g.mark_output(dw).unwrap();
         agree(&g);

@@ -1,7 +1,8 @@
 use super::*;
+use kiln_ir::TrainOp;
 
 /// BatchNormalization: at inference `Op::BatchNorm`; with `training_mode = 1` (opset 14 on)
-/// on the batch's statistics (`Op::BatchNormTrain`), its running-statistics outputs
+/// on the batch's statistics (`TrainOp::BatchNormTrain`), its running-statistics outputs
 /// `running·momentum + batch·(1 − momentum)` with the batch's biased variance, as ONNX.
 pub(crate) fn batch_norm(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
     a.known(&[
@@ -34,10 +35,10 @@ pub(crate) fn batch_norm(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str)
     if !training {
         return one(im.add(n, out, Op::BatchNorm { epsilon }, &ins)?);
     }
-    let fwd = Op::BatchNormTrain {
+    let fwd = Op::Train(TrainOp::BatchNormTrain {
         part: BnPart::Forward,
         epsilon,
-    };
+    });
     let y = im.add(n, out, fwd, &ins[..3])?;
     let mut outs = vec![Val::Node(y)];
     let momentum = a.float("momentum", 0.9)?;
@@ -53,7 +54,7 @@ pub(crate) fn batch_norm(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str)
         let mut stat = im.add(
             n,
             &format!("{name}.batch"),
-            Op::BatchNormTrain { part, epsilon },
+            Op::Train(TrainOp::BatchNormTrain { part, epsilon }),
             &[x],
         )?;
         if part == BnPart::Var {
