@@ -12,6 +12,7 @@
 //! written in Rust, say) plugs in beside the Cranelift one without touching the driver.
 
 use crate::JitError;
+use crate::simd::Isa;
 use crate::codegen::{self, Emitter};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
@@ -649,17 +650,44 @@ impl GemmDesc {
     }
 }
 
-/// Which micro-kernel tier the GEMMs of a model use.
+/// Which kernel tier a model's GEMMs and direct kernels (pooling, depthwise, dense) use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Tier {
-    /// The best this CPU has: AVX-512 when present, else Cranelift.
+    /// The best this CPU has ([`Isa::host`]).
     #[default]
     Auto,
-    /// The Cranelift `f32x4` kernel, on any host the JIT runs on.
+    /// The AVX-512 kernels (compiling fails where the CPU lacks AVX-512F).
+    Avx512,
+    /// The AVX2 + FMA kernels (compiling fails where the CPU lacks them).
+    Avx2,
+    /// The Cranelift `f32x4` kernels, on any host the JIT runs on.
     Cranelift,
 }
 
 impl Tier {
+    /// Every tier, `Auto` first.
+    pub const ALL: [Tier; 4] = [Tier::Auto, Tier::Avx512, Tier::Avx2, Tier::Cranelift];
+
+    /// The instruction set this choice runs on this host.
+    pub fn isa(self) -> Isa {
+        match self {
+            Tier::Auto => Isa::host(),
+            Tier::Avx512 => Isa::Avx512,
+            Tier::Avx2 => Isa::Avx2,
+            Tier::Cranelift => Isa::Cranelift,
+        }
+    }
+
+    /// Whether this CPU can run this choice.
+    pub fn available(self) -> bool {
+        self.isa().available()
+    }
+
+    /// The forced tiers (not `Auto`) this CPU can run: what tests alternate over.
+    pub fn runnable() -> Vec<Tier> {
+        Tier::ALL[1..].iter().copied().filter(|t| t.available()).collect()
+    }
+
     /// Whether this choice runs the AVX-512 direct kernels (`direct_avx512`) on this host.
     pub fn direct(self) -> bool {
         self.avx512().is_some()
@@ -668,7 +696,7 @@ impl Tier {
     /// The AVX-512 kernel, when this choice runs it on this host.
     pub fn avx512(self) -> Option<MicroKernel> {
         #[cfg(target_arch = "x86_64")]
-        if self == Tier::Auto && crate::gemm_avx512::available() {
+        if self.isa() == Isa::Avx512 && Isa::Avx512.available() {
             return Some(MicroKernel {
                 mr: crate::gemm_avx512::MR,
                 nr: crate::gemm_avx512::NR,

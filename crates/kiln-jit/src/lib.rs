@@ -30,6 +30,7 @@ pub mod lower_reduce;
 pub mod lower_train;
 pub mod plan;
 pub mod pool;
+pub mod simd;
 
 use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::I64;
@@ -342,6 +343,14 @@ pub fn compile_training(
     options: &JitOptions,
     updates: &[(String, String)],
 ) -> Result<JitModel, JitError> {
+    if !options.gemm_tier.available() {
+        return Err(JitError::UnsupportedHost(format!(
+            "the {} kernel tier needs a CPU with {} (this one has at most {})",
+            options.gemm_tier.isa().name(),
+            options.gemm_tier.isa().name(),
+            simd::Isa::host().name()
+        )));
+    }
     let source = graph;
     let optimized = kiln_passes::optimize(graph, options.passes)?;
     let graph = &optimized;

@@ -32,6 +32,8 @@ mod export_cmd;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum GemmTierArg {
     Auto,
+    Avx512,
+    Avx2,
     Cranelift,
 }
 
@@ -207,8 +209,9 @@ struct BenchArgs {
     /// they are worth.
     #[arg(long)]
     no_passes: bool,
-    /// Which kernel tier runs the convolutions, pooling and dense layers: `auto` (AVX-512
-    /// kernels where the CPU has AVX-512) or `cranelift` (the JIT's own 128-bit code).
+    /// Which kernel tier runs the convolutions, pooling and dense layers: `auto` (the best
+    /// this CPU has), `avx512`, `avx2` (Rust kernels for those instruction sets; an error
+    /// where the CPU lacks them) or `cranelift` (the JIT's own 128-bit code, on any host).
     #[arg(long, value_enum, default_value_t = GemmTierArg::Auto)]
     gemm_tier: GemmTierArg,
     #[command(flatten)]
@@ -850,6 +853,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
             },
             gemm_tier: match a.gemm_tier {
                 GemmTierArg::Auto => kiln::jit::gemm::Tier::Auto,
+                GemmTierArg::Avx512 => kiln::jit::gemm::Tier::Avx512,
+                GemmTierArg::Avx2 => kiln::jit::gemm::Tier::Avx2,
                 GemmTierArg::Cranelift => kiln::jit::gemm::Tier::Cranelift,
             },
             ..Default::default()

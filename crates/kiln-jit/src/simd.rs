@@ -1,0 +1,339 @@
+//! The vector instruction sets of the Rust kernel tiers, behind one trait so that each kernel
+//! (GEMM micro-kernel, pooling, depthwise, dense, …) is written once, generic over [`Simd`],
+//! and instantiated per instruction set inside a `#[target_feature]` entry point:
+//!
+//! ```ignore
+//! #[target_feature(enable = "avx2,fma")]
+//! unsafe fn pool_avx2(d: &PoolDesc, …) { unsafe { pool::<Avx2>(d, …) } }
+//! #[target_feature(enable = "avx512f")]
+//! unsafe fn pool_avx512(d: &PoolDesc, …) { unsafe { pool::<Avx512>(d, …) } }
+//! ```
+//!
+//! Every method is `#[inline(always)]`, so it is inlined into the entry point and compiled
+//! with the entry point's features. A method must only run on a CPU that has its set
+//! ([`Isa::available`]); the entry points are only selected where it does.
+//!
+//! Cranelift has no vector type wider than 128 bits: its `f32x4` code is the portable tier
+//! ([`Isa::Cranelift`]), on any host the JIT runs on.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// An instruction set the kernels are built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F: 16 lanes, 32 registers.
+    Avx512,
+    /// AVX2 with FMA: 8 lanes, 16 registers.
+    Avx2,
+    /// Cranelift's own `f32x4` code (SSE-class, 16 registers).
+    Cranelift,
+}
+
+impl Isa {
+    /// Whether this CPU can run code of this set.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => {
+                    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+                }
+                Isa::Cranelift => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Cranelift
+        }
+    }
+
+    /// The best set this CPU has.
+    pub fn host() -> Isa {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Cranelift)
+    }
+
+    /// f32 lanes per vector register.
+    pub fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+            Isa::Cranelift => 4,
+        }
+    }
+
+    /// The name the CLI and the docs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Cranelift => "cranelift",
+        }
+    }
+}
+
+/// One instruction set's `f32` vector operations.
+///
+/// # Safety
+/// Implementations must only be used on CPUs that have the set (see the module docs); the
+/// pointer methods have the safety contracts of the loads and stores they wrap.
+#[cfg(target_arch = "x86_64")]
+pub unsafe trait Simd: Copy {
+    /// The vector register type.
+    type V: Copy;
+    /// `f32` lanes per vector.
+    const LANES: usize;
+    /// The set these operations belong to.
+    const ISA: Isa;
+
+    /// All lanes zero.
+    unsafe fn zero() -> Self::V;
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// `LANES` floats from `p` (unaligned).
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// Stores `LANES` floats at `p` (unaligned).
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// The first `n ≤ LANES` floats from `p`, the other lanes zero; only `n` floats are read.
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self::V;
+    /// Stores the first `n ≤ LANES` lanes at `p`; only `n` floats are written.
+    unsafe fn store_partial(p: *mut f32, n: usize, v: Self::V);
+    /// `a·b + c`, one rounding.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a + b`.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// `a − b`.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b`.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise maximum with x86's rule: `b` when either is NaN (callers that must follow
+    /// the interpreter's NaN rule check for NaN themselves).
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise minimum, x86's NaN rule as [`Simd::max`].
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// Whether any lane is NaN.
+    unsafe fn any_nan(v: Self::V) -> bool;
+    /// The sum of the lanes (in an order fixed per set).
+    unsafe fn hsum(v: Self::V) -> f32;
+}
+
+/// The AVX-512F set.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+pub struct Avx512;
+
+/// The AVX2 + FMA set.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+pub struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+fn mask16(n: usize) -> __mmask16 {
+    if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as __mmask16 }
+}
+
+// SAFETY: every method is an AVX-512F intrinsic; callers run them only where the CPU has it.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Simd for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+    const ISA: Isa = Isa::Avx512;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> __m512 {
+        unsafe { _mm512_maskz_loadu_ps(mask16(n), p) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, n: usize, v: __m512) {
+        unsafe { _mm512_mask_storeu_ps(p, mask16(n), v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_min_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn any_nan(v: __m512) -> bool {
+        unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0 }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m512) -> f32 {
+        unsafe { _mm512_reduce_add_ps(v) }
+    }
+}
+
+/// Lane masks for AVX2's masked loads and stores: `MASKS[8 − n..16 − n]` has the first `n`
+/// lanes set.
+#[cfg(target_arch = "x86_64")]
+static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn mask8(n: usize) -> __m256i {
+    let n = n.min(8);
+    // SAFETY: 8 − n ∈ [0, 8]: eight i32 inside MASKS.
+    unsafe { _mm256_loadu_si256(MASKS.as_ptr().add(8 - n) as *const __m256i) }
+}
+
+// SAFETY: every method is an AVX/AVX2/FMA intrinsic; callers run them only where the CPU has
+// AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Simd for Avx2 {
+    type V = __m256;
+    const LANES: usize = 8;
+    const ISA: Isa = Isa::Avx2;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> __m256 {
+        unsafe { _mm256_maskload_ps(p, mask8(n)) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, n: usize, v: __m256) {
+        unsafe { _mm256_maskstore_ps(p, mask8(n), v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_min_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn any_nan(v: __m256) -> bool {
+        unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0 }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn partial_round_trip_avx2(n: usize) -> Vec<f32> {
+        round_trip::<Avx2>(n)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn partial_round_trip_avx512(n: usize) -> Vec<f32> {
+        round_trip::<Avx512>(n)
+    }
+
+    #[inline(always)]
+    fn round_trip<S: Simd>(n: usize) -> Vec<f32> {
+        let src: Vec<f32> = (0..S::LANES).map(|i| i as f32 + 1.0).collect();
+        let mut dst = vec![-1.0f32; S::LANES];
+        // SAFETY: both buffers hold LANES floats; n ≤ LANES.
+        unsafe {
+            let v = S::load_partial(src.as_ptr(), n);
+            let v = S::fma(v, S::splat(2.0), S::zero());
+            S::store_partial(dst.as_mut_ptr(), n, v);
+        }
+        dst
+    }
+
+    #[test]
+    fn partial_loads_and_stores_touch_only_n_lanes() {
+        for (isa, f) in [
+            (Isa::Avx2, partial_round_trip_avx2 as unsafe fn(usize) -> Vec<f32>),
+            (Isa::Avx512, partial_round_trip_avx512),
+        ] {
+            if !isa.available() {
+                continue;
+            }
+            for n in 0..=isa.lanes() {
+                // SAFETY: the set is available.
+                let got = unsafe { f(n) };
+                for (i, &g) in got.iter().enumerate() {
+                    let want = if i < n { 2.0 * (i as f32 + 1.0) } else { -1.0 };
+                    assert_eq!(g, want, "{isa:?} n={n} lane {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn host_is_available() {
+        assert!(Isa::host().available());
+        assert!(Isa::Cranelift.available());
+    }
+}
