@@ -1,79 +1,245 @@
 //! The FMA peak of one core, measured by assembly loops of 12 independent FMA chains (so no
-//! compiler can merge or drop them), and CPU-time helpers: shared by the benches that quote a
-//! fraction of the peak measured in the same run (`#[path = "common/peak.rs"] mod peak;`).
+//! compiler can merge or drop them) at each vector width the CPU runs — 128-bit `xmm` (AVX +
+//! FMA), 256-bit `ymm` (AVX2 + FMA hosts) and 512-bit `zmm` (AVX-512F hosts only) — and
+//! CPU-time helpers: shared by the benches that quote a fraction of the peak measured in the same
+//! run (`#[path = "common/peak.rs"] mod peak;`) and by `peak_cli.rs`, the small program the
+//! Python comparison scripts compile with `rustc` to print the peak in their own runs.
+//!
+//! "The peak" of a host is the widest set's ([`Peaks::widest`]): on a CPU that runs 256-bit FMAs
+//! as two 128-bit halves (AMD Zen 1) the `ymm` loop measures the same GFLOP/s as the `xmm` one,
+//! and on an AVX-512 host the `zmm` loop measures up to twice the `ymm` one.
 #![allow(dead_code)]
 
 use std::hint::black_box;
 use std::time::Instant;
 
-/// FLOPs of `iters` iterations of `peak_loop`.
+/// Independent FMA chains in each loop iteration.
+const CHAINS: u64 = 12;
+
+/// FLOPs of `iters` iterations of a peak loop of `lanes`-wide FMAs.
+pub fn loop_flops(iters: u64, lanes: u64) -> f64 {
+    (iters * CHAINS * lanes * 2) as f64
+}
+
+/// FLOPs of `iters` iterations of `peak_loop` (128-bit).
 pub fn peak_flops(iters: u64) -> f64 {
-    (iters * 12 * 4 * 2) as f64
+    loop_flops(iters, 4)
 }
 
-/// 12 independent chains of `vfmadd231ps xmm`, written in assembly so that no compiler can
-/// merge them into wider vectors.
-#[cfg(target_arch = "x86_64")]
-pub fn peak_loop(iters: u64, _seed: f32) -> f32 {
-    let out: f32;
-    // SAFETY: only xmm registers and the counter are touched; the JIT (and so this bench)
-    // requires AVX and FMA.
-    unsafe {
-        std::arch::asm!(
-            "vxorps xmm0, xmm0, xmm0", "vxorps xmm1, xmm1, xmm1", "vxorps xmm2, xmm2, xmm2",
-            "vxorps xmm3, xmm3, xmm3", "vxorps xmm4, xmm4, xmm4", "vxorps xmm5, xmm5, xmm5",
-            "vxorps xmm6, xmm6, xmm6", "vxorps xmm7, xmm7, xmm7", "vxorps xmm8, xmm8, xmm8",
-            "vxorps xmm9, xmm9, xmm9", "vxorps xmm10, xmm10, xmm10", "vxorps xmm11, xmm11, xmm11",
-            "vxorps xmm12, xmm12, xmm12", "vxorps xmm13, xmm13, xmm13",
-            "2:",
-            "vfmadd231ps xmm0, xmm12, xmm13", "vfmadd231ps xmm1, xmm12, xmm13",
-            "vfmadd231ps xmm2, xmm12, xmm13", "vfmadd231ps xmm3, xmm12, xmm13",
-            "vfmadd231ps xmm4, xmm12, xmm13", "vfmadd231ps xmm5, xmm12, xmm13",
-            "vfmadd231ps xmm6, xmm12, xmm13", "vfmadd231ps xmm7, xmm12, xmm13",
-            "vfmadd231ps xmm8, xmm12, xmm13", "vfmadd231ps xmm9, xmm12, xmm13",
-            "vfmadd231ps xmm10, xmm12, xmm13", "vfmadd231ps xmm11, xmm12, xmm13",
-            "dec {n}",
-            "jnz 2b",
-            "vaddps xmm0, xmm0, xmm11",
-            "vzeroupper",
-            n = inout(reg) iters => _,
-            out("xmm0") out, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
-            out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _,
-            out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _,
-        );
-    }
-    out
+/// One peak loop: `iters` (≥ 1) iterations of 12 independent `vfmadd231ps` chains on the
+/// registers named by `$r` (`xmm`, `ymm` or `zmm`), in assembly so that no compiler can merge
+/// or widen them. The accumulators are zeroed with VEX `xmm` instructions (which clear the
+/// upper bits of every width, and need only AVX); the result is read from the low lane.
+macro_rules! fma_loop {
+    ($(#[$doc:meta])* $name:ident, $r:literal) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        pub fn $name(iters: u64, _seed: f32) -> f32 {
+            let out: f32;
+            // SAFETY: touches only the vector registers declared clobbered (xmmN clobbers the
+            // whole ymmN/zmmN) and the counter; the caller checks the CPU runs this width.
+            unsafe {
+                std::arch::asm!(
+                    "vxorps xmm0, xmm0, xmm0", "vxorps xmm1, xmm1, xmm1", "vxorps xmm2, xmm2, xmm2",
+                    "vxorps xmm3, xmm3, xmm3", "vxorps xmm4, xmm4, xmm4", "vxorps xmm5, xmm5, xmm5",
+                    "vxorps xmm6, xmm6, xmm6", "vxorps xmm7, xmm7, xmm7", "vxorps xmm8, xmm8, xmm8",
+                    "vxorps xmm9, xmm9, xmm9", "vxorps xmm10, xmm10, xmm10",
+                    "vxorps xmm11, xmm11, xmm11", "vxorps xmm12, xmm12, xmm12",
+                    "vxorps xmm13, xmm13, xmm13",
+                    "2:",
+                    concat!("vfmadd231ps ", $r, "0, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "1, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "2, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "3, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "4, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "5, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "6, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "7, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "8, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "9, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "10, ", $r, "12, ", $r, "13"),
+                    concat!("vfmadd231ps ", $r, "11, ", $r, "12, ", $r, "13"),
+                    "dec {n}",
+                    "jnz 2b",
+                    "vaddps xmm0, xmm0, xmm11",
+                    "vzeroupper",
+                    n = inout(reg) iters.max(1) => _,
+                    out("xmm0") out, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
+                    out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _,
+                    out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _,
+                );
+            }
+            out
+        }
+    };
 }
 
-/// The same loop on `zmm` registers (only run where the CPU has AVX-512F).
+fma_loop!(
+    /// 12 independent chains of `vfmadd231ps xmm` (needs AVX and FMA, as the JIT does).
+    peak_loop,
+    "xmm"
+);
+fma_loop!(
+    /// The same loop on `ymm` registers: only run where [`Width::Ymm`] is available.
+    peak_loop_ymm_unchecked,
+    "ymm"
+);
+fma_loop!(
+    /// The same loop on `zmm` registers: only run where [`Width::Zmm`] is available.
+    peak_loop_zmm_unchecked,
+    "zmm"
+);
+
+/// The `ymm` peak loop; panics (instead of faulting) where the CPU lacks AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
-pub fn peak_loop_zmm(iters: u64, _seed: f32) -> f32 {
-    // SAFETY: only xmm registers and the counter are touched; the JIT (and so this bench)
-    // requires AVX and FMA.
-    unsafe {
-        std::arch::asm!(
-            "vxorps zmm0, zmm0, zmm0", "vxorps zmm1, zmm1, zmm1", "vxorps zmm2, zmm2, zmm2",
-            "vxorps zmm3, zmm3, zmm3", "vxorps zmm4, zmm4, zmm4", "vxorps zmm5, zmm5, zmm5",
-            "vxorps zmm6, zmm6, zmm6", "vxorps zmm7, zmm7, zmm7", "vxorps zmm8, zmm8, zmm8",
-            "vxorps zmm9, zmm9, zmm9", "vxorps zmm10, zmm10, zmm10", "vxorps zmm11, zmm11, zmm11",
-            "vxorps zmm12, zmm12, zmm12", "vxorps zmm13, zmm13, zmm13",
-            "2:",
-            "vfmadd231ps zmm0, zmm12, zmm13", "vfmadd231ps zmm1, zmm12, zmm13",
-            "vfmadd231ps zmm2, zmm12, zmm13", "vfmadd231ps zmm3, zmm12, zmm13",
-            "vfmadd231ps zmm4, zmm12, zmm13", "vfmadd231ps zmm5, zmm12, zmm13",
-            "vfmadd231ps zmm6, zmm12, zmm13", "vfmadd231ps zmm7, zmm12, zmm13",
-            "vfmadd231ps zmm8, zmm12, zmm13", "vfmadd231ps zmm9, zmm12, zmm13",
-            "vfmadd231ps zmm10, zmm12, zmm13", "vfmadd231ps zmm11, zmm12, zmm13",
-            "dec {n}",
-            "jnz 2b",
-            "vzeroupper",
-            n = inout(reg) iters => _,
-            out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _,
-            out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _,
-            out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _,
-        );
+pub fn peak_loop_ymm(iters: u64, seed: f32) -> f32 {
+    assert!(Width::Ymm.available(), "the ymm peak loop needs AVX2 and FMA");
+    peak_loop_ymm_unchecked(iters, seed)
+}
+
+/// The `zmm` peak loop; panics (instead of faulting) where the CPU lacks AVX-512F.
+#[cfg(target_arch = "x86_64")]
+pub fn peak_loop_zmm(iters: u64, seed: f32) -> f32 {
+    assert!(Width::Zmm.available(), "the zmm peak loop needs AVX-512F");
+    peak_loop_zmm_unchecked(iters, seed)
+}
+
+/// A vector width of the peak loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// 128-bit `xmm` (AVX + FMA).
+    Xmm,
+    /// 256-bit `ymm` (AVX2 + FMA).
+    Ymm,
+    /// 512-bit `zmm` (AVX-512F).
+    Zmm,
+}
+
+impl Width {
+    /// Narrowest first.
+    pub const ALL: [Width; 3] = [Width::Xmm, Width::Ymm, Width::Zmm];
+
+    pub fn bits(self) -> u32 {
+        match self {
+            Width::Xmm => 128,
+            Width::Ymm => 256,
+            Width::Zmm => 512,
+        }
     }
-    0.0
+
+    pub fn lanes(self) -> u64 {
+        u64::from(self.bits() / 32)
+    }
+
+    /// The register name: `xmm`, `ymm`, `zmm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Width::Xmm => "xmm",
+            Width::Ymm => "ymm",
+            Width::Zmm => "zmm",
+        }
+    }
+
+    /// Whether this CPU runs this width's loop.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Width::Xmm => has!("avx") && has!("fma"),
+                Width::Ymm => has!("avx2") && has!("fma"),
+                Width::Zmm => has!("avx512f"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// GFLOP/s of this width's loop (best of 5), when the CPU runs it.
+    pub fn measure(self) -> Option<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if self.available() {
+            let lp = match self {
+                Width::Xmm => peak_loop,
+                Width::Ymm => peak_loop_ymm_unchecked,
+                Width::Zmm => peak_loop_zmm_unchecked,
+            };
+            return Some(measure(lp, self.lanes()));
+        }
+        None
+    }
+}
+
+/// The FMA peaks of every width this CPU runs, measured once.
+#[derive(Debug, Clone)]
+pub struct Peaks {
+    /// (width, GFLOP/s per core), narrowest first; only the widths the CPU runs.
+    pub widths: Vec<(Width, f64)>,
+}
+
+impl Peaks {
+    /// Measures every width the CPU runs (the zmm loop only where AVX-512F is present).
+    pub fn measure() -> Peaks {
+        Peaks {
+            widths: Width::ALL
+                .iter()
+                .filter_map(|&w| w.measure().map(|g| (w, g)))
+                .collect(),
+        }
+    }
+
+    /// The best of two measurements per width (for benches that measure before and after).
+    pub fn max(&self, other: &Peaks) -> Peaks {
+        Peaks {
+            widths: self
+                .widths
+                .iter()
+                .map(|&(w, g)| (w, other.get(w).map_or(g, |o| g.max(o))))
+                .collect(),
+        }
+    }
+
+    /// The peak of `w`, when measured.
+    pub fn get(&self, w: Width) -> Option<f64> {
+        self.widths.iter().find(|(x, _)| *x == w).map(|&(_, g)| g)
+    }
+
+    /// The widest width this CPU runs and its peak: what "% of peak" means on this host.
+    pub fn widest(&self) -> (Width, f64) {
+        self.widths.last().copied().unwrap_or((Width::Xmm, f64::NAN))
+    }
+
+    /// `gflops` as a percentage of the widest peak.
+    pub fn percent(&self, gflops: f64) -> f64 {
+        100.0 * gflops / self.widest().1
+    }
+
+    /// One line per width, the widest marked: `FMA peak, 256-bit ymm: 63.1 GFLOP/s per core
+    /// (widest on this CPU)`. The Python scripts read these lines.
+    pub fn report(&self) -> String {
+        let widest = self.widest().0;
+        let mut s = String::new();
+        for &(w, g) in &self.widths {
+            s += &format!(
+                "FMA peak, {}-bit {}: {g:.1} GFLOP/s per core{}\n",
+                w.bits(),
+                w.name(),
+                if w == widest { " (widest on this CPU)" } else { "" }
+            );
+        }
+        for w in Width::ALL {
+            if self.get(w).is_none() {
+                s += &format!(
+                    "FMA peak, {}-bit {}: not run (this CPU lacks it)\n",
+                    w.bits(),
+                    w.name()
+                );
+            }
+        }
+        s
+    }
 }
 
 #[repr(C)]
@@ -112,7 +278,7 @@ pub fn measure_peak() -> f64 {
     measure(peak_loop, 4)
 }
 
-/// GFLOP/s of `lp`, 12 chains of `lanes`-wide FMAs (best of 5).
+/// GFLOP/s of `lp`, 12 chains of `lanes`-wide FMAs (best of 5). `lp` must run on this CPU.
 pub fn measure(lp: fn(u64, f32) -> f32, lanes: u64) -> f64 {
     let iters = 20_000_000;
     (0..5)
@@ -120,18 +286,19 @@ pub fn measure(lp: fn(u64, f32) -> f32, lanes: u64) -> f64 {
             let s = timed(|| {
                 black_box(lp(black_box(iters), 1.0));
             });
-            peak_flops(iters) / 4.0 * lanes as f64 / s / 1e9
+            loop_flops(iters, lanes) / s / 1e9
         })
         .fold(0.0, f64::max)
 }
 
+/// GFLOP/s of the 256-bit FMA peak loop, when the CPU has AVX2 and FMA.
+pub fn measure_peak_ymm() -> Option<f64> {
+    Width::Ymm.measure()
+}
+
 /// GFLOP/s of the 512-bit FMA peak loop, when the CPU has AVX-512F.
 pub fn measure_peak_zmm() -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return Some(measure(peak_loop_zmm, 16));
-    }
-    None
+    Width::Zmm.measure()
 }
 
 /// The median CPU seconds of `runs` calls of `f` (after one warm-up call).
