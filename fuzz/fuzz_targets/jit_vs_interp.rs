@@ -43,12 +43,8 @@ fuzz_target!(|data: &[u8]| {
     let seed = data
         .iter()
         .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    // all passes on (the default); the seed's low bit picks the GEMM tier
-    let tier = if seed & 1 == 0 {
-        kiln::jit::gemm::Tier::Auto
-    } else {
-        kiln::jit::gemm::Tier::Cranelift
-    };
+    // all passes on (the default); the seed picks the kernel tier
+    let tier = kiln::check::tier_for_seed(seed);
     let options = kiln::CompileOptions {
         gemm_tier: tier,
         ..Default::default()

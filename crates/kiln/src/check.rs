@@ -10,6 +10,13 @@ use kiln_ir::init::{default_weights, random_inputs};
 pub const ATOL: f32 = 1e-4;
 pub const RTOL: f32 = 1e-4;
 
+/// The kernel tier a seeded test case runs: the seed picks one of the tiers this CPU can run
+/// ([`kiln_jit::gemm::Tier::runnable`]), so a fuzz or property run alternates over all of them.
+pub fn tier_for_seed(seed: u64) -> kiln_jit::gemm::Tier {
+    let tiers = kiln_jit::gemm::Tier::runnable();
+    tiers[(seed % tiers.len() as u64) as usize]
+}
+
 /// Runs `graph` on both engines with weights and inputs drawn from `seed`; `Err` describes
 /// the first disagreement (or a failure of either engine) together with the graph's text.
 pub fn jit_matches_interpreter(graph: &Graph, seed: u64) -> Result<(), String> {

@@ -36,11 +36,7 @@ fn one(data: &[u8], mode: Mode) -> Result<(), String> {
     let seed = data
         .iter()
         .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let tier = if seed & 1 == 0 {
-        kiln::jit::gemm::Tier::Auto
-    } else {
-        kiln::jit::gemm::Tier::Cranelift
-    };
+    let tier = kiln::check::tier_for_seed(seed);
     let options = kiln::CompileOptions {
         gemm_tier: tier,
         threads: 1 + (seed as usize >> 1 & 1),
