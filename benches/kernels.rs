@@ -1,19 +1,22 @@
-//! The direct kernel families (pooling, depthwise convolution, dense) on both kernel tiers,
-//! one thread, against the FMA peak measured in the same run.
+//! The kernel families — pooling, depthwise convolution, dense layers and convolutions on the
+//! GEMM — on every kernel tier this CPU runs (`Tier::runnable()`: AVX-512 and AVX2 where the
+//! CPU has them, and the portable Cranelift `f32x4` code), one thread, against the FMA peak
+//! measured in the same run.
 //!
-//! `cargo bench --bench kernels` (a filter such as `maxpool` runs one family). Criterion times
-//! a whole one-op model run per tier (`auto` = the AVX-512 tier where the CPU has it,
-//! `cranelift` = the portable `f32x4` code; a run includes copying the input in and the output
-//! out). The summary printed at the end times the AVX-512 kernel alone (called directly on a
-//! buffer, CPU time, median of 15) and both tiers' whole runs, and quotes GFLOP/s (pooling:
-//! one operation per window tap; convolution and dense: two per multiply-add) and the fraction
-//! of the 512-bit FMA peak.
+//! `cargo bench --bench kernels` (a filter such as `maxpool` runs one case). Criterion times a
+//! whole one-op model run per tier (copying the input in and the output out included). The
+//! summary printed at the end gives, per case and tier, the op's kernels alone (`run_profiled`:
+//! each kernel timed on its own over its whole range, wall time, median of 15; weight
+//! preparation, which runs once when the weights are set, excluded), their GFLOP/s (FLOPs as
+//! `kiln summary` counts them: one per window tap for pooling, two per multiply-add for
+//! convolutions and dense layers), the percentage of the widest FMA peak this CPU runs
+//! (`common/peak.rs`; the narrower widths' peaks are printed for reference), and the whole
+//! run's CPU time (median of 15).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kiln::ir::builder::{Conv, Network};
 use kiln::ir::init::{default_weights, random_inputs};
 use kiln::ir::{Graph, NodeId, Padding, Pool2d, PoolKind};
-use kiln::jit::direct_avx512 as direct;
 use kiln::jit::gemm::Tier;
 use std::hint::black_box;
 use std::time::Duration;
@@ -30,35 +33,15 @@ fn single(shape: &[usize], layer: impl FnOnce(&mut Network, NodeId) -> kiln::ir:
     net.finish().unwrap()
 }
 
-/// A call of an AVX-512 kernel over its whole range on an arena.
-type DirectCall = Box<dyn Fn(&mut [f32])>;
-
-/// A kernel family's case: its graph, its work, and the AVX-512 kernel alone.
+/// One case of a kernel family: a one-op graph at a size a zoo network runs it at.
 struct Case {
     name: &'static str,
+    family: &'static str,
     graph: Graph,
-    /// Operations of one run of the kernel.
-    ops: f64,
-    /// Calls the AVX-512 kernel once over its whole range on `arena` (sized by `arena_len`).
-    direct: DirectCall,
-    arena_len: usize,
 }
 
-fn window(x: [usize; 4], k: usize, s: usize, p: usize) -> (direct::WindowDesc, usize, usize) {
-    let o = (x[2] + 2 * p - k) / s + 1;
-    let g = kiln::ir::geometry::Window2d {
-        input: [x[2], x[3]],
-        kernel: [k, k],
-        stride: [s, s],
-        dilation: [1, 1],
-        pad: [p; 4],
-        output: [o, o],
-    };
-    (direct::WindowDesc::new(&g), o, o)
-}
-
-fn pool_case(name: &'static str, x: [usize; 4], k: usize, s: usize, p: usize, kind: PoolKind) -> Case {
-    let graph = single(&x, |n, v| {
+fn pool(x: [usize; 4], k: usize, s: usize, p: usize, kind: PoolKind) -> Graph {
+    single(&x, |n, v| {
         n.pool2d(
             v,
             Pool2d {
@@ -66,191 +49,173 @@ fn pool_case(name: &'static str, x: [usize; 4], k: usize, s: usize, p: usize, ki
                 ..Pool2d::new(kind, [k, k], [s, s])
             },
         )
-    });
-    let (win, oh, ow) = window(x, k, s, p);
-    let planes = x[0] * x[1];
-    let (xl, yl) = (planes * x[2] * x[3], planes * oh * ow);
-    let d = direct::PoolDesc {
-        x: 0,
-        y: (xl * 4) as u64,
-        planes: planes as u64,
-        kind: match kind {
-            PoolKind::Max => direct::POOL_MAX,
-            PoolKind::Sum => direct::POOL_SUM,
-            PoolKind::Avg {
-                count_include_pad: false,
-            } => direct::POOL_AVG,
-            PoolKind::Avg {
-                count_include_pad: true,
-            } => direct::POOL_AVG_WITH_PAD,
-        },
-        win,
-    };
-    Case {
-        name,
-        graph,
-        ops: (yl * k * k) as f64,
-        // SAFETY: the arena holds x then y, as the description says.
-        direct: Box::new(move |a| unsafe {
-            direct::kiln_pool2d(&d, a.as_mut_ptr().cast(), 0, planes as i64)
-        }),
-        arena_len: xl + yl,
-    }
+    })
 }
 
 fn cases() -> Vec<Case> {
-    let mut v = vec![
-        pool_case(
-            "maxpool3x3s2_64x112x112",
-            [1, 64, 112, 112],
-            3,
-            2,
-            1,
-            PoolKind::Max,
-        ),
-        pool_case(
-            "avgpool3x3s1_64x56x56",
-            [1, 64, 56, 56],
-            3,
-            1,
-            1,
-            PoolKind::Avg {
-                count_include_pad: false,
-            },
-        ),
-    ];
-    // global average pool, ResNet-18's head
-    let (planes, len) = (512, 49);
-    let d = direct::GlobalPoolDesc {
-        x: 0,
-        y: (planes * len * 4) as u64,
-        planes: planes as u64,
-        len: len as u64,
-        max: 0,
+    let avg = PoolKind::Avg {
+        count_include_pad: false,
     };
-    v.push(Case {
-        name: "global_avgpool_512x7x7",
-        graph: single(&[1, 512, 7, 7], |n, x| n.global_avg_pool(x)),
-        ops: (planes * len) as f64,
-        // SAFETY: x then y.
-        direct: Box::new(move |a| unsafe {
-            direct::kiln_global_pool(&d, a.as_mut_ptr().cast(), 0, planes as i64)
-        }),
-        arena_len: planes * len + planes,
-    });
-    for (name, c, hw, s) in [
-        ("depthwise3x3s1_32x112x112", 32, 112, 1),
-        ("depthwise3x3s2_64x112x112", 64, 112, 2),
-    ] {
-        let x = [1, c, hw, hw];
-        let (win, oh, ow) = window(x, 3, s, 1);
-        let (xl, wl, yl) = (c * hw * hw, c * 9, c * oh * ow);
-        let d = direct::DepthwiseDesc {
-            x: 0,
-            w: (xl * 4) as u64,
-            bias: ((xl + wl) * 4) as u64,
-            y: ((xl + wl + c) * 4) as u64,
-            planes: c as u64,
-            cin: c as u64,
-            cout: c as u64,
-            cog: 1,
-            act: direct::ACT_RELU,
-            alpha: 0,
-            win,
-        };
-        v.push(Case {
-            name,
-            graph: single(&x, |n, v| {
-                let y = n.conv2d(v, Conv::new(c, [3, 3]).stride(s).padding(1).groups(c))?;
-                n.relu(y)
-            }),
-            ops: (2 * yl * 9) as f64,
-            // SAFETY: x, w, bias, y in that order.
-            direct: Box::new(move |a| unsafe {
-                direct::kiln_depthwise(&d, a.as_mut_ptr().cast(), 0, c as i64)
-            }),
-            arena_len: xl + wl + c + yl,
-        });
-    }
-    for (name, n, i, o) in [
-        ("dense_b1_4096to1000", 1, 4096, 1000),
-        ("dense_b64_400to120", 64, 400, 120),
-    ] {
-        let d = direct::DenseDesc {
-            x: 0,
-            w: (n * i * 4) as u64,
-            bias: ((n * i + o * i) * 4) as u64,
-            y: ((n * i + o * i + o) * 4) as u64,
-            batch: n as u64,
-            inputs: i as u64,
-            outputs: o as u64,
-        };
-        v.push(Case {
-            name,
-            graph: single(&[n, i], |net, x| net.dense(x, o)),
-            ops: (2 * n * i * o) as f64,
-            // SAFETY: x, w, bias, y in that order.
-            direct: Box::new(move |a| unsafe { direct::kiln_dense(&d, a.as_mut_ptr().cast(), 0, o as i64) }),
-            arena_len: n * i + o * i + o + n * o,
-        });
-    }
-    v
+    let depthwise = |c: usize, hw: usize, s: usize| {
+        single(&[1, c, hw, hw], |n, v| {
+            let y = n.conv2d(v, Conv::new(c, [3, 3]).stride(s).padding(1).groups(c))?;
+            n.relu(y)
+        })
+    };
+    let dense = |n: usize, i: usize, o: usize| single(&[n, i], |net, x| net.dense(x, o));
+    let conv = |c: usize, o: usize, k: usize, hw: usize| {
+        single(&[1, c, hw, hw], |n, v| {
+            let y = n.conv2d(v, Conv::new(o, [k, k]).padding(k / 2))?;
+            n.relu(y)
+        })
+    };
+    vec![
+        Case {
+            name: "maxpool3x3s2_64x112x112",
+            family: "max pool 3×3 s2 p1, 64×112×112 (ResNet-18)",
+            graph: pool([1, 64, 112, 112], 3, 2, 1, PoolKind::Max),
+        },
+        Case {
+            name: "avgpool3x3s1_64x56x56",
+            family: "avg pool 3×3 s1 p1, 64×56×56",
+            graph: pool([1, 64, 56, 56], 3, 1, 1, avg),
+        },
+        Case {
+            name: "global_avgpool_512x7x7",
+            family: "global avg pool 512×7×7",
+            graph: single(&[1, 512, 7, 7], |n, x| n.global_avg_pool(x)),
+        },
+        Case {
+            name: "depthwise3x3s1_32x112x112",
+            family: "depthwise 3×3 s1 + ReLU, 32×112×112 (MobileNet)",
+            graph: depthwise(32, 112, 1),
+        },
+        Case {
+            name: "depthwise3x3s2_64x112x112",
+            family: "depthwise 3×3 s2 + ReLU, 64×112×112",
+            graph: depthwise(64, 112, 2),
+        },
+        Case {
+            name: "dense_b1_4096to1000",
+            family: "dense 4096→1000, batch 1",
+            graph: dense(1, 4096, 1000),
+        },
+        Case {
+            name: "dense_b64_400to120",
+            family: "dense 400→120, batch 64 (LeNet's fc1)",
+            graph: dense(64, 400, 120),
+        },
+        Case {
+            name: "conv3x3_64to64_56x56",
+            family: "conv 3×3 64→64 + ReLU, 56×56 (GEMM; ResNet-18 layer1)",
+            graph: conv(64, 64, 3, 56),
+        },
+        Case {
+            name: "conv1x1_32to64_112x112",
+            family: "conv 1×1 32→64 + ReLU, 112×112 (GEMM; MobileNet pointwise)",
+            graph: conv(32, 64, 1, 112),
+        },
+    ]
+}
+
+/// The tiers to compare: every forced tier this CPU runs.
+fn tiers() -> Vec<(Tier, String)> {
+    Tier::runnable()
+        .into_iter()
+        .map(|t| (t, format!("{t:?}").to_lowercase()))
+        .collect()
+}
+
+/// One tier's figures for one case.
+struct Figures {
+    tier: String,
+    /// The op's kernels alone (sum over its kernels, median of 15), seconds (wall).
+    kernels: f64,
+    /// A whole run, CPU seconds (median of 15).
+    run: f64,
 }
 
 fn bench(c: &mut Criterion) {
-    let zmm = peak::measure_peak_zmm();
-    let xmm = peak::measure_peak();
+    let first_peaks = peak::Peaks::measure();
+    let tiers = tiers();
     let mut report = Vec::new();
     for case in cases() {
         let weights = default_weights(&case.graph, 0).expect("bench graphs fit");
         let inputs = random_inputs(&case.graph, 1).expect("bench graphs fit");
+        let flops = kiln::ir::summary::summarize(&case.graph).total_flops as f64;
         let mut g = c.benchmark_group(case.name);
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(2));
-        let mut runs = Vec::new();
-        for (tier, label) in [(Tier::Auto, "auto"), (Tier::Cranelift, "cranelift")] {
+        let mut figures = Vec::new();
+        for (tier, label) in &tiers {
             let opts = kiln::CompileOptions {
                 threads: 1,
-                gemm_tier: tier,
+                gemm_tier: *tier,
                 ..Default::default()
             };
-            let mut model = kiln::compile(&case.graph, &opts).expect("compiles");
+            let mut model = kiln::compile(&case.graph, &opts).expect("compiles on a runnable tier");
             model.set_weights(&weights).expect("weights fit");
             g.bench_function(BenchmarkId::from_parameter(label), |b| {
                 b.iter(|| model.run(black_box(&inputs)).unwrap())
             });
-            runs.push((label, peak::median_cpu(15, || drop(model.run(&inputs).unwrap()))));
+            let mut alone: Vec<f64> = (0..15)
+                .map(|_| {
+                    let (ms, _) = model.run_profiled(&inputs).expect("runs");
+                    ms.iter().sum::<f64>() / 1e3
+                })
+                .collect();
+            alone.sort_by(f64::total_cmp);
+            figures.push(Figures {
+                tier: label.clone(),
+                kernels: alone[alone.len() / 2],
+                run: peak::median_cpu(15, || drop(model.run(&inputs).unwrap())),
+            });
         }
         g.finish();
-        let alone = kiln::jit::direct_avx512::available().then(|| {
-            let mut arena: Vec<f32> = (0..case.arena_len).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-            peak::median_cpu(15, || (case.direct)(&mut arena))
-        });
-        report.push((case.name, case.ops, alone, runs));
+        report.push((case, flops, figures));
     }
-    println!("times below are CPU time of the bench's thread (median of 15), not wall time");
-    println!("128-bit FMA peak: {xmm:.1} GFLOP/s per core");
-    if let Some(z) = zmm {
-        println!("512-bit FMA peak: {z:.1} GFLOP/s per core");
-    }
-    let pct = |gf: f64| {
-        zmm.map_or(String::new(), |z| {
-            format!(" ({:.1}% of the 512-bit peak)", 100.0 * gf / z)
-        })
-    };
-    for (name, ops, alone, runs) in report {
-        if let Some(t) = alone {
-            let gf = ops / t / 1e9;
+    let peaks = first_peaks.max(&peak::Peaks::measure());
+    let (widest, wp) = peaks.widest();
+    println!("\nOne thread. Kernels alone: wall time, median of 15; whole run: CPU time, median of 15.");
+    print!("{}", peaks.report());
+    println!(
+        "(best of a measurement before and after the cases; % below: of the {}-bit peak)",
+        widest.bits()
+    );
+    for (case, flops, figures) in &report {
+        for f in figures {
+            let gf = flops / f.kernels / 1e9;
             println!(
-                "{name}: AVX-512 kernel alone {:.4} ms = {gf:.1} GFLOP/s{}",
-                t * 1e3,
-                pct(gf)
+                "{}: {} tier: kernels {:.4} ms = {gf:.1} GFLOP/s = {:.1}% of peak; whole run {:.4} ms",
+                case.name,
+                f.tier,
+                f.kernels * 1e3,
+                peaks.percent(gf),
+                f.run * 1e3
             );
         }
-        for (label, t) in runs {
-            println!("{name}: whole run, {label} tier: {:.4} ms", t * 1e3);
+    }
+    // the same as a Markdown table, one row per case, one column group per tier
+    let mut head = String::from("| kernel |");
+    let mut rule = String::from("|---|");
+    for (_, label) in &tiers {
+        head += &format!(" {label}: kernels | GFLOP/s | % of peak | whole run |");
+        rule += "---|---|---|---|";
+    }
+    println!("\n{head}\n{rule}");
+    for (case, flops, figures) in &report {
+        let mut line = format!("| {} |", case.family);
+        for f in figures {
+            let gf = flops / f.kernels / 1e9;
+            line += &format!(
+                " {:.3} ms | {gf:.1} | {:.1} % | {:.3} ms |",
+                f.kernels * 1e3,
+                100.0 * gf / wp,
+                f.run * 1e3
+            );
         }
+        println!("{line}");
     }
 }
 
