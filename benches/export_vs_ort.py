@@ -14,8 +14,9 @@ Prints the max abs error and the max relative error (max |kiln - ORT| / max |ORT
 and exits non-zero if any relative error is above 1e-4 or any step fails.
 
 Usage: python3 benches/export_vs_ort.py [--kiln PATH] [--epochs N]
-It makes a virtual environment under /tmp (numpy, onnx, onnxruntime from PyPI) and builds
-target/release/kiln with cargo if it is missing.
+Without --kiln it runs `cargo build --release -p kiln` (a no-op when up to date). Without numpy,
+onnx and onnxruntime in the running Python it reruns itself in the virtual environment shared
+with benches/onnx_vs_ort.py (whose docstring says where).
 """
 
 import glob
@@ -24,8 +25,10 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import onnx_vs_ort as common  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = "/tmp/kiln-export-venv"
 WORK = "/tmp/kiln-export-check"
 TOLERANCE = 1e-4
 
@@ -160,27 +163,8 @@ OPS = {
 }
 
 
-def ensure_venv():
-    if os.environ.get("KILN_EXPORT_IN_VENV"):
-        return
-    py = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(py):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "numpy", "onnx", "onnxruntime"])
-    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], dict(os.environ, KILN_EXPORT_IN_VENV="1"))
-
-
-def kiln_bin(exe=None):
-    if exe:
-        return exe
-    exe = os.path.join(ROOT, "target", "release", "kiln")
-    if not os.path.exists(exe):
-        subprocess.check_call(["cargo", "build", "--release", "-p", "kiln"], cwd=ROOT)
-    return exe
-
-
 def main():
-    ensure_venv()
+    common.ensure_venv()
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -192,7 +176,7 @@ def main():
             exe = args[i + 1]
         if a == "--epochs":
             epochs = int(args[i + 1])
-    kiln = kiln_bin(exe)
+    kiln = common.kiln_bin(exe)
     os.makedirs(WORK, exist_ok=True)
     rng = np.random.default_rng(0)
 

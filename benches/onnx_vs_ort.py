@@ -23,32 +23,53 @@ Three sets of networks (all by default; `--sets zoo,speed,light` picks some):
 
 and any ONNX file given on the command line (with its own weights).
 
+It first prints the machine (lscpu's model, family and model, whether the CPU has FMA, AVX2
+and AVX-512F, caches), the kiln binary and the commit it was built from, the CPUs each thread
+count is pinned to, and the FMA peak of one core measured now by the loops of
+benches/common/peak.rs (compiled with rustc; 128-bit, 256-bit and, on AVX-512 hosts only,
+512-bit; the widest the CPU runs is "the peak"), again at the end.
+
 For each model: `kiln check`; then `kiln run` (JIT, release binary, every input and output by
 the file's own name) and ONNX Runtime on the same seeded inputs -> max abs / max rel error (rel =
 max |kiln - ORT| / max |ORT|, per output, the worst output; pass = rel <= 1e-4); then the
-median latency of `kiln bench --engine jit --threads T` and of an ORT session with
-`intra_op_num_threads = T` (inter-op 1), each in its own process pinned with the same
-`taskset -c` (T = 1: the last CPU; T = 2: the last two), kiln and ORT alternating, `--rounds`
-times each (the figure is the median of the rounds' medians). Prints the ratios kiln/ORT and
-their geometric means. Models kiln cannot import are listed with kiln's error.
+time per run of `kiln bench --engine jit --threads T` (with `--gemm-tier X` for each tier of
+`--tier`) and of an ORT session with `intra_op_num_threads = T` (inter-op 1), each in its own
+process pinned with the same `taskset -c` (T = 1: the last CPU; T = 2: the last two), kiln and
+ORT alternating, `--rounds` times each (the figure is the median of the rounds'). `--clock
+cpu` times CPU time, which the other jobs of a shared machine do not inflate: kiln's is the
+difference of the CPU time (wait4) of a 1-run and a (1 + k)-run `kiln bench` process over k
+(compilation and start-up cancel), ORT's the process CPU time over its runs, each engine
+running about a second; `--clock wall` the medians of `--runs` runs; `--clock auto` (the
+default) CPU time at 1 thread and wall time at more (a process's CPU time sums its threads:
+work, not latency).
+Prints the ratios kiln/ORT, kiln's fraction of the FMA peak of T cores (FLOPs as `kiln
+summary` counts them), the geometric means of the ratios and the worst ones. Models kiln
+cannot import are listed with kiln's error.
 
 Usage: python3 benches/onnx_vs_ort.py [--runs N] [--rounds R] [--threads 1,2]
-         [--sets zoo,speed,light] [--nets lenet5,light_resnet50] [--kiln PATH] [FILE.onnx ...]
-Without numpy/onnx/onnxruntime in the running Python it makes a virtual environment under /tmp
-(from PyPI) and reruns itself there; it builds target/release/kiln with cargo if missing.
-benches/torchvision_vs_ort.py uses the measuring half of this file (`measure`, `print_table`).
+         [--sets zoo,speed,light] [--nets lenet5,light_resnet50] [--tier auto,avx2,cranelift]
+         [--clock auto|cpu|wall]
+         [--kiln PATH] [--seed S] [FILE.onnx ...]
+Without --kiln it runs `cargo build --release -p kiln` (a no-op when up to date) and times a
+copy of the binary under /tmp/kiln-onnx-bench/. Without numpy/onnx/onnxruntime in the running
+Python it reruns itself in the virtual environment $KILN_BENCH_VENV (default
+/tmp/kiln-bench-venv, made and filled from PyPI when needed); so
+`/path/to/venv/bin/python benches/onnx_vs_ort.py` uses an existing one. Needs taskset and
+rustc. benches/torchvision_vs_ort.py uses the measuring half of this file.
 """
 
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = "/tmp/kiln-onnx-bench-venv"
+VENV = os.environ.get("KILN_BENCH_VENV", "/tmp/kiln-bench-venv")
 WORK = "/tmp/kiln-onnx-bench"
 NETS = ["lenet5", "alexnet", "vgg16", "resnet18", "mobilenet_block"]
 SPEED = ["lenet5", "lenet5_b64", "vgg_block", "resnet18", "mobilenet_dw_pw", "dilated_conv"]
@@ -66,14 +87,29 @@ def have(*mods):
         return False
 
 
-def ensure_venv():
-    if os.environ.get("KILN_BENCH_IN_VENV") or have("numpy", "onnx", "onnxruntime"):
+def ensure_venv(mods=("numpy", "onnx", "onnxruntime"), pkgs=("numpy", "onnx", "onnxruntime")):
+    """Reruns the running script in a Python that has `mods`: this one if it has them, else
+    the virtual environment `$KILN_BENCH_VENV` (default /tmp/kiln-bench-venv, shared by the
+    bench scripts), made if missing and given whatever of `pkgs` it lacks from PyPI (pip)."""
+    missing = [m for m in mods if not have(m)]
+    if not missing:
         return
+    if os.environ.get("KILN_BENCH_IN_VENV"):
+        raise SystemExit(f"{sys.executable} lacks {missing} even after `pip install {' '.join(pkgs)}`; "
+                         "run this script with a Python that has them, or set KILN_BENCH_VENV to a new directory")
     py = os.path.join(VENV, "bin", "python")
     if not os.path.exists(py):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "numpy", "onnx", "onnxruntime"])
-    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], dict(os.environ, KILN_BENCH_IN_VENV="1"))
+        print(f"[{', '.join(missing)} missing from {sys.executable}: making a virtual environment in {VENV}]",
+              file=sys.stderr, flush=True)
+        r = subprocess.run([sys.executable, "-m", "venv", VENV])
+        if r.returncode != 0:
+            raise SystemExit(f"`{sys.executable} -m venv {VENV}` failed (on Debian/Ubuntu: apt-get install "
+                             f"python3-venv), or run this script with a Python that has {list(mods)}")
+    if subprocess.run([py, "-c", "import " + ", ".join(mods)], capture_output=True).returncode != 0:
+        print(f"[installing {' '.join(pkgs)} into {VENV}]", file=sys.stderr, flush=True)
+        subprocess.check_call([py, "-m", "pip", "install", "-q", *pkgs])
+    script = os.path.abspath(sys.argv[0])
+    os.execve(py, [py, script] + sys.argv[1:], dict(os.environ, KILN_BENCH_IN_VENV="1"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,17 +388,133 @@ def light_dir():
 # Measuring (shared with torchvision_vs_ort.py)
 # ---------------------------------------------------------------------------------------------
 
+def git_commit():
+    """The repository's HEAD (short hash, `-dirty` with uncommitted changes to tracked files),
+    or None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
 def kiln_bin(exe=None):
+    """`exe`, or the release kiln of this checkout: built (`cargo build --release -p kiln`, a
+    no-op when up to date) and copied to the work folder, so a rebuild during the run (another
+    cargo command in the same target/) cannot swap the binary between measurements."""
     if exe:
-        return exe
-    exe = os.path.join(ROOT, "target", "release", "kiln")
-    if not os.path.exists(exe):
-        subprocess.check_call(["cargo", "build", "--release", "-p", "kiln"], cwd=ROOT)
-    return exe
+        return os.path.abspath(exe)
+    r = subprocess.run(["cargo", "build", "--release", "-p", "kiln"], cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit("`cargo build --release -p kiln` failed (see above); or pass --kiln PATH")
+    built = os.path.join(ROOT, "target", "release", "kiln")
+    os.makedirs(WORK, exist_ok=True)
+    snap = os.path.join(WORK, f"kiln-{git_commit() or 'build'}")
+    shutil.copy2(built, snap + ".tmp")
+    os.replace(snap + ".tmp", snap)
+    return snap
+
+
+def allowed_cpus():
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
+def cpus_for(threads):
+    """The CPUs a run of `threads` threads is pinned to (both engines alike): the last
+    `threads` of those this process may use."""
+    cpus = allowed_cpus()
+    if threads > len(cpus):
+        raise SystemExit(f"{threads} threads asked, but this process may run on {len(cpus)} CPUs ({cpus})")
+    return ",".join(str(c) for c in cpus[-threads:])
+
+
+def check_taskset():
+    if not shutil.which("taskset"):
+        raise SystemExit("`taskset` (util-linux) is needed to pin kiln and ONNX Runtime to the same CPUs")
+
+
+def machine():
+    """One line naming the CPU (lscpu, else /proc/cpuinfo), the vector flags the kernel tiers
+    depend on, the caches and the CPUs this process may use."""
+    info = {}
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            k, _, v = line.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    if "Flags" not in info and os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            k, _, v = line.partition(":")
+            key = {"model name": "Model name", "flags": "Flags", "cpu family": "CPU family",
+                   "model": "Model"}.get(k.strip())
+            if key:
+                info.setdefault(key, v.strip())
+    flags = set(info.get("Flags", "").split())
+    have_flags = ", ".join(f"{f} {'yes' if f in flags else 'NO'}" for f in ("fma", "avx2", "avx512f"))
+    caches = ", ".join(f"{c} {info[c + ' cache']}" for c in ("L1d", "L2", "L3") if c + " cache" in info)
+    hyp = f", {info['Hypervisor vendor']} guest" if "Hypervisor vendor" in info else ""
+    return (f"machine: {info.get('Model name', '?')} (family {info.get('CPU family', '?')} model "
+            f"{info.get('Model', '?')}), {info.get('CPU(s)', os.cpu_count())} CPUs, "
+            f"{info.get('Thread(s) per core', '?')} thread(s) per core{hyp}; {have_flags}; {caches}; "
+            f"this process may use CPUs {allowed_cpus()}; Linux {os.uname().release}")
+
+
+PEAK_LINE = re.compile(r"FMA peak, (\d+)-bit (\w+): ([\d.]+) GFLOP/s per core( \(widest on this CPU\))?")
+
+
+def peak(cpu):
+    """The FMA peak of core `cpu`, measured now by benches/common/peak.rs's loops (the Rust
+    benches' own, compiled with rustc): (report lines, GFLOP/s of the widest width the CPU
+    runs). (text, None) when rustc is missing or fails: the comparison goes on without it."""
+    src = os.path.join(ROOT, "benches", "common", "peak_cli.rs")
+    exe = os.path.join(WORK, "kiln-peak")
+    os.makedirs(WORK, exist_ok=True)
+    r = subprocess.run(["rustc", "--edition", "2024", "-O", src, "-o", exe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"FMA peak: not measured (rustc {src}: {r.stderr.strip()[-500:]})", None
+    out = subprocess.run(["taskset", "-c", str(cpu), exe], capture_output=True, text=True).stdout
+    widest = next((float(m.group(3)) for m in PEAK_LINE.finditer(out) if m.group(4)), None)
+    return out.strip(), widest
+
+
+def header(kiln, threads, tiers, clock="auto"):
+    """The lines every comparison starts with: machine, kiln build, pinning, load, peak.
+    Returns the widest FMA peak per core (None if not measured)."""
+    check_taskset()
+    print(machine())
+    built = os.path.dirname(kiln) == WORK and os.path.basename(kiln).startswith("kiln-")
+    print(f"kiln: {kiln} ({f'built from {ROOT} at ' + (git_commit() or '?') if built else 'given with --kiln'}); tiers: "
+          f"{', '.join(t or 'auto (the default)' for t in tiers)}")
+    print("pinned with taskset, kiln and ORT alike: "
+          + ", ".join(f"{t} thread{'s' if t > 1 else ''} -> CPUs {cpus_for(t)}" for t in threads))
+    print("clock: " + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {clock_for(clock, t)} time" for t in threads)
+          + " (cpu: CPU time of the process, what a shared machine's load does not inflate; wall: medians)")
+    text, widest = peak(cpus_for(1))
+    print(f"{text}\n(measured on CPU {cpus_for(1)} at the start; {load()})", flush=True)
+    return widest
+
+
+def footer(widest):
+    """The peak measured again at the end (the host's clock moves); the best of both."""
+    text, again = peak(cpus_for(1))
+    print(f"\nat the end: {text}\n({load()})")
+    return max(x for x in (widest, again, 0.0) if x is not None) or None
 
 
 def totals(text):
     return [l.strip() for l in text.splitlines() if l.strip().startswith("Total ")]
+
+
+def total_flops(text):
+    m = re.search(r"^Total FLOPs: (\d+)$", text, re.M)
+    return int(m.group(1)) if m else None
 
 
 def io_names(path):
@@ -400,11 +552,6 @@ def make_inputs(path, workdir, seed):
     return out
 
 
-def cpus_for(threads):
-    n = os.cpu_count() or 1
-    return ",".join(str(c) for c in list(range(n))[-threads:])
-
-
 def ort_session(path, threads):
     import onnxruntime as ort
 
@@ -415,41 +562,82 @@ def ort_session(path, threads):
     return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
 
+# CPU-clock measurements run each engine for about this much time, so process start-up and
+# the clock's granularity are small beside it.
+CPU_TARGET_S = 1.0
+
+
+def clock_for(clock, threads):
+    """`--clock auto`: CPU time at 1 thread, wall time at more (a process's CPU time sums its
+    threads, which is work, not latency)."""
+    return ("cpu" if threads == 1 else "wall") if clock == "auto" else clock
+
+
 def ort_worker(argv):
-    """`--ort-worker MODEL THREADS RUNS NAME=X.npy ...`: prints ORT's median ms (one warm-up)."""
+    """`--ort-worker MODEL THREADS RUNS CLOCK NAME=X.npy ...`: prints ORT's time per run in ms
+    after one warm-up run: CLOCK `wall`, the median of RUNS runs; `cpu`, the process's CPU time
+    over at least 3 runs and CPU_TARGET_S seconds, divided by the runs."""
     import numpy as np
 
-    path, threads, runs = argv[0], int(argv[1]), int(argv[2])
+    path, threads, runs, clock = argv[0], int(argv[1]), int(argv[2]), argv[3]
     feed = {}
-    for a in argv[3:]:
+    for a in argv[4:]:
         k, v = a.rsplit("=", 1)
         feed[k] = np.load(v)
     s = ort_session(path, threads)
     s.run(None, feed)
+    if clock == "cpu":
+        n, t0 = 0, time.process_time()
+        while n < 3 or time.process_time() - t0 < CPU_TARGET_S:
+            s.run(None, feed)
+            n += 1
+        print(f"ort: {(time.process_time() - t0) / n * 1e3:.4f} ms")
+        return
     t = []
     for _ in range(runs):
         t0 = time.perf_counter()
         s.run(None, feed)
         t.append((time.perf_counter() - t0) * 1e3)
-    print(f"ort: median {float(np.median(t)):.4f} ms")
+    print(f"ort: {float(np.median(t)):.4f} ms")
 
 
-def kiln_ms(kiln, path, threads, runs):
-    out = subprocess.run(["taskset", "-c", cpus_for(threads), kiln, "bench", path, "--engine", "jit",
-                          "--threads", str(threads), "--runs", str(runs)],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"kiln bench: {out.stderr.strip()}")
-    return float(re.search(r"jit: median ([\d.]+) ms", out.stdout).group(1))
+def run_kiln_bench(kiln, path, threads, runs, tier):
+    """One pinned `kiln bench` process: (its CPU seconds, user + system, from wait4; its
+    printed median ms)."""
+    cmd = ["taskset", "-c", cpus_for(threads), kiln, "bench", path, "--engine", "jit", "--threads", str(threads),
+           "--runs", str(runs)]
+    if tier:
+        cmd += ["--gemm-tier", tier]
+    with tempfile.TemporaryFile(mode="w+") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        out = p.stdout.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"kiln bench{' --gemm-tier ' + tier if tier else ''}: {err.read().strip()}")
+    return ru.ru_utime + ru.ru_stime, float(re.search(r"jit: median ([\d.]+) ms", out).group(1))
 
 
-def ort_ms(path, inputs, threads, runs):
+def kiln_ms(kiln, path, threads, runs, tier=None, clock="wall"):
+    """kiln's time per run in ms: `wall`, `kiln bench`'s median of `runs`; `cpu`, the
+    difference of the CPU time of a 1-run and a (1 + k)-run `kiln bench` process divided by k
+    (so compilation and start-up cancel), k ≥ 3 chosen for about CPU_TARGET_S seconds."""
+    if clock == "wall":
+        return run_kiln_bench(kiln, path, threads, runs, tier)[1]
+    lo, median = run_kiln_bench(kiln, path, threads, 1, tier)
+    k = max(3, min(100_000, math.ceil(CPU_TARGET_S / max(median, 1e-3) * 1e3)))
+    hi, _ = run_kiln_bench(kiln, path, threads, 1 + k, tier)
+    return max(hi - lo, 0.0) / k * 1e3
+
+
+def ort_ms(path, inputs, threads, runs, clock="wall"):
     cmd = ["taskset", "-c", cpus_for(threads), sys.executable, os.path.abspath(__file__), "--ort-worker",
-           path, str(threads), str(runs)] + [f"{n}={p}" for n, p, _ in inputs]
+           path, str(threads), str(runs), clock] + [f"{n}={p}" for n, p, _ in inputs]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, KILN_BENCH_IN_VENV="1"))
     if out.returncode != 0:
         raise RuntimeError(f"ORT: {out.stderr.strip()[-2000:]}")
-    return float(re.search(r"ort: median ([\d.]+) ms", out.stdout).group(1))
+    return float(re.search(r"ort: ([\d.]+) ms", out.stdout).group(1))
 
 
 def unsupported_ops(text):
@@ -460,13 +648,15 @@ def unsupported_ops(text):
     return ops
 
 
-def measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra=None):
-    """Everything one row needs: check, error against ORT, latencies. Never raises: a failure
-    is recorded in `row['error']` with the stage that failed."""
+def measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra=None, tiers=(None,), clock="auto"):
+    """Everything one row needs: check, error against ORT, FLOPs, times per run
+    (`row['times'][T]`: {tier: kiln ms, 'ort': ORT ms} at T threads, on the clock
+    `clock_for(clock, T)`; tier None = kiln's default). Never raises: a failure is recorded in
+    `row['error']` with the stage that failed."""
     import numpy as np
 
     os.makedirs(workdir, exist_ok=True)
-    row = dict(name=name, path=path, imports=False, error=None, abs=None, rel=None, times={})
+    row = dict(name=name, path=path, imports=False, error=None, abs=None, rel=None, times={}, flops=None)
     if extra:
         row.update(extra)
     chk = subprocess.run([kiln, "check", path], capture_output=True, text=True)
@@ -475,6 +665,7 @@ def measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra=None):
         row["ops"] = unsupported_ops(chk.stdout + chk.stderr)
         return row
     row["imports"] = True
+    row["flops"] = total_flops(subprocess.run([kiln, "summary", path], capture_output=True, text=True).stdout)
     try:
         inputs = make_inputs(path, workdir, seed)
         _, outs = io_names(path)
@@ -504,15 +695,23 @@ def measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra=None):
                 rel_err = float("inf")
         row["abs"], row["rel"] = abs_err, rel_err
         del s
-        per = {t: ([], []) for t in threads}
-        for _ in range(rounds):
+        per = {t: {k: [] for k in (*tiers, "ort")} for t in threads}
+        for _ in range(rounds):  # the engines alternate, each in its own pinned process
             for t in threads:
-                per[t][0].append(kiln_ms(kiln, path, t, runs))
-                per[t][1].append(ort_ms(path, inputs, t, runs))
-        row["times"] = {t: (float(np.median(k)), float(np.median(o))) for t, (k, o) in per.items()}
+                for tier in tiers:
+                    per[t][tier].append(kiln_ms(kiln, path, t, runs, tier, clock_for(clock, t)))
+                per[t]["ort"].append(ort_ms(path, inputs, t, runs, clock_for(clock, t)))
+        row["times"] = {t: {k: float(np.median(v)) for k, v in d.items()} for t, d in per.items()}
     except Exception as e:  # a failing model must not stop the others
         row["error"] = f"{type(e).__name__}: {e}"
     return row
+
+
+def progress(r, tiers=(None,)):
+    """One stderr line per measured row, as the run goes."""
+    t = "  ".join(f"{k}t " + "/".join(f"{d[x]:.3f}" for x in (*tiers, "ort")) + " ms"
+                  for k, d in r["times"].items())
+    print(f"  [{r['name']}: rel {r['rel']}, {t}{' ERROR' if r['error'] else ''}]", file=sys.stderr, flush=True)
 
 
 def geomean(xs):
@@ -524,14 +723,35 @@ def fmt_ms(v):
     return f"{v:.3f}" if v < 100 else f"{v:.1f}"
 
 
-def print_table(rows, threads, extra_cols=()):
-    """The results table, the geomeans and every failure in full. Returns True when every
-    model imported, ran and agreed with ORT."""
+def tier_label(tier):
+    return "kiln" if tier is None else tier
+
+
+def print_table(rows, threads, extra_cols=(), tiers=(None,), peak_gflops=None, clock="auto"):
+    """The results table, the geomeans, the worst ratios and every failure in full. Per thread
+    count T: kiln's median ms (per tier), ORT's, the ratio kiln/ORT (per tier) and kiln's
+    GFLOP/s as a percentage of T cores' FMA peak (`kiln summary`'s FLOPs; per tier). Returns
+    True when every model imported, ran and agreed with ORT."""
+    cols = []  # (title, width, f(row, t) -> str or None)
+    for t in threads:
+        for tier in tiers:
+            cols.append((f"{tier_label(tier)} {t}t", 9, t, lambda r, t, tier=tier: fmt_ms(r["times"][t][tier])))
+        cols.append((f"ORT {t}t", 9, t, lambda r, t: fmt_ms(r["times"][t]["ort"])))
+        for tier in tiers:
+            title = "ratio" if len(tiers) == 1 else f"r:{tier_label(tier)}"
+            cols.append((title, max(6, len(title)), t,
+                         lambda r, t, tier=tier: f"{r['times'][t][tier] / r['times'][t]['ort']:.2f}"))
+        if peak_gflops:
+            for tier in tiers:
+                title = "%peak" if len(tiers) == 1 else f"%pk:{tier_label(tier)}"
+                cols.append((title, max(6, len(title)), t, lambda r, t, tier=tier: (
+                    f"{100 * r['flops'] / (r['times'][t][tier] * 1e6) / (peak_gflops * t):.1f}"
+                    if r["flops"] else "—")))
     head = f"{'network':<22} {'imports':>7} {'max abs err':>11} {'max rel err':>11} {'pass':>4}"
     for c, w in extra_cols:
         head += f" {c:>{w}}"
-    for t in threads:
-        head += f"  {'kiln ' + str(t) + 't':>9} {'ORT ' + str(t) + 't':>9} {'ratio':>6}"
+    for title, w, _, _ in cols:
+        head += f" {title:>{w}}"
     print(head)
     ok = True
     for r in rows:
@@ -544,22 +764,21 @@ def print_table(rows, threads, extra_cols=()):
             line += f"{r['abs']:>11.2e} {r['rel']:>11.2e} {'yes' if passed else 'NO':>4}"
         for c, w in extra_cols:
             line += f" {str(r.get(c, '—')):>{w}}"
-        for t in threads:
-            if t in r["times"]:
-                k, o = r["times"][t]
-                line += f"  {fmt_ms(k):>9} {fmt_ms(o):>9} {k / o:>6.2f}"
-            else:
-                line += f"  {'—':>9} {'—':>9} {'—':>6}"
+        for _, w, t, cell in cols:
+            line += f" {cell(r, t) if t in r['times'] else '—':>{w}}"
         print(line, flush=True)
         ok &= r["error"] is None
     timed = [r for r in rows if r["times"]]
-    line = f"{'geomean (' + str(len(timed)) + ' timed)':<22} {'':>7} {'':>11} {'':>11} {'':>4}"
-    for c, w in extra_cols:
-        line += f" {'':>{w}}"
+    print(f"\ngeomean of kiln / ORT over the {len(timed)} timed networks "
+          "(> 1: kiln slower), and the worst ratios:")
     for t in threads:
-        g = geomean([r["times"][t][0] / r["times"][t][1] for r in timed if t in r["times"]])
-        line += f"  {'':>9} {'':>9} {g:>6.2f}"
-    print(line)
+        for tier in tiers:
+            ratios = sorted(((r["times"][t][tier] / r["times"][t]["ort"], r["name"]) for r in timed
+                             if t in r["times"]), reverse=True)
+            g = geomean([x for x, _ in ratios])
+            worst = ", ".join(f"{n} {x:.2f}" for x, n in ratios[:4])
+            print(f"  {t} thread{'s' if t > 1 else ' '} ({clock_for(clock, t)} time), {tier_label(tier):<9} "
+                  f"geomean {g:.2f}   worst: {worst}")
     failed = [r for r in rows if r["error"]]
     if failed:
         print("\nnot imported or failed (kiln's error; of `kiln check`'s list, the first node of each operator):")
@@ -591,9 +810,19 @@ def parse_threads(s):
     return [int(t) for t in s.split(",") if t]
 
 
+def parse_tiers(s):
+    """`--tier auto,avx2,cranelift` -> the `kiln bench --gemm-tier` values to time (None: no
+    flag, kiln's default tier)."""
+    if not s:
+        return [None]
+    return [t for t in s.split(",") if t]
+
+
 def arg(args, flag, default):
     if flag in args:
         i = args.index(flag)
+        if i + 1 >= len(args):
+            raise SystemExit(f"{flag} needs a value")
         v = args[i + 1]
         del args[i:i + 2]
         return v
@@ -629,6 +858,10 @@ def main():
     only = set(only.split(",")) if only else None
     exe = arg(args, "--kiln", None)
     seed = int(arg(args, "--seed", "0"))
+    tiers = parse_tiers(arg(args, "--tier", None))
+    clock = arg(args, "--clock", "auto")
+    if clock not in ("auto", "cpu", "wall"):
+        raise SystemExit("--clock is auto, cpu or wall")
     files = [a for a in args if not a.startswith("--")]
     if len(files) != len(args):
         raise SystemExit(f"unknown option in {args}; see the docstring")
@@ -660,7 +893,8 @@ def main():
     for f in files:
         jobs.append((os.path.basename(f), os.path.abspath(f), None))
 
-    print(f"{versions()}, {runs} timed runs x {rounds} rounds, median ms; kiln {kiln}; {load()}")
+    widest = header(kiln, threads, tiers, clock)
+    print(f"{versions()}, {runs} timed runs x {rounds} rounds, median ms", flush=True)
     rows = []
     for name, make, kf in jobs:
         if only and name not in only:
@@ -675,17 +909,17 @@ def main():
             k_sum = subprocess.run([kiln, "summary", path], capture_output=True, text=True).stdout
             z_sum = subprocess.run([kiln, "summary", kf], capture_output=True, text=True).stdout
             extra["summary"] = "same" if totals(k_sum) == totals(z_sum) and totals(z_sum) else "DIFFERS"
-        r = measure(kiln, name, path, os.path.join(WORK, name), seed, runs, rounds, threads, extra)
+        r = measure(kiln, name, path, os.path.join(WORK, name), seed, runs, rounds, threads, extra, tiers, clock)
         rows.append(r)
-        t = "  ".join(f"{k}t {v[0]:.3f}/{v[1]:.3f} ms" for k, v in r["times"].items())
-        print(f"  [{name}: rel {r['rel']}, {t}{' ERROR' if r['error'] else ''}]", file=sys.stderr, flush=True)
+        progress(r, tiers)
+    widest = footer(widest)
     print()
-    ok = print_table(rows, threads, extra_cols=[("summary", 7)])
+    ok = print_table(rows, threads, extra_cols=[("summary", 7)], tiers=tiers, peak_gflops=widest, clock=clock)
     ok &= all(r.get("summary", "same") == "same" for r in rows)
     print(f"\nrel err: max |kiln − ORT| / max |ORT| over the output (worst output), pass: ≤ {REL_TOL:g}; "
-          "ratio: kiln / ORT median latency (> 1: kiln slower); summary: `kiln summary` totals on the "
-          ".onnx vs the .kiln zoo")
-    print(f"end: {load()}")
+          "ratio: kiln / ORT time per run (> 1: kiln slower); summary: `kiln summary` totals on the "
+          ".onnx vs the .kiln zoo; %peak: kiln's GFLOP/s (`kiln summary`'s FLOPs / median) over T cores' "
+          "widest FMA peak (the best of the start and end measurements)")
     sys.exit(0 if ok else 1)
 
 

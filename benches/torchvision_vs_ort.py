@@ -16,45 +16,38 @@ For each network (`--models` picks some; names as torchvision's builders):
   3. measures the file with benches/onnx_vs_ort.py's `measure`: `kiln check`; `kiln run` (JIT;
      inputs and outputs by the file's own names) and ORT on the same seeded N(0, 1) input ->
      max abs / max rel error (rel = max |kiln − ORT| / max |ORT|, the output's scale; pass:
-     ≤ 1e-4); median latency of `kiln bench --engine jit --threads T` vs an ORT session with
+     ≤ 1e-4); time per run of `kiln bench --engine jit --threads T` vs an ORT session with
      `intra_op_num_threads = T`, each in its own process pinned with the same `taskset -c`,
-     kiln and ORT alternating (`--rounds` times; the median of the rounds' medians);
-  4. prints the table, the ratios kiln/ORT with their geometric means, and every network kiln
-     cannot import with kiln's own error (and the operators it names).
+     kiln and ORT alternating (`--rounds` times; the median of the rounds; `--tier
+     avx2,cranelift` times kiln with each `--gemm-tier`; `--clock auto|cpu|wall` as in
+     onnx_vs_ort.py: by default CPU time at 1 thread, wall time at more);
+  4. prints the table, the ratios kiln/ORT with their geometric means and the worst ones,
+     kiln's fraction of the FMA peak, and every network kiln cannot import with kiln's own
+     error (and the operators it names).
+The machine, the kiln build, the pinning and the FMA peak measured in the same run are
+printed first, as by benches/onnx_vs_ort.py (whose docstring says how).
 
 Usage: python3 benches/torchvision_vs_ort.py [--models resnet18,alexnet] [--runs N] [--rounds R]
-         [--threads 1,2] [--kiln PATH] [--seed S] [--opset N] [--refresh]
-Without torch, torchvision, onnx, onnxscript and onnxruntime in the running Python it makes a
-virtual environment under /tmp (from PyPI; torch is large) and reruns itself there.
+         [--threads 1,2] [--tier auto,avx2,cranelift] [--clock auto|cpu|wall] [--kiln PATH] [--seed S] [--opset N] [--refresh]
+Without torch, torchvision, onnx, onnxscript and onnxruntime in the running Python it reruns
+itself in the virtual environment $KILN_BENCH_VENV (default /tmp/kiln-bench-venv, shared with
+onnx_vs_ort.py; made and filled from PyPI when needed — torch is large).
 """
 
 import contextlib
 import io
 import os
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import onnx_vs_ort as common  # noqa: E402
 
-VENV = "/tmp/kiln-torch-bench-venv"
 WORK = "/tmp/kiln-tv-bench"
 MODELS = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", "mobilenet_v3_small",
           "efficientnet_b0", "shufflenet_v2_x1_0", "squeezenet1_1", "densenet121", "googlenet", "inception_v3",
           "regnet_y_400mf", "convnext_tiny", "alexnet", "vgg11_bn", "mnasnet0_5"]
 BUILD_KW = {"googlenet": {"init_weights": True}, "inception_v3": {"init_weights": True}}
-
-
-def ensure_venv():
-    if os.environ.get("KILN_BENCH_IN_VENV") or common.have("torch", "torchvision", "onnx", "onnxscript", "onnxruntime"):
-        return
-    py = os.path.join(VENV, "bin", "python")
-    if not os.path.exists(py):
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([py, "-m", "pip", "install", "-q", "torch", "torchvision", "onnx", "onnxscript",
-                               "onnxruntime", "numpy"])
-    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], dict(os.environ, KILN_BENCH_IN_VENV="1"))
 
 
 def randomize_batch_norms(model, gen, size):
@@ -112,7 +105,8 @@ def export(name, seed, opset, refresh):
 
 
 def main():
-    ensure_venv()
+    mods = ("numpy", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime")
+    common.ensure_venv(mods, mods)
     import onnx
     import torch
     import torchvision
@@ -126,6 +120,10 @@ def main():
     threads = common.parse_threads(common.arg(args, "--threads", "1,2"))
     models = common.arg(args, "--models", ",".join(MODELS)).split(",")
     exe = common.arg(args, "--kiln", None)
+    tiers = common.parse_tiers(common.arg(args, "--tier", None))
+    clock = common.arg(args, "--clock", "auto")
+    if clock not in ("auto", "cpu", "wall"):
+        raise SystemExit("--clock is auto, cpu or wall")
     seed = int(common.arg(args, "--seed", "0"))
     opset = common.arg(args, "--opset", None)
     opset = int(opset) if opset else None
@@ -136,25 +134,27 @@ def main():
         print(f"note: {unknown} are not in the default list; trying torchvision.models.get_model", file=sys.stderr)
     kiln = common.kiln_bin(exe)
     os.makedirs(WORK, exist_ok=True)
+    widest = common.header(kiln, threads, tiers, clock)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {common.versions()}; "
-          f"{runs} timed runs x {rounds} rounds, median ms; kiln {kiln}; {common.load()}")
+          f"{runs} timed runs x {rounds} rounds, median ms", flush=True)
     rows = []
     for name in models:
         path, err = export(name, seed, opset, refresh)
         if err:
-            rows.append(dict(name=name, imports=False, error=err, abs=None, rel=None, times={}, opset="—"))
+            rows.append(dict(name=name, imports=False, error=err, abs=None, rel=None, times={}, flops=None, opset="—"))
             continue
         m = onnx.load(path, load_external_data=False)
         op = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), "?")
-        r = common.measure(kiln, name, path, os.path.dirname(path), seed, runs, rounds, threads, {"opset": op})
+        r = common.measure(kiln, name, path, os.path.dirname(path), seed, runs, rounds, threads, {"opset": op},
+                           tiers, clock)
         rows.append(r)
-        t = "  ".join(f"{k}t {v[0]:.3f}/{v[1]:.3f} ms" for k, v in r["times"].items())
-        print(f"  [{name}: rel {r['rel']}, {t}{' ERROR' if r['error'] else ''}]", file=sys.stderr, flush=True)
+        common.progress(r, tiers)
+    widest = common.footer(widest)
     print()
-    ok = common.print_table(rows, threads, extra_cols=[("opset", 5)])
+    ok = common.print_table(rows, threads, extra_cols=[("opset", 5)], tiers=tiers, peak_gflops=widest, clock=clock)
     print(f"\nrel err: max |kiln − ORT| / max |ORT| over the output, pass: ≤ {common.REL_TOL:g}; "
-          "ratio: kiln / ORT median latency (> 1: kiln slower); geomean over the timed networks")
-    print(f"end: {common.load()}")
+          "ratio: kiln / ORT time per run (> 1: kiln slower); geomean over the timed networks; %peak: "
+          "kiln's GFLOP/s (`kiln summary`'s FLOPs / median) over T cores' widest FMA peak")
     sys.exit(0 if ok else 1)
 
 
