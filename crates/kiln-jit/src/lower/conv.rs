@@ -3,7 +3,7 @@
 
 use super::elementwise::epilogue;
 use super::layout::copy;
-use super::window::window_taps;
+use super::window::{WindowAxis, window_taps};
 use super::{Args, dims4, in_range, load_f, store_f, validated};
 use crate::codegen::Emitter;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -47,6 +47,15 @@ impl ConvGeom {
         }
     }
 
+    /// The window along axis `a` (0: rows, 1: columns).
+    fn axis(&self, a: usize) -> WindowAxis {
+        WindowAxis {
+            s: self.s[a],
+            d: self.d[a],
+            pad: self.pad[a],
+        }
+    }
+
     /// The output columns `[lo, hi)` whose taps all fall inside the row:
     /// `x·s − pad ≥ 0` and `x·s − pad + (kw−1)·d ≤ w − 1`; empty when there are none.
     fn interior(&self, ow: usize) -> (usize, usize) {
@@ -82,12 +91,13 @@ impl ConvGeom {
         // only the taps inside the input (`window_taps`): with a big padding most of a border
         // window is padding, and visiting it would cost kernel-size steps per output; the
         // vector path's columns are interior, so all their column taps are inside
+        let (ay, ax) = (g.axis(0), g.axis(1));
         let rows = window_taps(e, y, (g.s[0], g.d[0]), (g.pad[0], 0), g.h, g.kh);
-        let (c0, c1) = if ty == F32X4 {
-            (e.iconst(0), e.iconst(g.kw as i64))
+        let (c0, c1, x0) = if ty == F32X4 {
+            (e.iconst(0), e.iconst(g.kw as i64), ax.start(e, x))
         } else {
             let cols = window_taps(e, x, (g.s[1], g.d[1]), (g.pad[1], 0), g.w, g.kw);
-            (cols.lo, cols.hi)
+            (cols.lo, cols.hi, cols.start)
         };
         e.for_const(0, g.cg as i64, |e, ci| {
             let xc = e.b.ins().imul_imm_s(ci, (g.h * g.w) as i64);
@@ -95,15 +105,11 @@ impl ConvGeom {
             let wc = e.b.ins().imul_imm_s(ci, (g.kh * g.kw) as i64);
             let wc = e.b.ins().iadd(w_base, wc);
             e.for_range(rows.lo, rows.hi, 1, |e, ky| {
-                let t = e.b.ins().imul_imm_s(ky, g.d[0] as i64);
-                let ih = e.b.ins().iadd(rows.start, t);
+                let ih = ay.tap(e, rows.start, Tap::Var(ky));
                 let row = e.b.ins().imul_imm_s(ih, g.w as i64);
                 let row = e.b.ins().iadd(row, xc);
                 e.for_range(c0, c1, 1, |e, kx| {
-                    let iw = e.b.ins().imul_imm_s(x, g.s[1] as i64);
-                    let t = e.b.ins().imul_imm_s(kx, g.d[1] as i64);
-                    let iw = e.b.ins().iadd(iw, t);
-                    let iw = e.b.ins().iadd_imm_s(iw, -(g.pad[1] as i64));
+                    let iw = ax.tap(e, x0, Tap::Var(kx));
                     let xi = e.b.ins().iadd(row, iw);
                     let wi = e.b.ins().imul_imm_s(ky, g.kw as i64);
                     let wi = e.b.ins().iadd(wi, kx);
@@ -180,22 +186,22 @@ impl ConvGeom {
         acc: cranelift_frontend::Variable,
     ) {
         let g = self;
-        let ys = e.b.ins().imul_imm_s(y, g.s[0] as i64);
-        let xs = e.b.ins().imul_imm_s(x, g.s[1] as i64);
+        let (ay, ax) = (g.axis(0), g.axis(1));
+        let (y0, x0) = (ay.start(e, y), ax.start(e, x));
         e.for_const(0, g.cg as i64, |e, ci| {
             let xc = e.b.ins().imul_imm_s(ci, (g.h * g.w) as i64);
             let xc = e.b.ins().iadd(x_base, xc);
             let wc = e.b.ins().imul_imm_s(ci, (g.kh * g.kw) as i64);
             let wc = e.b.ins().iadd(w_base, wc);
             for ky in 0..g.kh {
-                let ih = e.b.ins().iadd_imm_s(ys, (ky * g.d[0]) as i64 - g.pad[0] as i64);
+                let ih = ay.tap(e, y0, Tap::Const(ky));
                 let ok = in_range(e, ih, g.h);
                 e.if_then(ok, |e| {
                     let row = e.b.ins().imul_imm_s(ih, g.w as i64);
                     let row = e.b.ins().iadd(row, xc);
-                    let row = e.b.ins().iadd(row, xs);
+                    let row = e.b.ins().iadd(row, x0);
                     for kx in 0..g.kw {
-                        let xi = e.b.ins().iadd_imm_s(row, (kx * g.d[1]) as i64 - g.pad[1] as i64);
+                        let xi = ax.tap(e, row, Tap::Const(kx));
                         let xv = load4(e, arena, g.xo, xi, g.s[1], 4);
                         let wi = e.b.ins().iadd_imm_s(wc, (ky * g.kw + kx) as i64);
                         let wv = load_f(e, arena, g.wo, wi);
@@ -299,9 +305,10 @@ pub(super) fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tai
         cg,
         s,
         d,
-        pad: [ph, pw],
+        pad: [ph, _],
         ..
     } = geom;
+    let (ay, ax) = (geom.axis(0), geom.axis(1));
     let [_, ch, _, _] = dims4(a.dims(0));
     let co = a.dims(1)[0];
     let [_, _, oh, ow] = dims4(a.odims());
@@ -346,8 +353,7 @@ pub(super) fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tai
                         acc.push(e.var(F32X4, bv));
                     }
                 }
-                let x0 = e.b.ins().imul_imm_s(x, s[1] as i64);
-                let x0 = e.b.ins().iadd_imm_s(x0, -(pw as i64));
+                let x0 = ax.start(e, x);
                 // the kernel rows inside the input only (a tall padding costs nothing)
                 let rows = window_taps(e, y, (s[0], d[0]), (ph, 0), h, kh);
                 e.for_const(0, cg as i64, |e, ci| {
@@ -355,8 +361,7 @@ pub(super) fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tai
                     let xc = e.b.ins().iadd(x_base, xc);
                     let wc = e.b.ins().imul_imm_s(ci, (kh * kw) as i64);
                     e.for_range(rows.lo, rows.hi, 1, |e, ky| {
-                        let t = e.b.ins().imul_imm_s(ky, d[0] as i64);
-                        let ih = e.b.ins().iadd(rows.start, t);
+                        let ih = ay.tap(e, rows.start, Tap::Var(ky));
                         {
                             let row = e.b.ins().imul_imm_s(ih, w as i64);
                             let row = e.b.ins().iadd(row, xc);
@@ -364,7 +369,7 @@ pub(super) fn conv2d_blocked(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d, tai
                             let wk = e.b.ins().imul_imm_s(ky, kw as i64);
                             let wk = e.b.ins().iadd(wk, wc);
                             taps(e, kw, UNROLL_KW, |e, kx| {
-                                let col = kx.add_scaled(e, row, d[1]);
+                                let col = ax.tap(e, row, kx);
                                 let xv: Vec<Value> = (0..nv)
                                     .map(|v| {
                                         let start = e.b.ins().iadd_imm_s(col, (v * 4 * s[1]) as i64);
@@ -465,17 +470,11 @@ fn load4(e: &mut Emitter, arena: Value, off: usize, start: Value, stride: usize,
 }
 
 /// The input index feeding output coordinate `o` through kernel tap `k` of a transposed
-/// convolution along one axis, and whether it exists: `o + pad − k·d` must be a non-negative
-/// multiple of the stride `s` whose quotient is below the input size `n`.
-fn transposed_tap(
-    e: &mut Emitter,
-    o: Value,
-    k: Value,
-    pad: usize,
-    d: usize,
-    s: usize,
-    n: usize,
-) -> (Value, Value) {
+/// convolution along one axis, and whether it exists: the `axis` window of input position `q`
+/// reaches `o` through tap `k` when `q·s − pad + k·d = o`, so `o + pad − k·d` must be a
+/// non-negative multiple of the stride `s` whose quotient is below the input size `n`.
+fn transposed_tap(e: &mut Emitter, axis: WindowAxis, o: Value, k: Value, n: usize) -> (Value, Value) {
+    let WindowAxis { s, d, pad } = axis;
     let t = e.b.ins().iadd_imm_s(o, pad as i64);
     let kd = e.b.ins().imul_imm_s(k, d as i64);
     let t = e.b.ins().isub(t, kd);
@@ -494,14 +493,8 @@ fn transposed_tap(
 /// in `[0, (n − 1)·s]`. A big kernel over a small input (an output that is mostly the kernel's
 /// reach) then costs a step per reachable tap, not per tap. `(n − 1)·s`, `o + pad` and `k·d`
 /// are positions of the output or of the window (< 2³¹): no overflow.
-fn transposed_taps(
-    e: &mut Emitter,
-    o: Value,
-    pad: usize,
-    (s, d): (usize, usize),
-    n: usize,
-    k: usize,
-) -> (Value, Value) {
+fn transposed_taps(e: &mut Emitter, axis: WindowAxis, o: Value, n: usize, k: usize) -> (Value, Value) {
+    let WindowAxis { s, d, pad } = axis;
     let zero = e.iconst(0);
     let kk = e.iconst(k as i64);
     let t = e.b.ins().iadd_imm_s(o, pad as i64);
@@ -531,7 +524,11 @@ pub(super) fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTrans
     let cig = ci / c.groups;
     let (arena, xo, wo, yo) = (a.arena, a.src(0), a.src(1), a.dst());
     let bias = a.ins.get(2).map(|s| s.0.offset);
-    let (s, d, p) = (c.stride, c.dilation, c.padding);
+    let [ay, ax] = [0, 1].map(|i| WindowAxis {
+        s: c.stride[i],
+        d: c.dilation[i],
+        pad: c.padding[i],
+    });
     e.for_range(a.begin, a.end, 1, |e, idx| {
         let n = e.b.ins().udiv_imm_s(idx, co as i64);
         let o = e.b.ins().urem_imm_s(idx, co as i64);
@@ -549,13 +546,13 @@ pub(super) fn conv_transpose2d(e: &mut Emitter, a: &Args, c: &kiln_ir::ConvTrans
         e.for_const(0, oh as i64, |e, y| {
             e.for_const(0, ow as i64, |e, x| {
                 let acc = e.var(F32, b0);
-                let (ky0, ky1) = transposed_taps(e, y, p[0], (s[0], d[0]), h, kh);
-                let (kx0, kx1) = transposed_taps(e, x, p[1], (s[1], d[1]), w, kw);
+                let (ky0, ky1) = transposed_taps(e, ay, y, h, kh);
+                let (kx0, kx1) = transposed_taps(e, ax, x, w, kw);
                 e.for_range(ky0, ky1, 1, |e, ky| {
-                    let (q, ok) = transposed_tap(e, y, ky, p[0], d[0], s[0], h);
+                    let (q, ok) = transposed_tap(e, ay, y, ky, h);
                     e.if_then(ok, |e| {
                         e.for_range(kx0, kx1, 1, |e, kx| {
-                            let (qx, ok) = transposed_tap(e, x, kx, p[1], d[1], s[1], w);
+                            let (qx, ok) = transposed_tap(e, ax, x, kx, w);
                             e.if_then(ok, |e| {
                                 e.for_const(0, cig as i64, |e, cc| {
                                     let plane = e.b.ins().iadd(c0, cc);

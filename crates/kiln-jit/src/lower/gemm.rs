@@ -1,7 +1,9 @@
 //! The GEMM glue: an `im2col` materialized as a patch matrix, a `gemm` node's description
 //! for the Rust driver (`crate::gemm`), the call into it, and its fused epilogue.
 
+use super::conv::Tap;
 use super::elementwise::epilogue;
+use super::window::WindowAxis;
 use super::{Args, in_range, load_f, split, store_f, validated, vector_split};
 use crate::codegen::Emitter;
 use crate::gemm::{BArena, Blocking, GemmDesc, MicroKernel, PatchGeom};
@@ -140,22 +142,23 @@ pub(super) fn im2col(e: &mut Emitter, a: &Args, c: &Im2Col) {
     let g = patch_geom(c, &x, a.odims());
     let (src, dst, arena) = (a.src(0), a.dst(), a.arena);
     let l = (g.oh * g.ow) as i64;
+    let [ay, ax] = [0, 1].map(|i| WindowAxis {
+        s: g.stride[i],
+        d: g.dilation[i],
+        pad: g.pad[i],
+    });
     e.for_range(a.begin, a.end, 1, |e, row| {
         let ix = split(e, row, &[x[0] * x[1], g.kh, g.kw]);
         let (plane, i, j) = (ix[0], ix[1], ix[2]);
         let base = e.b.ins().imul_imm_s(plane, (g.h * g.w) as i64);
         let out_row = e.b.ins().imul_imm_s(row, l);
         e.for_const(0, g.oh as i64, |e, oy| {
-            let iy = e.b.ins().imul_imm_s(oy, g.stride[0] as i64);
-            let t = e.b.ins().imul_imm_s(i, g.dilation[0] as i64);
-            let iy = e.b.ins().iadd(iy, t);
-            let iy = e.b.ins().iadd_imm_s(iy, -(g.pad[0] as i64));
+            let iy = ay.start(e, oy);
+            let iy = ay.tap(e, iy, Tap::Var(i));
             let row_ok = in_range(e, iy, g.h);
             e.for_const(0, g.ow as i64, |e, ox| {
-                let ixx = e.b.ins().imul_imm_s(ox, g.stride[1] as i64);
-                let t = e.b.ins().imul_imm_s(j, g.dilation[1] as i64);
-                let ixx = e.b.ins().iadd(ixx, t);
-                let ixx = e.b.ins().iadd_imm_s(ixx, -(g.pad[1] as i64));
+                let ixx = ax.start(e, ox);
+                let ixx = ax.tap(e, ixx, Tap::Var(j));
                 let col_ok = in_range(e, ixx, g.w);
                 let ok = e.b.ins().band(row_ok, col_ok);
                 let zero = e.fconst(0.0);

@@ -1,12 +1,43 @@
 //! Window taps in closed form, and the pooling lowerings built on them: windowed, global and
 //! adaptive pooling.
 
+use super::conv::Tap;
 use super::{Args, dims4, load_f, store_f, validated};
 use crate::codegen::Emitter;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Value};
 use kiln_ir::{PoolKind, ReduceKind};
+
+/// One axis of a window: tap `k` of the window of output position `o` reads input position
+/// `o·s − pad + k·d`, where `pad` is the padding before the input, so the position may lie in
+/// the padding. The one statement of this index arithmetic for the lowerings of convolution,
+/// `im2col` and pooling ([`window_taps`] bounds the taps that land inside the input). Positions
+/// lie within a padded input of at most 2³¹ elements, or a stride past its end in ceil mode:
+/// no overflow in `i64`.
+#[derive(Clone, Copy)]
+pub(crate) struct WindowAxis {
+    /// The stride `s`.
+    pub s: usize,
+    /// The dilation `d`.
+    pub d: usize,
+    /// The padding before the input.
+    pub pad: usize,
+}
+
+impl WindowAxis {
+    /// `o·s − pad`: the input position of tap 0 of output position `o`'s window.
+    pub(crate) fn start(self, e: &mut Emitter, o: Value) -> Value {
+        let os = e.b.ins().imul_imm_s(o, self.s as i64);
+        e.b.ins().iadd_imm_s(os, -(self.pad as i64))
+    }
+
+    /// `at + k·d`: tap `k` of the window whose tap 0 is at `at` (a `start`, or a flat index
+    /// built on one).
+    pub(crate) fn tap(self, e: &mut Emitter, at: Value, k: Tap) -> Value {
+        k.add_scaled(e, at, self.d)
+    }
+}
 
 /// The taps of one window along one axis, for output index `o` (a run-time value): the window
 /// starts at input position `start = o·s − pad_begin` and tap `k` reads `start + k·d`.
@@ -35,8 +66,7 @@ pub(crate) fn window_taps(
 ) -> WindowTaps {
     let zero = e.iconst(0);
     let k = e.iconst(kernel as i64);
-    let os = e.b.ins().imul_imm_s(o, s as i64);
-    let start = e.b.ins().iadd_imm_s(os, -(pad_begin as i64));
+    let start = WindowAxis { s, d, pad: pad_begin }.start(e, o);
     // lo = ⌈max(−start, 0)/d⌉
     let neg = e.b.ins().isub(zero, start);
     let before = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, start, 0);
@@ -51,9 +81,10 @@ pub(crate) fn window_taps(
     let q = e.b.ins().select(over, k, q);
     let none = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0);
     let hi = e.b.ins().select(none, zero, q);
-    // padded = min(⌈(P − o·s)/d⌉, kernel), or 0 when P ≤ o·s, for P the padded size
-    let p = e.iconst((n + pad_begin + pad_end) as i64);
-    let rp = e.b.ins().isub(p, os);
+    // padded = min(⌈(P − o·s)/d⌉, kernel), or 0 when P ≤ o·s, for P the padded size:
+    // P − o·s = n + pad_end − start
+    let p = e.iconst((n + pad_end) as i64);
+    let rp = e.b.ins().isub(p, start);
     let qp = div_ceil_imm(e, rp, d);
     let over = e.b.ins().icmp(IntCC::SignedGreaterThan, qp, k);
     let qp = e.b.ins().select(over, k, qp);
@@ -104,11 +135,9 @@ pub(crate) fn for_each_tap(
     mut body: impl FnMut(&mut Emitter, Value, Value),
 ) {
     e.for_range(rows.lo, rows.hi, 1, |e, ky| {
-        let ih = e.b.ins().imul_imm_s(ky, d[0] as i64);
-        let ih = e.b.ins().iadd(rows.start, ih);
+        let ih = Tap::Var(ky).add_scaled(e, rows.start, d[0]);
         e.for_range(cols.lo, cols.hi, 1, |e, kx| {
-            let iw = e.b.ins().imul_imm_s(kx, d[1] as i64);
-            let iw = e.b.ins().iadd(cols.start, iw);
+            let iw = Tap::Var(kx).add_scaled(e, cols.start, d[1]);
             body(e, ih, iw);
         });
     });
