@@ -1,32 +1,32 @@
-//! The AVX-512 tier of the direct kernels: windowed pooling, global pooling, depthwise
-//! convolution and dense layers, written with Rust's `std::arch` intrinsics (Cranelift has no
-//! vector type wider than 128 bits) and called from JIT'd code like the GEMM micro-kernel.
-//! The Cranelift lowerings in `lower.rs` are the portable tier; `JitOptions::gemm_tier`
-//! chooses (`Auto`: this tier where the CPU has AVX-512F).
+//! The direct kernels of the Rust tiers: windowed pooling, global pooling, depthwise
+//! convolution and dense layers, each written once over [`Simd`] and instantiated for
+//! AVX-512F and for AVX2 + FMA inside `#[target_feature]` entry points ([`kernels`]), because
+//! Cranelift has no vector type wider than 128 bits. JIT'd code calls them like the GEMM
+//! driver; the Cranelift lowerings in `lower/` are the portable tier, and
+//! `JitOptions::gemm_tier` chooses (`Auto`: the widest set the CPU has).
 //!
 //! The JIT'd kernel of a node writes the node's description (a `#[repr(C)]` struct of `u64`
 //! words, all compile-time constants from validated shapes) into a stack slot and calls the
 //! entry point with it, the arena and its slice `[begin, end)` of the parallel range. The
-//! descriptions are built by `lower.rs` from the same shapes its Cranelift kernels use, so
-//! every access is inside the node's values in the arena.
+//! descriptions are built by `lower/direct.rs` from the same shapes its Cranelift kernels
+//! use, so every access is inside the node's values in the arena.
 //!
-//! Each kernel vectorizes along output columns, 16 per `zmm`: the columns whose window lies
-//! inside the row (every column tap real) take the vector path, in groups of up to four
-//! vectors so that four independent dependency chains hide the FMA / max latency; the border
-//! columns and any window with a NaN are computed one at a time with the interpreter's rules
+//! Each windowed kernel vectorizes along output columns, one register of `LANES` columns at a
+//! time: the columns whose window lies inside the row (every column tap real) take the vector
+//! path, in groups of up to four registers so that four independent dependency chains hide
+//! the FMA / max latency (stride 1 loads, stride 2 loads twice and keeps the even lanes, larger
+//! strides gather). Pooling and depthwise convolution share that row driver ([`windows`]) and
+//! differ only in what they do per tap ([`WindowOp`]). The border columns, and any register of
+//! max-pooling windows holding a NaN, are computed one at a time with the interpreter's rules
 //! (first maximum, a NaN wins, real taps in row-major order, the same count for averages).
-//! Pooling sums add in the interpreter's order, so sums and averages are bit-identical to it.
-//! Nothing here panics (the code runs inside JIT frames that cannot unwind).
+//! Pooling sums add in the interpreter's order, so sums and averages are bit-identical to it
+//! on every set. Window taps come from [`AxisTaps`]: in closed form inside, from a small table
+//! at the borders. Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
-use kiln_ir::geometry::{Window2d, WindowTaps};
-
+use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
-/// Whether this CPU can run the tier.
-pub fn available() -> bool {
-    crate::gemm_avx512::available()
-}
+use crate::simd::{Avx2, Avx512, Simd};
+use kiln_ir::geometry::{Window2d, WindowTaps};
 
 /// `PoolDesc::kind`.
 pub const POOL_MAX: u64 = 0;
@@ -77,18 +77,85 @@ impl WindowDesc {
     }
 }
 
-/// The output columns `[lo, hi)` whose every column tap is real (empty when there are none).
-pub fn interior(g: &Window2d) -> (usize, usize) {
-    let (w, k, s, d, pl) = (g.input[1], g.kernel[1], g.stride[1], g.dilation[1], g.pad[1]);
-    let ow = g.output[1];
-    let lo = pl.div_ceil(s).min(ow);
-    let ext = d * (k - 1) + 1;
-    let hi = if w + pl >= ext {
-        ((w + pl - ext) / s + 1).min(ow)
+/// The outputs `[lo, hi)` along axis `a` whose every tap is real (empty when there are none).
+pub fn interior(g: &Window2d, a: usize) -> (usize, usize) {
+    let (n, s, pb, out) = (g.input[a], g.stride[a], g.pad[a], g.output[a]);
+    let lo = pb.div_ceil(s).min(out);
+    let ext = g.extent(a);
+    let hi = if n + pb >= ext {
+        ((n + pb - ext) / s + 1).min(out)
     } else {
         lo
     };
     (lo, hi.max(lo))
+}
+
+/// Border outputs per end of an axis whose taps [`AxisTaps`] tables.
+const BORDER: usize = 8;
+
+/// The window taps along one axis, cheap to ask for inside the row loops: the interior
+/// outputs (every tap real: the first at `o·s − pad`, no division), up to [`BORDER`] outputs
+/// at each end from a table built once per call, any others (paddings wider than that) from
+/// [`Window2d::taps`].
+#[derive(Clone, Copy)]
+struct AxisTaps {
+    g: Window2d,
+    a: usize,
+    /// The interior outputs `[lo, hi)` ([`interior`]).
+    lo: usize,
+    hi: usize,
+    /// The taps of outputs `0, 1, …` and `out − 1, out − 2, …`.
+    head: [WindowTaps; BORDER],
+    tail: [WindowTaps; BORDER],
+}
+
+impl AxisTaps {
+    fn new(g: &Window2d, a: usize) -> AxisTaps {
+        let (lo, hi) = interior(g, a);
+        let out = g.output[a];
+        let none = WindowTaps {
+            first: 0,
+            lo: 0,
+            hi: 0,
+            padded: 0,
+        };
+        let mut t = AxisTaps {
+            g: *g,
+            a,
+            lo,
+            hi,
+            head: [none; BORDER],
+            tail: [none; BORDER],
+        };
+        for (o, x) in t.head.iter_mut().enumerate().take(lo) {
+            *x = g.taps(a, o);
+        }
+        for (i, x) in t.tail.iter_mut().enumerate().take(out - hi) {
+            *x = g.taps(a, out - 1 - i);
+        }
+        t
+    }
+
+    /// The taps of output `o < output[a]`.
+    #[inline(always)]
+    fn get(&self, o: usize) -> WindowTaps {
+        let (g, a) = (&self.g, self.a);
+        if o >= self.lo && o < self.hi {
+            let k = g.kernel[a];
+            return WindowTaps {
+                first: o * g.stride[a] - g.pad[a],
+                lo: 0,
+                hi: k,
+                padded: k,
+            };
+        }
+        let t = if o < self.lo {
+            self.head.get(o)
+        } else {
+            self.tail.get(g.output[a] - 1 - o)
+        };
+        t.copied().unwrap_or_else(|| g.taps(a, o))
+    }
 }
 
 /// A pooling node: `x [planes, h, w]` at byte `x` of the arena, `y [planes, oh, ow]` at `y`.
@@ -177,14 +244,100 @@ unsafe impl Words for DepthwiseDesc {}
 // SAFETY: as above.
 unsafe impl Words for DenseDesc {}
 
+/// An entry point `f(description, arena, begin, end)` over the parallel range `[begin, end)`.
+pub type Entry<D> = unsafe extern "C" fn(*const D, *mut u8, i64, i64);
+
+/// One instruction set's entry points.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    pub pool2d: Entry<PoolDesc>,
+    pub global_pool: Entry<GlobalPoolDesc>,
+    pub depthwise: Entry<DepthwiseDesc>,
+    pub dense: Entry<DenseDesc>,
+}
+
+/// The entry points of the kernels for `isa`, when there are some and this CPU runs them;
+/// `None` for the Cranelift tier.
+pub fn kernels(isa: Isa) -> Option<Kernels> {
+    if !isa.available() {
+        return None;
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(avx512::KERNELS),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(avx2::KERNELS),
+        _ => None,
+    }
+}
+
+/// Defines a module of entry points per set, each running the generic kernel of the same
+/// name with the set's features enabled (every function below them is `#[inline(always)]`,
+/// so all of it is compiled with those features).
+macro_rules! entries {
+    ($($module:ident: $set:ty, $features:literal;)*) => {$(
+        #[cfg(target_arch = "x86_64")]
+        mod $module {
+            use super::*;
+
+            /// # Safety
+            /// `d` must describe a pooling node of a plan over `arena` (the JIT'd kernel
+            /// passes its own), and the CPU must have the set.
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn pool2d(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::pool2d::<$set>(d, arena, begin, end) }
+            }
+
+            /// # Safety
+            /// As `pool2d`, for a global pooling node.
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn global_pool(d: *const GlobalPoolDesc, arena: *mut u8, begin: i64, end: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::global_pool::<$set>(d, arena, begin, end) }
+            }
+
+            /// # Safety
+            /// As `pool2d`, for a depthwise convolution.
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn depthwise(d: *const DepthwiseDesc, arena: *mut u8, begin: i64, end: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::depthwise::<$set>(d, arena, begin, end) }
+            }
+
+            /// # Safety
+            /// As `pool2d`, for a dense layer.
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn dense(d: *const DenseDesc, arena: *mut u8, begin: i64, end: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::dense::<$set>(d, arena, begin, end) }
+            }
+
+            pub(super) const KERNELS: Kernels = Kernels { pool2d, global_pool, depthwise, dense };
+        }
+    )*};
+}
+
+entries! {
+    avx512: Avx512, "avx512f";
+    avx2: Avx2, "avx2,fma";
+}
+
 fn at(arena: *mut u8, off: u64) -> *mut f32 {
     arena.wrapping_add(off as usize).cast::<f32>()
+}
+
+/// Converts a range from the JIT to `usize`, or `None` when it is not inside `[0, extent]`.
+fn range(begin: i64, end: i64, extent: u64) -> Option<(usize, usize)> {
+    let (b, e) = (usize::try_from(begin).ok()?, usize::try_from(end).ok()?);
+    (b <= e && e as u64 <= extent).then_some((b, e))
 }
 
 /// One window of one plane, with the interpreter's rules (`kiln_interp::pool`).
 ///
 /// # Safety
 /// `plane` holds `h·w` floats; the taps come from the window's geometry.
+#[inline(always)]
 unsafe fn window_scalar(
     plane: *const f32,
     w: usize,
@@ -217,116 +370,57 @@ unsafe fn window_scalar(
     }
 }
 
-/// The window taps of every output index along axis `a` of `g` (the closed form divides, so it
-/// is evaluated once per call, not per row and plane); `None` for more than 2¹⁶ outputs or
-/// when the table cannot be allocated (the callers then evaluate each one where needed).
-fn tap_table(g: &Window2d, a: usize) -> Option<Vec<WindowTaps>> {
-    // bounded: a tall or wide hostile output must not cost a table per call bigger than itself
-    if g.output[a] > 1 << 16 {
-        return None;
-    }
-    let mut v = Vec::new();
-    v.try_reserve_exact(g.output[a]).ok()?;
-    v.extend((0..g.output[a]).map(|o| g.taps(a, o)));
-    Some(v)
-}
-
-/// The taps of output `o` on axis `a`, from `table` when there is one.
-fn taps_of(table: &Option<Vec<WindowTaps>>, g: &Window2d, a: usize, o: usize) -> WindowTaps {
-    match table {
-        Some(t) => t.get(o).copied().unwrap_or_else(|| g.taps(a, o)),
-        None => g.taps(a, o),
-    }
-}
-
-/// Converts a range from the JIT to `usize`, or `None` when it is not inside `[0, extent]`.
-fn range(begin: i64, end: i64, extent: u64) -> Option<(usize, usize)> {
-    let (b, e) = (usize::try_from(begin).ok()?, usize::try_from(end).ok()?);
-    (b <= e && e as u64 <= extent).then_some((b, e))
-}
-
-/// Windowed pooling over the planes `[begin, end)`.
+/// `min(n, LANES)` floats from `p`, the other lanes zero.
 ///
 /// # Safety
-/// `d` must describe a pooling node of a plan over `arena` (the JIT'd kernel passes its own),
-/// and the CPU must have AVX-512F.
+/// `min(n, LANES)` floats from `p` must be readable.
 #[cfg(target_arch = "x86_64")]
-pub unsafe extern "C" fn kiln_pool2d(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i64) {
+#[inline(always)]
+unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
     // SAFETY: forwarded from the caller.
-    let d = unsafe { *d };
-    let g = d.win.geometry();
-    let Some((begin, end)) = range(begin, end, d.planes) else {
-        return;
-    };
-    // SAFETY: forwarded from the caller.
-    unsafe { pool2d(&d, &g, arena, begin, end) }
-}
-
-/// Lane masks of the first `n` lanes (n ≤ 16).
-#[cfg(target_arch = "x86_64")]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
-
-/// The lanes of a block of `n ≤ 16` output columns: `m` the columns, `lo`/`hi` the two
-/// vectors a stride-2 load reads (elements `[0, 2n − 1)` of 32).
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct Lanes {
-    m: __mmask16,
-    lo: __mmask16,
-    hi: __mmask16,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Lanes {
-    fn new(n: usize) -> Lanes {
-        let last = (2 * n).saturating_sub(1);
-        Lanes {
-            m: lanes(n),
-            lo: lanes(last),
-            hi: lanes(last.saturating_sub(16)),
-        }
-    }
-}
-
-/// 16 floats at `p`, `p + s`, … (lanes in `l.m` only; the others are 0 and read nothing).
-/// `S` is the stride when it is 1 or 2 (a load, or two loads and a permute), else 0: a
-/// gather at the offsets `idx` (`i·s`).
-///
-/// # Safety
-/// `p + i·s` must be readable for every lane `i` of `l.m`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn load_strided<const S: usize>(p: *const f32, l: Lanes, idx: __m512i) -> __m512 {
-    // SAFETY (all arms): masked loads read only the lanes the caller vouches for.
     unsafe {
-        match S {
-            1 => _mm512_maskz_loadu_ps(l.m, p),
-            2 => {
-                let lo = _mm512_maskz_loadu_ps(l.lo, p);
-                let hi = _mm512_maskz_loadu_ps(l.hi, p.add(16));
-                let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-                _mm512_maskz_permutex2var_ps(l.m, lo, even, hi)
-            }
-            _ => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), l.m, idx, p),
+        if n >= S::LANES {
+            S::load(p)
+        } else {
+            S::load_partial(p, n)
         }
     }
 }
 
-/// The gather offsets `i·s` of a column stride `s` (which `gather_ok` accepted).
+/// The taps at `p`, `p + s`, … of `min(avail, LANES)` output columns (the others zero), where
+/// `avail` columns from this one are interior: `ST` is the stride when it is 1 or 2 (a load,
+/// or two loads keeping the even lanes), else 0 (a gather).
+///
+/// # Safety
+/// `p + i·s` must be readable for every `i < avail` (so is everything between).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn offsets(s: usize) -> __m512i {
-    _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(s as i32),
-    )
+#[inline(always)]
+unsafe fn load_cols<S: Simd, const ST: usize>(p: *const f32, s: usize, avail: usize) -> S::V {
+    let l = S::LANES;
+    // SAFETY (all arms): only floats up to the last interior column's tap are read.
+    unsafe {
+        match ST {
+            1 => load_n::<S>(p, avail),
+            2 => {
+                // the taps of `avail` stride-2 columns span 2·avail − 1 floats
+                let m = 2 * avail - 1;
+                if m >= 2 * l {
+                    S::even(S::load(p), S::load(p.add(l)))
+                } else if m >= l {
+                    S::even(S::load(p), S::load_partial(p.add(l), m - l))
+                } else {
+                    S::even(S::load_partial(p, m), S::zero())
+                }
+            }
+            _ => S::gather(p, s, avail.min(l)),
+        }
+    }
+}
+
+/// Whether column stride `s` can be loaded by `load_cols` (a gather's offsets fit an `i32`).
+#[cfg(target_arch = "x86_64")]
+fn strided_ok<S: Simd>(s: usize) -> bool {
+    s.checked_mul(S::LANES).is_some_and(|v| v <= i32::MAX as usize)
 }
 
 /// The vector path's view of one output row: the row taps of the window, where the input
@@ -345,147 +439,138 @@ struct RowJob {
     pad: usize,
 }
 
-/// `NB` blocks of 16 interior columns from `x0` (the last with lanes `last`, the others full):
-/// for every real tap in row-major order, `f(block, kernel tap (ky, kx), vector)`.
+/// What a windowed kernel computes per output, over one plane at a time: [`windows`] drives
+/// it, vector registers of output columns through `init`, `tap` (every real tap in row-major
+/// order) and `finish`, the other outputs through `scalar`.
+#[cfg(target_arch = "x86_64")]
+trait WindowOp {
+    /// Whether a NaN among a register's inputs sends its columns to `scalar` (max pooling:
+    /// the vector maximum does not follow the interpreter's NaN rule).
+    const NAN_TO_SCALAR: bool;
+    /// Prepares output plane `p`; returns its input plane.
+    fn plane(&mut self, p: usize) -> *const f32;
+    /// The accumulator before the first tap.
+    unsafe fn init<S: Simd>(&self) -> S::V;
+    /// The operand of kernel tap `(ky, kx)` (depthwise: its weight), once per tap and row.
+    unsafe fn weight<S: Simd>(&self, ky: usize, kx: usize) -> S::V;
+    /// The accumulator after input `v` at a tap with operand `w`.
+    unsafe fn tap<S: Simd>(acc: S::V, w: S::V, v: S::V) -> S::V;
+    /// What is stored for windows with row taps `rows` whose every column tap is real.
+    unsafe fn finish<S: Simd>(&self, acc: S::V, rows: WindowTaps) -> S::V;
+    /// One output with the interpreter's rules (input plane `x`).
+    unsafe fn scalar(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32;
+}
+
+/// `NB` registers of output columns from `x0` (`avail` interior columns from there, the last
+/// register partial when fewer than `NB·LANES`): the accumulators over the row's real taps,
+/// finished and stored in row `y`. Returns a bit per register holding a NaN when
+/// `K::NAN_TO_SCALAR` (its columns are then to be recomputed).
 ///
 /// # Safety
-/// The columns must be interior (every column tap inside the row) and exist.
+/// The columns must be interior (every column tap inside the row) and exist; `y` is the
+/// output row; the operation's own pointers as it requires.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn for_taps<const NB: usize, const S: usize>(
+#[inline(always)]
+unsafe fn blocks<S: Simd, K: WindowOp, const NB: usize, const ST: usize>(
+    k: &K,
     j: &RowJob,
     x0: usize,
-    last: Lanes,
-    idx: __m512i,
-    mut f: impl FnMut(usize, usize, usize, __m512),
-) {
-    let full = Lanes::new(16);
-    for r in 0..j.rows.real() {
-        let row = j.x.wrapping_add((j.rows.first + r * j.dh) * j.w);
-        for kx in 0..j.kw {
-            // interior: x0·s + kx·d − pad ≥ 0 and every lane inside the row
-            let c0 = row.wrapping_add(x0 * j.s + kx * j.dw - j.pad);
-            for b in 0..NB {
-                let l = if b + 1 == NB { last } else { full };
-                // SAFETY: the caller's interior columns.
-                let v = unsafe { load_strided::<S>(c0.wrapping_add(16 * b * j.s), l, idx) };
-                f(b, j.rows.lo + r, kx, v);
+    avail: usize,
+    y: *mut f32,
+) -> u32 {
+    let l = S::LANES;
+    // SAFETY (the whole body): the caller's interior columns x0..x0 + avail; register b
+    // covers columns x0 + b·L.., of which avail − b·L ≥ 1 are interior.
+    unsafe {
+        let mut acc = [k.init::<S>(); NB];
+        let mut probe = [S::zero(); NB];
+        for r in 0..j.rows.real() {
+            let row = j.x.wrapping_add((j.rows.first + r * j.dh) * j.w);
+            for kx in 0..j.kw {
+                let wv = k.weight::<S>(j.rows.lo + r, kx);
+                // interior: x0·s + kx·d − pad ≥ 0 and every lane inside the row
+                let c0 = row.wrapping_add(x0 * j.s + kx * j.dw - j.pad);
+                for b in 0..NB {
+                    let v = load_cols::<S, ST>(c0.wrapping_add(b * l * j.s), j.s, avail - b * l);
+                    acc[b] = K::tap::<S>(acc[b], wv, v);
+                    if K::NAN_TO_SCALAR {
+                        // NaN in, NaN out (or ∞ − ∞: a needless but correct recompute)
+                        probe[b] = S::add(probe[b], v);
+                    }
+                }
             }
         }
+        let mut nan = 0;
+        for (b, a) in acc.iter().enumerate() {
+            let v = k.finish::<S>(*a, j.rows);
+            let p = y.wrapping_add(x0 + b * l);
+            let n = avail - b * l;
+            if n >= l {
+                S::store(p, v);
+            } else {
+                S::store_partial(p, n, v);
+            }
+            if K::NAN_TO_SCALAR && S::any_nan(probe[b]) {
+                nan |= 1 << b;
+            }
+        }
+        nan
     }
 }
 
-/// Whether a column stride can be loaded by `load_strided` (15 strides fit an i32 offset).
-fn gather_ok(s: usize) -> bool {
-    s.checked_mul(16).is_some_and(|v| v <= i32::MAX as usize)
-}
-
-/// Interior columns `[x0, x0 + n)` of one output row of a pooling node (`n ≤ 16·NB`).
+/// The row driver of pooling and depthwise convolution: output planes `[begin, end)` of `y`
+/// (`oh × ow` each), every row's border columns through `K::scalar`, its interior columns in
+/// groups of up to four registers.
 ///
 /// # Safety
-/// As [`for_taps`]; `y` is the output row.
+/// `g` must be the node's geometry and `k` its operation over the node's values; `y` its
+/// output.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pool_blocks<const NB: usize, const S: usize, const MAX: bool>(
-    j: &RowJob,
-    x0: usize,
-    n: usize,
-    idx: __m512i,
-    div: f32,
-    y: *mut f32,
-) -> u64 {
-    let last = Lanes::new(n - 16 * (NB - 1));
-    let mut acc = [if MAX {
-        _mm512_set1_ps(f32::NEG_INFINITY)
+#[inline(always)]
+unsafe fn windows<S: Simd, K: WindowOp>(k: &mut K, g: &Window2d, y: *mut f32, begin: usize, end: usize) {
+    let l = S::LANES;
+    let ([_, w], [oh, ow]) = (g.input, g.output);
+    let (s, dl) = (g.stride, g.dilation);
+    let (row_taps, col_taps) = (AxisTaps::new(g, 0), AxisTaps::new(g, 1));
+    let (lo, hi) = if strided_ok::<S>(s[1]) {
+        (col_taps.lo, col_taps.hi)
     } else {
-        _mm512_setzero_ps()
-    }; NB];
-    let mut nans = [0 as __mmask16; NB];
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        for_taps::<NB, S>(j, x0, last, idx, |b, _, _, v| {
-            if MAX {
-                nans[b] |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                // strictly greater replaces: the first maximum stays
-                acc[b] = _mm512_max_ps(v, acc[b]);
-            } else {
-                acc[b] = _mm512_add_ps(acc[b], v);
-            }
-        })
+        (0, 0)
     };
-    let mut nan = 0u64;
-    for b in 0..NB {
-        let l = if b + 1 == NB { last.m } else { 0xffff };
-        let v = if div != 1.0 {
-            _mm512_div_ps(acc[b], _mm512_set1_ps(div))
-        } else {
-            acc[b]
-        };
-        // SAFETY: the block's columns of the output row.
-        unsafe { _mm512_mask_storeu_ps(y.wrapping_add(x0 + 16 * b), l, v) };
-        nan |= u64::from(nans[b] & l) << (16 * b);
-    }
-    nan
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pool2d(d: &PoolDesc, g: &Window2d, arena: *mut u8, begin: usize, end: usize) {
-    let ([h, w], [oh, ow]) = (g.input, g.output);
-    let (kw, s, dl) = (g.kernel[1], g.stride, g.dilation);
-    let (mut lo, mut hi) = interior(g);
-    if !gather_ok(s[1]) {
-        (lo, hi) = (0, 0);
-    }
-    let idx = offsets(s[1].min(1 << 20));
-    let (xa, ya) = (at(arena, d.x), at(arena, d.y));
-    let max = d.kind == POOL_MAX;
-    let (row_taps, col_taps) = (tap_table(g, 0), tap_table(g, 1));
     for plane in begin..end {
-        let xp = xa.wrapping_add(plane * h * w).cast_const();
-        let yp = ya.wrapping_add(plane * oh * ow);
+        let xp = k.plane(plane);
+        let yp = y.wrapping_add(plane * oh * ow);
         for oy in 0..oh {
-            let rows = taps_of(&row_taps, g, 0, oy);
+            let rows = row_taps.get(oy);
             let yrow = yp.wrapping_add(oy * ow);
             let scalar = |ox: usize| {
-                let cols = taps_of(&col_taps, g, 1, ox);
-                // SAFETY: the plane's window `(oy, ox)` and its output element.
-                unsafe { *yrow.add(ox) = window_scalar(xp, w, rows, cols, dl, d.kind) }
+                // SAFETY: the plane's window (oy, ox) and its output element.
+                unsafe { *yrow.add(ox) = k.scalar(xp, g, rows, col_taps.get(ox)) }
             };
             (0..lo).for_each(scalar);
-            // interior columns: every column tap real and inside the padded input
-            let div = match d.kind {
-                POOL_AVG => (rows.real() * kw) as f32,
-                POOL_AVG_WITH_PAD => (rows.padded * kw) as f32,
-                _ => 1.0,
-            };
             let j = RowJob {
                 x: xp,
                 w,
                 rows,
                 dh: dl[0],
-                kw,
+                kw: g.kernel[1],
                 s: s[1],
                 dw: dl[1],
                 pad: g.pad[1],
             };
             let mut x0 = lo;
             while x0 < hi {
-                let n = (hi - x0).min(64);
-                // SAFETY: interior columns x0..x0 + n of this row.
+                let avail = hi - x0;
+                let n = avail.min(4 * l);
+                // SAFETY: interior columns x0..hi of this row.
                 let nan = unsafe {
                     macro_rules! go {
-                        ($s:literal) => {
-                            match (n.div_ceil(16), max) {
-                                (1, true) => pool_blocks::<1, $s, true>(&j, x0, n, idx, div, yrow),
-                                (2, true) => pool_blocks::<2, $s, true>(&j, x0, n, idx, div, yrow),
-                                (3, true) => pool_blocks::<3, $s, true>(&j, x0, n, idx, div, yrow),
-                                (_, true) => pool_blocks::<4, $s, true>(&j, x0, n, idx, div, yrow),
-                                (1, false) => pool_blocks::<1, $s, false>(&j, x0, n, idx, div, yrow),
-                                (2, false) => pool_blocks::<2, $s, false>(&j, x0, n, idx, div, yrow),
-                                (3, false) => pool_blocks::<3, $s, false>(&j, x0, n, idx, div, yrow),
-                                (_, false) => pool_blocks::<4, $s, false>(&j, x0, n, idx, div, yrow),
+                        ($st:literal) => {
+                            match n.div_ceil(l) {
+                                1 => blocks::<S, K, 1, $st>(k, &j, x0, avail, yrow),
+                                2 => blocks::<S, K, 2, $st>(k, &j, x0, avail, yrow),
+                                3 => blocks::<S, K, 3, $st>(k, &j, x0, avail, yrow),
+                                _ => blocks::<S, K, 4, $st>(k, &j, x0, avail, yrow),
                             }
                         };
                     }
@@ -495,10 +580,11 @@ unsafe fn pool2d(d: &PoolDesc, g: &Window2d, arena: *mut u8, begin: usize, end: 
                         _ => go!(0),
                     }
                 };
-                // a NaN in a window: recompute it with the interpreter's rule (the first NaN)
+                // a NaN in a register's windows: its columns with the interpreter's rule
                 let mut m = nan;
                 while m != 0 {
-                    scalar(x0 + m.trailing_zeros() as usize);
+                    let b = m.trailing_zeros() as usize;
+                    (x0 + b * l..(x0 + (b + 1) * l).min(x0 + n)).for_each(scalar);
                     m &= m - 1;
                 }
                 x0 += n;
@@ -508,106 +594,125 @@ unsafe fn pool2d(d: &PoolDesc, g: &Window2d, arena: *mut u8, begin: usize, end: 
     }
 }
 
-/// Global max or average pooling over the planes `[begin, end)`.
-///
-/// # Safety
-/// As [`kiln_pool2d`].
-#[cfg(target_arch = "x86_64")]
-pub unsafe extern "C" fn kiln_global_pool(d: *const GlobalPoolDesc, arena: *mut u8, begin: i64, end: i64) {
-    // SAFETY: forwarded from the caller.
-    let d = unsafe { *d };
-    let Some((begin, end)) = range(begin, end, d.planes) else {
-        return;
-    };
-    // SAFETY: forwarded from the caller.
-    unsafe { global_pool(&d, arena, begin, end) }
+/// Windowed pooling: `MAX` for max pooling, else sums and averages (`kind`).
+struct Pool<const MAX: bool> {
+    x: *const f32,
+    plane_len: usize,
+    kind: u64,
+    /// The kernel width: the column taps of an interior window.
+    kw: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn global_pool(d: &GlobalPoolDesc, arena: *mut u8, begin: usize, end: usize) {
-    let len = d.len as usize;
-    let (xa, ya) = (at(arena, d.x), at(arena, d.y));
-    for plane in begin..end {
-        let xp = xa.wrapping_add(plane * len).cast_const();
-        let mut acc = [if d.max != 0 {
-            _mm512_set1_ps(f32::NEG_INFINITY)
-        } else {
-            _mm512_setzero_ps()
-        }; 4];
-        let mut nan: __mmask16 = 0;
-        let mut i = 0;
-        while i < len {
-            for a in &mut acc {
-                if i >= len {
-                    break;
-                }
-                // SAFETY: lanes < len − i of the plane.
-                let v = unsafe { _mm512_maskz_loadu_ps(lanes(len - i), xp.add(i)) };
-                if d.max != 0 {
-                    nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                    *a = _mm512_mask_max_ps(*a, lanes(len - i), v, *a);
-                } else {
-                    *a = _mm512_add_ps(*a, v);
-                }
-                i += 16;
+impl<const MAX: bool> WindowOp for Pool<MAX> {
+    const NAN_TO_SCALAR: bool = MAX;
+
+    #[inline(always)]
+    fn plane(&mut self, p: usize) -> *const f32 {
+        self.x.wrapping_add(p * self.plane_len)
+    }
+    #[inline(always)]
+    unsafe fn init<S: Simd>(&self) -> S::V {
+        // SAFETY: the caller runs on S's set.
+        unsafe {
+            if MAX {
+                S::splat(f32::NEG_INFINITY)
+            } else {
+                S::zero()
             }
         }
-        let v = if d.max != 0 {
-            if nan != 0 {
-                // the first NaN, as the interpreter returns it
-                // SAFETY: a NaN was loaded from the plane's `len` elements.
-                (0..len)
-                    .map(|j| unsafe { *xp.add(j) })
-                    .find(|v| v.is_nan())
-                    .unwrap_or(f32::NAN)
+    }
+    #[inline(always)]
+    unsafe fn weight<S: Simd>(&self, _: usize, _: usize) -> S::V {
+        // SAFETY: as `init`.
+        unsafe { S::zero() }
+    }
+    #[inline(always)]
+    unsafe fn tap<S: Simd>(acc: S::V, _: S::V, v: S::V) -> S::V {
+        // SAFETY: as `init`.
+        unsafe {
+            if MAX {
+                // strictly greater replaces: the first maximum stays
+                S::max(v, acc)
             } else {
-                let m = _mm512_max_ps(_mm512_max_ps(acc[0], acc[1]), _mm512_max_ps(acc[2], acc[3]));
-                _mm512_reduce_max_ps(m)
+                S::add(acc, v)
             }
-        } else {
-            let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-            _mm512_reduce_add_ps(s) / len as f32
+        }
+    }
+    #[inline(always)]
+    unsafe fn finish<S: Simd>(&self, acc: S::V, rows: WindowTaps) -> S::V {
+        // every column tap is real (and inside the padded input): kw of them
+        let count = match self.kind {
+            POOL_AVG => rows.real(),
+            POOL_AVG_WITH_PAD => rows.padded,
+            _ => return acc,
         };
-        // SAFETY: one output per plane.
-        unsafe { *ya.add(plane) = v };
+        // SAFETY: as `init`.
+        unsafe { S::div(acc, S::splat((count * self.kw) as f32)) }
+    }
+    #[inline(always)]
+    unsafe fn scalar(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32 {
+        // SAFETY: the window's taps lie in the plane.
+        unsafe { window_scalar(x, g.input[1], rows, cols, g.dilation, self.kind) }
     }
 }
 
-/// Depthwise convolution over the output planes `[begin, end)` (`n·cout` of them).
+/// Windowed pooling over the planes `[begin, end)`.
 ///
 /// # Safety
-/// As [`kiln_pool2d`].
+/// `d` must describe a pooling node of a plan over `arena`, and the CPU must have `S`'s set.
 #[cfg(target_arch = "x86_64")]
-pub unsafe extern "C" fn kiln_depthwise(d: *const DepthwiseDesc, arena: *mut u8, begin: i64, end: i64) {
+#[inline(always)]
+unsafe fn pool2d<S: Simd>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i64) {
     // SAFETY: forwarded from the caller.
     let d = unsafe { *d };
     let g = d.win.geometry();
     let Some((begin, end)) = range(begin, end, d.planes) else {
         return;
     };
-    if d.cog == 0 || d.cout == 0 {
-        return;
-    }
+    let (x, y) = (at(arena, d.x).cast_const(), at(arena, d.y));
+    let plane_len = g.input[0] * g.input[1];
+    let kw = g.kernel[1];
     // SAFETY: forwarded from the caller.
-    unsafe { depthwise(&d, &g, arena, begin, end) }
+    unsafe {
+        if d.kind == POOL_MAX {
+            let mut k = Pool::<true> {
+                x,
+                plane_len,
+                kind: d.kind,
+                kw,
+            };
+            windows::<S, _>(&mut k, &g, y, begin, end)
+        } else {
+            let mut k = Pool::<false> {
+                x,
+                plane_len,
+                kind: d.kind,
+                kw,
+            };
+            windows::<S, _>(&mut k, &g, y, begin, end)
+        }
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn activate(act: u64, alpha: f32, v: __m512) -> __m512 {
-    match act {
-        ACT_RELU => {
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-            _mm512_mask_mov_ps(v, neg, _mm512_setzero_ps())
-        }
-        ACT_LEAKY_RELU => {
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-            _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(alpha))
-        }
-        _ => v,
-    }
+/// Depthwise convolution (one input channel per group) with its bias and activation.
+struct Depthwise {
+    x: *const f32,
+    w: *const f32,
+    /// The bias, or null.
+    bias: *const f32,
+    plane_len: usize,
+    cin: usize,
+    cout: usize,
+    cog: usize,
+    /// `kh·kw` and `kw`.
+    taps: usize,
+    kw: usize,
+    act: u64,
+    alpha: f32,
+    /// The current plane's kernel and bias.
+    k: *const f32,
+    b0: f32,
 }
 
 fn activate1(act: u64, alpha: f32, v: f32) -> f32 {
@@ -618,219 +723,324 @@ fn activate1(act: u64, alpha: f32, v: f32) -> f32 {
     }
 }
 
-/// Interior columns `[x0, x0 + n)` of one output row of a depthwise convolution
-/// (`n ≤ 16·NB`) with the kernel `k` (`kh × kw`), the bias `b0` and the activation.
-///
-/// # Safety
-/// As [`for_taps`]; `y` is the output row, `k` the output channel's kernel.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn depthwise_blocks<const NB: usize, const S: usize>(
-    j: &RowJob,
-    x0: usize,
-    n: usize,
-    idx: __m512i,
-    k: *const f32,
-    b0: f32,
-    (act, alpha): (u64, f32),
-    y: *mut f32,
-) {
-    let last = Lanes::new(n - 16 * (NB - 1));
-    let mut acc = [_mm512_set1_ps(b0); NB];
-    // SAFETY: forwarded from the caller; tap (ky, kx) of the kernel.
-    unsafe {
-        for_taps::<NB, S>(j, x0, last, idx, |b, ky, kx, v| {
-            let kv = _mm512_set1_ps(*k.add(ky * j.kw + kx));
-            acc[b] = _mm512_fmadd_ps(v, kv, acc[b]);
-        })
-    };
-    for (b, a) in acc.iter().enumerate() {
-        let l = if b + 1 == NB { last.m } else { 0xffff };
-        // SAFETY: the block's columns of the output row.
-        unsafe { _mm512_mask_storeu_ps(y.wrapping_add(x0 + 16 * b), l, activate(act, alpha, *a)) };
-    }
-}
+impl WindowOp for Depthwise {
+    const NAN_TO_SCALAR: bool = false;
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn depthwise(d: &DepthwiseDesc, g: &Window2d, arena: *mut u8, begin: usize, end: usize) {
-    let ([h, w], [oh, ow]) = (g.input, g.output);
-    let [kh, kw] = g.kernel;
-    let (s, dl) = (g.stride, g.dilation);
-    let (cin, cout, cog) = (d.cin as usize, d.cout as usize, d.cog as usize);
-    let (mut lo, mut hi) = interior(g);
-    if !gather_ok(s[1]) {
-        (lo, hi) = (0, 0);
-    }
-    let idx = offsets(s[1].min(1 << 20));
-    let (xa, wa, ya) = (at(arena, d.x), at(arena, d.w), at(arena, d.y));
-    let alpha = f32::from_bits(d.alpha as u32);
-    let (row_taps, col_taps) = (tap_table(g, 0), tap_table(g, 1));
-    for plane in begin..end {
-        let (n, o) = (plane / cout, plane % cout);
-        let xp = xa.wrapping_add((n * cin + o / cog) * h * w).cast_const();
-        let wp = wa.wrapping_add(o * kh * kw).cast_const();
-        let yp = ya.wrapping_add(plane * oh * ow);
-        // SAFETY: one bias per output channel.
-        let b0 = if d.bias == NO_BIAS {
+    #[inline(always)]
+    fn plane(&mut self, p: usize) -> *const f32 {
+        let (n, o) = (p / self.cout, p % self.cout);
+        self.k = self.w.wrapping_add(o * self.taps);
+        self.b0 = if self.bias.is_null() {
             0.0
         } else {
-            unsafe { *at(arena, d.bias).add(o) }
+            // SAFETY: one bias per output channel.
+            unsafe { *self.bias.add(o) }
         };
-        for oy in 0..oh {
-            let rows = taps_of(&row_taps, g, 0, oy);
-            let yrow = yp.wrapping_add(oy * ow);
-            let scalar = |ox: usize| {
-                let cols = taps_of(&col_taps, g, 1, ox);
-                let mut acc = b0;
-                for r in 0..rows.real() {
-                    let ih = rows.first + r * dl[0];
-                    for c in 0..cols.real() {
-                        let iw = cols.first + c * dl[1];
-                        // SAFETY: real taps lie inside the plane; tap (lo + r, lo + c) of the kernel.
-                        unsafe {
-                            let x = *xp.add(ih * w + iw);
-                            let k = *wp.add((rows.lo + r) * kw + cols.lo + c);
-                            acc = x.mul_add(k, acc);
-                        }
-                    }
-                }
-                // SAFETY: the output element (oy, ox).
-                unsafe { *yrow.add(ox) = activate1(d.act, alpha, acc) };
-            };
-            (0..lo).for_each(scalar);
-            let j = RowJob {
-                x: xp,
-                w,
-                rows,
-                dh: dl[0],
-                kw,
-                s: s[1],
-                dw: dl[1],
-                pad: g.pad[1],
-            };
-            let act = (d.act, alpha);
-            let mut x0 = lo;
-            while x0 < hi {
-                let n = (hi - x0).min(64);
-                // SAFETY: interior columns x0..x0 + n of this row.
-                unsafe {
-                    macro_rules! go {
-                        ($s:literal) => {
-                            match n.div_ceil(16) {
-                                1 => depthwise_blocks::<1, $s>(&j, x0, n, idx, wp, b0, act, yrow),
-                                2 => depthwise_blocks::<2, $s>(&j, x0, n, idx, wp, b0, act, yrow),
-                                3 => depthwise_blocks::<3, $s>(&j, x0, n, idx, wp, b0, act, yrow),
-                                _ => depthwise_blocks::<4, $s>(&j, x0, n, idx, wp, b0, act, yrow),
-                            }
-                        };
-                    }
-                    match s[1] {
-                        1 => go!(1),
-                        2 => go!(2),
-                        _ => go!(0),
-                    }
-                }
-                x0 += n;
+        self.x
+            .wrapping_add((n * self.cin + o / self.cog) * self.plane_len)
+    }
+    #[inline(always)]
+    unsafe fn init<S: Simd>(&self) -> S::V {
+        // SAFETY: the caller runs on S's set.
+        unsafe { S::splat(self.b0) }
+    }
+    #[inline(always)]
+    unsafe fn weight<S: Simd>(&self, ky: usize, kx: usize) -> S::V {
+        // SAFETY: tap (ky, kx) of the plane's kernel.
+        unsafe { S::splat(*self.k.add(ky * self.kw + kx)) }
+    }
+    #[inline(always)]
+    unsafe fn tap<S: Simd>(acc: S::V, w: S::V, v: S::V) -> S::V {
+        // SAFETY: as `init`.
+        unsafe { S::fma(v, w, acc) }
+    }
+    #[inline(always)]
+    unsafe fn finish<S: Simd>(&self, acc: S::V, _: WindowTaps) -> S::V {
+        // SAFETY: as `init`.
+        unsafe {
+            match self.act {
+                ACT_RELU => S::where_negative(acc, S::zero()),
+                ACT_LEAKY_RELU => S::where_negative(acc, S::mul(acc, S::splat(self.alpha))),
+                _ => acc,
             }
-            (hi.max(lo)..ow).for_each(scalar);
         }
+    }
+    #[inline(always)]
+    unsafe fn scalar(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32 {
+        let (w, dl) = (g.input[1], g.dilation);
+        let mut acc = self.b0;
+        for r in 0..rows.real() {
+            let ih = rows.first + r * dl[0];
+            for c in 0..cols.real() {
+                let iw = cols.first + c * dl[1];
+                // SAFETY: real taps lie inside the plane; tap (lo + r, lo + c) of the kernel.
+                unsafe {
+                    let x = *x.add(ih * w + iw);
+                    let k = *self.k.add((rows.lo + r) * self.kw + cols.lo + c);
+                    acc = x.mul_add(k, acc);
+                }
+            }
+        }
+        activate1(self.act, self.alpha, acc)
     }
 }
 
-/// A dense layer over the outputs `[begin, end)`, every batch row.
+/// Depthwise convolution over the output planes `[begin, end)` (`n·cout` of them).
 ///
 /// # Safety
-/// As [`kiln_pool2d`].
+/// As [`pool2d`], for a depthwise convolution.
 #[cfg(target_arch = "x86_64")]
-pub unsafe extern "C" fn kiln_dense(d: *const DenseDesc, arena: *mut u8, begin: i64, end: i64) {
+#[inline(always)]
+unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64, end: i64) {
     // SAFETY: forwarded from the caller.
     let d = unsafe { *d };
-    let Some((begin, end)) = range(begin, end, d.outputs) else {
+    let g = d.win.geometry();
+    let Some((begin, end)) = range(begin, end, d.planes) else {
         return;
     };
+    if d.cog == 0 || d.cout == 0 {
+        return;
+    }
+    let mut k = Depthwise {
+        x: at(arena, d.x).cast_const(),
+        w: at(arena, d.w).cast_const(),
+        bias: if d.bias == NO_BIAS {
+            std::ptr::null()
+        } else {
+            at(arena, d.bias).cast_const()
+        },
+        plane_len: g.input[0] * g.input[1],
+        cin: d.cin as usize,
+        cout: d.cout as usize,
+        cog: d.cog as usize,
+        taps: g.kernel[0] * g.kernel[1],
+        kw: g.kernel[1],
+        act: d.act,
+        alpha: f32::from_bits(d.alpha as u32),
+        k: std::ptr::null(),
+        b0: 0.0,
+    };
     // SAFETY: forwarded from the caller.
-    unsafe { dense(&d, arena, begin, end) }
+    unsafe { windows::<S, _>(&mut k, &g, at(arena, d.y), begin, end) }
 }
 
-/// `R` batch rows × `O` outputs from `(n0, o0)`: `R·O` vector dot products over the inputs,
-/// 16 at a time (the last block masked).
+/// Global max or average pooling over the planes `[begin, end)`.
 ///
 /// # Safety
-/// Rows `n0..n0 + R` and outputs `o0..o0 + O` must exist.
+/// As [`pool2d`], for a global pooling node.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn dense_block<const R: usize, const O: usize>(d: &DenseDesc, arena: *mut u8, n0: usize, o0: usize) {
+#[inline(always)]
+unsafe fn global_pool<S: Simd>(d: *const GlobalPoolDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    let d = unsafe { *d };
+    let Some((begin, end)) = range(begin, end, d.planes) else {
+        return;
+    };
+    let len = d.len as usize;
+    let (xa, ya) = (at(arena, d.x).cast_const(), at(arena, d.y));
+    for plane in begin..end {
+        let xp = xa.wrapping_add(plane * len);
+        // SAFETY: the plane's `len` floats and its one output.
+        unsafe {
+            *ya.add(plane) = if d.max != 0 {
+                global_max::<S>(xp, len)
+            } else {
+                global_avg::<S>(xp, len)
+            }
+        };
+    }
+}
+
+/// The maximum of the `len ≥ 1` floats at `x` with the interpreter's rule (the first NaN
+/// wins).
+///
+/// # Safety
+/// `len` floats at `x`; the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn global_max<S: Simd>(x: *const f32, len: usize) -> f32 {
+    let l = S::LANES;
+    let full = len / l * l;
+    // SAFETY (the whole body): every load is of full registers below `full` or single floats
+    // below `len`.
+    unsafe {
+        let mut acc = [S::splat(f32::NEG_INFINITY); 4];
+        let mut probe = [S::zero(); 4];
+        let mut i = 0;
+        while i < full {
+            for (a, p) in acc.iter_mut().zip(probe.iter_mut()) {
+                if i < full {
+                    let v = S::load(x.add(i));
+                    *a = S::max(v, *a);
+                    *p = S::add(*p, v);
+                    i += l;
+                }
+            }
+        }
+        let probe = S::add(S::add(probe[0], probe[1]), S::add(probe[2], probe[3]));
+        if S::any_nan(probe)
+            && let Some(nan) = (0..full).map(|j| *x.add(j)).find(|v| v.is_nan())
+        {
+            return nan;
+        }
+        let m = S::max(S::max(acc[0], acc[1]), S::max(acc[2], acc[3]));
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        S::store(lanes.as_mut_ptr(), m);
+        let mut r = f32::NEG_INFINITY;
+        for &v in lanes.iter().take(l) {
+            if v > r {
+                r = v;
+            }
+        }
+        for j in full..len {
+            let v = *x.add(j);
+            if v > r || (v.is_nan() && !r.is_nan()) {
+                r = v;
+            }
+        }
+        r
+    }
+}
+
+/// The mean of the `len ≥ 1` floats at `x`.
+///
+/// # Safety
+/// As [`global_max`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn global_avg<S: Simd>(x: *const f32, len: usize) -> f32 {
+    let l = S::LANES;
+    // SAFETY: every load is of at most the `len − i` floats left.
+    unsafe {
+        let mut acc = [S::zero(); 4];
+        let mut i = 0;
+        while i < len {
+            for a in &mut acc {
+                if i < len {
+                    *a = S::add(*a, load_n::<S>(x.add(i), len - i));
+                    i += l;
+                }
+            }
+        }
+        S::hsum(S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3]))) / len as f32
+    }
+}
+
+/// `R` batch rows × `O` outputs from `(n0, o0)`: `R·O` dot products over the inputs, one
+/// register of inputs at a time (the last partial).
+///
+/// # Safety
+/// Rows `n0..n0 + R` and outputs `o0..o0 + O` must exist; the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dense_block<S: Simd, const R: usize, const O: usize>(
+    d: &DenseDesc,
+    arena: *mut u8,
+    n0: usize,
+    o0: usize,
+) {
     let (k, outs) = (d.inputs as usize, d.outputs as usize);
     let (xa, wa, ya) = (
         at(arena, d.x).cast_const(),
         at(arena, d.w).cast_const(),
         at(arena, d.y),
     );
-    let mut acc = [[_mm512_setzero_ps(); O]; R];
-    let mut i = 0;
-    while i < k {
-        let m = lanes(k - i);
-        let mut xv = [_mm512_setzero_ps(); R];
-        for (r, v) in xv.iter_mut().enumerate() {
-            // SAFETY: row n0 + r, inputs i..i + 16 (masked to k).
-            *v = unsafe { _mm512_maskz_loadu_ps(m, xa.add((n0 + r) * k + i)) };
-        }
-        for o in 0..O {
-            // SAFETY: weight row o0 + o, inputs i..i + 16 (masked to k).
-            let wv = unsafe { _mm512_maskz_loadu_ps(m, wa.add((o0 + o) * k + i)) };
-            for (x, row) in xv.iter().zip(acc.iter_mut()) {
-                row[o] = _mm512_fmadd_ps(*x, wv, row[o]);
+    // SAFETY (the whole body): rows n0 + r < batch and outputs o0 + o < outputs, inputs
+    // i..min(i + L, k).
+    unsafe {
+        let mut acc = [[S::zero(); O]; R];
+        let mut i = 0;
+        while i < k {
+            let mut xv = [S::zero(); R];
+            for (r, v) in xv.iter_mut().enumerate() {
+                *v = load_n::<S>(xa.add((n0 + r) * k + i), k - i);
             }
+            for o in 0..O {
+                let wv = load_n::<S>(wa.add((o0 + o) * k + i), k - i);
+                for (x, row) in xv.iter().zip(acc.iter_mut()) {
+                    row[o] = S::fma(*x, wv, row[o]);
+                }
+            }
+            i += S::LANES;
         }
-        i += 16;
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (o, a) in row.iter().enumerate() {
-            let b = if d.bias == NO_BIAS {
-                0.0
-            } else {
-                // SAFETY: one bias per output.
-                unsafe { *at(arena, d.bias).add(o0 + o) }
-            };
-            // SAFETY: output (n0 + r, o0 + o).
-            unsafe { *ya.add((n0 + r) * outs + o0 + o) = _mm512_reduce_add_ps(*a) + b };
+        for (r, row) in acc.iter().enumerate() {
+            for (o, a) in row.iter().enumerate() {
+                let b = if d.bias == NO_BIAS {
+                    0.0
+                } else {
+                    *at(arena, d.bias).add(o0 + o)
+                };
+                *ya.add((n0 + r) * outs + o0 + o) = S::hsum(*a) + b;
+            }
         }
     }
 }
 
+/// A dense layer over the outputs `[begin, end)`, every batch row: tiles of `R × O`, then
+/// single outputs; rows left over one at a time, eight outputs at a time.
+///
+/// # Safety
+/// As [`dense_block`], for outputs in `[begin, end)`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dense(d: &DenseDesc, arena: *mut u8, begin: usize, end: usize) {
+#[inline(always)]
+unsafe fn dense_tiles<S: Simd, const R: usize, const O: usize>(
+    d: &DenseDesc,
+    arena: *mut u8,
+    begin: usize,
+    end: usize,
+) {
     let batch = d.batch as usize;
     let mut n0 = 0;
     // SAFETY (every call): rows < batch and outputs in [begin, end) ⊆ [0, outputs).
     unsafe {
-        while n0 + 4 <= batch {
+        while n0 + R <= batch {
             let mut o = begin;
-            while o + 4 <= end {
-                dense_block::<4, 4>(d, arena, n0, o);
-                o += 4;
+            while o + O <= end {
+                dense_block::<S, R, O>(d, arena, n0, o);
+                o += O;
             }
             while o < end {
-                dense_block::<4, 1>(d, arena, n0, o);
+                dense_block::<S, R, 1>(d, arena, n0, o);
                 o += 1;
             }
-            n0 += 4;
+            n0 += R;
         }
         while n0 < batch {
             let mut o = begin;
             while o + 8 <= end {
-                dense_block::<1, 8>(d, arena, n0, o);
+                dense_block::<S, 1, 8>(d, arena, n0, o);
                 o += 8;
             }
             while o < end {
-                dense_block::<1, 1>(d, arena, n0, o);
+                dense_block::<S, 1, 1>(d, arena, n0, o);
                 o += 1;
             }
             n0 += 1;
+        }
+    }
+}
+
+/// A dense layer over the outputs `[begin, end)`, every batch row. The tile fits the set's
+/// register file: 4 × 4 accumulators (and four rows of inputs) in AVX-512's 32 registers,
+/// 4 × 2 in AVX2's 16.
+///
+/// # Safety
+/// As [`pool2d`], for a dense layer.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dense<S: Simd>(d: *const DenseDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    let d = unsafe { *d };
+    let Some((begin, end)) = range(begin, end, d.outputs) else {
+        return;
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if S::LANES >= 16 {
+            dense_tiles::<S, 4, 4>(&d, arena, begin, end)
+        } else {
+            dense_tiles::<S, 4, 2>(&d, arena, begin, end)
         }
     }
 }
@@ -839,32 +1049,65 @@ unsafe fn dense(d: &DenseDesc, arena: *mut u8, begin: usize, end: usize) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn interior_columns_are_those_whose_taps_are_all_real() {
-        for (w, k, s, d, pl, pr) in [
+    fn geometries() -> Vec<Window2d> {
+        let mut v = Vec::new();
+        for (n, k, s, d, pb, pe) in [
             (10, 3, 1, 1, 1, 1),
             (7, 3, 2, 2, 0, 3),
             (5, 6, 1, 1, 0, 1),
             (112, 3, 2, 1, 1, 1),
+            (9, 2, 3, 1, 2, 0),
+            (4, 3, 1, 1, 2, 2),
+            (30, 2, 1, 1, 20, 20),
+            (6, 3, 1, 3, 12, 11),
         ] {
             let ext = d * (k - 1) + 1;
-            let ow = (w + pl + pr - ext) / s + 1;
-            let g = Window2d {
-                input: [1, w],
+            let out = (n + pb + pe - ext) / s + 1;
+            v.push(Window2d {
+                input: [n, 3],
+                kernel: [k, 1],
+                stride: [s, 1],
+                dilation: [d, 1],
+                pad: [pb, 0, pe, 0],
+                output: [out, 3],
+            });
+            v.push(Window2d {
+                input: [3, n],
                 kernel: [1, k],
                 stride: [1, s],
                 dilation: [1, d],
-                pad: [0, pl, 0, pr],
-                output: [1, ow],
-            };
-            let (lo, hi) = interior(&g);
-            for o in 0..ow {
-                let t = g.taps(1, o);
-                assert_eq!(
-                    (lo..hi).contains(&o),
-                    t.lo == 0 && t.hi == k,
-                    "{w} {k} {s} {d} {pl}: column {o}"
-                );
+                pad: [0, pb, 0, pe],
+                output: [3, out],
+            });
+        }
+        v
+    }
+
+    #[test]
+    fn interior_outputs_are_those_whose_taps_are_all_real() {
+        for g in geometries() {
+            for a in 0..2 {
+                let (lo, hi) = interior(&g, a);
+                for o in 0..g.output[a] {
+                    let t = g.taps(a, o);
+                    assert_eq!(
+                        (lo..hi).contains(&o),
+                        t.lo == 0 && t.hi == g.kernel[a],
+                        "{g:?} axis {a}: output {o}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn axis_taps_are_the_windows_taps() {
+        for g in geometries() {
+            for a in 0..2 {
+                let t = AxisTaps::new(&g, a);
+                for o in 0..g.output[a] {
+                    assert_eq!(t.get(o), g.taps(a, o), "{g:?} axis {a}: output {o}");
+                }
             }
         }
     }

@@ -688,11 +688,6 @@ impl Tier {
         Tier::ALL[1..].iter().copied().filter(|t| t.available()).collect()
     }
 
-    /// Whether this choice runs the AVX-512 direct kernels (`direct_avx512`) on this host.
-    pub fn direct(self) -> bool {
-        self.avx512().is_some()
-    }
-
     /// The AVX-512 kernel, when this choice runs it on this host.
     pub fn avx512(self) -> Option<MicroKernel> {
         #[cfg(target_arch = "x86_64")]

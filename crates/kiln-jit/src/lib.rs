@@ -22,7 +22,7 @@
 //! ```
 
 pub mod codegen;
-pub mod direct_avx512;
+pub mod direct;
 pub mod gemm;
 pub mod gemm_avx512;
 pub mod lower;

@@ -82,6 +82,7 @@ impl Isa {
 /// Implementations must only be used on CPUs that have the set (see the module docs); the
 /// pointer methods have the safety contracts of the loads and stores they wrap.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)] // the section above is every method's
 pub unsafe trait Simd: Copy {
     /// The vector register type.
     type V: Copy;
@@ -119,6 +120,16 @@ pub unsafe trait Simd: Copy {
     unsafe fn any_nan(v: Self::V) -> bool;
     /// The sum of the lanes (in an order fixed per set).
     unsafe fn hsum(v: Self::V) -> f32;
+    /// `a / b`, correctly rounded.
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// The even elements of the `2·LANES` floats `lo, hi`: `[lo₀, lo₂, …, hi₀, hi₂, …]` (a
+    /// stride-2 load from two contiguous loads).
+    unsafe fn even(lo: Self::V, hi: Self::V) -> Self::V;
+    /// Lanes `i < n ≤ LANES` from `p + i·s`, the others zero; only those `n` floats are read.
+    /// `s·(LANES − 1)` must fit an `i32`.
+    unsafe fn gather(p: *const f32, s: usize, n: usize) -> Self::V;
+    /// Lane-wise `if v < 0 { t } else { v }` (a NaN `v` stays).
+    unsafe fn where_negative(v: Self::V, t: Self::V) -> Self::V;
 }
 
 /// The AVX-512F set.
@@ -198,6 +209,29 @@ unsafe impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn hsum(v: __m512) -> f32 {
         unsafe { _mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn even(lo: __m512, hi: __m512) -> __m512 {
+        unsafe {
+            let idx = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+            _mm512_permutex2var_ps(lo, idx, hi)
+        }
+    }
+    #[inline(always)]
+    unsafe fn gather(p: *const f32, s: usize, n: usize) -> __m512 {
+        unsafe {
+            let iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+            let idx = _mm512_mullo_epi32(iota, _mm512_set1_epi32(s as i32));
+            _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask16(n), idx, p)
+        }
+    }
+    #[inline(always)]
+    unsafe fn where_negative(v: __m512, t: __m512) -> __m512 {
+        unsafe { _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps()), t) }
     }
 }
 
@@ -282,6 +316,33 @@ unsafe impl Simd for Avx2 {
             _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
         }
     }
+    #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn even(lo: __m256, hi: __m256) -> __m256 {
+        unsafe {
+            // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then its 64-bit pairs in the order 0, 2, 1, 3
+            let s = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn gather(p: *const f32, s: usize, n: usize) -> __m256 {
+        unsafe {
+            let idx = _mm256_mullo_epi32(
+                _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0),
+                _mm256_set1_epi32(s as i32),
+            );
+            let m = _mm256_castsi256_ps(mask8(n));
+            _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), p, idx, m)
+        }
+    }
+    #[inline(always)]
+    unsafe fn where_negative(v: __m256, t: __m256) -> __m256 {
+        unsafe { _mm256_blendv_ps(v, t, _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_setzero_ps())) }
+    }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -326,6 +387,69 @@ mod tests {
                 for (i, &g) in got.iter().enumerate() {
                     let want = if i < n { 2.0 * (i as f32 + 1.0) } else { -1.0 };
                     assert_eq!(g, want, "{isa:?} n={n} lane {i}");
+                }
+            }
+        }
+    }
+
+    /// `even`, `gather`, `where_negative` and `div` of one set, as `LANES`-float vectors:
+    /// `[even(0..2L), gather(stride 3, n lanes), where_negative(x, 7), x / 4]`.
+    #[inline(always)]
+    fn lane_ops<S: Simd>(n: usize, x: &[f32]) -> [Vec<f32>; 4] {
+        let l = S::LANES;
+        let src: Vec<f32> = (0..3 * l).map(|i| i as f32).collect();
+        let mut out = [vec![0.0; l], vec![-1.0; l], vec![0.0; l], vec![0.0; l]];
+        // SAFETY: src holds 3·LANES floats (gather reads (n − 1)·3 < 3·LANES); x and every
+        // output hold LANES.
+        unsafe {
+            let even = S::even(S::load(src.as_ptr()), S::load(src.as_ptr().add(l)));
+            S::store(out[0].as_mut_ptr(), even);
+            S::store(out[1].as_mut_ptr(), S::gather(src.as_ptr(), 3, n));
+            let v = S::load(x.as_ptr());
+            S::store(out[2].as_mut_ptr(), S::where_negative(v, S::splat(7.0)));
+            S::store(out[3].as_mut_ptr(), S::div(v, S::splat(4.0)));
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lane_ops_avx2(n: usize, x: &[f32]) -> [Vec<f32>; 4] {
+        lane_ops::<Avx2>(n, x)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn lane_ops_avx512(n: usize, x: &[f32]) -> [Vec<f32>; 4] {
+        lane_ops::<Avx512>(n, x)
+    }
+
+    #[test]
+    fn even_gather_where_negative_and_div_lane_by_lane() {
+        type F = unsafe fn(usize, &[f32]) -> [Vec<f32>; 4];
+        for (isa, f) in [(Isa::Avx2, lane_ops_avx2 as F), (Isa::Avx512, lane_ops_avx512)] {
+            if !isa.available() {
+                continue;
+            }
+            let l = isa.lanes();
+            let specials = [-2.0, 3.0, -0.0, 0.0, f32::NAN, f32::NEG_INFINITY, 1e-40, -1e-40];
+            let x: Vec<f32> = (0..l).map(|i| specials[i % specials.len()]).collect();
+            for n in 0..=l {
+                // SAFETY: the set is available.
+                let [even, gather, neg, div] = unsafe { f(n, &x) };
+                for i in 0..l {
+                    assert_eq!(even[i], (2 * i) as f32, "{isa:?} even lane {i}");
+                    let g = if i < n { (3 * i) as f32 } else { 0.0 };
+                    assert_eq!(gather[i], g, "{isa:?} gather n={n} lane {i}");
+                    let want = if x[i] < 0.0 { 7.0 } else { x[i] };
+                    assert_eq!(
+                        neg[i].to_bits(),
+                        want.to_bits(),
+                        "{isa:?} where_negative lane {i}"
+                    );
+                    let q = x[i] / 4.0;
+                    assert!(
+                        div[i].to_bits() == q.to_bits() || (q.is_nan() && div[i].is_nan()),
+                        "{isa:?} div lane {i}"
+                    );
                 }
             }
         }

@@ -1,8 +1,10 @@
-//! The kernel tiers (`JitOptions::gemm_tier`): the AVX-512 direct kernels (pooling, global
-//! pooling, depthwise convolution, dense) and the portable Cranelift code must each equal the
-//! interpreter. Shapes are wide enough for several 16-column vector blocks, a masked last
-//! block and border columns; strides 1, 2 and 3 take the three load paths (a load, two loads
-//! and a permute, a gather). On a host without AVX-512 both tiers run the Cranelift code.
+//! The kernel tiers (`JitOptions::gemm_tier`): the direct kernels of each Rust tier (AVX-512
+//! and AVX2: windowed and global pooling, depthwise convolution, dense), the GEMM
+//! micro-kernels of every tier and the portable Cranelift code must each equal the
+//! interpreter. Every case runs on every tier this CPU runs (`Tier::runnable`). Shapes are
+//! wide enough for several vector registers of columns (16 or 8), a partial last register and
+//! border columns; column strides 1, 2 and 3 take the three load paths (a load, two loads
+//! keeping the even lanes, a gather). Pooling must match bit for bit, NaNs included.
 
 use kiln::check::jit_matches_interpreter_with;
 use kiln::ir::{
@@ -13,17 +15,20 @@ use kiln::jit::gemm::Tier;
 use proptest::prelude::*;
 use std::collections::HashMap;
 
-fn options(auto: bool) -> JitOptions {
+fn options(tier: Tier) -> JitOptions {
     JitOptions {
-        gemm_tier: if auto { Tier::Auto } else { Tier::Cranelift },
+        gemm_tier: tier,
         threads: 1,
         ..JitOptions::default()
     }
 }
 
-fn check(graph: &Graph, seed: u64, auto: bool) {
-    if let Err(e) = jit_matches_interpreter_with(graph, seed, &options(auto)) {
-        panic!("tier {}: {e}", if auto { "auto" } else { "cranelift" });
+/// The graph on random inputs and weights equals the interpreter on every runnable tier.
+fn check(graph: &Graph, seed: u64) {
+    for tier in Tier::runnable() {
+        if let Err(e) = jit_matches_interpreter_with(graph, seed, &options(tier)) {
+            panic!("tier {tier:?}: {e}");
+        }
     }
 }
 
@@ -48,26 +53,82 @@ fn padding() -> impl Strategy<Value = Padding> {
     ]
 }
 
+/// `n` floats from `seed`: mostly in `[−4, 4)`, with NaNs, infinities and signed zeros about
+/// once in `special` (never when `special` is 0).
+fn data(n: usize, seed: u64, special: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            if special > 0 && (s >> 8) % special == 0 {
+                [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0][(s >> 40) as usize % 6]
+            } else {
+                ((s >> 40) % 8000) as f32 / 1000.0 - 4.0
+            }
+        })
+        .collect()
+}
+
+/// Runs the weightless one-input `graph` on `x` on every runnable tier: each output element
+/// bit for bit the interpreter's (any NaN for a NaN).
+fn bitwise_on_every_tier(graph: &Graph, x: Tensor<f32>) {
+    let inputs = HashMap::from([("x".to_string(), Value::F(x))]);
+    let want = kiln::interp::run::<f32>(graph, &inputs, &HashMap::new()).unwrap();
+    let want = want[0].1.as_f().unwrap();
+    for tier in Tier::runnable() {
+        let mut m = kiln::jit::compile(graph, &options(tier)).unwrap();
+        m.set_weights(&HashMap::new()).unwrap();
+        let got = m.run(&inputs).unwrap();
+        let got = got[0].1.as_f().unwrap();
+        assert_eq!(want.shape(), got.shape());
+        for (i, (a, b)) in want.data().iter().zip(got.data()).enumerate() {
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{tier:?} element {i}: interpreter {a}, JIT {b}\n{}",
+                kiln::ir::text::print(graph)
+            );
+        }
+    }
+}
+
+fn pool_kind() -> impl Strategy<Value = PoolKind> {
+    prop_oneof![
+        Just(PoolKind::Max),
+        Just(PoolKind::Sum),
+        any::<bool>().prop_map(|c| PoolKind::Avg { count_include_pad: c })
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
+    /// Windowed pooling, bit for bit, on inputs with NaNs, infinities and signed zeros.
     #[test]
     fn pool2d(c in 1usize..3, h in 1usize..6, w in 1usize..80, k in (1usize..4, 1usize..4),
               s in (1usize..3, 1usize..4), d in (1usize..3, 1usize..3), pad in padding(), ceil in any::<bool>(),
-              kind in prop_oneof![Just(PoolKind::Max), Just(PoolKind::Sum),
-                                  any::<bool>().prop_map(|c| PoolKind::Avg { count_include_pad: c })],
-              seed in any::<u64>(), auto in any::<bool>()) {
+              kind in pool_kind(), seed in any::<u64>(), special in prop_oneof![Just(0u64), Just(7), Just(60)]) {
         let op = Op::Pool2d(Pool2d { kind, kernel: [k.0, k.1], stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, ceil_mode: ceil });
         let graph = one_op(op, TensorType::f32([1, c, h, w]), &[]);
         prop_assume!(graph.is_some());
-        check(&graph.unwrap(), seed, auto);
+        let x = Tensor::new([1, c, h, w], data(c * h * w, seed, special)).unwrap();
+        bitwise_on_every_tier(&graph.unwrap(), x);
     }
 
     #[test]
-    fn global_pool(c in 1usize..4, h in 1usize..12, w in 1usize..12, max in any::<bool>(), seed in any::<u64>(),
-                   auto in any::<bool>()) {
+    fn global_pool(c in 1usize..4, h in 1usize..14, w in 1usize..14, max in any::<bool>(), seed in any::<u64>()) {
         let op = Op::GlobalPool(if max { ReduceKind::Max } else { ReduceKind::Avg });
-        check(&one_op(op, TensorType::f32([2, c, h, w]), &[]).unwrap(), seed, auto);
+        check(&one_op(op, TensorType::f32([2, c, h, w]), &[]).unwrap(), seed);
+    }
+
+    /// Global max pooling with NaNs and infinities: the first NaN wins, as in the interpreter.
+    #[test]
+    fn global_max_pool_special_values(c in 1usize..4, h in 1usize..14, w in 1usize..14, seed in any::<u64>(),
+                                      special in prop_oneof![Just(5u64), Just(40), Just(300)]) {
+        let graph = one_op(Op::GlobalPool(ReduceKind::Max), TensorType::f32([2, c, h, w]), &[]).unwrap();
+        let x = Tensor::new([2, c, h, w], data(2 * c * h * w, seed, special)).unwrap();
+        bitwise_on_every_tier(&graph, x);
     }
 
     /// One input channel per group: depthwise (with a channel multiplier) and single-channel.
@@ -77,21 +138,38 @@ proptest! {
                  pad in padding(), bias in any::<bool>(),
                  act in prop_oneof![Just(None), Just(Some(Activation::Relu)),
                                     (-1.0f32..1.0).prop_map(|alpha| Some(Activation::LeakyRelu { alpha }))],
-                 seed in any::<u64>(), auto in any::<bool>()) {
+                 seed in any::<u64>()) {
         let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g, activation: act });
         let mut params = vec![TensorType::f32([og * g, 1, kh, kw])];
         if bias { params.push(TensorType::f32([og * g])); }
         let graph = one_op(op, TensorType::f32([n, g, h, w]), &params);
         prop_assume!(graph.is_some());
-        check(&graph.unwrap(), seed, auto);
+        check(&graph.unwrap(), seed);
     }
 
+    /// Convolutions through im2col and the GEMM driver: products narrower and shorter than a
+    /// tile, several tiles, groups, strides and a fused residual-free epilogue.
     #[test]
-    fn dense(n in 1usize..10, i in 1usize..40, o in 1usize..14, bias in any::<bool>(), seed in any::<u64>(),
-             auto in any::<bool>()) {
+    fn conv_gemm(n in 1usize..3, g in 1usize..3, ig in 1usize..5, og in 1usize..20, h in 1usize..12,
+                 w in 1usize..40, k in 1usize..4, s in 1usize..3, pad in padding(), bias in any::<bool>(),
+                 act in prop_oneof![Just(None), Just(Some(Activation::Relu))],
+                 seed in any::<u64>()) {
+        let op = Op::Conv2d(Conv2d { stride: [s, s], dilation: [1, 1], padding: pad, groups: g, activation: act });
+        let mut params = vec![TensorType::f32([og * g, ig, k, k])];
+        if bias { params.push(TensorType::f32([og * g])); }
+        let graph = one_op(op, TensorType::f32([n, ig * g, h, w]), &params);
+        prop_assume!(graph.is_some());
+        check(&graph.unwrap(), seed);
+    }
+
+    /// Dense layers at batch sizes around the row tiles (4) and input widths around the
+    /// registers (8, 16) and their multiples.
+    #[test]
+    fn dense(n in 1usize..10, i in prop_oneof![1usize..40, 40usize..300], o in 1usize..20, bias in any::<bool>(),
+             seed in any::<u64>()) {
         let mut params = vec![TensorType::f32([o, i])];
         if bias { params.push(TensorType::f32([o])); }
-        check(&one_op(Op::Dense, TensorType::f32([n, i]), &params).unwrap(), seed, auto);
+        check(&one_op(Op::Dense, TensorType::f32([n, i]), &params).unwrap(), seed);
     }
 }
 
@@ -113,19 +191,43 @@ fn max_pool_nan_wins_on_every_tier() {
         })
         .collect();
     let x = Tensor::new([1, 2, 9, 70], data).unwrap();
-    let inputs = HashMap::from([("x".to_string(), Value::F(x))]);
-    let want = kiln::interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
-    for auto in [true, false] {
-        let mut m = kiln::jit::compile(&graph, &options(auto)).unwrap();
-        m.set_weights(&HashMap::new()).unwrap();
-        let got = m.run(&inputs).unwrap();
-        let (w, g) = (want[0].1.as_f().unwrap(), got[0].1.as_f().unwrap());
-        assert!(w.data().iter().any(|v| v.is_nan()));
-        for (i, (a, b)) in w.data().iter().zip(g.data()).enumerate() {
-            assert!(
-                a == b || (a.is_nan() && b.is_nan()),
-                "auto={auto} element {i}: {a} vs {b}"
-            );
+    bitwise_on_every_tier(&graph, x);
+}
+
+/// Paddings wider than the kernels' table of border windows, and windows larger than the
+/// input: the border taps come from the closed form.
+#[test]
+fn wide_paddings_on_every_tier() {
+    for kind in [
+        PoolKind::Max,
+        PoolKind::Sum,
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+    ] {
+        for (k, pad, s) in [(21, 10, 1), (23, 11, 2), (12, 11, 3)] {
+            let p = Pool2d {
+                padding: Padding::uniform(pad),
+                ..Pool2d::new(kind, [k, k], [s, s])
+            };
+            let graph = one_op(Op::Pool2d(p), TensorType::f32([1, 2, 13, 50]), &[]).unwrap();
+            let x = Tensor::new([1, 2, 13, 50], data(2 * 13 * 50, k as u64, 50)).unwrap();
+            bitwise_on_every_tier(&graph, x);
         }
+    }
+    for (k, pad, s, d) in [(3, 12, 1, 1), (5, 20, 2, 2), (3, 9, 3, 1)] {
+        let op = Op::Conv2d(Conv2d {
+            stride: [s, s],
+            dilation: [d, d],
+            padding: Padding::uniform(pad),
+            groups: 3,
+            activation: Some(Activation::Relu),
+        });
+        let params = [TensorType::f32([6, 1, k, k]), TensorType::f32([6])];
+        let graph = one_op(op, TensorType::f32([2, 3, 11, 45]), &params).unwrap();
+        check(&graph, k as u64);
     }
 }

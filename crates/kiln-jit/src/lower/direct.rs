@@ -1,17 +1,17 @@
-//! The AVX-512 tier of the direct kernels: calls from a kernel into the Rust kernels of
-//! `direct_avx512` (pooling, depthwise convolution, dense), with descriptions built at compile
-//! time.
+//! The Rust tiers of the direct kernels: calls from a kernel into the Rust kernels of
+//! `crate::direct` (pooling, depthwise convolution, dense) for the tier's instruction set, with
+//! descriptions built at compile time.
 
 use super::conv::conv_blocked;
 use super::{Args, dims4, validated};
 use crate::codegen::Emitter;
-use crate::direct_avx512 as direct;
+use crate::direct::{self, Kernels};
 use cranelift_codegen::ir::InstBuilder;
 use kiln_ir::{Activation, PoolKind, ReduceKind};
 
 /// The kernel calls the Rust function `f(desc, arena, begin, end)` with `desc` stored in a
 /// stack slot of the kernel (its words are compile-time constants).
-fn call_direct<D: direct::Words>(e: &mut Emitter, a: &Args, f: usize, desc: &D) {
+pub(super) fn call_direct<D: direct::Words>(e: &mut Emitter, a: &Args, f: usize, desc: &D) {
     use cranelift_codegen::ir::types::I64;
     use cranelift_codegen::ir::{AbiParam, StackSlotData, StackSlotKind};
     let words = desc.words();
@@ -34,15 +34,20 @@ fn call_direct<D: direct::Words>(e: &mut Emitter, a: &Args, f: usize, desc: &D) 
     e.b.ins().call_indirect(sig, f, &[p, a.arena, a.begin, a.end]);
 }
 
+/// The Rust kernels of the tier `a` runs on this host; `None`: the Cranelift tier.
+pub(super) fn direct_kernels(a: &Args) -> Option<Kernels> {
+    direct::kernels(a.tier.isa())
+}
+
 /// A byte offset as a description word.
 fn word(off: usize) -> u64 {
     off as u64
 }
 
-/// Whether the AVX-512 depthwise kernel runs this convolution: one input channel per group
+/// Whether the direct depthwise kernel runs this convolution: one input channel per group
 /// (depthwise, or a single-channel input), an activation it applies itself, and not the
 /// register-blocked path (whose scratch the plan reserved).
-pub(super) fn depthwise_direct(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
+pub(super) fn depthwise_fits_direct(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
     w[1] == 1
         && !conv_blocked(c, w)
         && matches!(
@@ -51,7 +56,7 @@ pub(super) fn depthwise_direct(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
         )
 }
 
-pub(super) fn pool2d_avx512(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
+pub(super) fn pool2d_direct(e: &mut Emitter, a: &Args, k: Kernels, p: &kiln_ir::Pool2d) {
     let geom = validated(p.geometry(a.dims(0)));
     let kind = match p.kind {
         PoolKind::Max => direct::POOL_MAX,
@@ -70,10 +75,10 @@ pub(super) fn pool2d_avx512(e: &mut Emitter, a: &Args, p: &kiln_ir::Pool2d) {
         kind,
         win: direct::WindowDesc::new(&geom),
     };
-    call_direct(e, a, direct::kiln_pool2d as *const () as usize, &d);
+    call_direct(e, a, k.pool2d as usize, &d);
 }
 
-pub(super) fn global_pool_avx512(e: &mut Emitter, a: &Args, kind: ReduceKind) {
+pub(super) fn global_pool_direct(e: &mut Emitter, a: &Args, k: Kernels, kind: ReduceKind) {
     let [n, c, h, w] = dims4(a.dims(0));
     let d = direct::GlobalPoolDesc {
         x: word(a.src(0)),
@@ -82,10 +87,10 @@ pub(super) fn global_pool_avx512(e: &mut Emitter, a: &Args, kind: ReduceKind) {
         len: word(h * w),
         max: u64::from(kind == ReduceKind::Max),
     };
-    call_direct(e, a, direct::kiln_global_pool as *const () as usize, &d);
+    call_direct(e, a, k.global_pool as usize, &d);
 }
 
-pub(super) fn depthwise_avx512(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
+pub(super) fn depthwise_conv_direct(e: &mut Emitter, a: &Args, k: Kernels, c: &kiln_ir::Conv2d) {
     let (x, w) = (a.dims(0), a.dims(1));
     let geom = validated(c.geometry(x, [w[2], w[3]]));
     let (act, alpha) = match c.activation {
@@ -106,10 +111,10 @@ pub(super) fn depthwise_avx512(e: &mut Emitter, a: &Args, c: &kiln_ir::Conv2d) {
         alpha: u64::from(alpha.to_bits()),
         win: direct::WindowDesc::new(&geom),
     };
-    call_direct(e, a, direct::kiln_depthwise as *const () as usize, &d);
+    call_direct(e, a, k.depthwise as usize, &d);
 }
 
-pub(super) fn dense_avx512(e: &mut Emitter, a: &Args) {
+pub(super) fn dense_direct(e: &mut Emitter, a: &Args, k: Kernels) {
     let d = direct::DenseDesc {
         x: word(a.src(0)),
         w: word(a.src(1)),
@@ -119,5 +124,5 @@ pub(super) fn dense_avx512(e: &mut Emitter, a: &Args) {
         inputs: word(a.dims(0)[1]),
         outputs: word(a.odims()[1]),
     };
-    call_direct(e, a, direct::kiln_dense as *const () as usize, &d);
+    call_direct(e, a, k.dense as usize, &d);
 }

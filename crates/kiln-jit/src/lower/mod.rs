@@ -32,7 +32,10 @@ use conv::{CO_BLOCK, conv_blocked, conv_pads, conv_transpose2d, conv2d, conv2d_b
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
-use direct::{dense_avx512, depthwise_avx512, depthwise_direct, global_pool_avx512, pool2d_avx512};
+use direct::{
+    dense_direct, depthwise_conv_direct, depthwise_fits_direct, direct_kernels, global_pool_direct,
+    pool2d_direct,
+};
 pub(crate) use elementwise::broadcast_strides;
 use elementwise::{activation, apply_binary, batch_norm, binary, map_unary};
 use gemm::{call_gemm_driver, im2col};
@@ -61,8 +64,8 @@ pub struct Args<'a> {
     /// The byte offset of the node's status word (`plan::Plan::status`), for kernels that can
     /// fail at run time (`has_status`).
     pub status: Option<usize>,
-    /// The kernel tier: `Auto` calls the AVX-512 kernels of `direct_avx512` where the CPU
-    /// has them (pooling, depthwise convolution, dense).
+    /// The kernel tier: its instruction set's Rust kernels of `crate::direct` (pooling,
+    /// depthwise convolution, dense) where it has them (`Auto`: the widest set the CPU has).
     pub tier: crate::gemm::Tier,
 }
 
@@ -223,8 +226,11 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             conv2d_blocked(e, a, c, false);
             planes() / CO_BLOCK
         }
-        Op::Conv2d(c) if a.tier.direct() && depthwise_direct(c, a.dims(1)) => {
-            depthwise_avx512(e, a, c);
+        Op::Conv2d(c)
+            if depthwise_fits_direct(c, a.dims(1))
+                && let Some(k) = direct_kernels(a) =>
+        {
+            depthwise_conv_direct(e, a, k, c);
             planes()
         }
         Op::Conv2d(c) => {
@@ -235,16 +241,16 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             conv_transpose2d(e, a, c);
             planes()
         }
-        Op::Pool2d(p) if a.tier.direct() => {
-            pool2d_avx512(e, a, p);
+        Op::Pool2d(p) if let Some(k) = direct_kernels(a) => {
+            pool2d_direct(e, a, k, p);
             planes()
         }
         Op::Pool2d(p) => {
             pool2d(e, a, p);
             planes()
         }
-        Op::GlobalPool(kind) if a.tier.direct() => {
-            global_pool_avx512(e, a, *kind);
+        Op::GlobalPool(kind) if let Some(k) = direct_kernels(a) => {
+            global_pool_direct(e, a, k, *kind);
             planes()
         }
         Op::GlobalPool(kind) => {
@@ -265,8 +271,8 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
             numel / od[ax].max(1)
         }
-        Op::Dense if a.tier.direct() => {
-            dense_avx512(e, a);
+        Op::Dense if let Some(k) = direct_kernels(a) => {
+            dense_direct(e, a, k);
             od[1]
         }
         Op::Dense => {
