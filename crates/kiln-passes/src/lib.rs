@@ -3,8 +3,9 @@
 //! a fixpoint with `Graph::verify` after every pass.
 //!
 //! The passes, in pipeline order: `noop` (removal of inference dropout and of reshapes,
-//! flattens and transposes that change nothing), `bn_fold` (batch norm folded into the
-//! convolution before it), `matmul_dense` (a matmul by a weight matrix becomes a dense layer,
+//! flattens and transposes that change nothing), `layout` (transposes that cancel or compose,
+//! and transposes that only move axes of size 1, which become reshapes), `bn_fold` (batch
+//! norm folded into the convolution before it), `matmul_dense` (a matmul by a weight matrix becomes a dense layer,
 //! with the bias add after it as its bias), `im2col` (convolutions become a GEMM over their
 //! patches), `fusion` (activations and residual adds become the epilogue of the convolution
 //! or GEMM before them) and `dead_code`. Memory planning is not a graph rewrite: it lives with the
@@ -16,6 +17,7 @@ pub mod bn_fold;
 pub mod dead_code;
 pub mod fusion;
 pub mod im2col;
+pub mod layout;
 pub mod matmul_dense;
 pub mod noop;
 
@@ -71,6 +73,7 @@ pub fn pipeline(level: OptLevel) -> Vec<Box<dyn Pass>> {
         OptLevel::None => vec![],
         OptLevel::Full => vec![
             Box::new(noop::Noop),
+            Box::new(layout::Layout),
             Box::new(bn_fold::BnFold),
             Box::new(matmul_dense::MatMulDense),
             Box::new(im2col::Im2ColPass),
