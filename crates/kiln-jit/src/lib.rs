@@ -737,6 +737,15 @@ impl JitModel {
         &self.kernels
     }
 
+    /// The threads a run uses, the caller's included (1 when no kernel is big enough to split).
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| {
+            p.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .threads()
+        })
+    }
+
     /// Arena size in bytes: the memory each session (each concurrent run) holds.
     pub fn arena_size(&self) -> usize {
         self.plan.size
@@ -1246,6 +1255,33 @@ impl JitModel {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(session);
         Ok((times, self.name_outputs(outputs)))
+    }
+
+    /// Each `prep` kernel's wall time in milliseconds (in `kernels()` order, 0 for the others):
+    /// the work the model does once per set of weights, not on every run. The kernels run
+    /// once more, one at a time, over a session's weights (their values are permanent in the
+    /// arena and computed from the weights alone, so running them again changes nothing).
+    pub fn profile_prep(&self) -> Result<Vec<f64>, JitError> {
+        let mut session = self.take_session()?;
+        self.ready(&mut session)?;
+        self.reset_status(&mut session.arena);
+        let arena = session.arena.as_mut_ptr();
+        let mut times = vec![0.0; self.kernels.len()];
+        for ((k, f), ms) in self.kernels.iter().zip(&self.code.kernel_fns).zip(&mut times) {
+            if k.prep {
+                let t = std::time::Instant::now();
+                // SAFETY: as in `ready` (`ARENA_ACCESS`): a kernel's full range over the
+                // session's arena, exclusively borrowed.
+                unsafe { f(arena, 0, k.extent as i64) };
+                *ms = t.elapsed().as_secs_f64() * 1e3;
+            }
+        }
+        self.check_status(&session.arena)?;
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(session);
+        Ok(times)
     }
 
     /// Class ids fed to a loss must index a class.
