@@ -199,9 +199,14 @@ struct BenchArgs {
     /// Timed runs per engine (after one warm-up run), 1 to 1000000.
     #[arg(long, default_value_t = 10, value_parser = runs_arg)]
     runs: usize,
-    /// Also time each JIT kernel on its own: node, op, milliseconds and GFLOP/s.
+    /// Also time each JIT kernel on its own (median of `--runs` runs, on one thread), slowest
+    /// first: milliseconds, share, GFLOP/s, and the node of the model it computes with its op,
+    /// output and fused ops; then the total against the median run, and the kernel tier.
     #[arg(long)]
     profile: bool,
+    /// With `--profile`: show only the N slowest kernels (the rest in one line).
+    #[arg(long, value_name = "N", requires = "profile", value_parser = clap::value_parser!(u64).range(1..))]
+    profile_top: Option<u64>,
     /// Threads of the JIT, 1 to 1024 [default: one per core].
     #[arg(long, value_parser = threads_arg)]
     threads: Option<usize>,
@@ -513,39 +518,303 @@ fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-/// Each kernel's time, slowest first, with its share and GFLOP/s (FLOPs as `kiln summary`).
-fn print_profile(m: &kiln::jit::JitModel, feeds: &HashMap<String, Value<f32>>) -> Result<()> {
-    let (times, _) = m.run_profiled(feeds)?;
-    // the kernels belong to the optimized graph
-    let graph = &m.graph().clone();
-    let summary = kiln::ir::summary::summarize(graph);
-    let total: f64 = times.iter().sum();
-    let mut rows: Vec<(usize, f64)> = times.iter().copied().enumerate().collect();
+/// `bench --profile`: the kernels of a run, each timed alone (its median over `runs` profiled
+/// runs), slowest first, named after the nodes of the model file they compute; then the
+/// weight-time kernels in one line and the total against `median` (the unprofiled runs').
+fn print_profile(
+    m: &kiln::jit::JitModel,
+    feeds: &HashMap<String, Value<f32>>,
+    runs: usize,
+    median: f64,
+    tier: kiln::jit::gemm::Tier,
+    top: Option<usize>,
+) -> Result<()> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); m.kernels().len()];
+    for _ in 0..runs.max(1) {
+        let (times, _) = m.run_profiled(feeds)?;
+        for (s, t) in samples.iter_mut().zip(times) {
+            s.push(t);
+        }
+    }
+    let times: Vec<f64> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        })
+        .collect();
+    let prep = m.profile_prep()?;
+    let graph = m.graph();
+    let names = KernelNames::new(graph, m.source_graph());
+    // FLOPs as `kiln summary` counts them, per node of the optimized graph
+    let flops: HashMap<kiln::ir::NodeId, u64> = kiln::ir::summary::summarize(graph)
+        .rows
+        .iter()
+        .map(|r| (r.id, r.flops))
+        .collect();
+    // one row per node (a node with several kernels: their sum)
+    let mut rows: Vec<(kiln::ir::NodeId, f64, usize)> = Vec::new();
+    for (k, &ms) in m.kernels().iter().zip(&times) {
+        if k.prep {
+            continue;
+        }
+        match rows.iter_mut().find(|r| r.0 == k.node) {
+            Some(r) => (r.1, r.2) = (r.1 + ms, r.2 + 1),
+            None => rows.push((k.node, ms, 1)),
+        }
+    }
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = rows.iter().map(|r| r.1).sum();
     out!(
-        "{:<28} {:<18} {:>10} {:>7} {:>9}",
-        "node",
-        "op",
+        "profile: kernel tier {}; each kernel timed alone on one thread, median of {} runs, \
+         slowest first",
+        tier.isa().name(),
+        runs.max(1)
+    );
+    out!(
+        "{:>9} {:>6} {:>8}  kernel: node of the model (op, output, fused ops)",
         "ms",
         "share",
         "GFLOP/s"
     );
-    for (i, ms) in rows {
-        let k = &m.kernels()[i];
-        let node = graph.node(k.node);
-        let flops = summary.row(&node.name).map_or(0, |r| r.flops);
-        let gflops = if ms > 0.0 { flops as f64 / ms / 1e6 } else { 0.0 };
+    let shown = top.unwrap_or(usize::MAX).min(rows.len());
+    for &(node, ms, kernels) in &rows[..shown] {
+        let rate = match flops.get(&node) {
+            Some(&f) if f > 0 && ms > 0.0 => format!("{:.2}", f as f64 / ms / 1e6),
+            _ => "-".into(),
+        };
+        let several = match kernels {
+            1 => String::new(),
+            n => format!(" [{n} kernels]"),
+        };
         out!(
-            "{:<28} {:<18} {:>10.3} {:>6.1}% {:>9.2}",
-            node.name,
-            node.op.name(),
-            ms,
+            "{ms:>9.4} {:>5.1}% {rate:>8}  {}{several}",
             100.0 * ms / total.max(1e-12),
-            gflops
+            names.label(node)
         );
     }
-    out!("kernels total: {total:.3} ms");
+    if shown < rows.len() {
+        let rest: f64 = rows[shown..].iter().map(|r| r.1).sum();
+        out!(
+            "{rest:>9.4} {:>5.1}% {:>8}  ({} more kernels)",
+            100.0 * rest / total.max(1e-12),
+            "-",
+            rows[shown..].iter().map(|r| r.2).sum::<usize>()
+        );
+    }
+    out!(
+        "total: {total:.3} ms in {} kernels",
+        rows.iter().map(|r| r.2).sum::<usize>()
+    );
+    let prepped = m.kernels().iter().filter(|k| k.prep).count();
+    if prepped > 0 {
+        out!(
+            "{prepped} weight-time kernels not shown, run once per set_weights: {:.3} ms",
+            prep.iter().sum::<f64>()
+        );
+    }
+    let how = match m.threads() {
+        1 => "each kernel alone, between two clock reads".to_string(),
+        n => format!("each kernel alone on one thread, where a run splits kernels over {n} threads"),
+    };
+    let diff = total - median;
+    out!(
+        "the total is {:.3} ms ({:+.0}%) {} the median run ({median:.3} ms): the profile runs {how}",
+        diff.abs(),
+        100.0 * diff / median.max(1e-12),
+        if diff >= 0.0 { "above" } else { "below" }
+    );
     Ok(())
+}
+
+/// Names the kernels of an optimized graph after the nodes of the model file they compute.
+/// The passes rename what they rewrite (a folded batch norm's convolution takes the batch
+/// norm's name, a fused activation's input the activation's), so a kernel's nodes are found
+/// from its weights (each weight's one reader in the file) and from its name (the node of the
+/// file it is named after: the same name, or the part before a `.` that the passes append).
+struct KernelNames<'a> {
+    graph: &'a Graph,
+    source: &'a Graph,
+    /// The values of the weights alone, in `graph`.
+    constant: HashSet<kiln::ir::NodeId>,
+    /// Each node of `source`'s place in its topological order.
+    order: HashMap<kiln::ir::NodeId, usize>,
+}
+
+impl<'a> KernelNames<'a> {
+    fn new(graph: &'a Graph, source: &'a Graph) -> Self {
+        let order = source
+            .topo_order()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
+        KernelNames {
+            graph,
+            source,
+            constant: kiln::passes::constant_nodes(graph),
+            order,
+        }
+    }
+
+    /// The nodes of `source` that node `id` of `graph` computes, in the file's order.
+    fn sources(&self, id: kiln::ir::NodeId) -> Vec<kiln::ir::NodeId> {
+        let computed = |n: kiln::ir::NodeId| {
+            !matches!(
+                self.source.node(n).op,
+                kiln::ir::Op::Input(_) | kiln::ir::Op::Param { .. }
+            )
+        };
+        let mut found = Vec::new();
+        let mut name = self.graph.node(id).name.as_str();
+        loop {
+            if let Some(n) = self.source.find(name).filter(|&n| computed(n)) {
+                found.push(n);
+                break;
+            }
+            match name.rfind('.') {
+                Some(i) => name = &name[..i],
+                None => break,
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut stack = self.graph.inputs(id);
+        while let Some(i) = stack.pop() {
+            if !self.constant.contains(&i) || !seen.insert(i) {
+                continue;
+            }
+            let node = self.graph.node(i);
+            match node.op {
+                kiln::ir::Op::Param { .. } => {
+                    if let Some(w) = self.source.find(&node.name)
+                        && let [reader] = self.source.users(w)[..]
+                    {
+                        found.push(reader);
+                    }
+                }
+                _ => stack.extend(self.graph.inputs(i)),
+            }
+        }
+        found.sort_by_key(|n| self.order.get(n).copied().unwrap_or(usize::MAX));
+        found.dedup();
+        found
+    }
+
+    /// `conv1 (conv 3×3 s2, 64←3, 112×112, +bias+relu → gemm)`: the first node of the file
+    /// the kernel computes, its op and output, what the kernel fuses (the file's other nodes,
+    /// then any epilogue they do not name) and, when the passes changed it, the kernel's op.
+    fn label(&self, id: kiln::ir::NodeId) -> String {
+        let node = self.graph.node(id);
+        let found = self.sources(id);
+        let Some((&first, rest)) = found.split_first() else {
+            return format!("{} ({})", node.name, describe(self.graph, id));
+        };
+        let primary = self.source.node(first);
+        let mut fused: Vec<&str> = Vec::new();
+        if matches!(primary.op, kiln::ir::Op::Conv2d(_) | kiln::ir::Op::Dense)
+            && self.source.inputs(first).len() == 3
+        {
+            fused.push("bias");
+        }
+        for &n in rest {
+            fused.push(match &self.source.node(n).op {
+                kiln::ir::Op::BatchNorm { .. } => "bn",
+                op => op.name(),
+            });
+        }
+        let (residual, activation) = match &node.op {
+            kiln::ir::Op::Gemm(g) => (g.residual, g.activation),
+            kiln::ir::Op::Conv2d(c) => (false, c.activation),
+            _ => (false, None),
+        };
+        if residual && !fused.contains(&"add") {
+            fused.push("residual");
+        }
+        if let Some(a) = activation.map(|a| a.name())
+            && !fused.contains(&a)
+        {
+            fused.push(a);
+        }
+        let mut text = describe(self.source, first);
+        if !fused.is_empty() {
+            text = format!("{text}, +{}", fused.join("+"));
+        }
+        if node.op.name() != primary.op.name() {
+            text = format!("{text} → {}", node.op.name());
+        }
+        format!("{} ({text})", primary.name)
+    }
+}
+
+/// A node's op and output, briefly: `conv 3×3 s2, 64←3, 112×112`, `max pool 3×3 s2, 64 ch,
+/// 56×56`, `dense 10←84`, `relu, 1×120`.
+fn describe(graph: &Graph, id: kiln::ir::NodeId) -> String {
+    use kiln::ir::Op;
+    let node = graph.node(id);
+    let dims = |n: kiln::ir::NodeId| graph.node(n).ty.dims().to_vec();
+    let ins = graph.inputs(id);
+    let out = node.ty.dims();
+    let pair = |v: [usize; 2], tag: &str| match v {
+        [1, 1] => String::new(),
+        [a, b] if a == b => format!(" {tag}{a}"),
+        [a, b] => format!(" {tag}{a}×{b}"),
+    };
+    let plane = |d: &[usize]| match d {
+        [_, _, h, w] => format!("{h}×{w}"),
+        _ => format!("{d:?}"),
+    };
+    match (&node.op, &ins[..]) {
+        (Op::Conv2d(c), [x, w, ..]) => {
+            let (x, w) = (dims(*x), dims(*w));
+            let (Some(&cin), &[cout, _, kh, kw]) = (x.get(1), &w[..]) else {
+                return node.op.name().into();
+            };
+            let groups = match c.groups {
+                1 => String::new(),
+                g if g == cin && g == cout => " depthwise".into(),
+                g => format!(" g{g}"),
+            };
+            format!(
+                "conv {kh}×{kw}{}{}{groups}, {cout}←{cin}, {}",
+                pair(c.stride, "s"),
+                pair(c.dilation, "d"),
+                plane(out)
+            )
+        }
+        (Op::Pool2d(p), _) => {
+            let kind = match p.kind {
+                kiln::ir::PoolKind::Max => "max",
+                kiln::ir::PoolKind::Avg { .. } => "avg",
+                kiln::ir::PoolKind::Sum => "sum",
+            };
+            let [k0, k1] = p.kernel;
+            format!(
+                "{kind} pool {k0}×{k1}{}, {} ch, {}",
+                pair(p.stride, "s"),
+                out.get(1).copied().unwrap_or(0),
+                plane(out)
+            )
+        }
+        (Op::GlobalPool(kind), _) => {
+            let kind = match kind {
+                kiln::ir::ReduceKind::Max => "max",
+                kiln::ir::ReduceKind::Avg => "avg",
+            };
+            format!("global {kind} pool, {} ch", out.get(1).copied().unwrap_or(0))
+        }
+        (Op::Dense, [x, w, ..]) => {
+            let (x, w) = (dims(*x), dims(*w));
+            format!(
+                "dense {}←{}",
+                w.first().copied().unwrap_or(0),
+                x.last().copied().unwrap_or(0)
+            )
+        }
+        (op, _) => {
+            let shape: Vec<String> = out.iter().map(|d| d.to_string()).collect();
+            format!("{}, {}", op.name(), shape.join("×"))
+        }
+    }
 }
 
 /// Disassembles x86-64 machine code with `objdump`.
@@ -872,7 +1141,9 @@ fn bench(a: &BenchArgs) -> Result<()> {
             a.runs,
         )?);
         if a.profile {
-            print_profile(&m, &feeds)?;
+            let median = jit_ms.expect("timed above");
+            let top = a.profile_top.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            print_profile(&m, &feeds, a.runs, median, opts.gemm_tier, top)?;
         }
     }
     if a.engine != BenchEngine::Jit {

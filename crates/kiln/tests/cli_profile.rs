@@ -1,0 +1,183 @@
+//! `kiln bench --profile`, run as a user runs it: each kernel named after the node of the model
+//! file it computes, the weight-time kernels out of the table, and the lines around it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("the kiln binary runs")
+}
+
+fn repo(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+fn temp_file(name: &str, contents: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p.display().to_string()
+}
+
+/// The profile's table: the label (after the ms, share and GFLOP/s columns) of every row.
+fn table(out: &str) -> Vec<String> {
+    out.lines()
+        .skip_while(|l| !l.trim_start().starts_with("ms "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("total: "))
+        .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The number in `line` right after `before`.
+fn number_after(out: &str, before: &str) -> Option<usize> {
+    let at = out.find(before)? + before.len();
+    out[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn profile(model: &str, extra: &[&str]) -> String {
+    let mut args = vec!["bench", model, "--engine", "jit", "--runs", "2", "--profile"];
+    args.extend(extra);
+    let o = kiln(&args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "stdout: {out}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+#[test]
+fn lenet5_kernels_carry_the_files_names() {
+    let model = repo("examples/models/lenet5.kiln");
+    let out = profile(&model, &[]);
+    let rows = table(&out);
+    // the convolutions became GEMMs (named `conv1.gemm` in the optimized graph), shown under
+    // the file's names with what they fuse
+    assert!(
+        rows.iter()
+            .any(|r| r == "conv1 (conv 5×5, 6←1, 28×28, +bias+relu → gemm)"),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r == "conv2 (conv 5×5, 16←6, 10×10, +bias+relu → gemm)"),
+        "{out}"
+    );
+    assert!(
+        rows.iter().any(|r| r == "pool1 (max pool 2×2 s2, 6 ch, 14×14)"),
+        "{out}"
+    );
+    // every row is a node of the file, once
+    let file = std::fs::read_to_string(&model).unwrap();
+    let mut names: Vec<&str> = rows.iter().map(|r| r.split(' ').next().unwrap()).collect();
+    for n in &names {
+        assert!(
+            file.contains(&format!("  %{n} = ")),
+            "`{n}` is not a node of the file: {out}"
+        );
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), rows.len(), "a node twice: {out}");
+    // the table and the weight-time line account for every kernel compiled
+    let compiled = number_after(&out, "jit: compiled ").expect("the compile line");
+    let total = out
+        .lines()
+        .find(|l| l.starts_with("total: "))
+        .expect("the total line");
+    let in_table = number_after(total, " ms in ").expect("total: X ms in N kernels");
+    let prep = out
+        .lines()
+        .find(|l| l.contains(" weight-time kernels not shown, run once per set_weights: "))
+        .map_or(0, |l| number_after(l, "").unwrap());
+    assert_eq!(in_table + prep, compiled, "{out}");
+    assert!(out.contains("profile: kernel tier "), "{out}");
+    assert!(out.contains(" the median run ("), "{out}");
+}
+
+/// A folded batch norm leaves kernels that compute the folded weights once, at
+/// `set_weights`: they are counted in one line, not shown in the table.
+#[test]
+fn weight_time_kernels_stay_out_of_the_table() {
+    let model = temp_file(
+        "conv_bn.kiln",
+        "graph conv_bn {
+  input %x: f32[1, 3, 8, 8]
+  param %c1.weight: f32[4, 3, 3, 3]
+  %c1 = conv2d(%x, %c1.weight) {padding=[1, 1, 1, 1]}: f32[1, 4, 8, 8]
+  param %bn1.weight: f32[4]
+  param %bn1.bias: f32[4]
+  buffer %bn1.running_mean: f32[4]
+  buffer %bn1.running_var: f32[4]
+  %bn1 = batch_norm(%c1, %bn1.weight, %bn1.bias, %bn1.running_mean, %bn1.running_var) {epsilon=1e-5}: f32[1, 4, 8, 8]
+  %r1 = relu(%bn1): f32[1, 4, 8, 8]
+  output %r1
+}
+",
+    );
+    let out = profile(&model, &[]);
+    let rows = table(&out);
+    assert_eq!(
+        rows,
+        ["c1 (conv 3×3, 4←3, 8×8, +bn+relu → gemm)"],
+        "one kernel, under the convolution's name: {out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains(" weight-time kernels not shown, run once per set_weights: "))
+        .unwrap_or_else(|| panic!("the weight-time line: {out}"));
+    // rsqrt, scale, folded weight, mean·scale, folded bias (and any packing of the weights)
+    assert!(number_after(line, "").unwrap() >= 5, "{out}");
+}
+
+#[test]
+fn profile_top_shows_the_slowest_and_sums_the_rest() {
+    let out = profile(&repo("examples/models/lenet5.kiln"), &["--profile-top", "2"]);
+    let rows = table(&out);
+    assert_eq!(rows.len(), 3, "two kernels and the rest: {out}");
+    assert!(
+        rows[2].starts_with('(') && rows[2].ends_with(" more kernels)"),
+        "{out}"
+    );
+    let ms: Vec<f64> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("ms "))
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(ms[0] >= ms[1], "slowest first: {out}");
+}
+
+#[test]
+fn profile_top_needs_profile() {
+    let o = kiln(&[
+        "bench",
+        &repo("examples/models/lenet5.kiln"),
+        "--profile-top",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "a usage error");
+    let o = kiln(&[
+        "bench",
+        &repo("examples/models/lenet5.kiln"),
+        "--profile",
+        "--profile-top",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "at least one kernel");
+}
