@@ -12,8 +12,8 @@
 //! written in Rust, say) plugs in beside the Cranelift one without touching the driver.
 
 use crate::JitError;
-use crate::simd::Isa;
 use crate::codegen::{self, Emitter};
+use crate::simd::Isa;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Value};
@@ -38,12 +38,8 @@ pub const MAX_TILE: usize = 512;
 /// The most tile rows `pack_a` reads side by side.
 pub const MAX_MR: usize = 16;
 
-// Both tiers' tiles fit the driver's buffers: checked when kiln-jit is compiled.
+// The Cranelift tile fits the driver's buffers (the Rust tiers' are checked in `gemm_simd`).
 const _: () = assert!(MR * NR <= MAX_TILE && MR <= MAX_MR);
-const _: () =
-    assert!(crate::gemm_avx512::MR * crate::gemm_avx512::NR <= MAX_TILE && crate::gemm_avx512::MR <= MAX_MR);
-const _: () = assert!(6 * 64 <= MAX_TILE);
-const _: () = assert!(8 * 48 <= MAX_TILE);
 
 impl MicroKernel {
     /// Whether the driver can run this tile: `1 ≤ mr ≤ MAX_MR`, `nr ≥ 1`, `mr·nr ≤ MAX_TILE`.
@@ -261,14 +257,14 @@ pub struct Block {
 /// 64-byte aligned floats for packed panels.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([f32; 16]);
+pub(crate) struct Line([f32; 16]);
 
 thread_local! {
     /// Per-thread packing buffers (A block, B block), grown on demand and kept.
-    static PACK: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    pub(crate) static PACK: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-fn floats(v: &mut Vec<Line>, len: usize) -> &mut [f32] {
+pub(crate) fn floats(v: &mut Vec<Line>, len: usize) -> &mut [f32] {
     let lines = len.div_ceil(16);
     if v.len() < lines {
         v.resize(lines, Line([0.0; 16]));
@@ -292,6 +288,62 @@ pub unsafe fn gemm(
     rows: [usize; 2],
     cols: [usize; 2],
 ) -> Result<(), &'static str> {
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_with(kern, bl, p, rows, cols, None) }
+}
+
+/// K in equal blocks of at most `kc` (no short last block to pay C's update for): the step.
+fn k_step(k: usize, kc: usize) -> usize {
+    k.div_ceil(k.div_ceil(kc).max(1)).max(1)
+}
+
+/// The floats of an `m × k` A packed whole for tiles of `mr` rows ([`pack_a_whole`]): its rows
+/// padded to whole tiles; `None` on overflow.
+pub fn packed_a_len(m: usize, k: usize, mr: usize) -> Option<usize> {
+    m.div_ceil(mr.max(1)).checked_mul(mr)?.checked_mul(k)
+}
+
+/// Packs all of `p`'s A for `kern`'s tiles under the blocking `bl`, as [`gemm_with`] reads it:
+/// the K block at `pc` (of `k_step(k, bl.kc)` rows) is `pack_a`'s layout of rows `[0, m)`
+/// (padded to whole tiles: `mp` rows) at `out[pc·mp..]`. An error when `out` is not
+/// [`packed_a_len`] floats or the tile does not fit the driver.
+///
+/// # Safety
+/// `p.a` must be valid for reads of `m × lda` floats (`lda ≥ k`).
+pub unsafe fn pack_a_whole(
+    kern: &MicroKernel,
+    bl: &Blocking,
+    p: &Problem,
+    out: &mut [f32],
+) -> Result<(), &'static str> {
+    kern.check()?;
+    if bl.kc == 0 || Some(out.len()) != packed_a_len(p.m, p.k, kern.mr) {
+        return Err("a packed A of the wrong size");
+    }
+    let mp = p.m.div_ceil(kern.mr) * kern.mr;
+    let kstep = k_step(p.k, bl.kc);
+    for pc in (0..p.k).step_by(kstep) {
+        let kc = kstep.min(p.k - pc);
+        // SAFETY: forwarded from the caller; the block holds mp·kc floats (pc·mp + mp·kc ≤ mp·k).
+        unsafe { pack_a(p, &mut out[pc * mp..(pc + kc) * mp], 0, p.m, pc, kc, kern.mr) };
+    }
+    Ok(())
+}
+
+/// [`gemm`], reading A from `a_packed` (all of A packed by [`pack_a_whole`] for this kernel and
+/// blocking) instead of packing it, when given. An error when `a_packed` has the wrong size or
+/// `rows` does not start at a tile boundary.
+///
+/// # Safety
+/// As [`gemm`].
+pub unsafe fn gemm_with(
+    kern: &MicroKernel,
+    bl: &Blocking,
+    p: &Problem,
+    rows: [usize; 2],
+    cols: [usize; 2],
+    a_packed: Option<&[f32]>,
+) -> Result<(), &'static str> {
     kern.check()?;
     if bl.mc == 0 || bl.kc == 0 || bl.nc == 0 {
         return Err("an empty cache block");
@@ -299,12 +351,19 @@ pub unsafe fn gemm(
     if rows[0] > rows[1] || rows[1] > p.m || cols[0] > cols[1] || cols[1] > p.n {
         return Err("rows or columns outside the product");
     }
+    let (mr, nr) = (kern.mr, kern.nr);
+    if let Some(ap) = a_packed
+        && (Some(ap.len()) != packed_a_len(p.m, p.k, mr)
+            || (rows[0] < rows[1] && !rows[0].is_multiple_of(mr))
+            || !bl.mc.is_multiple_of(mr))
+    {
+        return Err("a packed A of the wrong size, or rows off the tiles");
+    }
+    let mp = p.m.div_ceil(mr) * mr;
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
-        let (mr, nr) = (kern.mr, kern.nr);
-        // K in equal blocks of at most `bl.kc` (no short last block to pay C's update for)
-        let kstep = p.k.div_ceil(p.k.div_ceil(bl.kc).max(1)).max(1);
+        let kstep = k_step(p.k, bl.kc);
         // BLIS order: a B block is packed once per (jc, pc) and reused by every A block
         for jc in (cols[0]..cols[1]).step_by(bl.nc) {
             let nc = bl.nc.min(cols[1] - jc);
@@ -315,9 +374,17 @@ pub unsafe fn gemm(
                 unsafe { pack_b(&p.b, bpack, jc, nc, pc, kc, nr) };
                 for ic in (rows[0]..rows[1]).step_by(bl.mc) {
                     let mc = bl.mc.min(rows[1] - ic);
-                    let apack = floats(abuf, mc.div_ceil(mr) * mr * kc);
-                    // SAFETY: forwarded from the caller.
-                    unsafe { pack_a(p, apack, ic, mc, pc, kc, mr) };
+                    let apack: &[f32] = match a_packed {
+                        // ic is a multiple of mr (rows[0] and mc are): its panels start at ic·kc
+                        // in the K block at pc·mp and take ⌈mc/mr⌉·mr·kc floats, ic + that ≤ mp
+                        Some(ap) => &ap[pc * mp + ic * kc..pc * mp + (ic + mc.div_ceil(mr) * mr) * kc],
+                        None => {
+                            let apack = floats(abuf, mc.div_ceil(mr) * mr * kc);
+                            // SAFETY: forwarded from the caller.
+                            unsafe { pack_a(p, apack, ic, mc, pc, kc, mr) };
+                            apack
+                        }
+                    };
                     // SAFETY: forwarded from the caller.
                     unsafe { macro_kernel(kern, p, apack, bpack, [ic, mc], [jc, nc], kc, pc > 0) };
                 }
@@ -345,7 +412,7 @@ pub unsafe fn gemm(
 
 /// The tile loops over one packed A block and one packed B block.
 #[allow(clippy::too_many_arguments)]
-unsafe fn macro_kernel(
+pub(crate) unsafe fn macro_kernel(
     kern: &MicroKernel,
     p: &Problem,
     apack: &[f32],
@@ -455,6 +522,14 @@ unsafe fn pack_panel4(a: *const f32, lda: usize, panel: &mut [f32], kc: usize, m
     }
 }
 
+/// Copies the first `N` floats of `src` to `dst` (both hold at least `N`) as one fixed-size
+/// copy.
+#[inline(always)]
+fn copy_fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    let d: &mut [f32; N] = (&mut dst[..N]).try_into().expect("N floats");
+    d.copy_from_slice(&src[..N]);
+}
+
 /// Copies `src` into row `k` of a packed B block from column `j` on (see `pack_b`), one
 /// micro-panel piece at a time; `None` writes that many zeros.
 #[inline(always)]
@@ -465,16 +540,12 @@ fn put_row(out: &mut [f32], kc: usize, nr: usize, k: usize, mut j: usize, len: u
         let n = (nr - r).min(len - i);
         let at = j / nr * nr * kc + k * nr + r;
         match src {
-            // a whole micro-panel row (Cranelift tier: 8, AVX-512 tier: 32): a fixed-size
-            // copy, no memcpy call
-            Some(s) if n == 8 => {
-                let d: &mut [f32; 8] = (&mut out[at..at + 8]).try_into().expect("8 floats");
-                d.copy_from_slice(&s[i..i + 8]);
-            }
-            Some(s) if n == 32 => {
-                let d: &mut [f32; 32] = (&mut out[at..at + 32]).try_into().expect("32 floats");
-                d.copy_from_slice(&s[i..i + 32]);
-            }
+            // a whole micro-panel row of the common tiles (8, 16 and 24 columns: Cranelift
+            // and AVX2; 32: AVX-512): a fixed-size copy, no memcpy call
+            Some(s) if n == 8 => copy_fixed::<8>(&mut out[at..], &s[i..]),
+            Some(s) if n == 16 => copy_fixed::<16>(&mut out[at..], &s[i..]),
+            Some(s) if n == 24 => copy_fixed::<24>(&mut out[at..], &s[i..]),
+            Some(s) if n == 32 => copy_fixed::<32>(&mut out[at..], &s[i..]),
             Some(s) => out[at..at + n].copy_from_slice(&s[i..i + n]),
             None => out[at..at + n].fill(0.0),
         }
@@ -492,6 +563,8 @@ unsafe fn pack_b(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usize, 
     unsafe {
         match nr {
             8 => pack_b_nr(b, out, jc, nc, pc, kc, 8),
+            16 => pack_b_nr(b, out, jc, nc, pc, kc, 16),
+            24 => pack_b_nr(b, out, jc, nc, pc, kc, 24),
             32 => pack_b_nr(b, out, jc, nc, pc, kc, 32),
             48 => pack_b_nr(b, out, jc, nc, pc, kc, 48),
             64 => pack_b_nr(b, out, jc, nc, pc, kc, 64),
@@ -605,6 +678,11 @@ pub struct GemmDesc {
     /// Rows and columns per work item.
     pub m_step: usize,
     pub n_step: usize,
+    /// Where A (the weights) lives packed whole, when it is computed from the weights alone:
+    /// the byte offset of `groups` packings of [`packed_a_len`]`(mg, kg, mr)` floats each,
+    /// written by [`kiln_gemm_pack_a`] (a `prep` kernel: run when the weights are set or
+    /// changed) and read by every run instead of packing A again.
+    pub a_packed: Option<usize>,
     /// Byte offset of the node's status word (`plan::Plan::status`, 8-byte aligned): the
     /// driver stores a failure there instead of unwinding into JIT code.
     pub status: usize,
@@ -623,13 +701,27 @@ impl GemmDesc {
         self.batch * self.groups * self.m_blocks() * self.n_blocks()
     }
 
+    /// The floats of one group's packed A ([`GemmDesc::a_packed`]); `None` on overflow.
+    pub fn packed_a_group(&self) -> Option<usize> {
+        packed_a_len(self.mg, self.kg, self.kernel.mr)
+    }
+
+    /// The bytes of all groups' packed A, rounded to whole 64-byte lines; `None` on overflow.
+    pub fn packed_a_bytes(&self) -> Option<usize> {
+        self.packed_a_group()?
+            .checked_mul(self.groups)?
+            .checked_mul(4)?
+            .checked_next_multiple_of(64)
+    }
+
     /// Splits the work so that there are at least `want` items when the product allows it:
     /// columns are cut at the blocking's `nc`, then halved (each half keeping at least 4
     /// tiles) or the rows halved (each half keeping at least 4·MR rows). Every item packs its
-    /// own rows of A and columns of B, so the side that is cut is the one whose operand is the
-    /// cheaper to pack twice: the columns when A (rows × depth) is the smaller operand, as in
-    /// the early layers of a CNN (64 channels × 3136 pixels), else the rows (512 channels ×
-    /// 49 pixels).
+    /// own columns of B and streams its rows of A (packing them too unless A is packed ahead,
+    /// [`GemmDesc::a_packed`]), so the side that is cut is the one whose operand is the cheaper
+    /// to go through twice: the columns when A (rows × depth) is the smaller operand, as in the
+    /// early layers of a CNN (64 channels × 3136 pixels), else the rows (512 channels × 49
+    /// pixels).
     pub fn split(&mut self, want: usize) {
         // column blocks of (nearly) equal width, so that threads get equal shares
         let (mr, nr) = (self.kernel.mr, self.kernel.nr);
@@ -688,17 +780,25 @@ impl Tier {
         Tier::ALL[1..].iter().copied().filter(|t| t.available()).collect()
     }
 
-    /// The AVX-512 kernel, when this choice runs it on this host.
+    /// The main AVX-512 tile, when this choice runs the AVX-512 tier on this host.
     pub fn avx512(self) -> Option<MicroKernel> {
-        #[cfg(target_arch = "x86_64")]
-        if self.isa() == Isa::Avx512 && Isa::Avx512.available() {
-            return Some(MicroKernel {
-                mr: crate::gemm_avx512::MR,
-                nr: crate::gemm_avx512::NR,
-                f: crate::gemm_avx512::kernel,
-            });
+        match self.isa() {
+            Isa::Avx512 => self.main_kernel(),
+            _ => None,
         }
-        None
+    }
+
+    /// The main (fastest per element) tile of the Rust tier this choice runs on this host;
+    /// `None` when it runs the Cranelift kernel.
+    pub fn main_kernel(self) -> Option<MicroKernel> {
+        crate::gemm_simd::tiles(self.isa()).first().copied()
+    }
+
+    /// The Rust micro-kernel this choice runs on this host for an `m × n` product (the tile
+    /// of its set that pads the product least: [`crate::gemm_simd::tile_for`]); `None` when
+    /// it runs the Cranelift kernel.
+    pub fn kernel(self, m: usize, n: usize) -> Option<MicroKernel> {
+        crate::gemm_simd::tile_for(self.isa(), m, n)
     }
 }
 
@@ -799,15 +899,86 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             ldc: d.l,
             epilogue: Some(&epilogue),
         };
+        let a_packed = match (d.a_packed, d.packed_a_group()) {
+            // SAFETY: `Gemms::add` reserved `packed_a_bytes()` at this offset of the arena,
+            // `groups` packings of `len` floats, and `g < groups`; runs only read them.
+            (Some(off), Some(len)) => Some(unsafe { std::slice::from_raw_parts(at(off).add(g * len), len) }),
+            (Some(_), None) => return Err("a packed A too big"),
+            (None, _) => None,
+        };
         // SAFETY: in bounds of the arena: `d` was built by `lower::gemm_desc` from the node's
         // shapes (each ≤ 2³¹ elements by kiln_ir::limits) and the slots of the checked plan:
         // A is `groups·mg × kg` at `d.a`, B `batch·groups × kg × l` (or the image of the
         // patches) at its offset, C and the residual `batch·groups × mg × l` at theirs, and
         // `n < batch`, `g < groups`, `rows ⊆ [0, mg)`, `cols ⊆ [0, l)` by the item decoding
         // above (`item < items()`), so every pointer formed here stays in its value's slot.
-        unsafe { gemm(&d.kernel, &d.blocking, &p, rows, cols) }?;
+        unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) }?;
     }
     Ok(())
+}
+
+/// Packs the A of the `gemm` described by `desc` whole, every group, into its place in the
+/// arena ([`GemmDesc::a_packed`]); the JIT'd `prep` kernel of a `gemm` whose A is computed
+/// from the weights alone calls this (its range `[begin, end)` is `[0, 1)`) when the weights
+/// are set or changed. Failures are reported as `kiln_gemm_run`'s.
+///
+/// # Safety
+/// As `kiln_gemm_run`; no other thread may touch the arena while it runs.
+pub unsafe extern "C" fn kiln_gemm_pack_a(desc: *const GemmDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    let d = unsafe { &*desc };
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), &'static str> {
+        let (Some(off), Some(len), true) = (d.a_packed, d.packed_a_group(), (begin, end) == (0, 1)) else {
+            return Err("no packed A, or a range other than [0, 1)");
+        };
+        let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
+        for g in 0..d.groups {
+            let p = Problem {
+                m: d.mg,
+                n: 0,
+                k: d.kg,
+                a: at(d.a).wrapping_add(g * d.mg * d.kg),
+                lda: d.kg,
+                b: BSource::Matrix {
+                    ptr: std::ptr::null(),
+                    ld: 0,
+                },
+                c: std::ptr::null_mut(),
+                ldc: 0,
+                epilogue: None,
+            };
+            // SAFETY: A is `groups·mg × kg` at `d.a` (`run_items`), the packings are `groups`
+            // times `len` floats at `off` (`Gemms::add` reserved them), `g < groups`, and this
+            // thread alone touches the arena.
+            let out = unsafe { std::slice::from_raw_parts_mut(at(off).add(g * len), len) };
+            // SAFETY: as above.
+            unsafe { pack_a_whole(&d.kernel, &d.blocking, &p, out) }?;
+        }
+        Ok(())
+    }));
+    if !matches!(ok, Ok(Ok(()))) {
+        // SAFETY: as in `kiln_gemm_run`.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(arena.add(d.status).cast::<u64>()) };
+        word.store(STATUS_FAILED, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Emits a call of a driver entry `f(desc, arena, begin, end)` ([`kiln_gemm_run`],
+/// [`kiln_gemm_pack_a`]) with the description `desc` (which outlives the code).
+pub fn emit_driver_call(
+    e: &mut Emitter,
+    f: unsafe extern "C" fn(*const GemmDesc, *mut u8, i64, i64),
+    desc: &GemmDesc,
+    [arena, begin, end]: [Value; 3],
+) {
+    let mut sig = cranelift_codegen::ir::Signature::new(e.b.func.signature.call_conv);
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    let sig = e.b.import_signature(sig);
+    let f = e.iconst(f as *const () as usize as i64);
+    let desc = e.iconst(desc as *const GemmDesc as usize as i64);
+    e.b.ins().call_indirect(sig, f, &[desc, arena, begin, end]);
 }
 
 /// A standalone single-threaded sgemm on the Cranelift micro-kernel (benches and tests).
@@ -821,7 +992,7 @@ impl Sgemm {
     /// An sgemm on `tier`'s micro-kernel.
     pub fn with_tier(tier: Tier) -> Result<Sgemm, JitError> {
         let mut g = Sgemm::new()?;
-        if let Some(k) = tier.avx512() {
+        if let Some(k) = tier.main_kernel() {
             g.kernel = k;
             g.blocking = Blocking::for_host(&k);
         }
@@ -884,6 +1055,83 @@ impl Sgemm {
         // SAFETY: the lengths were checked above; `c` is exclusively borrowed.
         unsafe { gemm(&self.kernel, &self.blocking, &p, [0, m], [0, n]) }
             .map_err(|e| JitError::Codegen(format!("sgemm: {e}")))
+    }
+
+    /// The micro-kernel's tile: (rows, columns).
+    pub fn tile(&self) -> (usize, usize) {
+        (self.kernel.mr, self.kernel.nr)
+    }
+
+    /// A row-major `m × k` A packed whole for [`Sgemm::run_packed`] (as a model's weights are
+    /// packed once when they are set).
+    pub fn pack_a(&self, m: usize, k: usize, a: &[f32]) -> Result<Vec<f32>, JitError> {
+        let err = |e: &str| JitError::Codegen(format!("sgemm: {e}"));
+        if Some(a.len()) != m.checked_mul(k) {
+            return Err(err("an A of the wrong size"));
+        }
+        let len = packed_a_len(m, k, self.kernel.mr).ok_or_else(|| err("an A too big to pack"))?;
+        let mut packed = vec![0.0f32; len];
+        let p = Problem {
+            m,
+            n: 0,
+            k,
+            a: a.as_ptr(),
+            lda: k,
+            b: BSource::Matrix {
+                ptr: std::ptr::null(),
+                ld: 0,
+            },
+            c: std::ptr::null_mut(),
+            ldc: 0,
+            epilogue: None,
+        };
+        // SAFETY: `a` holds m·k floats; only A is read.
+        unsafe { pack_a_whole(&self.kernel, &self.blocking, &p, &mut packed) }.map_err(err)?;
+        Ok(packed)
+    }
+
+    /// [`Sgemm::run`] with A given packed by [`Sgemm::pack_a`] (under this tile and blocking),
+    /// computed in two row halves as two threads would.
+    pub fn run_packed(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a_packed: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<(), JitError> {
+        let err = |e: &str| JitError::Codegen(format!("sgemm: {e}"));
+        if Some(a_packed.len()) != packed_a_len(m, k, self.kernel.mr)
+            || Some(b.len()) != k.checked_mul(n)
+            || Some(c.len()) != m.checked_mul(n)
+        {
+            return Err(err("operands of the wrong size"));
+        }
+        let p = Problem {
+            m,
+            n,
+            k,
+            // never read (A comes packed), but valid for the m·k floats `gemm` may read
+            a: a_packed.as_ptr(),
+            lda: k,
+            b: BSource::Matrix {
+                ptr: b.as_ptr(),
+                ld: n,
+            },
+            c: c.as_mut_ptr(),
+            ldc: n,
+            epilogue: None,
+        };
+        let mr = self.kernel.mr;
+        let half = (m.div_ceil(2).div_ceil(mr) * mr).min(m);
+        for rows in [[0, half], [half, m]] {
+            // SAFETY: the lengths were checked above (a_packed holds ≥ m·k floats); `c` is
+            // exclusively borrowed.
+            unsafe { gemm_with(&self.kernel, &self.blocking, &p, rows, [0, n], Some(a_packed)) }
+                .map_err(err)?;
+        }
+        Ok(())
     }
 }
 
@@ -952,25 +1200,56 @@ mod tests {
         }
     }
 
+    /// Every tile of every Rust tier this CPU runs (each tier's tests run where its set is)
+    /// equals the Cranelift kernel bit for bit under the same blocking, with A packed per block
+    /// and packed whole ahead of time alike.
     #[test]
-    fn avx512_tier_equals_the_cranelift_tier_bit_for_bit() {
-        let Ok(g) = Sgemm::with_tier(Tier::Auto) else {
-            return;
-        };
+    fn every_tier_and_tile_equals_the_cranelift_kernel_bit_for_bit() {
         let mut c = Sgemm::new().unwrap();
-        if g.kernel.mr == c.kernel.mr {
-            return; // no AVX-512 on this host
-        }
-        // the same blocking, so that both tiers cut K identically
-        c.blocking = g.blocking;
-        for (m, n, k) in [(13, 33, 17), (25, 70, 300), (12, 32, 1), (1, 1, 5)] {
-            check(&g, m, n, k);
+        c.blocking = Blocking {
+            mc: 48,
+            kc: 64,
+            nc: 96,
+        };
+        let shapes = [
+            (13, 33, 17),
+            (25, 70, 300),
+            (12, 32, 1),
+            (1, 1, 5),
+            (50, 130, 129),
+            (3, 0, 4),
+            (0, 3, 4),
+        ];
+        let data = |m: usize, n: usize, k: usize| {
             let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let (mut x, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
-            g.run(m, n, k, &a, &b, &mut x).unwrap();
-            c.run(m, n, k, &a, &b, &mut y).unwrap();
-            assert_eq!(x, y, "{m}×{n}×{k}");
+            (a, b)
+        };
+        let mut tiles: Vec<MicroKernel> = vec![c.kernel];
+        for tier in Tier::runnable() {
+            tiles.extend(crate::gemm_simd::tiles(tier.isa()));
+        }
+        for kern in tiles {
+            let mut g = Sgemm::with_tier(Tier::Cranelift).unwrap();
+            g.kernel = kern;
+            // the same kc (so that every tier cuts K identically), mc a multiple of the tile
+            g.blocking = Blocking {
+                mc: 48 / kern.mr * kern.mr.max(1),
+                ..c.blocking
+            };
+            for (m, n, k) in shapes {
+                let (a, b) = data(m, n, k);
+                let (mut x, mut y, mut z) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+                g.run(m, n, k, &a, &b, &mut x).unwrap();
+                c.run(m, n, k, &a, &b, &mut y).unwrap();
+                assert_eq!(x, y, "{}×{} tile, {m}×{n}×{k}", kern.mr, kern.nr);
+                let packed = g.pack_a(m, k, &a).unwrap();
+                g.run_packed(m, n, k, &packed, &b, &mut z).unwrap();
+                assert_eq!(x, z, "{}×{} tile packed ahead, {m}×{n}×{k}", kern.mr, kern.nr);
+                if m * n * k > 0 {
+                    check(&g, m, n, k);
+                }
+            }
         }
     }
 
@@ -1001,6 +1280,7 @@ mod tests {
             residual: None,
             m_step: 4,
             n_step: NR,
+            a_packed: None,
             status: 0,
         };
         assert_eq!(d.items(), 1);

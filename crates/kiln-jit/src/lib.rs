@@ -24,7 +24,7 @@
 pub mod codegen;
 pub mod direct;
 pub mod gemm;
-pub mod gemm_avx512;
+pub mod gemm_simd;
 pub mod lower;
 pub mod lower_reduce;
 pub mod lower_train;
@@ -365,7 +365,6 @@ pub fn compile_training(
     }
     let mut plan = plan::checked(graph).map_err(JitError::TooBig)?;
     let phases = Phases::new(graph, &mut plan, updates)?;
-    let arena = ArenaBuf::new(plan.size)?;
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
@@ -389,7 +388,41 @@ pub fn compile_training(
         }
         let gemm = match &node.op {
             Op::Gemm(g) => {
-                Some(gemms.add(&mut module, graph, &plan, id, g, &ins, threads, options.gemm_tier)?)
+                let a_constant = constant.contains(&in_ids[0]);
+                let i = gemms.add(
+                    &mut module,
+                    graph,
+                    &mut plan,
+                    id,
+                    g,
+                    &ins,
+                    threads,
+                    options.gemm_tier,
+                    a_constant,
+                )?;
+                if gemms.descs[i].a_packed.is_some() {
+                    // a `prep` kernel packs A (the weights) once they are set or changed
+                    let name = format!("k{}_{}_pack_a", kernels.len(), node.name.replace('.', "_"));
+                    let fid = codegen::declare_kernel(&mut module, &name)?;
+                    let sig = codegen::kernel_signature(&module);
+                    let d = &*gemms.descs[i];
+                    let kept = codegen::define(&mut module, fid, sig, options.keep_code, |e, p, _| {
+                        gemm::emit_driver_call(e, gemm::kiln_gemm_pack_a, d, [p[0], p[1], p[2]])
+                    })?;
+                    let (clif, code) = kept.map_or((None, None), |(t, c)| (Some(t), Some(c)));
+                    kernels.push(KernelInfo {
+                        node: id,
+                        name,
+                        extent: 1,
+                        work: 0,
+                        prep: true,
+                        update: false,
+                        clif,
+                        code,
+                    });
+                    ids.push(fid);
+                }
+                Some(i)
             }
             _ => None,
         };
@@ -430,6 +463,8 @@ pub fn compile_training(
             ids.push(fid);
         }
     }
+    // after the packed weights (`Gemms::add`) took their places
+    let arena = ArenaBuf::new(plan.size)?;
     let entry = define_entry(&mut module, &kernels, &ids)?;
     let mut m = finish(
         source, graph, plan, arena, module, entry, kernels, &ids, threads, gemms,
@@ -534,20 +569,28 @@ struct Gemms {
 }
 
 impl Gemms {
-    /// Describes the `gemm` node `id` and defines its epilogue; returns its index.
+    /// Describes the `gemm` node `id` and defines its epilogue; returns its index. When its A
+    /// is computed from the weights alone (`a_constant`), A is read packed
+    /// (`GemmDesc::a_packed`) from a place added at the end of the arena, where a `prep` kernel
+    /// packs it; the plan grows by it (unless that would exceed the arena's limit: then A is
+    /// packed on every run).
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
         module: &mut JITModule,
         graph: &Graph,
-        plan: &plan::Plan,
+        plan: &mut plan::Plan,
         id: NodeId,
         g: &kiln_ir::Gemm,
         ins: &[(plan::Slot, TensorType)],
         threads: usize,
         tier: gemm::Tier,
+        a_constant: bool,
     ) -> Result<usize, JitError> {
-        let kernel = match tier.avx512() {
+        // the Rust tier's tile that pads this product least, or the Cranelift kernel
+        let (ad, bd) = (ins[0].1.dims(), ins[1].1.dims());
+        let rust = tier.kernel(ad[0] / g.groups.max(1), bd[2]);
+        let kernel = match rust {
             Some(k) => k,
             None => {
                 if self.micro_kernel.is_none() {
@@ -574,8 +617,17 @@ impl Gemms {
         // the rows, and every row block packs its own copy of B)
         let want = if threads > 1 { threads.saturating_mul(2) } else { 1 };
         let status = plan.status[&id];
-        let desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
+        let mut desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
             .map_err(JitError::Codegen)?;
+        let at = plan.size.next_multiple_of(64);
+        if let Some(end) = desc.packed_a_bytes().and_then(|b| at.checked_add(b))
+            && a_constant
+            && end <= kiln_ir::limits::MAX_BYTES
+        {
+            plan.permanent = plan.permanent.saturating_add(end - plan.size);
+            plan.size = end;
+            desc.a_packed = Some(at);
+        }
         let epilogue = if g.bias || g.residual || g.activation.is_some() {
             let mut sig = module.make_signature();
             for _ in 0..6 {
@@ -592,7 +644,7 @@ impl Gemms {
         } else {
             None
         };
-        self.on_cranelift.push(tier.avx512().is_none());
+        self.on_cranelift.push(rust.is_none());
         self.descs.push(Box::new(desc));
         self.epilogues.push(epilogue);
         Ok(self.descs.len() - 1)
@@ -1162,6 +1214,10 @@ impl JitModel {
             // SAFETY: ARENA_ACCESS; the entry runs every kernel over its full range, in order,
             // on this thread, and the arena is exclusively borrowed for the call.
             unsafe { (self.code.entry)(arena) };
+        }
+        if !self.phase_steps[1].is_empty() {
+            // the updates wrote the weights: the prep kernels (packed weights) run again
+            session.prepared = false;
         }
         self.check_status(&session.arena)
     }

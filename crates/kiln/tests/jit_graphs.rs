@@ -10,11 +10,13 @@ proptest! {
     #[test]
     fn random_graphs_match_the_interpreter(bytes in proptest::collection::vec(any::<u8>(), 0..256), seed in any::<u64>()) {
         let graph = kiln::ir::random::graph_from_bytes(&bytes);
-        // with every pass (the default), with every pass on the Cranelift GEMM tier (the
-        // default picks AVX-512 where the CPU has it), and with none: all equal the interpreter
+        // with every pass (the default), with every pass on each other kernel tier this CPU
+        // runs (the default picks the widest), and with none: all equal the interpreter
         if let Err(e) = kiln::check::jit_matches_interpreter(&graph, seed) { panic!("{e}") }
-        let cranelift = kiln::CompileOptions { gemm_tier: kiln::jit::gemm::Tier::Cranelift, ..Default::default() };
-        if let Err(e) = kiln::check::jit_matches_interpreter_with(&graph, seed, &cranelift) { panic!("{e}") }
+        for tier in kiln::jit::gemm::Tier::runnable().into_iter().filter(|t| t.isa() != kiln::jit::gemm::Tier::Auto.isa()) {
+            let options = kiln::CompileOptions { gemm_tier: tier, ..Default::default() };
+            if let Err(e) = kiln::check::jit_matches_interpreter_with(&graph, seed, &options) { panic!("{tier:?}: {e}") }
+        }
         let no_passes = kiln::CompileOptions { passes: kiln::passes::OptLevel::None, ..Default::default() };
         if let Err(e) = kiln::check::jit_matches_interpreter_with(&graph, seed, &no_passes) { panic!("{e}") }
     }

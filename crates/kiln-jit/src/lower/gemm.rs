@@ -44,13 +44,6 @@ pub fn gemm_desc(
     status: usize,
 ) -> Result<GemmDesc, String> {
     let (ad, bd) = (ins[0].1.dims(), ins[1].1.dims());
-    // the AVX-512 tier has tiles of several shapes: the one that pads this product least
-    #[cfg(target_arch = "x86_64")]
-    let kernel = if (kernel.mr, kernel.nr) == (crate::gemm_avx512::MR, crate::gemm_avx512::NR) {
-        crate::gemm_avx512::tile_for(ad[0] / g.groups.max(1), bd[2])
-    } else {
-        kernel
-    };
     kernel.check()?;
     let b = match patches {
         Some((c, slot, ty)) => BArena::Patches {
@@ -78,6 +71,8 @@ pub fn gemm_desc(
         residual: g.residual.then(|| ins[ins.len() - 1].0.offset),
         m_step: 1,
         n_step: 1,
+        // set by the compiler when A is computed from the weights alone (`Gemms::add`)
+        a_packed: None,
         status,
     };
     d.split(want);
@@ -86,16 +81,7 @@ pub fn gemm_desc(
 
 /// The `gemm` kernel: a call to the Rust driver with the node's description.
 pub(super) fn call_gemm_driver(e: &mut Emitter, a: &Args, d: &GemmDesc) {
-    let mut sig = cranelift_codegen::ir::Signature::new(e.b.func.signature.call_conv);
-    for _ in 0..4 {
-        sig.params.push(cranelift_codegen::ir::AbiParam::new(
-            cranelift_codegen::ir::types::I64,
-        ));
-    }
-    let sig = e.b.import_signature(sig);
-    let f = e.iconst(crate::gemm::kiln_gemm_run as *const () as usize as i64);
-    let desc = e.iconst(d as *const GemmDesc as usize as i64);
-    e.b.ins().call_indirect(sig, f, &[desc, a.arena, a.begin, a.end]);
+    crate::gemm::emit_driver_call(e, crate::gemm::kiln_gemm_run, d, [a.arena, a.begin, a.end]);
 }
 
 /// A `gemm` node's epilogue `fn(c, residual, bias, rows, cols, ld_bytes)` (`gemm::EpilogueFn`):

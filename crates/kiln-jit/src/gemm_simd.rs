@@ -1,0 +1,248 @@
+//! The Rust micro-kernel tiers, for hosts with AVX-512F or AVX2 + FMA: one kernel body
+//! ([`tile`]), generic over the instruction set ([`Simd`]) and the tile shape, instantiated
+//! per set inside `#[target_feature]` entry points, because Cranelift has no vector type wider
+//! than 128 bits. They plug into the same driver as the Cranelift tier
+//! ([`crate::gemm::MicroKernel`]) and compute every element in the same order (one FMA per
+//! k, k ascending, K blocks accumulated in order), so all tiers give bit-identical results
+//! under the same blocking. `JitOptions::gemm_tier` chooses the tier.
+//!
+//! Each set has a few tiles (rows × columns, all with the same number of accumulators for its
+//! register file); [`tile_for`] picks one per product shape.
+
+use crate::gemm::{MicroKernel, MicroKernelFn};
+use crate::simd::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2, Avx512, Simd};
+
+/// `C[R×L·V] (+)= Apanel[kc×R]ᵀ · Bpanel[kc×L·V]` (`L` = `S::LANES`), one FMA per `k` in
+/// ascending order; the old C is added after the K loop when `accumulate`.
+///
+/// # Safety
+/// The CPU must have `S`'s set; the panels must hold `kc·R` and `kc·L·V` floats, and C `R`
+/// rows of `L·V` floats, `ldc` floats apart.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile<S: Simd, const R: usize, const V: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let l = S::LANES;
+    // SAFETY (the whole body): the CPU has S's set (the caller's contract), and every
+    // pointer stays inside the panels and the tile, as commented at each access.
+    unsafe {
+        let mut acc = [[S::zero(); V]; R];
+        for k in 0..kc {
+            let mut bv = [S::zero(); V];
+            for (v, x) in bv.iter_mut().enumerate() {
+                // k < kc, v < V: inside the B panel
+                *x = S::load(b.add((k * V + v) * l));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                // k < kc, i < R: inside the A panel
+                let av = S::splat(*a.add(k * R + i));
+                for (x, r) in bv.iter().zip(row.iter_mut()) {
+                    *r = S::fma(av, *x, *r);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (h, &v) in row.iter().enumerate() {
+                // row i < R, columns h·L..h·L + L ≤ L·V: inside the tile
+                let p = c.add(i * ldc + h * l);
+                let v = if accumulate { S::add(v, S::load(p)) } else { v };
+                S::store(p, v);
+            }
+        }
+    }
+}
+
+/// Defines `unsafe extern "C" fn NAME(kc, a, b, c, ldc_bytes, accumulate)` (a
+/// [`MicroKernelFn`]) running `tile::<SET, R, V>` with the set's features enabled.
+macro_rules! entry {
+    ($($name:ident: $set:ty, $features:literal, $r:literal, $v:literal;)*) => {$(
+        /// # Safety
+        /// As [`tile`]: the CPU must have the set; panels and C as the tile needs.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe extern "C" fn $name(kc: i64, a: *const f32, b: *const f32, c: *mut f32, ldc_bytes: i64, accumulate: i64) {
+            // SAFETY: forwarded from the caller.
+            unsafe { tile::<$set, $r, $v>(kc as usize, a, b, c, ldc_bytes as usize / 4, accumulate != 0) }
+        }
+    )*};
+}
+
+entry! {
+    avx512_12x32: Avx512, "avx512f", 12, 2;
+    avx512_6x64: Avx512, "avx512f", 6, 4;
+    avx512_8x48: Avx512, "avx512f", 8, 3;
+    avx2_6x16: Avx2, "avx2,fma", 6, 2;
+    avx2_4x16: Avx2, "avx2,fma", 4, 2;
+    avx2_8x8: Avx2, "avx2,fma", 8, 1;
+}
+
+const fn mk(mr: usize, nr: usize, f: MicroKernelFn) -> MicroKernel {
+    MicroKernel { mr, nr, f }
+}
+
+/// The AVX-512 tiles (24 `zmm` accumulators each), the fastest per element first: 12 × 32;
+/// 6 × 64 for products with few rows (LeNet's 6 channels), where half of a 12-row tile would
+/// be padding; 8 × 48 for 8·k rows (16 channels: two 12-row tiles would be a third padding).
+#[cfg(target_arch = "x86_64")]
+const AVX512: [MicroKernel; 3] = [
+    mk(12, 32, avx512_12x32),
+    mk(6, 64, avx512_6x64),
+    mk(8, 48, avx512_8x48),
+];
+
+/// The AVX2 tiles (at most 12 `ymm` accumulators, of 16 registers), the fastest per element
+/// first: 6 × 16; 4 × 16 for products with 4·k rows (16 channels); 8 × 8 for products of at
+/// most 8 columns. Measured alone on a Zen 1 (`probes::tiles`, GFLOP/s, the ymm peak 39):
+/// 6 × 16 42–45, 4 × 16 42–46, 5 × 16 37–40, 8 × 8 31–34, 12 × 8 31–34, 4 × 24 32–35,
+/// 3 × 32 29–30, 2 × 48 32, 7 × 16 and 8 × 16 (spilling) 19–24.
+#[cfg(target_arch = "x86_64")]
+const AVX2: [MicroKernel; 3] = [mk(6, 16, avx2_6x16), mk(4, 16, avx2_4x16), mk(8, 8, avx2_8x8)];
+
+// Every Rust tile fits the driver's buffers: checked when kiln-jit is compiled.
+#[cfg(target_arch = "x86_64")]
+const _: () = {
+    let all = [AVX512, AVX2];
+    let mut i = 0;
+    while i < all.len() * 3 {
+        let k = &all[i / 3][i % 3];
+        assert!(k.mr >= 1 && k.mr <= crate::gemm::MAX_MR && k.mr * k.nr <= crate::gemm::MAX_TILE);
+        i += 1;
+    }
+};
+
+/// The tiles of `isa`, the main one first; empty for the Cranelift tier (its kernel is
+/// emitted per module: `gemm::define_micro_kernel`) and on hosts without the set.
+pub fn tiles(isa: Isa) -> &'static [MicroKernel] {
+    if !isa.available() {
+        return &[];
+    }
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => return &AVX512,
+        Isa::Avx2 => return &AVX2,
+        Isa::Cranelift => {}
+    }
+    &[]
+}
+
+/// The tile of `isa` for an `m × n` product: the one that computes the fewest padded elements
+/// (`⌈m/mr⌉·mr · ⌈n/nr⌉·nr`), the main tile (the fastest per element) unless another saves a
+/// clear tenth of the padded work (the smaller tiles reuse each loaded B vector fewer times).
+/// `None` for the Cranelift tier and on hosts without the set.
+pub fn tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
+    let padded = |k: &MicroKernel| m.div_ceil(k.mr) * k.mr * (n.div_ceil(k.nr) * k.nr);
+    let (first, rest) = tiles(isa).split_first()?;
+    let mut best = *first;
+    for k in rest {
+        if padded(k) * 10 < padded(&best) * 9 {
+            best = *k;
+        }
+    }
+    Some(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_fit_the_driver_and_the_registers() {
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            for k in tiles(isa) {
+                k.check().unwrap();
+                assert_eq!(k.nr % isa.lanes(), 0, "{isa:?} {}×{}", k.mr, k.nr);
+                let acc = k.mr * k.nr / isa.lanes();
+                assert!(
+                    acc <= if isa == Isa::Avx512 { 24 } else { 12 },
+                    "{isa:?} {acc} accumulators"
+                );
+            }
+        }
+        assert!(tiles(Isa::Cranelift).is_empty());
+        assert!(tile_for(Isa::Cranelift, 64, 64).is_none());
+    }
+}
+
+/// A measurement probe, not a test (`#[ignore]`): every candidate tile of the sets this CPU
+/// has, the kernel alone (panels in L1, kc = 256, thread CPU time, best of 3):
+/// `cargo test --release -p kiln-jit --lib gemm_simd::probes -- --ignored --nocapture`.
+/// docs/performance.md has what it measured.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod probes {
+    use super::*;
+
+    entry! {
+        p2_12x8: Avx2, "avx2,fma", 12, 1;
+        p2_4x24: Avx2, "avx2,fma", 4, 3;
+        p2_6x8: Avx2, "avx2,fma", 6, 1;
+        p2_5x16: Avx2, "avx2,fma", 5, 2;
+        p2_3x32: Avx2, "avx2,fma", 3, 4;
+        p2_2x48: Avx2, "avx2,fma", 2, 6;
+        p2_13x8: Avx2, "avx2,fma", 13, 1;
+        p2_7x16: Avx2, "avx2,fma", 7, 2;
+        p2_8x16: Avx2, "avx2,fma", 8, 2;
+    }
+
+    fn cpu_ns() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        s.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    #[ignore]
+    fn tiles() {
+        let mut all: Vec<(Isa, MicroKernel)> = Vec::new();
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            all.extend(super::tiles(isa).iter().map(|&k| (isa, k)));
+        }
+        if Isa::Avx2.available() {
+            for (mr, nr, f) in [
+                (12, 8, p2_12x8 as MicroKernelFn),
+                (4, 24, p2_4x24),
+                (6, 8, p2_6x8),
+                (5, 16, p2_5x16),
+                (3, 32, p2_3x32),
+                (2, 48, p2_2x48),
+                (13, 8, p2_13x8),
+                (7, 16, p2_7x16),
+                (8, 16, p2_8x16),
+            ] {
+                all.push((Isa::Avx2, MicroKernel { mr, nr, f }));
+            }
+        }
+        let kc = 256;
+        for round in 0..3 {
+            for (isa, k) in &all {
+                let a = vec![0.5f32; kc * k.mr];
+                let b = vec![0.25f32; kc * k.nr];
+                let mut c = vec![0.0f32; k.mr * k.nr];
+                let iters = 400_000_000 / (kc * k.mr * k.nr);
+                let t = cpu_ns();
+                for _ in 0..iters {
+                    // SAFETY: the set is available; the buffers hold the tile's panels and C.
+                    unsafe {
+                        (k.f)(
+                            kc as i64,
+                            a.as_ptr(),
+                            b.as_ptr(),
+                            c.as_mut_ptr(),
+                            (k.nr * 4) as i64,
+                            1,
+                        )
+                    };
+                }
+                let s = (cpu_ns() - t) as f64 * 1e-9;
+                let gf = (iters * kc * k.mr * k.nr * 2) as f64 / s / 1e9;
+                println!("round {round} {isa:?} {}x{}: {gf:.1} GFLOP/s", k.mr, k.nr);
+            }
+        }
+    }
+}
