@@ -25,6 +25,7 @@ pub mod codegen;
 pub mod direct;
 pub mod gemm;
 pub mod gemm_simd;
+pub mod layout_kernels;
 pub mod lower;
 pub mod lower_reduce;
 pub mod lower_train;

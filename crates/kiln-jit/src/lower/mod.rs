@@ -283,10 +283,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             matmul(e, a);
             matmul_dims(a.dims(0), a.dims(1)).rows()
         }
-        Op::Transpose { perm } => {
-            transpose(e, a, perm);
-            numel
-        }
+        Op::Transpose { perm } => transpose(e, a, perm),
         Op::Binary(b) if crate::lower_reduce::binary_by_rows(a) => {
             let op = *b;
             crate::lower_reduce::binary_rows(e, a, &move |e, x, y| apply_binary(e, op, x, y))
@@ -331,8 +328,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
         Op::Lrn { .. } | Op::ReduceMean { .. } => crate::lower_reduce::emit(e, op, a),
         Op::Slice { axis, start, .. } => {
             let ax = normalize_axis(*axis, a.odims().len(), false).unwrap_or(0);
-            crate::lower_train::slice(e, a, ax, *start);
-            numel
+            layout::slice(e, a, ax, *start)
         }
         Op::Scale { factor } => {
             crate::lower_train::scale(e, a, *factor);
