@@ -201,7 +201,8 @@ struct BenchArgs {
     runs: usize,
     /// Also time each JIT kernel on its own (median of `--runs` runs, on one thread), slowest
     /// first: milliseconds, share, GFLOP/s, and the node of the model it computes with its op,
-    /// output and fused ops; then the total against the median run, and the kernel tier.
+    /// output and fused ops; the kernels that run once per set of weights in one line; the
+    /// total against the median run; and the kernel tier.
     #[arg(long)]
     profile: bool,
     /// With `--profile`: show only the N slowest kernels (the rest in one line).
