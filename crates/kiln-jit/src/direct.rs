@@ -387,32 +387,33 @@ unsafe fn load_n<S: Simd>(p: *const f32, n: usize) -> S::V {
     }
 }
 
-/// The taps at `p`, `p + s`, … of `min(avail, LANES)` output columns (the others zero), where
-/// `avail` columns from this one are interior: `ST` is the stride when it is 1 or 2 (a load,
-/// or two loads keeping the even lanes), else 0 (a gather).
+/// The taps at `p`, `p + s`, … of `lanes ≤ LANES` output columns, where `rem ≥ (lanes − 1)·s
+/// + 1` floats from `p` lie in the input row. `ST` is the stride when it is 1 or 2 (a load, or
+/// two loads keeping the even lanes, in [`Simd::even_lanes`]' order), else 0 (a gather). With
+/// `EXACT`, whole registers are read only as far as `rem` allows (the lanes past `lanes` then
+/// hold zeros or other floats of the row); without, the caller vouches that whole registers
+/// (`LANES·s` floats) are readable.
 ///
 /// # Safety
-/// `p + i·s` must be readable for every `i < avail` (so is everything between).
+/// As stated: the floats read must be readable.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn load_cols<S: Simd, const ST: usize>(p: *const f32, s: usize, avail: usize) -> S::V {
+unsafe fn load_cols<S: Simd, const ST: usize, const EXACT: bool>(
+    p: *const f32,
+    s: usize,
+    lanes: usize,
+    rem: usize,
+) -> S::V {
     let l = S::LANES;
-    // SAFETY (all arms): only floats up to the last interior column's tap are read.
+    // SAFETY (all arms): only floats the caller vouches for are read.
     unsafe {
         match ST {
-            1 => load_n::<S>(p, avail),
-            2 => {
-                // the taps of `avail` stride-2 columns span 2·avail − 1 floats
-                let m = 2 * avail - 1;
-                if m >= 2 * l {
-                    S::even(S::load(p), S::load(p.add(l)))
-                } else if m >= l {
-                    S::even(S::load(p), S::load_partial(p.add(l), m - l))
-                } else {
-                    S::even(S::load_partial(p, m), S::zero())
-                }
-            }
-            _ => S::gather(p, s, avail.min(l)),
+            1 if !EXACT => S::load(p),
+            1 => load_n::<S>(p, rem),
+            2 if !EXACT || rem >= 2 * l => S::even_lanes(S::load(p), S::load(p.add(l))),
+            2 if rem >= l => S::even_lanes(S::load(p), S::load_partial(p.add(l), rem - l)),
+            2 => S::even_lanes(S::load_partial(p, rem), S::zero()),
+            _ => S::gather(p, s, lanes),
         }
     }
 }
@@ -461,9 +462,11 @@ trait WindowOp {
     unsafe fn scalar(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32;
 }
 
-/// `NB` registers of output columns from `x0` (`avail` interior columns from there, the last
-/// register partial when fewer than `NB·LANES`): the accumulators over the row's real taps,
-/// finished and stored in row `y`. Returns a bit per register holding a NaN when
+/// `NB` registers of output columns from `x0`, `n` columns in all (`n ≤ NB·LANES`, more than
+/// `(NB − 1)·LANES`): the accumulators over the row's real taps, finished and stored in row
+/// `y`. Without `TAIL`, `n = NB·LANES` and the row holds at least one more interior column
+/// (so whole registers are readable at every tap); with it, the last register may be partial
+/// and the loads stop at the row's end. Returns a bit per register holding a NaN when
 /// `K::NAN_TO_SCALAR` (its columns are then to be recomputed).
 ///
 /// # Safety
@@ -471,16 +474,18 @@ trait WindowOp {
 /// output row; the operation's own pointers as it requires.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn blocks<S: Simd, K: WindowOp, const NB: usize, const ST: usize>(
+unsafe fn blocks<S: Simd, K: WindowOp, const NB: usize, const ST: usize, const TAIL: bool>(
     k: &K,
     j: &RowJob,
     x0: usize,
-    avail: usize,
+    n: usize,
     y: *mut f32,
 ) -> u32 {
     let l = S::LANES;
-    // SAFETY (the whole body): the caller's interior columns x0..x0 + avail; register b
-    // covers columns x0 + b·L.., of which avail − b·L ≥ 1 are interior.
+    // SAFETY (the whole body): the caller's interior columns x0..x0 + n; register b covers
+    // columns x0 + b·L.., of which n − b·L ≥ 1 exist, and reads from the row position of
+    // its first column's tap, `at`, at most `w − at` floats (`TAIL`) or whole registers that
+    // end before the next interior column's tap.
     unsafe {
         let mut acc = [k.init::<S>(); NB];
         let mut probe = [S::zero(); NB];
@@ -489,12 +494,15 @@ unsafe fn blocks<S: Simd, K: WindowOp, const NB: usize, const ST: usize>(
             for kx in 0..j.kw {
                 let wv = k.weight::<S>(j.rows.lo + r, kx);
                 // interior: x0·s + kx·d − pad ≥ 0 and every lane inside the row
-                let c0 = row.wrapping_add(x0 * j.s + kx * j.dw - j.pad);
+                let at = x0 * j.s + kx * j.dw - j.pad;
                 for b in 0..NB {
-                    let v = load_cols::<S, ST>(c0.wrapping_add(b * l * j.s), j.s, avail - b * l);
+                    let at = at + b * l * j.s;
+                    let lanes = if TAIL { n - b * l } else { l };
+                    let v = load_cols::<S, ST, TAIL>(row.wrapping_add(at), j.s, lanes, j.w - at);
                     acc[b] = K::tap::<S>(acc[b], wv, v);
                     if K::NAN_TO_SCALAR {
-                        // NaN in, NaN out (or ∞ − ∞: a needless but correct recompute)
+                        // NaN in, NaN out (or ∞ − ∞, or a float of the row past the
+                        // windows: a needless but correct recompute)
                         probe[b] = S::add(probe[b], v);
                     }
                 }
@@ -502,13 +510,14 @@ unsafe fn blocks<S: Simd, K: WindowOp, const NB: usize, const ST: usize>(
         }
         let mut nan = 0;
         for (b, a) in acc.iter().enumerate() {
-            let v = k.finish::<S>(*a, j.rows);
+            let a = if ST == 2 { S::order_even(*a) } else { *a };
+            let v = k.finish::<S>(a, j.rows);
             let p = y.wrapping_add(x0 + b * l);
-            let n = avail - b * l;
-            if n >= l {
+            let lanes = n - b * l;
+            if !TAIL || lanes >= l {
                 S::store(p, v);
             } else {
-                S::store_partial(p, n, v);
+                S::store_partial(p, lanes, v);
             }
             if K::NAN_TO_SCALAR && S::any_nan(probe[b]) {
                 nan |= 1 << b;
@@ -520,7 +529,7 @@ unsafe fn blocks<S: Simd, K: WindowOp, const NB: usize, const ST: usize>(
 
 /// The row driver of pooling and depthwise convolution: output planes `[begin, end)` of `y`
 /// (`oh × ow` each), every row's border columns through `K::scalar`, its interior columns in
-/// groups of up to four registers.
+/// groups of four registers, the last group of one to four.
 ///
 /// # Safety
 /// `g` must be the node's geometry and `k` its operation over the node's values; `y` its
@@ -547,7 +556,9 @@ unsafe fn windows<S: Simd, K: WindowOp>(k: &mut K, g: &Window2d, y: *mut f32, be
                 // SAFETY: the plane's window (oy, ox) and its output element.
                 unsafe { *yrow.add(ox) = k.scalar(xp, g, rows, col_taps.get(ox)) }
             };
-            (0..lo).for_each(scalar);
+            for ox in 0..lo {
+                scalar(ox);
+            }
             let j = RowJob {
                 x: xp,
                 w,
@@ -560,17 +571,19 @@ unsafe fn windows<S: Simd, K: WindowOp>(k: &mut K, g: &Window2d, y: *mut f32, be
             };
             let mut x0 = lo;
             while x0 < hi {
-                let avail = hi - x0;
-                let n = avail.min(4 * l);
-                // SAFETY: interior columns x0..hi of this row.
+                let n = (hi - x0).min(4 * l);
+                let tail = hi - x0 <= 4 * l;
+                // SAFETY: interior columns x0..x0 + n of this row, more after them unless
+                // `tail`.
                 let nan = unsafe {
                     macro_rules! go {
                         ($st:literal) => {
-                            match n.div_ceil(l) {
-                                1 => blocks::<S, K, 1, $st>(k, &j, x0, avail, yrow),
-                                2 => blocks::<S, K, 2, $st>(k, &j, x0, avail, yrow),
-                                3 => blocks::<S, K, 3, $st>(k, &j, x0, avail, yrow),
-                                _ => blocks::<S, K, 4, $st>(k, &j, x0, avail, yrow),
+                            match (tail, n.div_ceil(l)) {
+                                (false, _) => blocks::<S, K, 4, $st, false>(k, &j, x0, n, yrow),
+                                (_, 1) => blocks::<S, K, 1, $st, true>(k, &j, x0, n, yrow),
+                                (_, 2) => blocks::<S, K, 2, $st, true>(k, &j, x0, n, yrow),
+                                (_, 3) => blocks::<S, K, 3, $st, true>(k, &j, x0, n, yrow),
+                                _ => blocks::<S, K, 4, $st, true>(k, &j, x0, n, yrow),
                             }
                         };
                     }
@@ -584,12 +597,16 @@ unsafe fn windows<S: Simd, K: WindowOp>(k: &mut K, g: &Window2d, y: *mut f32, be
                 let mut m = nan;
                 while m != 0 {
                     let b = m.trailing_zeros() as usize;
-                    (x0 + b * l..(x0 + (b + 1) * l).min(x0 + n)).for_each(scalar);
+                    for ox in x0 + b * l..(x0 + (b + 1) * l).min(x0 + n) {
+                        scalar(ox);
+                    }
                     m &= m - 1;
                 }
                 x0 += n;
             }
-            (hi.max(lo)..ow).for_each(scalar);
+            for ox in hi.max(lo)..ow {
+                scalar(ox);
+            }
         }
     }
 }

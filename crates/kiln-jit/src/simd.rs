@@ -122,9 +122,13 @@ pub unsafe trait Simd: Copy {
     unsafe fn hsum(v: Self::V) -> f32;
     /// `a / b`, correctly rounded.
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
-    /// The even elements of the `2·LANES` floats `lo, hi`: `[lo₀, lo₂, …, hi₀, hi₂, …]` (a
-    /// stride-2 load from two contiguous loads).
-    unsafe fn even(lo: Self::V, hi: Self::V) -> Self::V;
+    /// The even elements of the `2·LANES` floats `lo, hi` (a stride-2 load from two contiguous
+    /// loads), in an order of the set's choosing that [`Simd::order_even`] puts right:
+    /// lane-wise operations commute with it, so a kernel can order its result once instead of
+    /// every load.
+    unsafe fn even_lanes(lo: Self::V, hi: Self::V) -> Self::V;
+    /// `[lo₀, lo₂, …, hi₀, hi₂, …]` from `even_lanes(lo, hi)`.
+    unsafe fn order_even(v: Self::V) -> Self::V;
     /// Lanes `i < n ≤ LANES` from `p + i·s`, the others zero; only those `n` floats are read.
     /// `s·(LANES − 1)` must fit an `i32`.
     unsafe fn gather(p: *const f32, s: usize, n: usize) -> Self::V;
@@ -215,11 +219,15 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_div_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn even(lo: __m512, hi: __m512) -> __m512 {
+    unsafe fn even_lanes(lo: __m512, hi: __m512) -> __m512 {
         unsafe {
             let idx = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
             _mm512_permutex2var_ps(lo, idx, hi)
         }
+    }
+    #[inline(always)]
+    unsafe fn order_even(v: __m512) -> __m512 {
+        v
     }
     #[inline(always)]
     unsafe fn gather(p: *const f32, s: usize, n: usize) -> __m512 {
@@ -321,12 +329,14 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_div_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn even(lo: __m256, hi: __m256) -> __m256 {
-        unsafe {
-            // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then its 64-bit pairs in the order 0, 2, 1, 3
-            let s = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
-        }
+    unsafe fn even_lanes(lo: __m256, hi: __m256) -> __m256 {
+        // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]
+        unsafe { _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi) }
+    }
+    #[inline(always)]
+    unsafe fn order_even(v: __m256) -> __m256 {
+        // the 64-bit pairs in the order 0, 2, 1, 3
+        unsafe { _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v))) }
     }
     #[inline(always)]
     unsafe fn gather(p: *const f32, s: usize, n: usize) -> __m256 {
@@ -392,8 +402,8 @@ mod tests {
         }
     }
 
-    /// `even`, `gather`, `where_negative` and `div` of one set, as `LANES`-float vectors:
-    /// `[even(0..2L), gather(stride 3, n lanes), where_negative(x, 7), x / 4]`.
+    /// `even_lanes`, `gather`, `where_negative` and `div` of one set, as `LANES`-float vectors:
+    /// `[order_even(even_lanes(0..2L)), gather(stride 3, n lanes), where_negative(x, 7), x / 4]`.
     #[inline(always)]
     fn lane_ops<S: Simd>(n: usize, x: &[f32]) -> [Vec<f32>; 4] {
         let l = S::LANES;
@@ -402,7 +412,7 @@ mod tests {
         // SAFETY: src holds 3·LANES floats (gather reads (n − 1)·3 < 3·LANES); x and every
         // output hold LANES.
         unsafe {
-            let even = S::even(S::load(src.as_ptr()), S::load(src.as_ptr().add(l)));
+            let even = S::order_even(S::even_lanes(S::load(src.as_ptr()), S::load(src.as_ptr().add(l))));
             S::store(out[0].as_mut_ptr(), even);
             S::store(out[1].as_mut_ptr(), S::gather(src.as_ptr(), 3, n));
             let v = S::load(x.as_ptr());

@@ -102,7 +102,7 @@ fn pool_kind() -> impl Strategy<Value = PoolKind> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Windowed pooling, bit for bit, on inputs with NaNs, infinities and signed zeros.
     #[test]
