@@ -14,7 +14,7 @@ use kiln::jit::gemm::{Sgemm, Tier};
 
 #[path = "common/peak.rs"]
 mod peak;
-use peak::{Peaks, timed};
+use peak::Peaks;
 
 fn data(len: usize, seed: usize) -> Vec<f32> {
     (0..len)
@@ -68,7 +68,9 @@ fn bench(c: &mut Criterion) {
             let s = peak::median_cpu(9, || g.run(m, n, k, &a, &b, &mut out).unwrap());
             report.push((tile.clone(), format!("{name}, A packed per run"), flops / s / 1e9));
             let packed = g.pack_a(m, k, &a).unwrap();
-            let s = peak::median_cpu(9, || g.run_packed(m, n, k, &packed, &b, &mut out).unwrap());
+            let s = peak::median_cpu(9, || {
+                g.run_packed(m, n, k, &packed, &b, &mut out, [0, m]).unwrap()
+            });
             report.push((tile.clone(), format!("{name}, A packed ahead"), flops / s / 1e9));
         }
     }
@@ -82,7 +84,6 @@ fn bench(c: &mut Criterion) {
             peaks.percent(gf)
         );
     }
-    let _ = timed;
 }
 
 criterion_group!(benches, bench);

@@ -188,18 +188,20 @@ fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId
             pad[a + 2] = ke - 1 - pe as i64 + g.tail(a) as i64;
         }
         let wr = b.add("w_rot180", Op::Train(TrainOp::Rot180 { groups: c.groups }), &[w])?;
-        let dp = b.add(
-            "dy_dilated",
-            Op::Train(TrainOp::DilatePad {
+        // with stride 1 and no cropping the padding is the convolution's own (no copy of dy)
+        let (dp, padding) = if c.stride == [1, 1] && pad.iter().all(|&p| p >= 0) {
+            (dy, Padding::Explicit(pad.map(|p| p as usize)))
+        } else {
+            let op = Op::Train(TrainOp::DilatePad {
                 stride: c.stride,
                 padding: pad,
-            }),
-            &[dy],
-        )?;
+            });
+            (b.add("dy_dilated", op, &[dy])?, Padding::Explicit([0; 4]))
+        };
         let conv = Conv2d {
             stride: [1, 1],
             dilation: c.dilation,
-            padding: Padding::Explicit([0; 4]),
+            padding,
             groups: c.groups,
             activation: None,
         };
@@ -431,8 +433,26 @@ fn dense(b: &mut Builder, ins: &[NodeId], want: &[bool], dy: NodeId) -> R<Deltas
         out[0] = Some(b.add("grad_x", Op::MatMul, &[dy, w])?);
     }
     if want[1] {
+        // dW [O, I] = dYᵀ [O, N] · X [N, I] as a GEMM (the packed driver; a `matmul` of two
+        // computed values would take the scalar loop): A = dYᵀ, B = X as one batch [1, N, I]
+        let (n, i) = (b.dims(x)[0], b.dims(x)[1]);
+        let o = b.dims(dy)[1];
         let dyt = b.add("dy_t", Op::Transpose { perm: vec![1, 0] }, &[dy])?;
-        out[1] = Some(b.add("grad_w", Op::MatMul, &[dyt, x])?);
+        let xb = b.add(
+            "x_batch",
+            Op::Reshape {
+                shape: vec![1, n as i64, i as i64],
+            },
+            &[x],
+        )?;
+        let g = b.add("grad_w_gemm", Op::Gemm(Default::default()), &[dyt, xb])?;
+        out[1] = Some(b.add(
+            "grad_w",
+            Op::Reshape {
+                shape: vec![o as i64, i as i64],
+            },
+            &[g],
+        )?);
     }
     if ins.len() == 3 && want[2] {
         let o = b.dims(dy)[1];

@@ -1091,7 +1091,8 @@ impl Sgemm {
     }
 
     /// [`Sgemm::run`] with A given packed by [`Sgemm::pack_a`] (under this tile and blocking),
-    /// computed in two row halves as two threads would.
+    /// rows `[r0, r1)` of C only (`r0` at a tile boundary).
+    #[allow(clippy::too_many_arguments)]
     pub fn run_packed(
         &self,
         m: usize,
@@ -1100,6 +1101,7 @@ impl Sgemm {
         a_packed: &[f32],
         b: &[f32],
         c: &mut [f32],
+        [r0, r1]: [usize; 2],
     ) -> Result<(), JitError> {
         let err = |e: &str| JitError::Codegen(format!("sgemm: {e}"));
         if Some(a_packed.len()) != packed_a_len(m, k, self.kernel.mr)
@@ -1123,15 +1125,9 @@ impl Sgemm {
             ldc: n,
             epilogue: None,
         };
-        let mr = self.kernel.mr;
-        let half = (m.div_ceil(2).div_ceil(mr) * mr).min(m);
-        for rows in [[0, half], [half, m]] {
-            // SAFETY: the lengths were checked above (a_packed holds ≥ m·k floats); `c` is
-            // exclusively borrowed.
-            unsafe { gemm_with(&self.kernel, &self.blocking, &p, rows, [0, n], Some(a_packed)) }
-                .map_err(err)?;
-        }
-        Ok(())
+        // SAFETY: the lengths were checked above (a_packed holds ≥ m·k floats); `c` is
+        // exclusively borrowed; `gemm_with` checks the rows.
+        unsafe { gemm_with(&self.kernel, &self.blocking, &p, [r0, r1], [0, n], Some(a_packed)) }.map_err(err)
     }
 }
 
@@ -1243,8 +1239,11 @@ mod tests {
                 g.run(m, n, k, &a, &b, &mut x).unwrap();
                 c.run(m, n, k, &a, &b, &mut y).unwrap();
                 assert_eq!(x, y, "{}×{} tile, {m}×{n}×{k}", kern.mr, kern.nr);
+                // in two row blocks, as two threads would run it
                 let packed = g.pack_a(m, k, &a).unwrap();
-                g.run_packed(m, n, k, &packed, &b, &mut z).unwrap();
+                let half = (m.div_ceil(2).div_ceil(kern.mr) * kern.mr).min(m);
+                g.run_packed(m, n, k, &packed, &b, &mut z, [0, half]).unwrap();
+                g.run_packed(m, n, k, &packed, &b, &mut z, [half, m]).unwrap();
                 assert_eq!(x, z, "{}×{} tile packed ahead, {m}×{n}×{k}", kern.mr, kern.nr);
                 if m * n * k > 0 {
                     check(&g, m, n, k);

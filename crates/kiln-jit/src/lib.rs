@@ -24,6 +24,7 @@
 pub mod codegen;
 pub mod direct;
 pub mod gemm;
+pub mod gemm_train;
 pub mod gemm_simd;
 pub mod layout_kernels;
 pub mod lower;

@@ -4,8 +4,11 @@
 //! forward ops `Slice` and `Scale` (which autodiff also emits) keep their kernels here too
 //! ([`slice()`], [`scale()`]); `lower::emit` calls them.
 //!
-//! These kernels are plain scalar loop nests, written for correctness first (the JIT-vs-
-//! interpreter tests compare them): gathers parallel over output elements, and scatters
+//! A convolution's weight gradient runs on the packed GEMM driver (`gemm_train`: one GEMM per
+//! group, the batch summed in its K loop); the loops of `conv_weight_grad` remain for a node
+//! without a status word. The other kernels are plain loop nests, written for correctness
+//! first (the JIT-vs-interpreter tests compare them): gathers parallel over output elements
+//! (max-pool ids over planes, as the forward pooling), and scatters
 //! (max-pool and pooling backward) parallel over planes so that each thread owns what it
 //! writes. An index read from memory (max-pool ids, class ids) is range-checked before use; a
 //! scatter whose id is outside the plane records it in its status word, and the run fails as
@@ -13,13 +16,14 @@
 //! unrolled only for small kernels (`UNROLL_GRAD_TAPS`).
 
 use crate::codegen::{Emitter, mem};
+use crate::gemm_train::WgradDesc;
 use crate::lower::{
     Args, adaptive_bounds, dims4, dot, for_each_tap, if_else, in_range, load_f, max_and_sum_exp, real_taps,
     report_bad_index, split, store_f, window_taps,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Type, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::shape::normalize_axis;
 use kiln_ir::{Activation, BnPart, Conv2d, DType, LossKind, Op, Pool2d, PoolKind, TrainOp, Update};
@@ -43,13 +47,19 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
             dilate_pad(e, a, *stride, *padding);
             planes()
         }
-        TrainOp::ConvWeightGrad { conv, .. } => {
-            conv_weight_grad(e, a, conv);
-            od[0] * od[1]
-        }
+        TrainOp::ConvWeightGrad { conv, .. } => match wgrad_desc(a, conv) {
+            Some(d) => {
+                call_wgrad_driver(e, a, &d);
+                d.items()
+            }
+            None => {
+                conv_weight_grad(e, a, conv);
+                od[0] * od[1]
+            }
+        },
         TrainOp::MaxPoolIds(p) => {
             max_pool_ids(e, a, p);
-            numel
+            planes()
         }
         TrainOp::AdaptiveMaxPoolIds { output } => {
             adaptive_max_ids(e, a, *output);
@@ -370,7 +380,75 @@ fn conv_weight_grad_loops(e: &mut Emitter, arena: Value, g: &GradGeom, pair: Val
     });
 }
 
-/// `dw[o, c, i, j]`, parallel over the `(o, c)` pairs; the kernel taps `(i, j)` are unrolled,
+/// Work items a weight gradient's GEMM aims for: blocks of `dw`'s columns (each item packs
+/// its own columns of the patch matrix, so a column split repeats only the delta's packing).
+const WGRAD_ITEMS: usize = 4;
+
+/// The GEMM driver's description of a weight gradient (`gemm_train`), or `None` where the
+/// loops below run it: when the node has no status word for the driver to report in, or when
+/// no micro-kernel can be had.
+fn wgrad_desc(a: &Args, conv: &Conv2d) -> Option<WgradDesc> {
+    let status = a.status?;
+    let [n, c_in, h, w] = dims4(a.dims(0));
+    let [_, c_out, oh, ow] = dims4(a.dims(1));
+    let [_, cg, kh, kw] = dims4(a.odims());
+    let geom = crate::lower::validated(conv.geometry(a.dims(0), [kh, kw]));
+    let kern = crate::gemm_train::micro_kernel(a.tier, c_out / conv.groups, cg * kh * kw).ok()?;
+    kern.check().ok()?;
+    let bl = crate::gemm::Blocking::for_host(&kern);
+    let mut d = WgradDesc {
+        kernel: kern.f as usize,
+        mr: kern.mr,
+        nr: kern.nr,
+        mc: bl.mc,
+        kc: bl.kc,
+        nc: bl.nc,
+        batch: n,
+        groups: conv.groups,
+        c_in,
+        h,
+        w,
+        c_out,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride: conv.stride,
+        dilation: conv.dilation,
+        pad: [geom.pad_begin(0), geom.pad_begin(1)],
+        x: a.src(0),
+        dy: a.src(1),
+        dw: a.dst(),
+        status,
+        m_step: 1,
+        n_step: 1,
+    };
+    d.split(WGRAD_ITEMS);
+    Some(d)
+}
+
+/// The weight gradient's kernel: the description written to the kernel's stack frame, then a
+/// call to the driver with it.
+fn call_wgrad_driver(e: &mut Emitter, a: &Args, d: &WgradDesc) {
+    let words = d.words();
+    let slot = e.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (words.len() * 8) as u32,
+        3,
+    ));
+    for (i, &w) in words.iter().enumerate() {
+        let v = e.iconst(w as i64);
+        e.b.ins().stack_store(I64, v, slot, (i * 8) as i32);
+    }
+    let desc = e.b.ins().stack_addr(I64, slot, 0);
+    let mut sig = Signature::new(e.b.func.signature.call_conv);
+    sig.params.extend([AbiParam::new(I64); 4]);
+    let sig = e.b.import_signature(sig);
+    let f = e.iconst(crate::gemm_train::kiln_conv_wgrad_run as *const () as usize as i64);
+    e.b.ins().call_indirect(sig, f, &[desc, a.arena, a.begin, a.end]);
+}
+
+/// `dw[o, c, i, j]` without the GEMM driver, parallel over the `(o, c)` pairs; the kernel taps `(i, j)` are unrolled,
 /// so each tap's valid output rows and columns are compile-time ranges (no test per tap), and
 /// with stride 1 the row products are vectorized dot products.
 fn conv_weight_grad(e: &mut Emitter, a: &Args, conv: &Conv2d) {
@@ -482,31 +560,39 @@ fn store_id(e: &mut Emitter, arena: Value, dst: usize, flat: Value, arg: Variabl
 }
 
 /// The argmax of each window, over its real taps only (`lower::window_taps`: a window of 2³¹
-/// taps that are nearly all padding costs its real ones, not 2³¹ steps).
+/// taps that are nearly all padding costs its real ones, not 2³¹ steps), parallel over
+/// planes like the forward pooling: each output row's taps are found once for the row.
 fn max_pool_ids(e: &mut Emitter, a: &Args, p: &Pool2d) {
-    let [n, c, h, w] = dims4(a.dims(0));
+    let [_, _, h, w] = dims4(a.dims(0));
     let [_, _, oh, ow] = dims4(a.odims());
     let [kh, kw] = p.kernel;
     let (s, d) = (p.stride, p.dilation);
     let geom = crate::lower::validated(p.geometry(a.dims(0)));
     let (padh, padw) = (geom.pads(0), geom.pads(1));
     let (arena, src, dst) = (a.arena, a.src(0), a.dst());
-    e.for_range(a.begin, a.end, 1, |e, flat| {
-        let ix = split(e, flat, &[n * c, oh, ow]);
-        let ninf = e.fconst(f32::NEG_INFINITY);
-        let best = e.var(F32, ninf);
-        let minus = e.b.ins().iconst(I64, -1);
-        let arg = e.var(I64, minus);
-        let base = e.b.ins().imul_imm_s(ix[0], (h * w) as i64);
-        let rows = window_taps(e, ix[1], (s[0], d[0]), padh, h, kh);
-        let cols = window_taps(e, ix[2], (s[1], d[1]), padw, w, kw);
-        for_each_tap(e, (&rows, &cols), d, |e, ih, iw| {
-            let idx = offset(e, &[ih, iw], &[h, w]);
-            let at = e.b.ins().iadd(base, idx);
-            let v = load_f(e, arena, src, at);
-            argmax_step(e, best, arg, v, idx);
+    e.for_range(a.begin, a.end, 1, |e, plane| {
+        let base = e.b.ins().imul_imm_s(plane, (h * w) as i64);
+        let ybase = e.b.ins().imul_imm_s(plane, (oh * ow) as i64);
+        e.for_const(0, oh as i64, |e, y| {
+            let rows = window_taps(e, y, (s[0], d[0]), padh, h, kh);
+            let yr = e.b.ins().imul_imm_s(y, ow as i64);
+            let yr = e.b.ins().iadd(ybase, yr);
+            e.for_const(0, ow as i64, |e, x| {
+                let cols = window_taps(e, x, (s[1], d[1]), padw, w, kw);
+                let ninf = e.fconst(f32::NEG_INFINITY);
+                let best = e.var(F32, ninf);
+                let minus = e.b.ins().iconst(I64, -1);
+                let arg = e.var(I64, minus);
+                for_each_tap(e, (&rows, &cols), d, |e, ih, iw| {
+                    let idx = offset(e, &[ih, iw], &[h, w]);
+                    let at = e.b.ins().iadd(base, idx);
+                    let v = load_f(e, arena, src, at);
+                    argmax_step(e, best, arg, v, idx);
+                });
+                let flat = e.b.ins().iadd(yr, x);
+                store_id(e, arena, dst, flat, arg);
+            });
         });
-        store_id(e, arena, dst, flat, arg);
     });
 }
 

@@ -181,6 +181,40 @@ graph norms {
     compare(&g, Loss::cross_entropy(), Some(Optimizer::sgd(0.05)), 9).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Weight gradients on the GEMM driver cut every way: many output channels over a narrow
+/// kernel (`dw` split by rows), a wide one (by columns, with edge tiles), a strided, dilated,
+/// asymmetrically padded and grouped one, and a batch whose `N·oh·ow` spans several K blocks,
+/// on one and on two threads.
+#[test]
+fn weight_gradients_on_the_gemm_driver_match_the_interpreter() {
+    let src = r#"
+graph wg {
+  input %x: f32[3, 4, 23, 21]
+  param %a.w: f32[128, 4, 1, 2]
+  param %b.w: f32[6, 2, 5, 3]
+  param %c.w: f32[4, 3, 3, 3]
+  %a = conv2d(%x, %a.w) {stride=[2, 1], dilation=[1, 2], padding=[1, 0, 0, 1]}
+  %b = conv2d(%x, %b.w) {stride=[1, 2], dilation=[2, 1], padding=[2, 1, 0, 1], groups=2, activation=tanh}
+  %c = conv2d(%b, %c.w) {padding=[1, 1, 1, 1], groups=2}
+  %pa = global_avg_pool(%a)
+  %pc = global_avg_pool(%c)
+  %fa = flatten(%pa)
+  %fc = flatten(%pc)
+  %y = concat(%fa, %fc) {axis=1}
+  output %y
+}
+"#;
+    let g = kiln::ir::text::parse(src).unwrap();
+    for threads in [1, 2] {
+        let options = kiln::CompileOptions {
+            threads,
+            ..Default::default()
+        };
+        compare_with(&g, Loss::mse(), Some(Optimizer::sgd(0.05)), 11, &options)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 /// LeNet-5 at batch 8 on two threads: the big kernels (scatters by plane, weight gradients by
 /// channel pair) split across threads, with Adam; and the training graph prints and parses back.
 #[test]
@@ -305,5 +339,100 @@ fn updates_write_the_weights_in_place_in_their_own_phase() {
                 "{name}: JIT {a}, interpreter {b}"
             );
         }
+    }
+}
+
+/// A measurement probe, not a test (`#[ignore]`): the per-kernel profile of a training step
+/// (forward, loss, backward, SGD-with-momentum update; one thread, `JitModel::run_profiled`),
+/// per op and the slowest kernels, median of `KILN_PROFILE_RUNS` (default 20) runs. Run with
+/// `KILN_PROFILE=lenet5:64 cargo test --release -p kiln --test train_jit profile_training_step -- --ignored --nocapture`
+/// (`resnet18:8`, `digits_cnn:32`; pin it with `taskset -c 1`).
+#[test]
+#[ignore]
+fn profile_training_step() {
+    let spec = std::env::var("KILN_PROFILE").unwrap_or_else(|_| "lenet5:64".into());
+    let (name, batch) = spec.split_once(':').expect("MODEL:BATCH");
+    let batch: usize = batch.parse().expect("a batch size");
+    let runs: usize = std::env::var("KILN_PROFILE_RUNS").map_or(20, |r| r.parse().expect("a count"));
+    let g = match name {
+        "lenet5" => kiln::zoo::lenet5(),
+        "resnet18" => kiln::zoo::resnet18(),
+        "digits_cnn" => kiln::zoo::digits_cnn(),
+        other => panic!("no model {other}"),
+    }
+    .unwrap()
+    .with_batch(batch)
+    .unwrap();
+    let t = kiln::autodiff::differentiate_wrt(
+        &g,
+        Loss::cross_entropy(),
+        Some(Optimizer::sgd(0.05).momentum(0.9)),
+        kiln::autodiff::Wrt::Params,
+    )
+    .unwrap();
+    let tg = &t.graph;
+    let mut weights = default_weights(tg, 1).unwrap();
+    for (name, ty) in &t.state {
+        weights.insert(name.clone(), Tensor::full(ty.shape.clone(), 0.0));
+    }
+    let mut inputs = random_inputs(tg, 2).unwrap();
+    // class ids in range (random_inputs draws any i32 for an id input)
+    let classes = g.node(g.outputs()[0]).ty.dims()[1];
+    let target = tg.node(tg.find(&t.target).unwrap()).ty.clone();
+    let ids = (0..target.shape.numel())
+        .map(|i| (i * 7 % classes) as i32)
+        .collect();
+    inputs.insert(
+        t.target.clone(),
+        kiln::ir::Value::I(Tensor::new(target.shape.clone(), ids).unwrap()),
+    );
+    let options = kiln::CompileOptions {
+        threads: 1,
+        ..Default::default()
+    };
+    let mut m = kiln::jit::compile_training(tg, &options, &t.updates).unwrap();
+    m.set_weights(&weights).unwrap();
+    let mut all: Vec<Vec<f64>> = Vec::new();
+    for _ in 0..runs {
+        let (times, _) = m.run_profiled(&inputs).unwrap();
+        all.push(times);
+    }
+    let opt = m.graph();
+    let median = |k: usize| {
+        let mut v: Vec<f64> = all.iter().map(|t| t[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut rows: Vec<(String, String, f64)> = m
+        .kernels()
+        .iter()
+        .enumerate()
+        .map(|(k, info)| {
+            let node = opt.node(info.node);
+            (node.name.clone(), node.op.name().to_string(), median(k))
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    let mut by_op: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+    for (_, op, ms) in &rows {
+        let e = by_op.entry(op.clone()).or_default();
+        e.0 += ms;
+        e.1 += 1;
+    }
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    println!(
+        "{name} batch {batch}: {total:.3} ms over {} kernels (sum of medians)",
+        rows.len()
+    );
+    for (op, (ms, n)) in ops {
+        println!(
+            "  {op:<24} {n:>3} kernels {ms:>9.3} ms {:>5.1}%",
+            100.0 * ms / total
+        );
+    }
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    for (node, op, ms) in rows.iter().take(25) {
+        println!("  {node:<36} {op:<22} {ms:>9.3} ms");
     }
 }

@@ -71,11 +71,12 @@ pub struct Args<'a> {
 
 /// Whether the op's kernel can fail at run time and reports it in a status word: an index read
 /// from memory that is out of range (a scatter's id outside the plane, a loss's class id), and
-/// the GEMM driver (Rust code called from the kernel, which must not unwind into it).
+/// the GEMM drivers of `gemm` and `conv2d_weight_grad` (Rust code called from the kernel,
+/// which must not unwind into it).
 pub fn has_status(op: &Op) -> bool {
     matches!(
         op,
-        Op::Train(TrainOp::ScatterIds { .. })
+        Op::Train(TrainOp::ScatterIds { .. } | TrainOp::ConvWeightGrad { .. })
             | Op::Gemm(_)
             | Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
             | Op::Train(TrainOp::LossGrad(LossKind::CrossEntropy | LossKind::Nll))
