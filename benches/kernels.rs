@@ -5,13 +5,13 @@
 //!
 //! `cargo bench --bench kernels` (a filter such as `maxpool` runs one case). Criterion times a
 //! whole one-op model run per tier (copying the input in and the output out included). The
-//! summary printed at the end gives, per case and tier, the op's kernels alone (`run_profiled`:
-//! each kernel timed on its own over its whole range, wall time, median of 15; weight
-//! preparation, which runs once when the weights are set, excluded), their GFLOP/s (FLOPs as
-//! `kiln summary` counts them: one per window tap for pooling, two per multiply-add for
-//! convolutions and dense layers), the percentage of the widest FMA peak this CPU runs
-//! (`common/peak.rs`; the narrower widths' peaks are printed for reference), and the whole
-//! run's CPU time (median of 15).
+//! summary printed at the end gives, per case and tier, the op's kernels alone (CPU time: the
+//! median of 15 `run_profiled` calls — a run, then each kernel once more on its own — less the
+//! median of 15 runs; weight preparation, which runs once when the weights are set, is in
+//! neither), their GFLOP/s (FLOPs as `kiln summary` counts them: one per window tap for
+//! pooling, two per multiply-add for convolutions and dense layers), the percentage of the
+//! widest FMA peak this CPU runs (`common/peak.rs`; the narrower widths' peaks are printed for
+//! reference), and the whole run's CPU time (median of 15).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kiln::ir::builder::{Conv, Network};
@@ -129,7 +129,7 @@ fn tiers() -> Vec<(Tier, String)> {
 /// One tier's figures for one case.
 struct Figures {
     tier: String,
-    /// The op's kernels alone (sum over its kernels, median of 15), seconds (wall).
+    /// The op's kernels alone, CPU seconds: a profiled run's median less a run's.
     kernels: f64,
     /// A whole run, CPU seconds (median of 15).
     run: f64,
@@ -159,17 +159,14 @@ fn bench(c: &mut Criterion) {
             g.bench_function(BenchmarkId::from_parameter(label), |b| {
                 b.iter(|| model.run(black_box(&inputs)).unwrap())
             });
-            let mut alone: Vec<f64> = (0..15)
-                .map(|_| {
-                    let (ms, _) = model.run_profiled(&inputs).expect("runs");
-                    ms.iter().sum::<f64>() / 1e3
-                })
-                .collect();
-            alone.sort_by(f64::total_cmp);
+            // run_profiled = a run, then each kernel once more on its own: the difference of
+            // the CPU times is the kernels' (wall times on a loaded machine include waiting)
+            let run = peak::median_cpu(15, || drop(model.run(&inputs).unwrap()));
+            let profiled = peak::median_cpu(15, || drop(model.run_profiled(&inputs).unwrap()));
             figures.push(Figures {
                 tier: label.clone(),
-                kernels: alone[alone.len() / 2],
-                run: peak::median_cpu(15, || drop(model.run(&inputs).unwrap())),
+                kernels: (profiled - run).max(1e-9),
+                run,
             });
         }
         g.finish();
@@ -177,7 +174,10 @@ fn bench(c: &mut Criterion) {
     }
     let peaks = first_peaks.max(&peak::Peaks::measure());
     let (widest, wp) = peaks.widest();
-    println!("\nOne thread. Kernels alone: wall time, median of 15; whole run: CPU time, median of 15.");
+    println!(
+        "\nOne thread, CPU time. Kernels alone: the median of 15 profiled runs less the median of 15 runs;"
+    );
+    println!("whole run: the median of 15 runs (the input copied in, the output out).");
     print!("{}", peaks.report());
     println!(
         "(best of a measurement before and after the cases; % below: of the {}-bit peak)",
