@@ -62,7 +62,7 @@ fn data(n: usize, seed: u64, special: u64) -> Vec<f32> {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            if special > 0 && (s >> 8) % special == 0 {
+            if special > 0 && (s >> 8).is_multiple_of(special) {
                 [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0][(s >> 40) as usize % 6]
             } else {
                 ((s >> 40) % 8000) as f32 / 1000.0 - 4.0
