@@ -627,7 +627,9 @@ def kiln_ms(kiln, path, threads, runs, tier=None, clock="wall"):
     if clock == "wall":
         return run_kiln_bench(kiln, path, threads, runs, tier)[1]
     lo, median = run_kiln_bench(kiln, path, threads, 1, tier)
-    k = max(3, min(100_000, math.ceil(CPU_TARGET_S / max(median, 1e-3) * 1e3)))
+    # about CPU_TARGET_S of runs, and at least twice the 1-run process's CPU time (start-up
+    # included: a large model's weights load with a variation of a few runs' time)
+    k = max(3, min(100_000, math.ceil(max(CPU_TARGET_S, 2 * lo) / max(median, 1e-3) * 1e3)))
     for _ in range(3):
         hi, _ = run_kiln_bench(kiln, path, threads, 1 + k, tier)
         # the runs' CPU time must stand out of the start-up's variation (loading a large
