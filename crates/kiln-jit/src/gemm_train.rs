@@ -102,7 +102,8 @@ impl WgradDesc {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<usize>() == 8 && std::mem::size_of::<WgradDesc>().is_multiple_of(8));
+const _: () =
+    assert!(std::mem::size_of::<usize>() == 8 && std::mem::size_of::<WgradDesc>().is_multiple_of(8));
 
 /// The micro-kernel of the weight gradient for `tier` and a `dw` block of `m × n`: the
 /// tier's Rust tile for that product where it has one (`Tier::kernel`: AVX2 or AVX-512), else

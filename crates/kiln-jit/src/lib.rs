@@ -24,8 +24,8 @@
 pub mod codegen;
 pub mod direct;
 pub mod gemm;
-pub mod gemm_train;
 pub mod gemm_simd;
+pub mod gemm_train;
 pub mod layout_kernels;
 pub mod lower;
 pub mod lower_reduce;

@@ -148,7 +148,11 @@ pub struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 fn mask16(n: usize) -> __mmask16 {
-    if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as __mmask16 }
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
 }
 
 // SAFETY: every method is an AVX-512F intrinsic; callers run them only where the CPU has it.

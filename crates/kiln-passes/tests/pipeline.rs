@@ -24,7 +24,15 @@ fn pipeline_runs_to_a_fixpoint_and_reports_each_pass() {
     .unwrap();
     assert_eq!(
         &seen[..7],
-        ["noop", "layout", "bn_fold", "matmul_dense", "im2col", "fusion", "dead_code"]
+        [
+            "noop",
+            "layout",
+            "bn_fold",
+            "matmul_dense",
+            "im2col",
+            "fusion",
+            "dead_code"
+        ]
     );
     assert_eq!(
         text::print(&opt),

@@ -231,7 +231,15 @@ fn compile_lists_passes_prints_optimized_and_rejects_unknown_passes() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o).lines().collect::<Vec<_>>(),
-        ["noop", "layout", "bn_fold", "matmul_dense", "im2col", "fusion", "dead_code"]
+        [
+            "noop",
+            "layout",
+            "bn_fold",
+            "matmul_dense",
+            "im2col",
+            "fusion",
+            "dead_code"
+        ]
     );
     let model = repo("examples/models/alexnet.kiln");
     let o = kiln(&["compile", &model, "--emit", "optimized"]);
