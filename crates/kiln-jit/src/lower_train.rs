@@ -384,14 +384,23 @@ fn conv_weight_grad_loops(e: &mut Emitter, arena: Value, g: &GradGeom, pair: Val
 /// its own columns of the patch matrix, so a column split repeats only the delta's packing).
 const WGRAD_ITEMS: usize = 4;
 
+/// The fewest output channels per group a weight gradient takes the GEMM driver with.
+const WGRAD_MIN_ROWS: usize = 8;
+
 /// The GEMM driver's description of a weight gradient (`gemm_train`), or `None` where the
-/// loops below run it: when the node has no status word for the driver to report in, or when
-/// no micro-kernel can be had.
+/// loops below run it: when the node has no status word for the driver to report in, when
+/// it has fewer than `WGRAD_MIN_ROWS` output channels per group, or when no micro-kernel can
+/// be had.
 fn wgrad_desc(a: &Args, conv: &Conv2d) -> Option<WgradDesc> {
     let status = a.status?;
     let [n, c_in, h, w] = dims4(a.dims(0));
     let [_, c_out, oh, ow] = dims4(a.dims(1));
     let [_, cg, kh, kw] = dims4(a.odims());
+    // fewer output channels per group than this: each packed patch element would feed too
+    // few FMAs (measured on LeNet-5's conv1, 6 channels: the loops were faster)
+    if c_out / conv.groups < WGRAD_MIN_ROWS {
+        return None;
+    }
     let geom = crate::lower::validated(conv.geometry(a.dims(0), [kh, kw]));
     let kern = crate::gemm_train::micro_kernel(a.tier, c_out / conv.groups, cg * kh * kw).ok()?;
     kern.check().ok()?;

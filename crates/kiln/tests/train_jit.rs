@@ -191,8 +191,8 @@ fn weight_gradients_on_the_gemm_driver_match_the_interpreter() {
 graph wg {
   input %x: f32[3, 4, 23, 21]
   param %a.w: f32[128, 4, 1, 2]
-  param %b.w: f32[6, 2, 5, 3]
-  param %c.w: f32[4, 3, 3, 3]
+  param %b.w: f32[32, 2, 5, 3]
+  param %c.w: f32[16, 16, 3, 3]
   %a = conv2d(%x, %a.w) {stride=[2, 1], dilation=[1, 2], padding=[1, 0, 0, 1]}
   %b = conv2d(%x, %b.w) {stride=[1, 2], dilation=[2, 1], padding=[2, 1, 0, 1], groups=2, activation=tanh}
   %c = conv2d(%b, %c.w) {padding=[1, 1, 1, 1], groups=2}
@@ -344,7 +344,7 @@ fn updates_write_the_weights_in_place_in_their_own_phase() {
 
 /// A measurement probe, not a test (`#[ignore]`): the per-kernel profile of a training step
 /// (forward, loss, backward, SGD-with-momentum update; one thread, `JitModel::run_profiled`),
-/// per op and the slowest kernels, median of `KILN_PROFILE_RUNS` (default 20) runs. Run with
+/// per op and the slowest kernels, the fastest of `KILN_PROFILE_RUNS` (default 20) runs. Run with
 /// `KILN_PROFILE=lenet5:64 cargo test --release -p kiln --test train_jit profile_training_step -- --ignored --nocapture`
 /// (`resnet18:8`, `digits_cnn:32`; pin it with `taskset -c 1`).
 #[test]
@@ -398,11 +398,8 @@ fn profile_training_step() {
         all.push(times);
     }
     let opt = m.graph();
-    let median = |k: usize| {
-        let mut v: Vec<f64> = all.iter().map(|t| t[k]).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    // the fastest run of each kernel: on a shared machine the others are slowed by preemption
+    let median = |k: usize| all.iter().map(|t| t[k]).fold(f64::INFINITY, f64::min);
     let mut rows: Vec<(String, String, f64)> = m
         .kernels()
         .iter()
