@@ -33,6 +33,7 @@ pub mod lower_train;
 pub mod plan;
 pub mod pool;
 pub mod simd;
+pub mod train_kernels;
 
 use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::I64;

@@ -16,11 +16,13 @@
 //! unrolled only for small kernels (`UNROLL_GRAD_TAPS`).
 
 use crate::codegen::{Emitter, mem};
+use crate::direct::Words;
 use crate::gemm_train::WgradDesc;
 use crate::lower::{
     Args, adaptive_bounds, dims4, dot, for_each_tap, if_else, in_range, load_f, max_and_sum_exp, real_taps,
     report_bad_index, split, store_f, window_taps,
 };
+use crate::train_kernels::{self as tk, IdsDesc, ScatterDesc, SumDesc};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Type, Value};
@@ -47,6 +49,11 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
             dilate_pad(e, a, *stride, *padding);
             planes()
         }
+        TrainOp::ConvWeightGrad { conv, .. } if let Some(d) = direct_wgrad_desc(a, conv) => {
+            let k = rust_kernels(a).expect("direct_wgrad_desc found the kernels");
+            call_rust(e, a, k.wgrad as usize, &d);
+            d.items() as usize
+        }
         TrainOp::ConvWeightGrad { conv, .. } => match wgrad_desc(a, conv) {
             Some(d) => {
                 call_wgrad_driver(e, a, &d);
@@ -57,6 +64,17 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
                 od[0] * od[1]
             }
         },
+        TrainOp::MaxPoolIds(p) if let Some(k) = rust_kernels(a) => {
+            let geom = crate::lower::validated(p.geometry(a.dims(0)));
+            let d = IdsDesc {
+                x: a.src(0) as u64,
+                ids: a.dst() as u64,
+                planes: planes() as u64,
+                win: crate::direct::WindowDesc::new(&geom),
+            };
+            call_rust(e, a, k.max_pool_ids as usize, &d);
+            planes()
+        }
         TrainOp::MaxPoolIds(p) => {
             max_pool_ids(e, a, p);
             planes()
@@ -64,6 +82,24 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
         TrainOp::AdaptiveMaxPoolIds { output } => {
             adaptive_max_ids(e, a, *output);
             numel
+        }
+        TrainOp::ScatterIds { .. } if let Some(k) = rust_kernels(a) => {
+            let [_, _, oh, ow] = dims4(a.dims(0));
+            let [_, _, h, w] = dims4(a.odims());
+            let d = ScatterDesc {
+                dy: a.src(0) as u64,
+                ids: a.src(1) as u64,
+                dx: a.dst() as u64,
+                status: a
+                    .status
+                    .expect("the plan gives every scatter_ids2d a status word")
+                    as u64,
+                planes: planes() as u64,
+                len: (oh * ow) as u64,
+                plane: (h * w) as u64,
+            };
+            call_rust(e, a, k.scatter_ids as usize, &d);
+            planes()
         }
         TrainOp::ScatterIds { .. } => {
             scatter_ids(e, a);
@@ -85,6 +121,13 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
             let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
             softmax_grad(e, a, ax, matches!(op, TrainOp::LogSoftmaxGrad { .. }));
             numel / od[ax].max(1)
+        }
+        TrainOp::ReduceSumTo { .. }
+            if let Some(k) = rust_kernels(a)
+                && let Some(d) = sum_desc(a) =>
+        {
+            call_rust(e, a, k.sum as usize, &d);
+            numel
         }
         TrainOp::ReduceSumTo { .. } => {
             reduce_sum_to(e, a);
@@ -117,6 +160,99 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
             a.dims(0)[1]
         }
     }
+}
+
+/// The Rust kernels of the tier `a` runs on this host; `None`: the Cranelift tier.
+fn rust_kernels(a: &Args) -> Option<tk::Kernels> {
+    tk::kernels(a.tier.isa())
+}
+
+/// The kernel calls the Rust function `f(desc, arena, begin, end)` with `desc` stored in a
+/// stack slot of the kernel (its words are compile-time constants).
+fn call_rust<D: Words>(e: &mut Emitter, a: &Args, f: usize, desc: &D) {
+    let words = desc.words();
+    let slot = e.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (words.len() * 8) as u32,
+        3,
+    ));
+    for (i, &w) in words.iter().enumerate() {
+        let v = e.iconst(w as i64);
+        e.b.ins().stack_store(I64, v, slot, (i * 8) as i32);
+    }
+    let p = e.b.ins().stack_addr(I64, slot, 0);
+    let mut sig = Signature::new(e.b.func.signature.call_conv);
+    sig.params.extend([AbiParam::new(I64); 4]);
+    let sig = e.b.import_signature(sig);
+    let f = e.iconst(f as i64);
+    e.b.ins().call_indirect(sig, f, &[p, a.arena, a.begin, a.end]);
+}
+
+/// `reduce_sum_to`'s description when it sums every axis but at most one (`[A, C, B] → [C]`:
+/// a convolution's or dense layer's bias gradient), else `None` (the loops run it).
+fn sum_desc(a: &Args) -> Option<SumDesc> {
+    let xd = a.dims(0);
+    let sd = a.odims();
+    let mut aligned = vec![1usize; xd.len().checked_sub(sd.len())?];
+    aligned.extend(sd);
+    let kept: Vec<usize> = (0..xd.len()).filter(|&k| aligned[k] > 1).collect();
+    let (outer, c, inner) = match kept[..] {
+        [] => (1, 1, xd.iter().product::<usize>()),
+        [k] => (
+            xd[..k].iter().product::<usize>(),
+            xd[k],
+            xd[k + 1..].iter().product::<usize>(),
+        ),
+        _ => return None,
+    };
+    Some(SumDesc {
+        x: a.src(0) as u64,
+        y: a.dst() as u64,
+        outer: outer as u64,
+        c: c as u64,
+        inner: inner as u64,
+    })
+}
+
+/// The most `dw` elements per group (output × input channels) a weight gradient takes the
+/// direct Rust kernel with rather than the GEMM driver (when its columns have stride 1).
+const DIRECT_WGRAD_PAIRS: usize = 128;
+
+/// The direct weight-gradient kernel's description (`train_kernels`), on the Rust tiers, for
+/// a convolution with stride 1 along the columns and a small product: fewer than
+/// `WGRAD_MIN_ROWS` output channels per group, or at most `DIRECT_WGRAD_PAIRS` channel pairs.
+fn direct_wgrad_desc(a: &Args, conv: &Conv2d) -> Option<tk::WgradDesc> {
+    let status = a.status?;
+    let k = rust_kernels(a)?;
+    let [n, c_in, h, w] = dims4(a.dims(0));
+    let [_, c_out, oh, ow] = dims4(a.dims(1));
+    let [_, cg, kh, kw] = dims4(a.odims());
+    let og = c_out / conv.groups;
+    if conv.stride[1] != 1 || (og >= WGRAD_MIN_ROWS && og * cg > DIRECT_WGRAD_PAIRS) {
+        return None;
+    }
+    let geom = crate::lower::validated(conv.geometry(a.dims(0), [kh, kw]));
+    let u = |v: usize| v as u64;
+    Some(tk::WgradDesc {
+        x: u(a.src(0)),
+        dy: u(a.src(1)),
+        dw: u(a.dst()),
+        status: u(status),
+        batch: u(n),
+        groups: u(conv.groups),
+        c_in: u(c_in),
+        h: u(h),
+        w: u(w),
+        c_out: u(c_out),
+        oh: u(oh),
+        ow: u(ow),
+        kh: u(kh),
+        kw: u(kw),
+        stride_h: u(conv.stride[0]),
+        dilation: conv.dilation.map(u),
+        pad: [u(geom.pad_begin(0)), u(geom.pad_begin(1))],
+        mo: u(k.wgrad_mo),
+    })
 }
 
 /// `y = factor·x` (the forward op `Scale`, lowered here beside the elementwise helper it uses).

@@ -215,6 +215,61 @@ graph wg {
     }
 }
 
+/// The training kernels of the Rust tiers (`train_kernels`) against the interpreter on every
+/// runnable tier, 1 and 2 threads: max-pool ids at strides 1, 2 and 3 with padding, dilation
+/// and ties (pooling after a relu: many zeros), their scatters, weight gradients with few
+/// channels (padded, dilated, row-strided, grouped, wide rows past one register, taps past
+/// one register block), and bias gradients (`reduce_sum_to` of a convolution and a dense
+/// layer).
+#[test]
+fn training_kernels_match_the_interpreter_on_every_tier() {
+    let src = r#"
+graph tk {
+  input %x: f32[3, 2, 21, 37]
+  param %a.w: f32[6, 2, 5, 5]
+  param %a.b: f32[6]
+  param %b.w: f32[4, 3, 3, 7]
+  param %c.w: f32[5, 6, 2, 3]
+  param %c.b: f32[5]
+  param %fc.w: f32[7, 15]
+  param %fc.b: f32[7]
+  %a = conv2d(%x, %a.w, %a.b) {padding=[2, 2, 2, 2], dilation=[1, 2], activation=relu}
+  %p1 = max_pool2d(%a) {kernel=[2, 2], stride=[2, 2]}
+  %p2 = max_pool2d(%a) {kernel=[3, 3], stride=[1, 1], padding=[1, 1, 1, 1]}
+  %p3 = max_pool2d(%a) {kernel=[3, 2], stride=[3, 3], dilation=[1, 2], padding=[0, 1, 0, 1]}
+  %b = conv2d(%p2, %b.w) {stride=[2, 1], padding=[1, 3, 0, 2], groups=2, activation=tanh}
+  %c = conv2d(%p1, %c.w, %c.b) {padding=[0, 1, 1, 0]}
+  %gb = global_avg_pool(%b)
+  %gc = global_max_pool(%c)
+  %g3 = global_avg_pool(%p3)
+  %f1 = flatten(%gb)
+  %f2 = flatten(%gc)
+  %f3 = flatten(%g3)
+  %cat = concat(%f1, %f2, %f3) {axis=1}
+  %fc = dense(%cat, %fc.w, %fc.b)
+  output %fc
+}
+"#;
+    let g = kiln::ir::text::parse(src).unwrap();
+    for tier in kiln::jit::gemm::Tier::runnable() {
+        for threads in [1, 2] {
+            let options = kiln::CompileOptions {
+                threads,
+                gemm_tier: tier,
+                ..Default::default()
+            };
+            compare_with(
+                &g,
+                Loss::cross_entropy(),
+                Some(Optimizer::sgd(0.05).momentum(0.9)),
+                13,
+                &options,
+            )
+            .unwrap_or_else(|e| panic!("{tier:?}, {threads} threads: {e}"));
+        }
+    }
+}
+
 /// LeNet-5 at batch 8 on two threads: the big kernels (scatters by plane, weight gradients by
 /// channel pair) split across threads, with Adam; and the training graph prints and parses back.
 #[test]
