@@ -21,7 +21,16 @@
 //! (first maximum, a NaN wins, real taps in row-major order, the same count for averages).
 //! Pooling sums add in the interpreter's order, so sums and averages are bit-identical to it
 //! on every set. Window taps come from [`AxisTaps`]: in closed form inside, from a small table
-//! at the borders. Nothing here panics (the code runs inside JIT frames that cannot unwind).
+//! at the borders.
+//!
+//! Depthwise convolution with finite weights and a column stride of 1 or 2 takes another path
+//! ([`depthwise_padded`]): each input plane is copied once into a zero-padded buffer wide
+//! enough for whole registers at every tap, so that every output column, border ones
+//! included, is computed in registers with no bounds check or mask (two rows and four
+//! registers at a time); a padding zero times a finite weight adds ±0, which changes no sum.
+//! A kernel with a non-finite weight takes the row driver (its padded taps must be skipped,
+//! as the interpreter skips them). Nothing here panics (the code runs inside JIT frames that
+//! cannot unwind).
 
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
@@ -838,8 +847,245 @@ unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64
         k: std::ptr::null(),
         b0: 0.0,
     };
-    // SAFETY: forwarded from the caller.
-    unsafe { windows::<S, _>(&mut k, &g, at(arena, d.y), begin, end) }
+    let y = at(arena, d.y);
+    let Some(pg) = PaddedGeom::new::<S>(&g) else {
+        // SAFETY: forwarded from the caller.
+        return unsafe { windows::<S, _>(&mut k, &g, y, begin, end) };
+    };
+    // the buffer is taken out of the thread-local for the call (no closure: a closure would
+    // not inherit the entry point's target features, and every vector operation in it would
+    // become a call) and put back after
+    let mut lines = PADDED.take();
+    let buf = crate::gemm::floats(&mut lines, pg.len);
+    // the padding: zeros that every plane's copy leaves in place
+    buf.fill(0.0);
+    for plane in begin..end {
+        let xp = k.plane(plane);
+        // SAFETY: the plane's kernel has `taps` weights.
+        let finite = unsafe { std::slice::from_raw_parts(k.k, k.taps) }
+            .iter()
+            .all(|w| w.is_finite());
+        if finite {
+            // SAFETY: `xp` is the plane's input (`h·w` floats), `buf` holds `pg.len` floats,
+            // the output plane is `oh·ow` floats at its place in `y`.
+            unsafe { depthwise_padded::<S>(&k, &g, &pg, xp, buf, y.wrapping_add(plane * pg.out_len)) }
+        } else {
+            // a non-finite weight times a padding zero would be NaN where the interpreter
+            // skips the tap: this plane takes the row driver
+            // SAFETY: forwarded from the caller.
+            unsafe { windows::<S, _>(&mut k, &g, y, plane, plane + 1) }
+        }
+    }
+    PADDED.set(lines);
+}
+
+const NO_TAPS: WindowTaps = WindowTaps {
+    first: 0,
+    lo: 0,
+    hi: 0,
+    padded: 0,
+};
+
+thread_local! {
+    /// Each thread's zero-padded copy of the input plane of a depthwise convolution.
+    static PADDED: std::cell::Cell<Vec<crate::gemm::Line>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The most floats a zero-padded plane may take (16 MiB); larger planes take the row driver.
+const PADDED_MAX: usize = 1 << 22;
+
+/// The zero-padded copy of a depthwise convolution's input plane that every output column
+/// reads without a bounds check: `rows × width` floats, input row `iy` at row `iy + top`,
+/// column `ix` at `ix + left`, zeros elsewhere; wide enough for whole registers of output
+/// columns (stride 2 reading two registers per output register) at every tap.
+#[derive(Clone, Copy)]
+struct PaddedGeom {
+    width: usize,
+    len: usize,
+    /// Output registers per row, and the output plane's floats.
+    regs: usize,
+    out_len: usize,
+}
+
+impl PaddedGeom {
+    /// `None` where the row driver is to run: strides other than 1 and 2 along a row, a
+    /// kernel larger than the input or a padding as large as the kernel, or sizes past
+    /// [`PADDED_MAX`] (or overflowing).
+    #[cfg(target_arch = "x86_64")]
+    fn new<S: Simd>(g: &Window2d) -> Option<PaddedGeom> {
+        let ([oh, ow], [kh, kw]) = (g.output, g.kernel);
+        if oh == 0 || ow == 0 || kh == 0 || kw == 0 || !(1..=2).contains(&g.stride[1]) {
+            return None;
+        }
+        // the padded taps must be few against the real ones (the copy computes every tap,
+        // where the row driver skips those in the padding): a kernel no larger than the
+        // input, and paddings shorter than the kernel, on each axis
+        for a in 0..2 {
+            let ext = (g.kernel[a] - 1).checked_mul(g.dilation[a])?.checked_add(1)?;
+            if ext > g.input[a] || g.pad_begin(a) >= ext || g.pad_end(a) >= ext {
+                return None;
+            }
+        }
+        let regs = ow.div_ceil(S::LANES);
+        // the last row a window reaches, plus one
+        let rows = (oh - 1)
+            .checked_mul(g.stride[0])?
+            .checked_add((kh - 1).checked_mul(g.dilation[0])?)?
+            .checked_add(1)?;
+        // the last column a register's load reaches (two registers per output register at
+        // stride 2), plus one
+        let width = regs
+            .checked_mul(S::LANES)?
+            .checked_mul(g.stride[1])?
+            .checked_add((kw - 1).checked_mul(g.dilation[1])?)?;
+        let len = rows.checked_mul(width)?;
+        (len <= PADDED_MAX).then_some(PaddedGeom {
+            width,
+            len,
+            regs,
+            out_len: oh * ow,
+        })
+    }
+}
+
+/// One output plane of a depthwise convolution over a zero-padded copy of its input: the
+/// plane is copied into `buf`, whose padding is zeros (real zeros stand for the taps the
+/// interpreter skips: with finite weights they add ±0, which leaves every sum as it is), then
+/// every output row is computed in registers of `LANES` columns, up to four at a time, the
+/// taps in the interpreter's row-major order, with no border case and no masked load.
+///
+/// # Safety
+/// `k` is set to this plane (`Depthwise::plane`) and its weights are finite; `x` is its input
+/// plane (`h·w` floats), `buf` holds `pg.len` floats, zero wherever no input row is copied
+/// (this geometry's copies write the same positions), `y` is the output plane (`oh·ow`
+/// floats); the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn depthwise_padded<S: Simd>(
+    k: &Depthwise,
+    g: &Window2d,
+    pg: &PaddedGeom,
+    x: *const f32,
+    buf: &mut [f32],
+    y: *mut f32,
+) {
+    let ([h, w], [top, left]) = (g.input, [g.pad[0], g.pad[1]]);
+    // the copy: the input rows at their place; everything else is zero from `depthwise`,
+    // which zeroed the whole copy once for every plane of the call (each plane writes the
+    // same positions)
+    let n = w.min(pg.width.saturating_sub(left));
+    let l = S::LANES;
+    for iy in 0..h {
+        let r = iy + top;
+        if r.checked_mul(pg.width).is_none_or(|at| at >= pg.len) {
+            break;
+        }
+        // SAFETY: input row iy < h holds w ≥ n floats; row r of the copy holds `width ≥ left
+        // + n` floats from `r·width < len`.
+        unsafe {
+            let (src, dst) = (x.add(iy * w), buf.as_mut_ptr().add(r * pg.width + left));
+            let mut i = 0;
+            while i + l <= n {
+                S::store(dst.add(i), S::load(src.add(i)));
+                i += l;
+            }
+            if i < n {
+                S::store_partial(dst.add(i), n - i, S::load_partial(src.add(i), n - i));
+            }
+        }
+    }
+    let p = buf.as_ptr();
+    let oh = g.output[0];
+    let mut oy = 0;
+    while oy < oh {
+        // two rows at a time: eight (AVX2: four to eight) independent accumulator chains
+        // hide the FMA latency
+        let two = oy + 1 < oh;
+        let mut r0 = 0;
+        while r0 < pg.regs {
+            let nb = (pg.regs - r0).min(4);
+            // SAFETY: registers r0..r0 + nb of output rows oy (and oy + 1 when `two`);
+            // `PaddedGeom` sized the copy for every tap of every register of every row.
+            unsafe {
+                macro_rules! go {
+                    ($r:literal, $st:literal) => {
+                        match nb {
+                            4 => padded_rows::<S, $r, 4, $st>(k, g, pg, p, oy, r0, y),
+                            3 => padded_rows::<S, $r, 3, $st>(k, g, pg, p, oy, r0, y),
+                            2 => padded_rows::<S, $r, 2, $st>(k, g, pg, p, oy, r0, y),
+                            _ => padded_rows::<S, $r, 1, $st>(k, g, pg, p, oy, r0, y),
+                        }
+                    };
+                }
+                match (two, g.stride[1] == 1) {
+                    (true, true) => go!(2, 1),
+                    (true, false) => go!(2, 2),
+                    (false, true) => go!(1, 1),
+                    (false, false) => go!(1, 2),
+                }
+            }
+            r0 += nb;
+        }
+        oy += if two { 2 } else { 1 };
+    }
+}
+
+/// `NB` registers of the `R` output rows from `oy`, from register `r0`, over the padded copy
+/// `p` into the output plane `y`: every tap of every lane is inside the copy; lanes past the
+/// row's `ow` columns are computed and not stored.
+///
+/// # Safety
+/// As [`depthwise_padded`], with `r0 + NB ≤ pg.regs` and `oy + R ≤ oh`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn padded_rows<S: Simd, const R: usize, const NB: usize, const ST: usize>(
+    k: &Depthwise,
+    g: &Window2d,
+    pg: &PaddedGeom,
+    p: *const f32,
+    oy: usize,
+    r0: usize,
+    y: *mut f32,
+) {
+    let l = S::LANES;
+    let ([kh, kw], [dh, dw]) = (g.kernel, g.dilation);
+    let ow = g.output[1];
+    // SAFETY (the whole body): padded rows (oy + r)·s + ky·dh < rows (`PaddedGeom::new`: len
+    // = rows·width) and columns up to (r0 + NB)·L·ST + (kw − 1)·dw ≤ width.
+    unsafe {
+        let mut acc = [[S::splat(k.b0); NB]; R];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let wv = S::splat(*k.k.add(ky * kw + kx));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let at = p.add(((oy + r) * g.stride[0] + ky * dh) * pg.width + r0 * l * ST + kx * dw);
+                    for (b, a) in row.iter_mut().enumerate() {
+                        let v = if ST == 1 {
+                            S::load(at.add(b * l))
+                        } else {
+                            S::even_lanes(S::load(at.add(2 * b * l)), S::load(at.add(2 * b * l + l)))
+                        };
+                        *a = S::fma(v, wv, *a);
+                    }
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let yrow = y.add((oy + r) * ow);
+            for (b, a) in row.iter().enumerate() {
+                let a = if ST == 2 { S::order_even(*a) } else { *a };
+                // (a depthwise convolution's `finish` does not read the window's taps)
+                let v = k.finish::<S>(a, NO_TAPS);
+                let col = (r0 + b) * l;
+                if col + l <= ow {
+                    S::store(yrow.add(col), v);
+                } else if col < ow {
+                    S::store_partial(yrow.add(col), ow - col, v);
+                }
+            }
+        }
+    }
 }
 
 /// Global max or average pooling over the planes `[begin, end)`.

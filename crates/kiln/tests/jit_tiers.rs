@@ -231,3 +231,64 @@ fn wide_paddings_on_every_tier() {
         check(&graph, k as u64);
     }
 }
+
+/// Depthwise convolutions with NaNs, infinities and signed zeros in the inputs, and in the
+/// weights of some channels: the zero-padded vector path of the Rust tiers (finite kernels)
+/// and the row driver (a kernel with a non-finite weight, where a padding zero times it would
+/// be NaN) each give the interpreter's value: the same NaNs and infinities, and finite values
+/// within rounding (the interpreter multiplies and adds, the tiers fuse them).
+#[test]
+fn depthwise_special_values_on_every_tier() {
+    for (i, (h, w, k, s, d, pad)) in [
+        (9, 37, 3, 1, 1, 1),
+        (8, 40, 3, 2, 1, 1),
+        (7, 20, 5, 1, 2, 4),
+        (12, 33, 3, 2, 2, 0),
+        (5, 70, 1, 1, 1, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (c, og) = (3, 2);
+        let op = Op::Conv2d(Conv2d {
+            stride: [s, s],
+            dilation: [d, d],
+            padding: Padding::uniform(pad),
+            groups: c,
+            activation: [None, Some(Activation::Relu)][i % 2],
+        });
+        let params = [TensorType::f32([c * og, 1, k, k]), TensorType::f32([c * og])];
+        let graph = one_op(op, TensorType::f32([2, c, h, w]), &params).unwrap();
+        let x = Tensor::new([2, c, h, w], data(2 * c * h * w, i as u64 + 7, 40)).unwrap();
+        // channel 0's kernel gets one special value in four (most likely a non-finite one),
+        // the others none
+        let mut kernel = data(c * og * k * k, i as u64 + 99, 0);
+        for (j, v) in data(k * k, i as u64 + 5, 4).into_iter().enumerate() {
+            kernel[j] = v;
+        }
+        let weights = HashMap::from([
+            ("p0".to_string(), Tensor::new([c * og, 1, k, k], kernel).unwrap()),
+            (
+                "p1".to_string(),
+                Tensor::new([c * og], data(c * og, i as u64 + 3, 0)).unwrap(),
+            ),
+        ]);
+        let inputs = HashMap::from([("x".to_string(), Value::F(x))]);
+        let want = kiln::interp::run::<f32>(&graph, &inputs, &weights).unwrap();
+        let want = want[0].1.as_f().unwrap();
+        for tier in Tier::runnable() {
+            let mut m = kiln::jit::compile(&graph, &options(tier)).unwrap();
+            m.set_weights(&weights).unwrap();
+            let got = m.run(&inputs).unwrap();
+            let got = got[0].1.as_f().unwrap();
+            for (e, (a, b)) in want.data().iter().zip(got.data()).enumerate() {
+                // at most 25 products of magnitude ≤ 16 each: 1e-3 is far above their rounding
+                let close = a.is_finite() && b.is_finite() && (a - b).abs() <= 1e-3;
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()) || close,
+                    "case {i}, {tier:?}, element {e}: interpreter {a}, JIT {b}"
+                );
+            }
+        }
+    }
+}
