@@ -188,6 +188,9 @@ fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId
             pad[a + 2] = ke - 1 - pe as i64 + g.tail(a) as i64;
         }
         let wr = b.add("w_rot180", Op::Train(TrainOp::Rot180 { groups: c.groups }), &[w])?;
+        if c.stride == [1, 1] && c.groups == 1 && xd[1] < FEW_INPUT_CHANNELS && pad.iter().all(|&p| p >= 0) {
+            out[0] = Some(grad_x_as_weight_grad(b, c, dy, wr, [xd[2], xd[3]], pad)?);
+        }
         // with stride 1 and no cropping the padding is the convolution's own (no copy of dy)
         let (dp, padding) = if c.stride == [1, 1] && pad.iter().all(|&p| p >= 0) {
             (dy, Padding::Explicit(pad.map(|p| p as usize)))
@@ -205,7 +208,9 @@ fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId
             groups: c.groups,
             activation: None,
         };
-        out[0] = Some(b.add("grad_x", Op::Conv2d(conv), &[dp, wr])?);
+        if out[0].is_none() {
+            out[0] = Some(b.add("grad_x", Op::Conv2d(conv), &[dp, wr])?);
+        }
     }
     if want[1] {
         let op = Op::Train(TrainOp::ConvWeightGrad {
@@ -218,6 +223,47 @@ fn conv2d(b: &mut Builder, c: &Conv2d, ins: &[NodeId], want: &[bool], dy: NodeId
         out[2] = Some(bias_grad(b, dy)?);
     }
     Ok(out)
+}
+
+/// Fewer input channels than this, and a stride-1 convolution's data gradient is written as
+/// a weight gradient ([`grad_x_as_weight_grad`]): as a convolution it would be a GEMM with
+/// that few rows, whose patch packing costs more than its FMAs (LeNet-5's conv2: 6 rows over
+/// 16·25 patch rows).
+const FEW_INPUT_CHANNELS: usize = 8;
+
+/// The data gradient of a stride-1 convolution without groups,
+/// `dx[n, c, q] = Σ_o Σ_t dy[n, o, q + t·d − P] · rot180(w)[c, o, t]` (`P` the padding `pad`
+/// of the convolution form, per side), as the weight gradient of a convolution over the
+/// delta with the images and channels swapped: `conv2d_weight_grad(X, D)` with
+/// `X = transpose(dy) [O, N, oh, ow]` (images = the forward's output channels), `D [O, C, k,
+/// k]` the spatially rotated kernel, the forward's dilation as its stride, the padding `pad`,
+/// and the input's size as its kernel; its `[C, N, H, W]` transposed back. The summed
+/// positions are the kernel taps and the output positions the image's, so the JIT's direct
+/// kernel runs it along the image columns without packing patches.
+fn grad_x_as_weight_grad(
+    b: &mut Builder,
+    c: &Conv2d,
+    dy: NodeId,
+    wr: NodeId,
+    size: [usize; 2],
+    pad: [i64; 4],
+) -> R<NodeId> {
+    let swap = || Op::Transpose {
+        perm: vec![1, 0, 2, 3],
+    };
+    // rot180 swaps the channel axes too: D is its transpose
+    let d = b.add("w_rot180_t", swap(), &[wr])?;
+    let x = b.add("dy_t", swap(), &[dy])?;
+    let conv = Conv2d {
+        stride: c.dilation,
+        dilation: [1, 1],
+        padding: Padding::Explicit(pad.map(|p| p as usize)),
+        groups: 1,
+        activation: None,
+    };
+    let op = Op::Train(TrainOp::ConvWeightGrad { conv, kernel: size });
+    let g = b.add("grad_x_t", op, &[x, d])?;
+    b.add("grad_x", swap(), &[g])
 }
 
 fn conv_transpose2d(

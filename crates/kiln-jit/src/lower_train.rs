@@ -218,9 +218,11 @@ fn sum_desc(a: &Args) -> Option<SumDesc> {
 /// direct Rust kernel with rather than the GEMM driver (when its columns have stride 1).
 const DIRECT_WGRAD_PAIRS: usize = 128;
 
-/// The direct weight-gradient kernel's description (`train_kernels`), on the Rust tiers, for
-/// a convolution with stride 1 along the columns and a small product: fewer than
-/// `WGRAD_MIN_ROWS` output channels per group, or at most `DIRECT_WGRAD_PAIRS` channel pairs.
+/// The direct weight-gradient kernel's description (`train_kernels`), on the Rust tiers:
+/// along the kernel's column taps for a kernel wider than the delta (column dilation 1: the
+/// data gradient `kiln-autodiff` writes as a weight gradient), else along the delta's columns
+/// for a convolution with stride 1 along the columns and a small product (fewer than
+/// `WGRAD_MIN_ROWS` output channels per group, or at most `DIRECT_WGRAD_PAIRS` channel pairs).
 fn direct_wgrad_desc(a: &Args, conv: &Conv2d) -> Option<tk::WgradDesc> {
     let status = a.status?;
     let k = rust_kernels(a)?;
@@ -228,9 +230,13 @@ fn direct_wgrad_desc(a: &Args, conv: &Conv2d) -> Option<tk::WgradDesc> {
     let [_, c_out, oh, ow] = dims4(a.dims(1));
     let [_, cg, kh, kw] = dims4(a.odims());
     let og = c_out / conv.groups;
-    if conv.stride[1] != 1 || (og >= WGRAD_MIN_ROWS && og * cg > DIRECT_WGRAD_PAIRS) {
+    let mode = if conv.dilation[1] == 1 && kw > ow {
+        tk::WGRAD_ALONG_TAPS
+    } else if conv.stride[1] == 1 && (og < WGRAD_MIN_ROWS || og * cg <= DIRECT_WGRAD_PAIRS) {
+        tk::WGRAD_ALONG_X
+    } else {
         return None;
-    }
+    };
     let geom = crate::lower::validated(conv.geometry(a.dims(0), [kh, kw]));
     let u = |v: usize| v as u64;
     Some(tk::WgradDesc {
@@ -248,10 +254,11 @@ fn direct_wgrad_desc(a: &Args, conv: &Conv2d) -> Option<tk::WgradDesc> {
         ow: u(ow),
         kh: u(kh),
         kw: u(kw),
-        stride_h: u(conv.stride[0]),
+        stride: conv.stride.map(u),
         dilation: conv.dilation.map(u),
         pad: [u(geom.pad_begin(0)), u(geom.pad_begin(1))],
         mo: u(k.wgrad_mo),
+        mode,
     })
 }
 

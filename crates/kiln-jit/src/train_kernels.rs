@@ -55,12 +55,21 @@ pub struct WgradDesc {
     pub ow: u64,
     pub kh: u64,
     pub kw: u64,
-    pub stride_h: u64,
+    pub stride: [u64; 2],
     pub dilation: [u64; 2],
     /// Top and left padding.
     pub pad: [u64; 2],
     pub mo: u64,
+    /// [`WGRAD_ALONG_X`] or [`WGRAD_ALONG_TAPS`].
+    pub mode: u64,
 }
+
+/// `WgradDesc::mode`: vectors along the delta's columns (stride 1 along the columns).
+pub const WGRAD_ALONG_X: u64 = 0;
+/// `WgradDesc::mode`: vectors along the kernel's column taps `j` (column dilation 1), each
+/// delta element broadcast; for kernels wider than the delta (a data gradient written as a
+/// weight gradient, `kiln-autodiff`'s rule for convolutions with few input channels).
+pub const WGRAD_ALONG_TAPS: u64 = 1;
 
 impl WgradDesc {
     fn og(&self) -> u64 {
@@ -72,9 +81,17 @@ impl WgradDesc {
     fn o_blocks(&self) -> u64 {
         self.og().div_ceil(self.mo.max(1))
     }
-    /// The work items: (group, output-channel block, input channel, tap row).
+    /// Tap-row blocks per item: one row, or `NI` rows along the taps.
+    fn i_blocks(&self) -> u64 {
+        if self.mode == WGRAD_ALONG_TAPS {
+            self.kh.div_ceil(NI as u64)
+        } else {
+            self.kh
+        }
+    }
+    /// The work items: (group, output-channel block, input channel, tap-row block).
     pub fn items(&self) -> u64 {
-        self.groups * self.o_blocks() * self.cg() * self.kh
+        self.groups * self.o_blocks() * self.cg() * self.i_blocks()
     }
 }
 
@@ -231,8 +248,10 @@ fn valid_outputs(out: usize, n: usize, s: usize, d: usize, k: usize, pad: usize)
     (lo, hi.max(lo))
 }
 
-/// Column taps per register block.
+/// Column taps per register block (along x).
 const NJ: usize = 5;
+/// Tap rows per register block (along the taps).
+const NI: usize = 5;
 
 /// # Safety
 /// As the entry points.
@@ -254,14 +273,24 @@ unsafe fn wgrad<S: Simd>(d: *const WgradDesc, arena: *mut u8, begin: i64, end: i
         u(d.dilation[1]),
         u(d.pad[1]),
     );
-    // the column taps read up to ow − 1 + (kw − 1)·d of a row: without left padding and with
-    // every tap inside the row they read the input itself, else a zero-padded copy of the
-    // input channel's planes (input column q at q + pl), made once per channel
-    let reach = ow + (kw - 1) * dj;
-    let padded = pl > 0 || reach > w;
+    let along_taps = d.mode == WGRAD_ALONG_TAPS;
+    let (oh, pt) = (u(d.oh), u(d.pad[0]));
+    // Along x, the column taps read up to ow − 1 + (kw − 1)·d of a row: without left padding
+    // and with every tap inside the row they read the input itself. Else (and always along
+    // the taps, where the rows are padded too) a zero-padded copy of the input channel's
+    // planes, made once per channel: input (r, q) at (r + row0, q + pl).
+    let (reach, rows_p) = if along_taps {
+        // columns x·s + j (x < ow, j < kw), rows y·s + i·d (y < oh, i < kh)
+        let rows = (oh - 1) * u(d.stride[0]) + (u(d.kh) - 1) * u(d.dilation[0]) + 1;
+        ((ow - 1) * u(d.stride[1]) + kw, rows.max(pt + h))
+    } else {
+        (ow + (kw - 1) * dj, h)
+    };
+    let padded = along_taps || pl > 0 || reach > w;
     let wp = (pl + w).max(reach);
+    let row0 = if along_taps { pt } else { 0 };
     let mut planes = if padded {
-        vec![0.0f32; n * h * wp]
+        vec![0.0f32; n * rows_p * wp]
     } else {
         Vec::new()
     };
@@ -274,20 +303,19 @@ unsafe fn wgrad<S: Simd>(d: *const WgradDesc, arena: *mut u8, begin: i64, end: i
                 cur = it.ch;
                 for img in 0..n {
                     for r in 0..h {
-                        // SAFETY: image img < N, channel ch < C_in, row r < H; the copy row is
-                        // inside `planes` (wp ≥ pl + w).
+                        // SAFETY: image img < N, channel ch < C_in, row r < H; the copy is
+                        // inside `planes` (rows_p ≥ row0 + h, wp ≥ pl + w).
                         unsafe {
                             let from = x.add(((img * u(d.c_in) + it.ch) * h + r) * w);
-                            let to = planes.as_mut_ptr().add((img * h + r) * wp + pl);
-                            std::ptr::copy_nonoverlapping(from, to, w);
+                            let to = planes.as_mut_ptr().add((img * rows_p + row0 + r) * wp + pl);
+                            copy_row::<S>(from, to, w);
                         }
                     }
                 }
             }
-            // SAFETY: as the entry points.
             XSource {
                 base: planes.as_ptr(),
-                image: h * wp,
+                image: rows_p * wp,
                 row: wp,
             }
         } else {
@@ -299,7 +327,29 @@ unsafe fn wgrad<S: Simd>(d: *const WgradDesc, arena: *mut u8, begin: i64, end: i
             }
         };
         // SAFETY: forwarded from the caller; the item is inside the node's range.
-        unsafe { wgrad_item::<S>(&d, arena, &it, &src) };
+        unsafe {
+            if along_taps {
+                wgrad_taps_item::<S>(&d, arena, &it, &src)
+            } else {
+                wgrad_item::<S>(&d, arena, &it, &src)
+            }
+        };
+    }
+}
+
+/// Copies `n` floats a register at a time (no call per row).
+///
+/// # Safety
+/// `n` floats readable at `from`, writable at `to`, not overlapping.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy_row<S: Simd>(from: *const f32, to: *mut f32, n: usize) {
+    let mut k = 0;
+    while k < n {
+        let m = S::LANES.min(n - k);
+        // SAFETY: k + m ≤ n.
+        unsafe { S::store_partial(to.add(k), m, S::load_partial(from.add(k), m)) };
+        k += m;
     }
 }
 
@@ -316,8 +366,8 @@ struct Item {
 impl Item {
     fn new(d: &WgradDesc, item: usize) -> Item {
         let u = |v: u64| v as usize;
-        let (kh, cg, og, mo) = (u(d.kh), u(d.cg()), u(d.og()), u(d.mo).max(1));
-        let (i, rest) = (item % kh, item / kh);
+        let (ib, cg, og, mo) = (u(d.i_blocks()), u(d.cg()), u(d.og()), u(d.mo).max(1));
+        let (i, rest) = (item % ib, item / ib);
         let (c, rest) = (rest % cg, rest / cg);
         let (ob, g) = (rest % u(d.o_blocks()), rest / u(d.o_blocks()));
         let o0 = g * og + ob * mo;
@@ -326,7 +376,7 @@ impl Item {
             m: mo.min((g + 1) * og - o0),
             c,
             ch: g * cg + c,
-            i,
+            i: if d.mode == WGRAD_ALONG_TAPS { i * NI } else { i },
         }
     }
 }
@@ -355,8 +405,8 @@ unsafe fn wgrad_item<S: Simd>(d: &WgradDesc, arena: *mut u8, it: &Item, src: &XS
         c_out: u(d.c_out),
         p: u(d.oh) * u(d.ow),
         ow: u(d.ow),
-        rows: valid_outputs(u(d.oh), u(d.h), u(d.stride_h), u(d.dilation[0]), i, u(d.pad[0])),
-        row_of: (u(d.stride_h), i * u(d.dilation[0]), u(d.pad[0])),
+        rows: valid_outputs(u(d.oh), u(d.h), u(d.stride[0]), u(d.dilation[0]), i, u(d.pad[0])),
+        row_of: (u(d.stride[0]), i * u(d.dilation[0]), u(d.pad[0])),
         dj: u(d.dilation[1]),
     };
     let dw = at(arena, d.dw);
@@ -374,7 +424,10 @@ unsafe fn wgrad_item<S: Simd>(d: &WgradDesc, arena: *mut u8, it: &Item, src: &XS
                 match nj {
                     $($j => {
                         // SAFETY: forwarded from the caller.
-                        let s = unsafe { wgrad_block::<S, $m, $j>(&g_, src, o0, j0) };
+                        let Some(s) = (unsafe { wgrad_block::<S, $m, $j>(&g_, src, o0, j0) }) else {
+                            // SAFETY: forwarded from the caller.
+                            return unsafe { wgrad_item_exact(d, arena, it, 1) };
+                        };
                         for (oo, r) in s.iter().enumerate() {
                             for (jj, v) in r.iter().enumerate() {
                                 let k = (((o0 + oo) * cg + c) * kh + i) * kw + j0 + jj;
@@ -421,9 +474,11 @@ unsafe fn wgrad_block<S: Simd, const MO: usize, const NJ: usize>(
     src: &XSource,
     o0: usize,
     j0: usize,
-) -> [[f32; NJ]; MO] {
+) -> Option<[[f32; NJ]; MO]> {
     unsafe {
         let mut acc = [[S::zero(); NJ]; MO];
+        // v − v: 0, or NaN for a NaN or infinite delta
+        let mut bad = S::zero();
         for n in 0..g.n {
             let xplane = src.base.add(n * src.image);
             let dyp = g.dy.add((n * g.c_out + o0) * g.p);
@@ -443,6 +498,7 @@ unsafe fn wgrad_block<S: Simd, const MO: usize, const NJ: usize>(
                         } else {
                             S::load_partial(q, lanes)
                         };
+                        bad = S::add(bad, S::sub(*v, *v));
                     }
                     for jj in 0..NJ {
                         let q = xr.add(x0 + (j0 + jj) * g.dj);
@@ -459,13 +515,180 @@ unsafe fn wgrad_block<S: Simd, const MO: usize, const NJ: usize>(
                 }
             }
         }
+        if S::any_nan(bad) {
+            return None;
+        }
         let mut out = [[0.0f32; NJ]; MO];
         for o in 0..MO {
             for jj in 0..NJ {
                 out[o][jj] = S::hsum(acc[o][jj]);
             }
         }
-        out
+        Some(out)
+    }
+}
+
+/// One work item of the weight gradient along the taps: output channels `o0..o0 + m` ×
+/// tap rows `i..i + NI` (those below kh), all column taps a register at a time.
+///
+/// # Safety
+/// As the entry points; the item comes from `Item::new` with an index below `d.items()`,
+/// `src` holds the item's input channel zero-padded on every side.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn wgrad_taps_item<S: Simd>(d: &WgradDesc, arena: *mut u8, it: &Item, src: &XSource) {
+    let u = |v: u64| v as usize;
+    let (kh, kw) = (u(d.kh), u(d.kw));
+    let (m, ni) = (it.m, NI.min(kh - it.i));
+    let t = Taps {
+        dy: at(arena, d.dy),
+        dw: at(arena, d.dw),
+        n: u(d.batch),
+        c_out: u(d.c_out),
+        oh: u(d.oh),
+        ow: u(d.ow),
+        s: [u(d.stride[0]), u(d.stride[1])],
+        di: u(d.dilation[0]),
+        cg: u(d.cg()),
+        kh,
+        kw,
+    };
+    macro_rules! go {
+        ($($m:literal),*; $($j:literal),*) => {
+            go!(@m [$($m),*] [$($j),*])
+        };
+        (@m [$($m:literal),*] $js:tt) => {
+            match m { $($m => go!(@j $m $js),)* _ => {} }
+        };
+        (@j $m:literal [$($j:literal),*]) => {
+            match ni {
+                $($j => {
+                    // SAFETY: forwarded from the caller.
+                    let finite = unsafe { wgrad_taps_block::<S, $m, $j>(&t, src, it) };
+                    if !finite {
+                        // SAFETY: forwarded from the caller.
+                        unsafe { wgrad_item_exact(d, arena, it, ni) }
+                    }
+                },)*
+                _ => {}
+            }
+        };
+    }
+    go!(1, 2, 3, 4; 1, 2, 3, 4, 5);
+}
+
+/// What a register block along the taps reads and writes besides the input.
+struct Taps {
+    dy: *const f32,
+    dw: *mut f32,
+    n: usize,
+    c_out: usize,
+    oh: usize,
+    ow: usize,
+    s: [usize; 2],
+    /// The tap rows' dilation (the columns' is 1).
+    di: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+}
+
+/// `dw[o0..o0 + MO, c, i..i + NI, :]`, a register of column taps at a time: each delta
+/// element broadcast against the `NI` padded input rows it meets.
+///
+/// # Safety
+/// As `wgrad_taps_item`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[o][ii] over both indices: registers, not slices
+unsafe fn wgrad_taps_block<S: Simd, const MO: usize, const NI: usize>(
+    t: &Taps,
+    src: &XSource,
+    it: &Item,
+) -> bool {
+    unsafe {
+        // whether every delta is finite
+        let mut finite = true;
+        let p = t.oh * t.ow;
+        let mut j0 = 0;
+        while j0 < t.kw {
+            let lanes = S::LANES.min(t.kw - j0);
+            let full = lanes == S::LANES;
+            let mut acc = [[S::zero(); NI]; MO];
+            for n in 0..t.n {
+                let xplane = src.base.add(n * src.image);
+                let dyp = t.dy.add((n * t.c_out + it.o0) * p);
+                for y in 0..t.oh {
+                    for x in 0..t.ow {
+                        let mut bc = [S::zero(); MO];
+                        for (o, v) in bc.iter_mut().enumerate() {
+                            let dv = *dyp.add(o * p + y * t.ow + x);
+                            finite &= dv.is_finite();
+                            *v = S::splat(dv);
+                        }
+                        let first = xplane.add((y * t.s[0] + it.i * t.di) * src.row + x * t.s[1] + j0);
+                        for ii in 0..NI {
+                            let q = first.add(ii * t.di * src.row);
+                            let v = if full {
+                                S::load(q)
+                            } else {
+                                S::load_partial(q, lanes)
+                            };
+                            for o in 0..MO {
+                                acc[o][ii] = S::fma(bc[o], v, acc[o][ii]);
+                            }
+                        }
+                    }
+                }
+            }
+            for o in 0..MO {
+                for ii in 0..NI {
+                    let at = (((it.o0 + o) * t.cg + it.c) * t.kh + it.i + ii) * t.kw + j0;
+                    S::store_partial(t.dw.add(at), lanes, acc[o][ii]);
+                }
+            }
+            j0 += lanes;
+        }
+        finite
+    }
+}
+
+/// An item's `dw` elements (tap rows `it.i..it.i + ni`, every column tap) summed over the
+/// valid taps only, as the interpreter does: the vector blocks multiply padding zeros by the
+/// delta, which is not the interpreter's sum when a delta is NaN or infinite.
+///
+/// # Safety
+/// As the entry points; the item comes from `Item::new` with an index below `d.items()`.
+unsafe fn wgrad_item_exact(d: &WgradDesc, arena: *mut u8, it: &Item, ni: usize) {
+    let u = |v: u64| v as usize;
+    let (h, w, oh, ow, kh, kw) = (u(d.h), u(d.w), u(d.oh), u(d.ow), u(d.kh), u(d.kw));
+    let (s, dl, pad) = (d.stride.map(u), d.dilation.map(u), d.pad.map(u));
+    let (x, dy, dw) = (at(arena, d.x), at(arena, d.dy), at(arena, d.dw));
+    for o in it.o0..it.o0 + it.m {
+        for i in it.i..(it.i + ni).min(kh) {
+            let (y0, y1) = valid_outputs(oh, h, s[0], dl[0], i, pad[0]);
+            for j in 0..kw {
+                let (x0, x1) = valid_outputs(ow, w, s[1], dl[1], j, pad[1]);
+                let mut sum = 0.0f32;
+                for n in 0..u(d.batch) {
+                    for y in y0..y1 {
+                        let ih = y * s[0] + i * dl[0] - pad[0];
+                        for xo in x0..x1 {
+                            let iw = xo * s[1] + j * dl[1] - pad[1];
+                            // SAFETY: valid taps of image n < N, channel ch, output o.
+                            unsafe {
+                                let xv = *x.add(((n * u(d.c_in) + it.ch) * h + ih) * w + iw);
+                                let gv = *dy.add(((n * u(d.c_out) + o) * oh + y) * ow + xo);
+                                sum += xv * gv;
+                            }
+                        }
+                    }
+                }
+                let k = ((o * u(d.cg()) + it.c) * kh + i) * kw + j;
+                // SAFETY: o < C_out, c < C_g, i < kh, j < kw.
+                unsafe { *dw.add(k) = sum };
+            }
+        }
     }
 }
 

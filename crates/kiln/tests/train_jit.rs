@@ -219,8 +219,9 @@ graph wg {
 /// runnable tier, 1 and 2 threads: max-pool ids at strides 1, 2 and 3 with padding, dilation
 /// and ties (pooling after a relu: many zeros), their scatters, weight gradients with few
 /// channels (padded, dilated, row-strided, grouped, wide rows past one register, taps past
-/// one register block), and bias gradients (`reduce_sum_to` of a convolution and a dense
-/// layer).
+/// one register block), data gradients of stride-1 convolutions with few input channels
+/// (written as weight gradients along the taps: dilated, padded per side, rows wider than a
+/// register), and bias gradients (`reduce_sum_to` of a convolution and a dense layer).
 #[test]
 fn training_kernels_match_the_interpreter_on_every_tier() {
     let src = r#"
@@ -231,7 +232,8 @@ graph tk {
   param %b.w: f32[4, 3, 3, 7]
   param %c.w: f32[5, 6, 2, 3]
   param %c.b: f32[5]
-  param %fc.w: f32[7, 15]
+  param %e.w: f32[3, 6, 3, 2]
+  param %fc.w: f32[7, 18]
   param %fc.b: f32[7]
   %a = conv2d(%x, %a.w, %a.b) {padding=[2, 2, 2, 2], dilation=[1, 2], activation=relu}
   %p1 = max_pool2d(%a) {kernel=[2, 2], stride=[2, 2]}
@@ -239,13 +241,16 @@ graph tk {
   %p3 = max_pool2d(%a) {kernel=[3, 2], stride=[3, 3], dilation=[1, 2], padding=[0, 1, 0, 1]}
   %b = conv2d(%p2, %b.w) {stride=[2, 1], padding=[1, 3, 0, 2], groups=2, activation=tanh}
   %c = conv2d(%p1, %c.w, %c.b) {padding=[0, 1, 1, 0]}
+  %e = conv2d(%p2, %e.w) {dilation=[2, 1], padding=[2, 0, 1, 3]}
   %gb = global_avg_pool(%b)
+  %ge = global_avg_pool(%e)
   %gc = global_max_pool(%c)
   %g3 = global_avg_pool(%p3)
   %f1 = flatten(%gb)
   %f2 = flatten(%gc)
   %f3 = flatten(%g3)
-  %cat = concat(%f1, %f2, %f3) {axis=1}
+  %f4 = flatten(%ge)
+  %cat = concat(%f1, %f2, %f3, %f4) {axis=1}
   %fc = dense(%cat, %fc.w, %fc.b)
   output %fc
 }
