@@ -8,7 +8,7 @@
 
 use kiln::check::jit_matches_interpreter_with;
 use kiln::ir::{
-    Activation, Conv2d, Graph, Op, Padding, Pool2d, PoolKind, ReduceKind, Tensor, TensorType, Value,
+    Activation, BinaryOp, Conv2d, Graph, Op, Padding, Pool2d, PoolKind, ReduceKind, Tensor, TensorType, Value,
 };
 use kiln::jit::JitOptions;
 use kiln::jit::gemm::Tier;
@@ -288,6 +288,55 @@ fn depthwise_special_values_on_every_tier() {
                     a == b || (a.is_nan() && b.is_nan()) || close,
                     "case {i}, {tier:?}, element {e}: interpreter {a}, JIT {b}"
                 );
+            }
+        }
+    }
+}
+
+/// Stride-1 convolutions on the GEMM driver's wide products (output rows computed `wp`
+/// columns apart over a zero-padded copy of the image, then moved into place): dilations,
+/// groups, batches, uneven paddings, the bias, the residual and the ReLU fused into the
+/// epilogue, on 1 and 2 threads (row and column splits), and shapes just inside and outside
+/// the wide form's limit (at most one dropped column in eight).
+#[test]
+fn wide_convolutions_on_every_tier() {
+    // (batch, channels, groups, outputs, h, w, kernel, dilation, padding)
+    for (n, c, g, o, h, w, k, d, pad) in [
+        (2, 8, 1, 40, 20, 30, 3, 1, [1, 1, 1, 1]),
+        (1, 6, 2, 64, 17, 45, 3, 2, [2, 1, 0, 3]),
+        (2, 3, 1, 20, 9, 16, 5, 1, [2, 2, 2, 2]),
+        (1, 16, 4, 96, 14, 14, 3, 1, [1, 1, 1, 1]),
+        (1, 4, 1, 8, 7, 7, 3, 1, [1, 1, 1, 1]),
+        (3, 2, 1, 130, 5, 60, 2, 3, [0, 0, 1, 2]),
+    ] {
+        let mut graph = Graph::new();
+        let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
+        let wt = graph.param("w", TensorType::f32([o, c / g, k, k])).unwrap();
+        let b = graph.param("b", TensorType::f32([o])).unwrap();
+        let conv = Op::Conv2d(Conv2d {
+            stride: [1, 1],
+            dilation: [d, d],
+            padding: Padding::Explicit(pad),
+            groups: g,
+            activation: None,
+        });
+        let y = graph.add("conv", conv, &[x, wt, b]).unwrap();
+        let dims = graph.node(y).ty.dims().to_vec();
+        let r = graph.input("r", TensorType::f32(dims)).unwrap();
+        let sum = graph.add("sum", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
+        let out = graph
+            .add("out", Op::Activation(Activation::Relu), &[sum])
+            .unwrap();
+        graph.mark_output(out).unwrap();
+        for tier in Tier::runnable() {
+            for threads in [1, 2] {
+                let o = JitOptions {
+                    threads,
+                    ..options(tier)
+                };
+                if let Err(e) = jit_matches_interpreter_with(&graph, (n * o.threads + h) as u64, &o) {
+                    panic!("{tier:?}, {threads} threads, {:?}: {e}", graph.node(y).ty.dims());
+                }
             }
         }
     }

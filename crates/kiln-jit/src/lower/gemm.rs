@@ -46,11 +46,16 @@ pub fn gemm_desc(
     let (ad, bd) = (ins[0].1.dims(), ins[1].1.dims());
     kernel.check()?;
     let b = match patches {
-        Some((c, slot, ty)) => BArena::Patches {
-            offset: slot.offset,
-            channels: ty.dims()[1],
-            geom: patch_geom(c, ty.dims(), bd),
-        },
+        Some((c, slot, ty)) => {
+            let geom = patch_geom(c, ty.dims(), bd);
+            let channels = ty.dims()[1];
+            BArena::Patches {
+                offset: slot.offset,
+                channels,
+                geom,
+                shifted: crate::gemm::Shifted::for_patches(&geom, channels / g.groups.max(1)),
+            }
+        }
         None => BArena::Matrix {
             offset: ins[1].0.offset,
         },
