@@ -23,7 +23,8 @@
 //!   plane zeroed then its deltas added at their ids; an id outside the plane is recorded in
 //!   the node's status word as the Cranelift kernel does.
 //! - [`SumDesc`]: `reduce_sum_to` of `[A, C, B]` to `[C]` (a convolution's or dense layer's
-//!   bias gradient), parallel over `C`, each sum in vector partial sums.
+//!   bias gradient), parallel over `C`, each sum in the interpreter's order (a register of
+//!   channels at a time when `B = 1`, else eight channels' scalar sums interleaved).
 //!
 //! Nothing here unwinds into the JIT's frames (no closures either: a closure would not inherit
 //! the entry point's target features, and the `Simd` methods inlined into it would be calls).
@@ -477,8 +478,7 @@ unsafe fn wgrad_block<S: Simd, const MO: usize, const NJ: usize>(
 ) -> Option<[[f32; NJ]; MO]> {
     unsafe {
         let mut acc = [[S::zero(); NJ]; MO];
-        // v − v: 0, or NaN for a NaN or infinite delta
-        let mut bad = S::zero();
+
         for n in 0..g.n {
             let xplane = src.base.add(n * src.image);
             let dyp = g.dy.add((n * g.c_out + o0) * g.p);
@@ -498,7 +498,6 @@ unsafe fn wgrad_block<S: Simd, const MO: usize, const NJ: usize>(
                         } else {
                             S::load_partial(q, lanes)
                         };
-                        bad = S::add(bad, S::sub(*v, *v));
                     }
                     for jj in 0..NJ {
                         let q = xr.add(x0 + (j0 + jj) * g.dj);
@@ -513,6 +512,14 @@ unsafe fn wgrad_block<S: Simd, const MO: usize, const NJ: usize>(
                     }
                     x0 += S::LANES;
                 }
+            }
+        }
+        // a NaN or infinite delta leaves its accumulators NaN or infinite (x − x: NaN), and
+        // so does an overflow, which the exact sums give again
+        let mut bad = S::zero();
+        for row in &acc {
+            for &v in row {
+                bad = S::add(bad, S::sub(v, v));
             }
         }
         if S::any_nan(bad) {
@@ -607,8 +614,6 @@ unsafe fn wgrad_taps_block<S: Simd, const MO: usize, const NI: usize>(
     it: &Item,
 ) -> bool {
     unsafe {
-        // whether every delta is finite
-        let mut finite = true;
         let p = t.oh * t.ow;
         let mut j0 = 0;
         while j0 < t.kw {
@@ -622,9 +627,7 @@ unsafe fn wgrad_taps_block<S: Simd, const MO: usize, const NI: usize>(
                     for x in 0..t.ow {
                         let mut bc = [S::zero(); MO];
                         for (o, v) in bc.iter_mut().enumerate() {
-                            let dv = *dyp.add(o * p + y * t.ow + x);
-                            finite &= dv.is_finite();
-                            *v = S::splat(dv);
+                            *v = S::splat(*dyp.add(o * p + y * t.ow + x));
                         }
                         let first = xplane.add((y * t.s[0] + it.i * t.di) * src.row + x * t.s[1] + j0);
                         for ii in 0..NI {
@@ -641,6 +644,16 @@ unsafe fn wgrad_taps_block<S: Simd, const MO: usize, const NI: usize>(
                     }
                 }
             }
+            // as along x: a NaN or infinite delta (or an overflow) leaves its sums so
+            let mut bad = S::zero();
+            for row in &acc {
+                for &v in row {
+                    bad = S::add(bad, S::sub(v, v));
+                }
+            }
+            if S::any_nan(bad) {
+                return false;
+            }
             for o in 0..MO {
                 for ii in 0..NI {
                     let at = (((it.o0 + o) * t.cg + it.c) * t.kh + it.i + ii) * t.kw + j0;
@@ -649,7 +662,7 @@ unsafe fn wgrad_taps_block<S: Simd, const MO: usize, const NI: usize>(
             }
             j0 += lanes;
         }
-        finite
+        true
     }
 }
 
@@ -942,27 +955,26 @@ unsafe fn sum<S: Simd>(d: *const SumDesc, arena: *mut u8, begin: i64, end: i64) 
             }
             return;
         }
-        for k in b..e {
-            let mut acc = [S::zero(); 4];
+        // each sum in the interpreter's order (its terms one by one, so the result is its
+        // bit for bit: bias gradients of batch-norm-like deltas cancel to rounding noise), the
+        // sums of CHAINS channels interleaved so that their additions overlap
+        const CHAINS: usize = 8;
+        let mut k0 = b;
+        while k0 < e {
+            let m = CHAINS.min(e - k0);
+            let mut acc = [0.0f32; CHAINS];
             for a in 0..outer {
-                let p = x.add((a * c + k) * inner);
-                let mut i = 0;
-                while i + 4 * S::LANES <= inner {
-                    for (r, v) in acc.iter_mut().enumerate() {
-                        *v = S::add(*v, S::load(p.add(i + r * S::LANES)));
+                let p = x.add((a * c + k0) * inner);
+                for i in 0..inner {
+                    for (r, v) in acc.iter_mut().enumerate().take(m) {
+                        *v += *p.add(r * inner + i);
                     }
-                    i += 4 * S::LANES;
-                }
-                while i + S::LANES <= inner {
-                    acc[0] = S::add(acc[0], S::load(p.add(i)));
-                    i += S::LANES;
-                }
-                if i < inner {
-                    acc[1] = S::add(acc[1], S::load_partial(p.add(i), inner - i));
                 }
             }
-            let v = S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3]));
-            *y.add(k) = S::hsum(v);
+            for (r, v) in acc.iter().enumerate().take(m) {
+                *y.add(k0 + r) = *v;
+            }
+            k0 += m;
         }
     }
 }
