@@ -16,15 +16,21 @@ same name, batch norm on the batch's statistics (training mode).
    forward/backward: the loss (relative difference; pass: within 1e-4), and every gradient of
    kiln and of PyTorch in f32 against PyTorch in f64 (per tensor max |g − g64| / max |g64|, the
    worst tensor), which shows how far f32 rounding alone moves them.
-3. Time per training step (forward, loss, backward, SGD update), median of `--runs` steps
-   after one warm-up step, at each thread count: `kiln bench MODEL --train --batch B --weights W`
+3. Time per training step (forward, loss, backward, SGD update) at each thread count, after
+   one warm-up step: `--clock wall`, the median of `--runs` steps; `--clock cpu`, CPU time,
+   which the other jobs of a shared machine do not inflate (kiln's: the difference of the CPU
+   time, from wait4, of a 1-step and a (1 + k)-step `kiln bench --train` process over k, so
+   compilation and start-up cancel; PyTorch's: the process CPU time over its steps, about a
+   second of them each); `--clock auto` (the default): CPU time at 1 thread and wall time at
+   more (a process's CPU time sums its threads: work, not latency). kiln: `kiln bench MODEL
+   --train --batch B --weights W`
    (seeded random images and class ids of its own; without `--train` in this build, `kiln
    train` on one fixed batch, 1-channel networks only), PyTorch eager with `torch.set_num_threads(T)` (and one
    inter-op thread); each in its own process pinned with the same `taskset -c`, alternating,
    `--rounds` times (the median of the rounds' medians).
 
 Usage: python3 benches/train_vs_pytorch.py [--nets lenet5,resnet18] [--runs N] [--rounds R]
-         [--threads 1,2] [--kiln PATH] [--seed S]
+         [--threads 1,2] [--clock auto|cpu|wall] [--kiln PATH] [--seed S]
 Without torch, numpy and safetensors in the running Python it makes a virtual environment under
 /tmp (from PyPI) and reruns itself there.
 """
@@ -34,6 +40,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -211,17 +218,27 @@ def torch_step(net, f):
 
 
 def torch_worker(argv):
-    """`--torch-worker NET DIR THREADS RUNS`: prints the median ms of a training step."""
+    """`--torch-worker NET DIR THREADS RUNS CLOCK`: prints the ms of a training step: CLOCK
+    `wall`, the median of RUNS steps; `cpu`, the process's CPU time over at least 3 steps and
+    common.CPU_TARGET_S seconds, divided by the steps."""
     import numpy as np
     import torch
 
     net, d, threads, runs = argv[0], argv[1], int(argv[2]), int(argv[3])
+    clock = argv[4] if len(argv) > 4 else "wall"
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     f = dict(src=os.path.join(ROOT, "examples", "models", f"{net}.kiln"),
              weights=os.path.join(d, "weights.safetensors"), x=os.path.join(d, "x.npy"), t=os.path.join(d, "t.npy"))
     _, step = torch_step(net, f)
     step()
+    if clock == "cpu":
+        n, t0 = 0, time.process_time()
+        while n < 3 or time.process_time() - t0 < common.CPU_TARGET_S:
+            step()
+            n += 1
+        print(f"torch: median {(time.process_time() - t0) / n * 1e3:.4f} ms")
+        return
     ts = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -235,17 +252,34 @@ def kiln_has_train_bench(kiln):
     return "--train" in h
 
 
-def kiln_train_ms(kiln, f, batch, threads, runs):
+def kiln_train_ms(kiln, f, batch, threads, runs, clock="wall"):
+    """kiln's ms per step: `wall`, `kiln bench --train`'s median of `runs`; `cpu`, the
+    difference of the CPU time of a 1-step and a (1 + k)-step process over k (k for about
+    common.CPU_TARGET_S seconds of steps)."""
+    if clock == "wall":
+        return run_kiln_cpu(kiln, f, batch, threads, runs)[1]
+    lo, median = run_kiln_cpu(kiln, f, batch, threads, 1)
+    k = max(3, min(100_000, math.ceil(common.CPU_TARGET_S / max(median, 1e-3) * 1e3)))
+    hi, _ = run_kiln_cpu(kiln, f, batch, threads, 1 + k)
+    return (hi - lo) / k * 1e3
+
+
+def run_kiln_cpu(kiln, f, batch, threads, runs):
+    """As `run_kiln_train`, with the process's CPU seconds (wait4)."""
     cmd = ["taskset", "-c", common.cpus_for(threads), kiln, "bench", f["src"], "--train", "--loss", "cross-entropy",
            "--optimizer", "sgd", "--batch", str(batch), "--threads", str(threads), "--runs", str(runs),
            "--weights", f["weights"]]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {out.stderr.strip()}")
-    m = re.search(r"train step: median ([\d.]+) ms", out.stdout)
+    with tempfile.TemporaryFile(mode="w+") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        out = p.stdout.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)}: {err.read().strip()}")
+    m = re.search(r"train step: median ([\d.]+) ms", out)
     if not m:
-        raise RuntimeError(f"no `train step: median` in {out.stdout!r}")
-    return float(m.group(1)), out.stdout
+        raise RuntimeError(f"no `train step: median` in {out!r}")
+    return ru.ru_utime + ru.ru_stime, float(m.group(1))
 
 
 def kiln_fit_ms(kiln, f, batch, threads, runs):
@@ -276,9 +310,9 @@ def kiln_fit_ms(kiln, f, batch, threads, runs):
     return float(np.median([batch * 1e3 / v for v in ips[1:]]))
 
 
-def torch_train_ms(net, f, threads, runs):
+def torch_train_ms(net, f, threads, runs, clock="wall"):
     cmd = ["taskset", "-c", common.cpus_for(threads), sys.executable, os.path.abspath(__file__), "--torch-worker",
-           net, f["dir"], str(threads), str(runs)]
+           net, f["dir"], str(threads), str(runs), clock]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, KILN_BENCH_IN_VENV="1"))
     if out.returncode != 0:
         raise RuntimeError(f"torch worker: {out.stderr.strip()[-2000:]}")
@@ -334,13 +368,17 @@ def main():
     nets = common.arg(args, "--nets", ",".join(NETS)).split(",")
     exe = common.arg(args, "--kiln", None)
     seed = int(common.arg(args, "--seed", "0"))
+    clock = common.arg(args, "--clock", "auto")
+    if clock not in ("auto", "cpu", "wall"):
+        raise SystemExit(f"--clock {clock}: auto, cpu or wall")
     if args:
         raise SystemExit(f"unknown arguments {args}; see the docstring")
     kiln = common.kiln_bin(exe)
     timed = kiln_has_train_bench(kiln)
     fallback = not timed
+    clocks = ", ".join(f"{t}t: {common.clock_for(clock, t)}" for t in threads)
     print(f"torch {torch.__version__}; SGD lr {LR} momentum {MOMENTUM}, cross-entropy; {runs} timed steps x "
-          f"{rounds} rounds, median ms per step; kiln {kiln}; {common.load()}")
+          f"{rounds} rounds, median ms per step; clock {clocks}; kiln {kiln}; {common.load()}")
     if fallback:
         print("note: this kiln has no `bench --train`: kiln's step is timed by `kiln train` on one fixed batch "
               "(batch / the images/s it reports per epoch; 1 + runs epochs, the first left out), 1-channel inputs only")
@@ -366,14 +404,15 @@ def main():
         per = {t: ([], []) for t in threads}
         for _ in range(rounds):
             for t in threads:
+                ck = common.clock_for(clock, t)
                 if timed:
-                    per[t][0].append(kiln_train_ms(kiln, f, batch, t, runs)[0])
+                    per[t][0].append(kiln_train_ms(kiln, f, batch, t, runs, ck))
                 elif fallback:
                     try:
                         per[t][0].append(kiln_fit_ms(kiln, f, batch, t, runs))
                     except Exception as e:
                         print(f"  [{net}: kiln not timed: {e}]", file=sys.stderr)
-                per[t][1].append(torch_train_ms(net, f, t, runs))
+                per[t][1].append(torch_train_ms(net, f, t, runs, ck if timed else "wall"))
         for t in threads:
             tm = float(np.median(per[t][1]))
             if per[t][0]:
