@@ -263,6 +263,8 @@ pub struct Kernels {
     pub global_pool: Entry<GlobalPoolDesc>,
     pub depthwise: Entry<DepthwiseDesc>,
     pub dense: Entry<DenseDesc>,
+    /// Called by the GEMM driver, not by JIT'd code.
+    pub small_conv: SmallConvFn,
 }
 
 /// The entry points of the kernels for `isa`, when there are some and this CPU runs them;
@@ -322,7 +324,15 @@ macro_rules! entries {
                 unsafe { super::dense::<$set>(d, arena, begin, end) }
             }
 
-            pub(super) const KERNELS: Kernels = Kernels { pool2d, global_pool, depthwise, dense };
+            /// # Safety
+            /// As [`super::small_conv`].
+            #[target_feature(enable = $features)]
+            unsafe fn small_conv(j: &SmallConvJob) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::small_conv::<$set>(j) }
+            }
+
+            pub(super) const KERNELS: Kernels = Kernels { pool2d, global_pool, depthwise, dense, small_conv };
         }
     )*};
 }
@@ -1082,6 +1092,139 @@ unsafe fn padded_rows<S: Simd, const R: usize, const NB: usize, const ST: usize>
                     S::store(yrow.add(col), v);
                 } else if col < ow {
                     S::store_partial(yrow.add(col), ow - col, v);
+                }
+            }
+        }
+    }
+}
+
+/// One work item of a convolution with few output channels, computed directly (the GEMM
+/// driver's alternative to a product whose A has too few rows to fill a tile, `gemm::
+/// SmallConv`): `C[o, p] = Σ_k wt[k, o]·x(k, p)` for the channels `o ∈ rows` and the output
+/// pixels `p ∈ cols` (`p = y·ow + x`), where tap `k = (c, i, j)` of pixel `(y, x)` reads the
+/// zero-padded copy `pad` at `off[k] + y·sy·wp + x·sx`. The sums take the taps in `k`'s
+/// order, one FMA each, as the GEMM's micro-kernels do.
+pub struct SmallConvJob<'a> {
+    /// The zero-padded image, slack included (`gemm::SmallConv::pad_len`).
+    pub pad: &'a [f32],
+    /// The row length of the copy.
+    pub wp: usize,
+    /// Each tap's offset in the copy.
+    pub off: &'a [usize],
+    /// The weights, tap-major: `wt[k·opad + o]`, `opad` a multiple of the set's lanes, zero
+    /// past the channels.
+    pub wt: &'a [f32],
+    pub opad: usize,
+    pub rows: [usize; 2],
+    pub cols: [usize; 2],
+    pub ow: usize,
+    pub stride: [usize; 2],
+    /// C: rows `l` floats apart.
+    pub c: *mut f32,
+    pub l: usize,
+}
+
+/// `SmallConvJob`'s kernel, per instruction set.
+pub type SmallConvFn = unsafe fn(&SmallConvJob);
+
+/// Output pixels per register block of a small convolution.
+pub const SMALL_CONV_PIXELS: usize = 8;
+
+/// The small convolution of `j`: for each output row, blocks of `P` pixels (eight) by one or
+/// two registers of `LANES` channels (`P·OB` accumulators, each tap `OB` vectors of weights
+/// and `P` broadcast inputs); the pixels past the row's end are computed from the copy's
+/// slack and not stored.
+///
+/// # Safety
+/// `j.c` is valid for the rows and columns of the job (rows `l` apart); `pad` holds every tap
+/// of eight pixels from any pixel of the job (`gemm::SmallConv::pad_len`); `wt` holds
+/// `off.len()·opad` floats, `opad ≥ rows[1]` rounded up to `LANES`; the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn small_conv<S: Simd>(j: &SmallConvJob) {
+    let l = S::LANES;
+    let mut p = j.cols[0];
+    while p < j.cols[1] {
+        let (y, x0) = (p / j.ow, p % j.ow);
+        // this output row's pixels of the job
+        let end = j.cols[1].min((y + 1) * j.ow);
+        let mut x = x0;
+        while x < x0 + (end - p) {
+            let n = SMALL_CONV_PIXELS.min(x0 + (end - p) - x);
+            let mut o0 = j.rows[0] / l * l;
+            while o0 < j.rows[1] {
+                // SAFETY: forwarded from the caller, with o0 + OB·LANES ≤ opad.
+                unsafe {
+                    if o0 + l < j.rows[1] {
+                        // two registers of channels: AVX-512 holds 16 accumulators, AVX2 8
+                        if l >= 16 {
+                            small_conv_block::<S, 8, 2>(j, y, x, n, o0);
+                        } else {
+                            small_conv_block::<S, 4, 2>(j, y, x, n.min(4), o0);
+                            if n > 4 {
+                                small_conv_block::<S, 4, 2>(j, y, x + 4, n - 4, o0);
+                            }
+                        }
+                        o0 += 2 * l;
+                    } else {
+                        small_conv_block::<S, 8, 1>(j, y, x, n, o0);
+                        o0 += l;
+                    }
+                }
+            }
+            x += n;
+        }
+        p = end;
+    }
+}
+
+/// Pixels `x..x + n` (`n ≤ P`) of output row `y`, channels `o0..o0 + OB·LANES` (those in
+/// the job's rows stored).
+///
+/// # Safety
+/// As [`small_conv`], with `o0 + OB·LANES ≤ opad`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn small_conv_block<S: Simd, const P: usize, const OB: usize>(
+    j: &SmallConvJob,
+    y: usize,
+    x: usize,
+    n: usize,
+    o0: usize,
+) {
+    let l = S::LANES;
+    let (pad, wt) = (j.pad.as_ptr(), j.wt.as_ptr());
+    let base = y * j.stride[0] * j.wp + x * j.stride[1];
+    let mut tile = [0.0f32; 16 * 8];
+    // SAFETY (the whole body): taps off[k] + base + q·sx of pixels x..x + P ≤ x + 8 lie in
+    // `pad` (its slack covers pixels past the row's end); weights k·opad + o0 + OB·LANES ≤
+    // K·opad; the tile holds P·LANES ≤ 8·16 floats; stores go to the job's rows and pixels.
+    unsafe {
+        let mut acc = [[S::zero(); P]; OB];
+        for (k, &o) in j.off.iter().enumerate() {
+            let at = pad.add(o + base);
+            let mut wv = [S::zero(); OB];
+            for (b, w) in wv.iter_mut().enumerate() {
+                *w = S::load(wt.add(k * j.opad + o0 + b * l));
+            }
+            // (pixel-major: each broadcast input is used by the OB weight vectors at once)
+            #[allow(clippy::needless_range_loop)]
+            for q in 0..P {
+                let xv = S::splat(*at.add(q * j.stride[1]));
+                for b in 0..OB {
+                    acc[b][q] = S::fma(xv, wv[b], acc[b][q]);
+                }
+            }
+        }
+        for (b, row) in acc.iter().enumerate() {
+            let ob = o0 + b * l;
+            for (q, a) in row.iter().enumerate() {
+                S::store(tile.as_mut_ptr().add(q * l), *a);
+            }
+            for o in ob.max(j.rows[0])..(ob + l).min(j.rows[1]) {
+                let dst = j.c.add(o * j.l + y * j.ow + x);
+                for q in 0..n {
+                    *dst.add(q) = tile[q * l + o - ob];
                 }
             }
         }

@@ -764,6 +764,68 @@ pub struct GemmDesc {
     /// Byte offset of the node's status word (`plan::Plan::status`, 8-byte aligned): the
     /// driver stores a failure there instead of unwinding into JIT code.
     pub status: usize,
+    /// The direct kernel that runs the product instead of the micro-kernel, for the patches of
+    /// a convolution with few output channels ([`SmallConv::new`]).
+    pub small: Option<SmallConv>,
+}
+
+/// A convolution whose product has too few rows (output channels) for a GEMM tile to fill:
+/// computed directly by the tier's kernel (`direct::small_conv`), vectorized over the output
+/// channels, over a zero-padded copy of the image and the weights laid out tap-major, both
+/// made by the driver per item (the weights once per group and call). No patch is packed.
+#[derive(Clone, Copy)]
+pub struct SmallConv {
+    pub f: crate::direct::SmallConvFn,
+    pub lanes: usize,
+    /// The padded copy: `hp × wp` per channel, `pad_len` floats with the slack.
+    pub hp: usize,
+    pub wp: usize,
+    pub pad_len: usize,
+}
+
+impl SmallConv {
+    /// The most output channels per group it takes (the tiles have 6 to 12 rows; 32 rows are
+    /// two or three of them, where the patch packing costs more than the FMAs).
+    pub const MAX_ROWS: usize = 32;
+    /// The most floats of a padded copy (64 MiB).
+    const MAX_PAD: usize = 1 << 24;
+
+    /// The direct form of the patches of `g` over `channels` channels for `rows` output
+    /// channels, on `isa`'s kernels; `None` where the product stays a GEMM.
+    pub fn new(isa: Isa, g: &PatchGeom, channels: usize, rows: usize) -> Option<SmallConv> {
+        let k = crate::direct::kernels(isa)?;
+        // at least half the lanes of the channel registers used (measured on LeNet-5's conv1,
+        // 6 channels: the GEMM was faster on AVX-512's 16 lanes, slower on AVX2's 8)
+        let lanes = isa.lanes();
+        if rows == 0
+            || rows > SmallConv::MAX_ROWS
+            || rows * 2 < rows.div_ceil(lanes.max(1)) * lanes
+            || g.oh == 0
+            || g.ow == 0
+            || g.kh == 0
+            || g.kw == 0
+        {
+            return None;
+        }
+        let span = |o: usize, s: usize, k: usize, d: usize| -> Option<usize> {
+            (o - 1)
+                .checked_mul(s)?
+                .checked_add((k - 1).checked_mul(d)?)?
+                .checked_add(1)
+        };
+        let hp = span(g.oh, g.stride[0], g.kh, g.dilation[0])?;
+        let wp = span(g.ow, g.stride[1], g.kw, g.dilation[1])?;
+        // the slack: the pixels of a last block past the row's end
+        let slack = (crate::direct::SMALL_CONV_PIXELS - 1).checked_mul(g.stride[1])?;
+        let pad_len = channels.checked_mul(hp)?.checked_mul(wp)?.checked_add(slack)?;
+        (pad_len <= SmallConv::MAX_PAD).then_some(SmallConv {
+            f: k.small_conv,
+            lanes,
+            hp,
+            wp,
+            pad_len,
+        })
+    }
 }
 
 impl GemmDesc {
@@ -935,6 +997,8 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         return Err("work items outside the product");
     }
     let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
+    // a small convolution's buffers for this call, and the group whose weights they hold
+    let mut small = d.small.map(|_| (SMALL.take(), usize::MAX));
     for item in begin..end {
         let (j, rest) = (item % nb, item / nb);
         let (i, rest) = (rest % mb, rest / mb);
@@ -972,6 +1036,36 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             (None, _) => None,
         };
         let a = at(d.a).wrapping_add(g * d.mg * d.kg);
+        if let (
+            Some(sc),
+            Some((bufs, held)),
+            BArena::Patches {
+                offset,
+                channels,
+                geom,
+                ..
+            },
+        ) = (d.small, small.as_mut(), d.b)
+        {
+            let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
+            // SAFETY: as below; the image is this item's group of channels, `a` its weights.
+            unsafe {
+                run_small(
+                    d,
+                    &sc,
+                    [rows, cols],
+                    (a, g),
+                    held,
+                    image,
+                    &geom,
+                    channels / d.groups,
+                    c,
+                    bufs,
+                )
+            }?;
+            epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]);
+            continue;
+        }
         if let BArena::Patches {
             offset,
             channels,
@@ -1019,7 +1113,120 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         // above (`item < items()`), so every pointer formed here stays in its value's slot.
         unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) }?;
     }
+    if let Some((bufs, _)) = small {
+        SMALL.set(bufs);
+    }
     Ok(())
+}
+
+/// A small convolution's buffers: the padded copy, the weights tap-major, the taps' offsets.
+type SmallBufs = (Vec<Line>, Vec<Line>, Vec<usize>);
+
+thread_local! {
+    /// Each thread's buffers for small convolutions ([`SmallConv`]).
+    static SMALL: std::cell::Cell<SmallBufs> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// One work item of a small convolution ([`SmallConv`]): rows `rows` (output channels of
+/// group `g`, weights at `a`, `mg × kg`) and output pixels `cols` of C (`c`, rows `l`
+/// apart), from `image` (`channels` planes of the group). The weights are laid out tap-major
+/// again only when the group differs from `held`'s.
+///
+/// # Safety
+/// As `run_items`: `a`, `image` and `c` point at this item's weights, image and C in the
+/// arena; `sc` was made for this node's geometry and `channels`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_small(
+    d: &GemmDesc,
+    sc: &SmallConv,
+    [rows, cols]: [[usize; 2]; 2],
+    (a, g): (*const f32, usize),
+    held: &mut usize,
+    image: *const f32,
+    geom: &PatchGeom,
+    channels: usize,
+    c: *mut f32,
+    (pad, wt, off): &mut SmallBufs,
+) -> Result<(), &'static str> {
+    if rows[0] > rows[1] || rows[1] > d.mg || cols[0] > cols[1] || cols[1] > d.l || sc.lanes == 0 {
+        return Err("rows or columns outside the small convolution");
+    }
+    if channels.checked_mul(geom.kh * geom.kw) != Some(d.kg) {
+        return Err("a small convolution's depth is not its taps");
+    }
+    let opad = d.mg.div_ceil(sc.lanes) * sc.lanes;
+    let wt = floats(wt, d.kg * opad);
+    if *held != g {
+        // SAFETY: A is this group's mg × kg weights (`run_items`).
+        let a = unsafe { std::slice::from_raw_parts(a, d.mg * d.kg) };
+        for (k, row) in wt.chunks_exact_mut(opad).enumerate() {
+            for (o, v) in row.iter_mut().enumerate() {
+                *v = if o < d.mg { a[o * d.kg + k] } else { 0.0 };
+            }
+        }
+        off.clear();
+        for ch in 0..channels {
+            for i in 0..geom.kh {
+                for j in 0..geom.kw {
+                    off.push((ch * sc.hp + i * geom.dilation[0]) * sc.wp + j * geom.dilation[1]);
+                }
+            }
+        }
+        *held = g;
+    }
+    let pad = floats(pad, sc.pad_len);
+    // SAFETY: forwarded from the caller.
+    unsafe { pad_copy(image, channels, [geom.h, geom.w], geom.pad, [sc.hp, sc.wp], pad) };
+    let job = crate::direct::SmallConvJob {
+        pad,
+        wp: sc.wp,
+        off,
+        wt,
+        opad,
+        rows,
+        cols,
+        ow: geom.ow,
+        stride: geom.stride,
+        c,
+        l: d.l,
+    };
+    // SAFETY: the job's pointers and sizes as `direct::small_conv` requires: C's rows and
+    // columns of the item, the padded copy with its slack (`SmallConv::new`), the weights
+    // `kg·opad` floats; the kernel's set is this CPU's (`direct::kernels` checked it).
+    unsafe { (sc.f)(&job) };
+    Ok(())
+}
+
+/// `out` as the zero-padded copy of `channels` planes of `h × w` floats at `image`: `hp × wp`
+/// per channel, input row `iy` at row `iy + top` and column `ix` at `ix + left` (clipped to
+/// the copy), zeros elsewhere, including the floats past the last channel's plane.
+///
+/// # Safety
+/// `image` holds `channels·h·w` floats.
+unsafe fn pad_copy(
+    image: *const f32,
+    channels: usize,
+    [h, w]: [usize; 2],
+    [top, left]: [usize; 2],
+    [hp, wp]: [usize; 2],
+    out: &mut [f32],
+) {
+    let n = w.min(wp.saturating_sub(left));
+    let planes = channels.saturating_mul(hp).saturating_mul(wp).min(out.len());
+    for (cr, row) in out[..planes].chunks_exact_mut(wp.max(1)).enumerate() {
+        let (ch, r) = (cr / hp.max(1), cr % hp.max(1));
+        let iy = r.wrapping_sub(top);
+        if iy >= h || n == 0 {
+            row.fill(0.0);
+            continue;
+        }
+        row[..left].fill(0.0);
+        // SAFETY: row iy < h of channel ch < channels of the image holds w ≥ n floats.
+        row[left..left + n]
+            .copy_from_slice(unsafe { std::slice::from_raw_parts(image.add((ch * h + iy) * w), n) });
+        row[left + n..].fill(0.0);
+    }
+    out[planes..].fill(0.0);
 }
 
 thread_local! {
@@ -1059,23 +1266,8 @@ unsafe fn run_shifted(
     let (mut copy, mut block) = WIDE.take();
     let mut run = || {
         let pad = floats(&mut copy, sh.len);
-        // the padded copy: each input row between zeros, zero rows above and below, and the
-        // slack past the last channel
-        let n = w.min(sh.wp.saturating_sub(left));
-        for (cr, row) in pad[..channels * plane].chunks_exact_mut(sh.wp).enumerate() {
-            let (ch, r) = (cr / sh.hp, cr % sh.hp);
-            let iy = r.wrapping_sub(top);
-            if iy >= h || n == 0 {
-                row.fill(0.0);
-                continue;
-            }
-            row[..left].fill(0.0);
-            // SAFETY: row iy < h of channel ch < channels of the image holds w ≥ n floats.
-            row[left..left + n]
-                .copy_from_slice(unsafe { std::slice::from_raw_parts(image.add((ch * h + iy) * w), n) });
-            row[left + n..].fill(0.0);
-        }
-        pad[channels * plane..].fill(0.0);
+        // SAFETY: forwarded from the caller.
+        unsafe { pad_copy(image, channels, [h, w], [top, left], [sh.hp, sh.wp], pad) };
         let ldc = cols[1] - cols[0];
         let scratch = floats(&mut block, (rows[1] - rows[0]) * ldc);
         let out = scratch.as_mut_ptr();
@@ -1467,7 +1659,8 @@ mod tests {
     }
 
     /// A convolution's weights are packed when they are set: new weights are packed again, on
-    /// every tier, so a model given new weights computes what a fresh model with them does.
+    /// every tier, so a model given new weights computes what a fresh model with them does
+    /// (40 output channels: fewer would take the small-convolution kernel, which packs none).
     #[test]
     fn new_weights_are_packed_again() {
         use kiln_ir::{Tensor, Value};
@@ -1475,8 +1668,8 @@ mod tests {
         let graph = kiln_ir::text::parse(
             "graph g {
   input %x: f32[1, 8, 9, 11]
-  param %w: f32[20, 8, 3, 3]
-  %y = conv2d(%x, %w) {padding=[1, 1, 1, 1]}: f32[1, 20, 9, 11]
+  param %w: f32[40, 8, 3, 3]
+  %y = conv2d(%x, %w) {padding=[1, 1, 1, 1]}: f32[1, 40, 9, 11]
   output %y
 }",
         )
@@ -1489,11 +1682,11 @@ mod tests {
         let inputs = HashMap::from([("x".to_string(), Value::F(x))]);
         let w1 = HashMap::from([(
             "w".to_string(),
-            tensor([20, 8, 3, 3], &|i| (i as f32 * 0.7).cos()),
+            tensor([40, 8, 3, 3], &|i| (i as f32 * 0.7).cos()),
         )]);
         let w2 = HashMap::from([(
             "w".to_string(),
-            tensor([20, 8, 3, 3], &|i| (i as f32 * 0.2).sin()),
+            tensor([40, 8, 3, 3], &|i| (i as f32 * 0.2).sin()),
         )]);
         for tier in Tier::runnable() {
             for threads in [1, 2] {
@@ -1549,6 +1742,7 @@ mod tests {
             n_step: NR,
             a_packed: None,
             status: 0,
+            small: None,
         };
         assert_eq!(d.items(), 1);
         let run = |d: &GemmDesc, arena: &mut Vec<u64>, begin: i64, end: i64| {

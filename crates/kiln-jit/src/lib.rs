@@ -622,8 +622,23 @@ impl Gemms {
         let status = plan.status[&id];
         let mut desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
             .map_err(JitError::Codegen)?;
+        // a convolution with too few output channels to fill a tile: the tier's direct kernel
+        if rust.is_some()
+            && let gemm::BArena::Patches {
+                channels,
+                geom,
+                ref mut shifted,
+                ..
+            } = desc.b
+            && let Some(sc) = gemm::SmallConv::new(tier.isa(), &geom, channels / g.groups.max(1), desc.mg)
+        {
+            desc.small = Some(sc);
+            *shifted = None;
+            desc.split(want);
+        }
         let at = plan.size.next_multiple_of(64);
         if let Some(end) = desc.packed_a_bytes().and_then(|b| at.checked_add(b))
+            && desc.small.is_none()
             && a_constant
             && end <= kiln_ir::limits::MAX_BYTES
         {

@@ -148,9 +148,10 @@ proptest! {
     }
 
     /// Convolutions through im2col and the GEMM driver: products narrower and shorter than a
-    /// tile, several tiles, groups, strides and a fused residual-free epilogue.
+    /// tile, several tiles, groups, strides and a fused residual-free epilogue; up to 32
+    /// output channels per group the Rust tiers' small-convolution kernel runs them.
     #[test]
-    fn conv_gemm(n in 1usize..3, g in 1usize..3, ig in 1usize..5, og in 1usize..20, h in 1usize..12,
+    fn conv_gemm(n in 1usize..3, g in 1usize..3, ig in 1usize..5, og in prop_oneof![1usize..20, 33usize..50], h in 1usize..12,
                  w in 1usize..40, k in 1usize..4, s in 1usize..3, pad in padding(), bias in any::<bool>(),
                  act in prop_oneof![Just(None), Just(Some(Activation::Relu))],
                  seed in any::<u64>()) {
@@ -294,7 +295,8 @@ fn depthwise_special_values_on_every_tier() {
 }
 
 /// Stride-1 convolutions on the GEMM driver's wide products (output rows computed `wp`
-/// columns apart over a zero-padded copy of the image, then moved into place): dilations,
+/// columns apart over a zero-padded copy of the image, then moved into place; more than 32
+/// output channels per group, so that the GEMM runs them): dilations,
 /// groups, batches, uneven paddings, the bias, the residual and the ReLU fused into the
 /// epilogue, on 1 and 2 threads (row and column splits), and shapes just inside and outside
 /// the wide form's limit (at most one dropped column in eight).
@@ -303,10 +305,10 @@ fn wide_convolutions_on_every_tier() {
     // (batch, channels, groups, outputs, h, w, kernel, dilation, padding)
     for (n, c, g, o, h, w, k, d, pad) in [
         (2, 8, 1, 40, 20, 30, 3, 1, [1, 1, 1, 1]),
-        (1, 6, 2, 64, 17, 45, 3, 2, [2, 1, 0, 3]),
-        (2, 3, 1, 20, 9, 16, 5, 1, [2, 2, 2, 2]),
-        (1, 16, 4, 96, 14, 14, 3, 1, [1, 1, 1, 1]),
-        (1, 4, 1, 8, 7, 7, 3, 1, [1, 1, 1, 1]),
+        (1, 6, 2, 80, 17, 45, 3, 2, [2, 1, 0, 3]),
+        (2, 3, 1, 48, 9, 16, 5, 1, [2, 2, 2, 2]),
+        (1, 16, 2, 96, 14, 14, 3, 1, [1, 1, 1, 1]),
+        (1, 4, 1, 36, 7, 7, 3, 1, [1, 1, 1, 1]),
         (3, 2, 1, 130, 5, 60, 2, 3, [0, 0, 1, 2]),
     ] {
         let mut graph = Graph::new();
@@ -336,6 +338,62 @@ fn wide_convolutions_on_every_tier() {
                 };
                 if let Err(e) = jit_matches_interpreter_with(&graph, (n * o.threads + h) as u64, &o) {
                     panic!("{tier:?}, {threads} threads, {:?}: {e}", graph.node(y).ty.dims());
+                }
+            }
+        }
+    }
+}
+
+/// Convolutions with few output channels per group, which the Rust tiers run with the
+/// small-convolution kernel (vectorized over output channels) instead of the GEMM: every
+/// channel count from a quarter of a register to two registers, strides 1 to 3, dilations,
+/// groups, uneven paddings, the bias, the residual and the ReLU fused, on 1 and 2 threads.
+#[test]
+fn small_convolutions_on_every_tier() {
+    // (batch, channels, groups, outputs, h, w, kernel, stride, dilation, padding)
+    for (i, (n, c, g, o, h, w, k, s, d, pad)) in [
+        (2, 6, 1, 16, 14, 14, 5, 1, 1, [0, 0, 0, 0]),
+        (3, 1, 1, 6, 28, 28, 5, 1, 1, [2, 2, 2, 2]),
+        (1, 4, 2, 24, 11, 23, 3, 2, 1, [1, 0, 2, 1]),
+        (2, 3, 1, 9, 9, 31, 3, 3, 2, [2, 2, 2, 2]),
+        (1, 8, 4, 64, 10, 17, 3, 1, 2, [0, 3, 1, 0]),
+        (1, 2, 1, 32, 6, 40, 1, 2, 1, [0, 0, 0, 0]),
+        (2, 5, 1, 12, 3, 3, 3, 1, 1, [1, 1, 1, 1]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut graph = Graph::new();
+        let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
+        let wt = graph.param("w", TensorType::f32([o, c / g, k, k])).unwrap();
+        let b = graph.param("b", TensorType::f32([o])).unwrap();
+        let conv = Op::Conv2d(Conv2d {
+            stride: [s, s],
+            dilation: [d, d],
+            padding: Padding::Explicit(pad),
+            groups: g,
+            activation: None,
+        });
+        let y = graph.add("conv", conv, &[x, wt, b]).unwrap();
+        let out = if i % 2 == 0 {
+            let dims = graph.node(y).ty.dims().to_vec();
+            let r = graph.input("r", TensorType::f32(dims)).unwrap();
+            let sum = graph.add("sum", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
+            graph
+                .add("out", Op::Activation(Activation::Relu), &[sum])
+                .unwrap()
+        } else {
+            y
+        };
+        graph.mark_output(out).unwrap();
+        for tier in Tier::runnable() {
+            for threads in [1, 2] {
+                let opts = JitOptions {
+                    threads,
+                    ..options(tier)
+                };
+                if let Err(e) = jit_matches_interpreter_with(&graph, (i * 7 + threads) as u64, &opts) {
+                    panic!("case {i}, {tier:?}, {threads} threads: {e}");
                 }
             }
         }

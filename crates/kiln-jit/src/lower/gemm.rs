@@ -79,6 +79,8 @@ pub fn gemm_desc(
         // set by the compiler when A is computed from the weights alone (`Gemms::add`)
         a_packed: None,
         status,
+        // set by the compiler on a Rust tier (`SmallConv::new`)
+        small: None,
     };
     d.split(want);
     Ok(d)
