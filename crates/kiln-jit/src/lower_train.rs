@@ -155,6 +155,29 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
             dropout_train(e, a, *ratio, *seed);
             numel
         }
+        TrainOp::BatchNormTrain { part, epsilon } if let Some(k) = rust_kernels(a) => {
+            let d = a.dims(0);
+            let src = |i: usize| a.ins.get(i).map_or(0, |s| s.0.offset as u64);
+            let desc = tk::BnDesc {
+                x: a.src(0) as u64,
+                a: src(1),
+                b: src(2),
+                y: a.dst() as u64,
+                n: d[0] as u64,
+                c: d[1] as u64,
+                inner: d[2..].iter().product::<usize>() as u64,
+                part: match part {
+                    BnPart::Forward => tk::BN_FORWARD,
+                    BnPart::GradX => tk::BN_GRAD_X,
+                    BnPart::GradScale => tk::BN_GRAD_SCALE,
+                    BnPart::Mean => tk::BN_MEAN,
+                    BnPart::Var => tk::BN_VAR,
+                },
+                eps: u64::from(epsilon.to_bits()),
+            };
+            call_rust(e, a, k.batch_norm as usize, &desc);
+            d[1]
+        }
         TrainOp::BatchNormTrain { part, epsilon } => {
             batch_norm_train(e, a, *part, *epsilon);
             a.dims(0)[1]

@@ -131,8 +131,34 @@ pub struct SumDesc {
     pub inner: u64,
 }
 
+/// `BnDesc::part`.
+pub const BN_FORWARD: u64 = 0;
+pub const BN_GRAD_X: u64 = 1;
+pub const BN_GRAD_SCALE: u64 = 2;
+pub const BN_MEAN: u64 = 3;
+pub const BN_VAR: u64 = 4;
+
+/// A training-mode batch-norm piece (`kiln_ir::BnPart`) over `x [n, c, inner]`: `a` and `b`
+/// are its second and third inputs (scale and bias, scale and delta, or the delta), unused
+/// ones 0; `eps` the epsilon's bits.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BnDesc {
+    pub x: u64,
+    pub a: u64,
+    pub b: u64,
+    pub y: u64,
+    pub n: u64,
+    pub c: u64,
+    pub inner: u64,
+    pub part: u64,
+    pub eps: u64,
+}
+
 // SAFETY: each is `#[repr(C)]` with u64 fields (and WindowDesc, itself u64 words) only.
 unsafe impl Words for WgradDesc {}
+// SAFETY: as above.
+unsafe impl Words for BnDesc {}
 // SAFETY: as above.
 unsafe impl Words for IdsDesc {}
 // SAFETY: as above.
@@ -149,6 +175,7 @@ pub struct Kernels {
     pub max_pool_ids: Entry<IdsDesc>,
     pub scatter_ids: Entry<ScatterDesc>,
     pub sum: Entry<SumDesc>,
+    pub batch_norm: Entry<BnDesc>,
     /// Output channels per register block of the weight gradient on this set.
     pub wgrad_mo: usize,
 }
@@ -206,8 +233,16 @@ macro_rules! entries {
                 unsafe { super::sum::<$set>(d, arena, begin, end) }
             }
 
+            /// # Safety
+            /// As `wgrad`, for a training-mode batch-norm node.
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn batch_norm(d: *const BnDesc, arena: *mut u8, begin: i64, end: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::batch_norm::<$set>(d, arena, begin, end) }
+            }
+
             pub(super) const KERNELS: Kernels =
-                Kernels { wgrad, max_pool_ids, scatter_ids, sum, wgrad_mo: $mo };
+                Kernels { wgrad, max_pool_ids, scatter_ids, sum, batch_norm, wgrad_mo: $mo };
         }
     )*};
 }
@@ -976,5 +1011,140 @@ unsafe fn sum<S: Simd>(d: *const SumDesc, arena: *mut u8, begin: i64, end: i64) 
             }
             k0 += m;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// batch norm in training mode
+
+/// Channels whose sums are interleaved.
+const BN_CHAINS: usize = 8;
+
+/// `Σ f(x_i)` over each channel `k0 + r` (`r < m`) in the interpreter's order (image by
+/// image, each plane in order, from 0), the `m` chains interleaved.
+///
+/// # Safety
+/// `x` is `[n, c, inner]`; `k0 + m ≤ c`.
+#[inline(always)]
+unsafe fn bn_sums(
+    x: *const f32,
+    (n, c, inner): (usize, usize, usize),
+    k0: usize,
+    m: usize,
+    f: impl Fn(usize, usize, f32) -> f32,
+) -> [f32; BN_CHAINS] {
+    let mut acc = [0.0f32; BN_CHAINS];
+    for img in 0..n {
+        // SAFETY: image img < n, channels k0..k0 + m < c.
+        let p = unsafe { x.add((img * c + k0) * inner) };
+        for i in 0..inner {
+            for (r, v) in acc.iter_mut().enumerate().take(m) {
+                // SAFETY: as above, i < inner.
+                *v += f(r, img * c * inner + (k0 + r) * inner + i, unsafe {
+                    *p.add(r * inner + i)
+                });
+            }
+        }
+    }
+    acc
+}
+
+/// Training-mode batch norm, parallel over channels, with the arithmetic of the Cranelift
+/// kernel (`lower_train::batch_norm_train`): the statistics as its sums in the same order, so
+/// every piece is its (and the interpreter's) bit for bit; the elementwise passes a register at
+/// a time.
+///
+/// # Safety
+/// As the entry points.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn batch_norm<S: Simd>(d: *const BnDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    let d = unsafe { *d };
+    let Some((b, e)) = range(begin, end, d.c) else {
+        return;
+    };
+    let (n, c, inner) = (d.n as usize, d.c as usize, d.inner as usize);
+    let dims = (n, c, inner);
+    let mf = (n * inner) as f32;
+    let eps = f32::from_bits(d.eps as u32);
+    let (x, pa, pb, y) = (at(arena, d.x), at(arena, d.a), at(arena, d.b), at(arena, d.y));
+    let mut k0 = b;
+    while k0 < e {
+        let m = BN_CHAINS.min(e - k0);
+        // SAFETY: channels k0..k0 + m < c of the node's tensors.
+        unsafe {
+            let s = bn_sums(x, dims, k0, m, |_, _, v| v);
+            let mean = s.map(|v| v / mf);
+            let q = bn_sums(x, dims, k0, m, |r, _, v| {
+                let t = v - mean[r];
+                t * t
+            });
+            let var = q.map(|v| v / mf);
+            let inv = var.map(|v| 1.0 / (v + eps).sqrt());
+            match d.part {
+                BN_FORWARD | BN_GRAD_X => {
+                    let (sdy, dot) = if d.part == BN_GRAD_X {
+                        let g = pb;
+                        (
+                            bn_sums(x, dims, k0, m, |_, at, _| *g.add(at)),
+                            bn_sums(x, dims, k0, m, |r, at, v| *g.add(at) * ((v - mean[r]) * inv[r])),
+                        )
+                    } else {
+                        ([0.0; BN_CHAINS], [0.0; BN_CHAINS])
+                    };
+                    for r in 0..m {
+                        let k = k0 + r;
+                        let (mn, iv) = (S::splat(mean[r]), S::splat(inv[r]));
+                        // forward: y = fma(scale, x̂, bias); gradient: y = (scale·inv)·((g −
+                        // mean(g)) − x̂·mean(g·x̂))
+                        let (sc, bi, mdy, mdot) = if d.part == BN_FORWARD {
+                            (*pa.add(k), *pb.add(k), 0.0, 0.0)
+                        } else {
+                            (*pa.add(k) * inv[r], 0.0, sdy[r] / mf, dot[r] / mf)
+                        };
+                        let (scv, biv, mdyv, mdotv) =
+                            (S::splat(sc), S::splat(bi), S::splat(mdy), S::splat(mdot));
+                        for img in 0..n {
+                            let off = (img * c + k) * inner;
+                            let mut i = 0;
+                            while i < inner {
+                                let l = S::LANES.min(inner - i);
+                                let xv = S::load_partial(x.add(off + i), l);
+                                let xh = S::mul(S::sub(xv, mn), iv);
+                                let out = if d.part == BN_FORWARD {
+                                    S::fma(scv, xh, biv)
+                                } else {
+                                    let g = S::load_partial(pb.add(off + i), l);
+                                    let t = S::sub(S::sub(g, mdyv), S::mul(xh, mdotv));
+                                    S::mul(scv, t)
+                                };
+                                S::store_partial(y.add(off + i), l, out);
+                                i += l;
+                            }
+                        }
+                    }
+                }
+                BN_GRAD_SCALE => {
+                    let g = pa;
+                    let dot = bn_sums(x, dims, k0, m, |r, at, v| *g.add(at) * ((v - mean[r]) * inv[r]));
+                    for r in 0..m {
+                        *y.add(k0 + r) = dot[r];
+                    }
+                }
+                BN_MEAN => {
+                    for r in 0..m {
+                        *y.add(k0 + r) = mean[r];
+                    }
+                }
+                _ => {
+                    let kf = (n * inner) as f32 / (n * inner).saturating_sub(1).max(1) as f32;
+                    for r in 0..m {
+                        *y.add(k0 + r) = var[r] * kf;
+                    }
+                }
+            }
+        }
+        k0 += m;
     }
 }

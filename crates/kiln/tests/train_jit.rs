@@ -221,7 +221,8 @@ graph wg {
 /// channels (padded, dilated, row-strided, grouped, wide rows past one register, taps past
 /// one register block), data gradients of stride-1 convolutions with few input channels
 /// (written as weight gradients along the taps: dilated, padded per side, rows wider than a
-/// register), and bias gradients (`reduce_sum_to` of a convolution and a dense layer).
+/// register), batch norm on batch statistics (every piece), and bias gradients
+/// (`reduce_sum_to` of a convolution and a dense layer).
 #[test]
 fn training_kernels_match_the_interpreter_on_every_tier() {
     let src = r#"
@@ -233,6 +234,10 @@ graph tk {
   param %c.w: f32[5, 6, 2, 3]
   param %c.b: f32[5]
   param %e.w: f32[3, 6, 3, 2]
+  param %bn.s: f32[5]
+  param %bn.b: f32[5]
+  buffer %bn.m: f32[5]
+  buffer %bn.v: f32[5]
   param %fc.w: f32[7, 18]
   param %fc.b: f32[7]
   %a = conv2d(%x, %a.w, %a.b) {padding=[2, 2, 2, 2], dilation=[1, 2], activation=relu}
@@ -244,7 +249,8 @@ graph tk {
   %e = conv2d(%p2, %e.w) {dilation=[2, 1], padding=[2, 0, 1, 3]}
   %gb = global_avg_pool(%b)
   %ge = global_avg_pool(%e)
-  %gc = global_max_pool(%c)
+  %cn = batch_norm(%c, %bn.s, %bn.b, %bn.m, %bn.v)
+  %gc = global_max_pool(%cn)
   %g3 = global_avg_pool(%p3)
   %f1 = flatten(%gb)
   %f2 = flatten(%gc)
