@@ -214,15 +214,17 @@ pub enum BSource {
     /// The patch matrix of a convolution over one image's channels `[c0, c0 + …)`:
     /// row `(c, i, j)`, column `(y, x)` holds `image[c][y·s − pad + i·d][x·s − pad + j·d]`, or 0.
     Patches { ptr: *const f32, geom: PatchGeom },
-    /// The wide patch matrix of a stride-1 convolution ([`Shifted`]) over a zero-padded copy
-    /// of its image at `ptr` (`plane` floats per channel, rows `wp` apart): row `(c, i, j)` is
-    /// the run of floats from `c·plane + i·dh·wp + j·dw`, a plain copy to pack.
+    /// The wide patch matrix of a convolution ([`Shifted`]) over the zero-padded phases of its
+    /// image at `ptr` (`plane` floats per phase, rows `wp` apart, phases `(c, py, px)` in
+    /// order): row `(c, i, j)` is the run of floats from phase `(c, i·dh mod s_h, j·dw mod
+    /// s_w)`'s element `(⌊i·dh/s_h⌋, ⌊j·dw/s_w⌋)`, a plain copy to pack.
     Shifted {
         ptr: *const f32,
         plane: usize,
         wp: usize,
         kh: usize,
         kw: usize,
+        stride: [usize; 2],
         dilation: [usize; 2],
     },
 }
@@ -248,20 +250,30 @@ impl Shifted {
     /// The most floats a padded copy may take (64 MiB).
     const MAX_LEN: usize = 1 << 24;
 
-    /// The wide form of the patches of `g` over `channels` channels, where it pays: stride 1,
-    /// at most one column in eight dropped, a copy within [`Shifted::MAX_LEN`].
+    /// The wide form of the patches of `g` over `channels` channels, where it pays: at most
+    /// one column in eight dropped, a copy within [`Shifted::MAX_LEN`]. With a stride `s`, the
+    /// copy is split into `s_h·s_w` phases (phase `(py, px)` holds the padded image's rows
+    /// `≡ py` and columns `≡ px` mod the stride), so that tap `(i, j)` of output `(y, x)` is
+    /// element `(y + ⌊i·dh/s_h⌋, x + ⌊j·dw/s_w⌋)` of phase `(i·dh mod s_h, j·dw mod s_w)`: a
+    /// run again.
     pub fn for_patches(g: &PatchGeom, channels: usize) -> Option<Shifted> {
-        if g.stride != [1, 1] || g.oh == 0 || g.ow == 0 || g.kh == 0 || g.kw == 0 {
+        let [sy, sx] = g.stride;
+        if sy == 0 || sx == 0 || g.oh == 0 || g.ow == 0 || g.kh == 0 || g.kw == 0 {
             return None;
         }
-        let ext_h = (g.kh - 1).checked_mul(g.dilation[0])?;
-        let ext_w = (g.kw - 1).checked_mul(g.dilation[1])?;
+        let ext_h = (g.kh - 1).checked_mul(g.dilation[0])? / sy;
+        let ext_w = (g.kw - 1).checked_mul(g.dilation[1])? / sx;
         let (hp, wp) = (g.oh.checked_add(ext_h)?, g.ow.checked_add(ext_w)?);
         if ext_w.checked_mul(8)? > wp {
             return None;
         }
-        // the last row's run reaches ext_w floats past the last channel's copy
-        let len = channels.checked_mul(hp)?.checked_mul(wp)?.checked_add(ext_w)?;
+        // the last row's run reaches ext_w floats past the last phase's copy
+        let len = channels
+            .checked_mul(sy)?
+            .checked_mul(sx)?
+            .checked_mul(hp)?
+            .checked_mul(wp)?
+            .checked_add(ext_w)?;
         (len <= Shifted::MAX_LEN).then_some(Shifted {
             hp,
             wp,
@@ -649,15 +661,17 @@ unsafe fn pack_b_nr(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usiz
             wp,
             kh,
             kw,
+            stride: [sy, sx],
             dilation: [dh, dw],
         } => {
             for k in 0..kc {
                 let kk = pc + k;
                 let (c, i, j) = (kk / (kh * kw), kk / kw % kh, kk % kw);
+                let (ty, tx) = (i * dh, j * dw);
+                let at = ((c * sy + ty % sy) * sx + tx % sx) * plane + ty / sy * wp + tx / sx;
                 // SAFETY: row (c, i, j) of the wide patch matrix from column jc: the caller's
                 // copy holds every wide column of every row (`Shifted::len`).
-                let row =
-                    unsafe { std::slice::from_raw_parts(ptr.add(c * plane + i * dh * wp + j * dw + jc), nc) };
+                let row = unsafe { std::slice::from_raw_parts(ptr.add(at + jc), nc) };
                 put_row(out, kc, nr, k, 0, nc, Some(row));
                 put_row(out, kc, nr, k, nc, padded - nc, None);
             }
@@ -999,6 +1013,9 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
     let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
     // a small convolution's buffers for this call, and the group whose weights they hold
     let mut small = d.small.map(|_| (SMALL.take(), usize::MAX));
+    // the (image, group) whose padded copy this thread's buffers hold, made in this call (the
+    // items of an image are consecutive: one copy per image and group, not per item)
+    let mut copied = (usize::MAX, usize::MAX);
     for item in begin..end {
         let (j, rest) = (item % nb, item / nb);
         let (i, rest) = (rest % mb, rest / mb);
@@ -1048,6 +1065,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         ) = (d.small, small.as_mut(), d.b)
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
+            let image = (std::mem::replace(&mut copied, (n, g)) != (n, g)).then_some(image.cast_const());
             // SAFETY: as below; the image is this item's group of channels, `a` its weights.
             unsafe {
                 run_small(
@@ -1074,6 +1092,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         } = d.b
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
+            let image = (std::mem::replace(&mut copied, (n, g)) != (n, g)).then_some(image.cast_const());
             // SAFETY: as below; the image is this item's group of channels.
             unsafe { run_shifted(d, [rows, cols], a, a_packed, image, &geom, &sh, c, &epilogue_at) }?;
             continue;
@@ -1129,8 +1148,9 @@ thread_local! {
 
 /// One work item of a small convolution ([`SmallConv`]): rows `rows` (output channels of
 /// group `g`, weights at `a`, `mg × kg`) and output pixels `cols` of C (`c`, rows `l`
-/// apart), from `image` (`channels` planes of the group). The weights are laid out tap-major
-/// again only when the group differs from `held`'s.
+/// apart), from `image` (`channels` planes of the group; `None` when the buffers already hold
+/// its padded copy). The weights are laid out tap-major again only when the group differs
+/// from `held`'s.
 ///
 /// # Safety
 /// As `run_items`: `a`, `image` and `c` point at this item's weights, image and C in the
@@ -1142,7 +1162,7 @@ unsafe fn run_small(
     [rows, cols]: [[usize; 2]; 2],
     (a, g): (*const f32, usize),
     held: &mut usize,
-    image: *const f32,
+    image: Option<*const f32>,
     geom: &PatchGeom,
     channels: usize,
     c: *mut f32,
@@ -1175,8 +1195,10 @@ unsafe fn run_small(
         *held = g;
     }
     let pad = floats(pad, sc.pad_len);
-    // SAFETY: forwarded from the caller.
-    unsafe { pad_copy(image, channels, [geom.h, geom.w], geom.pad, [sc.hp, sc.wp], pad) };
+    if let Some(image) = image {
+        // SAFETY: forwarded from the caller.
+        unsafe { pad_copy(image, channels, [geom.h, geom.w], geom.pad, [sc.hp, sc.wp], pad) };
+    }
     let job = crate::direct::SmallConvJob {
         pad,
         wp: sc.wp,
@@ -1229,6 +1251,56 @@ unsafe fn pad_copy(
     out[planes..].fill(0.0);
 }
 
+/// `out` as the zero-padded phases of `channels` planes of the image at `image` for the
+/// stride of `g` ([`Shifted::for_patches`]): phase `(c, py, px)`, `hp × wp` floats, holds the
+/// padded image's element `(r·s_h + py, q·s_w + px)` at `(r, q)`; the phases no tap reads
+/// (a 1×1 kernel reads one) and the floats past the last phase are zero.
+///
+/// # Safety
+/// `image` holds `channels·h·w` floats.
+unsafe fn phase_copy(
+    image: *const f32,
+    channels: usize,
+    g: &PatchGeom,
+    [hp, wp]: [usize; 2],
+    out: &mut [f32],
+) {
+    let [sy, sx] = g.stride;
+    let [top, left] = g.pad;
+    let plane = hp * wp;
+    let used = |p: usize, k: usize, d: usize, s: usize| (0..k).any(|i| i * d % s == p);
+    let mut done = 0;
+    for c in 0..channels {
+        for py in 0..sy {
+            for px in 0..sx {
+                let at = ((c * sy + py) * sx + px) * plane;
+                let Some(ph) = out.get_mut(at..at + plane) else {
+                    break;
+                };
+                done = at + plane;
+                if !used(py, g.kh, g.dilation[0], sy) || !used(px, g.kw, g.dilation[1], sx) {
+                    ph.fill(0.0);
+                    continue;
+                }
+                for (r, row) in ph.chunks_exact_mut(wp.max(1)).enumerate() {
+                    let iy = (r * sy + py).wrapping_sub(top);
+                    if iy >= g.h {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    // SAFETY: row iy < h of channel c < channels holds w floats.
+                    let src = unsafe { std::slice::from_raw_parts(image.add((c * g.h + iy) * g.w), g.w) };
+                    for (q, v) in row.iter_mut().enumerate() {
+                        let ix = (q * sx + px).wrapping_sub(left);
+                        *v = if ix < g.w { src[ix] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+    out[done..].fill(0.0);
+}
+
 thread_local! {
     /// Each thread's buffers for wide products: the padded copy of an image and the item's
     /// block of wide C.
@@ -1237,7 +1309,8 @@ thread_local! {
 
 /// One work item of a wide product ([`Shifted`]): rows `rows` and wide columns `cols` of the
 /// product of A (at `a`, or `a_packed`) and the wide patches of `image` (one group's
-/// channels, `h × w` each), computed into a scratch block, then moved into C (`c`, rows `l`
+/// channels, `h × w` each; `None` when this thread's buffer already holds its padded copy,
+/// made for the item before), computed into a scratch block, then moved into C (`c`, rows `l`
 /// apart, the wide columns past each output row dropped) and handed to `epilogue(m0, col,
 /// rows, cols)` one output row segment at a time.
 ///
@@ -1251,7 +1324,7 @@ unsafe fn run_shifted(
     [rows, cols]: [[usize; 2]; 2],
     a: *const f32,
     a_packed: Option<&[f32]>,
-    image: *const f32,
+    image: Option<*const f32>,
     geom: &PatchGeom,
     sh: &Shifted,
     c: *mut f32,
@@ -1262,12 +1335,22 @@ unsafe fn run_shifted(
     }
     let ([h, w], [top, left]) = ([geom.h, geom.w], geom.pad);
     let plane = sh.hp * sh.wp;
-    let channels = (sh.len - (geom.kw - 1) * geom.dilation[1]) / plane.max(1);
+    let [sy, sx] = geom.stride;
+    let phases = sy * sx;
+    let channels = (sh.len - (geom.kw - 1) * geom.dilation[1] / sx) / (plane * phases).max(1);
     let (mut copy, mut block) = WIDE.take();
     let mut run = || {
         let pad = floats(&mut copy, sh.len);
-        // SAFETY: forwarded from the caller.
-        unsafe { pad_copy(image, channels, [h, w], [top, left], [sh.hp, sh.wp], pad) };
+        match image {
+            // SAFETY: forwarded from the caller.
+            Some(image) if phases == 1 => unsafe {
+                pad_copy(image, channels, [h, w], [top, left], [sh.hp, sh.wp], pad)
+            },
+            // SAFETY: forwarded from the caller.
+            Some(image) => unsafe { phase_copy(image, channels, geom, [sh.hp, sh.wp], pad) },
+            // the buffer holds this image's copy from the item before
+            None => {}
+        }
         let ldc = cols[1] - cols[0];
         let scratch = floats(&mut block, (rows[1] - rows[0]) * ldc);
         let out = scratch.as_mut_ptr();
@@ -1306,6 +1389,7 @@ unsafe fn run_shifted(
                 wp: sh.wp,
                 kh: geom.kh,
                 kw: geom.kw,
+                stride: geom.stride,
                 dilation: geom.dilation,
             },
             // the scratch holds rows × cols from (rows[0], cols[0]): C is placed so that

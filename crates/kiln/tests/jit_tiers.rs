@@ -294,29 +294,36 @@ fn depthwise_special_values_on_every_tier() {
     }
 }
 
-/// Stride-1 convolutions on the GEMM driver's wide products (output rows computed `wp`
-/// columns apart over a zero-padded copy of the image, then moved into place; more than 32
-/// output channels per group, so that the GEMM runs them): dilations,
+/// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
+/// over a zero-padded copy of the image, split into phases for a stride, then moved into
+/// place; more than 32 output channels per group, so that the GEMM runs them): strides 1 to 3,
+/// dilations,
 /// groups, batches, uneven paddings, the bias, the residual and the ReLU fused into the
 /// epilogue, on 1 and 2 threads (row and column splits), and shapes just inside and outside
 /// the wide form's limit (at most one dropped column in eight).
 #[test]
 fn wide_convolutions_on_every_tier() {
-    // (batch, channels, groups, outputs, h, w, kernel, dilation, padding)
-    for (n, c, g, o, h, w, k, d, pad) in [
-        (2, 8, 1, 40, 20, 30, 3, 1, [1, 1, 1, 1]),
-        (1, 6, 2, 80, 17, 45, 3, 2, [2, 1, 0, 3]),
-        (2, 3, 1, 48, 9, 16, 5, 1, [2, 2, 2, 2]),
-        (1, 16, 2, 96, 14, 14, 3, 1, [1, 1, 1, 1]),
-        (1, 4, 1, 36, 7, 7, 3, 1, [1, 1, 1, 1]),
-        (3, 2, 1, 130, 5, 60, 2, 3, [0, 0, 1, 2]),
+    // (batch, channels, groups, outputs, h, w, kernel, stride, dilation, padding)
+    for (n, c, g, o, h, w, k, s, d, pad) in [
+        (2, 8, 1, 40, 20, 30, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 6, 2, 80, 17, 45, 3, 1, 2, [2, 1, 0, 3]),
+        (2, 3, 1, 48, 9, 16, 5, 1, 1, [2, 2, 2, 2]),
+        (1, 16, 2, 96, 14, 14, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 4, 1, 36, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (3, 2, 1, 130, 5, 60, 2, 1, 3, [0, 0, 1, 2]),
+        // strides: the image split into phases, one per row and column residue
+        (1, 3, 1, 40, 30, 44, 7, 2, 1, [3, 3, 3, 3]),
+        (2, 8, 2, 80, 15, 33, 3, 2, 1, [1, 0, 1, 1]),
+        (1, 12, 1, 48, 14, 28, 1, 2, 1, [0, 0, 0, 0]),
+        (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
+        (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
     ] {
         let mut graph = Graph::new();
         let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
         let wt = graph.param("w", TensorType::f32([o, c / g, k, k])).unwrap();
         let b = graph.param("b", TensorType::f32([o])).unwrap();
         let conv = Op::Conv2d(Conv2d {
-            stride: [1, 1],
+            stride: [s, s],
             dilation: [d, d],
             padding: Padding::Explicit(pad),
             groups: g,
