@@ -23,6 +23,7 @@
 
 pub mod codegen;
 pub mod direct;
+pub mod elementwise_kernels;
 pub mod gemm;
 pub mod gemm_simd;
 pub mod gemm_train;

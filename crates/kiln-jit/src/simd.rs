@@ -134,6 +134,43 @@ pub unsafe trait Simd: Copy {
     unsafe fn gather(p: *const f32, s: usize, n: usize) -> Self::V;
     /// Lane-wise `if v < 0 { t } else { v }` (a NaN `v` stays).
     unsafe fn where_negative(v: Self::V, t: Self::V) -> Self::V;
+    /// Lane-wise `if a < b { t } else { f }` (`f` where either is NaN).
+    unsafe fn select_lt(a: Self::V, b: Self::V, t: Self::V, f: Self::V) -> Self::V;
+    /// Each lane rounded to the nearest integer, ties to even (NaN and ±∞ stay).
+    unsafe fn round(v: Self::V) -> Self::V;
+    /// `2ⁿ` for lanes `n` that are integers in `[−126, 127]` (built in the exponent bits).
+    unsafe fn pow2i(n: Self::V) -> Self::V;
+    /// `|v|` (the sign bit cleared, NaN included).
+    unsafe fn abs(v: Self::V) -> Self::V;
+
+    /// `−v` exactly (`−0 − v`: the sign flips for zeros too, NaN stays NaN).
+    #[inline(always)]
+    unsafe fn neg(v: Self::V) -> Self::V {
+        unsafe { Self::sub(Self::splat(-0.0), v) }
+    }
+
+    /// `eˣ`, the algorithm of the Cranelift tier's `Emitter::exp`, lane for lane: `x` clamped
+    /// to `[−87, 88]`, `x = n·ln2 + r` (ln 2 in two parts, `|r| ≤ ln2/2`), the degree-7 Taylor
+    /// polynomial of `eʳ` (truncation below 6e-9), `2ⁿ` in the exponent bits. Relative error
+    /// below 2e-7 on `[−87, 88]`; `+∞` above `ln(f32::MAX)`, 0 below −103.97 (the smallest
+    /// subnormal's log), `e⁻⁸⁷` in between (no subnormals); NaN for NaN.
+    #[inline(always)]
+    unsafe fn exp(x_in: Self::V) -> Self::V {
+        unsafe {
+            // x86's max/min return the second operand when either is NaN: NaN stays
+            let x = Self::min(Self::splat(88.0), Self::max(Self::splat(-87.0), x_in));
+            let n = Self::round(Self::mul(x, Self::splat(std::f32::consts::LOG2_E)));
+            let r = Self::sub(x, Self::mul(n, Self::splat(0.693_145_75)));
+            let r = Self::sub(r, Self::mul(n, Self::splat(1.428_606_8e-6)));
+            let mut p = Self::splat(1.0 / 5040.0);
+            for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+                p = Self::fma(p, r, Self::splat(c));
+            }
+            let r = Self::mul(p, Self::pow2i(n));
+            let r = Self::select_lt(Self::splat(88.722_84), x_in, Self::splat(f32::INFINITY), r);
+            Self::select_lt(x_in, Self::splat(-103.972_08), Self::zero(), r)
+        }
+    }
 }
 
 /// The AVX-512F set.
@@ -244,6 +281,25 @@ unsafe impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn where_negative(v: __m512, t: __m512) -> __m512 {
         unsafe { _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps()), t) }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(a: __m512, b: __m512, t: __m512, f: __m512) -> __m512 {
+        unsafe { _mm512_mask_mov_ps(f, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b), t) }
+    }
+    #[inline(always)]
+    unsafe fn round(v: __m512) -> __m512 {
+        unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v) }
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: __m512) -> __m512 {
+        unsafe {
+            let e = _mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn abs(v: __m512) -> __m512 {
+        unsafe { _mm512_abs_ps(v) }
     }
 }
 
@@ -356,6 +412,25 @@ unsafe impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn where_negative(v: __m256, t: __m256) -> __m256 {
         unsafe { _mm256_blendv_ps(v, t, _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_setzero_ps())) }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(a: __m256, b: __m256, t: __m256, f: __m256) -> __m256 {
+        unsafe { _mm256_blendv_ps(f, t, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn round(v: __m256) -> __m256 {
+        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v) }
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: __m256) -> __m256 {
+        unsafe {
+            let e = _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn abs(v: __m256) -> __m256 {
+        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), v) }
     }
 }
 

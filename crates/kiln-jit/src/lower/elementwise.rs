@@ -24,6 +24,19 @@ pub(super) fn map_unary(e: &mut Emitter, a: &Args, f: UnaryFn) {
     }
 }
 
+/// An activation node's kernel: on the AVX-512 and AVX2 tiers a call into
+/// `elementwise_kernels` (the tier's registers, the same arithmetic), on the Cranelift tier
+/// [`activation`] mapped over `f32x4`. The parallel range is the elements either way.
+pub(super) fn activation_kernel(e: &mut Emitter, a: &Args, act: Activation) {
+    if let Some(f) = crate::elementwise_kernels::entry(a.tier.isa()) {
+        let len = a.out.1.shape.numel();
+        let d = crate::elementwise_kernels::UnaryDesc::new(a.src(0), a.dst(), len, act);
+        super::direct::call_direct(e, a, f as usize, &d);
+        return;
+    }
+    map_unary(e, a, &move |e, ty, x| activation(e, ty, x, act));
+}
+
 pub(super) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -> Value {
     match act {
         Activation::Relu => e.relu(ty, x),

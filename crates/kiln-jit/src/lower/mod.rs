@@ -37,7 +37,7 @@ use direct::{
     pool2d_direct,
 };
 pub(crate) use elementwise::broadcast_strides;
-use elementwise::{activation, apply_binary, batch_norm, binary, map_unary};
+use elementwise::{activation_kernel, apply_binary, batch_norm, binary, map_unary};
 use gemm::{call_gemm_driver, im2col};
 pub use gemm::{emit_gemm_epilogue, gemm_desc, patch_geom};
 use kiln_ir::geometry::Window2d;
@@ -263,8 +263,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             planes()
         }
         Op::Activation(act) => {
-            let act = *act;
-            map_unary(e, a, &move |e, ty, x| activation(e, ty, x, act));
+            activation_kernel(e, a, *act);
             numel
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {

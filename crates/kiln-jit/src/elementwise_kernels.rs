@@ -1,0 +1,473 @@
+//! The Rust tier of the elementwise activations (relu, leaky relu, sigmoid, tanh, clip, hard
+//! sigmoid, erf), written once over [`Simd`] and instantiated for AVX-512F and for AVX2 + FMA
+//! inside `#[target_feature]` entry points ([`entry`]), because Cranelift has no vector type
+//! wider than 128 bits. JIT'd code calls them like the direct kernels of `direct` (a
+//! [`UnaryDesc`] of `u64` words in a stack slot, the arena, a slice `[begin, end)` of the
+//! elements); the Cranelift lowering in `lower/elementwise.rs` is the portable tier, and
+//! `JitOptions::gemm_tier` chooses.
+//!
+//! Each activation computes what the Cranelift tier computes, in the same operations and
+//! order, so the two tiers agree to the last bit or nearly (FMA placement aside): the same
+//! polynomial `exp` ([`Simd::exp`], relative error below 2e-7), sigmoid as `1/(1 + e⁻ˣ)`,
+//! tanh as `1 − 2/(e²ˣ + 1)` with an odd Taylor polynomial below `|x| = 1/8`, erf as the
+//! Cranelift tier's `erf` (a polynomial near 0, `1 − e^{p(|x|)}` in the tails). Relu, leaky
+//! relu, clip and hard sigmoid are exact and follow the interpreter's comparisons: NaN stays
+//! NaN, `−0` stays `−0` (x86's `max`/`min` return their second operand for NaN and for equal
+//! zeros, so `max(lo, x)` is the interpreter's `if x < lo { lo } else { x }`).
+//!
+//! The elements are walked four registers at a time, then one register, then one masked
+//! partial register: nothing outside `[begin, end)` is read or written, so the output may be
+//! the input (the plan writes an activation over the input it is the last to read). Nothing
+//! here panics (the code runs inside JIT frames that cannot unwind).
+
+use crate::direct::{Entry, Words};
+use crate::simd::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2, Avx512, Simd};
+use kiln_ir::Activation;
+
+/// `UnaryDesc::act`.
+pub const RELU: u64 = 0;
+pub const LEAKY_RELU: u64 = 1;
+pub const SIGMOID: u64 = 2;
+pub const TANH: u64 = 3;
+pub const CLIP: u64 = 4;
+pub const HARD_SIGMOID: u64 = 5;
+pub const ERF: u64 = 6;
+
+/// The activation `act` with parameters `a`, `b` (f32 bits: leaky relu's slope in `a`, clip's
+/// bounds, hard sigmoid's `alpha`, `beta`) from the `len` floats at byte offset `x` of the
+/// arena to the `len` floats at `y`; the parallel range is the elements.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnaryDesc {
+    pub x: u64,
+    pub y: u64,
+    pub len: u64,
+    pub act: u64,
+    pub a: u64,
+    pub b: u64,
+}
+
+// SAFETY: `#[repr(C)]` with u64 fields only.
+unsafe impl Words for UnaryDesc {}
+
+impl UnaryDesc {
+    /// `act` over `len` floats from byte offset `x` to byte offset `y`.
+    pub fn new(x: usize, y: usize, len: usize, act: Activation) -> UnaryDesc {
+        let bits = |v: f32| u64::from(v.to_bits());
+        let (act, a, b) = match act {
+            Activation::Relu => (RELU, 0, 0),
+            Activation::LeakyRelu { alpha } => (LEAKY_RELU, bits(alpha), 0),
+            Activation::Sigmoid => (SIGMOID, 0, 0),
+            Activation::Tanh => (TANH, 0, 0),
+            Activation::Clip { min, max } => (CLIP, bits(min), bits(max)),
+            Activation::HardSigmoid { alpha, beta } => (HARD_SIGMOID, bits(alpha), bits(beta)),
+            Activation::Erf => (ERF, 0, 0),
+        };
+        UnaryDesc {
+            x: x as u64,
+            y: y as u64,
+            len: len as u64,
+            act,
+            a,
+            b,
+        }
+    }
+}
+
+/// The entry point of the activations for `isa`, when it has one and this CPU runs it;
+/// `None` for the Cranelift tier.
+pub fn entry(isa: Isa) -> Option<Entry<UnaryDesc>> {
+    if !isa.available() {
+        return None;
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(unary_avx512),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(unary_avx2),
+        _ => None,
+    }
+}
+
+/// # Safety
+/// `d` must describe an activation node of a plan over `arena` (the JIT'd kernel passes its
+/// own), and the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe extern "C" fn unary_avx512(d: *const UnaryDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { unary::<Avx512>(d, arena, begin, end) }
+}
+
+/// # Safety
+/// As `unary_avx512`, on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe extern "C" fn unary_avx2(d: *const UnaryDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { unary::<Avx2>(d, arena, begin, end) }
+}
+
+/// One activation, lane-wise on one register.
+#[cfg(target_arch = "x86_64")]
+trait Map<S: Simd>: Copy {
+    /// # Safety
+    /// The CPU has `S`'s set.
+    unsafe fn f(self, v: S::V) -> S::V;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Relu;
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for Relu {
+    #[inline(always)]
+    unsafe fn f(self, v: S::V) -> S::V {
+        // the interpreter's `if x < 0 { 0 } else { x }`
+        unsafe { S::where_negative(v, S::zero()) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct LeakyRelu(f32);
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for LeakyRelu {
+    #[inline(always)]
+    unsafe fn f(self, v: S::V) -> S::V {
+        // `if x ≥ 0 { x } else { alpha·x }`: a NaN stays (NaN ≥ 0 is false, but alpha·NaN is NaN)
+        unsafe { S::where_negative(v, S::mul(v, S::splat(self.0))) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Sigmoid;
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for Sigmoid {
+    #[inline(always)]
+    unsafe fn f(self, v: S::V) -> S::V {
+        unsafe {
+            let one = S::splat(1.0);
+            S::div(one, S::add(one, S::exp(S::neg(v))))
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Tanh;
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for Tanh {
+    #[inline(always)]
+    unsafe fn f(self, x: S::V) -> S::V {
+        // 1 − 2/(e^{2x} + 1) cancels near 0: below |x| = 1/8 the odd Taylor polynomial to x⁷
+        // (truncation below 2e-9 relative), as the Cranelift tier
+        unsafe {
+            let (one, two) = (S::splat(1.0), S::splat(2.0));
+            let q = S::div(two, S::add(S::exp(S::mul(x, two)), one));
+            let big = S::sub(one, q);
+            let xx = S::mul(x, x);
+            let mut p = S::splat(-17.0 / 315.0);
+            for c in [2.0 / 15.0, -1.0 / 3.0, 1.0] {
+                p = S::fma(p, xx, S::splat(c));
+            }
+            let small = S::mul(x, p);
+            S::select_lt(S::abs(x), S::splat(0.125), small, big)
+        }
+    }
+}
+
+/// `min(max(x, lo), hi)` with the interpreter's comparisons (see the module's documentation).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn clip<S: Simd>(v: S::V, lo: f32, hi: f32) -> S::V {
+    unsafe { S::min(S::splat(hi), S::max(S::splat(lo), v)) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Clip(f32, f32);
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for Clip {
+    #[inline(always)]
+    unsafe fn f(self, v: S::V) -> S::V {
+        unsafe { clip::<S>(v, self.0, self.1) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct HardSigmoid(f32, f32);
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for HardSigmoid {
+    #[inline(always)]
+    unsafe fn f(self, v: S::V) -> S::V {
+        // `alpha·x + beta` in two roundings, as the interpreter
+        unsafe { clip::<S>(S::add(S::mul(v, S::splat(self.0)), S::splat(self.1)), 0.0, 1.0) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Erf;
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for Erf {
+    #[inline(always)]
+    unsafe fn f(self, x: S::V) -> S::V {
+        // the Cranelift tier's `lower_reduce::erf`, operation for operation
+        unsafe {
+            let t = S::abs(x);
+            let s = S::mul(x, x);
+            let mut p = S::splat(-5.967_617e-4);
+            for c in [
+                4.991_194_2e-3,
+                -2.676_813_5e-2,
+                1.128_199_25e-1,
+                -3.761_253_4e-1,
+                1.283_791_7e-1,
+            ] {
+                p = S::fma(p, s, S::splat(c));
+            }
+            let near = S::fma(p, x, x);
+            let r = S::fma(S::splat(-1.728_534_7e-5), t, S::splat(3.831_971_3e-4));
+            let u = S::fma(S::splat(-3.883_964_4e-3), t, S::splat(2.425_462_2e-2));
+            let r = S::fma(r, s, u);
+            let r = S::fma(r, t, S::splat(-1.067_778_8e-1));
+            let r = S::fma(r, t, S::splat(-6.348_467e-1));
+            let r = S::fma(r, t, S::splat(-1.287_175_1e-1));
+            let r = S::fma(r, t, S::neg(t));
+            let tail = S::sub(S::splat(1.0), S::exp(r));
+            let tail = S::select_lt(x, S::zero(), S::neg(tail), tail);
+            // 475/512
+            S::select_lt(S::splat(0.927_734_4), t, tail, near)
+        }
+    }
+}
+
+/// `y[i] = m(x[i])` for `i < n`: four registers at a time, then one, then a partial one.
+///
+/// # Safety
+/// `x` holds `n` floats and `y` room for `n` (they may be the same); the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn map<S: Simd, M: Map<S>>(m: M, x: *const f32, y: *mut f32, n: usize) {
+    let l = S::LANES;
+    let mut i = 0;
+    // SAFETY: every access is at an index below n (the caller's contract); each register is
+    // loaded before it is stored, so y = x is fine.
+    unsafe {
+        // no closures here: they would not inherit the entry point's features
+        while i + 4 * l <= n {
+            let v0 = m.f(S::load(x.add(i)));
+            let v1 = m.f(S::load(x.add(i + l)));
+            let v2 = m.f(S::load(x.add(i + 2 * l)));
+            let v3 = m.f(S::load(x.add(i + 3 * l)));
+            S::store(y.add(i), v0);
+            S::store(y.add(i + l), v1);
+            S::store(y.add(i + 2 * l), v2);
+            S::store(y.add(i + 3 * l), v3);
+            i += 4 * l;
+        }
+        while i + l <= n {
+            S::store(y.add(i), m.f(S::load(x.add(i))));
+            i += l;
+        }
+        if i < n {
+            S::store_partial(y.add(i), n - i, m.f(S::load_partial(x.add(i), n - i)));
+        }
+    }
+}
+
+/// The elements `[begin, end)` of the activation `d`.
+///
+/// # Safety
+/// As the entry points.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn unary<S: Simd>(d: *const UnaryDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: the caller passes a valid description.
+    let d = unsafe { *d };
+    let (Ok(b), Ok(e)) = (usize::try_from(begin), usize::try_from(end)) else {
+        return;
+    };
+    if b > e || e as u64 > d.len {
+        return;
+    }
+    let x = arena.wrapping_add(d.x as usize).cast::<f32>().wrapping_add(b) as *const f32;
+    let y = arena.wrapping_add(d.y as usize).cast::<f32>().wrapping_add(b);
+    let n = e - b;
+    let (pa, pb) = (f32::from_bits(d.a as u32), f32::from_bits(d.b as u32));
+    // SAFETY: `[begin, end)` lies inside both values (checked against their length above).
+    unsafe {
+        match d.act {
+            RELU => map::<S, _>(Relu, x, y, n),
+            LEAKY_RELU => map::<S, _>(LeakyRelu(pa), x, y, n),
+            SIGMOID => map::<S, _>(Sigmoid, x, y, n),
+            TANH => map::<S, _>(Tanh, x, y, n),
+            CLIP => map::<S, _>(Clip(pa, pb), x, y, n),
+            HARD_SIGMOID => map::<S, _>(HardSigmoid(pa, pb), x, y, n),
+            ERF => map::<S, _>(Erf, x, y, n),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The activation on `xs` through the entry point of `isa` (output in a separate buffer
+    /// and in place), both results.
+    fn run(isa: Isa, act: Activation, xs: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
+        let f = entry(isa)?;
+        let n = xs.len();
+        let mut arena = vec![0.0f32; 2 * n + 1];
+        arena[..n].copy_from_slice(xs);
+        let d = UnaryDesc::new(0, 4 * n, n, act);
+        let p = arena.as_mut_ptr().cast::<u8>();
+        // SAFETY: the arena holds both values; the set is available (entry checked).
+        unsafe { f(&d, p, 0, n as i64) };
+        let out = arena[n..2 * n].to_vec();
+        let d = UnaryDesc::new(0, 0, n, act);
+        // SAFETY: as above, in place.
+        unsafe { f(&d, p, 0, n as i64) };
+        Some((out, arena[..n].to_vec()))
+    }
+
+    /// `exp` against f64 on a grid of step 1e-4 over `[−100, 100]`: the documented relative
+    /// error on `[−87, 88]`, and the limits.
+    #[test]
+    fn exp_error_against_f64() {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn exp512(x: &[f32]) -> Vec<f32> {
+            x.chunks(16)
+                .flat_map(|c| {
+                    let mut o = [0.0f32; 16];
+                    // SAFETY: c has at most 16 floats, o room for 16.
+                    unsafe {
+                        Avx512::store(
+                            o.as_mut_ptr(),
+                            Avx512::exp(Avx512::load_partial(c.as_ptr(), c.len())),
+                        )
+                    };
+                    o[..c.len()].to_vec()
+                })
+                .collect()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn exp256(x: &[f32]) -> Vec<f32> {
+            x.chunks(8)
+                .flat_map(|c| {
+                    let mut o = [0.0f32; 8];
+                    // SAFETY: c has at most 8 floats, o room for 8.
+                    unsafe {
+                        Avx2::store(o.as_mut_ptr(), Avx2::exp(Avx2::load_partial(c.as_ptr(), c.len())))
+                    };
+                    o[..c.len()].to_vec()
+                })
+                .collect()
+        }
+        let xs: Vec<f32> = (0..2_000_001).map(|i| -100.0 + i as f32 * 1e-4).collect();
+        type F = unsafe fn(&[f32]) -> Vec<f32>;
+        for (isa, f) in [(Isa::Avx512, exp512 as F), (Isa::Avx2, exp256)] {
+            if !isa.available() {
+                continue;
+            }
+            // SAFETY: the set is available.
+            let got = unsafe { f(&xs) };
+            let mut worst = 0.0f64;
+            for (&x, &g) in xs.iter().zip(&got) {
+                if (-87.0..=88.0).contains(&x) {
+                    let want = f64::from(x).exp();
+                    worst = worst.max((f64::from(g) - want).abs() / want);
+                }
+            }
+            // measured: 7.6e-8 (about 1.3 units in the last place) on both sets
+            assert!(worst < 1e-7, "{isa:?}: max relative error {worst:e}");
+            // SAFETY: as above.
+            let special = unsafe {
+                f(&[
+                    f32::NAN,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    89.0,
+                    -104.0,
+                    0.0,
+                    -0.0,
+                ])
+            };
+            assert!(special[0].is_nan());
+            assert_eq!(
+                &special[1..],
+                &[f32::INFINITY, 0.0, f32::INFINITY, 0.0, 1.0, 1.0],
+                "{isa:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_activation_on_lengths_around_registers() {
+        let acts = [
+            Activation::Relu,
+            Activation::LeakyRelu { alpha: 0.1 },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Clip { min: -1.0, max: 2.5 },
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            Activation::Erf,
+        ];
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            for act in acts {
+                for n in (0..70).chain([255, 1000]) {
+                    let xs: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 6.0).collect();
+                    let Some((out, inplace)) = run(isa, act, &xs) else {
+                        continue;
+                    };
+                    for (i, &x) in xs.iter().enumerate() {
+                        let x64 = f64::from(x);
+                        let want = match act {
+                            Activation::Relu => x64.max(0.0),
+                            Activation::LeakyRelu { .. } => {
+                                if x64 < 0.0 {
+                                    0.1 * x64
+                                } else {
+                                    x64
+                                }
+                            }
+                            Activation::Sigmoid => 1.0 / (1.0 + (-x64).exp()),
+                            Activation::Tanh => x64.tanh(),
+                            Activation::Clip { .. } => x64.clamp(-1.0, 2.5),
+                            Activation::HardSigmoid { .. } => (0.2 * x64 + 0.5).clamp(0.0, 1.0),
+                            Activation::Erf => libm_erf(x64),
+                        };
+                        let g = f64::from(out[i]);
+                        assert!(
+                            (g - want).abs() <= 1e-6 + 1e-6 * want.abs(),
+                            "{isa:?} {act:?} n={n} x={x}: {g} vs {want}"
+                        );
+                        assert_eq!(out[i].to_bits(), inplace[i].to_bits(), "{isa:?} {act:?} in place");
+                    }
+                }
+            }
+        }
+    }
+
+    /// erf in f64 by its Maclaurin series (|x| ≤ 6 here: enough terms).
+    fn libm_erf(x: f64) -> f64 {
+        if x.abs() > 4.0 {
+            return x.signum();
+        }
+        let (mut term, mut sum) = (x, x);
+        for k in 1..200 {
+            term *= -x * x / k as f64;
+            sum += term / (2 * k + 1) as f64;
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    }
+}

@@ -1,0 +1,237 @@
+//! The elementwise activations on every kernel tier (`JitOptions::gemm_tier`): the Rust
+//! kernels of the AVX-512 and AVX2 tiers (`kiln_jit::elementwise_kernels`) and the portable
+//! Cranelift code must each equal the interpreter within the JIT's tolerance
+//! (`kiln::check::ATOL`, `RTOL`), and NaN, ±∞ and ±0 must come out as the interpreter gives
+//! them. Lengths run over every remainder of the registers (1 to 69: four registers of 16 are
+//! 64) and long values that two threads split at an odd element; the Rust tiers must also
+//! give the Cranelift tier's bits, since they compute the same operations in the same order.
+
+use kiln::check::{ATOL, RTOL, jit_matches_interpreter_with};
+use kiln::ir::{Activation, Graph, Op, Tensor, TensorType, Value};
+use kiln::jit::JitOptions;
+use kiln::jit::gemm::Tier;
+use std::collections::HashMap;
+
+/// Every activation, with parameters that put inputs on both sides of each bound.
+const ACTS: [Activation; 8] = [
+    Activation::Relu,
+    Activation::LeakyRelu { alpha: 0.1 },
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Clip { min: 0.0, max: 6.0 },
+    Activation::Clip {
+        min: f32::NEG_INFINITY,
+        max: 1.5,
+    },
+    Activation::HardSigmoid {
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+    },
+    Activation::Erf,
+];
+
+/// Lengths around the registers (8 and 16 lanes, four registers per step) and long ones.
+fn lengths() -> impl Iterator<Item = usize> {
+    (1..70).chain([255, 1000, 16 * 1024 + 3, 100_003])
+}
+
+fn options(tier: Tier, threads: usize) -> JitOptions {
+    JitOptions {
+        gemm_tier: tier,
+        threads,
+        ..JitOptions::default()
+    }
+}
+
+/// `act` over an input `[1, n]`.
+fn one_activation(act: Activation, n: usize) -> Graph {
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32([1, n])).unwrap();
+    let y = g.add("y", Op::Activation(act), &[x]).unwrap();
+    g.mark_output(y).unwrap();
+    g
+}
+
+/// `n` floats: mostly in `[−12, 12)` (both tails of every exp), with NaN, ±∞, ±0, huge,
+/// tiny and subnormal values about once in `special` (never when `special` is 0).
+fn data(n: usize, seed: u64, special: u64) -> Vec<f32> {
+    const SPECIALS: [f32; 16] = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        100.0,
+        -100.0,
+        1e30,
+        -1e30,
+        1e-3,
+        -1e-8,
+        1e-40,
+        -1e-40,
+        88.5,
+        -88.5,
+    ];
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            if special > 0 && (s >> 8).is_multiple_of(special) {
+                SPECIALS[(s >> 40) as usize % SPECIALS.len()]
+            } else {
+                ((s >> 40) % 24_000) as f32 / 1000.0 - 12.0
+            }
+        })
+        .collect()
+}
+
+/// The graph's only output on `x` through the JIT.
+fn jit(graph: &Graph, x: &Tensor<f32>, options: &JitOptions) -> Tensor<f32> {
+    let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
+    let mut m = kiln::jit::compile(graph, options).unwrap();
+    m.set_weights(&HashMap::new()).unwrap();
+    let got = m.run(&inputs).unwrap();
+    got[0].1.as_f().unwrap().clone()
+}
+
+/// `got` against the interpreter's `want` on input `x`: any NaN for a NaN, the same bits for
+/// an infinite or zero result and for a non-finite or zero input, else within the tolerance.
+fn assert_close(x: &[f32], want: &[f32], got: &[f32], what: &str) {
+    assert_eq!(want.len(), got.len(), "{what}");
+    for (i, ((&x, &a), &b)) in x.iter().zip(want).zip(got).enumerate() {
+        let ok = if a.is_nan() {
+            b.is_nan()
+        } else if a.is_infinite() || a == 0.0 || !x.is_finite() || x == 0.0 {
+            a.to_bits() == b.to_bits()
+        } else {
+            (a - b).abs() <= ATOL + RTOL * a.abs()
+        };
+        assert!(ok, "{what}: element {i}: x = {x:e}, interpreter {a:e}, JIT {b:e}");
+    }
+}
+
+/// The same bits, any NaN for a NaN.
+fn assert_same_bits(want: &[f32], got: &[f32], what: &str) {
+    for (i, (&a, &b)) in want.iter().zip(got).enumerate() {
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "{what}: element {i}: Cranelift tier {a:e}, Rust tier {b:e}"
+        );
+    }
+}
+
+/// Every activation, every length, every runnable tier, 1 and 2 threads, on inputs with
+/// special values: close to the interpreter, and the Rust tiers bit for bit the Cranelift
+/// tier.
+#[test]
+fn every_activation_every_length_every_tier() {
+    for act in ACTS {
+        for n in lengths() {
+            let graph = one_activation(act, n);
+            let xs = data(n, n as u64 * 7919 + 1, 9);
+            let x = Tensor::new([1, n], xs.clone()).unwrap();
+            let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
+            let want = kiln::interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
+            let want = want[0].1.as_f().unwrap().data().to_vec();
+            let portable = jit(&graph, &x, &options(Tier::Cranelift, 1));
+            for tier in Tier::runnable() {
+                for threads in [1, 2] {
+                    let got = jit(&graph, &x, &options(tier, threads));
+                    let what = format!("{} n={n} {tier:?} threads={threads}", act.name());
+                    assert_close(&xs, &want, got.data(), &what);
+                    assert_same_bits(portable.data(), got.data(), &what);
+                }
+            }
+        }
+    }
+}
+
+/// The check the other JIT tests use (seeded inputs and `jit_matches_interpreter_with`), on
+/// every tier and both thread counts.
+#[test]
+fn seeded_inputs_match_the_interpreter() {
+    for act in ACTS {
+        for n in [1, 15, 17, 63, 65, 4099, 40_000] {
+            let graph = one_activation(act, n);
+            for tier in Tier::runnable() {
+                for threads in [1, 2] {
+                    if let Err(e) = jit_matches_interpreter_with(&graph, n as u64, &options(tier, threads)) {
+                        panic!("{} {tier:?} threads={threads}: {e}", act.name());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Each special value alone, through every activation on every tier: the interpreter's bits
+/// (any NaN for a NaN) where the result is exact (NaN, ±∞, ±0, a saturated ±1 or 0).
+#[test]
+fn special_values_as_the_interpreter() {
+    let xs = vec![
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e-40,
+        -1e-40,
+        f32::MAX,
+        f32::MIN,
+        200.0,
+        -200.0,
+    ];
+    let n = xs.len();
+    let x = Tensor::new([1, n], xs.clone()).unwrap();
+    let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
+    for act in ACTS {
+        let graph = one_activation(act, n);
+        let want = kiln::interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
+        let want = want[0].1.as_f().unwrap().data().to_vec();
+        for tier in Tier::runnable() {
+            let got = jit(&graph, &x, &options(tier, 1));
+            assert_close(&xs, &want, got.data(), &format!("{} {tier:?}", act.name()));
+        }
+    }
+}
+
+/// A chain of every activation (each written over the value it reads, as the plan places
+/// them) and SiLU / HardSwish products, long enough for two threads.
+#[test]
+fn chain_in_place_two_threads() {
+    let n = 3 * 16 * 1024 + 5;
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32([1, n])).unwrap();
+    let s = g.add("s", Op::Activation(Activation::Sigmoid), &[x]).unwrap();
+    let mut v = g
+        .add("silu", Op::Binary(kiln::ir::BinaryOp::Mul), &[x, s])
+        .unwrap();
+    for (i, act) in ACTS.into_iter().enumerate() {
+        v = g.add(format!("a{i}"), Op::Activation(act), &[v]).unwrap();
+    }
+    let hs = g
+        .add(
+            "hs",
+            Op::Activation(Activation::HardSigmoid {
+                alpha: 1.0 / 6.0,
+                beta: 0.5,
+            }),
+            &[v],
+        )
+        .unwrap();
+    let y = g
+        .add("hswish", Op::Binary(kiln::ir::BinaryOp::Mul), &[v, hs])
+        .unwrap();
+    g.mark_output(y).unwrap();
+    for tier in Tier::runnable() {
+        for threads in [1, 2] {
+            if let Err(e) = jit_matches_interpreter_with(&g, 3, &options(tier, threads)) {
+                panic!("{tier:?} threads={threads}: {e}");
+            }
+        }
+    }
+}
