@@ -265,6 +265,8 @@ pub struct Kernels {
     pub dense: Entry<DenseDesc>,
     /// Called by the GEMM driver, not by JIT'd code.
     pub small_conv: SmallConvFn,
+    /// A `gemm` node's epilogue without an activation and with a ReLU ([`gemm_epilogue`]).
+    pub epilogue: [crate::gemm::EpilogueFn; 2],
 }
 
 /// The entry points of the kernels for `isa`, when there are some and this CPU runs them;
@@ -332,7 +334,30 @@ macro_rules! entries {
                 unsafe { super::small_conv::<$set>(j) }
             }
 
-            pub(super) const KERNELS: Kernels = Kernels { pool2d, global_pool, depthwise, dense, small_conv };
+            /// # Safety
+            /// As [`super::gemm_epilogue`].
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn epilogue(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::gemm_epilogue::<$set, false>(c, res, bias, rows, cols, ld) }
+            }
+
+            /// # Safety
+            /// As [`super::gemm_epilogue`].
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn epilogue_relu(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::gemm_epilogue::<$set, true>(c, res, bias, rows, cols, ld) }
+            }
+
+            pub(super) const KERNELS: Kernels = Kernels {
+                pool2d,
+                global_pool,
+                depthwise,
+                dense,
+                small_conv,
+                epilogue: [epilogue, epilogue_relu],
+            };
         }
     )*};
 }
@@ -1226,6 +1251,70 @@ unsafe fn small_conv_block<S: Simd, const P: usize, const OB: usize>(
                 for q in 0..n {
                     *dst.add(q) = tile[q * l + o - ob];
                 }
+            }
+        }
+    }
+}
+
+/// A `gemm` node's epilogue (`gemm::EpilogueFn`) on a finished block of C, `rows × cols`
+/// floats with rows `ld` bytes apart: the row's bias (when `bias` is not null), then the
+/// residual's element (when `res` is not null; the same layout as C), then the ReLU when
+/// `RELU`, each a separate rounding in that order, as the Cranelift epilogue
+/// (`lower::emit_gemm_epilogue`) and the interpreter compute them; a register of columns at a
+/// time, the last partial.
+///
+/// # Safety
+/// `c` (and `res` when not null) hold the block; `bias` (when not null) one float per row;
+/// the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gemm_epilogue<S: Simd, const RELU: bool>(
+    c: *mut f32,
+    res: *const f32,
+    bias: *const f32,
+    rows: i64,
+    cols: i64,
+    ld: i64,
+) {
+    let l = S::LANES;
+    let [rows, cols, ld] = [rows, cols, ld].map(|v| usize::try_from(v).unwrap_or(0));
+    let ld = ld / 4;
+    // SAFETY (the whole body): row r < rows and columns j..j + n ≤ cols of the block.
+    unsafe {
+        for r in 0..rows {
+            let crow = c.add(r * ld);
+            let b = (!bias.is_null()).then(|| S::splat(*bias.add(r)));
+            let mut j = 0;
+            while j < cols {
+                let n = l.min(cols - j);
+                let mut v = if n == l {
+                    S::load(crow.add(j))
+                } else {
+                    S::load_partial(crow.add(j), n)
+                };
+                if let Some(b) = b {
+                    v = S::add(v, b);
+                }
+                if !res.is_null() {
+                    let rp = res.add(r * ld + j);
+                    v = S::add(
+                        v,
+                        if n == l {
+                            S::load(rp)
+                        } else {
+                            S::load_partial(rp, n)
+                        },
+                    );
+                }
+                if RELU {
+                    v = S::where_negative(v, S::zero());
+                }
+                if n == l {
+                    S::store(crow.add(j), v);
+                } else {
+                    S::store_partial(crow.add(j), n, v);
+                }
+                j += l;
             }
         }
     }

@@ -647,7 +647,20 @@ impl Gemms {
             plan.size = end;
             desc.a_packed = Some(at);
         }
-        let epilogue = if g.bias || g.residual || g.activation.is_some() {
+        // the Rust tier's epilogue where it has the activation, else one emitted for the node
+        let rust_epilogue = rust
+            .and(direct::kernels(tier.isa()))
+            .and_then(|k| match g.activation {
+                None => Some(k.epilogue[0]),
+                Some(kiln_ir::Activation::Relu) => Some(k.epilogue[1]),
+                _ => None,
+            });
+        let epilogue = if !(g.bias || g.residual || g.activation.is_some()) {
+            None
+        } else if let Some(f) = rust_epilogue {
+            desc.epilogue = Some(f);
+            None
+        } else {
             let mut sig = module.make_signature();
             for _ in 0..6 {
                 sig.params.push(cranelift_codegen::ir::AbiParam::new(I64));
@@ -660,8 +673,6 @@ impl Gemms {
                 lower::emit_gemm_epilogue(e, p, g)
             })?;
             Some(fid)
-        } else {
-            None
         };
         self.on_cranelift.push(rust.is_none());
         self.descs.push(Box::new(desc));
@@ -680,11 +691,12 @@ impl Gemms {
             if let (Some(f), true) = (cranelift, on_cranelift) {
                 d.kernel.f = f;
             }
-            d.epilogue = e.map(|id| {
-                let p = module.get_finalized_function(id);
+            // (a description without a Cranelift epilogue keeps the Rust tier's, or none)
+            if let Some(id) = e {
+                let p = module.get_finalized_function(*id);
                 // SAFETY: defined in `add` with the `EpilogueFn` signature (six i64).
-                unsafe { std::mem::transmute::<*const u8, gemm::EpilogueFn>(p) }
-            });
+                d.epilogue = Some(unsafe { std::mem::transmute::<*const u8, gemm::EpilogueFn>(p) });
+            }
         }
     }
 }
