@@ -294,6 +294,67 @@ fn depthwise_special_values_on_every_tier() {
     }
 }
 
+/// A convolution `(batch, channels, groups, outputs, h, w, kernel, stride, dilation,
+/// padding)` with a bias and, when `residual`, a residual input added and a ReLU after it
+/// (which the passes fuse into the GEMM's epilogue).
+type ConvCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 4],
+);
+
+fn conv_graph((n, c, g, o, h, w, k, s, d, pad): ConvCase, residual: bool) -> Graph {
+    let mut graph = Graph::new();
+    let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
+    let wt = graph.param("w", TensorType::f32([o, c / g, k, k])).unwrap();
+    let b = graph.param("b", TensorType::f32([o])).unwrap();
+    let conv = Op::Conv2d(Conv2d {
+        stride: [s, s],
+        dilation: [d, d],
+        padding: Padding::Explicit(pad),
+        groups: g,
+        activation: None,
+    });
+    let y = graph.add("conv", conv, &[x, wt, b]).unwrap();
+    let out = if residual {
+        let dims = graph.node(y).ty.dims().to_vec();
+        let r = graph.input("r", TensorType::f32(dims)).unwrap();
+        let sum = graph.add("sum", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
+        graph
+            .add("out", Op::Activation(Activation::Relu), &[sum])
+            .unwrap()
+    } else {
+        y
+    };
+    graph.mark_output(out).unwrap();
+    graph
+}
+
+/// Each case's graph equals the interpreter on every runnable tier, on 1 and 2 threads.
+fn check_conv_cases(cases: &[ConvCase], residual: impl Fn(usize) -> bool) {
+    for (i, &case) in cases.iter().enumerate() {
+        let graph = conv_graph(case, residual(i));
+        for tier in Tier::runnable() {
+            for threads in [1, 2] {
+                let opts = JitOptions {
+                    threads,
+                    ..options(tier)
+                };
+                if let Err(e) = jit_matches_interpreter_with(&graph, (i * 7 + threads) as u64, &opts) {
+                    panic!("case {i} {case:?}, {tier:?}, {threads} threads: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
 /// over a zero-padded copy of the image, split into phases for a stride, then moved into
 /// place; more than 32 output channels per group, so that the GEMM runs them): strides 1 to 3,
@@ -303,8 +364,7 @@ fn depthwise_special_values_on_every_tier() {
 /// the wide form's limit (at most one dropped column in eight).
 #[test]
 fn wide_convolutions_on_every_tier() {
-    // (batch, channels, groups, outputs, h, w, kernel, stride, dilation, padding)
-    for (n, c, g, o, h, w, k, s, d, pad) in [
+    let cases = [
         (2, 8, 1, 40, 20, 30, 3, 1, 1, [1, 1, 1, 1]),
         (1, 6, 2, 80, 17, 45, 3, 1, 2, [2, 1, 0, 3]),
         (2, 3, 1, 48, 9, 16, 5, 1, 1, [2, 2, 2, 2]),
@@ -317,38 +377,8 @@ fn wide_convolutions_on_every_tier() {
         (1, 12, 1, 48, 14, 28, 1, 2, 1, [0, 0, 0, 0]),
         (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
-    ] {
-        let mut graph = Graph::new();
-        let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
-        let wt = graph.param("w", TensorType::f32([o, c / g, k, k])).unwrap();
-        let b = graph.param("b", TensorType::f32([o])).unwrap();
-        let conv = Op::Conv2d(Conv2d {
-            stride: [s, s],
-            dilation: [d, d],
-            padding: Padding::Explicit(pad),
-            groups: g,
-            activation: None,
-        });
-        let y = graph.add("conv", conv, &[x, wt, b]).unwrap();
-        let dims = graph.node(y).ty.dims().to_vec();
-        let r = graph.input("r", TensorType::f32(dims)).unwrap();
-        let sum = graph.add("sum", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
-        let out = graph
-            .add("out", Op::Activation(Activation::Relu), &[sum])
-            .unwrap();
-        graph.mark_output(out).unwrap();
-        for tier in Tier::runnable() {
-            for threads in [1, 2] {
-                let o = JitOptions {
-                    threads,
-                    ..options(tier)
-                };
-                if let Err(e) = jit_matches_interpreter_with(&graph, (n * o.threads + h) as u64, &o) {
-                    panic!("{tier:?}, {threads} threads, {:?}: {e}", graph.node(y).ty.dims());
-                }
-            }
-        }
-    }
+    ];
+    check_conv_cases(&cases, |_| true);
 }
 
 /// Convolutions with few output channels per group, which the Rust tiers run with the
@@ -357,8 +387,7 @@ fn wide_convolutions_on_every_tier() {
 /// groups, uneven paddings, the bias, the residual and the ReLU fused, on 1 and 2 threads.
 #[test]
 fn small_convolutions_on_every_tier() {
-    // (batch, channels, groups, outputs, h, w, kernel, stride, dilation, padding)
-    for (i, (n, c, g, o, h, w, k, s, d, pad)) in [
+    let cases = [
         (2, 6, 1, 16, 14, 14, 5, 1, 1, [0, 0, 0, 0]),
         (3, 1, 1, 6, 28, 28, 5, 1, 1, [2, 2, 2, 2]),
         (1, 4, 2, 24, 11, 23, 3, 2, 1, [1, 0, 2, 1]),
@@ -366,43 +395,6 @@ fn small_convolutions_on_every_tier() {
         (1, 8, 4, 64, 10, 17, 3, 1, 2, [0, 3, 1, 0]),
         (1, 2, 1, 32, 6, 40, 1, 2, 1, [0, 0, 0, 0]),
         (2, 5, 1, 12, 3, 3, 3, 1, 1, [1, 1, 1, 1]),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut graph = Graph::new();
-        let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
-        let wt = graph.param("w", TensorType::f32([o, c / g, k, k])).unwrap();
-        let b = graph.param("b", TensorType::f32([o])).unwrap();
-        let conv = Op::Conv2d(Conv2d {
-            stride: [s, s],
-            dilation: [d, d],
-            padding: Padding::Explicit(pad),
-            groups: g,
-            activation: None,
-        });
-        let y = graph.add("conv", conv, &[x, wt, b]).unwrap();
-        let out = if i % 2 == 0 {
-            let dims = graph.node(y).ty.dims().to_vec();
-            let r = graph.input("r", TensorType::f32(dims)).unwrap();
-            let sum = graph.add("sum", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
-            graph
-                .add("out", Op::Activation(Activation::Relu), &[sum])
-                .unwrap()
-        } else {
-            y
-        };
-        graph.mark_output(out).unwrap();
-        for tier in Tier::runnable() {
-            for threads in [1, 2] {
-                let opts = JitOptions {
-                    threads,
-                    ..options(tier)
-                };
-                if let Err(e) = jit_matches_interpreter_with(&graph, (i * 7 + threads) as u64, &opts) {
-                    panic!("case {i}, {tier:?}, {threads} threads: {e}");
-                }
-            }
-        }
-    }
+    ];
+    check_conv_cases(&cases, |i| i % 2 == 0);
 }
