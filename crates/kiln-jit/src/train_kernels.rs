@@ -835,11 +835,12 @@ unsafe fn max_pool_ids<S: Simd>(d: *const IdsDesc, arena: *mut u8, begin: i64, e
     };
     let kw = g.kernel[1];
     let (x, ids) = (at(arena, d.x), at(arena, d.ids).cast::<i32>());
+    // each output row's taps, once for every plane (they cost divisions)
+    let row_taps: Vec<WindowTaps> = (0..oh).map(|y| g.taps(0, y)).collect();
     for plane in b..e {
         // SAFETY: plane < planes: its input and ids are inside the node's tensors.
         let (xp, yp) = unsafe { (x.add(plane * h * w), ids.add(plane * oh * ow)) };
-        for y in 0..oh {
-            let rows = g.taps(0, y);
+        for (y, &rows) in row_taps.iter().enumerate() {
             // SAFETY: y < oh.
             let yr = unsafe { yp.add(y * ow) };
             let scalar = |xo: usize| {
@@ -924,7 +925,8 @@ unsafe fn ids_chunk<S: Simd>(
         let mut out = [0.0f32; 16];
         S::store(out.as_mut_ptr(), id);
         for (k, v) in out.iter().take(n).enumerate() {
-            *yr.add(x0 + k) = *v as i32;
+            // SAFETY: an in-plane index below 2²⁴ (the vector path's condition), exact
+            *yr.add(x0 + k) = v.to_int_unchecked::<i32>();
         }
         true
     }
