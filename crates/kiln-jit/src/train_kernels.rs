@@ -1130,19 +1130,19 @@ unsafe fn batch_norm<S: Simd>(d: *const BnDesc, arena: *mut u8, begin: i64, end:
                 BN_GRAD_SCALE => {
                     let g = pa;
                     let dot = bn_sums(x, dims, k0, m, |r, at, v| *g.add(at) * ((v - mean[r]) * inv[r]));
-                    for r in 0..m {
-                        *y.add(k0 + r) = dot[r];
+                    for (r, &v) in dot.iter().enumerate().take(m) {
+                        *y.add(k0 + r) = v;
                     }
                 }
                 BN_MEAN => {
-                    for r in 0..m {
-                        *y.add(k0 + r) = mean[r];
+                    for (r, &v) in mean.iter().enumerate().take(m) {
+                        *y.add(k0 + r) = v;
                     }
                 }
                 _ => {
                     let kf = (n * inner) as f32 / (n * inner).saturating_sub(1).max(1) as f32;
-                    for r in 0..m {
-                        *y.add(k0 + r) = var[r] * kf;
+                    for (r, &v) in var.iter().enumerate().take(m) {
+                        *y.add(k0 + r) = v * kf;
                     }
                 }
             }
