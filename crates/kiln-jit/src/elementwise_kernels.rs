@@ -15,6 +15,10 @@
 //! NaN, `−0` stays `−0` (x86's `max`/`min` return their second operand for NaN and for equal
 //! zeros, so `max(lo, x)` is the interpreter's `if x < lo { lo } else { x }`).
 //!
+//! Same-shape binary ops (`add`, `sub`, `mul`, `div`: SiLU's and HardSwish's products) have a
+//! kernel here too ([`BinaryDesc`], [`binary_entry`]); each is one correctly rounded IEEE
+//! operation, so every tier gives the interpreter's bits.
+//!
 //! The elements are walked four registers at a time, then one register, then one masked
 //! partial register: nothing outside `[begin, end)` is read or written, so the output may be
 //! the input (the plan writes an activation over the input it is the last to read). Nothing
@@ -24,7 +28,7 @@ use crate::direct::{Entry, Words};
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512, Simd};
-use kiln_ir::Activation;
+use kiln_ir::{Activation, BinaryOp};
 
 /// `UnaryDesc::act`.
 pub const RELU: u64 = 0;
@@ -89,6 +93,79 @@ pub fn entry(isa: Isa) -> Option<Entry<UnaryDesc>> {
         Isa::Avx2 => Some(unary_avx2),
         _ => None,
     }
+}
+
+/// `BinaryDesc::op`.
+pub const ADD: u64 = 0;
+pub const SUB: u64 = 1;
+pub const MUL: u64 = 2;
+pub const DIV: u64 = 3;
+
+/// `z[i] = x[i] op y[i]` for the `len` floats at byte offsets `x`, `y`, `z` of the arena (`z`
+/// may be `x` or `y`); the parallel range is the elements.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryDesc {
+    pub x: u64,
+    pub y: u64,
+    pub z: u64,
+    pub len: u64,
+    pub op: u64,
+}
+
+// SAFETY: `#[repr(C)]` with u64 fields only.
+unsafe impl Words for BinaryDesc {}
+
+impl BinaryDesc {
+    /// `x op y` over `len` floats into `z` (byte offsets).
+    pub fn new(x: usize, y: usize, z: usize, len: usize, op: BinaryOp) -> BinaryDesc {
+        let op = match op {
+            BinaryOp::Add => ADD,
+            BinaryOp::Sub => SUB,
+            BinaryOp::Mul => MUL,
+            BinaryOp::Div => DIV,
+        };
+        BinaryDesc {
+            x: x as u64,
+            y: y as u64,
+            z: z as u64,
+            len: len as u64,
+            op,
+        }
+    }
+}
+
+/// The entry point of the same-shape binary ops for `isa`, as [`entry`].
+pub fn binary_entry(isa: Isa) -> Option<Entry<BinaryDesc>> {
+    if !isa.available() {
+        return None;
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(binary_avx512),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(binary_avx2),
+        _ => None,
+    }
+}
+
+/// # Safety
+/// `d` must describe a binary node of a plan over `arena` (the JIT'd kernel passes its own),
+/// and the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe extern "C" fn binary_avx512(d: *const BinaryDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { binary::<Avx512>(d, arena, begin, end) }
+}
+
+/// # Safety
+/// As `binary_avx512`, on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe extern "C" fn binary_avx2(d: *const BinaryDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    unsafe { binary::<Avx2>(d, arena, begin, end) }
 }
 
 /// # Safety
@@ -310,6 +387,100 @@ unsafe fn unary<S: Simd>(d: *const UnaryDesc, arena: *mut u8, begin: i64, end: i
             CLIP => map::<S, _>(Clip(pa, pb), x, y, n),
             HARD_SIGMOID => map::<S, _>(HardSigmoid(pa, pb), x, y, n),
             ERF => map::<S, _>(Erf, x, y, n),
+            _ => {}
+        }
+    }
+}
+
+/// One binary op, lane-wise on two registers.
+#[cfg(target_arch = "x86_64")]
+trait Zip<S: Simd>: Copy {
+    /// # Safety
+    /// The CPU has `S`'s set.
+    unsafe fn f(self, a: S::V, b: S::V) -> S::V;
+}
+
+macro_rules! zips {
+    ($($name:ident: $method:ident;)*) => {$(
+        #[cfg(target_arch = "x86_64")]
+        #[derive(Clone, Copy)]
+        struct $name;
+        #[cfg(target_arch = "x86_64")]
+        impl<S: Simd> Zip<S> for $name {
+            #[inline(always)]
+            unsafe fn f(self, a: S::V, b: S::V) -> S::V {
+                unsafe { S::$method(a, b) }
+            }
+        }
+    )*};
+}
+
+zips! {
+    Add: add;
+    Sub: sub;
+    Mul: mul;
+    Div: div;
+}
+
+/// `z[i] = o(x[i], y[i])` for `i < n`, as [`map`].
+///
+/// # Safety
+/// `x`, `y` hold `n` floats and `z` room for `n` (it may be `x` or `y`); the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn zip<S: Simd, O: Zip<S>>(o: O, x: *const f32, y: *const f32, z: *mut f32, n: usize) {
+    let l = S::LANES;
+    let mut i = 0;
+    // SAFETY: every access is at an index below n; each register pair is loaded before its
+    // result is stored.
+    unsafe {
+        while i + 4 * l <= n {
+            let v0 = o.f(S::load(x.add(i)), S::load(y.add(i)));
+            let v1 = o.f(S::load(x.add(i + l)), S::load(y.add(i + l)));
+            let v2 = o.f(S::load(x.add(i + 2 * l)), S::load(y.add(i + 2 * l)));
+            let v3 = o.f(S::load(x.add(i + 3 * l)), S::load(y.add(i + 3 * l)));
+            S::store(z.add(i), v0);
+            S::store(z.add(i + l), v1);
+            S::store(z.add(i + 2 * l), v2);
+            S::store(z.add(i + 3 * l), v3);
+            i += 4 * l;
+        }
+        while i + l <= n {
+            S::store(z.add(i), o.f(S::load(x.add(i)), S::load(y.add(i))));
+            i += l;
+        }
+        if i < n {
+            let r = o.f(S::load_partial(x.add(i), n - i), S::load_partial(y.add(i), n - i));
+            S::store_partial(z.add(i), n - i, r);
+        }
+    }
+}
+
+/// The elements `[begin, end)` of the binary op `d`.
+///
+/// # Safety
+/// As the entry points.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn binary<S: Simd>(d: *const BinaryDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: the caller passes a valid description.
+    let d = unsafe { *d };
+    let (Ok(b), Ok(e)) = (usize::try_from(begin), usize::try_from(end)) else {
+        return;
+    };
+    if b > e || e as u64 > d.len {
+        return;
+    }
+    let at = |off: u64| arena.wrapping_add(off as usize).cast::<f32>().wrapping_add(b);
+    let (x, y, z) = (at(d.x) as *const f32, at(d.y) as *const f32, at(d.z));
+    let n = e - b;
+    // SAFETY: `[begin, end)` lies inside the three values (checked against their length).
+    unsafe {
+        match d.op {
+            ADD => zip::<S, _>(Add, x, y, z, n),
+            SUB => zip::<S, _>(Sub, x, y, z, n),
+            MUL => zip::<S, _>(Mul, x, y, z, n),
+            DIV => zip::<S, _>(Div, x, y, z, n),
             _ => {}
         }
     }

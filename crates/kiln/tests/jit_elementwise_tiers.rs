@@ -5,9 +5,11 @@
 //! them. Lengths run over every remainder of the registers (1 to 69: four registers of 16 are
 //! 64) and long values that two threads split at an odd element; the Rust tiers must also
 //! give the Cranelift tier's bits, since they compute the same operations in the same order.
+//! Same-shape binary ops (`add`, `sub`, `mul`, `div`) run on the same kernels' file: one IEEE
+//! operation each, so every tier gives the interpreter's bits.
 
 use kiln::check::{ATOL, RTOL, jit_matches_interpreter_with};
-use kiln::ir::{Activation, Graph, Op, Tensor, TensorType, Value};
+use kiln::ir::{Activation, BinaryOp, Graph, Op, Tensor, TensorType, Value};
 use kiln::jit::JitOptions;
 use kiln::jit::gemm::Tier;
 use std::collections::HashMap;
@@ -207,9 +209,7 @@ fn chain_in_place_two_threads() {
     let mut g = Graph::new();
     let x = g.input("x", TensorType::f32([1, n])).unwrap();
     let s = g.add("s", Op::Activation(Activation::Sigmoid), &[x]).unwrap();
-    let mut v = g
-        .add("silu", Op::Binary(kiln::ir::BinaryOp::Mul), &[x, s])
-        .unwrap();
+    let mut v = g.add("silu", Op::Binary(BinaryOp::Mul), &[x, s]).unwrap();
     for (i, act) in ACTS.into_iter().enumerate() {
         v = g.add(format!("a{i}"), Op::Activation(act), &[v]).unwrap();
     }
@@ -223,15 +223,67 @@ fn chain_in_place_two_threads() {
             &[v],
         )
         .unwrap();
-    let y = g
-        .add("hswish", Op::Binary(kiln::ir::BinaryOp::Mul), &[v, hs])
-        .unwrap();
+    let y = g.add("hswish", Op::Binary(BinaryOp::Mul), &[v, hs]).unwrap();
     g.mark_output(y).unwrap();
     for tier in Tier::runnable() {
         for threads in [1, 2] {
             if let Err(e) = jit_matches_interpreter_with(&g, 3, &options(tier, threads)) {
                 panic!("{tier:?} threads={threads}: {e}");
             }
+        }
+    }
+}
+
+/// Same-shape `add`, `sub`, `mul`, `div` (`y` the second operand: a param), every length,
+/// every tier, 1 and 2 threads, NaN, ±∞ and ±0 among the operands: the interpreter's bits.
+#[test]
+fn same_shape_binary_ops_bit_for_bit() {
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+        for n in lengths() {
+            let mut g = Graph::new();
+            let x = g.input("x", TensorType::f32([1, n])).unwrap();
+            let w = g.param("w", TensorType::f32([1, n])).unwrap();
+            let z = g.add("z", Op::Binary(op), &[x, w]).unwrap();
+            g.mark_output(z).unwrap();
+            let xs = Tensor::new([1, n], data(n, n as u64 + 5, 7)).unwrap();
+            let ws = Tensor::new([1, n], data(n, n as u64 * 31 + 2, 7)).unwrap();
+            let inputs = HashMap::from([("x".to_string(), Value::F(xs))]);
+            let weights = HashMap::from([("w".to_string(), ws)]);
+            let want = kiln::interp::run::<f32>(&g, &inputs, &weights).unwrap();
+            let want = want[0].1.as_f().unwrap();
+            for tier in Tier::runnable() {
+                for threads in [1, 2] {
+                    let mut m = kiln::jit::compile(&g, &options(tier, threads)).unwrap();
+                    m.set_weights(&weights).unwrap();
+                    let got = m.run(&inputs).unwrap();
+                    let what = format!("{op:?} n={n} {tier:?} threads={threads}");
+                    assert_same_bits(want.data(), got[0].1.as_f().unwrap().data(), &what);
+                }
+            }
+        }
+    }
+}
+
+/// A product written over one of its operands (SiLU's `x·sigmoid(x)` over the sigmoid, and
+/// `x·x` over nothing but itself) on every tier: the interpreter's bits.
+#[test]
+fn products_in_place() {
+    let n = 2 * 16 * 1024 + 9;
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32([2, n])).unwrap();
+    let s = g.add("s", Op::Activation(Activation::Relu), &[x]).unwrap();
+    let p = g.add("p", Op::Binary(BinaryOp::Mul), &[s, x]).unwrap();
+    let q = g.add("q", Op::Binary(BinaryOp::Mul), &[p, p]).unwrap();
+    let r = g.add("r", Op::Binary(BinaryOp::Sub), &[q, s]).unwrap();
+    g.mark_output(r).unwrap();
+    let xs = Tensor::new([2, n], data(2 * n, 11, 13)).unwrap();
+    let inputs = HashMap::from([("x".to_string(), Value::F(xs.clone()))]);
+    let want = kiln::interp::run::<f32>(&g, &inputs, &HashMap::new()).unwrap();
+    for tier in Tier::runnable() {
+        for threads in [1, 2] {
+            let got = jit(&g, &xs, &options(tier, threads));
+            let what = format!("{tier:?} threads={threads}");
+            assert_same_bits(want[0].1.as_f().unwrap().data(), got.data(), &what);
         }
     }
 }
