@@ -199,8 +199,8 @@ struct BenchArgs {
     /// Timed runs per engine (after one warm-up run), 1 to 1000000.
     #[arg(long, default_value_t = 10, value_parser = runs_arg)]
     runs: usize,
-    /// Also time each JIT kernel on its own (median of `--runs` runs, on one thread), slowest
-    /// first: milliseconds, share, GFLOP/s, and the node of the model it computes with its op,
+    /// Also time each JIT kernel on its own (median of `--runs` runs, on one thread, in that
+    /// thread's CPU time, which other jobs on the machine do not inflate), slowest first: milliseconds, share, GFLOP/s, and the node of the model it computes with its op,
     /// output and fused ops; the kernels that run once per set of weights in one line; the
     /// total against the median run; and the kernel tier.
     #[arg(long)]
@@ -567,8 +567,8 @@ fn print_profile(
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = rows.iter().map(|r| r.1).sum();
     out!(
-        "profile: kernel tier {}; each kernel timed alone on one thread, median of {} runs, \
-         slowest first",
+        "profile: kernel tier {}; each kernel timed alone on one thread (the thread's CPU time), \
+         median of {} runs, slowest first",
         tier.isa().name(),
         runs.max(1)
     );
