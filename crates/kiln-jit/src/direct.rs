@@ -267,6 +267,8 @@ pub struct Kernels {
     pub small_conv: SmallConvFn,
     /// A `gemm` node's epilogue without an activation and with a ReLU ([`gemm_epilogue`]).
     pub epilogue: [crate::gemm::EpilogueFn; 2],
+    /// A dense layer's epilogue on the GEMM driver: a bias value per column, no activation.
+    pub epilogue_cols: crate::gemm::EpilogueFn,
 }
 
 /// The entry points of the kernels for `isa`, when there are some and this CPU runs them;
@@ -339,7 +341,7 @@ macro_rules! entries {
             #[target_feature(enable = $features)]
             unsafe extern "C" fn epilogue(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
                 // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, false>(c, res, bias, rows, cols, ld) }
+                unsafe { super::gemm_epilogue::<$set, false, false>(c, res, bias, rows, cols, ld) }
             }
 
             /// # Safety
@@ -347,7 +349,15 @@ macro_rules! entries {
             #[target_feature(enable = $features)]
             unsafe extern "C" fn epilogue_relu(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
                 // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, true>(c, res, bias, rows, cols, ld) }
+                unsafe { super::gemm_epilogue::<$set, true, false>(c, res, bias, rows, cols, ld) }
+            }
+
+            /// # Safety
+            /// As [`super::gemm_epilogue`], with a bias value per column.
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn epilogue_cols(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::gemm_epilogue::<$set, false, true>(c, res, bias, rows, cols, ld) }
             }
 
             pub(super) const KERNELS: Kernels = Kernels {
@@ -357,6 +367,7 @@ macro_rules! entries {
                 dense,
                 small_conv,
                 epilogue: [epilogue, epilogue_relu],
+                epilogue_cols,
             };
         }
     )*};
@@ -1257,18 +1268,19 @@ unsafe fn small_conv_block<S: Simd, const P: usize, const OB: usize>(
 }
 
 /// A `gemm` node's epilogue (`gemm::EpilogueFn`) on a finished block of C, `rows × cols`
-/// floats with rows `ld` bytes apart: the row's bias (when `bias` is not null), then the
+/// floats with rows `ld` bytes apart: the row's bias (the column's with `COLS`, a dense
+/// layer's; when `bias` is not null), then the
 /// residual's element (when `res` is not null; the same layout as C), then the ReLU when
 /// `RELU`, each a separate rounding in that order, as the Cranelift epilogue
 /// (`lower::emit_gemm_epilogue`) and the interpreter compute them; a register of columns at a
 /// time, the last partial.
 ///
 /// # Safety
-/// `c` (and `res` when not null) hold the block; `bias` (when not null) one float per row;
-/// the CPU has `S`'s set.
+/// `c` (and `res` when not null) hold the block; `bias` (when not null) one float per row
+/// (per column with `COLS`); the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn gemm_epilogue<S: Simd, const RELU: bool>(
+unsafe fn gemm_epilogue<S: Simd, const RELU: bool, const COLS: bool>(
     c: *mut f32,
     res: *const f32,
     bias: *const f32,
@@ -1283,7 +1295,7 @@ unsafe fn gemm_epilogue<S: Simd, const RELU: bool>(
     unsafe {
         for r in 0..rows {
             let crow = c.add(r * ld);
-            let b = (!bias.is_null()).then(|| S::splat(*bias.add(r)));
+            let b = (!COLS && !bias.is_null()).then(|| S::splat(*bias.add(r)));
             let mut j = 0;
             while j < cols {
                 let n = l.min(cols - j);
@@ -1294,6 +1306,16 @@ unsafe fn gemm_epilogue<S: Simd, const RELU: bool>(
                 };
                 if let Some(b) = b {
                     v = S::add(v, b);
+                } else if COLS && !bias.is_null() {
+                    let bp = bias.add(j);
+                    v = S::add(
+                        v,
+                        if n == l {
+                            S::load(bp)
+                        } else {
+                            S::load_partial(bp, n)
+                        },
+                    );
                 }
                 if !res.is_null() {
                     let rp = res.add(r * ld + j);

@@ -211,6 +211,9 @@ fn cache_size(level: u32) -> Option<usize> {
 pub enum BSource {
     /// Row-major `k × n` at `ptr`, rows `ld` elements apart.
     Matrix { ptr: *const f32, ld: usize },
+    /// The transpose of the row-major `n × k` matrix at `ptr` (rows `ld` apart): element
+    /// `(k, j)` at `ptr[j·ld + k]` (a dense layer's weights `[O, I]` as its `I × O` B).
+    MatrixT { ptr: *const f32, ld: usize },
     /// The patch matrix of a convolution over one image's channels `[c0, c0 + …)`:
     /// row `(c, i, j)`, column `(y, x)` holds `image[c][y·s − pad + i·d][x·s − pad + j·d]`, or 0.
     Patches { ptr: *const f32, geom: PatchGeom },
@@ -655,6 +658,26 @@ unsafe fn pack_b_nr(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usiz
                 put_row(out, kc, nr, k, nc, padded - nc, None);
             }
         }
+        BSource::MatrixT { ptr, ld } => {
+            // column j of B is row jc + j of the matrix: read along it, write down the panel
+            for q in 0..padded / nr {
+                let panel = &mut out[q * nr * kc..(q + 1) * nr * kc];
+                for r in 0..nr {
+                    let j = q * nr + r;
+                    if j >= nc {
+                        for k in 0..kc {
+                            panel[k * nr + r] = 0.0;
+                        }
+                        continue;
+                    }
+                    // SAFETY: row jc + j < n of the matrix, columns pc..pc + kc ≤ k ≤ ld.
+                    let row = unsafe { std::slice::from_raw_parts(ptr.add((jc + j) * ld + pc), kc) };
+                    for (k, &v) in row.iter().enumerate() {
+                        panel[k * nr + r] = v;
+                    }
+                }
+            }
+        }
         BSource::Shifted {
             ptr,
             plane,
@@ -738,6 +761,9 @@ pub type EpilogueFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, i64
 pub enum BArena {
     /// `[N, K, L]` at this byte offset.
     Matrix { offset: usize },
+    /// The transpose of the `[L, K]` matrix at this byte offset (a dense layer's weights;
+    /// one image, one group).
+    MatrixT { offset: usize },
     /// Patches of the image `[N, C, H, W]` at this byte offset (an `im2col` the GEMM packs
     /// from directly).
     Patches {
@@ -781,6 +807,8 @@ pub struct GemmDesc {
     /// The direct kernel that runs the product instead of the micro-kernel, for the patches of
     /// a convolution with few output channels ([`SmallConv::new`]).
     pub small: Option<SmallConv>,
+    /// Whether the bias has a value per column (a dense layer's) rather than per row.
+    pub bias_cols: bool,
 }
 
 /// A convolution whose product has too few rows (output channels) for a GEMM tile to fill:
@@ -1027,17 +1055,19 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             .residual
             .map(|r| at(r).wrapping_add((n * d.groups + g) * d.mg * d.l));
         let bias = d.bias.map(|o| at(o).wrapping_add(g * d.mg));
-        // the epilogue over a block of C: rows × cols from (m0, col), rows `l` apart
+        // the epilogue over a block of C: rows × cols from (m0, col), rows `l` apart; the
+        // bias from the block's first row, or its first column (`bias_cols`)
         let epilogue_at = |m0: usize, col: usize, rows: usize, cols: usize| {
             if let Some(f) = d.epilogue {
                 let off = m0 * d.l + col;
+                let first = if d.bias_cols { col } else { m0 };
                 // SAFETY: the block lies inside this item's rows and columns of C (and of the
                 // residual, which has C's layout); the bias has a value per row.
                 unsafe {
                     f(
                         c.wrapping_add(off),
                         res.map_or(std::ptr::null(), |r| r.wrapping_add(off).cast_const()),
-                        bias.map_or(std::ptr::null(), |b| b.wrapping_add(m0).cast_const()),
+                        bias.map_or(std::ptr::null(), |b| b.wrapping_add(first).cast_const()),
                         rows as i64,
                         cols as i64,
                         (d.l * 4) as i64,
@@ -1102,6 +1132,15 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                 ptr: at(offset).wrapping_add((n * d.groups + g) * d.kg * d.l),
                 ld: d.l,
             },
+            BArena::MatrixT { offset } => {
+                if (d.batch, d.groups) != (1, 1) {
+                    return Err("a transposed B with images or groups");
+                }
+                BSource::MatrixT {
+                    ptr: at(offset),
+                    ld: d.kg,
+                }
+            }
             BArena::Patches {
                 offset,
                 channels,
@@ -1827,6 +1866,7 @@ mod tests {
             a_packed: None,
             status: 0,
             small: None,
+            bias_cols: false,
         };
         assert_eq!(d.items(), 1);
         let run = |d: &GemmDesc, arena: &mut Vec<u64>, begin: i64, end: i64| {

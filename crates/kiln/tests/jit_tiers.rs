@@ -398,3 +398,38 @@ fn small_convolutions_on_every_tier() {
     ];
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
+
+/// Dense layers with enough rows for the GEMM driver (`x [N, I]` as A, the weights read
+/// transposed as B, the bias per column in the epilogue): widths around the tiles and the
+/// registers, with and without a bias, on every tier, 1 and 2 threads (row and column splits).
+#[test]
+fn dense_layers_on_the_gemm_driver_on_every_tier() {
+    for (i, (n, inputs, outputs, bias)) in [
+        (128, 1, 1, true),
+        (130, 37, 45, true),
+        (300, 96, 384, false),
+        (129, 400, 17, true),
+        (256, 16, 1000, true),
+        (1000, 3, 64, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut params = vec![TensorType::f32([outputs, inputs])];
+        if bias {
+            params.push(TensorType::f32([outputs]));
+        }
+        let graph = one_op(Op::Dense, TensorType::f32([n, inputs]), &params).unwrap();
+        for tier in Tier::runnable() {
+            for threads in [1, 2] {
+                let opts = JitOptions {
+                    threads,
+                    ..options(tier)
+                };
+                if let Err(e) = jit_matches_interpreter_with(&graph, (i * 5 + threads) as u64, &opts) {
+                    panic!("case {i}, {tier:?}, {threads} threads: {e}");
+                }
+            }
+        }
+    }
+}

@@ -81,6 +81,7 @@ pub fn gemm_desc(
         status,
         // set by the compiler on a Rust tier (`SmallConv::new`)
         small: None,
+        bias_cols: false,
     };
     d.split(want);
     Ok(d)

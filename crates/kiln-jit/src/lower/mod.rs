@@ -78,6 +78,7 @@ pub fn has_status(op: &Op) -> bool {
         op,
         Op::Train(TrainOp::ScatterIds { .. } | TrainOp::ConvWeightGrad { .. })
             | Op::Gemm(_)
+            | Op::Dense
             | Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
             | Op::Train(TrainOp::LossGrad(LossKind::CrossEntropy | LossKind::Nll))
     )
@@ -270,6 +271,11 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
             softmax(e, a, *axis, matches!(op, Op::LogSoftmax { .. }));
             let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
             numel / od[ax].max(1)
+        }
+        Op::Dense if let Some(d) = a.gemm => {
+            // a large batch: the GEMM driver (`Gemms::add_dense`)
+            call_gemm_driver(e, a, d);
+            d.items()
         }
         Op::Dense if let Some(k) = direct_kernels(a) => {
             dense_direct(e, a, k);
