@@ -115,8 +115,11 @@ pub struct JitOptions {
     pub keep_code: bool,
     /// Which graph passes run before lowering (`kiln_passes::pipeline`).
     pub passes: kiln_passes::OptLevel,
-    /// The kernel tier of the GEMM micro-kernel, pooling, depthwise convolutions and dense
-    /// layers (`Auto`: AVX-512 where the CPU has it, else Cranelift's portable `f32x4` code).
+    /// The kernel tier of the hot kernels — the GEMM micro-kernel and epilogue, convolutions
+    /// with few channels, pooling, depthwise convolutions, dense layers, layout copies,
+    /// activations and same-shape arithmetic, and the training kernels that have a Rust form
+    /// (`Auto`: the widest of AVX-512 and AVX2 + FMA the CPU has, else Cranelift's portable
+    /// `f32x4` code).
     pub gemm_tier: gemm::Tier,
     /// Threads that run the model: each kernel's parallel range is split among them. `0`
     /// means one per available core; more than [`MAX_THREADS`] means `MAX_THREADS`. With 1

@@ -215,9 +215,10 @@ struct BenchArgs {
     /// they are worth.
     #[arg(long)]
     no_passes: bool,
-    /// Which kernel tier runs the convolutions, pooling and dense layers: `auto` (the best
-    /// this CPU has), `avx512`, `avx2` (Rust kernels for those instruction sets; an error
-    /// where the CPU lacks them) or `cranelift` (the JIT's own 128-bit code, on any host).
+    /// Which kernel tier runs the convolutions, pooling, dense layers, layout copies and
+    /// activations: `auto` (the best this CPU has), `avx512`, `avx2` (Rust kernels for those
+    /// instruction sets; an error where the CPU lacks them) or `cranelift` (the JIT's own
+    /// 128-bit code, on any host).
     #[arg(long, value_enum, default_value_t = GemmTierArg::Auto)]
     gemm_tier: GemmTierArg,
     #[command(flatten)]
