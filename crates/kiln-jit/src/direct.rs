@@ -190,15 +190,10 @@ pub struct GlobalPoolDesc {
     pub max: u64,
 }
 
-/// `DepthwiseDesc::act`.
-pub const ACT_NONE: u64 = 0;
-pub const ACT_RELU: u64 = 1;
-pub const ACT_LEAKY_RELU: u64 = 2;
-
 /// A convolution with one input channel per group: output plane `(n, o)` reads input plane
 /// `(n, o / cog)` of `x [n, cin, h, w]` with the `kh × kw` kernel `o` of `w`; `bias` is
-/// `u64::MAX` when there is none; the activation `act` (with `alpha`, LeakyReLU's slope bits)
-/// is applied before the store.
+/// `u64::MAX` when there is none; the activation `act` with its parameters' bits `a`, `b`
+/// (`elementwise_kernels::code`) is applied before the store.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct DepthwiseDesc {
@@ -212,7 +207,8 @@ pub struct DepthwiseDesc {
     pub cout: u64,
     pub cog: u64,
     pub act: u64,
-    pub alpha: u64,
+    pub a: u64,
+    pub b: u64,
     pub win: WindowDesc,
 }
 
@@ -514,7 +510,7 @@ trait WindowOp {
     /// What is stored for windows with row taps `rows` whose every column tap is real.
     unsafe fn finish<S: Simd>(&self, acc: S::V, rows: WindowTaps) -> S::V;
     /// One output with the interpreter's rules (input plane `x`).
-    unsafe fn scalar(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32;
+    unsafe fn scalar<S: Simd>(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32;
 }
 
 /// `NB` registers of output columns from `x0`, `n` columns in all (`n ≤ NB·LANES`, more than
@@ -609,7 +605,7 @@ unsafe fn windows<S: Simd, K: WindowOp>(k: &mut K, g: &Window2d, y: *mut f32, be
             let yrow = yp.wrapping_add(oy * ow);
             let scalar = |ox: usize| {
                 // SAFETY: the plane's window (oy, ox) and its output element.
-                unsafe { *yrow.add(ox) = k.scalar(xp, g, rows, col_taps.get(ox)) }
+                unsafe { *yrow.add(ox) = k.scalar::<S>(xp, g, rows, col_taps.get(ox)) }
             };
             for ox in 0..lo {
                 scalar(ox);
@@ -723,7 +719,7 @@ impl<const MAX: bool> WindowOp for Pool<MAX> {
         unsafe { S::div(acc, S::splat((count * self.kw) as f32)) }
     }
     #[inline(always)]
-    unsafe fn scalar(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32 {
+    unsafe fn scalar<S: Simd>(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32 {
         // SAFETY: the window's taps lie in the plane.
         unsafe { window_scalar(x, g.input[1], rows, cols, g.dilation, self.kind) }
     }
@@ -781,18 +777,11 @@ struct Depthwise {
     taps: usize,
     kw: usize,
     act: u64,
-    alpha: f32,
+    a: f32,
+    b: f32,
     /// The current plane's kernel and bias.
     k: *const f32,
     b0: f32,
-}
-
-fn activate1(act: u64, alpha: f32, v: f32) -> f32 {
-    match act {
-        ACT_RELU if v < 0.0 => 0.0,
-        ACT_LEAKY_RELU if v < 0.0 => v * alpha,
-        _ => v,
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -830,16 +819,10 @@ impl WindowOp for Depthwise {
     #[inline(always)]
     unsafe fn finish<S: Simd>(&self, acc: S::V, _: WindowTaps) -> S::V {
         // SAFETY: as `init`.
-        unsafe {
-            match self.act {
-                ACT_RELU => S::where_negative(acc, S::zero()),
-                ACT_LEAKY_RELU => S::where_negative(acc, S::mul(acc, S::splat(self.alpha))),
-                _ => acc,
-            }
-        }
+        unsafe { crate::elementwise_kernels::activate::<S>(self.act, self.a, self.b, acc) }
     }
     #[inline(always)]
-    unsafe fn scalar(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32 {
+    unsafe fn scalar<S: Simd>(&self, x: *const f32, g: &Window2d, rows: WindowTaps, cols: WindowTaps) -> f32 {
         let (w, dl) = (g.input[1], g.dilation);
         let mut acc = self.b0;
         for r in 0..rows.real() {
@@ -854,7 +837,15 @@ impl WindowOp for Depthwise {
                 }
             }
         }
-        activate1(self.act, self.alpha, acc)
+        // the activation of the vector path, on a register holding this output (a scalar
+        // form would round differently for sigmoid, tanh and erf)
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: as `init`; `lanes` holds a whole register (at most 16 floats).
+        unsafe {
+            let v = crate::elementwise_kernels::activate::<S>(self.act, self.a, self.b, S::splat(acc));
+            S::store(lanes.as_mut_ptr(), v);
+        }
+        lanes[0]
     }
 }
 
@@ -889,7 +880,8 @@ unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64
         taps: g.kernel[0] * g.kernel[1],
         kw: g.kernel[1],
         act: d.act,
-        alpha: f32::from_bits(d.alpha as u32),
+        a: f32::from_bits(d.a as u32),
+        b: f32::from_bits(d.b as u32),
         k: std::ptr::null(),
         b0: 0.0,
     };

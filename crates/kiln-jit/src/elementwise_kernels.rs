@@ -56,19 +56,52 @@ pub struct UnaryDesc {
 // SAFETY: `#[repr(C)]` with u64 fields only.
 unsafe impl Words for UnaryDesc {}
 
+/// No activation (the code fused kernels take where there is none).
+pub const NONE: u64 = u64::MAX;
+
+/// The code of `act` (or [`NONE`]) and its two parameters' bits, as the descriptions hold them.
+pub fn code(act: Option<Activation>) -> (u64, u64, u64) {
+    let bits = |v: f32| u64::from(v.to_bits());
+    match act {
+        None => (NONE, 0, 0),
+        Some(Activation::Relu) => (RELU, 0, 0),
+        Some(Activation::LeakyRelu { alpha }) => (LEAKY_RELU, bits(alpha), 0),
+        Some(Activation::Sigmoid) => (SIGMOID, 0, 0),
+        Some(Activation::Tanh) => (TANH, 0, 0),
+        Some(Activation::Clip { min, max }) => (CLIP, bits(min), bits(max)),
+        Some(Activation::HardSigmoid { alpha, beta }) => (HARD_SIGMOID, bits(alpha), bits(beta)),
+        Some(Activation::Erf) => (ERF, 0, 0),
+    }
+}
+
+/// The activation of code `act` ([`code`]; [`NONE`]: `v` itself) with parameters `a`, `b` on
+/// one register: the arithmetic of the standalone kernels, which the fused ones (the
+/// depthwise convolution's) take from here so that every path gives the same bits.
+///
+/// # Safety
+/// The CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn activate<S: Simd>(act: u64, a: f32, b: f32, v: S::V) -> S::V {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match act {
+            RELU => Map::<S>::f(Relu, v),
+            LEAKY_RELU => Map::<S>::f(LeakyRelu(a), v),
+            SIGMOID => Map::<S>::f(Sigmoid, v),
+            TANH => Map::<S>::f(Tanh, v),
+            CLIP => Map::<S>::f(Clip(a, b), v),
+            HARD_SIGMOID => Map::<S>::f(HardSigmoid(a, b), v),
+            ERF => Map::<S>::f(Erf, v),
+            _ => v,
+        }
+    }
+}
+
 impl UnaryDesc {
     /// `act` over `len` floats from byte offset `x` to byte offset `y`.
     pub fn new(x: usize, y: usize, len: usize, act: Activation) -> UnaryDesc {
-        let bits = |v: f32| u64::from(v.to_bits());
-        let (act, a, b) = match act {
-            Activation::Relu => (RELU, 0, 0),
-            Activation::LeakyRelu { alpha } => (LEAKY_RELU, bits(alpha), 0),
-            Activation::Sigmoid => (SIGMOID, 0, 0),
-            Activation::Tanh => (TANH, 0, 0),
-            Activation::Clip { min, max } => (CLIP, bits(min), bits(max)),
-            Activation::HardSigmoid { alpha, beta } => (HARD_SIGMOID, bits(alpha), bits(beta)),
-            Activation::Erf => (ERF, 0, 0),
-        };
+        let (act, a, b) = code(Some(act));
         UnaryDesc {
             x: x as u64,
             y: y as u64,

@@ -131,13 +131,18 @@ proptest! {
         bitwise_on_every_tier(&graph, x);
     }
 
-    /// One input channel per group: depthwise (with a channel multiplier) and single-channel.
+    /// One input channel per group: depthwise (with a channel multiplier) and single-channel,
+    /// with every kind of fused activation.
     #[test]
     fn depthwise(n in 1usize..3, g in 1usize..4, og in 1usize..4, h in 1usize..6, w in 1usize..75,
                  kh in 1usize..4, kw in 1usize..4, s in (1usize..3, 1usize..4), d in (1usize..3, 1usize..3),
                  pad in padding(), bias in any::<bool>(),
                  act in prop_oneof![Just(None), Just(Some(Activation::Relu)),
-                                    (-1.0f32..1.0).prop_map(|alpha| Some(Activation::LeakyRelu { alpha }))],
+                                    (-1.0f32..1.0).prop_map(|alpha| Some(Activation::LeakyRelu { alpha })),
+                                    Just(Some(Activation::Clip { min: 0.0, max: 6.0 })),
+                                    Just(Some(Activation::Sigmoid)), Just(Some(Activation::Tanh)),
+                                    Just(Some(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 })),
+                                    Just(Some(Activation::Erf))],
                  seed in any::<u64>()) {
         let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g, activation: act });
         let mut params = vec![TensorType::f32([og * g, 1, kh, kw])];
@@ -256,7 +261,13 @@ fn depthwise_special_values_on_every_tier() {
             dilation: [d, d],
             padding: Padding::uniform(pad),
             groups: c,
-            activation: [None, Some(Activation::Relu)][i % 2],
+            activation: [
+                None,
+                Some(Activation::Relu),
+                Some(Activation::Clip { min: 0.0, max: 6.0 }),
+                Some(Activation::Sigmoid),
+                Some(Activation::Tanh),
+            ][i % 5],
         });
         let params = [TensorType::f32([c * og, 1, k, k]), TensorType::f32([c * og])];
         let graph = one_op(op, TensorType::f32([2, c, h, w]), &params).unwrap();

@@ -7,7 +7,7 @@ use super::{Args, dims4, validated};
 use crate::codegen::Emitter;
 use crate::direct::{self, Kernels};
 use cranelift_codegen::ir::InstBuilder;
-use kiln_ir::{Activation, PoolKind, ReduceKind};
+use kiln_ir::{PoolKind, ReduceKind};
 
 /// The kernel calls the Rust function `f(desc, arena, begin, end)` with `desc` stored in a
 /// stack slot of the kernel (its words are compile-time constants).
@@ -45,15 +45,10 @@ fn word(off: usize) -> u64 {
 }
 
 /// Whether the direct depthwise kernel runs this convolution: one input channel per group
-/// (depthwise, or a single-channel input), an activation it applies itself, and not the
-/// register-blocked path (whose scratch the plan reserved).
+/// (depthwise, or a single-channel input), and not the register-blocked path (whose scratch
+/// the plan reserved). It applies any fused activation itself.
 pub(super) fn depthwise_fits_direct(c: &kiln_ir::Conv2d, w: &[usize]) -> bool {
-    w[1] == 1
-        && !conv_blocked(c, w)
-        && matches!(
-            c.activation,
-            None | Some(Activation::Relu | Activation::LeakyRelu { .. })
-        )
+    w[1] == 1 && !conv_blocked(c, w)
 }
 
 pub(super) fn pool2d_direct(e: &mut Emitter, a: &Args, k: Kernels, p: &kiln_ir::Pool2d) {
@@ -93,11 +88,7 @@ pub(super) fn global_pool_direct(e: &mut Emitter, a: &Args, k: Kernels, kind: Re
 pub(super) fn depthwise_conv_direct(e: &mut Emitter, a: &Args, k: Kernels, c: &kiln_ir::Conv2d) {
     let (x, w) = (a.dims(0), a.dims(1));
     let geom = validated(c.geometry(x, [w[2], w[3]]));
-    let (act, alpha) = match c.activation {
-        Some(Activation::Relu) => (direct::ACT_RELU, 0.0),
-        Some(Activation::LeakyRelu { alpha }) => (direct::ACT_LEAKY_RELU, alpha),
-        _ => (direct::ACT_NONE, 0.0),
-    };
+    let (act, pa, pb) = crate::elementwise_kernels::code(c.activation);
     let d = direct::DepthwiseDesc {
         x: word(a.src(0)),
         w: word(a.src(1)),
@@ -108,7 +99,8 @@ pub(super) fn depthwise_conv_direct(e: &mut Emitter, a: &Args, k: Kernels, c: &k
         cout: word(w[0]),
         cog: word(w[0] / c.groups),
         act,
-        alpha: u64::from(alpha.to_bits()),
+        a: pa,
+        b: pb,
         win: direct::WindowDesc::new(&geom),
     };
     call_direct(e, a, k.depthwise as usize, &d);
