@@ -144,8 +144,14 @@ impl Default for JitOptions {
 /// are the same on any number of threads, and each one is an OS thread started with the model).
 pub const MAX_THREADS: usize = 1024;
 
-/// Below this many output elements a kernel is not split across threads.
+/// Below this much work ([`KernelInfo::work`]) a kernel is not split across threads.
 const PARALLEL_MIN_WORK: usize = 16 * 1024;
+
+/// FLOPs per unit of [`KernelInfo::work`]: a kernel of few outputs but many FLOPs (a conv
+/// weight gradient: LeNet-5's conv2 writes 2,400 floats from 31 MFLOP at batch 64) splits once
+/// it has `32·PARALLEL_MIN_WORK` = 512K FLOPs, a few microseconds of one core, where a barrier
+/// costs about one.
+const FLOPS_PER_WORK: u64 = 32;
 
 /// One compiled kernel.
 #[derive(Debug, Clone)]
@@ -154,7 +160,8 @@ pub struct KernelInfo {
     pub name: String,
     /// The size of its outermost parallel loop.
     pub extent: usize,
-    /// Elements of the node's output, a rough measure of the kernel's work.
+    /// A rough measure of the kernel's work: the elements of the node's output, or its FLOPs
+    /// (`kiln_ir::summary::op_flops`) over [`FLOPS_PER_WORK`] when that is more.
     pub work: usize,
     /// Whether it computes a value of the weights alone (a folded batch norm's weights, say):
     /// such kernels run once, when the weights are loaded, not on every run.
@@ -462,7 +469,10 @@ pub fn compile_training(
                 node: id,
                 name,
                 extent,
-                work: node.ty.shape.numel(),
+                work: node.ty.shape.numel().max(
+                    usize::try_from(kiln_ir::summary::op_flops(&node.op, &types, &node.ty) / FLOPS_PER_WORK)
+                        .unwrap_or(usize::MAX),
+                ),
                 prep: constant.contains(&id),
                 update: phases.tail.contains(&id),
                 clif,
