@@ -348,21 +348,27 @@ fn conv_graph((n, c, g, o, h, w, k, s, d, pad): ConvCase, residual: bool) -> Gra
     graph
 }
 
+/// `graph` equals the interpreter on every runnable tier, on 1 and 2 threads (`what` names
+/// the case in a failure).
+fn check_tiers_and_threads(graph: &Graph, seed: u64, what: &str) {
+    for tier in Tier::runnable() {
+        for threads in [1, 2] {
+            let opts = JitOptions {
+                threads,
+                ..options(tier)
+            };
+            if let Err(e) = jit_matches_interpreter_with(graph, seed + threads as u64, &opts) {
+                panic!("{what}, {tier:?}, {threads} threads: {e}");
+            }
+        }
+    }
+}
+
 /// Each case's graph equals the interpreter on every runnable tier, on 1 and 2 threads.
 fn check_conv_cases(cases: &[ConvCase], residual: impl Fn(usize) -> bool) {
     for (i, &case) in cases.iter().enumerate() {
         let graph = conv_graph(case, residual(i));
-        for tier in Tier::runnable() {
-            for threads in [1, 2] {
-                let opts = JitOptions {
-                    threads,
-                    ..options(tier)
-                };
-                if let Err(e) = jit_matches_interpreter_with(&graph, (i * 7 + threads) as u64, &opts) {
-                    panic!("case {i} {case:?}, {tier:?}, {threads} threads: {e}");
-                }
-            }
-        }
+        check_tiers_and_threads(&graph, (i * 7) as u64, &format!("case {i} {case:?}"));
     }
 }
 
@@ -431,16 +437,6 @@ fn dense_layers_on_the_gemm_driver_on_every_tier() {
             params.push(TensorType::f32([outputs]));
         }
         let graph = one_op(Op::Dense, TensorType::f32([n, inputs]), &params).unwrap();
-        for tier in Tier::runnable() {
-            for threads in [1, 2] {
-                let opts = JitOptions {
-                    threads,
-                    ..options(tier)
-                };
-                if let Err(e) = jit_matches_interpreter_with(&graph, (i * 5 + threads) as u64, &opts) {
-                    panic!("case {i}, {tier:?}, {threads} threads: {e}");
-                }
-            }
-        }
+        check_tiers_and_threads(&graph, (i * 5) as u64, &format!("case {i}"));
     }
 }
