@@ -14,6 +14,13 @@ use std::collections::HashMap;
 /// `(hi − lo)/1009`, a quarter step off the grid so that `(−1, 1)` never gives 0.
 pub fn distinct(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
     assert!(n <= 1009, "tensor too large for the distinct grid");
+    grid(n, seed, lo, hi)
+}
+
+/// `n` values of the grid of [`distinct`], repeating past 1009 of them: for a loss target,
+/// which feeds no kink and need not have distinct values (a transposed convolution's output,
+/// and so its target, can hold thousands).
+pub fn grid(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
     let m = 1009u64;
     (0..n as u64)
         .map(|i| {
@@ -73,7 +80,12 @@ fn feeds(case: &Case, t: &TrainingGraph) -> Feeds {
         } else {
             case.ranges.get(&n.name).copied().unwrap_or((-1.0, 1.0))
         };
-        let v = Tensor::new(n.ty.shape.clone(), distinct(numel, seed, lo, hi)).unwrap();
+        let values = if n.name == t.target {
+            grid(numel, seed, lo, hi)
+        } else {
+            distinct(numel, seed, lo, hi)
+        };
+        let v = Tensor::new(n.ty.shape.clone(), values).unwrap();
         if matches!(n.op, kiln_ir::Op::Input(_)) {
             inputs.insert(n.name.clone(), Value::F(v));
         } else {
