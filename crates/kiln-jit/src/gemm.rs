@@ -247,6 +247,8 @@ pub struct Shifted {
     pub cols: usize,
     /// The floats of the padded copy of one image's group of channels, slack included.
     pub len: usize,
+    /// The channels of that group.
+    pub channels: usize,
 }
 
 impl Shifted {
@@ -282,6 +284,7 @@ impl Shifted {
             wp,
             cols: g.oh.checked_mul(wp)?,
             len,
+            channels,
         })
     }
 }
@@ -1376,7 +1379,7 @@ unsafe fn run_shifted(
     let plane = sh.hp * sh.wp;
     let [sy, sx] = geom.stride;
     let phases = sy * sx;
-    let channels = (sh.len - (geom.kw - 1) * geom.dilation[1] / sx) / (plane * phases).max(1);
+    let channels = sh.channels;
     let (mut copy, mut block) = WIDE.take();
     let mut run = || {
         let pad = floats(&mut copy, sh.len);
