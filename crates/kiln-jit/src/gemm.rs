@@ -1480,6 +1480,16 @@ fn pack_gathered<const MR: usize>(pad: &[f32], tap: &[usize], pix: &[usize], out
     let kc = tap.len();
     for (panel, pix) in out.chunks_exact_mut(MR * kc).zip(pix.chunks(MR)) {
         if let Ok(pix) = <&[usize; MR]>::try_from(pix) {
+            // the panel's pixels one run of the copy (stride 1, one output row): a row of the
+            // panel is a fixed-size copy
+            if pix[MR - 1] == pix[0] + (MR - 1) && pix.windows(2).all(|w| w[1] > w[0]) {
+                let p0 = pix[0];
+                for (dst, &t) in panel.chunks_exact_mut(MR).zip(tap) {
+                    let src: &[f32; MR] = pad[t + p0..t + p0 + MR].try_into().expect("MR floats");
+                    dst.copy_from_slice(src);
+                }
+                continue;
+            }
             for (dst, &t) in panel.chunks_exact_mut(MR).zip(tap) {
                 for (d, &p) in dst.iter_mut().zip(pix) {
                     *d = pad[t + p];
