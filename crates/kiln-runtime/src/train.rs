@@ -4,8 +4,10 @@
 //! state between steps. [`gradients`] is the one-shot form behind `kiln grad`.
 //!
 //! ```
-//! use kiln::ir::builder::Network;
-//! use kiln::{Engine, Loss, Optimizer, TrainOptions, Trainer, Tensor, Value};
+//! use kiln_autodiff::{Loss, Optimizer};
+//! use kiln_ir::builder::Network;
+//! use kiln_ir::{Tensor, Value};
+//! use kiln_runtime::{Engine, TrainOptions, Trainer};
 //! use std::collections::HashMap;
 //! let mut net = Network::new("tiny");
 //! let x = net.input("x", [4, 3])?;
@@ -19,13 +21,14 @@
 //! let first = t.step(&inputs, &labels).unwrap();
 //! let second = t.step(&inputs, &labels).unwrap();
 //! assert!(second < first);
-//! # Ok::<(), kiln::ir::IrError>(())
+//! # Ok::<(), kiln_ir::IrError>(())
 //! ```
 
 use crate::fit::{FitError, Learner};
+use crate::model::{Feed, Model, RuntimeError, Session};
 use kiln_autodiff::{AutodiffError, Loss, Optimizer, TrainingGraph, Wrt, differentiate_wrt};
 use kiln_ir::{DType, Graph, Tensor, Value};
-use kiln_jit::{Feed, JitError, JitModel, JitOptions, Session};
+use kiln_jit::{JitError, JitOptions};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -61,9 +64,10 @@ impl Default for TrainOptions {
 #[derive(Debug)]
 pub enum TrainError {
     Autodiff(AutodiffError),
-    Jit(JitError),
+    /// Compiling or running the training graph.
+    Jit(RuntimeError),
     Interp(kiln_interp::InterpError),
-    Io(kiln_runtime::IoError),
+    Io(crate::IoError),
     /// Bad arguments (names, shapes) with what was expected.
     Input(String),
 }
@@ -89,6 +93,11 @@ impl From<AutodiffError> for TrainError {
 }
 impl From<JitError> for TrainError {
     fn from(e: JitError) -> TrainError {
+        TrainError::Jit(RuntimeError::Compile(e))
+    }
+}
+impl From<RuntimeError> for TrainError {
+    fn from(e: RuntimeError) -> TrainError {
         TrainError::Jit(e)
     }
 }
@@ -108,7 +117,7 @@ impl From<kiln_interp::InterpError> for TrainError {
 /// with them in a map.
 enum Runner {
     Jit {
-        model: Box<JitModel>,
+        model: Box<Model>,
         session: Session,
     },
     Interp {
@@ -128,7 +137,7 @@ impl Runner {
     ) -> Result<Runner, TrainError> {
         Ok(match options.engine {
             Engine::Jit => {
-                let model = kiln_jit::compile_training(graph, &options.jit, updates)?;
+                let model = crate::model::compile_training(graph, &options.jit, updates)?;
                 let mut session = model.session()?;
                 model.own_weights(&mut session, &all)?;
                 Runner::Jit {
@@ -253,7 +262,7 @@ fn tensor(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>,
 ///
 /// With the JIT, the weights and the optimizer state live in the arena of the trainer's own
 /// session, and the optimizer's update ops write them in place there
-/// ([`kiln_jit::compile_training`]): no step clones or copies them, and [`Trainer::weights`]
+/// ([`crate::compile_training`]): no step clones or copies them, and [`Trainer::weights`]
 /// reads them out when asked. A step is two halves, [`Trainer::compute_gradients`] (forward,
 /// loss, backward; the gradients readable with [`Trainer::gradient`], the weights untouched)
 /// and [`Trainer::apply_update`] (the update phase: the optimizer's new values become the
@@ -268,7 +277,7 @@ pub struct Trainer {
     interp_outs: HashMap<String, Value<f32>>,
     /// The forward graph compiled for [`Trainer::predict`], and whether its weights are the
     /// trainer's current ones.
-    predictor: Option<(JitModel, bool)>,
+    predictor: Option<(Model, bool)>,
     options: TrainOptions,
 }
 
@@ -287,7 +296,7 @@ impl Trainer {
     }
 
     /// [`Trainer::new`] starting from `weights` (every weight of `graph`, by name; others are
-    /// ignored): trained ones, or a file's (`kiln_runtime::load_safetensors`).
+    /// ignored): trained ones, or a file's (`crate::load_safetensors`).
     pub fn with_weights(
         graph: &Graph,
         weights: &HashMap<String, Tensor<f32>>,
@@ -324,13 +333,13 @@ impl Trainer {
     /// the compiled model dropped (one the output does not depend on) starts from the seeded
     /// initialization.
     pub fn from_model(
-        model: &JitModel,
+        model: &Model,
         loss: Loss,
         optimizer: Optimizer,
         options: TrainOptions,
     ) -> Result<Trainer, TrainError> {
         let graph = model.source_graph();
-        let given = model.weights().ok_or(TrainError::Jit(JitError::NoWeights))?;
+        let given = model.weights().ok_or(TrainError::Jit(RuntimeError::NoWeights))?;
         let mut weights = kiln_ir::init::default_weights(graph, options.seed)?;
         weights.extend(given);
         Trainer::with_weights(graph, &weights, loss, optimizer, options)
@@ -385,8 +394,8 @@ impl Trainer {
     }
 
     /// The model with the current weights, compiled for inference (the trainer's JIT options).
-    pub fn to_model(&self) -> Result<JitModel, TrainError> {
-        let mut m = kiln_jit::compile(&self.forward, &self.options.jit)?;
+    pub fn to_model(&self) -> Result<Model, TrainError> {
+        let mut m = crate::model::compile(&self.forward, &self.options.jit)?;
         m.set_weights(&self.weights()?)?;
         Ok(m)
     }
@@ -398,7 +407,7 @@ impl Trainer {
 
     /// Writes the current weights as safetensors.
     pub fn save_safetensors(&self, path: &Path) -> Result<(), TrainError> {
-        kiln_runtime::save_safetensors(path, &self.weights()?).map_err(TrainError::Io)
+        crate::save_safetensors(path, &self.weights()?).map_err(TrainError::Io)
     }
 
     /// One optimizer step on a batch: `inputs` are the model's inputs, `target` the loss's
@@ -508,7 +517,7 @@ impl Trainer {
             }
             Engine::Jit => {
                 if self.predictor.is_none() {
-                    self.predictor = Some((kiln_jit::compile(&self.forward, &self.options.jit)?, false));
+                    self.predictor = Some((crate::model::compile(&self.forward, &self.options.jit)?, false));
                 }
                 if !self.predictor.as_ref().is_some_and(|(_, fresh)| *fresh) {
                     let w = self.weights()?;
