@@ -26,7 +26,7 @@ use std::cell::RefCell;
 pub type MicroKernelFn = unsafe extern "C" fn(i64, *const f32, *const f32, *mut f32, i64, i64);
 
 /// A micro-kernel tier: its tile and its code.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct MicroKernel {
     pub mr: usize,
     pub nr: usize,
@@ -35,8 +35,9 @@ pub struct MicroKernel {
 
 /// The largest tile (`mr·nr` floats) the driver's edge-tile buffer holds.
 pub const MAX_TILE: usize = 512;
-/// The most tile rows `pack_a` reads side by side.
-pub const MAX_MR: usize = 16;
+/// The most tile rows `pack_a` reads side by side (a transposed product's B panels are
+/// packed as A panels of its tile's columns: up to 64).
+pub const MAX_MR: usize = 64;
 
 // The Cranelift tile fits the driver's buffers (the Rust tiers' are checked in `gemm_simd`).
 const _: () = assert!(MR * NR <= MAX_TILE && MR <= MAX_MR);
@@ -637,7 +638,10 @@ unsafe fn pack_b(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usize, 
     // SAFETY (every arm): forwarded from the caller.
     unsafe {
         match nr {
+            6 => pack_b_nr(b, out, jc, nc, pc, kc, 6),
+            7 => pack_b_nr(b, out, jc, nc, pc, kc, 7),
             8 => pack_b_nr(b, out, jc, nc, pc, kc, 8),
+            12 => pack_b_nr(b, out, jc, nc, pc, kc, 12),
             16 => pack_b_nr(b, out, jc, nc, pc, kc, 16),
             24 => pack_b_nr(b, out, jc, nc, pc, kc, 24),
             32 => pack_b_nr(b, out, jc, nc, pc, kc, 32),
@@ -775,7 +779,49 @@ pub enum BArena {
         geom: PatchGeom,
         /// The wide form of the product, where it pays ([`Shifted::for_patches`]).
         shifted: Option<Shifted>,
+        /// The product computed transposed, where that pads it clearly less ([`Swap`]); it
+        /// takes precedence over `shifted`.
+        swap: Option<Swap>,
     },
+}
+
+/// A convolution's product `C = A·B` (output channels × pixels) computed transposed, `Cᵀ =
+/// Bᵀ·Aᵀ` (pixels × output channels), on a tile whose rows are pixels and whose columns are
+/// output channels: for narrow products (ResNet-18's `layer4`: 512 channels, 49 pixels),
+/// which a tile 32, 48 or 64 pixels wide fills badly, while 512 channels fill it. The patches
+/// are packed as the A panels (`pack_b` lays out `mr` columns of B as a panel of `mr` rows of
+/// Bᵀ), the weights as the B panels (`pack_a` lays out `nr` rows of A as a panel of `nr`
+/// columns of Aᵀ; packed once ahead like any A, [`GemmDesc::a_packed`]), the K blocks
+/// accumulate into a pixel-major scratch block, and the finished block is transposed into C
+/// before the epilogue. Every element is the same chain of FMAs as the plain product's under
+/// the same blocking.
+#[derive(Debug, Clone, Copy)]
+pub struct Swap {
+    /// The tile of the transposed product: `mr` pixels × `nr` output channels.
+    pub kernel: MicroKernel,
+    pub blocking: Blocking,
+}
+
+impl Swap {
+    /// The transposed form of an `m × n` product whose plain tile is `plain` (a Rust tier's),
+    /// where it pays (`gemm_simd::swap_tile_for`); `None` otherwise.
+    pub fn for_product(plain: &MicroKernel, m: usize, n: usize) -> Option<Swap> {
+        let isa = crate::gemm_simd::isa_of(plain)?;
+        let kernel = crate::gemm_simd::swap_tile_for(isa, m, n)?;
+        Some(Swap {
+            kernel,
+            blocking: Blocking::for_host(&kernel),
+        })
+    }
+
+    /// The transposed product's B panels as `pack_a` lays them out: a tile of `nr` rows.
+    fn b_packing(&self) -> MicroKernel {
+        MicroKernel {
+            mr: self.kernel.nr,
+            nr: self.kernel.mr,
+            f: self.kernel.f,
+        }
+    }
 }
 
 /// Everything the driver needs to run one `gemm` node over the arena; built at compile time
@@ -886,7 +932,9 @@ impl GemmDesc {
     pub fn cols(&self) -> usize {
         match self.b {
             BArena::Patches {
-                shifted: Some(sh), ..
+                shifted: Some(sh),
+                swap: None,
+                ..
             } => sh.cols,
             _ => self.l,
         }
@@ -897,9 +945,22 @@ impl GemmDesc {
         self.batch * self.groups * self.m_blocks() * self.n_blocks()
     }
 
+    /// The transposed form of the product ([`Swap`]), when it runs (not a small convolution).
+    pub fn swap(&self) -> Option<Swap> {
+        match self.b {
+            BArena::Patches { swap, .. } if self.small.is_none() => swap,
+            _ => None,
+        }
+    }
+
+    /// The tile as A is packed for it: the kernel's, or a transposed product's B panels.
+    fn a_packing(&self) -> MicroKernel {
+        self.swap().map_or(self.kernel, |sw| sw.b_packing())
+    }
+
     /// The floats of one group's packed A ([`GemmDesc::a_packed`]); `None` on overflow.
     pub fn packed_a_group(&self) -> Option<usize> {
-        packed_a_len(self.mg, self.kg, self.kernel.mr)
+        packed_a_len(self.mg, self.kg, self.a_packing().mr)
     }
 
     /// The bytes of all groups' packed A, rounded to whole 64-byte lines; `None` on overflow.
@@ -919,9 +980,19 @@ impl GemmDesc {
     /// early layers of a CNN (64 channels × 3136 pixels), else the rows (512 channels × 49
     /// pixels).
     pub fn split(&mut self, want: usize) {
-        // column blocks of (nearly) equal width, so that threads get equal shares
-        let (mr, nr, cols) = (self.kernel.mr, self.kernel.nr, self.cols());
-        let blocks = cols.div_ceil(self.blocking.nc).max(1);
+        // column blocks of (nearly) equal width, so that threads get equal shares; a transposed
+        // product's rows (C's) are its tile's columns and the other way round, and it computes
+        // all its columns (C's) at once
+        let (mr, nr, cols) = match self.swap() {
+            Some(sw) => (sw.kernel.nr, sw.kernel.mr, self.cols()),
+            None => (self.kernel.mr, self.kernel.nr, self.cols()),
+        };
+        let nc = if self.swap().is_some() {
+            cols.max(1)
+        } else {
+            self.blocking.nc
+        };
+        let blocks = cols.div_ceil(nc).max(1);
         self.n_step = cols.div_ceil(blocks).div_ceil(nr).max(1) * nr;
         self.m_step = self.mg.max(1);
         let cols_first = self.mg <= cols;
@@ -1117,11 +1188,41 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]);
             continue;
         }
+        if let (
+            Some(sw),
+            BArena::Patches {
+                offset,
+                channels,
+                geom,
+                ..
+            },
+        ) = (d.swap(), d.b)
+        {
+            let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
+            let image = (std::mem::replace(&mut copied, (n, g)) != (n, g)).then_some(image.cast_const());
+            // SAFETY: as below; the image is this item's group of channels.
+            unsafe {
+                run_swapped(
+                    d,
+                    &sw,
+                    [rows, cols],
+                    a,
+                    a_packed,
+                    image,
+                    &geom,
+                    channels / d.groups,
+                    c,
+                )
+            }?;
+            epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]);
+            continue;
+        }
         if let BArena::Patches {
             offset,
             channels,
             geom,
             shifted: Some(sh),
+            ..
         } = d.b
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
@@ -1343,6 +1444,202 @@ unsafe fn phase_copy(
     out[done..].fill(0.0);
 }
 
+/// A transposed product's buffers: the scratch block, the padded copy of the image, and the
+/// offsets of the taps and of the pixels in that copy.
+type SwapBufs = (Vec<Line>, Vec<Line>, Vec<usize>, Vec<usize>);
+
+thread_local! {
+    /// Each thread's buffers for transposed products ([`Swap`]).
+    static SWAPPED: std::cell::Cell<SwapBufs> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Packs the transposed product's A block — the patches' pixels `[ic, ic + mc)` × taps `[pc,
+/// pc + kc)` — as panels of `mr` pixels: element `(k, i)` of panel `q` at `q·mr·kc + k·mr +
+/// i` is `pad[tap[pc + k] + pix[ic + q·mr + i]]`, zero past the last pixel. One load per
+/// element from the padded copy, no bounds to work out per row segment (the patch packing
+/// took a fifth of `layer4`'s time with `pack_b`'s segments of 7 pixels).
+#[inline(always)]
+fn pack_gathered<const MR: usize>(pad: &[f32], tap: &[usize], pix: &[usize], out: &mut [f32]) {
+    let kc = tap.len();
+    for (panel, pix) in out.chunks_exact_mut(MR * kc).zip(pix.chunks(MR)) {
+        if let Ok(pix) = <&[usize; MR]>::try_from(pix) {
+            for (dst, &t) in panel.chunks_exact_mut(MR).zip(tap) {
+                for (d, &p) in dst.iter_mut().zip(pix) {
+                    *d = pad[t + p];
+                }
+            }
+        } else {
+            for (dst, &t) in panel.chunks_exact_mut(MR).zip(tap) {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = pix.get(i).map_or(0.0, |&p| pad[t + p]);
+                }
+            }
+        }
+    }
+}
+
+/// [`pack_gathered`] for a run-time `mr` (the tiles' as constants).
+fn pack_gathered_mr(mr: usize, pad: &[f32], tap: &[usize], pix: &[usize], out: &mut [f32]) {
+    match mr {
+        6 => pack_gathered::<6>(pad, tap, pix, out),
+        7 => pack_gathered::<7>(pad, tap, pix, out),
+        8 => pack_gathered::<8>(pad, tap, pix, out),
+        12 => pack_gathered::<12>(pad, tap, pix, out),
+        _ => {
+            let kc = tap.len();
+            for (panel, pix) in out.chunks_exact_mut(mr * kc).zip(pix.chunks(mr)) {
+                for (dst, &t) in panel.chunks_exact_mut(mr).zip(tap) {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = pix.get(i).map_or(0.0, |&p| pad[t + p]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One work item of a transposed product ([`Swap`]): output channels `rows` and pixels `cols`
+/// of C (`c`, rows `l` apart) as `Bᵀ·Aᵀ`, with A (the weights) at `a`, or packed ahead as the
+/// transposed product's B panels in `a_packed`, and the patches of `image` (`channels` planes
+/// of one group; `None` when this thread's buffer holds its padded copy from the item before)
+/// as its A panels; computed into a pixel-major scratch block over all of K, then transposed
+/// into C.
+///
+/// # Safety
+/// As `run_items`: `a`, `image` and `c` point at this item's weights, image and C in the arena.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_swapped(
+    d: &GemmDesc,
+    sw: &Swap,
+    [rows, cols]: [[usize; 2]; 2],
+    a: *const f32,
+    a_packed: Option<&[f32]>,
+    image: Option<*const f32>,
+    geom: &PatchGeom,
+    channels: usize,
+    c: *mut f32,
+) -> Result<(), &'static str> {
+    let (kern, bl) = (sw.kernel, sw.blocking);
+    kern.check()?;
+    sw.b_packing().check()?;
+    if bl.mc == 0 || bl.kc == 0 || bl.nc == 0 {
+        return Err("an empty cache block");
+    }
+    if rows[0] > rows[1] || rows[1] > d.mg || cols[0] > cols[1] || cols[1] > d.l {
+        return Err("rows or columns outside the transposed product");
+    }
+    // the transposed product's tile: mr pixels × nr channels
+    let (mr, nr) = (kern.mr, kern.nr);
+    let np = d.mg.div_ceil(nr) * nr;
+    if let Some(ap) = a_packed
+        && (Some(ap.len()) != packed_a_len(d.mg, d.kg, nr)
+            || (rows[0] < rows[1] && !rows[0].is_multiple_of(nr))
+            || !bl.nc.is_multiple_of(nr))
+    {
+        return Err("a packed A of the wrong size, or channels off the tiles");
+    }
+    if channels.checked_mul(geom.kh * geom.kw) != Some(d.kg) || geom.oh.checked_mul(geom.ow) != Some(d.l) {
+        return Err("a transposed product's depth or width is not its patches'");
+    }
+    let (nch, npx) = (rows[1] - rows[0], cols[1] - cols[0]);
+    // scratch rows a whole number of lines apart, and not a multiple of 4 KiB
+    let ldt = nch.next_multiple_of(16) + 16;
+    let (mut tbuf, mut pbuf, mut tap, mut pix) = SWAPPED.take();
+    // the padded copy: output pixel (y, x)'s tap (c, i, j) at c·hp·wp + (y·s_h + i·d_h)·wp +
+    // x·s_w + j·d_w, every one inside the copy
+    let span = |o: usize, s: usize, k: usize, dl: usize| (o - 1) * s + (k - 1) * dl + 1;
+    let (hp, wp) = if d.l == 0 || geom.kh == 0 || geom.kw == 0 {
+        (0, 0)
+    } else {
+        (
+            span(geom.oh, geom.stride[0], geom.kh, geom.dilation[0]),
+            span(geom.ow, geom.stride[1], geom.kw, geom.dilation[1]),
+        )
+    };
+    let pad = floats(&mut pbuf, channels * hp * wp);
+    if let Some(image) = image {
+        // SAFETY: forwarded from the caller.
+        unsafe { pad_copy(image, channels, [geom.h, geom.w], geom.pad, [hp, wp], pad) };
+    }
+    tap.clear();
+    for ch in 0..channels {
+        for i in 0..geom.kh {
+            for j in 0..geom.kw {
+                tap.push((ch * hp + i * geom.dilation[0]) * wp + j * geom.dilation[1]);
+            }
+        }
+    }
+    pix.clear();
+    pix.extend((cols[0]..cols[1]).map(|q| q / geom.ow * geom.stride[0] * wp + q % geom.ow * geom.stride[1]));
+    let scratch = floats(&mut tbuf, npx * ldt);
+    let t = scratch.as_mut_ptr();
+    // the weights as the transposed product's B (`pack_a` reads only `a` and `lda`), and its
+    // C placed so that pixel i, channel j lands at (i − cols[0])·ldt + j − rows[0]
+    let p = Problem {
+        m: d.l,
+        n: d.mg,
+        k: d.kg,
+        a,
+        lda: d.kg,
+        b: BSource::Matrix {
+            ptr: std::ptr::null(),
+            ld: 0,
+        },
+        c: t.wrapping_sub(cols[0] * ldt + rows[0]),
+        ldc: ldt,
+        epilogue: None,
+    };
+    if d.kg == 0 {
+        scratch.fill(0.0);
+    }
+    PACK.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (abuf, bbuf) = &mut *bufs;
+        let kstep = k_step(d.kg, bl.kc);
+        for jc in (rows[0]..rows[1]).step_by(bl.nc) {
+            let nc = bl.nc.min(rows[1] - jc);
+            for pc in (0..d.kg).step_by(kstep) {
+                let kc = kstep.min(d.kg - pc);
+                let panels = nc.div_ceil(nr) * nr * kc;
+                let bpack: &[f32] = match a_packed {
+                    // jc is a multiple of nr: its panels start at jc·kc in the K block at pc·np
+                    Some(ap) => &ap[pc * np + jc * kc..pc * np + jc * kc + panels],
+                    None => {
+                        let bpack = floats(bbuf, panels);
+                        // SAFETY: forwarded from the caller (the weights' rows jc..jc + nc).
+                        unsafe { pack_a(&p, bpack, jc, nc, pc, kc, nr) };
+                        bpack
+                    }
+                };
+                for ic in (cols[0]..cols[1]).step_by(bl.mc) {
+                    let mc = bl.mc.min(cols[1] - ic);
+                    let apack = floats(abuf, mc.div_ceil(mr) * mr * kc);
+                    let px = &pix[ic - cols[0]..ic - cols[0] + mc];
+                    pack_gathered_mr(mr, pad, &tap[pc..pc + kc], px, apack);
+                    // SAFETY: pixels [ic, ic + mc) ⊆ cols and channels [jc, jc + nc) ⊆ rows
+                    // land inside the scratch (npx rows of ldt ≥ nch floats).
+                    unsafe { macro_kernel(&kern, &p, apack, bpack, [ic, mc], [jc, nc], kc, pc > 0) };
+                }
+            }
+        }
+    });
+    // the scratch (pixels × channels) transposed into C (channels × pixels), 8 channels at a
+    // time so that reads and writes both run along lines
+    for ch0 in (0..nch).step_by(8) {
+        let chs = 8.min(nch - ch0);
+        for px in 0..npx {
+            let src = &scratch[px * ldt + ch0..px * ldt + ch0 + chs];
+            for (j, &v) in src.iter().enumerate() {
+                // SAFETY: channel rows[0] + ch0 + j < mg, pixel cols[0] + px < l: inside C.
+                unsafe { *c.add((rows[0] + ch0 + j) * d.l + cols[0] + px) = v };
+            }
+        }
+    }
+    SWAPPED.set((tbuf, pbuf, tap, pix));
+    Ok(())
+}
+
 thread_local! {
     /// Each thread's buffers for wide products: the padded copy of an image and the item's
     /// block of wide C.
@@ -1484,7 +1781,13 @@ pub unsafe extern "C" fn kiln_gemm_pack_a(desc: *const GemmDesc, arena: *mut u8,
             // thread alone touches the arena.
             let out = unsafe { std::slice::from_raw_parts_mut(at(off).add(g * len), len) };
             // SAFETY: as above.
-            unsafe { pack_a_whole(&d.kernel, &d.blocking, &p, out) }?;
+            unsafe {
+                match d.swap() {
+                    // the transposed product's B panels
+                    Some(sw) => pack_a_whole(&sw.b_packing(), &sw.blocking, &p, out),
+                    None => pack_a_whole(&d.kernel, &d.blocking, &p, out),
+                }
+            }?;
         }
         Ok(())
     }));
@@ -1755,7 +2058,7 @@ mod tests {
         };
         let mut tiles: Vec<MicroKernel> = vec![c.kernel];
         for tier in Tier::runnable() {
-            tiles.extend(crate::gemm_simd::tiles(tier.isa()));
+            tiles.extend(crate::gemm_simd::swap_tiles(tier.isa()));
         }
         for kern in tiles {
             let mut g = Sgemm::with_tier(Tier::Cranelift).unwrap();

@@ -79,6 +79,7 @@ entry! {
     avx512_12x32: Avx512, "avx512f", 12, 2;
     avx512_6x64: Avx512, "avx512f", 6, 4;
     avx512_8x48: Avx512, "avx512f", 8, 3;
+    avx512_7x48: Avx512, "avx512f", 7, 3;
     avx2_6x16: Avx2, "avx2,fma", 6, 2;
     avx2_4x16: Avx2, "avx2,fma", 4, 2;
     avx2_8x8: Avx2, "avx2,fma", 8, 1;
@@ -98,6 +99,11 @@ const AVX512: [MicroKernel; 3] = [
     mk(8, 48, avx512_8x48),
 ];
 
+/// The AVX-512 tiles only transposed products ([`swap_tile_for`]) take besides [`AVX512`]:
+/// 7 × 48 (21 accumulators) for 7·k output pixels (ResNet's 7 × 7 maps: 49 rows, no padding).
+#[cfg(target_arch = "x86_64")]
+const AVX512_SWAP: [MicroKernel; 1] = [mk(7, 48, avx512_7x48)];
+
 /// The AVX2 tiles (at most 12 `ymm` accumulators, of 16 registers), the fastest per element
 /// first: 6 × 16; 4 × 16 for products with 4·k rows (16 channels); 8 × 8 for products of at
 /// most 8 columns. Measured alone on a Zen 1 (`probes::tiles`, GFLOP/s, the ymm peak 39):
@@ -109,11 +115,21 @@ const AVX2: [MicroKernel; 3] = [mk(6, 16, avx2_6x16), mk(4, 16, avx2_4x16), mk(8
 // Every Rust tile fits the driver's buffers: checked when kiln-jit is compiled.
 #[cfg(target_arch = "x86_64")]
 const _: () = {
-    let all = [AVX512, AVX2];
+    let all = [
+        AVX512[0],
+        AVX512[1],
+        AVX512[2],
+        AVX2[0],
+        AVX2[1],
+        AVX2[2],
+        AVX512_SWAP[0],
+    ];
     let mut i = 0;
-    while i < all.len() * 3 {
-        let k = &all[i / 3][i % 3];
+    while i < all.len() {
+        let k = &all[i];
+        // as a tile, and (transposed products) as the B panels of its `nr` columns
         assert!(k.mr >= 1 && k.mr <= crate::gemm::MAX_MR && k.mr * k.nr <= crate::gemm::MAX_TILE);
+        assert!(k.nr <= crate::gemm::MAX_MR && k.nr.is_multiple_of(4));
         i += 1;
     }
 };
@@ -131,6 +147,45 @@ pub fn tiles(isa: Isa) -> &'static [MicroKernel] {
         Isa::Cranelift => {}
     }
     &[]
+}
+
+/// The tiles of `isa` a transposed product may take: [`tiles`], then those only it takes.
+pub(crate) fn swap_tiles(isa: Isa) -> impl Iterator<Item = &'static MicroKernel> {
+    #[cfg(target_arch = "x86_64")]
+    let extra: &[MicroKernel] = if isa == Isa::Avx512 && isa.available() {
+        &AVX512_SWAP
+    } else {
+        &[]
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let extra: &[MicroKernel] = &[];
+    tiles(isa).iter().chain(extra)
+}
+
+/// The set whose tile `k` is (its code one of [`tiles`]' or the transposed products'), if any.
+pub fn isa_of(k: &MicroKernel) -> Option<Isa> {
+    [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .find(|&isa| swap_tiles(isa).any(|t| t.mr == k.mr && t.nr == k.nr && std::ptr::fn_addr_eq(t.f, k.f)))
+}
+
+/// The tile of `isa` for an `m × n` product computed transposed (`Cᵀ = Bᵀ·Aᵀ`: an `n × m`
+/// product, `gemm::Swap`), when that pads it clearly less than [`tile_for`]'s tile pads the
+/// product itself: at most nine tenths of the padded work. A narrow product (ResNet-18's
+/// last convolutions: 512 rows, 49 columns) fills a row of 32, 48 or 64 columns badly, and its
+/// transpose fills them with output channels. `None` when the product stays as it is, for the
+/// Cranelift tier and on hosts without the set.
+pub fn swap_tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
+    let padded = |k: &MicroKernel, m: usize, n: usize| m.div_ceil(k.mr) * k.mr * (n.div_ceil(k.nr) * k.nr);
+    let normal = tile_for(isa, m, n)?;
+    let mut tiles = swap_tiles(isa);
+    let mut best = *tiles.next()?;
+    for k in tiles {
+        if padded(k, n, m) * 10 < padded(&best, n, m) * 9 {
+            best = *k;
+        }
+    }
+    (padded(&best, n, m) * 10 < padded(&normal, m, n) * 9).then_some(best)
 }
 
 /// The tile of `isa` for an `m × n` product: the one that computes the fewest padded elements
@@ -168,6 +223,34 @@ mod tests {
         }
         assert!(tiles(Isa::Cranelift).is_empty());
         assert!(tile_for(Isa::Cranelift, 64, 64).is_none());
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            for k in swap_tiles(isa) {
+                assert_eq!(isa_of(k), Some(isa));
+            }
+        }
+    }
+
+    /// Which products run transposed: ResNet-18's `layer4` (512 channels × 49 pixels) on the
+    /// 7 × 48 tile and `layer3` (256 × 196) on 12 × 32; the wide products of the early layers
+    /// and square ones as they are; the AVX2 tier's `layer4` on its 8 × 8 tile as it is.
+    #[test]
+    fn narrow_products_run_transposed() {
+        if Isa::Avx512.available() {
+            let t = |m, n| swap_tile_for(Isa::Avx512, m, n).map(|k| (k.mr, k.nr));
+            assert_eq!(t(512, 49), Some((7, 48)));
+            assert_eq!(t(256, 196), Some((12, 32)));
+            assert_eq!(t(64, 3136), None);
+            assert_eq!(t(128, 784), None);
+            assert_eq!(t(512, 512), None);
+        }
+        if Isa::Avx2.available() {
+            assert!(swap_tile_for(Isa::Avx2, 512, 49).is_none());
+            assert_eq!(
+                swap_tile_for(Isa::Avx2, 64, 9).map(|k| (k.mr, k.nr)),
+                Some((6, 16))
+            );
+        }
+        assert!(swap_tile_for(Isa::Cranelift, 512, 49).is_none());
     }
 }
 

@@ -398,6 +398,29 @@ fn wide_convolutions_on_every_tier() {
     check_conv_cases(&cases, |_| true);
 }
 
+/// Convolutions whose products are narrow (few output pixels for their channels), which the
+/// Rust tiers compute transposed (`gemm::Swap`: pixels as the tile's rows, output channels as
+/// its columns, the scratch block transposed into C): 7 × 7 outputs (the AVX-512 7 × 48 tile),
+/// 3 × 3 (the AVX2 tier's too), odd channel counts, groups, batches, strides, dilations,
+/// uneven paddings, a 1 × 1 kernel, the bias, the residual and the ReLU fused, on 1 and 2
+/// threads (a row split at a tile of channels, a column split at a tile of pixels).
+#[test]
+fn transposed_convolutions_on_every_tier() {
+    let cases = [
+        (2, 8, 1, 40, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 6, 2, 90, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 8, 1, 64, 5, 5, 3, 1, 1, [0, 0, 0, 0]),
+        (1, 16, 1, 48, 14, 14, 3, 2, 1, [1, 1, 1, 1]),
+        (1, 4, 1, 64, 7, 7, 3, 1, 2, [2, 1, 2, 3]),
+        (1, 32, 1, 64, 14, 14, 1, 2, 1, [0, 0, 0, 0]),
+        (3, 5, 1, 37, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 4, 1, 512, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 8, 1, 64, 10, 10, 3, 1, 1, [1, 1, 1, 1]),
+        (2, 6, 3, 105, 6, 8, 3, 1, 1, [1, 0, 0, 1]),
+    ];
+    check_conv_cases(&cases, |i| i % 2 == 0);
+}
+
 /// Convolutions with few output channels per group, which the Rust tiers run with the
 /// small-convolution kernel (vectorized over output channels) instead of the GEMM: every
 /// channel count from a quarter of a register to two registers, strides 1 to 3, dilations,

@@ -49,11 +49,15 @@ pub fn gemm_desc(
         Some((c, slot, ty)) => {
             let geom = patch_geom(c, ty.dims(), bd);
             let channels = ty.dims()[1];
+            // a narrow product computed transposed, where that pads it clearly less
+            let swap = crate::gemm::Swap::for_product(&kernel, ad[0] / g.groups.max(1), bd[2]);
             BArena::Patches {
                 offset: slot.offset,
                 channels,
                 geom,
-                shifted: crate::gemm::Shifted::for_patches(&geom, channels / g.groups.max(1)),
+                shifted: crate::gemm::Shifted::for_patches(&geom, channels / g.groups.max(1))
+                    .filter(|_| swap.is_none()),
+                swap,
             }
         }
         None => BArena::Matrix {
