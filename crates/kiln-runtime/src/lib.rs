@@ -15,4 +15,4 @@ pub mod train;
 pub use data::{Batch, DataError, Dataset, Remainder, digits_from_bytes, load_digits_csv_gz, load_idx};
 pub use io::{IoError, load_safetensors, read_npy, read_npy_type, save_safetensors, write_npy};
 pub use model::{Feed, Model, Outputs, RuntimeError, Session, compile, compile_training, thread_cpu_ms};
-pub use train::{Engine, TrainError, TrainOptions, Trainer};
+pub use train::{Engine, TrainOptions, Trainer};

@@ -9,12 +9,27 @@ use kiln_jit::{Compiled, JitError, JitOptions, KernelInfo};
 use std::collections::HashMap;
 use thiserror::Error;
 
-/// Why a model could not be compiled, given its weights, or run.
+/// Why a model (or a trainer) could not be compiled, given its weights, run or stepped.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     /// The graph could not be compiled.
     #[error(transparent)]
     Compile(#[from] JitError),
+    /// The training graph could not be derived.
+    #[error("differentiating the model: {0}")]
+    Autodiff(#[from] kiln_autodiff::AutodiffError),
+    /// The interpreter (a trainer's `Engine::Interp`) failed.
+    #[error("interpreter: {0}")]
+    Interp(#[from] kiln_interp::InterpError),
+    /// Writing or reading weights failed.
+    #[error(transparent)]
+    Io(#[from] crate::IoError),
+    /// Bad arguments (names, shapes, labels) with what was expected.
+    #[error("{0}")]
+    Input(String),
+    /// A graph the runtime was given or made is invalid (`kiln_ir`'s error).
+    #[error(transparent)]
+    Graph(#[from] kiln_ir::IrError),
     #[error("missing weight `{0}`")]
     MissingWeight(String),
     #[error("`{name}`: expected {expected}, got {got}")]
