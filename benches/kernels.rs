@@ -3,7 +3,8 @@
 //! CPU has them, and the portable Cranelift `f32x4` code), one thread, against the FMA peak
 //! measured in the same run.
 //!
-//! `cargo bench --bench kernels` (a filter such as `maxpool` runs one case). Criterion times a
+//! `cargo bench --bench kernels` (a filter such as `maxpool` runs only the cases whose name
+//! contains it, and prints only theirs). Criterion times a
 //! whole one-op model run per tier (copying the input in and the output out included). The
 //! summary printed at the end gives, per case and tier, the op's kernels alone (CPU time: the
 //! median of 15 `run_profiled` calls — a run, then each kernel once more on its own — less the
@@ -56,9 +57,9 @@ fn cases() -> Vec<Case> {
     let avg = PoolKind::Avg {
         count_include_pad: false,
     };
-    let depthwise = |c: usize, hw: usize, s: usize| {
+    let depthwise = |c: usize, hw: usize, k: usize, s: usize| {
         single(&[1, c, hw, hw], |n, v| {
-            let y = n.conv2d(v, Conv::new(c, [3, 3]).stride(s).padding(1).groups(c))?;
+            let y = n.conv2d(v, Conv::new(c, [k, k]).stride(s).padding(k / 2).groups(c))?;
             n.relu(y)
         })
     };
@@ -88,12 +89,32 @@ fn cases() -> Vec<Case> {
         Case {
             name: "depthwise3x3s1_32x112x112",
             family: "depthwise 3×3 s1 + ReLU, 32×112×112 (MobileNet)",
-            graph: depthwise(32, 112, 1),
+            graph: depthwise(32, 112, 3, 1),
+        },
+        Case {
+            name: "depthwise3x3s1_128x56x56",
+            family: "depthwise 3×3 s1 + ReLU, 128×56×56 (MobileNet)",
+            graph: depthwise(128, 56, 3, 1),
         },
         Case {
             name: "depthwise3x3s2_64x112x112",
             family: "depthwise 3×3 s2 + ReLU, 64×112×112",
-            graph: depthwise(64, 112, 2),
+            graph: depthwise(64, 112, 3, 2),
+        },
+        Case {
+            name: "depthwise3x3s2_96x112x112",
+            family: "depthwise 3×3 s2 + ReLU, 96×112×112 (EfficientNet-B0)",
+            graph: depthwise(96, 112, 3, 2),
+        },
+        Case {
+            name: "depthwise5x5s1_240x28x28",
+            family: "depthwise 5×5 s1 + ReLU, 240×28×28 (EfficientNet-B0)",
+            graph: depthwise(240, 28, 5, 1),
+        },
+        Case {
+            name: "depthwise5x5s1_1152x7x7",
+            family: "depthwise 5×5 s1 + ReLU, 1152×7×7 (EfficientNet-B0)",
+            graph: depthwise(1152, 7, 5, 1),
         },
         Case {
             name: "dense_b1_4096to1000",
@@ -139,7 +160,12 @@ fn bench(c: &mut Criterion) {
     let first_peaks = peak::Peaks::measure();
     let tiers = tiers();
     let mut report = Vec::new();
+    // the first argument that is not an option: criterion's filter, which this summary follows
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     for case in cases() {
+        if filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            continue;
+        }
         let weights = default_weights(&case.graph, 0).expect("bench graphs fit");
         let inputs = random_inputs(&case.graph, 1).expect("bench graphs fit");
         let flops = kiln::ir::summary::summarize(&case.graph).total_flops as f64;

@@ -24,12 +24,15 @@
 //! at the borders.
 //!
 //! Depthwise convolution with finite weights and a column stride of 1 or 2 takes another path
-//! ([`depthwise_padded`]): each input plane is copied once into a zero-padded buffer wide
-//! enough for whole registers at every tap, so that every output column, border ones
-//! included, is computed in registers with no bounds check or mask (two rows and four
-//! registers at a time); a padding zero times a finite weight adds ±0, which changes no sum.
-//! A kernel with a non-finite weight takes the row driver (its padded taps must be skipped,
-//! as the interpreter skips them). Nothing here panics (the code runs inside JIT frames that
+//! ([`depthwise_ring`]): each input row is copied once, as the passes reach it, into a small
+//! ring of zero-padded rows that stays in L1 (at stride 2 split into its even and odd
+//! columns, so that a register's taps are contiguous), so that every output column, border
+//! ones included, is computed in registers with no bounds check or mask; a padding zero times
+//! a finite weight adds ±0, which changes no sum. A pass computes four output rows and up to
+//! four registers of columns (AVX2: two); 3×3 and 5×5 kernels have unrolled passes that load
+//! each padded row once for every output row it feeds, with the weights in registers (on
+//! AVX-512 the column taps are shifts of aligned loads). A kernel with a non-finite weight
+//! takes the row driver (its padded taps must be skipped, as the interpreter skips them). Nothing here panics (the code runs inside JIT frames that
 //! cannot unwind).
 
 use crate::simd::Isa;
@@ -855,7 +858,7 @@ impl WindowOp for Depthwise {
 /// As [`pool2d`], for a depthwise convolution.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64, end: i64) {
+unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64, end: i64) {
     // SAFETY: forwarded from the caller.
     let d = unsafe { *d };
     let g = d.win.geometry();
@@ -886,7 +889,7 @@ unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64
         b0: 0.0,
     };
     let y = at(arena, d.y);
-    let Some(pg) = PaddedGeom::new::<S>(&g) else {
+    let Some(rg) = RingGeom::new::<S>(&g) else {
         // SAFETY: forwarded from the caller.
         return unsafe { windows::<S, _>(&mut k, &g, y, begin, end) };
     };
@@ -894,8 +897,8 @@ unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64
     // not inherit the entry point's target features, and every vector operation in it would
     // become a call) and put back after
     let mut lines = PADDED.take();
-    let buf = crate::gemm::floats(&mut lines, pg.len);
-    // the padding: zeros that every plane's copy leaves in place
+    let buf = crate::gemm::floats(&mut lines, rg.len);
+    // the padding: zeros that no row copy overwrites (each writes the same places of its slot)
     buf.fill(0.0);
     for plane in begin..end {
         let xp = k.plane(plane);
@@ -904,9 +907,9 @@ unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64
             .iter()
             .all(|w| w.is_finite());
         if finite {
-            // SAFETY: `xp` is the plane's input (`h·w` floats), `buf` holds `pg.len` floats,
+            // SAFETY: `xp` is the plane's input (`h·w` floats), `buf` holds `rg.len` floats,
             // the output plane is `oh·ow` floats at its place in `y`.
-            unsafe { depthwise_padded::<S>(&k, &g, &pg, xp, buf, y.wrapping_add(plane * pg.out_len)) }
+            unsafe { depthwise_ring::<S>(&k, &rg, xp, buf, y.wrapping_add(plane * rg.oh * rg.ow)) }
         } else {
             // a non-finite weight times a padding zero would be NaN where the interpreter
             // skips the tap: this plane takes the row driver
@@ -917,46 +920,79 @@ unsafe fn depthwise<S: Simd>(d: *const DepthwiseDesc, arena: *mut u8, begin: i64
     PADDED.set(lines);
 }
 
-const NO_TAPS: WindowTaps = WindowTaps {
-    first: 0,
-    lo: 0,
-    hi: 0,
-    padded: 0,
-};
-
 thread_local! {
-    /// Each thread's zero-padded copy of the input plane of a depthwise convolution.
+    /// Each thread's ring of zero-padded input rows of a depthwise convolution.
     static PADDED: std::cell::Cell<Vec<crate::gemm::Line>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// The most floats a zero-padded plane may take (16 MiB); larger planes take the row driver.
-const PADDED_MAX: usize = 1 << 22;
+/// Output rows a pass of the ring path computes at once (the last pass's rows past the plane
+/// are computed from zero rows and not stored).
+const PASS_ROWS: usize = 4;
 
-/// The zero-padded copy of a depthwise convolution's input plane that every output column
-/// reads without a bounds check: `rows × width` floats, input row `iy` at row `iy + top`,
-/// column `ix` at `ix + left`, zeros elsewhere; wide enough for whole registers of output
-/// columns (stride 2 reading two registers per output register) at every tap.
+/// The most padded rows a pass may read, `(PASS_ROWS − 1)·sh + (kh − 1)·dh + 1`; more take
+/// the row driver.
+const SPAN_MAX: usize = 32;
+
+/// The most floats the ring may take (16 MiB); larger rings take the row driver.
+const RING_MAX: usize = 1 << 22;
+
+/// The kernels with their own unrolled pass (square, undilated along rows), weights held in
+/// registers: at most this many taps.
+const FIXED_TAPS: usize = 25;
+
+/// The ring of zero-padded input rows a depthwise convolution reads, one plane at a time.
+/// Each input row is copied once, as the passes reach it, into a slot of the ring, at a place of the slot that makes every output column's taps whole registers
+/// at fixed offsets; padded rows above and below the input are the zero slot after the ring,
+/// which nothing writes. At a column stride of 2 the row is copied split into its two column
+/// phases (the even and the odd padded columns, each a contiguous half-row of the slot), so
+/// that the taps of an output register are one load each, as at stride 1. Every place of a
+/// slot that no copy writes is zero, and so is every lane a copy writes past the row's end.
 #[derive(Clone, Copy)]
-struct PaddedGeom {
-    width: usize,
-    len: usize,
-    /// Output registers per row, and the output plane's floats.
+struct RingGeom {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    top: usize,
+    /// Output registers per row.
     regs: usize,
-    out_len: usize,
+    /// Floats per slot: `sw` phases of `pitch` floats (a multiple of `LANES`) each.
+    slot: usize,
+    /// Slots of the ring (the zero slot is one more, after them): a power of two no smaller
+    /// than the rows a pass reads (row `iy` is in slot `iy & (slots − 1)`).
+    slots: usize,
+    /// Padded rows a pass reads.
+    span: usize,
+    /// Where in a slot padded column 0 (stride 1), or index 0 of each phase (stride 2: phase
+    /// `q` holds padded columns `2i + q` at `phase_at[q] + i`), lies.
+    phase_at: [usize; 2],
+    /// Where in a slot the copy puts input column 0 (stride 1), or the even and the odd input
+    /// columns' first (stride 2); each a multiple of `LANES`, so the copy's stores are aligned.
+    copy_at: [usize; 2],
+    /// The ring's floats, the zero slot included.
+    len: usize,
 }
 
-impl PaddedGeom {
-    /// `None` where the row driver is to run: strides other than 1 and 2 along a row, a
-    /// kernel larger than the input or a padding as large as the kernel, or sizes past
-    /// [`PADDED_MAX`] (or overflowing).
+impl RingGeom {
+    /// `None` where the row driver is to run: column strides other than 1 and 2, a kernel
+    /// larger than the input or a padding as large as the kernel, or sizes past [`SPAN_MAX`]
+    /// and [`RING_MAX`] (or overflowing).
     #[cfg(target_arch = "x86_64")]
-    fn new<S: Simd>(g: &Window2d) -> Option<PaddedGeom> {
-        let ([oh, ow], [kh, kw]) = (g.output, g.kernel);
-        if oh == 0 || ow == 0 || kh == 0 || kw == 0 || !(1..=2).contains(&g.stride[1]) {
+    fn new<S: Shift>(g: &Window2d) -> Option<RingGeom> {
+        let l = S::LANES;
+        let ([h, w], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
+        let ([sh, sw], [dh, dw]) = (g.stride, g.dilation);
+        if oh == 0 || ow == 0 || kh == 0 || kw == 0 || !(1..=2).contains(&sw) {
             return None;
         }
-        // the padded taps must be few against the real ones (the copy computes every tap,
-        // where the row driver skips those in the padding): a kernel no larger than the
+        // the padded taps must be few against the real ones (the ring path computes every
+        // tap, where the row driver skips those in the padding): a kernel no larger than the
         // input, and paddings shorter than the kernel, on each axis
         for a in 0..2 {
             let ext = (g.kernel[a] - 1).checked_mul(g.dilation[a])?.checked_add(1)?;
@@ -964,162 +1000,520 @@ impl PaddedGeom {
                 return None;
             }
         }
-        let regs = ow.div_ceil(S::LANES);
-        // the last row a window reaches, plus one
-        let rows = (oh - 1)
-            .checked_mul(g.stride[0])?
-            .checked_add((kh - 1).checked_mul(g.dilation[0])?)?
+        let span = (PASS_ROWS - 1)
+            .checked_mul(sh)?
+            .checked_add((kh - 1).checked_mul(dh)?)?
             .checked_add(1)?;
-        // the last column a register's load reaches (two registers per output register at
-        // stride 2), plus one
-        let width = regs
-            .checked_mul(S::LANES)?
-            .checked_mul(g.stride[1])?
-            .checked_add((kw - 1).checked_mul(g.dilation[1])?)?;
-        let len = rows.checked_mul(width)?;
-        (len <= PADDED_MAX).then_some(PaddedGeom {
-            width,
-            len,
+        if span > SPAN_MAX {
+            return None;
+        }
+        let regs = ow.div_ceil(l);
+        let left = g.pad[1];
+        // one past the last index of a phase a register's tap reads, from its phase's start
+        let reach = regs.checked_mul(l)?.checked_add((kw - 1).checked_mul(dw)? / sw)?;
+        let round = |v: usize| v.checked_next_multiple_of(l);
+        let (pitch, phase_at, copy_at) = if S::SHIFTS {
+            // every phase aligned, a register more for the shifts' second operand
+            let reach = reach.checked_add(l)?;
+            if sw == 1 {
+                (round(reach.max(left.checked_add(round(w)?)?))?, [0, 0], [left, 0])
+            } else {
+                let half = round(w.div_ceil(2))?;
+                let at = [0, 1].map(|e| ((e + left) & 1, (e + left) >> 1));
+                let pitch = round(reach.max(at[0].1 + half).max(at[1].1 + half))?;
+                (
+                    pitch,
+                    [0, pitch],
+                    [at[0].0 * pitch + at[0].1, at[1].0 * pitch + at[1].1],
+                )
+            }
+        } else if sw == 1 {
+            let base = (l - left % l) % l;
+            let at = base + left;
+            let pitch = round(reach.checked_add(base)?.max(at.checked_add(round(w)?)?))?;
+            (pitch, [base, 0], [at, 0])
+        } else {
+            // input column 2t + e is padded column 2t + e + left: phase (e + left) & 1, index
+            // t + (e + left) / 2; each phase starts where those indices are aligned
+            let mut base = [0; 2];
+            let mut at = [(0, 0); 2];
+            for (e, at) in at.iter_mut().enumerate() {
+                let (q, o) = ((e + left) & 1, (e + left) >> 1);
+                base[q] = (l - o % l) % l;
+                *at = (q, base[q] + o);
+            }
+            let half = round(w.div_ceil(2))?;
+            let mut pitch = reach.checked_add(base[0].max(base[1]))?;
+            for (_, a) in at {
+                pitch = pitch.max(a.checked_add(half)?);
+            }
+            let pitch = round(pitch)?;
+            (
+                pitch,
+                [base[0], pitch + base[1]],
+                [at[0].0 * pitch + at[0].1, at[1].0 * pitch + at[1].1],
+            )
+        };
+        let slot = pitch.checked_mul(sw)?;
+        let slots = span.checked_next_power_of_two()?;
+        let len = slots.checked_add(1)?.checked_mul(slot)?;
+        (len <= RING_MAX).then_some(RingGeom {
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            dh,
+            dw,
+            top: g.pad[0],
             regs,
-            out_len: oh * ow,
+            slot,
+            slots,
+            span,
+            phase_at,
+            copy_at,
+            len,
         })
+    }
+
+    /// Where in a slot column tap `kx` of output column 0 lies.
+    #[inline(always)]
+    fn tap(&self, kx: usize) -> usize {
+        let j = kx * self.dw;
+        if self.sw == 1 {
+            self.phase_at[0] + j
+        } else {
+            self.phase_at[j & 1] + (j >> 1)
+        }
     }
 }
 
-/// One output plane of a depthwise convolution over a zero-padded copy of its input: the
-/// plane is copied into `buf`, whose padding is zeros (real zeros stand for the taps the
-/// interpreter skips: with finite weights they add ±0, which leaves every sum as it is), then
-/// every output row is computed in registers of `LANES` columns, up to four at a time, the
-/// taps in the interpreter's row-major order, with no border case and no masked load.
+/// One output plane of a depthwise convolution over the ring of zero-padded input rows
+/// ([`RingGeom`]): passes of [`PASS_ROWS`] output rows, each copying the input rows it reaches
+/// first, then computing its rows in groups of up to four registers of columns (AVX2: two),
+/// every tap one load and one FMA per register, with no border case and no masked load. Real
+/// zeros stand for the taps the interpreter skips: with finite weights they add ±0, which
+/// leaves every sum as it is. The 3×3 and 5×5 kernels load each input row once per pass for
+/// all the output rows it feeds.
 ///
 /// # Safety
 /// `k` is set to this plane (`Depthwise::plane`) and its weights are finite; `x` is its input
-/// plane (`h·w` floats), `buf` holds `pg.len` floats, zero wherever no input row is copied
-/// (this geometry's copies write the same positions), `y` is the output plane (`oh·ow`
-/// floats); the CPU has `S`'s set.
+/// plane (`h·w` floats), `buf` holds `rg.len` floats, zero wherever no row copy writes, `y` is
+/// the output plane (`oh·ow` floats); the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn depthwise_padded<S: Simd>(
+unsafe fn depthwise_ring<S: Shift>(
     k: &Depthwise,
-    g: &Window2d,
-    pg: &PaddedGeom,
+    rg: &RingGeom,
     x: *const f32,
     buf: &mut [f32],
     y: *mut f32,
 ) {
-    let ([h, w], [top, left]) = (g.input, [g.pad[0], g.pad[1]]);
-    // the copy: the input rows at their place; everything else is zero from `depthwise`,
-    // which zeroed the whole copy once for every plane of the call (each plane writes the
-    // same positions)
-    let n = w.min(pg.width.saturating_sub(left));
     let l = S::LANES;
-    for iy in 0..h {
-        let r = iy + top;
-        if r.checked_mul(pg.width).is_none_or(|at| at >= pg.len) {
-            break;
-        }
-        // SAFETY: input row iy < h holds w ≥ n floats; row r of the copy holds `width ≥ left
-        // + n` floats from `r·width < len`.
-        unsafe {
-            let (src, dst) = (x.add(iy * w), buf.as_mut_ptr().add(r * pg.width + left));
-            let mut i = 0;
-            while i + l <= n {
-                S::store(dst.add(i), S::load(src.add(i)));
-                i += l;
+    let bp = buf.as_mut_ptr();
+    let zero = bp.wrapping_add(rg.slots * rg.slot).cast_const();
+    let fixed = if rg.kh == rg.kw && rg.dh == 1 && rg.sh <= 2 && matches!(rg.kh, 3 | 5) {
+        rg.kh
+    } else {
+        0
+    };
+    // SAFETY (the whole body): the kernel's kh·kw weights; row copies of input rows iy < h
+    // into their slots; each pass reads the rows its span covers, every one a slot of the
+    // ring or the zero slot, at columns inside the slot (`RingGeom::new`), and stores the
+    // output rows below oh.
+    unsafe {
+        let mut wv = [S::zero(); FIXED_TAPS];
+        if fixed != 0 {
+            for (i, v) in wv.iter_mut().enumerate().take(fixed * fixed) {
+                *v = S::splat(*k.k.add(i));
             }
-            if i < n {
-                S::store_partial(dst.add(i), n - i, S::load_partial(src.add(i), n - i));
-            }
         }
-    }
-    let p = buf.as_ptr();
-    let oh = g.output[0];
-    let mut oy = 0;
-    while oy < oh {
-        // two rows at a time: eight (AVX2: four to eight) independent accumulator chains
-        // hide the FMA latency
-        let two = oy + 1 < oh;
-        let mut r0 = 0;
-        while r0 < pg.regs {
-            let nb = (pg.regs - r0).min(4);
-            // SAFETY: registers r0..r0 + nb of output rows oy (and oy + 1 when `two`);
-            // `PaddedGeom` sized the copy for every tap of every register of every row.
-            unsafe {
+        let mut next = 0;
+        let mut oy = 0;
+        // (set once: a fresh array per pass is stored as whole vector registers that the
+        // pointer loads right after cannot be forwarded from)
+        let mut rows = [zero; SPAN_MAX];
+        while oy < rg.oh {
+            let first = oy * rg.sh;
+            let end = (first + rg.span).saturating_sub(rg.top).min(rg.h);
+            while next < end {
+                ring_copy::<S>(rg, x, bp, next);
+                next += 1;
+            }
+            for (j, r) in rows.iter_mut().enumerate().take(rg.span) {
+                let iy = (first + j).wrapping_sub(rg.top);
+                *r = if iy < rg.h {
+                    bp.add((iy & (rg.slots - 1)) * rg.slot)
+                } else {
+                    zero
+                };
+            }
+            let most = if l >= 16 { 4 } else { 2 };
+            // the shifted taps: aligned loads, each tap's columns a shift of two of them
+            let shifts = S::SHIFTS && rg.dw == 1 && rg.sw == rg.sh;
+            let shifts2 = S::SHIFTS && rg.dw == 1 && rg.sw == 2 && rg.sh == 1;
+            let mut r0 = 0;
+            while r0 < rg.regs {
+                let nb = (rg.regs - r0).min(most);
+                let c0 = r0 * l;
                 macro_rules! go {
-                    ($r:literal, $st:literal) => {
-                        match nb {
-                            4 => padded_rows::<S, $r, 4, $st>(k, g, pg, p, oy, r0, y),
-                            3 => padded_rows::<S, $r, 3, $st>(k, g, pg, p, oy, r0, y),
-                            2 => padded_rows::<S, $r, 2, $st>(k, g, pg, p, oy, r0, y),
-                            _ => padded_rows::<S, $r, 1, $st>(k, g, pg, p, oy, r0, y),
+                    ($nb:literal) => {
+                        match (fixed, rg.sh) {
+                            (3, 1) if shifts => {
+                                ring_pass_shift::<S, $nb, 3, 3, 1, 1>(k, rg, &rows, &wv, c0, oy, y)
+                            }
+                            (3, 2) if shifts => {
+                                ring_pass_shift::<S, $nb, 3, 3, 2, 2>(k, rg, &rows, &wv, c0, oy, y)
+                            }
+                            (3, 1) if shifts2 => {
+                                ring_pass_shift::<S, $nb, 3, 3, 1, 2>(k, rg, &rows, &wv, c0, oy, y)
+                            }
+                            (5, 1) if shifts => {
+                                ring_pass_shift::<S, $nb, 5, 5, 1, 1>(k, rg, &rows, &wv, c0, oy, y)
+                            }
+                            (5, 2) if shifts => {
+                                ring_pass_shift::<S, $nb, 5, 5, 2, 2>(k, rg, &rows, &wv, c0, oy, y)
+                            }
+                            (3, 1) => ring_pass::<S, $nb, 3, 3, 1>(k, rg, &rows, &wv, c0, oy, y),
+                            (3, _) => ring_pass::<S, $nb, 3, 3, 2>(k, rg, &rows, &wv, c0, oy, y),
+                            (5, 1) => ring_pass::<S, $nb, 5, 5, 1>(k, rg, &rows, &wv, c0, oy, y),
+                            (5, _) => ring_pass::<S, $nb, 5, 5, 2>(k, rg, &rows, &wv, c0, oy, y),
+                            _ => ring_pass_any::<S, $nb>(k, rg, &rows, c0, oy, y),
                         }
                     };
                 }
-                match (two, g.stride[1] == 1) {
-                    (true, true) => go!(2, 1),
-                    (true, false) => go!(2, 2),
-                    (false, true) => go!(1, 1),
-                    (false, false) => go!(1, 2),
+                match nb {
+                    4 => go!(4),
+                    3 => go!(3),
+                    2 => go!(2),
+                    _ => go!(1),
                 }
+                r0 += nb;
             }
-            r0 += nb;
+            oy += PASS_ROWS;
         }
-        oy += if two { 2 } else { 1 };
     }
 }
 
-/// `NB` registers of the `R` output rows from `oy`, from register `r0`, over the padded copy
-/// `p` into the output plane `y`: every tap of every lane is inside the copy; lanes past the
-/// row's `ow` columns are computed and not stored.
+/// Copies input row `iy < h` of the plane `x` into its slot of the ring `bp`: whole registers
+/// (the lanes past the row's end zero), at stride 2 split into its even and odd columns.
 ///
 /// # Safety
-/// As [`depthwise_padded`], with `r0 + NB ≤ pg.regs` and `oy + R ≤ oh`.
+/// As [`depthwise_ring`], with `iy < h`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn ring_copy<S: Simd>(rg: &RingGeom, x: *const f32, bp: *mut f32, iy: usize) {
+    let (l, w) = (S::LANES, rg.w);
+    // SAFETY (the whole body): floats i < w of input row iy; the slot's registers from
+    // `copy_at`, which `RingGeom::new` sized for whole registers of the row (or half-row).
+    unsafe {
+        let src = x.add(iy * w);
+        let dst = bp.add((iy & (rg.slots - 1)) * rg.slot);
+        if rg.sw == 1 {
+            let d = dst.add(rg.copy_at[0]);
+            let mut i = 0;
+            while i < w {
+                S::store(d.add(i), load_n::<S>(src.add(i), w - i));
+                i += l;
+            }
+        } else {
+            let (d0, d1) = (dst.add(rg.copy_at[0]), dst.add(rg.copy_at[1]));
+            let mut t = 0;
+            while 2 * t < w {
+                let i = 2 * t;
+                let (a, b) = (rest::<S>(src, i, w), rest::<S>(src, i + l, w));
+                S::store(d0.add(t), S::order_even(S::even_lanes(a, b)));
+                let (a, b) = (rest::<S>(src, i + 1, w), rest::<S>(src, i + 1 + l, w));
+                S::store(d1.add(t), S::order_even(S::even_lanes(a, b)));
+                t += l;
+            }
+        }
+    }
+}
+
+/// The floats `i..w` of the row `src` as a register (zeros past `w`; none when `i ≥ w`).
+///
+/// # Safety
+/// `w` floats at `src`; the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rest<S: Simd>(src: *const f32, i: usize, w: usize) -> S::V {
+    // SAFETY: floats i..min(i + LANES, w) of the row.
+    unsafe {
+        if i < w {
+            load_n::<S>(src.add(i), w - i)
+        } else {
+            S::zero()
+        }
+    }
+}
+
+/// `NB` registers of columns from `c0` of the [`PASS_ROWS`] output rows from `oy`, for a
+/// `KH × KW` kernel at row stride `SH` and no row dilation: each padded row of the pass is
+/// loaded once per column tap and feeds every output row it is a tap of; the weights are in
+/// `wv` (tap-major).
+///
+/// # Safety
+/// As [`depthwise_ring`]; `rows` holds the pass's `span` padded rows, `c0 + NB·LANES ≤
+/// regs·LANES`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn padded_rows<S: Simd, const R: usize, const NB: usize, const ST: usize>(
+unsafe fn ring_pass<S: Simd, const NB: usize, const KH: usize, const KW: usize, const SH: usize>(
     k: &Depthwise,
-    g: &Window2d,
-    pg: &PaddedGeom,
-    p: *const f32,
+    rg: &RingGeom,
+    rows: &[*const f32; SPAN_MAX],
+    wv: &[S::V; FIXED_TAPS],
+    c0: usize,
     oy: usize,
-    r0: usize,
     y: *mut f32,
 ) {
     let l = S::LANES;
-    let ([kh, kw], [dh, dw]) = (g.kernel, g.dilation);
-    let ow = g.output[1];
-    // SAFETY (the whole body): padded rows (oy + r)·s + ky·dh < rows (`PaddedGeom::new`: len
-    // = rows·width) and columns up to (r0 + NB)·L·ST + (kw − 1)·dw ≤ width.
+    let mut taps = [0usize; KW];
+    for (kx, t) in taps.iter_mut().enumerate() {
+        *t = rg.tap(kx) + c0;
+    }
+    // SAFETY (the whole body): rows j < (PASS_ROWS − 1)·SH + KH = span of the pass, columns
+    // inside their slots.
     unsafe {
-        let mut acc = [[S::splat(k.b0); NB]; R];
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let wv = S::splat(*k.k.add(ky * kw + kx));
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let at = p.add(((oy + r) * g.stride[0] + ky * dh) * pg.width + r0 * l * ST + kx * dw);
-                    for (b, a) in row.iter_mut().enumerate() {
-                        let v = if ST == 1 {
-                            S::load(at.add(b * l))
-                        } else {
-                            S::even_lanes(S::load(at.add(2 * b * l)), S::load(at.add(2 * b * l + l)))
-                        };
-                        *a = S::fma(v, wv, *a);
+        let mut acc = [[S::splat(k.b0); NB]; PASS_ROWS];
+        for (j, &row) in rows.iter().enumerate().take((PASS_ROWS - 1) * SH + KH) {
+            for (kx, &t) in taps.iter().enumerate() {
+                let p = row.add(t);
+                let mut v = [S::zero(); NB];
+                for (b, v) in v.iter_mut().enumerate() {
+                    *v = S::load(p.add(b * l));
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ky = j.wrapping_sub(r * SH);
+                    if ky < KH {
+                        let w = wv[ky * KW + kx];
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a = S::fma(v, w, *a);
+                        }
                     }
                 }
             }
         }
+        ring_store::<S, NB>(k, rg, &acc, c0, oy, y);
+    }
+}
+
+/// As [`ring_pass`], with the column taps of a register built from aligned loads by
+/// [`Shift::shift`] (column stride `SW`; column dilation 1): each padded row's registers are
+/// loaded once per pass, phase by phase.
+///
+/// # Safety
+/// As [`ring_pass`]; the slots laid out for shifts (`RingGeom::new` with `S::SHIFTS`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn ring_pass_shift<
+    S: Shift,
+    const NB: usize,
+    const KH: usize,
+    const KW: usize,
+    const SH: usize,
+    const SW: usize,
+>(
+    k: &Depthwise,
+    rg: &RingGeom,
+    rows: &[*const f32; SPAN_MAX],
+    wv: &[S::V; FIXED_TAPS],
+    c0: usize,
+    oy: usize,
+    y: *mut f32,
+) {
+    let l = S::LANES;
+    // SAFETY (the whole body): rows j < (PASS_ROWS − 1)·SH + KH = span of the pass, registers
+    // c0 + b·L ≤ regs·L of each phase, inside their slots (`RingGeom::new` added one).
+    unsafe {
+        let mut acc = [[S::splat(k.b0); NB]; PASS_ROWS];
+        for (j, &row) in rows.iter().enumerate().take((PASS_ROWS - 1) * SH + KH) {
+            let mut ld = [[S::zero(); 5]; 2];
+            for (q, ld) in ld.iter_mut().enumerate().take(SW) {
+                let p = row.add(rg.phase_at[q] + c0);
+                for (b, v) in ld.iter_mut().enumerate().take(NB + 1) {
+                    *v = S::load(p.add(b * l));
+                }
+            }
+            for kx in 0..KW {
+                let (q, o) = if SW == 1 { (0, kx) } else { (kx & 1, kx >> 1) };
+                let mut v = [S::zero(); NB];
+                for (b, v) in v.iter_mut().enumerate() {
+                    *v = shift_n::<S>(ld[q][b], ld[q][b + 1], o);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ky = j.wrapping_sub(r * SH);
+                    if ky < KH {
+                        let w = wv[ky * KW + kx];
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a = S::fma(v, w, *a);
+                        }
+                    }
+                }
+            }
+        }
+        ring_store::<S, NB>(k, rg, &acc, c0, oy, y);
+    }
+}
+
+/// Lanes `o..o + LANES` of `lo, hi` (`o ≤ 4`, a constant where it is inlined).
+///
+/// # Safety
+/// The CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn shift_n<S: Shift>(lo: S::V, hi: S::V, o: usize) -> S::V {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match o {
+            0 => lo,
+            1 => S::shift::<1>(lo, hi),
+            2 => S::shift::<2>(lo, hi),
+            3 => S::shift::<3>(lo, hi),
+            _ => S::shift::<4>(lo, hi),
+        }
+    }
+}
+
+/// Register shifts across two registers, where the set has them cheaply.
+#[cfg(target_arch = "x86_64")]
+trait Shift: Simd {
+    /// Whether the depthwise kernels build column taps with [`Shift::shift`] (else they load
+    /// each tap at its offset).
+    const SHIFTS: bool;
+    /// Lanes `N..N + LANES` of the `2·LANES` floats `lo, hi`.
+    ///
+    /// # Safety
+    /// The CPU has the set.
+    unsafe fn shift<const N: i32>(lo: Self::V, hi: Self::V) -> Self::V;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Shift for Avx512 {
+    const SHIFTS: bool = true;
+    #[inline(always)]
+    unsafe fn shift<const N: i32>(lo: Self::V, hi: Self::V) -> Self::V {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX-512F, which the caller's CPU has.
+        unsafe {
+            _mm512_castsi512_ps(_mm512_alignr_epi32::<N>(
+                _mm512_castps_si512(hi),
+                _mm512_castps_si512(lo),
+            ))
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Shift for Avx2 {
+    const SHIFTS: bool = false;
+    #[inline(always)]
+    unsafe fn shift<const N: i32>(lo: Self::V, _: Self::V) -> Self::V {
+        // (not called: `SHIFTS` is false)
+        lo
+    }
+}
+
+/// As [`ring_pass`], for any kernel, stride and dilation: one load per tap, row and register.
+///
+/// # Safety
+/// As [`ring_pass`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn ring_pass_any<S: Simd, const NB: usize>(
+    k: &Depthwise,
+    rg: &RingGeom,
+    rows: &[*const f32; SPAN_MAX],
+    c0: usize,
+    oy: usize,
+    y: *mut f32,
+) {
+    let l = S::LANES;
+    // SAFETY (the whole body): rows r·sh + ky·dh < span, columns inside their slots; tap
+    // (ky, kx) of the kernel.
+    unsafe {
+        let mut acc = [[S::splat(k.b0); NB]; PASS_ROWS];
+        for ky in 0..rg.kh {
+            for kx in 0..rg.kw {
+                let wv = S::splat(*k.k.add(ky * rg.kw + kx));
+                let t = rg.tap(kx) + c0;
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let p = rows[r * rg.sh + ky * rg.dh].add(t);
+                    for (b, a) in acc.iter_mut().enumerate() {
+                        *a = S::fma(S::load(p.add(b * l)), wv, *a);
+                    }
+                }
+            }
+        }
+        ring_store::<S, NB>(k, rg, &acc, c0, oy, y);
+    }
+}
+
+/// The activation and the stores of a pass: the rows below `oh`, the columns below `ow`. The
+/// activations that cost a few operations are chosen once per pass, not per register (a
+/// choice per register keeps the accumulators out of registers).
+///
+/// # Safety
+/// As [`ring_pass`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn ring_store<S: Simd, const NB: usize>(
+    k: &Depthwise,
+    rg: &RingGeom,
+    acc: &[[S::V; NB]; PASS_ROWS],
+    c0: usize,
+    oy: usize,
+    y: *mut f32,
+) {
+    use crate::elementwise_kernels::{CLIP, LEAKY_RELU, NONE, RELU};
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match k.act {
+            NONE => ring_store_act::<S, NB>(k, NONE, rg, acc, c0, oy, y),
+            RELU => ring_store_act::<S, NB>(k, RELU, rg, acc, c0, oy, y),
+            CLIP => ring_store_act::<S, NB>(k, CLIP, rg, acc, c0, oy, y),
+            LEAKY_RELU => ring_store_act::<S, NB>(k, LEAKY_RELU, rg, acc, c0, oy, y),
+            act => ring_store_act::<S, NB>(k, act, rg, acc, c0, oy, y),
+        }
+    }
+}
+
+/// [`ring_store`] with the activation `act` (a constant where it is inlined).
+///
+/// # Safety
+/// As [`ring_pass`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn ring_store_act<S: Simd, const NB: usize>(
+    k: &Depthwise,
+    act: u64,
+    rg: &RingGeom,
+    acc: &[[S::V; NB]; PASS_ROWS],
+    c0: usize,
+    oy: usize,
+    y: *mut f32,
+) {
+    let l = S::LANES;
+    // SAFETY (the whole body): output rows oy + r < oh, columns col.. below ow.
+    unsafe {
         for (r, row) in acc.iter().enumerate() {
-            let yrow = y.add((oy + r) * ow);
+            if oy + r >= rg.oh {
+                break;
+            }
+            let yrow = y.add((oy + r) * rg.ow);
             for (b, a) in row.iter().enumerate() {
-                let a = if ST == 2 { S::order_even(*a) } else { *a };
-                // (a depthwise convolution's `finish` does not read the window's taps)
-                let v = k.finish::<S>(a, NO_TAPS);
-                let col = (r0 + b) * l;
-                if col + l <= ow {
+                let v = crate::elementwise_kernels::activate::<S>(act, k.a, k.b, *a);
+                let col = c0 + b * l;
+                if col + l <= rg.ow {
                     S::store(yrow.add(col), v);
-                } else if col < ow {
-                    S::store_partial(yrow.add(col), ow - col, v);
+                } else if col < rg.ow {
+                    S::store_partial(yrow.add(col), rg.ow - col, v);
                 }
             }
         }

@@ -85,13 +85,17 @@ impl WgradDesc {
     }
 
     /// Cuts `dw` into at least `want` blocks where it can: columns first (each block keeping
-    /// at least 4 tiles), then rows (at least 4 tile rows each).
+    /// at least 2 tiles), then rows (at least 4 tile rows each). Columns first since each
+    /// item packs its own columns of the patch matrix (K × its columns) and all of the
+    /// delta's rows it needs (K × its rows): a row split packs the patch matrix once per row
+    /// block, a column split only the delta, which has fewer rows than the patch matrix has
+    /// columns.
     pub fn split(&mut self, want: usize) {
         let (mr, nr) = (self.mr.max(1), self.nr.max(1));
         self.m_step = self.og().max(1);
         self.n_step = self.cols().div_ceil(nr).max(1) * nr;
         while self.items() < want {
-            if self.n_step >= 8 * nr {
+            if self.n_step >= 4 * nr {
                 self.n_step = (self.n_step / 2).div_ceil(nr) * nr;
             } else if self.m_step >= 8 * mr {
                 self.m_step = (self.m_step / 2).div_ceil(mr) * mr;
@@ -258,9 +262,107 @@ unsafe fn group_block(
     });
 }
 
+/// K values per chunk of the packing's column-major staging buffer ([`Stage`]): 8 rows of it
+/// take 8 KiB, so the staged rows and the panel rows they become stay in L1.
+const TK: usize = 256;
+
+/// Eight rows (of A) or columns (of B) of a block, each `TK` K values long and contiguous, on
+/// the stack: each is filled by contiguous copies of the tensor's rows, then the eight are
+/// transposed into the packed panel (eight floats per K index) by [`transpose_into`].
+struct Stage([f32; 8 * TK]);
+
+impl Stage {
+    fn new() -> Stage {
+        Stage([0.0; 8 * TK])
+    }
+    fn row(&mut self, r: usize, len: usize) -> &mut [f32] {
+        &mut self.0[r * TK..r * TK + len]
+    }
+}
+
+/// Writes the `w ≤ 8` staged rows' first `kn` values transposed into `dst`: value `k` of row
+/// `r` at `dst[k·ld + r]`. A register transpose of 8 × 8 blocks on hosts with AVX when `w` is
+/// 8; scalar otherwise.
+fn transpose_into(st: &Stage, w: usize, kn: usize, dst: &mut [f32], ld: usize) {
+    assert!(w <= 8 && kn <= TK && w <= ld && (kn == 0 || dst.len() >= (kn - 1) * ld + w));
+    #[cfg(target_arch = "x86_64")]
+    if w == 8 && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX; the bounds were checked above.
+        unsafe { transpose8_avx(st, kn, dst, ld) };
+        return;
+    }
+    for r in 0..w {
+        let row = &st.0[r * TK..r * TK + kn];
+        for (v, &s) in dst[r..].iter_mut().step_by(ld).zip(row) {
+            *v = s;
+        }
+    }
+}
+
+/// `transpose_into` for eight rows: 8 × 8 blocks in registers (unpack, shuffle, lane
+/// permute), the last `kn % 8` K indices scalar.
+///
+/// # Safety
+/// The CPU has AVX; `kn ≤ TK`, `ld ≥ 8` and `dst` holds `(kn − 1)·ld + 8` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8_avx(st: &Stage, kn: usize, dst: &mut [f32], ld: usize) {
+    use std::arch::x86_64::*;
+    let src = st.0.as_ptr();
+    let out = dst.as_mut_ptr();
+    let mut k = 0;
+    while k + 8 <= kn {
+        // SAFETY: rows r < 8 of the stage, values k..k + 8 ≤ kn ≤ TK; the destination rows
+        // k..k + 8 < kn, 8 floats each, inside `dst` (the caller's bound).
+        unsafe {
+            // loads written out, not through a closure (a closure loses `target_feature`)
+            let r0 = _mm256_loadu_ps(src.add(k));
+            let r1 = _mm256_loadu_ps(src.add(TK + k));
+            let r2 = _mm256_loadu_ps(src.add(2 * TK + k));
+            let r3 = _mm256_loadu_ps(src.add(3 * TK + k));
+            let r4 = _mm256_loadu_ps(src.add(4 * TK + k));
+            let r5 = _mm256_loadu_ps(src.add(5 * TK + k));
+            let r6 = _mm256_loadu_ps(src.add(6 * TK + k));
+            let r7 = _mm256_loadu_ps(src.add(7 * TK + k));
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            let t4 = _mm256_unpacklo_ps(r4, r5);
+            let t5 = _mm256_unpackhi_ps(r4, r5);
+            let t6 = _mm256_unpacklo_ps(r6, r7);
+            let t7 = _mm256_unpackhi_ps(r6, r7);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let o = out.add(k * ld);
+            _mm256_storeu_ps(o, _mm256_permute2f128_ps::<0x20>(u0, u4));
+            _mm256_storeu_ps(o.add(ld), _mm256_permute2f128_ps::<0x20>(u1, u5));
+            _mm256_storeu_ps(o.add(2 * ld), _mm256_permute2f128_ps::<0x20>(u2, u6));
+            _mm256_storeu_ps(o.add(3 * ld), _mm256_permute2f128_ps::<0x20>(u3, u7));
+            _mm256_storeu_ps(o.add(4 * ld), _mm256_permute2f128_ps::<0x31>(u0, u4));
+            _mm256_storeu_ps(o.add(5 * ld), _mm256_permute2f128_ps::<0x31>(u1, u5));
+            _mm256_storeu_ps(o.add(6 * ld), _mm256_permute2f128_ps::<0x31>(u2, u6));
+            _mm256_storeu_ps(o.add(7 * ld), _mm256_permute2f128_ps::<0x31>(u3, u7));
+        }
+        k += 8;
+    }
+    for k in k..kn {
+        for r in 0..8 {
+            dst[k * ld + r] = st.0[r * TK + k];
+        }
+    }
+}
+
 /// Packs A's block, rows `[ic, ic + mc)` (output channels of group `g`) × K `[pc, pc + kc)`
 /// (`K = (n, p)`), as micro-panels of `mr` rows: element `(i, k)` of panel `q` at
-/// `q·mr·kc + k·mr + i`; rows past the block are zero.
+/// `q·mr·kc + k·mr + i`; rows past the block are zero. Eight rows at a time, `TK` K values at
+/// a time: each row copied contiguously into a [`Stage`], then transposed into the panel.
 ///
 /// # Safety
 /// `dy` points at the delta `[N, C_out, oh, ow]`; the rows and K range are inside it.
@@ -274,29 +376,35 @@ unsafe fn pack_delta(
     mr: usize,
 ) {
     let p = d.oh * d.ow;
+    let mut st = Stage::new();
     for q in 0..mc.div_ceil(mr) {
         let panel = &mut out[q * mr * kc..(q + 1) * mr * kc];
-        for i in 0..mr {
-            let row = q * mr + i;
-            if row >= mc {
-                for v in panel.iter_mut().skip(i).step_by(mr) {
-                    *v = 0.0;
+        for r0 in (0..mr).step_by(8) {
+            let w = 8.min(mr - r0);
+            for k0 in (0..kc).step_by(TK) {
+                let kn = TK.min(kc - k0);
+                for r in 0..w {
+                    let row = q * mr + r0 + r;
+                    let t = st.row(r, kn);
+                    if row >= mc {
+                        t.fill(0.0);
+                        continue;
+                    }
+                    let o = g * d.og() + ic + row;
+                    // K in segments of one image each
+                    let mut kk = pc + k0;
+                    while kk < pc + k0 + kn {
+                        let (n, at) = (kk / p, kk % p);
+                        let len = (p - at).min(pc + k0 + kn - kk);
+                        // SAFETY: image n < N, channel o < C_out, positions at..at + len ≤ p.
+                        let src =
+                            unsafe { std::slice::from_raw_parts(dy.add((n * d.c_out + o) * p + at), len) };
+                        let first = kk - pc - k0;
+                        t[first..first + len].copy_from_slice(src);
+                        kk += len;
+                    }
                 }
-                continue;
-            }
-            let o = g * d.og() + ic + row;
-            // K in segments of one image each
-            let mut kk = pc;
-            while kk < pc + kc {
-                let (n, at) = (kk / p, kk % p);
-                let len = (p - at).min(pc + kc - kk);
-                // SAFETY: image n < N, channel o < C_out, positions at..at + len ≤ p.
-                let src = unsafe { std::slice::from_raw_parts(dy.add((n * d.c_out + o) * p + at), len) };
-                let first = (kk - pc) * mr + i;
-                for (v, &s) in panel[first..].iter_mut().step_by(mr).zip(src) {
-                    *v = s;
-                }
-                kk += len;
+                transpose_into(&st, w, kn, &mut panel[k0 * mr + r0..], mr);
             }
         }
     }
@@ -305,8 +413,9 @@ unsafe fn pack_delta(
 /// Packs B's block, K `[pc, pc + kc)` × columns `[jc, jc + nc)` (`(c, i, j)` of group `g`),
 /// of the transposed patch matrix `B[(n, y, x), (c, i, j)] = x[n][c][y·s + i·d − pad][x·s +
 /// j·d − pad]` (0 in the padding), as micro-panels of `nr` columns: element `(k, j)` of
-/// panel `q` at `q·nr·kc + k·nr + j`; columns past the block are zero. Column by column, so
-/// each column reads image rows in order.
+/// panel `q` at `q·nr·kc + k·nr + j`; columns past the block are zero. Eight columns at a
+/// time, `TK` K values at a time: each column is runs of image rows ([`patch_column`]),
+/// copied contiguously into a [`Stage`], then transposed into the panel.
 ///
 /// # Safety
 /// `x` points at the input `[N, C_in, H, W]`; the columns and K range are inside the matrix.
@@ -319,65 +428,83 @@ unsafe fn pack_patches_t(
     [pc, kc]: [usize; 2],
     nr: usize,
 ) {
+    let mut st = Stage::new();
+    for q in 0..nc.div_ceil(nr) {
+        let panel = &mut out[q * nr * kc..(q + 1) * nr * kc];
+        for r0 in (0..nr).step_by(8) {
+            let w = 8.min(nr - r0);
+            for k0 in (0..kc).step_by(TK) {
+                let kn = TK.min(kc - k0);
+                for r in 0..w {
+                    let col = q * nr + r0 + r;
+                    let t = st.row(r, kn);
+                    if col >= nc {
+                        t.fill(0.0);
+                    } else {
+                        // SAFETY: forwarded from the caller (column jc + col < the group's
+                        // columns, K inside the matrix).
+                        unsafe { patch_column(d, x, g, jc + col, pc + k0, t) };
+                    }
+                }
+                transpose_into(&st, w, kn, &mut panel[k0 * nr + r0..], nr);
+            }
+        }
+    }
+}
+
+/// Column `cc` (`(c, i, j)` of group `g`) of the transposed patch matrix over K `[k0, k0 +
+/// t.len())`, into `t`: per output row `(n, y)` the zeros of the padding and one run of the
+/// image row (a contiguous copy at stride 1).
+///
+/// # Safety
+/// As [`pack_patches_t`].
+unsafe fn patch_column(d: &WgradDesc, x: *const f32, g: usize, cc: usize, k0: usize, t: &mut [f32]) {
     let (p, hw) = (d.oh * d.ow, d.h * d.w);
     let cg = d.c_in / d.groups;
     let (s, dl, pad) = (d.stride, d.dilation, d.pad);
-    for col in 0..nc.div_ceil(nr) * nr {
-        let (q, r) = (col / nr, col % nr);
-        let panel = &mut out[q * nr * kc..(q + 1) * nr * kc];
-        if col >= nc {
-            for v in panel.iter_mut().skip(r).step_by(nr) {
-                *v = 0.0;
-            }
-            continue;
-        }
-        let cc = jc + col;
-        let (c, i, j) = (cc / (d.kh * d.kw), cc / d.kw % d.kh, cc % d.kw);
-        // the output columns x whose tap x·s + xoff falls inside a row: [xa, xb)
-        let xoff = (j * dl[1]) as isize - pad[1] as isize;
-        let xa = if xoff >= 0 { 0 } else { (-xoff) as usize }
-            .div_ceil(s[1])
-            .min(d.ow);
-        let xb = if (d.w as isize) > xoff {
-            (d.w as isize - xoff) as usize
-        } else {
-            0
-        }
+    let (c, i, j) = (cc / (d.kh * d.kw), cc / d.kw % d.kh, cc % d.kw);
+    // the output columns x whose tap x·s + xoff falls inside a row: [xa, xb)
+    let xoff = (j * dl[1]) as isize - pad[1] as isize;
+    let xa = if xoff >= 0 { 0 } else { (-xoff) as usize }
         .div_ceil(s[1])
-        .clamp(xa, d.ow);
-        let mut kk = pc;
-        while kk < pc + kc {
-            let (n, at) = (kk / p, kk % p);
-            let (y, x0) = (at / d.ow, at % d.ow);
-            let x1 = d.ow.min(x0 + (pc + kc - kk));
-            let mut dst = panel[(kk - pc) * nr + r..].iter_mut().step_by(nr);
-            let iy = (y * s[0] + i * dl[0]) as isize - pad[0] as isize;
-            if (0..d.h as isize).contains(&iy) {
-                // SAFETY: image n < N, channel g·C_g + c < C_in, row iy < H.
-                let row = unsafe {
-                    std::slice::from_raw_parts(x.add((n * d.c_in + g * cg + c) * hw + iy as usize * d.w), d.w)
-                };
-                let (a, b) = (xa.clamp(x0, x1), xb.clamp(x0, x1));
-                for v in dst.by_ref().take(a - x0) {
-                    *v = 0.0;
-                }
-                if b > a {
-                    let first = ((a * s[1]) as isize + xoff) as usize;
-                    // the source first: `zip` takes from its first iterator before it
-                    // finds the second empty
-                    for (&sv, v) in row[first..].iter().step_by(s[1]).take(b - a).zip(dst.by_ref()) {
+        .min(d.ow);
+    let xb = if (d.w as isize) > xoff {
+        (d.w as isize - xoff) as usize
+    } else {
+        0
+    }
+    .div_ceil(s[1])
+    .clamp(xa, d.ow);
+    let end = k0 + t.len();
+    let mut kk = k0;
+    while kk < end {
+        let (n, at) = (kk / p, kk % p);
+        let (y, x0) = (at / d.ow, at % d.ow);
+        let x1 = d.ow.min(x0 + (end - kk));
+        let dst = &mut t[kk - k0..kk - k0 + (x1 - x0)];
+        let iy = (y * s[0] + i * dl[0]) as isize - pad[0] as isize;
+        if (0..d.h as isize).contains(&iy) {
+            // SAFETY: image n < N, channel g·C_g + c < C_in, row iy < H.
+            let row = unsafe {
+                std::slice::from_raw_parts(x.add((n * d.c_in + g * cg + c) * hw + iy as usize * d.w), d.w)
+            };
+            let (a, b) = (xa.clamp(x0, x1), xb.clamp(x0, x1));
+            dst[..a - x0].fill(0.0);
+            if b > a {
+                let first = ((a * s[1]) as isize + xoff) as usize;
+                let run = &mut dst[a - x0..b - x0];
+                if s[1] == 1 {
+                    run.copy_from_slice(&row[first..first + (b - a)]);
+                } else {
+                    for (v, &sv) in run.iter_mut().zip(row[first..].iter().step_by(s[1])) {
                         *v = sv;
                     }
                 }
-                for v in dst.take(x1 - b) {
-                    *v = 0.0;
-                }
-            } else {
-                for v in dst.take(x1 - x0) {
-                    *v = 0.0;
-                }
             }
-            kk += x1 - x0;
+            dst[b - x0..].fill(0.0);
+        } else {
+            dst.fill(0.0);
         }
+        kk += x1 - x0;
     }
 }

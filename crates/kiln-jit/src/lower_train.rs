@@ -41,6 +41,21 @@ pub fn emit(e: &mut Emitter, op: &TrainOp, a: &Args) -> usize {
     let od = a.out.1.dims().to_vec();
     let planes = || od[0] * od[1];
     match op {
+        TrainOp::Rot180 { .. } if rust_kernels(a).is_some() => {
+            let [c_out, cg, kh, kw] = dims4(a.dims(0));
+            let [rows, cog, _, _] = dims4(a.odims());
+            let d = tk::Rot180Desc {
+                w: a.src(0) as u64,
+                y: a.dst() as u64,
+                groups: (c_out / cog.max(1)) as u64,
+                cg: cg as u64,
+                cog: cog as u64,
+                taps: (kh * kw) as u64,
+            };
+            let f: tk::Entry<tk::Rot180Desc> = tk::rot180;
+            call_rust(e, a, f as usize, &d);
+            rows
+        }
         TrainOp::Rot180 { .. } => {
             rot180(e, a);
             numel

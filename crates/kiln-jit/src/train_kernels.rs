@@ -131,6 +131,20 @@ pub struct SumDesc {
     pub inner: u64,
 }
 
+/// `rot180` of a convolution's weights `w [C_out, cg, kh, kw]` (`groups` groups of `cog`
+/// output channels) into `y [groups·cg, cog, kh, kw]`: `y[g·cg + c, o, t] = w[g·cog + o, c,
+/// taps − 1 − t]` over the flattened taps `t`. Work items: rows `g·cg + c` of `y`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Rot180Desc {
+    pub w: u64,
+    pub y: u64,
+    pub groups: u64,
+    pub cg: u64,
+    pub cog: u64,
+    pub taps: u64,
+}
+
 /// `BnDesc::part`.
 pub const BN_FORWARD: u64 = 0;
 pub const BN_GRAD_X: u64 = 1;
@@ -165,6 +179,8 @@ unsafe impl Words for IdsDesc {}
 unsafe impl Words for ScatterDesc {}
 // SAFETY: as above.
 unsafe impl Words for SumDesc {}
+// SAFETY: as above.
+unsafe impl Words for Rot180Desc {}
 
 pub use crate::direct::Entry;
 
@@ -251,6 +267,48 @@ macro_rules! entries {
 entries! {
     avx512: Avx512, "avx512f", 4;
     avx2: Avx2, "avx2,fma", 2;
+}
+
+/// Rows per block of [`rot180`]: the block's rows are written side by side while the weights
+/// are read one output channel (`cg·taps` contiguous floats) at a time, so neither side
+/// strides across the tensor a row at a time (a read per output channel, each on its own
+/// page, was 40 ms for a 512 × 512 × 3 × 3 weight).
+const ROT_ROWS: usize = 8;
+
+/// The `rot180` kernel (see [`Rot180Desc`]): plain Rust, the same code on both Rust tiers.
+///
+/// # Safety
+/// `d` must describe a `rot180` node of a plan over `arena` (the JIT'd kernel passes its own).
+pub unsafe extern "C" fn rot180(d: *const Rot180Desc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    let d = unsafe { *d };
+    let (cg, cog, taps) = (d.cg as usize, d.cog as usize, d.taps as usize);
+    let Some((b, e)) = range(begin, end, d.groups * d.cg) else {
+        return;
+    };
+    let (w, y) = (at(arena, d.w).cast_const(), at(arena, d.y));
+    let mut r0 = b;
+    while r0 < e {
+        // a block stays inside one group
+        let g = r0 / cg;
+        let r1 = e.min(r0 + ROT_ROWS).min((g + 1) * cg);
+        for o in 0..cog {
+            // SAFETY: output channel g·cog + o < C_out, channels c < cg: inside `w`.
+            let src = unsafe { w.add(((g * cog + o) * cg) * taps) };
+            for r in r0..r1 {
+                let c = r - g * cg;
+                // SAFETY: row r < groups·cg, o < cog: inside `y`; the source as above.
+                unsafe {
+                    let from = std::slice::from_raw_parts(src.add(c * taps), taps);
+                    let to = std::slice::from_raw_parts_mut(y.add((r * cog + o) * taps), taps);
+                    for (t, &v) in to.iter_mut().zip(from.iter().rev()) {
+                        *t = v;
+                    }
+                }
+            }
+        }
+        r0 = r1;
+    }
 }
 
 fn at(arena: *mut u8, off: u64) -> *mut f32 {

@@ -134,8 +134,8 @@ proptest! {
     /// One input channel per group: depthwise (with a channel multiplier) and single-channel,
     /// with every kind of fused activation.
     #[test]
-    fn depthwise(n in 1usize..3, g in 1usize..4, og in 1usize..4, h in 1usize..6, w in 1usize..75,
-                 kh in 1usize..4, kw in 1usize..4, s in (1usize..3, 1usize..4), d in (1usize..3, 1usize..3),
+    fn depthwise(n in 1usize..3, g in 1usize..4, og in 1usize..4, h in 1usize..12, w in 1usize..75,
+                 kh in 1usize..6, kw in 1usize..6, s in (1usize..4, 1usize..4), d in (1usize..3, 1usize..3),
                  pad in padding(), bias in any::<bool>(),
                  act in prop_oneof![Just(None), Just(Some(Activation::Relu)),
                                     (-1.0f32..1.0).prop_map(|alpha| Some(Activation::LeakyRelu { alpha })),
@@ -251,6 +251,9 @@ fn depthwise_special_values_on_every_tier() {
         (7, 20, 5, 1, 2, 4),
         (12, 33, 3, 2, 2, 0),
         (5, 70, 1, 1, 1, 2),
+        (11, 29, 5, 1, 1, 2),
+        (14, 45, 5, 2, 1, 2),
+        (9, 20, 3, 1, 1, 1),
     ]
     .into_iter()
     .enumerate()
@@ -302,6 +305,72 @@ fn depthwise_special_values_on_every_tier() {
                 );
             }
         }
+    }
+}
+
+/// A depthwise convolution `(batch, channels, multiplier, h, w, kh, kw, stride, dilation,
+/// padding [top, left, bottom, right])`.
+type DwCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+    [usize; 2],
+    [usize; 4],
+);
+
+/// Depthwise convolutions on every path of the Rust tiers' ring of padded rows, on 1 and 2
+/// threads: 3×3 and 5×5 kernels (their unrolled passes, at row strides 1 and 2 and column
+/// strides 1 and 2: the shifted taps of AVX-512 and the loads of AVX2), other kernels and
+/// dilations (the general pass), widths around the registers (7 to 113: partial last
+/// registers, a single one, several), heights that leave a partial last pass of rows,
+/// uneven paddings, a channel multiplier, batches, and every kind of activation.
+#[test]
+fn depthwise_ring_paths_on_every_tier() {
+    let cases: [DwCase; 16] = [
+        (1, 4, 1, 56, 56, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 3, 1, 23, 113, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (2, 3, 2, 17, 57, 3, 3, [2, 2], [1, 1], [1, 1, 1, 1]),
+        (1, 2, 1, 14, 112, 3, 3, [2, 2], [1, 1], [0, 1, 1, 0]),
+        (1, 5, 1, 7, 7, 5, 5, [1, 1], [1, 1], [2, 2, 2, 2]),
+        (1, 3, 1, 15, 33, 5, 5, [2, 2], [1, 1], [2, 1, 2, 2]),
+        (2, 2, 1, 28, 28, 5, 5, [1, 1], [1, 1], [2, 2, 2, 2]),
+        (1, 4, 1, 9, 15, 3, 3, [1, 1], [1, 1], [0, 0, 0, 0]),
+        (1, 3, 1, 11, 40, 3, 3, [1, 2], [1, 1], [1, 1, 1, 1]),
+        (1, 3, 1, 12, 41, 3, 3, [2, 1], [1, 1], [1, 0, 0, 1]),
+        (1, 3, 1, 13, 37, 5, 5, [1, 2], [1, 1], [2, 2, 1, 2]),
+        (1, 2, 3, 10, 30, 3, 3, [1, 1], [2, 2], [2, 2, 2, 2]),
+        (1, 3, 1, 9, 50, 7, 7, [1, 1], [1, 1], [3, 3, 3, 3]),
+        (1, 2, 1, 8, 31, 3, 5, [1, 2], [1, 1], [1, 2, 1, 2]),
+        (1, 2, 1, 14, 14, 3, 3, [3, 3], [1, 1], [1, 1, 1, 1]),
+        (1, 3, 1, 16, 17, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
+    ];
+    let acts = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::Clip { min: 0.0, max: 6.0 }),
+        Some(Activation::LeakyRelu { alpha: 0.1 }),
+        Some(Activation::Sigmoid),
+        Some(Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        }),
+    ];
+    for (i, &(n, c, m, h, w, kh, kw, s, d, pad)) in cases.iter().enumerate() {
+        let op = Op::Conv2d(Conv2d {
+            stride: s,
+            dilation: d,
+            padding: Padding::Explicit(pad),
+            groups: c,
+            activation: acts[i % acts.len()],
+        });
+        let params = [TensorType::f32([c * m, 1, kh, kw]), TensorType::f32([c * m])];
+        let graph = one_op(op, TensorType::f32([n, c, h, w]), &params).unwrap();
+        check_tiers_and_threads(&graph, i as u64, &format!("case {i}"));
     }
 }
 

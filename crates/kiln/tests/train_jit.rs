@@ -215,6 +215,50 @@ graph wg {
     }
 }
 
+/// Weight gradients on the GEMM driver whose packing stages rows and columns in blocks of 8
+/// and transposes them (`gemm_train`), and `rot180` on the Rust tiers, on every tier and 1
+/// and 2 threads: rows of 30 and of 9 columns (runs longer and shorter than a register), K
+/// (`N·oh·ow`) over several K blocks, each starting mid-row and mid-image, column counts that
+/// are not multiples of 8 (zero columns in the last panel), a 7×5 kernel at stride 2 with
+/// groups, a 1×1 stride-2 downsample, and a grouped, non-square kernel whose data gradient
+/// runs `rot180` of its weights.
+#[test]
+fn weight_gradients_pack_staged_runs_on_every_tier() {
+    let src = r#"
+graph wgp {
+  input %x: f32[2, 12, 19, 30]
+  param %a.w: f32[40, 12, 3, 3]
+  param %b.w: f32[24, 4, 7, 5]
+  param %c.w: f32[36, 12, 1, 1]
+  param %d.w: f32[26, 20, 3, 2]
+  %a = conv2d(%x, %a.w) {padding=[1, 1, 1, 1], activation=relu}
+  %b = conv2d(%x, %b.w) {stride=[2, 2], padding=[3, 2, 3, 2], groups=3}
+  %c = conv2d(%x, %c.w) {stride=[2, 2]}
+  %d = conv2d(%a, %d.w) {stride=[2, 3], padding=[1, 0, 1, 1], groups=2}
+  %pb = global_avg_pool(%b)
+  %pc = global_max_pool(%c)
+  %pd = global_avg_pool(%d)
+  %fb = flatten(%pb)
+  %fc = flatten(%pc)
+  %fd = flatten(%pd)
+  %y = concat(%fb, %fc, %fd) {axis=1}
+  output %y
+}
+"#;
+    let g = kiln::ir::text::parse(src).unwrap();
+    for tier in kiln::jit::gemm::Tier::runnable() {
+        for threads in [1, 2] {
+            let options = kiln::CompileOptions {
+                threads,
+                gemm_tier: tier,
+                ..Default::default()
+            };
+            compare_with(&g, Loss::mse(), Some(Optimizer::sgd(0.05)), 17, &options)
+                .unwrap_or_else(|e| panic!("{tier:?}, {threads} threads: {e}"));
+        }
+    }
+}
+
 /// The training kernels of the Rust tiers (`train_kernels`) against the interpreter on every
 /// runnable tier, 1 and 2 threads: max-pool ids at strides 1, 2 and 3 with padding, dilation
 /// and ties (pooling after a relu: many zeros), their scatters, weight gradients with few
