@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|t| {
             let model = Arc::clone(&shared);
             let inputs = inputs.clone();
-            std::thread::spawn(move || -> Result<Tensor<f32>, kiln::jit::JitError> {
+            std::thread::spawn(move || -> Result<Tensor<f32>, kiln::RuntimeError> {
                 let feeds: Vec<kiln::Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
                 let mut out = model.new_outputs();
                 for _ in 0..10 * (t + 1) {

@@ -1,23 +1,20 @@
-//! kiln's code generator: every forward op of the graph IR lowered to a Cranelift kernel, one
-//! JIT module per compiled model, and one entry function that runs the kernels in order over
-//! one arena — no per-op dispatch in Rust at run time.
+//! kiln's code generator: every op of the optimized graph IR lowered to a Cranelift kernel,
+//! one JIT module per compiled graph, an entry function that runs the kernels in order over one
+//! arena, and the schedule that says how each kernel's parallel range may be split. It compiles
+//! and knows nothing of running: `kiln-runtime` owns the arena, the threads and the weights, and
+//! calls the kernels of a [`Compiled`] graph.
 //!
 //! ```
 //! use kiln_ir::builder::{Conv, Network};
-//! use kiln_ir::{Tensor, Value};
-//! use std::collections::HashMap;
 //! let mut net = Network::new("tiny");
 //! let x = net.input("input", [1, 1, 4, 4])?;
 //! let y = net.named("output").conv2d(x, Conv::new(1, [3, 3]).padding(1).bias(false))?;
 //! net.output(y)?;
 //! let graph = net.finish()?;
-//! let mut model = kiln_jit::compile(&graph, &kiln_jit::JitOptions::default()).unwrap();
-//! let w = HashMap::from([("output.weight".to_string(), Tensor::full([1, 1, 3, 3], 1.0f32))]);
-//! model.set_weights(&w).unwrap();
-//! let inputs = HashMap::from([("input".to_string(), Value::F(Tensor::full([1, 1, 4, 4], 1.0f32)))]);
-//! let out = model.run(&inputs).unwrap();
-//! let y = out[0].1.as_f().unwrap();
-//! assert_eq!(&y.data()[..4], &[4.0, 6.0, 6.0, 4.0]); // a 3×3 box sum with zero padding
+//! let compiled = kiln_jit::compile(&graph, &kiln_jit::JitOptions::default()).unwrap();
+//! // one kernel per node that needs one, and an arena of the plan's size to run them over
+//! assert!(!compiled.kernels().is_empty());
+//! assert!(compiled.plan().size >= 4 * 16);
 //! # Ok::<(), kiln_ir::IrError>(())
 //! ```
 
@@ -31,8 +28,8 @@ pub mod layout_kernels;
 pub mod lower;
 pub mod lower_reduce;
 pub mod lower_train;
-pub mod plan;
-pub mod pool;
+/// The memory plan the kernels' offsets come from (`kiln_passes::memory_plan`).
+pub use kiln_passes::memory_plan as plan;
 pub mod simd;
 pub mod train_kernels;
 
@@ -40,67 +37,27 @@ use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::I64;
 use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
-use kiln_ir::{DType, Graph, LossKind, NodeId, Op, Tensor, TensorType, TrainOp, Value};
-use pool::KernelFn;
-use std::collections::HashMap;
+use kiln_ir::{Graph, NodeId, Op, TensorType, TrainOp};
 use std::sync::Arc;
 use thiserror::Error;
 
+/// Why a graph could not be compiled.
 #[derive(Debug, Error)]
 pub enum JitError {
     #[error("this CPU cannot run kiln's JIT: {0}")]
     UnsupportedHost(String),
     #[error("code generation failed: {0}")]
     Codegen(String),
-    #[error("missing weight `{0}`")]
-    MissingWeight(String),
-    #[error("`{name}`: expected {expected}, got {got}")]
-    WrongType {
-        name: String,
-        expected: TensorType,
-        got: TensorType,
-    },
     #[error("node `{node}`: the JIT has no lowering for `{op}` yet (run it on the interpreter)")]
     Unsupported { node: String, op: String },
     #[error("optimizing the graph: {0}")]
     Passes(#[from] kiln_ir::IrError),
-    #[error("`{name}`: class id {id} at position {pos} is outside 0..{classes}")]
-    BadClassId {
-        name: String,
-        id: i32,
-        pos: usize,
-        classes: usize,
-    },
-    /// The model is too big for `kiln_ir::limits` (its arena or its weights), or its memory
-    /// could not be allocated.
+    /// The model is too big for `kiln_ir::limits` (its arena or its weights).
     #[error("{0}")]
     TooBig(String),
-    /// `run` before `set_weights` on a model that has weights (or `update_weights` before
-    /// `set_weights`; a session's own weights changed before it has any).
-    #[error("the model's weights are not set: call set_weights before run")]
-    NoWeights,
-    /// A weight named that the graph does not have.
-    #[error("`{0}` is not a weight of the model")]
-    UnknownWeight(String),
-    /// A value named that is not a weight, input or output of the graph (or not f32).
+    /// A training graph's update pair names a value that is not a weight and its update.
     #[error("`{0}` is not an f32 weight, input or output of the model")]
     UnknownValue(String),
-    /// A session run with a model that did not make it.
-    #[error("the session belongs to another model")]
-    ForeignSession,
-    /// Output buffers that do not match the graph's outputs.
-    #[error("{0}")]
-    Outputs(String),
-    /// The inputs do not fit the graph (`kiln_ir::feeds::check_inputs`).
-    #[error(transparent)]
-    Feed(#[from] kiln_ir::feeds::FeedError),
-    /// A kernel found its data invalid at run time (the interpreter's error for the same node).
-    #[error("node `{node}` ({op}): {message}")]
-    Op {
-        node: String,
-        op: String,
-        message: String,
-    },
 }
 
 /// Knobs of the compiler.
@@ -174,174 +131,108 @@ pub struct KernelInfo {
     pub code: Option<Vec<u8>>,
 }
 
-/// The arena: `len` zeroed bytes, 64-byte aligned, allocated fallibly (a failed allocation is
-/// a `JitError::TooBig`, never an abort) and lazily by the OS (`alloc_zeroed`).
-struct ArenaBuf {
-    ptr: std::ptr::NonNull<u8>,
-    len: usize,
+/// A kernel's machine code: `fn(arena, begin, end)` computes the part `[begin, end)` of its
+/// parallel range over the arena at `arena`.
+pub type KernelFn = unsafe extern "C" fn(*mut u8, i64, i64);
+
+/// The entry's machine code: `fn(arena)` runs every (non-`prep`) kernel over its whole range,
+/// in run order.
+pub type EntryFn = unsafe extern "C" fn(*mut u8);
+
+/// One kernel of the run order and how many slices its range may be cut into (1: it runs on
+/// one thread; it is too small to pay for a barrier).
+#[derive(Clone, Copy)]
+pub struct Step {
+    pub f: KernelFn,
+    pub extent: usize,
+    pub parts: usize,
 }
 
-// SAFETY: `ArenaBuf` owns its bytes like a `Box<[u8]>`; access goes through `&`/`&mut self`.
-unsafe impl Send for ArenaBuf {}
-// SAFETY: as above: shared references only read.
-unsafe impl Sync for ArenaBuf {}
-
-impl ArenaBuf {
-    /// `len` zero bytes (at least 64), or an error naming the size.
-    fn new(len: usize) -> Result<ArenaBuf, JitError> {
-        let len = len.max(64);
-        let layout = std::alloc::Layout::from_size_align(len, 64)
-            .map_err(|e| JitError::TooBig(format!("an arena of {len} bytes: {e}")))?;
-        // SAFETY: the layout's size is at least 64.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = std::ptr::NonNull::new(p)
-            .ok_or_else(|| JitError::TooBig(format!("cannot allocate the model's arena of {len} bytes")))?;
-        Ok(ArenaBuf { ptr, len })
-    }
-
-    fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `len` initialized (zeroed) bytes owned by `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above, exclusively borrowed.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for ArenaBuf {
-    fn drop(&mut self) {
-        let layout = std::alloc::Layout::from_size_align(self.len, 64).expect("checked in new");
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
-    }
-}
-
-/// A graph compiled to native code for this CPU: the kernels, the memory plan, the worker
-/// threads and (once set) the weights.
+/// A graph compiled to native code for this CPU: the kernels, the memory plan their offsets
+/// come from, and the schedule (the kernels in run order, and how each may be split among
+/// threads). `kiln_runtime::Model` runs it.
 ///
-/// # Thread model
+/// # The contract of the code (what a caller of the kernels must keep)
 ///
-/// A `JitModel` is `Send + Sync`: the compiled code and the weights are shared and immutable
-/// while it runs, so one `Arc<JitModel>` serves any number of threads at once, with no lock
-/// around the model. Every run borrows its own execution state — a [`Session`]: the arena
-/// that holds the run's values, its scratch and its status words. [`JitModel::run`] takes an
-/// idle session from a small pool inside the model (making one when every session is busy)
-/// and returns it afterwards; [`JitModel::run_in`] runs in a session the caller keeps.
+/// Every kernel and the entry read and write only the arena they are given, inside
+/// `[0, plan().size)`, when the arena
+/// - is at least `plan().size` bytes, 64-byte aligned, and not used by anything else during
+///   the call;
+/// - holds at every weight's and input's slot a value of its type (any bits: kernels that read
+///   indices range-check them) and every status word set to `plan::STATUS_OK`;
+/// - is given to a kernel with `0 ≤ begin ≤ end ≤ extent` (its [`KernelInfo::extent`]), the
+///   kernels run in [`Compiled::steps`] order (a `prep` kernel before the others, once per set
+///   of weights), and the slices of one step finish before the next step starts.
 ///
-/// Two kinds of threads are at work:
-/// - **intra-op threads** ([`JitOptions::threads`]): workers started with the model that split
-///   each kernel's parallel range. One run at a time uses them;
-/// - **concurrent callers**: any number of threads calling `run` at the same moment. A run
-///   that finds the workers busy with another caller's run computes on its own thread alone.
-///
-/// Either way the results are bit-for-bit the same: every output element is computed by
-/// exactly one thread, in the same order, whatever the split.
-///
-/// Weights change only through `&mut self` ([`JitModel::set_weights`],
-/// [`JitModel::update_weights`]), so never while a run is going on; a session reloads them
-/// at its next run.
-pub struct JitModel {
-    /// Tells this model's sessions from another's (they share no plan).
-    id: u64,
+/// Why that holds: the plan (`kiln_passes::memory_plan::checked`) placed every value, scratch
+/// region and status word at `offset + bytes ≤ size ≤ MAX_BYTES` with checked arithmetic;
+/// every value has ≤ 2³¹ elements and every window fits its padded input (`kiln_ir::limits`,
+/// checked by shape inference), so the kernels' `i64` index arithmetic over `[begin, end)`
+/// neither overflows nor leaves a value's slot (`lower/`); indices read from memory are
+/// range-checked before use; the GEMM driver checks its items and tile. An update planned at
+/// its weight's slot ([`compile_training`]) has the weight's type, so its kernel stays inside
+/// that slot. The code is immutable and reentrant (its state lives in the arena or in
+/// thread-local packing buffers), so any number of arenas may be run at once.
+pub struct Compiled {
     /// The graph as given to `compile`.
     source: Graph,
     graph: Graph,
     plan: plan::Plan,
-    code: Code,
     kernels: Vec<KernelInfo>,
-    /// Worker threads, when the model runs on more than one thread; one run at a time.
-    pool: Option<std::sync::Mutex<pool::Pool>>,
-    /// The kernels in run order with their slicing, for the pool.
-    steps: Arc<[pool::Step]>,
+    code: Code,
+    /// The kernels in run order with their slicing.
+    steps: Arc<[Step]>,
     /// The same, of a training graph's two phases (gradients, updates).
-    phase_steps: [Arc<[pool::Step]>; 2],
+    phase_steps: [Arc<[Step]>; 2],
     /// `(weight, update)` slots copied after the update phase ([`compile_training`]).
     copies: Vec<(plan::Slot, plan::Slot)>,
+    /// The threads the schedule was split for.
+    threads: usize,
     /// The `gemm` kernels' driver descriptions, which their code points at.
     #[allow(clippy::vec_box)] // boxed: the code holds their addresses
     _gemms: Vec<Box<gemm::GemmDesc>>,
-    /// The weights, once set.
-    weights: Option<WeightImage>,
-    /// Sessions not running now, for [`JitModel::run`].
-    idle: std::sync::Mutex<Vec<Session>>,
 }
 
 /// The JIT module that owns the machine code, its entry and its kernels' addresses.
 struct Code {
     module: Option<JITModule>,
-    entry: unsafe extern "C" fn(*mut u8),
+    entry: EntryFn,
     kernel_fns: Vec<KernelFn>,
 }
 
 // SAFETY: after `finalize_definitions` the module is never touched again but to free its
-// memory in `JitModel::drop` (through `&mut`); shared references only call the finalized
+// memory in `Compiled::drop` (through `&mut`); shared references only hand out the finalized
 // code, which is immutable and reentrant (all its state lives in the arena it is given, or in
 // thread-local packing buffers).
 unsafe impl Sync for Code {}
 // SAFETY: as above; the code is not tied to the thread that made it.
 unsafe impl Send for Code {}
 
-/// The weights as a model holds them: one tensor per weight of the graph, each with its
-/// place in the arena, and an id that changes whenever they do.
-struct WeightImage {
-    id: u64,
-    /// `(weight node, offset in the arena, tensor)`, in `graph.params()` order.
-    tensors: Vec<(NodeId, usize, Tensor<f32>)>,
-}
+/// What the kernels need of the memory plan besides their values: the lowering's scratch
+/// sizes and status words, handed to `kiln_passes::memory_plan`.
+pub struct Needs;
 
-/// A fresh id for a model or a set of weights (never 0).
-fn next_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// One run's execution state for a [`JitModel`]: its own arena (the run's values, scratch and
-/// status words, with a copy of the weights at their planned places). A session belongs to
-/// the model that made it ([`JitModel::session`]); running it with another model is an error.
-///
-/// A session follows the model's weights (it copies them in at its next run when they have
-/// changed) until it is given weights of its own ([`JitModel::own_weights`]); from then on
-/// its weights are its own, changed by [`JitModel::write_weights`] and by the runs
-/// themselves (a training graph's updates, [`JitModel::apply_updates`]).
-pub struct Session {
-    model: u64,
-    arena: ArenaBuf,
-    /// Which weights the arena holds: the id of the model's [`WeightImage`], 0 for none, or
-    /// [`OWN_WEIGHTS`].
-    loaded: u64,
-    /// Whether the `prep` kernels have run over the weights the arena holds.
-    prepared: bool,
-}
-
-/// [`Session::loaded`] of a session with weights of its own.
-const OWN_WEIGHTS: u64 = u64::MAX;
-
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("arena_bytes", &self.arena.len)
-            .finish()
+impl plan::KernelNeeds for Needs {
+    fn scratch_len(&self, op: &Op, ins: &[&TensorType], out: &TensorType) -> Result<usize, String> {
+        lower::scratch_len(op, ins, out)
+    }
+    fn has_status(&self, op: &Op) -> bool {
+        lower::has_status(op)
     }
 }
 
-/// A borrowed input: its name and value.
-pub type Feed<'a> = (&'a str, &'a Value<f32>);
-
-/// Named output values, in the graph's output order.
-pub type Outputs = Vec<(String, Value<f32>)>;
+/// The memory plan of `graph` (an optimized graph) for display (`kiln compile --emit
+/// optimized`): with this code generator's scratch regions and status words.
+pub fn memory_plan(graph: &Graph) -> plan::Plan {
+    plan::plan(graph, &Needs)
+}
 
 /// Compiles `graph` for the host CPU, after the graph passes of `options.passes`.
 ///
-/// Nothing proportional to a tensor's size is allocated before the memory plan is checked
-/// against `kiln_ir::limits::MAX_BYTES` (arena and weights); the arena is then allocated
-/// fallibly, before code generation, so a model too big for this machine is an `Err`.
-pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError> {
+/// Nothing proportional to a tensor's size is allocated: the memory plan is checked against
+/// `kiln_ir::limits::MAX_BYTES` (arena and weights) before code generation, and the arena is
+/// the runtime's to allocate (fallibly).
+pub fn compile(graph: &Graph, options: &JitOptions) -> Result<Compiled, JitError> {
     compile_training(graph, options, &[])
 }
 
@@ -349,14 +240,14 @@ pub fn compile(graph: &Graph, options: &JitOptions) -> Result<JitModel, JitError
 /// optimizer's new value of each weight or state buffer, `kiln_autodiff::TrainingGraph::
 /// updates`). The kernels run in two phases: first everything the updates do not depend on
 /// (forward pass, loss, backward pass), then the updates and what depends on them
-/// ([`JitModel::run_gradients`], [`JitModel::apply_updates`]). An update that reads its
+/// ([`Compiled::phase_steps`]; `kiln_runtime::Model::run_gradients` and `apply_updates`). An update that reads its
 /// inputs only at the index it writes, and whose weight no other update-phase kernel reads,
 /// is planned at its weight's place: it writes the weight in place.
 pub fn compile_training(
     graph: &Graph,
     options: &JitOptions,
     updates: &[(String, String)],
-) -> Result<JitModel, JitError> {
+) -> Result<Compiled, JitError> {
     if !options.gemm_tier.available() {
         return Err(JitError::UnsupportedHost(format!(
             "the {} kernel tier needs a CPU with {} (this one has at most {})",
@@ -377,8 +268,10 @@ pub fn compile_training(
             });
         }
     }
-    let mut plan = plan::checked(graph).map_err(JitError::TooBig)?;
-    let phases = Phases::new(graph, &mut plan, updates)?;
+    // the plan's lifetimes follow the run order, whose update phase comes last
+    let phases = Phases::new(graph, updates)?;
+    let mut plan = plan::checked(graph, &phases.order, &Needs).map_err(JitError::TooBig)?;
+    let copies = phases.place_updates(graph, &mut plan);
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
@@ -481,13 +374,9 @@ pub fn compile_training(
             ids.push(fid);
         }
     }
-    // after the packed weights (`Gemms::add`) took their places
-    let arena = ArenaBuf::new(plan.size)?;
     let entry = define_entry(&mut module, &kernels, &ids)?;
-    let mut m = finish(
-        source, graph, plan, arena, module, entry, kernels, &ids, threads, gemms,
-    )?;
-    m.copies = phases.copies;
+    let mut m = finish(source, graph, plan, module, entry, kernels, &ids, threads, gemms)?;
+    m.copies = copies;
     Ok(m)
 }
 
@@ -508,18 +397,18 @@ fn depends_on(graph: &Graph, node: NodeId, on: NodeId) -> bool {
     false
 }
 
-/// The two phases of a training graph's run, and where its updates write.
+/// The two phases of a training graph's run: the run order the memory plan is made for.
 struct Phases {
     /// Every node in run order: a topological order with the update phase last.
     order: Vec<NodeId>,
     /// The update phase: the update nodes and everything that depends on one.
     tail: std::collections::HashSet<NodeId>,
-    /// `(weight, update)` slots of the updates not planned in place, copied after the phase.
-    copies: Vec<(plan::Slot, plan::Slot)>,
+    /// `(weight, update)` nodes.
+    pairs: Vec<(NodeId, NodeId)>,
 }
 
 impl Phases {
-    fn new(graph: &Graph, plan: &mut plan::Plan, updates: &[(String, String)]) -> Result<Phases, JitError> {
+    fn new(graph: &Graph, updates: &[(String, String)]) -> Result<Phases, JitError> {
         let find = |n: &str| graph.find(n).ok_or_else(|| JitError::UnknownValue(n.to_string()));
         let mut pairs = Vec::with_capacity(updates.len());
         for (w, u) in updates {
@@ -543,8 +432,14 @@ impl Phases {
         let (mut order, late): (Vec<NodeId>, Vec<NodeId>) =
             topo.into_iter().partition(|id| !tail.contains(id));
         order.extend(late);
+        Ok(Phases { order, tail, pairs })
+    }
+
+    /// Plans each update at its weight's slot where it can write it in place; returns the
+    /// `(weight, update)` slots of the others, to copy after the update phase.
+    fn place_updates(&self, graph: &Graph, plan: &mut plan::Plan) -> Vec<(plan::Slot, plan::Slot)> {
         let mut copies = Vec::new();
-        for (w, u) in pairs {
+        for &(w, u) in &self.pairs {
             let (ws, us) = (plan.slots[&w], plan.slots[&u]);
             let node = graph.node(u);
             // in place when `u` reads every input at the index it writes (or a scalar), nothing
@@ -562,7 +457,7 @@ impl Phases {
             let readers_first = graph
                 .users(w)
                 .into_iter()
-                .all(|r| r == u || !tail.contains(&r) || depends_on(graph, u, r));
+                .all(|r| r == u || !self.tail.contains(&r) || depends_on(graph, u, r));
             if elementwise && alone && readers_first && !plan.fused.contains(&u) && node.ty.shape.numel() > 0
             {
                 plan.slots.insert(u, ws);
@@ -570,7 +465,7 @@ impl Phases {
                 copies.push((ws, us));
             }
         }
-        Ok(Phases { order, tail, copies })
+        copies
     }
 }
 
@@ -778,24 +673,6 @@ impl Gemms {
     }
 }
 
-/// The calling thread's CPU time in milliseconds (`CLOCK_THREAD_CPUTIME_ID`), or the time
-/// since the first call where the OS gives no such clock: what the profiles time kernels in.
-pub fn thread_cpu_ms() -> f64 {
-    #[cfg(unix)]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `clock_gettime` writes the one `timespec` it is given.
-        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
-            return ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6;
-        }
-    }
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
-}
-
 /// The entry `fn(arena)`: every kernel over its whole range, in order.
 fn define_entry(
     module: &mut JITModule,
@@ -823,14 +700,13 @@ fn finish(
     source: &Graph,
     graph: &Graph,
     plan: plan::Plan,
-    arena: ArenaBuf,
     mut module: JITModule,
     entry: cranelift_module::FuncId,
     kernels: Vec<KernelInfo>,
     ids: &[cranelift_module::FuncId],
     threads: usize,
     mut gemms: Gemms,
-) -> Result<JitModel, JitError> {
+) -> Result<Compiled, JitError> {
     module
         .finalize_definitions()
         .map_err(|e| JitError::Codegen(format!("finalizing: {e}")))?;
@@ -838,7 +714,7 @@ fn finish(
     let ptr = module.get_finalized_function(entry);
     // SAFETY: `entry` was defined with the signature `fn(i64)` (SystemV, as `extern "C"`), and
     // reads and writes only the arena, whose size the plan fixed.
-    let entry = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut u8)>(ptr) };
+    let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(ptr) };
     let kernel_fns: Vec<KernelFn> = ids
         .iter()
         .map(|&id| {
@@ -847,8 +723,8 @@ fn finish(
             unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
         })
         .collect();
-    // Split a kernel only when it is big enough; start threads only when some kernel is.
-    let steps_of = |phase: Option<bool>| -> Arc<[pool::Step]> {
+    // Split a kernel only when it is big enough.
+    let steps_of = |phase: Option<bool>| -> Arc<[Step]> {
         kernels
             .iter()
             .zip(&kernel_fns)
@@ -856,7 +732,7 @@ fn finish(
             .map(|(k, &f)| {
                 let split =
                     threads > 1 && k.extent >= threads.saturating_mul(2) && k.work >= PARALLEL_MIN_WORK;
-                pool::Step {
+                Step {
                     f,
                     extent: k.extent,
                     parts: if split { threads } else { 1 },
@@ -866,41 +742,25 @@ fn finish(
     };
     let steps = steps_of(None);
     let phase_steps = [steps_of(Some(false)), steps_of(Some(true))];
-    // (a worker that cannot be started leaves its share to the others: `pool.rs`)
-    let pool = steps
-        .iter()
-        .any(|s| s.parts > 1)
-        .then(|| pool::Pool::new(threads));
-    // the arena allocated before code generation becomes the model's first session
-    let id = next_id();
-    let first = Session {
-        model: id,
-        arena,
-        loaded: 0,
-        prepared: false,
-    };
-    Ok(JitModel {
-        id,
+    Ok(Compiled {
         source: source.clone(),
         graph: graph.clone(),
         plan,
+        kernels,
         code: Code {
             module: Some(module),
             entry,
             kernel_fns,
         },
-        kernels,
-        pool: pool.map(std::sync::Mutex::new),
         steps,
         phase_steps,
         copies: Vec::new(),
+        threads,
         _gemms: gemms.descs,
-        weights: None,
-        idle: std::sync::Mutex::new(vec![first]),
     })
 }
 
-impl JitModel {
+impl Compiled {
     /// The optimized graph the kernels were made from.
     pub fn graph(&self) -> &Graph {
         &self.graph
@@ -911,659 +771,61 @@ impl JitModel {
         &self.source
     }
 
+    /// The kernels, in run order (`prep` kernels among them, at their nodes' places).
     pub fn kernels(&self) -> &[KernelInfo] {
         &self.kernels
     }
 
-    /// The threads a run uses, the caller's included (1 when no kernel is big enough to split).
-    pub fn threads(&self) -> usize {
-        self.pool.as_ref().map_or(1, |p| {
-            p.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .threads()
-        })
+    /// The machine code of each kernel, in [`Compiled::kernels`] order.
+    pub fn kernel_fns(&self) -> &[KernelFn] {
+        &self.code.kernel_fns
     }
 
-    /// Arena size in bytes: the memory each session (each concurrent run) holds.
-    pub fn arena_size(&self) -> usize {
-        self.plan.size
+    /// The entry: every non-`prep` kernel over its whole range, in order, on one thread.
+    pub fn entry(&self) -> EntryFn {
+        self.code.entry
     }
 
-    /// The memory plan: every value's place in the arena.
+    /// The memory plan: every value's place in the arena, and the arena's size.
     pub fn plan(&self) -> &plan::Plan {
         &self.plan
     }
 
-    /// How many of a training graph's updates ([`compile_training`]) are copied over their
-    /// weight after the update phase rather than written in place.
-    pub fn copied_updates(&self) -> usize {
-        self.copies.len()
+    /// The non-`prep` kernels in run order, each with its slicing for [`Compiled::threads`].
+    pub fn steps(&self) -> &Arc<[Step]> {
+        &self.steps
     }
 
-    /// Checks every weight (`param` and `buffer`) of the graph in `weights`, by name, against
-    /// its type; the weights in `params()` order with their slots' offsets.
-    fn checked_weights(
-        &self,
-        weights: &HashMap<String, Tensor<f32>>,
-        all: bool,
-    ) -> Result<Vec<(NodeId, usize, Tensor<f32>)>, JitError> {
-        let params = self.graph.params();
-        for name in weights.keys() {
-            if !all && !params.iter().any(|&p| &self.graph.node(p).name == name) {
-                return Err(JitError::UnknownWeight(name.clone()));
-            }
-        }
-        let mut found = Vec::with_capacity(params.len());
-        for &id in &params {
-            let node = self.graph.node(id);
-            let Some(t) = weights.get(&node.name) else {
-                if all {
-                    return Err(JitError::MissingWeight(node.name.clone()));
-                }
-                continue;
-            };
-            if t.shape() != &node.ty.shape || node.ty.dtype != DType::F32 {
-                return Err(JitError::WrongType {
-                    name: node.name.clone(),
-                    expected: node.ty.clone(),
-                    got: TensorType::f32(t.shape().clone()),
-                });
-            }
-            found.push((id, self.plan.slots[&id].offset, t.clone()));
-        }
-        Ok(found)
+    /// The steps of a training graph's gradient phase (`false`) or update phase (`true`)
+    /// ([`compile_training`]); an inference graph's are all in the first.
+    pub fn phase_steps(&self, update: bool) -> &Arc<[Step]> {
+        &self.phase_steps[usize::from(update)]
     }
 
-    /// Sets every weight (`param` and `buffer`) of the graph from `weights`, by name. Every
-    /// weight is checked before any is taken; a tensor that is not a weight of the graph is
-    /// ignored. Until this succeeds, `run` is an error (on a model that has weights).
-    pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), JitError> {
-        let tensors = self.checked_weights(weights, true)?;
-        self.weights = Some(WeightImage {
-            id: next_id(),
-            tensors,
-        });
-        Ok(())
+    /// `(weight, update)` slots: after the update phase, each update's bytes are copied over
+    /// its weight (the updates not planned in place).
+    pub fn copies(&self) -> &[(plan::Slot, plan::Slot)] {
+        &self.copies
     }
 
-    /// Replaces the weights named in `weights` (a subset; each must be a weight of the graph,
-    /// of its type) and keeps the others. An error before the weights are set.
-    pub fn update_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), JitError> {
-        let new = self.checked_weights(weights, false)?;
-        let image = self.weights.as_mut().ok_or(JitError::NoWeights)?;
-        for (id, _, t) in new {
-            if let Some(slot) = image.tensors.iter_mut().find(|(i, _, _)| *i == id) {
-                slot.2 = t;
-            }
-        }
-        image.id = next_id();
-        Ok(())
+    /// The threads the schedule's slicing was made for (`JitOptions::threads`, resolved).
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
-    /// The weights, by name (`None` before they are set).
-    pub fn weights(&self) -> Option<HashMap<String, Tensor<f32>>> {
-        let image = self.weights.as_ref()?;
-        Some(
-            image
-                .tensors
-                .iter()
-                .map(|(id, _, t)| (self.graph.node(*id).name.clone(), t.clone()))
-                .collect(),
-        )
-    }
-
-    /// Whether the model can run: its weights are set, or it has none.
-    pub fn has_weights(&self) -> bool {
-        self.weights.is_some() || self.graph.params().is_empty()
-    }
-
-    /// A new session (an arena of [`JitModel::arena_size`] bytes) for [`JitModel::run_in`].
-    pub fn session(&self) -> Result<Session, JitError> {
-        Ok(Session {
-            model: self.id,
-            arena: ArenaBuf::new(self.plan.size)?,
-            loaded: 0,
-            prepared: false,
-        })
-    }
-
-    /// Gives `session` weights of its own, `weights` (every weight of the graph, checked as by
-    /// [`JitModel::set_weights`]): from now on the model's weights no longer reach it, and
-    /// runs in it may change them in place.
-    pub fn own_weights(
-        &self,
-        session: &mut Session,
-        weights: &HashMap<String, Tensor<f32>>,
-    ) -> Result<(), JitError> {
-        self.check_session(session)?;
-        let tensors = self.checked_weights(weights, true)?;
-        for (id, _, t) in &tensors {
-            write_f32(&mut session.arena, self.plan.slots[id], t.data());
-        }
-        session.loaded = OWN_WEIGHTS;
-        session.prepared = false;
-        Ok(())
-    }
-
-    /// Replaces the weights named in `weights` in a session with weights of its own.
-    pub fn write_weights(
-        &self,
-        session: &mut Session,
-        weights: &HashMap<String, Tensor<f32>>,
-    ) -> Result<(), JitError> {
-        self.check_session(session)?;
-        if session.loaded != OWN_WEIGHTS {
-            return Err(JitError::NoWeights);
-        }
-        for (id, _, t) in self.checked_weights(weights, false)? {
-            write_f32(&mut session.arena, self.plan.slots[&id], t.data());
-        }
-        session.prepared = false;
-        Ok(())
-    }
-
-    /// The f32 value `name` (a weight, an input or an output of the graph) as `session`'s
-    /// arena holds it now.
-    pub fn read(&self, session: &Session, name: &str) -> Result<Tensor<f32>, JitError> {
-        self.check_session(session)?;
-        let id = self
-            .graph
-            .find(name)
-            .filter(|id| {
-                let node = self.graph.node(*id);
-                node.ty.dtype == DType::F32
-                    && (matches!(node.op, Op::Param { .. } | Op::Input(_))
-                        || self.graph.outputs().contains(id))
-            })
-            .ok_or_else(|| JitError::UnknownValue(name.to_string()))?;
-        let node = self.graph.node(id);
-        let mut data = vec![0.0f32; node.ty.shape.numel()];
-        read_f32(&session.arena, self.plan.slots[&id], &mut data);
-        Ok(Tensor::new(node.ty.shape.clone(), data).expect("sized by the type"))
-    }
-
-    fn check_session(&self, session: &Session) -> Result<(), JitError> {
-        if session.model != self.id {
-            return Err(JitError::ForeignSession);
-        }
-        Ok(())
-    }
-
-    /// Makes `session` ready to run: the model's current weights in its arena (unless it has
-    /// its own) and the `prep` kernels run over them.
-    fn ready(&self, session: &mut Session) -> Result<(), JitError> {
-        self.check_session(session)?;
-        if session.loaded != OWN_WEIGHTS {
-            match &self.weights {
-                Some(w) if session.loaded != w.id => {
-                    for (id, _, t) in &w.tensors {
-                        write_f32(&mut session.arena, self.plan.slots[id], t.data());
-                    }
-                    session.loaded = w.id;
-                    session.prepared = false;
-                }
-                Some(_) => {}
-                None if self.graph.params().is_empty() => {}
-                None => return Err(JitError::NoWeights),
-            }
-        }
-        if !session.prepared {
-            self.reset_status(&mut session.arena);
-            let arena = session.arena.as_mut_ptr();
-            for (k, f) in self
-                .kernels
-                .iter()
-                .zip(&self.code.kernel_fns)
-                .filter(|(k, _)| k.prep)
-            {
-                // SAFETY: as in `execute` (`ARENA_ACCESS`): the kernel's full range `[0, extent)`
-                // over an arena of the size it was planned for, exclusively borrowed.
-                unsafe { f(arena, 0, k.extent as i64) };
-            }
-            self.check_status(&session.arena)?;
-            session.prepared = true;
-        }
-        Ok(())
-    }
-
-    /// Sets every status word to `STATUS_OK` (no kernel has failed).
-    fn reset_status(&self, arena: &mut ArenaBuf) {
-        let all = arena.bytes_mut();
-        for &off in self.plan.status.values() {
-            all[off..off + 8].copy_from_slice(&plan::STATUS_OK.to_ne_bytes());
-        }
-    }
-
-    /// The error of the first node (in run order) whose kernel reported a failure.
-    fn check_status(&self, arena: &ArenaBuf) -> Result<(), JitError> {
-        let all = arena.bytes();
-        let word = |off: usize| u64::from_ne_bytes(all[off..off + 8].try_into().expect("8 bytes"));
-        // the common case, without ordering the nodes
-        if self.plan.status.values().all(|&off| word(off) == plan::STATUS_OK) {
-            return Ok(());
-        }
-        for id in self.graph.topo_order() {
-            let Some(&off) = self.plan.status.get(&id) else {
-                continue;
-            };
-            let word = word(off);
-            if word == plan::STATUS_OK {
-                continue;
-            }
-            let node = self.graph.node(id);
-            let message = match &node.op {
-                // the lowest failing position and its index (`lower::report_bad_index`)
-                Op::Train(TrainOp::ScatterIds { size }) => {
-                    let (pos, bad) = (word >> 32, word as u32 as i32);
-                    let plane = size[0] * size[1];
-                    format!("id {bad} at position {pos} is outside the plane of {plane}")
-                }
-                Op::Loss(_) | Op::Train(TrainOp::LossGrad(_)) => {
-                    let (n, bad) = (word >> 32, word as u32 as i32);
-                    let pred = self.graph.inputs(id)[0];
-                    let classes = self.graph.node(pred).ty.dims()[1];
-                    format!("class id {bad} of batch element {n} is out of range 0..{classes}")
-                }
-                _ => "the GEMM driver failed (an internal error; see the panic message above)".into(),
-            };
-            return Err(JitError::Op {
-                node: node.name.clone(),
-                op: node.op.name().into(),
-                message,
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks `inputs` (every graph input by name, each of its type, class ids in range) and
-    /// returns each input node with its value, in `graph_inputs()` order.
-    fn checked_inputs<'a>(&self, inputs: &[Feed<'a>]) -> Result<Vec<(NodeId, &'a Value<f32>)>, JitError> {
-        let ids = kiln_ir::feeds::check_inputs(&self.graph, inputs)?;
-        for &(id, v) in &ids {
-            if let Value::I(t) = v {
-                self.check_class_ids(id, &self.graph.node(id).name, t)?;
-            }
-        }
-        Ok(ids)
-    }
-
-    /// Runs the model on `inputs` (every graph input, by name) and returns the outputs in the
-    /// graph's output order. Callable from any number of threads at once (see the type's
-    /// thread model); each call takes an idle session of the model or makes one.
-    pub fn run(&self, inputs: &HashMap<String, Value<f32>>) -> Result<Outputs, JitError> {
-        let feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let mut outputs = self.new_outputs();
-        self.run_into(&feeds, &mut outputs)?;
-        Ok(self.name_outputs(outputs))
-    }
-
-    /// Like [`JitModel::run`], writing the outputs into `outputs` (one value per graph output,
-    /// in order, each of the output's type: [`JitModel::new_outputs`] makes them), so that
-    /// repeated runs allocate nothing. Each input is copied into the arena with one `memcpy`,
-    /// and each output out of it with one.
-    pub fn run_into(&self, inputs: &[Feed<'_>], outputs: &mut [Value<f32>]) -> Result<(), JitError> {
-        let mut session = self.take_session()?;
-        let r = self.run_in(&mut session, inputs, outputs);
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(session);
-        r
-    }
-
-    /// [`JitModel::run_into`] in a session of the caller's (see [`Session`]).
-    pub fn run_in(
-        &self,
-        session: &mut Session,
-        inputs: &[Feed<'_>],
-        outputs: &mut [Value<f32>],
-    ) -> Result<(), JitError> {
-        self.check_outputs(outputs)?;
-        self.run_in_place(session, inputs)?;
-        for (&o, v) in self.graph.outputs().iter().zip(outputs.iter_mut()) {
-            let s = self.plan.slots[&o];
-            match v {
-                Value::F(t) => read_f32(&session.arena, s, t.data_mut()),
-                Value::I(t) => read_i32(&session.arena, s, t.data_mut()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs the model in `session` and leaves the results there: read what is needed with
-    /// [`JitModel::read`] (a training step reads its loss and leaves the rest in place).
-    pub fn run_in_place(&self, session: &mut Session, inputs: &[Feed<'_>]) -> Result<(), JitError> {
-        self.check_session(session)?;
-        let feeds = self.checked_inputs(inputs)?;
-        self.ready(session)?;
-        self.feed(session, &feeds);
-        self.execute(session)
-    }
-
-    /// Zeroed values of the graph's outputs' types, in order: buffers for
-    /// [`JitModel::run_into`].
-    pub fn new_outputs(&self) -> Vec<Value<f32>> {
-        self.graph
-            .outputs()
-            .iter()
-            .map(|&o| {
-                let ty = &self.graph.node(o).ty;
-                match ty.dtype {
-                    DType::F32 => Value::F(Tensor::full(ty.shape.clone(), 0.0f32)),
-                    DType::I32 => Value::I(Tensor::full(ty.shape.clone(), 0i32)),
-                }
-            })
-            .collect()
-    }
-
-    /// `outputs` with the graph's output names.
-    fn name_outputs(&self, outputs: Vec<Value<f32>>) -> Outputs {
-        self.graph
-            .outputs()
-            .iter()
-            .map(|&o| self.graph.node(o).name.clone())
-            .zip(outputs)
-            .collect()
-    }
-
-    fn check_outputs(&self, outputs: &[Value<f32>]) -> Result<(), JitError> {
-        let outs = self.graph.outputs();
-        if outputs.len() != outs.len() {
-            return Err(JitError::Outputs(format!(
-                "{} output buffers for the model's {} outputs",
-                outputs.len(),
-                outs.len()
-            )));
-        }
-        for (&o, v) in outs.iter().zip(outputs) {
-            let node = self.graph.node(o);
-            if v.ty() != node.ty {
-                return Err(JitError::WrongType {
-                    name: node.name.clone(),
-                    expected: node.ty.clone(),
-                    got: v.ty(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Copies the (checked) inputs into the session's arena, one `memcpy` each.
-    fn feed(&self, session: &mut Session, feeds: &[(NodeId, &Value<f32>)]) {
-        for &(id, v) in feeds {
-            let s = self.plan.slots[&id];
-            match v {
-                Value::F(t) => write_f32(&mut session.arena, s, t.data()),
-                Value::I(t) => write_i32(&mut session.arena, s, t.data()),
-            }
-        }
-    }
-
-    /// An idle session, or a new one when every one is busy.
-    fn take_session(&self) -> Result<Session, JitError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
-        match idle {
-            Some(s) => Ok(s),
-            None => self.session(),
-        }
-    }
-
-    /// Runs every (non-`prep`) kernel over the session's arena, on the workers when they are
-    /// free, else on this thread; then reads the status words.
-    fn execute(&self, session: &mut Session) -> Result<(), JitError> {
-        self.reset_status(&mut session.arena);
-        // ARENA_ACCESS — why the kernels stay inside the arena: every session's arena is
-        // `plan.size` bytes (`ArenaBuf::new`), and a session only runs with the model that
-        // made it (`check_session`); `plan::checked` placed every value, scratch region and
-        // status word at `offset + bytes ≤ plan.size ≤ MAX_BYTES` with checked arithmetic;
-        // every value has ≤ 2³¹ elements and every window fits its padded input
-        // (`kiln_ir::limits`, checked by shape inference), so the kernels' `i64` index
-        // arithmetic over `[begin, end) ⊆ [0, extent)` neither overflows nor leaves a value's
-        // slot (`lower.rs`); indices read from memory are range-checked before use; the GEMM
-        // driver checks its items and tile. The inputs were checked to have their slots'
-        // types before they were copied in. An update planned at its weight's slot
-        // (`compile_training`) has the weight's type, so its kernel stays inside that slot.
-        // Concurrent runs use distinct sessions, so no two runs share an arena; the code and
-        // the GEMM descriptions are only read.
-        let arena = session.arena.as_mut_ptr();
-        let pool = self.pool.as_ref().and_then(|p| p.try_lock().ok());
-        if let Some(pool) = pool {
-            // SAFETY: ARENA_ACCESS; the arena is exclusively borrowed, and the pool returns
-            // only when every thread has finished (threads write disjoint parts of a kernel's
-            // output, with a barrier between kernels).
-            unsafe { pool.run(arena, &self.steps) };
-        } else {
-            // SAFETY: ARENA_ACCESS; the entry runs every kernel over its full range, in order,
-            // on this thread, and the arena is exclusively borrowed for the call.
-            unsafe { (self.code.entry)(arena) };
-        }
-        if !self.phase_steps[1].is_empty() {
-            // the updates wrote the weights: the prep kernels (packed weights) run again
-            session.prepared = false;
-        }
-        self.check_status(&session.arena)
-    }
-
-    /// Runs the kernels of one phase (`update`: the update phase) over the session's arena,
-    /// as `execute` does (ARENA_ACCESS).
-    fn execute_phase(&self, session: &mut Session, update: bool) -> Result<(), JitError> {
-        self.reset_status(&mut session.arena);
-        let steps = &self.phase_steps[usize::from(update)];
-        let arena = session.arena.as_mut_ptr();
-        let pool = self.pool.as_ref().and_then(|p| p.try_lock().ok());
-        if let Some(pool) = pool {
-            // SAFETY: as in `execute` (ARENA_ACCESS): a subset of the run's kernels, in run
-            // order, that depends only on values the arena already holds.
-            unsafe { pool.run(arena, steps) };
-        } else {
-            for s in steps.iter() {
-                // SAFETY: as in `execute` (ARENA_ACCESS): a kernel's full range over the arena.
-                unsafe { (s.f)(arena, 0, s.extent as i64) };
-            }
-        }
-        self.check_status(&session.arena)
-    }
-
-    /// The first phase of a training graph's run ([`compile_training`]) in a session with
-    /// weights of its own: everything but the updates (forward, loss, gradients). The
-    /// weights are not changed; [`JitModel::read`] reads the loss and the gradients.
-    pub fn run_gradients(&self, session: &mut Session, inputs: &[Feed<'_>]) -> Result<(), JitError> {
-        self.check_session(session)?;
-        if session.loaded != OWN_WEIGHTS {
-            return Err(JitError::NoWeights);
-        }
-        let feeds = self.checked_inputs(inputs)?;
-        self.ready(session)?;
-        self.feed(session, &feeds);
-        self.execute_phase(session, false)
-    }
-
-    /// The second phase, after [`JitModel::run_gradients`]: the updates write the new weights
-    /// and optimizer state (in place where they were planned there, else copied over).
-    pub fn apply_updates(&self, session: &mut Session) -> Result<(), JitError> {
-        self.check_session(session)?;
-        if session.loaded != OWN_WEIGHTS {
-            return Err(JitError::NoWeights);
-        }
-        session.prepared = false;
-        self.execute_phase(session, true)?;
-        let bytes = session.arena.bytes_mut();
-        for &(ws, us) in &self.copies {
-            // both slots lie inside the arena (ARENA_ACCESS) and two values' slots do not overlap
-            bytes.copy_within(us.offset..us.offset + us.len * 4, ws.offset);
-        }
-        Ok(())
-    }
-
-    /// Runs the model like [`JitModel::run`], one kernel at a time on the calling thread, and
-    /// returns each kernel's time in milliseconds (in `kernels()` order) with the outputs: the
-    /// thread's CPU time where the OS gives it ([`thread_cpu_ms`]), so that on a shared machine
-    /// the time other jobs take the core away is not counted against the kernel it interrupts.
-    pub fn run_profiled(
-        &self,
-        inputs: &HashMap<String, Value<f32>>,
-    ) -> Result<(Vec<f64>, Outputs), JitError> {
-        let feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let mut outputs = self.new_outputs();
-        let mut session = self.take_session()?;
-        // feeds the inputs (and warms the caches)
-        self.run_in(&mut session, &feeds, &mut outputs)?;
-        self.reset_status(&mut session.arena);
-        let arena = session.arena.as_mut_ptr();
-        let mut times = Vec::with_capacity(self.kernels.len());
-        for (k, f) in self.kernels.iter().zip(&self.code.kernel_fns) {
-            if k.prep {
-                times.push(0.0);
-                continue;
-            }
-            let t = thread_cpu_ms();
-            // SAFETY: as in `execute` (`ARENA_ACCESS`): the full range of a kernel over the
-            // session's arena.
-            unsafe { f(arena, 0, k.extent as i64) };
-            times.push(thread_cpu_ms() - t);
-        }
-        self.check_status(&session.arena)?;
-        for (&o, v) in self.graph.outputs().iter().zip(outputs.iter_mut()) {
-            let s = self.plan.slots[&o];
-            match v {
-                Value::F(t) => read_f32(&session.arena, s, t.data_mut()),
-                Value::I(t) => read_i32(&session.arena, s, t.data_mut()),
-            }
-        }
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(session);
-        Ok((times, self.name_outputs(outputs)))
-    }
-
-    /// Each `prep` kernel's time in milliseconds, the calling thread's CPU time as in
-    /// [`JitModel::run_profiled`] (in `kernels()` order, 0 for the others):
-    /// the work the model does once per set of weights, not on every run. The kernels run
-    /// once more, one at a time, over a session's weights (their values are permanent in the
-    /// arena and computed from the weights alone, so running them again changes nothing).
-    pub fn profile_prep(&self) -> Result<Vec<f64>, JitError> {
-        let mut session = self.take_session()?;
-        self.ready(&mut session)?;
-        self.reset_status(&mut session.arena);
-        let arena = session.arena.as_mut_ptr();
-        let mut times = vec![0.0; self.kernels.len()];
-        for ((k, f), ms) in self.kernels.iter().zip(&self.code.kernel_fns).zip(&mut times) {
-            if k.prep {
-                let t = thread_cpu_ms();
-                // SAFETY: as in `ready` (`ARENA_ACCESS`): a kernel's full range over the
-                // session's arena, exclusively borrowed.
-                unsafe { f(arena, 0, k.extent as i64) };
-                *ms = thread_cpu_ms() - t;
-            }
-        }
-        self.check_status(&session.arena)?;
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(session);
-        Ok(times)
-    }
-
-    /// Class ids fed to a loss must index a class.
-    fn check_class_ids(&self, id: NodeId, name: &str, t: &Tensor<i32>) -> Result<(), JitError> {
-        for user in self.graph.users(id) {
-            if let Op::Loss(LossKind::CrossEntropy | LossKind::Nll)
-            | Op::Train(TrainOp::LossGrad(LossKind::CrossEntropy | LossKind::Nll)) =
-                self.graph.node(user).op
-            {
-                let pred = self.graph.inputs(user)[0];
-                let classes = self.graph.node(pred).ty.dims()[1];
-                if let Some((pos, &bad)) = t
-                    .data()
-                    .iter()
-                    .enumerate()
-                    .find(|(_, c)| !(0..classes as i64).contains(&i64::from(**c)))
-                {
-                    return Err(JitError::BadClassId {
-                        name: name.to_string(),
-                        id: bad,
-                        pos,
-                        classes,
-                    });
-                }
-            }
-        }
-        Ok(())
+    /// Whether some step is split, so that threads beyond the caller's pay off.
+    pub fn splits(&self) -> bool {
+        self.steps.iter().any(|s| s.parts > 1)
     }
 }
 
-/// The bytes of a slot (`len` 4-byte elements at `offset`): inside the arena, because the plan
-/// placed every slot there (`plan::checked`) and the arena is the plan's size.
-fn slot_bytes(arena: &ArenaBuf, s: plan::Slot) -> &[u8] {
-    &arena.bytes()[s.offset..s.offset + s.len * 4]
-}
-
-fn slot_bytes_mut(arena: &mut ArenaBuf, s: plan::Slot) -> &mut [u8] {
-    &mut arena.bytes_mut()[s.offset..s.offset + s.len * 4]
-}
-
-/// `src` into slot `s` (of `src.len()` elements), one `memcpy`.
-fn write_f32(arena: &mut ArenaBuf, s: plan::Slot, src: &[f32]) {
-    let dst = slot_bytes_mut(arena, s);
-    // SAFETY: f32 has no padding and any alignment of u8 works; the slice covers `src`.
-    let src = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), std::mem::size_of_val(src)) };
-    dst.copy_from_slice(src);
-}
-
-fn write_i32(arena: &mut ArenaBuf, s: plan::Slot, src: &[i32]) {
-    let dst = slot_bytes_mut(arena, s);
-    // SAFETY: as in `write_f32`.
-    let src = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), std::mem::size_of_val(src)) };
-    dst.copy_from_slice(src);
-}
-
-/// Slot `s` into `dst` (of the slot's length), one `memcpy`.
-fn read_f32(arena: &ArenaBuf, s: plan::Slot, dst: &mut [f32]) {
-    let src = slot_bytes(arena, s);
-    // SAFETY: every bit pattern is an f32; the slice covers `dst`, exclusively borrowed.
-    let dst =
-        unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(dst)) };
-    dst.copy_from_slice(src);
-}
-
-fn read_i32(arena: &ArenaBuf, s: plan::Slot, dst: &mut [i32]) {
-    let src = slot_bytes(arena, s);
-    // SAFETY: as in `read_f32`.
-    let dst =
-        unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(dst)) };
-    dst.copy_from_slice(src);
-}
-
-impl Drop for JitModel {
+impl Drop for Compiled {
     fn drop(&mut self) {
-        drop(self.pool.take()); // join the workers before their code is unmapped
         if let Some(m) = self.code.module.take() {
-            // SAFETY: the only pointers into the code are `entry`, `kernel_fns`, `steps` and the
-            // GEMM descriptions, which die with `self`; no run is going on (`&mut self`).
+            // SAFETY: the only pointers into the code are the entry, the kernels' addresses and
+            // the GEMM descriptions, handed out by `&self` and so not used past `self`'s life
+            // (the runtime stops its workers before it drops the `Compiled` they ran).
             unsafe { m.free_memory() };
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An arena the system cannot give is an error, not an abort.
-    #[test]
-    fn an_arena_that_cannot_be_allocated_is_an_error() {
-        let e = ArenaBuf::new(1 << 62).err().expect("no 4 EiB here").to_string();
-        assert_eq!(
-            e,
-            "cannot allocate the model's arena of 4611686018427387904 bytes"
-        );
-        let a = ArenaBuf::new(100).unwrap();
-        assert_eq!(a.bytes(), &[0u8; 100][..]);
-        assert_eq!(ArenaBuf::new(0).unwrap().bytes().len(), 64);
     }
 }

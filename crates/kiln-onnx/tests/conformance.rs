@@ -169,7 +169,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         let interp = kiln_interp::run::<f32>(&graph, &feeds, &model.weights)
             .map_err(|e| format!("interpreter: {e}"))?;
         let opts = kiln_jit::JitOptions::default();
-        let mut jit = kiln_jit::compile(&graph, &opts).map_err(|e| format!("jit compile: {e}"))?;
+        let mut jit = kiln_runtime::compile(&graph, &opts).map_err(|e| format!("jit compile: {e}"))?;
         jit.set_weights(&model.weights)
             .map_err(|e| format!("jit weights: {e}"))?;
         let jit_out = jit.run(&feeds).map_err(|e| format!("jit run: {e}"))?;

@@ -38,7 +38,7 @@ fn run(
                 threads: 1,
                 ..Default::default()
             };
-            let mut m = kiln_jit::compile(graph, &options).unwrap_or_else(|e| panic!("{e}\n{}", text()));
+            let mut m = kiln_runtime::compile(graph, &options).unwrap_or_else(|e| panic!("{e}\n{}", text()));
             m.set_weights(weights).unwrap();
             m.run(inputs).unwrap_or_else(|e| panic!("{e}\n{}", text()))
         }

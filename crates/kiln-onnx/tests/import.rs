@@ -132,7 +132,7 @@ fn x4(name: &str, d: [i64; 4]) -> ValueInfoProto {
 fn run(m: &kiln_onnx::OnnxModel, x: Tensor<f32>) -> Tensor<f32> {
     let feeds = HashMap::from([(m.inputs[0].1.clone(), Value::F(x))]);
     let out = kiln_interp::run::<f32>(&m.graph, &feeds, &m.weights).expect("interpreter runs");
-    let mut jit = kiln_jit::compile(&m.graph, &Default::default()).expect("JIT compiles");
+    let mut jit = kiln_runtime::compile(&m.graph, &Default::default()).expect("JIT compiles");
     jit.set_weights(&m.weights).expect("weights fit");
     let j = jit.run(&feeds).expect("JIT runs");
     let (a, b) = (out[0].1.as_f().unwrap(), j[0].1.as_f().unwrap());

@@ -8,8 +8,9 @@
 //! norm folded into the convolution before it), `matmul_dense` (a matmul by a weight matrix becomes a dense layer,
 //! with the bias add after it as its bias), `im2col` (convolutions become a GEMM over their
 //! patches), `fusion` (activations and residual adds become the epilogue of the convolution
-//! or GEMM before them) and `dead_code`. Memory planning is not a graph rewrite: it lives with the
-//! arena, in `kiln-jit/src/plan.rs`.
+//! or GEMM before them) and `dead_code`. Memory planning (`memory_plan`) is not a graph rewrite: it
+//! runs on the optimized graph and gives every value its place in one arena, with the scratch
+//! and status words the code generator asks for.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod fusion;
 pub mod im2col;
 pub mod layout;
 pub mod matmul_dense;
+pub mod memory_plan;
 pub mod noop;
 
 use kiln_ir::{Graph, IrError, NodeId, Op, TrainOp};

@@ -7,6 +7,8 @@
 //! says where: `path, line L` for CSV, `path, byte offset B` for IDX (an offset into the
 //! decompressed bytes when the file is gzip-compressed).
 
+#![forbid(unsafe_code)]
+
 use kiln_ir::Tensor;
 use kiln_ir::init::SplitMix64;
 use std::io::Read;

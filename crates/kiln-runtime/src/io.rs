@@ -1,5 +1,7 @@
 //! Tensors in and out of files: single tensors as NumPy `.npy`, weights as safetensors.
 
+#![forbid(unsafe_code)]
+
 use kiln_ir::{DType, Tensor, TensorType, Value};
 use npyz::WriterBuilder;
 use std::collections::HashMap;

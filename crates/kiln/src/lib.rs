@@ -1,9 +1,11 @@
 //! kiln: a layered, compiler-style CNN framework for the CPU.
 //!
 //! This facade re-exports the public API of the layers below it: the graph IR and its builder
-//! ([`ir`]), the reference interpreter ([`interp`]), the Cranelift JIT ([`jit`]), tensor and
-//! weight files ([`runtime`]), ONNX import ([`onnx`]), model loading ([`model`]) and the model
-//! zoo ([`zoo`]).
+//! ([`ir`]), the reference interpreter ([`interp`]), autodiff ([`autodiff`]), the passes
+//! ([`passes`]), the Cranelift code generator ([`jit`]), the runtime that runs what it compiles —
+//! `Model`, `Session`, `Trainer`, tensor and weight files, data sets ([`runtime`]) —, ONNX import
+//! ([`onnx`]); and it holds model loading ([`model`]), the model zoo ([`zoo`]) and the `kiln`
+//! command-line tool.
 //!
 //! ```
 //! use kiln::ir::builder::{Conv, Network};
@@ -28,15 +30,13 @@ pub use kiln_passes as passes;
 pub use kiln_runtime as runtime;
 
 pub use kiln_ir::{Graph, Network, Tensor, Value};
-/// Compile a graph to native code for this CPU (see [`jit::compile`]).
-pub use kiln_jit::{Feed, JitModel as Model, JitOptions as CompileOptions, Session, compile};
+/// Compile a graph to native code for this CPU and run it (see [`runtime::compile`]).
+pub use kiln_jit::JitOptions as CompileOptions;
+pub use kiln_runtime::{Feed, Model, RuntimeError, Session, compile};
 
-pub mod check;
-pub mod fit;
 pub mod model;
-pub mod train;
 pub mod train_cmd;
 pub mod zoo;
 
 pub use kiln_autodiff::{Loss, Optimizer, Wrt};
-pub use train::{Engine, TrainOptions, Trainer};
+pub use kiln_runtime::{Engine, TrainOptions, Trainer, check, fit, train};

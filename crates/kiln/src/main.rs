@@ -487,7 +487,7 @@ fn run_engine(
                 threads: threads.unwrap_or(0),
                 ..Default::default()
             };
-            let mut m = kiln::jit::compile(graph, &opts)?;
+            let mut m = kiln::compile(graph, &opts)?;
             m.set_weights(weights)?;
             m.run(inputs)?
         }
@@ -524,7 +524,7 @@ fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
 /// runs), slowest first, named after the nodes of the model file they compute; then the
 /// weight-time kernels in one line and the total against `median` (the unprofiled runs').
 fn print_profile(
-    m: &kiln::jit::JitModel,
+    m: &kiln::Model,
     feeds: &HashMap<String, Value<f32>>,
     runs: usize,
     median: f64,
@@ -964,7 +964,7 @@ fn compile(a: &CompileArgs) -> Result<()> {
         Emit::Optimized => {
             let graph = kiln::passes::optimize(&load(model)?, kiln::passes::OptLevel::Full)?;
             outp!("{}", kiln::ir::text::print(&graph));
-            outp!("# memory plan: {}\n", kiln::jit::plan::plan(&graph).describe())
+            outp!("# memory plan: {}\n", kiln::jit::memory_plan(&graph).describe())
         }
         emit @ (Emit::Clif | Emit::Asm) => {
             let graph = load(model)?;
@@ -972,7 +972,7 @@ fn compile(a: &CompileArgs) -> Result<()> {
                 keep_code: true,
                 ..Default::default()
             };
-            let m = kiln::jit::compile(&graph, &opts)?;
+            let m = kiln::compile(&graph, &opts)?;
             for k in m.kernels() {
                 let node = &m.graph().node(k.node).name;
                 out!(
@@ -1130,7 +1130,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
             },
             ..Default::default()
         };
-        let mut m = kiln::jit::compile(&graph, &opts)?;
+        let mut m = kiln::compile(&graph, &opts)?;
         out!(
             "jit: compiled {} kernels in {:.1} ms; {}",
             m.kernels().len(),

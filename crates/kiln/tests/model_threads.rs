@@ -12,7 +12,7 @@ fn assert_send<T: Send>() {}
 fn the_model_is_send_and_sync() {
     assert_send_sync::<kiln::Model>();
     assert_send_sync::<Arc<kiln::Model>>();
-    assert_send::<kiln::jit::Session>();
+    assert_send::<kiln::Session>();
 }
 
 fn bits(v: &[(String, Value<f32>)]) -> Vec<u32> {

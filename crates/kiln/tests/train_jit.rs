@@ -30,7 +30,7 @@ fn compare_with(
     let text = || kiln::ir::text::print(g);
     let want =
         kiln::interp::run::<f32>(g, &inputs, &weights).map_err(|e| format!("interp: {e}\n{}", text()))?;
-    let mut m = kiln::jit::compile(g, jit).map_err(|e| format!("compile: {e}\n{}", text()))?;
+    let mut m = kiln::compile(g, jit).map_err(|e| format!("compile: {e}\n{}", text()))?;
     m.set_weights(&weights).map_err(|e| e.to_string())?;
     let got = m.run(&inputs).map_err(|e| format!("run: {e}\n{}", text()))?;
     for ((name, w), (_, v)) in want.iter().zip(&got) {
@@ -425,7 +425,7 @@ fn updates_write_the_weights_in_place_in_their_own_phase() {
             .into_iter()
             .collect();
 
-    let m = kiln::jit::compile_training(tg, &Default::default(), &t.updates).unwrap();
+    let m = kiln::runtime::compile_training(tg, &Default::default(), &t.updates).unwrap();
     assert_eq!(m.copied_updates(), 0, "every update in place");
     assert!(m.kernels().iter().any(|k| k.update) && m.kernels().iter().any(|k| !k.update));
     let mut s = m.session().unwrap();
@@ -453,7 +453,7 @@ fn updates_write_the_weights_in_place_in_their_own_phase() {
 }
 
 /// A measurement probe, not a test (`#[ignore]`): the per-kernel profile of a training step
-/// (forward, loss, backward, SGD-with-momentum update; one thread, `JitModel::run_profiled`),
+/// (forward, loss, backward, SGD-with-momentum update; one thread, `Model::run_profiled`),
 /// per op and the slowest kernels, the fastest of `KILN_PROFILE_RUNS` (default 20) runs. Run with
 /// `KILN_PROFILE=lenet5:64 cargo test --release -p kiln --test train_jit profile_training_step -- --ignored --nocapture`
 /// (`resnet18:8`, `digits_cnn:32`; pin it with `taskset -c 1`).
@@ -500,7 +500,7 @@ fn profile_training_step() {
         threads: 1,
         ..Default::default()
     };
-    let mut m = kiln::jit::compile_training(tg, &options, &t.updates).unwrap();
+    let mut m = kiln::runtime::compile_training(tg, &options, &t.updates).unwrap();
     m.set_weights(&weights).unwrap();
     let mut all: Vec<Vec<f64>> = Vec::new();
     for _ in 0..runs {

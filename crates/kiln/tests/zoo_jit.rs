@@ -13,7 +13,7 @@ fn check(name: &str) {
     let weights = default_weights(&graph, 3).unwrap();
     let inputs = random_inputs(&graph, 4).unwrap();
     let want = kiln::interp::run::<f32>(&graph, &inputs, &weights).expect("interpreter runs");
-    let mut model = kiln::jit::compile(&graph, &kiln::jit::JitOptions::default()).expect("compiles");
+    let mut model = kiln::compile(&graph, &kiln::jit::JitOptions::default()).expect("compiles");
     model.set_weights(&weights).expect("weights fit");
     let got = model.run(&inputs).expect("runs");
     for ((n, w), (_, g)) in want.iter().zip(&got) {
@@ -73,7 +73,7 @@ fn threads_give_identical_results() {
                     threads,
                     ..Default::default()
                 };
-                let mut m = kiln::jit::compile(&graph, &opts).expect("compiles");
+                let mut m = kiln::compile(&graph, &opts).expect("compiles");
                 m.set_weights(&weights).expect("weights fit");
                 m.run(&inputs).expect("runs")
             })

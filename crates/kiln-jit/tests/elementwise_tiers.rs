@@ -1,17 +1,17 @@
 //! The elementwise activations on every kernel tier (`JitOptions::gemm_tier`): the Rust
 //! kernels of the AVX-512 and AVX2 tiers (`kiln_jit::elementwise_kernels`) and the portable
 //! Cranelift code must each equal the interpreter within the JIT's tolerance
-//! (`kiln::check::ATOL`, `RTOL`), and NaN, ±∞ and ±0 must come out as the interpreter gives
+//! (`kiln_runtime::check::ATOL`, `RTOL`), and NaN, ±∞ and ±0 must come out as the interpreter gives
 //! them. Lengths run over every remainder of the registers (1 to 69: four registers of 16 are
 //! 64) and long values that two threads split at an odd element; the Rust tiers must also
 //! give the Cranelift tier's bits, since they compute the same operations in the same order.
 //! Same-shape binary ops (`add`, `sub`, `mul`, `div`) run on the same kernels' file: one IEEE
 //! operation each, so every tier gives the interpreter's bits.
 
-use kiln::check::{ATOL, RTOL, jit_matches_interpreter_with};
-use kiln::ir::{Activation, BinaryOp, Graph, Op, Tensor, TensorType, Value};
-use kiln::jit::JitOptions;
-use kiln::jit::gemm::Tier;
+use kiln_ir::{Activation, BinaryOp, Graph, Op, Tensor, TensorType, Value};
+use kiln_jit::JitOptions;
+use kiln_jit::gemm::Tier;
+use kiln_runtime::check::{ATOL, RTOL, jit_matches_interpreter_with};
 use std::collections::HashMap;
 
 /// Every activation, with parameters that put inputs on both sides of each bound.
@@ -93,7 +93,7 @@ fn data(n: usize, seed: u64, special: u64) -> Vec<f32> {
 /// The graph's only output on `x` through the JIT.
 fn jit(graph: &Graph, x: &Tensor<f32>, options: &JitOptions) -> Tensor<f32> {
     let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
-    let mut m = kiln::jit::compile(graph, options).unwrap();
+    let mut m = kiln_runtime::compile(graph, options).unwrap();
     m.set_weights(&HashMap::new()).unwrap();
     let got = m.run(&inputs).unwrap();
     got[0].1.as_f().unwrap().clone()
@@ -136,7 +136,7 @@ fn every_activation_every_length_every_tier() {
             let xs = data(n, n as u64 * 7919 + 1, 9);
             let x = Tensor::new([1, n], xs.clone()).unwrap();
             let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
-            let want = kiln::interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
+            let want = kiln_interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
             let want = want[0].1.as_f().unwrap().data().to_vec();
             let portable = jit(&graph, &x, &options(Tier::Cranelift, 1));
             for tier in Tier::runnable() {
@@ -192,7 +192,7 @@ fn special_values_as_the_interpreter() {
     let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
     for act in ACTS {
         let graph = one_activation(act, n);
-        let want = kiln::interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
+        let want = kiln_interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
         let want = want[0].1.as_f().unwrap().data().to_vec();
         for tier in Tier::runnable() {
             let got = jit(&graph, &x, &options(tier, 1));
@@ -249,11 +249,11 @@ fn same_shape_binary_ops_bit_for_bit() {
             let ws = Tensor::new([1, n], data(n, n as u64 * 31 + 2, 7)).unwrap();
             let inputs = HashMap::from([("x".to_string(), Value::F(xs))]);
             let weights = HashMap::from([("w".to_string(), ws)]);
-            let want = kiln::interp::run::<f32>(&g, &inputs, &weights).unwrap();
+            let want = kiln_interp::run::<f32>(&g, &inputs, &weights).unwrap();
             let want = want[0].1.as_f().unwrap();
             for tier in Tier::runnable() {
                 for threads in [1, 2] {
-                    let mut m = kiln::jit::compile(&g, &options(tier, threads)).unwrap();
+                    let mut m = kiln_runtime::compile(&g, &options(tier, threads)).unwrap();
                     m.set_weights(&weights).unwrap();
                     let got = m.run(&inputs).unwrap();
                     let what = format!("{op:?} n={n} {tier:?} threads={threads}");
@@ -278,7 +278,7 @@ fn products_in_place() {
     g.mark_output(r).unwrap();
     let xs = Tensor::new([2, n], data(2 * n, 11, 13)).unwrap();
     let inputs = HashMap::from([("x".to_string(), Value::F(xs.clone()))]);
-    let want = kiln::interp::run::<f32>(&g, &inputs, &HashMap::new()).unwrap();
+    let want = kiln_interp::run::<f32>(&g, &inputs, &HashMap::new()).unwrap();
     for tier in Tier::runnable() {
         for threads in [1, 2] {
             let got = jit(&g, &xs, &options(tier, threads));

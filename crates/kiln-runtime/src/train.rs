@@ -4,8 +4,10 @@
 //! state between steps. [`gradients`] is the one-shot form behind `kiln grad`.
 //!
 //! ```
-//! use kiln::ir::builder::Network;
-//! use kiln::{Engine, Loss, Optimizer, TrainOptions, Trainer, Tensor, Value};
+//! use kiln_autodiff::{Loss, Optimizer};
+//! use kiln_ir::builder::Network;
+//! use kiln_ir::{Tensor, Value};
+//! use kiln_runtime::{Engine, TrainOptions, Trainer};
 //! use std::collections::HashMap;
 //! let mut net = Network::new("tiny");
 //! let x = net.input("x", [4, 3])?;
@@ -19,13 +21,14 @@
 //! let first = t.step(&inputs, &labels).unwrap();
 //! let second = t.step(&inputs, &labels).unwrap();
 //! assert!(second < first);
-//! # Ok::<(), kiln::ir::IrError>(())
+//! # Ok::<(), kiln_ir::IrError>(())
 //! ```
 
 use crate::fit::{FitError, Learner};
-use kiln_autodiff::{AutodiffError, Loss, Optimizer, TrainingGraph, Wrt, differentiate_wrt};
+use crate::model::{Feed, Model, RuntimeError, Session};
+use kiln_autodiff::{Loss, Optimizer, TrainingGraph, Wrt, differentiate_wrt};
 use kiln_ir::{DType, Graph, Tensor, Value};
-use kiln_jit::{Feed, JitError, JitModel, JitOptions, Session};
+use kiln_jit::JitOptions;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -57,58 +60,12 @@ impl Default for TrainOptions {
     }
 }
 
-/// Why training failed.
-#[derive(Debug)]
-pub enum TrainError {
-    Autodiff(AutodiffError),
-    Jit(JitError),
-    Interp(kiln_interp::InterpError),
-    Io(kiln_runtime::IoError),
-    /// Bad arguments (names, shapes) with what was expected.
-    Input(String),
-}
-
-impl std::fmt::Display for TrainError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TrainError::Autodiff(e) => write!(f, "differentiating the model: {e}"),
-            TrainError::Jit(e) => write!(f, "JIT: {e}"),
-            TrainError::Interp(e) => write!(f, "interpreter: {e}"),
-            TrainError::Io(e) => write!(f, "{e}"),
-            TrainError::Input(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for TrainError {}
-
-impl From<AutodiffError> for TrainError {
-    fn from(e: AutodiffError) -> TrainError {
-        TrainError::Autodiff(e)
-    }
-}
-impl From<JitError> for TrainError {
-    fn from(e: JitError) -> TrainError {
-        TrainError::Jit(e)
-    }
-}
-impl From<kiln_ir::IrError> for TrainError {
-    fn from(e: kiln_ir::IrError) -> TrainError {
-        TrainError::Input(e.to_string())
-    }
-}
-impl From<kiln_interp::InterpError> for TrainError {
-    fn from(e: kiln_interp::InterpError) -> TrainError {
-        TrainError::Interp(e)
-    }
-}
-
 /// The training graph running: compiled, with the weights and the optimizer state in the
 /// arena of a session of its own (updated there, step after step), or on the interpreter
 /// with them in a map.
 enum Runner {
     Jit {
-        model: Box<JitModel>,
+        model: Box<Model>,
         session: Session,
     },
     Interp {
@@ -125,10 +82,10 @@ impl Runner {
         all: HashMap<String, Tensor<f32>>,
         updates: &[(String, String)],
         options: &TrainOptions,
-    ) -> Result<Runner, TrainError> {
+    ) -> Result<Runner, RuntimeError> {
         Ok(match options.engine {
             Engine::Jit => {
-                let model = kiln_jit::compile_training(graph, &options.jit, updates)?;
+                let model = crate::model::compile_training(graph, &options.jit, updates)?;
                 let mut session = model.session()?;
                 model.own_weights(&mut session, &all)?;
                 Runner::Jit {
@@ -152,7 +109,7 @@ impl Runner {
         &mut self,
         feeds: &[Feed<'_>],
         loss: &str,
-    ) -> Result<(f32, HashMap<String, Value<f32>>), TrainError> {
+    ) -> Result<(f32, HashMap<String, Value<f32>>), RuntimeError> {
         match self {
             Runner::Jit { model, session } => {
                 model.run_gradients(session, feeds)?;
@@ -171,7 +128,7 @@ impl Runner {
     }
 
     /// The output `name` of the last run (`outs`: the interpreter's outputs).
-    fn output(&self, outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>, TrainError> {
+    fn output(&self, outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>, RuntimeError> {
         match self {
             Runner::Jit { model, session } => Ok(model.read(session, name)?),
             Runner::Interp { .. } => tensor(outs, name),
@@ -179,18 +136,18 @@ impl Runner {
     }
 
     /// The weight or state buffer `name` now.
-    fn read(&self, name: &str) -> Result<Tensor<f32>, TrainError> {
+    fn read(&self, name: &str) -> Result<Tensor<f32>, RuntimeError> {
         match self {
             Runner::Jit { model, session } => Ok(model.read(session, name)?),
             Runner::Interp { all, .. } => all
                 .get(name)
                 .cloned()
-                .ok_or_else(|| TrainError::Input(format!("`{name}` is not a weight of the model"))),
+                .ok_or_else(|| RuntimeError::Input(format!("`{name}` is not a weight of the model"))),
         }
     }
 
     /// Replaces the weights (or state buffers) in `w`, each checked against the graph.
-    fn write(&mut self, w: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
+    fn write(&mut self, w: &HashMap<String, Tensor<f32>>) -> Result<(), RuntimeError> {
         match self {
             Runner::Jit { model, session } => Ok(model.write_weights(session, w)?),
             Runner::Interp { graph, all } => {
@@ -199,9 +156,11 @@ impl Runner {
                         .find(name)
                         .filter(|&id| matches!(graph.node(id).op, kiln_ir::Op::Param { .. }))
                         .map(|id| graph.node(id).ty.clone())
-                        .ok_or_else(|| TrainError::Input(format!("`{name}` is not a weight of the model")))?;
+                        .ok_or_else(|| {
+                            RuntimeError::Input(format!("`{name}` is not a weight of the model"))
+                        })?;
                     if ty.shape != *t.shape() {
-                        return Err(TrainError::Input(format!(
+                        return Err(RuntimeError::Input(format!(
                             "weight `{name}`: expected {ty}, got {}",
                             t.shape()
                         )));
@@ -217,14 +176,14 @@ impl Runner {
 }
 
 /// Every weight of `graph` in `w`, of its type.
-fn check_all_weights(graph: &Graph, w: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
+fn check_all_weights(graph: &Graph, w: &HashMap<String, Tensor<f32>>) -> Result<(), RuntimeError> {
     for id in graph.params() {
         let node = graph.node(id);
         let t = w.get(&node.name).ok_or_else(|| {
-            TrainError::Input(format!("missing weight `{}` (expected {})", node.name, node.ty))
+            RuntimeError::Input(format!("missing weight `{}` (expected {})", node.name, node.ty))
         })?;
         if t.shape() != &node.ty.shape {
-            return Err(TrainError::Input(format!(
+            return Err(RuntimeError::Input(format!(
                 "weight `{}`: expected {}, got {}",
                 node.name,
                 node.ty,
@@ -235,25 +194,25 @@ fn check_all_weights(graph: &Graph, w: &HashMap<String, Tensor<f32>>) -> Result<
     Ok(())
 }
 
-fn scalar(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<f32, TrainError> {
+fn scalar(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<f32, RuntimeError> {
     outs.get(name)
         .and_then(|v| v.as_f())
         .and_then(|t| t.data().first().copied())
-        .ok_or_else(|| TrainError::Input(format!("the training graph computed no `{name}`")))
+        .ok_or_else(|| RuntimeError::Input(format!("the training graph computed no `{name}`")))
 }
 
-fn tensor(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>, TrainError> {
+fn tensor(outs: &HashMap<String, Value<f32>>, name: &str) -> Result<Tensor<f32>, RuntimeError> {
     outs.get(name)
         .and_then(|v| v.as_f())
         .cloned()
-        .ok_or_else(|| TrainError::Input(format!("the training graph computed no `{name}`")))
+        .ok_or_else(|| RuntimeError::Input(format!("the training graph computed no `{name}`")))
 }
 
 /// Trains a network: one optimizer step per [`Trainer::step`].
 ///
 /// With the JIT, the weights and the optimizer state live in the arena of the trainer's own
 /// session, and the optimizer's update ops write them in place there
-/// ([`kiln_jit::compile_training`]): no step clones or copies them, and [`Trainer::weights`]
+/// ([`crate::compile_training`]): no step clones or copies them, and [`Trainer::weights`]
 /// reads them out when asked. A step is two halves, [`Trainer::compute_gradients`] (forward,
 /// loss, backward; the gradients readable with [`Trainer::gradient`], the weights untouched)
 /// and [`Trainer::apply_update`] (the update phase: the optimizer's new values become the
@@ -268,7 +227,7 @@ pub struct Trainer {
     interp_outs: HashMap<String, Value<f32>>,
     /// The forward graph compiled for [`Trainer::predict`], and whether its weights are the
     /// trainer's current ones.
-    predictor: Option<(JitModel, bool)>,
+    predictor: Option<(Model, bool)>,
     options: TrainOptions,
 }
 
@@ -281,20 +240,20 @@ impl Trainer {
         loss: Loss,
         optimizer: Optimizer,
         options: TrainOptions,
-    ) -> Result<Trainer, TrainError> {
+    ) -> Result<Trainer, RuntimeError> {
         let weights = kiln_ir::init::default_weights(graph, options.seed)?;
         Trainer::with_weights(graph, &weights, loss, optimizer, options)
     }
 
     /// [`Trainer::new`] starting from `weights` (every weight of `graph`, by name; others are
-    /// ignored): trained ones, or a file's (`kiln_runtime::load_safetensors`).
+    /// ignored): trained ones, or a file's (`crate::load_safetensors`).
     pub fn with_weights(
         graph: &Graph,
         weights: &HashMap<String, Tensor<f32>>,
         loss: Loss,
         optimizer: Optimizer,
         options: TrainOptions,
-    ) -> Result<Trainer, TrainError> {
+    ) -> Result<Trainer, RuntimeError> {
         check_all_weights(graph, weights)?;
         let training = differentiate_wrt(graph, loss, Some(optimizer), Wrt::Params)?;
         let mut all: HashMap<String, Tensor<f32>> = graph
@@ -324,13 +283,13 @@ impl Trainer {
     /// the compiled model dropped (one the output does not depend on) starts from the seeded
     /// initialization.
     pub fn from_model(
-        model: &JitModel,
+        model: &Model,
         loss: Loss,
         optimizer: Optimizer,
         options: TrainOptions,
-    ) -> Result<Trainer, TrainError> {
+    ) -> Result<Trainer, RuntimeError> {
         let graph = model.source_graph();
-        let given = model.weights().ok_or(TrainError::Jit(JitError::NoWeights))?;
+        let given = model.weights().ok_or(RuntimeError::NoWeights)?;
         let mut weights = kiln_ir::init::default_weights(graph, options.seed)?;
         weights.extend(given);
         Trainer::with_weights(graph, &weights, loss, optimizer, options)
@@ -338,7 +297,7 @@ impl Trainer {
 
     /// Replaces every weight of the model (each must be given, of its type); the optimizer
     /// state is kept.
-    pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
+    pub fn set_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), RuntimeError> {
         check_all_weights(&self.forward, weights)?;
         let only: HashMap<String, Tensor<f32>> = self
             .forward
@@ -354,14 +313,14 @@ impl Trainer {
 
     /// Replaces the weights named in `weights` (each must be a weight of the model, of its
     /// type) and keeps the others.
-    pub fn update_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), TrainError> {
+    pub fn update_weights(&mut self, weights: &HashMap<String, Tensor<f32>>) -> Result<(), RuntimeError> {
         for name in weights.keys() {
             let is_weight = self
                 .forward
                 .find(name)
                 .is_some_and(|id| matches!(self.forward.node(id).op, kiln_ir::Op::Param { .. }));
             if !is_weight {
-                return Err(TrainError::Input(format!(
+                return Err(RuntimeError::Input(format!(
                     "`{name}` is not a weight of the model"
                 )));
             }
@@ -373,7 +332,7 @@ impl Trainer {
     }
 
     /// The current weights, named as in the model, read out of the trainer's arena.
-    pub fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, TrainError> {
+    pub fn weights(&self) -> Result<HashMap<String, Tensor<f32>>, RuntimeError> {
         self.forward
             .params()
             .into_iter()
@@ -385,8 +344,8 @@ impl Trainer {
     }
 
     /// The model with the current weights, compiled for inference (the trainer's JIT options).
-    pub fn to_model(&self) -> Result<JitModel, TrainError> {
-        let mut m = kiln_jit::compile(&self.forward, &self.options.jit)?;
+    pub fn to_model(&self) -> Result<Model, RuntimeError> {
+        let mut m = crate::model::compile(&self.forward, &self.options.jit)?;
         m.set_weights(&self.weights()?)?;
         Ok(m)
     }
@@ -397,8 +356,8 @@ impl Trainer {
     }
 
     /// Writes the current weights as safetensors.
-    pub fn save_safetensors(&self, path: &Path) -> Result<(), TrainError> {
-        kiln_runtime::save_safetensors(path, &self.weights()?).map_err(TrainError::Io)
+    pub fn save_safetensors(&self, path: &Path) -> Result<(), RuntimeError> {
+        crate::save_safetensors(path, &self.weights()?).map_err(RuntimeError::Io)
     }
 
     /// One optimizer step on a batch: `inputs` are the model's inputs, `target` the loss's
@@ -409,7 +368,7 @@ impl Trainer {
         &mut self,
         inputs: &HashMap<String, Value<f32>>,
         target: &Value<f32>,
-    ) -> Result<f32, TrainError> {
+    ) -> Result<f32, RuntimeError> {
         let loss = self.compute_gradients(inputs, target)?;
         self.apply_update()?;
         Ok(loss)
@@ -423,9 +382,9 @@ impl Trainer {
         &mut self,
         inputs: &HashMap<String, Value<f32>>,
         target: &Value<f32>,
-    ) -> Result<f32, TrainError> {
+    ) -> Result<f32, RuntimeError> {
         if inputs.contains_key(&self.training.target) {
-            return Err(TrainError::Input(format!(
+            return Err(RuntimeError::Input(format!(
                 "`{}` is the target's name; pass the target separately",
                 self.training.target
             )));
@@ -440,9 +399,9 @@ impl Trainer {
     }
 
     /// The gradient of the last [`Trainer::compute_gradients`] w.r.t. the weight `name`.
-    pub fn gradient(&self, name: &str) -> Result<Tensor<f32>, TrainError> {
+    pub fn gradient(&self, name: &str) -> Result<Tensor<f32>, RuntimeError> {
         if !self.pending {
-            return Err(TrainError::Input(
+            return Err(RuntimeError::Input(
                 "no gradients: call compute_gradients first".into(),
             ));
         }
@@ -452,7 +411,7 @@ impl Trainer {
             .iter()
             .find(|g| g.key == name)
             .ok_or_else(|| {
-                TrainError::Input(format!(
+                RuntimeError::Input(format!(
                     "`{name}` has no gradient (not a trainable weight the loss depends on)"
                 ))
             })?;
@@ -461,9 +420,9 @@ impl Trainer {
 
     /// The second half of a step: the optimizer's new values (of the last
     /// [`Trainer::compute_gradients`]) become the weights and the optimizer state, in place.
-    pub fn apply_update(&mut self) -> Result<(), TrainError> {
+    pub fn apply_update(&mut self) -> Result<(), RuntimeError> {
         if !self.pending {
-            return Err(TrainError::Input(
+            return Err(RuntimeError::Input(
                 "no update to apply: call compute_gradients first".into(),
             ));
         }
@@ -479,7 +438,7 @@ impl Trainer {
                             Value::I(_) => None,
                         })
                         .ok_or_else(|| {
-                            TrainError::Input(format!("the training graph computed no `{node}`"))
+                            RuntimeError::Input(format!("the training graph computed no `{node}`"))
                         })?;
                     all.insert(name.clone(), v);
                 }
@@ -500,7 +459,7 @@ impl Trainer {
     pub fn predict(
         &mut self,
         inputs: &HashMap<String, Value<f32>>,
-    ) -> Result<Vec<(String, Value<f32>)>, TrainError> {
+    ) -> Result<Vec<(String, Value<f32>)>, RuntimeError> {
         match self.options.engine {
             Engine::Interp => {
                 let w = self.weights()?;
@@ -508,7 +467,7 @@ impl Trainer {
             }
             Engine::Jit => {
                 if self.predictor.is_none() {
-                    self.predictor = Some((kiln_jit::compile(&self.forward, &self.options.jit)?, false));
+                    self.predictor = Some((crate::model::compile(&self.forward, &self.options.jit)?, false));
                 }
                 if !self.predictor.as_ref().is_some_and(|(_, fresh)| *fresh) {
                     let w = self.weights()?;
@@ -523,14 +482,14 @@ impl Trainer {
     }
 
     /// The model's single input (what [`Learner`] feeds the images to).
-    fn single_input(&self) -> Result<(String, Vec<usize>), TrainError> {
+    fn single_input(&self) -> Result<(String, Vec<usize>), RuntimeError> {
         let ins = self.forward.graph_inputs();
         match ins.as_slice() {
             [i] => {
                 let n = self.forward.node(*i);
                 Ok((n.name.clone(), n.ty.dims().to_vec()))
             }
-            _ => Err(TrainError::Input(format!(
+            _ => Err(RuntimeError::Input(format!(
                 "a Learner needs a model with one input, this one has {}",
                 ins.len()
             ))),
@@ -540,7 +499,7 @@ impl Trainer {
 
 /// Class ids as the target the loss expects: the ids, or one-hot rows for an `f32 [N, K]`
 /// target.
-fn labels_as_target(t: &TrainingGraph, labels: &Tensor<i32>) -> Result<Value<f32>, TrainError> {
+fn labels_as_target(t: &TrainingGraph, labels: &Tensor<i32>) -> Result<Value<f32>, RuntimeError> {
     let ty = &t.graph.node(t.graph.find(&t.target).expect("target input")).ty;
     match ty.dtype {
         DType::I32 => Ok(Value::I(labels.clone())),
@@ -551,12 +510,12 @@ fn labels_as_target(t: &TrainingGraph, labels: &Tensor<i32>) -> Result<Value<f32
                 let c = usize::try_from(c)
                     .ok()
                     .filter(|&c| c < k)
-                    .ok_or_else(|| TrainError::Input(format!("label {c} of row {n} is outside 0..{k}")))?;
+                    .ok_or_else(|| RuntimeError::Input(format!("label {c} of row {n} is outside 0..{k}")))?;
                 v[n * k + c] = 1.0;
             }
             Ok(Value::F(Tensor::new(ty.shape.clone(), v).expect("numel matches")))
         }
-        _ => Err(TrainError::Input(format!(
+        _ => Err(RuntimeError::Input(format!(
             "labels {} cannot be the loss's target {ty}",
             labels.shape()
         ))),
@@ -600,7 +559,7 @@ pub fn gradients(
     inputs: &HashMap<String, Value<f32>>,
     target: &Value<f32>,
     options: &TrainOptions,
-) -> Result<(f32, NamedTensors), TrainError> {
+) -> Result<(f32, NamedTensors), RuntimeError> {
     let t = differentiate_wrt(graph, loss, None, Wrt::ParamsAndInputs)?;
     // training state (dropout's step count) at its start
     let mut all = weights.clone();

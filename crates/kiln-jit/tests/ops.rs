@@ -1,11 +1,11 @@
 //! Every forward op, with random valid attributes and shapes, through the JIT and the
-//! interpreter: the outputs must agree (tolerance in `kiln::check`).
+//! interpreter: the outputs must agree (tolerance in `kiln_runtime::check`).
 
-use kiln::check::jit_matches_interpreter;
-use kiln::ir::{
+use kiln_ir::{
     Activation, BinaryOp, Conv2d, ConvTranspose2d, Graph, LossKind, Op, Padding, Pool2d, PoolKind,
     ReduceKind, TensorType,
 };
+use kiln_runtime::check::jit_matches_interpreter;
 use proptest::prelude::*;
 
 fn check_graph(graph: &Graph, seed: u64) {
@@ -299,7 +299,7 @@ graph real_shapes {
   output %lrn
 }
 "#;
-    check_graph(&kiln::ir::text::parse(src).unwrap(), 7);
+    check_graph(&kiln_ir::text::parse(src).unwrap(), 7);
 }
 
 /// The JIT's erf against the correctly rounded one (the interpreter in f64, libm's) on a
@@ -307,7 +307,7 @@ graph real_shapes {
 /// engines' usual tolerance.
 #[test]
 fn jit_erf_is_accurate() {
-    use kiln::ir::{Tensor, Value};
+    use kiln_ir::{Tensor, Value};
     use std::collections::HashMap;
     let n = 120_001;
     let mut xs: Vec<f32> = (0..n).map(|i| -6.0 + 12.0 * i as f32 / (n - 1) as f32).collect();
@@ -323,14 +323,14 @@ fn jit_erf_is_accurate() {
     ]);
     let len = xs.len();
     let g = one_op(Op::Activation(Activation::Erf), TensorType::f32([len]), &[]).unwrap();
-    let mut m = kiln::jit::compile(&g, &Default::default()).unwrap();
+    let mut m = kiln_runtime::compile(&g, &Default::default()).unwrap();
     m.set_weights(&HashMap::new()).unwrap();
     let feed = HashMap::from([("x".to_string(), Value::F(Tensor::new([len], xs.clone()).unwrap()))]);
     let got = m.run(&feed).unwrap();
     let got = got[0].1.as_f().unwrap().data().to_vec();
     let xs64: Vec<f64> = xs.iter().map(|&v| f64::from(v)).collect();
     let feed64 = HashMap::from([("x".to_string(), Value::F(Tensor::new([len], xs64).unwrap()))]);
-    let want = kiln::interp::run::<f64>(&g, &feed64, &HashMap::new()).unwrap();
+    let want = kiln_interp::run::<f64>(&g, &feed64, &HashMap::new()).unwrap();
     let want = want[0].1.as_f().unwrap().data().to_vec();
     let mut worst = (0.0f64, 0.0f32);
     for ((&x, &y), &w) in xs.iter().zip(&got).zip(&want) {
@@ -341,7 +341,7 @@ fn jit_erf_is_accurate() {
     }
     assert!(worst.0 <= 1e-7, "erf off by {:e} at x = {}", worst.0, worst.1);
     let nan = one_op(Op::Activation(Activation::Erf), TensorType::f32([1]), &[]).unwrap();
-    let mut m = kiln::jit::compile(&nan, &Default::default()).unwrap();
+    let mut m = kiln_runtime::compile(&nan, &Default::default()).unwrap();
     m.set_weights(&HashMap::new()).unwrap();
     let feed = HashMap::from([(
         "x".to_string(),

@@ -9,16 +9,16 @@ proptest! {
 
     #[test]
     fn random_graphs_match_the_interpreter(bytes in proptest::collection::vec(any::<u8>(), 0..256), seed in any::<u64>()) {
-        let graph = kiln::ir::random::graph_from_bytes(&bytes);
+        let graph = kiln_ir::random::graph_from_bytes(&bytes);
         // with every pass (the default), with every pass on each other kernel tier this CPU
         // runs (the default picks the widest), and with none: all equal the interpreter
-        if let Err(e) = kiln::check::jit_matches_interpreter(&graph, seed) { panic!("{e}") }
-        for tier in kiln::jit::gemm::Tier::runnable().into_iter().filter(|t| t.isa() != kiln::jit::gemm::Tier::Auto.isa()) {
-            let options = kiln::CompileOptions { gemm_tier: tier, ..Default::default() };
-            if let Err(e) = kiln::check::jit_matches_interpreter_with(&graph, seed, &options) { panic!("{tier:?}: {e}") }
+        if let Err(e) = kiln_runtime::check::jit_matches_interpreter(&graph, seed) { panic!("{e}") }
+        for tier in kiln_jit::gemm::Tier::runnable().into_iter().filter(|t| t.isa() != kiln_jit::gemm::Tier::Auto.isa()) {
+            let options = kiln_jit::JitOptions { gemm_tier: tier, ..Default::default() };
+            if let Err(e) = kiln_runtime::check::jit_matches_interpreter_with(&graph, seed, &options) { panic!("{tier:?}: {e}") }
         }
-        let no_passes = kiln::CompileOptions { passes: kiln::passes::OptLevel::None, ..Default::default() };
-        if let Err(e) = kiln::check::jit_matches_interpreter_with(&graph, seed, &no_passes) { panic!("{e}") }
+        let no_passes = kiln_jit::JitOptions { passes: kiln_passes::OptLevel::None, ..Default::default() };
+        if let Err(e) = kiln_runtime::check::jit_matches_interpreter_with(&graph, seed, &no_passes) { panic!("{e}") }
     }
 }
 
@@ -27,7 +27,7 @@ proptest! {
 /// NaN) where the interpreter gives NaN. NaN now propagates in both.
 #[test]
 fn nan_propagates_through_log_softmax_like_the_interpreter() {
-    let g = kiln::ir::text::parse(
+    let g = kiln_ir::text::parse(
         "graph random {
   input %x: f32[1, 2, 8, 1]
   %relu_2 = relu(%x)
@@ -42,7 +42,7 @@ fn nan_propagates_through_log_softmax_like_the_interpreter() {
     )
     .unwrap();
     for seed in 0..8 {
-        if let Err(e) = kiln::check::jit_matches_interpreter(&g, seed) {
+        if let Err(e) = kiln_runtime::check::jit_matches_interpreter(&g, seed) {
             panic!("{e}");
         }
     }
@@ -53,7 +53,7 @@ fn nan_propagates_through_log_softmax_like_the_interpreter() {
 /// from its channels of the image, so such an im2col must be materialized, not fused.
 #[test]
 fn grouped_gemm_over_patches_of_a_shared_channel() {
-    let graph = kiln::ir::text::parse(
+    let graph = kiln_ir::text::parse(
         "graph g {
   input %x: f32[1, 1, 5, 8]
   %patches = im2col(%x) {kernel=[3, 2], stride=[3, 3], dilation=[2, 2]}
@@ -65,7 +65,7 @@ fn grouped_gemm_over_patches_of_a_shared_channel() {
     )
     .unwrap();
     for seed in 0..4 {
-        if let Err(e) = kiln::check::jit_matches_interpreter(&graph, seed) {
+        if let Err(e) = kiln_runtime::check::jit_matches_interpreter(&graph, seed) {
             panic!("{e}")
         }
     }

@@ -7,8 +7,8 @@
 //! left out of that epoch; another order puts other rows there next time). Evaluation sees every
 //! row: its last chunk is padded up to the batch size and the padding rows' predictions ignored.
 
+use crate::data::{Dataset, Remainder, permutation};
 use kiln_ir::Tensor;
-use kiln_runtime::data::{Dataset, Remainder, permutation};
 use std::time::Instant;
 
 pub type FitError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,6 +1,7 @@
 //! Memory planning: a byte offset in one arena for every value of the graph.
 //!
-//! Liveness analysis over the run order (the topological order the kernels run in) gives each
+//! Liveness analysis over the run order (the topological order the kernels run in, which the
+//! caller gives: a training graph runs its optimizer updates last) gives each
 //! intermediate the steps from the kernel that writes it to the last kernel that reads it;
 //! intermediates whose lifetimes do not overlap share memory (first fit over the free list, so
 //! a buffer is reused as soon as its last reader has run). Views (flatten, reshape,
@@ -18,9 +19,13 @@
 //! `[0, size)`. That, with shapes that passed the graph's limits, is what makes the generated
 //! code's constant offsets in bounds; a graph whose plan would exceed a limit is a compile
 //! error naming the total.
+//!
+//! What the kernels need beyond their values (scratch regions, status words) is the code
+//! generator's knowledge: it hands it to the plan as a [`KernelNeeds`], so the plan knows no
+//! lowering and the lowering reads finished offsets.
 
 use kiln_ir::limits::{MAX_BYTES, check_bytes};
-use kiln_ir::{Graph, NodeId, Op};
+use kiln_ir::{Graph, NodeId, Op, TensorType};
 use std::collections::{HashMap, HashSet};
 
 /// Where a value lives: byte offset in the arena and element count (4 bytes each).
@@ -33,7 +38,7 @@ pub struct Slot {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub slots: HashMap<NodeId, Slot>,
-    /// Scratch memory of nodes whose kernels asked for it (`lower::scratch_len`).
+    /// Scratch memory of nodes whose kernels asked for it ([`KernelNeeds::scratch_len`]).
     pub scratch: HashMap<NodeId, Slot>,
     /// Arena size in bytes.
     pub size: usize,
@@ -46,13 +51,35 @@ pub struct Plan {
     /// read only as the B of `gemm`s, whose driver packs the patches straight from the image.
     pub fused: HashSet<NodeId>,
     /// The byte offset of the 8-byte status word of each node whose kernel can fail at run
-    /// time (`crate::lower::has_status`): `run` sets it to [`STATUS_OK`] before the kernels
+    /// time ([`KernelNeeds::has_status`]): `run` sets it to [`STATUS_OK`] before the kernels
     /// run and reads it after. 8-byte aligned, among the permanent values.
     pub status: HashMap<NodeId, usize>,
     /// Bytes of the weights (`param` and `buffer` values).
     pub weights: usize,
     /// Why there is no arena, for a plan made by [`plan`] of a graph [`checked`] refuses.
     pub error: Option<String>,
+}
+
+/// What a code generator's kernels need of the arena besides their values.
+pub trait KernelNeeds {
+    /// The f32 elements of scratch memory the kernel of an `op` node (inputs `ins`, output
+    /// `out`) needs while it runs; an error when that size overflows.
+    fn scratch_len(&self, op: &Op, ins: &[&TensorType], out: &TensorType) -> Result<usize, String>;
+    /// Whether the kernel of an `op` node can fail at run time (a bad class id, say) and so
+    /// needs a status word.
+    fn has_status(&self, op: &Op) -> bool;
+}
+
+/// Kernels that need no scratch and never fail: the plan of the values alone.
+pub struct ValuesOnly;
+
+impl KernelNeeds for ValuesOnly {
+    fn scratch_len(&self, _: &Op, _: &[&TensorType], _: &TensorType) -> Result<usize, String> {
+        Ok(0)
+    }
+    fn has_status(&self, _: &Op) -> bool {
+        false
+    }
 }
 
 /// A status word's value while its kernel has not failed.
@@ -204,8 +231,8 @@ impl Arena {
 
 /// The plan of `graph` for display (`kiln compile --emit optimized`): [`checked`]'s, or an
 /// empty plan whose `error` (and `describe`) says why there is none.
-pub fn plan(graph: &Graph) -> Plan {
-    checked(graph).unwrap_or_else(|e| Plan {
+pub fn plan(graph: &Graph, needs: &dyn KernelNeeds) -> Plan {
+    checked(graph, &graph.topo_order(), needs).unwrap_or_else(|e| Plan {
         slots: HashMap::new(),
         scratch: HashMap::new(),
         size: 0,
@@ -218,12 +245,14 @@ pub fn plan(graph: &Graph) -> Plan {
     })
 }
 
-/// Plans the arena of `graph`; an error (naming the size) when a value, a scratch region,
-/// the weights or the whole arena would exceed `kiln_ir::limits::MAX_BYTES`.
-pub fn checked(graph: &Graph) -> Result<Plan, String> {
-    let order = graph.topo_order();
+/// Plans the arena of `graph` for kernels that run in `order` (a topological order of every
+/// node): a value lives until its last reader in that order. An error (naming the size) when
+/// a value, a scratch region, the weights or the whole arena would exceed
+/// `kiln_ir::limits::MAX_BYTES`.
+pub fn checked(graph: &Graph, order: &[NodeId], needs: &dyn KernelNeeds) -> Result<Plan, String> {
+    let order = order.to_vec();
     let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    let constant = kiln_passes::constant_nodes(graph);
+    let constant = crate::constant_nodes(graph);
     let fused: HashSet<NodeId> = order
         .iter()
         .copied()
@@ -289,7 +318,7 @@ pub fn checked(graph: &Graph) -> Result<Plan, String> {
     let failing: Vec<NodeId> = order
         .iter()
         .copied()
-        .filter(|&id| !fused.contains(&id) && crate::lower::has_status(&graph.node(id).op))
+        .filter(|&id| !fused.contains(&id) && needs.has_status(&graph.node(id).op))
         .collect();
     let mut status = HashMap::new();
     if !failing.is_empty() {
@@ -335,7 +364,8 @@ pub fn checked(graph: &Graph) -> Result<Plan, String> {
         };
         slots.insert(id, slot);
         let types: Vec<&kiln_ir::TensorType> = graph.inputs(id).iter().map(|&i| &graph.node(i).ty).collect();
-        let need = crate::lower::scratch_len(&node.op, &types, &node.ty)
+        let need = needs
+            .scratch_len(&node.op, &types, &node.ty)
             .map_err(|e| format!("scratch of {}: {e}", name(id)))?;
         if need > 0 {
             let what = format!("the scratch of {}", name(id));
@@ -378,7 +408,7 @@ mod tests {
 
     fn plan_of(src: &str) -> (Graph, Plan) {
         let g = kiln_ir::text::parse(src).unwrap();
-        let p = checked(&g).unwrap();
+        let p = checked(&g, &g.topo_order(), &ValuesOnly).unwrap();
         (g, p)
     }
 
@@ -474,7 +504,7 @@ mod tests {
                 .map(|i| (seed.wrapping_mul(2654435761).wrapping_add(i * 40503) >> 7) as u8)
                 .collect();
             let g = kiln_ir::random::graph_from_bytes(&bytes);
-            let p = checked(&g).unwrap();
+            let p = checked(&g, &g.topo_order(), &ValuesOnly).unwrap();
             let order = g.topo_order();
             let pos: HashMap<_, _> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
             let owners: Vec<NodeId> = order

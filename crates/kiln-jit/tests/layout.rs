@@ -5,11 +5,11 @@
 //! every axis, concatenations on every axis, on one thread and split over two. The graphs run
 //! without passes, so even an identity transpose reaches its kernel.
 
-use kiln::check::jit_matches_interpreter_with;
-use kiln::ir::{Graph, Op, TensorType};
-use kiln::jit::JitOptions;
-use kiln::jit::gemm::Tier;
-use kiln::passes::OptLevel;
+use kiln_ir::{Graph, Op, TensorType};
+use kiln_jit::JitOptions;
+use kiln_jit::gemm::Tier;
+use kiln_passes::OptLevel;
+use kiln_runtime::check::jit_matches_interpreter_with;
 use proptest::prelude::*;
 
 /// `Auto` and every forced tier this CPU runs.
@@ -203,8 +203,8 @@ proptest! {
 /// them): the interpreter gives the same outputs, bit for bit, before and after, and after the
 /// pass and `dead_code` no two transposes are chained and no transpose moves only unit axes.
 fn layout_pass_keeps_values(dims: &[usize], perms: &[Vec<usize>], relu_after: &[bool], seed: u64) {
-    use kiln::ir::init::{default_weights, random_inputs};
-    use kiln::passes::Pass;
+    use kiln_ir::init::{default_weights, random_inputs};
+    use kiln_passes::Pass;
     let mut g = Graph::new();
     let mut h = g.input("x", TensorType::f32(dims.to_vec())).unwrap();
     for (i, (p, &relu)) in perms.iter().zip(relu_after).enumerate() {
@@ -213,18 +213,18 @@ fn layout_pass_keeps_values(dims: &[usize], perms: &[Vec<usize>], relu_after: &[
             .unwrap();
         if relu {
             h = g
-                .add(format!("r{i}"), Op::Activation(kiln::ir::Activation::Relu), &[h])
+                .add(format!("r{i}"), Op::Activation(kiln_ir::Activation::Relu), &[h])
                 .unwrap();
         }
     }
     g.mark_output(h).unwrap();
     let weights = default_weights(&g, seed).unwrap();
     let inputs = random_inputs(&g, seed).unwrap();
-    let before = kiln::interp::run::<f32>(&g, &inputs, &weights).unwrap();
+    let before = kiln_interp::run::<f32>(&g, &inputs, &weights).unwrap();
     let mut opt = g.clone();
-    kiln::passes::layout::Layout.run(&mut opt).unwrap();
+    kiln_passes::layout::Layout.run(&mut opt).unwrap();
     opt.verify().unwrap();
-    let after = kiln::interp::run::<f32>(&opt, &inputs, &weights).unwrap();
+    let after = kiln_interp::run::<f32>(&opt, &inputs, &weights).unwrap();
     for ((_, b), (_, a)) in before.iter().zip(&after) {
         let (b, a) = (b.as_f().unwrap(), a.as_f().unwrap());
         assert_eq!(b.shape(), a.shape());
@@ -233,16 +233,16 @@ fn layout_pass_keeps_values(dims: &[usize], perms: &[Vec<usize>], relu_after: &[
             .iter()
             .zip(a.data())
             .all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{}", kiln::ir::text::print(&g));
+        assert!(same, "{}", kiln_ir::text::print(&g));
     }
     // run to a fixpoint with dead_code, as the pipeline does
     let mut fix = g.clone();
     let passes: Vec<Box<dyn Pass>> = vec![
-        Box::new(kiln::passes::layout::Layout),
-        Box::new(kiln::passes::dead_code::DeadCode),
+        Box::new(kiln_passes::layout::Layout),
+        Box::new(kiln_passes::dead_code::DeadCode),
     ];
-    kiln::passes::run_pipeline(&mut fix, &passes, |_, _| {}).unwrap();
-    let again = kiln::interp::run::<f32>(&fix, &inputs, &weights).unwrap();
+    kiln_passes::run_pipeline(&mut fix, &passes, |_, _| {}).unwrap();
+    let again = kiln_interp::run::<f32>(&fix, &inputs, &weights).unwrap();
     assert_eq!(format!("{again:?}"), format!("{before:?}"));
     for id in fix.topo_order() {
         if let Op::Transpose { perm } = &fix.node(id).op {
@@ -250,14 +250,14 @@ fn layout_pass_keeps_values(dims: &[usize], perms: &[Vec<usize>], relu_after: &[
             assert!(
                 !matches!(fix.node(u).op, Op::Transpose { .. }),
                 "{}",
-                kiln::ir::text::print(&fix)
+                kiln_ir::text::print(&fix)
             );
             let xd = fix.node(u).ty.dims();
             let moved: Vec<usize> = perm.iter().copied().filter(|&p| xd[p] != 1).collect();
             assert!(
                 moved.windows(2).any(|w| w[0] > w[1]),
                 "{}",
-                kiln::ir::text::print(&fix)
+                kiln_ir::text::print(&fix)
             );
         }
     }

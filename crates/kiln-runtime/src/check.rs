@@ -34,8 +34,7 @@ pub fn jit_matches_interpreter_with(
     let text = || kiln_ir::text::print(graph);
     let want = kiln_interp::run::<f32>(graph, &inputs, &weights)
         .map_err(|e| format!("interpreter failed: {e}\n{}", text()))?;
-    let mut model =
-        kiln_jit::compile(graph, options).map_err(|e| format!("compile failed: {e}\n{}", text()))?;
+    let mut model = crate::compile(graph, options).map_err(|e| format!("compile failed: {e}\n{}", text()))?;
     model
         .set_weights(&weights)
         .map_err(|e| format!("weights: {e}\n{}", text()))?;

@@ -1,4 +1,4 @@
-//! The worker threads of a compiled model: started once with the model, handed one run at a
+//! The worker threads of a model: started once with the model, handed one run at a
 //! time. In a run, thread `t` of `n` computes the slices `t`, `t + n`, … of each kernel's
 //! parallel range, and all threads meet at a barrier before the next kernel.
 //!
@@ -10,16 +10,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
-/// A kernel: `fn(arena, begin, end)`.
-pub type KernelFn = unsafe extern "C" fn(*mut u8, i64, i64);
-
-/// One kernel of the run order and how many slices its range is cut into.
-#[derive(Clone, Copy)]
-pub struct Step {
-    pub f: KernelFn,
-    pub extent: usize,
-    pub parts: usize,
-}
+use kiln_jit::Step;
 
 /// The arena pointer, shared by the threads for the duration of one run.
 #[derive(Clone, Copy)]

@@ -6,12 +6,12 @@
 //! border columns; column strides 1, 2 and 3 take the three load paths (a load, two loads
 //! keeping the even lanes, a gather). Pooling must match bit for bit, NaNs included.
 
-use kiln::check::jit_matches_interpreter_with;
-use kiln::ir::{
+use kiln_ir::{
     Activation, BinaryOp, Conv2d, Graph, Op, Padding, Pool2d, PoolKind, ReduceKind, Tensor, TensorType, Value,
 };
-use kiln::jit::JitOptions;
-use kiln::jit::gemm::Tier;
+use kiln_jit::JitOptions;
+use kiln_jit::gemm::Tier;
+use kiln_runtime::check::jit_matches_interpreter_with;
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -75,10 +75,10 @@ fn data(n: usize, seed: u64, special: u64) -> Vec<f32> {
 /// bit for bit the interpreter's (any NaN for a NaN).
 fn bitwise_on_every_tier(graph: &Graph, x: Tensor<f32>) {
     let inputs = HashMap::from([("x".to_string(), Value::F(x))]);
-    let want = kiln::interp::run::<f32>(graph, &inputs, &HashMap::new()).unwrap();
+    let want = kiln_interp::run::<f32>(graph, &inputs, &HashMap::new()).unwrap();
     let want = want[0].1.as_f().unwrap();
     for tier in Tier::runnable() {
-        let mut m = kiln::jit::compile(graph, &options(tier)).unwrap();
+        let mut m = kiln_runtime::compile(graph, &options(tier)).unwrap();
         m.set_weights(&HashMap::new()).unwrap();
         let got = m.run(&inputs).unwrap();
         let got = got[0].1.as_f().unwrap();
@@ -87,7 +87,7 @@ fn bitwise_on_every_tier(graph: &Graph, x: Tensor<f32>) {
             assert!(
                 a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
                 "{tier:?} element {i}: interpreter {a}, JIT {b}\n{}",
-                kiln::ir::text::print(graph)
+                kiln_ir::text::print(graph)
             );
         }
     }
@@ -289,10 +289,10 @@ fn depthwise_special_values_on_every_tier() {
             ),
         ]);
         let inputs = HashMap::from([("x".to_string(), Value::F(x))]);
-        let want = kiln::interp::run::<f32>(&graph, &inputs, &weights).unwrap();
+        let want = kiln_interp::run::<f32>(&graph, &inputs, &weights).unwrap();
         let want = want[0].1.as_f().unwrap();
         for tier in Tier::runnable() {
-            let mut m = kiln::jit::compile(&graph, &options(tier)).unwrap();
+            let mut m = kiln_runtime::compile(&graph, &options(tier)).unwrap();
             m.set_weights(&weights).unwrap();
             let got = m.run(&inputs).unwrap();
             let got = got[0].1.as_f().unwrap();

@@ -3,7 +3,7 @@
 //! clean error of the generator or of an engine, or both engines give the same answer; the JIT
 //! never crashes. `KILN_EXTREME_CASES` sets how many inputs (default 300).
 
-use kiln::ir::random::{self, Mode};
+use kiln_ir::random::{self, Mode};
 
 /// Most elements of any tensor of a graph that is run (as in the fuzz target).
 const RUN_LIMIT: usize = 1 << 14;
@@ -31,18 +31,18 @@ fn one(data: &[u8], mode: Mode) -> Result<(), String> {
         return jit_alone(&g);
     }
     if std::env::var_os("KILN_EXTREME_VERBOSE").is_some() {
-        eprintln!("{mode:?}:\n{}", kiln::ir::text::print(&g));
+        eprintln!("{mode:?}:\n{}", kiln_ir::text::print(&g));
     }
     let seed = data
         .iter()
         .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let tier = kiln::check::tier_for_seed(seed);
-    let options = kiln::CompileOptions {
+    let tier = kiln_runtime::check::tier_for_seed(seed);
+    let options = kiln_jit::JitOptions {
         gemm_tier: tier,
         threads: 1 + (seed as usize >> 1 & 1),
         ..Default::default()
     };
-    match kiln::check::jit_matches_interpreter_with(&g, seed, &options) {
+    match kiln_runtime::check::jit_matches_interpreter_with(&g, seed, &options) {
         Ok(()) => Ok(()),
         Err(e) => {
             let refused = [
@@ -64,8 +64,8 @@ fn one(data: &[u8], mode: Mode) -> Result<(), String> {
 
 /// Whether a node has an attribute above `RUN_LIMIT` in size (a pooling window of 2³¹ taps,
 /// say), which the interpreter may materialize: those graphs are run by the JIT alone.
-fn huge_attributes(g: &kiln::Graph) -> bool {
-    kiln::ir::text::print(g).lines().any(|l| {
+fn huge_attributes(g: &kiln_ir::Graph) -> bool {
+    kiln_ir::text::print(g).lines().any(|l| {
         l.split_once('{').is_some_and(|(_, attrs)| {
             attrs
                 .split(|c: char| !c.is_ascii_digit())
@@ -75,14 +75,14 @@ fn huge_attributes(g: &kiln::Graph) -> bool {
 }
 
 /// Compiles and runs `g` on seeded weights and inputs: any clean result is fine.
-fn jit_alone(g: &kiln::Graph) -> Result<(), String> {
+fn jit_alone(g: &kiln_ir::Graph) -> Result<(), String> {
     let (Ok(w), Ok(inputs)) = (
-        kiln::ir::init::default_weights(g, 3),
-        kiln::ir::init::random_inputs(g, 4),
+        kiln_ir::init::default_weights(g, 3),
+        kiln_ir::init::random_inputs(g, 4),
     ) else {
         return Ok(());
     };
-    if let Ok(mut m) = kiln::compile(g, &Default::default())
+    if let Ok(mut m) = kiln_runtime::compile(g, &Default::default())
         && m.set_weights(&w).is_ok()
     {
         let _ = m.run(&inputs);
@@ -155,16 +155,16 @@ fn random_training_graphs_in_both_modes() {
             let Ok(g) = random::graph_from_bytes_with(&data, mode) else {
                 continue;
             };
-            let Ok(t) = kiln::autodiff::differentiate(
+            let Ok(t) = kiln_autodiff::differentiate(
                 &g,
-                kiln::Loss::mse(),
-                Some(kiln::Optimizer::sgd(0.01).momentum(0.5)),
+                kiln_autodiff::Loss::mse(),
+                Some(kiln_autodiff::Optimizer::sgd(0.01).momentum(0.5)),
             ) else {
                 continue;
             };
             let g = t.graph;
             if verbose {
-                eprintln!("case {case} {mode:?}:\n{}", kiln::ir::text::print(&g));
+                eprintln!("case {case} {mode:?}:\n{}", kiln_ir::text::print(&g));
             }
             if !g
                 .petgraph()
@@ -185,7 +185,7 @@ fn random_training_graphs_in_both_modes() {
             // be ill-conditioned enough that f32 in another order differs beyond the check's
             // tolerance: a different value is not asserted here (train_jit.rs compares the
             // well-conditioned ones), an engine failing a normal graph is.
-            if let Err(e) = kiln::check::jit_matches_interpreter(&g, case)
+            if let Err(e) = kiln_runtime::check::jit_matches_interpreter(&g, case)
                 && mode == Mode::Normal
                 && !e.starts_with("output")
             {
