@@ -2161,17 +2161,15 @@ mod tests {
     }
 
     /// The products computed transposed on the main tile of each Rust tier: ResNet-18's
-    /// `layer3` and `layer4` convolutions (on AVX-512; `layer4` on AVX2), not its wide ones.
+    /// `layer3` and `layer4` convolutions, not its wide ones.
     #[test]
     fn narrow_products_only_run_transposed() {
         for tier in Tier::runnable() {
             let Some(main) = tier.main_kernel() else {
                 continue;
             };
-            let avx512 = tier.isa() == Isa::Avx512;
             let swap = |m, n| Swap::for_product(&main, m, n).is_some();
-            assert!(swap(512, 49), "{tier:?}");
-            assert_eq!(swap(256, 196), avx512, "{tier:?}");
+            assert!(swap(512, 49) && swap(256, 196), "{tier:?}");
             assert!(!swap(128, 784) && !swap(64, 3136) && !swap(512, 512), "{tier:?}");
         }
     }
