@@ -183,14 +183,31 @@ unsafe fn run_items(d: &WgradDesc, arena: *mut u8, begin: i64, end: i64) -> Resu
     let (mb, nb) = (d.m_blocks(), d.n_blocks());
     let (og, cols) = (d.og(), d.cols());
     let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
-    for item in begin..end {
+    // Adjacent items of one group run as one block (one thread given several items, all of
+    // them at one thread): its patch-matrix columns and delta rows are packed once, not once
+    // per item.
+    let mut item = begin;
+    while item < end {
         let (j, rest) = (item % nb, item / nb);
         let (i, g) = (rest % mb, rest / mb);
-        let rows = [i * d.m_step, ((i + 1) * d.m_step).min(og)];
-        let cs = [j * d.n_step, ((j + 1) * d.n_step).min(cols)];
+        // whole rows of blocks (every column) from i, or else columns from j in row i
+        let full = if j == 0 {
+            ((end - item) / nb).min(mb - i)
+        } else {
+            0
+        };
+        let (rows, cs, next) = if full > 0 {
+            let rows = [i * d.m_step, ((i + full) * d.m_step).min(og)];
+            (rows, [0, cols], item + full * nb)
+        } else {
+            let j1 = nb.min(j + (end - item));
+            let rows = [i * d.m_step, ((i + 1) * d.m_step).min(og)];
+            (rows, [j * d.n_step, (j1 * d.n_step).min(cols)], item + (j1 - j))
+        };
         // SAFETY: g < groups, the rows and columns are inside the group's dw (the item
         // decoding above); the offsets are the node's slots in this arena.
         unsafe { group_block(d, &kern, g, rows, cs, at(d.x), at(d.dy), at(d.dw)) };
+        item = next;
     }
     Ok(())
 }
