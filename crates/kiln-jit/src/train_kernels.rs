@@ -1109,6 +1109,37 @@ unsafe fn bn_sums(
     acc
 }
 
+/// Two sums `Σ f(x_i)` and `Σ h(x_i)` of [`bn_sums`] in one pass over the tensor (each chain
+/// in the same order as alone, so the same bits).
+///
+/// # Safety
+/// As [`bn_sums`].
+#[inline(always)]
+unsafe fn bn_sums2(
+    x: *const f32,
+    (n, c, inner): (usize, usize, usize),
+    k0: usize,
+    m: usize,
+    f: impl Fn(usize, usize, f32) -> f32,
+    h: impl Fn(usize, usize, f32) -> f32,
+) -> ([f32; BN_CHAINS], [f32; BN_CHAINS]) {
+    let (mut a, mut b) = ([0.0f32; BN_CHAINS], [0.0f32; BN_CHAINS]);
+    for img in 0..n {
+        // SAFETY: image img < n, channels k0..k0 + m < c.
+        let p = unsafe { x.add((img * c + k0) * inner) };
+        for i in 0..inner {
+            for r in 0..m {
+                let at = img * c * inner + (k0 + r) * inner + i;
+                // SAFETY: as above, i < inner.
+                let v = unsafe { *p.add(r * inner + i) };
+                a[r] += f(r, at, v);
+                b[r] += h(r, at, v);
+            }
+        }
+    }
+    (a, b)
+}
+
 /// Training-mode batch norm, parallel over channels, with the arithmetic of the Cranelift
 /// kernel (`lower_train::batch_norm_train`): the statistics as its sums in the same order, so
 /// every piece is its (and the interpreter's) bit for bit; the elementwise passes a register at
@@ -1136,6 +1167,14 @@ unsafe fn batch_norm<S: Simd>(d: *const BnDesc, arena: *mut u8, begin: i64, end:
         unsafe {
             let s = bn_sums(x, dims, k0, m, |_, _, v| v);
             let mean = s.map(|v| v / mf);
+            if d.part == BN_MEAN {
+                // the mean alone: no pass for the variance
+                for (r, &v) in mean.iter().enumerate().take(m) {
+                    *y.add(k0 + r) = v;
+                }
+                k0 += m;
+                continue;
+            }
             let q = bn_sums(x, dims, k0, m, |r, _, v| {
                 let t = v - mean[r];
                 t * t
@@ -1146,9 +1185,14 @@ unsafe fn batch_norm<S: Simd>(d: *const BnDesc, arena: *mut u8, begin: i64, end:
                 BN_FORWARD | BN_GRAD_X => {
                     let (sdy, dot) = if d.part == BN_GRAD_X {
                         let g = pb;
-                        (
-                            bn_sums(x, dims, k0, m, |_, at, _| *g.add(at)),
-                            bn_sums(x, dims, k0, m, |r, at, v| *g.add(at) * ((v - mean[r]) * inv[r])),
+                        // both sums in one pass over x and the delta
+                        bn_sums2(
+                            x,
+                            dims,
+                            k0,
+                            m,
+                            |_, at, _| *g.add(at),
+                            |r, at, v| *g.add(at) * ((v - mean[r]) * inv[r]),
                         )
                     } else {
                         ([0.0; BN_CHAINS], [0.0; BN_CHAINS])
@@ -1189,11 +1233,6 @@ unsafe fn batch_norm<S: Simd>(d: *const BnDesc, arena: *mut u8, begin: i64, end:
                     let g = pa;
                     let dot = bn_sums(x, dims, k0, m, |r, at, v| *g.add(at) * ((v - mean[r]) * inv[r]));
                     for (r, &v) in dot.iter().enumerate().take(m) {
-                        *y.add(k0 + r) = v;
-                    }
-                }
-                BN_MEAN => {
-                    for (r, &v) in mean.iter().enumerate().take(m) {
                         *y.add(k0 + r) = v;
                     }
                 }
