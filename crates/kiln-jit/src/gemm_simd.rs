@@ -259,7 +259,10 @@ mod tests {
                 swap_tile_for(Isa::Avx2, 512, 49).map(|k| (k.mr, k.nr)),
                 Some((6, 16))
             );
-            assert_eq!(swap_tile_for(Isa::Avx2, 256, 196).map(|k| (k.mr, k.nr)), Some((6, 16)));
+            assert_eq!(
+                swap_tile_for(Isa::Avx2, 256, 196).map(|k| (k.mr, k.nr)),
+                Some((6, 16))
+            );
             assert!(swap_tile_for(Isa::Avx2, 128, 784).is_none());
             assert_eq!(
                 swap_tile_for(Isa::Avx2, 64, 9).map(|k| (k.mr, k.nr)),
