@@ -989,12 +989,14 @@ impl GemmDesc {
 
     /// Splits the work so that there are at least `want` items when the product allows it:
     /// columns are cut at the blocking's `nc`, then halved (each half keeping at least 4
-    /// tiles) or the rows halved (each half keeping at least 4·MR rows). Every item packs its
-    /// own columns of B and streams its rows of A (packing them too unless A is packed ahead,
-    /// [`GemmDesc::a_packed`]), so the side that is cut is the one whose operand is the cheaper
-    /// to go through twice: the columns when A (rows × depth) is the smaller operand, as in the
-    /// early layers of a CNN (64 channels × 3136 pixels), else the rows (512 channels × 49
-    /// pixels).
+    /// tiles) or the rows halved (each half keeping at least 4·MR rows). Every thread packs
+    /// the columns of B of its items and streams their rows of A (packing them too unless A is
+    /// packed ahead, [`GemmDesc::a_packed`]), so the side that is cut is the one whose operand
+    /// is the cheaper to go through twice: the columns when A (rows × depth) is the smaller
+    /// operand, as in the early layers of a CNN (64 channels × 3136 pixels), else the rows (512
+    /// channels × 49 pixels). With more than one item wanted, a side that is cut is then cut
+    /// at every tile (a thread runs its adjacent items as one block, `run_items`), so that the
+    /// threads' shares differ by at most a tile.
     pub fn split(&mut self, want: usize) {
         // column blocks of (nearly) equal width, so that threads get equal shares; a transposed
         // product's rows (C's) are its tile's columns and the other way round, and it computes
@@ -1020,6 +1022,18 @@ impl GemmDesc {
                 self.m_step = (self.m_step / 2).div_ceil(mr) * mr;
             } else {
                 break;
+            }
+        }
+        // `run_items` runs a thread's adjacent items as one block (every form but the small
+        // convolution's), so items cost nothing apart: where the work is split along one side,
+        // one tile per item, and the threads' shares (contiguous ranges of items) come out even
+        // to a tile (ResNet-18's layer2 as 4 items of 14, 14, 14 and 11 tiles gave one thread
+        // 28 tiles and the other 25; conv1's 13 items gave one 7 and the other 6)
+        if want > 1 && self.small.is_none() {
+            match (self.m_blocks() > 1, self.n_blocks() > 1) {
+                (true, false) => self.m_step = mr,
+                (false, true) => self.n_step = nr,
+                _ => {}
             }
         }
     }
@@ -1134,12 +1148,35 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
     // the (image, group) whose padded copy this thread's buffers hold, made in this call (the
     // items of an image are consecutive: one copy per image and group, not per item)
     let mut copied = (usize::MAX, usize::MAX);
-    for item in begin..end {
+    // adjacent items of one image and group run as one block (whole rows of blocks, or a run
+    // of columns in one row; not a small convolution's): a thread given several items packs
+    // the B (or a transposed product's patches) they share once, not once per item; each
+    // element is the same chain of FMAs either way (the blocks start on the same tiles and K
+    // is cut the same), so the results do not depend on the thread count
+    let merge = d.small.is_none();
+    let mut item = begin;
+    while item < end {
         let (j, rest) = (item % nb, item / nb);
         let (i, rest) = (rest % mb, rest / mb);
         let (g, n) = (rest % d.groups, rest / d.groups);
-        let rows = [i * d.m_step, ((i + 1) * d.m_step).min(d.mg)];
-        let cols = [j * d.n_step, ((j + 1) * d.n_step).min(d.cols())];
+        let full = if merge && j == 0 {
+            ((end - item) / nb).min(mb - i)
+        } else {
+            0
+        };
+        let (rows, cols, next) = if full > 0 {
+            let rows = [i * d.m_step, ((i + full) * d.m_step).min(d.mg)];
+            (rows, [0, d.cols()], item + full * nb)
+        } else {
+            let j1 = if merge { nb.min(j + (end - item)) } else { j + 1 };
+            let rows = [i * d.m_step, ((i + 1) * d.m_step).min(d.mg)];
+            (
+                rows,
+                [j * d.n_step, (j1 * d.n_step).min(d.cols())],
+                item + (j1 - j),
+            )
+        };
+        item = next;
         let c = at(d.c).wrapping_add((n * d.groups + g) * d.mg * d.l);
         let res = d
             .residual
@@ -1288,7 +1325,9 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         // A is `groups·mg × kg` at `d.a`, B `batch·groups × kg × l` (or the image of the
         // patches) at its offset, C and the residual `batch·groups × mg × l` at theirs, and
         // `n < batch`, `g < groups`, `rows ⊆ [0, mg)`, `cols ⊆ [0, l)` by the item decoding
-        // above (`item < items()`), so every pointer formed here stays in its value's slot.
+        // above (`item < end ≤ items()`, a merged run ends at `mb` rows of blocks or `nb`
+        // columns of blocks, clamped to `mg` and `cols()`), so every pointer formed here stays in
+        // its value's slot.
         unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) }?;
     }
     if let Some((bufs, _)) = small {
@@ -1704,7 +1743,7 @@ unsafe fn run_shifted(
     let phases = sy * sx;
     let channels = sh.channels;
     let (mut copy, mut block) = WIDE.take();
-    let mut run = || {
+    let mut run = || -> Result<(), &'static str> {
         let pad = floats(&mut copy, sh.len);
         match image {
             // SAFETY: forwarded from the caller.
@@ -1716,56 +1755,66 @@ unsafe fn run_shifted(
             // the buffer holds this image's copy from the item before
             None => {}
         }
-        let ldc = cols[1] - cols[0];
-        let scratch = floats(&mut block, (rows[1] - rows[0]) * ldc);
-        let out = scratch.as_mut_ptr();
-        let move_out = |blk: Block| {
-            let mut q = blk.n0;
-            while q < blk.n0 + blk.cols {
-                let (y, x0) = (q / sh.wp, q % sh.wp);
-                let run = (blk.n0 + blk.cols - q).min(sh.wp - x0);
-                if x0 < geom.ow {
-                    let len = run.min(geom.ow - x0);
-                    for m in blk.m0..blk.m0 + blk.rows {
-                        // SAFETY: scratch row m − rows[0] holds the item's wide columns
-                        // from cols[0]; C's row m holds oh·ow = l floats, y < oh, x0 + len ≤ ow.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                out.add((m - rows[0]) * ldc + q - cols[0]),
-                                c.add(m * d.l + y * geom.ow + x0),
-                                len,
-                            )
-                        };
+        // the columns one `nc`-wide block at a time (the driver's own blocks: the same
+        // arithmetic as one call), so that the scratch stays one block however many items a
+        // thread runs at once
+        let step = d.blocking.nc.max(1);
+        let mut c0 = cols[0];
+        while c0 < cols[1] {
+            let c1 = cols[1].min(c0.saturating_add(step));
+            let ldc = c1 - c0;
+            let scratch = floats(&mut block, (rows[1] - rows[0]) * ldc);
+            let out = scratch.as_mut_ptr();
+            let move_out = |blk: Block| {
+                let mut q = blk.n0;
+                while q < blk.n0 + blk.cols {
+                    let (y, x0) = (q / sh.wp, q % sh.wp);
+                    let run = (blk.n0 + blk.cols - q).min(sh.wp - x0);
+                    if x0 < geom.ow {
+                        let len = run.min(geom.ow - x0);
+                        for m in blk.m0..blk.m0 + blk.rows {
+                            // SAFETY: scratch row m − rows[0] holds the block's wide columns
+                            // from c0; C's row m holds oh·ow = l floats, y < oh, x0 + len ≤ ow.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    out.add((m - rows[0]) * ldc + q - c0),
+                                    c.add(m * d.l + y * geom.ow + x0),
+                                    len,
+                                )
+                            };
+                        }
+                        epilogue(blk.m0, y * geom.ow + x0, blk.rows, len);
                     }
-                    epilogue(blk.m0, y * geom.ow + x0, blk.rows, len);
+                    q += run;
                 }
-                q += run;
-            }
-        };
-        let p = Problem {
-            m: d.mg,
-            n: sh.cols,
-            k: d.kg,
-            a,
-            lda: d.kg,
-            b: BSource::Shifted {
-                ptr: pad.as_ptr(),
-                plane,
-                wp: sh.wp,
-                kh: geom.kh,
-                kw: geom.kw,
-                stride: geom.stride,
-                dilation: geom.dilation,
-            },
-            // the scratch holds rows × cols from (rows[0], cols[0]): C is placed so that
-            // the driver's row r, column j lands at (r − rows[0])·ldc + j − cols[0]
-            c: out.wrapping_sub(rows[0] * ldc + cols[0]),
-            ldc,
-            epilogue: Some(&move_out),
-        };
-        // SAFETY: A as in `run_items`; B reads the padded copy within `sh.len` floats; C is
-        // written only at the item's rows and columns, inside the scratch.
-        unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) }
+            };
+            let p = Problem {
+                m: d.mg,
+                n: sh.cols,
+                k: d.kg,
+                a,
+                lda: d.kg,
+                b: BSource::Shifted {
+                    ptr: pad.as_ptr(),
+                    plane,
+                    wp: sh.wp,
+                    kh: geom.kh,
+                    kw: geom.kw,
+                    stride: geom.stride,
+                    dilation: geom.dilation,
+                },
+                // the scratch holds rows × [c0, c1) from (rows[0], c0): C is placed so that
+                // the driver's row r, column j lands at (r − rows[0])·ldc + j − c0
+                c: out.wrapping_sub(rows[0] * ldc + c0),
+                ldc,
+                epilogue: Some(&move_out),
+            };
+            // SAFETY: A as in `run_items`; B reads the padded copy within `sh.len` floats; C is
+            // written only at the block's rows and columns, inside the scratch.
+            unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, [c0, c1], a_packed) }?;
+            c0 = c1;
+        }
+        Ok(())
     };
     let result = run();
     WIDE.set((copy, block));
