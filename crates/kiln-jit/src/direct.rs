@@ -734,7 +734,7 @@ impl<const MAX: bool> WindowOp for Pool<MAX> {
 /// `d` must describe a pooling node of a plan over `arena`, and the CPU must have `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn pool2d<S: Simd>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i64) {
+unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i64) {
     // SAFETY: forwarded from the caller.
     let d = unsafe { *d };
     let g = d.win.geometry();
@@ -744,6 +744,7 @@ unsafe fn pool2d<S: Simd>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i
     let (x, y) = (at(arena, d.x).cast_const(), at(arena, d.y));
     let plane_len = g.input[0] * g.input[1];
     let kw = g.kernel[1];
+    let rg = RingGeom::new::<S>(&g);
     // SAFETY: forwarded from the caller.
     unsafe {
         if d.kind == POOL_MAX {
@@ -753,7 +754,10 @@ unsafe fn pool2d<S: Simd>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i
                 kind: d.kind,
                 kw,
             };
-            windows::<S, _>(&mut k, &g, y, begin, end)
+            match rg {
+                Some(rg) => pool_ring::<S, true>(&mut k, &g, &rg, y, (begin, end, d.planes as usize)),
+                None => windows::<S, _>(&mut k, &g, y, begin, end),
+            }
         } else {
             let mut k = Pool::<false> {
                 x,
@@ -761,7 +765,418 @@ unsafe fn pool2d<S: Simd>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: i
                 kind: d.kind,
                 kw,
             };
-            windows::<S, _>(&mut k, &g, y, begin, end)
+            match rg {
+                Some(rg) => pool_ring::<S, false>(&mut k, &g, &rg, y, (begin, end, d.planes as usize)),
+                None => windows::<S, _>(&mut k, &g, y, begin, end),
+            }
+        }
+    }
+}
+
+/// Windowed pooling over the ring of padded input rows ([`RingGeom`], as depthwise
+/// convolution's): every output column, border ones included, in whole registers, a pass of
+/// [`PASS_ROWS`] output rows loading each padded row once per column tap for every output row
+/// it feeds. The padding holds the value that changes nothing: −∞ for the maximum (a tap
+/// replaces the maximum only when strictly greater), +0 for sums (a sum that starts at +0 is
+/// never −0, and `a + 0 = a` for every other `a`, ∞ and NaN included). Each output takes its
+/// taps in row-major order, the interpreter's, so the maximum is the first maximum and the
+/// sums add in the interpreter's order: the same bits. Averages divide by the interpreter's
+/// count, the product of the row and column counts of the window (real or padded taps). A
+/// plane of max pooling whose input holds a NaN (or both infinities, a needless recompute) is
+/// computed again by the row driver, which follows the interpreter's NaN rule.
+///
+/// # Safety
+/// As [`pool2d`]: `g` is the node's geometry, `rg` its ring, `k` its planes and `y` its output.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_ring<S: Shift, const MAX: bool>(
+    k: &mut Pool<MAX>,
+    g: &Window2d,
+    rg: &RingGeom,
+    y: *mut f32,
+    (begin, end, planes): (usize, usize, usize),
+) {
+    let l = S::LANES;
+    let padv = if MAX { f32::NEG_INFINITY } else { 0.0 };
+    let kind = k.kind;
+    let avg = matches!(kind, POOL_AVG | POOL_AVG_WITH_PAD);
+    let (row_taps, col_taps) = (AxisTaps::new(g, 0), AxisTaps::new(g, 1));
+    let count = |t: WindowTaps| if kind == POOL_AVG { t.real() } else { t.padded };
+    // the divisors of averages: a row of them (a register per column register) for each
+    // distinct row count (at most kh + 1 of them, kh ≤ 32 on the ring: no larger than the
+    // ring), and which row each output row takes
+    let mut div: Vec<f32> = Vec::new();
+    let mut div_row: Vec<usize> = Vec::new();
+    if avg {
+        let cols: Vec<usize> = (0..g.output[1]).map(|ox| count(col_taps.get(ox))).collect();
+        let mut counts: Vec<usize> = Vec::new();
+        for oy in 0..g.output[0] {
+            let rc = count(row_taps.get(oy));
+            let i = counts.iter().position(|&c| c == rc).unwrap_or_else(|| {
+                counts.push(rc);
+                div.extend(cols.iter().map(|&c| (rc * c) as f32));
+                div.resize(counts.len() * rg.regs * l, 1.0);
+                counts.len() - 1
+            });
+            div_row.push(i * rg.regs * l);
+        }
+    }
+    // the buffer is taken out of the thread-local for the call (see `depthwise`)
+    let mut lines = PADDED.take();
+    let buf = crate::gemm::floats(&mut lines, rg.len);
+    buf.fill(padv);
+    let bp = buf.as_mut_ptr();
+    let zero = bp.wrapping_add(rg.slots * rg.slot).cast_const();
+    let most = if l >= 16 { 4 } else { 2 };
+    // a register's spill past its row's end lands on later rows of the plane, which are
+    // stored after it, when a pass stores whole rows at once
+    let spill = rg.regs <= most;
+    // the end of the node's input (whole registers may be read up to it) and of this call's
+    // output planes (a register past its row's end may spill up to it)
+    let xend = k.x.wrapping_add(planes * k.plane_len);
+    let yend = y.wrapping_add(end * rg.oh * rg.ow);
+    let fixed = match (g.kernel, rg.sh, rg.dh) {
+        ([2, 2], 2, 1) => 2,
+        ([3, 3], 1 | 2, 1) => 3,
+        _ => 0,
+    };
+    let mut rows = [zero; SPAN_MAX];
+    for plane in begin..end {
+        let xp = k.plane(plane);
+        let yp = y.wrapping_add(plane * rg.oh * rg.ow);
+        // SAFETY (the whole loop body): row copies of input rows iy < h of the plane into
+        // their slots; each pass reads the rows its span covers, every one a slot of the ring
+        // or the padding slot, at columns inside the slot (`RingGeom::new`), and stores the
+        // output rows below oh, in the plane.
+        unsafe {
+            let mut probe = S::zero();
+            let mut next = 0;
+            let mut oy = 0;
+            while oy < rg.oh {
+                let first = oy * rg.sh;
+                let last = (first + rg.span).saturating_sub(rg.top).min(rg.h);
+                while next < last {
+                    probe = pool_copy::<S, MAX>(rg, xp, bp, next, padv, probe, xend);
+                    next += 1;
+                }
+                for (j, r) in rows.iter_mut().enumerate().take(rg.span) {
+                    let iy = (first + j).wrapping_sub(rg.top);
+                    *r = if iy < rg.h {
+                        bp.add((iy & (rg.slots - 1)) * rg.slot)
+                    } else {
+                        zero
+                    };
+                }
+                let mut dv = [std::ptr::null(); PASS_ROWS];
+                if avg {
+                    for (r, d) in dv.iter_mut().enumerate().take(rg.oh - oy) {
+                        *d = div.as_ptr().add(div_row[oy + r]);
+                    }
+                }
+                let st = PoolStore {
+                    rg,
+                    oy,
+                    y: yp,
+                    div: dv,
+                    spill,
+                    yend,
+                };
+                let mut r0 = 0;
+                while r0 < rg.regs {
+                    let nb = (rg.regs - r0).min(most);
+                    let c0 = r0 * l;
+                    macro_rules! go {
+                        ($nb:literal) => {{
+                            let a = match (fixed, rg.sh) {
+                                (2, _) => pool_pass::<S, $nb, 2, 2, 2, MAX>(rg, &rows, c0),
+                                (3, 1) => pool_pass::<S, $nb, 3, 3, 1, MAX>(rg, &rows, c0),
+                                (3, _) => pool_pass::<S, $nb, 3, 3, 2, MAX>(rg, &rows, c0),
+                                _ => pool_pass_any::<S, $nb, MAX>(rg, &rows, c0),
+                            };
+                            pool_store::<S, $nb>(&st, &a, c0);
+                        }};
+                    }
+                    match nb {
+                        4 => go!(4),
+                        3 => go!(3),
+                        2 => go!(2),
+                        _ => go!(1),
+                    }
+                    r0 += nb;
+                }
+                oy += PASS_ROWS;
+            }
+            if MAX && S::any_nan(probe) {
+                windows::<S, _>(k, g, y, plane, plane + 1);
+            }
+        }
+    }
+    PADDED.set(lines);
+}
+
+/// Copies input row `iy < h` of the plane `x` into its slot of the ring `bp` as
+/// [`ring_copy`] does, with `padv` in the lanes past the row's end; returns `probe` plus the
+/// row's floats (with `MAX`: a NaN in the row makes it NaN). Whole registers are read where
+/// they end before `xend`, the end of the node's input.
+///
+/// # Safety
+/// As [`pool_ring`], with `iy < h` and `x` a plane of the input that ends at `xend`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_copy<S: Shift, const MAX: bool>(
+    rg: &RingGeom,
+    x: *const f32,
+    bp: *mut f32,
+    iy: usize,
+    padv: f32,
+    probe: S::V,
+    xend: *const f32,
+) -> S::V {
+    let (l, w) = (S::LANES, rg.w);
+    let mut probe = probe;
+    // SAFETY (the whole body): floats i < w of input row iy; the slot's registers from
+    // `copy_at`, which `RingGeom::new` sized for whole registers of the row (or half-row).
+    unsafe {
+        let idx = S::load(LANE_INDEX.as_ptr());
+        let pv = S::splat(padv);
+        let src = x.add(iy * w);
+        let dst = bp.add((iy & (rg.slots - 1)) * rg.slot);
+        if rg.sw == 1 {
+            let d = dst.add(rg.copy_at[0]);
+            let mut i = 0;
+            while i + l <= w {
+                let v = S::load(src.add(i));
+                if MAX {
+                    probe = S::add(probe, v);
+                }
+                S::store(d.add(i), v);
+                i += l;
+            }
+            if i < w {
+                let v = tail_load::<S>(src, i, w, xend);
+                let n = S::splat((w - i) as f32);
+                if MAX {
+                    probe = S::add(probe, S::select_lt(idx, n, v, S::zero()));
+                }
+                S::store(d.add(i), S::select_lt(idx, n, v, pv));
+            }
+        } else {
+            let (d0, d1) = (dst.add(rg.copy_at[0]), dst.add(rg.copy_at[1]));
+            // the even input columns fill ⌈w/2⌉ places of their phase, the odd ones ⌊w/2⌋
+            let (n0, n1) = (w.div_ceil(2), w / 2);
+            let mut t = 0;
+            // whole registers of the row: one load each, split in registers
+            while 2 * t + 2 * l <= w {
+                let (a, b) = (S::load(src.add(2 * t)), S::load(src.add(2 * t + l)));
+                if MAX {
+                    probe = S::add(probe, S::add(a, b));
+                }
+                S::store(d0.add(t), S::order_even(S::even_lanes(a, b)));
+                S::store(d1.add(t), S::order_even(S::odd_lanes(a, b)));
+                t += l;
+            }
+            if t < n0 {
+                let (a, b) = (
+                    tail_load::<S>(src, 2 * t, w, xend),
+                    tail_load::<S>(src, 2 * t + l, w, xend),
+                );
+                let ev = S::order_even(S::even_lanes(a, b));
+                let od = S::order_even(S::odd_lanes(a, b));
+                let (m0, m1) = (S::splat((n0 - t) as f32), S::splat(n1.saturating_sub(t) as f32));
+                if MAX {
+                    let z = S::zero();
+                    probe = S::add(
+                        probe,
+                        S::add(S::select_lt(idx, m0, ev, z), S::select_lt(idx, m1, od, z)),
+                    );
+                }
+                S::store(d0.add(t), S::select_lt(idx, m0, ev, pv));
+                S::store(d1.add(t), S::select_lt(idx, m1, od, pv));
+            }
+        }
+    }
+    probe
+}
+
+/// A register from float `i` of the row `src` of `w` floats, whose lanes past the row's end
+/// are any floats: a whole register where one is readable before `xend` (the end of the
+/// node's input), else the floats up to the row's end and zeros (zeros when `i ≥ w`).
+///
+/// # Safety
+/// `w` floats at `src`, all before `xend`, which ends what may be read; the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tail_load<S: Simd>(src: *const f32, i: usize, w: usize, xend: *const f32) -> S::V {
+    // SAFETY: floats i..i + LANES when they end before `xend`, else i..min(i + LANES, w).
+    unsafe {
+        if i >= w {
+            S::zero()
+        } else if (xend as usize - src as usize) / 4 >= i + S::LANES {
+            S::load(src.add(i))
+        } else {
+            S::load_partial(src.add(i), w - i)
+        }
+    }
+}
+
+/// `0, 1, …, 15`: the lane indices as floats.
+static LANE_INDEX: [f32; 16] = [
+    0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+];
+
+/// The pooling of tap value `v` into `acc`: the maximum (strictly greater replaces: the first
+/// maximum stays) or the sum.
+///
+/// # Safety
+/// The CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_op<S: Simd, const MAX: bool>(acc: S::V, v: S::V) -> S::V {
+    // SAFETY: forwarded from the caller.
+    unsafe { if MAX { S::max(v, acc) } else { S::add(acc, v) } }
+}
+
+/// `NB` registers of columns from `c0` of the [`PASS_ROWS`] output rows of a pass, for a
+/// `KH × KW` pooling window at row stride `SH` and no row dilation: each padded row of the
+/// pass is loaded once per column tap and feeds every output row it is a tap of; each output
+/// takes its taps in row-major order.
+///
+/// # Safety
+/// As [`pool_ring`]; `rows` holds the pass's `span` padded rows, `c0 + NB·LANES ≤
+/// regs·LANES`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_pass<
+    S: Simd,
+    const NB: usize,
+    const KH: usize,
+    const KW: usize,
+    const SH: usize,
+    const MAX: bool,
+>(
+    rg: &RingGeom,
+    rows: &[*const f32; SPAN_MAX],
+    c0: usize,
+) -> [[S::V; NB]; PASS_ROWS] {
+    let l = S::LANES;
+    let mut taps = [0usize; KW];
+    for (kx, t) in taps.iter_mut().enumerate() {
+        *t = rg.tap(kx) + c0;
+    }
+    // SAFETY (the whole body): rows j < (PASS_ROWS − 1)·SH + KH = span of the pass, columns
+    // inside their slots.
+    unsafe {
+        let init = if MAX {
+            S::splat(f32::NEG_INFINITY)
+        } else {
+            S::zero()
+        };
+        let mut acc = [[init; NB]; PASS_ROWS];
+        for (j, &row) in rows.iter().enumerate().take((PASS_ROWS - 1) * SH + KH) {
+            for &t in &taps {
+                let p = row.add(t);
+                let mut v = [S::zero(); NB];
+                for (b, v) in v.iter_mut().enumerate() {
+                    *v = S::load(p.add(b * l));
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ky = j.wrapping_sub(r * SH);
+                    if ky < KH {
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a = pool_op::<S, MAX>(*a, v);
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// As [`pool_pass`], for any window, stride and dilation: one load per tap, row and register.
+///
+/// # Safety
+/// As [`pool_pass`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_pass_any<S: Simd, const NB: usize, const MAX: bool>(
+    rg: &RingGeom,
+    rows: &[*const f32; SPAN_MAX],
+    c0: usize,
+) -> [[S::V; NB]; PASS_ROWS] {
+    let l = S::LANES;
+    // SAFETY (the whole body): rows r·sh + ky·dh < span, columns inside their slots.
+    unsafe {
+        let init = if MAX {
+            S::splat(f32::NEG_INFINITY)
+        } else {
+            S::zero()
+        };
+        let mut acc = [[init; NB]; PASS_ROWS];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for ky in 0..rg.kh {
+                let row = rows[r * rg.sh + ky * rg.dh];
+                for kx in 0..rg.kw {
+                    let p = row.add(rg.tap(kx) + c0);
+                    for (b, a) in acc.iter_mut().enumerate() {
+                        *a = pool_op::<S, MAX>(*a, S::load(p.add(b * l)));
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Where a pass of [`pool_ring`] stores: the output plane `y`, the pass's first row `oy`, the
+/// divisors of each of its rows' columns (averages) or null, and whether a register may be
+/// stored whole past its row's end (`spill`: the floats past it are later rows of the plane,
+/// stored after it).
+struct PoolStore<'a> {
+    rg: &'a RingGeom,
+    oy: usize,
+    y: *mut f32,
+    div: [*const f32; PASS_ROWS],
+    spill: bool,
+    /// The end of this call's output planes.
+    yend: *mut f32,
+}
+
+/// The stores of a pass: the rows below `oh`, the columns below `ow` (or, with `spill`, whole
+/// registers that end inside the plane), each divided by its divisor when there are some.
+///
+/// # Safety
+/// As [`pool_ring`]; `div`, when not null, holds `regs·LANES` floats.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_store<S: Simd, const NB: usize>(st: &PoolStore, acc: &[[S::V; NB]; PASS_ROWS], c0: usize) {
+    let l = S::LANES;
+    let (oh, ow) = (st.rg.oh, st.rg.ow);
+    // SAFETY (the whole body): output rows oy + r < oh, columns col.. below ow, or whole
+    // registers ending inside the plane with `spill`; divisors col.. < regs·L.
+    unsafe {
+        for (r, row) in acc.iter().enumerate() {
+            let oy = st.oy + r;
+            if oy >= oh {
+                break;
+            }
+            let yrow = st.y.add(oy * ow);
+            for (b, a) in row.iter().enumerate() {
+                let col = c0 + b * l;
+                if col >= ow {
+                    break;
+                }
+                let v = if st.div[r].is_null() {
+                    *a
+                } else {
+                    S::div(*a, S::load(st.div[r].add(col)))
+                };
+                if col + l <= ow || (st.spill && (st.yend as usize - yrow as usize) / 4 >= col + l) {
+                    S::store(yrow.add(col), v);
+                } else {
+                    S::store_partial(yrow.add(col), ow - col, v);
+                }
+            }
         }
     }
 }
@@ -1391,6 +1806,11 @@ trait Shift: Simd {
     /// # Safety
     /// The CPU has the set.
     unsafe fn shift<const N: i32>(lo: Self::V, hi: Self::V) -> Self::V;
+    /// The odd lanes of `lo, hi` in [`Simd::even_lanes`]' order (`order_even` sorts them).
+    ///
+    /// # Safety
+    /// The CPU has the set.
+    unsafe fn odd_lanes(lo: Self::V, hi: Self::V) -> Self::V;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1407,6 +1827,15 @@ impl Shift for Avx512 {
             ))
         }
     }
+    #[inline(always)]
+    unsafe fn odd_lanes(lo: Self::V, hi: Self::V) -> Self::V {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX-512F, which the caller's CPU has.
+        unsafe {
+            let idx = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+            _mm512_permutex2var_ps(lo, idx, hi)
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1416,6 +1845,13 @@ impl Shift for Avx2 {
     unsafe fn shift<const N: i32>(lo: Self::V, _: Self::V) -> Self::V {
         // (not called: `SHIFTS` is false)
         lo
+    }
+    #[inline(always)]
+    unsafe fn odd_lanes(lo: Self::V, hi: Self::V) -> Self::V {
+        use std::arch::x86_64::*;
+        // [lo1 lo3 hi1 hi3 | lo5 lo7 hi5 hi7], as `even_lanes`
+        // SAFETY: AVX, which the caller's CPU has.
+        unsafe { _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi) }
     }
 }
 

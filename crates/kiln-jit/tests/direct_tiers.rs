@@ -1,0 +1,205 @@
+//! The direct kernels' paths of the Rust tiers (`direct.rs`) against the interpreter, bit for
+//! bit, on every tier this CPU runs and on 1 and 2 threads: windowed pooling over the ring of
+//! padded rows (column strides 1 and 2, 2×2 and 3×3 windows and the generic pass, dilations,
+//! ceil mode, uneven paddings, planes narrower than a register, partial last passes, a
+//! register stored whole past its row's end, NaN planes sent back to the row driver), and the
+//! shapes that stay on the row driver (windows larger than the input, column strides past 2).
+
+use kiln_ir::{Graph, Op, Padding, Pool2d, PoolKind, Tensor, TensorType, Value};
+use kiln_jit::JitOptions;
+use kiln_jit::gemm::Tier;
+use std::collections::HashMap;
+
+/// `n` floats from `seed`: mostly in `[−4, 4)` on a coarse grid (so windows hold ties), with
+/// NaNs, infinities and signed zeros about once in `special` (never when `special` is 0).
+fn data(n: usize, seed: u64, special: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            if special > 0 && (s >> 8).is_multiple_of(special) {
+                [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0][(s >> 40) as usize % 6]
+            } else if (s >> 20).is_multiple_of(5) {
+                // signed zeros among the ties
+                if (s >> 30) & 1 == 0 { 0.0 } else { -0.0 }
+            } else {
+                ((s >> 40) % 64) as f32 / 8.0 - 4.0
+            }
+        })
+        .collect()
+}
+
+/// A pooling graph over an input of `dims`; `None` when shape inference rejects it.
+fn try_pool_graph(p: Pool2d, dims: [usize; 4]) -> Option<Graph> {
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32(dims)).ok()?;
+    let y = g.add("y", Op::Pool2d(p), &[x]).ok()?;
+    g.mark_output(y).ok()?;
+    Some(g)
+}
+
+fn pool_graph(p: Pool2d, dims: [usize; 4]) -> Graph {
+    try_pool_graph(p.clone(), dims).unwrap_or_else(|| panic!("{p:?} on {dims:?}"))
+}
+
+/// `graph` on `x` equals the interpreter bit for bit (any NaN for a NaN) on every runnable
+/// tier, on 1 and 2 threads.
+fn bitwise(graph: &Graph, x: Tensor<f32>, what: &str) {
+    let inputs = HashMap::from([("x".to_string(), Value::F(x))]);
+    let want = kiln_interp::run::<f32>(graph, &inputs, &HashMap::new()).unwrap();
+    let want = want[0].1.as_f().unwrap();
+    for tier in Tier::runnable() {
+        for threads in [1, 2] {
+            let opts = JitOptions {
+                gemm_tier: tier,
+                threads,
+                ..JitOptions::default()
+            };
+            let mut m = kiln_runtime::compile(graph, &opts).unwrap();
+            m.set_weights(&HashMap::new()).unwrap();
+            let got = m.run(&inputs).unwrap();
+            let got = got[0].1.as_f().unwrap();
+            assert_eq!(want.shape(), got.shape(), "{what}");
+            for (i, (a, b)) in want.data().iter().zip(got.data()).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{what}, {tier:?}, {threads} threads, element {i}: interpreter {a:?}, JIT {b:?}"
+                );
+            }
+        }
+    }
+}
+
+/// `(planes, h, w, kernel, stride, dilation, padding [top, left, bottom, right], ceil)`.
+type PoolCase = (
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    [usize; 4],
+    bool,
+);
+
+#[test]
+fn pooling_ring_paths_on_every_tier() {
+    let cases: [PoolCase; 20] = [
+        // ResNet-18's stem pool, and narrower images of it
+        (3, 36, 36, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        // SqueezeNet's (no padding, odd input) and ceil mode
+        (3, 27, 27, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
+        (3, 28, 29, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+        // Inception's: 3×3 s1 p1 on small planes (one register, a partial one), and s2 with
+        // the padding at the end only
+        (20, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (6, 14, 14, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (5, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], false),
+        // 2×2 s2, even and odd sizes
+        (4, 10, 10, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], false),
+        (4, 11, 13, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], true),
+        // wide rows: several groups of registers, a partial last one
+        (2, 9, 61, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (2, 10, 77, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        // mixed strides, the generic pass (other windows, dilations, row strides)
+        (3, 12, 20, [3, 3], [1, 2], [1, 1], [1, 0, 1, 1], false),
+        (3, 12, 20, [3, 3], [2, 1], [1, 1], [0, 1, 1, 0], false),
+        (3, 13, 19, [2, 3], [1, 1], [1, 1], [1, 1, 0, 2], false),
+        (3, 15, 21, [3, 3], [1, 1], [2, 2], [2, 2, 2, 2], false),
+        (3, 15, 21, [3, 2], [3, 2], [1, 2], [1, 1, 2, 1], true),
+        (2, 9, 9, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], false),
+        // a row narrower than a register, 1×1 windows, a single output
+        (9, 3, 3, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (4, 6, 5, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], false),
+        (4, 3, 3, [3, 3], [1, 1], [1, 1], [0, 0, 0, 0], false),
+        // enough planes for two threads' slices (16K outputs): registers stored whole past
+        // their row's end up to the end of a slice
+        (96, 15, 15, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+    ];
+    let kinds = [
+        PoolKind::Max,
+        PoolKind::Sum,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+    ];
+    for (i, &(planes, h, w, kernel, stride, dilation, pad, ceil)) in cases.iter().enumerate() {
+        for (j, &kind) in kinds.iter().enumerate() {
+            let p = Pool2d {
+                kind,
+                kernel,
+                stride,
+                dilation,
+                padding: Padding::Explicit(pad),
+                ceil_mode: ceil,
+            };
+            // two images, so planes run past a batch
+            let dims = [2, planes / 2 + planes % 2, h, w];
+            let graph = pool_graph(p, dims);
+            let n = dims.iter().product();
+            for special in [0, 97] {
+                let x = Tensor::new(dims, data(n, (i * 8 + j) as u64 + special, special)).unwrap();
+                bitwise(
+                    &graph,
+                    x,
+                    &format!("case {i} {:?}, kind {kind:?}, special {special}", cases[i]),
+                );
+            }
+        }
+    }
+}
+
+/// A NaN in one plane of a max pooling: that plane is computed again with the interpreter's
+/// NaN rule, the others (and both threads' slices) keep the ring's values.
+#[test]
+fn max_pooling_nan_planes_on_every_tier() {
+    for (h, w, s) in [(7, 7, 1), (14, 14, 2), (20, 40, 2)] {
+        let p = Pool2d {
+            padding: Padding::uniform(1),
+            ..Pool2d::new(PoolKind::Max, [3, 3], [s, s])
+        };
+        let dims = [1, 200, h, w];
+        let graph = pool_graph(p, dims);
+        let n: usize = dims.iter().product();
+        let mut x = data(n, 5, 0);
+        for plane in [0, 3, 101, 199] {
+            x[plane * h * w + (plane * 7) % (h * w)] = f32::NAN;
+        }
+        // both infinities in one plane and lane: a needless recompute, the same values
+        x[50 * h * w] = f32::INFINITY;
+        x[50 * h * w + w] = f32::NEG_INFINITY;
+        bitwise(&graph, Tensor::new(dims, x).unwrap(), &format!("{h}×{w} s{s}"));
+    }
+}
+
+/// Shapes that stay on the row driver: windows larger than the input, a column stride of 3
+/// (paddings as wide as the window are in `tiers.rs`' `wide_paddings_on_every_tier`).
+#[test]
+fn pooling_row_driver_shapes_on_every_tier() {
+    for (k, s, pad, h, w) in [
+        (5, 1, 2, 3, 20),
+        (7, 1, 3, 5, 30),
+        (3, 3, 1, 9, 40),
+        (3, 4, 1, 8, 50),
+    ] {
+        for kind in [
+            PoolKind::Max,
+            PoolKind::Avg {
+                count_include_pad: false,
+            },
+        ] {
+            let p = Pool2d {
+                padding: Padding::uniform(pad),
+                ..Pool2d::new(kind, [k, k], [s, s])
+            };
+            let graph = try_pool_graph(p.clone(), [1, 3, h, w]).unwrap_or_else(|| panic!("{p:?}"));
+            let x = Tensor::new([1, 3, h, w], data(3 * h * w, k as u64, 40)).unwrap();
+            bitwise(&graph, x, &format!("k {k} s {s} pad {pad} {h}×{w} {kind:?}"));
+        }
+    }
+}
