@@ -32,8 +32,13 @@
 //! four registers of columns (AVX2: two); 3×3 and 5×5 kernels have unrolled passes that load
 //! each padded row once for every output row it feeds, with the weights in registers (on
 //! AVX-512 the column taps are shifts of aligned loads). A kernel with a non-finite weight
-//! takes the row driver (its padded taps must be skipped, as the interpreter skips them). Nothing here panics (the code runs inside JIT frames that
-//! cannot unwind).
+//! takes the row driver (its padded taps must be skipped, as the interpreter skips them).
+//!
+//! Windowed pooling takes the same ring where it fits ([`pool_ring`]: column strides 1 and 2,
+//! windows no larger than the input, paddings narrower than the window), padded with −∞ for
+//! the maximum and +0 for sums, each output's taps in row-major order, so its bits are the
+//! interpreter's; a max-pool plane holding a NaN goes back to the row driver. Nothing here
+//! panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
