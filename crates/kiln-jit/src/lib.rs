@@ -532,9 +532,9 @@ impl Gemms {
             }
             _ => None,
         };
-        // two work items per thread: measured on ResNet-18 at 2 threads (AVX-512 tier) 38 ms with
-        // one, 28.6–29.0 with two, 31.8 with three, 32.4–32.9 with four or eight (more items split
-        // the rows, and every row block packs its own copy of B)
+        // at least two work items per thread, then `GemmDesc::split` cuts the split side at
+        // every tile (a thread runs its adjacent items as one block, so finer items cost no
+        // extra packing and the threads' shares come out even to a tile)
         let want = if threads > 1 { threads.saturating_mul(2) } else { 1 };
         let status = plan.status[&id];
         let mut desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
