@@ -3,7 +3,8 @@
 //! padded rows (column strides 1 and 2, 2×2 and 3×3 windows and the generic pass, dilations,
 //! ceil mode, uneven paddings, planes narrower than a register, partial last passes, a
 //! register stored whole past its row's end, NaN planes sent back to the row driver), and the
-//! shapes that stay on the row driver (windows larger than the input, column strides past 2).
+//! shapes that stay on the row driver (windows larger than the input, column strides past 2,
+//! unpadded windows of at most four taps).
 
 use kiln_ir::{Graph, Op, Padding, Pool2d, PoolKind, Tensor, TensorType, Value};
 use kiln_jit::JitOptions;
@@ -86,7 +87,7 @@ type PoolCase = (
 
 #[test]
 fn pooling_ring_paths_on_every_tier() {
-    let cases: [PoolCase; 20] = [
+    let cases: [PoolCase; 21] = [
         // ResNet-18's stem pool, and narrower images of it
         (3, 36, 36, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
         // SqueezeNet's (no padding, odd input) and ceil mode
@@ -97,9 +98,10 @@ fn pooling_ring_paths_on_every_tier() {
         (20, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
         (6, 14, 14, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
         (5, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], false),
-        // 2×2 s2, even and odd sizes
+        // 2×2 s2, even and odd sizes (unpadded: the row driver), and padded (the ring)
         (4, 10, 10, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], false),
         (4, 11, 13, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], true),
+        (4, 11, 13, [2, 2], [2, 2], [1, 1], [1, 1, 0, 0], false),
         // wide rows: several groups of registers, a partial last one
         (2, 9, 61, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
         (2, 10, 77, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
