@@ -376,6 +376,40 @@ unsafe fn transpose8_avx(st: &Stage, kn: usize, dst: &mut [f32], ld: usize) {
     }
 }
 
+/// Packs `count` lines (A's rows or B's columns) over K `[0, kc)` as micro-panels of `width`
+/// lines: value `k` of line `i` at `(i / width)·width·kc + k·width + i % width`; lines past
+/// `count` are zero. Eight lines and `TK` K values at a time: `fill(i, k0, t)` writes line
+/// `i`'s values `k0..k0 + t.len()` contiguously into a [`Stage`] row, which is then transposed
+/// into the panel.
+fn pack_staged(
+    out: &mut [f32],
+    count: usize,
+    kc: usize,
+    width: usize,
+    mut fill: impl FnMut(usize, usize, &mut [f32]),
+) {
+    let mut st = Stage::new();
+    for q in 0..count.div_ceil(width) {
+        let panel = &mut out[q * width * kc..(q + 1) * width * kc];
+        for r0 in (0..width).step_by(8) {
+            let w = 8.min(width - r0);
+            for k0 in (0..kc).step_by(TK) {
+                let kn = TK.min(kc - k0);
+                for r in 0..w {
+                    let line = q * width + r0 + r;
+                    let t = st.row(r, kn);
+                    if line >= count {
+                        t.fill(0.0);
+                    } else {
+                        fill(line, k0, t);
+                    }
+                }
+                transpose_into(&st, w, kn, &mut panel[k0 * width + r0..], width);
+            }
+        }
+    }
+}
+
 /// Packs A's block, rows `[ic, ic + mc)` (output channels of group `g`) × K `[pc, pc + kc)`
 /// (`K = (n, p)`), as micro-panels of `mr` rows: element `(i, k)` of panel `q` at
 /// `q·mr·kc + k·mr + i`; rows past the block are zero. Eight rows at a time, `TK` K values at
@@ -393,38 +427,21 @@ unsafe fn pack_delta(
     mr: usize,
 ) {
     let p = d.oh * d.ow;
-    let mut st = Stage::new();
-    for q in 0..mc.div_ceil(mr) {
-        let panel = &mut out[q * mr * kc..(q + 1) * mr * kc];
-        for r0 in (0..mr).step_by(8) {
-            let w = 8.min(mr - r0);
-            for k0 in (0..kc).step_by(TK) {
-                let kn = TK.min(kc - k0);
-                for r in 0..w {
-                    let row = q * mr + r0 + r;
-                    let t = st.row(r, kn);
-                    if row >= mc {
-                        t.fill(0.0);
-                        continue;
-                    }
-                    let o = g * d.og() + ic + row;
-                    // K in segments of one image each
-                    let mut kk = pc + k0;
-                    while kk < pc + k0 + kn {
-                        let (n, at) = (kk / p, kk % p);
-                        let len = (p - at).min(pc + k0 + kn - kk);
-                        // SAFETY: image n < N, channel o < C_out, positions at..at + len ≤ p.
-                        let src =
-                            unsafe { std::slice::from_raw_parts(dy.add((n * d.c_out + o) * p + at), len) };
-                        let first = kk - pc - k0;
-                        t[first..first + len].copy_from_slice(src);
-                        kk += len;
-                    }
-                }
-                transpose_into(&st, w, kn, &mut panel[k0 * mr + r0..], mr);
-            }
+    pack_staged(out, mc, kc, mr, |row, k0, t| {
+        let o = g * d.og() + ic + row;
+        let kn = t.len();
+        // K in segments of one image each
+        let mut kk = pc + k0;
+        while kk < pc + k0 + kn {
+            let (n, at) = (kk / p, kk % p);
+            let len = (p - at).min(pc + k0 + kn - kk);
+            // SAFETY: image n < N, channel o < C_out, positions at..at + len ≤ p.
+            let src = unsafe { std::slice::from_raw_parts(dy.add((n * d.c_out + o) * p + at), len) };
+            let first = kk - pc - k0;
+            t[first..first + len].copy_from_slice(src);
+            kk += len;
         }
-    }
+    });
 }
 
 /// Packs B's block, K `[pc, pc + kc)` × columns `[jc, jc + nc)` (`(c, i, j)` of group `g`),
@@ -445,28 +462,11 @@ unsafe fn pack_patches_t(
     [pc, kc]: [usize; 2],
     nr: usize,
 ) {
-    let mut st = Stage::new();
-    for q in 0..nc.div_ceil(nr) {
-        let panel = &mut out[q * nr * kc..(q + 1) * nr * kc];
-        for r0 in (0..nr).step_by(8) {
-            let w = 8.min(nr - r0);
-            for k0 in (0..kc).step_by(TK) {
-                let kn = TK.min(kc - k0);
-                for r in 0..w {
-                    let col = q * nr + r0 + r;
-                    let t = st.row(r, kn);
-                    if col >= nc {
-                        t.fill(0.0);
-                    } else {
-                        // SAFETY: forwarded from the caller (column jc + col < the group's
-                        // columns, K inside the matrix).
-                        unsafe { patch_column(d, x, g, jc + col, pc + k0, t) };
-                    }
-                }
-                transpose_into(&st, w, kn, &mut panel[k0 * nr + r0..], nr);
-            }
-        }
-    }
+    pack_staged(out, nc, kc, nr, |col, k0, t| {
+        // SAFETY: forwarded from the caller (column jc + col < the group's columns, K inside
+        // the matrix).
+        unsafe { patch_column(d, x, g, jc + col, pc + k0, t) }
+    });
 }
 
 /// Column `cc` (`(c, i, j)` of group `g`) of the transposed patch matrix over K `[k0, k0 +
