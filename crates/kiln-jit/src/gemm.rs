@@ -25,6 +25,10 @@ use std::cell::RefCell;
 /// where `C` rows are `ldc_bytes` apart; with `accumulate == 0` the old `C` is overwritten.
 pub type MicroKernelFn = unsafe extern "C" fn(i64, *const f32, *const f32, *mut f32, i64, i64);
 
+/// `fn(kc, a, b, off, c, ldc_bytes, accumulate)`: a [`MicroKernelFn`] whose B is read where it
+/// lies, row `k` (`NR` floats) at `b + off[k]`, instead of from a packed panel.
+pub type RowsKernelFn = unsafe extern "C" fn(i64, *const f32, *const f32, *const usize, *mut f32, i64, i64);
+
 /// A micro-kernel tier: its tile and its code.
 #[derive(Debug, Clone, Copy)]
 pub struct MicroKernel {
@@ -233,6 +237,58 @@ pub enum BSource {
     },
 }
 
+impl BSource {
+    /// Where row `kk` of B starts, from `ptr`, for the sources whose rows are runs of floats
+    /// (column `j` at the start + `j`): a row-major matrix, and a wide patch matrix (row `(c, i,
+    /// j)` in the padded copy). `None` for the others.
+    #[inline(always)]
+    fn row_start(&self, kk: usize) -> Option<usize> {
+        match *self {
+            BSource::Matrix { ld, .. } => Some(kk * ld),
+            BSource::Shifted {
+                plane,
+                wp,
+                kh,
+                kw,
+                stride: [sy, sx],
+                dilation: [dh, dw],
+                ..
+            } => {
+                let (c, i, j) = (kk / (kh * kw), kk / kw % kh, kk % kw);
+                let (ty, tx) = (i * dh, j * dw);
+                Some(((c * sy + ty % sy) * sx + tx % sx) * plane + ty / sy * wp + tx / sx)
+            }
+            BSource::MatrixT { .. } | BSource::Patches { .. } => None,
+        }
+    }
+
+    /// Where B's rows are read from, when they are runs ([`BSource::row_start`]).
+    fn runs(&self) -> Option<*const f32> {
+        match *self {
+            BSource::Matrix { ptr, .. } | BSource::Shifted { ptr, .. } => Some(ptr),
+            BSource::MatrixT { .. } | BSource::Patches { .. } => None,
+        }
+    }
+}
+
+/// Where the macro-kernel's B block is.
+#[derive(Clone, Copy)]
+pub(crate) enum BPanels<'a> {
+    /// Packed as micro-panels of `nr` columns (`pack_b`'s layout), run with the tile's
+    /// [`MicroKernelFn`].
+    Packed(&'a [f32]),
+    /// Read in place by the tile's [`RowsKernelFn`]: row `k` (of the K block), column `j`
+    /// (of the product) at `ptr + off[k] + j`, every whole tile of columns; a last strip of
+    /// fewer than `nr` columns from the packed panel `edge` (reading a whole tile there would
+    /// go past the source's end).
+    Rows {
+        ptr: *const f32,
+        off: &'a [usize],
+        f: RowsKernelFn,
+        edge: &'a [f32],
+    },
+}
+
 /// A stride-1 convolution's GEMM over *wide* columns: output rows `wp` columns apart instead
 /// of `ow`, the `wp − ow` columns past each row's end computed and dropped. Over a zero-padded
 /// copy of the image, `hp × wp` per channel (input row `iy` at row `iy + top`, column `ix` at
@@ -434,6 +490,19 @@ pub unsafe fn gemm_with(
         return Err("a packed A of the wrong size, or rows off the tiles");
     }
     let mp = p.m.div_ceil(mr) * mr;
+    // B's rows read where they lie by the tile's twin that takes them so, instead of packed:
+    // a wide patch matrix (packing was an eighth of a 3 × 3 convolution's time, and the tile
+    // reads the copy as fast), and a matrix of at most 128 rows of A, where a packed panel
+    // would serve few tiles. Measured on the EPYC Zen 3 (AVX2, one thread, each convolution
+    // alone, ms): 3 × 3 64 → 64 on 56 × 56 3.12 → 2.83, 128 → 128 on 28 × 28 2.95 → 2.83,
+    // the 7 × 7 s2 stem 3.35 → 3.11; 1 × 1 64 ← 256 on 56 × 56 1.36 → 1.28, 128 ← 256 on
+    // 28 × 28 0.61 → 0.59, but 256 ← 64 on 56 × 56 1.23 → 1.31 and 512 ← 128 on 28 × 28 1.14
+    // → 1.17 (a matrix's rows, a whole row apart, crowd a few of L1's sets)
+    let in_place = match p.b {
+        BSource::Matrix { .. } if p.m > 128 => None,
+        _ => p.b.runs().zip(crate::gemm_simd::rows_kernel(kern)),
+    };
+    let mut off = Vec::new();
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
@@ -443,9 +512,28 @@ pub unsafe fn gemm_with(
             let nc = bl.nc.min(cols[1] - jc);
             for pc in (0..p.k).step_by(kstep) {
                 let kc = kstep.min(p.k - pc);
-                let bpack = floats(bbuf, nc.div_ceil(nr) * nr * kc);
-                // SAFETY: forwarded from the caller.
-                unsafe { pack_b(&p.b, bpack, jc, nc, pc, kc, nr) };
+                let bpack = match in_place {
+                    Some((ptr, f)) => {
+                        off.clear();
+                        off.extend((pc..pc + kc).filter_map(|kk| p.b.row_start(kk)));
+                        let whole = nc / nr * nr;
+                        let edge = floats(bbuf, if whole < nc { nr * kc } else { 0 });
+                        // SAFETY: forwarded from the caller (columns jc + whole..jc + nc).
+                        unsafe { pack_b(&p.b, edge, jc + whole, nc - whole, pc, kc, nr) };
+                        BPanels::Rows {
+                            ptr,
+                            off: &off,
+                            f,
+                            edge,
+                        }
+                    }
+                    None => {
+                        let bpack = floats(bbuf, nc.div_ceil(nr) * nr * kc);
+                        // SAFETY: forwarded from the caller.
+                        unsafe { pack_b(&p.b, bpack, jc, nc, pc, kc, nr) };
+                        BPanels::Packed(bpack)
+                    }
+                };
                 for ic in (rows[0]..rows[1]).step_by(bl.mc) {
                     let mc = bl.mc.min(rows[1] - ic);
                     let apack: &[f32] = match a_packed {
@@ -490,7 +578,7 @@ pub(crate) unsafe fn macro_kernel(
     kern: &MicroKernel,
     p: &Problem,
     apack: &[f32],
-    bpack: &[f32],
+    b: BPanels,
     [ic, mc]: [usize; 2],
     [jc, nc]: [usize; 2],
     kc: usize,
@@ -499,9 +587,38 @@ pub(crate) unsafe fn macro_kernel(
     let (mr, nr) = (kern.mr, kern.nr);
     // mr·nr ≤ MAX_TILE: `gemm` checked `kern.check()` before calling
     let mut tmp = [0.0f32; MAX_TILE];
+    if let BPanels::Rows { off, edge, .. } = b {
+        assert!(off.len() == kc && (nc.is_multiple_of(nr) || edge.len() >= nr * kc));
+    }
+    // the tile over the A panels at `ap` and B's columns from `jr`, into C at `c`
+    let run = |ap: *const f32, jr: usize, c: *mut f32, ldc: usize, acc: bool| {
+        let (ldc, acc) = ((ldc * 4) as i64, acc as i64);
+        // SAFETY (every arm): the panels are zero-padded to whole tiles (`floats` sized them
+        // `⌈mc/mr⌉·mr·kc` and `⌈nc/nr⌉·nr·kc`), so `ap` has kc·mr floats and a packed B panel
+        // kc·nr; C as the caller says.
+        match b {
+            BPanels::Packed(bpack) => unsafe {
+                (kern.f)(kc as i64, ap, bpack[jr / nr * nr * kc..].as_ptr(), c, ldc, acc)
+            },
+            // columns jc + jr..jc + jr + nr ≤ jc + nc, in the block: inside each row of B
+            // (the caller's contract with the source); off holds kc offsets (asserted)
+            BPanels::Rows { ptr, off, f, .. } if jr + nr <= nc => unsafe {
+                f(
+                    kc as i64,
+                    ap,
+                    ptr.wrapping_add(jc + jr),
+                    off.as_ptr(),
+                    c,
+                    ldc,
+                    acc,
+                )
+            },
+            // the last strip, short: its packed panel (asserted above)
+            BPanels::Rows { edge, .. } => unsafe { (kern.f)(kc as i64, ap, edge.as_ptr(), c, ldc, acc) },
+        }
+    };
     for jr in (0..nc).step_by(nr) {
         let cols = nr.min(nc - jr);
-        let bp = bpack[jr / nr * nr * kc..].as_ptr();
         for ir in (0..mc).step_by(mr) {
             let rows = mr.min(mc - ir);
             let ap = apack[ir / mr * mr * kc..].as_ptr();
@@ -511,14 +628,12 @@ pub(crate) unsafe fn macro_kernel(
             // item's first row and column land on the scratch's start, `run_items`)
             let c = p.c.wrapping_add((ic + ir) * p.ldc + jc + jr);
             if rows == mr && cols == nr {
-                // SAFETY: the packed panels hold whole tiles (`floats` sized them
-                // `⌈mc/mr⌉·mr·kc` and `⌈nc/nr⌉·nr·kc`, zero-padded), so `ap` and `bp` have kc·mr
-                // and kc·nr floats; the full tile's rows and columns are inside C.
-                unsafe { (kern.f)(kc as i64, ap, bp, c, (p.ldc * 4) as i64, accumulate as i64) };
+                // the full tile's rows and columns are inside C
+                run(ap, jr, c, p.ldc, accumulate);
             } else {
-                // an edge tile: compute the whole tile into `tmp`, keep the part inside C
-                // SAFETY: the panels are zero-padded to whole tiles; tmp holds mr·nr floats.
-                unsafe { (kern.f)(kc as i64, ap, bp, tmp.as_mut_ptr(), (nr * 4) as i64, 0) };
+                // an edge tile: compute the whole tile into `tmp` (mr·nr floats), keep the
+                // part inside C
+                run(ap, jr, tmp.as_mut_ptr(), nr, false);
                 for r in 0..rows {
                     for (j, &t) in tmp[r * nr..r * nr + cols].iter().enumerate() {
                         // SAFETY: inside the tile's valid part of C.
@@ -685,21 +800,10 @@ unsafe fn pack_b_nr(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usiz
                 }
             }
         }
-        BSource::Shifted {
-            ptr,
-            plane,
-            wp,
-            kh,
-            kw,
-            stride: [sy, sx],
-            dilation: [dh, dw],
-        } => {
+        BSource::Shifted { ptr, .. } => {
             for k in 0..kc {
-                let kk = pc + k;
-                let (c, i, j) = (kk / (kh * kw), kk / kw % kh, kk % kw);
-                let (ty, tx) = (i * dh, j * dw);
-                let at = ((c * sy + ty % sy) * sx + tx % sx) * plane + ty / sy * wp + tx / sx;
-                // SAFETY: row (c, i, j) of the wide patch matrix from column jc: the caller's
+                let at = b.row_start(pc + k).unwrap_or(0);
+                // SAFETY: row pc + k of the wide patch matrix from column jc: the caller's
                 // copy holds every wide column of every row (`Shifted::len`).
                 let row = unsafe { std::slice::from_raw_parts(ptr.add(at + jc), nc) };
                 put_row(out, kc, nr, k, 0, nc, Some(row));
@@ -1684,7 +1788,18 @@ unsafe fn run_swapped(
                     pack_gathered_mr(mr, pad, &tap[pc..pc + kc], px, apack);
                     // SAFETY: pixels [ic, ic + mc) ⊆ cols and channels [jc, jc + nc) ⊆ rows
                     // land inside the scratch (npx rows of ldt ≥ nch floats).
-                    unsafe { macro_kernel(&kern, &p, apack, bpack, [ic, mc], [jc, nc], kc, pc > 0) };
+                    unsafe {
+                        macro_kernel(
+                            &kern,
+                            &p,
+                            apack,
+                            BPanels::Packed(bpack),
+                            [ic, mc],
+                            [jc, nc],
+                            kc,
+                            pc > 0,
+                        )
+                    };
                 }
             }
         }

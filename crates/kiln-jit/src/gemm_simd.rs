@@ -9,23 +9,67 @@
 //! Each set has a few tiles (rows × columns, all with the same number of accumulators for its
 //! register file); [`tile_for`] picks one per product shape.
 
-use crate::gemm::{MicroKernel, MicroKernelFn};
+use crate::gemm::{MicroKernel, MicroKernelFn, RowsKernelFn};
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512, Simd};
 
-/// `C[R×L·V] (+)= Apanel[kc×R]ᵀ · Bpanel[kc×L·V]` (`L` = `S::LANES`), one FMA per `k` in
-/// ascending order; the old C is added after the K loop when `accumulate`.
+/// Where a tile's B rows are: row `k`'s `L·V` floats start at `row(k)`.
+#[cfg(target_arch = "x86_64")]
+trait BRows: Copy {
+    /// # Safety
+    /// `k` is below the tile's `kc`; the result is valid for `L·V` floats (the caller's
+    /// contract with the source).
+    unsafe fn row(self, k: usize) -> *const f32;
+}
+
+/// A packed B panel: row `k` at `b + k·len`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Panel {
+    b: *const f32,
+    len: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BRows for Panel {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        // SAFETY: k < kc: inside the panel of kc rows (the caller's contract)
+        unsafe { self.b.add(k * self.len) }
+    }
+}
+
+/// B read where it lies, through a table of row offsets: row `k` at `b + off[k]`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Rows {
+    b: *const f32,
+    off: *const usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BRows for Rows {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        // SAFETY: k < kc: inside the table; the row is valid (the caller's contract)
+        unsafe { self.b.wrapping_add(*self.off.add(k)) }
+    }
+}
+
+/// `C[R×L·V] (+)= Apanel[kc×R]ᵀ · B[kc×L·V]` (`L` = `S::LANES`), one FMA per `k` in
+/// ascending order; the old C is added after the K loop when `accumulate`. B's rows are
+/// where `b` says: a packed panel ([`Panel`]) or rows read in place ([`Rows`]).
 ///
 /// # Safety
-/// The CPU must have `S`'s set; the panels must hold `kc·R` and `kc·L·V` floats, and C `R`
-/// rows of `L·V` floats, `ldc` floats apart.
+/// The CPU must have `S`'s set; the A panel must hold `kc·R` floats, each of B's `kc` rows
+/// `L·V` floats, and C `R` rows of `L·V` floats, `ldc` floats apart.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn tile<S: Simd, const R: usize, const V: usize>(
+unsafe fn tile<S: Simd, const R: usize, const V: usize, B: BRows>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: B,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -36,10 +80,11 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize>(
     unsafe {
         let mut acc = [[S::zero(); V]; R];
         for k in 0..kc {
+            // k < kc: one of B's rows, L·V floats
+            let row = b.row(k);
             let mut bv = [S::zero(); V];
             for (v, x) in bv.iter_mut().enumerate() {
-                // k < kc, v < V: inside the B panel
-                *x = S::load(b.add((k * V + v) * l));
+                *x = S::load(row.add(v * l));
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 // k < kc, i < R: inside the A panel
@@ -61,17 +106,39 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize>(
 }
 
 /// Defines `unsafe extern "C" fn NAME(kc, a, b, c, ldc_bytes, accumulate)` (a
-/// [`MicroKernelFn`]) running `tile::<SET, R, V>` with the set's features enabled.
+/// [`MicroKernelFn`]) running `tile::<SET, R, V>` over a packed B panel with the set's
+/// features enabled, and, when a second name is given, `NAME2(kc, a, b, off, c, ldc_bytes,
+/// accumulate)` (a [`RowsKernelFn`]) reading B's rows in place.
 macro_rules! entry {
-    ($($name:ident: $set:ty, $features:literal, $r:literal, $v:literal;)*) => {$(
+    ($($name:ident $(/ $rows:ident)?: $set:ty, $features:literal, $r:literal, $v:literal;)*) => {$(
         /// # Safety
         /// As [`tile`]: the CPU must have the set; panels and C as the tile needs.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         unsafe extern "C" fn $name(kc: i64, a: *const f32, b: *const f32, c: *mut f32, ldc_bytes: i64, accumulate: i64) {
+            let b = Panel { b, len: $v * <$set as Simd>::LANES };
             // SAFETY: forwarded from the caller.
-            unsafe { tile::<$set, $r, $v>(kc as usize, a, b, c, ldc_bytes as usize / 4, accumulate != 0) }
+            unsafe { tile::<$set, $r, $v, _>(kc as usize, a, b, c, ldc_bytes as usize / 4, accumulate != 0) }
         }
+        $(
+        /// # Safety
+        /// As [`tile`]: the CPU must have the set; B's row `k` is the `L·V` floats at
+        /// `b + off[k]` (`k < kc`), the A panel and C as the tile needs.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe extern "C" fn $rows(
+            kc: i64,
+            a: *const f32,
+            b: *const f32,
+            off: *const usize,
+            c: *mut f32,
+            ldc_bytes: i64,
+            accumulate: i64,
+        ) {
+            // SAFETY: forwarded from the caller.
+            unsafe { tile::<$set, $r, $v, _>(kc as usize, a, Rows { b, off }, c, ldc_bytes as usize / 4, accumulate != 0) }
+        }
+        )?
     )*};
 }
 
@@ -80,9 +147,9 @@ entry! {
     avx512_6x64: Avx512, "avx512f", 6, 4;
     avx512_8x48: Avx512, "avx512f", 8, 3;
     avx512_7x48: Avx512, "avx512f", 7, 3;
-    avx2_6x16: Avx2, "avx2,fma", 6, 2;
-    avx2_4x16: Avx2, "avx2,fma", 4, 2;
-    avx2_8x8: Avx2, "avx2,fma", 8, 1;
+    avx2_6x16 / avx2_6x16_rows: Avx2, "avx2,fma", 6, 2;
+    avx2_4x16 / avx2_4x16_rows: Avx2, "avx2,fma", 4, 2;
+    avx2_8x8 / avx2_8x8_rows: Avx2, "avx2,fma", 8, 1;
 }
 
 const fn mk(mr: usize, nr: usize, f: MicroKernelFn) -> MicroKernel {
@@ -172,6 +239,28 @@ pub fn isa_of(k: &MicroKernel) -> Option<Isa> {
             .iter()
             .any(|t| t.mr == k.mr && t.nr == k.nr && std::ptr::fn_addr_eq(t.f, k.f))
     })
+}
+
+/// The AVX2 tiles' twins that read B's rows in place ([`RowsKernelFn`]).
+#[cfg(target_arch = "x86_64")]
+const AVX2_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
+    (avx2_6x16, avx2_6x16_rows),
+    (avx2_4x16, avx2_4x16_rows),
+    (avx2_8x8, avx2_8x8_rows),
+];
+
+/// The twin of tile `k` that reads B's rows where they lie instead of from a packed panel,
+/// if it has one: the AVX2 tiles. (The AVX-512 tiles have none: a 64-byte row read at any
+/// float offset straddles two cache lines nearly always, which was not measured.)
+pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa_of(k) == Some(Isa::Avx2) {
+        return AVX2_ROWS
+            .iter()
+            .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
+            .map(|&(_, r)| r);
+    }
+    None
 }
 
 /// The tile of `isa` for an `m × n` product computed transposed (`Cᵀ = Bᵀ·Aᵀ`: an `n × m`

@@ -272,7 +272,18 @@ unsafe fn group_block(
                     unsafe { pack_delta(d, dy, g, apack, [ic, mc], [pc, kc], mr) };
                     // SAFETY: the block [ic, ic + mc) × [jc, jc + nc) lies inside the group's
                     // dw (`prob`: og × cols, ldc = cols); the panels hold whole tiles.
-                    unsafe { gemm::macro_kernel(kern, &prob, apack, bpack, [ic, mc], [jc, nc], kc, pc > 0) };
+                    unsafe {
+                        gemm::macro_kernel(
+                            kern,
+                            &prob,
+                            apack,
+                            gemm::BPanels::Packed(bpack),
+                            [ic, mc],
+                            [jc, nc],
+                            kc,
+                            pc > 0,
+                        )
+                    };
                 }
             }
         }
