@@ -577,7 +577,7 @@ unsafe fn blocks<S: Simd, K: WindowOp, const NB: usize, const ST: usize, const T
             if !TAIL || lanes >= l {
                 S::store(p, v);
             } else {
-                S::store_partial(p, lanes, v);
+                S::store_prefix(p, lanes, v);
             }
             if K::NAN_TO_SCALAR && S::any_nan(probe[b]) {
                 nan |= 1 << b;
