@@ -38,7 +38,9 @@
 //! windows no larger than the input, paddings narrower than the window; an unpadded window of
 //! at most four taps reads the plane as it is), padded with −∞ for
 //! the maximum and +0 for sums, each output's taps in row-major order, so its bits are the
-//! interpreter's; a max-pool plane holding a NaN goes back to the row driver. Nothing here
+//! interpreter's; a max-pool plane holding a NaN goes back to the row driver. A 2×2 window at
+//! stride 2 that tiles its input exactly (LeNet's, VGG's) reads the rows as they are, with no
+//! border case at all ([`pool_tiles`]). Nothing here
 //! panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::simd::Isa;
@@ -756,8 +758,30 @@ unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: 
     // one thread, thread CPU time, fastest of 5 interleaved)
     let few_taps = g.kernel[0] * g.kernel[1] <= 4 && g.pad == [0; 4];
     let rg = if few_taps { None } else { RingGeom::new::<S>(&g) };
+    let tiles = tiles_2x2(&g);
     // SAFETY: forwarded from the caller.
     unsafe {
+        if tiles {
+            let planes = d.planes as usize;
+            if d.kind == POOL_MAX {
+                let mut k = Pool::<true> {
+                    x,
+                    plane_len,
+                    kind: d.kind,
+                    kw,
+                };
+                pool_tiles::<S, true>(&mut k, &g, y, (begin, end, planes));
+            } else {
+                let mut k = Pool::<false> {
+                    x,
+                    plane_len,
+                    kind: d.kind,
+                    kw,
+                };
+                pool_tiles::<S, false>(&mut k, &g, y, (begin, end, planes));
+            }
+            return;
+        }
         if d.kind == POOL_MAX {
             let mut k = Pool::<true> {
                 x,
@@ -779,6 +803,152 @@ unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: 
             match rg {
                 Some(rg) => pool_ring::<S, false>(&mut k, &g, &rg, y, (begin, end, d.planes as usize)),
                 None => windows::<S, _>(&mut k, &g, y, begin, end),
+            }
+        }
+    }
+}
+
+/// Whether `g` is a 2×2 window at stride 2 that tiles its input exactly (no padding, no
+/// dilation, `h = 2·oh`, `w = 2·ow`): [`pool_tiles`]' shape.
+fn tiles_2x2(g: &Window2d) -> bool {
+    let ([h, w], [oh, ow]) = (g.input, g.output);
+    g.kernel == [2, 2]
+        && g.stride == [2, 2]
+        && g.dilation == [1, 1]
+        && g.pad == [0; 4]
+        && oh > 0
+        && ow > 0
+        && oh.checked_mul(2) == Some(h)
+        && ow.checked_mul(2) == Some(w)
+}
+
+/// The `LANES` outputs of a 2×2 s2 window whose input pairs are `t0, t1` (`2·LANES` floats of
+/// the top row) and `b0, b1` (of the bottom row), in the interpreter's order: the maximum as a
+/// tree of first maxima (each pair's, then the top's against the bottom's: the first maximum
+/// of the four, as the row-major scan finds it, when none is NaN), sums tap by tap in
+/// row-major order from +0, averages divided by 4. Returns the outputs and, with `MAX`, the
+/// sum of the inputs (NaN when one is).
+///
+/// # Safety
+/// The CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_2x2<S: Shift, const MAX: bool>(
+    t0: S::V,
+    t1: S::V,
+    b0: S::V,
+    b1: S::V,
+    avg: bool,
+) -> (S::V, S::V) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let (te, to) = (S::even_lanes(t0, t1), S::odd_lanes(t0, t1));
+        let (be, bo) = (S::even_lanes(b0, b1), S::odd_lanes(b0, b1));
+        if MAX {
+            // `max(v, acc)`: v only when strictly greater, so the earlier tap wins ties
+            let v = S::max(S::max(bo, be), S::max(to, te));
+            let probe = S::add(S::add(t0, t1), S::add(b0, b1));
+            (S::order_even(v), probe)
+        } else {
+            let v = S::add(S::add(S::add(S::add(S::zero(), te), to), be), bo);
+            let v = S::order_even(v);
+            (if avg { S::div(v, S::splat(4.0)) } else { v }, S::zero())
+        }
+    }
+}
+
+/// 2×2 s2 pooling whose windows tile the input exactly ([`tiles_2x2`]), over the planes
+/// `[begin, end)` of `planes`: each output row reads its two input rows as they are, a
+/// register of outputs from two registers of each row ([`tile_2x2`]), with no border case.
+/// A row of at least a register of outputs ends with a register that overlaps the one before
+/// (some outputs computed twice, the same values); a narrower row reads whole registers past
+/// its end (later input rows, up to the end of the node's input) and stores a whole register
+/// over the next rows' outputs (stored after it) up to the end of this call's planes, past
+/// which it reads and stores exactly. A max-pooling plane holding a NaN (or both infinities: a
+/// needless recompute) is computed again by the row driver.
+///
+/// # Safety
+/// As [`pool2d`]: `g` is the node's geometry, with [`tiles_2x2`]; `k` its planes and `y` its
+/// output; `begin ≤ end ≤ planes`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_tiles<S: Shift, const MAX: bool>(
+    k: &mut Pool<MAX>,
+    g: &Window2d,
+    y: *mut f32,
+    (begin, end, planes): (usize, usize, usize),
+) {
+    let l = S::LANES;
+    let ([_, w], [oh, ow]) = (g.input, g.output);
+    let avg = matches!(k.kind, POOL_AVG | POOL_AVG_WITH_PAD);
+    let out_len = oh * ow;
+    // the end of the node's input (whole registers may be read up to it) and of this call's
+    // output planes (a whole register may be stored up to it)
+    let xend = k.x.wrapping_add(planes * k.plane_len) as usize;
+    let yend = y.wrapping_add(end * out_len) as usize;
+    for plane in begin..end {
+        let xp = k.plane(plane);
+        let yp = y.wrapping_add(plane * out_len);
+        // SAFETY (the whole loop body): input rows 2·oy and 2·oy + 1 < h of the plane, read
+        // at columns below w, or whole registers ending before `xend`; output row oy < oh at
+        // columns below ow, or a whole register ending before `yend`.
+        unsafe {
+            let mut probe = S::zero();
+            for oy in 0..oh {
+                let top = xp.add(2 * oy * w);
+                let bot = top.add(w);
+                let yrow = yp.add(oy * ow);
+                if ow >= l {
+                    let mut c = 0;
+                    loop {
+                        let (t, b) = (top.add(2 * c), bot.add(2 * c));
+                        let (v, p) = tile_2x2::<S, MAX>(
+                            S::load(t),
+                            S::load(t.add(l)),
+                            S::load(b),
+                            S::load(b.add(l)),
+                            avg,
+                        );
+                        S::store(yrow.add(c), v);
+                        if MAX {
+                            probe = S::add(probe, p);
+                        }
+                        if c + l == ow {
+                            break;
+                        }
+                        // the last register overlaps the one before when ow is no multiple
+                        c = (c + l).min(ow - l);
+                    }
+                } else {
+                    // w = 2·ow < 2·LANES floats per row
+                    let (t0, t1, b0, b1) = if (xend - bot as usize) / 4 >= 2 * l {
+                        (
+                            S::load(top),
+                            S::load(top.add(l)),
+                            S::load(bot),
+                            S::load(bot.add(l)),
+                        )
+                    } else {
+                        (
+                            S::load_partial(top, w.min(l)),
+                            S::load_partial(top.add(l), w.saturating_sub(l)),
+                            S::load_partial(bot, w.min(l)),
+                            S::load_partial(bot.add(l), w.saturating_sub(l)),
+                        )
+                    };
+                    let (v, p) = tile_2x2::<S, MAX>(t0, t1, b0, b1, avg);
+                    if (yend - yrow as usize) / 4 >= l {
+                        S::store(yrow, v);
+                    } else {
+                        S::store_prefix(yrow, ow, v);
+                    }
+                    if MAX {
+                        probe = S::add(probe, p);
+                    }
+                }
+            }
+            if MAX && S::any_nan(probe) {
+                windows::<S, _>(k, g, y, plane, plane + 1);
             }
         }
     }

@@ -156,6 +156,67 @@ fn pooling_ring_paths_on_every_tier() {
     }
 }
 
+/// 2×2 s2 windows that tile the input exactly (`direct.rs`' `pool_tiles`): rows of outputs
+/// narrower than a register (stored whole over the next rows, exactly at the end of a
+/// thread's slice and of the tensor), exactly one register, one and a bit (an overlapping
+/// last register), 1×1 outputs, plane counts that are no multiple of 8 split across two
+/// threads at any plane, NaN planes sent back to the row driver.
+#[test]
+fn pooling_exact_tiles_on_every_tier() {
+    // (batch, channels, h, w)
+    let cases = [
+        (1, 1, 2, 2),
+        (3, 5, 2, 2),
+        (2, 3, 4, 6),
+        (64, 6, 28, 28),
+        (7, 143, 10, 10),
+        (3, 7, 16, 16),
+        (2, 5, 6, 18),
+        (2, 3, 2, 34),
+        (1, 3, 12, 64),
+        (5, 1, 14, 2),
+        // enough outputs for two threads, 1×1 planes
+        (17, 1001, 2, 2),
+        (1, 2049, 2, 14),
+    ];
+    let kinds = [
+        PoolKind::Max,
+        PoolKind::Sum,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+    ];
+    for (i, &(n, c, h, w)) in cases.iter().enumerate() {
+        for (j, &kind) in kinds.iter().enumerate() {
+            let graph = pool_graph(Pool2d::new(kind, [2, 2], [2, 2]), [n, c, h, w]);
+            let len = n * c * h * w;
+            for special in [0, 97] {
+                let x = Tensor::new([n, c, h, w], data(len, (i * 8 + j) as u64 + special, special)).unwrap();
+                bitwise(
+                    &graph,
+                    x,
+                    &format!("{n}×{c}×{h}×{w}, kind {kind:?}, special {special}"),
+                );
+            }
+        }
+        // a NaN in a few planes only, the last input float among them
+        let graph = pool_graph(Pool2d::new(PoolKind::Max, [2, 2], [2, 2]), [n, c, h, w]);
+        let len = n * c * h * w;
+        let mut x = data(len, i as u64, 0);
+        for at in [0, len / 3, len - 1] {
+            x[at] = f32::NAN;
+        }
+        bitwise(
+            &graph,
+            Tensor::new([n, c, h, w], x).unwrap(),
+            &format!("{n}×{c}×{h}×{w}, NaN planes"),
+        );
+    }
+}
+
 /// A NaN in one plane of a max pooling: that plane is computed again with the interpreter's
 /// NaN rule, the others (and both threads' slices) keep the ring's values.
 #[test]
