@@ -61,7 +61,7 @@ pub enum RuntimeError {
     /// A session run with a model that did not make it.
     #[error("the session belongs to another model")]
     ForeignSession,
-    /// Output buffers that do not match the graph's outputs.
+    /// Output buffers (or a view) that do not match the graph's outputs.
     #[error("{0}")]
     Outputs(String),
     /// The inputs do not fit the graph (`kiln_ir::feeds::check_inputs`).
@@ -442,11 +442,33 @@ impl Model {
     }
 
     /// The f32 value `name` (a weight, an input or an output of the graph) as `session`'s
-    /// arena holds it now.
+    /// arena holds it now, copied out (see [`Model::view`] for a borrow).
     pub fn read(&self, session: &Session, name: &str) -> Result<Tensor<f32>, RuntimeError> {
+        let data = self.view(session, name)?;
+        let shape = self.compiled.graph().node(self.f32_value(name)?).ty.shape.clone();
+        Ok(Tensor::new(shape, data.to_vec()).expect("sized by the type"))
+    }
+
+    /// The f32 value `name` (a weight, an input or an output of the graph) as `session`'s
+    /// arena holds it now, borrowed where it lies: after [`Model::run_in_place`], an output
+    /// without a copy (row-major, of the output's shape). Valid until the session runs again.
+    pub fn view<'s>(&self, session: &'s Session, name: &str) -> Result<&'s [f32], RuntimeError> {
         self.check_session(session)?;
-        let id = self
-            .compiled
+        let slot = self.compiled.plan().slots[&self.f32_value(name)?];
+        // SAFETY: every bit pattern is an f32; `align_to` only hands out aligned floats
+        let (head, floats, tail) = unsafe { slot_bytes(&session.arena, slot).align_to::<f32>() };
+        if !head.is_empty() || !tail.is_empty() {
+            // every slot is 64-byte aligned (the memory plan's rule): a plan bug, not an input's
+            return Err(RuntimeError::Outputs(format!(
+                "`{name}` is not 4-byte aligned in the arena"
+            )));
+        }
+        Ok(floats)
+    }
+
+    /// The graph node of the f32 weight, input or output `name`.
+    fn f32_value(&self, name: &str) -> Result<NodeId, RuntimeError> {
+        self.compiled
             .graph()
             .find(name)
             .filter(|id| {
@@ -455,11 +477,7 @@ impl Model {
                     && (matches!(node.op, Op::Param { .. } | Op::Input(_))
                         || self.compiled.graph().outputs().contains(id))
             })
-            .ok_or_else(|| RuntimeError::UnknownValue(name.to_string()))?;
-        let node = self.compiled.graph().node(id);
-        let mut data = vec![0.0f32; node.ty.shape.numel()];
-        read_f32(&session.arena, self.compiled.plan().slots[&id], &mut data);
-        Ok(Tensor::new(node.ty.shape.clone(), data).expect("sized by the type"))
+            .ok_or_else(|| RuntimeError::UnknownValue(name.to_string()))
     }
 
     fn check_session(&self, session: &Session) -> Result<(), RuntimeError> {

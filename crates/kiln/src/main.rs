@@ -99,8 +99,8 @@ enum Command {
     /// Gradients of a loss on one batch w.r.t. every weight and input, as safetensors.
     Grad(GradArgs),
     /// Time the JIT and the interpreter on seeded random inputs; median run times and speedup.
-    /// The JIT runs as an embedding that keeps its buffers (`Model::run_into`: the inputs
-    /// copied in, the outputs copied into buffers made once).
+    /// The JIT runs as an embedding that reads its results in place (`Model::run_in_place`:
+    /// the inputs copied into a session, the outputs left there for `Model::view`).
     Bench(BenchArgs),
     /// Train a model on labelled images split 80/20 with the seed; the last line printed is
     /// `test accuracy: NN.NN%`.
@@ -1140,12 +1140,12 @@ fn bench(a: &BenchArgs) -> Result<()> {
             m.plan().describe()
         );
         m.set_weights(&w)?;
-        // as an embedding that keeps its buffers runs it: borrowed inputs, the outputs
-        // written into buffers made once (`Model::run_into`)
+        // as an embedding that reads its results in place runs it: borrowed inputs copied
+        // in, the outputs left in the session (`Model::run_in_place`, then `Model::view`)
         let borrowed: Vec<kiln::Feed> = feeds.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let mut outputs = m.new_outputs();
+        let mut session = m.session()?;
         jit_ms = Some(median_ms(
-            || m.run_into(&borrowed, &mut outputs).map_err(Into::into),
+            || m.run_in_place(&mut session, &borrowed).map_err(Into::into),
             a.runs,
         )?);
         if a.profile {

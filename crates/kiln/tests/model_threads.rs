@@ -106,3 +106,36 @@ fn run_into_and_sessions() {
     let named: Vec<(String, Value<f32>)> = out2.iter().map(|v| (String::new(), v.clone())).collect();
     assert_eq!(bits(&named), fresh);
 }
+
+/// `view` borrows an output where the run left it: the same floats as `run`'s, no copy; a
+/// name that is not an f32 weight, input or output, or another model's session, is an error.
+#[test]
+fn outputs_viewed_in_place() {
+    let graph = kiln::zoo::digits_cnn().unwrap().with_batch(3).unwrap();
+    let weights = kiln::ir::init::default_weights(&graph, 1).unwrap();
+    let mut model = kiln::compile(&graph, &kiln::CompileOptions::default()).unwrap();
+    model.set_weights(&weights).unwrap();
+    let x = kiln::ir::init::random_inputs(&graph, 5).unwrap();
+    let want = model.run(&x).unwrap();
+    let feeds: Vec<(&str, &Value<f32>)> = x.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut session = model.session().unwrap();
+    model.run_in_place(&mut session, &feeds).unwrap();
+    for (name, v) in &want {
+        let Value::F(t) = v else { panic!("an f32 output") };
+        let seen = model.view(&session, name).unwrap();
+        assert_eq!(seen.len(), t.data().len());
+        assert!(
+            seen.iter().zip(t.data()).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}"
+        );
+        assert_eq!(model.read(&session, name).unwrap().data(), t.data());
+    }
+    let e = model.view(&session, "no such value").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`no such value` is not an f32 weight, input or output of the model"
+    );
+    let other = kiln::compile(&graph, &kiln::CompileOptions::default()).unwrap();
+    let e = other.view(&session, &want[0].0).unwrap_err();
+    assert_eq!(e.to_string(), "the session belongs to another model");
+}
