@@ -4,7 +4,8 @@
 //! ceil mode, uneven paddings, planes narrower than a register, partial last passes, a
 //! register stored whole past its row's end, NaN planes sent back to the row driver), and the
 //! shapes that stay on the row driver (windows larger than the input, column strides past 2,
-//! unpadded windows of at most four taps).
+//! unpadded windows of at most four taps), 2×2 s2 windows that tile the input exactly, and
+//! small planes pooled eight at a time (channel-interleaved).
 
 use kiln_ir::{Graph, Op, Padding, Pool2d, PoolKind, Tensor, TensorType, Value};
 use kiln_jit::JitOptions;
@@ -214,6 +215,72 @@ fn pooling_exact_tiles_on_every_tier() {
             Tensor::new([n, c, h, w], x).unwrap(),
             &format!("{n}×{c}×{h}×{w}, NaN planes"),
         );
+    }
+}
+
+/// Small planes pooled eight at a time, channel-interleaved (`direct.rs`' `pool_channels`):
+/// planes of fewer than eight floats (1×1, 2×3), outputs of fewer than eight, plane counts
+/// that are no multiple of 8 (a last block of one to seven planes), slices of two threads that
+/// start and end at any plane, paddings, strides, dilations, ceil mode and every kind.
+#[test]
+fn pooling_channel_blocks_on_every_tier() {
+    // (batch, channels, h, w, kernel, stride, dilation, pad, ceil)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 4],
+        bool,
+    );
+    let cases: [Case; 10] = [
+        (1, 8, 1, 1, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], false),
+        (3, 5, 1, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (2, 9, 2, 3, [2, 2], [1, 1], [1, 1], [0, 0, 0, 0], false),
+        (2, 11, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (1, 13, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
+        (3, 7, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 1, 1], true),
+        (2, 9, 9, 11, [3, 2], [2, 1], [2, 1], [2, 1, 1, 0], false),
+        (1, 17, 5, 5, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], false),
+        // two threads' slices (16K outputs and more), ending at any plane
+        (3, 341, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (5, 203, 4, 4, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+    ];
+    let kinds = [
+        PoolKind::Max,
+        PoolKind::Sum,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+    ];
+    for (i, &(n, c, h, w, kernel, stride, dilation, pad, ceil)) in cases.iter().enumerate() {
+        for (j, &kind) in kinds.iter().enumerate() {
+            let p = Pool2d {
+                kind,
+                kernel,
+                stride,
+                dilation,
+                padding: Padding::Explicit(pad),
+                ceil_mode: ceil,
+            };
+            let dims = [n, c, h, w];
+            let graph = pool_graph(p, dims);
+            let len = dims.iter().product();
+            for special in [0, 97] {
+                let x = Tensor::new(dims, data(len, (i * 8 + j) as u64 + special, special)).unwrap();
+                bitwise(
+                    &graph,
+                    x,
+                    &format!("case {i} {:?}, kind {kind:?}, special {special}", cases[i]),
+                );
+            }
+        }
     }
 }
 
