@@ -690,8 +690,14 @@ impl<'a> KernelNames<'a> {
             let node = self.graph.node(i);
             match node.op {
                 kiln::ir::Op::Param { .. } => {
+                    // the weight's reader, unless it only reshapes it (a per-channel scale
+                    // reshaped to C×1×1 is not what the kernel computes)
                     if let Some(w) = self.source.find(&node.name)
                         && let [reader] = self.source.users(w)[..]
+                        && !matches!(
+                            self.source.node(reader).op,
+                            kiln::ir::Op::Reshape { .. } | kiln::ir::Op::Flatten { .. }
+                        )
                     {
                         found.push(reader);
                     }
