@@ -70,3 +70,58 @@ fn grouped_gemm_over_patches_of_a_shared_channel() {
         }
     }
 }
+
+/// A per-channel scale and shift by weights after a convolution (with and without a batch
+/// norm between) and after a batch norm of a pool, the constant on either side and as [C, 1,
+/// 1] or [1, C, 1, 1] (Caffe's `Scale` layers in the onnx zoo's DenseNet): folded into the
+/// node before (`affine_fold`), equal to the interpreter on the graph as written.
+#[test]
+fn per_channel_scales_and_shifts_fold_and_match_the_interpreter() {
+    let graph = kiln_ir::text::parse(
+        "graph g {
+  input %x: f32[2, 3, 9, 9]
+  param %w: f32[4, 3, 3, 3]
+  param %cb: f32[4]
+  param %g: f32[4]
+  param %b: f32[4]
+  buffer %m: f32[4]
+  buffer %v: f32[4]
+  param %s1: f32[4, 1, 1]
+  param %t1: f32[1, 4, 1, 1]
+  param %s2: f32[1, 4, 1, 1]
+  param %t2: f32[4, 1, 1]
+  param %w2: f32[4, 4, 1, 1]
+  param %s3: f32[4, 1, 1]
+  param %t3: f32[4, 1, 1]
+  %c = conv2d(%x, %w, %cb) {padding=[1, 1, 1, 1]}
+  %bn = batch_norm(%c, %g, %b, %m, %v) {epsilon=0.001}
+  %a = mul(%bn, %s1)
+  %a2 = add(%t1, %a)
+  %r = relu(%a2)
+  %p = max_pool2d(%r) {kernel=[2, 2], stride=[2, 2]}
+  %bn2 = batch_norm(%p, %g, %b, %m, %v) {epsilon=0.001}
+  %d = mul(%s2, %bn2)
+  %d2 = add(%d, %t2)
+  %r2 = relu(%d2)
+  %c2 = conv2d(%r2, %w2)
+  %e = mul(%c2, %s3)
+  %e2 = add(%e, %t3)
+  output %e2
+}",
+    )
+    .unwrap();
+    let optimized = kiln_passes::optimize(&graph, kiln_passes::OptLevel::Full).unwrap();
+    let muls = optimized
+        .topo_order()
+        .into_iter()
+        .filter(|&n| {
+            matches!(optimized.node(n).op, kiln_ir::Op::Binary(_)) && !kiln_passes::is_constant(&optimized, n)
+        })
+        .count();
+    assert_eq!(muls, 0, "{}", kiln_ir::text::print(&optimized));
+    for seed in 0..4 {
+        if let Err(e) = kiln_runtime::check::jit_matches_interpreter(&graph, seed) {
+            panic!("{e}");
+        }
+    }
+}

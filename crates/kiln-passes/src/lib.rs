@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod affine_fold;
 pub mod bn_fold;
 pub mod dead_code;
 pub mod fusion;
@@ -76,6 +77,7 @@ pub fn pipeline(level: OptLevel) -> Vec<Box<dyn Pass>> {
         OptLevel::Full => vec![
             Box::new(noop::Noop),
             Box::new(layout::Layout),
+            Box::new(affine_fold::AffineFold),
             Box::new(bn_fold::BnFold),
             Box::new(matmul_dense::MatMulDense),
             Box::new(im2col::Im2ColPass),

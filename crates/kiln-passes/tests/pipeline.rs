@@ -23,10 +23,11 @@ fn pipeline_runs_to_a_fixpoint_and_reports_each_pass() {
     })
     .unwrap();
     assert_eq!(
-        &seen[..7],
+        &seen[..8],
         [
             "noop",
             "layout",
+            "affine_fold",
             "bn_fold",
             "matmul_dense",
             "im2col",

@@ -234,6 +234,7 @@ fn compile_lists_passes_prints_optimized_and_rejects_unknown_passes() {
         [
             "noop",
             "layout",
+            "affine_fold",
             "bn_fold",
             "matmul_dense",
             "im2col",
