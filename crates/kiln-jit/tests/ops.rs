@@ -8,23 +8,13 @@ use kiln_ir::{
 use kiln_runtime::check::jit_matches_interpreter;
 use proptest::prelude::*;
 
+mod common;
+use common::one_op;
+
 fn check_graph(graph: &Graph, seed: u64) {
     if let Err(e) = jit_matches_interpreter(graph, seed) {
         panic!("{e}");
     }
-}
-
-/// A one-op graph: `op` over a fresh input of type `x` and fresh params of types `params`;
-/// `None` when shape inference rejects the combination (the strategy then skips it).
-fn one_op(op: Op, x: TensorType, params: &[TensorType]) -> Option<Graph> {
-    let mut g = Graph::new();
-    let mut ins = vec![g.input("x", x).ok()?];
-    for (i, p) in params.iter().enumerate() {
-        ins.push(g.param(format!("p{i}"), p.clone()).ok()?);
-    }
-    let y = g.add("y", op, &ins).ok()?;
-    g.mark_output(y).ok()?;
-    Some(g)
 }
 
 /// No activation half the time, else a fused one (the conv epilogue).

@@ -13,6 +13,9 @@ use kiln_jit::JitOptions;
 use kiln_jit::gemm::Tier;
 use kiln_runtime::check::jit_matches_interpreter_with;
 use proptest::prelude::*;
+
+mod common;
+use common::one_op;
 use std::collections::HashMap;
 
 fn options(tier: Tier) -> JitOptions {
@@ -30,19 +33,6 @@ fn check(graph: &Graph, seed: u64) {
             panic!("tier {tier:?}: {e}");
         }
     }
-}
-
-/// A one-op graph over an input of type `x` and params of types `params`; `None` when shape
-/// inference rejects it.
-fn one_op(op: Op, x: TensorType, params: &[TensorType]) -> Option<Graph> {
-    let mut g = Graph::new();
-    let mut ins = vec![g.input("x", x).ok()?];
-    for (i, p) in params.iter().enumerate() {
-        ins.push(g.param(format!("p{i}"), p.clone()).ok()?);
-    }
-    let y = g.add("y", op, &ins).ok()?;
-    g.mark_output(y).ok()?;
-    Some(g)
 }
 
 fn padding() -> impl Strategy<Value = Padding> {
