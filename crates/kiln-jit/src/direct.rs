@@ -40,9 +40,9 @@
 //! the maximum and +0 for sums, each output's taps in row-major order, so its bits are the
 //! interpreter's; a max-pool plane holding a NaN goes back to the row driver. A 2×2 window at
 //! stride 2 that tiles its input exactly (LeNet's, VGG's) reads the rows as they are, with no
-//! border case at all ([`pool_tiles`]). Other pools over small planes (rows of at most 16
-//! outputs) run eight planes at a time, transposed in registers so that a register holds one
-//! pixel of eight planes ([`pool_channels`], AVX2). Nothing here
+//! border case at all ([`pool_tiles`]). Other pools over small planes (rows of at most 32
+//! outputs) run eight planes at a time, transposed in registers into a padded buffer so that a
+//! register holds one pixel of eight planes ([`pool_channels`], AVX2). Nothing here
 //! panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::simd::Isa;
@@ -784,7 +784,7 @@ unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: 
             }
             return;
         }
-        if channels_ok::<S>(&g, d.planes) {
+        if let Some(cg) = channels_geom::<S>(&g, d.planes) {
             if d.kind == POOL_MAX {
                 let mut k = Pool::<true> {
                     x,
@@ -792,7 +792,7 @@ unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: 
                     kind: d.kind,
                     kw,
                 };
-                pool_channels::<S, true>(&mut k, &g, y, begin, end);
+                pool_channels::<S, true>(&mut k, &g, cg, y, begin, end);
             } else {
                 let mut k = Pool::<false> {
                     x,
@@ -800,7 +800,7 @@ unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: 
                     kind: d.kind,
                     kw,
                 };
-                pool_channels::<S, false>(&mut k, &g, y, begin, end);
+                pool_channels::<S, false>(&mut k, &g, cg, y, begin, end);
             }
             return;
         }
@@ -976,25 +976,47 @@ unsafe fn pool_tiles<S: Shift, const MAX: bool>(
     }
 }
 
-/// Planes of at most this many input floats may take [`pool_channels`] (its buffer holds eight
-/// of them).
-const CHANNEL_PLANE_MAX: usize = 1024;
+/// Planes whose padded size is at most this many pixels may take [`pool_channels`] (its buffer
+/// holds eight of them: 64 KiB).
+const CHANNEL_PLANE_MAX: usize = 2048;
 
 /// Output rows of at most this many columns may take [`pool_channels`]: avg 3×3 s1 p1 on
-/// 576 × 14 × 14 0.163 -> 0.123 ms, on 192 × 28 × 28 0.170 -> 0.207 (EPYC Zen 3, AVX2, one
-/// thread, thread CPU time).
-const CHANNEL_ROW_MAX: usize = 16;
+/// 192 × 28 × 28 0.167 -> 0.116 ms, but on 64 × 56 × 56 0.141 -> 0.238 (planes of 3364
+/// padded pixels, past [`CHANNEL_PLANE_MAX`]; EPYC Zen 3, AVX2, one thread, thread CPU time).
+const CHANNEL_ROW_MAX: usize = 32;
 
-/// Whether [`pool_channels`] runs `g` over `planes` planes: on a set with [`Shift::transpose8`],
-/// planes of at most [`CHANNEL_PLANE_MAX`] floats whose rows are narrow (the row driver's and
-/// the ring's per-row work dominates there), at least a block of planes.
+/// The padded plane of [`pool_channels`]: `hp × wp` pixels, every tap of every window inside
+/// (the padding, and in ceil mode the last windows' reach past it).
+#[derive(Clone, Copy)]
+struct ChannelGeom {
+    hp: usize,
+    wp: usize,
+}
+
+/// Where [`pool_channels`] runs `g` over `planes` planes (`None`: elsewhere): on a set with
+/// [`Shift::transpose8`], at least a block of planes whose rows are narrow (the row driver's
+/// and the ring's per-row work dominates there) and whose padded planes hold at most
+/// [`CHANNEL_PLANE_MAX`] pixels.
 #[cfg(target_arch = "x86_64")]
-fn channels_ok<S: Shift>(g: &Window2d, planes: u64) -> bool {
-    let ([h, w], [_, ow]) = (g.input, g.output);
-    S::BLOCK8
-        && planes >= 8
-        && ow <= CHANNEL_ROW_MAX
-        && h.checked_mul(w).is_some_and(|n| n > 0 && n <= CHANNEL_PLANE_MAX)
+fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
+    let (h, w) = (g.input[0], g.input[1]);
+    let ([oh, ow], [sh, sw]) = (g.output, g.stride);
+    if !S::BLOCK8 || planes < 8 || ow > CHANNEL_ROW_MAX || h == 0 || w == 0 || oh == 0 || ow == 0 {
+        return None;
+    }
+    let reach = |a: usize, o: usize, s: usize| -> Option<usize> {
+        let ext = g.kernel[a]
+            .checked_sub(1)?
+            .checked_mul(g.dilation[a])?
+            .checked_add(1)?;
+        let last = (o - 1).checked_mul(s)?.checked_add(ext)?;
+        let padded = g.input[a].checked_add(g.pad[a])?.checked_add(g.pad[a + 2])?;
+        Some(last.max(padded))
+    };
+    let (hp, wp) = (reach(0, oh, sh)?, reach(1, ow, sw)?);
+    hp.checked_mul(wp)
+        .is_some_and(|n| n <= CHANNEL_PLANE_MAX)
+        .then_some(ChannelGeom { hp, wp })
 }
 
 thread_local! {
@@ -1002,101 +1024,63 @@ thread_local! {
     static CHANNEL_BLOCK: std::cell::Cell<Vec<crate::gemm::Line>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// One output of pooling over eight planes at once: `buf` holds the eight input planes
-/// interleaved (pixel `i` of plane `c` at `8·i + c`), `rows` and `cols` are the window's taps;
-/// the real taps in row-major order, then the interpreter's divisor ([`window_scalar`]'s rules
-/// per lane, but for NaN: the maximum does not follow its NaN rule).
-///
-/// # Safety
-/// The taps lie inside the `h × w` planes of `buf` (row width `w`); the CPU has `S`'s set.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn window_lanes<S: Simd, const MAX: bool>(
-    buf: *const f32,
-    w: usize,
-    rows: WindowTaps,
-    cols: WindowTaps,
-    d: [usize; 2],
-    kind: u64,
-) -> S::V {
-    // SAFETY: real taps only, inside the planes.
-    unsafe {
-        let mut acc = if MAX {
-            S::splat(f32::NEG_INFINITY)
-        } else {
-            S::zero()
-        };
-        let mut rowp = buf.wrapping_add((rows.first * w + cols.first) * 8);
-        if rows.real() == 3 && cols.real() == 3 && d == [1, 1] {
-            // an interior 3×3 window, unrolled
-            for _ in 0..3 {
-                for kx in 0..3 {
-                    acc = pool_op::<S, MAX>(acc, S::load(rowp.add(kx * 8)));
-                }
-                rowp = rowp.add(w * 8);
-            }
-            return match kind {
-                POOL_AVG => S::div(acc, S::splat(9.0)),
-                POOL_AVG_WITH_PAD => S::div(acc, S::splat((rows.padded * cols.padded) as f32)),
-                _ => acc,
-            };
-        }
-        for _ in 0..rows.real() {
-            let mut p = rowp;
-            for _ in 0..cols.real() {
-                acc = pool_op::<S, MAX>(acc, S::load(p));
-                p = p.wrapping_add(d[1] * 8);
-            }
-            rowp = rowp.wrapping_add(d[0] * w * 8);
-        }
-        match kind {
-            POOL_AVG => S::div(acc, S::splat((rows.real() * cols.real()) as f32)),
-            POOL_AVG_WITH_PAD => S::div(acc, S::splat((rows.padded * cols.padded) as f32)),
-            _ => acc,
-        }
-    }
-}
-
 /// Pooling over small planes eight at a time, as if the channels were blocked by eight: the
-/// planes are transposed in registers (8 × 8 blocks) into a buffer where a register holds the
-/// same pixel of the eight planes, every window tap is then one load and one maximum or add
-/// for eight outputs, with no border case or mask (the padded taps are skipped, as the
-/// interpreter skips them), and eight outputs of each plane are transposed back and stored.
-/// Each output takes its real taps in row-major order and the interpreter's divisor, so its
-/// bits are the interpreter's, but for a max-pooling NaN: a block of planes holding one (or
-/// both infinities, a needless recompute) is computed again by the row driver. A block at the
-/// end of `[begin, end)` with fewer than eight planes repeats its last plane in the other
-/// lanes and stores only its own; a plane (or output plane) of fewer than eight floats is
-/// loaded (stored) exactly, a larger one's last eight pixels overlap the eight before them.
+/// planes are transposed in registers (8 × 8 blocks) into a padded buffer where a register
+/// holds the same pixel of the eight planes (the padding −∞ for the maximum, +0 for sums, as
+/// in [`pool_ring`]), every window tap is then one load and one maximum or add for eight
+/// outputs, with no border case or mask, and eight outputs of each plane are transposed back
+/// and stored. Each output takes its taps in row-major order (a padding tap changes nothing:
+/// see [`pool_ring`]) and the interpreter's divisor, so its bits are the interpreter's, but for
+/// a max-pooling NaN: a block of planes holding one (or both infinities, a needless recompute)
+/// is computed again by the row driver. A block at the end of `[begin, end)` with fewer than
+/// eight planes repeats its last plane in the other lanes and stores only its own; a plane (or
+/// output plane) of fewer than eight floats is loaded (stored) exactly, a larger one's last
+/// eight pixels overlap the eight before them.
 ///
 /// # Safety
-/// As [`pool2d`]: `g` is the node's geometry, with [`channels_ok`]; `k` its planes and `y`
-/// its output; `begin ≤ end ≤` the node's planes.
+/// As [`pool2d`]: `g` is the node's geometry, `cg` its [`channels_geom`]; `k` its planes and
+/// `y` its output; `begin ≤ end ≤` the node's planes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pool_channels<S: Shift, const MAX: bool>(
     k: &mut Pool<MAX>,
     g: &Window2d,
+    cg: ChannelGeom,
     y: *mut f32,
     begin: usize,
     end: usize,
 ) {
     const C: usize = 8;
-    let ([_, w], [oh, ow]) = (g.input, g.output);
+    let ([_, w], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
+    let ([sh, sw], [dh, dw]) = (g.stride, g.dilation);
+    let (hp, wp) = (cg.hp, cg.wp);
     let kind = k.kind;
+    let padv = if MAX { f32::NEG_INFINITY } else { 0.0 };
     let (plane_len, out_len) = (k.plane_len, oh * ow);
-    let row_taps: Vec<WindowTaps> = (0..oh).map(|o| g.taps(0, o)).collect();
-    let col_taps: Vec<WindowTaps> = (0..ow).map(|o| g.taps(1, o)).collect();
+    // each output row's and column's count of the interpreter's divisor
+    let count = |t: WindowTaps| if kind == POOL_AVG { t.real() } else { t.padded };
+    let row_count: Vec<usize> = (0..oh).map(|o| count(g.taps(0, o))).collect();
+    let col_count: Vec<usize> = (0..ow).map(|o| count(g.taps(1, o))).collect();
+    let avg = matches!(kind, POOL_AVG | POOL_AVG_WITH_PAD);
+    // the taps of a window, in row-major order, from its first (offsets in floats)
+    let taps: Vec<usize> = (0..kh)
+        .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * C))
+        .collect();
+    let three = kh == 3 && kw == 3 && dh == 1 && dw == 1;
     let mut lines = CHANNEL_BLOCK.take();
-    // at least eight pixels: a plane of fewer is stored as a whole transposed block
-    let buf = crate::gemm::floats(&mut lines, plane_len.max(C) * C).as_mut_ptr();
+    let buf = crate::gemm::floats(&mut lines, hp * wp * C);
+    buf.fill(padv);
+    let buf = buf.as_mut_ptr();
+    // where input pixel (0, 0) lies in the padded plane
+    let origin = buf.wrapping_add((g.pad[0] * wp + g.pad[1]) * C);
     let mut p0 = begin;
     while p0 < end {
         let n = (end - p0).min(C);
         // SAFETY (the whole loop body): planes p0..p0 + n of the input and the output (lanes
         // past n read plane p0 + n − 1 again and are not stored); pixels below plane_len, or
-        // exactly plane_len of them; output pixels below out_len, or exactly out_len; the
-        // buffer's max(plane_len, 8) pixels; the taps of the geometry, inside the planes.
+        // exactly plane_len of them, each stored at its place inside the padded plane; output
+        // pixels below out_len, or exactly out_len; taps inside the hp × wp buffer
+        // (`channels_geom`).
         unsafe {
             let mut src = [k.x; C];
             for (c, s) in src.iter_mut().enumerate() {
@@ -1115,11 +1099,17 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
                     };
                 }
                 S::transpose8(&mut r);
-                for (j, v) in r.into_iter().enumerate() {
+                let (mut iy, mut ix) = (at / w, at % w);
+                for v in r.into_iter().take(plane_len.min(C)) {
                     if MAX {
                         probe = S::add(probe, v);
                     }
-                    S::store(buf.add((at + j) * C), v);
+                    S::store(origin.add((iy * wp + ix) * C), v);
+                    ix += 1;
+                    if ix == w {
+                        ix = 0;
+                        iy += 1;
+                    }
                 }
                 i = at + C;
             }
@@ -1129,8 +1119,29 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
                 let mut r = [S::zero(); C];
                 let (mut oy, mut ox) = (at / ow, at % ow);
                 for v in r.iter_mut().take(out_len.min(C)) {
-                    let (rt, ct) = (*row_taps.get_unchecked(oy), *col_taps.get_unchecked(ox));
-                    *v = window_lanes::<S, MAX>(buf, w, rt, ct, g.dilation, kind);
+                    let base = buf.add((oy * sh * wp + ox * sw) * C);
+                    let mut acc = if MAX {
+                        S::splat(f32::NEG_INFINITY)
+                    } else {
+                        S::zero()
+                    };
+                    if three {
+                        for ky in 0..3 {
+                            let row = base.add(ky * wp * C);
+                            for kx in 0..3 {
+                                acc = pool_op::<S, MAX>(acc, S::load(row.add(kx * C)));
+                            }
+                        }
+                    } else {
+                        for &t in &taps {
+                            acc = pool_op::<S, MAX>(acc, S::load(base.add(t)));
+                        }
+                    }
+                    if avg {
+                        let d = (*row_count.get_unchecked(oy) * *col_count.get_unchecked(ox)) as f32;
+                        acc = S::div(acc, S::splat(d));
+                    }
+                    *v = acc;
                     ox += 1;
                     if ox == ow {
                         ox = 0;

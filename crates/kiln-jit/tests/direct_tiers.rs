@@ -236,8 +236,11 @@ fn pooling_channel_blocks_on_every_tier() {
         [usize; 4],
         bool,
     );
-    let cases: [Case; 10] = [
+    let cases: [Case; 12] = [
         (1, 8, 1, 1, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], false),
+        // rows of 28 outputs; a last window reaching past the input (ceil mode)
+        (1, 9, 28, 28, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (2, 9, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
         (3, 5, 1, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
         (2, 9, 2, 3, [2, 2], [1, 1], [1, 1], [0, 0, 0, 0], false),
         (2, 11, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
