@@ -1028,8 +1028,8 @@ thread_local! {
 /// planes are transposed in registers (8 × 8 blocks) into a padded buffer where a register
 /// holds the same pixel of the eight planes (the padding −∞ for the maximum, +0 for sums, as
 /// in [`pool_ring`]), every window tap is then one load and one maximum or add for eight
-/// outputs, with no border case or mask, and eight outputs of each plane are transposed back
-/// and stored. Each output takes its taps in row-major order (a padding tap changes nothing:
+/// outputs, with no border case or mask; the outputs, computed in order into the buffer after
+/// the planes, are transposed back eight at a time and stored. Each output takes its taps in row-major order (a padding tap changes nothing:
 /// see [`pool_ring`]) and the interpreter's divisor, so its bits are the interpreter's, but for
 /// a max-pooling NaN: a block of planes holding one (or both infinities, a needless recompute)
 /// is computed again by the row driver. A block at the end of `[begin, end)` with fewer than
@@ -1059,18 +1059,28 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
     let (plane_len, out_len) = (k.plane_len, oh * ow);
     // each output row's and column's count of the interpreter's divisor
     let count = |t: WindowTaps| if kind == POOL_AVG { t.real() } else { t.padded };
-    let row_count: Vec<usize> = (0..oh).map(|o| count(g.taps(0, o))).collect();
-    let col_count: Vec<usize> = (0..ow).map(|o| count(g.taps(1, o))).collect();
     let avg = matches!(kind, POOL_AVG | POOL_AVG_WITH_PAD);
+    // each output's divisor, in output order (averages)
+    let mut divisor: Vec<f32> = Vec::new();
+    if avg {
+        let col_count: Vec<usize> = (0..ow).map(|o| count(g.taps(1, o))).collect();
+        for oy in 0..oh {
+            let rc = count(g.taps(0, oy));
+            divisor.extend(col_count.iter().map(|&cc| (rc * cc) as f32));
+        }
+    }
     // the taps of a window, in row-major order, from its first (offsets in floats)
     let taps: Vec<usize> = (0..kh)
         .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * C))
         .collect();
     let three = kh == 3 && kw == 3 && dh == 1 && dw == 1;
     let mut lines = CHANNEL_BLOCK.take();
-    let buf = crate::gemm::floats(&mut lines, hp * wp * C);
+    // the padded input planes, then the outputs (at least eight pixels: they are transposed
+    // back eight at a time)
+    let buf = crate::gemm::floats(&mut lines, (hp * wp + out_len.max(C)) * C);
     buf.fill(padv);
     let buf = buf.as_mut_ptr();
+    let obuf = buf.wrapping_add(hp * wp * C);
     // where input pixel (0, 0) lies in the padded plane
     let origin = buf.wrapping_add((g.pad[0] * wp + g.pad[1]) * C);
     let mut p0 = begin;
@@ -1113,13 +1123,12 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
                 }
                 i = at + C;
             }
-            let mut o = 0;
-            while o < out_len {
-                let at = if out_len >= C { o.min(out_len - C) } else { 0 };
-                let mut r = [S::zero(); C];
-                let (mut oy, mut ox) = (at / ow, at % ow);
-                for v in r.iter_mut().take(out_len.min(C)) {
-                    let base = buf.add((oy * sh * wp + ox * sw) * C);
+            // every output of the eight planes, interleaved, in output order
+            let mut out = obuf;
+            let mut dv = divisor.as_ptr();
+            for oy in 0..oh {
+                let mut base = buf.add(oy * sh * wp * C);
+                for _ in 0..ow {
                     let mut acc = if MAX {
                         S::splat(f32::NEG_INFINITY)
                     } else {
@@ -1138,15 +1147,20 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
                         }
                     }
                     if avg {
-                        let d = (*row_count.get_unchecked(oy) * *col_count.get_unchecked(ox)) as f32;
-                        acc = S::div(acc, S::splat(d));
+                        acc = S::div(acc, S::splat(*dv));
+                        dv = dv.add(1);
                     }
-                    *v = acc;
-                    ox += 1;
-                    if ox == ow {
-                        ox = 0;
-                        oy += 1;
-                    }
+                    S::store(out, acc);
+                    out = out.add(C);
+                    base = base.add(sw * C);
+                }
+            }
+            let mut o = 0;
+            while o < out_len {
+                let at = if out_len >= C { o.min(out_len - C) } else { 0 };
+                let mut r = [S::zero(); C];
+                for (j, v) in r.iter_mut().enumerate() {
+                    *v = S::load(obuf.add((at + j) * C));
                 }
                 S::transpose8(&mut r);
                 for (c, v) in r.into_iter().enumerate().take(n) {
