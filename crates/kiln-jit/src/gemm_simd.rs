@@ -181,7 +181,11 @@ const AVX512_SWAP: [MicroKernel; 4] = [
 /// first: 6 × 16; 4 × 16 for products with 4·k rows (16 channels); 8 × 8 for products of at
 /// most 8 columns. Measured alone on a Zen 1 (`probes::tiles`, GFLOP/s, the ymm peak 39):
 /// 6 × 16 42–45, 4 × 16 42–46, 5 × 16 37–40, 8 × 8 31–34, 12 × 8 31–34, 4 × 24 32–35,
-/// 3 × 32 29–30, 2 × 48 32, 7 × 16 and 8 × 16 (spilling) 19–24.
+/// 3 × 32 29–30, 2 × 48 32, 7 × 16 and 8 × 16 (spilling) 19–24. On an EPYC Zen 3 (the ymm
+/// peak 100–103; the probe's figures there are coarse, its thread CPU time advancing in 4 ms
+/// ticks): 6 × 16 and 5 × 16 100, 4 × 16 91–101, 8 × 8 71–83, 13 × 8 77–87, 6 × 8 67–74,
+/// 7 × 16 25, 8 × 16 18, and 4 × 24, 3 × 32, 2 × 48 12–14 (their three to six vectors of B
+/// no longer stay in registers).
 #[cfg(target_arch = "x86_64")]
 const AVX2: [MicroKernel; 3] = [mk(6, 16, avx2_6x16), mk(4, 16, avx2_4x16), mk(8, 8, avx2_8x8)];
 
@@ -415,7 +419,9 @@ mod probes {
                 let a = vec![0.5f32; kc * k.mr];
                 let b = vec![0.25f32; kc * k.nr];
                 let mut c = vec![0.0f32; k.mr * k.nr];
-                let iters = 400_000_000 / (kc * k.mr * k.nr);
+                // about 4 GFLOP a tile: long enough for a kernel whose thread CPU time
+                // advances in scheduler ticks (4 ms on the EPYC Zen 3 VMs)
+                let iters = 2_000_000_000 / (kc * k.mr * k.nr);
                 let t = cpu_ns();
                 for _ in 0..iters {
                     // SAFETY: the set is available; the buffers hold the tile's panels and C.
