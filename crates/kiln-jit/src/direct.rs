@@ -752,80 +752,68 @@ unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: 
         return;
     };
     let (x, y) = (at(arena, d.x).cast_const(), at(arena, d.y));
-    let plane_len = g.input[0] * g.input[1];
-    let kw = g.kernel[1];
-    // a window of at most four taps without padding (2×2 s2) reads each input once from the
-    // plane as it is, so the ring's row copy does not pay: avg 2×2 s2 on 128×56×56 0.128 ms
-    // on the row driver, 0.139 on the ring; max on 64×56×56 0.067 on both (EPYC Zen 3, AVX2,
-    // one thread, thread CPU time, fastest of 5 interleaved)
-    let few_taps = g.kernel[0] * g.kernel[1] <= 4 && g.pad == [0; 4];
-    let rg = if few_taps { None } else { RingGeom::new::<S>(&g) };
-    let tiles = tiles_2x2(&g);
+    let planes = d.planes as usize;
+    let (plane_len, kw, kind) = (g.input[0] * g.input[1], g.kernel[1], d.kind);
     // SAFETY: forwarded from the caller.
     unsafe {
-        if tiles {
-            let planes = d.planes as usize;
-            if d.kind == POOL_MAX {
-                let mut k = Pool::<true> {
+        if kind == POOL_MAX {
+            pool_planes::<S, true>(
+                Pool {
                     x,
                     plane_len,
-                    kind: d.kind,
+                    kind,
                     kw,
-                };
-                pool_tiles::<S, true>(&mut k, &g, y, (begin, end, planes));
-            } else {
-                let mut k = Pool::<false> {
-                    x,
-                    plane_len,
-                    kind: d.kind,
-                    kw,
-                };
-                pool_tiles::<S, false>(&mut k, &g, y, (begin, end, planes));
-            }
-            return;
-        }
-        if let Some(cg) = channels_geom::<S>(&g, d.planes) {
-            if d.kind == POOL_MAX {
-                let mut k = Pool::<true> {
-                    x,
-                    plane_len,
-                    kind: d.kind,
-                    kw,
-                };
-                pool_channels::<S, true>(&mut k, &g, cg, y, begin, end);
-            } else {
-                let mut k = Pool::<false> {
-                    x,
-                    plane_len,
-                    kind: d.kind,
-                    kw,
-                };
-                pool_channels::<S, false>(&mut k, &g, cg, y, begin, end);
-            }
-            return;
-        }
-        if d.kind == POOL_MAX {
-            let mut k = Pool::<true> {
-                x,
-                plane_len,
-                kind: d.kind,
-                kw,
-            };
-            match rg {
-                Some(rg) => pool_ring::<S, true>(&mut k, &g, &rg, y, (begin, end, d.planes as usize)),
-                None => windows::<S, _>(&mut k, &g, y, begin, end),
-            }
+                },
+                &g,
+                y,
+                (begin, end, planes),
+            );
         } else {
-            let mut k = Pool::<false> {
-                x,
-                plane_len,
-                kind: d.kind,
-                kw,
-            };
-            match rg {
-                Some(rg) => pool_ring::<S, false>(&mut k, &g, &rg, y, (begin, end, d.planes as usize)),
-                None => windows::<S, _>(&mut k, &g, y, begin, end),
-            }
+            pool_planes::<S, false>(
+                Pool {
+                    x,
+                    plane_len,
+                    kind,
+                    kw,
+                },
+                &g,
+                y,
+                (begin, end, planes),
+            );
+        }
+    }
+}
+
+/// Pooling of the planes `[begin, end)` of `planes` by the path that fits `g`: 2×2 windows
+/// that tile the input ([`pool_tiles`]), small planes eight at a time ([`pool_channels`]),
+/// the ring of padded rows ([`pool_ring`]) or the row driver ([`windows`]).
+///
+/// # Safety
+/// As [`pool2d`]: `g` is the node's geometry, `k` its planes and `y` its output.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pool_planes<S: Shift, const MAX: bool>(
+    mut k: Pool<MAX>,
+    g: &Window2d,
+    y: *mut f32,
+    (begin, end, planes): (usize, usize, usize),
+) {
+    // SAFETY: forwarded from the caller, with each path's geometry checked here.
+    unsafe {
+        if tiles_2x2(g) {
+            return pool_tiles::<S, MAX>(&mut k, g, y, (begin, end, planes));
+        }
+        if let Some(cg) = channels_geom::<S>(g, planes as u64) {
+            return pool_channels::<S, MAX>(&mut k, g, cg, y, begin, end);
+        }
+        // a window of at most four taps without padding (2×2 s2) reads each input once from
+        // the plane as it is, so the ring's row copy does not pay: avg 2×2 s2 on 128×56×56
+        // 0.128 ms on the row driver, 0.139 on the ring; max on 64×56×56 0.067 on both (EPYC
+        // Zen 3, AVX2, one thread, thread CPU time, fastest of 5 interleaved)
+        let few_taps = g.kernel[0] * g.kernel[1] <= 4 && g.pad == [0; 4];
+        match if few_taps { None } else { RingGeom::new::<S>(g) } {
+            Some(rg) => pool_ring::<S, MAX>(&mut k, g, &rg, y, (begin, end, planes)),
+            None => windows::<S, _>(&mut k, g, y, begin, end),
         }
     }
 }
@@ -1029,8 +1017,9 @@ thread_local! {
 /// holds the same pixel of the eight planes (the padding −∞ for the maximum, +0 for sums, as
 /// in [`pool_ring`]), every window tap is then one load and one maximum or add for eight
 /// outputs, with no border case or mask; the outputs, computed in order into the buffer after
-/// the planes, are transposed back eight at a time and stored. Each output takes its taps in row-major order (a padding tap changes nothing:
-/// see [`pool_ring`]) and the interpreter's divisor, so its bits are the interpreter's, but for
+/// the planes, are transposed back eight at a time and stored. Each output takes its taps in
+/// row-major order (a padding tap changes nothing: see [`pool_ring`]) and the interpreter's
+/// divisor, so its bits are the interpreter's, but for
 /// a max-pooling NaN: a block of planes holding one (or both infinities, a needless recompute)
 /// is computed again by the row driver. A block at the end of `[begin, end)` with fewer than
 /// eight planes repeats its last plane in the other lanes and stores only its own; a plane (or

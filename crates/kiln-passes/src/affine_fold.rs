@@ -33,12 +33,18 @@ impl Pass for AffineFold {
             };
             let ins = graph.inputs(id);
             // the value and the per-channel constant, in either order
-            let Some((x, k)) = [(ins[0], ins[1]), (ins[1], ins[0])].into_iter().find(|&(x, k)| {
-                constant.contains(&k) && !constant.contains(&x) && per_channel(graph, x, k).is_some()
-            }) else {
+            let Some((x, k, channels)) =
+                [(ins[0], ins[1]), (ins[1], ins[0])]
+                    .into_iter()
+                    .find_map(|(x, k)| {
+                        let both = constant.contains(&k) && !constant.contains(&x);
+                        both.then(|| per_channel(graph, x, k))
+                            .flatten()
+                            .map(|c| (x, k, c))
+                    })
+            else {
                 continue;
             };
-            let channels = per_channel(graph, x, k).expect("checked");
             if graph.users(x) != [id] || graph.outputs().contains(&x) {
                 continue;
             }
