@@ -348,25 +348,55 @@ macro_rules! entries {
             /// # Safety
             /// As [`super::gemm_epilogue`].
             #[target_feature(enable = $features)]
-            unsafe extern "C" fn epilogue(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
+            #[allow(clippy::too_many_arguments)]
+            unsafe extern "C" fn epilogue(
+                c: *mut f32,
+                src: *const f32,
+                res: *const f32,
+                bias: *const f32,
+                rows: i64,
+                cols: i64,
+                ld: i64,
+                src_ld: i64,
+            ) {
                 // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, false, false>(c, res, bias, rows, cols, ld) }
+                unsafe { super::gemm_epilogue::<$set, false, false>(c, src, res, bias, [rows, cols, ld, src_ld]) }
             }
 
             /// # Safety
             /// As [`super::gemm_epilogue`].
             #[target_feature(enable = $features)]
-            unsafe extern "C" fn epilogue_relu(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
+            #[allow(clippy::too_many_arguments)]
+            unsafe extern "C" fn epilogue_relu(
+                c: *mut f32,
+                src: *const f32,
+                res: *const f32,
+                bias: *const f32,
+                rows: i64,
+                cols: i64,
+                ld: i64,
+                src_ld: i64,
+            ) {
                 // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, true, false>(c, res, bias, rows, cols, ld) }
+                unsafe { super::gemm_epilogue::<$set, true, false>(c, src, res, bias, [rows, cols, ld, src_ld]) }
             }
 
             /// # Safety
             /// As [`super::gemm_epilogue`], with a bias value per column.
             #[target_feature(enable = $features)]
-            unsafe extern "C" fn epilogue_cols(c: *mut f32, res: *const f32, bias: *const f32, rows: i64, cols: i64, ld: i64) {
+            #[allow(clippy::too_many_arguments)]
+            unsafe extern "C" fn epilogue_cols(
+                c: *mut f32,
+                src: *const f32,
+                res: *const f32,
+                bias: *const f32,
+                rows: i64,
+                cols: i64,
+                ld: i64,
+                src_ld: i64,
+            ) {
                 // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, false, true>(c, res, bias, rows, cols, ld) }
+                unsafe { super::gemm_epilogue::<$set, false, true>(c, src, res, bias, [rows, cols, ld, src_ld]) }
             }
 
             pub(super) const KERNELS: Kernels = Kernels {
@@ -2535,65 +2565,58 @@ unsafe fn small_conv_block<S: Simd, const P: usize, const OB: usize>(
 }
 
 /// A `gemm` node's epilogue (`gemm::EpilogueFn`) on a finished block of C, `rows × cols`
-/// floats with rows `ld` bytes apart: the row's bias (the column's with `COLS`, a dense
-/// layer's; when `bias` is not null), then the
-/// residual's element (when `res` is not null; the same layout as C), then the ReLU when
-/// `RELU`, each a separate rounding in that order, as the Cranelift epilogue
-/// (`lower::emit_gemm_epilogue`) and the interpreter compute them; a register of columns at a
-/// time, the last partial.
+/// floats with rows `ld` bytes apart, read from `src` (rows `src_ld` bytes apart: C itself, or
+/// the scratch a wide product computed the block in) and written to C: the row's bias (the
+/// column's with `COLS`, a dense layer's; when `bias` is not null), then the residual's element
+/// (when `res` is not null; the same layout as C), then the ReLU when `RELU`, each a separate
+/// rounding in that order, as the Cranelift epilogue (`lower::emit_gemm_epilogue`) and the
+/// interpreter compute them; a register of columns at a time, the last partial.
 ///
 /// # Safety
-/// `c` (and `res` when not null) hold the block; `bias` (when not null) one float per row
-/// (per column with `COLS`); the CPU has `S`'s set.
+/// `c` (and `res` when not null) hold the block, `src` its source (`c` itself, or a block
+/// that does not overlap C); `bias` (when not null) one float per row (per column with
+/// `COLS`); the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn gemm_epilogue<S: Simd, const RELU: bool, const COLS: bool>(
     c: *mut f32,
+    src: *const f32,
     res: *const f32,
     bias: *const f32,
-    rows: i64,
-    cols: i64,
-    ld: i64,
+    sizes: [i64; 4],
 ) {
     let l = S::LANES;
-    let [rows, cols, ld] = [rows, cols, ld].map(|v| usize::try_from(v).unwrap_or(0));
-    let ld = ld / 4;
+    let [rows, cols, ld, src_ld] = sizes.map(|v| usize::try_from(v).unwrap_or(0));
+    let (ld, src_ld) = (ld / 4, src_ld / 4);
+    /// `n ≤ LANES` floats from `p` (a plain load when whole); a function, not a closure,
+    /// so that it is compiled with the caller's target features.
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f32, n: usize) -> S::V {
+        // SAFETY: the caller's `p` holds `n` floats.
+        unsafe {
+            if n == S::LANES {
+                S::load(p)
+            } else {
+                S::load_partial(p, n)
+            }
+        }
+    }
     // SAFETY (the whole body): row r < rows and columns j..j + n ≤ cols of the block.
     unsafe {
         for r in 0..rows {
-            let crow = c.add(r * ld);
+            let (crow, srow) = (c.add(r * ld), src.add(r * src_ld));
             let b = (!COLS && !bias.is_null()).then(|| S::splat(*bias.add(r)));
             let mut j = 0;
             while j < cols {
                 let n = l.min(cols - j);
-                let mut v = if n == l {
-                    S::load(crow.add(j))
-                } else {
-                    S::load_partial(crow.add(j), n)
-                };
+                let mut v = load::<S>(srow.add(j), n);
                 if let Some(b) = b {
                     v = S::add(v, b);
                 } else if COLS && !bias.is_null() {
-                    let bp = bias.add(j);
-                    v = S::add(
-                        v,
-                        if n == l {
-                            S::load(bp)
-                        } else {
-                            S::load_partial(bp, n)
-                        },
-                    );
+                    v = S::add(v, load::<S>(bias.add(j), n));
                 }
                 if !res.is_null() {
-                    let rp = res.add(r * ld + j);
-                    v = S::add(
-                        v,
-                        if n == l {
-                            S::load(rp)
-                        } else {
-                            S::load_partial(rp, n)
-                        },
-                    );
+                    v = S::add(v, load::<S>(res.add(r * ld + j), n));
                 }
                 if RELU {
                     v = S::where_negative(v, S::zero());

@@ -862,10 +862,13 @@ unsafe fn pack_b_nr(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usiz
     }
 }
 
-/// `fn(c, residual, bias, rows, cols, ld_bytes)`: a `gemm` node's epilogue over a finished
-/// block of C (rows `ld_bytes` apart; the residual block has the same layout; `bias` points
-/// at the block's first row's bias). Emitted per node by `lower::emit_gemm_epilogue`.
-pub type EpilogueFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, i64, i64, i64);
+/// `fn(c, src, residual, bias, rows, cols, ld_bytes, src_ld_bytes)`: a `gemm` node's epilogue
+/// over a finished block of C (rows `ld_bytes` apart; the residual block has the same layout;
+/// `bias` points at the block's first row's bias), reading the block from `src` (rows
+/// `src_ld_bytes` apart): C itself, or the scratch a wide product computed it in, so that
+/// moving the block out and finishing it is one pass. Emitted per node by
+/// `lower::emit_gemm_epilogue`, or a Rust tier's.
+pub type EpilogueFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, *const f32, i64, i64, i64, i64);
 
 /// Where a `gemm` node's B lives in the arena.
 #[derive(Debug, Clone, Copy)]
@@ -1291,26 +1294,40 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             .residual
             .map(|r| at(r).wrapping_add((n * d.groups + g) * d.mg * d.l));
         let bias = d.bias.map(|o| at(o).wrapping_add(g * d.mg));
-        // the epilogue over a block of C: rows × cols from (m0, col), rows `l` apart; the
-        // bias from the block's first row, or its first column (`bias_cols`)
-        let epilogue_at = |m0: usize, col: usize, rows: usize, cols: usize| {
-            if let Some(f) = d.epilogue {
+        // finishes a block of C: rows × cols from (m0, col), rows `l` apart, read from C or
+        // from `src` (the block's first element, rows `ld` floats apart: a wide product's
+        // scratch), through the epilogue when there is one (the bias from the block's first
+        // row, or its first column with `bias_cols`), else copied from `src`
+        let epilogue_at =
+            |m0: usize, col: usize, rows: usize, cols: usize, src: Option<(*const f32, usize)>| {
                 let off = m0 * d.l + col;
-                let first = if d.bias_cols { col } else { m0 };
-                // SAFETY: the block lies inside this item's rows and columns of C (and of the
-                // residual, which has C's layout); the bias has a value per row.
-                unsafe {
-                    f(
-                        c.wrapping_add(off),
-                        res.map_or(std::ptr::null(), |r| r.wrapping_add(off).cast_const()),
-                        bias.map_or(std::ptr::null(), |b| b.wrapping_add(first).cast_const()),
-                        rows as i64,
-                        cols as i64,
-                        (d.l * 4) as i64,
-                    )
+                let dst = c.wrapping_add(off);
+                if let Some(f) = d.epilogue {
+                    let first = if d.bias_cols { col } else { m0 };
+                    let (src, src_ld) = src.unwrap_or((dst.cast_const(), d.l));
+                    // SAFETY: the block lies inside this item's rows and columns of C (and of the
+                    // residual, which has C's layout); the bias has a value per row; `src` holds
+                    // the block (the caller's word) or is C.
+                    unsafe {
+                        f(
+                            dst,
+                            src,
+                            res.map_or(std::ptr::null(), |r| r.wrapping_add(off).cast_const()),
+                            bias.map_or(std::ptr::null(), |b| b.wrapping_add(first).cast_const()),
+                            rows as i64,
+                            cols as i64,
+                            (d.l * 4) as i64,
+                            (src_ld * 4) as i64,
+                        )
+                    }
+                } else if let Some((src, src_ld)) = src {
+                    for r in 0..rows {
+                        // SAFETY: as above, row r of the block in `src` and in C, which do not
+                        // overlap (a scratch of its own).
+                        unsafe { std::ptr::copy_nonoverlapping(src.add(r * src_ld), dst.add(r * d.l), cols) };
+                    }
                 }
-            }
-        };
+            };
         let a_packed = match (d.a_packed, d.packed_a_group()) {
             // SAFETY: `Gemms::add` reserved `packed_a_bytes()` at this offset of the arena,
             // `groups` packings of `len` floats, and `g < groups`; runs only read them.
@@ -1347,7 +1364,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                     bufs,
                 )
             }?;
-            epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]);
+            epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0], None);
             continue;
         }
         if let (
@@ -1376,7 +1393,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                     c,
                 )
             }?;
-            epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]);
+            epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0], None);
             continue;
         }
         if let BArena::Patches {
@@ -1390,7 +1407,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
             let image = (std::mem::replace(&mut copied, (n, g)) != (n, g)).then_some(image.cast_const());
             // SAFETY: as below; the image is this item's group of channels.
-            unsafe { run_shifted(d, [rows, cols], a, a_packed, image, &geom, &sh, c, &epilogue_at) }?;
+            unsafe { run_shifted(d, [rows, cols], a, a_packed, image, &geom, &sh, &epilogue_at) }?;
             continue;
         }
         let b = match d.b {
@@ -1417,7 +1434,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                 geom,
             },
         };
-        let epilogue = |blk: Block| epilogue_at(blk.m0, blk.n0, blk.rows, blk.cols);
+        let epilogue = |blk: Block| epilogue_at(blk.m0, blk.n0, blk.rows, blk.cols, None);
         let p = Problem {
             m: d.mg,
             n: d.l,
@@ -1831,15 +1848,21 @@ thread_local! {
     static WIDE: std::cell::Cell<(Vec<Line>, Vec<Line>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
+/// Finishes a block of a `gemm` item's C: `(m0, col, rows, cols, src)`, the block's rows
+/// and columns, read from C or from `src` (its first element and the distance of its rows, in
+/// floats), written to C through the epilogue (or copied).
+type Finish<'a> = dyn Fn(usize, usize, usize, usize, Option<(*const f32, usize)>) + 'a;
+
 /// One work item of a wide product ([`Shifted`]): rows `rows` and wide columns `cols` of the
 /// product of A (at `a`, or `a_packed`) and the wide patches of `image` (one group's
 /// channels, `h × w` each; `None` when this thread's buffer already holds its padded copy,
-/// made for the item before), computed into a scratch block, then moved into C (`c`, rows `l`
-/// apart, the wide columns past each output row dropped) and handed to `epilogue(m0, col,
-/// rows, cols)` one output row segment at a time.
+/// made for the item before), computed into a scratch block, then handed to `finish` one
+/// output row segment at a time (the wide columns past each output row dropped), which
+/// writes it to C through the epilogue in one pass.
 ///
 /// # Safety
-/// As `run_items`: `a`, `image` and `c` point at this item's A, image and C in the arena;
+/// As `run_items`: `a` and `image` point at this item's A and image in the arena, `finish`
+/// writes its C;
 /// `rows ⊆ [0, mg)` and `cols ⊆ [0, sh.cols)`; `sh` is `Shifted::for_patches(geom, mg's
 /// channels)` (its `len` covers the copy).
 #[allow(clippy::too_many_arguments)]
@@ -1851,8 +1874,7 @@ unsafe fn run_shifted(
     image: Option<*const f32>,
     geom: &PatchGeom,
     sh: &Shifted,
-    c: *mut f32,
-    epilogue: &dyn Fn(usize, usize, usize, usize),
+    finish: &Finish<'_>,
 ) -> Result<(), &'static str> {
     if rows[0] > rows[1] || rows[1] > d.mg || cols[0] > cols[1] || cols[1] > sh.cols || sh.wp == 0 {
         return Err("rows or columns outside the wide product");
@@ -1891,19 +1913,17 @@ unsafe fn run_shifted(
                     let (y, x0) = (q / sh.wp, q % sh.wp);
                     let run = (blk.n0 + blk.cols - q).min(sh.wp - x0);
                     if x0 < geom.ow {
+                        // scratch rows blk.m0 − rows[0].. hold the block's wide columns from
+                        // c0; C's row m holds oh·ow = l floats, y < oh, x0 + len ≤ ow
                         let len = run.min(geom.ow - x0);
-                        for m in blk.m0..blk.m0 + blk.rows {
-                            // SAFETY: scratch row m − rows[0] holds the block's wide columns
-                            // from c0; C's row m holds oh·ow = l floats, y < oh, x0 + len ≤ ow.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    out.add((m - rows[0]) * ldc + q - c0),
-                                    c.add(m * d.l + y * geom.ow + x0),
-                                    len,
-                                )
-                            };
-                        }
-                        epilogue(blk.m0, y * geom.ow + x0, blk.rows, len);
+                        let src = out.wrapping_add((blk.m0 - rows[0]) * ldc + q - c0);
+                        finish(
+                            blk.m0,
+                            y * geom.ow + x0,
+                            blk.rows,
+                            len,
+                            Some((src.cast_const(), ldc)),
+                        );
                     }
                     q += run;
                 }

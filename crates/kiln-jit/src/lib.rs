@@ -578,7 +578,7 @@ impl Gemms {
             None
         } else {
             let mut sig = module.make_signature();
-            for _ in 0..6 {
+            for _ in 0..8 {
                 sig.params.push(cranelift_codegen::ir::AbiParam::new(I64));
             }
             let name = format!("epilogue_{}", self.descs.len());
@@ -666,7 +666,7 @@ impl Gemms {
             // (a description without a Cranelift epilogue keeps the Rust tier's, or none)
             if let Some(id) = e {
                 let p = module.get_finalized_function(*id);
-                // SAFETY: defined in `add` with the `EpilogueFn` signature (six i64).
+                // SAFETY: defined in `add` with the `EpilogueFn` signature (eight i64).
                 d.epilogue = Some(unsafe { std::mem::transmute::<*const u8, gemm::EpilogueFn>(p) });
             }
         }

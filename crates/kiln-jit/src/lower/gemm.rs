@@ -96,17 +96,20 @@ pub(super) fn call_gemm_driver(e: &mut Emitter, a: &Args, d: &GemmDesc) {
     crate::gemm::emit_driver_call(e, crate::gemm::kiln_gemm_run, d, [a.arena, a.begin, a.end]);
 }
 
-/// A `gemm` node's epilogue `fn(c, residual, bias, rows, cols, ld_bytes)` (`gemm::EpilogueFn`):
-/// adds the bias and the residual and applies the activation, on a block of C the driver has
-/// just finished, four columns at a time.
+/// A `gemm` node's epilogue `fn(c, src, residual, bias, rows, cols, ld_bytes, src_ld_bytes)`
+/// (`gemm::EpilogueFn`): on a block of C the driver has just finished, read from `src` (C
+/// itself, or the scratch of a wide product), adds the bias and the residual, applies the
+/// activation and writes C, four columns at a time.
 pub fn emit_gemm_epilogue(e: &mut Emitter, p: &[Value], g: &Gemm) {
-    let [c, res, bias, rows, cols, ld] = [p[0], p[1], p[2], p[3], p[4], p[5]];
+    let [c, src, res, bias, rows, cols, ld, src_ld] = [p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]];
     let zero = e.iconst(0);
     let vend = vector_split(e, zero, cols);
     e.for_range(zero, rows, 1, |e, r| {
         let row_off = e.b.ins().imul(r, ld);
         let crow = e.b.ins().iadd(c, row_off);
         let rrow = e.b.ins().iadd(res, row_off);
+        let src_off = e.b.ins().imul(r, src_ld);
+        let srow = e.b.ins().iadd(src, src_off);
         let bv = if g.bias {
             let at = e.addr(bias, r, 4);
             Some(e.load(F32, at))
@@ -116,7 +119,8 @@ pub fn emit_gemm_epilogue(e: &mut Emitter, p: &[Value], g: &Gemm) {
         for (lo, hi, step, ty) in [(zero, vend, 4, F32X4), (vend, cols, 1, F32)] {
             e.for_range(lo, hi, step, |e, j| {
                 let pc = e.addr(crow, j, 4);
-                let mut v = e.load(ty, pc);
+                let ps = e.addr(srow, j, 4);
+                let mut v = e.load(ty, ps);
                 if let Some(b) = bv {
                     let b = if ty == F32X4 { e.b.ins().splat(F32X4, b) } else { b };
                     v = e.b.ins().fadd(v, b);
