@@ -910,14 +910,15 @@ pub struct Swap {
 }
 
 impl Swap {
-    /// The transposed form of an `m × n` product whose plain tile is `plain` (a Rust tier's),
+    /// The transposed form of an `m × n` product whose plain tile is `plain` (a Rust tier's) and
+    /// which as it is computes `wide` columns (`gemm::Shifted`) or gathers its patches (`None`),
     /// where it pays (`gemm_simd::swap_tile_for`) and all `n` pixels are one block of the
     /// transposed product (so that the weights stream through once: ResNet-18's `layer1`, 64
     /// channels × 3136 pixels, which a 6 × 64 tile pads less, took 1.34 ms transposed instead
     /// of 1.04); `None` otherwise.
-    pub fn for_product(plain: &MicroKernel, m: usize, n: usize) -> Option<Swap> {
+    pub fn for_product(plain: &MicroKernel, m: usize, n: usize, wide: Option<usize>) -> Option<Swap> {
         let isa = crate::gemm_simd::isa_of(plain)?;
-        let kernel = crate::gemm_simd::swap_tile_for(isa, m, n)?;
+        let kernel = crate::gemm_simd::swap_tile_for(isa, m, n, wide)?;
         let blocking = Swap::blocking(&kernel, cache_size(2).unwrap_or(1 << 20));
         (n <= blocking.mc).then_some(Swap { kernel, blocking })
     }
@@ -2357,9 +2358,14 @@ mod tests {
             let Some(main) = tier.main_kernel() else {
                 continue;
             };
-            let swap = |m, n| Swap::for_product(&main, m, n).is_some();
-            assert!(swap(512, 49) && swap(256, 196), "{tier:?}");
-            assert!(!swap(128, 784) && !swap(64, 3136) && !swap(512, 512), "{tier:?}");
+            let swap = |m, n, wide| Swap::for_product(&main, m, n, wide).is_some();
+            // layer4's patches are gathered (7 × 7: 2 columns of 9 dropped), the others wide
+            assert!(swap(512, 49, None) && swap(256, 196, Some(224)), "{tier:?}");
+            assert!(
+                !swap(128, 784, Some(840)) && !swap(64, 3136, Some(3248)),
+                "{tier:?}"
+            );
+            assert!(!swap(512, 512, None), "{tier:?}");
         }
     }
 

@@ -267,9 +267,13 @@ pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
     None
 }
 
-/// The tile of `isa` for an `m × n` product computed transposed (`Cᵀ = Bᵀ·Aᵀ`: an `n × m`
-/// product, `gemm::Swap`), when that pads it less than the main tile pads the product itself:
-/// less than nineteen twentieths of the padded work. A narrow product (ResNet-18's last
+/// The tile of `isa` for an `m × n` convolution product computed transposed (`Cᵀ = Bᵀ·Aᵀ`:
+/// an `n × m` product, `gemm::Swap`), where that pays. As it is, the product either runs wide
+/// (`wide`: the `≥ n` columns it computes, `gemm::Shifted`) or gathers its patches (`None`).
+/// Against a wide product, when the transpose pads it less than the main tile pads the wide
+/// columns: less than nineteen twentieths of the padded work. Against gathered patches, when
+/// the transpose pads it no more: the transposed product gathers the same patches once, as
+/// its A panels, and measured faster at equal padding. A narrow product (ResNet-18's last
 /// convolutions: 512 rows, 49 columns) fills a row of 32, 48 or 64 columns badly, and its
 /// transpose fills them with output channels. Among the tiles, the first ([`swap_tiles`]'
 /// order) unless another pads the transpose a twentieth less. Measured on the EPYC Zen 5 (one
@@ -278,9 +282,12 @@ pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
 /// 32), 0.96 on 6 × 64, 0.99 on 12 × 32; `layer2` (128 × 784, 4.7 % less padding: not
 /// taken) 1.06 plain, 1.08 on 6 × 64. AVX2: `layer4` 2.59 plain (8 × 8, which the plain rule
 /// prefers), 1.89 on 6 × 16; `layer3` (5.5 % less padding) 1.99 plain, 1.80 on 6 × 16;
-/// `layer2` (2.8 % less: not taken) 1.96 plain, 1.89 on 6 × 16.
+/// `layer2` (2.8 % less: not taken) 1.96 plain, 1.89 on 6 × 16. On the EPYC Zen 3 (AVX2),
+/// gathered patches at about equal padding, plain → transposed (ms): SqueezeNet's 13 × 13
+/// maps 256 ← 64 0.68 → 0.60, 192 ← 48 0.40 → 0.35, 512 ← 512 10.9 → 9.8; 5 × 5 48 ← 16 on
+/// 14 × 14 0.178 → 0.12.
 /// `None` when the product stays as it is, for the Cranelift tier and on hosts without the set.
-pub fn swap_tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
+pub fn swap_tile_for(isa: Isa, m: usize, n: usize, wide: Option<usize>) -> Option<MicroKernel> {
     let padded = |k: &MicroKernel, m: usize, n: usize| m.div_ceil(k.mr) * k.mr * (n.div_ceil(k.nr) * k.nr);
     let main = tiles(isa).first()?;
     let (first, rest) = swap_tiles(isa).split_first()?;
@@ -290,7 +297,11 @@ pub fn swap_tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
             best = k;
         }
     }
-    (padded(best, n, m) * 20 < padded(main, m, n) * 19).then_some(*best)
+    let pays = match wide {
+        Some(cols) => padded(best, n, m) * 20 < padded(main, m, cols.max(n)) * 19,
+        None => padded(best, n, m) <= padded(main, m, n),
+    };
+    pays.then_some(*best)
 }
 
 /// The tile of `isa` for an `m × n` product: the one that computes the fewest padded elements
@@ -337,11 +348,12 @@ mod tests {
 
     /// Which products run transposed: ResNet-18's `layer4` (512 channels × 49 pixels) on the
     /// 7 × 48 tile and `layer3` (256 × 196) on 6 × 64; the wide products of the early layers
-    /// and square ones as they are; on the AVX2 tier `layer4` and `layer3` on 6 × 16.
+    /// and square ones as they are; on the AVX2 tier `layer4` and `layer3` on 6 × 16, and
+    /// SqueezeNet's 13 × 13 maps, whose patches are gathered.
     #[test]
     fn narrow_products_run_transposed() {
         if Isa::Avx512.available() {
-            let t = |m, n| swap_tile_for(Isa::Avx512, m, n).map(|k| (k.mr, k.nr));
+            let t = |m, n| swap_tile_for(Isa::Avx512, m, n, Some(n)).map(|k| (k.mr, k.nr));
             assert_eq!(t(512, 49), Some((7, 48)));
             assert_eq!(t(256, 196), Some((6, 64)));
             assert_eq!(t(128, 784), None);
@@ -349,20 +361,27 @@ mod tests {
         }
         if Isa::Avx2.available() {
             assert_eq!(
-                swap_tile_for(Isa::Avx2, 512, 49).map(|k| (k.mr, k.nr)),
+                swap_tile_for(Isa::Avx2, 512, 49, Some(49)).map(|k| (k.mr, k.nr)),
                 Some((6, 16))
             );
             assert_eq!(
-                swap_tile_for(Isa::Avx2, 256, 196).map(|k| (k.mr, k.nr)),
+                swap_tile_for(Isa::Avx2, 256, 196, Some(196)).map(|k| (k.mr, k.nr)),
                 Some((6, 16))
             );
-            assert!(swap_tile_for(Isa::Avx2, 128, 784).is_none());
+            assert!(swap_tile_for(Isa::Avx2, 128, 784, Some(784)).is_none());
+            // SqueezeNet's 13 × 13 maps, whose patches are gathered (not wide: 2 columns of
+            // 15 dropped), pad about as much transposed
             assert_eq!(
-                swap_tile_for(Isa::Avx2, 64, 9).map(|k| (k.mr, k.nr)),
+                swap_tile_for(Isa::Avx2, 256, 169, None).map(|k| (k.mr, k.nr)),
+                Some((6, 16))
+            );
+            assert!(swap_tile_for(Isa::Avx2, 256, 169, Some(169)).is_none());
+            assert_eq!(
+                swap_tile_for(Isa::Avx2, 64, 9, Some(9)).map(|k| (k.mr, k.nr)),
                 Some((6, 16))
             );
         }
-        assert!(swap_tile_for(Isa::Cranelift, 512, 49).is_none());
+        assert!(swap_tile_for(Isa::Cranelift, 512, 49, None).is_none());
     }
 }
 

@@ -49,14 +49,20 @@ pub fn gemm_desc(
         Some((c, slot, ty)) => {
             let geom = patch_geom(c, ty.dims(), bd);
             let channels = ty.dims()[1];
-            // a narrow product computed transposed, where that pads it clearly less
-            let swap = crate::gemm::Swap::for_product(&kernel, ad[0] / g.groups.max(1), bd[2]);
+            let shifted = crate::gemm::Shifted::for_patches(&geom, channels / g.groups.max(1));
+            // a narrow product computed transposed, where that pads it less than its wide
+            // form, or no more than its gathered patches
+            let swap = crate::gemm::Swap::for_product(
+                &kernel,
+                ad[0] / g.groups.max(1),
+                bd[2],
+                shifted.map(|s| s.cols),
+            );
             BArena::Patches {
                 offset: slot.offset,
                 channels,
                 geom,
-                shifted: crate::gemm::Shifted::for_patches(&geom, channels / g.groups.max(1))
-                    .filter(|_| swap.is_none()),
+                shifted: shifted.filter(|_| swap.is_none()),
                 swap,
             }
         }
