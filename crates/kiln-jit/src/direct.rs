@@ -1602,7 +1602,7 @@ unsafe fn pool_store<S: Simd, const NB: usize>(st: &PoolStore, acc: &[[S::V; NB]
                 if col + l <= ow || (st.spill && (st.yend as usize - yrow as usize) / 4 >= col + l) {
                     S::store(yrow.add(col), v);
                 } else {
-                    S::store_partial(yrow.add(col), ow - col, v);
+                    S::store_prefix(yrow.add(col), ow - col, v);
                 }
             }
         }
