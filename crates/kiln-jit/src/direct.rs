@@ -2424,7 +2424,7 @@ unsafe fn ring_store_act<S: Simd, const NB: usize>(
                 if col + l <= rg.ow {
                     S::store(yrow.add(col), v);
                 } else if col < rg.ow {
-                    S::store_partial(yrow.add(col), rg.ow - col, v);
+                    S::store_prefix(yrow.add(col), rg.ow - col, v);
                 }
             }
         }
