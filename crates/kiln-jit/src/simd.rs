@@ -107,9 +107,11 @@ pub unsafe trait Simd: Copy {
     /// `vmaskmovps` to memory on AMD's cores): for a row's last few outputs. Measured on the
     /// EPYC Zen 3 (one thread, the pool alone, ms): max 2 × 2 s2 on 64 × 16 × 10 × 10 (rows
     /// of 5) 0.149 -> 0.119, on 64 × 6 × 28 × 28 0.170 -> 0.136, avg 3 × 3 s1 on 1024 × 7 × 7
-    /// 0.102 -> 0.079; but slower than the masked store in depthwise convolution's rows and
-    /// LeNet-5's small convolution (a full load of the floats just stored, later, cannot be
-    /// forwarded from several stores).
+    /// 0.102 -> 0.079; the ring passes of pooling and depthwise convolution (3 × 3 s2 max on
+    /// 128 × 55 × 55 0.276 -> 0.226, depthwise 3 × 3 on 544 × 7 × 7 0.149 -> 0.087); but
+    /// slower than the masked store in LeNet-5's small convolution (a full load of the floats
+    /// just stored, later, cannot be forwarded from several stores), and no faster in the GEMM
+    /// epilogue.
     #[inline(always)]
     unsafe fn store_prefix(p: *mut f32, n: usize, v: Self::V) {
         // SAFETY: forwarded from the caller.
