@@ -344,6 +344,23 @@ impl Shifted {
             channels,
         })
     }
+
+    /// The padded rows `[r0, r1)` of each channel that the wide columns `cols` read, at stride
+    /// 1: their output rows and the `(kh − 1)·dh` below, and one more, whose first floats the
+    /// runs of the wide columns past the last output row's end reach (wide columns that are
+    /// dropped); all `hp` rows at other strides (the phases). A thread given part of the
+    /// columns copies only these (ResNet's and VGG's threads each copied the whole image).
+    pub fn copy_rows(&self, g: &PatchGeom, cols: [usize; 2]) -> [usize; 2] {
+        if g.stride != [1, 1] || cols[0] >= cols[1] || self.wp == 0 {
+            return [0, self.hp];
+        }
+        let ext_h = (g.kh.saturating_sub(1)).saturating_mul(g.dilation[0]);
+        let (y0, y1) = (cols[0] / self.wp, (cols[1] - 1) / self.wp);
+        [
+            y0.min(self.hp),
+            y1.saturating_add(ext_h).saturating_add(2).min(self.hp),
+        ]
+    }
 }
 
 /// The geometry of a convolution's patch matrix (one image, one group's channels).
@@ -1242,6 +1259,20 @@ pub unsafe extern "C" fn kiln_gemm_run(desc: *const GemmDesc, arena: *mut u8, be
     }
 }
 
+/// Every padded row of an image ([`copy_needed`]).
+const WHOLE: [usize; 2] = [0, usize::MAX];
+
+/// Whether a thread's padded copy of image and group `ng` must be made for an item that reads
+/// its padded rows `need`: not when the copy it holds (`held`: image and group, rows) has
+/// them. Records the copy about to be made.
+fn copy_needed(held: &mut ((usize, usize), [usize; 2]), ng: (usize, usize), need: [usize; 2]) -> bool {
+    let has = held.0 == ng && held.1[0] <= need[0] && need[1] <= held.1[1];
+    if !has {
+        *held = (ng, need);
+    }
+    !has
+}
+
 /// The body of `kiln_gemm_run`.
 ///
 /// # Safety
@@ -1259,8 +1290,9 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
     // a small convolution's buffers for this call, and the group whose weights they hold
     let mut small = d.small.map(|_| (SMALL.take(), usize::MAX));
     // the (image, group) whose padded copy this thread's buffers hold, made in this call (the
-    // items of an image are consecutive: one copy per image and group, not per item)
-    let mut copied = (usize::MAX, usize::MAX);
+    // items of an image are consecutive: one copy per image and group, not per item), and
+    // its padded rows (a wide product's thread copies those of its columns)
+    let mut copied = ((usize::MAX, usize::MAX), [0, 0]);
     // adjacent items of one image and group run as one block (whole rows of blocks, or a run
     // of columns in one row; not a small convolution's): a thread given several items packs
     // the B (or a transposed product's patches) they share once, not once per item; each
@@ -1349,7 +1381,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         ) = (d.small, small.as_mut(), d.b)
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
-            let image = (std::mem::replace(&mut copied, (n, g)) != (n, g)).then_some(image.cast_const());
+            let image = copy_needed(&mut copied, (n, g), WHOLE).then_some(image.cast_const());
             // SAFETY: as below; the image is this item's group of channels, `a` its weights.
             unsafe {
                 run_small(
@@ -1379,7 +1411,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         ) = (d.swap(), d.b)
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
-            let image = (std::mem::replace(&mut copied, (n, g)) != (n, g)).then_some(image.cast_const());
+            let image = copy_needed(&mut copied, (n, g), WHOLE).then_some(image.cast_const());
             // SAFETY: as below; the image is this item's group of channels.
             unsafe {
                 run_swapped(
@@ -1406,7 +1438,8 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         } = d.b
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
-            let image = (std::mem::replace(&mut copied, (n, g)) != (n, g)).then_some(image.cast_const());
+            let need = sh.copy_rows(&geom, cols);
+            let image = copy_needed(&mut copied, (n, g), need).then_some((image.cast_const(), need));
             // SAFETY: as below; the image is this item's group of channels.
             unsafe { run_shifted(d, [rows, cols], a, a_packed, image, &geom, &sh, &epilogue_at) }?;
             continue;
@@ -1522,7 +1555,17 @@ unsafe fn run_small(
     let pad = floats(pad, sc.pad_len);
     if let Some(image) = image {
         // SAFETY: forwarded from the caller.
-        unsafe { pad_copy(image, channels, [geom.h, geom.w], geom.pad, [sc.hp, sc.wp], pad) };
+        unsafe {
+            pad_copy(
+                image,
+                channels,
+                [geom.h, geom.w],
+                geom.pad,
+                [sc.hp, sc.wp],
+                WHOLE,
+                pad,
+            )
+        };
     }
     let job = crate::direct::SmallConvJob {
         pad,
@@ -1546,7 +1589,8 @@ unsafe fn run_small(
 
 /// `out` as the zero-padded copy of `channels` planes of `h × w` floats at `image`: `hp × wp`
 /// per channel, input row `iy` at row `iy + top` and column `ix` at `ix + left` (clipped to
-/// the copy), zeros elsewhere, including the floats past the last channel's plane.
+/// the copy), zeros elsewhere, including the floats past the last channel's plane; only the
+/// padded rows `[r0, r1)` of each channel are written (the others keep what they held).
 ///
 /// # Safety
 /// `image` holds `channels·h·w` floats.
@@ -1556,12 +1600,16 @@ unsafe fn pad_copy(
     [h, w]: [usize; 2],
     [top, left]: [usize; 2],
     [hp, wp]: [usize; 2],
+    [r0, r1]: [usize; 2],
     out: &mut [f32],
 ) {
     let n = w.min(wp.saturating_sub(left));
     let planes = channels.saturating_mul(hp).saturating_mul(wp).min(out.len());
     for (cr, row) in out[..planes].chunks_exact_mut(wp.max(1)).enumerate() {
         let (ch, r) = (cr / hp.max(1), cr % hp.max(1));
+        if r < r0 || r >= r1 {
+            continue;
+        }
         let iy = r.wrapping_sub(top);
         if iy >= h || n == 0 {
             row.fill(0.0);
@@ -1752,7 +1800,7 @@ unsafe fn run_swapped(
     let pad = floats(&mut pbuf, channels * hp * wp);
     if let Some(image) = image {
         // SAFETY: forwarded from the caller.
-        unsafe { pad_copy(image, channels, [geom.h, geom.w], geom.pad, [hp, wp], pad) };
+        unsafe { pad_copy(image, channels, [geom.h, geom.w], geom.pad, [hp, wp], WHOLE, pad) };
     }
     tap.clear();
     for ch in 0..channels {
@@ -1856,8 +1904,9 @@ type Finish<'a> = dyn Fn(usize, usize, usize, usize, Option<(*const f32, usize)>
 
 /// One work item of a wide product ([`Shifted`]): rows `rows` and wide columns `cols` of the
 /// product of A (at `a`, or `a_packed`) and the wide patches of `image` (one group's
-/// channels, `h × w` each; `None` when this thread's buffer already holds its padded copy,
-/// made for the item before), computed into a scratch block, then handed to `finish` one
+/// channels, `h × w` each, with the padded rows to copy, which hold those `cols` read
+/// ([`Shifted::copy_rows`]); `None` when this thread's buffer already holds them, copied for
+/// the item before), computed into a scratch block, then handed to `finish` one
 /// output row segment at a time (the wide columns past each output row dropped), which
 /// writes it to C through the epilogue in one pass.
 ///
@@ -1872,7 +1921,7 @@ unsafe fn run_shifted(
     [rows, cols]: [[usize; 2]; 2],
     a: *const f32,
     a_packed: Option<&[f32]>,
-    image: Option<*const f32>,
+    image: Option<(*const f32, [usize; 2])>,
     geom: &PatchGeom,
     sh: &Shifted,
     finish: &Finish<'_>,
@@ -1890,11 +1939,19 @@ unsafe fn run_shifted(
         let pad = floats(&mut copy, sh.len);
         match image {
             // SAFETY: forwarded from the caller.
-            Some(image) if phases == 1 => unsafe {
-                pad_copy(image, channels, [h, w], [top, left], [sh.hp, sh.wp], pad)
+            Some((image, copy_rows)) if phases == 1 => unsafe {
+                pad_copy(
+                    image,
+                    channels,
+                    [h, w],
+                    [top, left],
+                    [sh.hp, sh.wp],
+                    copy_rows,
+                    pad,
+                )
             },
             // SAFETY: forwarded from the caller.
-            Some(image) => unsafe { phase_copy(image, channels, geom, [sh.hp, sh.wp], pad) },
+            Some((image, _)) => unsafe { phase_copy(image, channels, geom, [sh.hp, sh.wp], pad) },
             // the buffer holds this image's copy from the item before
             None => {}
         }
@@ -2194,6 +2251,50 @@ impl Drop for Sgemm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The padded rows a thread copies for its wide columns hold every float those columns
+    /// read: for each geometry, ranges of wide columns and each tap (rows past `hp` are the
+    /// copy's slack, written whole).
+    #[test]
+    fn copied_rows_hold_every_float_the_columns_read() {
+        for (h, w, k, d, pad) in [
+            (6, 16, 3, 1, 1),
+            (5, 30, 3, 2, 2),
+            (4, 40, 5, 1, 2),
+            (3, 10, 1, 1, 0),
+            (7, 17, 3, 1, 0),
+        ] {
+            let (oh, ow) = (h + 2 * pad - d * (k - 1), w + 2 * pad - d * (k - 1));
+            let g = PatchGeom {
+                h,
+                w,
+                kh: k,
+                kw: k,
+                stride: [1, 1],
+                dilation: [d, d],
+                pad: [pad, pad],
+                oh,
+                ow,
+            };
+            let sh = Shifted::for_patches(&g, 2).unwrap();
+            for c0 in 0..sh.cols {
+                for len in [1, 7, sh.wp, 2 * sh.wp + 3, sh.cols] {
+                    let c1 = sh.cols.min(c0 + len);
+                    let [r0, r1] = sh.copy_rows(&g, [c0, c1]);
+                    for q in c0..c1 {
+                        let (y, x) = (q / sh.wp, q % sh.wp);
+                        for (i, j) in (0..k).flat_map(|i| (0..k).map(move |j| (i, j))) {
+                            let row = ((y + i * d) * sh.wp + x + j * d) / sh.wp;
+                            assert!(
+                                row >= r0 && (row < r1 || row >= sh.hp),
+                                "{h}x{w} k{k} d{d}: columns {c0}..{c1} read row {row}, copied {r0}..{r1}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
         let mut c = vec![0.0f64; m * n];
