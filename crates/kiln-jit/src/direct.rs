@@ -295,6 +295,30 @@ pub fn kernels(isa: Isa) -> Option<Kernels> {
     }
 }
 
+/// Defines `NAME`, a `gemm::EpilogueFn` running [`gemm_epilogue`]`::<SET, RELU, COLS>` with
+/// the set's features enabled.
+macro_rules! epilogue_entry {
+    ($name:ident: $set:ty, $features:literal, $relu:literal, $cols:literal) => {
+        /// # Safety
+        /// As [`super::gemm_epilogue`].
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe extern "C" fn $name(
+            c: *mut f32,
+            src: *const f32,
+            res: *const f32,
+            bias: *const f32,
+            rows: i64,
+            cols: i64,
+            ld: i64,
+            src_ld: i64,
+        ) {
+            // SAFETY: forwarded from the caller.
+            unsafe { super::gemm_epilogue::<$set, $relu, $cols>(c, src, res, bias, [rows, cols, ld, src_ld]) }
+        }
+    };
+}
+
 /// Defines a module of entry points per set, each running the generic kernel of the same
 /// name with the set's features enabled (every function below them is `#[inline(always)]`,
 /// so all of it is compiled with those features).
@@ -345,59 +369,10 @@ macro_rules! entries {
                 unsafe { super::small_conv::<$set>(j) }
             }
 
-            /// # Safety
-            /// As [`super::gemm_epilogue`].
-            #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe extern "C" fn epilogue(
-                c: *mut f32,
-                src: *const f32,
-                res: *const f32,
-                bias: *const f32,
-                rows: i64,
-                cols: i64,
-                ld: i64,
-                src_ld: i64,
-            ) {
-                // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, false, false>(c, src, res, bias, [rows, cols, ld, src_ld]) }
-            }
-
-            /// # Safety
-            /// As [`super::gemm_epilogue`].
-            #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe extern "C" fn epilogue_relu(
-                c: *mut f32,
-                src: *const f32,
-                res: *const f32,
-                bias: *const f32,
-                rows: i64,
-                cols: i64,
-                ld: i64,
-                src_ld: i64,
-            ) {
-                // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, true, false>(c, src, res, bias, [rows, cols, ld, src_ld]) }
-            }
-
-            /// # Safety
-            /// As [`super::gemm_epilogue`], with a bias value per column.
-            #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe extern "C" fn epilogue_cols(
-                c: *mut f32,
-                src: *const f32,
-                res: *const f32,
-                bias: *const f32,
-                rows: i64,
-                cols: i64,
-                ld: i64,
-                src_ld: i64,
-            ) {
-                // SAFETY: forwarded from the caller.
-                unsafe { super::gemm_epilogue::<$set, false, true>(c, src, res, bias, [rows, cols, ld, src_ld]) }
-            }
+            epilogue_entry!(epilogue: $set, $features, false, false);
+            epilogue_entry!(epilogue_relu: $set, $features, true, false);
+            // with a bias value per column (a dense layer's)
+            epilogue_entry!(epilogue_cols: $set, $features, false, true);
 
             pub(super) const KERNELS: Kernels = Kernels {
                 pool2d,
