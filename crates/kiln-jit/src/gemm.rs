@@ -345,16 +345,17 @@ impl Shifted {
         })
     }
 
-    /// The padded rows `[r0, r1)` of each channel that the wide columns `cols` read, at stride
-    /// 1: their output rows and the `(kh − 1)·dh` below, and one more, whose first floats the
+    /// The padded rows `[r0, r1)` of each channel (of each phase, at a stride: a phase's row
+    /// `r` is the padded image's row `r·s_h + p_y`) that the wide columns `cols` read: their
+    /// output rows and the `⌊(kh − 1)·dh / s_h⌋` below, and one more, whose first floats the
     /// runs of the wide columns past the last output row's end reach (wide columns that are
-    /// dropped); all `hp` rows at other strides (the phases). A thread given part of the
-    /// columns copies only these (ResNet's and VGG's threads each copied the whole image).
+    /// dropped). A thread given part of the columns copies only these (ResNet's and VGG's
+    /// threads each copied the whole image).
     pub fn copy_rows(&self, g: &PatchGeom, cols: [usize; 2]) -> [usize; 2] {
-        if g.stride != [1, 1] || cols[0] >= cols[1] || self.wp == 0 {
+        if g.stride[0] == 0 || cols[0] >= cols[1] || self.wp == 0 {
             return [0, self.hp];
         }
-        let ext_h = (g.kh.saturating_sub(1)).saturating_mul(g.dilation[0]);
+        let ext_h = (g.kh.saturating_sub(1)).saturating_mul(g.dilation[0]) / g.stride[0];
         let (y0, y1) = (cols[0] / self.wp, (cols[1] - 1) / self.wp);
         [
             y0.min(self.hp),
@@ -1627,7 +1628,8 @@ unsafe fn pad_copy(
 /// `out` as the zero-padded phases of `channels` planes of the image at `image` for the
 /// stride of `g` ([`Shifted::for_patches`]): phase `(c, py, px)`, `hp × wp` floats, holds the
 /// padded image's element `(r·s_h + py, q·s_w + px)` at `(r, q)`; the phases no tap reads
-/// (a 1×1 kernel reads one) and the floats past the last phase are zero.
+/// (a 1×1 kernel reads one) and the floats past the last phase are zero; of the phases a tap
+/// reads, only the rows `[r0, r1)` are written (the others keep what they held).
 ///
 /// # Safety
 /// `image` holds `channels·h·w` floats.
@@ -1636,6 +1638,7 @@ unsafe fn phase_copy(
     channels: usize,
     g: &PatchGeom,
     [hp, wp]: [usize; 2],
+    [r0, r1]: [usize; 2],
     out: &mut [f32],
 ) {
     let [sy, sx] = g.stride;
@@ -1656,6 +1659,9 @@ unsafe fn phase_copy(
                     continue;
                 }
                 for (r, row) in ph.chunks_exact_mut(wp.max(1)).enumerate() {
+                    if r < r0 || r >= r1 {
+                        continue;
+                    }
                     let iy = (r * sy + py).wrapping_sub(top);
                     if iy >= g.h {
                         row.fill(0.0);
@@ -1983,7 +1989,9 @@ unsafe fn run_shifted(
                 )
             },
             // SAFETY: forwarded from the caller.
-            Some((image, _)) => unsafe { phase_copy(image, channels, geom, [sh.hp, sh.wp], pad) },
+            Some((image, copy_rows)) => unsafe {
+                phase_copy(image, channels, geom, [sh.hp, sh.wp], copy_rows, pad)
+            },
             // the buffer holds this image's copy from the item before
             None => {}
         }
@@ -2285,28 +2293,34 @@ mod tests {
     use super::*;
 
     /// The padded rows a thread copies for its wide columns hold every float those columns
-    /// read: for each geometry, ranges of wide columns and each tap (rows past `hp` are the
-    /// copy's slack, written whole).
+    /// read: for each geometry (strides 1 to 3: a tap reads its phase's element `(y + ⌊i·dh /
+    /// s⌋, x + ⌊j·dw / s⌋)`), ranges of wide columns and each tap (rows past `hp` are read
+    /// only by the runs of dropped columns that wrap past a row's end; they are the next
+    /// phase's or the copy's slack, inside the buffer).
     #[test]
     fn copied_rows_hold_every_float_the_columns_read() {
-        for (h, w, k, d, pad) in [
-            (6, 16, 3, 1, 1),
-            (5, 30, 3, 2, 2),
-            (4, 40, 5, 1, 2),
-            (3, 10, 1, 1, 0),
-            (7, 17, 3, 1, 0),
-        ] {
-            let (oh, ow) = (h + 2 * pad - d * (k - 1), w + 2 * pad - d * (k - 1));
+        let cases = [
+            (6, 16, 3, 1, 1, 1),
+            (5, 30, 3, 2, 2, 1),
+            (4, 40, 5, 1, 2, 1),
+            (3, 10, 1, 1, 0, 1),
+            (7, 17, 3, 1, 0, 1),
+            (9, 32, 3, 1, 1, 2),
+            (11, 45, 7, 1, 3, 2),
+            (8, 51, 3, 2, 2, 3),
+        ];
+        for (h, w, k, d, pad, s) in cases {
+            let out = |n: usize| (n + 2 * pad - d * (k - 1) - 1) / s + 1;
             let g = PatchGeom {
                 h,
                 w,
                 kh: k,
                 kw: k,
-                stride: [1, 1],
+                stride: [s, s],
                 dilation: [d, d],
                 pad: [pad, pad],
-                oh,
-                ow,
+                oh: out(h),
+                ow: out(w),
             };
             let sh = Shifted::for_patches(&g, 2).unwrap();
             for c0 in 0..sh.cols {
@@ -2316,10 +2330,10 @@ mod tests {
                     for q in c0..c1 {
                         let (y, x) = (q / sh.wp, q % sh.wp);
                         for (i, j) in (0..k).flat_map(|i| (0..k).map(move |j| (i, j))) {
-                            let row = ((y + i * d) * sh.wp + x + j * d) / sh.wp;
+                            let row = ((y + i * d / s) * sh.wp + x + j * d / s) / sh.wp;
                             assert!(
                                 row >= r0 && (row < r1 || row >= sh.hp),
-                                "{h}x{w} k{k} d{d}: columns {c0}..{c1} read row {row}, copied {r0}..{r1}"
+                                "{h}x{w} k{k} d{d} s{s}: columns {c0}..{c1} read row {row}, copied {r0}..{r1}"
                             );
                         }
                     }
