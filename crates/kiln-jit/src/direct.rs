@@ -273,7 +273,7 @@ pub struct Kernels {
     pub depthwise: Entry<DepthwiseDesc>,
     pub dense: Entry<DenseDesc>,
     /// Called by the GEMM driver, not by JIT'd code.
-    pub small_conv: SmallConvFn,
+    pub direct_conv: DirectConvFn,
     /// A `gemm` node's epilogue without an activation and with a ReLU ([`gemm_epilogue`]).
     pub epilogue: [crate::gemm::EpilogueFn; 2],
     /// A dense layer's epilogue on the GEMM driver: a bias value per column, no activation.
@@ -362,11 +362,11 @@ macro_rules! entries {
             }
 
             /// # Safety
-            /// As [`super::small_conv`].
+            /// As [`super::direct_conv`].
             #[target_feature(enable = $features)]
-            unsafe fn small_conv(j: &SmallConvJob) {
+            unsafe fn direct_conv(j: &DirectConvJob) {
                 // SAFETY: forwarded from the caller.
-                unsafe { super::small_conv::<$set>(j) }
+                unsafe { super::direct_conv::<$set>(j) }
             }
 
             epilogue_entry!(epilogue: $set, $features, false, false);
@@ -379,7 +379,7 @@ macro_rules! entries {
                 global_pool,
                 depthwise,
                 dense,
-                small_conv,
+                direct_conv,
                 epilogue: [epilogue, epilogue_relu],
                 epilogue_cols,
             };
@@ -2406,83 +2406,112 @@ unsafe fn ring_store_act<S: Simd, const NB: usize>(
     }
 }
 
-/// One work item of a convolution with few output channels, computed directly (the GEMM
-/// driver's alternative to a product whose A has too few rows to fill a tile, `gemm::
-/// SmallConv`): `C[o, p] = Σ_k wt[k, o]·x(k, p)` for the channels `o ∈ rows` and the output
-/// pixels `p ∈ cols` (`p = y·ow + x`), where tap `k = (c, i, j)` of pixel `(y, x)` reads the
-/// zero-padded copy `pad` at `off[k] + y·sy·wp + x·sx`. The sums take the taps in `k`'s
-/// order, one FMA each, as the GEMM's micro-kernels do.
-pub struct SmallConvJob<'a> {
-    /// The zero-padded image, slack included (`gemm::SmallConv::pad_len`).
+/// One work item of a convolution computed directly (the GEMM driver's alternative to an
+/// im2col product, `gemm::DirectConv`): `C[o, p] = Σ_k wt(k, o)·x(k, p)` for the channels `o ∈
+/// rows` and the output pixels `p ∈ cols` (`p = y·ow + x`), where tap `k = (c, i, j)` of pixel
+/// `(y, x)` reads the zero-padded copy `pad` at `off[k] + y·steps[0] + x·steps[1]`. The sums
+/// take the taps in `k`'s order, one FMA each, as the GEMM's micro-kernels do.
+pub struct DirectConvJob<'a> {
+    /// The zero-padded image, slack included (`gemm::DirectConv::pad_len`).
     pub pad: &'a [f32],
-    /// The row length of the copy.
-    pub wp: usize,
+    /// The floats in the copy from one output row's taps to the next's, and from one output
+    /// pixel's to the next's.
+    pub steps: [usize; 2],
     /// Each tap's offset in the copy.
     pub off: &'a [usize],
-    /// The weights, tap-major: `wt[k·opad + o]`, `opad` a multiple of the set's lanes, zero
-    /// past the channels.
+    /// The weights in panels of `pw` channels: channel `o`'s weight of tap `k` at
+    /// `(o − o % pw)·K + k·pw + o % pw` (`K = off.len()`); `pw` a multiple of the set's
+    /// lanes, the panels zero past the channels (`opad` of them in all).
     pub wt: &'a [f32],
+    pub pw: usize,
     pub opad: usize,
     pub rows: [usize; 2],
     pub cols: [usize; 2],
     pub ow: usize,
-    pub stride: [usize; 2],
     /// C: rows `l` floats apart.
     pub c: *mut f32,
     pub l: usize,
 }
 
-/// `SmallConvJob`'s kernel, per instruction set.
-pub type SmallConvFn = unsafe fn(&SmallConvJob);
+/// `DirectConvJob`'s kernel, per instruction set.
+pub type DirectConvFn = unsafe fn(&DirectConvJob);
 
-/// Output pixels per register block of a small convolution.
-pub const SMALL_CONV_PIXELS: usize = 8;
+/// The most output pixels of a register block of a direct convolution (the padded copy's
+/// slack covers them past a row's end).
+pub const DIRECT_CONV_PIXELS: usize = 8;
 
-/// The small convolution of `j`: for each output row, blocks of `P` pixels (eight) by one or
-/// two registers of `LANES` channels (`P·OB` accumulators, each tap `OB` vectors of weights
-/// and `P` broadcast inputs); the pixels past the row's end are computed from the copy's
-/// slack and not stored.
+/// The pixels of a direct convolution's register block on a set of `lanes` lanes: AVX-512 8
+/// (16 accumulators of its 32 registers), AVX2 6 (12 of its 16, the other four for two weight
+/// vectors, the broadcast input and the spare the compiler keeps: 4-pixel blocks ran a 3 × 3
+/// 64 → 64 convolution at ~55 GFLOP/s, 6-pixel ones at ~70 on the EPYC Zen 3).
+pub const fn pixel_block(lanes: usize) -> usize {
+    if lanes >= 16 { 8 } else { 6 }
+}
+
+/// The direct convolution of `j`: for each output row, blocks of [`pixel_block`] pixels by
+/// one or two registers of `LANES` channels; each tap takes `OB` vectors of weights and `P`
+/// broadcast inputs. The pixels past the row's end are computed from the copy's slack and
+/// not stored.
 ///
 /// # Safety
 /// `j.c` is valid for the rows and columns of the job (rows `l` apart); `pad` holds every tap
-/// of eight pixels from any pixel of the job (`gemm::SmallConv::pad_len`); `wt` holds
-/// `off.len()·opad` floats, `opad ≥ rows[1]` rounded up to `LANES`; the CPU has `S`'s set.
+/// of `DIRECT_CONV_PIXELS` pixels from any pixel of the job (`gemm::DirectConv::pad_len`);
+/// `wt` holds `off.len()·opad` floats, `opad ≥ rows[1]` a multiple of `pw`, and `pw` a
+/// multiple of `LANES`; the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn small_conv<S: Simd>(j: &SmallConvJob) {
+unsafe fn direct_conv<S: Simd>(j: &DirectConvJob) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match pixel_block(S::LANES) {
+            8 => direct_conv_pixels::<S, 8>(j),
+            _ => direct_conv_pixels::<S, 6>(j),
+        }
+    }
+}
+
+/// [`direct_conv`] in blocks of `P ≤ DIRECT_CONV_PIXELS` pixels within each output row (runs
+/// of positions across the rows' ends, fewer blocks on narrow maps, measured slower: a 3 × 3
+/// 64 → 64 on 56 × 56 1.13–1.23× the GEMM's time against 0.97–1.01×).
+///
+/// # Safety
+/// As [`direct_conv`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn direct_conv_pixels<S: Simd, const P: usize>(j: &DirectConvJob) {
+    const { assert!(P <= DIRECT_CONV_PIXELS) };
     let l = S::LANES;
-    let mut p = j.cols[0];
-    while p < j.cols[1] {
-        let (y, x0) = (p / j.ow, p % j.ow);
-        // this output row's pixels of the job
-        let end = j.cols[1].min((y + 1) * j.ow);
-        let mut x = x0;
-        while x < x0 + (end - p) {
-            let n = SMALL_CONV_PIXELS.min(x0 + (end - p) - x);
-            let mut o0 = j.rows[0] / l * l;
-            while o0 < j.rows[1] {
-                // SAFETY: forwarded from the caller, with o0 + OB·LANES ≤ opad.
+    // channel blocks outermost: a block's weights stay in the near caches while the pixels
+    // stream past them (in bands of output rows whose taps stay in L2, each by every block of
+    // channels: no difference measured on the dilated 3 × 3 32 → 32 on 64 × 64, whose copy
+    // is larger than L2, nor on the VGG block)
+    let mut o0 = j.rows[0] / l * l;
+    while o0 < j.rows[1] {
+        // two registers where both lie in the job's rows' panel
+        let two = o0 + l < j.rows[1] && (o0 % j.pw) + 2 * l <= j.pw;
+        let mut p = j.cols[0];
+        while p < j.cols[1] {
+            let (y, x0) = (p / j.ow, p % j.ow);
+            // this output row's pixels of the job
+            let end = j.cols[1].min((y + 1) * j.ow);
+            let mut x = x0;
+            while x < x0 + (end - p) {
+                let n = P.min(x0 + (end - p) - x);
+                // SAFETY: forwarded from the caller: o0 is a multiple of LANES below rows[1]
+                // ≤ opad, so its register lies in its panel (pw a multiple of LANES); two
+                // registers are taken only where both lie in the panel
                 unsafe {
-                    if o0 + l < j.rows[1] {
-                        // two registers of channels: AVX-512 holds 16 accumulators, AVX2 8
-                        if l >= 16 {
-                            small_conv_block::<S, 8, 2>(j, y, x, n, o0);
-                        } else {
-                            small_conv_block::<S, 4, 2>(j, y, x, n.min(4), o0);
-                            if n > 4 {
-                                small_conv_block::<S, 4, 2>(j, y, x + 4, n - 4, o0);
-                            }
-                        }
-                        o0 += 2 * l;
+                    if two {
+                        direct_conv_block::<S, P, 2>(j, y, x, n, o0);
                     } else {
-                        small_conv_block::<S, 8, 1>(j, y, x, n, o0);
-                        o0 += l;
+                        direct_conv_block::<S, P, 1>(j, y, x, n, o0);
                     }
                 }
+                x += n;
             }
-            x += n;
+            p = end;
         }
-        p = end;
+        o0 += if two { 2 * l } else { l };
     }
 }
 
@@ -2490,35 +2519,40 @@ unsafe fn small_conv<S: Simd>(j: &SmallConvJob) {
 /// the job's rows stored).
 ///
 /// # Safety
-/// As [`small_conv`], with `o0 + OB·LANES ≤ opad`.
+/// As [`direct_conv`], with `o0 % pw + OB·LANES ≤ pw` and `o0 + OB·LANES ≤ opad`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn small_conv_block<S: Simd, const P: usize, const OB: usize>(
-    j: &SmallConvJob,
+unsafe fn direct_conv_block<S: Simd, const P: usize, const OB: usize>(
+    j: &DirectConvJob,
     y: usize,
     x: usize,
     n: usize,
     o0: usize,
 ) {
     let l = S::LANES;
-    let (pad, wt) = (j.pad.as_ptr(), j.wt.as_ptr());
-    let base = y * j.stride[0] * j.wp + x * j.stride[1];
+    let pad = j.pad.as_ptr();
+    // the block's weights: panel o0 / pw, from its column o0 % pw, a tap every pw floats
+    let wt =
+        j.wt.as_ptr()
+            .wrapping_add((o0 - o0 % j.pw) * j.off.len() + o0 % j.pw);
+    let base = y * j.steps[0] + x * j.steps[1];
     let mut tile = [0.0f32; 16 * 8];
-    // SAFETY (the whole body): taps off[k] + base + q·sx of pixels x..x + P ≤ x + 8 lie in
-    // `pad` (its slack covers pixels past the row's end); weights k·opad + o0 + OB·LANES ≤
-    // K·opad; the tile holds P·LANES ≤ 8·16 floats; stores go to the job's rows and pixels.
+    // SAFETY (the whole body): taps off[k] + base + q·steps[1] of pixels x..x + P ≤ x + 8 lie
+    // in `pad` (its slack covers pixels past the row's end); weights (o0 − o0 % pw)·K + k·pw +
+    // o0 % pw + OB·LANES ≤ (o0 − o0 % pw + pw)·K ≤ opad·K; the tile holds P·LANES ≤ 8·16
+    // floats; stores go to the job's rows and pixels.
     unsafe {
         let mut acc = [[S::zero(); P]; OB];
         for (k, &o) in j.off.iter().enumerate() {
             let at = pad.add(o + base);
             let mut wv = [S::zero(); OB];
             for (b, w) in wv.iter_mut().enumerate() {
-                *w = S::load(wt.add(k * j.opad + o0 + b * l));
+                *w = S::load(wt.add(k * j.pw + b * l));
             }
             // (pixel-major: each broadcast input is used by the OB weight vectors at once)
             #[allow(clippy::needless_range_loop)]
             for q in 0..P {
-                let xv = S::splat(*at.add(q * j.stride[1]));
+                let xv = S::splat(*at.add(q * j.steps[1]));
                 for b in 0..OB {
                     acc[b][q] = S::fma(xv, wv[b], acc[b][q]);
                 }

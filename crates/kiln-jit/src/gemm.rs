@@ -996,47 +996,78 @@ pub struct GemmDesc {
     /// driver stores a failure there instead of unwinding into JIT code.
     pub status: usize,
     /// The direct kernel that runs the product instead of the micro-kernel, for the patches of
-    /// a convolution with few output channels ([`SmallConv::new`]).
-    pub small: Option<SmallConv>,
+    /// a convolution with few output channels or of a shape where it pays
+    /// ([`DirectConv::new`]).
+    pub direct: Option<DirectConv>,
     /// Whether the bias has a value per column (a dense layer's) rather than per row.
     pub bias_cols: bool,
 }
 
-/// A convolution whose product has too few rows (output channels) for a GEMM tile to fill:
-/// computed directly by the tier's kernel (`direct::small_conv`), vectorized over the output
-/// channels, over a zero-padded copy of the image and the weights laid out tap-major, both
-/// made by the driver per item (the weights once per group and call). No patch is packed.
+/// A convolution computed directly by the tier's kernel (`direct::direct_conv`) instead of as
+/// a product of its patches, vectorized over the output channels, over a zero-padded copy of
+/// the image the driver makes per item (of the rows the item reads); the weights are read in
+/// panels of `panel` channels, packed once when the weights are set ([`GemmDesc::a_packed`]),
+/// or else laid out tap-major by the driver per call. No patch is packed. It runs products
+/// whose A has too few rows (output channels) for a GEMM tile to fill, and the stride-1
+/// convolutions where it was measured faster than the GEMM ([`DirectConv::pays`]).
 #[derive(Clone, Copy)]
-pub struct SmallConv {
-    pub f: crate::direct::SmallConvFn,
+pub struct DirectConv {
+    pub f: crate::direct::DirectConvFn,
     pub lanes: usize,
+    /// The channels of a packed weight panel: two registers.
+    pub panel: usize,
+    /// The padded copy's channels per block (`NCHWc`, [`pad_copy_blocked`]): 8, or 1 (planes)
+    /// for fewer than 8 channels.
+    pub cb: usize,
     /// The padded copy: `hp × wp` per channel, `pad_len` floats with the slack.
     pub hp: usize,
     pub wp: usize,
     pub pad_len: usize,
 }
 
-impl SmallConv {
-    /// The most output channels per group it takes on `isa`: two registers' worth. The tiles
-    /// have 4 to 12 rows, and 32 rows are two or three of them, where packing the patches
-    /// costs more than the FMAs; on AVX2, whose tiles read a wide patch matrix in place
-    /// (`gemm_simd::rows_kernel`), 16 (measured on the EPYC Zen 3, one thread: the dilated 3
-    /// × 3 32 → 32 on 64 × 64 1.03 ms direct, 0.99 as a GEMM on the 4 × 16 tile).
+impl DirectConv {
+    /// The most output channels per group it takes on `isa` whatever the shape: two
+    /// registers' worth. The tiles have 4 to 12 rows, and 32 rows are two or three of them,
+    /// where packing the patches costs more than the FMAs; on AVX2, whose tiles read a wide
+    /// patch matrix in place (`gemm_simd::rows_kernel`), 16 (measured on the EPYC Zen 3, one
+    /// thread: the dilated 3 × 3 32 → 32 on 64 × 64 1.03 ms direct, 0.99 as a GEMM on the 4 ×
+    /// 16 tile).
     pub fn max_rows(isa: Isa) -> usize {
         2 * isa.lanes()
     }
     /// The most floats of a padded copy (64 MiB).
     const MAX_PAD: usize = 1 << 24;
 
+    /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs
+    /// directly on `isa` rather than as a GEMM: on AVX2, at stride 1, with at most 576 taps
+    /// (channels × kernel: a block of 16 channels' weights, 36 KiB, about L1), where the output
+    /// rows fill the pixel blocks ([`crate::direct::pixel_block`], 6) to nine tenths at least
+    /// (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18). Measured on the EPYC Zen
+    /// 3 (direct / GEMM time, the median of 30–200 alternating pairs in one process, one
+    /// thread unless said): the dilated 3 × 3 32 → 32 on 64 × 64 0.82–0.95 alone, in its
+    /// network 0.84–0.94 (two threads 0.83–0.93), the VGG block 0.97–0.98 (two threads
+    /// 1.01–1.07), 16 → 32 on 12 × 12 0.80, 64 → 64 on 56 × 56 0.97–1.01; ResNet-18, ResNet-50
+    /// and VGG-19 within 1.5 % either way. With more taps the weights stream from L2 for every
+    /// block of pixels: 128 → 128 on 28 × 28 0.92–1.00 alone, but VGG-19 with every convolution
+    /// direct 1.23; on 14 × 14 (blocks 6, 6 and 2) 64 → 96 1.15, 48 → 192 on 13 × 13 1.25.
+    /// AVX-512, whose tiles and blocks are wider, keeps the GEMM until it is measured there.
+    pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
+        let p = crate::direct::pixel_block(isa.lanes());
+        isa == Isa::Avx2
+            && g.stride == [1, 1]
+            && channels.saturating_mul(g.kh).saturating_mul(g.kw) <= 576
+            && g.ow * 10 >= g.ow.div_ceil(p) * p * 9
+    }
+
     /// The direct form of the patches of `g` over `channels` channels for `rows` output
     /// channels, on `isa`'s kernels; `None` where the product stays a GEMM.
-    pub fn new(isa: Isa, g: &PatchGeom, channels: usize, rows: usize) -> Option<SmallConv> {
+    pub fn new(isa: Isa, g: &PatchGeom, channels: usize, rows: usize) -> Option<DirectConv> {
         let k = crate::direct::kernels(isa)?;
         // at least half the lanes of the channel registers used (measured on LeNet-5's conv1,
         // 6 channels: the GEMM was faster on AVX-512's 16 lanes, slower on AVX2's 8)
         let lanes = isa.lanes();
         if rows == 0
-            || rows > SmallConv::max_rows(isa)
+            || (rows > DirectConv::max_rows(isa) && !DirectConv::pays(isa, g, channels))
             || rows * 2 < rows.div_ceil(lanes.max(1)) * lanes
             || g.oh == 0
             || g.ow == 0
@@ -1053,16 +1084,38 @@ impl SmallConv {
         };
         let hp = span(g.oh, g.stride[0], g.kh, g.dilation[0])?;
         let wp = span(g.ow, g.stride[1], g.kw, g.dilation[1])?;
+        // the channels side by side in blocks of 8 (a block of pixels reads a few whole lines
+        // per row of taps, not a line per channel)
+        let cb = if channels >= 8 { 8 } else { 1 };
         // the slack: the pixels of a last block past the row's end
-        let slack = (crate::direct::SMALL_CONV_PIXELS - 1).checked_mul(g.stride[1])?;
-        let pad_len = channels.checked_mul(hp)?.checked_mul(wp)?.checked_add(slack)?;
-        (pad_len <= SmallConv::MAX_PAD).then_some(SmallConv {
-            f: k.small_conv,
+        let slack = (crate::direct::DIRECT_CONV_PIXELS - 1)
+            .checked_mul(g.stride[1])?
+            .checked_mul(cb)?;
+        let pad_len = channels
+            .div_ceil(cb)
+            .checked_mul(cb)?
+            .checked_mul(hp)?
+            .checked_mul(wp)?
+            .checked_add(slack)?;
+        (pad_len <= DirectConv::MAX_PAD).then_some(DirectConv {
+            f: k.direct_conv,
             lanes,
+            panel: 2 * lanes,
+            cb,
             hp,
             wp,
             pad_len,
         })
+    }
+
+    /// The padded rows `[r0, r1)` of the copy the output pixels `cols` (`y·ow + x`) read.
+    fn copy_rows(&self, g: &PatchGeom, cols: [usize; 2]) -> [usize; 2] {
+        if cols[0] >= cols[1] || g.ow == 0 {
+            return [0, 0];
+        }
+        let (y0, y1) = (cols[0] / g.ow, (cols[1] - 1) / g.ow);
+        let r1 = y1 * g.stride[0] + (g.kh.max(1) - 1) * g.dilation[0] + 1;
+        [(y0 * g.stride[0]).min(self.hp), r1.min(self.hp)]
     }
 }
 
@@ -1092,22 +1145,38 @@ impl GemmDesc {
         self.batch * self.groups * self.m_blocks() * self.n_blocks()
     }
 
-    /// The transposed form of the product ([`Swap`]), when it runs (not a small convolution).
+    /// The transposed form of the product ([`Swap`]), when it runs (not a direct convolution).
     pub fn swap(&self) -> Option<Swap> {
         match self.b {
-            BArena::Patches { swap, .. } if self.small.is_none() => swap,
+            BArena::Patches { swap, .. } if self.direct.is_none() => swap,
             _ => None,
         }
     }
 
-    /// The tile as A is packed for it: the kernel's, or a transposed product's B panels.
-    fn a_packing(&self) -> MicroKernel {
-        self.swap().map_or(self.kernel, |sw| sw.b_packing())
+    /// The tile and blocking A is packed for: the kernel's, a transposed product's B panels,
+    /// or a direct convolution's weight panels (one K block: every tap of a panel's channels
+    /// together, `DirectConvJob::wt`'s layout).
+    fn a_packing(&self) -> (MicroKernel, Blocking) {
+        match (self.direct, self.swap()) {
+            (Some(dc), _) => (
+                MicroKernel {
+                    mr: dc.panel,
+                    nr: 1,
+                    f: self.kernel.f,
+                },
+                Blocking {
+                    kc: self.kg.max(1),
+                    ..self.blocking
+                },
+            ),
+            (None, Some(sw)) => (sw.b_packing(), sw.blocking),
+            (None, None) => (self.kernel, self.blocking),
+        }
     }
 
     /// The floats of one group's packed A ([`GemmDesc::a_packed`]); `None` on overflow.
     pub fn packed_a_group(&self) -> Option<usize> {
-        packed_a_len(self.mg, self.kg, self.a_packing().mr)
+        packed_a_len(self.mg, self.kg, self.a_packing().0.mr)
     }
 
     /// The bytes of all groups' packed A, rounded to whole 64-byte lines; `None` on overflow.
@@ -1132,11 +1201,14 @@ impl GemmDesc {
         // column blocks of (nearly) equal width, so that threads get equal shares; a transposed
         // product's rows (C's) are its tile's columns and the other way round, and it computes
         // all its columns (C's) at once
-        let (mr, nr, cols) = match self.swap() {
-            Some(sw) => (sw.kernel.nr, sw.kernel.mr, self.cols()),
-            None => (self.kernel.mr, self.kernel.nr, self.cols()),
+        // (a direct convolution's: panels of channels, and whole output rows, so that its
+        // pixel blocks do not end early)
+        let (mr, nr, cols) = match (self.direct, self.swap(), self.b) {
+            (Some(dc), _, BArena::Patches { geom, .. }) => (dc.panel, geom.ow.max(1), self.cols()),
+            (None, Some(sw), _) => (sw.kernel.nr, sw.kernel.mr, self.cols()),
+            _ => (self.kernel.mr, self.kernel.nr, self.cols()),
         };
-        let nc = if self.swap().is_some() {
+        let nc = if self.swap().is_some() || self.direct.is_some() {
             cols.max(1)
         } else {
             self.blocking.nc
@@ -1155,12 +1227,11 @@ impl GemmDesc {
                 break;
             }
         }
-        // `run_items` runs a thread's adjacent items as one block (every form but the small
-        // convolution's), so items cost nothing apart: where the work is split along one side,
-        // one tile per item, and the threads' shares (contiguous ranges of items) come out even
-        // to a tile (ResNet-18's layer2 as 4 items of 14, 14, 14 and 11 tiles gave one thread
+        // `run_items` runs a thread's adjacent items as one block, so items cost nothing
+        // apart: where the work is split along one side, one tile per item, and the threads'
+        // shares (contiguous ranges of items) come out even to a tile (ResNet-18's layer2 as 4 items of 14, 14, 14 and 11 tiles gave one thread
         // 28 tiles and the other 25; conv1's 13 items gave one 7 and the other 6)
-        if want > 1 && self.small.is_none() {
+        if want > 1 {
             match (self.m_blocks() > 1, self.n_blocks() > 1) {
                 (true, false) => self.m_step = mr,
                 (false, true) => self.n_step = nr,
@@ -1288,24 +1359,23 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         return Err("work items outside the product");
     }
     let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
-    // a small convolution's buffers for this call, and the group whose weights they hold
-    let mut small = d.small.map(|_| (SMALL.take(), usize::MAX));
+    // a direct convolution's buffers for this call, and the group whose weights they hold
+    let mut direct = d.direct.map(|_| (DIRECT.take(), usize::MAX));
     // the (image, group) whose padded copy this thread's buffers hold, made in this call (the
     // items of an image are consecutive: one copy per image and group, not per item), and
     // its padded rows (a wide product's thread copies those of its columns)
     let mut copied = ((usize::MAX, usize::MAX), [0, 0]);
     // adjacent items of one image and group run as one block (whole rows of blocks, or a run
-    // of columns in one row; not a small convolution's): a thread given several items packs
-    // the B (or a transposed product's patches) they share once, not once per item; each
+    // of columns in one row): a thread given several items packs the B (or a transposed
+    // product's patches, or a direct convolution's copy) they share once, not once per item; each
     // element is the same chain of FMAs either way (the blocks start on the same tiles and K
     // is cut the same), so the results do not depend on the thread count
-    let merge = d.small.is_none();
     let mut item = begin;
     while item < end {
         let (j, rest) = (item % nb, item / nb);
         let (i, rest) = (rest % mb, rest / mb);
         let (g, n) = (rest % d.groups, rest / d.groups);
-        let full = if merge && j == 0 {
+        let full = if j == 0 {
             ((end - item) / nb).min(mb - i)
         } else {
             0
@@ -1314,7 +1384,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             let rows = [i * d.m_step, ((i + full) * d.m_step).min(d.mg)];
             (rows, [0, d.cols()], item + full * nb)
         } else {
-            let j1 = if merge { nb.min(j + (end - item)) } else { j + 1 };
+            let j1 = nb.min(j + (end - item));
             let rows = [i * d.m_step, ((i + 1) * d.m_step).min(d.mg)];
             (
                 rows,
@@ -1371,7 +1441,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         };
         let a = at(d.a).wrapping_add(g * d.mg * d.kg);
         if let (
-            Some(sc),
+            Some(dc),
             Some((bufs, held)),
             BArena::Patches {
                 offset,
@@ -1379,17 +1449,18 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                 geom,
                 ..
             },
-        ) = (d.small, small.as_mut(), d.b)
+        ) = (d.direct, direct.as_mut(), d.b)
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
-            let image = copy_needed(&mut copied, (n, g), WHOLE).then_some(image.cast_const());
+            let need = dc.copy_rows(&geom, cols);
+            let image = copy_needed(&mut copied, (n, g), need).then_some((image.cast_const(), need));
             // SAFETY: as below; the image is this item's group of channels, `a` its weights.
             unsafe {
-                run_small(
+                run_direct(
                     d,
-                    &sc,
+                    &dc,
                     [rows, cols],
-                    (a, g),
+                    (a, a_packed, g),
                     held,
                     image,
                     &geom,
@@ -1491,100 +1562,123 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         // its value's slot.
         unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) }?;
     }
-    if let Some((bufs, _)) = small {
-        SMALL.set(bufs);
+    if let Some((bufs, _)) = direct {
+        DIRECT.set(bufs);
     }
     Ok(())
 }
 
-/// A small convolution's buffers: the padded copy, the weights tap-major, the taps' offsets.
-type SmallBufs = (Vec<Line>, Vec<Line>, Vec<usize>);
+/// A direct convolution's buffers: the padded copy, the weights tap-major (when they are not
+/// packed ahead), the taps' offsets.
+type DirectBufs = (Vec<Line>, Vec<Line>, Vec<usize>);
 
 thread_local! {
-    /// Each thread's buffers for small convolutions ([`SmallConv`]).
-    static SMALL: std::cell::Cell<SmallBufs> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// Each thread's buffers for direct convolutions ([`DirectConv`]).
+    static DIRECT: std::cell::Cell<DirectBufs> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
-/// One work item of a small convolution ([`SmallConv`]): rows `rows` (output channels of
-/// group `g`, weights at `a`, `mg × kg`) and output pixels `cols` of C (`c`, rows `l`
-/// apart), from `image` (`channels` planes of the group; `None` when the buffers already hold
-/// its padded copy). The weights are laid out tap-major again only when the group differs
-/// from `held`'s.
+/// One work item of a direct convolution ([`DirectConv`]): rows `rows` (output channels of
+/// group `g`, weights at `a`, `mg × kg`, or packed in panels in `a_packed`) and output pixels
+/// `cols` of C (`c`, rows `l` apart), from `image` (`channels` planes of the group) when the
+/// buffers do not already hold the padded rows it names. Without packed weights, they are
+/// laid out tap-major again only when the group differs from `held`'s.
 ///
 /// # Safety
 /// As `run_items`: `a`, `image` and `c` point at this item's weights, image and C in the
-/// arena; `sc` was made for this node's geometry and `channels`.
+/// arena; `dc` was made for this node's geometry and `channels`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_small(
+unsafe fn run_direct(
     d: &GemmDesc,
-    sc: &SmallConv,
+    dc: &DirectConv,
     [rows, cols]: [[usize; 2]; 2],
-    (a, g): (*const f32, usize),
+    (a, a_packed, g): (*const f32, Option<&[f32]>, usize),
     held: &mut usize,
-    image: Option<*const f32>,
+    image: Option<(*const f32, [usize; 2])>,
     geom: &PatchGeom,
     channels: usize,
     c: *mut f32,
-    (pad, wt, off): &mut SmallBufs,
+    (pad, wt_buf, off): &mut DirectBufs,
 ) -> Result<(), &'static str> {
-    if rows[0] > rows[1] || rows[1] > d.mg || cols[0] > cols[1] || cols[1] > d.l || sc.lanes == 0 {
-        return Err("rows or columns outside the small convolution");
+    if rows[0] > rows[1] || rows[1] > d.mg || cols[0] > cols[1] || cols[1] > d.l || dc.lanes == 0 {
+        return Err("rows or columns outside the direct convolution");
     }
     if channels.checked_mul(geom.kh * geom.kw) != Some(d.kg) {
-        return Err("a small convolution's depth is not its taps");
+        return Err("a direct convolution's depth is not its taps");
     }
-    let opad = d.mg.div_ceil(sc.lanes) * sc.lanes;
-    let wt = floats(wt, d.kg * opad);
-    if *held != g {
-        // SAFETY: A is this group's mg × kg weights (`run_items`).
-        let a = unsafe { std::slice::from_raw_parts(a, d.mg * d.kg) };
-        for (k, row) in wt.chunks_exact_mut(opad).enumerate() {
-            for (o, v) in row.iter_mut().enumerate() {
-                *v = if o < d.mg { a[o * d.kg + k] } else { 0.0 };
+    // packed: panels of `dc.panel` channels; else one panel of all (tap-major)
+    let pw = match a_packed {
+        Some(_) => dc.panel,
+        None => d.mg.div_ceil(dc.lanes) * dc.lanes,
+    };
+    if pw == 0 || !pw.is_multiple_of(dc.lanes) {
+        return Err("a direct convolution's weight panels are not whole registers");
+    }
+    let opad = d.mg.div_ceil(pw) * pw;
+    let wt: &[f32] = match a_packed {
+        Some(ap) if ap.len() == opad * d.kg => ap,
+        Some(_) => return Err("a direct convolution's packed weights of the wrong size"),
+        None => {
+            let wt = floats(wt_buf, d.kg * opad);
+            if *held != g {
+                // SAFETY: A is this group's mg × kg weights (`run_items`).
+                let a = unsafe { std::slice::from_raw_parts(a, d.mg * d.kg) };
+                for (k, row) in wt.chunks_exact_mut(opad).enumerate() {
+                    for (o, v) in row.iter_mut().enumerate() {
+                        *v = if o < d.mg { a[o * d.kg + k] } else { 0.0 };
+                    }
+                }
             }
+            wt
         }
+    };
+    let cb = dc.cb.max(1);
+    if *held != g {
         off.clear();
         for ch in 0..channels {
             for i in 0..geom.kh {
                 for j in 0..geom.kw {
-                    off.push((ch * sc.hp + i * geom.dilation[0]) * sc.wp + j * geom.dilation[1]);
+                    let at = ((ch / cb * dc.hp + i * geom.dilation[0]) * dc.wp + j * geom.dilation[1]) * cb;
+                    off.push(at + ch % cb);
                 }
             }
         }
         *held = g;
     }
-    let pad = floats(pad, sc.pad_len);
-    if let Some(image) = image {
+    let pad = floats(pad, dc.pad_len);
+    if let Some((image, need)) = image {
         // SAFETY: forwarded from the caller.
         unsafe {
-            pad_copy(
+            pad_copy_blocked(
                 image,
                 channels,
+                cb,
                 [geom.h, geom.w],
                 geom.pad,
-                [sc.hp, sc.wp],
-                WHOLE,
+                [dc.hp, dc.wp],
+                need,
                 pad,
             )
         };
     }
-    let job = crate::direct::SmallConvJob {
+    let job = crate::direct::DirectConvJob {
         pad,
-        wp: sc.wp,
+        steps: [geom.stride[0] * dc.wp * cb, geom.stride[1] * cb],
         off,
         wt,
+        pw,
         opad,
         rows,
         cols,
         ow: geom.ow,
-        stride: geom.stride,
         c,
         l: d.l,
     };
-    // SAFETY: the job's pointers and sizes as `direct::small_conv` requires: C's rows and
-    // columns of the item, the padded copy with its slack (`SmallConv::new`), the weights
-    // `kg·opad` floats; the kernel's set is this CPU's (`direct::kernels` checked it).
-    unsafe { (sc.f)(&job) };
+    // SAFETY: the job's pointers and sizes as `direct::direct_conv` requires: C's rows and
+    // columns of the item, the padded copy with its slack (`DirectConv::new`) holding the rows
+    // the item's pixels read (`DirectConv::copy_rows`), the weights `kg·opad` floats in panels
+    // of `pw` (a multiple of the lanes); the kernel's set is this CPU's (`direct::kernels`
+    // checked it).
+    unsafe { (dc.f)(&job) };
     Ok(())
 }
 
@@ -1598,16 +1692,44 @@ unsafe fn run_small(
 unsafe fn pad_copy(
     image: *const f32,
     channels: usize,
+    hw: [usize; 2],
+    pad: [usize; 2],
+    hwp: [usize; 2],
+    rows: [usize; 2],
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { pad_copy_blocked(image, channels, 1, hw, pad, hwp, rows, out) }
+}
+
+/// [`pad_copy`] with the channels in blocks of `cb`, each block's `cb` channels side by side
+/// (`NCHWc`): channel `c`'s padded element `(r, q)` at `((c / cb)·hp + r)·wp·cb + q·cb + c %
+/// cb`; the channels past the last (to a whole block) are zero. At `cb = 1` the planes of
+/// [`pad_copy`].
+///
+/// # Safety
+/// `image` holds `channels·h·w` floats.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pad_copy_blocked(
+    image: *const f32,
+    channels: usize,
+    cb: usize,
     [h, w]: [usize; 2],
     [top, left]: [usize; 2],
     [hp, wp]: [usize; 2],
     [r0, r1]: [usize; 2],
     out: &mut [f32],
 ) {
+    let cb = cb.max(1);
     let n = w.min(wp.saturating_sub(left));
-    let planes = channels.saturating_mul(hp).saturating_mul(wp).min(out.len());
-    for (cr, row) in out[..planes].chunks_exact_mut(wp.max(1)).enumerate() {
-        let (ch, r) = (cr / hp.max(1), cr % hp.max(1));
+    let planes = channels
+        .div_ceil(cb)
+        .saturating_mul(hp)
+        .saturating_mul(wp)
+        .saturating_mul(cb)
+        .min(out.len());
+    for (br, row) in out[..planes].chunks_exact_mut((wp * cb).max(1)).enumerate() {
+        let (b, r) = (br / hp.max(1), br % hp.max(1));
         if r < r0 || r >= r1 {
             continue;
         }
@@ -1616,11 +1738,25 @@ unsafe fn pad_copy(
             row.fill(0.0);
             continue;
         }
-        row[..left].fill(0.0);
-        // SAFETY: row iy < h of channel ch < channels of the image holds w ≥ n floats.
-        row[left..left + n]
-            .copy_from_slice(unsafe { std::slice::from_raw_parts(image.add((ch * h + iy) * w), n) });
-        row[left + n..].fill(0.0);
+        row[..left * cb].fill(0.0);
+        let inside = &mut row[left * cb..(left + n) * cb];
+        for c in 0..cb {
+            let ch = b * cb + c;
+            if ch >= channels {
+                inside.iter_mut().skip(c).step_by(cb).for_each(|v| *v = 0.0);
+                continue;
+            }
+            // SAFETY: row iy < h of channel ch < channels of the image holds w ≥ n floats.
+            let src = unsafe { std::slice::from_raw_parts(image.add((ch * h + iy) * w), n) };
+            if cb == 1 {
+                inside.copy_from_slice(src);
+            } else {
+                for (d, &v) in inside.iter_mut().skip(c).step_by(cb).zip(src) {
+                    *d = v;
+                }
+            }
+        }
+        row[(left + n) * cb..].fill(0.0);
     }
     out[planes..].fill(0.0);
 }
@@ -2093,14 +2229,9 @@ pub unsafe extern "C" fn kiln_gemm_pack_a(desc: *const GemmDesc, arena: *mut u8,
             // times `len` floats at `off` (`Gemms::add` reserved them), `g < groups`, and this
             // thread alone touches the arena.
             let out = unsafe { std::slice::from_raw_parts_mut(at(off).add(g * len), len) };
+            let (kern, bl) = d.a_packing();
             // SAFETY: as above.
-            unsafe {
-                match d.swap() {
-                    // the transposed product's B panels
-                    Some(sw) => pack_a_whole(&sw.b_packing(), &sw.blocking, &p, out),
-                    None => pack_a_whole(&d.kernel, &d.blocking, &p, out),
-                }
-            }?;
+            unsafe { pack_a_whole(&kern, &bl, &p, out) }?;
         }
         Ok(())
     }));
@@ -2480,7 +2611,7 @@ mod tests {
             n_step: NR,
             a_packed: None,
             status: 0,
-            small: None,
+            direct: None,
             bias_cols: false,
         };
         assert_eq!(d.items(), 1);

@@ -539,7 +539,8 @@ impl Gemms {
         let status = plan.status[&id];
         let mut desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
             .map_err(JitError::Codegen)?;
-        // a convolution with too few output channels to fill a tile: the tier's direct kernel
+        // a convolution with too few output channels to fill a tile, or of a shape where it was
+        // measured faster: the tier's direct kernel
         if rust.is_some()
             && let gemm::BArena::Patches {
                 channels,
@@ -547,15 +548,14 @@ impl Gemms {
                 ref mut shifted,
                 ..
             } = desc.b
-            && let Some(sc) = gemm::SmallConv::new(tier.isa(), &geom, channels / g.groups.max(1), desc.mg)
+            && let Some(dc) = gemm::DirectConv::new(tier.isa(), &geom, channels / g.groups.max(1), desc.mg)
         {
-            desc.small = Some(sc);
+            desc.direct = Some(dc);
             *shifted = None;
             desc.split(want);
         }
         let at = plan.size.next_multiple_of(64);
         if let Some(end) = desc.packed_a_bytes().and_then(|b| at.checked_add(b))
-            && desc.small.is_none()
             && a_constant
             && end <= kiln_ir::limits::MAX_BYTES
         {
@@ -642,7 +642,7 @@ impl Gemms {
             n_step: 1,
             a_packed: None,
             status,
-            small: None,
+            direct: None,
             bias_cols: true,
         };
         desc.split(if threads > 1 { threads.saturating_mul(2) } else { 1 });

@@ -10,7 +10,8 @@ use kiln_ir::{
     Activation, BinaryOp, Conv2d, Graph, Op, Padding, Pool2d, PoolKind, ReduceKind, Tensor, TensorType, Value,
 };
 use kiln_jit::JitOptions;
-use kiln_jit::gemm::Tier;
+use kiln_jit::gemm::{DirectConv, PatchGeom, Tier};
+use kiln_jit::simd::Isa;
 use kiln_runtime::check::jit_matches_interpreter_with;
 use proptest::prelude::*;
 
@@ -431,30 +432,102 @@ fn check_conv_cases(cases: &[ConvCase], residual: impl Fn(usize) -> bool) {
     }
 }
 
+/// Whether the AVX2 tier runs a case with more than two registers of output channels per
+/// group directly (`gemm::DirectConv::pays`) rather than as a GEMM.
+fn runs_direct_on_avx2((_, c, g, _, h, w, k, s, d, pad): ConvCase) -> bool {
+    let span = |n: usize, lo: usize, hi: usize| (n + lo + hi - d * (k - 1) - 1) / s + 1;
+    let geom = PatchGeom {
+        h,
+        w,
+        kh: k,
+        kw: k,
+        stride: [s, s],
+        dilation: [d, d],
+        pad: [pad[0], pad[1]],
+        oh: span(h, pad[0], pad[2]),
+        ow: span(w, pad[1], pad[3]),
+    };
+    DirectConv::pays(Isa::Avx2, &geom, c / g)
+}
+
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
 /// over a zero-padded copy of the image, split into phases for a stride, then moved into
 /// place; more than 32 output channels per group, so that the GEMM runs them): strides 1 to 3,
 /// dilations,
 /// groups, batches, uneven paddings, the bias, the residual and the ReLU fused into the
 /// epilogue, on 1 and 2 threads (row and column splits), and shapes just inside and outside
-/// the wide form's limit (at most one dropped column in eight).
+/// the wide form's limit (at most one dropped column in eight). The stride-1 widths are ones
+/// the AVX2 tier does not run directly (asserted).
 #[test]
 fn wide_convolutions_on_every_tier() {
     let cases = [
-        (2, 8, 1, 40, 20, 30, 3, 1, 1, [1, 1, 1, 1]),
-        (1, 6, 2, 80, 17, 45, 3, 1, 2, [2, 1, 0, 3]),
+        (2, 8, 1, 40, 20, 31, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 6, 2, 80, 17, 37, 3, 1, 2, [2, 1, 0, 3]),
         (2, 3, 1, 48, 9, 16, 5, 1, 1, [2, 2, 2, 2]),
         (1, 16, 2, 96, 14, 14, 3, 1, 1, [1, 1, 1, 1]),
         (1, 4, 1, 36, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
-        (3, 2, 1, 130, 5, 60, 2, 1, 3, [0, 0, 1, 2]),
+        (3, 2, 1, 130, 5, 38, 2, 1, 3, [0, 0, 1, 2]),
         // strides: the image split into phases, one per row and column residue
         (1, 3, 1, 40, 30, 44, 7, 2, 1, [3, 3, 3, 3]),
         (2, 8, 2, 80, 15, 33, 3, 2, 1, [1, 0, 1, 1]),
         (1, 12, 1, 48, 14, 28, 1, 2, 1, [0, 0, 0, 0]),
         (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
+        // one tap more than the direct form takes (72 channels × 9 > 576)
+        (1, 72, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
     ];
+    for case in cases {
+        assert!(!runs_direct_on_avx2(case), "{case:?} runs directly on AVX2");
+    }
     check_conv_cases(&cases, |_| true);
+}
+
+/// Convolutions with more than two registers of output channels that the AVX2 tier runs
+/// directly (`gemm::DirectConv`: stride 1, at most 576 taps, rows that fill its pixel
+/// blocks; asserted) over a
+/// copy of the image with its channels in blocks of 8, the weights in panels of 16 channels
+/// packed ahead, or laid out per call where they are not constant (the weights an input):
+/// channel counts below 8 (a plane per channel), not a multiple of 8, output channels ending
+/// in a partial panel and a partial register, groups, batches, dilations, uneven paddings, a
+/// 2 × 2 kernel, the bias, the residual and the ReLU fused, on 1 and 2 threads (splits at
+/// panels of channels and at output rows, each thread copying the rows it reads). The other
+/// tiers run them as GEMMs.
+#[test]
+fn direct_convolutions_on_every_tier() {
+    let cases = [
+        (2, 8, 1, 40, 20, 30, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 6, 2, 80, 17, 45, 3, 1, 2, [2, 1, 0, 3]),
+        (3, 2, 1, 130, 5, 60, 2, 1, 3, [0, 0, 1, 2]),
+        (1, 16, 1, 32, 12, 12, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 12, 1, 24, 9, 30, 3, 1, 1, [0, 0, 0, 0]),
+        (1, 5, 1, 20, 6, 36, 5, 1, 1, [2, 2, 2, 2]),
+        (2, 33, 1, 64, 8, 24, 3, 1, 1, [1, 1, 1, 1]),
+        // the most taps it takes: 64 channels × 9
+        (1, 64, 1, 48, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
+    ];
+    for case in cases {
+        assert!(
+            runs_direct_on_avx2(case),
+            "{case:?} does not run directly on AVX2"
+        );
+    }
+    check_conv_cases(&cases, |i| i % 2 == 0);
+    // the weights an input: laid out by the driver on every call
+    for (i, &(n, c, g, o, h, w, k, s, d, pad)) in cases.iter().enumerate().take(3) {
+        let mut graph = Graph::new();
+        let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
+        let wt = graph.input("w", TensorType::f32([o, c / g, k, k])).unwrap();
+        let conv = Op::Conv2d(Conv2d {
+            stride: [s, s],
+            dilation: [d, d],
+            padding: Padding::Explicit(pad),
+            groups: g,
+            activation: None,
+        });
+        let y = graph.add("conv", conv, &[x, wt]).unwrap();
+        graph.mark_output(y).unwrap();
+        check_tiers_and_threads(&graph, (i * 11) as u64, &format!("weights as an input, case {i}"));
+    }
 }
 
 /// Convolutions whose products are narrow (few output pixels for their channels), which the

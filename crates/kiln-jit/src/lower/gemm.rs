@@ -89,8 +89,8 @@ pub fn gemm_desc(
         // set by the compiler when A is computed from the weights alone (`Gemms::add`)
         a_packed: None,
         status,
-        // set by the compiler on a Rust tier (`SmallConv::new`)
-        small: None,
+        // set by the compiler on a Rust tier (`DirectConv::new`)
+        direct: None,
         bias_cols: false,
     };
     d.split(want);
