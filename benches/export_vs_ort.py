@@ -164,18 +164,19 @@ OPS = {
 
 
 def main():
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        return
     common.ensure_venv()
     import numpy as np
     import onnx
     import onnxruntime as ort
 
     args = sys.argv[1:]
-    exe, epochs = None, 5
-    for i, a in enumerate(args):
-        if a == "--kiln":
-            exe = args[i + 1]
-        if a == "--epochs":
-            epochs = int(args[i + 1])
+    exe = common.arg(args, "--kiln", None)
+    epochs = int(common.arg(args, "--epochs", "5"))
+    if args:
+        raise SystemExit(f"unknown arguments {args}; see --help")
     kiln = common.kiln_bin(exe)
     os.makedirs(WORK, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -862,6 +862,9 @@ def versions():
 
 
 def main():
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--ort-worker":
         ort_worker(sys.argv[2:])
         return
@@ -884,7 +887,7 @@ def main():
         raise SystemExit("--clock is auto, cpu or wall")
     files = [a for a in args if not a.startswith("--")]
     if len(files) != len(args):
-        raise SystemExit(f"unknown option in {args}; see the docstring")
+        raise SystemExit(f"unknown option in {args}; see --help")
     os.makedirs(WORK, exist_ok=True)
     kiln = kiln_bin(exe)
 

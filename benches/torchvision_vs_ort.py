@@ -105,6 +105,9 @@ def export(name, seed, opset, refresh):
 
 
 def main():
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        return
     mods = ("numpy", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime")
     common.ensure_venv(mods, mods)
     import onnx
@@ -128,7 +131,7 @@ def main():
     opset = common.arg(args, "--opset", None)
     opset = int(opset) if opset else None
     if args:
-        raise SystemExit(f"unknown arguments {args}; see the docstring")
+        raise SystemExit(f"unknown arguments {args}; see --help")
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         print(f"note: {unknown} are not in the default list; trying torchvision.models.get_model", file=sys.stderr)

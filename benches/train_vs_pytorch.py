@@ -354,6 +354,9 @@ def agreement(kiln, net, f):
 
 
 def main():
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--torch-worker":
         torch_worker(sys.argv[2:])
         return
@@ -372,7 +375,7 @@ def main():
     if clock not in ("auto", "cpu", "wall"):
         raise SystemExit(f"--clock {clock}: auto, cpu or wall")
     if args:
-        raise SystemExit(f"unknown arguments {args}; see the docstring")
+        raise SystemExit(f"unknown arguments {args}; see --help")
     kiln = common.kiln_bin(exe)
     timed = kiln_has_train_bench(kiln)
     fallback = not timed
