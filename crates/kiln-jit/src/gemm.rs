@@ -1030,8 +1030,10 @@ impl DirectConv {
     /// registers' worth. The tiles have 4 to 12 rows, and 32 rows are two or three of them,
     /// where packing the patches costs more than the FMAs; on AVX2, whose tiles read a wide
     /// patch matrix in place (`gemm_simd::rows_kernel`), 16 (measured on the EPYC Zen 3, one
-    /// thread: the dilated 3 × 3 32 → 32 on 64 × 64 1.03 ms direct, 0.99 as a GEMM on the 4 ×
-    /// 16 tile).
+    /// thread, with the earlier kernel over one plane per channel in 4-pixel blocks: the
+    /// dilated 3 × 3 32 → 32 on 64 × 64 1.03 ms direct, 0.99 as a GEMM on the 4 × 16 tile;
+    /// the present kernel runs that one faster than the GEMM, and [`DirectConv::pays`] takes
+    /// it and the other shapes where that was measured).
     pub fn max_rows(isa: Isa) -> usize {
         2 * isa.lanes()
     }
