@@ -125,6 +125,10 @@ pub struct KernelInfo {
     pub prep: bool,
     /// Whether it belongs to a training graph's update phase ([`compile_training`]).
     pub update: bool,
+    /// Whether its range may be run in many small slices at little extra cost, so that
+    /// threads may take slices of each other's shares ([`Step::fine`]); false for a GEMM whose
+    /// every call packs all of its B again ([`gemm::GemmDesc::fine_slices`]).
+    pub fine_slices: bool,
     /// Its Cranelift IR, when `keep_code` was set.
     pub clif: Option<String>,
     /// Its machine code, when `keep_code` was set.
@@ -146,6 +150,9 @@ pub struct Step {
     pub f: KernelFn,
     pub extent: usize,
     pub parts: usize,
+    /// Whether the threads may run their shares in several calls and take slices of each
+    /// other's ([`KernelInfo::fine_slices`]); if not, each runs its own share in one call.
+    pub fine: bool,
 }
 
 /// A graph compiled to native code for this CPU: the kernels, the memory plan their offsets
@@ -324,6 +331,7 @@ pub fn compile_training(
                         work: 0,
                         prep: true,
                         update: false,
+                        fine_slices: true,
                         clif,
                         code,
                     });
@@ -368,6 +376,7 @@ pub fn compile_training(
                 ),
                 prep: constant.contains(&id),
                 update: phases.tail.contains(&id),
+                fine_slices: gemm.is_none_or(|i| gemms.descs[i].fine_slices()),
                 clif,
                 code,
             });
@@ -736,6 +745,7 @@ fn finish(
                     f,
                     extent: k.extent,
                     parts: if split { threads } else { 1 },
+                    fine: k.fine_slices,
                 }
             })
             .collect()

@@ -1,13 +1,21 @@
 //! The worker threads of a model: started once with the model, handed one run at a
-//! time. In a run, thread `t` of `n` computes the slices `t`, `t + n`, … of each kernel's
-//! parallel range, and all threads meet at a barrier before the next kernel.
+//! time. In a run, every thread takes part in each kernel whose range is split, and all
+//! threads meet at a barrier before the next kernel.
+//!
+//! A split kernel's range is dealt out in equal shares, one per thread; a thread runs most of
+//! what is left of its own share at a time (from the front), and when it is done takes half of
+//! what is left of another's (from the back) until nothing is left. Static halves would make
+//! every kernel as slow as its slower thread, and on a shared machine one core is often slower
+//! for a while (another guest's work, an interrupt, a late start); taking from the back keeps
+//! both busy. A kernel accepts any slice of its range and computes every element the same way
+//! whichever slice it is in, so the results are bit-identical however the work was shared.
 //!
 //! A worker that cannot be started (the system's thread limit, memory) is not an error: the
-//! pool runs on the threads it has, and each of them takes more slices. The slices are the
-//! same, so the results are bit-identical whatever the number of threads.
+//! pool runs on the threads it has, and the shares are dealt among them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use kiln_jit::Step;
@@ -17,38 +25,119 @@ use kiln_jit::Step;
 struct Arena(*mut u8);
 
 // SAFETY: during a run the threads write disjoint parts of the arena (each index of a kernel's
-// parallel range owns its outputs) and a barrier orders one kernel before the next; between
-// runs no worker touches it.
+// parallel range owns its outputs, and every index is run by exactly one thread) and a
+// barrier orders one kernel before the next; between runs no worker touches it.
 unsafe impl Send for Arena {}
 
+/// What is left of one thread's share of a split step: indices `[lo, hi)` of the step whose
+/// number is `step` (a share of an earlier step is stale, and dealt anew).
+#[derive(Default)]
+struct Share {
+    step: u64,
+    lo: usize,
+    hi: usize,
+}
+
+/// One run, as every thread sees it.
 struct Job {
     arena: Arena,
     steps: Arc<[Step]>,
     barrier: Arc<Barrier>,
-    /// The threads of the run, the caller's included: every one waits at the barrier.
-    threads: usize,
+    /// One share per thread of the run.
+    shares: Arc<[Mutex<Share>]>,
+    /// The number of the run's first step (steps are numbered across runs, from 1).
+    first: u64,
 }
 
 pub struct Pool {
     senders: Vec<Sender<Job>>,
     handles: Vec<JoinHandle<()>>,
     barrier: Arc<Barrier>,
+    shares: Arc<[Mutex<Share>]>,
+    /// The steps run so far: where the next run's numbers start.
+    numbered: AtomicU64,
 }
 
-/// Thread `t`'s share (of `n` threads) of every step, in order. A step that is not split runs
-/// on thread 0; between two such steps there is no barrier (thread 0 runs both, in order, and
-/// the other threads wait at the next barrier), so a chain of small kernels costs no
-/// synchronization. Every thread takes the same decisions, so all meet at every barrier.
-fn work(t: usize, n: usize, arena: Arena, steps: &[Step], barrier: &Barrier) {
-    for (i, s) in steps.iter().enumerate() {
-        for part in (t..s.parts).step_by(n) {
-            let (b, e) = (s.extent * part / s.parts, s.extent * (part + 1) / s.parts);
-            // SAFETY: a slice of the kernel's own range over the arena it was compiled for.
+fn lock(share: &Mutex<Share>) -> MutexGuard<'_, Share> {
+    // a share holds no invariant a panic could break half-way
+    share.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes `want(left)` indices (at least one) from the front of `share`, or from its back;
+/// `None` when it is empty.
+fn take(share: &Mutex<Share>, front: bool, want: fn(usize) -> usize) -> Option<(usize, usize)> {
+    let mut s = lock(share);
+    let left = s.hi - s.lo;
+    if left == 0 {
+        return None;
+    }
+    let k = want(left).clamp(1, left);
+    Some(if front {
+        s.lo += k;
+        (s.lo - k, s.lo)
+    } else {
+        s.hi -= k;
+        (s.hi, s.hi + k)
+    })
+}
+
+/// Thread `t`'s part (of `n` threads) of the split step `s`, numbered `step`: the first thread
+/// to reach it deals the shares; each thread then runs its own share two thirds of what is
+/// left at a time, then halves of the others' from their back. A step that is not
+/// [`Step::fine`] (or has one thread) is run a share per thread, each in one call.
+fn run_split(t: usize, n: usize, s: &Step, step: u64, arena: Arena, shares: &[Mutex<Share>]) {
+    if !s.fine || n == 1 {
+        // SAFETY: as below; the shares are disjoint.
+        unsafe {
+            (s.f)(
+                arena.0,
+                (s.extent * t / n) as i64,
+                (s.extent * (t + 1) / n) as i64,
+            )
+        };
+        return;
+    }
+    for (u, share) in shares.iter().enumerate() {
+        let mut g = lock(share);
+        if g.step != step {
+            *g = Share {
+                step,
+                lo: s.extent * u / n,
+                hi: s.extent * (u + 1) / n,
+            };
+        }
+    }
+    for k in 0..n {
+        let (u, front) = ((t + k) % n, k == 0);
+        let want = if front {
+            |left: usize| left - left / 3
+        } else {
+            |left: usize| left.div_ceil(2)
+        };
+        while let Some((b, e)) = take(&shares[u], front, want) {
+            // SAFETY: a slice of the kernel's own range over the arena it was compiled for,
+            // taken by this thread alone.
             unsafe { (s.f)(arena.0, b as i64, e as i64) };
         }
-        let next_alone = steps.get(i + 1).is_some_and(|next| next.parts <= 1);
+    }
+}
+
+/// Thread `t`'s part (of `n` threads) of every step, in order. A step that is not split runs
+/// on thread 0; between two such steps there is no barrier (thread 0 runs both, in order, and
+/// the other threads wait at the next barrier), so a chain of small kernels costs no
+/// synchronization. Every thread takes the same decisions, so all meet at every barrier, and
+/// a split step always has one before it (or is the run's first) and one after it.
+fn work(t: usize, n: usize, job: &Job) {
+    for (i, s) in job.steps.iter().enumerate() {
+        if s.parts > 1 {
+            run_split(t, n, s, job.first + i as u64, job.arena, &job.shares);
+        } else if t == 0 {
+            // SAFETY: the kernel's whole range over the arena it was compiled for.
+            unsafe { (s.f)(job.arena.0, 0, s.extent as i64) };
+        }
+        let next_alone = job.steps.get(i + 1).is_some_and(|next| next.parts <= 1);
         if s.parts > 1 || !next_alone {
-            barrier.wait();
+            job.barrier.wait();
         }
     }
 }
@@ -74,7 +163,7 @@ impl Pool {
             let (tx, rx): (Sender<Job>, Receiver<Job>) = channel();
             let body = Box::new(move || {
                 while let Ok(job) = rx.recv() {
-                    work(t, job.threads, job.arena, &job.steps, &job.barrier);
+                    work(t, job.shares.len(), &job);
                 }
             });
             match spawn(t, body) {
@@ -88,8 +177,10 @@ impl Pool {
         }
         Pool {
             barrier: Arc::new(Barrier::new(senders.len() + 1)),
+            shares: (0..=senders.len()).map(|_| Mutex::default()).collect(),
             senders,
             handles,
+            numbered: AtomicU64::new(1),
         }
     }
 
@@ -104,17 +195,19 @@ impl Pool {
     /// `arena` must be valid for every kernel of `steps` and not be accessed by anyone else
     /// until this returns.
     pub unsafe fn run(&self, arena: *mut u8, steps: &Arc<[Step]>) {
-        let arena = Arena(arena);
+        let first = self.numbered.fetch_add(steps.len() as u64, Ordering::Relaxed);
+        let job = || Job {
+            arena: Arena(arena),
+            steps: Arc::clone(steps),
+            barrier: Arc::clone(&self.barrier),
+            shares: Arc::clone(&self.shares),
+            first,
+        };
         for tx in &self.senders {
             // a worker only stops when the pool is dropped, so the send cannot fail here
-            let _ = tx.send(Job {
-                arena,
-                steps: Arc::clone(steps),
-                barrier: Arc::clone(&self.barrier),
-                threads: self.threads(),
-            });
+            let _ = tx.send(job());
         }
-        work(0, self.threads(), arena, steps, &self.barrier);
+        work(0, self.threads(), &job());
     }
 }
 
@@ -139,26 +232,16 @@ mod tests {
         }
     }
 
-    fn run_marks(pool: &Pool) -> Vec<u8> {
+    fn run_marks(pool: &Pool, fine: bool) -> Vec<u8> {
         let mut arena = vec![0u8; 100];
-        let steps: Arc<[Step]> = vec![
-            Step {
+        let steps: Arc<[Step]> = [(8, fine), (1, true), (3, fine), (2, true)]
+            .map(|(parts, fine)| Step {
                 f: mark,
                 extent: 100,
-                parts: 8,
-            },
-            Step {
-                f: mark,
-                extent: 100,
-                parts: 1,
-            },
-            Step {
-                f: mark,
-                extent: 100,
-                parts: 3,
-            },
-        ]
-        .into();
+                parts,
+                fine,
+            })
+            .into();
         // SAFETY: every step writes within the 100 bytes of `arena`, which nothing else touches.
         unsafe { pool.run(arena.as_mut_ptr(), &steps) };
         arena
@@ -169,7 +252,62 @@ mod tests {
         for threads in [1, 2, 3, 8, 11] {
             let pool = Pool::new(threads);
             assert_eq!(pool.threads(), threads);
-            assert_eq!(run_marks(&pool), vec![3u8; 100], "{threads} threads");
+            for fine in [true, false] {
+                // twice: the second run's shares are dealt over the first's
+                for _ in 0..2 {
+                    assert_eq!(run_marks(&pool, fine), vec![4u8; 100], "{threads} threads");
+                }
+            }
+        }
+    }
+
+    /// Which thread ran each index of [`slow_worker`]'s range: 1 the caller's, 2 a worker.
+    static RAN_BY: Mutex<[u8; 90]> = Mutex::new([0; 90]);
+
+    /// Records who runs `begin..end`, sleeping 30 ms first on a worker thread.
+    unsafe extern "C" fn slow_worker(_: *mut u8, begin: i64, end: i64) {
+        let worker = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("kiln-worker"));
+        if worker {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        let mut ran = RAN_BY.lock().unwrap();
+        for i in begin..end {
+            assert_eq!(ran[i as usize], 0, "index {i} ran twice");
+            ran[i as usize] = if worker { 2 } else { 1 };
+        }
+    }
+
+    #[test]
+    fn a_slow_thread_leaves_part_of_its_share_to_the_other() {
+        let pool = Pool::new(2);
+        for fine in [true, false] {
+            *RAN_BY.lock().unwrap() = [0; 90];
+            let steps: Arc<[Step]> = [Step {
+                f: slow_worker,
+                extent: 90,
+                parts: 2,
+                fine,
+            }]
+            .into();
+            // SAFETY: the kernel does not touch the arena.
+            unsafe { pool.run(std::ptr::null_mut(), &steps) };
+            let ran = *RAN_BY.lock().unwrap();
+            assert!(ran.iter().all(|&r| r != 0), "every index runs");
+            // the caller's share is the first half; of the worker's, the caller takes what
+            // the worker has not taken when it is done with its own, unless the step must run
+            // a share per call
+            let taken = ran[45..].iter().filter(|&&r| r == 1).count();
+            if fine {
+                assert!(
+                    taken > 0,
+                    "the caller took none of the slow worker's share: {ran:?}"
+                );
+                assert!(ran[..45].iter().all(|&r| r == 1), "{ran:?}");
+            } else {
+                assert_eq!(ran, std::array::from_fn(|i| if i < 45 { 1 } else { 2 }));
+            }
         }
     }
 
@@ -184,9 +322,9 @@ mod tests {
             std::thread::Builder::new().spawn(body)
         });
         assert_eq!(pool.threads(), 3);
-        assert_eq!(run_marks(&pool), vec![3u8; 100]);
+        assert_eq!(run_marks(&pool, true), vec![4u8; 100]);
         let alone = Pool::with_spawn(4, &mut |_, _| Err(std::io::Error::other("none")));
         assert_eq!(alone.threads(), 1);
-        assert_eq!(run_marks(&alone), vec![3u8; 100]);
+        assert_eq!(run_marks(&alone, false), vec![4u8; 100]);
     }
 }
