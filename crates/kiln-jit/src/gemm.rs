@@ -1088,7 +1088,7 @@ impl DirectConv {
         let wp = span(g.ow, g.stride[1], g.kw, g.dilation[1])?;
         // the channels side by side in blocks of 8 (a block of pixels reads a few whole lines
         // per row of taps, not a line per channel)
-        let cb = if channels >= 8 { 8 } else { 1 };
+        let cb = if channels >= BLOCK { BLOCK } else { 1 };
         // the slack: the pixels of a last block past the row's end
         let slack = (crate::direct::DIRECT_CONV_PIXELS - 1)
             .checked_mul(g.stride[1])?
@@ -1713,6 +1713,9 @@ unsafe fn pad_copy(
     unsafe { pad_copy_blocked(image, channels, 1, hw, pad, hwp, rows, out) }
 }
 
+/// The channels of a block of a direct convolution's copy ([`pad_copy_blocked`]).
+const BLOCK: usize = 8;
+
 /// [`pad_copy`] with the channels in blocks of `cb`, each block's `cb` channels side by side
 /// (`NCHWc`): channel `c`'s padded element `(r, q)` at `((c / cb)·hp + r)·wp·cb + q·cb + c %
 /// cb`; the channels past the last (to a whole block) are zero. At `cb = 1` the planes of
@@ -1751,6 +1754,22 @@ unsafe fn pad_copy_blocked(
         }
         row[..left * cb].fill(0.0);
         let inside = &mut row[left * cb..(left + n) * cb];
+        if cb == BLOCK && (b + 1) * BLOCK <= channels {
+            // a whole block, pixel by pixel: each line of the copy written once, from the
+            // block's rows read side by side (a channel at a time wrote every line of the
+            // row `cb` times: 14 % of the dilated 3 × 3 32 → 32 on 64 × 64, 1.6 ns a float)
+            // SAFETY: row iy < h of channels b·cb + c < channels of the image hold w ≥ n floats.
+            let src: [&[f32]; BLOCK] = std::array::from_fn(|c| unsafe {
+                std::slice::from_raw_parts(image.add(((b * cb + c) * h + iy) * w), n)
+            });
+            for (x, px) in inside.chunks_exact_mut(BLOCK).enumerate() {
+                for (d, s) in px.iter_mut().zip(&src) {
+                    *d = s[x];
+                }
+            }
+            row[(left + n) * cb..].fill(0.0);
+            continue;
+        }
         for c in 0..cb {
             let ch = b * cb + c;
             if ch >= channels {
