@@ -143,8 +143,9 @@ pub type KernelFn = unsafe extern "C" fn(*mut u8, i64, i64);
 /// in run order.
 pub type EntryFn = unsafe extern "C" fn(*mut u8);
 
-/// One kernel of the run order and how many slices its range may be cut into (1: it runs on
-/// one thread; it is too small to pay for a barrier).
+/// One kernel of the run order and how many threads may share its range (1: it runs on one
+/// thread; it is too small to pay for a barrier; more: every thread of the run takes part,
+/// `kiln-runtime`'s pool deals the range out among them).
 #[derive(Clone, Copy)]
 pub struct Step {
     pub f: KernelFn,
