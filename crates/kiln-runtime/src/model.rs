@@ -94,7 +94,9 @@ pub fn compile_training(
 }
 
 /// The arena: `len` zeroed bytes, 64-byte aligned, allocated fallibly (a failed allocation is
-/// a [`RuntimeError::TooBig`], never an abort) and lazily by the OS (`alloc_zeroed`).
+/// a [`RuntimeError::TooBig`], never an abort). (`alloc_zeroed` at an alignment above the C
+/// allocator's writes the zeros itself, so every page is touched when the session is made,
+/// not on first use.)
 struct ArenaBuf {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
