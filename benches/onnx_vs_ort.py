@@ -923,16 +923,18 @@ def main():
         if only and name not in only:
             continue
         if isinstance(make, str):
-            path = make
+            # a file given on the command line: its work files in a folder of their own, which
+            # cannot be the file itself (one of the sets' models, say, given by its path here)
+            path, workdir = make, os.path.join(WORK, "files", name)
         else:
-            path = os.path.join(WORK, f"{name}.onnx")
+            path, workdir = os.path.join(WORK, f"{name}.onnx"), os.path.join(WORK, name)
             onnx.save(make(), path)
         extra = {}
         if kf:
             k_sum = subprocess.run([kiln, "summary", path], capture_output=True, text=True).stdout
             z_sum = subprocess.run([kiln, "summary", kf], capture_output=True, text=True).stdout
             extra["summary"] = "same" if totals(k_sum) == totals(z_sum) and totals(z_sum) else "DIFFERS"
-        r = measure(kiln, name, path, os.path.join(WORK, name), seed, runs, rounds, threads, extra, tiers, clock)
+        r = measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra, tiers, clock)
         rows.append(r)
         progress(r, tiers)
     widest = footer(widest)

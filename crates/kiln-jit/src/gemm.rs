@@ -1041,12 +1041,17 @@ impl DirectConv {
     const MAX_PAD: usize = 1 << 24;
 
     /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs
-    /// directly on `isa` rather than as a GEMM: on AVX2, at stride 1, with at most 576 taps
-    /// (channels × kernel: a block of 16 channels' weights, 36 KiB, about L1), where the output
-    /// rows fill the pixel blocks ([`crate::direct::pixel_block`], 6) to nine tenths at least
-    /// (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18). Measured on the EPYC Zen
-    /// 3 (direct / GEMM time, the median of 30–200 alternating pairs in one process, one
-    /// thread unless said): the dilated 3 × 3 32 → 32 on 64 × 64 0.82–0.95 alone, in its
+    /// directly on `isa` rather than as a GEMM: on AVX2, at stride 1, or at stride 2 with a
+    /// kernel wider than 1 × 1 over at least 8 channels (a block of the copy), with at most 576
+    /// taps (channels × kernel: a block of 16 channels' weights, 36 KiB, about L1), where the
+    /// output rows fill the pixel blocks ([`crate::direct::pixel_block`], 6) to nine tenths at
+    /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18). Measured on the
+    /// EPYC Zen 3 (direct / GEMM time, the median of 30–300 alternating pairs in one process,
+    /// one thread unless said): at stride 2, ResNet-18's 3 × 3 s2 128 ← 64 on 56 × 56 0.81–0.86
+    /// (two threads 0.81), but its 1 × 1 s2 downsample 128 ← 64 1.31, the 7 × 7 s2 stem (3
+    /// channels, a plane each) 1.09 and a 3 × 3 s2 64 ← 3 on 224 × 224 1.64 (a strided plane
+    /// puts each tap of a pixel block on a line of its own); at stride 1, the dilated 3 × 3 32
+    /// → 32 on 64 × 64 0.82–0.95 alone, in its
     /// network 0.84–0.94 (two threads 0.83–0.93), the VGG block 0.97–0.98 (two threads
     /// 1.01–1.07), 16 → 32 on 12 × 12 0.80, 64 → 64 on 56 × 56 0.97–1.01; ResNet-18, ResNet-50
     /// and VGG-19 within 1.5 % either way. With more taps the weights stream from L2 for every
@@ -1055,8 +1060,9 @@ impl DirectConv {
     /// AVX-512, whose tiles and blocks are wider, keeps the GEMM until it is measured there.
     pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
         let p = crate::direct::pixel_block(isa.lanes());
+        let strided = g.stride == [2, 2] && g.kh * g.kw > 1 && channels >= BLOCK;
         isa == Isa::Avx2
-            && g.stride == [1, 1]
+            && (g.stride == [1, 1] || strided)
             && channels.saturating_mul(g.kh).saturating_mul(g.kw) <= 576
             && g.ow * 10 >= g.ow.div_ceil(p) * p * 9
     }

@@ -483,8 +483,8 @@ fn wide_convolutions_on_every_tier() {
 }
 
 /// Convolutions with more than two registers of output channels that the AVX2 tier runs
-/// directly (`gemm::DirectConv`: stride 1, at most 576 taps, rows that fill its pixel
-/// blocks; asserted) over a
+/// directly (`gemm::DirectConv`: stride 1, or 2 over at least 8 channels, at most 576 taps,
+/// rows that fill its pixel blocks; asserted) over a
 /// copy of the image with its channels in blocks of 8, the weights in panels of 16 channels
 /// packed ahead, or laid out per call where they are not constant (the weights an input):
 /// channel counts below 8 (a plane per channel), not a multiple of 8, output channels ending
@@ -504,6 +504,10 @@ fn direct_convolutions_on_every_tier() {
         (2, 33, 1, 64, 8, 24, 3, 1, 1, [1, 1, 1, 1]),
         // the most taps it takes: 64 channels × 9
         (1, 64, 1, 48, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
+        // stride 2 over blocks of 8 channels (an odd width: the last pixel's taps reach the
+        // copy's last column), and with a dilation and uneven padding
+        (1, 16, 1, 40, 15, 47, 3, 2, 1, [1, 1, 1, 1]),
+        (2, 8, 1, 36, 16, 25, 3, 2, 2, [2, 1, 1, 2]),
     ];
     for case in cases {
         assert!(
