@@ -1043,11 +1043,17 @@ impl DirectConv {
     /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs
     /// directly on `isa` rather than as a GEMM: on AVX2, at stride 1, or at stride 2 with a
     /// kernel wider than 1 × 1 over at least 8 channels (a block of the copy), with at most 576
-    /// taps (channels × kernel: a block of 16 channels' weights, 36 KiB, about L1), where the
-    /// output rows fill the pixel blocks ([`crate::direct::pixel_block`], 6) to nine tenths at
-    /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18). Measured on the
-    /// EPYC Zen 3 (direct / GEMM time, the median of 30–300 alternating pairs in one process,
-    /// one thread unless said): at stride 2, ResNet-18's 3 × 3 s2 128 ← 64 on 56 × 56 0.81–0.86
+    /// taps (channels × kernel: a block of 16 channels' weights, 36 KiB, about L1), or at most
+    /// 1152 where the padded copy of the image fits L2, where the output rows fill the pixel
+    /// blocks ([`crate::direct::pixel_block`], 6) to nine tenths at least (12 of 12 pixels, 28
+    /// of 30, 56 of 60, 64 of 66, not 14 of 18). Measured on the EPYC Zen 3 (direct / GEMM
+    /// time, the median of 30–300 alternating pairs in one process, one thread unless said):
+    /// up to 1152 taps, 3 × 3 128 → 128 on 28 × 28 (a 460 KB copy, L2 512 KiB) 0.93 (three
+    /// runs), 96 → 128 on 28 × 28 0.90, 128 → 32 on 28 × 28 (DenseNet's) 0.86, ResNet-18
+    /// 0.97–0.99 (two threads 0.98–0.99), DenseNet-121 0.97–0.99; but where the copy is larger
+    /// than L2, 128 → 32 on 56 × 56 0.98 and VGG-19's 128 → 128 on 112 × 112 1.24 (every
+    /// block of 16 output channels streams the copy from L3). At stride 2, ResNet-18's 3 × 3
+    /// s2 128 ← 64 on 56 × 56 0.81–0.86
     /// (two threads 0.81), but its 1 × 1 s2 downsample 128 ← 64 1.31, the 7 × 7 s2 stem (3
     /// channels, a plane each) 1.09 and a 3 × 3 s2 64 ← 3 on 224 × 224 1.64 (a strided plane
     /// puts each tap of a pixel block on a line of its own); at stride 1, the dilated 3 × 3 32
@@ -1061,9 +1067,22 @@ impl DirectConv {
     pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
         let p = crate::direct::pixel_block(isa.lanes());
         let strided = g.stride == [2, 2] && g.kh * g.kw > 1 && channels >= BLOCK;
+        let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
+        // the padded copy of the image the taps read, in bytes
+        let span = |o: usize, s: usize, k: usize, d: usize| {
+            o.saturating_sub(1)
+                .saturating_mul(s)
+                .saturating_add(k.saturating_sub(1).saturating_mul(d))
+                .saturating_add(1)
+        };
+        let copy = channels
+            .saturating_mul(span(g.oh, g.stride[0], g.kh, g.dilation[0]))
+            .saturating_mul(span(g.ow, g.stride[1], g.kw, g.dilation[1]))
+            .saturating_mul(4);
+        let l2 = cache_size(2).unwrap_or(1 << 20);
         isa == Isa::Avx2
             && (g.stride == [1, 1] || strided)
-            && channels.saturating_mul(g.kh).saturating_mul(g.kw) <= 576
+            && (taps <= 576 || (taps <= 1152 && copy <= l2))
             && g.ow * 10 >= g.ow.div_ceil(p) * p * 9
     }
 

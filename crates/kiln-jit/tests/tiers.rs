@@ -473,8 +473,8 @@ fn wide_convolutions_on_every_tier() {
         (1, 12, 1, 48, 14, 28, 1, 2, 1, [0, 0, 0, 0]),
         (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
-        // one tap more than the direct form takes (72 channels × 9 > 576)
-        (1, 72, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
+        // more taps than the direct form takes (129 channels × 9 > 1152)
+        (1, 129, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
     ];
     for case in cases {
         assert!(!runs_direct_on_avx2(case), "{case:?} runs directly on AVX2");
@@ -483,8 +483,8 @@ fn wide_convolutions_on_every_tier() {
 }
 
 /// Convolutions with more than two registers of output channels that the AVX2 tier runs
-/// directly (`gemm::DirectConv`: stride 1, or 2 over at least 8 channels, at most 576 taps,
-/// rows that fill its pixel blocks; asserted) over a
+/// directly (`gemm::DirectConv`: stride 1, or 2 over at least 8 channels, at most 576 taps or
+/// 1152 with a copy that fits L2, rows that fill its pixel blocks; asserted) over a
 /// copy of the image with its channels in blocks of 8, the weights in panels of 16 channels
 /// packed ahead, or laid out per call where they are not constant (the weights an input):
 /// channel counts below 8 (a plane per channel), not a multiple of 8, output channels ending
@@ -502,8 +502,10 @@ fn direct_convolutions_on_every_tier() {
         (1, 12, 1, 24, 9, 30, 3, 1, 1, [0, 0, 0, 0]),
         (1, 5, 1, 20, 6, 36, 5, 1, 1, [2, 2, 2, 2]),
         (2, 33, 1, 64, 8, 24, 3, 1, 1, [1, 1, 1, 1]),
-        // the most taps it takes: 64 channels × 9
+        // the most taps it takes whatever the copy: 64 channels × 9
         (1, 64, 1, 48, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
+        // more taps, taken where the padded copy fits L2 (100 KB: any host's)
+        (1, 96, 1, 40, 8, 24, 3, 1, 1, [1, 1, 1, 1]),
         // stride 2 over blocks of 8 channels (an odd width: the last pixel's taps reach the
         // copy's last column), and with a dilation and uneven padding
         (1, 16, 1, 40, 15, 47, 3, 2, 1, [1, 1, 1, 1]),
