@@ -1549,7 +1549,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             let need = sh.copy_rows(&geom, cols);
             let image = copy_needed(&mut copied, (n, g), need).then_some((image.cast_const(), need));
             // SAFETY: as below; the image is this item's group of channels.
-            unsafe { run_shifted(d, [rows, cols], a, a_packed, image, &geom, &sh, &epilogue_at) }?;
+            unsafe { run_shifted(d, [rows, cols], a, a_packed, image, &geom, &sh, (c, &epilogue_at)) }?;
             continue;
         }
         let b = match d.b {
@@ -2153,11 +2153,13 @@ type Finish<'a> = dyn Fn(usize, usize, usize, usize, Option<(*const f32, usize)>
 /// ([`Shifted::copy_rows`]); `None` when this thread's buffer already holds them, copied for
 /// the item before), computed into a scratch block, then handed to `finish` one
 /// output row segment at a time (the wide columns past each output row dropped), which
-/// writes it to C through the epilogue in one pass.
+/// writes it to C through the epilogue in one pass. Where no column is dropped (`wp = ow`: a
+/// 1 × 1 kernel at a stride, say) the wide columns are C's own, and the product is computed
+/// in C (`c`, the item's, rows `l` apart), its blocks finished in place.
 ///
 /// # Safety
-/// As `run_items`: `a` and `image` point at this item's A and image in the arena, `finish`
-/// writes its C;
+/// As `run_items`: `a` and `image` point at this item's A and image in the arena, `c` at its
+/// C, which `finish` writes;
 /// `rows ⊆ [0, mg)` and `cols ⊆ [0, sh.cols)`; `sh` is `Shifted::for_patches(geom, mg's
 /// channels)` (its `len` covers the copy).
 #[allow(clippy::too_many_arguments)]
@@ -2169,11 +2171,13 @@ unsafe fn run_shifted(
     image: Option<(*const f32, [usize; 2])>,
     geom: &PatchGeom,
     sh: &Shifted,
-    finish: &Finish<'_>,
+    (c, finish): (*mut f32, &Finish<'_>),
 ) -> Result<(), &'static str> {
     if rows[0] > rows[1] || rows[1] > d.mg || cols[0] > cols[1] || cols[1] > sh.cols || sh.wp == 0 {
         return Err("rows or columns outside the wide product");
     }
+    // C's own columns: wide column q is output pixel q (every one of the `l = oh·ow` inside C)
+    let in_c = sh.wp == geom.ow && sh.cols == d.l;
     let ([h, w], [top, left]) = ([geom.h, geom.w], geom.pad);
     let plane = sh.hp * sh.wp;
     let [sy, sx] = geom.stride;
@@ -2201,6 +2205,32 @@ unsafe fn run_shifted(
             },
             // the buffer holds this image's copy from the item before
             None => {}
+        }
+        let b = BSource::Shifted {
+            ptr: pad.as_ptr(),
+            plane,
+            wp: sh.wp,
+            kh: geom.kh,
+            kw: geom.kw,
+            stride: geom.stride,
+            dilation: geom.dilation,
+        };
+        if in_c {
+            let done = |blk: Block| finish(blk.m0, blk.n0, blk.rows, blk.cols, None);
+            let p = Problem {
+                m: d.mg,
+                n: sh.cols,
+                k: d.kg,
+                a,
+                lda: d.kg,
+                b,
+                c,
+                ldc: d.l,
+                epilogue: Some(&done),
+            };
+            // SAFETY: A as in `run_items`; B reads the padded copy within `sh.len` floats; C is
+            // written at the item's rows and columns, `cols ⊆ [0, sh.cols) = [0, l)`.
+            return unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) };
         }
         // the columns one `nc`-wide block at a time (the driver's own blocks: the same
         // arithmetic as one call), so that the scratch stays one block however many items a
@@ -2239,15 +2269,7 @@ unsafe fn run_shifted(
                 k: d.kg,
                 a,
                 lda: d.kg,
-                b: BSource::Shifted {
-                    ptr: pad.as_ptr(),
-                    plane,
-                    wp: sh.wp,
-                    kh: geom.kh,
-                    kw: geom.kw,
-                    stride: geom.stride,
-                    dilation: geom.dilation,
-                },
+                b,
                 // the scratch holds rows × [c0, c1) from (rows[0], c0): C is placed so that
                 // the driver's row r, column j lands at (r − rows[0])·ldc + j − c0
                 c: out.wrapping_sub(rows[0] * ldc + c0),

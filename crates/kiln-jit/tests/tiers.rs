@@ -471,6 +471,9 @@ fn wide_convolutions_on_every_tier() {
         (1, 3, 1, 40, 30, 44, 7, 2, 1, [3, 3, 3, 3]),
         (2, 8, 2, 80, 15, 33, 3, 2, 1, [1, 0, 1, 1]),
         (1, 12, 1, 48, 14, 28, 1, 2, 1, [0, 0, 0, 0]),
+        // no wide column dropped (a 2 × 2 kernel at stride 2, as the 1 × 1 above): the
+        // product computed in C itself
+        (2, 6, 1, 40, 12, 20, 2, 2, 1, [1, 1, 1, 1]),
         (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
         // more taps than the direct form takes (129 channels × 9 > 1152)
