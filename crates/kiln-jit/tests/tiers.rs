@@ -513,6 +513,8 @@ fn direct_convolutions_on_every_tier() {
         // copy's last column), and with a dilation and uneven padding
         (1, 16, 1, 40, 15, 47, 3, 2, 1, [1, 1, 1, 1]),
         (2, 8, 1, 36, 16, 25, 3, 2, 2, [2, 1, 1, 2]),
+        // stride 2 with more than 576 taps (72 channels × 9), its copy small
+        (1, 72, 1, 40, 9, 47, 3, 2, 1, [1, 1, 1, 1]),
     ];
     for case in cases {
         assert!(
