@@ -1147,6 +1147,22 @@ impl DirectConv {
 }
 
 impl GemmDesc {
+    /// One group's product of A at `a` and `b` into C at `c` (the item's: `mg × l`, rows `l`
+    /// apart), each finished block handed to `done`.
+    fn problem<'a>(&self, a: *const f32, b: BSource, c: *mut f32, done: &'a dyn Fn(Block)) -> Problem<'a> {
+        Problem {
+            m: self.mg,
+            n: self.l,
+            k: self.kg,
+            a,
+            lda: self.kg,
+            b,
+            c,
+            ldc: self.l,
+            epilogue: Some(done),
+        }
+    }
+
     fn m_blocks(&self) -> usize {
         self.mg.div_ceil(self.m_step).max(1)
     }
@@ -1577,17 +1593,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             },
         };
         let epilogue = |blk: Block| epilogue_at(blk.m0, blk.n0, blk.rows, blk.cols, None);
-        let p = Problem {
-            m: d.mg,
-            n: d.l,
-            k: d.kg,
-            a,
-            lda: d.kg,
-            b,
-            c,
-            ldc: d.l,
-            epilogue: Some(&epilogue),
-        };
+        let p = d.problem(a, b, c, &epilogue);
         // SAFETY: in bounds of the arena: `d` was built by `lower::gemm_desc` from the node's
         // shapes (each ≤ 2³¹ elements by kiln_ir::limits) and the slots of the checked plan:
         // A is `groups·mg × kg` at `d.a`, B `batch·groups × kg × l` (or the image of the
@@ -2217,17 +2223,7 @@ unsafe fn run_shifted(
         };
         if in_c {
             let done = |blk: Block| finish(blk.m0, blk.n0, blk.rows, blk.cols, None);
-            let p = Problem {
-                m: d.mg,
-                n: sh.cols,
-                k: d.kg,
-                a,
-                lda: d.kg,
-                b,
-                c,
-                ldc: d.l,
-                epilogue: Some(&done),
-            };
+            let p = d.problem(a, b, c, &done);
             // SAFETY: A as in `run_items`; B reads the padded copy within `sh.len` floats; C is
             // written at the item's rows and columns, `cols ⊆ [0, sh.cols) = [0, l)`.
             return unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) };
