@@ -379,6 +379,23 @@ pub struct PatchGeom {
     pub ow: usize,
 }
 
+impl PatchGeom {
+    /// The rows and columns of the padded image the output's taps cover, from the first:
+    /// `(o − 1)·s + (k − 1)·d + 1` each; `None` without outputs or taps, or on overflow.
+    pub fn spans(&self) -> Option<[usize; 2]> {
+        let span = |o: usize, s: usize, k: usize, d: usize| -> Option<usize> {
+            o.checked_sub(1)?
+                .checked_mul(s)?
+                .checked_add(k.checked_sub(1)?.checked_mul(d)?)?
+                .checked_add(1)
+        };
+        Some([
+            span(self.oh, self.stride[0], self.kh, self.dilation[0])?,
+            span(self.ow, self.stride[1], self.kw, self.dilation[1])?,
+        ])
+    }
+}
+
 /// One GEMM: `C[m×n] = A[m×k]·B[k×n]`, A row-major with rows `lda` apart, C with rows `ldc`
 /// apart; after the last K block each finished `mc × nc` block of C is handed to `epilogue`.
 pub struct Problem<'a> {
@@ -1065,24 +1082,19 @@ impl DirectConv {
     /// are wider, keeps the GEMM until it is measured there.
     pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
         let p = crate::direct::pixel_block(isa.lanes());
-        let strided = g.stride == [2, 2] && g.kh * g.kw > 1 && channels >= BLOCK;
+        let strided = g.stride == [2, 2] && g.kh.saturating_mul(g.kw) > 1 && channels >= BLOCK;
         let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
         // the padded copy of the image the taps read, in bytes
-        let span = |o: usize, s: usize, k: usize, d: usize| {
-            o.saturating_sub(1)
-                .saturating_mul(s)
-                .saturating_add(k.saturating_sub(1).saturating_mul(d))
-                .saturating_add(1)
-        };
-        let copy = channels
-            .saturating_mul(span(g.oh, g.stride[0], g.kh, g.dilation[0]))
-            .saturating_mul(span(g.ow, g.stride[1], g.kw, g.dilation[1]))
-            .saturating_mul(4);
+        let copy = g
+            .spans()
+            .and_then(|[hp, wp]| channels.checked_mul(hp)?.checked_mul(wp)?.checked_mul(4));
         // (at stride 2 the wide product reads four phases of a copy as large, and loses more)
-        let fits = cache_size(2).unwrap_or(1 << 20) * if strided { 4 } else { 1 };
+        let fits = cache_size(2)
+            .unwrap_or(1 << 20)
+            .saturating_mul(if strided { 4 } else { 1 });
         isa == Isa::Avx2
             && (g.stride == [1, 1] || strided)
-            && (taps <= 576 || (taps <= 1152 && copy <= fits))
+            && (taps <= 576 || (taps <= 1152 && copy.is_some_and(|c| c <= fits)))
             && g.ow * 10 >= g.ow.div_ceil(p) * p * 9
     }
 
@@ -1103,14 +1115,7 @@ impl DirectConv {
         {
             return None;
         }
-        let span = |o: usize, s: usize, k: usize, d: usize| -> Option<usize> {
-            (o - 1)
-                .checked_mul(s)?
-                .checked_add((k - 1).checked_mul(d)?)?
-                .checked_add(1)
-        };
-        let hp = span(g.oh, g.stride[0], g.kh, g.dilation[0])?;
-        let wp = span(g.ow, g.stride[1], g.kw, g.dilation[1])?;
+        let [hp, wp] = g.spans()?;
         // the channels side by side in blocks of 8 (a block of pixels reads a few whole lines
         // per row of taps, not a line per channel)
         let cb = if channels >= BLOCK { BLOCK } else { 1 };
@@ -2026,15 +2031,7 @@ unsafe fn run_swapped(
     let (mut tbuf, mut pbuf, mut tap, mut pix) = SWAPPED.take();
     // the padded copy: output pixel (y, x)'s tap (c, i, j) at c·hp·wp + (y·s_h + i·d_h)·wp +
     // x·s_w + j·d_w, every one inside the copy
-    let span = |o: usize, s: usize, k: usize, dl: usize| (o - 1) * s + (k - 1) * dl + 1;
-    let (hp, wp) = if d.l == 0 || geom.kh == 0 || geom.kw == 0 {
-        (0, 0)
-    } else {
-        (
-            span(geom.oh, geom.stride[0], geom.kh, geom.dilation[0]),
-            span(geom.ow, geom.stride[1], geom.kw, geom.dilation[1]),
-        )
-    };
+    let [hp, wp] = geom.spans().unwrap_or([0, 0]);
     // without padding every tap lies in the image (rows below hp ≤ h, columns below wp ≤ w):
     // its planes are read where they are, `h × w` each (a 1 × 1 stride-2 convolution's copy
     // was 14 % of its time on one thread, and each thread made all of it)
