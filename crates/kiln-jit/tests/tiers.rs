@@ -492,9 +492,9 @@ fn wide_convolutions_on_every_tier() {
 /// packed ahead, or laid out per call where they are not constant (the weights an input):
 /// channel counts below 8 (a plane per channel), not a multiple of 8, output channels ending
 /// in a partial panel and a partial register, groups, batches, dilations, uneven paddings, a
-/// 2 × 2 kernel, the bias, the residual and the ReLU fused, on 1 and 2 threads (splits at
-/// panels of channels and at output rows, each thread copying the rows it reads). The other
-/// tiers run them as GEMMs.
+/// 2 × 2 kernel, rows longer than the kernel's segment, taps in several chunks, the bias,
+/// the residual and the ReLU fused, on 1 and 2 threads (splits at panels of channels and at
+/// output rows, each thread copying the rows it reads). The other tiers run them as GEMMs.
 #[test]
 fn direct_convolutions_on_every_tier() {
     let cases = [
@@ -515,6 +515,10 @@ fn direct_convolutions_on_every_tier() {
         (2, 8, 1, 36, 16, 25, 3, 2, 2, [2, 1, 1, 2]),
         // stride 2 with more than 576 taps (72 channels × 9), its copy small
         (1, 72, 1, 40, 9, 47, 3, 2, 1, [1, 1, 1, 1]),
+        // rows longer than a segment (60 pixels: 60 + 10, and 60 + 60 + 5), taps in two
+        // chunks (24 channels × 9 = 144 + 72), blocks of four, two and one registers
+        (1, 8, 1, 40, 5, 70, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 24, 1, 56, 4, 125, 3, 1, 1, [1, 1, 1, 1]),
     ];
     for case in cases {
         assert!(
