@@ -1071,7 +1071,7 @@ impl DirectConv {
 
     /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs directly
     /// on `isa` rather than as a GEMM: on AVX2, at stride 1, or at stride 2 with a kernel wider
-    /// than 1 × 1 over at least 8 channels (a block of the copy), with at most 576 taps (channels ×
+    /// than 1 × 1, with at most 576 taps (channels ×
     /// kernel: a block of 16 channels' weights, 36 KiB, about L1), or at most 1152 where the padded
     /// copy of the image fits L2 (four times L2 at stride 2), where the output rows fill the pixel
     /// blocks ([`crate::direct::pixel_block`], 6) to nine tenths at least (12 of 12 pixels, 28 of
@@ -1083,9 +1083,9 @@ impl DirectConv {
     /// VGG-19's 128 → 128 on 112 × 112 1.24 (every block of 16 output channels streams the copy
     /// from L3). At stride 2, ResNet-50's 3 × 3 s2 128 ← 128 on 56 × 56 (1152 taps, a 1.66 MB copy)
     /// 0.83, ResNet-18's 3 × 3 s2 128 ← 64 on 56 × 56 0.81–0.86 (two threads 0.81), but its 1 × 1
-    /// s2 downsample 128 ← 64 1.31, the 7 × 7 s2 stem (3 channels, a plane each) 1.09 and a 3 × 3
-    /// s2 64 ← 3 on 224 × 224 1.64 (a strided plane puts each tap of a pixel block on a line of its
-    /// own); at stride 1, the dilated 3 × 3 32 → 32 on 64 × 64 0.82–0.95 alone, in its network
+    /// s2 downsample 128 ← 64 1.31; over fewer than 8 channels (planes) with the present kernel,
+    /// SqueezeNet's 3 × 3 s2 64 ← 3 on 224 × 224 0.90 (two threads 0.92), the 7 × 7 s2 stem of
+    /// ResNet-18 1.01 (two threads 0.96; with the kernel before, 1.64 and 1.09); at stride 1, the dilated 3 × 3 32 → 32 on 64 × 64 0.82–0.95 alone, in its network
     /// 0.84–0.94 (two threads 0.83–0.93), the VGG block 0.97–0.98 (two threads 1.01–1.07), 16 → 32
     /// on 12 × 12 0.80, 64 → 64 on 56 × 56 0.97–1.01; ResNet-18, ResNet-50 and VGG-19 within 1.5 %
     /// either way. With more taps the weights stream from L2 for every block of pixels: 128 → 128
@@ -1094,7 +1094,7 @@ impl DirectConv {
     /// are wider, keeps the GEMM until it is measured there.
     pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
         let p = crate::direct::pixel_block(isa.lanes());
-        let strided = g.stride == [2, 2] && g.kh.saturating_mul(g.kw) > 1 && channels >= BLOCK;
+        let strided = g.stride == [2, 2] && g.kh.saturating_mul(g.kw) > 1;
         let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
         // the padded copy of the image the taps read, in bytes
         let copy = g

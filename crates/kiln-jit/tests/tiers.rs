@@ -467,13 +467,14 @@ fn wide_convolutions_on_every_tier() {
         (1, 16, 2, 96, 14, 14, 3, 1, 1, [1, 1, 1, 1]),
         (1, 4, 1, 36, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
         (3, 2, 1, 130, 5, 38, 2, 1, 3, [0, 0, 1, 2]),
-        // strides: the image split into phases, one per row and column residue
-        (1, 3, 1, 40, 30, 44, 7, 2, 1, [3, 3, 3, 3]),
+        // strides: the image split into phases, one per row and column residue (16 and 14
+        // output columns at stride 2: too few for the direct kernel's blocks)
+        (1, 3, 1, 40, 30, 32, 7, 2, 1, [3, 3, 3, 3]),
         (2, 8, 2, 80, 15, 33, 3, 2, 1, [1, 0, 1, 1]),
         (1, 12, 1, 48, 14, 28, 1, 2, 1, [0, 0, 0, 0]),
         // no wide column dropped (a 2 × 2 kernel at stride 2, as the 1 × 1 above): the
         // product computed in C itself
-        (2, 6, 1, 40, 12, 20, 2, 2, 1, [1, 1, 1, 1]),
+        (2, 6, 1, 40, 12, 26, 2, 2, 1, [1, 1, 1, 1]),
         (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
         // more taps than the direct form takes (129 channels × 9 > 1152)
@@ -486,7 +487,7 @@ fn wide_convolutions_on_every_tier() {
 }
 
 /// Convolutions with more than two registers of output channels that the AVX2 tier runs
-/// directly (`gemm::DirectConv`: stride 1, or 2 over at least 8 channels, at most 576 taps or
+/// directly (`gemm::DirectConv`: stride 1, or 2 with a kernel wider than 1 × 1, at most 576 taps or
 /// 1152 with a copy that fits L2, rows that fill its pixel blocks; asserted) over a
 /// copy of the image with its channels in blocks of 8, the weights in panels of 16 channels
 /// packed ahead, or laid out per call where they are not constant (the weights an input):
@@ -515,6 +516,8 @@ fn direct_convolutions_on_every_tier() {
         (2, 8, 1, 36, 16, 25, 3, 2, 2, [2, 1, 1, 2]),
         // stride 2 with more than 576 taps (72 channels × 9), its copy small
         (1, 72, 1, 40, 9, 47, 3, 2, 1, [1, 1, 1, 1]),
+        // stride 2 over planes (3 channels, a 7 × 7 kernel: a stem)
+        (1, 3, 1, 40, 30, 44, 7, 2, 1, [3, 3, 3, 3]),
         // rows longer than a segment (60 pixels: 60 + 10, and 60 + 60 + 5), taps in two
         // chunks (24 channels × 9 = 144 + 72), blocks of four, two and one registers
         (1, 8, 1, 40, 5, 70, 3, 1, 1, [1, 1, 1, 1]),
