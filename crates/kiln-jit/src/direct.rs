@@ -2474,9 +2474,10 @@ type Sums<S> = [[<S as Simd>::V; 4]; SEGMENT + DIRECT_CONV_PIXELS];
 /// input channels per pass over an output row, 9 KiB of weights resident in L1). Measured on
 /// the EPYC Zen 3 (direct / the kernel before it, of 2 × 6 pixels over all taps per block with
 /// a scalar store per element, the median of alternating runs in one process, one thread):
-/// 3 × 3 64 → 64 on 56 × 56 0.87–0.97, 64 ← 8 0.82, the dilated 32 → 32 on 64 × 64 0.90–0.91,
-/// 3 × 3 s2 128 ← 128 on 56 × 56 0.88–0.95, 128 → 128 on 28 × 28 0.94–1.00, the VGG block
-/// 0.92–0.94, ResNet-18 0.96–0.97 (two threads: VGG block 0.92, ResNet-18 0.95–0.98).
+/// 3 × 3 64 → 64 on 56 × 56 0.87–0.93, 64 ← 8 0.82, the dilated 32 → 32 on 64 × 64 0.91, 3 ×
+/// 3 s2 128 ← 128 on 56 × 56 0.88, 128 → 128 on 28 × 28 0.94–1.00, the VGG block 0.94,
+/// ResNet-18 0.96, SqueezeNet 0.96 (two threads: the VGG block 0.89, ResNet-18 0.97, the
+/// dilated 0.94).
 ///
 /// # Safety
 /// `j.c` is valid for the rows and columns of the job (rows `l` apart); `pad` holds every tap
@@ -2582,14 +2583,31 @@ unsafe fn direct_conv_segment<S: Shift, const P: usize, const OB: usize>(
                 }
                 for k in k0..k1 {
                     let at = pad.add(*j.off.get_unchecked(k) + base);
-                    let mut xv = [S::zero(); P];
-                    for (q, v) in xv.iter_mut().enumerate() {
-                        *v = S::splat(*at.add(q * j.steps[1]));
-                    }
-                    for (b, row) in acc.iter_mut().enumerate() {
-                        let w = S::load(wt[b].add(k * j.pw));
-                        for (a, v) in row.iter_mut().zip(xv) {
-                            *a = S::fma(v, w, *a);
+                    if OB <= 2 {
+                        // the weights first, each broadcast input used at once (2 × 6 on AVX2:
+                        // 12 accumulators, 2 weights and 1 input in its 16 registers)
+                        let mut wv = [S::zero(); OB];
+                        for (b, w) in wv.iter_mut().enumerate() {
+                            *w = S::load(wt[b].add(k * j.pw));
+                        }
+                        for q in 0..P {
+                            let v = S::splat(*at.add(q * j.steps[1]));
+                            for (row, w) in acc.iter_mut().zip(wv) {
+                                row[q] = S::fma(v, w, row[q]);
+                            }
+                        }
+                    } else {
+                        // the inputs first, each weight vector used at once (4 × 3: 12
+                        // accumulators, 3 inputs and 1 weight)
+                        let mut xv = [S::zero(); P];
+                        for (q, v) in xv.iter_mut().enumerate() {
+                            *v = S::splat(*at.add(q * j.steps[1]));
+                        }
+                        for (b, row) in acc.iter_mut().enumerate() {
+                            let w = S::load(wt[b].add(k * j.pw));
+                            for (a, v) in row.iter_mut().zip(xv) {
+                                *a = S::fma(v, w, *a);
+                            }
                         }
                     }
                 }
