@@ -2447,7 +2447,7 @@ pub const DIRECT_CONV_PIXELS: usize = 8;
 /// `lanes` lanes: AVX-512 8 (16 accumulators of its 32 registers), AVX2 6 (12 of its 16, the
 /// other four for two weight vectors and the broadcast input: 12 FMAs per 2 weight loads and
 /// 6 broadcasts). AVX2 takes four registers of channels by 3 pixels where the rows have them
-/// ([`direct_conv`]).
+/// (`direct_conv`).
 pub const fn pixel_block(lanes: usize) -> usize {
     if lanes >= 16 { 8 } else { 6 }
 }
