@@ -1069,29 +1069,33 @@ impl DirectConv {
     /// 1.05 on 128 → 128 on 28 × 28.
     pub const CHUNK: usize = 128;
 
-    /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs directly
-    /// on `isa` rather than as a GEMM: on AVX2, at stride 1, or at stride 2 with a kernel wider
-    /// than 1 × 1, with at most 576 taps (channels ×
-    /// kernel: a block of 16 channels' weights, 36 KiB, about L1), or at most 1152 where the padded
-    /// copy of the image fits L2 (four times L2 at stride 2), where the output rows fill the pixel
-    /// blocks ([`crate::direct::pixel_block`], 6) to nine tenths at least (12 of 12 pixels, 28 of
-    /// 30, 56 of 60, 64 of 66, not 14 of 18). Measured on the EPYC Zen 3 (direct / GEMM time, the
-    /// median of 30–300 alternating pairs in one process, one thread unless said): up to 1152 taps,
-    /// 3 × 3 128 → 128 on 28 × 28 (a 460 KB copy, L2 512 KiB) 0.93 (three runs), 96 → 128 on 28 ×
-    /// 28 0.90, 128 → 32 on 28 × 28 (DenseNet's) 0.86, ResNet-18 0.97–0.99 (two threads 0.98–0.99),
-    /// DenseNet-121 0.97–0.99; but where the copy is larger than L2, 128 → 32 on 56 × 56 0.98 and
-    /// VGG-19's 128 → 128 on 112 × 112 1.24 (every block of 16 output channels streams the copy
-    /// from L3). At stride 2, ResNet-50's 3 × 3 s2 128 ← 128 on 56 × 56 (1152 taps, a 1.66 MB copy)
-    /// 0.83, ResNet-18's 3 × 3 s2 128 ← 64 on 56 × 56 0.81–0.86 (two threads 0.81), but its 1 × 1
-    /// s2 downsample 128 ← 64 1.31; over fewer than 8 channels (planes) with the present kernel,
-    /// SqueezeNet's 3 × 3 s2 64 ← 3 on 224 × 224 0.90 (two threads 0.92), the 7 × 7 s2 stem of
-    /// ResNet-18 1.01 (two threads 0.96; with the kernel before, 1.64 and 1.09); at stride 1, the dilated 3 × 3 32 → 32 on 64 × 64 0.82–0.95 alone, in its network
-    /// 0.84–0.94 (two threads 0.83–0.93), the VGG block 0.97–0.98 (two threads 1.01–1.07), 16 → 32
-    /// on 12 × 12 0.80, 64 → 64 on 56 × 56 0.97–1.01; ResNet-18, ResNet-50 and VGG-19 within 1.5 %
-    /// either way. With more taps the weights stream from L2 for every block of pixels: 128 → 128
-    /// on 28 × 28 0.92–1.00 alone, but VGG-19 with every convolution direct 1.23; on 14 × 14
-    /// (blocks 6, 6 and 2) 64 → 96 1.15, 48 → 192 on 13 × 13 1.25. AVX-512, whose tiles and blocks
-    /// are wider, keeps the GEMM until it is measured there.
+    /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs
+    /// directly on `isa` rather than as a GEMM: on AVX2, at stride 1, or at stride 2 with a
+    /// kernel wider than 1 × 1, with at most 576 taps (channels × kernel), or at most 1152 where
+    /// the padded copy of the image fits L2 (four times L2 at stride 2), where the output rows
+    /// fill the pixel blocks ([`crate::direct::pixel_block`], 6) to nine tenths at least (12 of
+    /// 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18). The tap and copy limits were
+    /// measured with the kernel before the present one, which streamed all of a block's
+    /// weights per 6 pixels; the present kernel (taps in L1-sized chunks) was measured on 14 ×
+    /// 14 maps and up to 2304 taps without a gain (3 × 3 256 → 256 on 14 × 14 1.06, Inception
+    /// v1, v2 and DenseNet-121 1.00–1.01), so they stay. Measured on the EPYC Zen 3 (direct /
+    /// GEMM time, the median of 30–300 alternating pairs in one process, one thread unless
+    /// said): up to 1152 taps, 3 × 3 128 → 128 on 28 × 28 (a 460 KB copy, L2 512 KiB) 0.93
+    /// (three runs), 96 → 128 on 28 × 28 0.90, 128 → 32 on 28 × 28 (DenseNet's) 0.86,
+    /// ResNet-18 0.97–0.99 (two threads 0.98–0.99), DenseNet-121 0.97–0.99; but where the copy
+    /// is larger than L2, 128 → 32 on 56 × 56 0.98 and VGG-19's 128 → 128 on 112 × 112 1.24
+    /// (every block of 16 output channels streams the copy from L3). At stride 2, ResNet-50's
+    /// 3 × 3 s2 128 ← 128 on 56 × 56 (1152 taps, a 1.66 MB copy) 0.83, ResNet-18's 3 × 3 s2
+    /// 128 ← 64 on 56 × 56 0.81–0.86 (two threads 0.81), but its 1 × 1 s2 downsample 128 ← 64
+    /// 1.31; over fewer than 8 channels (planes) with the present kernel, SqueezeNet's 3 × 3 s2
+    /// 64 ← 3 on 224 × 224 0.90 (two threads 0.92), the 7 × 7 s2 stem of ResNet-18 1.01 (two
+    /// threads 0.96; with the kernel before, 1.64 and 1.09); at stride 1, the dilated 3 × 3 32
+    /// → 32 on 64 × 64 0.82–0.95 alone, in its network 0.84–0.94 (two threads 0.83–0.93), the
+    /// VGG block 0.97–0.98 (two threads 1.01–1.07), 16 → 32 on 12 × 12 0.80, 64 → 64 on 56 × 56
+    /// 0.97–1.01; ResNet-18, ResNet-50 and VGG-19 within 1.5 % either way. With more taps (the
+    /// kernel before): 128 → 128 on 28 × 28 0.92–1.00 alone, but VGG-19 with every convolution
+    /// direct 1.23; on 14 × 14 (blocks 6, 6 and 2) 64 → 96 1.15, 48 → 192 on 13 × 13 1.25.
+    /// AVX-512, whose tiles and blocks are wider, keeps the GEMM until it is measured there.
     pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
         let p = crate::direct::pixel_block(isa.lanes());
         let strided = g.stride == [2, 2] && g.kh.saturating_mul(g.kw) > 1;
