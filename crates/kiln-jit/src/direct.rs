@@ -2446,8 +2446,8 @@ pub const DIRECT_CONV_PIXELS: usize = 8;
 /// The pixels of a direct convolution's register block of two channel registers on a set of
 /// `lanes` lanes: AVX-512 8 (16 accumulators of its 32 registers), AVX2 6 (12 of its 16, the
 /// other four for two weight vectors and the broadcast input: 12 FMAs per 2 weight loads and
-/// 6 broadcasts). AVX2 takes four registers of channels by 3 pixels where the rows have them
-/// (`direct_conv`).
+/// 6 broadcasts). Where the rows have four registers of channels, blocks of four take 3
+/// pixels on AVX2 and 6 on AVX-512 (`direct_conv`).
 pub const fn pixel_block(lanes: usize) -> usize {
     if lanes >= 16 { 8 } else { 6 }
 }
@@ -2461,17 +2461,19 @@ const SEGMENT: usize = 60;
 type Sums<S> = [[<S as Simd>::V; 4]; SEGMENT + DIRECT_CONV_PIXELS];
 
 /// The direct convolution of `j`, by segments of at most [`SEGMENT`] pixels of an output row:
-/// for each segment, each block of output channels (four registers on AVX2 where four are
-/// left in the job's rows, else two or one) sums the taps in chunks of `j.chunk` (the weights
-/// of a chunk stay in L1 while its pixel blocks pass), each chunk over the segment's pixels in
-/// register blocks (3 pixels by four registers on AVX2, [`pixel_block`] by two or one), the
-/// partial sums kept in a buffer between chunks; the finished sums go into C's rows through
-/// 8 × 8 transposes (AVX2) or one by one. Each tap of a block takes one vector of weights per
-/// register and one broadcast input per pixel. The pixels of a last block past the segment
-/// are computed from the copy's slack and not stored.
+/// for each segment, each block of output channels (four registers where more than three
+/// are left in the job's rows, else two or one) sums the taps in chunks of `j.chunk` (the
+/// weights of a chunk stay in L1 while its pixel blocks pass), each chunk over the segment's
+/// pixels in register blocks (four registers by 3 pixels on AVX2 and by 6 on AVX-512 — 24 of
+/// its 32 registers —, [`pixel_block`] by two or one), the partial sums kept in a buffer
+/// between chunks; the finished sums go into C's rows through AVX's 8 × 8 transposes (on
+/// AVX-512 too, a register's channels eight at a time). Each tap of a block takes one vector
+/// of weights per register and one broadcast input per pixel. The pixels of a last block past
+/// the segment are computed from the copy's slack and not stored.
 ///
-/// The shape is ONNX Runtime's NCHWc kernel's (MLAS: 3 pixels by 4 registers, the taps of 8
-/// input channels per pass over an output row, 9 KiB of weights resident in L1). Measured on
+/// The shape is ONNX Runtime's NCHWc kernels' (MLAS: 3 pixels by 4 registers on AVX2, 6 by 4
+/// on AVX-512, the taps of a block of input channels per pass over an output row, the
+/// weights resident in L1). Measured on
 /// the EPYC Zen 3 (direct / the kernel before it, of 2 × 6 pixels over all taps per block with
 /// a scalar store per element, the median of alternating runs in one process, one thread):
 /// 3 × 3 64 → 64 on 56 × 56 0.87–0.93, 64 ← 8 0.82, the dilated 32 → 32 on 64 × 64 0.91, 3 ×
@@ -2514,7 +2516,7 @@ unsafe fn direct_conv_segments<S: Shift, const P: usize>(j: &DirectConvJob) {
         let mut o0 = j.rows[0] / l * l;
         while o0 < j.rows[1] {
             let left = j.rows[1] - o0;
-            let regs = if l == 8 && left > 3 * l {
+            let regs = if left > 3 * l {
                 4
             } else if left > l {
                 2
@@ -2526,7 +2528,8 @@ unsafe fn direct_conv_segments<S: Shift, const P: usize>(j: &DirectConvJob) {
             // opad multiples of LANES); the segment's pixels are this row's and the job's.
             unsafe {
                 match regs {
-                    4 => direct_conv_segment::<S, 3, 4>(j, [y, x0], end - p, o0, &mut sums),
+                    4 if l == 8 => direct_conv_segment::<S, 3, 4>(j, [y, x0], end - p, o0, &mut sums),
+                    4 => direct_conv_segment::<S, 6, 4>(j, [y, x0], end - p, o0, &mut sums),
                     2 => direct_conv_segment::<S, P, 2>(j, [y, x0], end - p, o0, &mut sums),
                     _ => direct_conv_segment::<S, P, 1>(j, [y, x0], end - p, o0, &mut sums),
                 }
@@ -2583,9 +2586,10 @@ unsafe fn direct_conv_segment<S: Shift, const P: usize, const OB: usize>(
                 }
                 for k in k0..k1 {
                     let at = pad.add(*j.off.get_unchecked(k) + base);
-                    if OB <= 2 {
+                    if P >= OB {
                         // the weights first, each broadcast input used at once (2 × 6 on AVX2:
-                        // 12 accumulators, 2 weights and 1 input in its 16 registers)
+                        // 12 accumulators, 2 weights and 1 input in its 16 registers; 4 × 6 on
+                        // AVX-512: 24, 4 and 1 of its 32)
                         let mut wv = [S::zero(); OB];
                         for (b, w) in wv.iter_mut().enumerate() {
                             *w = S::load(wt[b].add(k * j.pw));
@@ -2621,40 +2625,42 @@ unsafe fn direct_conv_segment<S: Shift, const P: usize, const OB: usize>(
         }
         k0 = k1;
     }
-    // the segment's sums (pixel-major) into C's rows
+    // the segment's sums (pixel-major) into C's rows, 8 pixels by 8 channels at a time
+    // through AVX's 8 × 8 transposes (AVX-512 hosts have AVX2): eight registers of 8 floats
+    // of eight pixels' sums become 8 floats of each of 8 channels' rows
+    let sp = sums.as_ptr().cast::<f32>();
     for b in 0..OB {
-        let ob = o0 + b * l;
-        let (oa, oz) = (ob.max(j.rows[0]), (ob + l).min(j.rows[1]));
-        // SAFETY: rows o ∈ [oa, oz) of the job, pixels x0 + x < x0 + len of its columns
-        let at = |o: usize, x: usize| unsafe { j.c.add(o * j.l + y * j.ow + x0 + x) };
-        if S::BLOCK8 {
+        for h in (0..l).step_by(8) {
+            let c0 = o0 + b * l + h;
+            let (oa, oz) = (c0.max(j.rows[0]), (c0 + 8).min(j.rows[1]));
+            if oa >= oz {
+                continue;
+            }
             let mut x = 0;
             while x < len {
                 let n = 8.min(len - x);
-                // SAFETY: sums[x + i], x < len, i < 8, within SEGMENT + 8; C as above, the
-                // last group of pixels stored as a prefix.
+                // SAFETY: pixel x + i < len + 8 ≤ SEGMENT + 8 of `sums`, register b < 4, lanes
+                // h..h + 8 ≤ LANES of it; rows o ∈ [oa, oz) of the job and pixels x0 + x..x0 +
+                // x + n of its columns in C, the last group stored as a prefix.
                 unsafe {
-                    let mut r = [S::zero(); 8];
+                    let mut r = [Avx2::zero(); 8];
                     for (i, v) in r.iter_mut().enumerate() {
-                        *v = sums[x + i][b];
+                        *v = Avx2::load(sp.add(((x + i) * 4 + b) * l + h));
                     }
-                    S::transpose8(&mut r);
-                    for o in oa..oz {
-                        if n == 8 {
-                            S::store(at(o, x), r[o - ob]);
-                        } else {
-                            S::store_prefix(at(o, x), n, r[o - ob]);
+                    Avx2::transpose8(&mut r);
+                    let at = |o: usize| j.c.add(o * j.l + y * j.ow + x0 + x);
+                    if n == 8 && oa == c0 && oz == c0 + 8 {
+                        // (constant indices: the registers stay registers)
+                        for (i, v) in r.iter().enumerate() {
+                            Avx2::store(at(c0 + i), *v);
+                        }
+                    } else {
+                        for o in oa..oz {
+                            Avx2::store_prefix(at(o), n, r[o - c0]);
                         }
                     }
                 }
                 x += 8;
-            }
-        } else {
-            for o in oa..oz {
-                for (x, px) in sums[..len].iter().enumerate() {
-                    // SAFETY: lane o − ob < LANES of register b of pixel x's sums; C as above.
-                    unsafe { *at(o, x) = *px.as_ptr().add(b).cast::<f32>().add(o - ob) };
-                }
             }
         }
     }

@@ -1070,12 +1070,27 @@ impl DirectConv {
     pub const CHUNK: usize = 128;
 
     /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs
-    /// directly on `isa` rather than as a GEMM: on AVX2, at stride 1, or at stride 2 with a
-    /// kernel wider than 1 × 1, with at most 576 taps (channels × kernel), or at most 1152 where
-    /// the padded copy of the image fits L2 (four times L2 at stride 2), where the output rows
-    /// fill the pixel blocks ([`crate::direct::pixel_block`], 6) to nine tenths at least (12 of
-    /// 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18). The tap and copy limits were
-    /// measured with the kernel before the present one, which streamed all of a block's
+    /// directly on `isa` rather than as a GEMM: at stride 1, or at stride 2 with a kernel
+    /// wider than 1 × 1, where the output rows fill blocks of 6 pixels (AVX2's blocks of two
+    /// registers, AVX-512's of four; AVX2's 3-pixel blocks fill as well) to nine tenths at
+    /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18); on AVX2 with at
+    /// most 576 taps (channels × kernel), or at most 1152 where the padded copy of the image
+    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 1152 taps where the copy
+    /// fits L2 (as at stride 2 on AVX2).
+    ///
+    /// Measured on AVX-512 (a 2-vCPU Intel Xeon, family 6 model 207, L2 2 MiB; direct / GEMM,
+    /// the median of 10 alternating pairs of processes, one thread): 3 × 3 64 → 64 on 56 × 56
+    /// 0.87–0.88, 128 → 128 on 28 × 28 0.86, 96 → 128 on 28 × 28 0.86, 32 → 64 on 112 × 112
+    /// 0.89, 64 ← 8 on 56 × 56 0.94, s2 128 ← 64 and 128 ← 128 on 56 × 56 0.85 and 0.87, the
+    /// 7 × 7 s2 stem 0.94–0.97; the VGG block 0.88–0.90, ResNet-18 0.91–0.96, Inception v1
+    /// and v2 0.95–0.98, ResNet-50 0.97, DenseNet-121 0.98, SqueezeNet 0.99; the 1 × 1s within
+    /// 2 % either way. Not taken: fewer than 64 taps (SqueezeNet's 3 × 3 s2 64 ← 3, 27 taps,
+    /// 1.3–1.5: the stores of its cold output outweigh its few FMAs) and copies larger than L2
+    /// (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 × 224 1.00; VGG-19 with them
+    /// 1.11).
+    ///
+    /// On AVX2 (EPYC Zen 3, L2 512 KiB): the tap and copy limits were measured with the
+    /// kernel before the present one, which streamed all of a block's
     /// weights per 6 pixels; the present kernel (taps in L1-sized chunks) was measured on 14 ×
     /// 14 maps and up to 2304 taps without a gain (3 × 3 256 → 256 on 14 × 14 1.06, Inception
     /// v1, v2 and DenseNet-121 1.00–1.01), so they stay. Measured on the EPYC Zen 3 (direct /
@@ -1095,9 +1110,9 @@ impl DirectConv {
     /// 0.97–1.01; ResNet-18, ResNet-50 and VGG-19 within 1.5 % either way. With more taps (the
     /// kernel before): 128 → 128 on 28 × 28 0.92–1.00 alone, but VGG-19 with every convolution
     /// direct 1.23; on 14 × 14 (blocks 6, 6 and 2) 64 → 96 1.15, 48 → 192 on 13 × 13 1.25.
-    /// AVX-512, whose tiles and blocks are wider, keeps the GEMM until it is measured there.
     pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
-        let p = crate::direct::pixel_block(isa.lanes());
+        // (the pixels of the blocks the rows must fill)
+        let p = 6;
         let strided = g.stride == [2, 2] && g.kh.saturating_mul(g.kw) > 1;
         let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
         // the padded copy of the image the taps read, in bytes
@@ -1108,10 +1123,13 @@ impl DirectConv {
         let fits = cache_size(2)
             .unwrap_or(1 << 20)
             .saturating_mul(if strided { 4 } else { 1 });
-        isa == Isa::Avx2
-            && (g.stride == [1, 1] || strided)
-            && (taps <= 576 || (taps <= 1152 && copy.is_some_and(|c| c <= fits)))
-            && g.ow * 10 >= g.ow.div_ceil(p) * p * 9
+        let fits_l2 = copy.is_some_and(|c| c <= fits);
+        let taps_ok = match isa {
+            Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
+            Isa::Avx512 => (64..=1152).contains(&taps) && fits_l2,
+            Isa::Cranelift => false,
+        };
+        taps_ok && (g.stride == [1, 1] || strided) && g.ow * 10 >= g.ow.div_ceil(p) * p * 9
     }
 
     /// The direct form of the patches of `g` over `channels` channels for `rows` output

@@ -432,9 +432,9 @@ fn check_conv_cases(cases: &[ConvCase], residual: impl Fn(usize) -> bool) {
     }
 }
 
-/// Whether the AVX2 tier runs a case with more than two registers of output channels per
+/// Whether the tier of `isa` runs a case with more than two registers of output channels per
 /// group directly (`gemm::DirectConv::pays`) rather than as a GEMM.
-fn runs_direct_on_avx2((_, c, g, _, h, w, k, s, d, pad): ConvCase) -> bool {
+fn runs_direct(isa: Isa, (_, c, g, _, h, w, k, s, d, pad): ConvCase) -> bool {
     let span = |n: usize, lo: usize, hi: usize| (n + lo + hi - d * (k - 1) - 1) / s + 1;
     let geom = PatchGeom {
         h,
@@ -447,7 +447,7 @@ fn runs_direct_on_avx2((_, c, g, _, h, w, k, s, d, pad): ConvCase) -> bool {
         oh: span(h, pad[0], pad[2]),
         ow: span(w, pad[1], pad[3]),
     };
-    DirectConv::pays(Isa::Avx2, &geom, c / g)
+    DirectConv::pays(isa, &geom, c / g)
 }
 
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
@@ -456,8 +456,8 @@ fn runs_direct_on_avx2((_, c, g, _, h, w, k, s, d, pad): ConvCase) -> bool {
 /// dilations,
 /// groups, batches, uneven paddings, the bias, the residual and the ReLU fused into the
 /// epilogue, on 1 and 2 threads (row and column splits), and shapes just inside and outside
-/// the wide form's limit (at most one dropped column in eight). The stride-1 widths are ones
-/// the AVX2 tier does not run directly (asserted).
+/// the wide form's limit (at most one dropped column in eight). None of them runs directly on
+/// the AVX2 or the AVX-512 tier (asserted).
 #[test]
 fn wide_convolutions_on_every_tier() {
     let cases = [
@@ -481,7 +481,9 @@ fn wide_convolutions_on_every_tier() {
         (1, 129, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
     ];
     for case in cases {
-        assert!(!runs_direct_on_avx2(case), "{case:?} runs directly on AVX2");
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            assert!(!runs_direct(isa, case), "{case:?} runs directly on {isa:?}");
+        }
     }
     check_conv_cases(&cases, |_| true);
 }
@@ -495,7 +497,9 @@ fn wide_convolutions_on_every_tier() {
 /// in a partial panel and a partial register, groups, batches, dilations, uneven paddings, a
 /// 2 × 2 kernel, rows longer than the kernel's segment, taps in several chunks, the bias,
 /// the residual and the ReLU fused, on 1 and 2 threads (splits at panels of channels and at
-/// output rows, each thread copying the rows it reads). The other tiers run them as GEMMs.
+/// output rows, each thread copying the rows it reads). The AVX-512 tier runs the cases with
+/// at least 64 taps directly too (blocks of four registers, 64 channels, where more than 48
+/// are left; asserted for the last four); the Cranelift tier runs them as GEMMs.
 #[test]
 fn direct_convolutions_on_every_tier() {
     let cases = [
@@ -522,11 +526,23 @@ fn direct_convolutions_on_every_tier() {
         // chunks (24 channels × 9 = 144 + 72), blocks of four, two and one registers
         (1, 8, 1, 40, 5, 70, 3, 1, 1, [1, 1, 1, 1]),
         (1, 24, 1, 56, 4, 125, 3, 1, 1, [1, 1, 1, 1]),
+        // AVX-512's blocks of four registers, then two and a partial one (100 = 64 + 32 +
+        // 4), a row of two segments, at stride 1 and 2
+        (1, 16, 1, 100, 6, 70, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 8, 1, 80, 9, 30, 3, 1, 1, [1, 1, 1, 1]),
+        (2, 8, 1, 64, 15, 47, 3, 2, 1, [1, 1, 1, 1]),
+        (1, 40, 1, 72, 7, 24, 3, 1, 2, [2, 1, 2, 2]),
     ];
     for case in cases {
         assert!(
-            runs_direct_on_avx2(case),
+            runs_direct(Isa::Avx2, case),
             "{case:?} does not run directly on AVX2"
+        );
+    }
+    for &case in &cases[cases.len() - 4..] {
+        assert!(
+            runs_direct(Isa::Avx512, case) && case.3 > 48,
+            "{case:?} does not run directly on AVX-512 in blocks of four registers"
         );
     }
     check_conv_cases(&cases, |i| i % 2 == 0);
