@@ -143,9 +143,9 @@ macro_rules! entry {
 }
 
 entry! {
-    avx512_12x32: Avx512, "avx512f", 12, 2;
-    avx512_6x64: Avx512, "avx512f", 6, 4;
-    avx512_8x48: Avx512, "avx512f", 8, 3;
+    avx512_12x32 / avx512_12x32_rows: Avx512, "avx512f", 12, 2;
+    avx512_6x64 / avx512_6x64_rows: Avx512, "avx512f", 6, 4;
+    avx512_8x48 / avx512_8x48_rows: Avx512, "avx512f", 8, 3;
     avx512_7x48: Avx512, "avx512f", 7, 3;
     avx2_6x16 / avx2_6x16_rows: Avx2, "avx2,fma", 6, 2;
     avx2_4x16 / avx2_4x16_rows: Avx2, "avx2,fma", 4, 2;
@@ -254,8 +254,8 @@ const AVX2_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
 ];
 
 /// The twin of tile `k` that reads B's rows where they lie instead of from a packed panel,
-/// if it has one: the AVX2 tiles. (The AVX-512 tiles have none: a 64-byte row read at any
-/// float offset straddles two cache lines nearly always, which was not measured.)
+/// if it has one: the AVX2 tiles and the AVX-512 tiles of plain products (the driver takes
+/// the AVX-512 twins for products of 1024 columns or more only: `gemm::gemm_with`).
 pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
     #[cfg(target_arch = "x86_64")]
     if isa_of(k) == Some(Isa::Avx2) {
@@ -264,8 +264,23 @@ pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
             .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
             .map(|&(_, r)| r);
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa_of(k) == Some(Isa::Avx512) {
+        return AVX512_ROWS
+            .iter()
+            .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
+            .map(|&(_, r)| r);
+    }
     None
 }
+
+/// The AVX-512 tiles' twins that read B's rows in place ([`RowsKernelFn`]).
+#[cfg(target_arch = "x86_64")]
+const AVX512_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
+    (avx512_12x32, avx512_12x32_rows),
+    (avx512_6x64, avx512_6x64_rows),
+    (avx512_8x48, avx512_8x48_rows),
+];
 
 /// The tile of `isa` for an `m × n` convolution product computed transposed (`Cᵀ = Bᵀ·Aᵀ`:
 /// an `n × m` product, `gemm::Swap`), where that pays. As it is, the product either runs wide
