@@ -534,12 +534,14 @@ pub unsafe fn gemm_with(
     // 28 × 28 0.61 → 0.59, but 256 ← 64 on 56 × 56 1.23 → 1.31 and 512 ← 128 on 28 × 28 1.14
     // → 1.17 (a matrix's rows, a whole row apart, crowd a few of L1's sets). On AVX-512 (a
     // 2-vCPU Intel Xeon, family 6 model 207, the median of 4–10 alternating pairs of
-    // processes, one thread): 3 × 3 128 → 128 on 112 × 112 0.86, 1 × 1 64 ← 256 on 56 × 56
-    // 0.86, VGG-19 0.89–0.94, SqueezeNet 0.95–0.98; but on products of fewer columns ResNet-18
-    // 1.02–1.04 (its 3 × 3s on 14 × 14, 1.86 → 1.93 ms each), so from 1024 columns only
+    // processes, one thread): wide patch matrices, 3 × 3 128 → 128 on 112 × 112 0.86, VGG-19
+    // 0.89–0.94, SqueezeNet 0.95–0.98; but on products of fewer columns ResNet-18 1.02–1.04
+    // (its 3 × 3s on 14 × 14, 1.86 → 1.93 ms each), so from 1024 columns only; and plain
+    // matrices now 0.86 and now 1.01 (1 × 1 64 ← 256 on 56 × 56), the MobileNet block's 1 × 1
+    // 64 ← 32 on 112 × 112 1.08, so none
     let avx512 = crate::gemm_simd::isa_of(kern) == Some(Isa::Avx512);
     let in_place = match p.b {
-        BSource::Matrix { .. } if p.m > 128 => None,
+        BSource::Matrix { .. } if p.m > 128 || avx512 => None,
         _ if avx512 && p.n < 1024 => None,
         _ => p.b.runs().zip(crate::gemm_simd::rows_kernel(kern)),
     };

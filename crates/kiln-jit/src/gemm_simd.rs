@@ -255,7 +255,7 @@ const AVX2_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
 
 /// The twin of tile `k` that reads B's rows where they lie instead of from a packed panel,
 /// if it has one: the AVX2 tiles and the AVX-512 tiles of plain products (the driver takes
-/// the AVX-512 twins for products of 1024 columns or more only: `gemm::gemm_with`).
+/// the AVX-512 twins for wide patch matrices of 1024 columns or more only: `gemm::gemm_with`).
 pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
     #[cfg(target_arch = "x86_64")]
     if isa_of(k) == Some(Isa::Avx2) {

@@ -480,8 +480,8 @@ fn wide_convolutions_on_every_tier() {
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
         // more taps than the direct form takes (129 channels × 9 > 1152)
         (1, 129, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
-        // more than 1024 output pixels, whose rows of B the AVX-512 tiles read in place too
-        // (a wide product, and a 1 × 1's plain matrix)
+        // more than 1024 output pixels: a wide product whose rows of B the AVX-512 tiles
+        // read in place too, and a 1 × 1's plain matrix, which they pack
         (1, 7, 1, 40, 36, 31, 3, 1, 1, [1, 1, 1, 1]),
         (1, 12, 1, 48, 34, 31, 1, 1, 1, [0, 0, 0, 0]),
     ];
