@@ -2439,8 +2439,8 @@ pub struct DirectConvJob<'a> {
 /// `DirectConvJob`'s kernel, per instruction set.
 pub type DirectConvFn = unsafe fn(&DirectConvJob);
 
-/// The most output pixels of a register block of a direct convolution (the padded copy's
-/// slack covers them past a row's end).
+/// The most output pixels of a register block of a direct convolution (the padded copy has
+/// room for as many past a row's end, though a row's last pixels run in a block of as many).
 pub const DIRECT_CONV_PIXELS: usize = 8;
 
 /// The pixels of a direct convolution's register block of two channel registers on a set of

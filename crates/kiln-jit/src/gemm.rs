@@ -1169,7 +1169,8 @@ impl DirectConv {
         // the channels side by side in blocks of 8 (a block of pixels reads a few whole lines
         // per row of taps, not a line per channel)
         let cb = if channels >= BLOCK { BLOCK } else { 1 };
-        // the slack: the pixels of a last block past the row's end
+        // the slack: room for a block of pixels past a row's end (the kernel runs a row's
+        // last pixels in a block of as many and reads none there; kept as a margin)
         let slack = (crate::direct::DIRECT_CONV_PIXELS - 1)
             .checked_mul(g.stride[1])?
             .checked_mul(cb)?;
