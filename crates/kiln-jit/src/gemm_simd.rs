@@ -258,20 +258,22 @@ const AVX2_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
 /// the AVX-512 twins for wide patch matrices of 1024 columns or more only: `gemm::gemm_with`).
 pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
     #[cfg(target_arch = "x86_64")]
-    if isa_of(k) == Some(Isa::Avx2) {
-        return AVX2_ROWS
+    {
+        let twins: &[(MicroKernelFn, RowsKernelFn)] = match isa_of(k)? {
+            Isa::Avx2 => &AVX2_ROWS,
+            Isa::Avx512 => &AVX512_ROWS,
+            Isa::Cranelift => return None,
+        };
+        twins
             .iter()
             .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
-            .map(|&(_, r)| r);
+            .map(|&(_, r)| r)
     }
-    #[cfg(target_arch = "x86_64")]
-    if isa_of(k) == Some(Isa::Avx512) {
-        return AVX512_ROWS
-            .iter()
-            .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
-            .map(|&(_, r)| r);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = k;
+        None
     }
-    None
 }
 
 /// The AVX-512 tiles' twins that read B's rows in place ([`RowsKernelFn`]).
