@@ -2446,10 +2446,17 @@ pub const DIRECT_CONV_PIXELS: usize = 8;
 /// The pixels of a direct convolution's register block of two channel registers on a set of
 /// `lanes` lanes: AVX-512 8 (16 accumulators of its 32 registers), AVX2 6 (12 of its 16, the
 /// other four for two weight vectors and the broadcast input: 12 FMAs per 2 weight loads and
-/// 6 broadcasts). Where the rows have four registers of channels, blocks of four take 3
-/// pixels on AVX2 and 6 on AVX-512 (`direct_conv`).
+/// 6 broadcasts). Where the rows have four registers of channels, blocks of four take
+/// [`quad_block`] pixels (`direct_conv`).
 pub const fn pixel_block(lanes: usize) -> usize {
     if lanes >= 16 { 8 } else { 6 }
+}
+
+/// The pixels of a direct convolution's register block of four channel registers: AVX2 3 (12
+/// accumulators, 3 inputs and 1 weight of its 16 registers), AVX-512 6 (24, 4 weights and 1
+/// input of its 32).
+pub const fn quad_block(lanes: usize) -> usize {
+    if lanes >= 16 { 6 } else { 3 }
 }
 
 /// The most output pixels of a segment in [`direct_conv`]: its sums stay in a buffer of 60 ×
@@ -2497,7 +2504,7 @@ type Sums<S> = [[<S as Simd>::V; 4]; SEGMENT + DIRECT_CONV_PIXELS];
 /// multiple of `LANES`; the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn direct_conv<S: Shift>(j: &DirectConvJob) {
+unsafe fn direct_conv<S: Simd>(j: &DirectConvJob) {
     match pixel_block(S::LANES) {
         // SAFETY: forwarded from the caller.
         8 => unsafe { direct_conv_segments::<S, 8>(j) },
@@ -2512,7 +2519,7 @@ unsafe fn direct_conv<S: Shift>(j: &DirectConvJob) {
 /// As [`direct_conv`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn direct_conv_segments<S: Shift, const P: usize>(j: &DirectConvJob) {
+unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
     const { assert!(P <= DIRECT_CONV_PIXELS && 3 <= DIRECT_CONV_PIXELS) };
     let l = S::LANES;
     // SAFETY: the set's zero vector (the CPU has it: the caller's contract).
@@ -2544,7 +2551,7 @@ unsafe fn direct_conv_segments<S: Shift, const P: usize>(j: &DirectConvJob) {
             // opad multiples of LANES); the segment's pixels are the job's, at most SEGMENT.
             unsafe {
                 match regs {
-                    4 if l == 8 => direct_conv_segment::<S, 3, 4>(j, seg, o0, &mut sums),
+                    4 if quad_block(S::LANES) == 3 => direct_conv_segment::<S, 3, 4>(j, seg, o0, &mut sums),
                     4 => direct_conv_segment::<S, 6, 4>(j, seg, o0, &mut sums),
                     2 => direct_conv_segment::<S, P, 2>(j, seg, o0, &mut sums),
                     _ => direct_conv_segment::<S, P, 1>(j, seg, o0, &mut sums),
@@ -2565,7 +2572,7 @@ unsafe fn direct_conv_segments<S: Shift, const P: usize>(j: &DirectConvJob) {
 /// the pixels in the job's columns.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn direct_conv_segment<S: Shift, const P: usize, const OB: usize>(
+unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize>(
     j: &DirectConvJob,
     [p0, p1]: [usize; 2],
     o0: usize,

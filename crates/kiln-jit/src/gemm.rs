@@ -1101,10 +1101,10 @@ impl DirectConv {
     /// 1.11).
     ///
     /// On AVX2 (EPYC Zen 3, L2 512 KiB): the tap and copy limits were measured with the
-    /// kernel before the present one, which streamed all of a block's
-    /// weights per 6 pixels; the present kernel (taps in L1-sized chunks) was measured on 14 ×
-    /// 14 maps and up to 2304 taps without a gain (3 × 3 256 → 256 on 14 × 14 1.06, Inception
-    /// v1, v2 and DenseNet-121 1.00–1.01), so they stay. Measured on the EPYC Zen 3 (direct /
+    /// kernel before the present one, which streamed all of a block's weights per 6 pixels;
+    /// the present kernel (taps in L1-sized chunks) was measured on 14 × 14 maps and up to
+    /// 2304 taps without a gain (3 × 3 256 → 256 on 14 × 14 1.06, Inception v1, v2 and
+    /// DenseNet-121 1.00–1.01), so they stay. Measured on the EPYC Zen 3 (direct /
     /// GEMM time, the median of 30–300 alternating pairs in one process, one thread unless
     /// said): up to 1152 taps, 3 × 3 128 → 128 on 28 × 28 (a 460 KB copy, L2 512 KiB) 0.93
     /// (three runs), 96 → 128 on 28 × 28 0.90, 128 → 32 on 28 × 28 (DenseNet's) 0.86,
@@ -1122,8 +1122,12 @@ impl DirectConv {
     /// kernel before): 128 → 128 on 28 × 28 0.92–1.00 alone, but VGG-19 with every convolution
     /// direct 1.23; on 14 × 14 (blocks 6, 6 and 2) 64 → 96 1.15, 48 → 192 on 13 × 13 1.25.
     pub fn pays(isa: Isa, g: &PatchGeom, channels: usize) -> bool {
-        // (the pixels of the blocks the rows must fill)
-        let p = 6;
+        // the pixels of the blocks the rows must fill: AVX2's blocks of two registers (its
+        // blocks of four, half as wide, fill as well), AVX-512's of four
+        let p = match isa {
+            Isa::Avx512 => crate::direct::quad_block(isa.lanes()),
+            _ => crate::direct::pixel_block(isa.lanes()),
+        };
         let strided = g.stride == [2, 2] && g.kh.saturating_mul(g.kw) > 1;
         let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
         // the padded copy of the image the taps read, in bytes

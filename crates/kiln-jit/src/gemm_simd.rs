@@ -254,8 +254,9 @@ const AVX2_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
 ];
 
 /// The twin of tile `k` that reads B's rows where they lie instead of from a packed panel,
-/// if it has one: the AVX2 tiles and the AVX-512 tiles of plain products (the driver takes
-/// the AVX-512 twins for wide patch matrices of 1024 columns or more only: `gemm::gemm_with`).
+/// if it has one: the AVX2 tiles and the AVX-512 tiles of untransposed products (the driver
+/// takes the AVX-512 twins for wide patch matrices of 1024 columns or more only:
+/// `gemm::gemm_with`).
 pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
     #[cfg(target_arch = "x86_64")]
     {

@@ -36,7 +36,12 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
-                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                // (its kernels use AVX2's 8 × 8 transposes too: the direct convolution's store)
+                Isa::Avx512 => {
+                    std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                }
                 Isa::Avx2 => {
                     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
                 }

@@ -253,26 +253,21 @@ impl Pool {
             let (tx, rx): (Sender<Job>, Receiver<Job>) = channel();
             let body = Box::new(move || {
                 loop {
-                    let mut job = None;
-                    let mut closed = false;
-                    spin_until(spin, || match rx.try_recv() {
-                        Ok(j) => {
-                            job = Some(j);
-                            true
-                        }
-                        Err(TryRecvError::Empty) => false,
-                        Err(TryRecvError::Disconnected) => {
-                            closed = true;
-                            true
-                        }
+                    let mut got = Err(TryRecvError::Empty);
+                    spin_until(spin, || {
+                        got = rx.try_recv();
+                        !matches!(got, Err(TryRecvError::Empty))
                     });
-                    if closed {
-                        return;
-                    }
-                    match job.map_or_else(|| rx.recv(), Ok) {
-                        Ok(job) => work(t, &job),
-                        Err(_) => return,
-                    }
+                    // (the channel closes when the pool is dropped)
+                    let job = match got {
+                        Ok(job) => job,
+                        Err(TryRecvError::Empty) => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        },
+                        Err(TryRecvError::Disconnected) => return,
+                    };
+                    work(t, &job);
                 }
             });
             match spawn(t, body) {
