@@ -2434,6 +2434,10 @@ pub struct DirectConvJob<'a> {
     /// The taps summed per pass over a segment of an output row (`gemm::DirectConv::chunk`;
     /// 0 is taken as 1).
     pub chunk: usize,
+    /// Whether the weights are larger than L2 (`gemm::DirectConv::prefetch`): each block of
+    /// channels through all the pixels, blocks of four registers asking for the next chunk's
+    /// weights ahead.
+    pub prefetch: bool,
 }
 
 /// `DirectConvJob`'s kernel, per instruction set.
@@ -2468,10 +2472,13 @@ const SEGMENT: usize = 60;
 type Sums<S> = [[<S as Simd>::V; 4]; SEGMENT + DIRECT_CONV_PIXELS];
 
 /// The direct convolution of `j`, by segments of at most [`SEGMENT`] output pixels (as many
-/// whole output rows as that holds, else a row or the rest of one): for each segment, each
-/// block of output channels (four registers where more than three are left in the job's rows,
-/// else two or one) sums the taps in chunks of `j.chunk` (the weights of a chunk stay in L1
-/// while its pixel blocks pass), each chunk over the segment's pixels in register blocks
+/// whole output rows as that holds, else a row or the rest of one) and blocks of output
+/// channels (four registers where more than three are left in the job's rows, else two or
+/// one): each segment through every block of channels, or, with `j.prefetch` (weights larger
+/// than L2), each block of channels through every segment (its weights read from memory once)
+/// while blocks of four registers ask for the next chunk's weights into L2. A block sums the
+/// taps in chunks of `j.chunk` (the weights of a chunk stay in L1 while its pixel blocks
+/// pass), each chunk over the segment's pixels in register blocks
 /// (four registers by 3 pixels on AVX2 and by 6 on AVX-512 — 24 of its 32 registers —,
 /// [`pixel_block`] by two or one; a row's last pixels in a block of as many), the partial
 /// sums kept in a buffer between chunks; the finished sums go into C's rows through AVX's 8 ×
@@ -2524,10 +2531,9 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
     let l = S::LANES;
     // SAFETY: the set's zero vector (the CPU has it: the caller's contract).
     let mut sums: Sums<S> = [[unsafe { S::zero() }; 4]; SEGMENT + DIRECT_CONV_PIXELS];
-    let mut p = j.cols[0];
-    while p < j.cols[1] {
-        // the job's next pixels, at most a segment: as many whole rows as it holds (C's rows
-        // hold the pixels row after row), else the rest of this row
+    // the job's pixels from p, at most a segment: as many whole rows as it holds (C's rows
+    // hold the pixels row after row), else the rest of this row
+    let segment = |p: usize| {
         let (y, x0) = (p / j.ow, p % j.ow);
         let rows = SEGMENT / j.ow;
         let end = if x0 == 0 && rows >= 1 {
@@ -2535,44 +2541,110 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
         } else {
             j.cols[1].min((y + 1) * j.ow).min(p + SEGMENT)
         };
-        let seg = [p, end];
-        let mut o0 = j.rows[0] / l * l;
-        while o0 < j.rows[1] {
-            let left = j.rows[1] - o0;
-            let regs = if left > 3 * l {
-                4
-            } else if left > l {
-                2
-            } else {
-                1
-            };
-            // SAFETY: forwarded from the caller: o0 is a multiple of LANES with o0 + (regs −
-            // 1)·LANES < rows[1] ≤ opad, so each register's channels lie in one panel (pw and
-            // opad multiples of LANES); the segment's pixels are the job's, at most SEGMENT.
-            unsafe {
-                match regs {
-                    4 if quad_block(S::LANES) == 3 => direct_conv_segment::<S, 3, 4>(j, seg, o0, &mut sums),
-                    4 => direct_conv_segment::<S, 6, 4>(j, seg, o0, &mut sums),
-                    2 => direct_conv_segment::<S, P, 2>(j, seg, o0, &mut sums),
-                    _ => direct_conv_segment::<S, P, 1>(j, seg, o0, &mut sums),
-                }
-            }
-            o0 += regs * l;
+        [p, end]
+    };
+    // the registers of the block of channels from o0
+    let regs = |o0: usize| {
+        let left = j.rows[1] - o0;
+        if left > 3 * l {
+            4
+        } else if left > l {
+            2
+        } else {
+            1
         }
-        p = end;
+    };
+    let first = j.rows[0] / l * l;
+    // SAFETY (both orders): forwarded from the caller: o0 is a multiple of LANES with o0 +
+    // (regs − 1)·LANES < rows[1] ≤ opad, so each register's channels lie in one panel (pw and
+    // opad multiples of LANES); a segment's pixels are the job's, at most SEGMENT.
+    if j.prefetch {
+        // weights larger than L2: each block of channels over all the pixels, its weights
+        // read once from memory (the copy of the image stays in L2)
+        let mut o0 = first;
+        while o0 < j.rows[1] {
+            let mut p = j.cols[0];
+            while p < j.cols[1] {
+                let seg = segment(p);
+                unsafe { segment_block::<S, P>(j, seg, o0, regs(o0), &mut sums) };
+                p = seg[1];
+            }
+            o0 += regs(o0) * l;
+        }
+    } else {
+        // each segment through every block of channels, its rows of the copy in L1
+        let mut p = j.cols[0];
+        while p < j.cols[1] {
+            let seg = segment(p);
+            let mut o0 = first;
+            while o0 < j.rows[1] {
+                unsafe { segment_block::<S, P>(j, seg, o0, regs(o0), &mut sums) };
+                o0 += regs(o0) * l;
+            }
+            p = seg[1];
+        }
+    }
+}
+
+/// A segment's pixels by the `regs` registers of channels from `o0`: four in blocks of
+/// [`quad_block`] pixels (asking for the weights ahead where `j.prefetch`), two or one in
+/// blocks of `P`.
+///
+/// # Safety
+/// As [`direct_conv_segment`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn segment_block<S: Simd, const P: usize>(
+    j: &DirectConvJob,
+    seg: [usize; 2],
+    o0: usize,
+    regs: usize,
+    sums: &mut Sums<S>,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match regs {
+            4 if j.prefetch => quad_segment::<S, true>(j, seg, o0, sums),
+            4 => quad_segment::<S, false>(j, seg, o0, sums),
+            2 => direct_conv_segment::<S, P, 2, false>(j, seg, o0, sums),
+            _ => direct_conv_segment::<S, P, 1, false>(j, seg, o0, sums),
+        }
+    }
+}
+
+/// [`direct_conv_segment`] in a block of four registers by [`quad_block`] pixels, asking for
+/// the weights ahead with `PF`.
+///
+/// # Safety
+/// As [`direct_conv_segment`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quad_segment<S: Simd, const PF: bool>(
+    j: &DirectConvJob,
+    seg: [usize; 2],
+    o0: usize,
+    sums: &mut Sums<S>,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match quad_block(S::LANES) {
+            3 => direct_conv_segment::<S, 3, 4, PF>(j, seg, o0, sums),
+            _ => direct_conv_segment::<S, 6, 4, PF>(j, seg, o0, sums),
+        }
     }
 }
 
 /// Pixels `seg[0]..seg[1]` (`y·ow + x`, at most [`SEGMENT`]), channels `o0..o0 + OB·LANES`
 /// (those in the job's rows stored), in blocks of `P` pixels of a row (a row's last pixels in
-/// a smaller block).
+/// a smaller block). With `PF`, each pixel block of a chunk asks for a share of the next
+/// chunk's weights into L2.
 ///
 /// # Safety
 /// As [`direct_conv`], with `o0` a multiple of `LANES`, `o0 + (OB − 1)·LANES < rows[1]`, and
 /// the pixels in the job's columns.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize>(
+unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF: bool>(
     j: &DirectConvJob,
     [p0, p1]: [usize; 2],
     o0: usize,
@@ -2590,8 +2662,24 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize>(
     let mut k0 = 0;
     while k0 < kk {
         let k1 = kk.min(k0.saturating_add(chunk));
+        // the next chunk's weights, a line per register and tap, asked into L2 a share per
+        // block of this chunk (read straight from memory, the first block of a chunk would
+        // wait for them: the weights of a convolution with thousands of taps fit no cache)
+        let lines = if PF {
+            (kk.min(k1.saturating_add(chunk)) - k1) * OB
+        } else {
+            0
+        };
+        let share = lines.div_ceil((p1 - p0).div_ceil(P).max(1));
+        let mut asked = 0;
         let mut f = p0;
         while f < p1 {
+            for line in asked..lines.min(asked + share) {
+                let (k, b) = (k1 + line / OB, line % OB);
+                // (a prefetch reads nothing: the address need only be computed in range)
+                S::prefetch_l2(wt[b].wrapping_add(k * j.pw));
+            }
+            asked += share;
             let (y, x) = (f / j.ow, f % j.ow);
             let (base, slot) = (y * j.steps[0] + x * j.steps[1], f - p0);
             // a row's (or the segment's) last pixels in a block of as many (fewer than P: no

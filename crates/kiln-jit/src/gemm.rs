@@ -1052,6 +1052,15 @@ pub struct DirectConv {
     /// ([`crate::direct::DirectConvJob::chunk`]): whole blocks of the copy's channels, about
     /// [`DirectConv::CHUNK`] taps.
     pub chunk: usize,
+    /// Whether the weights are larger than L2: they come from memory on every run, so the
+    /// kernel takes each block of output channels through all the pixels (its weights read
+    /// once) and asks for each chunk's weights a chunk ahead (the first pixel block of a chunk
+    /// would wait for them). Measured on AVX-512 (a 2-vCPU Intel Xeon, family 6 model
+    /// 207, L2 2 MiB; the median of 8 alternating pairs of processes, one thread): six 3 × 3
+    /// 512 → 512 on 7 × 7 in a chain (9.4 MB of weights each) 0.90 of the time without,
+    /// eight 256 → 256 on 14 × 14 0.95; where the weights fit (the VGG block, the dilated
+    /// convolution) asking cost 6–9 %, so they do not.
+    pub prefetch: bool,
 }
 
 impl DirectConv {
@@ -1083,7 +1092,7 @@ impl DirectConv {
     /// registers, AVX-512's of four; AVX2's 3-pixel blocks fill as well) to nine tenths at
     /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18); on AVX2 with at
     /// most 576 taps (channels × kernel), or at most 1152 where the padded copy of the image
-    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 1152 taps where the copy
+    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps where the copy
     /// fits L2 (as at stride 2 on AVX2), and with a kernel wider than 1 × 1 whatever the
     /// width of the rows (a row's last pixels run in a block of as many: 3 × 3 128 → 128 on 14
     /// × 14 0.81 of the GEMM's time, on 7 × 7 0.79, 64 → 64 on 13 × 13 0.73, Inception v2
@@ -1095,8 +1104,12 @@ impl DirectConv {
     /// 0.89, 64 ← 8 on 56 × 56 0.94, s2 128 ← 64 and 128 ← 128 on 56 × 56 0.85 and 0.87, the
     /// 7 × 7 s2 stem 0.94–0.97; the VGG block 0.88–0.90, ResNet-18 0.91–0.96, Inception v1
     /// and v2 0.95–0.98, ResNet-50 0.97, DenseNet-121 0.98, SqueezeNet 0.99; the 1 × 1s within
-    /// 2 % either way. Not taken: fewer than 64 taps (SqueezeNet's 3 × 3 s2 64 ← 3, 27 taps,
-    /// 1.3–1.5: the stores of its cold output outweigh its few FMAs) and copies larger than L2
+    /// 2 % either way. From 1152 to 4608 taps (each block of output channels over all the
+    /// pixels, the weights larger than L2 asked for ahead, [`DirectConv::prefetch`]): six 3 ×
+    /// 3 512 → 512 on 7 × 7 in a chain 0.81–0.84 of the GEMM's time, eight 256 → 256 on 14 ×
+    /// 14 0.99, ResNet-18 0.94–0.96 (two threads 0.92), ResNet-50 0.97–0.98 (two threads 0.93)
+    /// (with up to 4608 taps before those two: 1.00 and 0.98 on one map, ResNet-18 1.01). Not taken: fewer than 64 taps (SqueezeNet's 3 × 3
+    /// s2 64 ← 3, 27 taps, 1.3–1.5: the stores of its cold output outweigh its few FMAs) and copies larger than L2
     /// (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 × 224 1.00; VGG-19 with them
     /// 1.11).
     ///
@@ -1141,7 +1154,7 @@ impl DirectConv {
         let fits_l2 = copy.is_some_and(|c| c <= fits);
         let taps_ok = match isa {
             Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
-            Isa::Avx512 => (64..=1152).contains(&taps) && fits_l2,
+            Isa::Avx512 => (64..=4608).contains(&taps) && fits_l2,
             Isa::Cranelift => false,
         };
         // (AVX-512 runs a row's last pixels in a smaller block, which pays for kernels wider
@@ -1199,6 +1212,11 @@ impl DirectConv {
             wp,
             pad_len,
             chunk,
+            prefetch: channels
+                .saturating_mul(taps)
+                .saturating_mul(rows.next_multiple_of(lanes))
+                .saturating_mul(4)
+                > cache_size(2).unwrap_or(1 << 20),
         })
     }
 
@@ -1782,6 +1800,7 @@ unsafe fn run_direct(
         c,
         l: d.l,
         chunk: dc.chunk,
+        prefetch: dc.prefetch,
     };
     // SAFETY: the job's pointers and sizes as `direct::direct_conv` requires: C's rows and
     // columns of the item, the padded copy with its slack (`DirectConv::new`) holding the rows

@@ -122,6 +122,13 @@ pub unsafe trait Simd: Copy {
         // SAFETY: forwarded from the caller.
         unsafe { Self::store_partial(p, n, v) }
     }
+    /// Asks for the cache line that holds `p` in L2: a hint that reads nothing and cannot
+    /// fault, so `p` need not point into anything.
+    #[inline(always)]
+    fn prefetch_l2(p: *const f32) {
+        // SAFETY: a prefetch (SSE, every x86-64 CPU has it) accesses no memory.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
+    }
     /// `a·b + c`, one rounding.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `a + b`.

@@ -434,9 +434,14 @@ fn check_conv_cases(cases: &[ConvCase], residual: impl Fn(usize) -> bool) {
 
 /// Whether the tier of `isa` runs a case with more than two registers of output channels per
 /// group directly (`gemm::DirectConv::pays`) rather than as a GEMM.
-fn runs_direct(isa: Isa, (_, c, g, _, h, w, k, s, d, pad): ConvCase) -> bool {
+fn runs_direct(isa: Isa, case: ConvCase) -> bool {
+    DirectConv::pays(isa, &geometry(case), case.1 / case.2)
+}
+
+/// A case's patch geometry.
+fn geometry((_, _, _, _, h, w, k, s, d, pad): ConvCase) -> PatchGeom {
     let span = |n: usize, lo: usize, hi: usize| (n + lo + hi - d * (k - 1) - 1) / s + 1;
-    let geom = PatchGeom {
+    PatchGeom {
         h,
         w,
         kh: k,
@@ -446,8 +451,7 @@ fn runs_direct(isa: Isa, (_, c, g, _, h, w, k, s, d, pad): ConvCase) -> bool {
         pad: [pad[0], pad[1]],
         oh: span(h, pad[0], pad[2]),
         ow: span(w, pad[1], pad[3]),
-    };
-    DirectConv::pays(isa, &geom, c / g)
+    }
 }
 
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
@@ -478,8 +482,9 @@ fn wide_convolutions_on_every_tier() {
         (2, 6, 1, 40, 12, 26, 2, 2, 1, [1, 1, 1, 1]),
         (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
-        // more taps than the direct form takes (129 channels × 9 > 1152)
-        (1, 129, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
+        // more taps than the direct form takes (513 channels × 9: more than AVX2's 1152
+        // and AVX-512's 4608)
+        (1, 513, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
         // more than 1024 output pixels: a wide product whose rows of B the AVX-512 tiles
         // read in place too, and a 1 × 1's plain matrix, which they pack
         (1, 7, 1, 40, 36, 31, 3, 1, 1, [1, 1, 1, 1]),
@@ -504,7 +509,8 @@ fn wide_convolutions_on_every_tier() {
 /// the residual and the ReLU fused, on 1 and 2 threads (splits at panels of channels and at
 /// output rows, each thread copying the rows it reads). The AVX-512 tier runs the cases with
 /// at least 64 taps directly too (blocks of four registers, 64 channels, where more than 48
-/// are left; asserted for the last six, the last two of which AVX2 runs as GEMMs); the
+/// are left; asserted for the last seven, the last two of which AVX2 runs as GEMMs; the first
+/// of them has weights larger than L2, which the kernel asks for a chunk ahead); the
 /// Cranelift tier runs them as GEMMs.
 #[test]
 fn direct_convolutions_on_every_tier() {
@@ -532,6 +538,9 @@ fn direct_convolutions_on_every_tier() {
         // chunks (24 channels × 9 = 144 + 72), blocks of four, two and one registers
         (1, 8, 1, 40, 5, 70, 3, 1, 1, [1, 1, 1, 1]),
         (1, 24, 1, 56, 4, 125, 3, 1, 1, [1, 1, 1, 1]),
+        // weights larger than L2 (1024 channels × 1152 taps, 4.7 MB), asked for a chunk
+        // ahead
+        (1, 128, 1, 1024, 5, 12, 3, 1, 1, [1, 1, 1, 1]),
         // AVX-512's blocks of four registers, then two and a partial one (100 = 64 + 32 +
         // 4), a row of two segments, at stride 1 and 2
         (1, 16, 1, 100, 6, 70, 3, 1, 1, [1, 1, 1, 1]),
@@ -550,11 +559,20 @@ fn direct_convolutions_on_every_tier() {
             "{case:?} does not run directly on AVX2"
         );
     }
-    for &case in &cases[cases.len() - 6..] {
+    for &case in &cases[cases.len() - 7..] {
         assert!(
             runs_direct(Isa::Avx512, case) && case.3 > 48,
             "{case:?} does not run directly on AVX-512 in blocks of four registers"
         );
+    }
+    let big = cases[cases.len() - 7];
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        if let Some(direct) = DirectConv::new(isa, &geometry(big), big.1, big.3) {
+            assert!(
+                direct.prefetch,
+                "{big:?} does not prefetch its weights on {isa:?}"
+            );
+        }
     }
     check_conv_cases(&cases, |i| i % 2 == 0);
     // the weights an input: laid out by the driver on every call
@@ -580,21 +598,28 @@ fn direct_convolutions_on_every_tier() {
 /// its columns, the scratch block transposed into C): 7 × 7 outputs (the AVX-512 7 × 48 tile),
 /// 3 × 3 (the AVX2 tier's too), odd channel counts, groups, batches, strides, dilations,
 /// uneven paddings, a 1 × 1 kernel, the bias, the residual and the ReLU fused, on 1 and 2
-/// threads (a row split at a tile of channels, a column split at a tile of pixels).
+/// threads (a row split at a tile of channels, a column split at a tile of pixels). Each
+/// has fewer than 64 taps per group, which the AVX-512 tier leaves to the GEMM (asserted).
 #[test]
 fn transposed_convolutions_on_every_tier() {
     let cases = [
-        (2, 8, 1, 40, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (2, 7, 1, 40, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
         (1, 6, 2, 90, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
-        (1, 8, 1, 64, 5, 5, 3, 1, 1, [0, 0, 0, 0]),
-        (1, 16, 1, 48, 14, 14, 3, 2, 1, [1, 1, 1, 1]),
+        (1, 7, 1, 64, 5, 5, 3, 1, 1, [0, 0, 0, 0]),
+        (1, 7, 1, 48, 14, 14, 3, 2, 1, [1, 1, 1, 1]),
         (1, 4, 1, 64, 7, 7, 3, 1, 2, [2, 1, 2, 3]),
         (1, 32, 1, 64, 14, 14, 1, 2, 1, [0, 0, 0, 0]),
         (3, 5, 1, 37, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
         (1, 4, 1, 512, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
-        (1, 8, 1, 64, 10, 10, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 7, 1, 64, 10, 10, 3, 1, 1, [1, 1, 1, 1]),
         (2, 6, 3, 105, 6, 8, 3, 1, 1, [1, 0, 0, 1]),
     ];
+    for case in cases {
+        assert!(
+            !runs_direct(Isa::Avx512, case),
+            "{case:?} runs directly on AVX-512"
+        );
+    }
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
