@@ -1111,23 +1111,26 @@ impl DirectConv {
     ///
     /// Measured on AVX-512 (a 2-vCPU Intel Xeon, family 6 model 207, L2 2 MiB, though until
     /// [`cache_size`] read it the limits took 1 MiB; direct / GEMM, the median of 10
-    /// alternating pairs of processes, one thread; with L2 read as 2 MiB, VGG-19's 3 × 3 512
-    /// → 512 on 28 × 28, a 1.8 MB copy, runs directly in 0.74 of the GEMM's time, one profile): 3 × 3 64 → 64 on 56 × 56
-    /// 0.87–0.88, 128 → 128 on 28 × 28 0.86, 96 → 128 on 28 × 28 0.86, 32 → 64 on 112 × 112
-    /// 0.89, 64 ← 8 on 56 × 56 0.94, s2 128 ← 64 and 128 ← 128 on 56 × 56 0.85 and 0.87, the
-    /// 7 × 7 s2 stem 0.94–0.97; the VGG block 0.88–0.90, ResNet-18 0.91–0.96, Inception v1
-    /// and v2 0.95–0.98, ResNet-50 0.97, DenseNet-121 0.98, SqueezeNet 0.99; the 1 × 1s within
-    /// 2 % either way. From 1152 to 4608 taps (each block of output channels over all the
-    /// pixels, the weights larger than L2 asked for ahead, [`DirectConv::prefetch`]): six 3 ×
-    /// 3 512 → 512 on 7 × 7 in a chain 0.81–0.84 of the GEMM's time, eight 256 → 256 on 14 ×
-    /// 14 0.99, ResNet-18 0.94–0.96 (two threads 0.92), ResNet-50 0.97–0.98 (two threads 0.93)
-    /// (with up to 4608 taps before those two: 1.00 and 0.98 on one map, ResNet-18 1.01). Not taken: fewer than 64 taps (SqueezeNet's 3 × 3
-    /// s2 64 ← 3, 27 taps, 1.3–1.5: the stores of its cold output outweigh its few FMAs) and copies larger than L2
-    /// (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 × 224 1.00; VGG-19 with them
-    /// 1.11).
+    /// alternating pairs of processes, one thread): 3 × 3 64 → 64 on 56 × 56 0.87–0.88, 128 →
+    /// 128 on 28 × 28 0.86, 96 → 128 on 28 × 28 0.86, 32 → 64 on 112 × 112 0.89, 64 ← 8 on 56
+    /// × 56 0.94, s2 128 ← 64 and 128 ← 128 on 56 × 56 0.85 and 0.87, the 7 × 7 s2 stem
+    /// 0.94–0.97; the VGG block 0.88–0.90, ResNet-18 0.91–0.96, Inception v1 and v2
+    /// 0.95–0.98, ResNet-50 0.97, DenseNet-121 0.98, SqueezeNet 0.99; the 1 × 1s within 2 %
+    /// either way. With L2 read as 2 MiB, VGG-19's 3 × 3 512 → 512 on 28 × 28 (a 1.8 MB copy)
+    /// runs directly in 0.74 of the GEMM's time (one profile). From 1152 to 4608 taps (each
+    /// block of output channels over all the pixels, the weights larger than L2 asked for
+    /// ahead, [`DirectConv::prefetch`]): six 3 × 3 512 → 512 on 7 × 7 in a chain 0.81–0.84 of
+    /// the GEMM's time, eight 256 → 256 on 14 × 14 0.99, ResNet-18 0.94–0.96 (two threads
+    /// 0.92), ResNet-50 0.97–0.98 (two threads 0.93) (with up to 4608 taps before those two:
+    /// 1.00 and 0.98 on one map, ResNet-18 1.01). Not taken: fewer than 64 taps (SqueezeNet's
+    /// 3 × 3 s2 64 ← 3, 27 taps, 1.3–1.5: the stores of its cold output outweigh its few
+    /// FMAs) and copies larger than L2 (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 ×
+    /// 224 1.00; VGG-19 with them 1.11; with the present kernel 3 × 3 256 → 256 on 56 × 56
+    /// 0.89 and 128 → 128 on 112 × 112 0.92 alone, but VGG-19 with them 1.02–1.06).
     ///
-    /// On AVX2 (EPYC Zen 3, L2 512 KiB): the tap and copy limits were measured with the
-    /// kernel before the present one, which streamed all of a block's weights per 6 pixels;
+    /// On AVX2 (EPYC Zen 3, L2 512 KiB, which the limits took as 1 MiB until [`cache_size`]
+    /// read it): the tap and copy limits were measured with the kernel before the present
+    /// one, which streamed all of a block's weights per 6 pixels;
     /// the present kernel (taps in L1-sized chunks) was measured on 14 × 14 maps and up to
     /// 2304 taps without a gain (3 × 3 256 → 256 on 14 × 14 1.06, Inception v1, v2 and
     /// DenseNet-121 1.00–1.01), so they stay. Measured on the EPYC Zen 3 (direct /
