@@ -46,9 +46,9 @@ struct Share {
 
 /// How long a waiting thread spins before it sleeps. Measured on a 2-vCPU Intel Xeon (KVM,
 /// family 6 model 207), two threads, the median of 8–10 alternating pairs of processes, with
-/// 100 µs against none (sleeping at once): the dilated convolution 0.88, LeNet-5 at batch 64
-/// 0.80, the VGG block 0.91, the MobileNet block 0.92, ResNet-18 0.99, LeNet-5 at batch 1
-/// 1.05 (32 µs a run).
+/// 100 µs against none (sleeping at once), over two sets of pairs: the dilated convolution
+/// 0.88, LeNet-5 at batch 64 0.80, the VGG block 0.91–0.96, the MobileNet block 0.91–0.92,
+/// ResNet-18 0.96–0.99, LeNet-5 at batch 1 1.03–1.05 (32–36 µs a run).
 const SPIN: Duration = Duration::from_micros(100);
 
 /// Spins until `done()` or for `spin` (checking the clock every 64 rounds); whether `done()`.
