@@ -1300,6 +1300,18 @@ impl GemmDesc {
         self.m_blocks() == 1 || self.n_blocks() > 1
     }
 
+    /// How the driver computes the product, as the profile names it: `direct conv` (the
+    /// tier's direct kernel, [`DirectConv`]), `transposed gemm` ([`Swap`]), `wide gemm`
+    /// ([`Shifted`]) or `gemm` (the tiles over packed or in-place panels of B).
+    pub fn form(&self) -> &'static str {
+        match (self.direct, self.swap(), self.b) {
+            (Some(_), _, _) => "direct conv",
+            (None, Some(_), _) => "transposed gemm",
+            (None, None, BArena::Patches { shifted: Some(_), .. }) => "wide gemm",
+            _ => "gemm",
+        }
+    }
+
     /// The transposed form of the product ([`Swap`]), when it runs (not a direct convolution).
     pub fn swap(&self) -> Option<Swap> {
         match self.b {

@@ -120,6 +120,10 @@ pub struct KernelInfo {
     /// A rough measure of the kernel's work: the elements of the node's output, or its FLOPs
     /// (`kiln_ir::summary::op_flops`) over [`FLOPS_PER_WORK`] when that is more.
     pub work: usize,
+    /// How it computes its node where the compiler chose among several ways by the host and
+    /// the shapes: a `gemm` node's (or a dense layer's run by the GEMM driver)
+    /// [`gemm::GemmDesc::form`], such as `direct conv`; `None` for every other kernel.
+    pub form: Option<&'static str>,
     /// Whether it computes a value of the weights alone (a folded batch norm's weights, say):
     /// such kernels run once, when the weights are loaded, not on every run.
     pub prep: bool,
@@ -330,6 +334,7 @@ pub fn compile_training(
                         name,
                         extent: 1,
                         work: 0,
+                        form: None,
                         prep: true,
                         update: false,
                         fine_slices: true,
@@ -375,6 +380,7 @@ pub fn compile_training(
                     usize::try_from(kiln_ir::summary::op_flops(&node.op, &types, &node.ty) / FLOPS_PER_WORK)
                         .unwrap_or(usize::MAX),
                 ),
+                form: gemm.map(|i| gemms.descs[i].form()),
                 prep: constant.contains(&id),
                 update: phases.tail.contains(&id),
                 fine_slices: gemm.is_none_or(|i| gemms.descs[i].fine_slices()),

@@ -203,8 +203,11 @@ struct BenchArgs {
     runs: usize,
     /// Also time each JIT kernel on its own (median of `--runs` runs, on one thread, in that
     /// thread's CPU time, which other jobs on the machine do not inflate), slowest first: milliseconds, share, GFLOP/s, and the node of the model it computes with its op,
-    /// output and fused ops; the kernels that run once per set of weights in one line; the
-    /// total against the median run; and the kernel tier.
+    /// output and fused ops and, for a kernel of the GEMM driver (convolutions; dense layers at
+    /// larger batches), how the tier computes it (`→ direct conv`, `→ gemm`, `→ wide gemm`,
+    /// `→ transposed gemm`); the kernels that run
+    /// once per set of weights in one line; the total against the median run; and the kernel
+    /// tier.
     #[arg(long)]
     profile: bool,
     /// With `--profile`: show only the N slowest kernels (the rest in one line).
@@ -549,7 +552,7 @@ fn print_profile(
         .collect();
     let prep = m.profile_prep()?;
     let graph = m.graph();
-    let names = KernelNames::new(graph, m.source_graph());
+    let names = KernelNames::new(graph, m.source_graph(), m.kernels());
     // FLOPs as `kiln summary` counts them, per node of the optimized graph
     let flops: HashMap<kiln::ir::NodeId, u64> = kiln::ir::summary::summarize(graph)
         .rows
@@ -643,10 +646,13 @@ struct KernelNames<'a> {
     constant: HashSet<kiln::ir::NodeId>,
     /// Each node of `source`'s place in its topological order.
     order: HashMap<kiln::ir::NodeId, usize>,
+    /// How the kernels of a node of `graph` compute it, where the compiler chose
+    /// (`KernelInfo::form`: `direct conv`, `gemm`, ...).
+    forms: HashMap<kiln::ir::NodeId, &'static str>,
 }
 
 impl<'a> KernelNames<'a> {
-    fn new(graph: &'a Graph, source: &'a Graph) -> Self {
+    fn new(graph: &'a Graph, source: &'a Graph, kernels: &[kiln::jit::KernelInfo]) -> Self {
         let order = source
             .topo_order()
             .into_iter()
@@ -658,6 +664,7 @@ impl<'a> KernelNames<'a> {
             source,
             constant: kiln::passes::constant_nodes(graph),
             order,
+            forms: kernels.iter().filter_map(|k| Some((k.node, k.form?))).collect(),
         }
     }
 
@@ -710,9 +717,10 @@ impl<'a> KernelNames<'a> {
         found
     }
 
-    /// `conv1 (conv 3×3 s2, 64←3, 112×112, +bias+relu → gemm)`: the first node of the file
-    /// the kernel computes, its op and output, what the kernel fuses (the file's other nodes,
-    /// then any epilogue they do not name) and, when the passes changed it, the kernel's op.
+    /// `conv1 (conv 3×3 s2, 64←3, 112×112, +bias+relu → direct conv)`: the first node of the
+    /// file the kernel computes, its op and output, what the kernel fuses (the file's other
+    /// nodes, then any epilogue they do not name) and how the kernel computes it where the
+    /// compiler chose (`KernelInfo::form`), else, when the passes changed it, the kernel's op.
     fn label(&self, id: kiln::ir::NodeId) -> String {
         let node = self.graph.node(id);
         let found = self.sources(id);
@@ -749,7 +757,9 @@ impl<'a> KernelNames<'a> {
         if !fused.is_empty() {
             text = format!("{text}, +{}", fused.join("+"));
         }
-        if node.op.name() != primary.op.name() {
+        if let Some(form) = self.forms.get(&id) {
+            text = format!("{text} → {form}");
+        } else if node.op.name() != primary.op.name() {
             text = format!("{text} → {}", node.op.name());
         }
         format!("{} ({text})", primary.name)
