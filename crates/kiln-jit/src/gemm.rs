@@ -187,7 +187,7 @@ impl Blocking {
 
 /// The size in bytes of the level-`level` data (or unified) cache of CPU 0 (read from sysfs
 /// once per process).
-fn cache_size(level: u32) -> Option<usize> {
+pub(crate) fn cache_size(level: u32) -> Option<usize> {
     static SIZES: std::sync::OnceLock<[Option<usize>; 4]> = std::sync::OnceLock::new();
     let sizes = SIZES.get_or_init(|| [0, 1, 2, 3].map(read_cache_size));
     sizes.get(level as usize).copied().flatten()

@@ -156,8 +156,10 @@ const fn mk(mr: usize, nr: usize, f: MicroKernelFn) -> MicroKernel {
     MicroKernel { mr, nr, f }
 }
 
-/// The AVX-512 tiles (24 `zmm` accumulators each), the fastest per element first: 12 × 32;
-/// 6 × 64 for products with few rows (LeNet's 6 channels), where half of a 12-row tile would
+/// The AVX-512 tiles (24 `zmm` accumulators each), the main one first: 12 × 32, the tile the
+/// transposed products are weighed against ([`swap_tile_for`]), which pads narrow products
+/// least; 6 × 64, which the driver runs faster where L1 holds its panels ([`preferred`]) and
+/// which fits products with few rows (LeNet's 6 channels), where half of a 12-row tile would
 /// be padding; 8 × 48 for 8·k rows (16 channels: two 12-row tiles would be a third padding).
 #[cfg(target_arch = "x86_64")]
 const AVX512: [MicroKernel; 3] = [
@@ -323,19 +325,50 @@ pub fn swap_tile_for(isa: Isa, m: usize, n: usize, wide: Option<usize>) -> Optio
 }
 
 /// The tile of `isa` for an `m × n` product: the one that computes the fewest padded elements
-/// (`⌈m/mr⌉·mr · ⌈n/nr⌉·nr`), the main tile (the fastest per element) unless another saves a
-/// clear tenth of the padded work (the smaller tiles reuse each loaded B vector fewer times).
-/// `None` for the Cranelift tier and on hosts without the set.
+/// (`⌈m/mr⌉·mr · ⌈n/nr⌉·nr`), the tile fastest per element in the driver ([`preferred`])
+/// unless another saves a clear tenth of the padded work (the smaller tiles reuse each loaded
+/// B vector fewer times). `None` for the Cranelift tier and on hosts without the set.
 pub fn tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
     let padded = |k: &MicroKernel| m.div_ceil(k.mr) * k.mr * (n.div_ceil(k.nr) * k.nr);
-    let (first, rest) = tiles(isa).split_first()?;
-    let mut best = *first;
-    for k in rest {
+    let mut best = preferred(isa)?;
+    for k in tiles(isa) {
         if padded(k) * 10 < padded(&best) * 9 {
             best = *k;
         }
     }
     Some(best)
+}
+
+/// The tile fastest per element inside the driver, where A's panels (the broadcast operand)
+/// stream from L2 through every tile while a B panel stays in L1: on AVX-512, 6 × 64, which
+/// reads half of 12 × 32's A per FMA, where its B panel and A panel fit L1 at the blocking's
+/// depth (48 KiB do at 128 rows, 35 KiB; 32 KiB do not); else the main tile. Measured on a
+/// 2-vCPU Intel Xeon (family 6 model 207, L1d 48 KiB), one thread, `Sgemm::run_packed` with
+/// the two tiles alternated in one process (GFLOP/s, 6 × 64 vs 12 × 32, the zmm peak
+/// 167–173): 512 × 128 × 784 114 vs 108, 128 × 512 × 784 104 vs 98, 256 × 64 × 3136 104 vs
+/// 92, 64 × 256 × 3136 100–114 vs 86–89, but 1024 × 256 × 196 99 vs 106 (256 padded columns
+/// against 224: the tenth rule keeps 12 × 32 there); alone with panels in L1 both run at
+/// 150–153. In networks, paired runs with and without: four 1 × 1 bottlenecks (64 ↔ 256 on
+/// 56 × 56) 0.84, ResNet-50 0.95–0.97 (two threads 0.96), SqueezeNet 0.94–0.99, VGG-19 0.95,
+/// Inception v2 and ShuffleNet 0.97, DenseNet-121 0.99 (1.06 in a first set), the rest ±1 %.
+fn preferred(isa: Isa) -> Option<MicroKernel> {
+    preferred_for(isa, crate::gemm::cache_size(1).unwrap_or(32 << 10))
+}
+
+/// [`preferred`] with `l1` bytes of L1.
+fn preferred_for(isa: Isa, l1: usize) -> Option<MicroKernel> {
+    let (main, rest) = tiles(isa).split_first()?;
+    let wide = rest
+        .iter()
+        .find(|k| k.mr == 6 && k.nr == 64)
+        .filter(|_| isa == Isa::Avx512);
+    Some(
+        *wide
+            .filter(|k| {
+                crate::gemm::Blocking::for_caches(l1, 1 << 20, k.mr, k.nr).kc * (k.mr + k.nr) * 4 <= l1
+            })
+            .unwrap_or(main),
+    )
 }
 
 #[cfg(test)]
@@ -361,6 +394,27 @@ mod tests {
             for k in swap_tiles(isa) {
                 assert_eq!(isa_of(k), Some(isa));
             }
+        }
+    }
+
+    /// The plain products run on AVX-512's 6 × 64 where L1 holds its panels (48 KiB), else
+    /// on 12 × 32, except where 12 × 32 pads a clear tenth less (ResNet-50's 14 × 14 maps: 224
+    /// columns against 256).
+    #[test]
+    fn the_driver_prefers_six_by_sixty_four_where_l1_holds_it() {
+        if Isa::Avx512.available() {
+            let tile = |k: Option<MicroKernel>| k.map(|k| (k.mr, k.nr));
+            assert_eq!(tile(preferred_for(Isa::Avx512, 48 << 10)), Some((6, 64)));
+            assert_eq!(tile(preferred_for(Isa::Avx512, 32 << 10)), Some((12, 32)));
+            assert_eq!(tile(tile_for(Isa::Avx512, 1024, 196)), Some((12, 32)));
+            assert_eq!(
+                tile(tile_for(Isa::Avx512, 256, 3136)),
+                tile(preferred(Isa::Avx512))
+            );
+        }
+        if Isa::Avx2.available() {
+            let main = tiles(Isa::Avx2).first().map(|k| (k.mr, k.nr));
+            assert_eq!(preferred_for(Isa::Avx2, 48 << 10).map(|k| (k.mr, k.nr)), main);
         }
     }
 
