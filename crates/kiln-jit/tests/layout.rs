@@ -184,6 +184,51 @@ fn concatenations_on_every_axis() {
     check(&graph(op, &[vec![1, 58, 14, 14], vec![1, 58, 14, 14]]), 9);
 }
 
+/// Fire modules (SqueezeNet's): convolutions that only a concatenation reads are written
+/// straight into their slices of its slot (`Plan::slices`) at a batch of one, beside an input
+/// the concatenation copies (read elsewhere too); at a batch of two every input is copied.
+/// Either way the JIT equals the interpreter on every tier, with the passes that make the
+/// convolutions GEMMs and direct convolutions.
+#[test]
+fn concatenations_of_values_written_into_their_slices() {
+    for batch in [1, 2] {
+        let src = format!(
+            "graph fire {{
+  input %x: f32[{batch}, 16, 9, 9]
+  param %s.weight: f32[16, 16, 1, 1]
+  %s = conv2d(%x, %s.weight): f32[{batch}, 16, 9, 9]
+  %sr = relu(%s)
+  param %e1.weight: f32[32, 16, 1, 1]
+  param %e1.bias: f32[32]
+  %e1 = conv2d(%sr, %e1.weight, %e1.bias): f32[{batch}, 32, 9, 9]
+  %e1r = relu(%e1)
+  param %e3.weight: f32[48, 16, 3, 3]
+  %e3 = conv2d(%sr, %e3.weight) {{padding=[1, 1, 1, 1]}}: f32[{batch}, 48, 9, 9]
+  %e3r = relu(%e3)
+  %cat = concat(%e1r, %sr, %e3r) {{axis=1}}
+  %y = softmax(%cat) {{axis=1}}
+  output %y
+}}"
+        );
+        let g = kiln_ir::text::parse(&src).unwrap();
+        let m = kiln_jit::compile(&g, &JitOptions::default()).unwrap();
+        let sliced = m.plan().slices.len();
+        assert_eq!(sliced, if batch == 1 { 2 } else { 0 }, "batch {batch}");
+        for tier in tiers() {
+            for threads in [1, 2] {
+                let options = JitOptions {
+                    gemm_tier: tier,
+                    threads,
+                    ..JitOptions::default()
+                };
+                if let Err(e) = jit_matches_interpreter_with(&g, 11, &options) {
+                    panic!("batch {batch}, tier {tier:?}, {threads} threads: {e}");
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
