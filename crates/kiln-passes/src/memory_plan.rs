@@ -11,8 +11,9 @@
 //! concatenation's slot where that slice is one 64-byte aligned run ([`concat_slices`]); the
 //! slot is taken when the first such value is written. Graph inputs, weights, values computed
 //! from weights alone (computed once when the weights are loaded) and graph outputs are never
-//! reused. Scratch memory of a kernel lives for that kernel only. Every slot is 64-byte aligned. Kernels of one step never overlap in
-//! time (the pool puts a barrier between kernels), so reuse needs no further synchronisation.
+//! reused. Scratch memory of a kernel lives for that kernel only. Every slot is 64-byte
+//! aligned. Kernels of one step never overlap in time (the pool puts a barrier between
+//! kernels), so reuse needs no further synchronisation.
 //!
 //! Every size and offset is computed with checked arithmetic: a value's (and a scratch
 //! region's) bytes by `kiln_ir::limits::check_bytes`, the arena's growth by `checked_add`, and
