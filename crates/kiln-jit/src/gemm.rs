@@ -548,11 +548,14 @@ pub unsafe fn gemm_with(
     // processes, one thread): wide patch matrices, 3 × 3 128 → 128 on 112 × 112 0.86, VGG-19
     // 0.89–0.94, SqueezeNet 0.95–0.98; but on products of fewer columns ResNet-18 1.02–1.04
     // (its 3 × 3s on 14 × 14, 1.86 → 1.93 ms each), so from 1024 columns only; and plain
-    // matrices now 0.86 and now 1.01 (1 × 1 64 ← 256 on 56 × 56), the MobileNet block's 1 × 1
-    // 64 ← 32 on 112 × 112 1.08, so none
+    // matrices of at most 32 rows of A only, where each B element feeds so few FMAs that
+    // packing it costs as much as the product (SqueezeNet's 16-channel 1 × 1s on 55 × 55: 16 ←
+    // 128 0.20 → 0.11 ms, SqueezeNet 0.98; up to 64 rows: ResNet-50 0.99, Inception v2 1.035;
+    // 1 × 1 64 ← 256 on 56 × 56 0.86 and then 1.01, the MobileNet block's 64 ← 32 on 112 × 112
+    // 1.08)
     let avx512 = crate::gemm_simd::isa_of(kern) == Some(Isa::Avx512);
     let in_place = match p.b {
-        BSource::Matrix { .. } if p.m > 128 || avx512 => None,
+        BSource::Matrix { .. } if p.m > 128 || (avx512 && p.m > 32) => None,
         _ if avx512 && p.n < 1024 => None,
         _ => p.b.runs().zip(crate::gemm_simd::rows_kernel(kern)),
     };

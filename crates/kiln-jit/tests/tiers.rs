@@ -454,6 +454,25 @@ fn geometry((_, _, _, _, h, w, k, s, d, pad): ConvCase) -> PatchGeom {
     }
 }
 
+/// Pointwise (1 × 1, stride 1) convolutions, whose B is the image itself as a plain matrix:
+/// on AVX-512 a product of at most 32 output channels and 1024 pixels or more reads B's rows
+/// in place (the tiles' twins over a table of row starts), more channels pack them; edge strips
+/// (pixels not a multiple of the tile's columns), batches, several K blocks (300 channels in)
+/// and the residual, on every tier and 1 and 2 threads.
+#[test]
+fn pointwise_convolutions_on_every_tier() {
+    let p = [0; 4];
+    let cases = [
+        (1, 24, 1, 16, 32, 40, 1, 1, 1, p),
+        (2, 40, 1, 32, 33, 33, 1, 1, 1, p),
+        (1, 8, 1, 24, 30, 37, 1, 1, 1, p),
+        (1, 300, 1, 20, 32, 33, 1, 1, 1, p),
+        (1, 16, 1, 33, 32, 33, 1, 1, 1, p),
+        (1, 12, 1, 7, 16, 9, 1, 1, 1, p),
+    ];
+    check_conv_cases(&cases, |i| i % 2 == 1);
+}
+
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
 /// over a zero-padded copy of the image, split into phases for a stride, then moved into
 /// place; more than 32 output channels per group, so that the GEMM runs them): strides 1 to 3,
