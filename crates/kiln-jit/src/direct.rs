@@ -2603,33 +2603,13 @@ unsafe fn segment_block<S: Simd, const P: usize>(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        match regs {
-            4 if j.prefetch => quad_segment::<S, true>(j, seg, o0, sums),
-            4 => quad_segment::<S, false>(j, seg, o0, sums),
-            2 => direct_conv_segment::<S, P, 2, false>(j, seg, o0, sums),
+        match (regs, j.prefetch, quad_block(S::LANES)) {
+            (4, true, 3) => direct_conv_segment::<S, 3, 4, true>(j, seg, o0, sums),
+            (4, true, _) => direct_conv_segment::<S, 6, 4, true>(j, seg, o0, sums),
+            (4, false, 3) => direct_conv_segment::<S, 3, 4, false>(j, seg, o0, sums),
+            (4, false, _) => direct_conv_segment::<S, 6, 4, false>(j, seg, o0, sums),
+            (2, _, _) => direct_conv_segment::<S, P, 2, false>(j, seg, o0, sums),
             _ => direct_conv_segment::<S, P, 1, false>(j, seg, o0, sums),
-        }
-    }
-}
-
-/// [`direct_conv_segment`] in a block of four registers by [`quad_block`] pixels, asking for
-/// the weights ahead with `PF`.
-///
-/// # Safety
-/// As [`direct_conv_segment`].
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn quad_segment<S: Simd, const PF: bool>(
-    j: &DirectConvJob,
-    seg: [usize; 2],
-    o0: usize,
-    sums: &mut Sums<S>,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        match quad_block(S::LANES) {
-            3 => direct_conv_segment::<S, 3, 4, PF>(j, seg, o0, sums),
-            _ => direct_conv_segment::<S, 6, 4, PF>(j, seg, o0, sums),
         }
     }
 }

@@ -205,9 +205,8 @@ struct BenchArgs {
     /// thread's CPU time, which other jobs on the machine do not inflate), slowest first: milliseconds, share, GFLOP/s, and the node of the model it computes with its op,
     /// output and fused ops and, for a kernel of the GEMM driver (convolutions; dense layers at
     /// larger batches), how the tier computes it (`→ direct conv`, `→ gemm`, `→ wide gemm`,
-    /// `→ transposed gemm`); the kernels that run
-    /// once per set of weights in one line; the total against the median run; and the kernel
-    /// tier.
+    /// `→ transposed gemm`); the kernels that run once per set of weights in one line; the
+    /// total against the median run; and the kernel tier.
     #[arg(long)]
     profile: bool,
     /// With `--profile`: show only the N slowest kernels (the rest in one line).
