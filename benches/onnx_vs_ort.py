@@ -35,7 +35,9 @@ max |kiln - ORT| / max |ORT|, per output, the worst output; pass = rel <= 1e-4);
 time per run of `kiln bench --engine jit --threads T` (with `--gemm-tier X` for each tier of
 `--tier`) and of an ORT session with `intra_op_num_threads = T` (inter-op 1), each in its own
 process pinned with the same `taskset -c` (T = 1: the last CPU; T = 2: the last two), kiln and
-ORT alternating, `--rounds` times each (the figure is the median of the rounds'). `--clock
+ORT alternating, `--rounds` times each (each time is the median of the rounds'; the ratio
+kiln/ORT is the median of the rounds' ratios, each of a kiln time and the ORT time measured
+right after it, so that a slow spell of a shared machine weighs on both sides). `--clock
 cpu` times CPU time, which the other jobs of a shared machine do not inflate: kiln's is the
 difference of the CPU time (wait4) of a 1-run (the lesser of two) and a (1 + k)-run `kiln
 bench` process over k (compilation and start-up cancel), ORT's the process CPU time over its
@@ -670,8 +672,9 @@ def unsupported_ops(text):
 def measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra=None, tiers=(None,), clock="auto"):
     """Everything one row needs: check, error against ORT, FLOPs, times per run
     (`row['times'][T]`: {tier: kiln ms, 'ort': ORT ms} at T threads, on the clock
-    `clock_for(clock, T)`; tier None = kiln's default). Never raises: a failure is recorded in
-    `row['error']` with the stage that failed."""
+    `clock_for(clock, T)`; tier None = kiln's default), and the ratios kiln / ORT
+    (`row['ratios'][T][tier]`: the median of the rounds' ratios). Never raises: a failure is
+    recorded in `row['error']` with the stage that failed."""
     import numpy as np
 
     os.makedirs(workdir, exist_ok=True)
@@ -721,6 +724,10 @@ def measure(kiln, name, path, workdir, seed, runs, rounds, threads, extra=None, 
                     per[t][tier].append(kiln_ms(kiln, path, t, runs, tier, clock_for(clock, t)))
                 per[t]["ort"].append(ort_ms(path, inputs, t, runs, clock_for(clock, t)))
         row["times"] = {t: {k: float(np.median(v)) for k, v in d.items()} for t, d in per.items()}
+        # each round's kiln time over the ORT time measured right after it: the median of
+        # those is the ratio (a slow spell of a shared host lands on both of a round)
+        row["ratios"] = {t: {k: float(np.median([a / b for a, b in zip(d[k], d["ort"])])) for k in tiers}
+                         for t, d in per.items()}
     except Exception as e:  # a failing model must not stop the others
         row["error"] = f"{type(e).__name__}: {e}"
     return row
@@ -746,6 +753,11 @@ def tier_label(tier):
     return "kiln" if tier is None else tier
 
 
+def ratio(r, t, tier):
+    """kiln / ORT for row `r` at `t` threads on `tier`: the median of the rounds' ratios."""
+    return r["ratios"][t][tier]
+
+
 def print_table(rows, threads, extra_cols=(), tiers=(None,), peak_gflops=None, clock="auto"):
     """The results table, the geomeans, the worst ratios and every failure in full. Per thread
     count T: kiln's median ms (per tier), ORT's, the ratio kiln/ORT (per tier) and kiln's
@@ -759,8 +771,7 @@ def print_table(rows, threads, extra_cols=(), tiers=(None,), peak_gflops=None, c
         for tier in tiers:
             title = "ratio" if len(tiers) == 1 else f"r:{tier_label(tier)}"
             cols.append((title, max(6, len(title)), t,
-                         lambda r, t, tier=tier: f"{r['times'][t][tier] / r['times'][t]['ort']:.2f}"
-                         if r["times"][t]["ort"] > 0 else "—"))
+                         lambda r, t, tier=tier: f"{ratio(r, t, tier):.2f}"))
         if peak_gflops:
             for tier in tiers:
                 title = "%peak" if len(tiers) == 1 else f"%pk:{tier_label(tier)}"
@@ -793,8 +804,7 @@ def print_table(rows, threads, extra_cols=(), tiers=(None,), peak_gflops=None, c
           "(> 1: kiln slower), and the worst ratios:")
     for t in threads:
         for tier in tiers:
-            ratios = sorted(((r["times"][t][tier] / r["times"][t]["ort"], r["name"]) for r in timed
-                             if t in r["times"]), reverse=True)
+            ratios = sorted(((ratio(r, t, tier), r["name"]) for r in timed if t in r["times"]), reverse=True)
             g = geomean([x for x, _ in ratios])
             worst = ", ".join(f"{n} {x:.2f}" for x, n in ratios[:4])
             print(f"  {t} thread{'s' if t > 1 else ' '} ({clock_for(clock, t)} time), {tier_label(tier):<9} "
@@ -942,7 +952,7 @@ def main():
     ok = print_table(rows, threads, extra_cols=[("summary", 7)], tiers=tiers, peak_gflops=widest, clock=clock)
     ok &= all(r.get("summary", "same") == "same" for r in rows)
     print(f"\nrel err: max |kiln − ORT| / max |ORT| over the output (worst output), pass: ≤ {REL_TOL:g}; "
-          "ratio: kiln / ORT time per run (> 1: kiln slower); summary: `kiln summary` totals on the "
+          "ratio: kiln / ORT time per run, the median of the rounds' ratios (> 1: kiln slower); summary: `kiln summary` totals on the "
           ".onnx vs the .kiln zoo; %peak: kiln's GFLOP/s (`kiln summary`'s FLOPs / median) over T cores' "
           "widest FMA peak (the best of the start and end measurements)")
     sys.exit(0 if ok else 1)
