@@ -187,7 +187,7 @@ impl Blocking {
 
 /// The size in bytes of the level-`level` data (or unified) cache of CPU 0 (read from sysfs
 /// once per process).
-pub(crate) fn cache_size(level: u32) -> Option<usize> {
+pub fn cache_size(level: u32) -> Option<usize> {
     static SIZES: std::sync::OnceLock<[Option<usize>; 4]> = std::sync::OnceLock::new();
     let sizes = SIZES.get_or_init(|| [0, 1, 2, 3].map(read_cache_size));
     sizes.get(level as usize).copied().flatten()
@@ -1077,6 +1077,15 @@ pub struct DirectConv {
     /// eight 256 → 256 on 14 × 14 0.95; where the weights fit (the VGG block, the dilated
     /// convolution) asking cost 6–9 %, so they do not.
     pub prefetch: bool,
+    /// The output pixels per band: whole output rows, their padded rows of the image at most
+    /// half of L2 (all of them where the whole copy fits L2). The driver copies a band's rows
+    /// just before its pixels run, so that the kernel reads them from L2.
+    pub band: usize,
+    /// `Some(relu)` where the kernel finishes C itself as it stores the sums (the bias, then
+    /// the residual, then the ReLU when `relu`: the node's epilogue, whose pass over C is
+    /// then skipped); `None` where the node's epilogue runs after the kernel (one the Rust
+    /// tiers do not have, or the Cranelift tier's).
+    pub finish: Option<bool>,
 }
 
 impl DirectConv {
@@ -1109,7 +1118,9 @@ impl DirectConv {
     /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18); on AVX2 with at
     /// most 576 taps (channels × kernel), or at most 1152 where the padded copy of the image
     /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps where the copy
-    /// fits L2 (as at stride 2 on AVX2), and with a kernel wider than 1 × 1 whatever the
+    /// fits L2 (as at stride 2 on AVX2), or with 1024 taps or more whatever the copy (in
+    /// bands of rows whose copy fits half of L2, [`DirectConv::band`]), and with a kernel
+    /// wider than 1 × 1 whatever the
     /// width of the rows (a row's last pixels run in a block of as many: 3 × 3 128 → 128 on 14
     /// × 14 0.81 of the GEMM's time, on 7 × 7 0.79, 64 → 64 on 13 × 13 0.73, Inception v2
     /// 0.93, SqueezeNet and Inception v1 0.98; 1 × 1s on 14 × 14 and 7 × 7 0.98–1.01).
@@ -1131,7 +1142,11 @@ impl DirectConv {
     /// 3 × 3 s2 64 ← 3, 27 taps, 1.3–1.5: the stores of its cold output outweigh its few
     /// FMAs) and copies larger than L2 (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 ×
     /// 224 1.00; VGG-19 with them 1.11; with the present kernel 3 × 3 256 → 256 on 56 × 56
-    /// 0.89 and 128 → 128 on 112 × 112 0.92 alone, but VGG-19 with them 1.02–1.06).
+    /// 0.89 and 128 → 128 on 112 × 112 0.92 alone, but VGG-19 with them 1.02–1.06). In bands
+    /// (each band's rows copied just before its pixels run, read from L2, not from memory),
+    /// with 1024 taps or more: 128 → 128 on 112 × 112 0.93–0.99 (one pair set 1.09), 256 →
+    /// 256 on 56 × 56 0.96–1.02, VGG-19 0.92–1.00 (two threads 0.88 and 1.09: noise of a host
+    /// in two speeds); with 576 taps (64 → 64 on 224 × 224) 1.04–1.09, so not below 1024.
     ///
     /// On AVX2 (EPYC Zen 3, L2 512 KiB, which the limits took as 1 MiB until [`cache_size`]
     /// read it): the tap and copy limits were measured with the kernel before the present
@@ -1175,7 +1190,7 @@ impl DirectConv {
         let fits_l2 = copy.is_some_and(|c| c <= fits);
         let taps_ok = match isa {
             Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
-            Isa::Avx512 => (64..=4608).contains(&taps) && fits_l2,
+            Isa::Avx512 => (64..=4608).contains(&taps) && (fits_l2 || taps >= 1024),
             Isa::Cranelift => false,
         };
         // (AVX-512 runs a row's last pixels in a smaller block, which pays for kernels wider
@@ -1224,6 +1239,7 @@ impl DirectConv {
             .max(1)
             .next_multiple_of(cb)
             .checked_mul(taps)?;
+        let band = DirectConv::band_of(isa, g, channels.div_ceil(cb).checked_mul(cb)?, [hp, wp])?;
         (pad_len <= DirectConv::MAX_PAD).then_some(DirectConv {
             f: k.direct_conv,
             lanes,
@@ -1238,7 +1254,25 @@ impl DirectConv {
                 .saturating_mul(rows.next_multiple_of(lanes))
                 .saturating_mul(4)
                 > cache_size(2).unwrap_or(1 << 20),
+            band,
+            finish: None,
         })
+    }
+
+    /// [`DirectConv::band`] for a copy of `channels` planes of `hp × wp` on `isa`: bands on
+    /// AVX-512 only (on the AVX2 tier, 3 × 3 64 → 64 on 224 × 224 in bands took 1.04 of the
+    /// time of one copy, VGG-19 1.00; measured on the Intel Xeon of [`DirectConv::pays`]).
+    fn band_of(isa: Isa, g: &PatchGeom, channels: usize, [hp, wp]: [usize; 2]) -> Option<usize> {
+        let all = g.oh.checked_mul(g.ow)?;
+        let l2 = cache_size(2).unwrap_or(1 << 20);
+        let row = channels.checked_mul(wp)?.checked_mul(4)?.max(1);
+        if isa != Isa::Avx512 || row.checked_mul(hp)? <= l2 {
+            return Some(all);
+        }
+        // output rows r read (r − 1)·stride + the kernel's extent padded rows
+        let extent = (g.kh.max(1) - 1).checked_mul(g.dilation[0])? + 1;
+        let rows = (l2 / 2 / row).saturating_sub(extent) / g.stride[0].max(1) + 1;
+        rows.min(g.oh).checked_mul(g.ow)
     }
 
     /// The padded rows `[r0, r1)` of the copy the output pixels `cols` (`y·ow + x`) read.
@@ -1622,24 +1656,35 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         ) = (d.direct, direct.as_mut(), d.b)
         {
             let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
-            let need = dc.copy_rows(&geom, cols);
-            let image = copy_needed(&mut copied, (n, g), need).then_some((image.cast_const(), need));
-            // SAFETY: as below; the image is this item's group of channels, `a` its weights.
-            unsafe {
-                run_direct(
-                    d,
-                    &dc,
-                    [rows, cols],
-                    (a, a_packed, g),
-                    held,
-                    image,
-                    &geom,
-                    channels / d.groups,
-                    c,
-                    bufs,
-                )
-            }?;
-            epilogue_at(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0], None);
+            // band by band, each band's rows of the copy made just before its pixels run
+            let band = dc.band.max(1);
+            let mut c0 = cols[0];
+            while c0 < cols[1] {
+                let c1 = cols[1].min((c0 / band + 1) * band);
+                let need = dc.copy_rows(&geom, [c0, c1]);
+                let image = copy_needed(&mut copied, (n, g), need).then_some((image.cast_const(), need));
+                // SAFETY: as below; the image is this item's group of channels, `a` its
+                // weights, `[c0, c1)` inside the item's columns, the bias and the residual
+                // this group's (C's layout).
+                unsafe {
+                    run_direct(
+                        d,
+                        &dc,
+                        [rows, [c0, c1]],
+                        (a, a_packed, g),
+                        held,
+                        image,
+                        &geom,
+                        channels / d.groups,
+                        (c, bias, res),
+                        bufs,
+                    )
+                }?;
+                if dc.finish.is_none() {
+                    epilogue_at(rows[0], c0, rows[1] - rows[0], c1 - c0, None);
+                }
+                c0 = c1;
+            }
             continue;
         }
         if let (
@@ -1740,12 +1785,14 @@ thread_local! {
 /// One work item of a direct convolution ([`DirectConv`]): rows `rows` (output channels of
 /// group `g`, weights at `a`, `mg × kg`, or packed in panels in `a_packed`) and output pixels
 /// `cols` of C (`c`, rows `l` apart), from `image` (`channels` planes of the group) when the
-/// buffers do not already hold the padded rows it names. Without packed weights, they are
-/// laid out tap-major again only when the group differs from `held`'s.
+/// buffers do not already hold the padded rows it names, finished with the group's `bias`
+/// and `res`idual where the kernel finishes C ([`DirectConv::finish`]). Without packed
+/// weights, they are laid out tap-major again only when the group differs from `held`'s.
 ///
 /// # Safety
-/// As `run_items`: `a`, `image` and `c` point at this item's weights, image and C in the
-/// arena; `dc` was made for this node's geometry and `channels`.
+/// As `run_items`: `a`, `image`, `c`, `bias` and `res` point at this item's weights, image,
+/// C, bias (a float per row) and residual (C's layout) in the arena; `dc` was made for this
+/// node's geometry and `channels`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_direct(
     d: &GemmDesc,
@@ -1756,7 +1803,7 @@ unsafe fn run_direct(
     image: Option<(*const f32, [usize; 2])>,
     geom: &PatchGeom,
     channels: usize,
-    c: *mut f32,
+    (c, bias, res): (*mut f32, Option<*mut f32>, Option<*mut f32>),
     (pad, wt_buf, off): &mut DirectBufs,
 ) -> Result<(), &'static str> {
     if rows[0] > rows[1] || rows[1] > d.mg || cols[0] > cols[1] || cols[1] > d.l || dc.lanes == 0 {
@@ -1834,6 +1881,11 @@ unsafe fn run_direct(
         l: d.l,
         chunk: dc.chunk,
         prefetch: dc.prefetch,
+        finish: dc.finish.map(|relu| crate::direct::Finish {
+            bias: bias.map_or(std::ptr::null(), |b| b.cast_const()),
+            res: res.map_or(std::ptr::null(), |r| r.cast_const()),
+            relu,
+        }),
     };
     // SAFETY: the job's pointers and sizes as `direct::direct_conv` requires: C's rows and
     // columns of the item, the padded copy with its slack (`DirectConv::new`) holding the rows

@@ -591,6 +591,10 @@ impl Gemms {
             None
         } else if let Some(f) = rust_epilogue {
             desc.epilogue = Some(f);
+            // a direct convolution finishes C as it stores it (no pass of its own over C)
+            if let Some(dc) = desc.direct.as_mut() {
+                dc.finish = Some(g.activation.is_some());
+            }
             None
         } else {
             let mut sig = module.make_signature();
