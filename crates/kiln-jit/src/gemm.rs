@@ -1146,7 +1146,7 @@ impl DirectConv {
     /// (each band's rows copied just before its pixels run, read from L2, not from memory),
     /// with 1024 taps or more: 128 → 128 on 112 × 112 0.93–0.99 (one pair set 1.09), 256 →
     /// 256 on 56 × 56 0.96–1.02, VGG-19 0.92–1.00 (two threads 0.88 and 1.09: noise of a host
-    /// in two speeds); with 576 taps (64 → 64 on 224 × 224) 1.04–1.09, so not below 1024.
+    /// in two speeds); with 576 taps (64 → 64 on 224 × 224) 1.09, so not below 1024.
     ///
     /// On AVX2 (EPYC Zen 3, L2 512 KiB, which the limits took as 1 MiB until [`cache_size`]
     /// read it): the tap and copy limits were measured with the kernel before the present
