@@ -1120,10 +1120,10 @@ impl DirectConv {
     /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps where the copy
     /// fits L2 (as at stride 2 on AVX2), or with 1024 taps or more whatever the copy (in
     /// bands of rows whose copy fits half of L2, [`DirectConv::band`]), and with a kernel
-    /// wider than 1 × 1 whatever the
-    /// width of the rows (a row's last pixels run in a block of as many: 3 × 3 128 → 128 on 14
-    /// × 14 0.81 of the GEMM's time, on 7 × 7 0.79, 64 → 64 on 13 × 13 0.73, Inception v2
-    /// 0.93, SqueezeNet and Inception v1 0.98; 1 × 1s on 14 × 14 and 7 × 7 0.98–1.01).
+    /// wider than 1 × 1 whatever the width of the rows (a row's last pixels run in a block of
+    /// as many: 3 × 3 128 → 128 on 14 × 14 0.81 of the GEMM's time, on 7 × 7 0.79, 64 → 64
+    /// on 13 × 13 0.73, Inception v2 0.93, SqueezeNet and Inception v1 0.98; 1 × 1s on 14 ×
+    /// 14 and 7 × 7 0.98–1.01).
     ///
     /// Measured on AVX-512 (a 2-vCPU Intel Xeon, family 6 model 207, L2 2 MiB, though until
     /// [`cache_size`] read it the limits took 1 MiB; direct / GEMM, the median of 10

@@ -348,9 +348,10 @@ pub fn tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
 /// vs 12 × 32, the zmm peak 167–173): 512 × 128 × 784 114 vs 108, 128 × 512 × 784 104 vs
 /// 98, 256 × 64 × 3136 104 vs 92, 64 × 256 × 3136 100–114 vs 86–89, but 1024 × 256 × 196 99
 /// vs 106 (256 padded columns against 224: the tenth rule keeps 12 × 32 there); alone with
-/// panels in L1 both run at 150–153. In networks, paired runs with and without: four 1 × 1 bottlenecks (64 ↔ 256 on
-/// 56 × 56) 0.84, ResNet-50 0.95–0.97 (two threads 0.96), SqueezeNet 0.94–0.99, VGG-19 0.95,
-/// Inception v2 and ShuffleNet 0.97, DenseNet-121 0.99 (1.06 in a first set), the rest ±1 %.
+/// panels in L1 both run at 150–153. In networks, paired runs with and without: four 1 × 1
+/// bottlenecks (64 ↔ 256 on 56 × 56) 0.84, ResNet-50 0.95–0.97 (two threads 0.96),
+/// SqueezeNet 0.94–0.99, VGG-19 0.95, Inception v2 and ShuffleNet 0.97, DenseNet-121 0.99
+/// (1.06 in a first set), the rest ±1 %.
 fn preferred(isa: Isa) -> Option<MicroKernel> {
     preferred_for(isa, crate::gemm::cache_size(1).unwrap_or(32 << 10))
 }
