@@ -556,8 +556,10 @@ impl Gemms {
         let mut desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
             .map_err(JitError::Codegen)?;
         // a convolution with too few output channels to fill a tile, or of a shape where it was
-        // measured faster: the tier's direct kernel
+        // measured faster: the tier's direct kernel (an im2col's patches only, not a plain B
+        // read as patches by a transposed product)
         if rust.is_some()
+            && patches.is_some()
             && let gemm::BArena::Patches {
                 channels,
                 geom,

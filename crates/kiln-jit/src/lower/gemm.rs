@@ -66,8 +66,18 @@ pub fn gemm_desc(
                 swap,
             }
         }
-        None => BArena::Matrix {
-            offset: ins[1].0.offset,
+        // a plain B computed transposed where that pads it clearly less (`Swap::for_matrix`)
+        None => match crate::gemm::Swap::for_matrix(&kernel, ad[0] / g.groups.max(1), bd[2]) {
+            Some(swap) => BArena::Patches {
+                offset: ins[1].0.offset,
+                channels: ad[1].saturating_mul(g.groups),
+                geom: PatchGeom::matrix(bd[2]),
+                shifted: None,
+                swap: Some(swap),
+            },
+            None => BArena::Matrix {
+                offset: ins[1].0.offset,
+            },
         },
     };
     let mut d = GemmDesc {
