@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """kiln vs ONNX Runtime on the same ONNX files.
 
-Three sets of networks (all by default; `--sets zoo,speed,light` picks some):
+Three sets of networks (all by default, none when ONNX files are given; `--sets
+zoo,speed,light` picks some):
 
   zoo    the zoo networks (LeNet-5, AlexNet, VGG-16, ResNet-18, the MobileNet block), each
          read from examples/models/NET.kiln by the small text-IR reader below (Python,
@@ -886,7 +887,7 @@ def main():
     runs = int(arg(args, "--runs", "10"))
     rounds = int(arg(args, "--rounds", "3"))
     threads = parse_threads(arg(args, "--threads", "1,2"))
-    sets = arg(args, "--sets", "zoo,speed,light").split(",")
+    sets = arg(args, "--sets", None)
     only = arg(args, "--nets", None)
     only = set(only.split(",")) if only else None
     exe = arg(args, "--kiln", None)
@@ -898,6 +899,11 @@ def main():
     files = [a for a in args if not a.startswith("--")]
     if len(files) != len(args):
         raise SystemExit(f"unknown option in {args}; see --help")
+    # the three sets by default, none when files are given (`--sets` adds some to them)
+    sets = [s for s in (sets if sets is not None else "" if files else "zoo,speed,light").split(",") if s]
+    unknown = [s for s in sets if s not in ("zoo", "speed", "light")]
+    if unknown:
+        raise SystemExit(f"--sets {','.join(unknown)}: the sets are zoo, speed and light")
     os.makedirs(WORK, exist_ok=True)
     kiln = kiln_bin(exe)
 
