@@ -808,7 +808,7 @@ unsafe fn pool_planes<S: Shift, const MAX: bool>(
         if tiles_2x2(g) {
             return pool_tiles::<S, MAX>(&mut k, g, y, (begin, end, planes));
         }
-        if let Some(cg) = channels_geom::<S>(g, planes as u64) {
+        if let Some(cg) = channels_geom::<S>(g, planes as u64, CHANNEL_ROW_MAX, CHANNEL_PLANE_MAX) {
             return pool_channels::<S, MAX>(&mut k, g, cg, y, begin, end);
         }
         // a window of at most four taps without padding (2×2 s2) reads each input once from
@@ -986,15 +986,34 @@ struct ChannelGeom {
     wp: usize,
 }
 
-/// Where [`pool_channels`] runs `g` over `planes` planes (`None`: elsewhere): on a set with
-/// [`Shift::transpose8`], at least a block of planes whose rows are narrow (the row driver's
-/// and the ring's per-row work dominates there) and whose padded planes hold at most
-/// [`CHANNEL_PLANE_MAX`] pixels.
+/// Padded planes of at most this many pixels may take [`depthwise_channels`] (its buffer
+/// holds eight of them: 512 KiB). Against the ring of padded rows, one thread on an AMD EPYC
+/// Zen 1 (AVX2, thread CPU time): 3 × 3 on 544 × 7 × 7 0.113 -> 0.045 ms, on 272 × 14 × 14
+/// 0.129 -> 0.064, 3 × 3 s2 on 112 × 56 × 56 0.249 -> 0.146 and on 64 × 112 × 112 0.561 ->
+/// 0.398, 5 × 5 on 672 × 14 × 14 0.515 -> 0.307; 3 × 3 s1 on 64 × 56 × 56 and 32 × 112 × 112
+/// as fast either way.
+const DEPTHWISE_PLANE_MAX: usize = 16384;
+
+/// The widest output rows [`depthwise_channels`] takes for `g`: at column stride 2 any (the
+/// ring's split of each row into its two column phases costs more there), else
+/// [`CHANNEL_ROW_MAX`].
+fn depthwise_row_max(g: &Window2d) -> usize {
+    if g.stride[1] == 2 {
+        usize::MAX
+    } else {
+        CHANNEL_ROW_MAX
+    }
+}
+
+/// Where [`pool_channels`] or [`depthwise_channels`] runs `g` over `planes` planes (`None`:
+/// elsewhere): on a set with [`Shift::transpose8`], at least a block of planes whose output
+/// rows hold at most `row_max` pixels (the row driver's and the ring's per-row work
+/// dominates on narrow ones) and whose padded planes hold at most `max`.
 #[cfg(target_arch = "x86_64")]
-fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
+fn channels_geom<S: Shift>(g: &Window2d, planes: u64, row_max: usize, max: usize) -> Option<ChannelGeom> {
     let (h, w) = (g.input[0], g.input[1]);
     let ([oh, ow], [sh, sw]) = (g.output, g.stride);
-    if !S::BLOCK8 || planes < 8 || ow > CHANNEL_ROW_MAX || h == 0 || w == 0 || oh == 0 || ow == 0 {
+    if !S::BLOCK8 || planes < 8 || ow > row_max || h == 0 || w == 0 || oh == 0 || ow == 0 {
         return None;
     }
     let reach = |a: usize, o: usize, s: usize| -> Option<usize> {
@@ -1008,7 +1027,7 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
     };
     let (hp, wp) = (reach(0, oh, sh)?, reach(1, ow, sw)?);
     hp.checked_mul(wp)
-        .is_some_and(|n| n <= CHANNEL_PLANE_MAX)
+        .is_some_and(|n| n <= max)
         .then_some(ChannelGeom { hp, wp })
 }
 
@@ -1090,33 +1109,7 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
             for (c, s) in src.iter_mut().enumerate() {
                 *s = k.x.add((p0 + c.min(n - 1)) * plane_len);
             }
-            let mut probe = S::zero();
-            let mut i = 0;
-            while i < plane_len {
-                let at = if plane_len >= C { i.min(plane_len - C) } else { 0 };
-                let mut r = [S::zero(); C];
-                for (v, s) in r.iter_mut().zip(src) {
-                    *v = if plane_len >= C {
-                        S::load(s.add(at))
-                    } else {
-                        S::load_partial(s, plane_len)
-                    };
-                }
-                S::transpose8(&mut r);
-                let (mut iy, mut ix) = (at / w, at % w);
-                for v in r.into_iter().take(plane_len.min(C)) {
-                    if MAX {
-                        probe = S::add(probe, v);
-                    }
-                    S::store(origin.add((iy * wp + ix) * C), v);
-                    ix += 1;
-                    if ix == w {
-                        ix = 0;
-                        iy += 1;
-                    }
-                }
-                i = at + C;
-            }
+            let probe = channels_in::<S, MAX>(&src, plane_len, w, wp, origin);
             // every output of the eight planes, interleaved, in output order
             let mut out = obuf;
             let mut dv = divisor.as_ptr();
@@ -1149,24 +1142,7 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
                     base = base.add(sw * C);
                 }
             }
-            let mut o = 0;
-            while o < out_len {
-                let at = if out_len >= C { o.min(out_len - C) } else { 0 };
-                let mut r = [S::zero(); C];
-                for (j, v) in r.iter_mut().enumerate() {
-                    *v = S::load(obuf.add((at + j) * C));
-                }
-                S::transpose8(&mut r);
-                for (c, v) in r.into_iter().enumerate().take(n) {
-                    let dst = y.add((p0 + c) * out_len + at);
-                    if out_len >= C {
-                        S::store(dst, v);
-                    } else {
-                        S::store_prefix(dst, out_len, v);
-                    }
-                }
-                o = at + C;
-            }
+            channels_out::<S>(obuf, out_len, y.add(p0 * out_len), n);
             if MAX && S::any_nan(probe) {
                 windows::<S, _>(k, g, y, p0, p0 + n);
             }
@@ -1174,6 +1150,113 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
         p0 += n;
     }
     CHANNEL_BLOCK.set(lines);
+}
+
+/// Copies eight planes of `plane_len` floats (rows of `w`) at `src`, transposed
+/// ([`Shift::load_transposed8`]) into a padded buffer of rows of `wp` pixels whose input
+/// pixel (0, 0) is at `origin`, so that a register there holds the same pixel of the eight
+/// planes. Rows of at least eight floats go eight pixels at a time, a row's last eight
+/// overlapping the eight before them; narrower rows go eight pixels of the plane at a time
+/// (the plane's last eight overlapping, a plane of fewer than eight floats loaded exactly).
+/// Returns, with `PROBE`, the sum of every input (NaN when one is).
+///
+/// # Safety
+/// `plane_len` floats at each `src` (`w` dividing it), and every pixel of the `plane_len / w`
+/// rows of `w` from `origin` inside the buffer; the CPU has `S`'s set with `BLOCK8`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn channels_in<S: Shift, const PROBE: bool>(
+    src: &[*const f32; 8],
+    plane_len: usize,
+    w: usize,
+    wp: usize,
+    origin: *mut f32,
+) -> S::V {
+    const C: usize = 8;
+    // SAFETY (the whole body): pixels below plane_len, each stored at its place in the
+    // padded buffer.
+    unsafe {
+        let mut probe = S::zero();
+        if w >= C {
+            for iy in 0..plane_len / w {
+                let mut x = 0;
+                loop {
+                    let r = S::load_transposed8(src.map(|s| s.add(iy * w + x)));
+                    let dst = origin.add((iy * wp + x) * C);
+                    for (j, v) in r.into_iter().enumerate() {
+                        if PROBE {
+                            probe = S::add(probe, v);
+                        }
+                        S::store(dst.add(j * C), v);
+                    }
+                    if x + C == w {
+                        break;
+                    }
+                    x = (x + C).min(w - C);
+                }
+            }
+            return probe;
+        }
+        let mut i = 0;
+        while i < plane_len {
+            let at = if plane_len >= C { i.min(plane_len - C) } else { 0 };
+            let r = if plane_len >= C {
+                S::load_transposed8(src.map(|s| s.add(at)))
+            } else {
+                let mut r = [S::zero(); C];
+                for (v, &s) in r.iter_mut().zip(src) {
+                    *v = S::load_partial(s, plane_len);
+                }
+                S::transpose8(&mut r);
+                r
+            };
+            let (mut iy, mut ix) = (at / w, at % w);
+            for v in r.into_iter().take(plane_len.min(C)) {
+                if PROBE {
+                    probe = S::add(probe, v);
+                }
+                S::store(origin.add((iy * wp + ix) * C), v);
+                ix += 1;
+                if ix == w {
+                    ix = 0;
+                    iy += 1;
+                }
+            }
+            i = at + C;
+        }
+        probe
+    }
+}
+
+/// Stores the first `n` of eight channel-interleaved output planes of `out_len` pixels at
+/// `obuf` (a register per pixel, at least eight pixels) as the planes `y`, `y + out_len`, …,
+/// transposed back eight pixels at a time ([`Shift::load_transposed8`]; a plane of fewer than eight floats is stored
+/// exactly, a larger one's last eight overlap the eight before them).
+///
+/// # Safety
+/// `max(out_len, 8)` registers at `obuf`, `n·out_len` floats at `y`, `n ≤ 8`; the CPU has
+/// `S`'s set with `BLOCK8`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn channels_out<S: Shift>(obuf: *const f32, out_len: usize, y: *mut f32, n: usize) {
+    const C: usize = 8;
+    let mut o = 0;
+    // SAFETY (the whole loop): output pixels below out_len, or exactly out_len of them.
+    unsafe {
+        while o < out_len {
+            let at = if out_len >= C { o.min(out_len - C) } else { 0 };
+            let r = S::load_transposed8(std::array::from_fn(|j| obuf.add((at + j) * C)));
+            for (c, v) in r.into_iter().enumerate().take(n) {
+                let dst = y.add(c * out_len + at);
+                if out_len >= C {
+                    S::store(dst, v);
+                } else {
+                    S::store_prefix(dst, out_len, v);
+                }
+            }
+            o = at + C;
+        }
+    }
 }
 
 /// Windowed pooling over the ring of padded input rows ([`RingGeom`], as depthwise
@@ -1707,6 +1790,10 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
         b0: 0.0,
     };
     let y = at(arena, d.y);
+    if let Some(cg) = channels_geom::<S>(&g, d.planes, depthwise_row_max(&g), DEPTHWISE_PLANE_MAX) {
+        // SAFETY: forwarded from the caller, with the path's geometry checked.
+        return unsafe { depthwise_channels::<S>(&mut k, &g, cg, y, begin, end) };
+    }
     let Some(rg) = RingGeom::new::<S>(&g) else {
         // SAFETY: forwarded from the caller.
         return unsafe { windows::<S, _>(&mut k, &g, y, begin, end) };
@@ -1736,6 +1823,232 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
         }
     }
     PADDED.set(lines);
+}
+
+/// Depthwise convolution over small planes eight at a time, as [`pool_channels`] pools them:
+/// the planes transposed into a zero-padded buffer where a register holds the same pixel of
+/// eight planes ([`channels_in`]), the eight kernels tap-major beside it (a register of the
+/// eight channels' weights per tap), each output of the eight planes then one load and one
+/// FMA per tap from its bias, taps in row-major order as in [`depthwise_ring`] (a padding
+/// zero times a finite weight adds ±0, which changes no sum), four outputs of a row at a
+/// time (four chains of FMAs), activated and transposed back ([`channels_out`]). A block of
+/// planes with a non-finite weight takes the row driver (its padded taps must be skipped); a
+/// last block of fewer than eight planes repeats its last plane in the other lanes and stores
+/// only its own.
+///
+/// # Safety
+/// As [`depthwise`]: `g` is the node's geometry, `cg` its [`channels_geom`]; `k` its planes
+/// and `y` its output; `begin ≤ end ≤` the node's planes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn depthwise_channels<S: Shift>(
+    k: &mut Depthwise,
+    g: &Window2d,
+    cg: ChannelGeom,
+    y: *mut f32,
+    begin: usize,
+    end: usize,
+) {
+    const C: usize = 8;
+    let ([_, w], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
+    let [dh, dw] = g.dilation;
+    let (hp, wp) = (cg.hp, cg.wp);
+    let (plane_len, out_len, ntaps) = (k.plane_len, oh * ow, kh * kw);
+    // the taps of a window, in row-major order, from its first (offsets in floats)
+    let taps: Vec<usize> = (0..kh)
+        .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * C))
+        .collect();
+    let mut lines = CHANNEL_BLOCK.take();
+    // the padded input planes, the outputs (at least eight pixels: they are transposed back
+    // eight at a time), the kernels tap-major and the biases
+    let buf = crate::gemm::floats(&mut lines, (hp * wp + out_len.max(C) + ntaps + 1) * C);
+    buf.fill(0.0);
+    let buf = buf.as_mut_ptr();
+    let obuf = buf.wrapping_add(hp * wp * C);
+    let wbuf = obuf.wrapping_add(out_len.max(C) * C);
+    let bbuf = wbuf.wrapping_add(ntaps * C);
+    // where input pixel (0, 0) lies in the padded plane
+    let origin = buf.wrapping_add((g.pad[0] * wp + g.pad[1]) * C);
+    let mut p0 = begin;
+    while p0 < end {
+        let n = (end - p0).min(C);
+        // SAFETY (the whole loop body): planes p0..p0 + n of the input and the output (lanes
+        // past n read plane p0 + n − 1 again and are not stored) and their kernels and biases;
+        // the buffer's parts as sized above; taps inside the hp × wp padded plane
+        // (`channels_geom`); output pixels below out_len.
+        unsafe {
+            let mut src = [k.x; C];
+            let mut finite = true;
+            // output plane p0 + c is channel o of image i (a division per block, not per plane)
+            let (mut i, mut o) = (p0 / k.cout, p0 % k.cout);
+            for (c, s) in src.iter_mut().enumerate() {
+                if c > 0 && c < n {
+                    o += 1;
+                    if o == k.cout {
+                        (i, o) = (i + 1, 0);
+                    }
+                }
+                let ci = if k.cog == 1 { o } else { o / k.cog };
+                *s = k.x.add((i * k.cin + ci) * plane_len);
+                let kern = k.w.add(o * ntaps);
+                for t in 0..ntaps {
+                    let v = *kern.add(t);
+                    finite &= v.is_finite();
+                    *wbuf.add(t * C + c) = v;
+                }
+                *bbuf.add(c) = if k.bias.is_null() { 0.0 } else { *k.bias.add(o) };
+            }
+            if !finite {
+                windows::<S, _>(k, g, y, p0, p0 + n);
+                p0 += n;
+                continue;
+            }
+            channels_in::<S, false>(&src, plane_len, w, wp, origin);
+            depthwise_block::<S>(g, &taps, (buf, obuf, wbuf), S::load(bbuf), wp);
+            let len = out_len * C;
+            crate::elementwise_kernels::activate_n::<S>(k.act, k.a, k.b, obuf, obuf, len);
+            channels_out::<S>(obuf, out_len, y.add(p0 * out_len), n);
+        }
+        p0 += n;
+    }
+    CHANNEL_BLOCK.set(lines);
+}
+
+/// The outputs of a block of eight channel-interleaved planes of [`depthwise_channels`]: the
+/// padded planes at `buf` (rows of `wp` pixels), the outputs at `obuf` in output order, the
+/// weights at `wbuf` (a register per tap, `taps` its offsets from a window's first pixel).
+/// Four outputs of a row at a time; square 3×3 and 5×5 kernels without column dilation at
+/// column strides 1 and 2 hold their weights in registers and load each input pixel of a
+/// window row once for all the outputs it feeds ([`depthwise_pixels_fixed`]).
+///
+/// # Safety
+/// As [`depthwise_channels`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn depthwise_block<S: Simd>(
+    g: &Window2d,
+    taps: &[usize],
+    (buf, obuf, wbuf): (*const f32, *mut f32, *const f32),
+    bias: S::V,
+    wp: usize,
+) {
+    const C: usize = 8;
+    let ([oh, ow], [kh, kw], [sh, sw]) = (g.output, g.kernel, g.stride);
+    let row = g.dilation[0] * wp * C;
+    let fixed = if kh == kw && g.dilation[1] == 1 && sw <= 2 && matches!(kh, 3 | 5) {
+        kh * sw
+    } else {
+        0
+    };
+    let step = sw * C;
+    let mut out = obuf;
+    // SAFETY (the whole body): forwarded from the caller.
+    unsafe {
+        let mut wv = [S::zero(); FIXED_TAPS];
+        if fixed != 0 {
+            for (t, v) in wv.iter_mut().enumerate().take(kh * kw) {
+                *v = S::load(wbuf.add(t * C));
+            }
+        }
+        for oy in 0..oh {
+            let base = buf.add(oy * sh * wp * C);
+            let mut ox = 0;
+            while ox < ow {
+                let nb = (ow - ox).min(4);
+                let b = base.add(ox * step);
+                macro_rules! go {
+                    ($nb:literal) => {
+                        match fixed {
+                            3 => depthwise_pixels_fixed::<S, $nb, 3, 1>(b, row, &wv, bias, out),
+                            6 => depthwise_pixels_fixed::<S, $nb, 3, 2>(b, row, &wv, bias, out),
+                            5 => depthwise_pixels_fixed::<S, $nb, 5, 1>(b, row, &wv, bias, out),
+                            10 => depthwise_pixels_fixed::<S, $nb, 5, 2>(b, row, &wv, bias, out),
+                            _ => depthwise_pixels::<S, $nb>(b, step, taps, wbuf, bias, out),
+                        }
+                    };
+                }
+                match nb {
+                    4 => go!(4),
+                    3 => go!(3),
+                    2 => go!(2),
+                    _ => go!(1),
+                }
+                out = out.add(nb * C);
+                ox += nb;
+            }
+        }
+    }
+}
+
+/// `NB` consecutive outputs of a row of [`depthwise_block`], windows `step` floats apart
+/// from `base`, each an FMA chain of its own.
+///
+/// # Safety
+/// As [`depthwise_channels`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn depthwise_pixels<S: Simd, const NB: usize>(
+    base: *const f32,
+    step: usize,
+    taps: &[usize],
+    wbuf: *const f32,
+    bias: S::V,
+    out: *mut f32,
+) {
+    // registers of eight lanes (`Shift::BLOCK8`)
+    const C: usize = 8;
+    // SAFETY (the whole body): forwarded from the caller.
+    unsafe {
+        let mut acc = [bias; NB];
+        for (t, &off) in taps.iter().enumerate() {
+            let wt = S::load(wbuf.add(t * C));
+            for (b, a) in acc.iter_mut().enumerate() {
+                *a = S::fma(S::load(base.add(off + b * step)), wt, *a);
+            }
+        }
+        for (b, a) in acc.into_iter().enumerate() {
+            S::store(out.add(b * C), a);
+        }
+    }
+}
+
+/// As [`depthwise_pixels`] for a `K × K` kernel at column stride `SW` (no column dilation),
+/// its weights in `wv` (tap-major), window rows `row` floats apart: each input pixel of a
+/// window row is loaded once and feeds every output whose window holds it, in the order that
+/// keeps each output's taps row-major.
+///
+/// # Safety
+/// As [`depthwise_channels`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn depthwise_pixels_fixed<S: Simd, const NB: usize, const K: usize, const SW: usize>(
+    base: *const f32,
+    row: usize,
+    wv: &[S::V; FIXED_TAPS],
+    bias: S::V,
+    out: *mut f32,
+) {
+    const C: usize = 8;
+    // SAFETY (the whole body): forwarded from the caller; pixel i < (NB − 1)·SW + K of a
+    // window row is a tap of output (i − kx) / SW.
+    unsafe {
+        let mut acc = [bias; NB];
+        for ky in 0..K {
+            let r = base.add(ky * row);
+            for i in 0..(NB - 1) * SW + K {
+                let v = S::load(r.add(i * C));
+                for kx in 0..K {
+                    if i >= kx && (i - kx) % SW == 0 && (i - kx) / SW < NB {
+                        let b = (i - kx) / SW;
+                        acc[b] = S::fma(v, wv[ky * K + kx], acc[b]);
+                    }
+                }
+            }
+        }
+        for (b, a) in acc.into_iter().enumerate() {
+            S::store(out.add(b * C), a);
+        }
+    }
 }
 
 thread_local! {
@@ -2222,6 +2535,14 @@ trait Shift: Simd {
     /// # Safety
     /// The CPU has the set, and `BLOCK8`.
     unsafe fn transpose8(r: &mut [Self::V; 8]);
+    /// The 8 × 8 floats of eight rows of eight at `rows`, transposed: lane `i` of register
+    /// `j` is float `j` of row `i`. Each register is built from half-rows loaded into its
+    /// halves and transposed within them, with no shuffle across halves (AVX2's
+    /// `vperm2f128`, which `transpose8` needs, takes 8 µops on AMD Zen 1).
+    ///
+    /// # Safety
+    /// Eight floats at each row; the CPU has the set, and `BLOCK8`.
+    unsafe fn load_transposed8(rows: [*const f32; 8]) -> [Self::V; 8];
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -2251,6 +2572,12 @@ impl Shift for Avx512 {
     #[inline(always)]
     unsafe fn transpose8(_: &mut [Self::V; 8]) {
         // (not called: `BLOCK8` is false)
+    }
+    #[inline(always)]
+    unsafe fn load_transposed8(_: [*const f32; 8]) -> [Self::V; 8] {
+        // (not called: `BLOCK8` is false)
+        // SAFETY: AVX-512F, which the caller's CPU has.
+        unsafe { [Self::zero(); 8] }
     }
 }
 
@@ -2301,6 +2628,37 @@ impl Shift for Avx2 {
                 r[j] = _mm256_permute2f128_ps::<0x20>(u[j], u[j + 4]);
                 r[j + 4] = _mm256_permute2f128_ps::<0x31>(u[j], u[j + 4]);
             }
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_transposed8(rows: [*const f32; 8]) -> [Self::V; 8] {
+        use std::arch::x86_64::*;
+        // SAFETY: eight floats at each row (the caller's contract); AVX, which the CPU has.
+        unsafe {
+            // half-rows: h[k] = [row k floats 0..4 | row k + 4 floats 0..4] (k < 4), and
+            // h[k + 4] the same of floats 4..8
+            let half = |k: usize, o: usize| {
+                _mm256_insertf128_ps::<1>(
+                    _mm256_castps128_ps256(_mm_loadu_ps(rows[k].add(o))),
+                    _mm_loadu_ps(rows[k + 4].add(o)),
+                )
+            };
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (q, o) in [0, 4].into_iter().enumerate() {
+                let h = [half(0, o), half(1, o), half(2, o), half(3, o)];
+                // a 4 × 4 transpose within each half: [a0 b0 a1 b1 | e0 f0 e1 f1], …
+                let t = [
+                    _mm256_unpacklo_ps(h[0], h[1]),
+                    _mm256_unpackhi_ps(h[0], h[1]),
+                    _mm256_unpacklo_ps(h[2], h[3]),
+                    _mm256_unpackhi_ps(h[2], h[3]),
+                ];
+                r[4 * q] = _mm256_shuffle_ps::<0x44>(t[0], t[2]);
+                r[4 * q + 1] = _mm256_shuffle_ps::<0xee>(t[0], t[2]);
+                r[4 * q + 2] = _mm256_shuffle_ps::<0x44>(t[1], t[3]);
+                r[4 * q + 3] = _mm256_shuffle_ps::<0xee>(t[1], t[3]);
+            }
+            r
         }
     }
 }

@@ -411,14 +411,26 @@ unsafe fn unary<S: Simd>(d: *const UnaryDesc, arena: *mut u8, begin: i64, end: i
     let n = e - b;
     let (pa, pb) = (f32::from_bits(d.a as u32), f32::from_bits(d.b as u32));
     // SAFETY: `[begin, end)` lies inside both values (checked against their length above).
+    unsafe { activate_n::<S>(d.act, pa, pb, x, y, n) }
+}
+
+/// `y[i] = ` the activation of code `act` ([`code`]) with parameters `a`, `b` of `x[i]`, for
+/// `i < n` (nothing for [`NONE`]), with [`activate`]'s arithmetic.
+///
+/// # Safety
+/// `x` holds `n` floats and `y` room for `n` (they may be the same); the CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn activate_n<S: Simd>(act: u64, a: f32, b: f32, x: *const f32, y: *mut f32, n: usize) {
+    // SAFETY: forwarded from the caller.
     unsafe {
-        match d.act {
+        match act {
             RELU => map::<S, _>(Relu, x, y, n),
-            LEAKY_RELU => map::<S, _>(LeakyRelu(pa), x, y, n),
+            LEAKY_RELU => map::<S, _>(LeakyRelu(a), x, y, n),
             SIGMOID => map::<S, _>(Sigmoid, x, y, n),
             TANH => map::<S, _>(Tanh, x, y, n),
-            CLIP => map::<S, _>(Clip(pa, pb), x, y, n),
-            HARD_SIGMOID => map::<S, _>(HardSigmoid(pa, pb), x, y, n),
+            CLIP => map::<S, _>(Clip(a, b), x, y, n),
+            HARD_SIGMOID => map::<S, _>(HardSigmoid(a, b), x, y, n),
             ERF => map::<S, _>(Erf, x, y, n),
             _ => {}
         }

@@ -340,6 +340,44 @@ fn depthwise_ring_paths_on_every_tier() {
         (1, 2, 1, 14, 14, 3, 3, [3, 3], [1, 1], [1, 1, 1, 1]),
         (1, 3, 1, 16, 17, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
     ];
+    check_depthwise_cases(&cases);
+}
+
+/// Depthwise convolutions of eight planes and more on the AVX2 tier's channel-interleaved
+/// path (`direct.rs`' `depthwise_channels`: output rows of at most 32 pixels, or any at
+/// column stride 2), on 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column strides 1
+/// and 2, the general one (other kernels, column dilation, strides past 2), rows of fewer than
+/// eight pixels (loaded eight pixels of the plane at a time) and of eight or more (eight of
+/// the row at a time, the last eight overlapping), planes and outputs of fewer than eight
+/// floats, plane counts that leave a last block of one to seven planes, a channel multiplier
+/// and batches (a block's planes crossing from one image to the next), wide rows at column
+/// stride 2, and every kind of activation. The tiers without the path run the same cases.
+#[test]
+fn depthwise_channel_blocks_on_every_tier() {
+    let cases: [DwCase; 16] = [
+        (1, 16, 1, 7, 7, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 24, 1, 14, 14, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 9, 1, 28, 28, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (2, 5, 1, 14, 14, 3, 3, [2, 2], [1, 1], [1, 1, 1, 1]),
+        (1, 11, 1, 21, 70, 3, 3, [2, 2], [1, 1], [0, 1, 1, 0]),
+        (1, 8, 1, 14, 14, 5, 5, [1, 1], [1, 1], [2, 2, 2, 2]),
+        (1, 13, 1, 15, 29, 5, 5, [2, 2], [1, 1], [2, 1, 2, 2]),
+        (3, 3, 2, 9, 9, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 10, 1, 12, 20, 3, 3, [1, 1], [2, 2], [2, 2, 2, 2]),
+        (1, 9, 1, 11, 17, 3, 5, [1, 1], [1, 1], [1, 2, 1, 2]),
+        (1, 12, 1, 13, 13, 7, 7, [1, 1], [1, 1], [3, 3, 3, 3]),
+        (1, 17, 1, 14, 14, 3, 3, [3, 3], [1, 1], [1, 1, 1, 1]),
+        (2, 7, 1, 2, 3, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 9, 1, 4, 4, 3, 3, [2, 2], [1, 1], [0, 0, 0, 0]),
+        (1, 8, 1, 16, 17, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
+        (2, 150, 2, 7, 7, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+    ];
+    check_depthwise_cases(&cases);
+}
+
+/// Each depthwise case (with a bias and the activations in turn) equals the interpreter on
+/// every runnable tier, on 1 and 2 threads.
+fn check_depthwise_cases(cases: &[DwCase]) {
     let acts = [
         None,
         Some(Activation::Relu),
@@ -361,7 +399,7 @@ fn depthwise_ring_paths_on_every_tier() {
         });
         let params = [TensorType::f32([c * m, 1, kh, kw]), TensorType::f32([c * m])];
         let graph = one_op(op, TensorType::f32([n, c, h, w]), &params).unwrap();
-        check_tiers_and_threads(&graph, i as u64, &format!("case {i}"));
+        check_tiers_and_threads(&graph, i as u64, &format!("case {i} {:?}", cases[i]));
     }
 }
 
