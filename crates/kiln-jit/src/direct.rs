@@ -40,10 +40,12 @@
 //! the maximum and +0 for sums, each output's taps in row-major order, so its bits are the
 //! interpreter's; a max-pool plane holding a NaN goes back to the row driver. A 2×2 window at
 //! stride 2 that tiles its input exactly (LeNet's, VGG's) reads the rows as they are, with no
-//! border case at all ([`pool_tiles`]). Other pools over small planes (rows of at most 32
-//! outputs) run eight planes at a time, transposed in registers into a padded buffer so that a
-//! register holds one pixel of eight planes ([`pool_channels`], AVX2). Nothing here
-//! panics (the code runs inside JIT frames that cannot unwind).
+//! border case at all ([`pool_tiles`]). Other pools, and depthwise convolutions, over planes
+//! with narrow output rows (at most 32 outputs) or at column stride 2 run eight planes at a
+//! time, transposed into a padded buffer so that a register holds one pixel of eight planes
+//! ([`pool_channels`], [`depthwise_channels`], AVX2): every output of the eight is then one
+//! load and one maximum, add or FMA per tap, four outputs at a time ([`channel_block`]).
+//! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
@@ -808,7 +810,7 @@ unsafe fn pool_planes<S: Shift, const MAX: bool>(
         if tiles_2x2(g) {
             return pool_tiles::<S, MAX>(&mut k, g, y, (begin, end, planes));
         }
-        if let Some(cg) = channels_geom::<S>(g, planes as u64, CHANNEL_ROW_MAX, CHANNEL_PLANE_MAX) {
+        if let Some(cg) = channels_geom::<S>(g, planes as u64) {
             return pool_channels::<S, MAX>(&mut k, g, cg, y, begin, end);
         }
         // a window of at most four taps without padding (2×2 s2) reads each input once from
@@ -969,13 +971,20 @@ unsafe fn pool_tiles<S: Shift, const MAX: bool>(
     }
 }
 
-/// Planes whose padded size is at most this many pixels may take [`pool_channels`] (its buffer
-/// holds eight of them: 64 KiB).
-const CHANNEL_PLANE_MAX: usize = 2048;
+/// Padded planes of at most this many pixels may take [`pool_channels`] and
+/// [`depthwise_channels`] (their buffer holds eight of them: 512 KiB).
+const CHANNEL_PLANE_MAX: usize = 16384;
 
-/// Output rows of at most this many columns may take [`pool_channels`]: avg 3×3 s1 p1 on
-/// 192 × 28 × 28 0.167 -> 0.116 ms, but on 64 × 56 × 56 0.141 -> 0.238 (planes of 3364
-/// padded pixels, past [`CHANNEL_PLANE_MAX`]; EPYC Zen 3, AVX2, one thread, thread CPU time).
+/// Output rows of at most this many columns may take [`pool_channels`] and
+/// [`depthwise_channels`] at column strides other than 2: avg 3×3 s1 p1 on 192 × 28 × 28
+/// 0.167 -> 0.116 ms, but on 64 × 56 × 56 0.141 -> 0.238 (EPYC Zen 3, AVX2, one thread, thread
+/// CPU time). At column stride 2 rows of any width take them (the ring's split of each row
+/// into its two column phases costs more): against the ring, one thread on an AMD EPYC Zen 1
+/// (AVX2, thread CPU time), depthwise 3 × 3 s2 on 112 × 56 × 56 0.249 -> 0.146 ms and on
+/// 64 × 112 × 112 0.561 -> 0.398, max 3 × 3 s2 on 64 × 112 × 112 0.448 -> 0.350 and on
+/// 64 × 56 × 56 0.136 -> 0.084; and on narrow rows depthwise 3 × 3 on 544 × 7 × 7 0.113 ->
+/// 0.045, on 272 × 14 × 14 0.129 -> 0.064, 5 × 5 on 672 × 14 × 14 0.515 -> 0.307 (3 × 3 s1 on
+/// 64 × 56 × 56 and 32 × 112 × 112 as fast either way).
 const CHANNEL_ROW_MAX: usize = 32;
 
 /// The padded plane of [`pool_channels`]: `hp × wp` pixels, every tap of every window inside
@@ -986,34 +995,17 @@ struct ChannelGeom {
     wp: usize,
 }
 
-/// Padded planes of at most this many pixels may take [`depthwise_channels`] (its buffer
-/// holds eight of them: 512 KiB). Against the ring of padded rows, one thread on an AMD EPYC
-/// Zen 1 (AVX2, thread CPU time): 3 × 3 on 544 × 7 × 7 0.113 -> 0.045 ms, on 272 × 14 × 14
-/// 0.129 -> 0.064, 3 × 3 s2 on 112 × 56 × 56 0.249 -> 0.146 and on 64 × 112 × 112 0.561 ->
-/// 0.398, 5 × 5 on 672 × 14 × 14 0.515 -> 0.307; 3 × 3 s1 on 64 × 56 × 56 and 32 × 112 × 112
-/// as fast either way.
-const DEPTHWISE_PLANE_MAX: usize = 16384;
-
-/// The widest output rows [`depthwise_channels`] takes for `g`: at column stride 2 any (the
-/// ring's split of each row into its two column phases costs more there), else
-/// [`CHANNEL_ROW_MAX`].
-fn depthwise_row_max(g: &Window2d) -> usize {
-    if g.stride[1] == 2 {
-        usize::MAX
-    } else {
-        CHANNEL_ROW_MAX
-    }
-}
-
 /// Where [`pool_channels`] or [`depthwise_channels`] runs `g` over `planes` planes (`None`:
 /// elsewhere): on a set with [`Shift::transpose8`], at least a block of planes whose output
-/// rows hold at most `row_max` pixels (the row driver's and the ring's per-row work
-/// dominates on narrow ones) and whose padded planes hold at most `max`.
+/// rows are narrow (the row driver's and the ring's per-row work dominates there:
+/// [`CHANNEL_ROW_MAX`]) or at column stride 2, and whose padded planes hold at most
+/// [`CHANNEL_PLANE_MAX`] pixels.
 #[cfg(target_arch = "x86_64")]
-fn channels_geom<S: Shift>(g: &Window2d, planes: u64, row_max: usize, max: usize) -> Option<ChannelGeom> {
+fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
     let (h, w) = (g.input[0], g.input[1]);
     let ([oh, ow], [sh, sw]) = (g.output, g.stride);
-    if !S::BLOCK8 || planes < 8 || ow > row_max || h == 0 || w == 0 || oh == 0 || ow == 0 {
+    if !S::BLOCK8 || planes < 8 || (ow > CHANNEL_ROW_MAX && sw != 2) || h == 0 || w == 0 || oh == 0 || ow == 0
+    {
         return None;
     }
     let reach = |a: usize, o: usize, s: usize| -> Option<usize> {
@@ -1027,7 +1019,7 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64, row_max: usize, max: usize
     };
     let (hp, wp) = (reach(0, oh, sh)?, reach(1, ow, sw)?);
     hp.checked_mul(wp)
-        .is_some_and(|n| n <= max)
+        .is_some_and(|n| n <= CHANNEL_PLANE_MAX)
         .then_some(ChannelGeom { hp, wp })
 }
 
@@ -1064,8 +1056,7 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
     end: usize,
 ) {
     const C: usize = 8;
-    let ([_, w], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
-    let ([sh, sw], [dh, dw]) = (g.stride, g.dilation);
+    let ([_, w], [oh, ow]) = (g.input, g.output);
     let (hp, wp) = (cg.hp, cg.wp);
     let kind = k.kind;
     let padv = if MAX { f32::NEG_INFINITY } else { 0.0 };
@@ -1082,11 +1073,7 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
             divisor.extend(col_count.iter().map(|&cc| (rc * cc) as f32));
         }
     }
-    // the taps of a window, in row-major order, from its first (offsets in floats)
-    let taps: Vec<usize> = (0..kh)
-        .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * C))
-        .collect();
-    let three = kh == 3 && kw == 3 && dh == 1 && dw == 1;
+    let taps = channel_taps(g, wp);
     let mut lines = CHANNEL_BLOCK.take();
     // the padded input planes, then the outputs (at least eight pixels: they are transposed
     // back eight at a time)
@@ -1111,35 +1098,11 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
             }
             let probe = channels_in::<S, MAX>(&src, plane_len, w, wp, origin);
             // every output of the eight planes, interleaved, in output order
-            let mut out = obuf;
-            let mut dv = divisor.as_ptr();
-            for oy in 0..oh {
-                let mut base = buf.add(oy * sh * wp * C);
-                for _ in 0..ow {
-                    let mut acc = if MAX {
-                        S::splat(f32::NEG_INFINITY)
-                    } else {
-                        S::zero()
-                    };
-                    if three {
-                        for ky in 0..3 {
-                            let row = base.add(ky * wp * C);
-                            for kx in 0..3 {
-                                acc = pool_op::<S, MAX>(acc, S::load(row.add(kx * C)));
-                            }
-                        }
-                    } else {
-                        for &t in &taps {
-                            acc = pool_op::<S, MAX>(acc, S::load(base.add(t)));
-                        }
-                    }
-                    if avg {
-                        acc = S::div(acc, S::splat(*dv));
-                        dv = dv.add(1);
-                    }
-                    S::store(out, acc);
-                    out = out.add(C);
-                    base = base.add(sw * C);
+            channel_block::<S, _>(&PoolTaps::<MAX>, g, &taps, buf, obuf, wp);
+            if avg {
+                for (o, &dv) in divisor.iter().enumerate() {
+                    let p = obuf.add(o * C);
+                    S::store(p, S::div(S::load(p), S::splat(dv)));
                 }
             }
             channels_out::<S>(obuf, out_len, y.add(p0 * out_len), n);
@@ -1183,10 +1146,10 @@ unsafe fn channels_in<S: Shift, const PROBE: bool>(
                 loop {
                     let r = S::load_transposed8(src.map(|s| s.add(iy * w + x)));
                     let dst = origin.add((iy * wp + x) * C);
+                    if PROBE {
+                        probe = S::add(probe, sum8::<S>(&r));
+                    }
                     for (j, v) in r.into_iter().enumerate() {
-                        if PROBE {
-                            probe = S::add(probe, v);
-                        }
                         S::store(dst.add(j * C), v);
                     }
                     if x + C == w {
@@ -1210,11 +1173,11 @@ unsafe fn channels_in<S: Shift, const PROBE: bool>(
                 S::transpose8(&mut r);
                 r
             };
+            if PROBE {
+                probe = S::add(probe, sum8::<S>(&r));
+            }
             let (mut iy, mut ix) = (at / w, at % w);
             for v in r.into_iter().take(plane_len.min(C)) {
-                if PROBE {
-                    probe = S::add(probe, v);
-                }
                 S::store(origin.add((iy * wp + ix) * C), v);
                 ix += 1;
                 if ix == w {
@@ -1225,6 +1188,21 @@ unsafe fn channels_in<S: Shift, const PROBE: bool>(
             i = at + C;
         }
         probe
+    }
+}
+
+/// The sum of eight registers as a tree (NaN when one holds a NaN).
+///
+/// # Safety
+/// The CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sum8<S: Simd>(r: &[S::V; 8]) -> S::V {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let a = S::add(S::add(r[0], r[1]), S::add(r[2], r[3]));
+        let b = S::add(S::add(r[4], r[5]), S::add(r[6], r[7]));
+        S::add(a, b)
     }
 }
 
@@ -1790,7 +1768,7 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
         b0: 0.0,
     };
     let y = at(arena, d.y);
-    if let Some(cg) = channels_geom::<S>(&g, d.planes, depthwise_row_max(&g), DEPTHWISE_PLANE_MAX) {
+    if let Some(cg) = channels_geom::<S>(&g, d.planes) {
         // SAFETY: forwarded from the caller, with the path's geometry checked.
         return unsafe { depthwise_channels::<S>(&mut k, &g, cg, y, begin, end) };
     }
@@ -1851,13 +1829,9 @@ unsafe fn depthwise_channels<S: Shift>(
 ) {
     const C: usize = 8;
     let ([_, w], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
-    let [dh, dw] = g.dilation;
     let (hp, wp) = (cg.hp, cg.wp);
     let (plane_len, out_len, ntaps) = (k.plane_len, oh * ow, kh * kw);
-    // the taps of a window, in row-major order, from its first (offsets in floats)
-    let taps: Vec<usize> = (0..kh)
-        .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * C))
-        .collect();
+    let taps = channel_taps(g, wp);
     let mut lines = CHANNEL_BLOCK.take();
     // the padded input planes, the outputs (at least eight pixels: they are transposed back
     // eight at a time), the kernels tap-major and the biases
@@ -1904,7 +1878,15 @@ unsafe fn depthwise_channels<S: Shift>(
                 continue;
             }
             channels_in::<S, false>(&src, plane_len, w, wp, origin);
-            depthwise_block::<S>(g, &taps, (buf, obuf, wbuf), S::load(bbuf), wp);
+            let mut op = DepthwiseTaps::<S> {
+                bias: S::load(bbuf),
+                wv: [S::zero(); FIXED_TAPS],
+                wbuf,
+            };
+            for (t, v) in op.wv.iter_mut().enumerate().take(ntaps) {
+                *v = S::load(wbuf.add(t * C));
+            }
+            channel_block::<S, _>(&op, g, &taps, buf, obuf, wp);
             let len = out_len * C;
             crate::elementwise_kernels::activate_n::<S>(k.act, k.a, k.b, obuf, obuf, len);
             channels_out::<S>(obuf, out_len, y.add(p0 * out_len), n);
@@ -1914,22 +1896,93 @@ unsafe fn depthwise_channels<S: Shift>(
     CHANNEL_BLOCK.set(lines);
 }
 
-/// The outputs of a block of eight channel-interleaved planes of [`depthwise_channels`]: the
-/// padded planes at `buf` (rows of `wp` pixels), the outputs at `obuf` in output order, the
-/// weights at `wbuf` (a register per tap, `taps` its offsets from a window's first pixel).
-/// Four outputs of a row at a time; square 3×3 and 5×5 kernels without column dilation at
-/// column strides 1 and 2 hold their weights in registers and load each input pixel of a
-/// window row once for all the outputs it feeds ([`depthwise_pixels_fixed`]).
+/// The taps of a window of `g` over a channel block's padded planes (rows of `wp` pixels of
+/// eight floats), in row-major order: their offsets in floats from the window's first pixel.
+fn channel_taps(g: &Window2d, wp: usize) -> Vec<usize> {
+    let ([kh, kw], [dh, dw]) = (g.kernel, g.dilation);
+    (0..kh)
+        .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * 8))
+        .collect()
+}
+
+/// What a channel block's outputs do per tap ([`channel_block`]): a window's accumulator
+/// starts at `init` and takes tap `t` (row-major) of input `v` by `tap`.
+#[cfg(target_arch = "x86_64")]
+trait ChannelTap<S: Simd> {
+    /// # Safety
+    /// The CPU has `S`'s set.
+    unsafe fn init(&self) -> S::V;
+    /// # Safety
+    /// The CPU has `S`'s set; `t` is a tap of the window.
+    unsafe fn tap(&self, acc: S::V, v: S::V, t: usize) -> S::V;
+}
+
+/// Pooling's taps: the maximum (the earlier tap wins ties) or the sum.
+#[cfg(target_arch = "x86_64")]
+struct PoolTaps<const MAX: bool>;
+
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd, const MAX: bool> ChannelTap<S> for PoolTaps<MAX> {
+    #[inline(always)]
+    unsafe fn init(&self) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { S::splat(if MAX { f32::NEG_INFINITY } else { 0.0 }) }
+    }
+    #[inline(always)]
+    unsafe fn tap(&self, acc: S::V, v: S::V, _: usize) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { pool_op::<S, MAX>(acc, v) }
+    }
+}
+
+/// A depthwise convolution's taps over eight channels: the biases, then an FMA by each tap's
+/// register of the eight channels' weights (in registers up to [`FIXED_TAPS`] taps, else
+/// loaded from `wbuf`, a register per tap).
+#[cfg(target_arch = "x86_64")]
+struct DepthwiseTaps<S: Simd> {
+    bias: S::V,
+    wv: [S::V; FIXED_TAPS],
+    wbuf: *const f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> ChannelTap<S> for DepthwiseTaps<S> {
+    #[inline(always)]
+    unsafe fn init(&self) -> S::V {
+        self.bias
+    }
+    #[inline(always)]
+    unsafe fn tap(&self, acc: S::V, v: S::V, t: usize) -> S::V {
+        // SAFETY: forwarded from the caller; tap t's register of weights.
+        unsafe {
+            let w = if t < FIXED_TAPS {
+                self.wv[t]
+            } else {
+                S::load(self.wbuf.add(t * 8))
+            };
+            S::fma(v, w, acc)
+        }
+    }
+}
+
+/// The outputs of a block of eight channel-interleaved planes ([`pool_channels`],
+/// [`depthwise_channels`]): the padded planes at `buf` (rows of `wp` pixels), the outputs
+/// stored at `obuf` in output order, `taps` the offsets of a window's taps from its first
+/// pixel. Four outputs of a row at a time (four independent chains); square 3×3 and 5×5
+/// windows without column dilation at column strides 1 and 2 load each input pixel of a
+/// window row once for all the outputs it feeds ([`channel_pixels_fixed`]).
 ///
 /// # Safety
-/// As [`depthwise_channels`].
+/// The padded planes hold every tap of every window of `g` (`channels_geom`), `obuf` room for
+/// `oh·ow` registers; the CPU has `S`'s set with `BLOCK8`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn depthwise_block<S: Simd>(
+unsafe fn channel_block<S: Simd, T: ChannelTap<S>>(
+    op: &T,
     g: &Window2d,
     taps: &[usize],
-    (buf, obuf, wbuf): (*const f32, *mut f32, *const f32),
-    bias: S::V,
+    buf: *const f32,
+    obuf: *mut f32,
     wp: usize,
 ) {
     const C: usize = 8;
@@ -1944,12 +1997,6 @@ unsafe fn depthwise_block<S: Simd>(
     let mut out = obuf;
     // SAFETY (the whole body): forwarded from the caller.
     unsafe {
-        let mut wv = [S::zero(); FIXED_TAPS];
-        if fixed != 0 {
-            for (t, v) in wv.iter_mut().enumerate().take(kh * kw) {
-                *v = S::load(wbuf.add(t * C));
-            }
-        }
         for oy in 0..oh {
             let base = buf.add(oy * sh * wp * C);
             let mut ox = 0;
@@ -1959,11 +2006,11 @@ unsafe fn depthwise_block<S: Simd>(
                 macro_rules! go {
                     ($nb:literal) => {
                         match fixed {
-                            3 => depthwise_pixels_fixed::<S, $nb, 3, 1>(b, row, &wv, bias, out),
-                            6 => depthwise_pixels_fixed::<S, $nb, 3, 2>(b, row, &wv, bias, out),
-                            5 => depthwise_pixels_fixed::<S, $nb, 5, 1>(b, row, &wv, bias, out),
-                            10 => depthwise_pixels_fixed::<S, $nb, 5, 2>(b, row, &wv, bias, out),
-                            _ => depthwise_pixels::<S, $nb>(b, step, taps, wbuf, bias, out),
+                            3 => channel_pixels_fixed::<S, T, $nb, 3, 1>(op, b, row, out),
+                            6 => channel_pixels_fixed::<S, T, $nb, 3, 2>(op, b, row, out),
+                            5 => channel_pixels_fixed::<S, T, $nb, 5, 1>(op, b, row, out),
+                            10 => channel_pixels_fixed::<S, T, $nb, 5, 2>(op, b, row, out),
+                            _ => channel_pixels::<S, T, $nb>(op, b, step, taps, out),
                         }
                     };
                 }
@@ -1980,30 +2027,28 @@ unsafe fn depthwise_block<S: Simd>(
     }
 }
 
-/// `NB` consecutive outputs of a row of [`depthwise_block`], windows `step` floats apart
-/// from `base`, each an FMA chain of its own.
+/// `NB` consecutive outputs of a row of [`channel_block`], windows `step` floats apart from
+/// `base`, each taking its taps in order.
 ///
 /// # Safety
-/// As [`depthwise_channels`].
+/// As [`channel_block`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn depthwise_pixels<S: Simd, const NB: usize>(
+unsafe fn channel_pixels<S: Simd, T: ChannelTap<S>, const NB: usize>(
+    op: &T,
     base: *const f32,
     step: usize,
     taps: &[usize],
-    wbuf: *const f32,
-    bias: S::V,
     out: *mut f32,
 ) {
     // registers of eight lanes (`Shift::BLOCK8`)
     const C: usize = 8;
     // SAFETY (the whole body): forwarded from the caller.
     unsafe {
-        let mut acc = [bias; NB];
+        let mut acc = [op.init(); NB];
         for (t, &off) in taps.iter().enumerate() {
-            let wt = S::load(wbuf.add(t * C));
             for (b, a) in acc.iter_mut().enumerate() {
-                *a = S::fma(S::load(base.add(off + b * step)), wt, *a);
+                *a = op.tap(*a, S::load(base.add(off + b * step)), t);
             }
         }
         for (b, a) in acc.into_iter().enumerate() {
@@ -2012,27 +2057,31 @@ unsafe fn depthwise_pixels<S: Simd, const NB: usize>(
     }
 }
 
-/// As [`depthwise_pixels`] for a `K × K` kernel at column stride `SW` (no column dilation),
-/// its weights in `wv` (tap-major), window rows `row` floats apart: each input pixel of a
-/// window row is loaded once and feeds every output whose window holds it, in the order that
-/// keeps each output's taps row-major.
+/// As [`channel_pixels`] for a `K × K` window at column stride `SW` (no column dilation),
+/// window rows `row` floats apart: each input pixel of a window row is loaded once and feeds
+/// every output whose window holds it, in the order that keeps each output's taps row-major.
 ///
 /// # Safety
-/// As [`depthwise_channels`].
+/// As [`channel_block`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn depthwise_pixels_fixed<S: Simd, const NB: usize, const K: usize, const SW: usize>(
+unsafe fn channel_pixels_fixed<
+    S: Simd,
+    T: ChannelTap<S>,
+    const NB: usize,
+    const K: usize,
+    const SW: usize,
+>(
+    op: &T,
     base: *const f32,
     row: usize,
-    wv: &[S::V; FIXED_TAPS],
-    bias: S::V,
     out: *mut f32,
 ) {
     const C: usize = 8;
     // SAFETY (the whole body): forwarded from the caller; pixel i < (NB − 1)·SW + K of a
     // window row is a tap of output (i − kx) / SW.
     unsafe {
-        let mut acc = [bias; NB];
+        let mut acc = [op.init(); NB];
         for ky in 0..K {
             let r = base.add(ky * row);
             for i in 0..(NB - 1) * SW + K {
@@ -2040,7 +2089,7 @@ unsafe fn depthwise_pixels_fixed<S: Simd, const NB: usize, const K: usize, const
                 for kx in 0..K {
                     if i >= kx && (i - kx) % SW == 0 && (i - kx) / SW < NB {
                         let b = (i - kx) / SW;
-                        acc[b] = S::fma(v, wv[ky * K + kx], acc[b]);
+                        acc[b] = op.tap(acc[b], v, ky * K + kx);
                     }
                 }
             }

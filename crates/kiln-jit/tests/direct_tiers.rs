@@ -218,8 +218,9 @@ fn pooling_exact_tiles_on_every_tier() {
     }
 }
 
-/// Small planes pooled eight at a time, channel-interleaved (`direct.rs`' `pool_channels`):
-/// planes of fewer than eight floats (1×1, 2×3), outputs of fewer than eight, plane counts
+/// Small planes, and planes pooled at column stride 2, pooled eight at a time,
+/// channel-interleaved (`direct.rs`' `pool_channels`): rows of fewer and of more than eight
+/// pixels, planes of fewer than eight floats (1×1, 2×3), outputs of fewer than eight, plane counts
 /// that are no multiple of 8 (a last block of one to seven planes), slices of two threads that
 /// start and end at any plane, paddings, strides, dilations, ceil mode and every kind.
 #[test]
@@ -236,7 +237,7 @@ fn pooling_channel_blocks_on_every_tier() {
         [usize; 4],
         bool,
     );
-    let cases: [Case; 12] = [
+    let cases: [Case; 15] = [
         (1, 8, 1, 1, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], false),
         // rows of 28 outputs; a last window reaching past the input (ceil mode)
         (1, 9, 28, 28, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
@@ -251,6 +252,10 @@ fn pooling_channel_blocks_on_every_tier() {
         // two threads' slices (16K outputs and more), ending at any plane
         (3, 341, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
         (5, 203, 4, 4, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        // column stride 2 on rows wider than 32 outputs, and 5 × 5 windows there
+        (1, 9, 20, 75, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], true),
+        (2, 8, 9, 81, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
+        (1, 10, 13, 90, [5, 5], [1, 2], [1, 1], [2, 2, 2, 2], false),
     ];
     let kinds = [
         PoolKind::Max,
@@ -283,8 +288,29 @@ fn pooling_channel_blocks_on_every_tier() {
                     &format!("case {i} {:?}, kind {kind:?}, special {special}", cases[i]),
                 );
             }
+            // values whose sums round, so that the order of each window's taps shows
+            let x = Tensor::new(dims, fine(len, (i * 8 + j) as u64)).unwrap();
+            bitwise(
+                &graph,
+                x,
+                &format!("case {i} {:?}, kind {kind:?}, fine", cases[i]),
+            );
         }
     }
+}
+
+/// `n` floats from `seed` in `[−4, 4)` with every bit of their mantissas random (sums of a
+/// few of them round, unlike those of [`data`]'s grid).
+fn fine(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+        })
+        .collect()
 }
 
 /// A NaN in one plane of a max pooling: that plane is computed again with the interpreter's
