@@ -1023,6 +1023,43 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
         .then_some(ChannelGeom { hp, wp })
 }
 
+/// The parts of a channel block's buffer ([`channel_buf`]).
+struct ChannelBuf {
+    /// The eight padded planes, channel-interleaved: `hp × wp` registers.
+    buf: *mut f32,
+    /// The outputs, a register per output pixel (at least eight: they are transposed back
+    /// eight at a time).
+    obuf: *mut f32,
+    /// Where input pixel (0, 0) lies in the padded planes.
+    origin: *mut f32,
+    /// The caller's `extra` floats after the outputs.
+    extra: *mut f32,
+}
+
+/// Lays out a channel block's buffer for `g` (`cg` its [`channels_geom`]) in `lines`: the
+/// padded planes, the outputs and `extra` floats, every float set to `pad` (the padding, which
+/// no plane's copy overwrites).
+fn channel_buf(
+    lines: &mut Vec<crate::gemm::Line>,
+    g: &Window2d,
+    cg: ChannelGeom,
+    extra: usize,
+    pad: f32,
+) -> ChannelBuf {
+    const C: usize = 8;
+    let planes = cg.hp * cg.wp * C;
+    let outs = (g.output[0] * g.output[1]).max(C) * C;
+    let buf = crate::gemm::floats(lines, planes + outs + extra);
+    buf.fill(pad);
+    let buf = buf.as_mut_ptr();
+    ChannelBuf {
+        buf,
+        obuf: buf.wrapping_add(planes),
+        origin: buf.wrapping_add((g.pad[0] * cg.wp + g.pad[1]) * C),
+        extra: buf.wrapping_add(planes + outs),
+    }
+}
+
 thread_local! {
     /// Each thread's block of eight planes, channel-interleaved, for [`pool_channels`].
     static CHANNEL_BLOCK: std::cell::Cell<Vec<crate::gemm::Line>> = const { std::cell::Cell::new(Vec::new()) };
@@ -1057,7 +1094,7 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
 ) {
     const C: usize = 8;
     let ([_, w], [oh, ow]) = (g.input, g.output);
-    let (hp, wp) = (cg.hp, cg.wp);
+    let wp = cg.wp;
     let kind = k.kind;
     let padv = if MAX { f32::NEG_INFINITY } else { 0.0 };
     let (plane_len, out_len) = (k.plane_len, oh * ow);
@@ -1075,14 +1112,9 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
     }
     let taps = channel_taps(g, wp);
     let mut lines = CHANNEL_BLOCK.take();
-    // the padded input planes, then the outputs (at least eight pixels: they are transposed
-    // back eight at a time)
-    let buf = crate::gemm::floats(&mut lines, (hp * wp + out_len.max(C)) * C);
-    buf.fill(padv);
-    let buf = buf.as_mut_ptr();
-    let obuf = buf.wrapping_add(hp * wp * C);
-    // where input pixel (0, 0) lies in the padded plane
-    let origin = buf.wrapping_add((g.pad[0] * wp + g.pad[1]) * C);
+    let ChannelBuf {
+        buf, obuf, origin, ..
+    } = channel_buf(&mut lines, g, cg, 0, padv);
     let mut p0 = begin;
     while p0 < end {
         let n = (end - p0).min(C);
@@ -1829,20 +1861,18 @@ unsafe fn depthwise_channels<S: Shift>(
 ) {
     const C: usize = 8;
     let ([_, w], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
-    let (hp, wp) = (cg.hp, cg.wp);
+    let wp = cg.wp;
     let (plane_len, out_len, ntaps) = (k.plane_len, oh * ow, kh * kw);
     let taps = channel_taps(g, wp);
     let mut lines = CHANNEL_BLOCK.take();
-    // the padded input planes, the outputs (at least eight pixels: they are transposed back
-    // eight at a time), the kernels tap-major and the biases
-    let buf = crate::gemm::floats(&mut lines, (hp * wp + out_len.max(C) + ntaps + 1) * C);
-    buf.fill(0.0);
-    let buf = buf.as_mut_ptr();
-    let obuf = buf.wrapping_add(hp * wp * C);
-    let wbuf = obuf.wrapping_add(out_len.max(C) * C);
+    // after the outputs: the kernels tap-major, then the biases
+    let ChannelBuf {
+        buf,
+        obuf,
+        origin,
+        extra: wbuf,
+    } = channel_buf(&mut lines, g, cg, (ntaps + 1) * C, 0.0);
     let bbuf = wbuf.wrapping_add(ntaps * C);
-    // where input pixel (0, 0) lies in the padded plane
-    let origin = buf.wrapping_add((g.pad[0] * wp + g.pad[1]) * C);
     let mut p0 = begin;
     while p0 < end {
         let n = (end - p0).min(C);
