@@ -810,25 +810,80 @@ impl Model {
         &self,
         inputs: &HashMap<String, Value<f32>>,
     ) -> Result<(Vec<f64>, Outputs), RuntimeError> {
+        self.profiled(inputs, |arena| {
+            let mut times = Vec::with_capacity(self.compiled.kernels().len());
+            for (k, f) in self.compiled.kernels().iter().zip(self.compiled.kernel_fns()) {
+                if k.prep {
+                    times.push(0.0);
+                    continue;
+                }
+                let t = thread_cpu_ms();
+                // SAFETY: as in `execute` (`ARENA_ACCESS`): the full range of a kernel over
+                // the session's arena, in run order.
+                unsafe { f(arena, 0, k.extent as i64) };
+                times.push(thread_cpu_ms() - t);
+            }
+            times
+        })
+    }
+
+    /// Runs the model like [`Model::run`], one kernel at a time, each split over the model's
+    /// threads as a run splits it (its step: shared by the threads when it is big enough, else
+    /// on one thread), and returns each kernel's wall time in milliseconds (in `kernels()`
+    /// order, 0 for the `prep` kernels), the barrier after it included, with the outputs. With
+    /// one thread, or while another run holds the threads, each kernel runs on the calling
+    /// thread alone. Where [`Model::run_profiled`] says what a kernel costs, this says how it
+    /// scales: the two side by side show a kernel that is slower on two threads than on one.
+    pub fn run_profiled_split(
+        &self,
+        inputs: &HashMap<String, Value<f32>>,
+    ) -> Result<(Vec<f64>, Outputs), RuntimeError> {
+        self.profiled(inputs, |arena| {
+            let pool = self.pool.as_ref().and_then(|p| p.try_lock().ok());
+            let steps = self.compiled.steps();
+            let mut next = 0;
+            let mut times = Vec::with_capacity(self.compiled.kernels().len());
+            for (k, f) in self.compiled.kernels().iter().zip(self.compiled.kernel_fns()) {
+                if k.prep {
+                    times.push(0.0);
+                    continue;
+                }
+                // the steps are the kernels that are not `prep`, in the same order
+                let step = steps.get(next).copied();
+                next += 1;
+                let t = std::time::Instant::now();
+                match (&pool, step) {
+                    (Some(pool), Some(step)) => {
+                        let one: std::sync::Arc<[kiln_jit::Step]> = std::sync::Arc::new([step]);
+                        // SAFETY: ARENA_ACCESS, as in `execute`: the kernel's step, after the
+                        // steps before it, over the session's arena, exclusively borrowed
+                        // until the pool returns.
+                        unsafe { pool.run(arena, &one) };
+                    }
+                    // SAFETY: as in `run_profiled`.
+                    _ => unsafe { f(arena, 0, k.extent as i64) },
+                }
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times
+        })
+    }
+
+    /// A run whose kernels `time` runs over the session's arena (every kernel that is not
+    /// `prep`, in run order, after the inputs were fed and the status words reset), returning
+    /// their times, then the outputs as [`Model::run`] gives them.
+    fn profiled(
+        &self,
+        inputs: &HashMap<String, Value<f32>>,
+        time: impl FnOnce(*mut u8) -> Vec<f64>,
+    ) -> Result<(Vec<f64>, Outputs), RuntimeError> {
         let feeds: Vec<Feed<'_>> = inputs.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut outputs = self.new_outputs();
         let mut session = self.take_session()?;
         // feeds the inputs (and warms the caches)
         self.run_in(&mut session, &feeds, &mut outputs)?;
         self.reset_status(&mut session.arena);
-        let arena = session.arena.as_mut_ptr();
-        let mut times = Vec::with_capacity(self.compiled.kernels().len());
-        for (k, f) in self.compiled.kernels().iter().zip(self.compiled.kernel_fns()) {
-            if k.prep {
-                times.push(0.0);
-                continue;
-            }
-            let t = thread_cpu_ms();
-            // SAFETY: as in `execute` (`ARENA_ACCESS`): the full range of a kernel over the
-            // session's arena.
-            unsafe { f(arena, 0, k.extent as i64) };
-            times.push(thread_cpu_ms() - t);
-        }
+        let times = time(session.arena.as_mut_ptr());
         self.check_status(&session.arena)?;
         for (&o, v) in self.compiled.graph().outputs().iter().zip(outputs.iter_mut()) {
             let s = self.compiled.plan().slots[&o];

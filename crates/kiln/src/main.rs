@@ -206,7 +206,9 @@ struct BenchArgs {
     /// output and fused ops and, for a kernel of the GEMM driver (convolutions; dense layers at
     /// larger batches), how the tier computes it (`→ direct conv`, `→ gemm`, `→ wide gemm`,
     /// `→ transposed gemm`); the kernels that run once per set of weights in one line; the
-    /// total against the median run; and the kernel tier.
+    /// total against the median run; and the kernel tier. With more than one thread, each
+    /// kernel is also timed split over the threads as a run splits it (wall time), with its
+    /// speedup over the one-thread time.
     #[arg(long)]
     profile: bool,
     /// With `--profile`: show only the N slowest kernels (the rest in one line).
@@ -535,20 +537,30 @@ fn print_profile(
     tier: kiln::jit::gemm::Tier,
     top: Option<usize>,
 ) -> Result<()> {
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); m.kernels().len()];
-    for _ in 0..runs.max(1) {
-        let (times, _) = m.run_profiled(feeds)?;
-        for (s, t) in samples.iter_mut().zip(times) {
-            s.push(t);
+    // each kernel's median over the runs of `profiled`
+    let medians = |profiled: &dyn Fn() -> Result<Vec<f64>, kiln::RuntimeError>| -> Result<Vec<f64>> {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); m.kernels().len()];
+        for _ in 0..runs.max(1) {
+            for (s, t) in samples.iter_mut().zip(profiled()?) {
+                s.push(t);
+            }
         }
-    }
-    let times: Vec<f64> = samples
-        .iter_mut()
-        .map(|s| {
-            s.sort_by(f64::total_cmp);
-            s[s.len() / 2]
-        })
-        .collect();
+        Ok(samples
+            .iter_mut()
+            .map(|s| {
+                s.sort_by(f64::total_cmp);
+                s[s.len() / 2]
+            })
+            .collect())
+    };
+    let times = medians(&|| Ok(m.run_profiled(feeds)?.0))?;
+    // with several threads, also each kernel split over them as a run splits it (wall time)
+    let threads = m.threads();
+    let split = if threads > 1 {
+        Some(medians(&|| Ok(m.run_profiled_split(feeds)?.0))?)
+    } else {
+        None
+    };
     let prep = m.profile_prep()?;
     let graph = m.graph();
     let names = KernelNames::new(graph, m.source_graph(), m.kernels());
@@ -558,33 +570,50 @@ fn print_profile(
         .iter()
         .map(|r| (r.id, r.flops))
         .collect();
-    // one row per node (a node with several kernels: their sum)
-    let mut rows: Vec<(kiln::ir::NodeId, f64, usize)> = Vec::new();
-    for (k, &ms) in m.kernels().iter().zip(&times) {
+    // one row per node (a node with several kernels: their sums): node, ms, kernels, split ms
+    let mut rows: Vec<(kiln::ir::NodeId, f64, usize, f64)> = Vec::new();
+    for (i, (k, &ms)) in m.kernels().iter().zip(&times).enumerate() {
         if k.prep {
             continue;
         }
+        let sp = split.as_ref().map_or(0.0, |s| s[i]);
         match rows.iter_mut().find(|r| r.0 == k.node) {
-            Some(r) => (r.1, r.2) = (r.1 + ms, r.2 + 1),
-            None => rows.push((k.node, ms, 1)),
+            Some(r) => (r.1, r.2, r.3) = (r.1 + ms, r.2 + 1, r.3 + sp),
+            None => rows.push((k.node, ms, 1, sp)),
         }
     }
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = rows.iter().map(|r| r.1).sum();
+    let split_total: f64 = rows.iter().map(|r| r.3).sum();
     out!(
         "profile: kernel tier {}; each kernel timed alone on one thread (the thread's CPU time), \
          median of {} runs, slowest first",
         tier.isa().name(),
         runs.max(1)
     );
+    if split.is_some() {
+        out!(
+            "{threads}T ms: each kernel alone again, split over the {threads} threads as a run \
+             splits it (wall time, the barrier after it included); speedup: ms / {threads}T ms"
+        );
+    }
+    // the split columns, when there are several threads
+    let split_cols = |ms: f64, sp: f64| match split {
+        Some(_) => format!(" {sp:>9.4} {:>6.2}×", ms / sp.max(1e-12)),
+        None => String::new(),
+    };
     out!(
-        "{:>9} {:>6} {:>8}  kernel: node of the model (op, output, fused ops)",
+        "{:>9} {:>6} {:>8}{}  kernel: node of the model (op, output, fused ops)",
         "ms",
         "share",
-        "GFLOP/s"
+        "GFLOP/s",
+        match split {
+            Some(_) => format!(" {:>9} {:>7}", format!("{threads}T ms"), "speedup"),
+            None => String::new(),
+        }
     );
     let shown = top.unwrap_or(usize::MAX).min(rows.len());
-    for &(node, ms, kernels) in &rows[..shown] {
+    for &(node, ms, kernels, sp) in &rows[..shown] {
         let rate = match flops.get(&node) {
             Some(&f) if f > 0 && ms > 0.0 => format!("{:.2}", f as f64 / ms / 1e6),
             _ => "-".into(),
@@ -594,23 +623,30 @@ fn print_profile(
             n => format!(" [{n} kernels]"),
         };
         out!(
-            "{ms:>9.4} {:>5.1}% {rate:>8}  {}{several}",
+            "{ms:>9.4} {:>5.1}% {rate:>8}{}  {}{several}",
             100.0 * ms / total.max(1e-12),
+            split_cols(ms, sp),
             names.label(node)
         );
     }
     if shown < rows.len() {
         let rest: f64 = rows[shown..].iter().map(|r| r.1).sum();
+        let rest_split: f64 = rows[shown..].iter().map(|r| r.3).sum();
         out!(
-            "{rest:>9.4} {:>5.1}% {:>8}  ({} more kernels)",
+            "{rest:>9.4} {:>5.1}% {:>8}{}  ({} more kernels)",
             100.0 * rest / total.max(1e-12),
             "-",
+            split_cols(rest, rest_split),
             rows[shown..].iter().map(|r| r.2).sum::<usize>()
         );
     }
     out!(
-        "total: {total:.3} ms in {} kernels",
-        rows.iter().map(|r| r.2).sum::<usize>()
+        "total: {total:.3} ms in {} kernels{}",
+        rows.iter().map(|r| r.2).sum::<usize>(),
+        match split {
+            Some(_) => format!("; split over {threads} threads {split_total:.3} ms"),
+            None => String::new(),
+        }
     );
     let prepped = m.kernels().iter().filter(|k| k.prep).count();
     if prepped > 0 {
@@ -619,17 +655,27 @@ fn print_profile(
             prep.iter().sum::<f64>()
         );
     }
-    let how = match m.threads() {
+    let how = match threads {
         1 => "each kernel alone, between two clock reads".to_string(),
         n => format!("each kernel alone on one thread, where a run splits kernels over {n} threads"),
     };
-    let diff = total - median;
-    out!(
-        "the total is {:.3} ms ({:+.0}%) {} the median run ({median:.3} ms): the profile runs {how}",
-        diff.abs(),
-        100.0 * diff / median.max(1e-12),
-        if diff >= 0.0 { "above" } else { "below" }
-    );
+    // how far a total is from the median run
+    let off = |t: f64| {
+        let diff = t - median;
+        format!(
+            "{:.3} ms ({:+.0}%) {} the median run ({median:.3} ms)",
+            diff.abs(),
+            100.0 * diff / median.max(1e-12),
+            if diff >= 0.0 { "above" } else { "below" }
+        )
+    };
+    out!("the total is {}: the profile runs {how}", off(total));
+    if split.is_some() {
+        out!(
+            "the split total is {}: it runs each kernel alone too, with a run's threads",
+            off(split_total)
+        );
+    }
     Ok(())
 }
 

@@ -27,14 +27,74 @@ fn temp_file(name: &str, contents: &str) -> String {
     p.display().to_string()
 }
 
-/// The profile's table: the label (after the ms, share and GFLOP/s columns) of every row.
+/// The figures of a row of the profile's table: ms, share, GFLOP/s and, with several threads,
+/// the split ms and the speedup.
+fn figures(out: &str) -> usize {
+    if out.contains(" speedup  kernel: ") { 5 } else { 3 }
+}
+
+/// The profile's table: the label (after the figures) of every row.
 fn table(out: &str) -> Vec<String> {
     out.lines()
         .skip_while(|l| !l.trim_start().starts_with("ms "))
         .skip(1)
         .take_while(|l| !l.starts_with("total: "))
-        .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(figures(out))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect()
+}
+
+/// With several threads, each kernel's time split over them and its speedup; with one (or
+/// where no kernel is big enough to split: LeNet-5 at batch 1), the one-thread columns alone.
+#[test]
+fn split_columns_with_several_threads() {
+    let model = repo("examples/models/lenet5.kiln");
+    let two = profile(&model, &["--threads", "2", "--batch", "64"]);
+    assert!(
+        two.contains("       ms  share  GFLOP/s     2T ms speedup  kernel: "),
+        "{two}"
+    );
+    assert!(
+        two.contains("\n2T ms: each kernel alone again, split over the 2 threads"),
+        "{two}"
+    );
+    let rows: Vec<Vec<&str>> = two
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("ms "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("total: "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(!rows.is_empty(), "{two}");
+    for r in &rows {
+        let (ms, split): (f64, f64) = (r[0].parse().unwrap(), r[3].parse().unwrap());
+        let speedup: f64 = r[4].strip_suffix('×').unwrap().parse().unwrap();
+        assert!(ms >= 0.0 && split >= 0.0 && speedup >= 0.0, "{two}");
+    }
+    let total = two.lines().find(|l| l.starts_with("total: ")).unwrap();
+    assert!(
+        total.contains(" kernels; split over 2 threads ") && total.ends_with(" ms"),
+        "{two}"
+    );
+    assert!(two.contains("\nthe split total is "), "{two}");
+    assert!(
+        table(&two)
+            .iter()
+            .any(|r| r == "pool1 (max pool 2×2 s2, 6 ch, 14×14)"),
+        "{two}"
+    );
+    for args in [
+        ["--threads", "1", "--batch", "64"],
+        ["--threads", "2", "--batch", "1"],
+    ] {
+        let one = profile(&model, &args);
+        assert!(one.contains("       ms  share  GFLOP/s  kernel: "), "{one}");
+        assert!(!one.contains("speedup") && !one.contains("split"), "{one}");
+    }
 }
 
 /// The number in `line` right after `before`.
