@@ -133,6 +133,9 @@ pub struct KernelInfo {
     /// threads may take slices of each other's shares ([`Step::fine`]); false for a GEMM whose
     /// every call packs all of its B again ([`gemm::GemmDesc::fine_slices`]).
     pub fine_slices: bool,
+    /// The fewest indices of its range worth a call ([`lower::Extent`]): the threads' shares
+    /// and slices are no smaller, but for the last ([`Step::grain`]).
+    pub grain: usize,
     /// Its Cranelift IR, when `keep_code` was set.
     pub clif: Option<String>,
     /// Its machine code, when `keep_code` was set.
@@ -158,6 +161,9 @@ pub struct Step {
     /// Whether the threads may run their shares in several calls and take slices of each
     /// other's ([`KernelInfo::fine_slices`]); if not, each runs its own share in one call.
     pub fine: bool,
+    /// The fewest indices of the range a thread's share or slice holds (but for what is left
+    /// at the end): [`KernelInfo::grain`].
+    pub grain: usize,
 }
 
 /// A graph compiled to native code for this CPU: the kernels, the memory plan their offsets
@@ -333,6 +339,7 @@ pub fn compile_training(
                         node: id,
                         name,
                         extent: 1,
+                        grain: 1,
                         work: 0,
                         form: None,
                         prep: true,
@@ -356,7 +363,7 @@ pub fn compile_training(
             let out = (plan.slots[&id], &node.ty);
             let scratch = plan.scratch.get(&id).copied();
             let status = plan.status.get(&id).copied();
-            let mut extent = 0;
+            let mut extent = lower::Extent { len: 0, grain: 1 };
             let kept = codegen::define(&mut module, fid, sig, options.keep_code, |e, p, _| {
                 let args = lower::Args {
                     arena: p[0],
@@ -375,7 +382,8 @@ pub fn compile_training(
             kernels.push(KernelInfo {
                 node: id,
                 name,
-                extent,
+                extent: extent.len,
+                grain: extent.grain,
                 work: node.ty.shape.numel().max(
                     usize::try_from(kiln_ir::summary::op_flops(&node.op, &types, &node.ty) / FLOPS_PER_WORK)
                         .unwrap_or(usize::MAX),
@@ -759,6 +767,7 @@ fn finish(
                     extent: k.extent,
                     parts: if split { threads } else { 1 },
                     fine: k.fine_slices,
+                    grain: k.grain.max(1),
                 }
             })
             .collect()

@@ -188,10 +188,30 @@ pub fn phases(op: &Op, ins: &[&TensorType], out: &TensorType) -> usize {
     }
 }
 
+/// The size of a kernel's outermost parallel loop (the `end` the entry passes), and the
+/// fewest of its indices worth one call (a slice of fewer costs as much: the Rust tiers pool
+/// and convolve depthwise eight planes at a time, a slice of one plane as a block of eight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub len: usize,
+    pub grain: usize,
+}
+
+/// The planes the Rust tiers' pooling and depthwise kernels take per block of channels
+/// (`direct::channel_block`): their kernels' grain.
+const CHANNEL_GRAIN: usize = 8;
+
 /// Writes the body of the op's kernel number `phase` and returns the size of its outermost
-/// parallel loop (the `end` the entry passes). Each arm picks a lowering and states its extent
+/// parallel loop and its grain ([`Extent`]). Each arm picks a lowering and states its extent
 /// together, so the two cannot disagree.
-pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
+pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> Extent {
+    let mut grain = 1;
+    let len = emit_body(e, op, a, phase, &mut grain);
+    Extent { len, grain }
+}
+
+/// [`emit`]'s body: the extent, and the grain where it is not 1.
+fn emit_body(e: &mut Emitter, op: &Op, a: &Args, phase: usize, grain: &mut usize) -> usize {
     let od = a.odims().to_vec();
     let numel = a.out.1.shape.numel();
     let planes = || od[0] * od[1];
@@ -233,6 +253,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
                 && let Some(k) = direct_kernels(a) =>
         {
             depthwise_conv_direct(e, a, k, c);
+            *grain = CHANNEL_GRAIN;
             planes()
         }
         Op::Conv2d(c) => {
@@ -245,6 +266,7 @@ pub fn emit(e: &mut Emitter, op: &Op, a: &Args, phase: usize) -> usize {
         }
         Op::Pool2d(p) if let Some(k) = direct_kernels(a) => {
             pool2d_direct(e, a, k, p);
+            *grain = CHANNEL_GRAIN;
             planes()
         }
         Op::Pool2d(p) => {
