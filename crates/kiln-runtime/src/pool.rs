@@ -182,7 +182,13 @@ fn run_split(t: usize, s: &Step, step: u64, arena: Arena, shares: &[Mutex<Share>
     let run = |b: usize, e: usize| {
         // SAFETY: a slice of the kernel's own range over the arena it was compiled for, taken
         // by this thread alone (the shares are disjoint, and so are the slices of a share).
-        unsafe { (s.f)(arena.0, (b * grain) as i64, (e * grain).min(s.extent) as i64) }
+        unsafe {
+            (s.f)(
+                arena.0,
+                (b * grain).min(s.extent) as i64,
+                (e * grain).min(s.extent) as i64,
+            )
+        }
     };
     if !s.fine || n == 1 {
         run(grains * t / n, grains * (t + 1) / n);
