@@ -47,6 +47,7 @@
 //! load and one maximum, add or FMA per tap, four outputs at a time ([`channel_block`]).
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
+use crate::elementwise_kernels::Act;
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512, Simd};
@@ -276,9 +277,9 @@ pub struct Kernels {
     pub dense: Entry<DenseDesc>,
     /// Called by the GEMM driver, not by JIT'd code.
     pub direct_conv: DirectConvFn,
-    /// A `gemm` node's epilogue without an activation and with a ReLU ([`gemm_epilogue`]).
-    pub epilogue: [crate::gemm::EpilogueFn; 2],
-    /// A dense layer's epilogue on the GEMM driver: a bias value per column, no activation.
+    /// A `gemm` node's epilogue, with any activation ([`gemm_epilogue`]).
+    pub epilogue: crate::gemm::EpilogueFn,
+    /// A dense layer's epilogue on the GEMM driver: a bias value per column.
     pub epilogue_cols: crate::gemm::EpilogueFn,
 }
 
@@ -297,12 +298,12 @@ pub fn kernels(isa: Isa) -> Option<Kernels> {
     }
 }
 
-/// Defines `NAME`, a `gemm::EpilogueFn` running [`gemm_epilogue`]`::<SET, RELU, COLS>` with
-/// the set's features enabled.
+/// Defines `NAME`, a `gemm::EpilogueFn` running [`gemm_epilogue`] with bias per row or (with
+/// `COLS`) per column, with the set's features enabled.
 macro_rules! epilogue_entry {
-    ($name:ident: $set:ty, $features:literal, $relu:literal, $cols:literal) => {
+    ($name:ident: $set:ty, $features:literal, $cols:literal) => {
         /// # Safety
-        /// As [`super::gemm_epilogue`].
+        /// As [`super::gemm_epilogue`]; `act` null or one activation.
         #[target_feature(enable = $features)]
         #[allow(clippy::too_many_arguments)]
         unsafe extern "C" fn $name(
@@ -314,9 +315,13 @@ macro_rules! epilogue_entry {
             cols: i64,
             ld: i64,
             src_ld: i64,
+            act: *const Act,
         ) {
             // SAFETY: forwarded from the caller.
-            unsafe { super::gemm_epilogue::<$set, $relu, $cols>(c, src, res, bias, [rows, cols, ld, src_ld]) }
+            unsafe {
+                let act = if act.is_null() { Act::NONE } else { *act };
+                super::gemm_epilogue::<$set, $cols>(c, src, res, bias, [rows, cols, ld, src_ld], act)
+            }
         }
     };
 }
@@ -371,10 +376,9 @@ macro_rules! entries {
                 unsafe { super::direct_conv::<$set>(j) }
             }
 
-            epilogue_entry!(epilogue: $set, $features, false, false);
-            epilogue_entry!(epilogue_relu: $set, $features, true, false);
+            epilogue_entry!(epilogue: $set, $features, false);
             // with a bias value per column (a dense layer's)
-            epilogue_entry!(epilogue_cols: $set, $features, false, true);
+            epilogue_entry!(epilogue_cols: $set, $features, true);
 
             pub(super) const KERNELS: Kernels = Kernels {
                 pool2d,
@@ -382,7 +386,7 @@ macro_rules! entries {
                 depthwise,
                 dense,
                 direct_conv,
-                epilogue: [epilogue, epilogue_relu],
+                epilogue,
                 epilogue_cols,
             };
         }
@@ -2881,13 +2885,13 @@ pub struct DirectConvJob<'a> {
 }
 
 /// A direct convolution's epilogue, applied as the finished sums are stored: `C[o, p] + bias[o]`
-/// (when `bias` is not null), then `+ res[o·l + p]` (when `res` is not null), then the ReLU
-/// (when `relu`), each a separate rounding in that order, as [`gemm_epilogue`] computes them.
+/// (when `bias` is not null), then `+ res[o·l + p]` (when `res` is not null), then the
+/// activation, each a separate rounding in that order, as [`gemm_epilogue`] computes them.
 #[derive(Clone, Copy)]
 pub struct Finish {
     pub bias: *const f32,
     pub res: *const f32,
-    pub relu: bool,
+    pub act: Act,
 }
 
 /// `DirectConvJob`'s kernel, per instruction set.
@@ -3215,10 +3219,7 @@ unsafe fn finish(
                 },
             );
         }
-        if f.relu {
-            v = Avx2::where_negative(v, Avx2::zero());
-        }
-        v
+        f.act.apply::<Avx2>(v)
     }
 }
 
@@ -3294,7 +3295,7 @@ unsafe fn conv_block<S: Simd, const P: usize, const OB: usize>(
 /// floats with rows `ld` bytes apart, read from `src` (rows `src_ld` bytes apart: C itself, or
 /// the scratch a wide product computed the block in) and written to C: the row's bias (the
 /// column's with `COLS`, a dense layer's; when `bias` is not null), then the residual's element
-/// (when `res` is not null; the same layout as C), then the ReLU when `RELU`, each a separate
+/// (when `res` is not null; the same layout as C), then the activation `act`, each a separate
 /// rounding in that order, as the Cranelift epilogue (`lower::emit_gemm_epilogue`) and the
 /// interpreter compute them; a register of columns at a time, the last partial.
 ///
@@ -3304,55 +3305,116 @@ unsafe fn conv_block<S: Simd, const P: usize, const OB: usize>(
 /// `COLS`); the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn gemm_epilogue<S: Simd, const RELU: bool, const COLS: bool>(
+unsafe fn gemm_epilogue<S: Simd, const COLS: bool>(
     c: *mut f32,
     src: *const f32,
     res: *const f32,
     bias: *const f32,
     sizes: [i64; 4],
+    act: Act,
+) {
+    use crate::elementwise_kernels::{self as ek, Clip, Ident, LeakyRelu, Relu};
+    // one loop per activation of a few instructions, the others chosen per register
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match act.code {
+            ek::NONE => epilogue_map::<S, _, COLS>(c, src, res, bias, sizes, Ident),
+            ek::RELU => epilogue_map::<S, _, COLS>(c, src, res, bias, sizes, Relu),
+            ek::CLIP => epilogue_map::<S, _, COLS>(c, src, res, bias, sizes, Clip(act.a, act.b)),
+            ek::LEAKY_RELU => epilogue_map::<S, _, COLS>(c, src, res, bias, sizes, LeakyRelu(act.a)),
+            _ => epilogue_map::<S, _, COLS>(c, src, res, bias, sizes, act),
+        }
+    }
+}
+
+/// [`gemm_epilogue`] with the activation `m`: one loop per kind of bias (none, per row, per
+/// column) and residual (none, one), so that the loop over a row's registers tests nothing.
+///
+/// # Safety
+/// As [`gemm_epilogue`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn epilogue_map<S: Simd, M: crate::elementwise_kernels::Map<S>, const COLS: bool>(
+    c: *mut f32,
+    src: *const f32,
+    res: *const f32,
+    bias: *const f32,
+    sizes: [i64; 4],
+    m: M,
+) {
+    let p = (c, src, res, bias);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match (bias.is_null(), COLS, res.is_null()) {
+            (true, _, true) => epilogue_rows::<S, M, EPI_NO_BIAS, false>(p, sizes, m),
+            (true, _, false) => epilogue_rows::<S, M, EPI_NO_BIAS, true>(p, sizes, m),
+            (false, false, true) => epilogue_rows::<S, M, ROW_BIAS, false>(p, sizes, m),
+            (false, false, false) => epilogue_rows::<S, M, ROW_BIAS, true>(p, sizes, m),
+            (false, true, true) => epilogue_rows::<S, M, COL_BIAS, false>(p, sizes, m),
+            (false, true, false) => epilogue_rows::<S, M, COL_BIAS, true>(p, sizes, m),
+        }
+    }
+}
+
+/// `epilogue_rows`'s kinds of bias.
+const EPI_NO_BIAS: u8 = 0;
+const ROW_BIAS: u8 = 1;
+const COL_BIAS: u8 = 2;
+
+/// [`epilogue_map`]'s loops over `(c, src, res, bias)`: the bias of kind `BIAS`, the residual
+/// when `RES`, then `m`; whole registers, then the row's last partial one.
+///
+/// # Safety
+/// As [`gemm_epilogue`], with `bias` not null unless `BIAS` is [`EPI_NO_BIAS`] and `res` not
+/// null when `RES`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn epilogue_rows<S: Simd, M: crate::elementwise_kernels::Map<S>, const BIAS: u8, const RES: bool>(
+    (c, src, res, bias): (*mut f32, *const f32, *const f32, *const f32),
+    sizes: [i64; 4],
+    m: M,
 ) {
     let l = S::LANES;
     let [rows, cols, ld, src_ld] = sizes.map(|v| usize::try_from(v).unwrap_or(0));
     let (ld, src_ld) = (ld / 4, src_ld / 4);
-    /// `n ≤ LANES` floats from `p` (a plain load when whole); a function, not a closure,
-    /// so that it is compiled with the caller's target features.
-    #[inline(always)]
-    unsafe fn load<S: Simd>(p: *const f32, n: usize) -> S::V {
-        // SAFETY: the caller's `p` holds `n` floats.
-        unsafe {
-            if n == S::LANES {
-                S::load(p)
-            } else {
-                S::load_partial(p, n)
-            }
-        }
-    }
-    // SAFETY (the whole body): row r < rows and columns j..j + n ≤ cols of the block.
+    let full = cols / l * l;
+    // SAFETY (the whole body): row r < rows and columns j..j + n ≤ cols of the block (n = l
+    // below `full`, the rest after it).
     unsafe {
         for r in 0..rows {
             let (crow, srow) = (c.add(r * ld), src.add(r * src_ld));
-            let b = (!COLS && !bias.is_null()).then(|| S::splat(*bias.add(r)));
+            let b = if BIAS == ROW_BIAS {
+                S::splat(*bias.add(r))
+            } else {
+                S::zero()
+            };
+            let rrow = res.wrapping_add(r * ld);
             let mut j = 0;
-            while j < cols {
-                let n = l.min(cols - j);
-                let mut v = load::<S>(srow.add(j), n);
-                if let Some(b) = b {
+            while j < full {
+                let mut v = S::load(srow.add(j));
+                if BIAS == ROW_BIAS {
                     v = S::add(v, b);
-                } else if COLS && !bias.is_null() {
-                    v = S::add(v, load::<S>(bias.add(j), n));
+                } else if BIAS == COL_BIAS {
+                    v = S::add(v, S::load(bias.add(j)));
                 }
-                if !res.is_null() {
-                    v = S::add(v, load::<S>(res.add(r * ld + j), n));
+                if RES {
+                    v = S::add(v, S::load(rrow.add(j)));
                 }
-                if RELU {
-                    v = S::where_negative(v, S::zero());
-                }
-                if n == l {
-                    S::store(crow.add(j), v);
-                } else {
-                    S::store_partial(crow.add(j), n, v);
-                }
+                S::store(crow.add(j), m.f(v));
                 j += l;
+            }
+            if full < cols {
+                let n = cols - full;
+                let mut v = S::load_partial(srow.add(full), n);
+                if BIAS == ROW_BIAS {
+                    v = S::add(v, b);
+                } else if BIAS == COL_BIAS {
+                    v = S::add(v, S::load_partial(bias.add(full), n));
+                }
+                if RES {
+                    v = S::add(v, S::load_partial(rrow.add(full), n));
+                }
+                S::store_partial(crow.add(full), n, m.f(v));
             }
         }
     }

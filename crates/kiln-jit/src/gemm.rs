@@ -13,6 +13,7 @@
 
 use crate::JitError;
 use crate::codegen::{self, Emitter};
+use crate::elementwise_kernels::Act;
 use crate::simd::Isa;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
@@ -936,13 +937,15 @@ unsafe fn pack_b_nr(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usiz
     }
 }
 
-/// `fn(c, src, residual, bias, rows, cols, ld_bytes, src_ld_bytes)`: a `gemm` node's epilogue
-/// over a finished block of C (rows `ld_bytes` apart; the residual block has the same layout;
+/// `fn(c, src, residual, bias, rows, cols, ld_bytes, src_ld_bytes, act)`: a `gemm` node's
+/// epilogue over a finished block of C (rows `ld_bytes` apart; the residual block has the same layout;
 /// `bias` points at the block's first row's bias), reading the block from `src` (rows
 /// `src_ld_bytes` apart): C itself, or the scratch a wide product computed it in, so that
 /// moving the block out and finishing it is one pass. Emitted per node by
-/// `lower::emit_gemm_epilogue`, or a Rust tier's.
-pub type EpilogueFn = unsafe extern "C" fn(*mut f32, *const f32, *const f32, *const f32, i64, i64, i64, i64);
+/// `lower::emit_gemm_epilogue` (which has the node's activation built in and ignores `act`),
+/// or a Rust tier's, which applies `act` ([`GemmDesc::act`]).
+pub type EpilogueFn =
+    unsafe extern "C" fn(*mut f32, *const f32, *const f32, *const f32, i64, i64, i64, i64, *const Act);
 
 /// Where a `gemm` node's B lives in the arena.
 #[derive(Debug, Clone, Copy)]
@@ -1052,6 +1055,9 @@ impl Swap {
 pub struct GemmDesc {
     pub kernel: MicroKernel,
     pub epilogue: Option<EpilogueFn>,
+    /// The activation a Rust tier's epilogue (or a direct convolution's finishing store)
+    /// applies.
+    pub act: Act,
     pub blocking: Blocking,
     pub batch: usize,
     pub groups: usize,
@@ -1120,11 +1126,10 @@ pub struct DirectConv {
     /// half of L2 (all of them where the whole copy fits L2). The driver copies a band's rows
     /// just before its pixels run, so that the kernel reads them from L2.
     pub band: usize,
-    /// `Some(relu)` where the kernel finishes C itself as it stores the sums (the bias, then
-    /// the residual, then the ReLU when `relu`: the node's epilogue, whose pass over C is
-    /// then skipped); `None` where the node's epilogue runs after the kernel (one the Rust
-    /// tiers do not have, or the Cranelift tier's).
-    pub finish: Option<bool>,
+    /// Whether the kernel finishes C itself as it stores the sums (the bias, then the
+    /// residual, then the node's activation, [`GemmDesc::act`]: the node's epilogue, whose
+    /// pass over C is then skipped); where not, the node's epilogue runs after the kernel.
+    pub finish: bool,
 }
 
 impl DirectConv {
@@ -1294,7 +1299,7 @@ impl DirectConv {
                 .saturating_mul(4)
                 > cache_size(2).unwrap_or(1 << 20),
             band,
-            finish: None,
+            finish: false,
         })
     }
 
@@ -1665,6 +1670,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                             cols as i64,
                             (d.l * 4) as i64,
                             (src_ld * 4) as i64,
+                            &d.act,
                         )
                     }
                 } else if let Some((src, src_ld)) = src {
@@ -1719,7 +1725,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                         bufs,
                     )
                 }?;
-                if dc.finish.is_none() {
+                if !dc.finish {
                     epilogue_at(rows[0], c0, rows[1] - rows[0], c1 - c0, None);
                 }
                 c0 = c1;
@@ -1920,10 +1926,10 @@ unsafe fn run_direct(
         l: d.l,
         chunk: dc.chunk,
         prefetch: dc.prefetch,
-        finish: dc.finish.map(|relu| crate::direct::Finish {
+        finish: dc.finish.then(|| crate::direct::Finish {
             bias: bias.map_or(std::ptr::null(), |b| b.cast_const()),
             res: res.map_or(std::ptr::null(), |r| r.cast_const()),
-            relu,
+            act: d.act,
         }),
     };
     // SAFETY: the job's pointers and sizes as `direct::direct_conv` requires: C's rows and
@@ -2911,6 +2917,7 @@ mod tests {
                 f: g.kernel.f,
             },
             epilogue: None,
+            act: crate::elementwise_kernels::Act::NONE,
             blocking: g.blocking,
             batch: 1,
             groups: 1,

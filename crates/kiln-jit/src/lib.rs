@@ -589,26 +589,22 @@ impl Gemms {
             plan.size = end;
             desc.a_packed = Some(at);
         }
-        // the Rust tier's epilogue where it has the activation, else one emitted for the node
-        let rust_epilogue = rust
-            .and(direct::kernels(tier.isa()))
-            .and_then(|k| match g.activation {
-                None => Some(k.epilogue[0]),
-                Some(kiln_ir::Activation::Relu) => Some(k.epilogue[1]),
-                _ => None,
-            });
+        // the Rust tier's epilogue (which has every activation), else one emitted for the node
+        let rust_epilogue = rust.and(direct::kernels(tier.isa())).map(|k| k.epilogue);
         let epilogue = if !(g.bias || g.residual || g.activation.is_some()) {
             None
         } else if let Some(f) = rust_epilogue {
             desc.epilogue = Some(f);
+            desc.act = elementwise_kernels::Act::of(g.activation);
             // a direct convolution finishes C as it stores it (no pass of its own over C)
             if let Some(dc) = desc.direct.as_mut() {
-                dc.finish = Some(g.activation.is_some());
+                dc.finish = true;
             }
             None
         } else {
             let mut sig = module.make_signature();
-            for _ in 0..8 {
+            // (the ninth, the Rust tiers' activation, unused: this one has its own built in)
+            for _ in 0..9 {
                 sig.params.push(cranelift_codegen::ir::AbiParam::new(I64));
             }
             let name = format!("epilogue_{}", self.descs.len());
@@ -655,6 +651,7 @@ impl Gemms {
         let mut desc = gemm::GemmDesc {
             kernel,
             epilogue: bias.map(|_| k.epilogue_cols),
+            act: elementwise_kernels::Act::NONE,
             blocking: gemm::Blocking::for_host(&kernel),
             batch: 1,
             groups: 1,
@@ -696,7 +693,7 @@ impl Gemms {
             // (a description without a Cranelift epilogue keeps the Rust tier's, or none)
             if let Some(id) = e {
                 let p = module.get_finalized_function(*id);
-                // SAFETY: defined in `add` with the `EpilogueFn` signature (eight i64).
+                // SAFETY: defined in `add` with the `EpilogueFn` signature (nine i64).
                 d.epilogue = Some(unsafe { std::mem::transmute::<*const u8, gemm::EpilogueFn>(p) });
             }
         }

@@ -144,12 +144,12 @@ proptest! {
     }
 
     /// Convolutions through im2col and the GEMM driver: products narrower and shorter than a
-    /// tile, several tiles, groups, strides and a fused residual-free epilogue; up to 32
+    /// tile, several tiles, groups, strides and every kind of fused activation; up to 32
     /// output channels per group the Rust tiers' small-convolution kernel runs them.
     #[test]
     fn conv_gemm(n in 1usize..3, g in 1usize..3, ig in 1usize..5, og in prop_oneof![1usize..20, 33usize..50], h in 1usize..12,
                  w in 1usize..40, k in 1usize..4, s in 1usize..3, pad in padding(), bias in any::<bool>(),
-                 act in prop_oneof![Just(None), Just(Some(Activation::Relu))],
+                 act in proptest::sample::select(ACTIVATIONS.to_vec()),
                  seed in any::<u64>()) {
         let op = Op::Conv2d(Conv2d { stride: [s, s], dilation: [1, 1], padding: pad, groups: g, activation: act });
         let mut params = vec![TensorType::f32([og * g, ig, k, k])];
@@ -375,20 +375,28 @@ fn depthwise_channel_blocks_on_every_tier() {
     check_depthwise_cases(&cases);
 }
 
+/// Every kind of activation a convolution fuses, and none: the cases below take them in turn.
+const ACTIVATIONS: [Option<Activation>; 8] = [
+    None,
+    Some(Activation::Relu),
+    Some(Activation::Clip { min: 0.0, max: 6.0 }),
+    Some(Activation::LeakyRelu { alpha: 0.1 }),
+    Some(Activation::Sigmoid),
+    Some(Activation::HardSigmoid {
+        alpha: 0.2,
+        beta: 0.5,
+    }),
+    Some(Activation::Tanh),
+    Some(Activation::Clip {
+        min: -1.5,
+        max: f32::INFINITY,
+    }),
+];
+
 /// Each depthwise case (with a bias and the activations in turn) equals the interpreter on
 /// every runnable tier, on 1 and 2 threads.
 fn check_depthwise_cases(cases: &[DwCase]) {
-    let acts = [
-        None,
-        Some(Activation::Relu),
-        Some(Activation::Clip { min: 0.0, max: 6.0 }),
-        Some(Activation::LeakyRelu { alpha: 0.1 }),
-        Some(Activation::Sigmoid),
-        Some(Activation::HardSigmoid {
-            alpha: 0.2,
-            beta: 0.5,
-        }),
-    ];
+    let acts = ACTIVATIONS;
     for (i, &(n, c, m, h, w, kh, kw, s, d, pad)) in cases.iter().enumerate() {
         let op = Op::Conv2d(Conv2d {
             stride: s,
@@ -419,7 +427,9 @@ type ConvCase = (
     [usize; 4],
 );
 
-fn conv_graph((n, c, g, o, h, w, k, s, d, pad): ConvCase, residual: bool) -> Graph {
+/// The case's convolution with a bias, then the residual (an input) when `residual`, then
+/// `act`: the fusion pass makes them one node, which the kernels finish as they store C.
+fn conv_graph((n, c, g, o, h, w, k, s, d, pad): ConvCase, residual: bool, act: Option<Activation>) -> Graph {
     let mut graph = Graph::new();
     let x = graph.input("x", TensorType::f32([n, c, h, w])).unwrap();
     let wt = graph.param("w", TensorType::f32([o, c / g, k, k])).unwrap();
@@ -431,17 +441,15 @@ fn conv_graph((n, c, g, o, h, w, k, s, d, pad): ConvCase, residual: bool) -> Gra
         groups: g,
         activation: None,
     });
-    let y = graph.add("conv", conv, &[x, wt, b]).unwrap();
-    let out = if residual {
-        let dims = graph.node(y).ty.dims().to_vec();
+    let mut out = graph.add("conv", conv, &[x, wt, b]).unwrap();
+    if residual {
+        let dims = graph.node(out).ty.dims().to_vec();
         let r = graph.input("r", TensorType::f32(dims)).unwrap();
-        let sum = graph.add("sum", Op::Binary(BinaryOp::Add), &[y, r]).unwrap();
-        graph
-            .add("out", Op::Activation(Activation::Relu), &[sum])
-            .unwrap()
-    } else {
-        y
-    };
+        out = graph.add("sum", Op::Binary(BinaryOp::Add), &[out, r]).unwrap();
+    }
+    if let Some(a) = act {
+        out = graph.add("out", Op::Activation(a), &[out]).unwrap();
+    }
     graph.mark_output(out).unwrap();
     graph
 }
@@ -462,10 +470,16 @@ fn check_tiers_and_threads(graph: &Graph, seed: u64, what: &str) {
     }
 }
 
-/// Each case's graph equals the interpreter on every runnable tier, on 1 and 2 threads.
+/// Each case's graph equals the interpreter on every runnable tier, on 1 and 2 threads; the
+/// cases take the activations in turn (the ReLU after each residual, the others as often).
 fn check_conv_cases(cases: &[ConvCase], residual: impl Fn(usize) -> bool) {
     for (i, &case) in cases.iter().enumerate() {
-        let graph = conv_graph(case, residual(i));
+        let act = if residual(i) && i % 2 == 0 {
+            Some(Activation::Relu)
+        } else {
+            ACTIVATIONS[(i / 2 + i) % ACTIVATIONS.len()]
+        };
+        let graph = conv_graph(case, residual(i), act);
         check_tiers_and_threads(&graph, (i * 7) as u64, &format!("case {i} {case:?}"));
     }
 }

@@ -83,6 +83,7 @@ pub fn gemm_desc(
     let mut d = GemmDesc {
         kernel,
         epilogue: None,
+        act: crate::elementwise_kernels::Act::NONE,
         blocking: Blocking::for_host(&kernel),
         batch: bd[0],
         groups: g.groups,
