@@ -526,7 +526,7 @@ fn pointwise_convolutions_on_every_tier() {
 }
 
 /// Pointwise convolutions on small maps, whose plain B the AVX2 tier computes transposed
-/// (`Swap::for_matrix`: 49 pixels pad to 64 columns of the main tile, 54 rows of the
+/// (`Swap::for_matrix`: 49 pixels pad to 64 columns of the main tile, 50 rows of the
 /// transposed one): a batch, groups, output channels not a multiple of the tile (70, 200),
 /// pixels not a multiple of its rows (33, 49), several K
 /// blocks (600 channels in), the bias, the residual and the ReLU, on every tier and 1 and 2
