@@ -1922,7 +1922,12 @@ unsafe fn depthwise_channels<S: Shift>(
             }
             channel_block::<S, _>(&op, g, &taps, buf, obuf, wp);
             let len = out_len * C;
-            crate::elementwise_kernels::activate_n::<S>(k.act, k.a, k.b, obuf, obuf, len);
+            // (in place, through a pointer LLVM cannot see is `obuf`: where it can, it turns a
+            // blend of the loaded register, as leaky ReLU's, into a masked store, `vmaskmovps`,
+            // microcoded on AMD: a 3 × 3 s2 depthwise on 24 × 112 × 112 with its leaky ReLU
+            // took 0.13–0.17 ms against 0.09–0.10 without)
+            let src = std::hint::black_box(obuf).cast_const();
+            crate::elementwise_kernels::activate_n::<S>(k.act, k.a, k.b, src, obuf, len);
             channels_out::<S>(obuf, out_len, y.add(p0 * out_len), n);
         }
         p0 += n;
