@@ -938,10 +938,10 @@ unsafe fn pack_b_nr(b: &BSource, out: &mut [f32], jc: usize, nc: usize, pc: usiz
 }
 
 /// `fn(c, src, residual, bias, rows, cols, ld_bytes, src_ld_bytes, act)`: a `gemm` node's
-/// epilogue over a finished block of C (rows `ld_bytes` apart; the residual block has the same layout;
-/// `bias` points at the block's first row's bias), reading the block from `src` (rows
-/// `src_ld_bytes` apart): C itself, or the scratch a wide product computed it in, so that
-/// moving the block out and finishing it is one pass. Emitted per node by
+/// epilogue over a finished block of C (rows `ld_bytes` apart; the residual block has the
+/// same layout; `bias` points at the block's first row's bias), reading the block from `src`
+/// (rows `src_ld_bytes` apart): C itself, or the scratch a wide product computed it in, so
+/// that moving the block out and finishing it is one pass. Emitted per node by
 /// `lower::emit_gemm_epilogue` (which has the node's activation built in and ignores `act`),
 /// or a Rust tier's, which applies `act` ([`GemmDesc::act`]).
 pub type EpilogueFn =
