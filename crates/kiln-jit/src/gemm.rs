@@ -483,7 +483,7 @@ pub unsafe fn gemm(
     cols: [usize; 2],
 ) -> Result<(), &'static str> {
     // SAFETY: forwarded from the caller.
-    unsafe { gemm_with(kern, bl, p, rows, cols, None) }
+    unsafe { gemm_with(kern, bl, p, rows, cols, [None, None]) }
 }
 
 /// K in equal blocks of at most `kc` (no short last block to pay C's update for): the step.
@@ -491,16 +491,17 @@ fn k_step(k: usize, kc: usize) -> usize {
     k.div_ceil(k.div_ceil(kc).max(1)).max(1)
 }
 
-/// The floats of an `m × k` A packed whole for tiles of `mr` rows ([`pack_a_whole`]): its rows
-/// padded to whole tiles; `None` on overflow.
-pub fn packed_a_len(m: usize, k: usize, mr: usize) -> Option<usize> {
+/// The floats of an operand packed whole: `m` rows of A (or columns of B) and depth `k`, for
+/// tiles of `mr` rows (or columns) ([`pack_a_whole`], [`pack_b_whole`]); its rows padded to
+/// whole tiles; `None` on overflow.
+pub fn packed_len(m: usize, k: usize, mr: usize) -> Option<usize> {
     m.div_ceil(mr.max(1)).checked_mul(mr)?.checked_mul(k)
 }
 
 /// Packs all of `p`'s A for `kern`'s tiles under the blocking `bl`, as [`gemm_with`] reads it:
 /// the K block at `pc` (of `k_step(k, bl.kc)` rows) is `pack_a`'s layout of rows `[0, m)`
 /// (padded to whole tiles: `mp` rows) at `out[pc·mp..]`. An error when `out` is not
-/// [`packed_a_len`] floats or the tile does not fit the driver.
+/// [`packed_len`] floats or the tile does not fit the driver.
 ///
 /// # Safety
 /// `p.a` must be valid for reads of `m × lda` floats (`lda ≥ k`).
@@ -511,7 +512,7 @@ pub unsafe fn pack_a_whole(
     out: &mut [f32],
 ) -> Result<(), &'static str> {
     kern.check()?;
-    if bl.kc == 0 || Some(out.len()) != packed_a_len(p.m, p.k, kern.mr) {
+    if bl.kc == 0 || Some(out.len()) != packed_len(p.m, p.k, kern.mr) {
         return Err("a packed A of the wrong size");
     }
     let mp = p.m.div_ceil(kern.mr) * kern.mr;
@@ -524,9 +525,37 @@ pub unsafe fn pack_a_whole(
     Ok(())
 }
 
+/// Packs all of B (`k × n`, from `b`) for tiles of `nr` columns under the blocking `bl`, as
+/// [`gemm_with`] reads it: the K block at `pc` (of `k_step(k, bl.kc)` rows) is `pack_b`'s
+/// layout of columns `[0, n)` (padded to whole tiles: `np` columns) at `out[pc·np..]`. An
+/// error when `out` is not [`packed_len`]`(n, k, nr)` floats.
+///
+/// # Safety
+/// `b` must be valid for reads of its `k × n` elements.
+pub unsafe fn pack_b_whole(
+    nr: usize,
+    bl: &Blocking,
+    b: &BSource,
+    [k, n]: [usize; 2],
+    out: &mut [f32],
+) -> Result<(), &'static str> {
+    if nr == 0 || bl.kc == 0 || Some(out.len()) != packed_len(n, k, nr) {
+        return Err("a packed B of the wrong size");
+    }
+    let np = n.div_ceil(nr) * nr;
+    let kstep = k_step(k, bl.kc);
+    for pc in (0..k).step_by(kstep) {
+        let kc = kstep.min(k - pc);
+        // SAFETY: forwarded from the caller; the block holds np·kc floats (pc·np + np·kc ≤ np·k).
+        unsafe { pack_b(b, &mut out[pc * np..(pc + kc) * np], 0, n, pc, kc, nr) };
+    }
+    Ok(())
+}
+
 /// [`gemm`], reading A from `a_packed` (all of A packed by [`pack_a_whole`] for this kernel and
-/// blocking) instead of packing it, when given. An error when `a_packed` has the wrong size or
-/// `rows` does not start at a tile boundary.
+/// blocking) instead of packing it, when given, and B from `b_packed` (all of B packed by
+/// [`pack_b_whole`]) likewise. An error when a packed operand has the wrong size or `rows`
+/// (`cols`) does not start at a tile boundary.
 ///
 /// # Safety
 /// As [`gemm`].
@@ -536,7 +565,7 @@ pub unsafe fn gemm_with(
     p: &Problem,
     rows: [usize; 2],
     cols: [usize; 2],
-    a_packed: Option<&[f32]>,
+    [a_packed, b_packed]: [Option<&[f32]>; 2],
 ) -> Result<(), &'static str> {
     kern.check()?;
     if bl.mc == 0 || bl.kc == 0 || bl.nc == 0 {
@@ -547,13 +576,20 @@ pub unsafe fn gemm_with(
     }
     let (mr, nr) = (kern.mr, kern.nr);
     if let Some(ap) = a_packed
-        && (Some(ap.len()) != packed_a_len(p.m, p.k, mr)
+        && (Some(ap.len()) != packed_len(p.m, p.k, mr)
             || (rows[0] < rows[1] && !rows[0].is_multiple_of(mr))
             || !bl.mc.is_multiple_of(mr))
     {
         return Err("a packed A of the wrong size, or rows off the tiles");
     }
-    let mp = p.m.div_ceil(mr) * mr;
+    if let Some(bp) = b_packed
+        && (Some(bp.len()) != packed_len(p.n, p.k, nr)
+            || (cols[0] < cols[1] && !cols[0].is_multiple_of(nr))
+            || !bl.nc.is_multiple_of(nr))
+    {
+        return Err("a packed B of the wrong size, or columns off the tiles");
+    }
+    let (mp, np) = (p.m.div_ceil(mr) * mr, p.n.div_ceil(nr) * nr);
     // B's rows read where they lie by the tile's twin that takes them so, instead of packed:
     // a wide patch matrix (packing was an eighth of a 3 × 3 convolution's time, and the tile
     // reads the copy as fast), and a matrix of at most 128 rows of A, where a packed panel
@@ -573,6 +609,7 @@ pub unsafe fn gemm_with(
     // 1.08)
     let avx512 = crate::gemm_simd::isa_of(kern) == Some(Isa::Avx512);
     let in_place = match p.b {
+        _ if b_packed.is_some() => None,
         BSource::Matrix { .. } if p.m > 128 || (avx512 && p.m > 32) => None,
         _ if avx512 && p.n < 1024 => None,
         _ => p.b.runs().zip(crate::gemm_simd::rows_kernel(kern)),
@@ -587,8 +624,13 @@ pub unsafe fn gemm_with(
             let nc = bl.nc.min(cols[1] - jc);
             for pc in (0..p.k).step_by(kstep) {
                 let kc = kstep.min(p.k - pc);
-                let bpack = match in_place {
-                    Some((ptr, f)) => {
+                let bpack = match (b_packed, in_place) {
+                    // jc is a multiple of nr (cols[0] and nc are): its panels start at jc·kc in
+                    // the K block at pc·np and take ⌈nc/nr⌉·nr·kc floats, jc + that ≤ np
+                    (Some(bp), _) => {
+                        BPanels::Packed(&bp[pc * np + jc * kc..pc * np + (jc + nc.div_ceil(nr) * nr) * kc])
+                    }
+                    (None, Some((ptr, f))) => {
                         off.clear();
                         off.extend((pc..pc + kc).filter_map(|kk| p.b.row_start(kk)));
                         let whole = nc / nr * nr;
@@ -602,7 +644,7 @@ pub unsafe fn gemm_with(
                             edge,
                         }
                     }
-                    None => {
+                    (None, None) => {
                         let bpack = floats(bbuf, nc.div_ceil(nr) * nr * kc);
                         // SAFETY: forwarded from the caller.
                         unsafe { pack_b(&p.b, bpack, jc, nc, pc, kc, nr) };
@@ -1074,10 +1116,15 @@ pub struct GemmDesc {
     pub m_step: usize,
     pub n_step: usize,
     /// Where A (the weights) lives packed whole, when it is computed from the weights alone:
-    /// the byte offset of `groups` packings of [`packed_a_len`]`(mg, kg, mr)` floats each,
-    /// written by [`kiln_gemm_pack_a`] (a `prep` kernel: run when the weights are set or
+    /// the byte offset of `groups` packings of [`packed_len`]`(mg, kg, mr)` floats each,
+    /// written by [`kiln_gemm_pack`] (a `prep` kernel: run when the weights are set or
     /// changed) and read by every run instead of packing A again.
     pub a_packed: Option<usize>,
+    /// Where B lives packed whole, when it is a plain matrix (one image, one group) computed
+    /// from the weights alone, as a dense layer's weights are: the byte offset of
+    /// [`packed_len`]`(l, kg, nr)` floats, written by [`kiln_gemm_pack`] with A's packing and
+    /// read by every run instead of packing B per block.
+    pub b_packed: Option<usize>,
     /// Byte offset of the node's status word (`plan::Plan::status`, 8-byte aligned): the
     /// driver stores a failure there instead of unwinding into JIT code.
     pub status: usize,
@@ -1424,13 +1471,26 @@ impl GemmDesc {
 
     /// The floats of one group's packed A ([`GemmDesc::a_packed`]); `None` on overflow.
     pub fn packed_a_group(&self) -> Option<usize> {
-        packed_a_len(self.mg, self.kg, self.a_packing().0.mr)
+        packed_len(self.mg, self.kg, self.a_packing().0.mr)
     }
 
     /// The bytes of all groups' packed A, rounded to whole 64-byte lines; `None` on overflow.
     pub fn packed_a_bytes(&self) -> Option<usize> {
         self.packed_a_group()?
             .checked_mul(self.groups)?
+            .checked_mul(4)?
+            .checked_next_multiple_of(64)
+    }
+
+    /// The bytes of B packed whole ([`GemmDesc::b_packed`]), rounded to whole 64-byte lines;
+    /// `None` where B cannot be packed ahead (not a plain matrix of one image and group: a
+    /// patch matrix, or a transposed product) or on overflow.
+    pub fn packed_b_bytes(&self) -> Option<usize> {
+        let plain = matches!(self.b, BArena::Matrix { .. } | BArena::MatrixT { .. });
+        if !plain || (self.batch, self.groups) != (1, 1) || self.direct.is_some() {
+            return None;
+        }
+        packed_len(self.l, self.kg, self.kernel.nr)?
             .checked_mul(4)?
             .checked_next_multiple_of(64)
     }
@@ -1800,6 +1860,17 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                 geom,
             },
         };
+        let b_packed = match d.b_packed {
+            // SAFETY: `Gemms::add_dense` reserved `packed_b_bytes()` at this offset of the
+            // arena (one image, one group: `n = g = 0`); runs only read it.
+            Some(off) => match packed_len(d.l, d.kg, d.kernel.nr) {
+                Some(len) if (d.batch, d.groups) == (1, 1) => {
+                    Some(unsafe { std::slice::from_raw_parts(at(off), len) })
+                }
+                _ => return Err("a packed B of images or groups, or too big"),
+            },
+            None => None,
+        };
         let epilogue = |blk: Block| epilogue_at(blk.m0, blk.n0, blk.rows, blk.cols, None);
         let p = d.problem(a, b, c, &epilogue);
         // SAFETY: in bounds of the arena: `d` was built by `lower::gemm_desc` from the node's
@@ -1810,7 +1881,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
         // above (`item < end ≤ items()`, a merged run ends at `mb` rows of blocks or `nb`
         // columns of blocks, clamped to `mg` and `cols()`), so every pointer formed here stays in
         // its value's slot.
-        unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) }?;
+        unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, [a_packed, b_packed]) }?;
     }
     if let Some((bufs, _)) = direct {
         DIRECT.set(bufs);
@@ -2228,7 +2299,7 @@ unsafe fn run_swapped(
     let (mr, nr) = (kern.mr, kern.nr);
     let np = d.mg.div_ceil(nr) * nr;
     if let Some(ap) = a_packed
-        && (Some(ap.len()) != packed_a_len(d.mg, d.kg, nr)
+        && (Some(ap.len()) != packed_len(d.mg, d.kg, nr)
             || (rows[0] < rows[1] && !rows[0].is_multiple_of(nr))
             || !bl.nc.is_multiple_of(nr))
     {
@@ -2435,7 +2506,7 @@ unsafe fn run_shifted(
             let p = d.problem(a, b, c, &done);
             // SAFETY: A as in `run_items`; B reads the padded copy within `sh.len` floats; C is
             // written at the item's rows and columns, `cols ⊆ [0, sh.cols) = [0, l)`.
-            return unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, a_packed) };
+            return unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, cols, [a_packed, None]) };
         }
         // the columns one `nc`-wide block at a time (the driver's own blocks: the same
         // arithmetic as one call), so that the scratch stays one block however many items a
@@ -2483,7 +2554,7 @@ unsafe fn run_shifted(
             };
             // SAFETY: A as in `run_items`; B reads the padded copy within `sh.len` floats; C is
             // written only at the block's rows and columns, inside the scratch.
-            unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, [c0, c1], a_packed) }?;
+            unsafe { gemm_with(&d.kernel, &d.blocking, &p, rows, [c0, c1], [a_packed, None]) }?;
             c0 = c1;
         }
         Ok(())
@@ -2493,43 +2564,70 @@ unsafe fn run_shifted(
     result
 }
 
-/// Packs the A of the `gemm` described by `desc` whole, every group, into its place in the
-/// arena ([`GemmDesc::a_packed`]); the JIT'd `prep` kernel of a `gemm` whose A is computed
-/// from the weights alone calls this (its range `[begin, end)` is `[0, 1)`) when the weights
-/// are set or changed. Failures are reported as `kiln_gemm_run`'s.
+/// Packs what the `gemm` described by `desc` reads packed ahead into its places in the arena:
+/// its A whole, every group ([`GemmDesc::a_packed`]), and its B ([`GemmDesc::b_packed`]); the
+/// JIT'd `prep` kernel of a `gemm` whose A or B is computed from the weights alone calls this
+/// (its range `[begin, end)` is `[0, 1)`) when the weights are set or changed. Failures are
+/// reported as `kiln_gemm_run`'s.
 ///
 /// # Safety
 /// As `kiln_gemm_run`; no other thread may touch the arena while it runs.
-pub unsafe extern "C" fn kiln_gemm_pack_a(desc: *const GemmDesc, arena: *mut u8, begin: i64, end: i64) {
+pub unsafe extern "C" fn kiln_gemm_pack(desc: *const GemmDesc, arena: *mut u8, begin: i64, end: i64) {
     // SAFETY: forwarded from the caller.
     let d = unsafe { &*desc };
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(), &'static str> {
-        let (Some(off), Some(len), true) = (d.a_packed, d.packed_a_group(), (begin, end) == (0, 1)) else {
-            return Err("no packed A, or a range other than [0, 1)");
-        };
+        if (d.a_packed.is_none() && d.b_packed.is_none()) || (begin, end) != (0, 1) {
+            return Err("nothing packed ahead, or a range other than [0, 1)");
+        }
         let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
-        for g in 0..d.groups {
-            let p = Problem {
-                m: d.mg,
-                n: 0,
-                k: d.kg,
-                a: at(d.a).wrapping_add(g * d.mg * d.kg),
-                lda: d.kg,
-                b: BSource::Matrix {
-                    ptr: std::ptr::null(),
-                    ld: 0,
+        if let Some(off) = d.a_packed {
+            let len = d.packed_a_group().ok_or("a packed A too big")?;
+            for g in 0..d.groups {
+                let p = Problem {
+                    m: d.mg,
+                    n: 0,
+                    k: d.kg,
+                    a: at(d.a).wrapping_add(g * d.mg * d.kg),
+                    lda: d.kg,
+                    b: BSource::Matrix {
+                        ptr: std::ptr::null(),
+                        ld: 0,
+                    },
+                    c: std::ptr::null_mut(),
+                    ldc: 0,
+                    epilogue: None,
+                };
+                // SAFETY: A is `groups·mg × kg` at `d.a` (`run_items`), the packings are `groups`
+                // times `len` floats at `off` (`Gemms::add` reserved them), `g < groups`, and this
+                // thread alone touches the arena.
+                let out = unsafe { std::slice::from_raw_parts_mut(at(off).add(g * len), len) };
+                let (kern, bl) = d.a_packing();
+                // SAFETY: as above.
+                unsafe { pack_a_whole(&kern, &bl, &p, out) }?;
+            }
+        }
+        if let Some(off) = d.b_packed {
+            let len = packed_len(d.l, d.kg, d.kernel.nr).ok_or("a packed B too big")?;
+            let b = match d.b {
+                BArena::Matrix { offset } => BSource::Matrix {
+                    ptr: at(offset),
+                    ld: d.l,
                 },
-                c: std::ptr::null_mut(),
-                ldc: 0,
-                epilogue: None,
+                BArena::MatrixT { offset } => BSource::MatrixT {
+                    ptr: at(offset),
+                    ld: d.kg,
+                },
+                BArena::Patches { .. } => return Err("a patch matrix packed ahead"),
             };
-            // SAFETY: A is `groups·mg × kg` at `d.a` (`run_items`), the packings are `groups`
-            // times `len` floats at `off` (`Gemms::add` reserved them), `g < groups`, and this
-            // thread alone touches the arena.
-            let out = unsafe { std::slice::from_raw_parts_mut(at(off).add(g * len), len) };
-            let (kern, bl) = d.a_packing();
+            if (d.batch, d.groups) != (1, 1) {
+                return Err("a packed B of images or groups");
+            }
+            // SAFETY: B is `kg × l` at its offset (`run_items`, one image and group), the packing
+            // `len` floats at `off` (`Gemms::add_dense` reserved them), and this thread alone
+            // touches the arena.
+            let out = unsafe { std::slice::from_raw_parts_mut(at(off), len) };
             // SAFETY: as above.
-            unsafe { pack_a_whole(&kern, &bl, &p, out) }?;
+            unsafe { pack_b_whole(d.kernel.nr, &d.blocking, &b, [d.kg, d.l], out) }?;
         }
         Ok(())
     }));
@@ -2541,7 +2639,7 @@ pub unsafe extern "C" fn kiln_gemm_pack_a(desc: *const GemmDesc, arena: *mut u8,
 }
 
 /// Emits a call of a driver entry `f(desc, arena, begin, end)` ([`kiln_gemm_run`],
-/// [`kiln_gemm_pack_a`]) with the description `desc` (which outlives the code).
+/// [`kiln_gemm_pack`]) with the description `desc` (which outlives the code).
 pub fn emit_driver_call(
     e: &mut Emitter,
     f: unsafe extern "C" fn(*const GemmDesc, *mut u8, i64, i64),
@@ -2646,7 +2744,7 @@ impl Sgemm {
         if Some(a.len()) != m.checked_mul(k) {
             return Err(err("an A of the wrong size"));
         }
-        let len = packed_a_len(m, k, self.kernel.mr).ok_or_else(|| err("an A too big to pack"))?;
+        let len = packed_len(m, k, self.kernel.mr).ok_or_else(|| err("an A too big to pack"))?;
         let mut packed = vec![0.0f32; len];
         let p = Problem {
             m,
@@ -2681,7 +2779,7 @@ impl Sgemm {
         [r0, r1]: [usize; 2],
     ) -> Result<(), JitError> {
         let err = |e: &str| JitError::Codegen(format!("sgemm: {e}"));
-        if Some(a_packed.len()) != packed_a_len(m, k, self.kernel.mr)
+        if Some(a_packed.len()) != packed_len(m, k, self.kernel.mr)
             || Some(b.len()) != k.checked_mul(n)
             || Some(c.len()) != m.checked_mul(n)
         {
@@ -2704,7 +2802,17 @@ impl Sgemm {
         };
         // SAFETY: the lengths were checked above (a_packed holds ≥ m·k floats); `c` is
         // exclusively borrowed; `gemm_with` checks the rows.
-        unsafe { gemm_with(&self.kernel, &self.blocking, &p, [r0, r1], [0, n], Some(a_packed)) }.map_err(err)
+        unsafe {
+            gemm_with(
+                &self.kernel,
+                &self.blocking,
+                &p,
+                [r0, r1],
+                [0, n],
+                [Some(a_packed), None],
+            )
+        }
+        .map_err(err)
     }
 }
 
@@ -2932,6 +3040,7 @@ mod tests {
             m_step: 4,
             n_step: NR,
             a_packed: None,
+            b_packed: None,
             status: 0,
             direct: None,
             bias_cols: false,

@@ -325,36 +325,41 @@ pub fn compile_training(
                     options.gemm_tier,
                     a_constant,
                 )?;
-                if gemms.descs[i].a_packed.is_some() {
-                    // a `prep` kernel packs A (the weights) once they are set or changed
-                    let name = format!("k{}_{}_pack_a", kernels.len(), node.name.replace('.', "_"));
-                    let fid = codegen::declare_kernel(&mut module, &name)?;
-                    let sig = codegen::kernel_signature(&module);
-                    let d = &*gemms.descs[i];
-                    let kept = codegen::define(&mut module, fid, sig, options.keep_code, |e, p, _| {
-                        gemm::emit_driver_call(e, gemm::kiln_gemm_pack_a, d, [p[0], p[1], p[2]])
-                    })?;
-                    let (clif, code) = kept.map_or((None, None), |(t, c)| (Some(t), Some(c)));
-                    kernels.push(KernelInfo {
-                        node: id,
-                        name,
-                        extent: 1,
-                        grain: 1,
-                        work: 0,
-                        form: None,
-                        prep: true,
-                        update: false,
-                        fine_slices: true,
-                        clif,
-                        code,
-                    });
-                    ids.push(fid);
-                }
                 Some(i)
             }
-            Op::Dense => gemms.add_dense(&plan, id, &ins, threads, options.gemm_tier)?,
+            Op::Dense => {
+                let w_constant = constant.contains(&in_ids[1]);
+                gemms.add_dense(&mut plan, id, &ins, threads, options.gemm_tier, w_constant)?
+            }
             _ => None,
         };
+        if let Some(d) = gemm.map(|i| &*gemms.descs[i])
+            && (d.a_packed.is_some() || d.b_packed.is_some())
+        {
+            // a `prep` kernel packs the operands computed from the weights alone once they are
+            // set or changed
+            let name = format!("k{}_{}_pack", kernels.len(), node.name.replace('.', "_"));
+            let fid = codegen::declare_kernel(&mut module, &name)?;
+            let sig = codegen::kernel_signature(&module);
+            let kept = codegen::define(&mut module, fid, sig, options.keep_code, |e, p, _| {
+                gemm::emit_driver_call(e, gemm::kiln_gemm_pack, d, [p[0], p[1], p[2]])
+            })?;
+            let (clif, code) = kept.map_or((None, None), |(t, c)| (Some(t), Some(c)));
+            kernels.push(KernelInfo {
+                node: id,
+                name,
+                extent: 1,
+                grain: 1,
+                work: 0,
+                form: None,
+                prep: true,
+                update: false,
+                fine_slices: true,
+                clif,
+                code,
+            });
+            ids.push(fid);
+        }
         let types: Vec<&TensorType> = ins.iter().map(|(_, t)| t).collect();
         for phase in 0..lower::phases(&node.op, &types, &node.ty) {
             let name = format!("k{}_{}", kernels.len(), node.name.replace('.', "_"));
@@ -493,12 +498,27 @@ impl Phases {
     }
 }
 
-/// The fewest rows (batch) of a dense layer that runs on the GEMM driver: below it, the
-/// direct kernel's dot products (weights streamed once per four rows) win. Measured on
-/// ConvNeXt-T's layers (EPYC Zen 5, AVX-512): at 3136 and 784 rows the driver runs at 215–231
-/// GFLOP/s against 121–137, at 196 rows 170 against 141–154, at 49 rows both 84–98; LeNet-5's
-/// 64-row 400 → 120 layer runs at 220 on the direct kernel.
+/// The fewest rows (batch) of a dense layer that runs on the GEMM driver when its weights are
+/// packed on every run (they depend on a graph input): below it, the direct kernel's dot
+/// products (weights streamed once per four rows) win. Measured on ConvNeXt-T's layers (EPYC
+/// Zen 5, AVX-512): at 3136 and 784 rows the driver runs at 215–231 GFLOP/s against 121–137,
+/// at 196 rows 170 against 141–154, at 49 rows both 84–98; LeNet-5's 64-row 400 → 120 layer
+/// runs at 220 on the direct kernel.
 const DENSE_GEMM_ROWS: usize = 128;
+
+/// Whether a dense layer of `rows` rows and `weights` bytes of weights runs on the GEMM
+/// driver. With its weights packed once when they are set (`GemmDesc::b_packed`), from two
+/// rows where the weights are larger than L2: the driver's tiles then stream the packed panels
+/// once per six rows, where the direct kernel reads the weights once per four rows and wastes
+/// lanes below four. Measured on the EPYC Zen 3 (AVX2, one thread, each layer alone, ms, direct
+/// → driver): ConvNeXt-T's 49-row 768 → 3072 3.78 → 2.99, 4 × 4096 → 4096 (64 MB from
+/// memory) 4.21 → 4.48, 3 rows 7.52 → 4.17, 2 rows 5.14 → 4.42, 16 × 512 → 1000 0.24 → 0.19,
+/// 2 × 512 → 1000 0.089 → 0.052, but 1 row 2.89 → 4.26 (a matrix-vector product: the direct
+/// kernel's); LeNet-5's 64 × 400 → 120 (190 KB, in L2) 0.073 → 0.093.
+fn dense_on_driver(rows: usize, weights: usize, packed: bool) -> bool {
+    let l2 = gemm::cache_size(2).unwrap_or(1 << 20);
+    rows >= DENSE_GEMM_ROWS || (packed && rows >= 2 && weights > l2)
+}
 
 /// The `gemm` nodes' driver descriptions, with the functions they call once the module is
 /// finalized: one shared micro-kernel and an epilogue per node.
@@ -580,14 +600,8 @@ impl Gemms {
             *shifted = None;
             desc.split(want);
         }
-        let at = plan.size.next_multiple_of(64);
-        if let Some(end) = desc.packed_a_bytes().and_then(|b| at.checked_add(b))
-            && a_constant
-            && end <= kiln_ir::limits::MAX_BYTES
-        {
-            plan.permanent = plan.permanent.saturating_add(end - plan.size);
-            plan.size = end;
-            desc.a_packed = Some(at);
+        if a_constant {
+            desc.a_packed = reserve(plan, desc.packed_a_bytes());
         }
         // the Rust tier's epilogue (which has every activation), else one emitted for the node
         let rust_epilogue = rust.and(direct::kernels(tier.isa())).map(|k| k.epilogue);
@@ -623,17 +637,19 @@ impl Gemms {
     }
 
     /// Describes the dense node `id` (`x [N, I]`, `w [O, I]`, an optional bias `[O]`) for the
-    /// GEMM driver when it has at least [`DENSE_GEMM_ROWS`] rows and the tier has a Rust
-    /// micro-kernel: `Y = X·Wᵀ` with X as A (packed per run), W read transposed as B and the
-    /// bias per column in the Rust tier's epilogue; returns its index, or `None` where the
-    /// direct kernels run it.
+    /// GEMM driver where it pays ([`dense_on_driver`]) and the tier has a Rust micro-kernel:
+    /// `Y = X·Wᵀ` with X as A (packed per run), W read transposed as B (packed when the weights
+    /// are set where they are computed from the weights alone, `w_constant`) and the bias per
+    /// column in the Rust tier's epilogue; returns its index, or `None` where the direct
+    /// kernels run it.
     fn add_dense(
         &mut self,
-        plan: &plan::Plan,
+        plan: &mut plan::Plan,
         id: NodeId,
         ins: &[(plan::Slot, TensorType)],
         threads: usize,
         tier: gemm::Tier,
+        w_constant: bool,
     ) -> Result<Option<usize>, JitError> {
         let (xd, wd) = (ins[0].1.dims(), ins[1].1.dims());
         let (n, i, o) = (xd[0], xd[1], wd[0]);
@@ -644,7 +660,8 @@ impl Gemms {
         ) else {
             return Ok(None);
         };
-        if n < DENSE_GEMM_ROWS || kernel.check().is_err() {
+        let weights = i.saturating_mul(o).saturating_mul(4);
+        if !dense_on_driver(n, weights, w_constant) || kernel.check().is_err() {
             return Ok(None);
         }
         let bias = ins.get(2).map(|s| s.0.offset);
@@ -668,11 +685,19 @@ impl Gemms {
             m_step: 1,
             n_step: 1,
             a_packed: None,
+            b_packed: None,
             status,
             direct: None,
             bias_cols: true,
         };
         desc.split(if threads > 1 { threads.saturating_mul(2) } else { 1 });
+        if w_constant {
+            desc.b_packed = reserve(plan, desc.packed_b_bytes());
+        }
+        if desc.b_packed.is_none() && !dense_on_driver(n, weights, false) {
+            // (no room in the arena for the packed weights)
+            return Ok(None);
+        }
         self.on_cranelift.push(false);
         self.descs.push(Box::new(desc));
         self.epilogues.push(None);
@@ -698,6 +723,19 @@ impl Gemms {
             }
         }
     }
+}
+
+/// A place of `bytes` (64-byte aligned) added at the end of the arena for the whole run of a
+/// model (an operand packed when the weights are set); `None` when `bytes` is, or when the
+/// arena would outgrow its limit (the operand is then packed on every run).
+fn reserve(plan: &mut plan::Plan, bytes: Option<usize>) -> Option<usize> {
+    let at = plan.size.next_multiple_of(64);
+    let end = at
+        .checked_add(bytes?)
+        .filter(|&end| end <= kiln_ir::limits::MAX_BYTES)?;
+    plan.permanent = plan.permanent.saturating_add(end - plan.size);
+    plan.size = end;
+    Some(at)
 }
 
 /// The entry `fn(arena)`: every kernel over its whole range, in order.

@@ -776,9 +776,10 @@ fn small_convolutions_on_every_tier() {
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
-/// Dense layers with enough rows for the GEMM driver (`x [N, I]` as A, the weights read
-/// transposed as B, the bias per column in the epilogue): widths around the tiles and the
-/// registers, with and without a bias, on every tier, 1 and 2 threads (row and column splits).
+/// Dense layers the GEMM driver runs (`x [N, I]` as A, the weights read transposed as B,
+/// packed when they are set, the bias per column in the epilogue): enough rows, or from two
+/// rows weights larger than any L2 (over 2 MiB); widths around the tiles and the registers,
+/// with and without a bias, on every tier, 1 and 2 threads (row and column splits).
 #[test]
 fn dense_layers_on_the_gemm_driver_on_every_tier() {
     for (i, (n, inputs, outputs, bias)) in [
@@ -788,6 +789,9 @@ fn dense_layers_on_the_gemm_driver_on_every_tier() {
         (129, 400, 17, true),
         (256, 16, 1000, true),
         (1000, 3, 64, false),
+        (2, 1024, 600, true),
+        (5, 700, 1001, false),
+        (49, 768, 705, true),
     ]
     .into_iter()
     .enumerate()
@@ -798,5 +802,14 @@ fn dense_layers_on_the_gemm_driver_on_every_tier() {
         }
         let graph = one_op(Op::Dense, TensorType::f32([n, inputs]), &params).unwrap();
         check_tiers_and_threads(&graph, (i * 5) as u64, &format!("case {i}"));
+        // the Rust tiers run it on the driver, the weights packed by a `prep` kernel
+        for tier in Tier::runnable().into_iter().filter(|&t| t != Tier::Cranelift) {
+            let compiled = kiln_jit::compile(&graph, &options(tier)).unwrap();
+            let forms: Vec<_> = compiled.kernels().iter().map(|k| (k.prep, k.form)).collect();
+            assert!(
+                forms.contains(&(false, Some("gemm"))) && forms.contains(&(true, None)),
+                "case {i}, {tier:?}: {forms:?}"
+            );
+        }
     }
 }

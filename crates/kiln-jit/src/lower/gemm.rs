@@ -99,6 +99,7 @@ pub fn gemm_desc(
         n_step: 1,
         // set by the compiler when A is computed from the weights alone (`Gemms::add`)
         a_packed: None,
+        b_packed: None,
         status,
         // set by the compiler on a Rust tier (`DirectConv::new`)
         direct: None,
