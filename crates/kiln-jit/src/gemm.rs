@@ -1180,16 +1180,27 @@ pub struct DirectConv {
 }
 
 impl DirectConv {
-    /// The most output channels per group it takes on `isa` whatever the shape: two
-    /// registers' worth. The tiles have 4 to 12 rows, and 32 rows are two or three of them,
-    /// where packing the patches costs more than the FMAs; on AVX2, whose tiles read a wide
-    /// patch matrix in place (`gemm_simd::rows_kernel`), 16 (measured on the EPYC Zen 3, one
-    /// thread, with the earlier kernel over one plane per channel in 4-pixel blocks: the
-    /// dilated 3 × 3 32 → 32 on 64 × 64 1.03 ms direct, 0.99 as a GEMM on the 4 × 16 tile;
-    /// the present kernel runs that one faster than the GEMM, and [`DirectConv::pays`] takes
-    /// it and the other shapes where that was measured).
-    pub fn max_rows(isa: Isa) -> usize {
-        2 * isa.lanes()
+    /// The most output channels per group it takes on `isa` whatever the map and the depth:
+    /// two registers' worth. The tiles have 4 to 12 rows, and 32 rows are two or three of
+    /// them, where packing the patches costs more than the FMAs; on AVX2, whose tiles read a
+    /// wide patch matrix in place (`gemm_simd::rows_kernel`), 16 for a 1 × 1 kernel (measured
+    /// on the EPYC Zen 3, one thread, with the earlier kernel over one plane per channel in
+    /// 4-pixel blocks: the dilated 3 × 3 32 → 32 on 64 × 64 1.03 ms direct, 0.99 as a GEMM on
+    /// the 4 × 16 tile; the present kernel runs that one faster than the GEMM, and
+    /// [`DirectConv::pays`] takes it and the other shapes where that was measured), and four
+    /// registers, 32, for wider kernels, which the present kernel runs in blocks of four
+    /// registers by 3 pixels: measured on the EPYC Zen 3 (each convolution alone, one
+    /// thread, ms, GEMM → direct), DenseNet-121's 3 × 3 32 ← 128 on 7 × 7 (transposed)
+    /// 0.095–0.112 → 0.048, on 14 × 14 (transposed) 0.23 → 0.16–0.19, on 56 × 56 (wide, a
+    /// copy of 1.7 MB, three times L2) 2.91–3.03 → 2.53–2.57, 32 ← 256 on 14 × 14 (2304 taps)
+    /// 0.46 → 0.33.
+    pub fn max_rows(isa: Isa, g: &PatchGeom) -> usize {
+        let regs = if isa == Isa::Avx2 && g.kh.saturating_mul(g.kw) > 1 {
+            4
+        } else {
+            2
+        };
+        regs * isa.lanes()
     }
     /// The most floats of a padded copy (64 MiB).
     const MAX_PAD: usize = 1 << 24;
@@ -1300,7 +1311,7 @@ impl DirectConv {
         // 6 channels: the GEMM was faster on AVX-512's 16 lanes, slower on AVX2's 8)
         let lanes = isa.lanes();
         if rows == 0
-            || (rows > DirectConv::max_rows(isa) && !DirectConv::pays(isa, g, channels))
+            || (rows > DirectConv::max_rows(isa, g) && !DirectConv::pays(isa, g, channels))
             || rows * 2 < rows.div_ceil(lanes.max(1)) * lanes
             || g.oh == 0
             || g.ow == 0

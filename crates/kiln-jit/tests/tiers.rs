@@ -760,8 +760,10 @@ fn transposed_convolutions_on_every_tier() {
 
 /// Convolutions with few output channels per group, which the Rust tiers run with the
 /// small-convolution kernel (vectorized over output channels) instead of the GEMM: every
-/// channel count from a quarter of a register to two registers, strides 1 to 3, dilations,
-/// groups, uneven paddings, the bias, the residual and the ReLU fused, on 1 and 2 threads.
+/// channel count from a quarter of a register to two registers, and on AVX2 up to four
+/// registers for kernels wider than 1 × 1 (asserted), on maps the blocks of pixels do not
+/// fill; strides 1 to 3, dilations, groups, uneven paddings, the bias, the residual and the
+/// ReLU fused, on 1 and 2 threads.
 #[test]
 fn small_convolutions_on_every_tier() {
     let cases = [
@@ -772,7 +774,17 @@ fn small_convolutions_on_every_tier() {
         (1, 8, 4, 64, 10, 17, 3, 1, 2, [0, 3, 1, 0]),
         (1, 2, 1, 32, 6, 40, 1, 2, 1, [0, 0, 0, 0]),
         (2, 5, 1, 12, 3, 3, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 16, 1, 32, 14, 14, 3, 1, 1, [1, 1, 1, 1]),
+        (2, 10, 1, 24, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 8, 2, 40, 9, 13, 3, 2, 1, [1, 0, 1, 1]),
     ];
+    if Isa::Avx2.available() {
+        for case in &cases[cases.len() - 3..] {
+            let (channels, groups, outputs) = (case.1, case.2, case.3);
+            let direct = DirectConv::new(Isa::Avx2, &geometry(*case), channels / groups, outputs / groups);
+            assert!(direct.is_some(), "{case:?} does not run directly on AVX2");
+        }
+    }
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
