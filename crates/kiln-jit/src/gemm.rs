@@ -439,6 +439,27 @@ pub struct Problem<'a> {
     pub epilogue: Option<&'a dyn Fn(Block)>,
 }
 
+impl Problem<'_> {
+    /// The problem of packing an `m × k` A at `a` (rows `k` apart) alone ([`pack_a_whole`]):
+    /// no B, no C.
+    pub fn a_only(a: *const f32, m: usize, k: usize) -> Problem<'static> {
+        Problem {
+            m,
+            n: 0,
+            k,
+            a,
+            lda: k,
+            b: BSource::Matrix {
+                ptr: std::ptr::null(),
+                ld: 0,
+            },
+            c: std::ptr::null_mut(),
+            ldc: 0,
+            epilogue: None,
+        }
+    }
+}
+
 /// A finished block of C: rows `[m0, m0 + rows)`, columns `[n0, n0 + cols)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Block {
@@ -2594,20 +2615,7 @@ pub unsafe extern "C" fn kiln_gemm_pack(desc: *const GemmDesc, arena: *mut u8, b
         if let Some(off) = d.a_packed {
             let len = d.packed_a_group().ok_or("a packed A too big")?;
             for g in 0..d.groups {
-                let p = Problem {
-                    m: d.mg,
-                    n: 0,
-                    k: d.kg,
-                    a: at(d.a).wrapping_add(g * d.mg * d.kg),
-                    lda: d.kg,
-                    b: BSource::Matrix {
-                        ptr: std::ptr::null(),
-                        ld: 0,
-                    },
-                    c: std::ptr::null_mut(),
-                    ldc: 0,
-                    epilogue: None,
-                };
+                let p = Problem::a_only(at(d.a).wrapping_add(g * d.mg * d.kg), d.mg, d.kg);
                 // SAFETY: A is `groups·mg × kg` at `d.a` (`run_items`), the packings are `groups`
                 // times `len` floats at `off` (`Gemms::add` reserved them), `g < groups`, and this
                 // thread alone touches the arena.
@@ -2757,20 +2765,7 @@ impl Sgemm {
         }
         let len = packed_len(m, k, self.kernel.mr).ok_or_else(|| err("an A too big to pack"))?;
         let mut packed = vec![0.0f32; len];
-        let p = Problem {
-            m,
-            n: 0,
-            k,
-            a: a.as_ptr(),
-            lda: k,
-            b: BSource::Matrix {
-                ptr: std::ptr::null(),
-                ld: 0,
-            },
-            c: std::ptr::null_mut(),
-            ldc: 0,
-            epilogue: None,
-        };
+        let p = Problem::a_only(a.as_ptr(), m, k);
         // SAFETY: `a` holds m·k floats; only A is read.
         unsafe { pack_a_whole(&self.kernel, &self.blocking, &p, &mut packed) }.map_err(err)?;
         Ok(packed)
