@@ -1514,6 +1514,37 @@ impl GemmDesc {
             .checked_next_multiple_of(64)
     }
 
+    /// B as the driver reads it for image `n` and group `g` of the arena at `arena`: the plain
+    /// matrix's (`kg × l`), the transposed matrix's (one image and group only), or the image
+    /// the patches are gathered from.
+    fn b_source(&self, arena: *mut u8, n: usize, g: usize) -> Result<BSource, &'static str> {
+        let at = |off: usize| arena.wrapping_add(off).cast::<f32>();
+        Ok(match self.b {
+            BArena::Matrix { offset } => BSource::Matrix {
+                ptr: at(offset).wrapping_add((n * self.groups + g) * self.kg * self.l),
+                ld: self.l,
+            },
+            BArena::MatrixT { offset } => {
+                if (self.batch, self.groups) != (1, 1) {
+                    return Err("a transposed B with images or groups");
+                }
+                BSource::MatrixT {
+                    ptr: at(offset),
+                    ld: self.kg,
+                }
+            }
+            BArena::Patches {
+                offset,
+                channels,
+                geom,
+                ..
+            } => BSource::Patches {
+                ptr: at(offset).wrapping_add((n * channels + g * (channels / self.groups)) * geom.h * geom.w),
+                geom,
+            },
+        })
+    }
+
     /// The bytes of B packed whole ([`GemmDesc::b_packed`]), rounded to whole 64-byte lines;
     /// `None` where B cannot be packed ahead (not a plain matrix of one image and group: a
     /// patch matrix, or a transposed product) or on overflow.
@@ -1540,9 +1571,8 @@ impl GemmDesc {
     /// threads, Inception v2's 3 × 3s of 96 to 192 channels on 14 × 14 alone: 1.53–1.70× over
     /// one thread cut by pixels, 1.60–1.83× by channels; paired, Inception v2 0.973 and 0.975,
     /// v1 0.980, v3 1.014 and 0.986, GoogLeNet 1.012 and 1.005). With more than one item
-    /// wanted, a side that is cut is then cut
-    /// at every tile (a thread runs its adjacent items as one block, `run_items`), so that the
-    /// threads' shares differ by at most a tile.
+    /// wanted, a side that is cut is then cut at every tile (a thread runs its adjacent items
+    /// as one block, `run_items`), so that the threads' shares differ by at most a tile.
     pub fn split(&mut self, want: usize) {
         // column blocks of (nearly) equal width, so that threads get equal shares; a transposed
         // product's rows (C's) are its tile's columns and the other way round, and it computes
@@ -1874,30 +1904,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             unsafe { run_shifted(d, [rows, cols], a, a_packed, image, &geom, &sh, (c, &epilogue_at)) }?;
             continue;
         }
-        let b = match d.b {
-            BArena::Matrix { offset } => BSource::Matrix {
-                ptr: at(offset).wrapping_add((n * d.groups + g) * d.kg * d.l),
-                ld: d.l,
-            },
-            BArena::MatrixT { offset } => {
-                if (d.batch, d.groups) != (1, 1) {
-                    return Err("a transposed B with images or groups");
-                }
-                BSource::MatrixT {
-                    ptr: at(offset),
-                    ld: d.kg,
-                }
-            }
-            BArena::Patches {
-                offset,
-                channels,
-                geom,
-                ..
-            } => BSource::Patches {
-                ptr: at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w),
-                geom,
-            },
-        };
+        let b = d.b_source(arena, n, g)?;
         let b_packed = match d.b_packed {
             // SAFETY: `Gemms::add_dense` reserved `packed_b_bytes()` at this offset of the
             // arena (one image, one group: `n = g = 0`); runs only read it.
@@ -2633,20 +2640,10 @@ pub unsafe extern "C" fn kiln_gemm_pack(desc: *const GemmDesc, arena: *mut u8, b
         }
         if let Some(off) = d.b_packed {
             let len = packed_len(d.l, d.kg, d.kernel.nr).ok_or("a packed B too big")?;
-            let b = match d.b {
-                BArena::Matrix { offset } => BSource::Matrix {
-                    ptr: at(offset),
-                    ld: d.l,
-                },
-                BArena::MatrixT { offset } => BSource::MatrixT {
-                    ptr: at(offset),
-                    ld: d.kg,
-                },
-                BArena::Patches { .. } => return Err("a patch matrix packed ahead"),
-            };
-            if (d.batch, d.groups) != (1, 1) {
-                return Err("a packed B of images or groups");
+            if (d.batch, d.groups) != (1, 1) || matches!(d.b, BArena::Patches { .. }) {
+                return Err("a patch matrix, images or groups packed ahead");
             }
+            let b = d.b_source(arena, 0, 0)?;
             // SAFETY: B is `kg × l` at its offset (`run_items`, one image and group), the packing
             // `len` floats at `off` (`Gemms::add_dense` reserved them), and this thread alone
             // touches the arena.
