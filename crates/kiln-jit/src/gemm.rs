@@ -2292,6 +2292,8 @@ fn pack_gathered<const MR: usize>(pad: &[f32], tap: &[usize], pix: &[usize], out
 /// [`pack_gathered`] for a run-time `mr` (the tiles' as constants).
 fn pack_gathered_mr(mr: usize, pad: &[f32], tap: &[usize], pix: &[usize], out: &mut [f32]) {
     match mr {
+        4 => pack_gathered::<4>(pad, tap, pix, out),
+        5 => pack_gathered::<5>(pad, tap, pix, out),
         6 => pack_gathered::<6>(pad, tap, pix, out),
         7 => pack_gathered::<7>(pad, tap, pix, out),
         8 => pack_gathered::<8>(pad, tap, pix, out),
