@@ -817,36 +817,52 @@ unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, 
 }
 
 /// One whole A micro-panel of `mr` (a multiple of 4) rows `lda` apart from `a`, `kc` columns
-/// each, in 4 × 4 blocks: four rows' 4 columns loaded, transposed in registers, and stored as
-/// 4 columns' 4 rows.
+/// each: the panel is the block's transpose ([`transpose_block`]).
 ///
 /// # Safety
 /// `a` must be valid for `mr` rows of `kc` floats, `lda` apart; `panel` holds `mr·kc` floats.
 #[cfg(target_arch = "x86_64")]
 unsafe fn pack_panel4(a: *const f32, lda: usize, panel: &mut [f32], kc: usize, mr: usize) {
-    use std::arch::x86_64::*;
     debug_assert!(panel.len() >= mr * kc && mr.is_multiple_of(4));
-    let out = panel.as_mut_ptr();
-    let k4 = kc / 4 * 4;
-    for i0 in (0..mr).step_by(4) {
-        let r = [0, 1, 2, 3].map(|j| a.wrapping_add((i0 + j) * lda));
-        for k in (0..k4).step_by(4) {
-            // SAFETY: columns k..k + 4 ≤ kc of rows i0..i0 + 4 < mr; the stores are at
-            // (k + j)·mr + i0 .. + 4 ≤ kc·mr.
+    // SAFETY: forwarded from the caller; the panel holds the kc × mr transpose.
+    unsafe { transpose_block(a, lda, panel.as_mut_ptr(), mr, [mr, kc]) };
+}
+
+/// Writes the transpose of the `rows × cols` block at `src` (rows `lds` floats apart) to `dst`
+/// (rows `ldd` apart): `dst[j·ldd + i] = src[i·lds + j]`. On x86-64 in 4 × 4 blocks, four
+/// rows' 4 columns loaded, transposed in registers and stored as 4 rows' 4 columns, a block
+/// column of `dst`'s rows at a time (each written along its lines); the edges one float at a
+/// time.
+///
+/// # Safety
+/// `src` valid for reading and `dst` for writing those floats, not overlapping.
+unsafe fn transpose_block(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, [rows, cols]: [usize; 2]) {
+    // the rows and columns of whole 4 × 4 blocks, which the registers transpose
+    #[cfg(target_arch = "x86_64")]
+    let (r4, c4) = (rows / 4 * 4, cols / 4 * 4);
+    #[cfg(not(target_arch = "x86_64"))]
+    let (r4, c4) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    for j in (0..c4).step_by(4) {
+        use std::arch::x86_64::*;
+        for i in (0..r4).step_by(4) {
+            // SAFETY: rows i..i + 4 ≤ rows, columns j..j + 4 ≤ cols of the source; the stores
+            // at rows j..j + 4, columns i..i + 4 of the destination.
             unsafe {
-                let mut x = r.map(|row| _mm_loadu_ps(row.add(k)));
+                let mut x = [0, 1, 2, 3].map(|t| _mm_loadu_ps(src.add((i + t) * lds + j)));
                 let [x0, x1, x2, x3] = &mut x;
                 _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
-                for (j, v) in x.iter().enumerate() {
-                    _mm_storeu_ps(out.add((k + j) * mr + i0), *v);
+                for (t, v) in x.iter().enumerate() {
+                    _mm_storeu_ps(dst.add((j + t) * ldd + i), *v);
                 }
             }
         }
-        for k in k4..kc {
-            for (j, row) in r.iter().enumerate() {
-                // SAFETY: as above, one column at a time.
-                unsafe { *out.add(k * mr + i0 + j) = *row.add(k) };
-            }
+    }
+    // the rest: columns past c4 of every row, and every column of the rows past r4
+    for i in 0..rows {
+        for j in if i < r4 { c4 } else { 0 }..cols {
+            // SAFETY: row i < rows, column j < cols.
+            unsafe { *dst.add(j * ldd + i) = *src.add(i * lds + j) };
         }
     }
 }
@@ -2453,18 +2469,19 @@ unsafe fn run_swapped(
             }
         }
     });
-    // the scratch (pixels × channels) transposed into C (channels × pixels), 8 channels at a
-    // time so that reads and writes both run along lines
-    for ch0 in (0..nch).step_by(8) {
-        let chs = 8.min(nch - ch0);
-        for px in 0..npx {
-            let src = &scratch[px * ldt + ch0..px * ldt + ch0 + chs];
-            for (j, &v) in src.iter().enumerate() {
-                // SAFETY: channel rows[0] + ch0 + j < mg, pixel cols[0] + px < l: inside C.
-                unsafe { *c.add((rows[0] + ch0 + j) * d.l + cols[0] + px) = v };
-            }
-        }
-    }
+    // the scratch (pixels × channels) transposed into C (channels × pixels); one float at a
+    // time this was 7 % of a 3 × 3 256 ← 64 on 13 × 13
+    // SAFETY: the scratch holds npx rows of ldt ≥ nch floats; channels rows[0] + nch ≤ mg and
+    // pixels cols[0] + npx ≤ l are inside C (rows l apart).
+    unsafe {
+        transpose_block(
+            scratch.as_ptr(),
+            ldt,
+            c.add(rows[0] * d.l + cols[0]),
+            d.l,
+            [npx, nch],
+        )
+    };
     SWAPPED.set((tbuf, pbuf, tap, pix));
     Ok(())
 }
@@ -3086,6 +3103,35 @@ mod tests {
                 "{tier:?}"
             );
             assert!(!swap(512, 512, None), "{tier:?}");
+        }
+    }
+
+    /// `transpose_block` writes exactly the transpose: blocks whose sides are and are not
+    /// multiples of the 4 × 4 registers, rows wider than the block on both sides, and nothing
+    /// outside the block (the destination's other floats keep their value).
+    #[test]
+    fn transpose_block_is_the_transpose() {
+        for (rows, cols) in [
+            (0, 5),
+            (1, 1),
+            (3, 7),
+            (4, 4),
+            (8, 12),
+            (13, 6),
+            (169, 256),
+            (6, 133),
+        ] {
+            let (lds, ldd) = (cols + 3, rows + 5);
+            let src: Vec<f32> = (0..rows * lds).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0f32; cols * ldd];
+            // SAFETY: rows × cols of src (rows lds apart) and cols × rows of dst (ldd apart).
+            unsafe { transpose_block(src.as_ptr(), lds, dst.as_mut_ptr(), ldd, [rows, cols]) };
+            for j in 0..cols {
+                for i in 0..ldd {
+                    let want = if i < rows { src[i * lds + j] } else { -1.0 };
+                    assert_eq!(dst[j * ldd + i], want, "{rows} × {cols}: row {j}, column {i}");
+                }
+            }
         }
     }
 
