@@ -797,11 +797,19 @@ unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, 
     for q in 0..mc.div_ceil(mr) {
         let panel = &mut out[q * mr * kc..(q + 1) * mr * kc];
         let live = mr.min(mc - q * mr);
-        #[cfg(target_arch = "x86_64")]
         if live == mr && mr.is_multiple_of(4) {
+            // a whole panel of whole 4 × 4 blocks: its transpose
             // SAFETY: rows ic + q·mr .. + mr < m, columns pc..pc + kc ≤ k ≤ lda; the panel
-            // holds mr·kc floats.
-            unsafe { pack_panel4(p.a.add((ic + q * mr) * p.lda + pc), p.lda, panel, kc, mr) };
+            // holds the kc × mr transpose.
+            unsafe {
+                transpose_block(
+                    p.a.add((ic + q * mr) * p.lda + pc),
+                    p.lda,
+                    panel.as_mut_ptr(),
+                    mr,
+                    [mr, kc],
+                )
+            };
             continue;
         }
         for (i, row) in rows.iter_mut().enumerate().take(live) {
@@ -814,18 +822,6 @@ unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, 
             }
         }
     }
-}
-
-/// One whole A micro-panel of `mr` (a multiple of 4) rows `lda` apart from `a`, `kc` columns
-/// each: the panel is the block's transpose ([`transpose_block`]).
-///
-/// # Safety
-/// `a` must be valid for `mr` rows of `kc` floats, `lda` apart; `panel` holds `mr·kc` floats.
-#[cfg(target_arch = "x86_64")]
-unsafe fn pack_panel4(a: *const f32, lda: usize, panel: &mut [f32], kc: usize, mr: usize) {
-    debug_assert!(panel.len() >= mr * kc && mr.is_multiple_of(4));
-    // SAFETY: forwarded from the caller; the panel holds the kc × mr transpose.
-    unsafe { transpose_block(a, lda, panel.as_mut_ptr(), mr, [mr, kc]) };
 }
 
 /// Writes the transpose of the `rows × cols` block at `src` (rows `lds` floats apart) to `dst`
@@ -2305,7 +2301,14 @@ fn pack_gathered<const MR: usize>(pad: &[f32], tap: &[usize], pix: &[usize], out
     }
 }
 
-/// [`pack_gathered`] for a run-time `mr` (the tiles' as constants).
+/// The tile heights [`pack_gathered_mr`] packs with a fixed-size copy (its arms); every
+/// transposed product's tile is one of them (`gemm_simd`'s tests), since any other falls to
+/// the per-element path, several times slower.
+#[cfg(test)]
+pub(crate) const GATHERED_MR: [usize; 6] = [4, 5, 6, 7, 8, 12];
+
+/// [`pack_gathered`] for a run-time `mr` (the tiles' as constants, listed in `GATHERED_MR`
+/// for the tests).
 fn pack_gathered_mr(mr: usize, pad: &[f32], tap: &[usize], pix: &[usize], out: &mut [f32]) {
     match mr {
         4 => pack_gathered::<4>(pad, tap, pix, out),
