@@ -102,7 +102,7 @@ proptest! {
 
     /// Activations and (log-)softmax along any axis.
     #[test]
-    fn elementwise_unary(which in 0usize..9, axis in -3i64..3, seed: u64) {
+    fn elementwise_unary(which in 0usize..10, axis in -3i64..3, seed: u64) {
         let op = match which {
             0 => Op::Activation(Activation::Relu),
             1 => Op::Activation(Activation::LeakyRelu { alpha: 0.1 }),
@@ -112,6 +112,7 @@ proptest! {
             5 => Op::Activation(Activation::Clip { min: -0.3, max: 0.4 }),
             6 => Op::Activation(Activation::HardSigmoid { alpha: 0.7, beta: 0.4 }),
             7 => Op::Activation(Activation::Erf),
+            8 => Op::Activation(Activation::Silu),
             _ => Op::LogSoftmax { axis },
         };
         let graph = one_op(op, &[("x", f(&[2, 3, 4]))]).unwrap();
@@ -314,23 +315,28 @@ graph shuffle {
     check(&Case::new(kiln_ir::text::parse(src).unwrap(), Loss::mse(), 52));
 }
 
-/// Erf's backward reads the forward input, which a fused activation does not keep: a clear
-/// error, not a wrong gradient.
+/// Erf's and SiLU's backwards read the forward input, which a fused activation does not keep:
+/// a clear error, not a wrong gradient.
 #[test]
-fn fused_erf_is_refused_with_a_reason() {
-    let attrs = Conv2d {
-        activation: Some(Activation::Erf),
-        ..Conv2d::default()
-    };
-    let g = one_op(
-        Op::Conv2d(attrs),
-        &[("x", f(&[1, 1, 3, 3])), ("w", f(&[1, 1, 1, 1]))],
-    )
-    .unwrap();
-    let e = kiln_autodiff::differentiate(&g, Loss::mse(), None)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("erf's gradient needs its input"), "{e}");
+fn fused_erf_and_silu_are_refused_with_a_reason() {
+    for act in [Activation::Erf, Activation::Silu] {
+        let attrs = Conv2d {
+            activation: Some(act),
+            ..Conv2d::default()
+        };
+        let g = one_op(
+            Op::Conv2d(attrs),
+            &[("x", f(&[1, 1, 3, 3])), ("w", f(&[1, 1, 1, 1]))],
+        )
+        .unwrap();
+        let e = kiln_autodiff::differentiate(&g, Loss::mse(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{}'s gradient needs its input", act.name())),
+            "{e}"
+        );
+    }
 }
 
 /// A small CNN end to end: every rule composed, a weight used twice (its gradients summed).

@@ -23,6 +23,12 @@ pub fn sigmoid<T: Float>(x: T) -> T {
     }
 }
 
+/// SiLU, `x · sigmoid(x)`: the bits of `Mul(x, Sigmoid(x))`, the graph the `silu` pass
+/// rewrites into it.
+pub fn silu<T: Float>(x: T) -> T {
+    x * sigmoid(x)
+}
+
 /// `x` clamped to `[lo, hi]`: `min(max(x, lo), hi)`; NaN stays NaN.
 pub fn clip<T: Float>(x: T, lo: T, hi: T) -> T {
     if x < lo {
@@ -61,14 +67,15 @@ pub fn activation<T: Float>(x: &Tensor<T>, a: Activation) -> Tensor<T> {
             x.map(|&v| hard_sigmoid(v, a, b))
         }
         Activation::Erf => x.map(|&v| v.erf()),
+        Activation::Silu => x.map(|&v| silu(v)),
     }
 }
 
 /// The backward of activation `a` from its output `y` and the delta `dy` (see
 /// `TrainOp::ActivationGrad`): relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)`, sigmoid
 /// `dy·y·(1 − y)`, tanh `dy·(1 − y²)`, clip `dy·[min < y < max]`, hard sigmoid
-/// `dy·alpha·[0 < y < 1]`; erf takes the forward input `x` in place of `y`:
-/// `dy·2/√π·e^{−x²}`.
+/// `dy·alpha·[0 < y < 1]`; erf and SiLU take the forward input `x` in place of `y`:
+/// `dy·2/√π·e^{−x²}` and `dy·s·(1 + x·(1 − s))` with `s = sigmoid(x)`.
 pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -> Result<Tensor<T>, String> {
     if y.shape() != dy.shape() {
         return Err(format!(
@@ -112,6 +119,10 @@ pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -
             }
             // `y` is the forward input here
             Activation::Erf => g * two_over_sqrt_pi * (-(y * y)).exp(),
+            Activation::Silu => {
+                let s = sigmoid(y);
+                g * s * (T::one() + y * (T::one() - s))
+            }
         })
         .collect();
     Ok(Tensor::new(y.shape().clone(), vals).expect("same shape"))

@@ -337,6 +337,11 @@ impl Network {
         self.activation(x, Activation::Erf)
     }
 
+    /// SiLU (swish), `x · sigmoid(x)`, elementwise.
+    pub fn silu(&mut self, x: NodeId) -> Result<NodeId> {
+        self.activation(x, Activation::Silu)
+    }
+
     /// Local response normalization across channels (see `Op::Lrn`).
     pub fn lrn(&mut self, x: NodeId, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<NodeId> {
         self.op(

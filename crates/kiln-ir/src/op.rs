@@ -189,6 +189,9 @@ pub enum Activation {
     /// The error function `erf x = 2/√π ∫₀ˣ e^{−t²} dt` (exact GELU is
     /// `x · (1 + erf(x/√2)) / 2`).
     Erf,
+    /// SiLU (swish): `x · sigmoid(x)`. The `silu` pass makes it of `Mul(x, Sigmoid(x))`, the
+    /// form ONNX exports of PyTorch's `SiLU` take, so that a convolution can finish with it.
+    Silu,
 }
 
 impl Activation {
@@ -203,6 +206,7 @@ impl Activation {
             Activation::Clip { .. } => "clip",
             Activation::HardSigmoid { .. } => "hard_sigmoid",
             Activation::Erf => "erf",
+            Activation::Silu => "silu",
         }
     }
 
@@ -216,18 +220,20 @@ impl Activation {
             Activation::Clip { .. } => "clip_grad",
             Activation::HardSigmoid { .. } => "hard_sigmoid_grad",
             Activation::Erf => "erf_grad",
+            Activation::Silu => "silu_grad",
         }
     }
 
     /// Whether the backward reads the forward *input* `x` rather than the output `y`: erf,
-    /// whose slope `2/√π·e^{−x²}` cannot be recovered from a saturated output.
+    /// whose slope `2/√π·e^{−x²}` cannot be recovered from a saturated output, and SiLU,
+    /// which is not one-to-one (its slope `s·(1 + x·(1 − s))`, `s = sigmoid(x)`, needs `x`).
     pub fn grad_from_input(self) -> bool {
-        matches!(self, Activation::Erf)
+        matches!(self, Activation::Erf | Activation::Silu)
     }
 
     /// All activations, in declaration order, with placeholder attributes (for tests and
     /// name tables).
-    pub const ALL: [Activation; 7] = [
+    pub const ALL: [Activation; 8] = [
         Activation::Relu,
         Activation::LeakyRelu { alpha: 0.01 },
         Activation::Sigmoid,
@@ -238,6 +244,7 @@ impl Activation {
             beta: 0.5,
         },
         Activation::Erf,
+        Activation::Silu,
     ];
 }
 

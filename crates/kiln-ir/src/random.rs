@@ -498,7 +498,7 @@ impl Gen<'_, '_> {
 
     fn activation(&mut self) -> Option<NodeId> {
         let x = self.pick(|_| true)?;
-        let a = match self.src.below(7) {
+        let a = match self.src.below(8) {
             0 => Activation::Relu,
             1 => {
                 let alpha = match self.src.below(3) {
@@ -525,7 +525,8 @@ impl Gen<'_, '_> {
                 let (alpha, beta) = self.src.choose(&[(0.2, 0.5), (1.0 / 6.0, 0.5), (-0.5, 0.25)])?;
                 Activation::HardSigmoid { alpha, beta }
             }
-            _ => Activation::Erf,
+            6 => Activation::Erf,
+            _ => Activation::Silu,
         };
         self.add(
             Op::Activation(a).name(),

@@ -97,7 +97,9 @@ pub fn check_activation(a: &Activation) -> R<()> {
         }
     };
     match *a {
-        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf => Ok(()),
+        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf | Activation::Silu => {
+            Ok(())
+        }
         Activation::LeakyRelu { alpha } => {
             if alpha.is_finite() {
                 Ok(())

@@ -271,6 +271,8 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
                 Activation::HardSigmoid { .. } => 4,
                 // a polynomial and one exp, counted as tanh
                 Activation::Erf => 5,
+                // sigmoid and the multiply
+                Activation::Silu => 5,
             };
             out.saturating_mul(per)
         }
@@ -400,6 +402,8 @@ fn training_flops(op: &TrainOp, inputs: &[&TensorType], output: &TensorType) -> 
             Activation::Clip { .. } => 1,
             Activation::HardSigmoid { .. } => 2,
             Activation::Erf => 4,
+            // sigmoid, then s·(1 + x·(1 − s))·dy
+            Activation::Silu => 8,
         }),
         // the forward's window sums and powers, and the transposed window's sum of
         // `dy·x·s^{−beta−1}` terms

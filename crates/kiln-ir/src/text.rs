@@ -211,7 +211,7 @@ const LRN_BIAS: f32 = 1.0;
 /// An activation's own attributes (`alpha` of leaky relu, `min`/`max` of clip, …).
 fn activation_params(a: &mut Vec<(&'static str, Attr)>, act: Activation) {
     match act {
-        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf => {}
+        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf | Activation::Silu => {}
         Activation::LeakyRelu { alpha } => a.push(("alpha", float(alpha))),
         Activation::Clip { min, max } => {
             push_if(a, "min", min != f32::NEG_INFINITY, float(min));
@@ -414,6 +414,7 @@ impl Attrs {
                 beta: self.float("beta", HARD_SIGMOID_BETA)?,
             },
             "erf" => Activation::Erf,
+            "silu" => Activation::Silu,
             _ => return Ok(None),
         }))
     }

@@ -1,5 +1,5 @@
 //! The Rust tier of the elementwise activations (relu, leaky relu, sigmoid, tanh, clip, hard
-//! sigmoid, erf), written once over [`Simd`] and instantiated for AVX-512F and for AVX2 + FMA
+//! sigmoid, erf, SiLU), written once over [`Simd`] and instantiated for AVX-512F and for AVX2 + FMA
 //! inside `#[target_feature]` entry points ([`entry`]), because Cranelift has no vector type
 //! wider than 128 bits. JIT'd code calls them like the direct kernels of `direct` (a
 //! [`UnaryDesc`] of `u64` words in a stack slot, the arena, a slice `[begin, end)` of the
@@ -8,7 +8,8 @@
 //!
 //! Each activation computes what the Cranelift tier computes, in the same operations and
 //! order, so the two tiers agree to the last bit or nearly (FMA placement aside): the same
-//! polynomial `exp` ([`Simd::exp`], relative error below 2e-7), sigmoid as `1/(1 + e⁻ˣ)`,
+//! polynomial `exp` ([`Simd::exp`], relative error below 2e-7), sigmoid as `1/(1 + e⁻ˣ)` (SiLU
+//! as `x` times that),
 //! tanh as `1 − 2/(e²ˣ + 1)` with an odd Taylor polynomial below `|x| = 1/8`, erf as the
 //! Cranelift tier's `erf` (a polynomial near 0, `1 − e^{p(|x|)}` in the tails). Relu, leaky
 //! relu, clip and hard sigmoid are exact and follow the interpreter's comparisons: NaN stays
@@ -38,6 +39,7 @@ pub const TANH: u64 = 3;
 pub const CLIP: u64 = 4;
 pub const HARD_SIGMOID: u64 = 5;
 pub const ERF: u64 = 6;
+pub const SILU: u64 = 7;
 
 /// The activation `act` with parameters `a`, `b` (f32 bits: leaky relu's slope in `a`, clip's
 /// bounds, hard sigmoid's `alpha`, `beta`) from the `len` floats at byte offset `x` of the
@@ -71,7 +73,16 @@ pub fn code(act: Option<Activation>) -> (u64, u64, u64) {
         Some(Activation::Clip { min, max }) => (CLIP, bits(min), bits(max)),
         Some(Activation::HardSigmoid { alpha, beta }) => (HARD_SIGMOID, bits(alpha), bits(beta)),
         Some(Activation::Erf) => (ERF, 0, 0),
+        Some(Activation::Silu) => (SILU, 0, 0),
     }
+}
+
+/// Whether the activation of code `act` costs tens of operations per register (an `exp` or a
+/// polynomial: sigmoid, tanh, erf, SiLU): a fused kernel then does better to apply it over
+/// its finished output four registers at a time ([`activate_n`]) than a register at a time
+/// as it stores.
+pub fn is_long(act: u64) -> bool {
+    matches!(act, SIGMOID | TANH | ERF | SILU)
 }
 
 /// A fused activation as the Rust kernels take it (a GEMM node's epilogue, a direct
@@ -133,6 +144,7 @@ pub(crate) unsafe fn activate<S: Simd>(act: u64, a: f32, b: f32, v: S::V) -> S::
             CLIP => Map::<S>::f(Clip(a, b), v),
             HARD_SIGMOID => Map::<S>::f(HardSigmoid(a, b), v),
             ERF => Map::<S>::f(Erf, v),
+            SILU => Map::<S>::f(Silu, v),
             _ => v,
         }
     }
@@ -320,7 +332,7 @@ impl<S: Simd> Map<S> for LeakyRelu {
 
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Sigmoid;
+pub(crate) struct Sigmoid;
 #[cfg(target_arch = "x86_64")]
 impl<S: Simd> Map<S> for Sigmoid {
     #[inline(always)]
@@ -329,6 +341,18 @@ impl<S: Simd> Map<S> for Sigmoid {
             let one = S::splat(1.0);
             S::div(one, S::add(one, S::exp(S::neg(v))))
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Silu;
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for Silu {
+    #[inline(always)]
+    unsafe fn f(self, v: S::V) -> S::V {
+        // `x · sigmoid(x)`, the product the graph it replaces computed (`Mul(x, Sigmoid(x))`)
+        unsafe { S::mul(v, Map::<S>::f(Sigmoid, v)) }
     }
 }
 
@@ -498,6 +522,7 @@ pub(crate) unsafe fn activate_n<S: Simd>(act: u64, a: f32, b: f32, x: *const f32
             CLIP => map::<S, _>(Clip(a, b), x, y, n),
             HARD_SIGMOID => map::<S, _>(HardSigmoid(a, b), x, y, n),
             ERF => map::<S, _>(Erf, x, y, n),
+            SILU => map::<S, _>(Silu, x, y, n),
             _ => {}
         }
     }
@@ -703,6 +728,7 @@ mod tests {
                 beta: 0.5,
             },
             Activation::Erf,
+            Activation::Silu,
         ];
         for isa in [Isa::Avx512, Isa::Avx2] {
             for act in acts {
@@ -727,6 +753,7 @@ mod tests {
                             Activation::Clip { .. } => x64.clamp(-1.0, 2.5),
                             Activation::HardSigmoid { .. } => (0.2 * x64 + 0.5).clamp(0.0, 1.0),
                             Activation::Erf => libm_erf(x64),
+                            Activation::Silu => x64 / (1.0 + (-x64).exp()),
                         };
                         let g = f64::from(out[i]);
                         assert!(

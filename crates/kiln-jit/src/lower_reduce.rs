@@ -169,14 +169,19 @@ pub(crate) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -
             clip(e, ty, v, 0.0, 1.0)
         }
         Activation::Erf => erf(e, ty, x),
-        Activation::Relu | Activation::LeakyRelu { .. } | Activation::Sigmoid | Activation::Tanh => {
+        Activation::Relu
+        | Activation::LeakyRelu { .. }
+        | Activation::Sigmoid
+        | Activation::Tanh
+        | Activation::Silu => {
             unreachable!("lower::activation lowers {} itself", act.name())
         }
     }
 }
 
-/// The backward of clip, hard sigmoid and erf (`lower_train::activation_grad` sends them):
-/// from the forward output `v` (clip, hard sigmoid) or input (erf) and the delta `g`.
+/// The backward of clip, hard sigmoid, erf and SiLU (`lower_train::activation_grad` sends
+/// them): from the forward output `v` (clip, hard sigmoid) or input (erf, SiLU) and the delta
+/// `g`.
 pub(crate) fn activation_grad(e: &mut Emitter, ty: Type, act: Activation, v: Value, g: Value) -> Value {
     let zero = e.constant(ty, 0.0);
     // g·slope where lo < v < hi, else 0 (a NaN v gives 0, as the interpreter's test)
@@ -199,6 +204,19 @@ pub(crate) fn activation_grad(e: &mut Emitter, ty: Type, act: Activation, v: Val
             let nx2 = e.b.ins().fneg(x2);
             let ex = e.exp(ty, nx2);
             e.b.ins().fmul(gc, ex)
+        }
+        Activation::Silu => {
+            // g·s·(1 + x·(1 − s)), s = sigmoid(x) = 1/(1 + e^{−x}), in the interpreter's order
+            let one = e.constant(ty, 1.0);
+            let nx = e.b.ins().fneg(v);
+            let ex = e.exp(ty, nx);
+            let d = e.b.ins().fadd(one, ex);
+            let s = e.b.ins().fdiv(one, d);
+            let gs = e.b.ins().fmul(g, s);
+            let om = e.b.ins().fsub(one, s);
+            let xom = e.b.ins().fmul(v, om);
+            let t = e.b.ins().fadd(one, xom);
+            e.b.ins().fmul(gs, t)
         }
         Activation::Relu | Activation::LeakyRelu { .. } | Activation::Sigmoid | Activation::Tanh => {
             unreachable!("lower_train::activation_grad lowers {} itself", act.name())

@@ -32,6 +32,7 @@ fn activation() -> impl Strategy<Value = Option<Activation>> {
             beta: 0.5
         })),
         Just(Some(Activation::Erf)),
+        Just(Some(Activation::Silu)),
     ]
 }
 
@@ -110,7 +111,7 @@ proptest! {
     }
 
     #[test]
-    fn activations(dims in proptest::collection::vec(1usize..7, 1..5), which in 0usize..8, alpha in -1.0f32..1.0,
+    fn activations(dims in proptest::collection::vec(1usize..7, 1..5), which in 0usize..9, alpha in -1.0f32..1.0,
                    bound in -1.0f32..1.0, seed in any::<u64>()) {
         let act = [
             Activation::Relu,
@@ -121,6 +122,7 @@ proptest! {
             Activation::Clip { min: f32::NEG_INFINITY, max: bound },
             Activation::HardSigmoid { alpha, beta: bound },
             Activation::Erf,
+            Activation::Silu,
         ][which];
         check_graph(&one_op(Op::Activation(act), TensorType::f32(dims), &[]).unwrap(), seed);
     }

@@ -651,6 +651,13 @@ impl Exporter<'_, '_> {
                 ("HardSigmoid", vec![float("alpha", alpha), float("beta", beta)])
             }
             Activation::Erf => ("Erf", vec![]),
+            Activation::Silu => {
+                // `x · Sigmoid(x)`, the form PyTorch exports SiLU in
+                let s = self.fresh(&format!("{output}.sigmoid"));
+                self.push("Sigmoid", &s, vec![input.clone()], &s, vec![]);
+                self.push("Mul", output, vec![input, s], output, vec![]);
+                return Ok(());
+            }
             Activation::Clip { min, max } => {
                 // the bounds as scalar inputs (opset 11 and later); an infinite one as such
                 let lo = self.const_f32(&format!("{output}.min"), &[], &[min]);

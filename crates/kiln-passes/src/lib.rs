@@ -6,7 +6,7 @@
 //! flattens and transposes that change nothing), `layout` (transposes that cancel or compose,
 //! and transposes that only move axes of size 1, which become reshapes), `bn_fold` (batch
 //! norm folded into the convolution before it), `matmul_dense` (a matmul by a weight matrix becomes a dense layer,
-//! with the bias add after it as its bias), `im2col` (convolutions become a GEMM over their
+//! with the bias add after it as its bias), `silu` (`x · sigmoid(x)` becomes one activation), `im2col` (convolutions become a GEMM over their
 //! patches), `fusion` (activations and residual adds become the epilogue of the convolution
 //! or GEMM before them) and `dead_code`. Memory planning (`memory_plan`) is not a graph rewrite: it
 //! runs on the optimized graph and gives every value its place in one arena, with the scratch
@@ -23,6 +23,7 @@ pub mod layout;
 pub mod matmul_dense;
 pub mod memory_plan;
 pub mod noop;
+pub mod silu;
 
 use kiln_ir::{Graph, IrError, NodeId, Op, TrainOp};
 
@@ -80,6 +81,7 @@ pub fn pipeline(level: OptLevel) -> Vec<Box<dyn Pass>> {
             Box::new(affine_fold::AffineFold),
             Box::new(bn_fold::BnFold),
             Box::new(matmul_dense::MatMulDense),
+            Box::new(silu::Silu),
             Box::new(im2col::Im2ColPass),
             Box::new(fusion::Fusion),
             Box::new(dead_code::DeadCode),

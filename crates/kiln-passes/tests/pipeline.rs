@@ -23,13 +23,14 @@ fn pipeline_runs_to_a_fixpoint_and_reports_each_pass() {
     })
     .unwrap();
     assert_eq!(
-        &seen[..8],
+        &seen[..9],
         [
             "noop",
             "layout",
             "affine_fold",
             "bn_fold",
             "matmul_dense",
+            "silu",
             "im2col",
             "fusion",
             "dead_code"

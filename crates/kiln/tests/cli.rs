@@ -237,6 +237,7 @@ fn compile_lists_passes_prints_optimized_and_rejects_unknown_passes() {
             "affine_fold",
             "bn_fold",
             "matmul_dense",
+            "silu",
             "im2col",
             "fusion",
             "dead_code"

@@ -77,6 +77,11 @@ pub(super) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -
             let limit = e.constant(ty, 0.125);
             e.select_lt(ty, ax, limit, small, big)
         }
+        // `x · sigmoid(x)`, the product of the graph the `silu` pass rewrites
+        Activation::Silu => {
+            let s = activation(e, ty, x, Activation::Sigmoid);
+            e.b.ins().fmul(x, s)
+        }
         Activation::Clip { .. } | Activation::HardSigmoid { .. } | Activation::Erf => {
             crate::lower_reduce::activation(e, ty, x, act)
         }
