@@ -2818,7 +2818,7 @@ unsafe fn ring_store<S: Simd, const NB: usize>(
     oy: usize,
     y: *mut f32,
 ) {
-    use crate::elementwise_kernels::{CLIP, LEAKY_RELU, NONE, RELU, SIGMOID, SILU};
+    use crate::elementwise_kernels::{CLIP, LEAKY_RELU, NONE, RELU};
     // SAFETY: forwarded from the caller.
     unsafe {
         match k.act {
@@ -2826,10 +2826,6 @@ unsafe fn ring_store<S: Simd, const NB: usize>(
             RELU => ring_store_act::<S, NB>(k, RELU, rg, acc, c0, oy, y),
             CLIP => ring_store_act::<S, NB>(k, CLIP, rg, acc, c0, oy, y),
             LEAKY_RELU => ring_store_act::<S, NB>(k, LEAKY_RELU, rg, acc, c0, oy, y),
-            // (the long ones too, so that a pass's registers run through them side by side:
-            // SiLU after a 3 × 3 depthwise on 32 × 112 × 112 took 0.33 ms chosen per register)
-            SIGMOID => ring_store_act::<S, NB>(k, SIGMOID, rg, acc, c0, oy, y),
-            SILU => ring_store_act::<S, NB>(k, SILU, rg, acc, c0, oy, y),
             act => ring_store_act::<S, NB>(k, act, rg, acc, c0, oy, y),
         }
     }

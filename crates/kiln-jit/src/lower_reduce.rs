@@ -206,12 +206,9 @@ pub(crate) fn activation_grad(e: &mut Emitter, ty: Type, act: Activation, v: Val
             e.b.ins().fmul(gc, ex)
         }
         Activation::Silu => {
-            // g·s·(1 + x·(1 − s)), s = sigmoid(x) = 1/(1 + e^{−x}), in the interpreter's order
+            // g·s·(1 + x·(1 − s)), s = sigmoid(x), in the interpreter's order
             let one = e.constant(ty, 1.0);
-            let nx = e.b.ins().fneg(v);
-            let ex = e.exp(ty, nx);
-            let d = e.b.ins().fadd(one, ex);
-            let s = e.b.ins().fdiv(one, d);
+            let s = crate::lower::sigmoid(e, ty, v);
             let gs = e.b.ins().fmul(g, s);
             let om = e.b.ins().fsub(one, s);
             let xom = e.b.ins().fmul(v, om);

@@ -39,6 +39,15 @@ pub(super) fn activation_kernel(e: &mut Emitter, a: &Args, act: Activation) {
     map_unary(e, a, &move |e, ty, x| activation(e, ty, x, act));
 }
 
+/// `1/(1 + e^{−x})` (sigmoid, and SiLU's factor and its backward's).
+pub(crate) fn sigmoid(e: &mut Emitter, ty: Type, x: Value) -> Value {
+    let nx = e.b.ins().fneg(x);
+    let ex = e.exp(ty, nx);
+    let one = e.constant(ty, 1.0);
+    let d = e.b.ins().fadd(one, ex);
+    e.b.ins().fdiv(one, d)
+}
+
 pub(super) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -> Value {
     match act {
         Activation::Relu => e.relu(ty, x),
@@ -48,13 +57,7 @@ pub(super) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -
             let neg = e.b.ins().fmul(x, al);
             e.select_lt(ty, x, zero, neg, x)
         }
-        Activation::Sigmoid => {
-            let nx = e.b.ins().fneg(x);
-            let ex = e.exp(ty, nx);
-            let one = e.constant(ty, 1.0);
-            let d = e.b.ins().fadd(one, ex);
-            e.b.ins().fdiv(one, d)
-        }
+        Activation::Sigmoid => sigmoid(e, ty, x),
         Activation::Tanh => {
             // tanh x = 1 − 2/(e^{2x} + 1), which cancels near 0 (a relative error of 1e-3 at
             // x = 1e-4, and x/tanh(x) then differs from the interpreter's); below |x| = 1/8 the
@@ -79,7 +82,7 @@ pub(super) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -
         }
         // `x · sigmoid(x)`, the product of the graph the `silu` pass rewrites
         Activation::Silu => {
-            let s = activation(e, ty, x, Activation::Sigmoid);
+            let s = sigmoid(e, ty, x);
             e.b.ins().fmul(x, s)
         }
         Activation::Clip { .. } | Activation::HardSigmoid { .. } | Activation::Erf => {

@@ -36,8 +36,8 @@ use direct::{
     dense_direct, depthwise_conv_direct, depthwise_fits_direct, direct_kernels, global_pool_direct,
     pool2d_direct,
 };
-pub(crate) use elementwise::broadcast_strides;
 use elementwise::{activation_kernel, apply_binary, batch_norm, binary, map_unary};
+pub(crate) use elementwise::{broadcast_strides, sigmoid};
 use gemm::{call_gemm_driver, im2col};
 pub use gemm::{emit_gemm_epilogue, gemm_desc, patch_geom};
 use kiln_ir::geometry::Window2d;
