@@ -26,6 +26,7 @@
 //! here panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::direct::{Entry, Words};
+use crate::lower::broadcast_strides;
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512, Simd};
@@ -186,8 +187,13 @@ pub const SUB: u64 = 1;
 pub const MUL: u64 = 2;
 pub const DIV: u64 = 3;
 
-/// `z[i] = x[i] op y[i]` for the `len` floats at byte offsets `x`, `y`, `z` of the arena (`z`
-/// may be `x` or `y`); the parallel range is the elements.
+/// `z[i] = x[·] op y[·]` for the `len` floats of the output at byte offset `z` of the arena,
+/// the output seen as rows of `inner` floats: element `j` of row `r` reads each operand at
+/// `((r / div) % modulus) * mul + j * step` floats from its byte offset (`step` is 0 or 1), so
+/// that one description serves same-shape operands (one row) and the broadcasts of real
+/// networks (a squeeze-and-excitation scale `[1, C, 1, 1]` over `[1, C, H, W]`: a scalar per
+/// row; a bias over a batch). `z` may be an operand of the output's shape, which reads element
+/// `i` at `i`. The parallel range is the output's elements.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BinaryDesc {
@@ -196,31 +202,133 @@ pub struct BinaryDesc {
     pub z: u64,
     pub len: u64,
     pub op: u64,
+    pub inner: u64,
+    pub xr: Read,
+    pub yr: Read,
 }
 
-// SAFETY: `#[repr(C)]` with u64 fields only.
+/// How a [`BinaryDesc`] reads one operand (see there), and the operand's length in floats,
+/// which every row's reads are checked against.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read {
+    pub div: u64,
+    pub modulus: u64,
+    pub mul: u64,
+    pub step: u64,
+    pub len: u64,
+}
+
+// SAFETY: `#[repr(C)]` with u64 fields (and `Read`s, u64 fields only) only.
 unsafe impl Words for BinaryDesc {}
 
 impl BinaryDesc {
-    /// `x op y` over `len` floats into `z` (byte offsets).
+    /// `x op y` over `len` floats into `z` (byte offsets), all three of one shape.
     pub fn new(x: usize, y: usize, z: usize, len: usize, op: BinaryOp) -> BinaryDesc {
-        let op = match op {
-            BinaryOp::Add => ADD,
-            BinaryOp::Sub => SUB,
-            BinaryOp::Mul => MUL,
-            BinaryOp::Div => DIV,
+        let full = Read {
+            div: 1,
+            modulus: 1,
+            mul: 0,
+            step: 1,
+            len: len as u64,
         };
         BinaryDesc {
             x: x as u64,
             y: y as u64,
             z: z as u64,
             len: len as u64,
-            op,
+            op: match op {
+                BinaryOp::Add => ADD,
+                BinaryOp::Sub => SUB,
+                BinaryOp::Mul => MUL,
+                BinaryOp::Div => DIV,
+            },
+            inner: len.max(1) as u64,
+            xr: full,
+            yr: full,
         }
+    }
+
+    /// `x op y` into `z` (byte offsets) for operands of dims `xd`, `yd` broadcast (numpy's
+    /// rule, aligned on the last axis) to the output's `od`; `None` when a read of some
+    /// operand is not of the form [`BinaryDesc`] describes (the caller keeps its general
+    /// loop) or the output is empty.
+    pub fn broadcast(
+        (x, y, z): (usize, usize, usize),
+        od: &[usize],
+        xd: &[usize],
+        yd: &[usize],
+        op: BinaryOp,
+    ) -> Option<BinaryDesc> {
+        let len = od.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        if len == 0 || xd.len() > od.len() || yd.len() > od.len() {
+            return None;
+        }
+        // the output's axes longer than 1, each with both operands' strides (0: broadcast)
+        let rank = od.len();
+        let (sx, sy) = (broadcast_strides(xd, rank), broadcast_strides(yd, rank));
+        let axes: Vec<(usize, [usize; 2])> = (0..od.len())
+            .filter(|&k| od[k] > 1)
+            .map(|k| (od[k], [sx[k], sy[k]]))
+            .collect();
+        // the rows: the longest run of last axes along which each operand is read either
+        // contiguously (its stride the product of the axes after) or not at all
+        let mut inner = 1usize;
+        let mut step: [Option<usize>; 2] = [None, None];
+        let mut cut = axes.len();
+        while cut > 0 {
+            let (n, s) = axes[cut - 1];
+            let kind = s.map(|s| match s {
+                0 => Some(0),
+                s if s == inner => Some(1),
+                _ => None,
+            });
+            let fits = (0..2).all(|o| kind[o].is_some() && (step[o].is_none() || step[o] == kind[o]));
+            if !fits {
+                break;
+            }
+            step = [kind[0], kind[1]];
+            inner = inner.checked_mul(n)?;
+            cut -= 1;
+        }
+        let prefix = &axes[..cut];
+        let read = |o: usize, dims: &[usize]| -> Option<Read> {
+            let step = step[o].unwrap_or(0);
+            let olen = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+            // the prefix axes the operand varies along must be one run, row-major compact
+            let var: Vec<usize> = (0..prefix.len()).filter(|&k| prefix[k].1[o] != 0).collect();
+            let (modulus, mul, div) = match (var.first(), var.last()) {
+                (Some(&g0), Some(&g1)) => {
+                    if g1 - g0 + 1 != var.len()
+                        || (g0..g1).any(|k| prefix[k].1[o] != prefix[k + 1].1[o] * prefix[k + 1].0)
+                    {
+                        return None;
+                    }
+                    let m = prefix[g0..=g1].iter().map(|a| a.0).product::<usize>();
+                    let div = prefix[g1 + 1..].iter().map(|a| a.0).product::<usize>();
+                    (m, prefix[g1].1[o], div)
+                }
+                _ => (1, 0, 1),
+            };
+            // the furthest float read stays inside the operand
+            let last = (modulus - 1).checked_mul(mul)?.checked_add((inner - 1) * step)?;
+            (last < olen).then_some(Read {
+                div: div as u64,
+                modulus: modulus as u64,
+                mul: mul as u64,
+                step: step as u64,
+                len: olen as u64,
+            })
+        };
+        let mut d = BinaryDesc::new(x, y, z, len, op);
+        d.inner = inner as u64;
+        d.xr = read(0, xd)?;
+        d.yr = read(1, yd)?;
+        Some(d)
     }
 }
 
-/// The entry point of the same-shape binary ops for `isa`, as [`entry`].
+/// The entry point of the binary ops for `isa`, as [`entry`].
 pub fn binary_entry(isa: Isa) -> Option<Entry<BinaryDesc>> {
     if !isa.available() {
         return None;
@@ -558,23 +666,62 @@ zips! {
     Div: div;
 }
 
-/// `z[i] = o(x[i], y[i])` for `i < n`, as [`map`].
+/// Where one operand's registers come from: `n` floats from a pointer, or one float in every
+/// lane.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum Src<S: Simd> {
+    At(*const f32),
+    Splat(S::V),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Src<S> {
+    /// The register at float `i`.
+    ///
+    /// # Safety
+    /// An `At` pointer holds `i + LANES` floats; the CPU has `S`'s set.
+    #[inline(always)]
+    unsafe fn at(self, i: usize) -> S::V {
+        match self {
+            // SAFETY: the caller's bound.
+            Src::At(p) => unsafe { S::load(p.add(i)) },
+            Src::Splat(v) => v,
+        }
+    }
+
+    /// The `n < LANES` floats at `i`, as [`Simd::load_partial`].
+    ///
+    /// # Safety
+    /// An `At` pointer holds `i + n` floats; the CPU has `S`'s set.
+    #[inline(always)]
+    unsafe fn part(self, i: usize, n: usize) -> S::V {
+        match self {
+            // SAFETY: the caller's bound.
+            Src::At(p) => unsafe { S::load_partial(p.add(i), n) },
+            Src::Splat(v) => v,
+        }
+    }
+}
+
+/// `z[i] = o(x[i], y[i])` for `i < n`, as [`map`], each operand read through its [`Src`].
 ///
 /// # Safety
-/// `x`, `y` hold `n` floats and `z` room for `n` (it may be `x` or `y`); the CPU has `S`'s set.
+/// `x`, `y` hold `n` floats (or are splats) and `z` room for `n` (it may be an `At` operand);
+/// the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn zip<S: Simd, O: Zip<S>>(o: O, x: *const f32, y: *const f32, z: *mut f32, n: usize) {
+unsafe fn zip<S: Simd, O: Zip<S>>(o: O, x: Src<S>, y: Src<S>, z: *mut f32, n: usize) {
     let l = S::LANES;
     let mut i = 0;
     // SAFETY: every access is at an index below n; each register pair is loaded before its
     // result is stored.
     unsafe {
         while i + 4 * l <= n {
-            let v0 = o.f(S::load(x.add(i)), S::load(y.add(i)));
-            let v1 = o.f(S::load(x.add(i + l)), S::load(y.add(i + l)));
-            let v2 = o.f(S::load(x.add(i + 2 * l)), S::load(y.add(i + 2 * l)));
-            let v3 = o.f(S::load(x.add(i + 3 * l)), S::load(y.add(i + 3 * l)));
+            let v0 = o.f(x.at(i), y.at(i));
+            let v1 = o.f(x.at(i + l), y.at(i + l));
+            let v2 = o.f(x.at(i + 2 * l), y.at(i + 2 * l));
+            let v3 = o.f(x.at(i + 3 * l), y.at(i + 3 * l));
             S::store(z.add(i), v0);
             S::store(z.add(i + l), v1);
             S::store(z.add(i + 2 * l), v2);
@@ -582,17 +729,49 @@ unsafe fn zip<S: Simd, O: Zip<S>>(o: O, x: *const f32, y: *const f32, z: *mut f3
             i += 4 * l;
         }
         while i + l <= n {
-            S::store(z.add(i), o.f(S::load(x.add(i)), S::load(y.add(i))));
+            S::store(z.add(i), o.f(x.at(i), y.at(i)));
             i += l;
         }
         if i < n {
-            let r = o.f(S::load_partial(x.add(i), n - i), S::load_partial(y.add(i), n - i));
+            let r = o.f(x.part(i, n - i), y.part(i, n - i));
             S::store_partial(z.add(i), n - i, r);
         }
     }
 }
 
-/// The elements `[begin, end)` of the binary op `d`.
+/// One row piece of `o`: `n` floats of each operand from `x`, `y` (a contiguous run when its
+/// step is 1, one float for every lane when 0) into `z`.
+///
+/// # Safety
+/// As [`zip`], with `x` and `y` holding `n` floats when their step is 1 and one when 0.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn zip_steps<S: Simd, O: Zip<S>>(
+    o: O,
+    (x, xs): (*const f32, u64),
+    (y, ys): (*const f32, u64),
+    z: *mut f32,
+    n: usize,
+) {
+    // SAFETY: the caller's bounds; a step-0 operand is read once, here.
+    unsafe {
+        let src = |p: *const f32, s: u64| {
+            if s == 0 {
+                Src::Splat(S::splat(*p))
+            } else {
+                Src::At(p)
+            }
+        };
+        match (xs, ys) {
+            (1, 1) => zip::<S, O>(o, Src::At(x), Src::At(y), z, n),
+            (0, 1) => zip::<S, O>(o, src(x, 0), Src::At(y), z, n),
+            (1, 0) => zip::<S, O>(o, Src::At(x), src(y, 0), z, n),
+            _ => zip::<S, O>(o, src(x, xs), src(y, ys), z, n),
+        }
+    }
+}
+
+/// The elements `[begin, end)` of the binary op `d`, row piece by row piece.
 ///
 /// # Safety
 /// As the entry points.
@@ -604,27 +783,84 @@ unsafe fn binary<S: Simd>(d: *const BinaryDesc, arena: *mut u8, begin: i64, end:
     let (Ok(b), Ok(e)) = (usize::try_from(begin), usize::try_from(end)) else {
         return;
     };
-    if b > e || e as u64 > d.len {
+    let inner = d.inner as usize;
+    if b > e || e as u64 > d.len || inner == 0 || d.xr.div == 0 || d.yr.div == 0 {
         return;
     }
-    let at = |off: u64| arena.wrapping_add(off as usize).cast::<f32>().wrapping_add(b);
-    let (x, y, z) = (at(d.x) as *const f32, at(d.y) as *const f32, at(d.z));
-    let n = e - b;
-    // SAFETY: `[begin, end)` lies inside the three values (checked against their length).
-    unsafe {
-        match d.op {
-            ADD => zip::<S, _>(Add, x, y, z, n),
-            SUB => zip::<S, _>(Sub, x, y, z, n),
-            MUL => zip::<S, _>(Mul, x, y, z, n),
-            DIV => zip::<S, _>(Div, x, y, z, n),
-            _ => {}
+    if d.xr.modulus == 0 || d.yr.modulus == 0 || d.xr.step > 1 || d.yr.step > 1 {
+        return;
+    }
+    let base = |off: u64| arena.wrapping_add(off as usize).cast::<f32>();
+    let (x, y, z) = (base(d.x) as *const f32, base(d.y) as *const f32, base(d.z));
+    // the float of operand `r` where row `row` reads its element `j`, if a piece of `n` from
+    // there stays inside it
+    let start = |r: &Read, row: usize, j: usize, n: usize| -> Option<usize> {
+        let row = ((row as u64 / r.div) % r.modulus).checked_mul(r.mul)?;
+        let at = row.checked_add(j as u64 * r.step)?;
+        (at.checked_add((n as u64 - 1) * r.step)? < r.len).then_some(at as usize)
+    };
+    let mut i = b;
+    while i < e {
+        let (row, j) = (i / inner, i % inner);
+        let n = (inner - j).min(e - i);
+        let (Some(xi), Some(yi)) = (start(&d.xr, row, j, n), start(&d.yr, row, j, n)) else {
+            return;
+        };
+        let (xp, yp, zp) = (x.wrapping_add(xi), y.wrapping_add(yi), z.wrapping_add(i));
+        let (xa, ya) = ((xp, d.xr.step), (yp, d.yr.step));
+        // SAFETY: the piece lies inside the output (`e <= len`) and each operand (`start`).
+        unsafe {
+            match d.op {
+                ADD => zip_steps::<S, _>(Add, xa, ya, zp, n),
+                SUB => zip_steps::<S, _>(Sub, xa, ya, zp, n),
+                MUL => zip_steps::<S, _>(Mul, xa, ya, zp, n),
+                DIV => zip_steps::<S, _>(Div, xa, ya, zp, n),
+                _ => return,
+            }
         }
+        i += n;
     }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+
+    /// How `BinaryDesc::broadcast` reads the operands of real broadcasts, and that it leaves
+    /// to the general loop an operand varying along two axes apart.
+    #[test]
+    fn broadcast_reads() {
+        let d = |od: &[usize], xd: &[usize], yd: &[usize]| {
+            BinaryDesc::broadcast((0, 0, 0), od, xd, yd, BinaryOp::Mul)
+        };
+        let r = |div, modulus, mul, step, len| Read {
+            div,
+            modulus,
+            mul,
+            step,
+            len,
+        };
+        // a squeeze-and-excitation scale: one float per row of 49
+        let se = d(&[1, 8, 7, 7], &[1, 8, 7, 7], &[1, 8, 1, 1]).unwrap();
+        assert_eq!(
+            (se.inner, se.xr, se.yr),
+            (49, r(1, 8, 49, 1, 392), r(1, 8, 1, 0, 8))
+        );
+        // a bias over a batch: rows (image, channel), the bias by channel
+        let b = d(&[2, 3, 4, 5], &[2, 3, 4, 5], &[3, 1, 1]).unwrap();
+        assert_eq!((b.inner, b.xr, b.yr), (20, r(1, 6, 20, 1, 120), r(1, 3, 1, 0, 3)));
+        // an operand per image over the channels
+        let p = d(&[2, 3, 4, 5], &[2, 3, 4, 5], &[2, 1, 4, 5]).unwrap();
+        assert_eq!(p.yr, r(3, 2, 20, 1, 40));
+        // an outer product, a scalar, same shapes
+        let o = d(&[4, 6], &[4, 1], &[1, 6]).unwrap();
+        assert_eq!((o.inner, o.xr, o.yr), (6, r(1, 4, 1, 0, 4), r(1, 1, 0, 1, 6)));
+        let s = d(&[2, 3], &[2, 3], &[]).unwrap();
+        assert_eq!((s.inner, s.yr), (6, r(1, 1, 0, 0, 1)));
+        assert_eq!(d(&[2, 3], &[2, 3], &[2, 3]).unwrap().inner, 6);
+        assert_eq!(d(&[3, 2, 4, 5], &[3, 1, 4, 1], &[1, 2, 1, 5]), None);
+        assert_eq!(d(&[0, 3], &[0, 3], &[3]), None);
+    }
 
     /// The activation on `xs` through the entry point of `isa` (output in a separate buffer
     /// and in place), both results.

@@ -5,8 +5,8 @@
 //! them. Lengths run over every remainder of the registers (1 to 69: four registers of 16 are
 //! 64) and long values that two threads split at an odd element; the Rust tiers must also
 //! give the Cranelift tier's bits, since they compute the same operations in the same order.
-//! Same-shape binary ops (`add`, `sub`, `mul`, `div`) run on the same kernels' file: one IEEE
-//! operation each, so every tier gives the interpreter's bits.
+//! Binary ops (`add`, `sub`, `mul`, `div`, same-shape and broadcasting) run on the same
+//! kernels' file: one IEEE operation each, so every tier gives the interpreter's bits.
 
 use kiln_ir::{Activation, BinaryOp, Graph, Op, Tensor, TensorType, Value};
 use kiln_jit::JitOptions;
@@ -259,6 +259,55 @@ fn same_shape_binary_ops_bit_for_bit() {
                     let got = m.run(&inputs).unwrap();
                     let what = format!("{op:?} n={n} {tier:?} threads={threads}");
                     assert_same_bits(want.data(), got[0].1.as_f().unwrap().data(), &what);
+                }
+            }
+        }
+    }
+}
+
+/// Broadcasting `add`, `sub`, `mul`, `div` (either operand the smaller, as input or param)
+/// on every tier, 1 and 2 threads (which split rows at odd elements): the interpreter's bits.
+/// The shapes cover each way the Rust tiers read an operand in rows (a squeeze-and-excitation
+/// scale per channel, a bias over a batch, a batch-wise operand, an outer product, a scalar, a
+/// lower rank) and one they do not (an operand varying along two axes apart), which keeps the
+/// general loop.
+#[test]
+fn broadcast_binary_ops_bit_for_bit() {
+    let shapes: [(&[usize], &[usize]); 10] = [
+        (&[1, 5, 7, 7], &[1, 5, 1, 1]),
+        (&[1, 37, 13, 13], &[1, 37, 1, 1]),
+        (&[1, 144, 56, 56], &[1, 144, 1, 1]),
+        (&[2, 3, 4, 5], &[3, 1, 1]),
+        (&[2, 3, 4, 5], &[2, 1, 4, 5]),
+        (&[4, 1], &[1, 67]),
+        (&[3, 1, 5], &[1, 4, 1]),
+        (&[2, 3, 17], &[17]),
+        (&[2, 3, 9], &[1]),
+        (&[3, 1, 4, 1], &[1, 2, 1, 5]),
+    ];
+    for (a, b) in shapes {
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+            for (xd, wd) in [(a, b), (b, a)] {
+                let mut g = Graph::new();
+                let x = g.input("x", TensorType::f32(xd.to_vec())).unwrap();
+                let w = g.param("w", TensorType::f32(wd.to_vec())).unwrap();
+                let z = g.add("z", Op::Binary(op), &[x, w]).unwrap();
+                g.mark_output(z).unwrap();
+                let (nx, nw) = (xd.iter().product::<usize>(), wd.iter().product::<usize>());
+                let xs = Tensor::new(xd.to_vec(), data(nx, nx as u64 + 3, 7)).unwrap();
+                let ws = Tensor::new(wd.to_vec(), data(nw, nw as u64 * 7 + 1, 5)).unwrap();
+                let inputs = HashMap::from([("x".to_string(), Value::F(xs))]);
+                let weights = HashMap::from([("w".to_string(), ws)]);
+                let want = kiln_interp::run::<f32>(&g, &inputs, &weights).unwrap();
+                let want = want[0].1.as_f().unwrap();
+                for tier in Tier::runnable() {
+                    for threads in [1, 2] {
+                        let mut m = kiln_runtime::compile(&g, &options(tier, threads)).unwrap();
+                        m.set_weights(&weights).unwrap();
+                        let got = m.run(&inputs).unwrap();
+                        let what = format!("{op:?} {xd:?} {wd:?} {tier:?} threads={threads}");
+                        assert_same_bits(want.data(), got[0].1.as_f().unwrap().data(), &what);
+                    }
                 }
             }
         }

@@ -154,19 +154,22 @@ pub(crate) fn apply_binary(e: &mut Emitter, op: BinaryOp, x: Value, y: Value) ->
     }
 }
 
-/// A binary op; operands of the output's shape go, on the AVX-512 and AVX2 tiers, to the
-/// kernel of `elementwise_kernels` (the same IEEE operation: the same bits).
+/// A binary op. On the AVX-512 and AVX2 tiers it goes to the kernel of
+/// `elementwise_kernels` (the same IEEE operation: the same bits) when each operand is read
+/// in rows as `BinaryDesc` describes: same-shape operands, and the broadcasts of real
+/// networks (a per-channel scale or bias).
 pub(super) fn binary(e: &mut Emitter, a: &Args, op: BinaryOp) {
+    use crate::elementwise_kernels::{BinaryDesc, binary_entry};
     let apply = move |e: &mut Emitter, x: Value, y: Value| apply_binary(e, op, x, y);
     let od = a.odims().to_vec();
     let (arena, xo, yo, zo) = (a.arena, a.src(0), a.src(1), a.dst());
+    if let Some(f) = binary_entry(a.tier.isa())
+        && let Some(d) = BinaryDesc::broadcast((xo, yo, zo), &od, a.dims(0), a.dims(1), op)
+    {
+        super::direct::call_direct(e, a, f as usize, &d);
+        return;
+    }
     if a.dims(0) == od.as_slice() && a.dims(1) == od.as_slice() {
-        if let Some(f) = crate::elementwise_kernels::binary_entry(a.tier.isa()) {
-            let len = a.out.1.shape.numel();
-            let d = crate::elementwise_kernels::BinaryDesc::new(xo, yo, zo, len, op);
-            super::direct::call_direct(e, a, f as usize, &d);
-            return;
-        }
         let vend = vector_split(e, a.begin, a.end);
         for (lo, hi, step, ty) in [(a.begin, vend, 4, F32X4), (vend, a.end, 1, F32)] {
             e.for_range(lo, hi, step, |e, i| {
