@@ -3519,6 +3519,15 @@ unsafe fn global_max<S: Simd>(x: *const f32, len: usize) -> f32 {
         let mut acc = [S::splat(f32::NEG_INFINITY); 4];
         let mut probe = [S::zero(); 4];
         let mut i = 0;
+        // as `global_avg`: whole rounds of four registers, then the rest
+        while i + 4 * l <= full {
+            for (a, p) in acc.iter_mut().zip(probe.iter_mut()) {
+                let v = S::load(x.add(i));
+                *a = S::max(v, *a);
+                *p = S::add(*p, v);
+                i += l;
+            }
+        }
         while i < full {
             for (a, p) in acc.iter_mut().zip(probe.iter_mut()) {
                 if i < full {
@@ -3566,6 +3575,14 @@ unsafe fn global_avg<S: Simd>(x: *const f32, len: usize) -> f32 {
     unsafe {
         let mut acc = [S::zero(); 4];
         let mut i = 0;
+        // whole rounds of four registers without a test per register, then the rest in the
+        // same round-robin order (the same sums)
+        while i + 4 * l <= len {
+            for a in &mut acc {
+                *a = S::add(*a, S::load(x.add(i)));
+                i += l;
+            }
+        }
         while i < len {
             for a in &mut acc {
                 if i < len {
