@@ -779,17 +779,23 @@ impl<'a> KernelNames<'a> {
         {
             fused.push("bias");
         }
-        for &n in rest {
-            fused.push(match &self.source.node(n).op {
-                kiln::ir::Op::BatchNorm { .. } => "bn",
-                op => op.name(),
-            });
-        }
         let (residual, activation) = match &node.op {
             kiln::ir::Op::Gemm(g) => (g.residual, g.activation),
             kiln::ir::Op::Conv2d(c) => (false, c.activation),
             _ => (false, None),
         };
+        for &n in rest {
+            fused.push(match &self.source.node(n).op {
+                kiln::ir::Op::BatchNorm { .. } => "bn",
+                // the file's `x · sigmoid(x)` that the kernel computes as its SiLU, named below
+                kiln::ir::Op::Binary(kiln::ir::BinaryOp::Mul)
+                    if activation == Some(kiln::ir::Activation::Silu) =>
+                {
+                    continue;
+                }
+                op => op.name(),
+            });
+        }
         if residual && !fused.contains(&"add") {
             fused.push("residual");
         }

@@ -231,6 +231,31 @@ fn weight_time_kernels_stay_out_of_the_table() {
     assert!(number_after(line, "").unwrap() >= 5, "{out}");
 }
 
+/// PyTorch's SiLU is `Mul(x, Sigmoid(x))`: a depthwise convolution that computes it as its
+/// fused SiLU is labelled `+bias+silu`, not with the file's product as a `mul` besides.
+#[test]
+fn a_fused_silu_is_named_once() {
+    let model = temp_file(
+        "dw_silu.kiln",
+        "graph dw_silu {
+  input %x: f32[1, 4, 8, 8]
+  param %dw.weight: f32[4, 1, 3, 3]
+  param %dw.bias: f32[4]
+  %dw = conv2d(%x, %dw.weight, %dw.bias) {padding=[1, 1, 1, 1], groups=4}: f32[1, 4, 8, 8]
+  %s = sigmoid(%dw): f32[1, 4, 8, 8]
+  %y = mul(%dw, %s): f32[1, 4, 8, 8]
+  output %y
+}
+",
+    );
+    let out = profile(&model, &[]);
+    let rows = table(&out);
+    assert!(
+        rows.len() == 1 && rows[0].starts_with("dw (conv 3×3 depthwise, 4←4, 8×8, +bias+silu"),
+        "one kernel, SiLU named once: {out}"
+    );
+}
+
 #[test]
 fn profile_top_shows_the_slowest_and_sums_the_rest() {
     let out = profile(&repo("examples/models/lenet5.kiln"), &["--profile-top", "2"]);
