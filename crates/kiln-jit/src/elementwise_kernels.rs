@@ -16,9 +16,10 @@
 //! NaN, `−0` stays `−0` (x86's `max`/`min` return their second operand for NaN and for equal
 //! zeros, so `max(lo, x)` is the interpreter's `if x < lo { lo } else { x }`).
 //!
-//! Same-shape binary ops (`add`, `sub`, `mul`, `div`: SiLU's and HardSwish's products) have a
-//! kernel here too ([`BinaryDesc`], [`binary_entry`]); each is one correctly rounded IEEE
-//! operation, so every tier gives the interpreter's bits.
+//! Binary ops (`add`, `sub`, `mul`, `div`: HardSwish's product, a squeeze-and-excitation
+//! scale), of one shape or broadcast in rows ([`BinaryDesc::broadcast`]), have a kernel here
+//! too ([`BinaryDesc`], [`binary_entry`]); each is one correctly rounded IEEE operation, so
+//! every tier gives the interpreter's bits.
 //!
 //! The elements are walked four registers at a time, then one register, then one masked
 //! partial register: nothing outside `[begin, end)` is read or written, so the output may be

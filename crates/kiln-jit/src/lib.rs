@@ -74,7 +74,8 @@ pub struct JitOptions {
     pub passes: kiln_passes::OptLevel,
     /// The kernel tier of the hot kernels — the GEMM micro-kernel and epilogue, convolutions
     /// with few channels, pooling, depthwise convolutions, dense layers, layout copies,
-    /// activations and same-shape arithmetic, and the training kernels that have a Rust form
+    /// activations and arithmetic (same-shape and the common broadcasts), and the training
+    /// kernels that have a Rust form
     /// (`Auto`: the widest of AVX-512 and AVX2 + FMA the CPU has, else Cranelift's portable
     /// `f32x4` code).
     pub gemm_tier: gemm::Tier,

@@ -1,7 +1,8 @@
 //! Elementwise lowerings: unary maps and activations, broadcasting binary ops, batch
 //! normalization (inference), and the epilogue that fuses an activation into a producer. On
-//! the AVX-512 and AVX2 tiers, activation nodes and same-shape binary ops call the Rust
-//! kernels of `elementwise_kernels` instead.
+//! the AVX-512 and AVX2 tiers, activation nodes and the binary ops whose operands read in
+//! rows (same-shape, per-channel, per-image) call the Rust kernels of `elementwise_kernels`
+//! instead.
 
 use super::{Args, load_f, split, store_f, vector_split};
 use crate::codegen::Emitter;
