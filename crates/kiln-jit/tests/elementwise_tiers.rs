@@ -241,26 +241,34 @@ fn chain_in_place_two_threads() {
 fn same_shape_binary_ops_bit_for_bit() {
     for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
         for n in lengths() {
-            let mut g = Graph::new();
-            let x = g.input("x", TensorType::f32([1, n])).unwrap();
-            let w = g.param("w", TensorType::f32([1, n])).unwrap();
-            let z = g.add("z", Op::Binary(op), &[x, w]).unwrap();
-            g.mark_output(z).unwrap();
-            let xs = Tensor::new([1, n], data(n, n as u64 + 5, 7)).unwrap();
-            let ws = Tensor::new([1, n], data(n, n as u64 * 31 + 2, 7)).unwrap();
-            let inputs = HashMap::from([("x".to_string(), Value::F(xs))]);
-            let weights = HashMap::from([("w".to_string(), ws)]);
-            let want = kiln_interp::run::<f32>(&g, &inputs, &weights).unwrap();
-            let want = want[0].1.as_f().unwrap();
-            for tier in Tier::runnable() {
-                for threads in [1, 2] {
-                    let mut m = kiln_runtime::compile(&g, &options(tier, threads)).unwrap();
-                    m.set_weights(&weights).unwrap();
-                    let got = m.run(&inputs).unwrap();
-                    let what = format!("{op:?} n={n} {tier:?} threads={threads}");
-                    assert_same_bits(want.data(), got[0].1.as_f().unwrap().data(), &what);
-                }
-            }
+            let seeds = [n as u64 + 5, n as u64 * 31 + 2];
+            binary_bit_for_bit(op, &[1, n], &[1, n], seeds, 7);
+        }
+    }
+}
+
+/// `x op w`, `x` an input of dims `xd` and `w` a param of dims `wd` (seeded data with NaN,
+/// ±∞ and ±0 about once in `special`), on every tier, 1 and 2 threads: the interpreter's bits.
+fn binary_bit_for_bit(op: BinaryOp, xd: &[usize], wd: &[usize], [sx, sw]: [u64; 2], special: u64) {
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32(xd.to_vec())).unwrap();
+    let w = g.param("w", TensorType::f32(wd.to_vec())).unwrap();
+    let z = g.add("z", Op::Binary(op), &[x, w]).unwrap();
+    g.mark_output(z).unwrap();
+    let (nx, nw) = (xd.iter().product::<usize>(), wd.iter().product::<usize>());
+    let xs = Tensor::new(xd.to_vec(), data(nx, sx, special)).unwrap();
+    let ws = Tensor::new(wd.to_vec(), data(nw, sw, special)).unwrap();
+    let inputs = HashMap::from([("x".to_string(), Value::F(xs))]);
+    let weights = HashMap::from([("w".to_string(), ws)]);
+    let want = kiln_interp::run::<f32>(&g, &inputs, &weights).unwrap();
+    let want = want[0].1.as_f().unwrap();
+    for tier in Tier::runnable() {
+        for threads in [1, 2] {
+            let mut m = kiln_runtime::compile(&g, &options(tier, threads)).unwrap();
+            m.set_weights(&weights).unwrap();
+            let got = m.run(&inputs).unwrap();
+            let what = format!("{op:?} {xd:?} {wd:?} {tier:?} threads={threads}");
+            assert_same_bits(want.data(), got[0].1.as_f().unwrap().data(), &what);
         }
     }
 }
@@ -288,27 +296,8 @@ fn broadcast_binary_ops_bit_for_bit() {
     for (a, b) in shapes {
         for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
             for (xd, wd) in [(a, b), (b, a)] {
-                let mut g = Graph::new();
-                let x = g.input("x", TensorType::f32(xd.to_vec())).unwrap();
-                let w = g.param("w", TensorType::f32(wd.to_vec())).unwrap();
-                let z = g.add("z", Op::Binary(op), &[x, w]).unwrap();
-                g.mark_output(z).unwrap();
                 let (nx, nw) = (xd.iter().product::<usize>(), wd.iter().product::<usize>());
-                let xs = Tensor::new(xd.to_vec(), data(nx, nx as u64 + 3, 7)).unwrap();
-                let ws = Tensor::new(wd.to_vec(), data(nw, nw as u64 * 7 + 1, 5)).unwrap();
-                let inputs = HashMap::from([("x".to_string(), Value::F(xs))]);
-                let weights = HashMap::from([("w".to_string(), ws)]);
-                let want = kiln_interp::run::<f32>(&g, &inputs, &weights).unwrap();
-                let want = want[0].1.as_f().unwrap();
-                for tier in Tier::runnable() {
-                    for threads in [1, 2] {
-                        let mut m = kiln_runtime::compile(&g, &options(tier, threads)).unwrap();
-                        m.set_weights(&weights).unwrap();
-                        let got = m.run(&inputs).unwrap();
-                        let what = format!("{op:?} {xd:?} {wd:?} {tier:?} threads={threads}");
-                        assert_same_bits(want.data(), got[0].1.as_f().unwrap().data(), &what);
-                    }
-                }
+                binary_bit_for_bit(op, xd, wd, [nx as u64 + 3, nw as u64 * 7 + 1], 7);
             }
         }
     }
