@@ -43,8 +43,9 @@
 //! border case at all ([`pool_tiles`]). Other pools, and depthwise convolutions, over planes
 //! with narrow output rows (at most 32 outputs) or at column stride 2 run eight planes at a
 //! time, transposed into a padded buffer so that a register holds one pixel of eight planes
-//! ([`pool_channels`], [`depthwise_channels`], AVX2): every output of the eight is then one
-//! load and one maximum, add or FMA per tap, four outputs at a time ([`channel_block`]).
+//! ([`pool_channels`], [`depthwise_channels`]; in AVX2's registers on both tiers,
+//! [`Shift::Block8`]): every output of the eight is then one load and one maximum, add or FMA
+//! per tap, four outputs at a time ([`channel_block`]).
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::elementwise_kernels::Act;
@@ -814,8 +815,8 @@ unsafe fn pool_planes<S: Shift, const MAX: bool>(
         if tiles_2x2(g) {
             return pool_tiles::<S, MAX>(&mut k, g, y, (begin, end, planes));
         }
-        if let Some(cg) = channels_geom::<S>(g, planes as u64) {
-            return pool_channels::<S, MAX>(&mut k, g, cg, y, begin, end);
+        if let Some(cg) = channels_geom::<S::Block8>(g, planes as u64) {
+            return pool_channels::<S::Block8, MAX>(&mut k, g, cg, y, begin, end);
         }
         // a window of at most four taps without padding (2×2 s2) reads each input once from
         // the plane as it is, so the ring's row copy does not pay: avg 2×2 s2 on 128×56×56
@@ -1804,9 +1805,9 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
         b0: 0.0,
     };
     let y = at(arena, d.y);
-    if let Some(cg) = channels_geom::<S>(&g, d.planes) {
+    if let Some(cg) = channels_geom::<S::Block8>(&g, d.planes) {
         // SAFETY: forwarded from the caller, with the path's geometry checked.
-        return unsafe { depthwise_channels::<S>(&mut k, &g, cg, y, begin, end) };
+        return unsafe { depthwise_channels::<S::Block8>(&mut k, &g, cg, y, begin, end) };
     }
     let Some(rg) = RingGeom::new::<S>(&g) else {
         // SAFETY: forwarded from the caller.
@@ -2631,6 +2632,16 @@ trait Shift: Simd {
     /// # Safety
     /// The CPU has the set.
     unsafe fn odd_lanes(lo: Self::V, hi: Self::V) -> Self::V;
+    /// The set that runs the channel-blocked paths ([`pool_channels`], [`depthwise_channels`]),
+    /// whose blocks are eight planes: AVX2 for both sets (a CPU with AVX-512F has AVX2 and FMA:
+    /// [`Isa::available`]). Without them the AVX-512 tier ran narrow planes on the row driver,
+    /// a register of 16 columns for rows of 7 or 14 outputs. Measured on a 2-vCPU AMD EPYC Zen
+    /// 4 (one thread, each kernel alone, ms, row driver → AVX2 blocks): average 7 × 7 over
+    /// 2048 × 7 × 7 0.43–0.46 → 0.03–0.04, depthwise 3 × 3 on 544 × 7 × 7 0.053–0.073 →
+    /// 0.018–0.020, on 272 × 14 × 14 0.044 → 0.024–0.026, 5 × 5 on 672 × 14 × 14 0.187 →
+    /// 0.130, 3 × 3 on 192 × 28 × 28 0.073–0.093 → 0.061–0.078; stride 2 on 96 × 112 × 112
+    /// and max 3 × 3 s2 on 64 × 112 × 112 alike either way.
+    type Block8: Shift;
     /// Whether the set has [`Shift::transpose8`] (registers of eight lanes).
     const BLOCK8: bool;
     /// Transposes the 8 × 8 floats of eight registers of eight lanes: lane `j` of register
@@ -2651,6 +2662,7 @@ trait Shift: Simd {
 
 #[cfg(target_arch = "x86_64")]
 impl Shift for Avx512 {
+    type Block8 = Avx2;
     const SHIFTS: bool = true;
     #[inline(always)]
     unsafe fn shift<const N: i32>(lo: Self::V, hi: Self::V) -> Self::V {
@@ -2672,6 +2684,7 @@ impl Shift for Avx512 {
             _mm512_permutex2var_ps(lo, idx, hi)
         }
     }
+    // (its blocks of eight planes run as AVX2: `Block8`)
     const BLOCK8: bool = false;
     #[inline(always)]
     unsafe fn transpose8(_: &mut [Self::V; 8]) {
@@ -2687,6 +2700,7 @@ impl Shift for Avx512 {
 
 #[cfg(target_arch = "x86_64")]
 impl Shift for Avx2 {
+    type Block8 = Avx2;
     const SHIFTS: bool = false;
     #[inline(always)]
     unsafe fn shift<const N: i32>(lo: Self::V, _: Self::V) -> Self::V {

@@ -222,7 +222,8 @@ fn pooling_exact_tiles_on_every_tier() {
 /// channel-interleaved (`direct.rs`' `pool_channels`): rows of fewer and of more than eight
 /// pixels, planes of fewer than eight floats (1×1, 2×3), outputs of fewer than eight, plane counts
 /// that are no multiple of 8 (a last block of one to seven planes), slices of two threads that
-/// start and end at any plane, paddings, strides, dilations, ceil mode and every kind.
+/// start and end at any plane, a window over the whole plane, paddings, strides, dilations,
+/// ceil mode and every kind. The AVX-512 tier runs this path with AVX2's registers.
 #[test]
 fn pooling_channel_blocks_on_every_tier() {
     // (batch, channels, h, w, kernel, stride, dilation, pad, ceil)
@@ -237,8 +238,10 @@ fn pooling_channel_blocks_on_every_tier() {
         [usize; 4],
         bool,
     );
-    let cases: [Case; 15] = [
+    let cases: [Case; 16] = [
         (1, 8, 1, 1, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], false),
+        // one window over the whole plane (ResNet-50's last pooling, 7 × 7 on 7 × 7)
+        (1, 21, 7, 7, [7, 7], [1, 1], [1, 1], [0, 0, 0, 0], false),
         // rows of 28 outputs; a last window reaching past the input (ceil mode)
         (1, 9, 28, 28, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
         (2, 9, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
