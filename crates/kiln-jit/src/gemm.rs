@@ -1078,14 +1078,18 @@ impl Swap {
     }
 
     /// The transposed form of an `m × n` product whose B is a plain matrix (a 1 × 1
-    /// convolution's image, `k × n`), on the AVX2 tier, where its tile pads the product a clear
+    /// convolution's image, `k × n`), on a Rust tier, where its tile pads the product a clear
     /// tenth less than the tier's main tile pads it as it is ([`Swap::for_product`]'s tile):
-    /// B is then read as the patches of a 1 × 1 kernel ([`PatchGeom::matrix`]). ResNet-50's 1
-    /// × 1s on 7 × 7 maps (2048 ← 512 with the residual, 512 ← 2048; 49 pixels, which the
-    /// plain product ran on 8 × 8 tiles) took 3.2–3.4 ms each instead of 4.2–4.3, measured on
-    /// the 2-vCPU AMD EPYC Zen 1 (L2 512 KiB), one thread; on 14 × 14 maps (196 pixels,
-    /// padded to 198 against 208: not a tenth) transposed 0.97–1.04 of the plain time, so not
-    /// there. Not on AVX-512, where it was not measured.
+    /// B is then read as the patches of a 1 × 1 kernel ([`PatchGeom::matrix`]). AVX2:
+    /// ResNet-50's 1 × 1s on 7 × 7 maps (2048 ← 512 with the residual, 512 ← 2048; 49 pixels,
+    /// which the plain product ran on 8 × 8 tiles) took 3.2–3.4 ms each instead of 4.2–4.3,
+    /// measured on the 2-vCPU AMD EPYC Zen 1 (L2 512 KiB), one thread; on 14 × 14 maps (196
+    /// pixels, padded to 198 against 208: not a tenth) transposed 0.97–1.04 of the plain time,
+    /// so not there. AVX-512 (12 × 32 plain, 7 × 48 or 6 × 64 transposed), on the 2-vCPU AMD
+    /// EPYC Zen 4 (L1 32 KiB, L2 1 MiB), one thread, each alone, ms: 512 ← 2048 on 7 × 7
+    /// 1.40–1.42 → 1.14–1.17, 2048 ← 512 1.29–1.32 → 1.12–1.17; on 14 × 14 (224 padded
+    /// columns against 198 rows) 512 ← 1024 2.26 → 2.04–2.06, 256 ← 1024 1.20–1.21 →
+    /// 1.18, 1024 ← 256 1.13–1.16 → 1.09.
     pub fn for_matrix(plain: &MicroKernel, m: usize, n: usize) -> Option<Swap> {
         let isa = crate::gemm_simd::isa_of(plain)?;
         let main = crate::gemm_simd::tiles(isa).first()?;
@@ -1096,7 +1100,7 @@ impl Swap {
                 .saturating_mul(n.div_ceil(k.nr.max(1)).saturating_mul(k.nr))
         };
         let clear = padded(&swap.kernel, n, m).saturating_mul(10) < padded(main, m, n).saturating_mul(9);
-        (isa == Isa::Avx2 && clear).then_some(swap)
+        clear.then_some(swap)
     }
 
     /// K blocks 512 deep, so that the scratch block (read and written once per K block) and

@@ -525,12 +525,12 @@ fn pointwise_convolutions_on_every_tier() {
     check_conv_cases(&cases, |i| i % 2 == 1);
 }
 
-/// Pointwise convolutions on small maps, whose plain B the AVX2 tier computes transposed
-/// (`Swap::for_matrix`: 49 pixels pad to 64 columns of the main tile, 50 rows of the
-/// transposed one): a batch, groups, output channels not a multiple of the tile (70, 200),
-/// pixels not a multiple of its rows (33, 49), several K
-/// blocks (600 channels in), the bias, the residual and the ReLU, on every tier and 1 and 2
-/// threads; the AVX2 tier's choice asserted where this CPU runs it.
+/// Pointwise convolutions on small maps, whose plain B the Rust tiers compute transposed
+/// (`Swap::for_matrix`: 49 pixels pad to 64 columns of either main tile, 50 rows of AVX2's
+/// transposed one; on AVX-512 196 pixels too, 224 columns against 198 rows): a batch, groups,
+/// output channels not a multiple of the tile (70, 200), pixels not a multiple of its rows
+/// (33, 49), several K blocks (600 channels in), the bias, the residual and the ReLU, on every
+/// tier and 1 and 2 threads; each tier's choice asserted where this CPU runs it.
 #[test]
 fn pointwise_convolutions_on_small_maps_on_every_tier() {
     let p = [0; 4];
@@ -539,18 +539,32 @@ fn pointwise_convolutions_on_small_maps_on_every_tier() {
         (2, 24, 2, 160, 7, 7, 1, 1, 1, p),
         (1, 600, 1, 70, 3, 11, 1, 1, 1, p),
         (1, 16, 1, 200, 7, 7, 1, 1, 1, p),
+        (1, 40, 1, 256, 14, 14, 1, 1, 1, p),
     ];
     if Isa::Avx2.available() {
         let kernel = |m: usize, n: usize| Tier::Avx2.kernel(m, n).expect("the AVX2 tier's tile");
         for (_, _, g, o, h, w, ..) in cases {
             let (m, n) = (o / g, h * w);
-            assert!(
+            // (196 pixels: 198 rows against 208 columns, not a tenth less)
+            assert_eq!(
                 kiln_jit::gemm::Swap::for_matrix(&kernel(m, n), m, n).is_some(),
-                "{m} × {n} is not transposed on AVX2"
+                n != 196,
+                "{m} × {n} on AVX2"
             );
         }
-        // (196 pixels: 198 rows against 208 columns, not a tenth less)
-        assert!(kiln_jit::gemm::Swap::for_matrix(&kernel(256, 196), 256, 196).is_none());
+    }
+    if Isa::Avx512.available() {
+        let kernel = |m: usize, n: usize| Tier::Avx512.kernel(m, n).expect("the AVX-512 tier's tile");
+        for (_, _, g, o, h, w, ..) in cases {
+            let (m, n) = (o / g, h * w);
+            // (200 channels of 49 pixels: 204 × 64 padded plain, 49 × 240 on 7 × 48
+            // transposed, not quite a tenth less)
+            assert_eq!(
+                kiln_jit::gemm::Swap::for_matrix(&kernel(m, n), m, n).is_some(),
+                m != 200,
+                "{m} × {n} on AVX-512"
+            );
+        }
     }
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
