@@ -157,20 +157,27 @@ const fn mk(mr: usize, nr: usize, f: MicroKernelFn) -> MicroKernel {
     MicroKernel { mr, nr, f }
 }
 
-/// The AVX-512 tiles (24 `zmm` accumulators each), the main one first: 12 × 32, the tile the
-/// transposed products are weighed against ([`swap_tile_for`]), which pads narrow products
-/// least; 6 × 64, which the driver runs faster where L1 holds its panels ([`preferred`]) and
-/// which fits products with few rows (LeNet's 6 channels), where half of a 12-row tile would
-/// be padding; 8 × 48 for 8·k rows (16 channels: two 12-row tiles would be a third padding).
+/// The AVX-512 tiles (24 `zmm` accumulators, 21 for 7 × 48), the main one first: 12 × 32,
+/// the tile the transposed products are weighed against ([`swap_tile_for`]), which pads
+/// narrow products least; 6 × 64, which the driver runs faster where L1 holds its panels
+/// ([`preferred`]) and which fits products with few rows (LeNet's 6 channels), where half of a
+/// 12-row tile would be padding; 8 × 48 for 8·k rows (16 channels: two 12-row tiles would be
+/// a third padding); 7 × 48 for 7·k rows: a transformer-style block's matrix products over
+/// the 49 pixels of a 7 × 7 map (ConvNeXt's last stage: `[49, 768] · [768, 3072]`, 60 rows on
+/// 12 × 32, 54 on 6 × 64). Measured on the EPYC Zen 4, one thread, each product alone (`kiln
+/// bench --profile`, ms, 12 × 32 → 7 × 48): ConvNeXt-T's `[49, 768] · [768, 3072]` and
+/// `[49, 3072] · [3072, 768]` 2.94–3.34 and 2.84–3.25 → 2.50–2.52 and 2.48–2.49 (ONNX
+/// Runtime's nodes in the network 2.52–2.86).
 #[cfg(target_arch = "x86_64")]
-const AVX512: [MicroKernel; 3] = [
+const AVX512: [MicroKernel; 4] = [
     mk(12, 32, avx512_12x32),
     mk(6, 64, avx512_6x64),
     mk(8, 48, avx512_8x48),
+    mk(7, 48, avx512_7x48),
 ];
 
 /// The AVX-512 tiles of transposed products ([`swap_tile_for`]), the fastest per element
-/// there first: 6 × 64 (few pixel broadcasts per FMA); 7 × 48 (21 accumulators, only here)
+/// there first: 6 × 64 (few pixel broadcasts per FMA); 7 × 48 (21 accumulators)
 /// for 7·k pixels (ResNet's 7 × 7 maps: 49 rows, no padding); then the plain tiles.
 #[cfg(target_arch = "x86_64")]
 const AVX512_SWAP: [MicroKernel; 4] = [
@@ -199,6 +206,7 @@ const _: () = {
         AVX512[0],
         AVX512[1],
         AVX512[2],
+        AVX512[3],
         AVX2[0],
         AVX2[1],
         AVX2[2],

@@ -802,6 +802,26 @@ fn small_convolutions_on_every_tier() {
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
+/// Matrix products over the 49 pixels of 7 × 7 maps (`[1, 7, 7, k] · [k, n]`, ConvNeXt's
+/// last stage), which AVX-512 runs on its 7 × 48 tile: columns that are and are not a
+/// multiple of 48, several K blocks, on every tier and 1 and 2 threads.
+#[test]
+fn matrix_products_over_forty_nine_rows_on_every_tier() {
+    if Isa::Avx512.available() {
+        let tile = Tier::Avx512.kernel(49, 3072).map(|k| (k.mr, k.nr));
+        assert_eq!(tile, Some((7, 48)), "[49, 768] · [768, 3072] on AVX-512");
+    }
+    for (i, (k, n)) in [(96, 384), (300, 200), (40, 100)].into_iter().enumerate() {
+        let graph = one_op(
+            Op::MatMul,
+            TensorType::f32([1, 7, 7, k]),
+            &[TensorType::f32([k, n])],
+        )
+        .unwrap();
+        check_tiers_and_threads(&graph, i as u64, &format!("[49, {k}] · [{k}, {n}]"));
+    }
+}
+
 /// Dense layers the GEMM driver runs (`x [N, I]` as A, the weights read transposed as B,
 /// packed when they are set, the bias per column in the epilogue): enough rows, or from two
 /// rows weights larger than any L2 (over 2 MiB); widths around the tiles and the registers,
