@@ -815,7 +815,7 @@ unsafe fn pool_planes<S: Shift, const MAX: bool>(
         if tiles_2x2(g) {
             return pool_tiles::<S, MAX>(&mut k, g, y, (begin, end, planes));
         }
-        if let Some(cg) = channels_geom::<S::Block8>(g, planes as u64) {
+        if let Some(cg) = block8_geom::<S>(g, planes as u64) {
             return pool_channels::<S::Block8, MAX>(&mut k, g, cg, y, begin, end);
         }
         // a window of at most four taps without padding (2×2 s2) reads each input once from
@@ -1026,6 +1026,15 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
     hp.checked_mul(wp)
         .is_some_and(|n| n <= CHANNEL_PLANE_MAX)
         .then_some(ChannelGeom { hp, wp })
+}
+
+/// Where a kernel of set `S` runs `g` over `planes` planes eight at a time ([`Shift::Block8`]):
+/// [`channels_geom`], but on AVX-512 only for narrow output rows, not for wide rows at column
+/// stride 2, which its own 16-lane row paths run as fast or faster (EPYC Zen 4, one thread,
+/// each kernel alone: EfficientNet-B0's 3 × 3 s2 depthwise with SiLU, 96 × 112 × 112, 0.38 ms
+/// on the ring against 0.48 in blocks of eight; max 3 × 3 s2 on 64 × 112 × 112 alike).
+fn block8_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
+    channels_geom::<S::Block8>(g, planes).filter(|_| S::BLOCK8 || g.output[1] <= CHANNEL_ROW_MAX)
 }
 
 /// The parts of a channel block's buffer ([`channel_buf`]).
@@ -1805,7 +1814,7 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
         b0: 0.0,
     };
     let y = at(arena, d.y);
-    if let Some(cg) = channels_geom::<S::Block8>(&g, d.planes) {
+    if let Some(cg) = block8_geom::<S>(&g, d.planes) {
         // SAFETY: forwarded from the caller, with the path's geometry checked.
         return unsafe { depthwise_channels::<S::Block8>(&mut k, &g, cg, y, begin, end) };
     }
@@ -2639,8 +2648,8 @@ trait Shift: Simd {
     /// 4 (one thread, each kernel alone, ms, row driver → AVX2 blocks): average 7 × 7 over
     /// 2048 × 7 × 7 0.43–0.46 → 0.03–0.04, depthwise 3 × 3 on 544 × 7 × 7 0.053–0.073 →
     /// 0.018–0.020, on 272 × 14 × 14 0.044 → 0.024–0.026, 5 × 5 on 672 × 14 × 14 0.187 →
-    /// 0.130, 3 × 3 on 192 × 28 × 28 0.073–0.093 → 0.061–0.078; stride 2 on 96 × 112 × 112
-    /// and max 3 × 3 s2 on 64 × 112 × 112 alike either way.
+    /// 0.130, 3 × 3 on 192 × 28 × 28 0.073–0.093 → 0.061–0.078. AVX-512 takes them for
+    /// narrow rows only ([`block8_geom`]).
     type Block8: Shift;
     /// Whether the set has [`Shift::transpose8`] (registers of eight lanes).
     const BLOCK8: bool;
