@@ -44,8 +44,9 @@
 //! with narrow output rows (at most 32 outputs) or at column stride 2 run eight planes at a
 //! time, transposed into a padded buffer so that a register holds one pixel of eight planes
 //! ([`pool_channels`], [`depthwise_channels`]; in AVX2's registers on both tiers,
-//! [`Shift::Block8`]): every output of the eight is then one load and one maximum, add or FMA
-//! per tap, four outputs at a time ([`channel_block`]).
+//! [`Shift::Block8`], and on AVX-512 for narrow rows only, [`block8_geom`]): every output of
+//! the eight is then one load and one maximum, add or FMA per tap, four outputs at a time
+//! ([`channel_block`]).
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::elementwise_kernels::Act;
