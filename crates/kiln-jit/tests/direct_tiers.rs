@@ -223,7 +223,8 @@ fn pooling_exact_tiles_on_every_tier() {
 /// pixels, planes of fewer than eight floats (1×1, 2×3), outputs of fewer than eight, plane counts
 /// that are no multiple of 8 (a last block of one to seven planes), slices of two threads that
 /// start and end at any plane, a window over the whole plane, paddings, strides, dilations,
-/// ceil mode and every kind. The AVX-512 tier runs this path with AVX2's registers.
+/// ceil mode and every kind. The AVX-512 tier runs this path in AVX2's registers for its
+/// narrow rows (its wide rows at column stride 2 take its own ring).
 #[test]
 fn pooling_channel_blocks_on_every_tier() {
     // (batch, channels, h, w, kernel, stride, dilation, pad, ceil)
