@@ -999,6 +999,9 @@ const CHANNEL_ROW_MAX: usize = 32;
 struct ChannelGeom {
     hp: usize,
     wp: usize,
+    /// The most outputs of a row [`channel_block`] computes at once: 4, or 8 where the set
+    /// has the registers for eight chains ([`block8_geom`]).
+    group: usize,
 }
 
 /// Where [`pool_channels`] or [`depthwise_channels`] runs `g` over `planes` planes (`None`:
@@ -1026,7 +1029,7 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
     let (hp, wp) = (reach(0, oh, sh)?, reach(1, ow, sw)?);
     hp.checked_mul(wp)
         .is_some_and(|n| n <= CHANNEL_PLANE_MAX)
-        .then_some(ChannelGeom { hp, wp })
+        .then_some(ChannelGeom { hp, wp, group: 4 })
 }
 
 /// Where a kernel of set `S` runs `g` over `planes` planes eight at a time ([`Shift::Block8`]):
@@ -1034,8 +1037,21 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
 /// stride 2, which its own 16-lane row paths run as fast or faster (EPYC Zen 4, one thread,
 /// each kernel alone: EfficientNet-B0's 3 × 3 s2 depthwise with SiLU, 96 × 112 × 112, 0.38 ms
 /// on the ring against 0.48 in blocks of eight; max 3 × 3 s2 on 64 × 112 × 112 alike).
+///
+/// On AVX-512 (32 registers: eight accumulators beside a 3 × 3 or 5 × 5 kernel's weights)
+/// eight outputs of a row at a time, eight FMA chains against the four that half-fill two FMA
+/// pipes of four cycles' latency; with AVX2's 16 registers the weights would spill (measured
+/// on the EPYC Zen 4, one thread, each kernel alone, ms, four → eight: AVX-512 depthwise 3 × 3
+/// on 192 × 28 × 28 0.059–0.060 → 0.056, 5 × 5 on 672 × 14 × 14 0.128–0.134 → 0.116–0.117;
+/// the AVX2 tier's own code max 3 × 3 s2 on 64 × 112 × 112 0.14 → 0.24, depthwise 3 × 3 s2
+/// 0.22 → 0.37).
 fn block8_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
-    channels_geom::<S::Block8>(g, planes).filter(|_| S::BLOCK8 || g.output[1] <= CHANNEL_ROW_MAX)
+    channels_geom::<S::Block8>(g, planes)
+        .filter(|_| S::BLOCK8 || g.output[1] <= CHANNEL_ROW_MAX)
+        .map(|cg| ChannelGeom {
+            group: if S::BLOCK8 { 4 } else { 8 },
+            ..cg
+        })
 }
 
 /// The parts of a channel block's buffer ([`channel_buf`]).
@@ -1145,7 +1161,7 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
             }
             let probe = channels_in::<S, MAX>(&src, plane_len, w, wp, origin);
             // every output of the eight planes, interleaved, in output order
-            channel_block::<S, _>(&PoolTaps::<MAX>, g, &taps, buf, obuf, wp);
+            channel_block::<S, _>(&PoolTaps::<MAX>, g, &taps, buf, obuf, [wp, cg.group]);
             if avg {
                 for (o, &dv) in divisor.iter().enumerate() {
                     let p = obuf.add(o * C);
@@ -1947,7 +1963,7 @@ unsafe fn depthwise_channels<S: Shift>(
             for (t, v) in op.wv.iter_mut().enumerate().take(ntaps) {
                 *v = S::load(wbuf.add(t * C));
             }
-            channel_block::<S, _>(&op, g, &taps, buf, obuf, wp);
+            channel_block::<S, _>(&op, g, &taps, buf, obuf, [wp, cg.group]);
             let len = out_len * C;
             // (in place, through a pointer LLVM cannot see is `obuf`: where it can, it turns a
             // blend of the loaded register, as leaky ReLU's, into a masked store, `vmaskmovps`,
@@ -2034,7 +2050,8 @@ impl<S: Simd> ChannelTap<S> for DepthwiseTaps<S> {
 /// The outputs of a block of eight channel-interleaved planes ([`pool_channels`],
 /// [`depthwise_channels`]): the padded planes at `buf` (rows of `wp` pixels), the outputs
 /// stored at `obuf` in output order, `taps` the offsets of a window's taps from its first
-/// pixel. Four outputs of a row at a time (four independent chains); square 3×3 and 5×5
+/// pixel. Eight outputs of a row at a time where `group` is 8 and eight are left, else up
+/// to four (independent chains: [`block8_geom`]); square 3×3 and 5×5
 /// windows without column dilation at column strides 1 and 2 load each input pixel of a
 /// window row once for all the outputs it feeds ([`channel_pixels_fixed`]).
 ///
@@ -2049,7 +2066,7 @@ unsafe fn channel_block<S: Simd, T: ChannelTap<S>>(
     taps: &[usize],
     buf: *const f32,
     obuf: *mut f32,
-    wp: usize,
+    [wp, group]: [usize; 2],
 ) {
     const C: usize = 8;
     let ([oh, ow], [kh, kw], [sh, sw]) = (g.output, g.kernel, g.stride);
@@ -2067,7 +2084,11 @@ unsafe fn channel_block<S: Simd, T: ChannelTap<S>>(
             let base = buf.add(oy * sh * wp * C);
             let mut ox = 0;
             while ox < ow {
-                let nb = (ow - ox).min(4);
+                let nb = if group >= 8 && ow - ox >= 8 {
+                    8
+                } else {
+                    (ow - ox).min(4)
+                };
                 let b = base.add(ox * step);
                 macro_rules! go {
                     ($nb:literal) => {
@@ -2081,6 +2102,7 @@ unsafe fn channel_block<S: Simd, T: ChannelTap<S>>(
                     };
                 }
                 match nb {
+                    8 => go!(8),
                     4 => go!(4),
                     3 => go!(3),
                     2 => go!(2),
