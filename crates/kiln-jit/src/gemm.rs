@@ -1079,7 +1079,8 @@ impl Swap {
 
     /// The transposed form of an `m × n` product whose B is a plain matrix (a 1 × 1
     /// convolution's image, `k × n`), on a Rust tier, where its tile pads the product a clear
-    /// tenth less than the tier's main tile pads it as it is ([`Swap::for_product`]'s tile):
+    /// share less than the tier's main tile pads it as it is ([`Swap::for_product`]'s tile,
+    /// [`crate::gemm_simd::saves_enough`]: a tenth on AVX2, a twentieth on AVX-512):
     /// B is then read as the patches of a 1 × 1 kernel ([`PatchGeom::matrix`]). AVX2:
     /// ResNet-50's 1 × 1s on 7 × 7 maps (2048 ← 512 with the residual, 512 ← 2048; 49 pixels,
     /// which the plain product ran on 8 × 8 tiles) took 3.2–3.4 ms each instead of 4.2–4.3,
@@ -1099,8 +1100,7 @@ impl Swap {
                 .saturating_mul(k.mr)
                 .saturating_mul(n.div_ceil(k.nr.max(1)).saturating_mul(k.nr))
         };
-        let clear = padded(&swap.kernel, n, m).saturating_mul(10) < padded(main, m, n).saturating_mul(9);
-        clear.then_some(swap)
+        crate::gemm_simd::saves_enough(isa, padded(&swap.kernel, n, m), padded(main, m, n)).then_some(swap)
     }
 
     /// K blocks 512 deep, so that the scratch block (read and written once per K block) and

@@ -353,21 +353,30 @@ pub fn swap_tile_for(isa: Isa, m: usize, n: usize, wide: Option<usize>) -> Optio
     pays.then_some(*best)
 }
 
+/// Whether a product computing `other` padded elements (on another tile, or transposed) saves
+/// a clear share of the `best` it is weighed against on `isa`: on AVX2 a tenth (its 8 × 8 tile
+/// runs a fifth slower per element than 6 × 16, and its transposed 1 × 1s on 14 × 14 maps,
+/// 4.8 % less padding, took 0.97–1.04 of the time), on AVX-512 a twentieth (its tiles keep
+/// 21–24 accumulators and run about alike per element). Measured on the EPYC Zen 4, one
+/// thread, each alone (ms): products of 32 or 64 rows (Inception's 1 × 1s on 28 × 28) on 8 ×
+/// 48 instead of 12 × 32 (7–9 % less): 64 ← 256 0.287–0.295 → 0.257–0.259, 64 ← 192 0.215 →
+/// 0.190, 64 ← 64 0.074–0.077 → 0.065, SqueezeNet's 32 ← 256 on 27 × 27 0.160 → 0.142, 32 ←
+/// 128 0.101 → 0.086; Inception v2's 1 × 1 224 ← 576 on 14 × 14 transposed (7 × 48, 8 % less)
+/// 0.529 → 0.495.
+pub(crate) fn saves_enough(isa: Isa, other: usize, best: usize) -> bool {
+    let share = if isa == Isa::Avx512 { 20 } else { 10 };
+    other.saturating_mul(share) < best.saturating_mul(share - 1)
+}
+
 /// The tile of `isa` for an `m × n` product: the one that computes the fewest padded elements
 /// (`⌈m/mr⌉·mr · ⌈n/nr⌉·nr`), the tile fastest per element in the driver ([`preferred`])
-/// unless another saves a clear share of the padded work: on AVX2 a tenth (its 8 × 8 tile
-/// runs a fifth slower per element than 6 × 16), on AVX-512 a twentieth (its tiles keep 21–24
-/// accumulators and run about alike per element). Products of 32 or 64 rows (Inception's
-/// 1 × 1s on 28 × 28) on 8 × 48 instead of 12 × 32 save 7–9 %: measured on the EPYC Zen 4,
-/// one thread, each alone (ms, 12 × 32 → 8 × 48): 64 ← 256 0.287–0.295 → 0.257–0.259, 64 ←
-/// 192 0.215 → 0.190, 64 ← 64 0.074–0.077 → 0.065; SqueezeNet's 32 ← 256 on 27 × 27 0.160 →
-/// 0.142, 32 ← 128 0.101 → 0.086. `None` for the Cranelift tier and on hosts without the set.
+/// unless another saves a clear share of the padded work ([`saves_enough`]). `None` for the
+/// Cranelift tier and on hosts without the set.
 pub fn tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
     let padded = |k: &MicroKernel| m.div_ceil(k.mr) * k.mr * (n.div_ceil(k.nr) * k.nr);
-    let share = if isa == Isa::Avx512 { 20 } else { 10 };
     let mut best = preferred(isa)?;
     for k in tiles(isa) {
-        if padded(k) * share < padded(&best) * (share - 1) {
+        if saves_enough(isa, padded(k), padded(&best)) {
             best = *k;
         }
     }
