@@ -1038,18 +1038,20 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
 /// each kernel alone: EfficientNet-B0's 3 × 3 s2 depthwise with SiLU, 96 × 112 × 112, 0.38 ms
 /// on the ring against 0.48 in blocks of eight; max 3 × 3 s2 on 64 × 112 × 112 alike).
 ///
-/// On AVX-512 (32 registers: eight accumulators beside a 3 × 3 or 5 × 5 kernel's weights)
-/// eight outputs of a row at a time, eight FMA chains against the four that half-fill two FMA
-/// pipes of four cycles' latency; with AVX2's 16 registers the weights would spill (measured
+/// On AVX-512 (32 registers: eight accumulators beside a 3 × 3 or 5 × 5 kernel's weights) at
+/// column stride 1, eight outputs of a row at a time, eight FMA chains against the four that
+/// half-fill two FMA pipes of four cycles' latency; at stride 2 the eight windows' 17 input
+/// pixels of a row would not fit beside them, nor on AVX2 (16 registers) the weights (measured
 /// on the EPYC Zen 4, one thread, each kernel alone, ms, four → eight: AVX-512 depthwise 3 × 3
-/// on 192 × 28 × 28 0.059–0.060 → 0.056, 5 × 5 on 672 × 14 × 14 0.128–0.134 → 0.116–0.117;
-/// the AVX2 tier's own code max 3 × 3 s2 on 64 × 112 × 112 0.14 → 0.24, depthwise 3 × 3 s2
-/// 0.22 → 0.37).
+/// on 192 × 28 × 28 0.059–0.060 → 0.056, 5 × 5 on 672 × 14 × 14 0.128–0.134 → 0.116–0.117,
+/// but 3 × 3 s2 on 112 × 28 × 28 0.080–0.085 → 0.114–0.119 and avg 3 × 3 s2 on 24 × 28 × 28
+/// 0.021 → 0.029–0.031; the AVX2 tier's own code max 3 × 3 s2 on 64 × 112 × 112 0.14 → 0.24,
+/// depthwise 3 × 3 s2 0.22 → 0.37).
 fn block8_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
     channels_geom::<S::Block8>(g, planes)
         .filter(|_| S::BLOCK8 || g.output[1] <= CHANNEL_ROW_MAX)
         .map(|cg| ChannelGeom {
-            group: if S::BLOCK8 { 4 } else { 8 },
+            group: if S::BLOCK8 || g.stride[1] != 1 { 4 } else { 8 },
             ..cg
         })
 }
