@@ -46,7 +46,7 @@
 //! ([`pool_channels`], [`depthwise_channels`]; in AVX2's registers on both tiers,
 //! [`Shift::Block8`], and on AVX-512 for narrow rows only, [`block8_geom`]): every output of
 //! the eight is then one load and one maximum, add or FMA per tap, four outputs at a time
-//! ([`channel_block`]).
+//! (eight at column stride 1 on AVX-512: [`channel_block`]).
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
 use crate::elementwise_kernels::Act;
@@ -1890,7 +1890,7 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
 /// eight channels' weights per tap), each output of the eight planes then one load and one
 /// FMA per tap from its bias, taps in row-major order as in [`depthwise_ring`] (a padding
 /// zero times a finite weight adds ±0, which changes no sum), four outputs of a row at a
-/// time (four chains of FMAs), activated and transposed back ([`channels_out`]). A block of
+/// time (four chains of FMAs; eight at column stride 1 on AVX-512, [`block8_geom`]), activated and transposed back ([`channels_out`]). A block of
 /// planes with a non-finite weight takes the row driver (its padded taps must be skipped); a
 /// last block of fewer than eight planes repeats its last plane in the other lanes and stores
 /// only its own.
