@@ -1890,10 +1890,10 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
 /// eight channels' weights per tap), each output of the eight planes then one load and one
 /// FMA per tap from its bias, taps in row-major order as in [`depthwise_ring`] (a padding
 /// zero times a finite weight adds ±0, which changes no sum), four outputs of a row at a
-/// time (four chains of FMAs; eight at column stride 1 on AVX-512, [`block8_geom`]), activated and transposed back ([`channels_out`]). A block of
-/// planes with a non-finite weight takes the row driver (its padded taps must be skipped); a
-/// last block of fewer than eight planes repeats its last plane in the other lanes and stores
-/// only its own.
+/// time (four chains of FMAs; eight at column stride 1 on AVX-512, [`block8_geom`]),
+/// activated and transposed back ([`channels_out`]). A block of planes with a non-finite
+/// weight takes the row driver (its padded taps must be skipped); a last block of fewer than
+/// eight planes repeats its last plane in the other lanes and stores only its own.
 ///
 /// # Safety
 /// As [`depthwise`]: `g` is the node's geometry, `cg` its [`channels_geom`]; `k` its planes

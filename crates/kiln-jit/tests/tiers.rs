@@ -561,7 +561,7 @@ fn pointwise_convolutions_on_small_maps_on_every_tier() {
         for (_, _, g, o, h, w, ..) in cases {
             let (m, n) = (o / g, h * w);
             // (200 channels of 49 pixels: 204 × 64 padded plain, 49 × 240 on 7 × 48
-            // transposed, a tenth less; 80 of 196: 84 × 224 plain, 196 × 96 on 7 × 48, the
+            // transposed, 9.9 % less; 80 of 196: 84 × 224 plain, 196 × 96 on 7 × 48, the
             // same)
             assert_eq!(
                 kiln_jit::gemm::Swap::for_matrix(&kernel(m, n), m, n).is_some(),
