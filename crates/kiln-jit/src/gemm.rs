@@ -1095,11 +1095,7 @@ impl Swap {
         let isa = crate::gemm_simd::isa_of(plain)?;
         let main = crate::gemm_simd::tiles(isa).first()?;
         let swap = Swap::for_product(plain, m, n, None)?;
-        let padded = |k: &MicroKernel, m: usize, n: usize| {
-            m.div_ceil(k.mr.max(1))
-                .saturating_mul(k.mr)
-                .saturating_mul(n.div_ceil(k.nr.max(1)).saturating_mul(k.nr))
-        };
+        let padded = crate::gemm_simd::padded;
         crate::gemm_simd::saves_enough(isa, padded(&swap.kernel, n, m), padded(main, m, n)).then_some(swap)
     }
 

@@ -337,7 +337,6 @@ const AVX512_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
 /// 14 × 14 0.178 → 0.12.
 /// `None` when the product stays as it is, for the Cranelift tier and on hosts without the set.
 pub fn swap_tile_for(isa: Isa, m: usize, n: usize, wide: Option<usize>) -> Option<MicroKernel> {
-    let padded = |k: &MicroKernel, m: usize, n: usize| m.div_ceil(k.mr) * k.mr * (n.div_ceil(k.nr) * k.nr);
     let main = tiles(isa).first()?;
     let (first, rest) = swap_tiles(isa).split_first()?;
     let mut best = first;
@@ -351,6 +350,15 @@ pub fn swap_tile_for(isa: Isa, m: usize, n: usize, wide: Option<usize>) -> Optio
         None => padded(best, n, m) <= padded(main, m, n),
     };
     pays.then_some(*best)
+}
+
+/// The elements tile `k` computes for an `m × n` product, padding included:
+/// `⌈m/mr⌉·mr · ⌈n/nr⌉·nr` (saturating; the tiles are never empty).
+pub(crate) fn padded(k: &MicroKernel, m: usize, n: usize) -> usize {
+    let (mr, nr) = (k.mr.max(1), k.nr.max(1));
+    m.div_ceil(mr)
+        .saturating_mul(mr)
+        .saturating_mul(n.div_ceil(nr).saturating_mul(nr))
 }
 
 /// Whether a product computing `other` padded elements (on another tile, or transposed) saves
@@ -369,14 +377,13 @@ pub(crate) fn saves_enough(isa: Isa, other: usize, best: usize) -> bool {
 }
 
 /// The tile of `isa` for an `m × n` product: the one that computes the fewest padded elements
-/// (`⌈m/mr⌉·mr · ⌈n/nr⌉·nr`), the tile fastest per element in the driver ([`preferred`])
+/// ([`padded`]), the tile fastest per element in the driver ([`preferred`])
 /// unless another saves a clear share of the padded work ([`saves_enough`]). `None` for the
 /// Cranelift tier and on hosts without the set.
 pub fn tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
-    let padded = |k: &MicroKernel| m.div_ceil(k.mr) * k.mr * (n.div_ceil(k.nr) * k.nr);
     let mut best = preferred(isa)?;
     for k in tiles(isa) {
-        if saves_enough(isa, padded(k), padded(&best)) {
+        if saves_enough(isa, padded(k, m, n), padded(&best, m, n)) {
             best = *k;
         }
     }

@@ -345,8 +345,9 @@ fn depthwise_ring_paths_on_every_tier() {
 
 /// Depthwise convolutions of eight planes and more on the Rust tiers' channel-interleaved
 /// path (`direct.rs`' `depthwise_channels`, in AVX2's registers on both: output rows of at
-/// most 32 pixels, or, on AVX2, any at column stride 2), on 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column strides 1
-/// and 2, the general one (other kernels, column dilation, strides past 2), rows of fewer than
+/// most 32 pixels, or, on AVX2, any at column stride 2; on AVX-512 eight outputs of a row at
+/// a time at stride 1), on 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column
+/// strides 1 and 2, the general one (other kernels, column dilation, strides past 2), rows of fewer than
 /// eight pixels (loaded eight pixels of the plane at a time) and of eight or more (eight of
 /// the row at a time, the last eight overlapping), planes and outputs of fewer than eight
 /// floats, plane counts that leave a last block of one to seven planes, a channel multiplier
