@@ -1252,9 +1252,9 @@ impl DirectConv {
     /// registers, AVX-512's of four; AVX2's 3-pixel blocks fill as well) to nine tenths at
     /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18); on AVX2 with at
     /// most 576 taps (channels × kernel), or at most 1152 where the padded copy of the image
-    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps where the copy
-    /// fits L2 (as at stride 2 on AVX2), or with 1024 taps or more whatever the copy (in
-    /// bands of rows whose copy fits half of L2, [`DirectConv::band`]), and with a kernel
+    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps whatever the copy
+    /// (a copy larger than L2 in bands of rows whose copy fits half of it,
+    /// [`DirectConv::band`]), and with a kernel
     /// wider than 1 × 1 whatever the width of the rows (a row's last pixels run in a block of
     /// as many: 3 × 3 128 → 128 on 14 × 14 0.81 of the GEMM's time, on 7 × 7 0.79, 64 → 64
     /// on 13 × 13 0.73, Inception v2 0.93, SqueezeNet and Inception v1 0.98; 1 × 1s on 14 ×
@@ -1281,7 +1281,14 @@ impl DirectConv {
     /// (each band's rows copied just before its pixels run, read from L2, not from memory),
     /// with 1024 taps or more: 128 → 128 on 112 × 112 0.93–0.99 (one pair set 1.09), 256 →
     /// 256 on 56 × 56 0.96–1.02, VGG-19 0.92–1.00 (two threads 0.88 and 1.09: noise of a host
-    /// in two speeds); with 576 taps (64 → 64 on 224 × 224) 1.09, so not below 1024.
+    /// in two speeds); with 576 taps (64 → 64 on 224 × 224) 1.09 there. On an AMD EPYC Zen 4
+    /// (family 25 model 17, L2 1 MiB; each convolution alone, one thread, ms, GEMM → direct
+    /// in bands, two runs) fewer taps pay too: 3 × 3 64 → 64 on 224 × 224 (576 taps) 38.6–39.0
+    /// → 35.7–36.1, 128 ← 64 on 112 × 112 18.7–19.8 → 17.2–17.6, 96 ← 64 on 112 × 112
+    /// 13.9–14.5 → 13.1–13.2, 64 ← 32 on 112 × 112 (288) 4.65 → 4.33–4.51, on 147 × 147 8.24–8.30
+    /// → 7.68–7.95, 128 ← 16 on 224 × 224 (144) 23.3–23.5 → 19.9; in their networks (the median
+    /// of 4 alternating pairs of processes, CPU time) VGG-19 0.992, Inception v3 0.985,
+    /// VGG-11-BN 1.004 (0.98–1.02).
     ///
     /// On AVX2 (EPYC Zen 3, L2 512 KiB, which the limits took as 1 MiB until [`cache_size`]
     /// read it): the tap and copy limits were measured with the kernel before the present
@@ -1325,7 +1332,7 @@ impl DirectConv {
         let fits_l2 = copy.is_some_and(|c| c <= fits);
         let taps_ok = match isa {
             Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
-            Isa::Avx512 => (64..=4608).contains(&taps) && (fits_l2 || taps >= 1024),
+            Isa::Avx512 => (64..=4608).contains(&taps),
             Isa::Cranelift => false,
         };
         // (AVX-512 runs a row's last pixels in a smaller block, which pays for kernels wider

@@ -713,35 +713,44 @@ fn direct_convolutions_on_every_tier() {
     }
 }
 
-/// A direct convolution whose padded copy is larger than this host's L2 (128 channels of 68
-/// × 68 padded pixels, 2.4 MB; 1152 taps) runs on AVX-512 band by band
-/// (`DirectConv::band`: whole output rows whose padded rows fill at most half of L2, each
-/// band's rows copied just before its pixels run; asserted where L2 is smaller than the
-/// copy), with the bias, the residual and the ReLU finished by the kernel as it stores the
-/// sums; equals the interpreter on every tier, on 1 and 2 threads (each thread its half of
-/// the rows, in bands), with 8 output channels (a register's half: direct whatever the
-/// copy) and with 40 (direct on AVX-512 for its 1152 taps).
+/// Direct convolutions whose padded copies are larger than this host's L2 (128 channels of 68
+/// × 68 padded pixels, 2.4 MB, 1152 taps; 32 channels of 132 × 132, 2.2 MB, 288 taps) run on
+/// AVX-512 band by band (`DirectConv::band`: whole output rows whose padded rows fill at most
+/// half of L2, each band's rows copied just before its pixels run; asserted where L2 is
+/// smaller than the copy), with the bias, the residual and the ReLU finished by the kernel as
+/// it stores the sums; equal the interpreter on every tier, on 1 and 2 threads (each thread
+/// its half of the rows, in bands), with 8 output channels (a register's half: direct
+/// whatever the copy) and with 40 (direct on AVX-512 for its 64 to 4608 taps).
 #[test]
 fn direct_convolutions_over_copies_larger_than_l2_run_in_bands() {
     let cases = [
         (1, 128, 1, 8, 66, 66, 3, 1, 1, [1, 1, 1, 1]),
         (1, 128, 1, 40, 66, 66, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 32, 1, 40, 130, 130, 3, 1, 1, [1, 1, 1, 1]),
     ];
     let l2 = kiln_jit::gemm::cache_size(2).unwrap_or(1 << 20);
-    let (copy, row) = (128 * 68 * 68 * 4, 128 * 68 * 4);
     for &case in cases.iter().filter(|_| Isa::Avx512.available()) {
         let Some(direct) = DirectConv::new(Isa::Avx512, &geometry(case), case.1, case.3) else {
             panic!("{case:?} does not run directly on AVX-512");
         };
-        if copy > l2 {
-            let rows = direct.band / 66;
+        // (the channels, in blocks of 8, by the padded rows and columns; 4 bytes each)
+        let (ow, wp, hp) = (case.5, case.5 + 2, case.4 + 2);
+        let row = case.1 * wp * 4;
+        if row * hp > l2 {
+            let rows = direct.band / ow;
             assert!(
-                direct.band % 66 == 0 && (1..66).contains(&rows) && (rows + 2) * row <= (l2 / 2).max(3 * row),
+                direct.band % ow == 0
+                    && (1..case.4).contains(&rows)
+                    && (rows + 2) * row <= (l2 / 2).max(3 * row),
                 "{case:?}: a band of {} pixels (L2 {l2})",
                 direct.band
             );
         } else {
-            assert_eq!(direct.band, 66 * 66, "{case:?}: the whole copy fits L2 ({l2})");
+            assert_eq!(
+                direct.band,
+                case.4 * ow,
+                "{case:?}: the whole copy fits L2 ({l2})"
+            );
         }
     }
     check_conv_cases(&cases, |_| true);
