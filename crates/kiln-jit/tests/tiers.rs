@@ -629,7 +629,7 @@ fn wide_convolutions_on_every_tier() {
 /// the residual and the ReLU fused, on 1 and 2 threads (splits at panels of channels and at
 /// output rows, each thread copying the rows it reads). The AVX-512 tier runs the cases with
 /// at least 64 taps directly too (blocks of four registers, 64 channels, where more than 48
-/// are left; asserted for the last seven, the last two of which AVX2 runs as GEMMs; the first
+/// are left; asserted for the last eight, the last three of which AVX2 runs as GEMMs; the first
 /// of them has weights larger than L2, which the kernel asks for a chunk ahead); the
 /// Cranelift tier runs them as GEMMs.
 #[test]
@@ -658,6 +658,10 @@ fn direct_convolutions_on_every_tier() {
         // chunks (24 channels × 9 = 144 + 72), blocks of four, two and one registers
         (1, 8, 1, 40, 5, 70, 3, 1, 1, [1, 1, 1, 1]),
         (1, 24, 1, 56, 4, 125, 3, 1, 1, [1, 1, 1, 1]),
+        // a row's last pixels one more than a block, in two blocks (AVX2's four registers by
+        // 55 = 3 · 17 + 2 + 2, AVX-512's two by 17 = 8 + 5 + 4)
+        (1, 16, 1, 32, 3, 55, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 16, 1, 32, 5, 17, 3, 1, 1, [1, 1, 1, 1]),
         // weights larger than L2 (1024 channels × 1152 taps, 4.7 MB), asked for a chunk
         // ahead
         (1, 128, 1, 1024, 5, 12, 3, 1, 1, [1, 1, 1, 1]),
@@ -668,24 +672,26 @@ fn direct_convolutions_on_every_tier() {
         (2, 8, 1, 64, 15, 47, 3, 2, 1, [1, 1, 1, 1]),
         (1, 40, 1, 72, 7, 24, 3, 1, 2, [2, 1, 2, 2]),
         // rows that fill AVX2's blocks badly, which AVX-512 takes (whole rows per segment,
-        // a row's last pixel in a block of one): 7 = 6 + 1 and 14 = 6 + 6 + 2
+        // a row's last seven pixels in blocks of four and three): 7 = 4 + 3, 13 = 6 + 4 + 3
+        // and 14 = 6 + 6 + 2
         (1, 16, 1, 64, 7, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 16, 1, 64, 6, 13, 3, 1, 1, [1, 1, 1, 1]),
         (2, 9, 1, 50, 14, 14, 3, 1, 1, [1, 1, 1, 1]),
     ];
-    let avx512_only = 2;
+    let avx512_only = 3;
     for &case in &cases[..cases.len() - avx512_only] {
         assert!(
             runs_direct(Isa::Avx2, case),
             "{case:?} does not run directly on AVX2"
         );
     }
-    for &case in &cases[cases.len() - 7..] {
+    for &case in &cases[cases.len() - 8..] {
         assert!(
             runs_direct(Isa::Avx512, case) && case.3 > 48,
             "{case:?} does not run directly on AVX-512 in blocks of four registers"
         );
     }
-    let big = cases[cases.len() - 7];
+    let big = cases[cases.len() - 8];
     for isa in [Isa::Avx2, Isa::Avx512] {
         if let Some(direct) = DirectConv::new(isa, &geometry(big), big.1, big.3) {
             assert!(
