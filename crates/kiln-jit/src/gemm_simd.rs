@@ -160,7 +160,7 @@ const fn mk(mr: usize, nr: usize, f: MicroKernelFn) -> MicroKernel {
 /// The AVX-512 tiles (24 `zmm` accumulators, 21 for 7 × 48), the main one first: 12 × 32,
 /// the tile the transposed products are weighed against ([`swap_tile_for`]), which pads
 /// narrow products least; 6 × 64, which the driver runs faster where L1 holds its panels
-/// ([`preferred`]) and which fits products with few rows (LeNet's 6 channels), where half of a
+/// ([`preferred_for`]) and which fits products with few rows (LeNet's 6 channels), where half of a
 /// 12-row tile would be padding; 8 × 48 for 8·k rows (16 channels: two 12-row tiles would be
 /// a third padding); 7 × 48 for 7·k rows: a transformer-style block's matrix products over
 /// the 49 pixels of a 7 × 7 map (ConvNeXt's last stage: `[49, 768] · [768, 3072]`, 60 rows on
@@ -377,17 +377,34 @@ pub(crate) fn saves_enough(isa: Isa, other: usize, best: usize) -> bool {
 }
 
 /// The tile of `isa` for an `m × n` product: the one that computes the fewest padded elements
-/// ([`padded`]), the tile fastest per element in the driver ([`preferred`])
-/// unless another saves a clear share of the padded work ([`saves_enough`]). `None` for the
-/// Cranelift tier and on hosts without the set.
+/// ([`padded`]), the tile fastest per element in the driver ([`preferred_for`])
+/// unless another saves a clear share of the padded work ([`saves_enough`]), the tiles whose
+/// panels L1 holds ([`fits_l1`]) weighed first. `None` for the Cranelift tier and on hosts
+/// without the set.
 pub fn tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
-    let mut best = preferred(isa)?;
-    for k in tiles(isa) {
+    tile_for_l1(isa, m, n, crate::gemm::cache_size(1).unwrap_or(32 << 10))
+}
+
+/// [`tile_for`] with `l1` bytes of L1. A tile whose panels L1 does not hold streams its B
+/// panel from L2 through every tile of a block, and is taken only where it saves a clear
+/// share over the best of those it does hold: on the EPYC Zen 4 (L1 32 KiB), 1 × 1 64 ← 256
+/// on 56 × 56 (6 × 64 pads 2 % more than 8 × 48) took 1.02–1.03 ms on 6 × 64 against
+/// 1.01–1.02 on 8 × 48 (each alone, one thread, two runs; ResNet-50 paired 0.994), while
+/// LeNet-5's 6-channel conv1 at batch 64 needs 6 × 64 (0.35 ms against 0.45 on 8 × 48).
+fn tile_for_l1(isa: Isa, m: usize, n: usize, l1: usize) -> Option<MicroKernel> {
+    let mut best = preferred_for(isa, l1)?;
+    let (fit, rest): (Vec<_>, Vec<_>) = tiles(isa).iter().partition(|k| fits_l1(k, l1));
+    for k in fit.into_iter().chain(rest) {
         if saves_enough(isa, padded(k, m, n), padded(&best, m, n)) {
             best = *k;
         }
     }
     Some(best)
+}
+
+/// Whether `l1` bytes of L1 hold tile `k`'s A and B micro-panels at the blocking's depth.
+fn fits_l1(k: &MicroKernel, l1: usize) -> bool {
+    crate::gemm::Blocking::for_caches(l1, 1 << 20, k.mr, k.nr).kc * (k.mr + k.nr) * 4 <= l1
 }
 
 /// The tile fastest per element inside the driver, where A's panels (the broadcast operand)
@@ -402,25 +419,14 @@ pub fn tile_for(isa: Isa, m: usize, n: usize) -> Option<MicroKernel> {
 /// panels in L1 both run at 150–153. In networks, paired runs with and without: four 1 × 1
 /// bottlenecks (64 ↔ 256 on 56 × 56) 0.84, ResNet-50 0.95–0.97 (two threads 0.96),
 /// SqueezeNet 0.94–0.99, VGG-19 0.95, Inception v2 and ShuffleNet 0.97, DenseNet-121 0.99
-/// (1.06 in a first set), the rest ±1 %.
-fn preferred(isa: Isa) -> Option<MicroKernel> {
-    preferred_for(isa, crate::gemm::cache_size(1).unwrap_or(32 << 10))
-}
-
-/// [`preferred`] with `l1` bytes of L1.
+/// (1.06 in a first set), the rest ±1 %. `l1` is the bytes of L1.
 fn preferred_for(isa: Isa, l1: usize) -> Option<MicroKernel> {
     let (main, rest) = tiles(isa).split_first()?;
     let wide = rest
         .iter()
         .find(|k| k.mr == 6 && k.nr == 64)
         .filter(|_| isa == Isa::Avx512);
-    Some(
-        *wide
-            .filter(|k| {
-                crate::gemm::Blocking::for_caches(l1, 1 << 20, k.mr, k.nr).kc * (k.mr + k.nr) * 4 <= l1
-            })
-            .unwrap_or(main),
-    )
+    Some(*wide.filter(|k| fits_l1(k, l1)).unwrap_or(main))
 }
 
 #[cfg(test)]
@@ -473,13 +479,22 @@ mod tests {
             assert_eq!(tile(tile_for(Isa::Avx512, 1024, 196)), Some((12, 32)));
             // 64 rows of 784 columns: 8 × 48 pads 52 224 elements, 12 × 32 57 600 (9 % more),
             // 6 × 64 54 912 (5 %: not a clear twentieth)
-            if tile(preferred(Isa::Avx512)) == Some((12, 32)) {
+            let host = tile(preferred_for(
+                Isa::Avx512,
+                crate::gemm::cache_size(1).unwrap_or(32 << 10),
+            ));
+            if host == Some((12, 32)) {
                 assert_eq!(tile(tile_for(Isa::Avx512, 64, 784)), Some((8, 48)));
             }
-            assert_eq!(
-                tile(tile_for(Isa::Avx512, 256, 3136)),
-                tile(preferred(Isa::Avx512))
-            );
+            // 64 rows of 3136 columns: 6 × 64 pads 206 976 elements, 8 × 48 202 752 (2 %
+            // fewer), 12 × 32 225 792; on 6 × 64 only where L1 holds its panels
+            assert_eq!(tile(tile_for_l1(Isa::Avx512, 64, 3136, 32 << 10)), Some((8, 48)));
+            assert_eq!(tile(tile_for_l1(Isa::Avx512, 64, 3136, 48 << 10)), Some((6, 64)));
+            // 40 rows: 6 × 64 pads 42, 12 × 32 48, 8 × 48 none (its columns 1 % more); 6
+            // rows: 6 × 64 a clear share less than 8 × 48 wherever L1 holds it or not
+            assert_eq!(tile(tile_for_l1(Isa::Avx512, 40, 3136, 32 << 10)), Some((8, 48)));
+            assert_eq!(tile(tile_for_l1(Isa::Avx512, 6, 3136, 32 << 10)), Some((6, 64)));
+            assert_eq!(tile(tile_for(Isa::Avx512, 256, 3136)), host);
         }
         if Isa::Avx2.available() {
             let main = tiles(Isa::Avx2).first().map(|k| (k.mr, k.nr));
