@@ -244,6 +244,24 @@ pub struct DenseDesc {
     pub outputs: u64,
 }
 
+/// An inference batch norm `y = x·k + (bias − k·mean)`, `k = scale / √(var + eps)` per
+/// channel, over planes of `plane` floats (`channels` per image); its parallel range is the
+/// planes (`n·channels`). `eps` holds the f32's bits.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct NormDesc {
+    pub x: u64,
+    pub scale: u64,
+    pub bias: u64,
+    pub mean: u64,
+    pub var: u64,
+    pub y: u64,
+    pub planes: u64,
+    pub channels: u64,
+    pub plane: u64,
+    pub eps: u64,
+}
+
 /// `NO_BIAS` in a description's `bias`.
 pub const NO_BIAS: u64 = u64::MAX;
 
@@ -266,6 +284,8 @@ unsafe impl Words for GlobalPoolDesc {}
 unsafe impl Words for DepthwiseDesc {}
 // SAFETY: as above.
 unsafe impl Words for DenseDesc {}
+// SAFETY: as above.
+unsafe impl Words for NormDesc {}
 
 /// An entry point `f(description, arena, begin, end)` over the parallel range `[begin, end)`.
 pub type Entry<D> = unsafe extern "C" fn(*const D, *mut u8, i64, i64);
@@ -277,6 +297,7 @@ pub struct Kernels {
     pub global_pool: Entry<GlobalPoolDesc>,
     pub depthwise: Entry<DepthwiseDesc>,
     pub dense: Entry<DenseDesc>,
+    pub batch_norm: Entry<NormDesc>,
     /// Called by the GEMM driver, not by JIT'd code.
     pub direct_conv: DirectConvFn,
     /// A `gemm` node's epilogue, with any activation ([`gemm_epilogue`]).
@@ -371,6 +392,14 @@ macro_rules! entries {
             }
 
             /// # Safety
+            /// As `pool2d`, for an inference batch norm.
+            #[target_feature(enable = $features)]
+            unsafe extern "C" fn batch_norm(d: *const NormDesc, arena: *mut u8, begin: i64, end: i64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { super::batch_norm::<$set>(d, arena, begin, end) }
+            }
+
+            /// # Safety
             /// As [`super::direct_conv`].
             #[target_feature(enable = $features)]
             unsafe fn direct_conv(j: &DirectConvJob) {
@@ -387,6 +416,7 @@ macro_rules! entries {
                 global_pool,
                 depthwise,
                 dense,
+                batch_norm,
                 direct_conv,
                 epilogue,
                 epilogue_cols,
@@ -3774,6 +3804,47 @@ unsafe fn dense<S: Simd>(d: *const DenseDesc, arena: *mut u8, begin: i64, end: i
             dense_tiles::<S, 4, 4>(&d, arena, begin, end)
         } else {
             dense_tiles::<S, 4, 2>(&d, arena, begin, end)
+        }
+    }
+}
+
+/// An inference batch norm over the planes `[begin, end)`: per plane, its channel's `k` and
+/// shift with the arithmetic of the Cranelift kernel (`lower::elementwise::batch_norm`: `k =
+/// scale / √(var + eps)`, `shift = bias − k·mean`, each a rounding), then `x·k + shift` with
+/// one rounding per float, a register at a time (the last partial): the same bits.
+///
+/// # Safety
+/// As [`pool2d`], for an inference batch norm.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn batch_norm<S: Simd>(d: *const NormDesc, arena: *mut u8, begin: i64, end: i64) {
+    // SAFETY: forwarded from the caller.
+    let d = unsafe { *d };
+    let (channels, plane) = (d.channels as usize, d.plane as usize);
+    let Some((b, e)) = range(begin, end, d.planes) else {
+        return;
+    };
+    let eps = f32::from_bits(d.eps as u32);
+    let (x, y) = (at(arena, d.x), at(arena, d.y));
+    let [scale, bias, mean, var] = [d.scale, d.bias, d.mean, d.var].map(|o| at(arena, o));
+    let l = S::LANES;
+    for p in b..e {
+        let c = p % channels.max(1);
+        // SAFETY: plane p of the node's input and output, channel c of its parameters.
+        unsafe {
+            let k = *scale.add(c) / (*var.add(c) + eps).sqrt();
+            let shift = *bias.add(c) - k * *mean.add(c);
+            let (kv, sv) = (S::splat(k), S::splat(shift));
+            let (src, dst) = (x.add(p * plane), y.add(p * plane));
+            let mut i = 0;
+            while i + l <= plane {
+                S::store(dst.add(i), S::fma(S::load(src.add(i)), kv, sv));
+                i += l;
+            }
+            if i < plane {
+                let v = S::fma(S::load_partial(src.add(i), plane - i), kv, sv);
+                S::store_partial(dst.add(i), plane - i, v);
+            }
         }
     }
 }

@@ -326,3 +326,65 @@ fn products_in_place() {
         }
     }
 }
+
+/// Inference batch norm (`x·k + (bias − k·mean)`, `k = scale / √(var + ε)` per channel) on
+/// every tier, 1 and 2 threads: planes of every remainder of the registers (1, 7, 9, 17, 49,
+/// 3136 floats), a batch, a 2-D input (planes of one float). With NaN, ±∞ and ±0 among the
+/// inputs and the scales, the Rust tiers give the Cranelift tier's bits (each channel's `k`
+/// and shift with the same roundings, one FMA per float); on seeded inputs every tier is
+/// within the JIT's tolerance of the interpreter, which computes `(x − mean) / √(var + ε) ·
+/// scale + bias`.
+#[test]
+fn batch_norm_every_tier() {
+    let shapes: [&[usize]; 7] = [
+        &[1, 3, 1, 1],
+        &[2, 5, 1, 7],
+        &[1, 4, 3, 3],
+        &[2, 3, 17],
+        &[1, 6, 7, 7],
+        &[1, 2, 56, 56],
+        &[3, 11],
+    ];
+    for (s, dims) in shapes.into_iter().enumerate() {
+        let c = dims[1];
+        let mut g = Graph::new();
+        let x = g.input("x", TensorType::f32(dims.to_vec())).unwrap();
+        let ps: Vec<_> = ["scale", "bias", "mean", "var"]
+            .iter()
+            .map(|n| g.param(*n, TensorType::f32([c])).unwrap())
+            .collect();
+        let ins = [x, ps[0], ps[1], ps[2], ps[3]];
+        let y = g.add("y", Op::BatchNorm { epsilon: 1e-5 }, &ins).unwrap();
+        g.mark_output(y).unwrap();
+        let n = dims.iter().product::<usize>();
+        let xs = Tensor::new(dims.to_vec(), data(n, s as u64 + 1, 9)).unwrap();
+        let inputs = HashMap::from([("x".to_string(), Value::F(xs))]);
+        let mut weights = HashMap::new();
+        for (i, name) in ["scale", "bias", "mean", "var"].iter().enumerate() {
+            // (the variance non-negative; the scales with special values now and then)
+            let v = data(c, (s * 4 + i) as u64 + 11, if i == 0 { 3 } else { 0 });
+            let v = if i == 3 {
+                v.iter().map(|x| x.abs()).collect()
+            } else {
+                v
+            };
+            weights.insert(name.to_string(), Tensor::new(vec![c], v).unwrap());
+        }
+        let run = |tier: Tier, threads: usize| {
+            let mut m = kiln_runtime::compile(&g, &options(tier, threads)).unwrap();
+            m.set_weights(&weights).unwrap();
+            let got = m.run(&inputs).unwrap();
+            got[0].1.as_f().unwrap().clone()
+        };
+        let want = run(Tier::Cranelift, 1);
+        for tier in Tier::runnable() {
+            for threads in [1, 2] {
+                let what = format!("batch norm {dims:?} {tier:?} threads={threads}");
+                assert_same_bits(want.data(), run(tier, threads).data(), &what);
+                if let Err(e) = jit_matches_interpreter_with(&g, s as u64, &options(tier, threads)) {
+                    panic!("{what}: {e}");
+                }
+            }
+        }
+    }
+}

@@ -118,3 +118,21 @@ pub(super) fn dense_direct(e: &mut Emitter, a: &Args, k: Kernels) {
     };
     call_direct(e, a, k.dense as usize, &d);
 }
+
+/// An inference batch norm on the tier's kernel (`direct::batch_norm`), over `n·c` planes.
+pub(super) fn batch_norm_direct(e: &mut Emitter, a: &Args, k: Kernels, eps: f32) {
+    let d = a.dims(0);
+    let desc = direct::NormDesc {
+        x: word(a.src(0)),
+        scale: word(a.src(1)),
+        bias: word(a.src(2)),
+        mean: word(a.src(3)),
+        var: word(a.src(4)),
+        y: word(a.dst()),
+        planes: word(d[0] * d[1]),
+        channels: word(d[1]),
+        plane: word(d[2..].iter().product()),
+        eps: u64::from(eps.to_bits()),
+    };
+    call_direct(e, a, k.batch_norm as usize, &desc);
+}

@@ -33,8 +33,8 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use direct::{
-    dense_direct, depthwise_conv_direct, depthwise_fits_direct, direct_kernels, global_pool_direct,
-    pool2d_direct,
+    batch_norm_direct, dense_direct, depthwise_conv_direct, depthwise_fits_direct, direct_kernels,
+    global_pool_direct, pool2d_direct,
 };
 use elementwise::{activation_kernel, apply_binary, batch_norm, binary, map_unary};
 pub(crate) use elementwise::{broadcast_strides, sigmoid};
@@ -324,6 +324,10 @@ fn emit_body(e: &mut Emitter, op: &Op, a: &Args, phase: usize, grain: &mut usize
             concat(e, a, *axis);
             let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
             od[..ax].iter().product()
+        }
+        Op::BatchNorm { epsilon } if let Some(k) = direct_kernels(a) => {
+            batch_norm_direct(e, a, k, *epsilon);
+            planes()
         }
         Op::BatchNorm { epsilon } => {
             batch_norm(e, a, *epsilon);
