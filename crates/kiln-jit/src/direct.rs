@@ -3233,7 +3233,7 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
             // FMAs on pixels past them); the last P + 1 in two blocks, not P and one pixel
             // alone, whose block keeps one FMA chain per register and runs at half the rate
             let rest = (j.ow - x).min(p1 - f);
-            let t = if rest == P + 1 && P > 1 {
+            let t = if rest == P + 1 {
                 rest.div_ceil(2)
             } else {
                 rest.min(P)

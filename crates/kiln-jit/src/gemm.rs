@@ -1275,7 +1275,7 @@ impl DirectConv {
     /// 0.92), ResNet-50 0.97–0.98 (two threads 0.93) (with up to 4608 taps before those two:
     /// 1.00 and 0.98 on one map, ResNet-18 1.01). Not taken: fewer than 64 taps (SqueezeNet's
     /// 3 × 3 s2 64 ← 3, 27 taps, 1.3–1.5: the stores of its cold output outweigh its few
-    /// FMAs) and copies larger than L2 (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 ×
+    /// FMAs) and, copied whole, copies larger than L2 (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 ×
     /// 224 1.00; VGG-19 with them 1.11; with the present kernel 3 × 3 256 → 256 on 56 × 56
     /// 0.89 and 128 → 128 on 112 × 112 0.92 alone, but VGG-19 with them 1.02–1.06). In bands
     /// (each band's rows copied just before its pixels run, read from L2, not from memory),
