@@ -1288,7 +1288,14 @@ impl DirectConv {
     /// 13.9–14.5 → 13.1–13.2, 64 ← 32 on 112 × 112 (288) 4.65 → 4.33–4.51, on 147 × 147 8.24–8.30
     /// → 7.68–7.95, 128 ← 16 on 224 × 224 (144) 23.3–23.5 → 19.9; in their networks (the median
     /// of 4 alternating pairs of processes, CPU time) VGG-19 0.992, Inception v3 0.985,
-    /// VGG-11-BN 1.004 (0.98–1.02).
+    /// VGG-11-BN 1.004 (0.98–1.02). On an Intel Xeon with AMX and AVX-512-FP16 (family 6
+    /// model 167, L2 2 MiB, two full-width FMA units: 240 GFLOP/s per core), banded, the same
+    /// 128 ← 16 on 224 × 224 (144 taps) takes 17.7–19.7 ms where the wide GEMM takes 13.1–14.0
+    /// (three alternations), while 288 taps (64 ← 32 on 147 × 147 5.12–5.42 → 4.86–5.17) and
+    /// 576 (128 ← 64 on 112 × 112 11.2–11.5 → 10.5–11.1; 64 → 64 on 224 × 224 24.1–27.2 →
+    /// 24.0–26.9) still pay: in bands, from 256 taps. Copied whole (the copy within L2),
+    /// 144 taps pay there too: 64 ← 16 on 55 × 55 0.39 → 0.34, 128 ← 16 on 112 × 112 3.36–3.44
+    /// → 3.14–3.25.
     ///
     /// On AVX2 (EPYC Zen 3, L2 512 KiB, which the limits took as 1 MiB until [`cache_size`]
     /// read it): the tap and copy limits were measured with the kernel before the present
@@ -1332,7 +1339,9 @@ impl DirectConv {
         let fits_l2 = copy.is_some_and(|c| c <= fits);
         let taps_ok = match isa {
             Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
-            Isa::Avx512 => (64..=4608).contains(&taps),
+            // (in bands, over fewer than 256 taps the copy and the stores outweigh the FMAs
+            // on hosts with two full-width FMA units)
+            Isa::Avx512 => (64..=4608).contains(&taps) && (fits_l2 || taps >= 256),
             Isa::Cranelift => false,
         };
         // (AVX-512 runs a row's last pixels in a smaller block, which pays for kernels wider
