@@ -726,7 +726,8 @@ fn direct_convolutions_on_every_tier() {
 /// smaller than the copy), with the bias, the residual and the ReLU finished by the kernel as
 /// it stores the sums; equal the interpreter on every tier, on 1 and 2 threads (each thread
 /// its half of the rows, in bands), with 8 output channels (a register's half: direct
-/// whatever the copy) and with 40 (direct on AVX-512 for its 64 to 4608 taps).
+/// whatever the copy) and with 40 (direct on AVX-512 for its 1152 and 288 taps: in bands
+/// from 256).
 #[test]
 fn direct_convolutions_over_copies_larger_than_l2_run_in_bands() {
     let cases = [
