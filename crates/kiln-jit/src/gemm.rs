@@ -1339,8 +1339,8 @@ impl DirectConv {
         let fits_l2 = copy.is_some_and(|c| c <= fits);
         let taps_ok = match isa {
             Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
-            // (in bands, over fewer than 256 taps the copy and the stores outweigh the FMAs
-            // on hosts with two full-width FMA units)
+            // (in bands, 144 taps lost to the wide GEMM on a host with two full-width FMA
+            // units where 288 paid: the doc above)
             Isa::Avx512 => (64..=4608).contains(&taps) && (fits_l2 || taps >= 256),
             Isa::Cranelift => false,
         };
