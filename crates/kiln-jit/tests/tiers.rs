@@ -763,6 +763,23 @@ fn direct_convolutions_over_copies_larger_than_l2_run_in_bands() {
     check_conv_cases(&cases, |_| true);
 }
 
+/// The band floor on AVX-512: a 3 × 3 convolution whose padded copy is larger than this host's
+/// L2 runs directly (in bands) from 256 taps (32 channels: 288), not with 144 (16 channels),
+/// which stays a GEMM; with a copy that fits L2, 144 taps run directly. The rule alone
+/// (`DirectConv::pays`), on any host.
+#[test]
+fn avx512_direct_convolutions_in_bands_take_256_taps() {
+    let l2 = kiln_jit::gemm::cache_size(2).unwrap_or(1 << 20);
+    for (channels, in_bands) in [(16, false), (32, true)] {
+        // a square map whose padded copy (channels × side², 4 bytes each) exceeds L2
+        let side = (l2 / (channels * 4)).isqrt() + 8;
+        let big = (1, channels, 1, 64, side, side, 3, 1, 1, [1, 1, 1, 1]);
+        assert_eq!(runs_direct(Isa::Avx512, big), in_bands, "{big:?} (L2 {l2})");
+    }
+    let small = (1, 16, 1, 64, 55, 55, 3, 1, 1, [1, 1, 1, 1]);
+    assert!(runs_direct(Isa::Avx512, small), "{small:?} (L2 {l2})");
+}
+
 /// Convolutions whose products are narrow (few output pixels for their channels), which the
 /// Rust tiers compute transposed (`gemm::Swap`: pixels as the tile's rows, output channels as
 /// its columns, the scratch block transposed into C): 7 × 7 outputs (the AVX-512 7 × 48 tile),
