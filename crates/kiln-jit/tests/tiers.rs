@@ -658,6 +658,9 @@ fn direct_convolutions_on_every_tier() {
         // chunks (24 channels × 9 = 144 + 72), blocks of four, two and one registers
         (1, 8, 1, 40, 5, 70, 3, 1, 1, [1, 1, 1, 1]),
         (1, 24, 1, 56, 4, 125, 3, 1, 1, [1, 1, 1, 1]),
+        // rows longer than AVX-512's segment (224 pixels: 224 + 6; AVX2's 60: 3 · 60 + 50),
+        // blocks of four registers and one
+        (1, 8, 1, 72, 3, 230, 3, 1, 1, [1, 1, 1, 1]),
         // a row's last pixels one more than a block, in two blocks (AVX2's four registers by
         // 55 = 3 · 17 + 2 + 2, AVX-512's two by 17 = 8 + 5 + 4)
         (1, 16, 1, 32, 3, 55, 3, 1, 1, [1, 1, 1, 1]),
@@ -691,6 +694,11 @@ fn direct_convolutions_on_every_tier() {
             "{case:?} does not run directly on AVX-512 in blocks of four registers"
         );
     }
+    let long = (1, 8, 1, 72, 3, 230, 3, 1, 1, [1, 1, 1, 1]);
+    assert!(
+        cases.contains(&long) && runs_direct(Isa::Avx512, long),
+        "{long:?} does not run directly on AVX-512"
+    );
     let big = cases[cases.len() - 8];
     for isa in [Isa::Avx2, Isa::Avx512] {
         if let Some(direct) = DirectConv::new(isa, &geometry(big), big.1, big.3) {
