@@ -585,8 +585,8 @@ impl Gemms {
         let mut desc = lower::gemm_desc(g, ins, plan.slots[&id], patches, kernel, want, status)
             .map_err(JitError::Codegen)?;
         // a convolution with too few output channels to fill a tile, or of a shape where it was
-        // measured faster: the tier's direct kernel (an im2col's patches only, not a plain B
-        // read as patches by a transposed product)
+        // measured faster: the tier's direct kernel (an im2col's patches here; a plain B, read
+        // as patches by a transposed product or not, below)
         if rust.is_some()
             && patches.is_some()
             && let gemm::BArena::Patches {
@@ -599,6 +599,24 @@ impl Gemms {
         {
             desc.direct = Some(dc);
             *shifted = None;
+            desc.split(want);
+        }
+        // a pointwise product (B the images themselves: a 1 × 1, stride-1 convolution's) on a
+        // small map: the direct kernel too, B read as one row of pixels per image
+        if rust.is_some()
+            && patches.is_none()
+            && g.groups == 1
+            && let gemm::BArena::Matrix { offset } | gemm::BArena::Patches { offset, .. } = desc.b
+            && let Some((dc, geom)) = gemm::DirectConv::for_pointwise(tier.isa(), desc.kg, desc.mg, desc.l)
+        {
+            desc.b = gemm::BArena::Patches {
+                offset,
+                channels: desc.kg,
+                geom,
+                shifted: None,
+                swap: None,
+            };
+            desc.direct = Some(dc);
             desc.split(want);
         }
         if a_constant {

@@ -574,6 +574,40 @@ fn pointwise_convolutions_on_small_maps_on_every_tier() {
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
+/// Pointwise convolutions on maps of at most 256 pixels, which AVX-512 runs directly
+/// (`DirectConv::for_pointwise`: B read as one row of pixels per image, 64 channels in or
+/// more, or at most 32 out; asserted): a batch, channels in not a multiple of 8 (300), output
+/// channels in blocks of four registers and a partial one (100 = 64 + 32 + 4), few output
+/// channels (24), exactly 256 pixels; and beside them the shapes that stay GEMMs (289 pixels,
+/// 32 channels in, groups), the bias, the residual and the ReLU, on every tier and 1 and 2
+/// threads.
+#[test]
+fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
+    let p = [0; 4];
+    let cases = [
+        (2, 96, 1, 80, 7, 7, 1, 1, 1, p),
+        (1, 64, 1, 100, 16, 16, 1, 1, 1, p),
+        (1, 300, 1, 40, 13, 13, 1, 1, 1, p),
+        (1, 72, 1, 24, 9, 9, 1, 1, 1, p),
+        (2, 128, 1, 64, 14, 14, 1, 1, 1, p),
+        (1, 64, 1, 64, 17, 17, 1, 1, 1, p),
+        (1, 32, 1, 96, 7, 7, 1, 1, 1, p),
+        (1, 128, 2, 96, 7, 7, 1, 1, 1, p),
+    ];
+    for (i, (_, c, g, o, h, w, ..)) in cases.into_iter().enumerate().filter(|&(_, case)| case.2 == 1) {
+        assert_eq!(
+            DirectConv::for_pointwise(Isa::Avx512, c / g, o / g, h * w).is_some(),
+            i < 5,
+            "case {i}: {o} ← {c} on {h} × {w}"
+        );
+        assert!(
+            DirectConv::for_pointwise(Isa::Avx2, c / g, o / g, h * w).is_none(),
+            "case {i} on AVX2"
+        );
+    }
+    check_conv_cases(&cases, |i| i % 2 == 0);
+}
+
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
 /// over a zero-padded copy of the image, split into phases for a stride, then moved into
 /// place; more than 32 output channels per group, so that the GEMM runs them): strides 1 to 3,
