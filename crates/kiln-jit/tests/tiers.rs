@@ -605,6 +605,15 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
             "case {i} on AVX2"
         );
     }
+    // and the compiler takes the rule: the AVX-512 tier's kernel of each case is the direct
+    // kernel exactly for the first five (not for 289 pixels, 32 channels in, two groups)
+    if Isa::Avx512.available() {
+        for (i, &case) in cases.iter().enumerate() {
+            let compiled = kiln_jit::compile(&conv_graph(case, false, None), &options(Tier::Avx512)).unwrap();
+            let direct = compiled.kernels().iter().any(|k| k.form == Some("direct conv"));
+            assert_eq!(direct, i < 5, "case {i} {case:?}");
+        }
+    }
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
