@@ -1295,7 +1295,12 @@ impl DirectConv {
     /// 576 (128 ← 64 on 112 × 112 11.2–11.5 → 10.5–11.1; 64 → 64 on 224 × 224 24.1–27.2 →
     /// 24.0–26.9) still pay: in bands, from 256 taps. Copied whole (the copy within L2),
     /// 144 taps pay there too: 64 ← 16 on 55 × 55 0.39 → 0.34, 128 ← 16 on 112 × 112 3.36–3.44
-    /// → 3.14–3.25.
+    /// → 3.14–3.25. There too, 1 × 1 downsamples (stride 2) whose output has at most
+    /// [`DirectConv::POINTWISE_PIXELS`] pixels run directly, whatever their rows fill (`kiln
+    /// bench --profile` of each network, twice each, ms, GEMM → direct): ResNet-50's 2048 ←
+    /// 1024 to 7 × 7 2.30–2.33 → 1.84–1.86 (ONNX Runtime 1.84–1.88), its 1024 ← 512 to 14 × 14
+    /// 1.63–1.72 → 1.65–1.70; ResNet-18's 512 ← 256 to 7 × 7 0.168–0.176 → 0.142–0.147, 256 ←
+    /// 128 to 14 × 14 0.141–0.144 → 0.129–0.133; to 28 × 28 they stay GEMMs.
     ///
     /// On AVX2 (EPYC Zen 3, L2 512 KiB, which the limits took as 1 MiB until [`cache_size`]
     /// read it): the tap and copy limits were measured with the kernel before the present
@@ -1326,7 +1331,13 @@ impl DirectConv {
             Isa::Avx512 => crate::direct::quad_block(isa.lanes()),
             _ => crate::direct::pixel_block(isa.lanes()),
         };
-        let strided = g.stride == [2, 2] && g.kh.saturating_mul(g.kw) > 1;
+        // a 1 × 1 downsample (stride 2) on AVX-512 whose output is as small as a pointwise
+        // product's that runs directly ([`DirectConv::for_pointwise`])
+        let downsample = isa == Isa::Avx512
+            && g.stride == [2, 2]
+            && g.kh.saturating_mul(g.kw) == 1
+            && g.oh.saturating_mul(g.ow) <= DirectConv::POINTWISE_PIXELS;
+        let strided = g.stride == [2, 2] && (g.kh.saturating_mul(g.kw) > 1 || downsample);
         let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
         // the padded copy of the image the taps read, in bytes
         let copy = g
@@ -1349,7 +1360,7 @@ impl DirectConv {
         let fills = g.ow * 10 >= g.ow.div_ceil(p) * p * 9;
         taps_ok
             && (g.stride == [1, 1] || strided)
-            && (fills || (isa == Isa::Avx512 && g.kh.saturating_mul(g.kw) > 1))
+            && (fills || (isa == Isa::Avx512 && g.kh.saturating_mul(g.kw) > 1) || downsample)
     }
 
     /// The direct form of the patches of `g` over `channels` channels for `rows` output

@@ -617,6 +617,37 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
+/// 1 × 1 downsamples (stride 2) whose output has at most 256 pixels, which AVX-512 runs
+/// directly (`DirectConv::pays`; asserted, and that the compiler takes it): outputs of 7 × 7
+/// (from 13 × 13 and 14 × 14), 8 × 8 in a batch of two, 16 × 16 (exactly 256 pixels), output
+/// channels in a partial register; and a downsample to 17 × 17 that stays a GEMM; the bias,
+/// the residual and the ReLU, on every tier and 1 and 2 threads. AVX2 runs none directly.
+#[test]
+fn small_downsamples_run_directly_on_avx512() {
+    let p = [0; 4];
+    let cases = [
+        (1, 96, 1, 80, 13, 13, 1, 2, 1, p),
+        (1, 256, 1, 200, 14, 14, 1, 2, 1, p),
+        (2, 64, 1, 72, 16, 16, 1, 2, 1, p),
+        (1, 64, 1, 128, 32, 32, 1, 2, 1, p),
+        (1, 64, 1, 128, 34, 34, 1, 2, 1, p),
+    ];
+    for (i, &case) in cases.iter().enumerate() {
+        assert_eq!(
+            runs_direct(Isa::Avx512, case),
+            i < 4,
+            "case {i} {case:?} on AVX-512"
+        );
+        assert!(!runs_direct(Isa::Avx2, case), "case {i} {case:?} on AVX2");
+        if Isa::Avx512.available() {
+            let compiled = kiln_jit::compile(&conv_graph(case, false, None), &options(Tier::Avx512)).unwrap();
+            let direct = compiled.kernels().iter().any(|k| k.form == Some("direct conv"));
+            assert_eq!(direct, i < 4, "case {i} {case:?} compiled for AVX-512");
+        }
+    }
+    check_conv_cases(&cases, |i| i % 2 == 0);
+}
+
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
 /// over a zero-padded copy of the image, split into phases for a stride, then moved into
 /// place; more than 32 output channels per group, so that the GEMM runs them): strides 1 to 3,
