@@ -300,6 +300,8 @@ pub struct Kernels {
     pub batch_norm: Entry<NormDesc>,
     /// Called by the GEMM driver, not by JIT'd code.
     pub direct_conv: DirectConvFn,
+    /// The row kernel of images with few channels (`conv_rows`), called by the GEMM driver.
+    pub direct_conv_rows: DirectConvFn,
     /// A `gemm` node's epilogue, with any activation ([`gemm_epilogue`]).
     pub epilogue: crate::gemm::EpilogueFn,
     /// A dense layer's epilogue on the GEMM driver: a bias value per column.
@@ -407,6 +409,14 @@ macro_rules! entries {
                 unsafe { super::direct_conv::<$set>(j) }
             }
 
+            /// # Safety
+            /// As [`crate::conv_rows::direct_conv_rows`].
+            #[target_feature(enable = $features)]
+            unsafe fn direct_conv_rows(j: &DirectConvJob) {
+                // SAFETY: forwarded from the caller.
+                unsafe { crate::conv_rows::direct_conv_rows::<$set>(j) }
+            }
+
             epilogue_entry!(epilogue: $set, $features, false);
             // with a bias value per column (a dense layer's)
             epilogue_entry!(epilogue_cols: $set, $features, true);
@@ -418,6 +428,7 @@ macro_rules! entries {
                 dense,
                 batch_norm,
                 direct_conv,
+                direct_conv_rows,
                 epilogue,
                 epilogue_cols,
             };

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod codegen;
+pub mod conv_rows;
 pub mod direct;
 pub mod elementwise_kernels;
 pub mod gemm;

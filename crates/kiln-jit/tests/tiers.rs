@@ -495,8 +495,14 @@ fn runs_direct(isa: Isa, case: ConvCase) -> bool {
 /// Whether `tier` compiles a case (no residual, no activation) to the direct kernel: the
 /// compiler's choice, which [`runs_direct`] gives as the rule alone.
 fn compiles_direct(tier: Tier, case: ConvCase) -> bool {
+    compiles_to(tier, case, "direct conv")
+}
+
+/// Whether `tier` compiles a case (no residual, no activation) to a kernel of `form`
+/// (`GemmDesc::form`).
+fn compiles_to(tier: Tier, case: ConvCase, form: &str) -> bool {
     let compiled = kiln_jit::compile(&conv_graph(case, false, None), &options(tier)).unwrap();
-    compiled.kernels().iter().any(|k| k.form == Some("direct conv"))
+    compiled.kernels().iter().any(|k| k.form == Some(form))
 }
 
 /// A case's patch geometry.
@@ -653,6 +659,59 @@ fn small_downsamples_run_directly_on_avx512() {
         }
     }
     check_conv_cases(&cases, |i| i % 2 == 0);
+}
+
+/// Convolutions of images with at most four channels (a network's stem) into more than two
+/// registers of output channels, with fewer than 64 taps and output rows at least two
+/// registers wide, which the Rust tiers run on the row kernel (`DirectConv::by_rows`: pixels
+/// in the registers, over the phase copy; asserted, and that the compiler takes it): strides
+/// 1, 2 and 3, a dilation, a 1 × 1 kernel, uneven paddings, one to four channels, output
+/// channels in blocks of five and four (33, 37, 41, 48, 64), rows ending in a partial
+/// register and rows exactly two registers wide, a batch, two groups; and beside them shapes
+/// that do not take it (five channels, rows narrower than two registers, 147 taps, 32 output
+/// channels); the bias, the residual and the activations, on every tier and 1 and 2 threads.
+#[test]
+fn stems_run_by_rows_on_the_rust_tiers() {
+    let cases = [
+        (1, 3, 1, 64, 31, 69, 3, 2, 1, [0, 0, 0, 0]),
+        (2, 3, 1, 48, 40, 80, 3, 2, 1, [1, 1, 1, 1]),
+        (1, 3, 1, 33, 20, 70, 3, 2, 1, [1, 1, 1, 1]),
+        (1, 3, 1, 64, 9, 66, 3, 1, 1, [1, 0, 1, 2]),
+        (1, 1, 1, 37, 12, 50, 5, 1, 2, [2, 2, 2, 2]),
+        (1, 4, 1, 40, 10, 100, 3, 3, 1, [1, 1, 1, 1]),
+        (1, 2, 1, 36, 8, 64, 1, 2, 1, [0, 0, 0, 0]),
+        (1, 6, 2, 80, 8, 70, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 3, 1, 41, 6, 32, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 5, 1, 40, 9, 70, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 3, 1, 40, 9, 30, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 3, 1, 64, 20, 40, 7, 2, 1, [3, 3, 3, 3]),
+        (1, 3, 1, 32, 20, 70, 3, 2, 1, [1, 1, 1, 1]),
+    ];
+    for isa in [Isa::Avx512, Isa::Avx2].into_iter().filter(|isa| isa.available()) {
+        for (i, &case) in cases.iter().enumerate() {
+            let (channels, groups, outputs) = (case.1, case.2, case.3);
+            let g = geometry(case);
+            // (rows of 32 pixels are two registers on AVX-512; 30 are two on AVX2 only)
+            let takes = i < 9 || (i == 10 && isa == Isa::Avx2);
+            let dc = DirectConv::by_rows(isa, &g, channels / groups, outputs / groups);
+            assert_eq!(
+                dc.is_some() && dc.unwrap().phases.is_some(),
+                takes,
+                "case {i} {case:?} on {isa:?}"
+            );
+            let tier = if isa == Isa::Avx512 {
+                Tier::Avx512
+            } else {
+                Tier::Avx2
+            };
+            assert_eq!(
+                compiles_to(tier, case, "row conv"),
+                takes,
+                "case {i} {case:?} compiled for {isa:?}"
+            );
+        }
+    }
+    check_conv_cases(&cases, |i| i % 3 == 1);
 }
 
 /// Convolutions on the GEMM driver's wide products (output rows computed `wp` columns apart
