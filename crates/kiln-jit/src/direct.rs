@@ -44,7 +44,7 @@
 //! with narrow output rows (at most 32 outputs) or at column stride 2 run eight planes at a
 //! time, transposed into a padded buffer so that a register holds one pixel of eight planes
 //! ([`pool_channels`], [`depthwise_channels`]; in AVX2's registers on both tiers,
-//! [`Shift::Block8`], and on AVX-512 for narrow rows only, [`block8_geom`]): every output of
+//! [`Shift::Block8`], and on AVX-512 for rows of at most 16 outputs only, [`block8_geom`]): every output of
 //! the eight is then one load and one maximum, add or FMA per tap, four outputs at a time
 //! (eight at column stride 1 on AVX-512: [`channel_block`]).
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
@@ -1034,6 +1034,17 @@ const CHANNEL_PLANE_MAX: usize = 16384;
 /// 64 × 56 × 56 and 32 × 112 × 112 as fast either way).
 const CHANNEL_ROW_MAX: usize = 32;
 
+/// Output rows of at most this many columns take [`pool_channels`] and [`depthwise_channels`]
+/// on AVX-512 ([`block8_geom`]); rows of 17 to 32 take the ring, where two of its registers
+/// hold a row. Measured on an Intel Xeon (family 6 model 167; one thread, each kernel alone,
+/// ms, blocks of eight → ring, twice each): avg 3 × 3 s1 p1 on 256 × 28 × 28 0.130–0.137 →
+/// 0.100–0.107, max 3 × 3 s2 on 192 × 56 × 56 (27 wide) 0.150 → 0.135–0.137, depthwise 3 × 3
+/// on 192 × 28 × 28 0.074–0.077 → 0.070–0.071, 5 × 5 on 72 × 28 × 28 0.044–0.046 →
+/// 0.039–0.041, 3 × 3 s2 to 28 × 28 within 4 % either way; on 14 × 14 and 7 × 7 the blocks
+/// win (avg 3 × 3 on 576 × 14 × 14 0.066 against 0.078, depthwise 5 × 5 on 480 × 14 × 14
+/// 0.079 against 0.098, avg on 1024 × 7 × 7 0.029 against 0.070).
+const AVX512_BLOCK8_ROW_MAX: usize = 16;
+
 /// The padded plane of [`pool_channels`]: `hp × wp` pixels, every tap of every window inside
 /// (the padding, and in ceil mode the last windows' reach past it).
 #[derive(Clone, Copy)]
@@ -1074,10 +1085,12 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
 }
 
 /// Where a kernel of set `S` runs `g` over `planes` planes eight at a time ([`Shift::Block8`]):
-/// [`channels_geom`], but on AVX-512 only for narrow output rows, not for wide rows at column
-/// stride 2, which its own 16-lane row paths run as fast or faster (EPYC Zen 4, one thread,
-/// each kernel alone: EfficientNet-B0's 3 × 3 s2 depthwise with SiLU, 96 × 112 × 112, 0.38 ms
-/// on the ring against 0.48 in blocks of eight; max 3 × 3 s2 on 64 × 112 × 112 alike).
+/// [`channels_geom`], but on AVX-512 only for output rows of at most one register
+/// ([`AVX512_BLOCK8_ROW_MAX`]; wider ones up to [`CHANNEL_ROW_MAX`] where the ring does not
+/// take them), not for wider rows, which its own 16-lane row paths run as fast or faster
+/// (EPYC Zen 4, one thread, each kernel alone: EfficientNet-B0's 3 × 3 s2 depthwise with SiLU,
+/// 96 × 112 × 112, 0.38 ms on the ring against 0.48 in blocks of eight; max 3 × 3 s2 on 64 ×
+/// 112 × 112 alike).
 ///
 /// On AVX-512 (32 registers: eight accumulators beside a 3 × 3 or 5 × 5 kernel's weights) at
 /// column stride 1, eight outputs of a row at a time, eight FMA chains against the four that
@@ -1090,7 +1103,11 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
 /// depthwise 3 × 3 s2 0.22 → 0.37).
 fn block8_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
     channels_geom::<S::Block8>(g, planes)
-        .filter(|_| S::BLOCK8 || g.output[1] <= CHANNEL_ROW_MAX)
+        .filter(|_| {
+            S::BLOCK8
+                || g.output[1] <= AVX512_BLOCK8_ROW_MAX
+                || (g.output[1] <= CHANNEL_ROW_MAX && RingGeom::new::<S>(g).is_none())
+        })
         .map(|cg| ChannelGeom {
             group: if S::BLOCK8 || g.stride[1] != 1 { 4 } else { 8 },
             ..cg
@@ -2715,7 +2732,7 @@ trait Shift: Simd {
     /// 2048 × 7 × 7 0.43–0.46 → 0.03–0.04, depthwise 3 × 3 on 544 × 7 × 7 0.053–0.073 →
     /// 0.018–0.020, on 272 × 14 × 14 0.044 → 0.024–0.026, 5 × 5 on 672 × 14 × 14 0.187 →
     /// 0.130, 3 × 3 on 192 × 28 × 28 0.073–0.093 → 0.061–0.078. AVX-512 takes them for
-    /// narrow rows only ([`block8_geom`]).
+    /// rows of at most 16 outputs only ([`block8_geom`]).
     type Block8: Shift;
     /// Whether the set has [`Shift::transpose8`] (registers of eight lanes).
     const BLOCK8: bool;

@@ -345,8 +345,9 @@ fn depthwise_ring_paths_on_every_tier() {
 
 /// Depthwise convolutions of eight planes and more on the Rust tiers' channel-interleaved
 /// path (`direct.rs`' `depthwise_channels`, in AVX2's registers on both: output rows of at
-/// most 32 pixels, or, on AVX2, any at column stride 2; on AVX-512 eight outputs of a row at
-/// a time at stride 1), on 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column
+/// most 32 pixels, or, on AVX2, any at column stride 2; on AVX-512 rows of at most 16, or of
+/// up to 32 that the ring does not take (column stride 3), eight outputs of a row at a time
+/// at stride 1), on 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column
 /// strides 1 and 2, the general one (other kernels, column dilation, strides past 2), rows of fewer than
 /// eight pixels (loaded eight pixels of the plane at a time) and of eight or more (eight of
 /// the row at a time, the last eight overlapping), planes and outputs of fewer than eight
@@ -356,8 +357,9 @@ fn depthwise_ring_paths_on_every_tier() {
 /// runs the same cases.
 #[test]
 fn depthwise_channel_blocks_on_every_tier() {
-    let cases: [DwCase; 16] = [
+    let cases: [DwCase; 17] = [
         (1, 16, 1, 7, 7, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 9, 1, 20, 70, 3, 3, [3, 3], [1, 1], [1, 1, 1, 1]),
         (1, 24, 1, 14, 14, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
         (1, 9, 1, 28, 28, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
         (2, 5, 1, 14, 14, 3, 3, [2, 2], [1, 1], [1, 1, 1, 1]),
