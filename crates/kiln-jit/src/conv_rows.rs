@@ -164,10 +164,16 @@ unsafe fn row_block<S: Simd, const NV: usize, const OC: usize>(j: &DirectConvJob
             }
         }
         let fin = j.finish;
-        for (c, row) in acc.iter().enumerate().take(b.oc) {
+        // (every channel's index a constant of the unrolled loop, so that the sums stay in
+        // registers; the channels past oc skipped)
+        #[allow(clippy::needless_range_loop)]
+        for c in 0..OC {
+            if c >= b.oc {
+                continue;
+            }
             let o = b.o0 + c;
             let bias = fin.and_then(|f| (!f.bias.is_null()).then(|| S::splat(*f.bias.add(o))));
-            for (v, &a) in row.iter().enumerate() {
+            for (v, &a) in acc[c].iter().enumerate() {
                 let x = b.x + v * l;
                 let n = (b.x1 - x).min(l);
                 let at = o * j.l + b.y * j.ow + x;
