@@ -362,6 +362,31 @@ impl Shifted {
         })
     }
 
+    /// Where tap `(i, j)` of channel `ch` of output pixel `(0, 0)` lies in the phase copy:
+    /// phase `(ch, i·dh mod s_h, j·dw mod s_w)`, row `⌊i·dh/s_h⌋`, column `⌊j·dw/s_w⌋`
+    /// (`ch < channels`, `i < kh`, `j < kw`, whose offsets lie within [`Shifted::len`], so
+    /// the sum cannot overflow). Output pixel `(y, x)`'s tap is `y·wp + x` further.
+    pub fn tap_offset(&self, g: &PatchGeom, ch: usize, i: usize, j: usize) -> usize {
+        let [sy, sx] = g.stride;
+        let (di, dj) = (i * g.dilation[0], j * g.dilation[1]);
+        (((ch * sy + di % sy) * sx + dj % sx) * self.hp + di / sy) * self.wp + dj / sx
+    }
+
+    /// One past the furthest float of the copy the row kernel reads over all output pixels
+    /// of `g` with registers of `lanes` pixels (`conv_rows::direct_conv_rows`): a register
+    /// from the last row's last pixel (`(oh − 1)·wp + ow − 1`) at the furthest tap. `None` on
+    /// overflow.
+    pub fn row_reach(&self, g: &PatchGeom, lanes: usize) -> Option<usize> {
+        let furthest = (0..self.channels)
+            .flat_map(|ch| (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| (ch, i, j))))
+            .map(|(ch, i, j)| self.tap_offset(g, ch, i, j))
+            .max()?;
+        furthest
+            .checked_add(g.oh.checked_sub(1)?.checked_mul(self.wp)?)?
+            .checked_add(g.ow)?
+            .checked_add(lanes)
+    }
+
     /// The padded rows `[r0, r1)` of each channel (of each phase, at a stride: a phase's row
     /// `r` is the padded image's row `r·s_h + p_y`) that the wide columns `cols` read: their
     /// output rows and the `⌊(kh − 1)·dh / s_h⌋` below, and one more, whose first floats the
@@ -1469,7 +1494,8 @@ impl DirectConv {
         }
         let sh = Shifted::phases(g, channels)?;
         let pad_len = sh.len.checked_add(crate::conv_rows::row_slack(lanes))?;
-        if pad_len.checked_mul(4)? > cache_size(2).unwrap_or(1 << 20) {
+        // every read of the kernel within the copy and its slack, or another form
+        if pad_len.checked_mul(4)? > cache_size(2).unwrap_or(1 << 20) || sh.row_reach(g, lanes)? > pad_len {
             return None;
         }
         Some(DirectConv {
@@ -2119,6 +2145,15 @@ unsafe fn run_direct(
     if channels.checked_mul(geom.kh * geom.kw) != Some(d.kg) {
         return Err("a direct convolution's depth is not its taps");
     }
+    // the row kernel's reads were bounded for this geometry's pixels (`Shifted::row_reach`)
+    if let Some(sh) = &dc.phases
+        && (geom.oh.checked_mul(geom.ow) != Some(d.l)
+            || sh.channels != channels
+            || dc.hp != sh.hp
+            || dc.wp != sh.wp)
+    {
+        return Err("a row convolution made for another geometry");
+    }
     // packed: panels of `dc.panel` channels; else one panel of all (tap-major)
     let pw = match a_packed {
         Some(_) => dc.panel,
@@ -2152,11 +2187,12 @@ unsafe fn run_direct(
         for ch in 0..channels {
             for i in 0..geom.kh {
                 for j in 0..geom.kw {
-                    let (di, dj) = (i * geom.dilation[0], j * geom.dilation[1]);
-                    off.push(match dc.phases {
-                        // phase (ch, di mod sy, dj mod sx), row ⌊di/sy⌋, column ⌊dj/sx⌋
-                        Some(_) => (((ch * sy + di % sy) * sx + dj % sx) * dc.hp + di / sy) * dc.wp + dj / sx,
-                        None => ((ch / cb * dc.hp + di) * dc.wp + dj) * cb + ch % cb,
+                    off.push(match &dc.phases {
+                        Some(sh) => sh.tap_offset(geom, ch, i, j),
+                        None => {
+                            let (di, dj) = (i * geom.dilation[0], j * geom.dilation[1]);
+                            ((ch / cb * dc.hp + di) * dc.wp + dj) * cb + ch % cb
+                        }
                     });
                 }
             }
@@ -2181,17 +2217,6 @@ unsafe fn run_direct(
                 pad,
             )
         };
-    }
-    if dc.phases.is_some() && cols[0] < cols[1] {
-        // the row kernel's furthest read: a register from the last row's last pixel (at most
-        // ow − 1), from its furthest tap
-        let last = off.iter().max().copied().unwrap_or(0)
-            + (cols[1] - 1) / geom.ow.max(1) * dc.wp
-            + geom.ow
-            + dc.lanes;
-        if last > pad.len() {
-            return Err("a row convolution's taps past its copy");
-        }
     }
     let job = crate::direct::DirectConvJob {
         pad,
