@@ -41,11 +41,11 @@
 //! interpreter's; a max-pool plane holding a NaN goes back to the row driver. A 2×2 window at
 //! stride 2 that tiles its input exactly (LeNet's, VGG's) reads the rows as they are, with no
 //! border case at all ([`pool_tiles`]). Other pools, and depthwise convolutions, over planes
-//! with narrow output rows (at most 32 outputs) or at column stride 2 run eight planes at a
-//! time, transposed into a padded buffer so that a register holds one pixel of eight planes
-//! ([`pool_channels`], [`depthwise_channels`]; in AVX2's registers on both tiers,
-//! [`Shift::Block8`], and on AVX-512 for rows of at most 16 outputs only, [`block8_geom`]): every output of
-//! the eight is then one load and one maximum, add or FMA per tap, four outputs at a time
+//! with narrow output rows (at most 32 outputs) or at column stride 2 run a register's lanes
+//! of planes at a time (eight on AVX2, sixteen on AVX-512, there for rows of at most 16
+//! outputs only: [`block_geom`]), transposed into a padded buffer so that a register holds one
+//! pixel of the block's planes ([`pool_channels`], [`depthwise_channels`]): every output of
+//! the block is then one load and one maximum, add or FMA per tap, four outputs at a time
 //! (eight at column stride 1 on AVX-512: [`channel_block`]).
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
@@ -857,8 +857,8 @@ unsafe fn pool_planes<S: Shift, const MAX: bool>(
         if tiles_2x2(g) {
             return pool_tiles::<S, MAX>(&mut k, g, y, (begin, end, planes));
         }
-        if let Some(cg) = block8_geom::<S>(g, planes as u64) {
-            return pool_channels::<S::Block8, MAX>(&mut k, g, cg, y, begin, end);
+        if let Some(cg) = block_geom::<S>(g, planes as u64) {
+            return pool_channels::<S, MAX>(&mut k, g, cg, y, begin, end);
         }
         // a window of at most four taps without padding (2×2 s2) reads each input once from
         // the plane as it is, so the ring's row copy does not pay: avg 2×2 s2 on 128×56×56
@@ -1019,7 +1019,7 @@ unsafe fn pool_tiles<S: Shift, const MAX: bool>(
 }
 
 /// Padded planes of at most this many pixels may take [`pool_channels`] and
-/// [`depthwise_channels`] (their buffer holds eight of them: 512 KiB).
+/// [`depthwise_channels`] (their buffer holds a block of them: 512 KiB for eight).
 const CHANNEL_PLANE_MAX: usize = 16384;
 
 /// Output rows of at most this many columns may take [`pool_channels`] and
@@ -1035,7 +1035,7 @@ const CHANNEL_PLANE_MAX: usize = 16384;
 const CHANNEL_ROW_MAX: usize = 32;
 
 /// Output rows of at most this many columns take [`pool_channels`] and [`depthwise_channels`]
-/// on AVX-512 ([`block8_geom`]); rows of 17 to 32 take the ring, where two of its registers
+/// on AVX-512 ([`block_geom`]); rows of 17 to 32 take the ring, where two of its registers
 /// hold a row. Measured on an Intel Xeon (family 6 model 167; one thread, each kernel alone,
 /// ms, blocks of eight → ring, twice each): avg 3 × 3 s1 p1 on 256 × 28 × 28 0.130–0.137 →
 /// 0.100–0.107, max 3 × 3 s2 on 192 × 56 × 56 (27 wide) 0.150 → 0.135–0.137, depthwise 3 × 3
@@ -1043,7 +1043,7 @@ const CHANNEL_ROW_MAX: usize = 32;
 /// 0.039–0.041, 3 × 3 s2 to 28 × 28 within 4 % either way; on 14 × 14 and 7 × 7 the blocks
 /// win (avg 3 × 3 on 576 × 14 × 14 0.066 against 0.078, depthwise 5 × 5 on 480 × 14 × 14
 /// 0.079 against 0.098, avg on 1024 × 7 × 7 0.029 against 0.070).
-const AVX512_BLOCK8_ROW_MAX: usize = 16;
+const AVX512_BLOCK_ROW_MAX: usize = 16;
 
 /// The padded plane of [`pool_channels`]: `hp × wp` pixels, every tap of every window inside
 /// (the padding, and in ceil mode the last windows' reach past it).
@@ -1052,21 +1052,19 @@ struct ChannelGeom {
     hp: usize,
     wp: usize,
     /// The most outputs of a row [`channel_block`] computes at once: 4, or 8 where the set
-    /// has the registers for eight chains ([`block8_geom`]).
+    /// has the registers for eight chains ([`block_geom`]).
     group: usize,
 }
 
 /// Where [`pool_channels`] or [`depthwise_channels`] runs `g` over `planes` planes (`None`:
-/// elsewhere): on a set with [`Shift::transpose8`], at least a block of planes whose output
-/// rows are narrow (the row driver's and the ring's per-row work dominates there:
-/// [`CHANNEL_ROW_MAX`]) or at column stride 2, and whose padded planes hold at most
+/// elsewhere): at least eight planes whose output
+/// rows are narrow (the row driver's and the ring's per-row work dominates there: at most
+/// `row_max` outputs, [`CHANNEL_ROW_MAX`] or [`WIDE_KERNEL_ROW_MAX`]) or at column stride 2, and whose padded planes hold at most
 /// [`CHANNEL_PLANE_MAX`] pixels.
-#[cfg(target_arch = "x86_64")]
-fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
+fn channels_geom(g: &Window2d, planes: u64, row_max: usize) -> Option<ChannelGeom> {
     let (h, w) = (g.input[0], g.input[1]);
     let ([oh, ow], [sh, sw]) = (g.output, g.stride);
-    if !S::BLOCK8 || planes < 8 || (ow > CHANNEL_ROW_MAX && sw != 2) || h == 0 || w == 0 || oh == 0 || ow == 0
-    {
+    if planes < 8 || (ow > row_max && sw != 2) || h == 0 || w == 0 || oh == 0 || ow == 0 {
         return None;
     }
     let reach = |a: usize, o: usize, s: usize| -> Option<usize> {
@@ -1084,10 +1082,12 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
         .then_some(ChannelGeom { hp, wp, group: 4 })
 }
 
-/// Where a kernel of set `S` runs `g` over `planes` planes eight at a time ([`Shift::Block8`]):
+/// Where a kernel of set `S` runs `g` over `planes` planes a register's lanes at a time
+/// ([`pool_channels`], [`depthwise_channels`]; eight planes on AVX2, sixteen on AVX-512):
 /// [`channels_geom`], but on AVX-512 only for output rows of at most one register
-/// ([`AVX512_BLOCK8_ROW_MAX`]; wider ones up to [`CHANNEL_ROW_MAX`] where the ring does not
-/// take them), not for wider rows, which its own 16-lane row paths run as fast or faster
+/// ([`AVX512_BLOCK_ROW_MAX`]; wider ones up to [`CHANNEL_ROW_MAX`] where the ring does not
+/// take them) or kernels of more than [`FIXED_TAPS`] taps (rows up to
+/// [`WIDE_KERNEL_ROW_MAX`]), not for wider rows, which its own 16-lane row paths run as fast or faster
 /// (EPYC Zen 4, one thread, each kernel alone: EfficientNet-B0's 3 × 3 s2 depthwise with SiLU,
 /// 96 × 112 × 112, 0.38 ms on the ring against 0.48 in blocks of eight; max 3 × 3 s2 on 64 ×
 /// 112 × 112 alike).
@@ -1101,22 +1101,44 @@ fn channels_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
 /// but 3 × 3 s2 on 112 × 28 × 28 0.080–0.085 → 0.114–0.119 and avg 3 × 3 s2 on 24 × 28 × 28
 /// 0.021 → 0.029–0.031; the AVX2 tier's own code max 3 × 3 s2 on 64 × 112 × 112 0.14 → 0.24,
 /// depthwise 3 × 3 s2 0.22 → 0.37).
-fn block8_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
-    channels_geom::<S::Block8>(g, planes)
+#[cfg(target_arch = "x86_64")]
+fn block_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
+    let avx2 = S::LANES == 8;
+    // a kernel of more taps than the ring's unrolled passes hold in registers
+    let wide = !avx2 && g.kernel[0].saturating_mul(g.kernel[1]) > FIXED_TAPS;
+    let row_max = if wide {
+        WIDE_KERNEL_ROW_MAX
+    } else {
+        CHANNEL_ROW_MAX
+    };
+    channels_geom(g, planes, row_max)
         .filter(|_| {
-            S::BLOCK8
-                || g.output[1] <= AVX512_BLOCK8_ROW_MAX
+            avx2 || wide
+                || g.output[1] <= AVX512_BLOCK_ROW_MAX
                 || (g.output[1] <= CHANNEL_ROW_MAX && RingGeom::new::<S>(g).is_none())
         })
         .map(|cg| ChannelGeom {
-            group: if S::BLOCK8 || g.stride[1] != 1 { 4 } else { 8 },
+            group: if avx2 || g.stride[1] != 1 { 4 } else { 8 },
             ..cg
         })
 }
 
+/// Output rows of at most this many columns take [`pool_channels`] and
+/// [`depthwise_channels`] on AVX-512 for kernels of more than [`FIXED_TAPS`] taps, which the
+/// ring runs with a load per tap (`ring_pass_any`). Measured on an Intel Xeon (family 6 model
+/// 167; one thread, each kernel alone with its bias and ReLU, ms, ring → blocks of sixteen,
+/// twice each): depthwise 7 × 7 on 192 × 28 × 28 0.267–0.268 → 0.194–0.196, on 96 × 56 × 56
+/// (ConvNeXt's) 0.534–0.546 → 0.404–0.405; where the ring holds the weights, blocks lose
+/// wider than [`AVX512_BLOCK_ROW_MAX`] (3 × 3 on 192 × 28 × 28 0.063 → 0.071–0.072, 5 × 5 on
+/// 40 × 56 × 56 0.097–0.100 → 0.106–0.109, avg 3 × 3 on 256 × 28 × 28 0.091–0.096 → 0.113–0.114).
+const WIDE_KERNEL_ROW_MAX: usize = 64;
+
+/// The most planes of a channel block (AVX-512's sixteen lanes).
+const BLOCK_MAX: usize = 16;
+
 /// The parts of a channel block's buffer ([`channel_buf`]).
 struct ChannelBuf {
-    /// The eight padded planes, channel-interleaved: `hp × wp` registers.
+    /// The block's padded planes, channel-interleaved: `hp × wp` registers.
     buf: *mut f32,
     /// The outputs, a register per output pixel (at least eight: they are transposed back
     /// eight at a time).
@@ -1127,46 +1149,47 @@ struct ChannelBuf {
     extra: *mut f32,
 }
 
-/// Lays out a channel block's buffer for `g` (`cg` its [`channels_geom`]) in `lines`: the
-/// padded planes, the outputs and `extra` floats, every float set to `pad` (the padding, which
-/// no plane's copy overwrites).
+/// Lays out a block of `C` planes' buffer for `g` (`cg` its [`channels_geom`]) in `lines`:
+/// the padded planes, the outputs and `extra` floats, every float set to `pad` (the padding,
+/// which no plane's copy overwrites).
 fn channel_buf(
     lines: &mut Vec<crate::gemm::Line>,
     g: &Window2d,
     cg: ChannelGeom,
-    extra: usize,
+    [c, extra]: [usize; 2],
     pad: f32,
 ) -> ChannelBuf {
     const C: usize = 8;
-    let planes = cg.hp * cg.wp * C;
-    let outs = (g.output[0] * g.output[1]).max(C) * C;
+    let planes = cg.hp * cg.wp * c;
+    let outs = (g.output[0] * g.output[1]).max(C) * c;
     let buf = crate::gemm::floats(lines, planes + outs + extra);
     buf.fill(pad);
     let buf = buf.as_mut_ptr();
     ChannelBuf {
         buf,
         obuf: buf.wrapping_add(planes),
-        origin: buf.wrapping_add((g.pad[0] * cg.wp + g.pad[1]) * C),
+        origin: buf.wrapping_add((g.pad[0] * cg.wp + g.pad[1]) * c),
         extra: buf.wrapping_add(planes + outs),
     }
 }
 
 thread_local! {
-    /// Each thread's block of eight planes, channel-interleaved, for [`pool_channels`].
+    /// Each thread's block of planes, channel-interleaved, for [`pool_channels`] and
+    /// [`depthwise_channels`].
     static CHANNEL_BLOCK: std::cell::Cell<Vec<crate::gemm::Line>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Pooling over small planes eight at a time, as if the channels were blocked by eight: the
-/// planes are transposed in registers (8 × 8 blocks) into a padded buffer where a register
-/// holds the same pixel of the eight planes (the padding −∞ for the maximum, +0 for sums, as
-/// in [`pool_ring`]), every window tap is then one load and one maximum or add for eight
-/// outputs, with no border case or mask; the outputs, computed in order into the buffer after
+/// Pooling over small planes a register's lanes at a time, as if the channels were blocked
+/// by the lanes: the planes are transposed in registers (8 × 8 blocks, [`channels_in`]) into
+/// a padded buffer where a register holds the same pixel of the block's planes (the padding
+/// −∞ for the maximum, +0 for sums, as in [`pool_ring`]), every window tap is then one load
+/// and one maximum or add for a register of outputs, with no border case or mask; the outputs, computed in order into the buffer after
 /// the planes, are transposed back eight at a time and stored. Each output takes its taps in
 /// row-major order (a padding tap changes nothing: see [`pool_ring`]) and the interpreter's
 /// divisor, so its bits are the interpreter's, but for
 /// a max-pooling NaN: a block of planes holding one (or both infinities, a needless recompute)
-/// is computed again by the row driver. A block at the end of `[begin, end)` with fewer than
-/// eight planes repeats its last plane in the other lanes and stores only its own; a plane (or
+/// is computed again by the row driver. A block at the end of `[begin, end)` with fewer
+/// planes than lanes repeats its last plane in the other lanes and stores only its own; a plane (or
 /// output plane) of fewer than eight floats is loaded (stored) exactly, a larger one's last
 /// eight pixels overlap the eight before them.
 ///
@@ -1183,7 +1206,7 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
     begin: usize,
     end: usize,
 ) {
-    const C: usize = 8;
+    let c_lanes = S::LANES;
     let ([_, w], [oh, ow]) = (g.input, g.output);
     let wp = cg.wp;
     let kind = k.kind;
@@ -1201,35 +1224,35 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
             divisor.extend(col_count.iter().map(|&cc| (rc * cc) as f32));
         }
     }
-    let taps = channel_taps(g, wp);
+    let taps = channel_taps(g, wp, c_lanes);
     let mut lines = CHANNEL_BLOCK.take();
     let ChannelBuf {
         buf, obuf, origin, ..
-    } = channel_buf(&mut lines, g, cg, 0, padv);
+    } = channel_buf(&mut lines, g, cg, [c_lanes, 0], padv);
     let mut p0 = begin;
     while p0 < end {
-        let n = (end - p0).min(C);
+        let n = (end - p0).min(c_lanes);
         // SAFETY (the whole loop body): planes p0..p0 + n of the input and the output (lanes
         // past n read plane p0 + n − 1 again and are not stored); pixels below plane_len, or
         // exactly plane_len of them, each stored at its place inside the padded plane; output
         // pixels below out_len, or exactly out_len; taps inside the hp × wp buffer
         // (`channels_geom`).
         unsafe {
-            let mut src = [k.x; C];
-            for (c, s) in src.iter_mut().enumerate() {
+            let mut src = [k.x; BLOCK_MAX];
+            for (c, s) in src.iter_mut().enumerate().take(c_lanes) {
                 *s = k.x.add((p0 + c.min(n - 1)) * plane_len);
             }
-            let probe = channels_in::<S, MAX>(&src, plane_len, w, wp, origin);
-            // every output of the eight planes, interleaved, in output order
+            let probe = channels_in::<MAX>(&src[..c_lanes], plane_len, w, wp, origin);
+            // every output of the block's planes, interleaved, in output order
             channel_block::<S, _>(&PoolTaps::<MAX>, g, &taps, buf, obuf, [wp, cg.group]);
             if avg {
                 for (o, &dv) in divisor.iter().enumerate() {
-                    let p = obuf.add(o * C);
+                    let p = obuf.add(o * c_lanes);
                     S::store(p, S::div(S::load(p), S::splat(dv)));
                 }
             }
-            channels_out::<S>(obuf, out_len, y.add(p0 * out_len), n);
-            if MAX && S::any_nan(probe) {
+            channels_out(obuf, c_lanes, out_len, y.add(p0 * out_len), n);
+            if MAX && Avx2::any_nan(probe) {
                 windows::<S, _>(k, g, y, p0, p0 + n);
             }
         }
@@ -1238,77 +1261,85 @@ unsafe fn pool_channels<S: Shift, const MAX: bool>(
     CHANNEL_BLOCK.set(lines);
 }
 
-/// Copies eight planes of `plane_len` floats (rows of `w`) at `src`, transposed
-/// ([`Shift::load_transposed8`]) into a padded buffer of rows of `wp` pixels whose input
-/// pixel (0, 0) is at `origin`, so that a register there holds the same pixel of the eight
-/// planes. Rows of at least eight floats go eight pixels at a time, a row's last eight
-/// overlapping the eight before them; narrower rows go eight pixels of the plane at a time
-/// (the plane's last eight overlapping, a plane of fewer than eight floats loaded exactly).
-/// Returns, with `PROBE`, the sum of every input (NaN when one is).
+/// Copies the planes of `plane_len` floats (rows of `w`) at `src` (a multiple of eight of
+/// them, `C`), transposed eight by eight ([`Avx2::load_transposed8`]) into a padded buffer of
+/// rows of `wp` pixels of `C` floats whose input pixel (0, 0) is at `origin`, so that the
+/// `C` floats of a pixel hold that pixel of the `C` planes. Rows of at least eight floats go
+/// eight pixels at a time, a row's last eight overlapping the eight before them; narrower
+/// rows go eight pixels of the plane at a time (the plane's last eight overlapping, a plane
+/// of fewer than eight floats loaded exactly). Returns, with `PROBE`, the sum of every input
+/// (NaN when one is).
 ///
 /// # Safety
 /// `plane_len` floats at each `src` (`w` dividing it), and every pixel of the `plane_len / w`
-/// rows of `w` from `origin` inside the buffer; the CPU has `S`'s set with `BLOCK8`.
+/// rows of `w` from `origin` inside the buffer; the CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn channels_in<S: Shift, const PROBE: bool>(
-    src: &[*const f32; 8],
+unsafe fn channels_in<const PROBE: bool>(
+    src: &[*const f32],
     plane_len: usize,
     w: usize,
     wp: usize,
     origin: *mut f32,
-) -> S::V {
-    const C: usize = 8;
+) -> <Avx2 as Simd>::V {
+    const E: usize = 8;
+    let c_lanes = src.len();
     // SAFETY (the whole body): pixels below plane_len, each stored at its place in the
-    // padded buffer.
+    // padded buffer; eight planes of the `C` at a time.
     unsafe {
-        let mut probe = S::zero();
-        if w >= C {
+        let mut probe = Avx2::zero();
+        let eight =
+            |h: usize, at: usize| -> [*const f32; E] { std::array::from_fn(|i| src[h * E + i].add(at)) };
+        if w >= E {
             for iy in 0..plane_len / w {
                 let mut x = 0;
                 loop {
-                    let r = S::load_transposed8(src.map(|s| s.add(iy * w + x)));
-                    let dst = origin.add((iy * wp + x) * C);
-                    if PROBE {
-                        probe = S::add(probe, sum8::<S>(&r));
+                    for h in 0..c_lanes / E {
+                        let r = Avx2::load_transposed8(eight(h, iy * w + x));
+                        let dst = origin.add((iy * wp + x) * c_lanes + h * E);
+                        if PROBE {
+                            probe = Avx2::add(probe, sum8(&r));
+                        }
+                        for (j, v) in r.into_iter().enumerate() {
+                            Avx2::store(dst.add(j * c_lanes), v);
+                        }
                     }
-                    for (j, v) in r.into_iter().enumerate() {
-                        S::store(dst.add(j * C), v);
-                    }
-                    if x + C == w {
+                    if x + E == w {
                         break;
                     }
-                    x = (x + C).min(w - C);
+                    x = (x + E).min(w - E);
                 }
             }
             return probe;
         }
         let mut i = 0;
         while i < plane_len {
-            let at = if plane_len >= C { i.min(plane_len - C) } else { 0 };
-            let r = if plane_len >= C {
-                S::load_transposed8(src.map(|s| s.add(at)))
-            } else {
-                let mut r = [S::zero(); C];
-                for (v, &s) in r.iter_mut().zip(src) {
-                    *v = S::load_partial(s, plane_len);
+            let at = if plane_len >= E { i.min(plane_len - E) } else { 0 };
+            for h in 0..c_lanes / E {
+                let r = if plane_len >= E {
+                    Avx2::load_transposed8(eight(h, at))
+                } else {
+                    let mut r = [Avx2::zero(); E];
+                    for (v, s) in r.iter_mut().zip(eight(h, 0)) {
+                        *v = Avx2::load_partial(s, plane_len);
+                    }
+                    Avx2::transpose8(&mut r);
+                    r
+                };
+                if PROBE {
+                    probe = Avx2::add(probe, sum8(&r));
                 }
-                S::transpose8(&mut r);
-                r
-            };
-            if PROBE {
-                probe = S::add(probe, sum8::<S>(&r));
-            }
-            let (mut iy, mut ix) = (at / w, at % w);
-            for v in r.into_iter().take(plane_len.min(C)) {
-                S::store(origin.add((iy * wp + ix) * C), v);
-                ix += 1;
-                if ix == w {
-                    ix = 0;
-                    iy += 1;
+                let (mut iy, mut ix) = (at / w, at % w);
+                for v in r.into_iter().take(plane_len.min(E)) {
+                    Avx2::store(origin.add((iy * wp + ix) * c_lanes + h * E), v);
+                    ix += 1;
+                    if ix == w {
+                        ix = 0;
+                        iy += 1;
+                    }
                 }
             }
-            i = at + C;
+            i = at + E;
         }
         probe
     }
@@ -1317,45 +1348,49 @@ unsafe fn channels_in<S: Shift, const PROBE: bool>(
 /// The sum of eight registers as a tree (NaN when one holds a NaN).
 ///
 /// # Safety
-/// The CPU has `S`'s set.
+/// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn sum8<S: Simd>(r: &[S::V; 8]) -> S::V {
+unsafe fn sum8(r: &[<Avx2 as Simd>::V; 8]) -> <Avx2 as Simd>::V {
     // SAFETY: forwarded from the caller.
     unsafe {
-        let a = S::add(S::add(r[0], r[1]), S::add(r[2], r[3]));
-        let b = S::add(S::add(r[4], r[5]), S::add(r[6], r[7]));
-        S::add(a, b)
+        let a = Avx2::add(Avx2::add(r[0], r[1]), Avx2::add(r[2], r[3]));
+        let b = Avx2::add(Avx2::add(r[4], r[5]), Avx2::add(r[6], r[7]));
+        Avx2::add(a, b)
     }
 }
 
-/// Stores the first `n` of eight channel-interleaved output planes of `out_len` pixels at
-/// `obuf` (a register per pixel, at least eight pixels) as the planes `y`, `y + out_len`, …,
-/// transposed back eight pixels at a time ([`Shift::load_transposed8`]; a plane of fewer than eight floats is stored
-/// exactly, a larger one's last eight overlap the eight before them).
+/// Stores the first `n` of `c_lanes` (a multiple of eight) channel-interleaved output planes
+/// of `out_len` pixels at `obuf` (`c_lanes` floats per pixel, at least eight pixels) as the
+/// planes `y`, `y + out_len`, …, transposed back eight planes by eight pixels at a time
+/// ([`Avx2::load_transposed8`]; a plane of fewer than eight floats is stored exactly, a
+/// larger one's last eight overlap the eight before them).
 ///
 /// # Safety
-/// `max(out_len, 8)` registers at `obuf`, `n·out_len` floats at `y`, `n ≤ 8`; the CPU has
-/// `S`'s set with `BLOCK8`.
+/// `max(out_len, 8)·c_lanes` floats at `obuf`, `n·out_len` floats at `y`, `n ≤ c_lanes`; the
+/// CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn channels_out<S: Shift>(obuf: *const f32, out_len: usize, y: *mut f32, n: usize) {
-    const C: usize = 8;
+unsafe fn channels_out(obuf: *const f32, c_lanes: usize, out_len: usize, y: *mut f32, n: usize) {
+    const E: usize = 8;
     let mut o = 0;
-    // SAFETY (the whole loop): output pixels below out_len, or exactly out_len of them.
+    // SAFETY (the whole loop): output pixels below out_len, or exactly out_len of them;
+    // planes below n.
     unsafe {
         while o < out_len {
-            let at = if out_len >= C { o.min(out_len - C) } else { 0 };
-            let r = S::load_transposed8(std::array::from_fn(|j| obuf.add((at + j) * C)));
-            for (c, v) in r.into_iter().enumerate().take(n) {
-                let dst = y.add(c * out_len + at);
-                if out_len >= C {
-                    S::store(dst, v);
-                } else {
-                    S::store_prefix(dst, out_len, v);
+            let at = if out_len >= E { o.min(out_len - E) } else { 0 };
+            for h in 0..n.div_ceil(E) {
+                let r = Avx2::load_transposed8(std::array::from_fn(|j| obuf.add((at + j) * c_lanes + h * E)));
+                for (c, v) in r.into_iter().enumerate().take(n - h * E) {
+                    let dst = y.add((h * E + c) * out_len + at);
+                    if out_len >= E {
+                        Avx2::store(dst, v);
+                    } else {
+                        Avx2::store_prefix(dst, out_len, v);
+                    }
                 }
             }
-            o = at + C;
+            o = at + E;
         }
     }
 }
@@ -1891,9 +1926,9 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
         b0: 0.0,
     };
     let y = at(arena, d.y);
-    if let Some(cg) = block8_geom::<S>(&g, d.planes) {
+    if let Some(cg) = block_geom::<S>(&g, d.planes) {
         // SAFETY: forwarded from the caller, with the path's geometry checked.
-        return unsafe { depthwise_channels::<S::Block8>(&mut k, &g, cg, y, begin, end) };
+        return unsafe { depthwise_channels::<S>(&mut k, &g, cg, y, begin, end) };
     }
     let Some(rg) = RingGeom::new::<S>(&g) else {
         // SAFETY: forwarded from the caller.
@@ -1942,16 +1977,16 @@ unsafe fn depthwise<S: Shift>(d: *const DepthwiseDesc, arena: *mut u8, begin: i6
     PADDED.set(lines);
 }
 
-/// Depthwise convolution over small planes eight at a time, as [`pool_channels`] pools them:
-/// the planes transposed into a zero-padded buffer where a register holds the same pixel of
-/// eight planes ([`channels_in`]), the eight kernels tap-major beside it (a register of the
-/// eight channels' weights per tap), each output of the eight planes then one load and one
+/// Depthwise convolution over small planes a register's lanes at a time, as [`pool_channels`]
+/// pools them: the planes transposed into a zero-padded buffer where a register holds the
+/// same pixel of the block's planes ([`channels_in`]), their kernels tap-major beside it (a
+/// register of the block's weights per tap), each output of the block then one load and one
 /// FMA per tap from its bias, taps in row-major order as in [`depthwise_ring`] (a padding
 /// zero times a finite weight adds ±0, which changes no sum), four outputs of a row at a
-/// time (four chains of FMAs; eight at column stride 1 on AVX-512, [`block8_geom`]),
+/// time (four chains of FMAs; eight at column stride 1 on AVX-512, [`block_geom`]),
 /// activated and transposed back ([`channels_out`]). A block of planes with a non-finite
-/// weight takes the row driver (its padded taps must be skipped); a last block of fewer than
-/// eight planes repeats its last plane in the other lanes and stores only its own.
+/// weight takes the row driver (its padded taps must be skipped); a last block of fewer
+/// planes than lanes repeats its last plane in the other lanes and stores only its own.
 ///
 /// # Safety
 /// As [`depthwise`]: `g` is the node's geometry, `cg` its [`channels_geom`]; `k` its planes
@@ -1966,11 +2001,11 @@ unsafe fn depthwise_channels<S: Shift>(
     begin: usize,
     end: usize,
 ) {
-    const C: usize = 8;
+    let c_lanes = S::LANES;
     let ([_, w], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
     let wp = cg.wp;
     let (plane_len, out_len, ntaps) = (k.plane_len, oh * ow, kh * kw);
-    let taps = channel_taps(g, wp);
+    let taps = channel_taps(g, wp, c_lanes);
     let mut lines = CHANNEL_BLOCK.take();
     // after the outputs: the kernels tap-major, then the biases
     let ChannelBuf {
@@ -1978,21 +2013,21 @@ unsafe fn depthwise_channels<S: Shift>(
         obuf,
         origin,
         extra: wbuf,
-    } = channel_buf(&mut lines, g, cg, (ntaps + 1) * C, 0.0);
-    let bbuf = wbuf.wrapping_add(ntaps * C);
+    } = channel_buf(&mut lines, g, cg, [c_lanes, (ntaps + 1) * c_lanes], 0.0);
+    let bbuf = wbuf.wrapping_add(ntaps * c_lanes);
     let mut p0 = begin;
     while p0 < end {
-        let n = (end - p0).min(C);
+        let n = (end - p0).min(c_lanes);
         // SAFETY (the whole loop body): planes p0..p0 + n of the input and the output (lanes
         // past n read plane p0 + n − 1 again and are not stored) and their kernels and biases;
         // the buffer's parts as sized above; taps inside the hp × wp padded plane
         // (`channels_geom`); output pixels below out_len.
         unsafe {
-            let mut src = [k.x; C];
-            let mut finite = true;
+            let mut src = [k.x; BLOCK_MAX];
+            let mut kern = [k.w; BLOCK_MAX];
             // output plane p0 + c is channel o of image i (a division per block, not per plane)
             let (mut i, mut o) = (p0 / k.cout, p0 % k.cout);
-            for (c, s) in src.iter_mut().enumerate() {
+            for (c, (s, kp)) in src.iter_mut().zip(&mut kern).enumerate().take(c_lanes) {
                 if c > 0 && c < n {
                     o += 1;
                     if o == k.cout {
@@ -2001,49 +2036,91 @@ unsafe fn depthwise_channels<S: Shift>(
                 }
                 let ci = if k.cog == 1 { o } else { o / k.cog };
                 *s = k.x.add((i * k.cin + ci) * plane_len);
-                let kern = k.w.add(o * ntaps);
-                for t in 0..ntaps {
-                    let v = *kern.add(t);
-                    finite &= v.is_finite();
-                    *wbuf.add(t * C + c) = v;
-                }
+                *kp = k.w.add(o * ntaps);
                 *bbuf.add(c) = if k.bias.is_null() { 0.0 } else { *k.bias.add(o) };
             }
+            let finite = block_weights(&kern[..c_lanes], ntaps, wbuf);
             if !finite {
                 windows::<S, _>(k, g, y, p0, p0 + n);
                 p0 += n;
                 continue;
             }
-            channels_in::<S, false>(&src, plane_len, w, wp, origin);
+            channels_in::<false>(&src[..c_lanes], plane_len, w, wp, origin);
             let mut op = DepthwiseTaps::<S> {
                 bias: S::load(bbuf),
                 wv: [S::zero(); FIXED_TAPS],
                 wbuf,
             };
             for (t, v) in op.wv.iter_mut().enumerate().take(ntaps) {
-                *v = S::load(wbuf.add(t * C));
+                *v = S::load(wbuf.add(t * c_lanes));
             }
             channel_block::<S, _>(&op, g, &taps, buf, obuf, [wp, cg.group]);
-            let len = out_len * C;
+            let len = out_len * c_lanes;
             // (in place, through a pointer LLVM cannot see is `obuf`: where it can, it turns a
             // blend of the loaded register, as leaky ReLU's, into a masked store, `vmaskmovps`,
             // microcoded on AMD: a 3 × 3 s2 depthwise on 24 × 112 × 112 with its leaky ReLU
             // took 0.13–0.17 ms against 0.09–0.10 without)
             let src = std::hint::black_box(obuf).cast_const();
             crate::elementwise_kernels::activate_n::<S>(k.act, k.a, k.b, src, obuf, len);
-            channels_out::<S>(obuf, out_len, y.add(p0 * out_len), n);
+            channels_out(obuf, c_lanes, out_len, y.add(p0 * out_len), n);
         }
         p0 += n;
     }
     CHANNEL_BLOCK.set(lines);
 }
 
+/// Lays out the kernels of `ntaps` floats at `kern` (one per plane of a block of a multiple
+/// of eight) tap-major at `wbuf`, a register of the block's weights per tap, transposed eight
+/// planes by eight taps at a time where there are eight taps (the last eight overlapping the
+/// eight before them; a loop of single floats, which LLVM made into scatters, took a sixth of
+/// a 5 × 5 depthwise on 576 × 7 × 7). Returns whether every weight is finite.
+///
+/// # Safety
+/// `ntaps` floats at each `kern`, `ntaps·kern.len()` at `wbuf`; the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block_weights(kern: &[*const f32], ntaps: usize, wbuf: *mut f32) -> bool {
+    const E: usize = 8;
+    let c_lanes = kern.len();
+    // SAFETY (the whole body): taps below ntaps of each kernel, stored inside wbuf.
+    unsafe {
+        if ntaps < E {
+            let mut finite = true;
+            for (c, kp) in kern.iter().enumerate() {
+                for t in 0..ntaps {
+                    let v = *kp.add(t);
+                    finite &= v.is_finite();
+                    *wbuf.add(t * c_lanes + c) = v;
+                }
+            }
+            return finite;
+        }
+        // v − v is NaN for ±∞ and NaN, else 0: the sum of them is NaN where one is not finite
+        let mut probe = Avx2::zero();
+        for h in 0..c_lanes / E {
+            let mut t0 = 0;
+            loop {
+                let r = Avx2::load_transposed8(std::array::from_fn(|i| kern[h * E + i].add(t0)));
+                for (j, v) in r.into_iter().enumerate() {
+                    probe = Avx2::add(probe, Avx2::sub(v, v));
+                    Avx2::store(wbuf.add((t0 + j) * c_lanes + h * E), v);
+                }
+                if t0 + E == ntaps {
+                    break;
+                }
+                t0 = (t0 + E).min(ntaps - E);
+            }
+        }
+        !Avx2::any_nan(probe)
+    }
+}
+
 /// The taps of a window of `g` over a channel block's padded planes (rows of `wp` pixels of
-/// eight floats), in row-major order: their offsets in floats from the window's first pixel.
-fn channel_taps(g: &Window2d, wp: usize) -> Vec<usize> {
+/// `c` floats), in row-major order: their offsets in floats from the window's first pixel.
+fn channel_taps(g: &Window2d, wp: usize, c: usize) -> Vec<usize> {
     let ([kh, kw], [dh, dw]) = (g.kernel, g.dilation);
     (0..kh)
-        .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * 8))
+        .flat_map(|ky| (0..kw).map(move |kx| (ky * dh * wp + kx * dw) * c))
         .collect()
 }
 
@@ -2077,8 +2154,8 @@ impl<S: Simd, const MAX: bool> ChannelTap<S> for PoolTaps<MAX> {
     }
 }
 
-/// A depthwise convolution's taps over eight channels: the biases, then an FMA by each tap's
-/// register of the eight channels' weights (in registers up to [`FIXED_TAPS`] taps, else
+/// A depthwise convolution's taps over a block of channels: the biases, then an FMA by each
+/// tap's register of the block's weights (in registers up to [`FIXED_TAPS`] taps, else
 /// loaded from `wbuf`, a register per tap).
 #[cfg(target_arch = "x86_64")]
 struct DepthwiseTaps<S: Simd> {
@@ -2100,24 +2177,24 @@ impl<S: Simd> ChannelTap<S> for DepthwiseTaps<S> {
             let w = if t < FIXED_TAPS {
                 self.wv[t]
             } else {
-                S::load(self.wbuf.add(t * 8))
+                S::load(self.wbuf.add(t * S::LANES))
             };
             S::fma(v, w, acc)
         }
     }
 }
 
-/// The outputs of a block of eight channel-interleaved planes ([`pool_channels`],
+/// The outputs of a block of channel-interleaved planes, a register's lanes ([`pool_channels`],
 /// [`depthwise_channels`]): the padded planes at `buf` (rows of `wp` pixels), the outputs
 /// stored at `obuf` in output order, `taps` the offsets of a window's taps from its first
 /// pixel. Eight outputs of a row at a time where `group` is 8 and eight are left, else up
-/// to four (independent chains: [`block8_geom`]); square 3×3 and 5×5
+/// to four (independent chains: [`block_geom`]); square 3×3 and 5×5
 /// windows without column dilation at column strides 1 and 2 load each input pixel of a
 /// window row once for all the outputs it feeds ([`channel_pixels_fixed`]).
 ///
 /// # Safety
 /// The padded planes hold every tap of every window of `g` (`channels_geom`), `obuf` room for
-/// `oh·ow` registers; the CPU has `S`'s set with `BLOCK8`.
+/// `oh·ow` registers; the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn channel_block<S: Simd, T: ChannelTap<S>>(
@@ -2128,20 +2205,20 @@ unsafe fn channel_block<S: Simd, T: ChannelTap<S>>(
     obuf: *mut f32,
     [wp, group]: [usize; 2],
 ) {
-    const C: usize = 8;
+    let c_lanes = S::LANES;
     let ([oh, ow], [kh, kw], [sh, sw]) = (g.output, g.kernel, g.stride);
-    let row = g.dilation[0] * wp * C;
+    let row = g.dilation[0] * wp * c_lanes;
     let fixed = if kh == kw && g.dilation[1] == 1 && sw <= 2 && matches!(kh, 3 | 5) {
         kh * sw
     } else {
         0
     };
-    let step = sw * C;
+    let step = sw * c_lanes;
     let mut out = obuf;
     // SAFETY (the whole body): forwarded from the caller.
     unsafe {
         for oy in 0..oh {
-            let base = buf.add(oy * sh * wp * C);
+            let base = buf.add(oy * sh * wp * c_lanes);
             let mut ox = 0;
             while ox < ow {
                 let nb = if group >= 8 && ow - ox >= 8 {
@@ -2168,7 +2245,7 @@ unsafe fn channel_block<S: Simd, T: ChannelTap<S>>(
                     2 => go!(2),
                     _ => go!(1),
                 }
-                out = out.add(nb * C);
+                out = out.add(nb * c_lanes);
                 ox += nb;
             }
         }
@@ -2189,8 +2266,6 @@ unsafe fn channel_pixels<S: Simd, T: ChannelTap<S>, const NB: usize>(
     taps: &[usize],
     out: *mut f32,
 ) {
-    // registers of eight lanes (`Shift::BLOCK8`)
-    const C: usize = 8;
     // SAFETY (the whole body): forwarded from the caller.
     unsafe {
         let mut acc = [op.init(); NB];
@@ -2200,7 +2275,7 @@ unsafe fn channel_pixels<S: Simd, T: ChannelTap<S>, const NB: usize>(
             }
         }
         for (b, a) in acc.into_iter().enumerate() {
-            S::store(out.add(b * C), a);
+            S::store(out.add(b * S::LANES), a);
         }
     }
 }
@@ -2225,7 +2300,6 @@ unsafe fn channel_pixels_fixed<
     row: usize,
     out: *mut f32,
 ) {
-    const C: usize = 8;
     // SAFETY (the whole body): forwarded from the caller; pixel i < (NB − 1)·SW + K of a
     // window row is a tap of output (i − kx) / SW.
     unsafe {
@@ -2233,7 +2307,7 @@ unsafe fn channel_pixels_fixed<
         for ky in 0..K {
             let r = base.add(ky * row);
             for i in 0..(NB - 1) * SW + K {
-                let v = S::load(r.add(i * C));
+                let v = S::load(r.add(i * S::LANES));
                 for kx in 0..K {
                     if i >= kx && (i - kx) % SW == 0 && (i - kx) / SW < NB {
                         let b = (i - kx) / SW;
@@ -2243,7 +2317,7 @@ unsafe fn channel_pixels_fixed<
             }
         }
         for (b, a) in acc.into_iter().enumerate() {
-            S::store(out.add(b * C), a);
+            S::store(out.add(b * S::LANES), a);
         }
     }
 }
@@ -2724,37 +2798,10 @@ trait Shift: Simd {
     /// # Safety
     /// The CPU has the set.
     unsafe fn odd_lanes(lo: Self::V, hi: Self::V) -> Self::V;
-    /// The set that runs the channel-blocked paths ([`pool_channels`], [`depthwise_channels`]),
-    /// whose blocks are eight planes: AVX2 for both sets (a CPU with AVX-512F has AVX2 and FMA:
-    /// [`Isa::available`]). Without them the AVX-512 tier ran narrow planes on the row driver,
-    /// a register of 16 columns for rows of 7 or 14 outputs. Measured on a 2-vCPU AMD EPYC Zen
-    /// 4 (one thread, each kernel alone, ms, row driver → AVX2 blocks): average 7 × 7 over
-    /// 2048 × 7 × 7 0.43–0.46 → 0.03–0.04, depthwise 3 × 3 on 544 × 7 × 7 0.053–0.073 →
-    /// 0.018–0.020, on 272 × 14 × 14 0.044 → 0.024–0.026, 5 × 5 on 672 × 14 × 14 0.187 →
-    /// 0.130, 3 × 3 on 192 × 28 × 28 0.073–0.093 → 0.061–0.078. AVX-512 takes them for
-    /// rows of at most 16 outputs only ([`block8_geom`]).
-    type Block8: Shift;
-    /// Whether the set has [`Shift::transpose8`] (registers of eight lanes).
-    const BLOCK8: bool;
-    /// Transposes the 8 × 8 floats of eight registers of eight lanes: lane `j` of register
-    /// `i` becomes lane `i` of register `j`.
-    ///
-    /// # Safety
-    /// The CPU has the set, and `BLOCK8`.
-    unsafe fn transpose8(r: &mut [Self::V; 8]);
-    /// The 8 × 8 floats of eight rows of eight at `rows`, transposed: lane `i` of register
-    /// `j` is float `j` of row `i`. Each register is built from half-rows loaded into its
-    /// halves and transposed within them, with no shuffle across halves (AVX2's
-    /// `vperm2f128`, which `transpose8` needs, takes 8 µops on AMD Zen 1).
-    ///
-    /// # Safety
-    /// Eight floats at each row; the CPU has the set, and `BLOCK8`.
-    unsafe fn load_transposed8(rows: [*const f32; 8]) -> [Self::V; 8];
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Shift for Avx512 {
-    type Block8 = Avx2;
     const SHIFTS: bool = true;
     #[inline(always)]
     unsafe fn shift<const N: i32>(lo: Self::V, hi: Self::V) -> Self::V {
@@ -2776,23 +2823,10 @@ impl Shift for Avx512 {
             _mm512_permutex2var_ps(lo, idx, hi)
         }
     }
-    // (its blocks of eight planes run as AVX2: `Block8`)
-    const BLOCK8: bool = false;
-    #[inline(always)]
-    unsafe fn transpose8(_: &mut [Self::V; 8]) {
-        // (not called: `BLOCK8` is false)
-    }
-    #[inline(always)]
-    unsafe fn load_transposed8(_: [*const f32; 8]) -> [Self::V; 8] {
-        // (not called: `BLOCK8` is false)
-        // SAFETY: AVX-512F, which the caller's CPU has.
-        unsafe { [Self::zero(); 8] }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Shift for Avx2 {
-    type Block8 = Avx2;
     const SHIFTS: bool = false;
     #[inline(always)]
     unsafe fn shift<const N: i32>(lo: Self::V, _: Self::V) -> Self::V {
@@ -2806,9 +2840,20 @@ impl Shift for Avx2 {
         // SAFETY: AVX, which the caller's CPU has.
         unsafe { _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi) }
     }
-    const BLOCK8: bool = true;
+}
+
+/// The 8 × 8 transposes of the channel blocks ([`channels_in`], [`channels_out`]), in AVX2's
+/// registers on both tiers (a CPU with AVX-512F has AVX2 and FMA: [`Isa::available`]): an
+/// AVX-512 block of sixteen planes is two of them side by side.
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    /// Transposes the 8 × 8 floats of eight registers of eight lanes: lane `j` of register
+    /// `i` becomes lane `i` of register `j`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
     #[inline(always)]
-    unsafe fn transpose8(r: &mut [Self::V; 8]) {
+    pub(crate) unsafe fn transpose8(r: &mut [<Avx2 as Simd>::V; 8]) {
         use std::arch::x86_64::*;
         // SAFETY: AVX, which the caller's CPU has.
         unsafe {
@@ -2840,8 +2885,15 @@ impl Shift for Avx2 {
             }
         }
     }
+    /// The 8 × 8 floats of eight rows of eight at `rows`, transposed: lane `i` of register
+    /// `j` is float `j` of row `i`. Each register is built from half-rows loaded into its
+    /// halves and transposed within them, with no shuffle across halves (AVX2's
+    /// `vperm2f128`, which `transpose8` needs, takes 8 µops on AMD Zen 1).
+    ///
+    /// # Safety
+    /// Eight floats at each row; the CPU has AVX2.
     #[inline(always)]
-    unsafe fn load_transposed8(rows: [*const f32; 8]) -> [Self::V; 8] {
+    unsafe fn load_transposed8(rows: [*const f32; 8]) -> [<Avx2 as Simd>::V; 8] {
         use std::arch::x86_64::*;
         // SAFETY: eight floats at each row (the caller's contract); AVX, which the CPU has.
         unsafe {

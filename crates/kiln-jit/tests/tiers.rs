@@ -245,11 +245,15 @@ fn depthwise_special_values_on_every_tier() {
         (11, 29, 5, 1, 1, 2),
         (14, 45, 5, 2, 1, 2),
         (9, 20, 3, 1, 1, 1),
+        // twenty planes: channel 0's block of planes takes the row driver, the rest blocks
+        (7, 7, 3, 1, 1, 1),
+        (14, 14, 5, 1, 1, 2),
+        (9, 30, 7, 1, 1, 3),
     ]
     .into_iter()
     .enumerate()
     {
-        let (c, og) = (3, 2);
+        let (c, og) = if i < 8 { (3, 2) } else { (10, 2) };
         let op = Op::Conv2d(Conv2d {
             stride: [s, s],
             dilation: [d, d],
@@ -344,20 +348,21 @@ fn depthwise_ring_paths_on_every_tier() {
 }
 
 /// Depthwise convolutions of eight planes and more on the Rust tiers' channel-interleaved
-/// path (`direct.rs`' `depthwise_channels`, in AVX2's registers on both: output rows of at
-/// most 32 pixels, or, on AVX2, any at column stride 2; on AVX-512 rows of at most 16, or of
-/// up to 32 that the ring does not take (column stride 3), eight outputs of a row at a time
-/// at stride 1), on 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column
-/// strides 1 and 2, the general one (other kernels, column dilation, strides past 2), rows of fewer than
-/// eight pixels (loaded eight pixels of the plane at a time) and of eight or more (eight of
-/// the row at a time, the last eight overlapping), planes and outputs of fewer than eight
-/// floats, plane counts that leave a last block of one to seven planes, a channel multiplier
-/// and batches (a block's planes crossing from one image to the next), wide rows at column
-/// stride 2 (on AVX-512 its own ring's), and every kind of activation. The Cranelift tier
-/// runs the same cases.
+/// path (`direct.rs`' `depthwise_channels`, blocks of eight planes on AVX2 and sixteen on
+/// AVX-512: output rows of at most 32 pixels, or, on AVX2, any at column stride 2; on AVX-512
+/// rows of at most 16, or of up to 32 that the ring does not take (column stride 3), or of up
+/// to 64 for kernels of more than 25 taps, eight outputs of a row at a time at stride 1), on
+/// 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column strides 1 and 2, the general
+/// one (other kernels, column dilation, strides past 2), rows of fewer than eight pixels
+/// (loaded eight pixels of the plane at a time) and of eight or more (eight of the row at a
+/// time, the last eight overlapping), planes and outputs of fewer than eight floats, kernels
+/// of fewer than eight taps (their weights laid out one by one), plane counts that leave a
+/// last block of one to fifteen planes, a channel multiplier and batches (a block's planes
+/// crossing from one image to the next), wide rows at column stride 2 (on AVX-512 its own
+/// ring's), and every kind of activation. The Cranelift tier runs the same cases.
 #[test]
 fn depthwise_channel_blocks_on_every_tier() {
-    let cases: [DwCase; 17] = [
+    let cases: [DwCase; 20] = [
         (1, 16, 1, 7, 7, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
         (1, 9, 1, 20, 70, 3, 3, [3, 3], [1, 1], [1, 1, 1, 1]),
         (1, 24, 1, 14, 14, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
@@ -375,6 +380,9 @@ fn depthwise_channel_blocks_on_every_tier() {
         (1, 9, 1, 4, 4, 3, 3, [2, 2], [1, 1], [0, 0, 0, 0]),
         (1, 8, 1, 16, 17, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
         (2, 150, 2, 7, 7, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+        (1, 27, 1, 9, 9, 2, 2, [1, 1], [1, 1], [0, 1, 1, 0]),
+        (1, 18, 1, 12, 56, 7, 7, [1, 1], [1, 1], [3, 3, 3, 3]),
+        (2, 21, 1, 10, 40, 7, 7, [1, 1], [1, 1], [3, 2, 3, 3]),
     ];
     check_depthwise_cases(&cases);
 }

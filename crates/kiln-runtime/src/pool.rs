@@ -171,7 +171,7 @@ fn take(share: &Mutex<Share>, front: bool, want: fn(usize) -> usize) -> Option<(
 /// of what is left at a time, then halves of the others' from their back. A step that is not
 /// [`Step::fine`] (or has one thread) is run a share per thread, each in one call. Shares and
 /// slices are whole grains of the range ([`Step::grain`]; the last grain may be short): a
-/// pooling kernel computes eight planes at a time, and a slice of fewer costs it as much
+/// pooling kernel computes a register's lanes of planes at a time, and a slice of fewer costs it as much
 /// (Inception v2's 3 × 3 average pools over 576 planes of 14 × 14 took 1.2–1.4× as long on two
 /// threads as on one, in slices of a few planes).
 fn run_split(t: usize, s: &Step, step: u64, arena: Arena, shares: &[Mutex<Share>]) {

@@ -190,7 +190,8 @@ pub fn phases(op: &Op, ins: &[&TensorType], out: &TensorType) -> usize {
 
 /// The size of a kernel's outermost parallel loop (the `end` the entry passes), and the
 /// fewest of its indices worth one call (a slice of fewer costs as much: the Rust tiers pool
-/// and convolve depthwise eight planes at a time, a slice of one plane as a block of eight).
+/// and convolve depthwise a register's lanes of planes at a time, a slice of one plane as a
+/// whole block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
     pub len: usize,
@@ -198,8 +199,11 @@ pub struct Extent {
 }
 
 /// The planes the Rust tiers' pooling and depthwise kernels take per block of channels
-/// (`direct::channel_block`): their kernels' grain.
-const CHANNEL_GRAIN: usize = 8;
+/// (`direct::channel_block`, a register's lanes: eight on AVX2, sixteen on AVX-512): their
+/// kernels' grain.
+fn channel_grain(a: &Args) -> usize {
+    a.tier.isa().lanes()
+}
 
 /// Writes the body of the op's kernel number `phase` and returns the size of its outermost
 /// parallel loop and its grain ([`Extent`]). Each arm picks a lowering and states its extent
@@ -253,7 +257,7 @@ fn emit_body(e: &mut Emitter, op: &Op, a: &Args, phase: usize, grain: &mut usize
                 && let Some(k) = direct_kernels(a) =>
         {
             depthwise_conv_direct(e, a, k, c);
-            *grain = CHANNEL_GRAIN;
+            *grain = channel_grain(a);
             planes()
         }
         Op::Conv2d(c) => {
@@ -266,7 +270,7 @@ fn emit_body(e: &mut Emitter, op: &Op, a: &Args, phase: usize, grain: &mut usize
         }
         Op::Pool2d(p) if let Some(k) = direct_kernels(a) => {
             pool2d_direct(e, a, k, p);
-            *grain = CHANNEL_GRAIN;
+            *grain = channel_grain(a);
             planes()
         }
         Op::Pool2d(p) => {
