@@ -102,7 +102,7 @@ proptest! {
 
     /// Activations and (log-)softmax along any axis.
     #[test]
-    fn elementwise_unary(which in 0usize..10, axis in -3i64..3, seed: u64) {
+    fn elementwise_unary(which in 0usize..12, axis in -3i64..3, seed: u64) {
         let op = match which {
             0 => Op::Activation(Activation::Relu),
             1 => Op::Activation(Activation::LeakyRelu { alpha: 0.1 }),
@@ -113,6 +113,8 @@ proptest! {
             6 => Op::Activation(Activation::HardSigmoid { alpha: 0.7, beta: 0.4 }),
             7 => Op::Activation(Activation::Erf),
             8 => Op::Activation(Activation::Silu),
+            9 => Op::Activation(Activation::Gelu),
+            10 => Op::Activation(Activation::HardSwish),
             _ => Op::LogSoftmax { axis },
         };
         let graph = one_op(op, &[("x", f(&[2, 3, 4]))]).unwrap();
@@ -315,11 +317,16 @@ graph shuffle {
     check(&Case::new(kiln_ir::text::parse(src).unwrap(), Loss::mse(), 52));
 }
 
-/// Erf's and SiLU's backwards read the forward input, which a fused activation does not keep:
-/// a clear error, not a wrong gradient.
+/// Erf's, SiLU's, GELU's and HardSwish's backwards read the forward input, which a fused
+/// activation does not keep: a clear error, not a wrong gradient.
 #[test]
-fn fused_erf_and_silu_are_refused_with_a_reason() {
-    for act in [Activation::Erf, Activation::Silu] {
+fn fused_activations_whose_gradient_reads_the_input_are_refused_with_a_reason() {
+    for act in [
+        Activation::Erf,
+        Activation::Silu,
+        Activation::Gelu,
+        Activation::HardSwish,
+    ] {
         let attrs = Conv2d {
             activation: Some(act),
             ..Conv2d::default()

@@ -29,6 +29,21 @@ pub fn silu<T: Float>(x: T) -> T {
     x * sigmoid(x)
 }
 
+/// Exact GELU, `(x + x·erf(c·x))·0.5` with `c` the f32 nearest `1/√2`: the bits of the
+/// importer's `scale`, `erf`, `mul`, `add`, `scale` ([`Activation::Gelu`]).
+pub fn gelu<T: Float>(x: T) -> T {
+    let c = T::from_f64(f64::from(Activation::GELU_C));
+    let half = T::from_f64(0.5);
+    half * (x + x * (c * x).erf())
+}
+
+/// HardSwish, `x · hard_sigmoid(x, 1/6, 1/2)`: the bits of that product
+/// ([`Activation::HardSwish`]).
+pub fn hard_swish<T: Float>(x: T) -> T {
+    let [a, b] = Activation::HARD_SWISH.map(|v| T::from_f64(f64::from(v)));
+    x * hard_sigmoid(x, a, b)
+}
+
 /// `x` clamped to `[lo, hi]`: `min(max(x, lo), hi)`; NaN stays NaN.
 pub fn clip<T: Float>(x: T, lo: T, hi: T) -> T {
     if x < lo {
@@ -68,6 +83,8 @@ pub fn activation<T: Float>(x: &Tensor<T>, a: Activation) -> Tensor<T> {
         }
         Activation::Erf => x.map(|&v| v.erf()),
         Activation::Silu => x.map(|&v| silu(v)),
+        Activation::Gelu => x.map(|&v| gelu(v)),
+        Activation::HardSwish => x.map(|&v| hard_swish(v)),
     }
 }
 
@@ -75,7 +92,9 @@ pub fn activation<T: Float>(x: &Tensor<T>, a: Activation) -> Tensor<T> {
 /// `TrainOp::ActivationGrad`): relu `dy·[y > 0]`, leaky relu `dy·(y > 0 ? 1 : alpha)`, sigmoid
 /// `dy·y·(1 − y)`, tanh `dy·(1 − y²)`, clip `dy·[min < y < max]`, hard sigmoid
 /// `dy·alpha·[0 < y < 1]`; erf and SiLU take the forward input `x` in place of `y`:
-/// `dy·2/√π·e^{−x²}` and `dy·s·(1 + x·(1 − s))` with `s = sigmoid(x)`.
+/// `dy·2/√π·e^{−x²}` and `dy·s·(1 + x·(1 − s))` with `s = sigmoid(x)`, and so do GELU,
+/// `dy·(1 + erf(c·x) + x·c·2/√π·e^{−(c·x)²})·0.5`, and HardSwish,
+/// `dy·(h + x/6·[0 < x/6 + 1/2 < 1])` with `h` its hard sigmoid of `x`.
 pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -> Result<Tensor<T>, String> {
     if y.shape() != dy.shape() {
         return Err(format!(
@@ -122,6 +141,19 @@ pub fn activation_grad<T: Float>(y: &Tensor<T>, dy: &Tensor<T>, a: Activation) -
             Activation::Silu => {
                 let s = sigmoid(y);
                 g * s * (T::one() + y * (T::one() - s))
+            }
+            Activation::Gelu => {
+                let c = T::from_f64(f64::from(Activation::GELU_C));
+                let cx = c * y;
+                let slope = T::one() + cx.erf() + y * c * two_over_sqrt_pi * (-(cx * cx)).exp();
+                g * slope * T::from_f64(0.5)
+            }
+            Activation::HardSwish => {
+                let [a, b] = Activation::HARD_SWISH.map(|v| T::from_f64(f64::from(v)));
+                let z = a * y + b;
+                let inside = T::zero() < z && z < T::one();
+                let h = hard_sigmoid(y, a, b);
+                g * (if inside { h + y * a } else { h })
             }
         })
         .collect();

@@ -116,3 +116,59 @@ both! {
     softmax_axes => softmax_other_axes,
     softmax_rows_sum_to_one => softmax_sums_to_one,
 }
+
+/// GELU and HardSwish are one activation each, and give the bits of the graphs they stand
+/// for (the ONNX importer's exact Gelu of before, `scale`, `erf`, `mul`, `add`, `scale`, and
+/// `x · hard_sigmoid(x)` with HardSwish's constants), NaN, infinities and signed zeros
+/// included; and known values.
+#[test]
+fn gelu_and_hard_swish_are_the_bits_of_their_graphs() {
+    let graph = |body: &str| {
+        kiln_ir::text::parse(&format!(
+            "graph g {{\n  input %x: f32[64]\n{body}\n  output %y\n}}"
+        ))
+        .unwrap()
+    };
+    let gelu = graph("  %y = gelu(%x)");
+    let gelu_parts = graph(
+        "  %s = scale(%x) {factor=0.70710677}\n  %e = erf(%s)\n  %xs = mul(%x, %e)\n  %sum = add(%x, %xs)\n  %y = scale(%sum) {factor=0.5}",
+    );
+    let swish = graph("  %y = hard_swish(%x)");
+    let swish_parts = graph("  %h = hard_sigmoid(%x) {alpha=0.16666667, beta=0.5}\n  %y = mul(%x, %h)");
+    let mut xs: Vec<f32> = (0..56).map(|i| (i as f32 - 28.0) * 0.23).collect();
+    xs.extend([
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        0.0,
+        3.0,
+        -3.0,
+        1e-30,
+    ]);
+    let x = kiln_ir::Tensor::new([64], xs.clone()).unwrap();
+    let inputs = std::collections::HashMap::from([("x".to_string(), kiln_ir::Value::F(x))]);
+    let no_weights = std::collections::HashMap::new();
+    let run = |g: &kiln_ir::Graph| {
+        let out = kiln_interp::run::<f32>(g, &inputs, &no_weights).unwrap();
+        out[0].1.as_f().unwrap().data().to_vec()
+    };
+    for (one, parts) in [(&gelu, &gelu_parts), (&swish, &swish_parts)] {
+        let (a, b) = (run(one), run(parts));
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                "x = {}: {p} vs {q}",
+                xs[i]
+            );
+        }
+    }
+    let (g, h) = (run(&gelu), run(&swish));
+    // GELU(1) = Φ(1) = 0.8413447, GELU(−1) = −0.1586553; HardSwish(±3) = 3, 0; (1) = 2/3
+    let at = |v: f32| xs.iter().position(|&x| x == v).unwrap();
+    assert!((g[at(3.0)] - 3.0 * 0.998_650_1).abs() < 1e-5);
+    assert!((g[at(-3.0)] + 3.0 * 0.001_349_9).abs() < 1e-5);
+    assert_eq!(h[at(3.0)], 3.0);
+    assert_eq!(h[at(-3.0)].abs(), 0.0);
+    assert_eq!(g[at(f32::INFINITY)], f32::INFINITY);
+}

@@ -342,6 +342,16 @@ impl Network {
         self.activation(x, Activation::Silu)
     }
 
+    /// Exact GELU, `(x + x·erf(x/√2))/2` (see `Activation::Gelu`).
+    pub fn gelu(&mut self, x: NodeId) -> Result<NodeId> {
+        self.activation(x, Activation::Gelu)
+    }
+
+    /// HardSwish, `x · max(0, min(1, x/6 + 1/2))` (see `Activation::HardSwish`).
+    pub fn hard_swish(&mut self, x: NodeId) -> Result<NodeId> {
+        self.activation(x, Activation::HardSwish)
+    }
+
     /// Local response normalization across channels (see `Op::Lrn`).
     pub fn lrn(&mut self, x: NodeId, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<NodeId> {
         self.op(

@@ -192,6 +192,14 @@ pub enum Activation {
     /// SiLU (swish): `x · sigmoid(x)`. The `silu` pass makes it of `Mul(x, Sigmoid(x))`, the
     /// form ONNX exports of PyTorch's `SiLU` take, so that a convolution can finish with it.
     Silu,
+    /// Exact GELU, `(x + x·erf(x·c))·0.5` with `c` the f32 nearest `1/√2`, in that order of
+    /// operations (ONNX `Gelu`, PyTorch's default `nn.GELU`): the bits of the five nodes
+    /// `scale`, `erf`, `mul`, `add`, `scale` it stands for, which a matrix product or a
+    /// convolution can finish with.
+    Gelu,
+    /// HardSwish, `x · HardSigmoid { alpha: 1/6, beta: 1/2 }(x)` (ONNX `HardSwish`, the
+    /// MobileNet v3 activation): the bits of that product.
+    HardSwish,
 }
 
 impl Activation {
@@ -207,6 +215,8 @@ impl Activation {
             Activation::HardSigmoid { .. } => "hard_sigmoid",
             Activation::Erf => "erf",
             Activation::Silu => "silu",
+            Activation::Gelu => "gelu",
+            Activation::HardSwish => "hard_swish",
         }
     }
 
@@ -221,19 +231,31 @@ impl Activation {
             Activation::HardSigmoid { .. } => "hard_sigmoid_grad",
             Activation::Erf => "erf_grad",
             Activation::Silu => "silu_grad",
+            Activation::Gelu => "gelu_grad",
+            Activation::HardSwish => "hard_swish_grad",
         }
     }
 
     /// Whether the backward reads the forward *input* `x` rather than the output `y`: erf,
     /// whose slope `2/√π·e^{−x²}` cannot be recovered from a saturated output, and SiLU,
-    /// which is not one-to-one (its slope `s·(1 + x·(1 − s))`, `s = sigmoid(x)`, needs `x`).
+    /// which is not one-to-one (its slope `s·(1 + x·(1 − s))`, `s = sigmoid(x)`, needs `x`),
+    /// and GELU and HardSwish, not one-to-one either.
     pub fn grad_from_input(self) -> bool {
-        matches!(self, Activation::Erf | Activation::Silu)
+        matches!(
+            self,
+            Activation::Erf | Activation::Silu | Activation::Gelu | Activation::HardSwish
+        )
     }
+
+    /// GELU's `c`, the f32 nearest `1/√2` (`Activation::Gelu`).
+    pub const GELU_C: f32 = std::f32::consts::FRAC_1_SQRT_2;
+
+    /// The `alpha` and `beta` of HardSwish's hard sigmoid (`Activation::HardSwish`).
+    pub const HARD_SWISH: [f32; 2] = [1.0 / 6.0, 0.5];
 
     /// All activations, in declaration order, with placeholder attributes (for tests and
     /// name tables).
-    pub const ALL: [Activation; 8] = [
+    pub const ALL: [Activation; 10] = [
         Activation::Relu,
         Activation::LeakyRelu { alpha: 0.01 },
         Activation::Sigmoid,
@@ -245,6 +267,8 @@ impl Activation {
         },
         Activation::Erf,
         Activation::Silu,
+        Activation::Gelu,
+        Activation::HardSwish,
     ];
 }
 

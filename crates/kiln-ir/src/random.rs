@@ -498,7 +498,7 @@ impl Gen<'_, '_> {
 
     fn activation(&mut self) -> Option<NodeId> {
         let x = self.pick(|_| true)?;
-        let a = match self.src.below(8) {
+        let a = match self.src.below(10) {
             0 => Activation::Relu,
             1 => {
                 let alpha = match self.src.below(3) {
@@ -526,7 +526,9 @@ impl Gen<'_, '_> {
                 Activation::HardSigmoid { alpha, beta }
             }
             6 => Activation::Erf,
-            _ => Activation::Silu,
+            7 => Activation::Silu,
+            8 => Activation::Gelu,
+            _ => Activation::HardSwish,
         };
         self.add(
             Op::Activation(a).name(),

@@ -97,9 +97,13 @@ pub fn check_activation(a: &Activation) -> R<()> {
         }
     };
     match *a {
-        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf | Activation::Silu => {
-            Ok(())
-        }
+        Activation::Relu
+        | Activation::Sigmoid
+        | Activation::Tanh
+        | Activation::Erf
+        | Activation::Silu
+        | Activation::Gelu
+        | Activation::HardSwish => Ok(()),
         Activation::LeakyRelu { alpha } => {
             if alpha.is_finite() {
                 Ok(())

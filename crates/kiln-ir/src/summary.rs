@@ -273,6 +273,10 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
                 Activation::Erf => 5,
                 // sigmoid and the multiply
                 Activation::Silu => 5,
+                // erf (counted as tanh) and four multiplies and adds
+                Activation::Gelu => 9,
+                // the hard sigmoid and the multiply
+                Activation::HardSwish => 5,
             };
             out.saturating_mul(per)
         }
@@ -404,6 +408,10 @@ fn training_flops(op: &TrainOp, inputs: &[&TensorType], output: &TensorType) -> 
             Activation::Erf => 4,
             // sigmoid, then s·(1 + x·(1 − s))·dy
             Activation::Silu => 8,
+            // erf and exp, then the sum of the two terms times dy
+            Activation::Gelu => 14,
+            // the hard sigmoid, its slope's test, a multiply-add and the product by dy
+            Activation::HardSwish => 7,
         }),
         // the forward's window sums and powers, and the transposed window's sum of
         // `dy·x·s^{−beta−1}` terms

@@ -211,7 +211,13 @@ const LRN_BIAS: f32 = 1.0;
 /// An activation's own attributes (`alpha` of leaky relu, `min`/`max` of clip, …).
 fn activation_params(a: &mut Vec<(&'static str, Attr)>, act: Activation) {
     match act {
-        Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Erf | Activation::Silu => {}
+        Activation::Relu
+        | Activation::Sigmoid
+        | Activation::Tanh
+        | Activation::Erf
+        | Activation::Silu
+        | Activation::Gelu
+        | Activation::HardSwish => {}
         Activation::LeakyRelu { alpha } => a.push(("alpha", float(alpha))),
         Activation::Clip { min, max } => {
             push_if(a, "min", min != f32::NEG_INFINITY, float(min));
@@ -415,6 +421,8 @@ impl Attrs {
             },
             "erf" => Activation::Erf,
             "silu" => Activation::Silu,
+            "gelu" => Activation::Gelu,
+            "hard_swish" => Activation::HardSwish,
             _ => return Ok(None),
         }))
     }

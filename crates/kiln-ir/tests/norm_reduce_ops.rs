@@ -133,10 +133,14 @@ fn fused_activations_are_checked_and_parsed() {
     let src = "graph g {\n  input %x: f32[1, 2, 4, 4]\n  param %w: f32[2, 2, 1, 1]\n  %c = conv2d(%x, %w) {activation=clip, min=1.0, max=0.0}\n  output %c\n}\n";
     let e = kiln_ir::text::parse(src).unwrap_err().to_string();
     assert!(e.contains("clip needs min ≤ max"), "{e}");
-    let src = src.replace("clip, min=1.0, max=0.0", "gelu");
+    let src = src.replace("clip, min=1.0, max=0.0", "mish");
     let e = kiln_ir::text::parse(&src).unwrap_err().to_string();
     assert!(
-        e.contains("must be one of relu, leaky_relu, sigmoid, tanh, clip, hard_sigmoid, erf"),
+        e.contains(
+            "must be one of relu, leaky_relu, sigmoid, tanh, clip, hard_sigmoid, erf, silu, gelu, hard_swish"
+        ),
         "{e}"
     );
+    let ok = src.replace("mish", "gelu");
+    assert!(kiln_ir::text::parse(&ok).is_ok());
 }

@@ -42,6 +42,8 @@ pub const CLIP: u64 = 4;
 pub const HARD_SIGMOID: u64 = 5;
 pub const ERF: u64 = 6;
 pub const SILU: u64 = 7;
+pub const GELU: u64 = 8;
+pub const HARD_SWISH: u64 = 9;
 
 /// The activation `act` with parameters `a`, `b` (f32 bits: leaky relu's slope in `a`, clip's
 /// bounds, hard sigmoid's `alpha`, `beta`) from the `len` floats at byte offset `x` of the
@@ -76,15 +78,17 @@ pub fn code(act: Option<Activation>) -> (u64, u64, u64) {
         Some(Activation::HardSigmoid { alpha, beta }) => (HARD_SIGMOID, bits(alpha), bits(beta)),
         Some(Activation::Erf) => (ERF, 0, 0),
         Some(Activation::Silu) => (SILU, 0, 0),
+        Some(Activation::Gelu) => (GELU, 0, 0),
+        Some(Activation::HardSwish) => (HARD_SWISH, 0, 0),
     }
 }
 
 /// Whether the activation of code `act` costs tens of operations per register (an `exp` or a
-/// polynomial: sigmoid, tanh, erf, SiLU): a fused kernel then does better to apply it over
-/// its finished output four registers at a time ([`activate_n`]) than a register at a time
-/// as it stores.
+/// polynomial: sigmoid, tanh, erf, SiLU, GELU): a fused kernel then does better to apply it
+/// over its finished output four registers at a time ([`activate_n`]) than a register at a
+/// time as it stores.
 pub fn is_long(act: u64) -> bool {
-    matches!(act, SIGMOID | TANH | ERF | SILU)
+    matches!(act, SIGMOID | TANH | ERF | SILU | GELU)
 }
 
 /// A fused activation as the Rust kernels take it (a GEMM node's epilogue, a direct
@@ -147,6 +151,8 @@ pub(crate) unsafe fn activate<S: Simd>(act: u64, a: f32, b: f32, v: S::V) -> S::
             HARD_SIGMOID => Map::<S>::f(HardSigmoid(a, b), v),
             ERF => Map::<S>::f(Erf, v),
             SILU => Map::<S>::f(Silu, v),
+            GELU => Map::<S>::f(Gelu, v),
+            HARD_SWISH => Map::<S>::f(HardSwish, v),
             _ => v,
         }
     }
@@ -519,6 +525,38 @@ impl<S: Simd> Map<S> for HardSigmoid {
     }
 }
 
+/// Exact GELU, `(x + x·erf(c·x))·0.5`: the operations of the graph it stands for
+/// (`scale`, `erf`, `mul`, `add`, `scale`), in its order.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Gelu;
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for Gelu {
+    #[inline(always)]
+    unsafe fn f(self, x: S::V) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let e = Map::<S>::f(Erf, S::mul(S::splat(Activation::GELU_C), x));
+            S::mul(S::splat(0.5), S::add(x, S::mul(x, e)))
+        }
+    }
+}
+
+/// HardSwish, `x · hard_sigmoid(x)` with HardSwish's constants: the product of the graph it
+/// stands for.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct HardSwish;
+#[cfg(target_arch = "x86_64")]
+impl<S: Simd> Map<S> for HardSwish {
+    #[inline(always)]
+    unsafe fn f(self, x: S::V) -> S::V {
+        let [a, b] = Activation::HARD_SWISH;
+        // SAFETY: forwarded from the caller.
+        unsafe { S::mul(x, Map::<S>::f(HardSigmoid(a, b), x)) }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Erf;
@@ -632,6 +670,8 @@ pub(crate) unsafe fn activate_n<S: Simd>(act: u64, a: f32, b: f32, x: *const f32
             HARD_SIGMOID => map::<S, _>(HardSigmoid(a, b), x, y, n),
             ERF => map::<S, _>(Erf, x, y, n),
             SILU => map::<S, _>(Silu, x, y, n),
+            GELU => map::<S, _>(Gelu, x, y, n),
+            HARD_SWISH => map::<S, _>(HardSwish, x, y, n),
             _ => {}
         }
     }
@@ -966,6 +1006,8 @@ mod tests {
             },
             Activation::Erf,
             Activation::Silu,
+            Activation::Gelu,
+            Activation::HardSwish,
         ];
         for isa in [Isa::Avx512, Isa::Avx2] {
             for act in acts {
@@ -991,6 +1033,8 @@ mod tests {
                             Activation::HardSigmoid { .. } => (0.2 * x64 + 0.5).clamp(0.0, 1.0),
                             Activation::Erf => libm_erf(x64),
                             Activation::Silu => x64 / (1.0 + (-x64).exp()),
+                            Activation::Gelu => 0.5 * x64 * (1.0 + libm_erf(x64 / std::f64::consts::SQRT_2)),
+                            Activation::HardSwish => x64 * (x64 / 6.0 + 0.5).clamp(0.0, 1.0),
                         };
                         let g = f64::from(out[i]);
                         assert!(

@@ -158,17 +158,35 @@ fn clip(e: &mut Emitter, ty: Type, x: Value, lo: f32, hi: f32) -> Value {
     e.min(ty, v, h)
 }
 
-/// The activations lowered here: clip, hard sigmoid and erf (`lower::activation` sends them).
+/// `max(0, min(1, alpha·x + beta))` in two roundings, as the interpreter.
+fn hard_sigmoid(e: &mut Emitter, ty: Type, x: Value, [alpha, beta]: [f32; 2]) -> Value {
+    let (a, b) = (e.constant(ty, alpha), e.constant(ty, beta));
+    let v = e.b.ins().fmul(x, a);
+    let v = e.b.ins().fadd(v, b);
+    clip(e, ty, v, 0.0, 1.0)
+}
+
+/// The activations lowered here: clip, hard sigmoid, erf, GELU and HardSwish
+/// (`lower::activation` sends them).
 pub(crate) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -> Value {
     match act {
         Activation::Clip { min, max } => clip(e, ty, x, min, max),
-        Activation::HardSigmoid { alpha, beta } => {
-            let (a, b) = (e.constant(ty, alpha), e.constant(ty, beta));
-            let v = e.b.ins().fmul(x, a);
-            let v = e.b.ins().fadd(v, b);
-            clip(e, ty, v, 0.0, 1.0)
-        }
+        Activation::HardSigmoid { alpha, beta } => hard_sigmoid(e, ty, x, [alpha, beta]),
         Activation::Erf => erf(e, ty, x),
+        // (x + x·erf(c·x))·0.5, the operations of the graph it stands for
+        Activation::Gelu => {
+            let c = e.constant(ty, Activation::GELU_C);
+            let cx = e.b.ins().fmul(c, x);
+            let er = erf(e, ty, cx);
+            let xs = e.b.ins().fmul(x, er);
+            let s = e.b.ins().fadd(x, xs);
+            let half = e.constant(ty, 0.5);
+            e.b.ins().fmul(half, s)
+        }
+        Activation::HardSwish => {
+            let h = hard_sigmoid(e, ty, x, Activation::HARD_SWISH);
+            e.b.ins().fmul(x, h)
+        }
         Activation::Relu
         | Activation::LeakyRelu { .. }
         | Activation::Sigmoid
@@ -179,9 +197,9 @@ pub(crate) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -
     }
 }
 
-/// The backward of clip, hard sigmoid, erf and SiLU (`lower_train::activation_grad` sends
-/// them): from the forward output `v` (clip, hard sigmoid) or input (erf, SiLU) and the delta
-/// `g`.
+/// The backward of clip, hard sigmoid, erf, SiLU, GELU and HardSwish
+/// (`lower_train::activation_grad` sends them): from the forward output `v` (clip, hard
+/// sigmoid) or input (the others) and the delta `g`, in the interpreter's order.
 pub(crate) fn activation_grad(e: &mut Emitter, ty: Type, act: Activation, v: Value, g: Value) -> Value {
     let zero = e.constant(ty, 0.0);
     // g·slope where lo < v < hi, else 0 (a NaN v gives 0, as the interpreter's test)
@@ -214,6 +232,39 @@ pub(crate) fn activation_grad(e: &mut Emitter, ty: Type, act: Activation, v: Val
             let xom = e.b.ins().fmul(v, om);
             let t = e.b.ins().fadd(one, xom);
             e.b.ins().fmul(gs, t)
+        }
+        Activation::Gelu => {
+            // g·(1 + erf(c·x) + x·c·2/√π·e^{−(c·x)²})·0.5
+            let c = e.constant(ty, Activation::GELU_C);
+            let k = e.constant(ty, std::f32::consts::FRAC_2_SQRT_PI);
+            let one = e.constant(ty, 1.0);
+            let cx = e.b.ins().fmul(c, v);
+            let er = erf(e, ty, cx);
+            let sq = e.b.ins().fmul(cx, cx);
+            let nsq = e.b.ins().fneg(sq);
+            let ex = e.exp(ty, nsq);
+            let xc = e.b.ins().fmul(v, c);
+            let xck = e.b.ins().fmul(xc, k);
+            let t = e.b.ins().fmul(xck, ex);
+            let s = e.b.ins().fadd(one, er);
+            let slope = e.b.ins().fadd(s, t);
+            let gs = e.b.ins().fmul(g, slope);
+            let half = e.constant(ty, 0.5);
+            e.b.ins().fmul(gs, half)
+        }
+        Activation::HardSwish => {
+            // g·(h + x·alpha) where 0 < alpha·x + beta < 1, else g·h
+            let [alpha, beta] = Activation::HARD_SWISH;
+            let (a, b) = (e.constant(ty, alpha), e.constant(ty, beta));
+            let z = e.b.ins().fmul(v, a);
+            let z = e.b.ins().fadd(z, b);
+            let h = clip(e, ty, z, 0.0, 1.0);
+            let xa = e.b.ins().fmul(v, a);
+            let inner = e.b.ins().fadd(h, xa);
+            let (lo, hi) = (e.constant(ty, 0.0), e.constant(ty, 1.0));
+            let t = e.select_lt(ty, lo, z, inner, h);
+            let slope = e.select_lt(ty, z, hi, t, h);
+            e.b.ins().fmul(g, slope)
         }
         Activation::Relu | Activation::LeakyRelu { .. } | Activation::Sigmoid | Activation::Tanh => {
             unreachable!("lower_train::activation_grad lowers {} itself", act.name())

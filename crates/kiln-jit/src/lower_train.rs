@@ -949,9 +949,12 @@ fn activation_grad(e: &mut Emitter, a: &Args, act: Activation) {
                 let om = e.b.ins().fsub(one, yy);
                 e.b.ins().fmul(g, om)
             }
-            Activation::Clip { .. } | Activation::HardSigmoid { .. } | Activation::Erf | Activation::Silu => {
-                crate::lower_reduce::activation_grad(e, ty, act, y, g)
-            }
+            Activation::Clip { .. }
+            | Activation::HardSigmoid { .. }
+            | Activation::Erf
+            | Activation::Silu
+            | Activation::Gelu
+            | Activation::HardSwish => crate::lower_reduce::activation_grad(e, ty, act, y, g),
         }
     });
 }

@@ -15,7 +15,7 @@ use kiln_runtime::check::{ATOL, RTOL, jit_matches_interpreter_with};
 use std::collections::HashMap;
 
 /// Every activation, with parameters that put inputs on both sides of each bound.
-const ACTS: [Activation; 9] = [
+const ACTS: [Activation; 11] = [
     Activation::Relu,
     Activation::LeakyRelu { alpha: 0.1 },
     Activation::Sigmoid,
@@ -31,6 +31,8 @@ const ACTS: [Activation; 9] = [
     },
     Activation::Erf,
     Activation::Silu,
+    Activation::Gelu,
+    Activation::HardSwish,
 ];
 
 /// Lengths around the registers (8 and 16 lanes, four registers per step) and long ones.

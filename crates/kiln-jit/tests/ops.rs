@@ -33,6 +33,8 @@ fn activation() -> impl Strategy<Value = Option<Activation>> {
         })),
         Just(Some(Activation::Erf)),
         Just(Some(Activation::Silu)),
+        Just(Some(Activation::Gelu)),
+        Just(Some(Activation::HardSwish)),
     ]
 }
 
@@ -111,7 +113,7 @@ proptest! {
     }
 
     #[test]
-    fn activations(dims in proptest::collection::vec(1usize..7, 1..5), which in 0usize..9, alpha in -1.0f32..1.0,
+    fn activations(dims in proptest::collection::vec(1usize..7, 1..5), which in 0usize..11, alpha in -1.0f32..1.0,
                    bound in -1.0f32..1.0, seed in any::<u64>()) {
         let act = [
             Activation::Relu,
@@ -123,6 +125,8 @@ proptest! {
             Activation::HardSigmoid { alpha, beta: bound },
             Activation::Erf,
             Activation::Silu,
+            Activation::Gelu,
+            Activation::HardSwish,
         ][which];
         check_graph(&one_op(Op::Activation(act), TensorType::f32(dims), &[]).unwrap(), seed);
     }

@@ -133,7 +133,8 @@ proptest! {
                                     Just(Some(Activation::Clip { min: 0.0, max: 6.0 })),
                                     Just(Some(Activation::Sigmoid)), Just(Some(Activation::Tanh)),
                                     Just(Some(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 })),
-                                    Just(Some(Activation::Erf)), Just(Some(Activation::Silu))],
+                                    Just(Some(Activation::Erf)), Just(Some(Activation::Silu)),
+                                    Just(Some(Activation::Gelu)), Just(Some(Activation::HardSwish))],
                  seed in any::<u64>()) {
         let op = Op::Conv2d(Conv2d { stride: [s.0, s.1], dilation: [d.0, d.1], padding: pad, groups: g, activation: act });
         let mut params = vec![TensorType::f32([og * g, 1, kh, kw])];

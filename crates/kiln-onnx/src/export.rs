@@ -651,6 +651,22 @@ impl Exporter<'_, '_> {
                 ("HardSigmoid", vec![float("alpha", alpha), float("beta", beta)])
             }
             Activation::Erf => ("Erf", vec![]),
+            Activation::HardSwish => ("HardSwish", vec![]),
+            Activation::Gelu => {
+                // `(x + x·Erf(x·c))·0.5` (ONNX's Gelu is opset 20; this file is opset 18)
+                let c = self.const_f32(&format!("{output}.c"), &[], &[Activation::GELU_C]);
+                let z = self.fresh(&format!("{output}.scaled"));
+                self.push("Mul", &z, vec![c, input.clone()], &z, vec![]);
+                let er = self.fresh(&format!("{output}.erf"));
+                self.push("Erf", &er, vec![z], &er, vec![]);
+                let xs = self.fresh(&format!("{output}.xs"));
+                self.push("Mul", &xs, vec![input.clone(), er], &xs, vec![]);
+                let sum = self.fresh(&format!("{output}.sum"));
+                self.push("Add", &sum, vec![input, xs], &sum, vec![]);
+                let half = self.const_f32(&format!("{output}.half"), &[], &[0.5]);
+                self.push("Mul", output, vec![sum, half], output, vec![]);
+                return Ok(());
+            }
             Activation::Silu => {
                 // `x · Sigmoid(x)`, the form PyTorch exports SiLU in
                 let s = self.fresh(&format!("{output}.sigmoid"));

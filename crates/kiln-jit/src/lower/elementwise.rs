@@ -86,9 +86,11 @@ pub(super) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -
             let s = sigmoid(e, ty, x);
             e.b.ins().fmul(x, s)
         }
-        Activation::Clip { .. } | Activation::HardSigmoid { .. } | Activation::Erf => {
-            crate::lower_reduce::activation(e, ty, x, act)
-        }
+        Activation::Clip { .. }
+        | Activation::HardSigmoid { .. }
+        | Activation::Erf
+        | Activation::Gelu
+        | Activation::HardSwish => crate::lower_reduce::activation(e, ty, x, act),
     }
 }
 

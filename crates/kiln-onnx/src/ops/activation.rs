@@ -84,16 +84,11 @@ pub(crate) fn hard_sigmoid(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &st
     one(im.add(n, out, Op::Activation(act), &[x])?)
 }
 
-/// HardSwish: `x · HardSigmoid { 1/6, 1/2 }(x)`.
+/// HardSwish: `x · HardSigmoid { 1/6, 1/2 }(x)`, one activation (`Activation::HardSwish`).
 pub(crate) fn hard_swish(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
     a.known(&[])?;
     let x = im.tensor(n, 0)?;
-    let act = Activation::HardSigmoid {
-        alpha: 1.0 / 6.0,
-        beta: 0.5,
-    };
-    let hs = im.add(n, &format!("{out}.hard_sigmoid"), Op::Activation(act), &[x])?;
-    one(im.add(n, out, Op::Binary(BinaryOp::Mul), &[x, hs])?)
+    one(im.add(n, out, Op::Activation(Activation::HardSwish), &[x])?)
 }
 
 /// Erf.
@@ -103,25 +98,16 @@ pub(crate) fn erf(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<V
     one(im.add(n, out, Op::Activation(Activation::Erf), &[x])?)
 }
 
-/// Gelu (opset 20), composed without constants: exact `(x + x·erf(x/√2))/2`, or with
-/// `approximate = "tanh"` `(x + x·tanh(√(2/π)·(x + 0.044715·x³)))/2`.
+/// Gelu (opset 20): exact, `(x + x·erf(x/√2))/2`, one activation (`Activation::Gelu`, which
+/// a matrix product or convolution before it can finish with); with `approximate = "tanh"`
+/// composed without constants, `(x + x·tanh(√(2/π)·(x + 0.044715·x³)))/2`.
 pub(crate) fn gelu(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str) -> F<Vec<Val>> {
     a.known(&["approximate"])?;
     let approximate = a.string("approximate", "none")?;
     let x = im.tensor(n, 0)?;
     let mul = Op::Binary(BinaryOp::Mul);
     let s = match approximate.as_str() {
-        "none" => {
-            let z = im.add(
-                n,
-                &format!("{out}.scaled"),
-                Op::Scale {
-                    factor: std::f32::consts::FRAC_1_SQRT_2,
-                },
-                &[x],
-            )?;
-            im.add(n, &format!("{out}.erf"), Op::Activation(Activation::Erf), &[z])?
-        }
+        "none" => return one(im.add(n, out, Op::Activation(Activation::Gelu), &[x])?),
         "tanh" => {
             let x2 = im.add(n, &format!("{out}.x2"), mul.clone(), &[x, x])?;
             let x3 = im.add(n, &format!("{out}.x3"), mul.clone(), &[x2, x])?;
