@@ -1086,7 +1086,7 @@ fn channels_geom(g: &Window2d, planes: u64, row_max: usize) -> Option<ChannelGeo
 /// ([`pool_channels`], [`depthwise_channels`]; eight planes on AVX2, sixteen on AVX-512):
 /// [`channels_geom`], but on AVX-512 only for output rows of at most one register
 /// ([`AVX512_BLOCK_ROW_MAX`]; wider ones up to [`CHANNEL_ROW_MAX`] where the ring does not
-/// take them) or kernels of more than [`FIXED_TAPS`] taps (rows up to
+/// take them) or kernels of more than [`FIXED_TAPS`] taps at column stride 1 (rows up to
 /// [`WIDE_KERNEL_ROW_MAX`]), not for wider rows, which its own 16-lane row paths run as fast or faster
 /// (EPYC Zen 4, one thread, each kernel alone: EfficientNet-B0's 3 × 3 s2 depthwise with SiLU,
 /// 96 × 112 × 112, 0.38 ms on the ring against 0.48 in blocks of eight; max 3 × 3 s2 on 64 ×
@@ -1104,8 +1104,9 @@ fn channels_geom(g: &Window2d, planes: u64, row_max: usize) -> Option<ChannelGeo
 #[cfg(target_arch = "x86_64")]
 fn block_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
     let avx2 = S::LANES == 8;
-    // a kernel of more taps than the ring's unrolled passes hold in registers
-    let wide = !avx2 && g.kernel[0].saturating_mul(g.kernel[1]) > FIXED_TAPS;
+    // a kernel of more taps than the ring's unrolled passes hold in registers, at column
+    // stride 1
+    let wide = !avx2 && g.kernel[0].saturating_mul(g.kernel[1]) > FIXED_TAPS && g.stride[1] == 1;
     let row_max = if wide {
         WIDE_KERNEL_ROW_MAX
     } else {
@@ -1124,13 +1125,16 @@ fn block_geom<S: Shift>(g: &Window2d, planes: u64) -> Option<ChannelGeom> {
 }
 
 /// Output rows of at most this many columns take [`pool_channels`] and
-/// [`depthwise_channels`] on AVX-512 for kernels of more than [`FIXED_TAPS`] taps, which the
+/// [`depthwise_channels`] on AVX-512 for kernels of more than [`FIXED_TAPS`] taps at column
+/// stride 1, which the
 /// ring runs with a load per tap (`ring_pass_any`). Measured on an Intel Xeon (family 6 model
 /// 167; one thread, each kernel alone with its bias and ReLU, ms, ring → blocks of sixteen,
 /// twice each): depthwise 7 × 7 on 192 × 28 × 28 0.267–0.268 → 0.194–0.196, on 96 × 56 × 56
 /// (ConvNeXt's) 0.534–0.546 → 0.404–0.405; where the ring holds the weights, blocks lose
 /// wider than [`AVX512_BLOCK_ROW_MAX`] (3 × 3 on 192 × 28 × 28 0.063 → 0.071–0.072, 5 × 5 on
-/// 40 × 56 × 56 0.097–0.100 → 0.106–0.109, avg 3 × 3 on 256 × 28 × 28 0.091–0.096 → 0.113–0.114).
+/// 40 × 56 × 56 0.097–0.100 → 0.106–0.109, avg 3 × 3 on 256 × 28 × 28 0.091–0.096 → 0.113–0.114),
+/// and so do wide kernels at column stride 2 (7 × 7 s2 on 96 × 112 × 112 0.61–0.63 → 0.69):
+/// those keep the ring; a 9 × 9 on 32 × 40 × 40 gains (0.124–0.126 → 0.089–0.091).
 const WIDE_KERNEL_ROW_MAX: usize = 64;
 
 /// The most planes of a channel block (AVX-512's sixteen lanes).

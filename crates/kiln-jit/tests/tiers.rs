@@ -352,7 +352,7 @@ fn depthwise_ring_paths_on_every_tier() {
 /// path (`direct.rs`' `depthwise_channels`, blocks of eight planes on AVX2 and sixteen on
 /// AVX-512: output rows of at most 32 pixels, or, on AVX2, any at column stride 2; on AVX-512
 /// rows of at most 16, or of up to 32 that the ring does not take (column stride 3), or of up
-/// to 64 for kernels of more than 25 taps, eight outputs of a row at a time at stride 1), on
+/// to 64 for kernels of more than 25 taps at column stride 1, eight outputs of a row at a time at stride 1), on
 /// 1 and 2 threads: the unrolled 3×3 and 5×5 windows at column strides 1 and 2, the general
 /// one (other kernels, column dilation, strides past 2), rows of fewer than eight pixels
 /// (loaded eight pixels of the plane at a time) and of eight or more (eight of the row at a
