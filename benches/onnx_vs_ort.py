@@ -568,6 +568,8 @@ def ort_session(path, threads):
 # CPU-clock measurements run each engine for about this much time, so process start-up and
 # the clock's granularity are small beside it.
 CPU_TARGET_S = 1.0
+# warm-up of each timed process, kiln's (`kiln bench`) and ONNX Runtime's alike
+WARM_UP_S = 0.1
 
 
 def clock_for(clock, threads):
@@ -578,7 +580,8 @@ def clock_for(clock, threads):
 
 def ort_worker(argv):
     """`--ort-worker MODEL THREADS RUNS CLOCK NAME=X.npy ...`: prints ORT's time per run in ms
-    after one warm-up run: CLOCK `wall`, the median of RUNS runs; `cpu`, the process's CPU time
+    after warm-up runs for WARM_UP_S (one at least; as `kiln bench`: a new process's threads may
+    share one CPU for its first milliseconds): CLOCK `wall`, the median of RUNS runs; `cpu`, the process's CPU time
     over at least 3 runs and CPU_TARGET_S seconds, divided by the runs."""
     import numpy as np
 
@@ -588,7 +591,10 @@ def ort_worker(argv):
         k, v = a.rsplit("=", 1)
         feed[k] = np.load(v)
     s = ort_session(path, threads)
+    t_warm = time.perf_counter()
     s.run(None, feed)
+    while time.perf_counter() - t_warm < WARM_UP_S:
+        s.run(None, feed)
     if clock == "cpu":
         n, t0 = 0, time.process_time()
         while n < 3 or time.process_time() - t0 < CPU_TARGET_S:

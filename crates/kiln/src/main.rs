@@ -198,7 +198,7 @@ struct BenchArgs {
     /// Which engines to time.
     #[arg(long, value_enum, default_value_t = BenchEngine::Both)]
     engine: BenchEngine,
-    /// Timed runs per engine (after one warm-up run), 1 to 1000000.
+    /// Timed runs per engine (after warm-up runs for 100 ms, one at least), 1 to 1000000.
     #[arg(long, default_value_t = 10, value_parser = runs_arg)]
     runs: usize,
     /// Also time each JIT kernel on its own (median of `--runs` runs, on one thread, in that
@@ -510,12 +510,25 @@ fn print_value(name: &str, v: &Value<f32>) -> Result<()> {
     Ok(())
 }
 
-/// The median of `runs` (at least 1, checked by `--runs`) timed calls of `f`, after a warm-up.
+/// How long `bench` warms an engine up before it times it (one run at least): a new
+/// process's threads may share one CPU for its first milliseconds (two-thread runs of LeNet-5
+/// at batch 64 took 1.7–1.9 ms there and 0.46 once spread, on a 2-vCPU Intel Xeon), which
+/// the timed runs are not to measure.
+const WARM_UP: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The median of `runs` (at least 1, checked by `--runs`) timed calls of `f`, after calls for
+/// [`WARM_UP`] (one at least).
 fn median_ms(mut f: impl FnMut() -> Result<()>, runs: usize) -> Result<f64> {
     if runs == 0 {
         bail!("the number of timed runs must be at least 1");
     }
-    f()?; // warm-up
+    let warm = Instant::now();
+    loop {
+        f()?;
+        if warm.elapsed() >= WARM_UP {
+            break;
+        }
+    }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
