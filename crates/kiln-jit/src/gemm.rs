@@ -785,36 +785,70 @@ pub(crate) unsafe fn macro_kernel(
             BPanels::Rows { edge, .. } => unsafe { (kern.f)(kc as i64, ap, edge.as_ptr(), c, ldc, acc) },
         }
     };
-    for jr in (0..nc).step_by(nr) {
+    // the tile at row `ir`, column `jr` of the block
+    let mut tile = |ir: usize, jr: usize| {
         let cols = nr.min(nc - jr);
-        for ir in (0..mc).step_by(mr) {
-            let rows = mr.min(mc - ir);
-            let ap = apack[ir / mr * mr * kc..].as_ptr();
-            // SAFETY: `gemm` checked `[ic, ic + mc) ⊆ [0, m)` and `[jc, jc + nc) ⊆ [0, n)`, so
-            // row ic + ir < m and column jc + jr < n ≤ ldc are inside C.
-            // (wrapping: a wide product's C is its item's scratch, `p.c` placed so that the
-            // item's first row and column land on the scratch's start, `run_items`)
-            let c = p.c.wrapping_add((ic + ir) * p.ldc + jc + jr);
-            if rows == mr && cols == nr {
-                // the full tile's rows and columns are inside C
-                run(ap, jr, c, p.ldc, accumulate);
-            } else {
-                // an edge tile: compute the whole tile into `tmp` (mr·nr floats), keep the
-                // part inside C
-                run(ap, jr, tmp.as_mut_ptr(), nr, false);
-                for r in 0..rows {
-                    for (j, &t) in tmp[r * nr..r * nr + cols].iter().enumerate() {
-                        // SAFETY: inside the tile's valid part of C.
-                        unsafe {
-                            let dst = c.add(r * p.ldc + j);
-                            *dst = if accumulate { *dst + t } else { t };
-                        }
+        let rows = mr.min(mc - ir);
+        let ap = apack[ir / mr * mr * kc..].as_ptr();
+        // SAFETY: `gemm` checked `[ic, ic + mc) ⊆ [0, m)` and `[jc, jc + nc) ⊆ [0, n)`, so
+        // row ic + ir < m and column jc + jr < n ≤ ldc are inside C.
+        // (wrapping: a wide product's C is its item's scratch, `p.c` placed so that the
+        // item's first row and column land on the scratch's start, `run_items`)
+        let c = p.c.wrapping_add((ic + ir) * p.ldc + jc + jr);
+        if rows == mr && cols == nr {
+            // the full tile's rows and columns are inside C
+            run(ap, jr, c, p.ldc, accumulate);
+        } else {
+            // an edge tile: compute the whole tile into `tmp` (mr·nr floats), keep the
+            // part inside C
+            run(ap, jr, tmp.as_mut_ptr(), nr, false);
+            for r in 0..rows {
+                for (j, &t) in tmp[r * nr..r * nr + cols].iter().enumerate() {
+                    // SAFETY: inside the tile's valid part of C.
+                    unsafe {
+                        let dst = c.add(r * p.ldc + j);
+                        *dst = if accumulate { *dst + t } else { t };
                     }
                 }
             }
         }
+    };
+    if row_bands(p.m, p.n, p.k) {
+        for ir in (0..mc).step_by(mr) {
+            for jr in (0..nc).step_by(nr) {
+                tile(ir, jr);
+            }
+        }
+    } else {
+        for jr in (0..nc).step_by(nr) {
+            for ir in (0..mc).step_by(mr) {
+                tile(ir, jr);
+            }
+        }
     }
 }
+
+/// Whether `macro_kernel` runs the tiles of an `m × n × k` product's blocks in row bands (each band of `mr` rows across
+/// the block's columns) instead of column strips (each strip of `nr` columns down the
+/// block's rows, so that a B panel serves every A panel from L1): where the product is so
+/// shallow that storing C outweighs its FMAs (K of at most [`BAND_K`]) and C does not fit
+/// L2. Each row of C is then written along its lines, which the prefetchers follow, instead
+/// of `nr` columns at a time. Every tile computes the same sums in either order.
+fn row_bands(m: usize, n: usize, k: usize) -> bool {
+    let c_bytes = m.saturating_mul(n).saturating_mul(4);
+    k <= BAND_K && c_bytes > cache_size(2).unwrap_or(1 << 20)
+}
+
+/// The deepest product [`row_bands`] takes. Measured on a 2-vCPU Intel Xeon (family 6 model
+/// 167, L2 2 MiB), one thread, 1 × 1 convolutions + bias + ReLU alone (`kiln bench
+/// --profile`, ms, strips → bands, alternated): 96 ← 16 on 112 × 112 0.465–0.471 → 0.390–0.396,
+/// with SiLU 0.81–0.83 → 0.74–0.75; 144 ← 16 0.68–0.73 → 0.55–0.61; 192 ← 16 0.91 → 0.75;
+/// 96 ← 24 0.55–0.59 → 0.50–0.57; 96 ← 16 on 80 × 80 0.224–0.237 → 0.195–0.200, on 100 × 100
+/// 0.37 → 0.31. Not taken: where C fits L2 (96 ← 16 on 64 × 64 and 56 × 56, 144 ← 24 on 56 × 56:
+/// alike or up to 7 % slower in bands) and from K = 32 (64 ← 32 and 96 ← 32 on 112 × 112,
+/// 128 ← 64 on 56 × 56: 3–8 % slower in bands, where each B panel serving the strip's
+/// A panels from L1 counts).
+const BAND_K: usize = 24;
 
 /// Packs A's block `[ic, ic + mc) × [pc, pc + kc)` as micro-panels of `mr` rows: element
 /// `(i, k)` of panel `q` at `q·mr·kc + k·mr + i`; rows past `m` are zero. Writes are
@@ -3170,6 +3204,18 @@ mod tests {
             (2, 1, 0),
         ] {
             check(&g, m, n, k);
+        }
+    }
+
+    /// A shallow product whose C is larger than L2 runs in row bands (`row_bands`) on every
+    /// tier this CPU runs, edge tiles included, and every element of C is its sum.
+    #[test]
+    fn shallow_products_larger_than_l2_run_in_row_bands() {
+        let (m, k) = (50, 16);
+        let n = cache_size(2).unwrap_or(1 << 20) / (4 * m) + 77;
+        assert!(row_bands(m, n, k) && !row_bands(m, n, BAND_K + 1) && !row_bands(m, 64, k));
+        for tier in Tier::runnable() {
+            check(&Sgemm::with_tier(tier).unwrap(), m, n, k);
         }
     }
 
