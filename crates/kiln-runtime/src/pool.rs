@@ -35,6 +35,36 @@ struct Arena(*mut u8);
 // barrier orders one kernel before the next; between runs no worker touches it.
 unsafe impl Send for Arena {}
 
+/// One input's copy into the arena at the start of a run ([`Pool::run_fed`]): `len` bytes
+/// from `src` to the arena's byte `offset`.
+#[derive(Clone, Copy)]
+pub struct InputCopy {
+    pub src: *const u8,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The copies of one run, as the threads see them: `len` [`InputCopy`]s at `ptr` (the
+/// caller's, alive until [`Pool::run_fed`] returns).
+#[derive(Clone, Copy)]
+struct Copies {
+    ptr: *const InputCopy,
+    len: usize,
+}
+
+// SAFETY: the copies and the inputs they read are only read, by the threads of one run, before
+// the barrier that ends the copying, which the caller's thread passes too before
+// `Pool::run_fed` returns; each thread writes its own bytes of each slot.
+unsafe impl Send for Copies {}
+
+/// Bytes `[b, e)` of a copy of `len` bytes that thread `t` of `n` makes: equal parts, cut at
+/// cache lines.
+fn copy_part(len: usize, t: usize, n: usize) -> (usize, usize) {
+    let lines = len.div_ceil(64);
+    let cut = |u: usize| (lines * u / n * 64).min(len);
+    (cut(t), cut(t + 1))
+}
+
 /// What is left of one thread's share of a split step: grains `[lo, hi)` of the range of the
 /// step whose number is `step` (a share of an earlier step is stale, and dealt anew).
 #[derive(Default)]
@@ -144,6 +174,8 @@ struct Job {
     shares: Arc<[Mutex<Share>]>,
     /// The number of the run's first step (steps are numbered across runs, from 1).
     first: u64,
+    /// The inputs every thread copies a part of before the first step.
+    copies: Copies,
 }
 
 pub struct Pool {
@@ -236,6 +268,19 @@ fn run_split(t: usize, s: &Step, step: u64, arena: Arena, shares: &[Mutex<Share>
 /// every barrier, and a split step always has one before it (or is the run's first) and one
 /// after it.
 fn work(t: usize, job: &Job) {
+    if job.copies.len > 0 {
+        // SAFETY: `Copies` (the caller's slice, alive until every thread has passed the
+        // barrier below); each copy's source holds `len` bytes and its slot in the arena
+        // `len` bytes from `offset` (`Pool::run_fed`'s contract), and the threads' parts are
+        // disjoint.
+        unsafe {
+            for c in std::slice::from_raw_parts(job.copies.ptr, job.copies.len) {
+                let (b, e) = copy_part(c.len, t, job.shares.len());
+                std::ptr::copy_nonoverlapping(c.src.add(b), job.arena.0.add(c.offset + b), e - b);
+            }
+        }
+        job.barrier.wait();
+    }
     for (i, s) in job.steps.iter().enumerate() {
         if s.parts > 1 {
             run_split(t, s, job.first + i as u64, job.arena, &job.shares);
@@ -320,6 +365,18 @@ impl Pool {
     /// `arena` must be valid for every kernel of `steps` and not be accessed by anyone else
     /// until this returns.
     pub unsafe fn run(&self, arena: *mut u8, steps: &Arc<[Step]>) {
+        // SAFETY: forwarded from the caller; no copies.
+        unsafe { self.run_fed(arena, &[], steps) }
+    }
+
+    /// [`Pool::run`] after copying `copies` into the arena, each thread a part of each (a
+    /// barrier between the copies and the first step).
+    ///
+    /// # Safety
+    /// As [`Pool::run`]; each copy's `src` must be valid for reading `len` bytes until this
+    /// returns, and `[offset, offset + len)` lie inside the arena, not overlapping another
+    /// copy's nor `src`.
+    pub unsafe fn run_fed(&self, arena: *mut u8, copies: &[InputCopy], steps: &Arc<[Step]>) {
         let first = self.numbered.fetch_add(steps.len() as u64, Ordering::Relaxed);
         let job = || Job {
             arena: Arena(arena),
@@ -327,6 +384,10 @@ impl Pool {
             barrier: Arc::clone(&self.barrier),
             shares: Arc::clone(&self.shares),
             first,
+            copies: Copies {
+                ptr: copies.as_ptr(),
+                len: copies.len(),
+            },
         };
         for tx in &self.senders {
             // a worker only stops when the pool is dropped, so the send cannot fail here

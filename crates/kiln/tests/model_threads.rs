@@ -139,3 +139,39 @@ fn outputs_viewed_in_place() {
     let e = other.view(&session, &want[0].0).unwrap_err();
     assert_eq!(e.to_string(), "the session belongs to another model");
 }
+
+/// Inputs large enough for the pool's threads to share copying them into the arena (each
+/// thread a part of each, at 2 and 3 threads, sizes that are not whole cache lines): the
+/// results equal a 1-thread compile's bit for bit, run after run with fresh inputs.
+#[test]
+fn inputs_copied_by_every_thread_arrive_whole() {
+    // 70 007 floats (over the size from which the threads copy) and 23 (two cache lines,
+    // which three threads share unevenly)
+    let graph = kiln::ir::text::parse(
+        "graph g {
+  input %x: f32[1, 7, 73, 137]
+  input %y: f32[1, 1, 1, 23]
+  %m = max_pool2d(%x) {kernel=[1, 1], stride=[1, 1]}
+  %s = global_avg_pool(%m)
+  %t = add(%s, %y)
+  output %m
+  output %t
+}",
+    )
+    .unwrap();
+    let run = |threads: usize, x: &HashMap<String, Value<f32>>| {
+        let opts = kiln::jit::JitOptions {
+            threads,
+            ..Default::default()
+        };
+        let model = kiln::compile(&graph, &opts).unwrap();
+        bits(&model.run(x).unwrap())
+    };
+    for seed in 0..3 {
+        let x = kiln::ir::init::random_inputs(&graph, seed).unwrap();
+        let want = run(1, &x);
+        for threads in [2, 3] {
+            assert!(run(threads, &x) == want, "seed {seed}, {threads} threads");
+        }
+    }
+}
