@@ -878,6 +878,27 @@ fn direct_convolutions_on_every_tier() {
     }
 }
 
+/// A long activation (SiLU, GELU, sigmoid) after a direct convolution goes over the finished
+/// rows of each segment's worth of pixels, after the bias and the residual (`direct_conv`);
+/// equal the interpreter on every tier, on 1 and 2 threads: rows of several segments, a
+/// stride-2 stem over 3 planes, and weights larger than L2 (the activation after the whole
+/// job).
+#[test]
+fn long_activations_after_direct_convolutions() {
+    let cases = [
+        (1, 8, 1, 72, 3, 230, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 3, 1, 40, 30, 44, 7, 2, 1, [3, 3, 3, 3]),
+        (1, 128, 1, 1024, 5, 12, 3, 1, 1, [1, 1, 1, 1]),
+    ];
+    let acts = [Activation::Silu, Activation::Gelu, Activation::Sigmoid];
+    for (i, &case) in cases.iter().enumerate() {
+        for (a, act) in acts.into_iter().enumerate() {
+            let graph = conv_graph(case, a != 1, Some(act));
+            check_tiers_and_threads(&graph, (i * 3 + a) as u64, &format!("{case:?}, {act:?}"));
+        }
+    }
+}
+
 /// Direct convolutions whose padded copies are larger than this host's L2 (128 channels of 68
 /// × 68 padded pixels, 2.4 MB, 1152 taps; 32 channels of 132 × 132, 2.2 MB, 288 taps) run on
 /// AVX-512 band by band (`DirectConv::band`: whole output rows whose padded rows fill at most
