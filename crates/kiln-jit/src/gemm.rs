@@ -828,27 +828,40 @@ pub(crate) unsafe fn macro_kernel(
     }
 }
 
-/// Whether `macro_kernel` runs the tiles of an `m × n × k` product's blocks in row bands (each band of `mr` rows across
-/// the block's columns) instead of column strips (each strip of `nr` columns down the
-/// block's rows, so that a B panel serves every A panel from L1): where the product is so
-/// shallow that storing C outweighs its FMAs (K of at most [`BAND_K`]) and C does not fit
-/// L2. Each row of C is then written along its lines, which the prefetchers follow, instead
-/// of `nr` columns at a time. Every tile computes the same sums in either order.
+/// Whether `macro_kernel` runs the tiles of an `m × n × k` product's blocks in row bands
+/// (each band of `mr` rows across the block's columns) instead of column strips (each strip
+/// of `nr` columns down the block's rows, so that a B panel serves every A panel from L1):
+/// where C does not fit L2 and the product is so shallow that storing C outweighs its FMAs
+/// (K of at most [`BAND_K`]), and where C is more than half of L2 and a strip would run down
+/// [`BAND_M`] rows or more, each a page or more from the last. Each row of C is then written
+/// along its lines, which the prefetchers follow, instead of `nr` columns at a time. Every
+/// tile computes the same sums in either order.
 fn row_bands(m: usize, n: usize, k: usize) -> bool {
     let c_bytes = m.saturating_mul(n).saturating_mul(4);
-    k <= BAND_K && c_bytes > cache_size(2).unwrap_or(1 << 20)
+    let l2 = cache_size(2).unwrap_or(1 << 20);
+    (k <= BAND_K && c_bytes > l2) || (m >= BAND_M && c_bytes.saturating_mul(2) > l2)
 }
 
-/// The deepest product [`row_bands`] takes. Measured on a 2-vCPU Intel Xeon (family 6 model
-/// 167, L2 2 MiB), one thread, 1 × 1 convolutions + bias + ReLU alone (`kiln bench
-/// --profile`, ms, strips → bands, alternated): 96 ← 16 on 112 × 112 0.465–0.471 → 0.390–0.396,
-/// with SiLU 0.81–0.83 → 0.74–0.75; 144 ← 16 0.68–0.73 → 0.55–0.61; 192 ← 16 0.91 → 0.75;
-/// 96 ← 24 0.55–0.59 → 0.50–0.57; 96 ← 16 on 80 × 80 0.224–0.237 → 0.195–0.200, on 100 × 100
-/// 0.37 → 0.31. Not taken: where C fits L2 (96 ← 16 on 64 × 64 and 56 × 56, 144 ← 24 on 56 × 56:
-/// alike or up to 7 % slower in bands) and from K = 32 (64 ← 32 and 96 ← 32 on 112 × 112,
-/// 128 ← 64 on 56 × 56: 3–8 % slower in bands, where each B panel serving the strip's
-/// A panels from L1 counts).
+/// The deepest product [`row_bands`] takes whatever its rows. Measured on a 2-vCPU Intel Xeon
+/// (family 6 model 167, L2 2 MiB), one thread, 1 × 1 convolutions + bias + ReLU alone (`kiln
+/// bench --profile`, ms, strips → bands, alternated): 96 ← 16 on 112 × 112 0.465–0.471 →
+/// 0.390–0.396, with SiLU 0.81–0.83 → 0.74–0.75; 144 ← 16 0.68–0.73 → 0.55–0.61; 192 ← 16
+/// 0.91 → 0.75; 96 ← 24 0.55–0.59 → 0.50–0.57; 96 ← 16 on 80 × 80 0.224–0.237 →
+/// 0.195–0.200, on 100 × 100 0.37 → 0.31. Alike or up to 7 % slower in bands where C fits L2
+/// (96 ← 16 on 64 × 64 and 56 × 56, 144 ← 24 on 56 × 56), and 3–8 % slower from K = 32 where
+/// the product has fewer than [`BAND_M`] rows (64 ← 32 on 112 × 112, the MobileNet block's,
+/// 0.419–0.425 → 0.430–0.444 in its network; 96 ← 32 on 112 × 112).
 const BAND_K: usize = 24;
+
+/// The fewest rows from which a product whose C is more than half of L2 runs in row bands
+/// at any depth ([`row_bands`]). In networks (the same host and thread, `kiln bench
+/// --profile`, each shape's kernels summed, two runs each, strips → bands, ms): ResNet-50's
+/// 1 × 1 256 ← 64 on 56 × 56 with the residual 3.45–3.57 → 2.75–2.82 (four of them; C 3.2 MB),
+/// its projection 1.18–1.22 → 0.82, 512 ← 128 on 28 × 28 with the residual 3.06–3.08 →
+/// 2.93–2.96, 128 ← 256 on 56 × 56 1.47 → 1.40–1.44 (its GEMMs 14.7 → 13.3–13.5 in all);
+/// DenseNet-121's 128 ← k on 56 × 56 alike. Products of fewer rows lose (MobileNet v2's
+/// 192 ← 32 on 28 × 28 0.207–0.209 → 0.220–0.222 in bands, C 0.6 MB).
+const BAND_M: usize = 128;
 
 /// Packs A's block `[ic, ic + mc) × [pc, pc + kc)` as micro-panels of `mr` rows: element
 /// `(i, k)` of panel `q` at `q·mr·kc + k·mr + i`; rows past `m` are zero. Writes are
@@ -3207,15 +3220,21 @@ mod tests {
         }
     }
 
-    /// A shallow product whose C is larger than L2 runs in row bands (`row_bands`) on every
-    /// tier this CPU runs, edge tiles included, and every element of C is its sum.
+    /// A shallow product whose C is larger than L2, and a deep one of `BAND_M` rows whose C
+    /// is more than half of it, run in row bands (`row_bands`) on every tier this CPU runs,
+    /// edge tiles included (K in two blocks for the deep one), and every element of C is its
+    /// sum.
     #[test]
     fn shallow_products_larger_than_l2_run_in_row_bands() {
         let (m, k) = (50, 16);
         let n = cache_size(2).unwrap_or(1 << 20) / (4 * m) + 77;
         assert!(row_bands(m, n, k) && !row_bands(m, n, BAND_K + 1) && !row_bands(m, 64, k));
+        // and a deep product of BAND_M rows whose C is more than half of L2
+        let wide = cache_size(2).unwrap_or(1 << 20) / (8 * BAND_M) + 5;
+        assert!(row_bands(BAND_M, wide, 200) && !row_bands(BAND_M - 1, wide, 200));
         for tier in Tier::runnable() {
             check(&Sgemm::with_tier(tier).unwrap(), m, n, k);
+            check(&Sgemm::with_tier(tier).unwrap(), BAND_M, wide, 200);
         }
     }
 
