@@ -1000,7 +1000,6 @@ fn slot_bytes_mut(arena: &mut ArenaBuf, s: Slot) -> &mut [u8] {
     &mut arena.bytes_mut()[s.offset..s.offset + s.len * 4]
 }
 
-/// `src` into slot `s` (of `src.len()` elements), one `memcpy`.
 /// The bytes of an input value.
 fn value_bytes(v: &Value<f32>) -> &[u8] {
     // SAFETY: f32 and i32 have no padding; the slice covers the value's elements.
@@ -1027,6 +1026,7 @@ const SPLIT_COPY: usize = 256 << 10;
 /// The most inputs the threads copy (more are copied by the calling thread).
 const MAX_SPLIT_COPIES: usize = 8;
 
+/// `src` into slot `s` (of `src.len()` elements), one `memcpy`.
 fn write_f32(arena: &mut ArenaBuf, s: Slot, src: &[f32]) {
     let dst = slot_bytes_mut(arena, s);
     // SAFETY: f32 has no padding and any alignment of u8 works; the slice covers `src`.
