@@ -3172,7 +3172,7 @@ unsafe fn direct_conv<S: Simd>(j: &DirectConvJob) {
     // an activation of many operations (`is_long`) goes over the finished rows of each
     // segment's worth of pixels (in L1 or L2) at the set's width, as the standalone kernel
     // does, instead of 8 lanes at a time in the stores' transposes: SiLU after the 3 × 3 s2
-    // stem 32 ← 3 on 224 × 224 took 0.50–0.52 ms there, 0.46 so (and 0.28–0.29 with ReLU;
+    // stem 32 ← 3 on 224 × 224 took 0.47–0.52 ms there, 0.42–0.46 so (and 0.26–0.29 with ReLU;
     // Intel Xeon, family 6 model 167, one thread). Weights larger than L2 (`prefetch`) are
     // read once: the activation then follows the whole job.
     let late = j

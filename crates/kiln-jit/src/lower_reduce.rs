@@ -256,10 +256,9 @@ pub(crate) fn activation_grad(e: &mut Emitter, ty: Type, act: Activation, v: Val
             // g·(h + x·alpha) where 0 < alpha·x + beta < 1, else g·h
             let [alpha, beta] = Activation::HARD_SWISH;
             let (a, b) = (e.constant(ty, alpha), e.constant(ty, beta));
-            let z = e.b.ins().fmul(v, a);
-            let z = e.b.ins().fadd(z, b);
-            let h = clip(e, ty, z, 0.0, 1.0);
             let xa = e.b.ins().fmul(v, a);
+            let z = e.b.ins().fadd(xa, b);
+            let h = clip(e, ty, z, 0.0, 1.0);
             let inner = e.b.ins().fadd(h, xa);
             let (lo, hi) = (e.constant(ty, 0.0), e.constant(ty, 1.0));
             let t = e.select_lt(ty, lo, z, inner, h);
