@@ -181,6 +181,30 @@ graph norms {
     compare(&g, Loss::cross_entropy(), Some(Optimizer::sgd(0.05)), 9).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// GELU and HardSwish as single activations (as the ONNX importer makes them), after a
+/// convolution and a dense layer, with their backward kernels (`gelu_grad`, `hard_swish_grad`,
+/// from the forward input) JIT'd: a training step equals the interpreter's.
+#[test]
+fn gelu_and_hard_swish_train_as_the_interpreter() {
+    let src = r#"
+graph acts {
+  input %x: f32[2, 3, 6, 5]
+  param %w: f32[4, 3, 3, 3]
+  param %fc.w: f32[3, 4]
+  %c = conv2d(%x, %w) {padding=[1, 1, 1, 1]}
+  %h = hard_swish(%c)
+  %g = gelu(%h)
+  %p = global_avg_pool(%g)
+  %f = flatten(%p)
+  %fc = dense(%f, %fc.w)
+  %y = gelu(%fc)
+  output %y
+}
+"#;
+    let g = kiln::ir::text::parse(src).unwrap();
+    compare(&g, Loss::cross_entropy(), Some(Optimizer::sgd(0.05)), 7).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Weight gradients on the GEMM driver cut every way: many output channels over a narrow
 /// kernel (`dw` split by rows), a wide one (by columns, with edge tiles), a strided, dilated,
 /// asymmetrically padded and grouped one, and a batch whose `N·oh·ow` spans several K blocks,
