@@ -1291,6 +1291,12 @@ pub struct DirectConv {
     /// (`conv_rows::direct_conv_rows`, [`DirectConv::by_rows`]; `hp`, `wp` are its phases'):
     /// `f` is that kernel. `None`: the channel-vectorized kernel over the blocked copy.
     pub phases: Option<Shifted>,
+    /// Whether the kernel reads the image itself, not a copy (`cb` 1, `pad_len` 0): a 1 × 1
+    /// kernel at stride 1 without padding, whose copy would hold the image's planes as they
+    /// are, into at most [`DirectConv::IN_PLACE_ROWS`] output channels. The kernel reads no
+    /// pixel past a row's last (a row's last pixels run in a block of as many), so the planes
+    /// alone hold every tap; `run_direct` checks the job's last tap against them.
+    pub in_place: bool,
 }
 
 impl DirectConv {
@@ -1465,9 +1471,16 @@ impl DirectConv {
             return None;
         }
         let [hp, wp] = g.spans()?;
+        // a pointwise kernel into few channels reads the image itself ([`DirectConv::in_place`])
+        let in_place = g.kh == 1
+            && g.kw == 1
+            && g.stride == [1, 1]
+            && g.pad == [0, 0]
+            && [hp, wp] == [g.h, g.w]
+            && rows <= DirectConv::IN_PLACE_ROWS;
         // the channels side by side in blocks of 8 (a block of pixels reads a few whole lines
         // per row of taps, not a line per channel)
-        let cb = if channels >= BLOCK { BLOCK } else { 1 };
+        let cb = if channels >= BLOCK && !in_place { BLOCK } else { 1 };
         // the slack: room for a block of pixels past a row's end (the kernel runs a row's
         // last pixels in a block of as many and reads none there; kept as a margin)
         let slack = (crate::direct::DIRECT_CONV_PIXELS - 1)
@@ -1493,18 +1506,34 @@ impl DirectConv {
             cb,
             hp,
             wp,
-            pad_len,
+            pad_len: if in_place { 0 } else { pad_len },
             chunk,
             prefetch: channels
                 .saturating_mul(taps)
                 .saturating_mul(rows.next_multiple_of(lanes))
                 .saturating_mul(4)
                 > cache_size(2).unwrap_or(1 << 20),
-            band,
+            band: if in_place { g.oh.checked_mul(g.ow)? } else { band },
             finish: false,
             phases: None,
+            in_place,
         })
     }
+
+    /// The most output channels of a pointwise convolution that reads its image in place
+    /// ([`DirectConv::in_place`]) rather than from a copy in blocks of 8 channels. Measured on
+    /// AVX-512 (an Intel Xeon, family 6 model 167; one thread, each convolution alone with its
+    /// bias and ReLU, `kiln bench --profile`, ms, two alternations, copy → in place): on 14 ×
+    /// 14, 32 ← 512 0.057 → 0.042 (ONNX Runtime's NCHWc kernel 0.037), 48 ← 240 0.042 → 0.036
+    /// (0.026), 64 ← 512 0.088 → 0.075 (0.067), 128 ← 512 0.176 → 0.165, 192 ← 480 0.236–0.240 →
+    /// 0.231, 256 ← 528 0.347 → 0.340, 256 ← 1024 0.670–0.674 → 0.662–0.667; on 7 × 7, 96 ←
+    /// 576 0.042 → 0.037 (0.030), 384 ← 832 0.206–0.209 → 0.207; but 512 ← 1024 on 14 × 14
+    /// 1.324 → 1.337–1.348, and in ResNet-50's profile 512 ← 1024 1.39 → 1.45. The copy, a
+    /// gather of eight planes per line, was a fifth of the smaller ones' time; the more
+    /// blocks of output channels read the image again, the more its blocked lines pay (a
+    /// 1 × 1 at stride 2 read in place: 1024 ← 512 to 14 × 14 1.49–1.52 → 1.64–1.79, so those
+    /// keep their copy).
+    pub const IN_PLACE_ROWS: usize = 256;
 
     /// The most channels of an image the row kernel takes ([`DirectConv::by_rows`]).
     pub const ROW_CHANNELS_MAX: usize = 4;
@@ -1558,6 +1587,7 @@ impl DirectConv {
             band: g.oh.checked_mul(g.ow)?,
             finish: false,
             phases: Some(sh),
+            in_place: false,
         })
     }
 
@@ -2054,7 +2084,10 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             while c0 < cols[1] {
                 let c1 = cols[1].min((c0 / band + 1) * band);
                 let need = dc.copy_rows(&geom, [c0, c1]);
-                let image = copy_needed(&mut copied, (n, g), need).then_some((image.cast_const(), need));
+                let image = (
+                    image.cast_const(),
+                    copy_needed(&mut copied, (n, g), need).then_some(need),
+                );
                 // SAFETY: as below; the image is this item's group of channels, `a` its
                 // weights, `[c0, c1)` inside the item's columns, the bias and the residual
                 // this group's (C's layout).
@@ -2180,7 +2213,7 @@ unsafe fn run_direct(
     [rows, cols]: [[usize; 2]; 2],
     (a, a_packed, g): (*const f32, Option<&[f32]>, usize),
     held: &mut usize,
-    image: Option<(*const f32, [usize; 2])>,
+    (image, need): (*const f32, Option<[usize; 2]>),
     geom: &PatchGeom,
     channels: usize,
     (c, bias, res): (*mut f32, Option<*mut f32>, Option<*mut f32>),
@@ -2246,31 +2279,57 @@ unsafe fn run_direct(
         }
         *held = g;
     }
-    let pad = floats(pad, dc.pad_len);
-    if let (Some((image, need)), Some(_)) = (image, dc.phases) {
-        // SAFETY: forwarded from the caller.
-        unsafe { phase_copy(image, channels, geom, [dc.hp, dc.wp], need, pad) };
-    } else if let Some((image, need)) = image {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            pad_copy_blocked(
-                image,
-                channels,
-                cb,
-                [geom.h, geom.w],
-                geom.pad,
-                [dc.hp, dc.wp],
-                need,
-                pad,
-            )
-        };
+    let pad: &[f32] = if dc.in_place {
+        if [dc.hp, dc.wp, cb] != [geom.h, geom.w, 1] {
+            return Err("a direct convolution in place made for another geometry");
+        }
+        // SAFETY: the image holds `channels` planes of h × w floats (the caller's word).
+        unsafe { std::slice::from_raw_parts(image, channels * geom.h * geom.w) }
+    } else {
+        let pad = floats(pad, dc.pad_len);
+        match (need, dc.phases) {
+            // SAFETY: forwarded from the caller.
+            (Some(need), Some(_)) => unsafe { phase_copy(image, channels, geom, [dc.hp, dc.wp], need, pad) },
+            // SAFETY: forwarded from the caller.
+            (Some(need), None) => unsafe {
+                pad_copy_blocked(
+                    image,
+                    channels,
+                    cb,
+                    [geom.h, geom.w],
+                    geom.pad,
+                    [dc.hp, dc.wp],
+                    need,
+                    pad,
+                )
+            },
+            (None, _) => {}
+        }
+        pad
+    };
+    let steps = match dc.phases {
+        Some(_) => [dc.wp, 1],
+        None => [sy * dc.wp * cb, sx * cb],
+    };
+    // the channel-vectorized kernel reads the taps of the job's pixels, none past a row's
+    // last: the farthest is the last tap (the last channel's, of the last block, its last
+    // row and column: `off` grows with the block, then the row and column, then the channel
+    // in the block) of the last row's last pixel (the row kernel's reach was checked with its
+    // geometry, `Shifted::row_reach`)
+    if dc.phases.is_none() && cols[0] < cols[1] {
+        debug_assert_eq!(off.last(), off.iter().max());
+        let last = (cols[1] - 1) / geom.ow.max(1);
+        let reach = off.last().and_then(|&o| {
+            o.checked_add(last.checked_mul(steps[0])?)?
+                .checked_add((geom.ow - 1).checked_mul(steps[1])?)
+        });
+        if reach.is_none_or(|r| r >= pad.len()) {
+            return Err("a direct convolution's taps outside its image");
+        }
     }
     let job = crate::direct::DirectConvJob {
         pad,
-        steps: match dc.phases {
-            Some(_) => [dc.wp, 1],
-            None => [sy * dc.wp * cb, sx * cb],
-        },
+        steps,
         off,
         wt,
         pw,
@@ -2290,7 +2349,8 @@ unsafe fn run_direct(
     };
     // SAFETY: the job's pointers and sizes as `direct::direct_conv` requires: C's rows and
     // columns of the item, the padded copy with its slack (`DirectConv::new`) holding the rows
-    // the item's pixels read (`DirectConv::copy_rows`), the weights `kg·opad` floats in panels
+    // the item's pixels read (`DirectConv::copy_rows`), or the image itself, every tap of the
+    // job's pixels inside it (checked above), the weights `kg·opad` floats in panels
     // of `pw` (a multiple of the lanes); the kernel's set is this CPU's (`direct::kernels`
     // checked it).
     unsafe { (dc.f)(&job) };

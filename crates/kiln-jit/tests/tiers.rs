@@ -600,11 +600,12 @@ fn pointwise_convolutions_on_small_maps_on_every_tier() {
 
 /// Pointwise convolutions on maps of at most 256 pixels, which AVX-512 runs directly
 /// (`DirectConv::for_pointwise`: B read as one row of pixels per image, 64 channels in or
-/// more, or at most 32 out; asserted): a batch, channels in not a multiple of 8 (300), output
-/// channels in blocks of four registers and a partial one (100 = 64 + 32 + 4), few output
-/// channels (24), exactly 256 pixels; and beside them the shapes that stay GEMMs (289 pixels,
-/// 32 channels in, groups), the bias, the residual and the ReLU, on every tier and 1 and 2
-/// threads.
+/// more, or at most 32 out; asserted), reading the images themselves into at most 256 output
+/// channels, else a copy (`DirectConv::in_place`; asserted): a batch, channels in not a
+/// multiple of 8 (300), output channels in blocks of four registers and a partial one (100 =
+/// 64 + 32 + 4), few output channels (24), more than 256 (264, from a copy), exactly 256
+/// pixels; and beside them the shapes that stay GEMMs (289 pixels, 32 channels in, groups),
+/// the bias, the residual and the ReLU, on every tier and 1 and 2 threads.
 #[test]
 fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
     let p = [0; 4];
@@ -614,36 +615,39 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
         (1, 300, 1, 40, 13, 13, 1, 1, 1, p),
         (1, 72, 1, 24, 9, 9, 1, 1, 1, p),
         (2, 128, 1, 64, 14, 14, 1, 1, 1, p),
+        (1, 72, 1, 264, 7, 7, 1, 1, 1, p),
         (1, 64, 1, 64, 17, 17, 1, 1, 1, p),
         (1, 32, 1, 96, 7, 7, 1, 1, 1, p),
         (1, 128, 2, 96, 7, 7, 1, 1, 1, p),
     ];
     for (i, (_, c, g, o, h, w, ..)) in cases.into_iter().enumerate().filter(|&(_, case)| case.2 == 1) {
-        assert_eq!(
-            DirectConv::for_pointwise(Isa::Avx512, c / g, o / g, h * w).is_some(),
-            i < 5,
-            "case {i}: {o} ← {c} on {h} × {w}"
-        );
+        let direct = DirectConv::for_pointwise(Isa::Avx512, c / g, o / g, h * w);
+        assert_eq!(direct.is_some(), i < 6, "case {i}: {o} ← {c} on {h} × {w}");
+        if let Some((dc, _)) = direct {
+            let in_place = o / g <= DirectConv::IN_PLACE_ROWS;
+            assert_eq!((dc.in_place, dc.pad_len == 0), (in_place, in_place), "case {i}");
+        }
         assert!(
             DirectConv::for_pointwise(Isa::Avx2, c / g, o / g, h * w).is_none(),
             "case {i} on AVX2"
         );
     }
     // and the compiler takes the rule: the AVX-512 tier's kernel of each case is the direct
-    // kernel exactly for the first five (not for 289 pixels, 32 channels in, two groups)
+    // kernel exactly for the first six (not for 289 pixels, 32 channels in, two groups)
     if Isa::Avx512.available() {
         for (i, &case) in cases.iter().enumerate() {
-            assert_eq!(compiles_direct(Tier::Avx512, case), i < 5, "case {i} {case:?}");
+            assert_eq!(compiles_direct(Tier::Avx512, case), i < 6, "case {i} {case:?}");
         }
     }
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
 /// 1 × 1 downsamples (stride 2) whose output has at most 256 pixels, which AVX-512 runs
-/// directly (`DirectConv::pays`; asserted, and that the compiler takes it): outputs of 7 × 7
-/// (from 13 × 13 and 14 × 14), 8 × 8 in a batch of two, 16 × 16 (exactly 256 pixels), output
-/// channels in a partial register; and a downsample to 17 × 17 that stays a GEMM; the bias,
-/// the residual and the ReLU, on every tier and 1 and 2 threads. AVX2 runs none directly.
+/// directly (`DirectConv::pays`; asserted, and that the compiler takes it) from a copy (not in
+/// place: asserted): outputs of 7 × 7 (from 13 × 13 and 14 × 14), 8 × 8 in a batch of two, 16
+/// × 16 (exactly 256 pixels), output channels in a partial register; and a downsample to 17
+/// × 17 that stays a GEMM; the bias, the residual and the ReLU, on every tier and 1 and 2
+/// threads. AVX2 runs none directly.
 #[test]
 fn small_downsamples_run_directly_on_avx512() {
     let p = [0; 4];
@@ -661,6 +665,9 @@ fn small_downsamples_run_directly_on_avx512() {
             "case {i} {case:?} on AVX-512"
         );
         assert!(!runs_direct(Isa::Avx2, case), "case {i} {case:?} on AVX2");
+        if let Some(dc) = DirectConv::new(Isa::Avx512, &geometry(case), case.1, case.3) {
+            assert!(!dc.in_place && dc.pad_len > 0, "case {i} {case:?} copied");
+        }
         if Isa::Avx512.available() {
             assert_eq!(
                 compiles_direct(Tier::Avx512, case),
