@@ -1339,7 +1339,8 @@ impl DirectConv {
     /// registers, AVX-512's of four; AVX2's 3-pixel blocks fill as well) to nine tenths at
     /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18); on AVX2 with at
     /// most 576 taps (channels × kernel), or at most 1152 where the padded copy of the image
-    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps whatever the copy
+    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps (32 for a 1 × 1
+    /// kernel at stride 1) whatever the copy
     /// (a copy larger than L2 in bands of rows whose copy fits half of it,
     /// [`DirectConv::band`]), and with a kernel
     /// wider than 1 × 1 whatever the width of the rows (a row's last pixels run in a block of
@@ -1426,6 +1427,16 @@ impl DirectConv {
             && g.oh.saturating_mul(g.ow) <= DirectConv::POINTWISE_PIXELS;
         let strided = g.stride == [2, 2] && (g.kh.saturating_mul(g.kw) > 1 || downsample);
         let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
+        // a pointwise kernel (read in place where its output channels are few, no copy) pays
+        // from 32 channels in on AVX-512 (one thread, each alone with its bias and ReLU, ms,
+        // transposed GEMM → direct: on 14 × 14, 288 ← 48 0.051–0.052 → 0.049–0.050, 240 ← 40
+        // 0.045 → 0.039, 192 ← 32 0.026 either way, 144 ← 24 and 96 ← 16 too; MNASNet's
+        // five of them in its profile 0.255 → 0.228), other kernels from 64 taps
+        let floor = if g.kh.saturating_mul(g.kw) == 1 && g.stride == [1, 1] {
+            32
+        } else {
+            64
+        };
         // the padded copy of the image the taps read, in bytes
         let copy = g
             .spans()
@@ -1439,7 +1450,7 @@ impl DirectConv {
             Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
             // (in bands, 144 taps lost to the wide GEMM on a host with two full-width FMA
             // units where 288 paid: the doc above)
-            Isa::Avx512 => (64..=4608).contains(&taps) && (fits_l2 || taps >= 256),
+            Isa::Avx512 => (floor..=4608).contains(&taps) && (fits_l2 || taps >= 256),
             Isa::Cranelift => false,
         };
         // (AVX-512 runs a row's last pixels in a smaller block, which pays for kernels wider
@@ -1599,7 +1610,7 @@ impl DirectConv {
     /// pixels each, as a 1 × 1, stride-1 convolution's, read as one row of `l` pixels
     /// ([`PatchGeom::matrix`]) — for `rows` output channels, with that geometry: on AVX-512
     /// over at most [`DirectConv::POINTWISE_PIXELS`] pixels, where [`DirectConv::new`] takes
-    /// it (as for any convolution: 64 to 4608 taps, here channels, or few output channels).
+    /// it (32 to 4608 channels in, or few output channels).
     /// `None` where the product stays a GEMM.
     ///
     /// Measured on an Intel Xeon (family 6 model 167, L2 2 MiB; one thread, each convolution
