@@ -2294,8 +2294,12 @@ unsafe fn run_direct(
         if [dc.hp, dc.wp, cb] != [geom.h, geom.w, 1] {
             return Err("a direct convolution in place made for another geometry");
         }
+        let len = channels
+            .checked_mul(geom.h)
+            .and_then(|v| v.checked_mul(geom.w))
+            .ok_or("a direct convolution's image too large")?;
         // SAFETY: the image holds `channels` planes of h × w floats (the caller's word).
-        unsafe { std::slice::from_raw_parts(image, channels * geom.h * geom.w) }
+        unsafe { std::slice::from_raw_parts(image, len) }
     } else {
         let pad = floats(pad, dc.pad_len);
         match (need, dc.phases) {
