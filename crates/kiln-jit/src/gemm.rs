@@ -1492,24 +1492,34 @@ impl DirectConv {
         // the channels side by side in blocks of 8 (a block of pixels reads a few whole lines
         // per row of taps, not a line per channel)
         let cb = if channels >= BLOCK && !in_place { BLOCK } else { 1 };
-        // the slack: room for a block of pixels past a row's end (the kernel runs a row's
-        // last pixels in a block of as many and reads none there; kept as a margin)
-        let slack = (crate::direct::DIRECT_CONV_PIXELS - 1)
-            .checked_mul(g.stride[1])?
-            .checked_mul(cb)?;
-        let pad_len = channels
-            .div_ceil(cb)
-            .checked_mul(cb)?
-            .checked_mul(hp)?
-            .checked_mul(wp)?
-            .checked_add(slack)?;
+        // the copy (none in place), with its slack: room for a block of pixels past a row's
+        // end (the kernel runs a row's last pixels in a block of as many and reads none there;
+        // kept as a margin)
+        let pad_len = if in_place {
+            0
+        } else {
+            let slack = (crate::direct::DIRECT_CONV_PIXELS - 1)
+                .checked_mul(g.stride[1])?
+                .checked_mul(cb)?;
+            channels
+                .div_ceil(cb)
+                .checked_mul(cb)?
+                .checked_mul(hp)?
+                .checked_mul(wp)?
+                .checked_add(slack)?
+        };
         // whole blocks of channels' taps, at least one block
         let taps = g.kh.checked_mul(g.kw)?;
         let chunk = (DirectConv::CHUNK / taps)
             .max(1)
             .next_multiple_of(cb)
             .checked_mul(taps)?;
-        let band = DirectConv::band_of(isa, g, channels.div_ceil(cb).checked_mul(cb)?, [hp, wp])?;
+        // (an image read in place is not copied, so not in bands)
+        let band = if in_place {
+            g.oh.checked_mul(g.ow)?
+        } else {
+            DirectConv::band_of(isa, g, channels.div_ceil(cb).checked_mul(cb)?, [hp, wp])?
+        };
         (pad_len <= DirectConv::MAX_PAD).then_some(DirectConv {
             f: k.direct_conv,
             lanes,
@@ -1517,14 +1527,14 @@ impl DirectConv {
             cb,
             hp,
             wp,
-            pad_len: if in_place { 0 } else { pad_len },
+            pad_len,
             chunk,
             prefetch: channels
                 .saturating_mul(taps)
                 .saturating_mul(rows.next_multiple_of(lanes))
                 .saturating_mul(4)
                 > cache_size(2).unwrap_or(1 << 20),
-            band: if in_place { g.oh.checked_mul(g.ow)? } else { band },
+            band,
             finish: false,
             phases: None,
             in_place,
