@@ -282,6 +282,7 @@ unsafe fn group_block(
                             [jc, nc],
                             kc,
                             pc > 0,
+                            None,
                         )
                     };
                 }

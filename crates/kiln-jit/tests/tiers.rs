@@ -951,6 +951,36 @@ fn direct_convolutions_over_copies_larger_than_l2_run_in_bands() {
     check_conv_cases(&cases, |_| true);
 }
 
+/// Pointwise GEMMs whose C is larger than half of this host's L2 run their tiles in row bands
+/// (`gemm::row_bands`), and each band goes through the epilogue (the bias, the residual, the
+/// activation) as soon as its last K block is done: 128 output channels from 16 channels in
+/// (one K block) and from 300 (three, on the AVX-512 tile's 128-deep blocks: the band is
+/// finished only after the last), and 40 from 16 (a shallow product, C larger than L2); each
+/// with the residual and a ReLU, and without a residual; equal the interpreter on every tier,
+/// on 1 and 2 threads. Each is a plain GEMM on every tier (asserted).
+#[test]
+fn gemms_in_row_bands_finish_each_band_as_it_is_done() {
+    let l2 = kiln_jit::gemm::cache_size(2).unwrap_or(1 << 20);
+    // a square map whose C (`outputs` channels of side² floats) exceeds `bytes`
+    let side = |outputs: usize, bytes: usize| (bytes / (outputs * 4)).isqrt() + 3;
+    let (deep, shallow) = (side(128, l2 / 2), side(40, l2));
+    let cases = [
+        (1, 16, 1, 128, deep, deep, 1, 1, 1, [0, 0, 0, 0]),
+        (1, 300, 1, 128, deep, deep, 1, 1, 1, [0, 0, 0, 0]),
+        (1, 16, 1, 40, shallow, shallow, 1, 1, 1, [0, 0, 0, 0]),
+    ];
+    for &case in &cases {
+        for tier in Tier::runnable() {
+            assert!(
+                compiles_to(tier, case, "gemm"),
+                "{case:?} is no plain GEMM on {tier:?}"
+            );
+        }
+    }
+    check_conv_cases(&cases, |_| true);
+    check_conv_cases(&cases, |_| false);
+}
+
 /// The band floor on AVX-512: a 3 × 3 convolution whose padded copy is larger than this host's
 /// L2 runs directly (in bands) from 256 taps (32 channels: 288), not with 144 (16 channels),
 /// which stays a GEMM; with a copy that fits L2, 144 taps run directly. The rule alone
