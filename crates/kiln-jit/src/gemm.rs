@@ -1406,7 +1406,7 @@ impl DirectConv {
     /// 24.0–26.9) still pay: in bands, from 256 taps. Copied whole (the copy within L2),
     /// 144 taps pay there too: 64 ← 16 on 55 × 55 0.39 → 0.34, 128 ← 16 on 112 × 112 3.36–3.44
     /// → 3.14–3.25. There too, 1 × 1 downsamples (stride 2) whose output has at most
-    /// [`DirectConv::POINTWISE_PIXELS`] pixels run directly, whatever their rows fill (`kiln
+    /// [`DirectConv::DOWNSAMPLE_PIXELS`] pixels run directly, whatever their rows fill (`kiln
     /// bench --profile` of each network, twice each, ms, GEMM → direct): ResNet-50's 2048 ←
     /// 1024 to 7 × 7 2.30–2.33 → 1.84–1.86 (ONNX Runtime 1.84–1.88), its 1024 ← 512 to 14 × 14
     /// 1.63–1.72 → 1.65–1.70; ResNet-18's 512 ← 256 to 7 × 7 0.168–0.176 → 0.142–0.147, 256 ←
@@ -1441,12 +1441,11 @@ impl DirectConv {
             Isa::Avx512 => crate::direct::quad_block(isa.lanes()),
             _ => crate::direct::pixel_block(isa.lanes()),
         };
-        // a 1 × 1 downsample (stride 2) on AVX-512 whose output is as small as a pointwise
-        // product's that runs directly ([`DirectConv::for_pointwise`])
+        // a 1 × 1 downsample (stride 2) on AVX-512 whose output is small
         let downsample = isa == Isa::Avx512
             && g.stride == [2, 2]
             && g.kh.saturating_mul(g.kw) == 1
-            && g.oh.saturating_mul(g.ow) <= DirectConv::POINTWISE_PIXELS;
+            && g.oh.saturating_mul(g.ow) <= DirectConv::DOWNSAMPLE_PIXELS;
         let strided = g.stride == [2, 2] && (g.kh.saturating_mul(g.kw) > 1 || downsample);
         let taps = channels.saturating_mul(g.kh).saturating_mul(g.kw);
         // a pointwise kernel (read in place where its output channels are few, no copy) pays
@@ -1635,8 +1634,19 @@ impl DirectConv {
     }
 
     /// The most pixels per image of a pointwise product that runs directly
-    /// ([`DirectConv::for_pointwise`]).
-    pub const POINTWISE_PIXELS: usize = 256;
+    /// ([`DirectConv::for_pointwise`]): a 17 × 17 map (289), where the transposed GEMM it
+    /// replaces gathers and packs its B per run. Measured on an Intel Xeon (family 6 model
+    /// 167; one thread, `kiln bench --profile`, ms): alone, transposed GEMM → direct, 192 ← 768
+    /// on 17 × 17 0.620–0.639 → 0.603–0.627, 160 ← 768 0.520–0.523 → 0.504–0.511, 128 ← 768
+    /// 0.419–0.423 → 0.385–0.389, 64 ← 64 0.022–0.024 → 0.022; in Inception v3's profile (three
+    /// alternations) each of its 1 × 1s on 17 × 17 over 768 channels 0.04–0.10 faster (192 ←
+    /// 768 0.74–0.77 → 0.64–0.71). On 20 × 20 (400 pixels) the plain GEMM still wins: 192 ← 768
+    /// 0.79–0.81 → 0.85 (but 128 ← 256, a transposed GEMM, 0.198 → 0.187).
+    pub const POINTWISE_PIXELS: usize = 289;
+
+    /// The most output pixels per image of a 1 × 1 downsample (stride 2) that runs directly
+    /// on AVX-512 ([`DirectConv::pays`], which gives the measurements): 16 × 16 (256).
+    pub const DOWNSAMPLE_PIXELS: usize = 256;
 
     /// The direct form of a pointwise product — B the images themselves, `k` channels by `l`
     /// pixels each, as a 1 × 1, stride-1 convolution's, read as one row of `l` pixels
