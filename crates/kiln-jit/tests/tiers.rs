@@ -955,8 +955,9 @@ fn direct_convolutions_over_copies_larger_than_l2_run_in_bands() {
 /// Pointwise GEMMs whose C is larger than half of this host's L2 run their tiles in row bands
 /// (`gemm::row_bands`), and each band goes through the epilogue (the bias, the residual, the
 /// activation) as soon as its last K block is done: 128 output channels from 16 channels in
-/// (one K block) and from 300 (three, on the AVX-512 tile's 128-deep blocks: the band is
-/// finished only after the last), and 40 from 16 (a shallow product, C larger than L2); each
+/// (one K block) and from 300 (several where the tile's K blocks are shallower, as the AVX-512
+/// tiles' 128: the band is finished only after the last), and 40 from 16 (a shallow product,
+/// C larger than L2); each
 /// with the residual and a ReLU, and without a residual; equal the interpreter on every tier,
 /// on 1 and 2 threads. Each is a plain GEMM on every tier (asserted).
 #[test]
