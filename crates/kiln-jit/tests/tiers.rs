@@ -605,8 +605,8 @@ fn pointwise_convolutions_on_small_maps_on_every_tier() {
 /// multiple of 8 (300, 40), output channels in blocks of four registers and a partial one
 /// (100 = 64 + 32 + 4), few output channels (24), more than 256 (264, from a copy), exactly
 /// 289 pixels (17 × 17, in a batch of two); and beside them the shapes that stay GEMMs (324
-/// pixels, 24 channels in, groups),
-/// the bias, the residual and the ReLU, on every tier and 1 and 2 threads.
+/// pixels, 24 channels in, groups), the bias, the residual and the ReLU, on every tier and 1
+/// and 2 threads.
 #[test]
 fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
     let p = [0; 4];
@@ -956,10 +956,11 @@ fn direct_convolutions_over_copies_larger_than_l2_run_in_bands() {
 /// (`gemm::row_bands`), and each band goes through the epilogue (the bias, the residual, the
 /// activation) as soon as its last K block is done: 128 output channels from 16 channels in
 /// (one K block) and from 300 (several where the tile's K blocks are shallower, as the AVX-512
-/// tiles' 128: the band is finished only after the last), and 40 from 16 (a shallow product,
-/// C larger than L2); each
-/// with the residual and a ReLU, and without a residual; equal the interpreter on every tier,
-/// on 1 and 2 threads. Each is a plain GEMM on every tier (asserted).
+/// tiles' 128: the band is finished only after the last), 40 from 16 (a shallow product, C
+/// larger than L2), and a 1 × 1 downsample into 128 channels, a wide product on the Rust
+/// tiers (each band moved from the item's scratch into C); each with the residual and a ReLU,
+/// and without a residual; equal the interpreter on every tier, on 1 and 2 threads. None runs
+/// directly on any tier (asserted).
 #[test]
 fn gemms_in_row_bands_finish_each_band_as_it_is_done() {
     let l2 = kiln_jit::gemm::cache_size(2).unwrap_or(1 << 20);
@@ -970,14 +971,19 @@ fn gemms_in_row_bands_finish_each_band_as_it_is_done() {
         (1, 16, 1, 128, deep, deep, 1, 1, 1, [0, 0, 0, 0]),
         (1, 300, 1, 128, deep, deep, 1, 1, 1, [0, 0, 0, 0]),
         (1, 16, 1, 40, shallow, shallow, 1, 1, 1, [0, 0, 0, 0]),
+        (1, 24, 1, 128, 2 * deep, 2 * deep, 1, 2, 1, [0, 0, 0, 0]),
     ];
     for &case in &cases {
         for tier in Tier::runnable() {
-            assert!(
-                compiles_to(tier, case, "gemm"),
-                "{case:?} is no plain GEMM on {tier:?}"
-            );
+            assert!(!compiles_direct(tier, case), "{case:?} runs directly on {tier:?}");
         }
+    }
+    for tier in Tier::runnable().into_iter().filter(|&t| t != Tier::Cranelift) {
+        assert!(
+            compiles_to(tier, cases[3], "wide gemm"),
+            "{:?} is no wide GEMM on {tier:?}",
+            cases[3]
+        );
     }
     check_conv_cases(&cases, |_| true);
     check_conv_cases(&cases, |_| false);
