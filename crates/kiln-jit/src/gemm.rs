@@ -886,38 +886,30 @@ const BAND_K: usize = 24;
 const BAND_M: usize = 128;
 
 /// Packs A's block `[ic, ic + mc) × [pc, pc + kc)` as micro-panels of `mr` rows: element
-/// `(i, k)` of panel `q` at `q·mr·kc + k·mr + i`; rows past `m` are zero. Writes are
-/// sequential; the panel's `mr` rows are read side by side (a whole panel of a tile with a
-/// multiple of 4 rows as 4 × 4 transposes: measured on a 512 × 4608 A, the scalar loop took
-/// two thirds of the GEMM's time).
+/// `(i, k)` of panel `q` at `q·mr·kc + k·mr + i`; rows past `m` are zero. Each panel is the
+/// transpose of its rows ([`transpose_block`]: 4 × 4 and 2 × 4 blocks in registers). Measured
+/// on a 512 × 4608 A, a scalar loop took two thirds of the GEMM's time; on a 2-vCPU Intel
+/// Xeon (family 6 model 207), one thread, a dense layer `[784, 768] · [768, 192]` on the
+/// 6 × 64 tile (alone, `kiln bench --profile`, ms) spent a third of its time in the scalar
+/// loop the 6-row panels took before.
 unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, kc: usize, mr: usize) {
-    // mr ≤ MAX_MR: `gemm` checked `MicroKernel::check` (and `take(live)` bounds the writes)
-    let mut rows: [&[f32]; MAX_MR] = [&[]; MAX_MR];
     for q in 0..mc.div_ceil(mr) {
         let panel = &mut out[q * mr * kc..(q + 1) * mr * kc];
         let live = mr.min(mc - q * mr);
-        if live == mr && mr.is_multiple_of(4) {
-            // a whole panel of whole 4 × 4 blocks: its transpose
-            // SAFETY: rows ic + q·mr .. + mr < m, columns pc..pc + kc ≤ k ≤ lda; the panel
-            // holds the kc × mr transpose.
-            unsafe {
-                transpose_block(
-                    p.a.add((ic + q * mr) * p.lda + pc),
-                    p.lda,
-                    panel.as_mut_ptr(),
-                    mr,
-                    [mr, kc],
-                )
-            };
-            continue;
-        }
-        for (i, row) in rows.iter_mut().enumerate().take(live) {
-            // SAFETY: row ic + q·mr + i < m, columns pc..pc + kc ≤ k ≤ lda.
-            *row = unsafe { std::slice::from_raw_parts(p.a.add((ic + q * mr + i) * p.lda + pc), kc) };
-        }
-        for (k, dst) in panel.chunks_exact_mut(mr).enumerate() {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = if i < live { rows[i][k] } else { 0.0 };
+        // SAFETY: rows ic + q·mr .. + live ≤ m, columns pc..pc + kc ≤ k ≤ lda; the panel
+        // holds the kc × mr transpose (live ≤ mr columns of it written).
+        unsafe {
+            transpose_block(
+                p.a.add((ic + q * mr) * p.lda + pc),
+                p.lda,
+                panel.as_mut_ptr(),
+                mr,
+                [live, kc],
+            )
+        };
+        if live < mr {
+            for dst in panel.chunks_exact_mut(mr) {
+                dst[live..].fill(0.0);
             }
         }
     }
@@ -926,17 +918,19 @@ unsafe fn pack_a(p: &Problem, out: &mut [f32], ic: usize, mc: usize, pc: usize, 
 /// Writes the transpose of the `rows × cols` block at `src` (rows `lds` floats apart) to `dst`
 /// (rows `ldd` apart): `dst[j·ldd + i] = src[i·lds + j]`. On x86-64 in 4 × 4 blocks, four
 /// rows' 4 columns loaded, transposed in registers and stored as 4 rows' 4 columns, a block
-/// column of `dst`'s rows at a time (each written along its lines); the edges one float at a
-/// time.
+/// column of `dst`'s rows at a time (each written along its lines), then the rows left two at
+/// a time as 2 × 4 blocks (the 6- and 7-row panels of `pack_a`); the edges one float at a time.
 ///
 /// # Safety
 /// `src` valid for reading and `dst` for writing those floats, not overlapping.
 unsafe fn transpose_block(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, [rows, cols]: [usize; 2]) {
-    // the rows and columns of whole 4 × 4 blocks, which the registers transpose
+    // the rows of whole 4 × 4 blocks, then of whole 2 × 4 blocks, and the columns of both,
+    // which the registers transpose
     #[cfg(target_arch = "x86_64")]
     let (r4, c4) = (rows / 4 * 4, cols / 4 * 4);
     #[cfg(not(target_arch = "x86_64"))]
     let (r4, c4) = (0, 0);
+    let r2 = r4 + (rows - r4) / 2 * 2;
     #[cfg(target_arch = "x86_64")]
     for j in (0..c4).step_by(4) {
         use std::arch::x86_64::*;
@@ -952,10 +946,28 @@ unsafe fn transpose_block(src: *const f32, lds: usize, dst: *mut f32, ldd: usize
                 }
             }
         }
+        for i in (r4..r2).step_by(2) {
+            // SAFETY: rows i, i + 1 < rows, columns j..j + 4 ≤ cols of the source; the 8-byte
+            // stores at rows j..j + 4, columns i, i + 1 of the destination.
+            unsafe {
+                let (a, b) = (
+                    _mm_loadu_ps(src.add(i * lds + j)),
+                    _mm_loadu_ps(src.add((i + 1) * lds + j)),
+                );
+                // (a0 b0 a1 b1), (a2 b2 a3 b3): destination rows j, j + 1 and j + 2, j + 3
+                let (lo, hi) = (_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b));
+                for (t, v) in [lo, _mm_movehl_ps(lo, lo), hi, _mm_movehl_ps(hi, hi)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    _mm_storel_epi64(dst.add((j + t) * ldd + i).cast::<__m128i>(), _mm_castps_si128(v));
+                }
+            }
+        }
     }
-    // the rest: columns past c4 of every row, and every column of the rows past r4
+    // the rest: columns past c4 of the rows up to r2, and every column of the rows past r2
     for i in 0..rows {
-        for j in if i < r4 { c4 } else { 0 }..cols {
+        for j in if i < r2 { c4 } else { 0 }..cols {
             // SAFETY: row i < rows, column j < cols.
             unsafe { *dst.add(j * ldd + i) = *src.add(i * lds + j) };
         }
@@ -3481,8 +3493,8 @@ mod tests {
     }
 
     /// `transpose_block` writes exactly the transpose: blocks whose sides are and are not
-    /// multiples of the 4 × 4 registers, rows wider than the block on both sides, and nothing
-    /// outside the block (the destination's other floats keep their value).
+    /// multiples of the 4 × 4 registers, 2 × 4 blocks after them (6, 7, 10 rows), rows wider
+    /// than the block on both sides, and nothing outside the block (the destination's other floats keep their value).
     #[test]
     fn transpose_block_is_the_transpose() {
         for (rows, cols) in [
@@ -3494,6 +3506,9 @@ mod tests {
             (13, 6),
             (169, 256),
             (6, 133),
+            (7, 9),
+            (2, 8),
+            (10, 3),
         ] {
             let (lds, ldd) = (cols + 3, rows + 5);
             let src: Vec<f32> = (0..rows * lds).map(|i| i as f32).collect();
