@@ -993,11 +993,22 @@ fn put_row(out: &mut [f32], kc: usize, nr: usize, k: usize, mut j: usize, len: u
         let at = j / nr * nr * kc + k * nr + r;
         match src {
             // a whole micro-panel row of the common tiles (8, 16 and 24 columns: Cranelift
-            // and AVX2; 32: AVX-512): a fixed-size copy, no memcpy call
+            // and AVX2; 32, 48 and 64: AVX-512): fixed-size copies of at most 32 floats, no
+            // memcpy call (a copy of 48 or 64 floats became one; on a 2-vCPU Intel Xeon,
+            // family 6 model 207, one thread, 1 × 1 64 ← 256 on 56 × 56 on the 6 × 64 tile
+            // alone 0.847–0.856 → 0.830–0.837 ms)
             Some(s) if n == 8 => copy_fixed::<8>(&mut out[at..], &s[i..]),
             Some(s) if n == 16 => copy_fixed::<16>(&mut out[at..], &s[i..]),
             Some(s) if n == 24 => copy_fixed::<24>(&mut out[at..], &s[i..]),
             Some(s) if n == 32 => copy_fixed::<32>(&mut out[at..], &s[i..]),
+            Some(s) if n == 48 => {
+                copy_fixed::<32>(&mut out[at..], &s[i..]);
+                copy_fixed::<16>(&mut out[at + 32..], &s[i + 32..]);
+            }
+            Some(s) if n == 64 => {
+                copy_fixed::<32>(&mut out[at..], &s[i..]);
+                copy_fixed::<32>(&mut out[at + 32..], &s[i + 32..]);
+            }
             Some(s) => out[at..at + n].copy_from_slice(&s[i..i + n]),
             None => out[at..at + n].fill(0.0),
         }
