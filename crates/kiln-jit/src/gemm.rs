@@ -30,6 +30,10 @@ pub type MicroKernelFn = unsafe extern "C" fn(i64, *const f32, *const f32, *mut 
 /// lies, row `k` (`NR` floats) at `b + off[k]`, instead of from a packed panel.
 pub type RowsKernelFn = unsafe extern "C" fn(i64, *const f32, *const f32, *const usize, *mut f32, i64, i64);
 
+/// `fn(kc, a, lda, b, c, ldc_bytes, accumulate)`: a [`MicroKernelFn`] whose A is read where it
+/// lies, tile row `i`'s element `k` at `a + i·lda + k`, instead of from a packed panel.
+pub type AInPlaceFn = unsafe extern "C" fn(i64, *const f32, i64, *const f32, *mut f32, i64, i64);
+
 /// A micro-kernel tier: its tile and its code.
 #[derive(Debug, Clone, Copy)]
 pub struct MicroKernel {
@@ -297,6 +301,22 @@ pub(crate) enum BPanels<'a> {
         ptr: *const f32,
         off: &'a [usize],
         f: RowsKernelFn,
+        edge: &'a [f32],
+    },
+}
+
+/// A block's A panels as `macro_kernel` reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum APanels<'a> {
+    /// Packed as micro-panels of `mr` rows (`pack_a`'s layout).
+    Packed(&'a [f32]),
+    /// Read in place by the tile's [`AInPlaceFn`]: the block's row `i`, element `k` (of the K
+    /// block) at `ptr + i·lda + k`, every whole tile of rows; a last panel of fewer than `mr`
+    /// rows from the packed panel `edge` (a whole tile there would read past A's rows).
+    InPlace {
+        ptr: *const f32,
+        lda: usize,
+        f: AInPlaceFn,
         edge: &'a [f32],
     },
 }
@@ -675,6 +695,13 @@ pub unsafe fn gemm_with(
     // ResNet-50's profile each of its 256 ← 64 0.02–0.09 faster, 512 ← 128 0.02–0.04;
     // MobileNet v2's 96 ← 16 on 112 × 112 0.48 → 0.45, 144 ← 24 on 56 × 56 0.21 → 0.19
     let per_band = p.epilogue.is_some() && row_bands(p.m, p.n, p.k);
+    // A's rows read in place by the tile's twin that takes them so, instead of packed per
+    // run, where B is packed (a dense layer's or a matrix product's activations: packing
+    // them, a transpose of every row into the panels, took 12–17 % of ConvNeXt-T's products)
+    let a_in_place = match (a_packed, in_place) {
+        (None, None) => crate::gemm_simd::a_in_place_kernel(kern),
+        _ => None,
+    };
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
@@ -713,15 +740,30 @@ pub unsafe fn gemm_with(
                 };
                 for ic in (rows[0]..rows[1]).step_by(bl.mc) {
                     let mc = bl.mc.min(rows[1] - ic);
-                    let apack: &[f32] = match a_packed {
+                    let apack = match (a_packed, a_in_place) {
                         // ic is a multiple of mr (rows[0] and mc are): its panels start at ic·kc
                         // in the K block at pc·mp and take ⌈mc/mr⌉·mr·kc floats, ic + that ≤ mp
-                        Some(ap) => &ap[pc * mp + ic * kc..pc * mp + (ic + mc.div_ceil(mr) * mr) * kc],
-                        None => {
+                        (Some(ap), _) => APanels::Packed(
+                            &ap[pc * mp + ic * kc..pc * mp + (ic + mc.div_ceil(mr) * mr) * kc],
+                        ),
+                        (None, Some(f)) => {
+                            let whole = mc / mr * mr;
+                            let edge = floats(abuf, if whole < mc { mr * kc } else { 0 });
+                            // SAFETY: forwarded from the caller (rows ic + whole..ic + mc).
+                            unsafe { pack_a(p, edge, ic + whole, mc - whole, pc, kc, mr) };
+                            APanels::InPlace {
+                                // row ic < m, column pc < k ≤ lda: inside A
+                                ptr: p.a.wrapping_add(ic * p.lda + pc),
+                                lda: p.lda,
+                                f,
+                                edge,
+                            }
+                        }
+                        (None, None) => {
                             let apack = floats(abuf, mc.div_ceil(mr) * mr * kc);
                             // SAFETY: forwarded from the caller.
                             unsafe { pack_a(p, apack, ic, mc, pc, kc, mr) };
-                            apack
+                            APanels::Packed(apack)
                         }
                     };
                     // the epilogue of each band of rows as soon as it is finished (`per_band`)
@@ -758,7 +800,7 @@ pub unsafe fn gemm_with(
 pub(crate) unsafe fn macro_kernel(
     kern: &MicroKernel,
     p: &Problem,
-    apack: &[f32],
+    a: APanels,
     b: BPanels,
     [ic, mc]: [usize; 2],
     [jc, nc]: [usize; 2],
@@ -772,38 +814,57 @@ pub(crate) unsafe fn macro_kernel(
     if let BPanels::Rows { off, edge, .. } = b {
         assert!(off.len() == kc && (nc.is_multiple_of(nr) || edge.len() >= nr * kc));
     }
-    // the tile over the A panels at `ap` and B's columns from `jr`, into C at `c`
-    let run = |ap: *const f32, jr: usize, c: *mut f32, ldc: usize, acc: bool| {
-        let (ldc, acc) = ((ldc * 4) as i64, acc as i64);
-        // SAFETY (every arm): the panels are zero-padded to whole tiles (`floats` sized them
-        // `⌈mc/mr⌉·mr·kc` and `⌈nc/nr⌉·nr·kc`), so `ap` has kc·mr floats and a packed B panel
-        // kc·nr; C as the caller says.
-        match b {
-            BPanels::Packed(bpack) => unsafe {
-                (kern.f)(kc as i64, ap, bpack[jr / nr * nr * kc..].as_ptr(), c, ldc, acc)
-            },
-            // columns jc + jr..jc + jr + nr ≤ jc + nc, in the block: inside each row of B
-            // (the caller's contract with the source); off holds kc offsets (asserted)
-            BPanels::Rows { ptr, off, f, .. } if jr + nr <= nc => unsafe {
-                f(
-                    kc as i64,
-                    ap,
-                    ptr.wrapping_add(jc + jr),
-                    off.as_ptr(),
-                    c,
-                    ldc,
-                    acc,
-                )
-            },
-            // the last strip, short: its packed panel (asserted above)
-            BPanels::Rows { edge, .. } => unsafe { (kern.f)(kc as i64, ap, edge.as_ptr(), c, ldc, acc) },
-        }
-    };
+    if let APanels::InPlace { edge, .. } = a {
+        // (B's rows in place and A's in place have no tile that takes both)
+        assert!(matches!(b, BPanels::Packed(_)) && (mc.is_multiple_of(mr) || edge.len() >= mr * kc));
+    }
+    // the tile over the A panels at `ap` (A's rows in place, `lda` apart, where `Some`) and
+    // B's columns from `jr`, into C at `c`
+    let run =
+        |ap: *const f32, ain: Option<(usize, AInPlaceFn)>, jr: usize, c: *mut f32, ldc: usize, acc: bool| {
+            let (ldc, acc) = ((ldc * 4) as i64, acc as i64);
+            // SAFETY (every arm): the panels are zero-padded to whole tiles (`floats` sized them
+            // `⌈mc/mr⌉·mr·kc` and `⌈nc/nr⌉·nr·kc`), so `ap` has kc·mr floats and a packed B panel
+            // kc·nr; A's rows in place are mr whole rows of the block (`tile` below); C as the
+            // caller says.
+            match b {
+                BPanels::Packed(bpack) => unsafe {
+                    let bp = bpack[jr / nr * nr * kc..].as_ptr();
+                    match ain {
+                        Some((lda, f)) => f(kc as i64, ap, lda as i64, bp, c, ldc, acc),
+                        None => (kern.f)(kc as i64, ap, bp, c, ldc, acc),
+                    }
+                },
+                // columns jc + jr..jc + jr + nr ≤ jc + nc, in the block: inside each row of B
+                // (the caller's contract with the source); off holds kc offsets (asserted)
+                BPanels::Rows { ptr, off, f, .. } if jr + nr <= nc => unsafe {
+                    f(
+                        kc as i64,
+                        ap,
+                        ptr.wrapping_add(jc + jr),
+                        off.as_ptr(),
+                        c,
+                        ldc,
+                        acc,
+                    )
+                },
+                // the last strip, short: its packed panel (asserted above)
+                BPanels::Rows { edge, .. } => unsafe { (kern.f)(kc as i64, ap, edge.as_ptr(), c, ldc, acc) },
+            }
+        };
     // the tile at row `ir`, column `jr` of the block
     let mut tile = |ir: usize, jr: usize| {
         let cols = nr.min(nc - jr);
         let rows = mr.min(mc - ir);
-        let ap = apack[ir / mr * mr * kc..].as_ptr();
+        let (ap, ain) = match a {
+            APanels::Packed(apack) => (apack[ir / mr * mr * kc..].as_ptr(), None),
+            // rows ic + ir..ic + ir + mr ≤ ic + mc ≤ m: inside A
+            APanels::InPlace { ptr, lda, f, .. } if rows == mr => {
+                (ptr.wrapping_add(ir * lda), Some((lda, f)))
+            }
+            // the last rows, fewer than a tile: their packed panel (asserted above)
+            APanels::InPlace { edge, .. } => (edge.as_ptr(), None),
+        };
         // SAFETY: `gemm` checked `[ic, ic + mc) ⊆ [0, m)` and `[jc, jc + nc) ⊆ [0, n)`, so
         // row ic + ir < m and column jc + jr < n ≤ ldc are inside C.
         // (wrapping: a wide product's C is its item's scratch, `p.c` placed so that the
@@ -811,11 +872,11 @@ pub(crate) unsafe fn macro_kernel(
         let c = p.c.wrapping_add((ic + ir) * p.ldc + jc + jr);
         if rows == mr && cols == nr {
             // the full tile's rows and columns are inside C
-            run(ap, jr, c, p.ldc, accumulate);
+            run(ap, ain, jr, c, p.ldc, accumulate);
         } else {
             // an edge tile: compute the whole tile into `tmp` (mr·nr floats), keep the
             // part inside C
-            run(ap, jr, tmp.as_mut_ptr(), nr, false);
+            run(ap, ain, jr, tmp.as_mut_ptr(), nr, false);
             for r in 0..rows {
                 for (j, &t) in tmp[r * nr..r * nr + cols].iter().enumerate() {
                     // SAFETY: inside the tile's valid part of C.
@@ -2835,7 +2896,7 @@ unsafe fn run_swapped(
                         macro_kernel(
                             &kern,
                             &p,
-                            apack,
+                            APanels::Packed(apack),
                             BPanels::Packed(bpack),
                             [ic, mc],
                             [jc, nc],

@@ -9,7 +9,7 @@
 //! Each set has a few tiles (rows × columns, all with the same number of accumulators for its
 //! register file); [`tile_for`] picks one per product shape.
 
-use crate::gemm::{MicroKernel, MicroKernelFn, RowsKernelFn};
+use crate::gemm::{AInPlaceFn, MicroKernel, MicroKernelFn, RowsKernelFn};
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512, Simd};
@@ -57,8 +57,53 @@ impl BRows for Rows {
     }
 }
 
+/// Where a tile's A elements are: element `(k, i)` (row `i` of the tile, `k` of the K block)
+/// at `at(k, i)`.
+#[cfg(target_arch = "x86_64")]
+trait ARows: Copy {
+    /// # Safety
+    /// `k` below the tile's `kc`, `i` below its rows; the element is readable (the caller's
+    /// contract with the source).
+    unsafe fn at(self, k: usize, i: usize) -> *const f32;
+}
+
+/// A packed A panel of `R` rows: element `(k, i)` at `a + k·R + i`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct APanel<const R: usize> {
+    a: *const f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<const R: usize> ARows for APanel<R> {
+    #[inline(always)]
+    unsafe fn at(self, k: usize, i: usize) -> *const f32 {
+        // SAFETY: k < kc, i < R: inside the panel of kc·R floats (the caller's contract)
+        unsafe { self.a.add(k * R + i) }
+    }
+}
+
+/// A's rows read where they lie, `lda` floats apart: element `(k, i)` at `a + i·lda + k`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct AInPlace {
+    a: *const f32,
+    lda: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl ARows for AInPlace {
+    #[inline(always)]
+    unsafe fn at(self, k: usize, i: usize) -> *const f32 {
+        // SAFETY: row i < R of the tile, column k < kc of the block: inside A (the
+        // caller's contract)
+        unsafe { self.a.add(i * self.lda + k) }
+    }
+}
+
 /// `C[R×L·V] (+)= Apanel[kc×R]ᵀ · B[kc×L·V]` (`L` = `S::LANES`), one FMA per `k` in
-/// ascending order; the old C is added after the K loop when `accumulate`. B's rows are
+/// ascending order; the old C is added after the K loop when `accumulate`. A's elements are
+/// where `a` says: a packed panel ([`APanel`]) or rows read in place ([`AInPlace`]); B's rows
 /// where `b` says: a packed panel ([`Panel`]) or rows read in place ([`Rows`]).
 ///
 /// # Safety
@@ -66,9 +111,9 @@ impl BRows for Rows {
 /// `L·V` floats, and C `R` rows of `L·V` floats, `ldc` floats apart.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn tile<S: Simd, const R: usize, const V: usize, B: BRows>(
+unsafe fn tile<S: Simd, const R: usize, const V: usize, A: ARows, B: BRows>(
     kc: usize,
-    a: *const f32,
+    a: A,
     b: B,
     c: *mut f32,
     ldc: usize,
@@ -87,8 +132,8 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize, B: BRows>(
                 *x = S::load(row.add(v * l));
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                // k < kc, i < R: inside the A panel
-                let av = S::splat(*a.add(k * R + i));
+                // k < kc, i < R: one of A's elements of the tile
+                let av = S::splat(*a.at(k, i));
                 for (x, r) in bv.iter().zip(row.iter_mut()) {
                     *r = S::fma(av, *x, *r);
                 }
@@ -110,15 +155,16 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize, B: BRows>(
 /// features enabled, and, when a second name is given, `NAME2(kc, a, b, off, c, ldc_bytes,
 /// accumulate)` (a [`RowsKernelFn`]) reading B's rows in place.
 macro_rules! entry {
-    ($($name:ident $(/ $rows:ident)?: $set:ty, $features:literal, $r:literal, $v:literal;)*) => {$(
+    ($($name:ident $(/ $rows:ident)? $(+ $ain:ident)?: $set:ty, $features:literal, $r:literal, $v:literal;)*) => {$(
         /// # Safety
         /// As [`tile`]: the CPU must have the set; panels and C as the tile needs.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         unsafe extern "C" fn $name(kc: i64, a: *const f32, b: *const f32, c: *mut f32, ldc_bytes: i64, accumulate: i64) {
             let b = Panel { b, len: $v * <$set as Simd>::LANES };
+            let a = APanel::<$r> { a };
             // SAFETY: forwarded from the caller.
-            unsafe { tile::<$set, $r, $v, _>(kc as usize, a, b, c, ldc_bytes as usize / 4, accumulate != 0) }
+            unsafe { tile::<$set, $r, $v, _, _>(kc as usize, a, b, c, ldc_bytes as usize / 4, accumulate != 0) }
         }
         $(
         /// # Safety
@@ -135,18 +181,40 @@ macro_rules! entry {
             ldc_bytes: i64,
             accumulate: i64,
         ) {
+            let a = APanel::<$r> { a };
             // SAFETY: forwarded from the caller.
-            unsafe { tile::<$set, $r, $v, _>(kc as usize, a, Rows { b, off }, c, ldc_bytes as usize / 4, accumulate != 0) }
+            unsafe { tile::<$set, $r, $v, _, _>(kc as usize, a, Rows { b, off }, c, ldc_bytes as usize / 4, accumulate != 0) }
+        }
+        )?
+        $(
+        /// # Safety
+        /// As [`tile`]: the CPU must have the set; A's tile row `i`, element `k`, at
+        /// `a + i·lda + k` (`i < R`, `k < kc`), the B panel and C as the tile needs.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe extern "C" fn $ain(
+            kc: i64,
+            a: *const f32,
+            lda: i64,
+            b: *const f32,
+            c: *mut f32,
+            ldc_bytes: i64,
+            accumulate: i64,
+        ) {
+            let a = AInPlace { a, lda: lda as usize };
+            let b = Panel { b, len: $v * <$set as Simd>::LANES };
+            // SAFETY: forwarded from the caller.
+            unsafe { tile::<$set, $r, $v, _, _>(kc as usize, a, b, c, ldc_bytes as usize / 4, accumulate != 0) }
         }
         )?
     )*};
 }
 
 entry! {
-    avx512_12x32 / avx512_12x32_rows: Avx512, "avx512f", 12, 2;
-    avx512_6x64 / avx512_6x64_rows: Avx512, "avx512f", 6, 4;
-    avx512_8x48 / avx512_8x48_rows: Avx512, "avx512f", 8, 3;
-    avx512_7x48: Avx512, "avx512f", 7, 3;
+    avx512_12x32 / avx512_12x32_rows + avx512_12x32_ain: Avx512, "avx512f", 12, 2;
+    avx512_6x64 / avx512_6x64_rows + avx512_6x64_ain: Avx512, "avx512f", 6, 4;
+    avx512_8x48 / avx512_8x48_rows + avx512_8x48_ain: Avx512, "avx512f", 8, 3;
+    avx512_7x48 + avx512_7x48_ain: Avx512, "avx512f", 7, 3;
     avx2_6x16 / avx2_6x16_rows: Avx2, "avx2,fma", 6, 2;
     avx2_4x16 / avx2_4x16_rows: Avx2, "avx2,fma", 4, 2;
     avx2_8x8 / avx2_8x8_rows: Avx2, "avx2,fma", 8, 1;
@@ -307,6 +375,35 @@ pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
         None
     }
 }
+
+/// The twin of tile `k` that reads A's rows in place ([`AInPlaceFn`]), where it has one (the
+/// AVX-512 tiles).
+pub(crate) fn a_in_place_kernel(k: &MicroKernel) -> Option<AInPlaceFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa_of(k)? != Isa::Avx512 {
+            return None;
+        }
+        AVX512_AIN
+            .iter()
+            .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
+            .map(|&(_, r)| r)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = k;
+        None
+    }
+}
+
+/// The AVX-512 tiles' twins that read A's rows in place ([`AInPlaceFn`]).
+#[cfg(target_arch = "x86_64")]
+const AVX512_AIN: [(MicroKernelFn, AInPlaceFn); 4] = [
+    (avx512_12x32, avx512_12x32_ain),
+    (avx512_6x64, avx512_6x64_ain),
+    (avx512_8x48, avx512_8x48_ain),
+    (avx512_7x48, avx512_7x48_ain),
+];
 
 /// The AVX-512 tiles' twins that read B's rows in place ([`RowsKernelFn`]).
 #[cfg(target_arch = "x86_64")]

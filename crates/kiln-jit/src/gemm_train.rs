@@ -276,7 +276,7 @@ unsafe fn group_block(
                         gemm::macro_kernel(
                             kern,
                             &prob,
-                            apack,
+                            gemm::APanels::Packed(apack),
                             gemm::BPanels::Packed(bpack),
                             [ic, mc],
                             [jc, nc],
