@@ -359,15 +359,7 @@ const AVX2_ROWS: [(MicroKernelFn, RowsKernelFn); 3] = [
 pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
     #[cfg(target_arch = "x86_64")]
     {
-        let twins: &[(MicroKernelFn, RowsKernelFn)] = match isa_of(k)? {
-            Isa::Avx2 => &AVX2_ROWS,
-            Isa::Avx512 => &AVX512_ROWS,
-            Isa::Cranelift => return None,
-        };
-        twins
-            .iter()
-            .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
-            .map(|&(_, r)| r)
+        twin(k, &AVX2_ROWS, &AVX512_ROWS)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -381,19 +373,28 @@ pub(crate) fn rows_kernel(k: &MicroKernel) -> Option<RowsKernelFn> {
 pub(crate) fn a_in_place_kernel(k: &MicroKernel) -> Option<AInPlaceFn> {
     #[cfg(target_arch = "x86_64")]
     {
-        if isa_of(k)? != Isa::Avx512 {
-            return None;
-        }
-        AVX512_AIN
-            .iter()
-            .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
-            .map(|&(_, r)| r)
+        twin(k, &[], &AVX512_AIN)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = k;
         None
     }
+}
+
+/// Tile `k`'s twin in the table of its set (`avx2` or `avx512`: each tile's entry point and its
+/// twin), if it has one there.
+#[cfg(target_arch = "x86_64")]
+fn twin<T: Copy>(k: &MicroKernel, avx2: &[(MicroKernelFn, T)], avx512: &[(MicroKernelFn, T)]) -> Option<T> {
+    let twins = match isa_of(k)? {
+        Isa::Avx2 => avx2,
+        Isa::Avx512 => avx512,
+        Isa::Cranelift => return None,
+    };
+    twins
+        .iter()
+        .find(|(f, _)| std::ptr::fn_addr_eq(*f, k.f))
+        .map(|&(_, t)| t)
 }
 
 /// The AVX-512 tiles' twins that read A's rows in place ([`AInPlaceFn`]).
