@@ -107,8 +107,9 @@ impl ARows for AInPlace {
 /// where `b` says: a packed panel ([`Panel`]) or rows read in place ([`Rows`]).
 ///
 /// # Safety
-/// The CPU must have `S`'s set; the A panel must hold `kc·R` floats, each of B's `kc` rows
-/// `L·V` floats, and C `R` rows of `L·V` floats, `ldc` floats apart.
+/// The CPU must have `S`'s set; A must hold the tile's `kc·R` elements where `a` says (a
+/// panel of `kc·R` floats, or `R` rows of `kc` floats), each of B's `kc` rows `L·V` floats,
+/// and C `R` rows of `L·V` floats, `ldc` floats apart.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn tile<S: Simd, const R: usize, const V: usize, A: ARows, B: BRows>(
