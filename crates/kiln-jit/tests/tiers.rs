@@ -1068,14 +1068,20 @@ fn small_convolutions_on_every_tier() {
 
 /// Matrix products over the 49 pixels of 7 × 7 maps (`[1, 7, 7, k] · [k, n]`, ConvNeXt's
 /// last stage), which AVX-512 runs on its 7 × 48 tile: columns that are and are not a
-/// multiple of 48, several K blocks, on every tier and 1 and 2 threads.
+/// multiple of 48, several K blocks, on every tier and 1 and 2 threads. Products whose weights
+/// fit L2 run on the direct dense kernel at 49 rows; the last case's weights are larger than
+/// this host's L2, so that the Rust tiers run it on the GEMM driver (asserted), A's rows read
+/// in place by the 7 × 48 tile's twin on AVX-512.
 #[test]
 fn matrix_products_over_forty_nine_rows_on_every_tier() {
     if Isa::Avx512.available() {
         let tile = Tier::Avx512.kernel(49, 3072).map(|k| (k.mr, k.nr));
         assert_eq!(tile, Some((7, 48)), "[49, 768] · [768, 3072] on AVX-512");
     }
-    for (i, (k, n)) in [(96, 384), (300, 200), (40, 100)].into_iter().enumerate() {
+    let l2 = kiln_jit::gemm::cache_size(2).unwrap_or(1 << 20);
+    let over_l2 = (l2 / (4 * 300) + 1).next_multiple_of(48) + 5;
+    let cases = [(96, 384), (300, 200), (40, 100), (300, over_l2)];
+    for (i, (k, n)) in cases.into_iter().enumerate() {
         let graph = one_op(
             Op::MatMul,
             TensorType::f32([1, 7, 7, k]),
@@ -1083,6 +1089,16 @@ fn matrix_products_over_forty_nine_rows_on_every_tier() {
         )
         .unwrap();
         check_tiers_and_threads(&graph, i as u64, &format!("[49, {k}] · [{k}, {n}]"));
+        if n == over_l2 {
+            for tier in Tier::runnable().into_iter().filter(|&t| t != Tier::Cranelift) {
+                let compiled = kiln_jit::compile(&graph, &options(tier)).unwrap();
+                let forms: Vec<_> = compiled.kernels().iter().map(|k| k.form).collect();
+                assert!(
+                    forms.contains(&Some("gemm")),
+                    "[49, {k}] · [{k}, {n}], {tier:?}: {forms:?}"
+                );
+            }
+        }
     }
 }
 
