@@ -989,9 +989,10 @@ unsafe fn transpose_block(src: *const f32, lds: usize, dst: *mut f32, ldd: usize
     // which the registers transpose
     #[cfg(target_arch = "x86_64")]
     let (r4, c4) = (rows / 4 * 4, cols / 4 * 4);
-    #[cfg(not(target_arch = "x86_64"))]
-    let (r4, c4) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
     let r2 = r4 + (rows - r4) / 2 * 2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let (r2, c4) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     for j in (0..c4).step_by(4) {
         use std::arch::x86_64::*;
@@ -3566,7 +3567,8 @@ mod tests {
 
     /// `transpose_block` writes exactly the transpose: blocks whose sides are and are not
     /// multiples of the 4 × 4 registers, 2 × 4 blocks after them (6, 7, 10 rows), rows wider
-    /// than the block on both sides, and nothing outside the block (the destination's other floats keep their value).
+    /// than the block on both sides, and nothing outside the block (the destination's other
+    /// floats keep their value).
     #[test]
     fn transpose_block_is_the_transpose() {
         for (rows, cols) in [

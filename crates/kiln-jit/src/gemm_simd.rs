@@ -153,8 +153,10 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize, A: ARows, B: BRows>(
 
 /// Defines `unsafe extern "C" fn NAME(kc, a, b, c, ldc_bytes, accumulate)` (a
 /// [`MicroKernelFn`]) running `tile::<SET, R, V>` over a packed B panel with the set's
-/// features enabled, and, when a second name is given, `NAME2(kc, a, b, off, c, ldc_bytes,
-/// accumulate)` (a [`RowsKernelFn`]) reading B's rows in place.
+/// features enabled, and, when a second name is given (`/ NAME2`), `NAME2(kc, a, b, off, c,
+/// ldc_bytes, accumulate)` (a [`RowsKernelFn`]) reading B's rows in place, and when a third is
+/// (`+ NAME3`), `NAME3(kc, a, lda, b, c, ldc_bytes, accumulate)` (an [`AInPlaceFn`]) reading
+/// A's rows in place.
 macro_rules! entry {
     ($($name:ident $(/ $rows:ident)? $(+ $ain:ident)?: $set:ty, $features:literal, $r:literal, $v:literal;)*) => {$(
         /// # Safety
