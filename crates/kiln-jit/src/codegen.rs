@@ -234,11 +234,30 @@ impl Emitter<'_> {
         self.b.ins().select(v_nan, v, m)
     }
 
-    /// `eˣ` for f32 or f32x4: range reduction `x = n·ln2 + r`, a degree-7 polynomial for `eʳ`,
-    /// and `2ⁿ` built in the exponent bits; relative error about 2e-7 on `[-87, 88]`, `+∞` above
-    /// `ln(f32::MAX)`, 0 below the smallest subnormal, `1.6e-38` in between (no subnormals),
-    /// NaN for NaN.
+    /// `eˣ` for f32 or f32x4: [`Emitter::exp_clamped`], then `+∞` above `ln(f32::MAX)` and 0
+    /// below the smallest subnormal's log; relative error below 1e-7 on `[-87, 88]`,
+    /// `1.6e-38` between −103.97 and −87 (no subnormals), NaN for NaN. `Simd::exp` of the Rust
+    /// tiers, operation for operation.
     pub fn exp(&mut self, ty: Type, x_in: Value) -> Value {
+        let r = self.exp_clamped(ty, x_in);
+        // beyond the clamp: overflow to +∞ and underflow to 0, as the true function does
+        let r = self.exp_overflow(ty, x_in, r);
+        let under = self.constant(ty, crate::simd::EXP_UNDERFLOW);
+        let zero = self.constant(ty, 0.0);
+        self.select_lt(ty, x_in, under, zero, r)
+    }
+
+    /// `r` (`eˣ` clamped), or `+∞` where `x` is above `ln(f32::MAX)`.
+    pub fn exp_overflow(&mut self, ty: Type, x: Value, r: Value) -> Value {
+        let over = self.constant(ty, crate::simd::EXP_OVERFLOW);
+        let inf = self.constant(ty, f32::INFINITY);
+        self.select_lt(ty, over, x, inf, r)
+    }
+
+    /// `eˣ` of `x` clamped to `[-87, 88]`: range reduction `x = n·ln2 + r` (two FMAs), a
+    /// degree-7 polynomial for `eʳ`, and `2ⁿ` built in the exponent bits (`Simd::exp_clamped`,
+    /// operation for operation). Sigmoid's `1/(1 + e⁻ˣ)` needs no more.
+    pub fn exp_clamped(&mut self, ty: Type, x_in: Value) -> Value {
         let lo = self.constant(ty, -87.0);
         let hi = self.constant(ty, 88.0);
         let x = self.max(ty, x_in, lo);
@@ -246,12 +265,10 @@ impl Emitter<'_> {
         let log2e = self.constant(ty, std::f32::consts::LOG2_E);
         let t = self.b.ins().fmul(x, log2e);
         let n = self.b.ins().nearest(t);
-        let ln2_hi = self.constant(ty, 0.693_145_75);
-        let ln2_lo = self.constant(ty, 1.428_606_8e-6);
-        let a = self.b.ins().fmul(n, ln2_hi);
-        let r = self.b.ins().fsub(x, a);
-        let a = self.b.ins().fmul(n, ln2_lo);
-        let r = self.b.ins().fsub(r, a);
+        let ln2_hi = self.constant(ty, -crate::simd::LN2_HI);
+        let ln2_lo = self.constant(ty, -crate::simd::LN2_LO);
+        let r = self.b.ins().fma(n, ln2_hi, x);
+        let r = self.b.ins().fma(n, ln2_lo, r);
         // Horner: Σ r^k / k!, k = 0..7
         let coeffs = [
             1.0 / 5040.0,
@@ -279,13 +296,6 @@ impl Emitter<'_> {
         let ni = self.b.ins().iadd(ni, bias);
         let bits = self.b.ins().ishl_imm_s(ni, 23);
         let scale = self.b.ins().bitcast(ty, lanes(), bits);
-        let r = self.b.ins().fmul(p, scale);
-        // beyond the clamp: overflow to +∞ and underflow to 0, as the true function does
-        let over = self.constant(ty, 88.722_84);
-        let inf = self.constant(ty, f32::INFINITY);
-        let r = self.select_lt(ty, over, x_in, inf, r);
-        let under = self.constant(ty, -103.972_08);
-        let zero = self.constant(ty, 0.0);
-        self.select_lt(ty, x_in, under, zero, r)
+        self.b.ins().fmul(p, scale)
     }
 }

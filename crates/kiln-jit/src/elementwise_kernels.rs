@@ -30,7 +30,7 @@ use crate::direct::{Entry, Words};
 use crate::lower::broadcast_strides;
 use crate::simd::Isa;
 #[cfg(target_arch = "x86_64")]
-use crate::simd::{Avx2, Avx512, Simd};
+use crate::simd::{Avx2, Avx512, EXP_OVERFLOW, Simd};
 use kiln_ir::{Activation, BinaryOp};
 
 /// `UnaryDesc::act`.
@@ -453,8 +453,13 @@ impl<S: Simd> Map<S> for Sigmoid {
     #[inline(always)]
     unsafe fn f(self, v: S::V) -> S::V {
         unsafe {
+            // e^{−x} clamped, but +∞ where it overflows (sigmoid 0 there, as the interpreter's);
+            // where it underflows, 1 + e^{−87} is 1 as 1 + 0 is. As the Cranelift tier.
             let one = S::splat(1.0);
-            S::div(one, S::add(one, S::exp(S::neg(v))))
+            let nv = S::neg(v);
+            let ex = S::exp_clamped(nv);
+            let ex = S::select_lt(S::splat(EXP_OVERFLOW), nv, S::splat(f32::INFINITY), ex);
+            S::div(one, S::add(one, ex))
         }
     }
 }
@@ -482,7 +487,8 @@ impl<S: Simd> Map<S> for Tanh {
         // (truncation below 2e-9 relative), as the Cranelift tier
         unsafe {
             let (one, two) = (S::splat(1.0), S::splat(2.0));
-            let q = S::div(two, S::add(S::exp(S::mul(x, two)), one));
+            // clamped: 2/(e^{88} + 1) rounds 1 − q to 1 as 2/∞ does
+            let q = S::div(two, S::add(S::exp_clamped(S::mul(x, two)), one));
             let big = S::sub(one, q);
             let xx = S::mul(x, x);
             let mut p = S::splat(-17.0 / 315.0);
@@ -586,7 +592,8 @@ impl<S: Simd> Map<S> for Erf {
             let r = S::fma(r, t, S::splat(-6.348_467e-1));
             let r = S::fma(r, t, S::splat(-1.287_175_1e-1));
             let r = S::fma(r, t, S::neg(t));
-            let tail = S::sub(S::splat(1.0), S::exp(r));
+            // clamped: 1 − e^{−87} is 1 as 1 − 0 is
+            let tail = S::sub(S::splat(1.0), S::exp_clamped(r));
             let tail = S::select_lt(x, S::zero(), S::neg(tail), tail);
             // 475/512
             S::select_lt(S::splat(0.927_734_4), t, tail, near)

@@ -139,7 +139,8 @@ pub(crate) fn erf(e: &mut Emitter, ty: Type, x: Value) -> Value {
     let r = fma(e, r, t, -1.287_175_1e-1);
     let nt = e.b.ins().fneg(t);
     let r = e.b.ins().fma(r, t, nt);
-    let ex = e.exp(ty, r);
+    // clamped: 1 − e^{−87} is 1 as 1 − 0 is
+    let ex = e.exp_clamped(ty, r);
     let one = e.constant(ty, 1.0);
     let tail = e.b.ins().fsub(one, ex);
     let neg_tail = e.b.ins().fneg(tail);

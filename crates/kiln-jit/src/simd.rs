@@ -164,8 +164,10 @@ pub unsafe trait Simd: Copy {
     unsafe fn select_lt(a: Self::V, b: Self::V, t: Self::V, f: Self::V) -> Self::V;
     /// Each lane rounded to the nearest integer, ties to even (NaN and ±∞ stay).
     unsafe fn round(v: Self::V) -> Self::V;
-    /// `2ⁿ` for lanes `n` that are integers in `[−126, 127]` (built in the exponent bits).
-    unsafe fn pow2i(n: Self::V) -> Self::V;
+    /// `p·2ⁿ` for lanes `n` that are integers in `[−126, 127]`, correctly rounded (one
+    /// `vscalefps` on AVX-512; elsewhere a product by `2ⁿ` built in the exponent bits, which
+    /// rounds the same).
+    unsafe fn scale2(p: Self::V, n: Self::V) -> Self::V;
     /// `|v|` (the sign bit cleared, NaN included).
     unsafe fn abs(v: Self::V) -> Self::V;
 
@@ -175,29 +177,52 @@ pub unsafe trait Simd: Copy {
         unsafe { Self::sub(Self::splat(-0.0), v) }
     }
 
-    /// `eˣ`, the algorithm of the Cranelift tier's `Emitter::exp`, lane for lane: `x` clamped
-    /// to `[−87, 88]`, `x = n·ln2 + r` (ln 2 in two parts, `|r| ≤ ln2/2`), the degree-7 Taylor
-    /// polynomial of `eʳ` (truncation below 6e-9), `2ⁿ` in the exponent bits. Relative error
-    /// below 2e-7 on `[−87, 88]`; `+∞` above `ln(f32::MAX)`, 0 below −103.97 (the smallest
-    /// subnormal's log), `e⁻⁸⁷` in between (no subnormals); NaN for NaN.
+    /// `eˣ`, the algorithm of the Cranelift tier's `Emitter::exp`, lane for lane:
+    /// [`Simd::exp_clamped`], then `+∞` above `ln(f32::MAX)` and 0 below −103.97 (the smallest
+    /// subnormal's log). Relative error below 1e-7 on `[−87, 88]`, `e⁻⁸⁷` between −103.97 and
+    /// −87 (no subnormals); NaN for NaN.
     #[inline(always)]
     unsafe fn exp(x_in: Self::V) -> Self::V {
+        unsafe {
+            let r = Self::exp_clamped(x_in);
+            let r = Self::select_lt(Self::splat(EXP_OVERFLOW), x_in, Self::splat(f32::INFINITY), r);
+            Self::select_lt(x_in, Self::splat(EXP_UNDERFLOW), Self::zero(), r)
+        }
+    }
+
+    /// `eˣ` of `x` clamped to `[−87, 88]` (so `e⁸⁸` for every larger `x`, `e⁻⁸⁷` for every
+    /// smaller), the algorithm of the Cranelift tier's `Emitter::exp_clamped`: `x = n·ln2 + r`
+    /// (ln 2 in two parts, each step one FMA, `|r| ≤ ln2/2`), the degree-7 Taylor polynomial of
+    /// `eʳ` (truncation below 6e-9), scaled by `2ⁿ`. Where `eˣ` only ever meets `1 +` or
+    /// `1 −` (sigmoid, tanh, erf's tails) the underflow limit changes nothing, and the two
+    /// selects of [`Simd::exp`] are a sixth of its operations.
+    #[inline(always)]
+    unsafe fn exp_clamped(x_in: Self::V) -> Self::V {
         unsafe {
             // x86's max/min return the second operand when either is NaN: NaN stays
             let x = Self::min(Self::splat(88.0), Self::max(Self::splat(-87.0), x_in));
             let n = Self::round(Self::mul(x, Self::splat(std::f32::consts::LOG2_E)));
-            let r = Self::sub(x, Self::mul(n, Self::splat(0.693_145_75)));
-            let r = Self::sub(r, Self::mul(n, Self::splat(1.428_606_8e-6)));
+            let r = Self::fma(n, Self::splat(-LN2_HI), x);
+            let r = Self::fma(n, Self::splat(-LN2_LO), r);
             let mut p = Self::splat(1.0 / 5040.0);
             for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
                 p = Self::fma(p, r, Self::splat(c));
             }
-            let r = Self::mul(p, Self::pow2i(n));
-            let r = Self::select_lt(Self::splat(88.722_84), x_in, Self::splat(f32::INFINITY), r);
-            Self::select_lt(x_in, Self::splat(-103.972_08), Self::zero(), r)
+            Self::scale2(p, n)
         }
     }
 }
+
+/// `ln(f32::MAX)`, above which `eˣ` is `+∞`, and the log of half the smallest subnormal,
+/// below which it is 0: the limits `exp` puts back after [`Simd::exp_clamped`] (the Cranelift
+/// tier's too).
+pub(crate) const EXP_OVERFLOW: f32 = 88.722_84;
+pub(crate) const EXP_UNDERFLOW: f32 = -103.972_08;
+
+/// ln 2 in two parts for `exp`'s range reduction (`LN2_HI` has 9 trailing zero bits, so
+/// `n·LN2_HI` is exact for every `|n| ≤ 128`): the Cranelift tier's constants too.
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 
 /// The AVX-512F set.
 #[cfg(target_arch = "x86_64")]
@@ -317,11 +342,8 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v) }
     }
     #[inline(always)]
-    unsafe fn pow2i(n: __m512) -> __m512 {
-        unsafe {
-            let e = _mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127));
-            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
-        }
+    unsafe fn scale2(p: __m512, n: __m512) -> __m512 {
+        unsafe { _mm512_scalef_ps(p, n) }
     }
     #[inline(always)]
     unsafe fn abs(v: __m512) -> __m512 {
@@ -472,10 +494,10 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v) }
     }
     #[inline(always)]
-    unsafe fn pow2i(n: __m256) -> __m256 {
+    unsafe fn scale2(p: __m256, n: __m256) -> __m256 {
         unsafe {
             let e = _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+            _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e)))
         }
     }
     #[inline(always)]

@@ -40,10 +40,12 @@ pub(super) fn activation_kernel(e: &mut Emitter, a: &Args, act: Activation) {
     map_unary(e, a, &move |e, ty, x| activation(e, ty, x, act));
 }
 
-/// `1/(1 + e^{−x})` (sigmoid, and SiLU's factor and its backward's).
+/// `1/(1 + e^{−x})` (sigmoid, and SiLU's factor and its backward's): `e^{−x}` clamped, but
+/// `+∞` where it overflows; where it underflows, `1 + e^{−87}` is 1 as `1 + 0` is.
 pub(crate) fn sigmoid(e: &mut Emitter, ty: Type, x: Value) -> Value {
     let nx = e.b.ins().fneg(x);
-    let ex = e.exp(ty, nx);
+    let ex = e.exp_clamped(ty, nx);
+    let ex = e.exp_overflow(ty, nx, ex);
     let one = e.constant(ty, 1.0);
     let d = e.b.ins().fadd(one, ex);
     e.b.ins().fdiv(one, d)
@@ -66,7 +68,8 @@ pub(super) fn activation(e: &mut Emitter, ty: Type, x: Value, act: Activation) -
             let two = e.constant(ty, 2.0);
             let one = e.constant(ty, 1.0);
             let x2 = e.b.ins().fmul(x, two);
-            let ex = e.exp(ty, x2);
+            // clamped: 2/(e^{88} + 1) rounds 1 − q to 1 as 2/∞ does
+            let ex = e.exp_clamped(ty, x2);
             let d = e.b.ins().fadd(ex, one);
             let q = e.b.ins().fdiv(two, d);
             let big = e.b.ins().fsub(one, q);
