@@ -4,8 +4,9 @@
 //! ceil mode, uneven paddings, planes narrower than a register, partial last passes, a
 //! register stored whole past its row's end, NaN planes sent back to the row driver), and the
 //! shapes that stay on the row driver (windows larger than the input, column strides past 2,
-//! unpadded windows of at most four taps), 2×2 s2 windows that tile the input exactly, and
-//! small planes pooled eight at a time (channel-interleaved).
+//! unpadded windows of at most four taps), 2×2 s2 windows that tile the input exactly,
+//! small planes pooled eight at a time (channel-interleaved), and max pooling of planes whose
+//! rows fit registers.
 
 use kiln_ir::{Graph, Op, Padding, Pool2d, PoolKind, Tensor, TensorType, Value};
 use kiln_jit::JitOptions;
@@ -315,6 +316,47 @@ fn fine(n: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
         })
         .collect()
+}
+
+/// Max pooling of planes whose rows fit registers (`direct.rs`' `pool_small`, AVX-512: output
+/// rows of at most 16 columns, input rows of at most 31): rows of exactly 16 outputs and of 31
+/// inputs (the last lane left for −∞), a second register of one float (17), one register
+/// (7, 13), 64 rows and 65 (past the path: the ring or the channel blocks), 2 × 2 and 3 × 3
+/// windows at strides 1 and 2, dilation, uneven paddings, ceil mode, windows whose last
+/// column is padding, NaN planes, ties and signed zeros, and two threads' slices.
+#[test]
+fn max_pooling_small_planes_on_every_tier() {
+    let cases: [PoolCase; 12] = [
+        (7, 16, 16, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (9, 31, 31, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+        (9, 31, 31, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        (5, 17, 17, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (11, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (11, 7, 7, [2, 2], [2, 2], [1, 1], [0, 0, 0, 0], true),
+        (6, 13, 13, [2, 2], [1, 1], [1, 1], [0, 0, 1, 1], false),
+        (300, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+        (4, 64, 20, [3, 3], [1, 2], [1, 1], [1, 0, 1, 2], false),
+        (4, 65, 20, [3, 3], [1, 2], [1, 1], [1, 0, 1, 2], false),
+        (5, 20, 25, [3, 3], [2, 2], [2, 2], [2, 1, 0, 2], false),
+        (3, 9, 28, [3, 3], [1, 2], [1, 1], [0, 1, 1, 0], true),
+    ];
+    for (i, &(planes, h, w, kernel, stride, dilation, pad, ceil)) in cases.iter().enumerate() {
+        let p = Pool2d {
+            kind: PoolKind::Max,
+            kernel,
+            stride,
+            dilation,
+            padding: Padding::Explicit(pad),
+            ceil_mode: ceil,
+        };
+        let dims = [1, planes, h, w];
+        let graph = pool_graph(p, dims);
+        let len = dims.iter().product();
+        for special in [0, 97] {
+            let x = Tensor::new(dims, data(len, i as u64 + special, special)).unwrap();
+            bitwise(&graph, x, &format!("case {i} {:?}, special {special}", cases[i]));
+        }
+    }
 }
 
 /// A NaN in one plane of a max pooling: that plane is computed again with the interpreter's
