@@ -275,7 +275,7 @@ pub fn differentiate_wrt(
                 ins.push(step);
                 Op::Train(TrainOp::DropoutTrain { ratio, seed })
             }
-            Op::BatchNorm { epsilon } => {
+            Op::BatchNorm { epsilon, activation } => {
                 let per_channel = n.ty.shape.numel() / n.ty.dims()[1].max(1);
                 if per_channel < 2 {
                     return Err(AutodiffError::NoRule {
@@ -289,11 +289,24 @@ pub fn differentiate_wrt(
                 }
                 let (mean, var) = (ins[3], ins[4]);
                 ins.truncate(3);
-                batch_norms.push((n.name.clone(), ins[0], mean, var));
-                Op::Train(TrainOp::BatchNormTrain {
+                let op = Op::Train(TrainOp::BatchNormTrain {
                     part: kiln_ir::BnPart::Forward,
                     epsilon,
-                })
+                });
+                match activation {
+                    None => {
+                        batch_norms.push((n.name.clone(), ins[0], mean, var));
+                        op
+                    }
+                    // a fused activation trains as the activation after the batch norm
+                    Some(act) => {
+                        let bn_name = g.fresh_name(&format!("{}.batch_norm", n.name));
+                        let bn = g.add(bn_name.clone(), op, &ins)?;
+                        batch_norms.push((bn_name, ins[0], mean, var));
+                        map.insert(id, g.add(n.name.clone(), Op::Activation(act), &[bn])?);
+                        continue;
+                    }
+                }
             }
             ref op => op.clone(),
         };

@@ -161,10 +161,14 @@ proptest! {
 }
 
 /// Batch norm in training mode (batch statistics): every input's gradient, on 2-D and 4-D
-/// inputs.
+/// inputs, with and without a fused activation (which trains as the activation after it).
 #[test]
 fn batch_norm_on_batch_statistics() {
-    for (dims, seed) in [(vec![4, 3], 31), (vec![2, 3, 2, 3], 32)] {
+    for (dims, seed, activation) in [
+        (vec![4, 3], 31, None),
+        (vec![2, 3, 2, 3], 32, None),
+        (vec![2, 3, 2, 3], 33, Some(Activation::Sigmoid)),
+    ] {
         let c = dims[1];
         let mut g = Graph::new();
         let x = g.input("x", f(&dims)).unwrap();
@@ -173,7 +177,14 @@ fn batch_norm_on_batch_statistics() {
         let m = g.buffer("mean", f(&[c])).unwrap();
         let v = g.buffer("var", f(&[c])).unwrap();
         let y = g
-            .add("y", Op::BatchNorm { epsilon: 1e-3 }, &[x, s, b, m, v])
+            .add(
+                "y",
+                Op::BatchNorm {
+                    epsilon: 1e-3,
+                    activation,
+                },
+                &[x, s, b, m, v],
+            )
             .unwrap();
         // a non-linear tail, so that dx is not trivially zero
         let t = g.add("t", Op::Activation(Activation::Tanh), &[y]).unwrap();

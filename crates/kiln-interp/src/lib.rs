@@ -286,7 +286,13 @@ fn eval_node<T: Float>(
         },
         // Inference: the identity.
         Op::Dropout { .. } => Value::F(f(0)?.clone()),
-        Op::BatchNorm { epsilon } => Value::F(norm::batch_norm(f(0)?, f(1)?, f(2)?, f(3)?, f(4)?, *epsilon)?),
+        Op::BatchNorm { epsilon, activation } => {
+            let y = norm::batch_norm(f(0)?, f(1)?, f(2)?, f(3)?, f(4)?, *epsilon)?;
+            Value::F(match activation {
+                Some(a) => activation::activation(&y, *a),
+                None => y,
+            })
+        }
         Op::Lrn {
             size,
             alpha,

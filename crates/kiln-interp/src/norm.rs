@@ -14,7 +14,10 @@ pub fn batch_norm<T: Float>(
     var: &Tensor<T>,
     epsilon: f32,
 ) -> Result<Tensor<T>, String> {
-    let op = Op::BatchNorm { epsilon };
+    let op = Op::BatchNorm {
+        epsilon,
+        activation: None,
+    };
     out_shape(
         &op,
         &[x.shape(), scale.shape(), bias.shape(), mean.shape(), var.shape()],

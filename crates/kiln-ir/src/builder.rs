@@ -456,8 +456,14 @@ impl Network {
         let bias = self.graph.param(format!("{name}.bias"), t.clone())?;
         let mean = self.graph.buffer(format!("{name}.running_mean"), t.clone())?;
         let var = self.graph.buffer(format!("{name}.running_var"), t)?;
-        self.graph
-            .add(name, Op::BatchNorm { epsilon }, &[x, scale, bias, mean, var])
+        self.graph.add(
+            name,
+            Op::BatchNorm {
+                epsilon,
+                activation: None,
+            },
+            &[x, scale, bias, mean, var],
+        )
     }
 
     pub fn loss(&mut self, kind: LossKind, prediction: NodeId, target: NodeId) -> Result<NodeId> {

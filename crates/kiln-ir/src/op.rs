@@ -439,10 +439,13 @@ pub enum Op {
         ratio: f32,
         seed: u64,
     },
-    /// Batch norm at inference: `(x − mean)/√(var + ε)·scale + bias` per channel; inputs
-    /// `x [N, C, …]`, `scale`, `bias`, `mean`, `var` all `[C]`.
+    /// Batch norm at inference: `(x − mean)/√(var + ε)·scale + bias` per channel, then the
+    /// `activation` when there is one (the `fusion` pass puts the activation that follows
+    /// a batch norm there, a pre-activation network's `relu(bn(x))`); inputs `x [N, C, …]`,
+    /// `scale`, `bias`, `mean`, `var` all `[C]`.
     BatchNorm {
         epsilon: f32,
+        activation: Option<Activation>,
     },
     /// Local response normalization across channels (ONNX `LRN`, AlexNet) of `x [N, C, …]`:
     /// `y[n, c, …] = x[n, c, …] / (bias + alpha/size · Σ_{c'} x[n, c', …]²)^beta` with `c'`

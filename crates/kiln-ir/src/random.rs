@@ -989,7 +989,14 @@ impl Gen<'_, '_> {
             Operand::Buffer("running_mean", c.clone()),
             Operand::Buffer("running_var", c),
         ];
-        self.add("bn", Op::BatchNorm { epsilon }, ops)
+        self.add(
+            "bn",
+            Op::BatchNorm {
+                epsilon,
+                activation: None,
+            },
+            ops,
+        )
     }
 
     /// Extreme mode only: zero insertion and padding (a negative amount crops).

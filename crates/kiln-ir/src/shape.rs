@@ -774,7 +774,7 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> R<TensorType> {
             }
             Ok(x.clone())
         }
-        Op::BatchNorm { epsilon } => {
+        Op::BatchNorm { epsilon, .. } => {
             need_f32(x, "input")?;
             if x.rank() < 2 {
                 return Err(format!("input must be [N, C, …], got {}", x.shape));

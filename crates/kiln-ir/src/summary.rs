@@ -316,7 +316,9 @@ pub fn op_flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> u64 {
         // One per output element (after broadcasting).
         Op::Binary(_) => out,
         // Per-channel scale and shift computed once, then a multiply and an add per element.
-        Op::BatchNorm { .. } => out.saturating_mul(2),
+        Op::BatchNorm { activation, .. } => out
+            .saturating_mul(2)
+            .saturating_add(activation.map_or(0, |a| op_flops(&Op::Activation(a), &[output], output))),
         // A copy.
         Op::Im2Col(_) => 0,
         // As a convolution: 2·K/g per output element (one less without bias), plus the

@@ -172,7 +172,10 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             a.push(("ratio", float(*ratio)));
             push_if(&mut a, "seed", *seed != 0, int(seed));
         }
-        Op::BatchNorm { epsilon } => a.push(("epsilon", float(*epsilon))),
+        Op::BatchNorm { epsilon, activation } => {
+            a.push(("epsilon", float(*epsilon)));
+            activation_attrs(&mut a, *activation);
+        }
         Op::Lrn {
             size,
             alpha,
@@ -785,6 +788,7 @@ fn build_op(name: &str, a: &mut Attrs) -> Result<Op, String> {
         },
         "batch_norm" => Op::BatchNorm {
             epsilon: a.float("epsilon", 1e-5)?,
+            activation: a.activation()?,
         },
         "lrn" => {
             let (size, alpha, beta, bias) = a.lrn()?;

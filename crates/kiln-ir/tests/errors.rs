@@ -505,7 +505,10 @@ fn other_attribute_values_out_of_range() {
     Rule {
         sources: "  input %x: f32[2, 3]",
         node: "batch_norm(%x, %x, %x, %x, %x) {epsilon=-1.0}",
-        op: Op::BatchNorm { epsilon: -1.0 },
+        op: Op::BatchNorm {
+            epsilon: -1.0,
+            activation: None,
+        },
         args: &["x", "x", "x", "x", "x"],
         needles: &["epsilon must be finite and non-negative"],
     }

@@ -42,15 +42,20 @@ proptest! {
             "graph f {{\n  input %x: f32[1, 2, 3, 3]\n  param %s: f32[2]\n  buffer %m: f32[2]\n\
                %a = leaky_relu(%x) {{alpha={:?}}}\n\
                %b = batch_norm(%a, %s, %s, %m, %m) {{epsilon={:?}}}\n\
-               %c = dropout(%b) {{ratio={:?}, seed={}}}\n  output %c\n}}\n",
-            alpha, eps.abs(), ratio, seed
+               %c = dropout(%b) {{ratio={:?}, seed={}}}\n\
+               %d = batch_norm(%c, %s, %s, %m, %m) {{epsilon={:?}, activation=leaky_relu, alpha={:?}}}\n  output %d\n}}\n",
+            alpha, eps.abs(), ratio, seed, eps.abs(), alpha
         );
         let g = text::parse(&src).unwrap();
         assert_roundtrip(&g);
         let op = |n: &str| g.node(g.find(n).unwrap()).op.clone();
         prop_assert_eq!(op("a"), Op::Activation(Activation::LeakyRelu { alpha }));
-        prop_assert_eq!(op("b"), Op::BatchNorm { epsilon: eps.abs() });
+        prop_assert_eq!(op("b"), Op::BatchNorm { epsilon: eps.abs(), activation: None });
         prop_assert_eq!(op("c"), Op::Dropout { ratio, seed });
+        prop_assert_eq!(
+            op("d"),
+            Op::BatchNorm { epsilon: eps.abs(), activation: Some(Activation::LeakyRelu { alpha }) }
+        );
     }
 }
 

@@ -260,6 +260,11 @@ pub struct NormDesc {
     pub channels: u64,
     pub plane: u64,
     pub eps: u64,
+    /// The fused activation: its code (`elementwise_kernels::code`, `NONE` for none) and
+    /// its two parameters' bits.
+    pub act: u64,
+    pub act_a: u64,
+    pub act_b: u64,
 }
 
 /// `NO_BIAS` in a description's `bias`.
@@ -4215,15 +4220,47 @@ unsafe fn dense<S: Simd>(d: *const DenseDesc, arena: *mut u8, begin: i64, end: i
 /// An inference batch norm over the planes `[begin, end)`: per plane, its channel's `k` and
 /// shift with the arithmetic of the Cranelift kernel (`lower::elementwise::batch_norm`: `k =
 /// scale / √(var + eps)`, `shift = bias − k·mean`, each a rounding), then `x·k + shift` with
-/// one rounding per float, a register at a time (the last partial): the same bits.
+/// one rounding per float, a register at a time (the last partial): the same bits; then the
+/// fused activation, one loop per short one (as the GEMM epilogue's).
 ///
 /// # Safety
 /// As [`pool2d`], for an inference batch norm.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn batch_norm<S: Simd>(d: *const NormDesc, arena: *mut u8, begin: i64, end: i64) {
+    use crate::elementwise_kernels::{self as ek, Act, Clip, Ident, LeakyRelu, Relu};
     // SAFETY: forwarded from the caller.
     let d = unsafe { *d };
+    let act = Act {
+        code: d.act,
+        a: f32::from_bits(d.act_a as u32),
+        b: f32::from_bits(d.act_b as u32),
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match act.code {
+            ek::NONE => batch_norm_map::<S, _>(&d, arena, begin, end, Ident),
+            ek::RELU => batch_norm_map::<S, _>(&d, arena, begin, end, Relu),
+            ek::CLIP => batch_norm_map::<S, _>(&d, arena, begin, end, Clip(act.a, act.b)),
+            ek::LEAKY_RELU => batch_norm_map::<S, _>(&d, arena, begin, end, LeakyRelu(act.a)),
+            _ => batch_norm_map::<S, _>(&d, arena, begin, end, act),
+        }
+    }
+}
+
+/// [`batch_norm`] with the activation `m`.
+///
+/// # Safety
+/// As [`batch_norm`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn batch_norm_map<S: Simd, M: crate::elementwise_kernels::Map<S>>(
+    d: &NormDesc,
+    arena: *mut u8,
+    begin: i64,
+    end: i64,
+    m: M,
+) {
     let (channels, plane) = (d.channels as usize, d.plane as usize);
     let Some((b, e)) = range(begin, end, d.planes) else {
         return;
@@ -4242,12 +4279,12 @@ unsafe fn batch_norm<S: Simd>(d: *const NormDesc, arena: *mut u8, begin: i64, en
             let (src, dst) = (x.add(p * plane), y.add(p * plane));
             let mut i = 0;
             while i + l <= plane {
-                S::store(dst.add(i), S::fma(S::load(src.add(i)), kv, sv));
+                S::store(dst.add(i), m.f(S::fma(S::load(src.add(i)), kv, sv)));
                 i += l;
             }
             if i < plane {
                 let v = S::fma(S::load_partial(src.add(i), plane - i), kv, sv);
-                S::store_partial(dst.add(i), plane - i, v);
+                S::store_partial(dst.add(i), plane - i, m.f(v));
             }
         }
     }

@@ -347,7 +347,15 @@ fn batch_norm_every_tier() {
         &[1, 2, 56, 56],
         &[3, 11],
     ];
+    let acts = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::LeakyRelu { alpha: 0.1 }),
+        Some(Activation::Clip { min: 0.0, max: 6.0 }),
+        Some(Activation::Sigmoid),
+    ];
     for (s, dims) in shapes.into_iter().enumerate() {
+        let activation = acts[s % acts.len()];
         let c = dims[1];
         let mut g = Graph::new();
         let x = g.input("x", TensorType::f32(dims.to_vec())).unwrap();
@@ -356,7 +364,16 @@ fn batch_norm_every_tier() {
             .map(|n| g.param(*n, TensorType::f32([c])).unwrap())
             .collect();
         let ins = [x, ps[0], ps[1], ps[2], ps[3]];
-        let y = g.add("y", Op::BatchNorm { epsilon: 1e-5 }, &ins).unwrap();
+        let y = g
+            .add(
+                "y",
+                Op::BatchNorm {
+                    epsilon: 1e-5,
+                    activation,
+                },
+                &ins,
+            )
+            .unwrap();
         g.mark_output(y).unwrap();
         let n = dims.iter().product::<usize>();
         let xs = Tensor::new(dims.to_vec(), data(n, s as u64 + 1, 9)).unwrap();
@@ -381,7 +398,7 @@ fn batch_norm_every_tier() {
         let want = run(Tier::Cranelift, 1);
         for tier in Tier::runnable() {
             for threads in [1, 2] {
-                let what = format!("batch norm {dims:?} {tier:?} threads={threads}");
+                let what = format!("batch norm {dims:?} {activation:?} {tier:?} threads={threads}");
                 assert_same_bits(want.data(), run(tier, threads).data(), &what);
                 if let Err(e) = jit_matches_interpreter_with(&g, s as u64, &options(tier, threads)) {
                     panic!("{what}: {e}");

@@ -244,7 +244,7 @@ proptest! {
         let mut dims = vec![n, c];
         dims.extend(rest);
         let p = TensorType::f32([c]);
-        let op = Op::BatchNorm { epsilon: 1e-5 };
+        let op = Op::BatchNorm { epsilon: 1e-5, activation: None };
         check_graph(&one_op(op, TensorType::f32(dims), &[p.clone(), p.clone(), p.clone(), p]).unwrap(), seed);
     }
 

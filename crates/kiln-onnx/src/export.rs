@@ -558,13 +558,17 @@ impl Exporter<'_, '_> {
                     self.push("Identity", name, input_names, name, vec![]);
                 }
             }
-            Op::BatchNorm { epsilon } => self.push(
-                "BatchNormalization",
-                name,
-                input_names,
-                name,
-                vec![float("epsilon", *epsilon)],
-            ),
+            Op::BatchNorm { epsilon, activation } => {
+                let attrs = vec![float("epsilon", *epsilon)];
+                match activation {
+                    None => self.push("BatchNormalization", name, input_names, name, attrs),
+                    Some(a) => {
+                        let bn = self.fresh(&format!("{name}.batch_norm"));
+                        self.push("BatchNormalization", &bn, input_names, &bn, attrs);
+                        self.activation(*a, name, bn)?;
+                    }
+                }
+            }
             Op::Lrn {
                 size,
                 alpha,

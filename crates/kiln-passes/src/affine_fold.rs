@@ -54,7 +54,10 @@ impl Pass for AffineFold {
             };
             let mul_op = Op::Binary(BinaryOp::Mul);
             let folded = match graph.node(x).op.clone() {
-                Op::BatchNorm { epsilon } => {
+                Op::BatchNorm {
+                    epsilon,
+                    activation: None,
+                } => {
                     let bn = graph.inputs(x);
                     let [gamma, beta] = [bn[1], bn[2]];
                     if !constant.contains(&gamma) || !constant.contains(&beta) {
@@ -80,7 +83,10 @@ impl Pass for AffineFold {
                     add(
                         graph,
                         "batch_norm",
-                        Op::BatchNorm { epsilon },
+                        Op::BatchNorm {
+                            epsilon,
+                            activation: None,
+                        },
                         &[bn[0], gamma, beta, bn[3], bn[4]],
                     )?
                 }

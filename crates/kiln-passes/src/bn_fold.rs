@@ -21,7 +21,11 @@ impl Pass for BnFold {
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError> {
         let mut changed = false;
         for id in graph.topo_order() {
-            let Op::BatchNorm { epsilon } = graph.node(id).op else {
+            let Op::BatchNorm {
+                epsilon,
+                activation: None,
+            } = graph.node(id).op
+            else {
                 continue;
             };
             let ins = graph.inputs(id);

@@ -1,8 +1,9 @@
 //! Epilogue fusion. What a convolution or GEMM does to its output on the way out becomes part
 //! of its kernel, applied by the JIT while the output tile is still in registers or cache:
 //!
-//! - an activation whose only input is a convolution or a `gemm` (directly or through the
-//!   reshape the im2col pass puts after it) read by nothing else becomes its `activation`;
+//! - an activation whose only input is a convolution, a `gemm` (directly or through the
+//!   reshape the im2col pass puts after it) or an inference batch norm (a pre-activation
+//!   network's `relu(bn(x))`, DenseNet's) read by nothing else becomes its `activation`;
 //! - a residual `add` of a `gemm`'s output and another tensor of the same shape becomes the
 //!   `gemm`'s `residual` input (the epilogue order is bias, residual, activation, so a
 //!   ResNet block's `relu(bn(conv(h)) + shortcut)` ends as one kernel once batch norm is folded).
@@ -64,6 +65,18 @@ fn fuse_activation(graph: &mut Graph, id: NodeId) -> Result<bool, IrError> {
         return Ok(false);
     };
     match graph.node(src).op.clone() {
+        Op::BatchNorm {
+            epsilon,
+            activation: None,
+        } if only_for(graph, src, id) => {
+            graph.set_op(
+                src,
+                Op::BatchNorm {
+                    epsilon,
+                    activation: Some(act),
+                },
+            )?;
+        }
         Op::Conv2d(c) if c.activation.is_none() && only_for(graph, src, id) => {
             graph.set_op(
                 src,
@@ -172,6 +185,35 @@ mod tests {
   param %b: f32[2]
   %r = conv2d(%x, %w, %b) {padding=[1, 1, 1, 1], activation=relu}: f32[1, 2, 4, 4]
   %y = sigmoid(%r): f32[1, 2, 4, 4]
+  output %y
+}
+",
+        );
+    }
+
+    #[test]
+    fn batch_norm_then_relu_becomes_one_batch_norm_unless_shared() {
+        check_pass(
+            &super::Fusion,
+            "graph g {
+  input %x: f32[1, 2, 4, 4]
+  param %s: f32[2]
+  %n1 = batch_norm(%x, %s, %s, %s, %s)
+  %r1 = relu(%n1)
+  %n2 = batch_norm(%r1, %s, %s, %s, %s)
+  %r2 = relu(%n2)
+  %t2 = tanh(%n2)
+  %y = add(%r2, %t2)
+  output %y
+}",
+            "graph g {
+  input %x: f32[1, 2, 4, 4]
+  param %s: f32[2]
+  %r1 = batch_norm(%x, %s, %s, %s, %s) {epsilon=1e-5, activation=relu}: f32[1, 2, 4, 4]
+  %n2 = batch_norm(%r1, %s, %s, %s, %s) {epsilon=1e-5}: f32[1, 2, 4, 4]
+  %r2 = relu(%n2): f32[1, 2, 4, 4]
+  %t2 = tanh(%n2): f32[1, 2, 4, 4]
+  %y = add(%r2, %t2): f32[1, 2, 4, 4]
   output %y
 }
 ",

@@ -795,6 +795,7 @@ impl<'a> KernelNames<'a> {
         let (residual, activation) = match &node.op {
             kiln::ir::Op::Gemm(g) => (g.residual, g.activation),
             kiln::ir::Op::Conv2d(c) => (false, c.activation),
+            kiln::ir::Op::BatchNorm { activation, .. } => (false, *activation),
             _ => (false, None),
         };
         for &n in rest {

@@ -7,7 +7,7 @@ use super::{Args, dims4, validated};
 use crate::codegen::Emitter;
 use crate::direct::{self, Kernels};
 use cranelift_codegen::ir::InstBuilder;
-use kiln_ir::{PoolKind, ReduceKind};
+use kiln_ir::{Activation, PoolKind, ReduceKind};
 
 /// The kernel calls the Rust function `f(desc, arena, begin, end)` with `desc` stored in a
 /// stack slot of the kernel (its words are compile-time constants).
@@ -120,8 +120,15 @@ pub(super) fn dense_direct(e: &mut Emitter, a: &Args, k: Kernels) {
 }
 
 /// An inference batch norm on the tier's kernel (`direct::batch_norm`), over `n·c` planes.
-pub(super) fn batch_norm_direct(e: &mut Emitter, a: &Args, k: Kernels, eps: f32) {
+pub(super) fn batch_norm_direct(
+    e: &mut Emitter,
+    a: &Args,
+    k: Kernels,
+    eps: f32,
+    activation: Option<Activation>,
+) {
     let d = a.dims(0);
+    let (act, act_a, act_b) = crate::elementwise_kernels::code(activation);
     let desc = direct::NormDesc {
         x: word(a.src(0)),
         scale: word(a.src(1)),
@@ -133,6 +140,9 @@ pub(super) fn batch_norm_direct(e: &mut Emitter, a: &Args, k: Kernels, eps: f32)
         channels: word(d[1]),
         plane: word(d[2..].iter().product()),
         eps: u64::from(eps.to_bits()),
+        act,
+        act_a,
+        act_b,
     };
     call_direct(e, a, k.batch_norm as usize, &desc);
 }

@@ -209,7 +209,7 @@ pub(super) fn binary(e: &mut Emitter, a: &Args, op: BinaryOp) {
     });
 }
 
-pub(super) fn batch_norm(e: &mut Emitter, a: &Args, eps: f32) {
+pub(super) fn batch_norm(e: &mut Emitter, a: &Args, eps: f32, act: Option<Activation>) {
     let d = a.dims(0);
     let ch = d[1];
     let plane: usize = d[2..].iter().product();
@@ -241,6 +241,7 @@ pub(super) fn batch_norm(e: &mut Emitter, a: &Args, eps: f32) {
                 let p = e.elem(arena, xo, i);
                 let x = e.load(ty, p);
                 let y = e.b.ins().fma(x, kk, ss);
+                let y = epilogue(e, ty, y, act);
                 let q = e.elem(arena, yo, i);
                 e.store(y, q);
             });

@@ -329,12 +329,12 @@ fn emit_body(e: &mut Emitter, op: &Op, a: &Args, phase: usize, grain: &mut usize
             let ax = normalize_axis(*axis, od.len(), false).unwrap_or(0);
             od[..ax].iter().product()
         }
-        Op::BatchNorm { epsilon } if let Some(k) = direct_kernels(a) => {
-            batch_norm_direct(e, a, k, *epsilon);
+        Op::BatchNorm { epsilon, activation } if let Some(k) = direct_kernels(a) => {
+            batch_norm_direct(e, a, k, *epsilon, *activation);
             planes()
         }
-        Op::BatchNorm { epsilon } => {
-            batch_norm(e, a, *epsilon);
+        Op::BatchNorm { epsilon, activation } => {
+            batch_norm(e, a, *epsilon, *activation);
             planes()
         }
         Op::Loss(kind) => {

@@ -33,7 +33,15 @@ pub(crate) fn batch_norm(im: &mut Importer, n: &NodeProto, a: &Attrs, out: &str)
     }
     let epsilon = a.float("epsilon", 1e-5)?;
     if !training {
-        return one(im.add(n, out, Op::BatchNorm { epsilon }, &ins)?);
+        return one(im.add(
+            n,
+            out,
+            Op::BatchNorm {
+                epsilon,
+                activation: None,
+            },
+            &ins,
+        )?);
     }
     let fwd = Op::Train(TrainOp::BatchNormTrain {
         part: BnPart::Forward,
