@@ -1669,14 +1669,18 @@ impl DirectConv {
     /// The most channels of an image the row kernel takes ([`DirectConv::by_rows`]).
     pub const ROW_CHANNELS_MAX: usize = 4;
 
+    /// The taps below which the row kernel takes a stem on AVX-512 ([`DirectConv::by_rows`]):
+    /// 160, a 7 × 7 kernel over 3 channels (147) and less, not AlexNet's 11 × 11 (363).
+    pub const ROW_TAPS_AVX512: usize = 160;
+
     /// The direct form of the patches of `g` over `channels` channels on the row kernel
     /// (`conv_rows::direct_conv_rows`: output pixels in the registers, a block of pixels by
     /// five channels summing every tap in registers and stored straight into C), over the
     /// phase copy of a wide product ([`Shifted::phases`]), where it pays: a network's
-    /// stem (at most [`DirectConv::ROW_CHANNELS_MAX`] channels) into more output channels than
-    /// [`DirectConv::max_rows`], with fewer than 64 taps (where the channel-vectorized kernel
-    /// does not run it on AVX-512), its output rows at least two registers wide, the copy
-    /// within L2. `None` elsewhere.
+    /// stem (at most [`DirectConv::ROW_CHANNELS_MAX`] channels), its output rows at least two
+    /// registers wide, the copy within L2 — on AVX-512 into any number of output channels with
+    /// fewer than [`DirectConv::ROW_TAPS_AVX512`] taps, on AVX2 into more output channels than
+    /// [`DirectConv::max_rows`] with fewer than 64 taps. `None` elsewhere.
     ///
     /// Measured on an Intel Xeon (family 6 model 167; one thread, each convolution alone with
     /// its bias and ReLU, ms, five alternating pairs of processes, the form it replaces →
@@ -1685,16 +1689,27 @@ impl DirectConv {
     /// same 3.39 → 2.81–2.91 (channel-vectorized) and 0.75 → 0.75. Where the
     /// channel-vectorized kernel runs a stem it stays (AVX-512, five pairs): 7 × 7 s2 64 ← 3
     /// (ResNet's) 1.78–1.81 against 1.80–1.84 by rows, 3 × 3 s2 32 ← 3 on 299 × 299 0.65–0.67
-    /// against 0.66–0.69, 16 ← 3 on 224 × 224 0.22 against 0.21–0.23.
+    /// against 0.66–0.69, 16 ← 3 on 224 × 224 0.22 against 0.21–0.23. On an Intel Xeon of
+    /// family 6 model 207 (the same cores, L2 2 MiB; one thread, each convolution alone with
+    /// its bias and ReLU, `kiln bench --profile`, ms, three or four alternations,
+    /// channel-vectorized → rows) the row kernel wins them all: 3 × 3 s2 16 ← 3 on 224 × 224
+    /// 0.211 → 0.167, 24 ← 3 0.29–0.30 → 0.22, 32 ← 3 0.325 → 0.278, 32 ← 3 on 299 × 299 (no
+    /// padding) 0.64 → 0.545, 7 × 7 s2 64 ← 3 1.77–1.79 → 1.62–1.66; AlexNet's 11 × 11 s4 64 ← 3
+    /// (363 taps) stays a GEMM (1.13–1.14 against 1.27–1.28 by rows).
     pub fn by_rows(isa: Isa, g: &PatchGeom, channels: usize, rows: usize) -> Option<DirectConv> {
         let k = crate::direct::kernels(isa)?;
         let lanes = isa.lanes();
         let taps = channels.checked_mul(g.kh)?.checked_mul(g.kw)?;
+        // (AVX-512: any number of output channels, up to a 7 × 7 kernel over 3 channels)
+        let (rows_ok, most_taps) = match isa {
+            Isa::Avx512 => (true, DirectConv::ROW_TAPS_AVX512),
+            _ => (rows > DirectConv::max_rows(isa, g), 64),
+        };
         if rows == 0
             || channels == 0
             || channels > DirectConv::ROW_CHANNELS_MAX
-            || rows <= DirectConv::max_rows(isa, g)
-            || taps >= 64
+            || !rows_ok
+            || taps >= most_taps
             || g.ow < 2 * lanes
         {
             return None;
