@@ -3872,9 +3872,28 @@ unsafe fn epilogue_map<S: Simd, M: crate::elementwise_kernels::Map<S>, const COL
     m: M,
 ) {
     let p = (c, src, res, bias);
-    // SAFETY: forwarded from the caller.
+    // a block of one column whose rows are adjacent floats (a 1 × 1 convolution over a 1 × 1
+    // map, C `[M, 1]`: a squeeze-and-excitation's) is one row of `rows` floats, its bias per
+    // row one per float: registers of rows instead of a partial register per row (1152 rows
+    // with their bias and a ReLU took 0.011 ms, two thirds of such a convolution's time)
+    let one_row = !COLS && sizes[1] == 1 && sizes[2] == 4 && sizes[3] == 4;
+    let (sizes, cols_bias) = if one_row {
+        (
+            [
+                1,
+                sizes[0],
+                sizes[0].saturating_mul(4),
+                sizes[0].saturating_mul(4),
+            ],
+            true,
+        )
+    } else {
+        (sizes, COLS)
+    };
+    // SAFETY: forwarded from the caller (the one row above: the block's floats, bias and
+    // residual, in the same order).
     unsafe {
-        match (bias.is_null(), COLS, res.is_null()) {
+        match (bias.is_null(), cols_bias, res.is_null()) {
             (true, _, true) => epilogue_rows::<S, M, EPI_NO_BIAS, false>(p, sizes, m),
             (true, _, false) => epilogue_rows::<S, M, EPI_NO_BIAS, true>(p, sizes, m),
             (false, false, true) => epilogue_rows::<S, M, ROW_BIAS, false>(p, sizes, m),

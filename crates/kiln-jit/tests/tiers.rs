@@ -598,6 +598,28 @@ fn pointwise_convolutions_on_small_maps_on_every_tier() {
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
+/// Pointwise convolutions on one-pixel maps (a squeeze-and-excitation's: C is `[M, 1]` per
+/// image, whose epilogue the Rust tiers run as one row of `M` floats, a register of output
+/// channels at a time): SE-like shapes both ways (1152 ← 48, 48 ← 1152), output channels in
+/// whole registers and a partial one (37, 70, 1152), a batch, groups, several K blocks (600
+/// channels in), the bias, the residual and the activations, on every tier and 1 and 2
+/// threads.
+#[test]
+fn pointwise_convolutions_on_one_pixel_on_every_tier() {
+    let p = [0; 4];
+    let cases = [
+        (1, 48, 1, 1152, 1, 1, 1, 1, 1, p),
+        (1, 1152, 1, 48, 1, 1, 1, 1, 1, p),
+        (2, 20, 1, 37, 1, 1, 1, 1, 1, p),
+        (1, 600, 1, 70, 1, 1, 1, 1, 1, p),
+        (2, 24, 2, 40, 1, 1, 1, 1, 1, p),
+        (1, 16, 1, 17, 1, 1, 1, 1, 1, p),
+        (3, 8, 1, 33, 1, 1, 1, 1, 1, p),
+        (1, 64, 1, 96, 1, 1, 1, 1, 1, p),
+    ];
+    check_conv_cases(&cases, |i| i % 3 != 2);
+}
+
 /// Pointwise convolutions on maps of at most 289 pixels, which AVX-512 runs directly
 /// (`DirectConv::for_pointwise`: B read as one row of pixels per image, 32 channels in or
 /// more, or at most 32 out; asserted), reading the images themselves into at most 256 output
