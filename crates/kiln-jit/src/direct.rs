@@ -3515,6 +3515,19 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn activate_rows<S: Simd>(j: &DirectConvJob, a: Act, rows: [usize; 2], [p0, p1]: [usize; 2]) {
+    if p0 == 0 && p1 == j.l && rows[0] < rows[1] {
+        // whole rows of C, which lie end to end: one run of registers over all of them,
+        // instead of a partial register at the end of each row (SiLU after 1152 ← 192 on 7 × 7
+        // took 0.07 ms where the activation alone takes 0.02: 49 floats are 3 registers and
+        // one lane)
+        // SAFETY: rows rows[0]..rows[1] of C, `l` floats each, one after the other.
+        unsafe {
+            let at = j.c.add(rows[0] * j.l);
+            let n = (rows[1] - rows[0]) * j.l;
+            crate::elementwise_kernels::activate_n::<S>(a.code, a.a, a.b, at, at, n);
+        }
+        return;
+    }
     for o in rows[0]..rows[1] {
         // SAFETY: row o of the job's rows, pixels of its columns: inside C.
         unsafe {
