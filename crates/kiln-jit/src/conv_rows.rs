@@ -1,19 +1,25 @@
-//! The direct convolution of images with few channels (a network's first layer, its *stem*),
-//! vectorized along the output rows: a register holds `LANES` neighbouring output pixels of
-//! one channel, so that the sums of a block of pixels and channels are stored straight into
-//! C's rows (a channel's pixels are a row of C) — no buffer of partial sums and no
-//! transposition, which the channel-vectorized kernel ([`crate::direct::DirectConvJob`]) needs,
-//! and no scratch moved into C after the product, which the wide GEMM needs.
+//! The direct convolution vectorized along the output rows, for images with few channels (a
+//! network's first layer, its *stem*) and for pointwise products over few channels on small
+//! maps: a register holds `LANES` neighbouring output pixels of one channel, so that the sums
+//! of a block of pixels and channels are stored straight into C's rows (a channel's pixels are
+//! a row of C) — no buffer of partial sums and no transposition, which the channel-vectorized
+//! kernel ([`crate::direct::DirectConvJob`]) needs, and no scratch moved into C after the
+//! product, which the wide GEMM needs.
 //!
-//! The image is read from the GEMM driver's phase copy of a wide product
+//! A stem's image is read from the GEMM driver's phase copy of a wide product
 //! ([`crate::gemm::Shifted`]): zero-padded, and at a stride split into its phases, so that
-//! each tap of a run of output pixels of a row is a run of the copy. A block of output
-//! pixels (up to four registers on AVX-512, two on AVX2) by five output channels sums every
-//! tap in registers (one load per register of pixels, one broadcast weight per channel, an
-//! FMA for each pair, the taps in `k`'s order as in the other kernels), then adds the bias
-//! and the residual, applies the activation and stores. A stem has 27 to 147 taps, all of
-//! them a block's in one pass: its weights (a few KiB per block of channels) and the copy's
-//! rows an output row reads stay in L1 while the blocks sweep the row.
+//! each tap of a run of output pixels of a row is a run of the copy; a pointwise product's
+//! image is read in place, its planes one row of pixels each (`gemm::DirectConv::pointwise_by_rows`).
+//! A block of output pixels (up to four registers on AVX-512, two on AVX2) by five output
+//! channels sums every tap in registers (one load per register of pixels, one broadcast weight
+//! per channel, an FMA for each pair, the taps in `k`'s order as in the other kernels), then
+//! adds the bias and the residual, applies the activation and stores. A row's last register
+//! of pixels is stored under a mask; it is loaded whole where that stays inside what the
+//! kernel reads (a stem's copy has room past its rows, [`row_slack`]; the lanes past the row
+//! are computed and not stored), else under a mask (an image read in place). A stem has 27 to 147 taps, all of them a block's in one pass: its weights (a few
+//! KiB per block of channels) and the copy's rows an output row reads stay in L1 while the
+//! blocks sweep the row; a pointwise product's blocks take a span of a few registers of
+//! pixels, whose floats stay in L1, before the next span.
 //!
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
@@ -33,30 +39,32 @@ pub const fn row_registers(lanes: usize) -> usize {
     if lanes >= 16 { 4 } else { 2 }
 }
 
-/// The floats past its copy the kernel may read: a row's last register of pixels reads a
-/// whole register past the row's last pixel (lanes that are computed and not stored).
+/// The floats past its phase copy a stem's copy holds: a row's last register of pixels reads
+/// a whole register past the row's last pixel (lanes that are computed and not stored).
 pub const fn row_slack(lanes: usize) -> usize {
     2 * lanes
 }
 
 /// The direct convolution of `j` along output rows: for each output row of the job's pixels
 /// (`cols`, `p = y·ow + x`), each block of at most [`ROW_CHANNELS`] of its channels (`rows`,
-/// in blocks as even as they come), blocks of [`row_registers`] registers of the row's pixels
-/// (the last of fewer; its lanes past the row's end are computed from the copy's floats there
-/// and not stored). Where all the weights are small ([`ROWS_FIRST_WEIGHTS`]: a 3 × 3 stem's)
-/// every block of channels takes an output row before the next row, so that the copy is read
-/// once from L2; else each block of channels sweeps all the job's rows before the next (its
-/// weights stay in L1, C written as a few long runs). Tap `k` of output pixel `(y, x)` reads `pad[off[k] + y·steps[0] + x]`
-/// (`steps[1]` is 1: a phase copy); channel `o`'s weight of tap `k` is
+/// in blocks as even as they come), blocks of at most [`row_registers`] registers of the
+/// row's pixels (as even as they come; the last register of a row stored under a mask, and
+/// loaded under one where a whole register would pass the end of `pad`). Where
+/// `j.span` is not 0 every block of channels takes a span of at most that many pixels of an
+/// output row (whole registers, as even as they come) before the next span: the whole row
+/// for a stem whose weights are small ([`ROWS_FIRST_WEIGHTS`]), so that its copy is read once
+/// from L2, a few registers for a pointwise product, whose floats stay in L1; else each block
+/// of channels sweeps all the job's rows before the next (its weights stay in L1, C written
+/// as a few long runs). Tap `k` of output pixel `(y, x)` reads `pad[off[k] + y·steps[0] + x]`
+/// (`steps[1]` is 1: a phase copy, or the image's planes); channel `o`'s weight of tap `k` is
 /// `wt[(o − o % pw)·K + k·pw + o % pw]`, as for the channel-vectorized kernel. The job's
 /// `finish` (bias, residual, activation) is applied as the sums are stored, when it has one.
 ///
 /// # Safety
 /// `j.c` is valid for the job's rows and columns (rows `l` apart, as is the residual's);
-/// `steps[1] == 1`; every tap of every pixel of the job's output rows, and of the
-/// [`row_slack`] pixels past each row's end, lies in `pad`; `wt` holds `off.len()·opad`
-/// floats, `opad ≥ rows[1]` a multiple of `pw`; the bias (when not null) one float per row;
-/// the CPU has `S`'s set.
+/// `steps[1] == 1`; every tap of every pixel of the job's output rows lies in `pad`; `wt`
+/// holds `off.len()·opad` floats, `opad ≥ rows[1]` a multiple of `pw`; the bias (when not
+/// null) one float per row; the CPU has `S`'s set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub unsafe fn direct_conv_rows<S: Simd>(j: &DirectConvJob) {
@@ -77,9 +85,12 @@ pub unsafe fn direct_conv_rows<S: Simd>(j: &DirectConvJob) {
 #[inline(always)]
 unsafe fn rows_driver<S: Simd, const PV: usize>(j: &DirectConvJob) {
     let [p0, p1] = j.cols;
+    let l = S::LANES;
     if p0 >= p1 || j.ow == 0 || j.rows[0] >= j.rows[1] {
         return;
     }
+    // the furthest tap's offset
+    let far = j.off.iter().copied().max().unwrap_or(0);
     // the channels in blocks as even as they come (16 = 4 + 4 + 4 + 4, not 5 + 5 + 5 + 1)
     let channels = j.rows[1] - j.rows[0];
     let blocks = channels.div_ceil(ROW_CHANNELS);
@@ -95,16 +106,21 @@ unsafe fn rows_driver<S: Simd, const PV: usize>(j: &DirectConvJob) {
         let (y, x0) = (p / j.ow, p % j.ow);
         (y, x0, j.ow.min(x0 + (p1 - p)))
     };
-    if j.off.len().saturating_mul(channels).saturating_mul(4) <= ROWS_FIRST_WEIGHTS {
-        // every block of channels over an output row before the next row: the copy's rows
-        // that output row reads stay in L1 through all the blocks
+    if j.span > 0 {
+        // every block of channels over a span of an output row (the whole row, or as much of
+        // it as `span` says) before the next span: the image's floats that span reads stay
+        // in L1 through all the blocks
         let mut p = p0;
         while p < p1 {
             let (y, x0, x1) = row(p);
+            // the rest of the row in spans of whole registers as even as they come
+            let regs = (x1 - x0).div_ceil(l);
+            let most = (j.span / l).max(1);
+            let x1 = x1.min(x0 + regs.div_ceil(regs.div_ceil(most)) * l);
             for blk in 0..blocks {
                 // SAFETY: forwarded from the caller (row y's pixels of the job, channels of
                 // its rows).
-                unsafe { row_sweep::<S, PV>(j, y, [x0, x1], block(blk)) };
+                unsafe { row_sweep::<S, PV>(j, far, y, [x0, x1], block(blk)) };
             }
             p += x1 - x0;
         }
@@ -114,25 +130,26 @@ unsafe fn rows_driver<S: Simd, const PV: usize>(j: &DirectConvJob) {
             while p < p1 {
                 let (y, x0, x1) = row(p);
                 // SAFETY: as above.
-                unsafe { row_sweep::<S, PV>(j, y, [x0, x1], block(blk)) };
+                unsafe { row_sweep::<S, PV>(j, far, y, [x0, x1], block(blk)) };
                 p += x1 - x0;
             }
         }
     }
 }
 
-/// The most bytes of weights (taps × output channels) for which [`rows_driver`] takes every
-/// block of channels over an output row before the next row (the copy read once from L2),
-/// rather than each block over every row (its weights in L1 while the copy streams by).
+/// The most bytes of weights (taps × output channels) for which a stem's row kernel takes every
+/// block of channels over an output row before the next row (`gemm::DirectConv::by_rows` sets
+/// [`DirectConvJob::span`]; the copy read once from L2), rather than each block over every row
+/// (its weights in L1 while the copy streams by).
 /// Measured on AVX-512 (an Intel Xeon, family 6 model 207, L1d 48 KiB, L2 2 MiB; one thread,
 /// each convolution alone with its bias and ReLU, ms, three alternations, blocks first → rows
 /// first): 3 × 3 s2 16 ← 3 on 224 × 224 0.169–0.176 → 0.159–0.161, 32 ← 3 0.277–0.288 →
 /// 0.260–0.272, 32 ← 3 on 299 × 299 0.54–0.59 → 0.51–0.52; 64 ← 3 (SqueezeNet's, and VGG's at
 /// stride 1) alike. ResNet's 7 × 7 s2 64 ← 3 (37 KiB of weights) keeps blocks first.
-const ROWS_FIRST_WEIGHTS: usize = 16 << 10;
+pub const ROWS_FIRST_WEIGHTS: usize = 16 << 10;
 
 /// Output row `y`'s pixels `[x0, x1)` for the `oc` channels from `o0`, in blocks of up to `PV`
-/// registers of pixels.
+/// registers of pixels; `far` is the furthest tap's offset in `pad`.
 ///
 /// # Safety
 /// As [`direct_conv_rows`], with the pixels and channels the job's.
@@ -140,6 +157,7 @@ const ROWS_FIRST_WEIGHTS: usize = 16 << 10;
 #[inline(always)]
 unsafe fn row_sweep<S: Simd, const PV: usize>(
     j: &DirectConvJob,
+    far: usize,
     y: usize,
     [x0, x1]: [usize; 2],
     (o0, oc): (usize, usize),
@@ -147,21 +165,30 @@ unsafe fn row_sweep<S: Simd, const PV: usize>(
     let l = S::LANES;
     let mut x = x0;
     while x < x1 {
-        let nv = (x1 - x).div_ceil(l).min(PV);
+        // the row's registers in blocks as even as they come (13 = 4 + 3 + 3 + 3, not 4 + 4 +
+        // 4 + 1, whose last block would have too few sums to hide the FMAs' latency)
+        let regs = (x1 - x).div_ceil(l);
+        let nv = regs.div_ceil(regs.div_ceil(PV));
         let at = Block { y, x, x1, o0, oc };
-        // SAFETY: forwarded from the caller: pixels x.. of row y below x1 ≤ ow (their
-        // registers' taps inside the copy with its slack), channels o0..o0 + oc of the
-        // job's rows.
+        // SAFETY: forwarded from the caller: pixels x.. of row y below x1 ≤ ow (their taps
+        // inside the copy or the image; the last register masked where x1 ends inside it),
+        // channels o0..o0 + oc of the job's rows.
         unsafe {
-            match (nv, oc > 4) {
-                (1, true) => row_block::<S, 1, ROW_CHANNELS>(j, at),
-                (2, true) => row_block::<S, 2, ROW_CHANNELS>(j, at),
-                (3, true) if PV > 3 => row_block::<S, 3, ROW_CHANNELS>(j, at),
-                (_, true) => row_block::<S, PV, ROW_CHANNELS>(j, at),
-                (1, false) => row_block::<S, 1, 4>(j, at),
-                (2, false) => row_block::<S, 2, 4>(j, at),
-                (3, false) if PV > 3 => row_block::<S, 3, 4>(j, at),
-                (_, false) => row_block::<S, PV, 4>(j, at),
+            // the last register under a mask where the row ends inside it and a whole
+            // register at the furthest tap would pass the end of `pad` (an image read in
+            // place; a stem's copy has room past every row)
+            let whole = far
+                .checked_add(y * j.steps[0] + x + nv * l)
+                .is_some_and(|end| end <= j.pad.len());
+            match (nv, oc > 4, x1 - x < nv * l && !whole) {
+                (1, true, m) => row_block_masked::<S, 1, ROW_CHANNELS>(j, at, m),
+                (2, true, m) => row_block_masked::<S, 2, ROW_CHANNELS>(j, at, m),
+                (3, true, m) if PV > 3 => row_block_masked::<S, 3, ROW_CHANNELS>(j, at, m),
+                (_, true, m) => row_block_masked::<S, PV, ROW_CHANNELS>(j, at, m),
+                (1, false, m) => row_block_masked::<S, 1, 4>(j, at, m),
+                (2, false, m) => row_block_masked::<S, 2, 4>(j, at, m),
+                (3, false, m) if PV > 3 => row_block_masked::<S, 3, 4>(j, at, m),
+                (_, false, m) => row_block_masked::<S, PV, 4>(j, at, m),
             }
         }
         x += nv * l;
@@ -179,16 +206,42 @@ struct Block {
     oc: usize,
 }
 
-/// `NV` registers of pixels from `b.x` by `OC ≥ b.oc` channels from `b.o0` (the channels past
-/// `b.oc` computed with channel `b.o0`'s weights and not stored): every tap, then the finish
-/// and the stores of the pixels below `b.x1`.
+/// [`row_block`] with its last register of pixels under a mask where `masked` (the row
+/// ends inside it), else whole.
 ///
 /// # Safety
-/// As [`direct_conv_rows`], with `b.x + (NV − 1)·LANES < b.x1 ≤ ow`, `0 < b.oc ≤ OC` and
-/// `b.o0 + b.oc ≤ rows[1]`.
+/// As [`row_block`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn row_block<S: Simd, const NV: usize, const OC: usize>(j: &DirectConvJob, b: Block) {
+unsafe fn row_block_masked<S: Simd, const NV: usize, const OC: usize>(
+    j: &DirectConvJob,
+    b: Block,
+    masked: bool,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if masked {
+            row_block::<S, NV, OC, true>(j, b)
+        } else {
+            row_block::<S, NV, OC, false>(j, b)
+        }
+    }
+}
+
+/// `NV` registers of pixels from `b.x` by `OC ≥ b.oc` channels from `b.o0` (the channels past
+/// `b.oc` computed with channel `b.o0`'s weights and not stored): every tap, then the finish
+/// and the stores of the pixels below `b.x1`. With `MASK` the last register's pixels from
+/// `b.x1` are neither read nor stored; without, the block's registers lie below `b.x1`.
+///
+/// # Safety
+/// As [`direct_conv_rows`], with `b.x + (NV − 1)·LANES < b.x1 ≤ ow`, `b.x + NV·LANES ≤ b.x1`
+/// unless `MASK`, `0 < b.oc ≤ OC` and `b.o0 + b.oc ≤ rows[1]`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn row_block<S: Simd, const NV: usize, const OC: usize, const MASK: bool>(
+    j: &DirectConvJob,
+    b: Block,
+) {
     let l = S::LANES;
     let kk = j.off.len();
     // each channel's weights: its panel, from its column, a tap every pw floats
@@ -198,21 +251,31 @@ unsafe fn row_block<S: Simd, const NV: usize, const OC: usize>(j: &DirectConvJob
     });
     let base = b.y * j.steps[0] + b.x;
     let pad = j.pad.as_ptr();
-    // SAFETY (the whole body): taps of the block's pixels (with the slack past the row) inside
-    // `pad`, weights inside `wt`, stores of the pixels below x1 of the rows o0..o0 + oc of C
+    // the pixels of the last register below x1
+    let last = (b.x1 - b.x - (NV - 1) * l).min(l);
+    // SAFETY (the whole body): taps of the block's pixels (below x1) inside `pad`, weights inside `wt`, stores of the pixels below x1 of the rows o0..o0 + oc of C
     // (the caller's contract).
     unsafe {
         let mut acc = [[S::zero(); NV]; OC];
-        for (k, &off) in j.off.iter().enumerate() {
-            let at = pad.add(off + base);
-            let xv: [S::V; NV] = std::array::from_fn(|v| S::load(at.add(v * l)));
-            let kp = k * j.pw;
+        // (a running offset into the weights, not k·pw: the product and the loop's index
+        // took a register the 7 × 7 stem's blocks of three registers then spilled)
+        let (xs, mut kp) = (pad.add(base), 0);
+        for &off in j.off {
+            let at = xs.add(off);
+            let xv: [S::V; NV] = std::array::from_fn(|v| {
+                if MASK && v == NV - 1 {
+                    S::load_partial(at.add(v * l), last)
+                } else {
+                    S::load(at.add(v * l))
+                }
+            });
             for (row, w) in acc.iter_mut().zip(wt) {
                 let w = S::splat(*w.add(kp));
                 for (a, x) in row.iter_mut().zip(xv) {
                     *a = S::fma(x, w, *a);
                 }
             }
+            kp += j.pw;
         }
         let fin = j.finish;
         // (every channel's index a constant of the unrolled loop, so that the sums stay in

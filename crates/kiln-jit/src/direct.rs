@@ -3267,6 +3267,10 @@ pub struct DirectConvJob<'a> {
     /// What the kernel does to the sums as it stores them (`gemm::DirectConv::finish`):
     /// nothing when `None`.
     pub finish: Option<Finish>,
+    /// The row kernel's order (`conv_rows`): where more than 0, every block of output
+    /// channels takes at most `span` pixels of an output row before the next pixels; where 0,
+    /// each block of channels sweeps all the job's pixels before the next block.
+    pub span: usize,
 }
 
 /// A direct convolution's epilogue, applied as the finished sums are stored: `C[o, p] + bias[o]`

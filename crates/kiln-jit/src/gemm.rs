@@ -1404,10 +1404,18 @@ pub struct DirectConv {
     pub phases: Option<Shifted>,
     /// Whether the kernel reads the image itself, not a copy (`cb` 1, `pad_len` 0): a 1 × 1
     /// kernel at stride 1 without padding, whose copy would hold the image's planes as they
-    /// are, into at most [`DirectConv::IN_PLACE_ROWS`] output channels. The kernel reads no
+    /// are, into at most [`DirectConv::IN_PLACE_ROWS`] output channels (into any number on the
+    /// row kernel, [`DirectConv::pointwise_by_rows`]). The kernel reads no
     /// pixel past a row's last (a row's last pixels run in a block of as many), so the planes
     /// alone hold every tap; `run_direct` checks the job's last tap against them.
     pub in_place: bool,
+    /// The row kernel's order ([`crate::direct::DirectConvJob::span`]); 0 for the
+    /// channel-vectorized kernel.
+    pub span: usize,
+    /// Whether `f` is the row kernel (`conv_rows::direct_conv_rows`): a stem over its phase
+    /// copy ([`DirectConv::by_rows`]), or a pointwise product over the image itself
+    /// ([`DirectConv::for_pointwise`]).
+    pub row_kernel: bool,
 }
 
 impl DirectConv {
@@ -1648,6 +1656,8 @@ impl DirectConv {
             finish: false,
             phases: None,
             in_place,
+            span: 0,
+            row_kernel: false,
         })
     }
 
@@ -1734,6 +1744,13 @@ impl DirectConv {
             finish: false,
             phases: Some(sh),
             in_place: false,
+            // (all of an output row before the next where the weights are small)
+            span: if taps.saturating_mul(rows).saturating_mul(4) <= crate::conv_rows::ROWS_FIRST_WEIGHTS {
+                usize::MAX
+            } else {
+                0
+            },
+            row_kernel: true,
         })
     }
 
@@ -1773,11 +1790,70 @@ impl DirectConv {
     /// 0.200 → 0.215, 128 ← 512 0.685 → 0.750, 512 ← 128 0.67–0.69 → 0.71–0.78; on 56 × 56
     /// (ResNet-50's 256 ← 64 and 64 ← 256) 0.96 → 1.5 and 0.85 → 1.03.
     pub fn for_pointwise(isa: Isa, k: usize, rows: usize, l: usize) -> Option<(DirectConv, PatchGeom)> {
-        if isa != Isa::Avx512 || l > DirectConv::POINTWISE_PIXELS {
+        if isa != Isa::Avx512 {
             return None;
         }
         let geom = PatchGeom::matrix(l);
+        if let Some(dc) = DirectConv::pointwise_by_rows(isa, k, l) {
+            return Some((dc, geom));
+        }
+        if l > DirectConv::POINTWISE_PIXELS {
+            return None;
+        }
         Some((DirectConv::new(isa, &geom, k, rows)?, geom))
+    }
+
+    /// The row kernel (`conv_rows::direct_conv_rows`: pixels in the registers, stored straight
+    /// into C's rows, no transposition) for a pointwise product over `k` channels of `l` pixels
+    /// read in place, where it pays on AVX-512: at most [`DirectConv::POINTWISE_PIXELS`] pixels,
+    /// whose registers waste at most an eighth of their lanes (13 × 13, 14 × 14, 17 × 17, 10 ×
+    /// 10, not 7 × 7), and few enough channels that the image's floats of a span of
+    /// [`crate::conv_rows::row_registers`] registers of pixels fill at most half of L1 (96 on
+    /// an L1d of 48 KiB): every block of output channels then takes such a span
+    /// ([`DirectConv::span`]) from L1 before the next span. `None` elsewhere.
+    ///
+    /// Measured on AVX-512 (an Intel Xeon, family 6 model 207, L1d 48 KiB; one thread, each
+    /// convolution alone with its bias and ReLU, `kiln bench --profile`, ms, two alternations,
+    /// channel-vectorized → rows): on 14 × 14, 576 ← 96 0.165–0.168 → 0.156–0.157, 384 ← 64
+    /// 0.083 → 0.075, 480 ← 80 0.120–0.121 → 0.111–0.113, 288 ← 48 0.054 → 0.045, 240 ← 40
+    /// 0.040 → 0.035, 192 ← 32 0.028 → 0.023–0.025; on 13 × 13, 256 ← 64 0.048–0.051 → 0.042,
+    /// 192 ← 48 0.032–0.038 → 0.027; on 10 × 10, 480 ← 80 0.063 → 0.060. Where it does not pay:
+    /// 672 ← 112 on 14 × 14 0.220 either way, 768 ← 128 on 17 × 17 0.44 → 0.53 (a span of
+    /// three registers), 96 ← 576 0.138 → 0.21 (the span's floats from L2), 576 ← 96 on 7 × 7
+    /// 0.045 → 0.049 (49 pixels in four registers); on larger maps, against the GEMM, 144 ← 24
+    /// on 56 × 56 0.186 → 0.212, 512 ← 128 on 28 × 28 0.70 → 0.73.
+    pub fn pointwise_by_rows(isa: Isa, k: usize, l: usize) -> Option<DirectConv> {
+        let kern = crate::direct::kernels(isa)?;
+        let lanes = isa.lanes();
+        let step = crate::conv_rows::row_registers(lanes).checked_mul(lanes)?;
+        let l1 = cache_size(1).unwrap_or(32 << 10);
+        let span = (l1 / 2 / k.checked_mul(4)?.max(1)) / step * step;
+        if isa != Isa::Avx512
+            || k == 0
+            || l == 0
+            || l > DirectConv::POINTWISE_PIXELS
+            || l.div_ceil(lanes).checked_mul(lanes)?.checked_mul(8)? > l.checked_mul(9)?
+            || span < step
+        {
+            return None;
+        }
+        Some(DirectConv {
+            f: kern.direct_conv_rows,
+            lanes,
+            panel: 2 * lanes,
+            cb: 1,
+            hp: 1,
+            wp: l,
+            pad_len: 0,
+            chunk: k,
+            prefetch: false,
+            band: l,
+            finish: false,
+            phases: None,
+            in_place: true,
+            span,
+            row_kernel: true,
+        })
     }
 
     /// [`DirectConv::band`] for a copy of `channels` planes of `hp × wp` on `isa`: bands on
@@ -1870,7 +1946,7 @@ impl GemmDesc {
     /// ([`Shifted`]) or `gemm` (the tiles over packed or in-place panels of B).
     pub fn form(&self) -> &'static str {
         match (self.direct, self.swap(), self.b) {
-            (Some(DirectConv { phases: Some(_), .. }), _, _) => "row conv",
+            (Some(DirectConv { row_kernel: true, .. }), _, _) => "row conv",
             (Some(_), _, _) => "direct conv",
             (None, Some(_), _) => "transposed gemm",
             (None, None, BArena::Patches { shifted: Some(_), .. }) => "wide gemm",
@@ -2507,6 +2583,7 @@ unsafe fn run_direct(
             res: res.map_or(std::ptr::null(), |r| r.cast_const()),
             act: d.act,
         }),
+        span: dc.span,
     };
     // SAFETY: the job's pointers and sizes as `direct::direct_conv` requires: C's rows and
     // columns of the item, the padded copy with its slack (`DirectConv::new`) holding the rows

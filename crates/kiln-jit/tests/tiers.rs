@@ -644,26 +644,79 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
         (1, 24, 1, 96, 7, 7, 1, 1, 1, p),
         (1, 128, 2, 96, 7, 7, 1, 1, 1, p),
     ];
+    // (cases 1 and 6, 64 and 40 channels in on 16 × 16 and 14 × 14, take the row kernel,
+    // which reads in place whatever the output channels: `pointwise_convolutions_by_rows`)
+    let by_rows = |i: usize| i == 1 || i == 6;
     for (i, (_, c, g, o, h, w, ..)) in cases.into_iter().enumerate().filter(|&(_, case)| case.2 == 1) {
         let direct = DirectConv::for_pointwise(Isa::Avx512, c / g, o / g, h * w);
         assert_eq!(direct.is_some(), i < 7, "case {i}: {o} ← {c} on {h} × {w}");
         if let Some((dc, _)) = direct {
-            let in_place = o / g <= DirectConv::IN_PLACE_ROWS;
+            let in_place = o / g <= DirectConv::IN_PLACE_ROWS || by_rows(i);
             assert_eq!((dc.in_place, dc.pad_len == 0), (in_place, in_place), "case {i}");
+            assert_eq!(dc.row_kernel, by_rows(i), "case {i}");
         }
         assert!(
             DirectConv::for_pointwise(Isa::Avx2, c / g, o / g, h * w).is_none(),
             "case {i} on AVX2"
         );
     }
-    // and the compiler takes the rule: the AVX-512 tier's kernel of each case is the direct
+    // and the compiler takes the rule: the AVX-512 tier's kernel of each case is a direct
     // kernel exactly for the first seven (not for 324 pixels, 24 channels in, two groups)
     if Isa::Avx512.available() {
         for (i, &case) in cases.iter().enumerate() {
-            assert_eq!(compiles_direct(Tier::Avx512, case), i < 7, "case {i} {case:?}");
+            assert_eq!(
+                compiles_direct(Tier::Avx512, case),
+                i < 7 && !by_rows(i),
+                "case {i} {case:?}"
+            );
+            assert_eq!(
+                compiles_to(Tier::Avx512, case, "row conv"),
+                by_rows(i),
+                "case {i} {case:?}"
+            );
         }
     }
     check_conv_cases(&cases, |i| i % 2 == 0);
+}
+
+/// Pointwise convolutions that AVX-512 runs on the row kernel (`DirectConv::pointwise_by_rows`:
+/// pixels in the registers, the images read in place; asserted with the compiled form): maps
+/// of 100, 121, 169, 196, 64 and 289 pixels (a row's last register partial, or whole), output
+/// channels in uneven blocks of five (37, 21, 3) and more than 256 (300), a batch of two, 16 to
+/// 64 channels in; and beside them the shapes it leaves to the other kernels (7 × 7, whose
+/// registers would waste a third of their lanes; 160 channels in, whose span's floats would
+/// not stay in L1): the bias, the residual and the activations in turn, on every tier and 1
+/// and 2 threads (the columns of a product split between them).
+#[test]
+fn pointwise_convolutions_by_rows() {
+    let p = [0; 4];
+    let cases = [
+        (1, 32, 1, 300, 10, 10, 1, 1, 1, p),
+        (2, 64, 1, 37, 14, 14, 1, 1, 1, p),
+        (1, 48, 1, 21, 17, 17, 1, 1, 1, p),
+        (1, 16, 1, 8, 8, 8, 1, 1, 1, p),
+        (1, 24, 1, 3, 11, 11, 1, 1, 1, p),
+        (1, 40, 1, 70, 13, 13, 1, 1, 1, p),
+        (1, 64, 1, 40, 7, 7, 1, 1, 1, p),
+        (1, 160, 1, 48, 14, 14, 1, 1, 1, p),
+    ];
+    if Isa::Avx512.available() {
+        for (i, &(_, c, _, _, h, w, ..)) in cases.iter().enumerate() {
+            let takes = i < 6;
+            assert_eq!(
+                DirectConv::pointwise_by_rows(Isa::Avx512, c, h * w).is_some(),
+                takes,
+                "case {i}"
+            );
+            assert_eq!(compiles_to(Tier::Avx512, cases[i], "row conv"), takes, "case {i}");
+        }
+    }
+    assert!(
+        cases
+            .iter()
+            .all(|&(_, c, _, _, h, w, ..)| DirectConv::pointwise_by_rows(Isa::Avx2, c, h * w).is_none())
+    );
+    check_conv_cases(&cases, |i| i % 2 == 1);
 }
 
 /// 1 × 1 downsamples (stride 2) whose output has at most 256 pixels, which AVX-512 runs
