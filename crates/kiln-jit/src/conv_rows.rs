@@ -9,17 +9,19 @@
 //! A stem's image is read from the GEMM driver's phase copy of a wide product
 //! ([`crate::gemm::Shifted`]): zero-padded, and at a stride split into its phases, so that
 //! each tap of a run of output pixels of a row is a run of the copy; a pointwise product's
-//! image is read in place, its planes one row of pixels each (`gemm::DirectConv::pointwise_by_rows`).
+//! image is read in place, its planes one row of pixels each
+//! (`gemm::DirectConv::pointwise_by_rows`).
 //! A block of output pixels (up to four registers on AVX-512, two on AVX2) by five output
 //! channels sums every tap in registers (one load per register of pixels, one broadcast weight
 //! per channel, an FMA for each pair, the taps in `k`'s order as in the other kernels), then
 //! adds the bias and the residual, applies the activation and stores. A row's last register
 //! of pixels is stored under a mask; it is loaded whole where that stays inside what the
 //! kernel reads (a stem's copy has room past its rows, [`row_slack`]; the lanes past the row
-//! are computed and not stored), else under a mask (an image read in place). A stem has 27 to 147 taps, all of them a block's in one pass: its weights (a few
-//! KiB per block of channels) and the copy's rows an output row reads stay in L1 while the
-//! blocks sweep the row; a pointwise product's blocks take a span of a few registers of
-//! pixels, whose floats stay in L1, before the next span.
+//! are computed and not stored), else under a mask (an image read in place). A stem has 27
+//! to 147 taps, all of them a block's in one pass: its weights (a few KiB per block of
+//! channels) and the copy's rows an output row reads stay in L1 while the blocks sweep the
+//! row; a pointwise product's blocks take a span of a few registers of pixels, whose floats
+//! stay in L1, before the next span.
 //!
 //! Nothing here panics (the code runs inside JIT frames that cannot unwind).
 
@@ -230,12 +232,13 @@ unsafe fn row_block_masked<S: Simd, const NV: usize, const OC: usize>(
 
 /// `NV` registers of pixels from `b.x` by `OC ≥ b.oc` channels from `b.o0` (the channels past
 /// `b.oc` computed with channel `b.o0`'s weights and not stored): every tap, then the finish
-/// and the stores of the pixels below `b.x1`. With `MASK` the last register's pixels from
-/// `b.x1` are neither read nor stored; without, the block's registers lie below `b.x1`.
+/// and the stores of the pixels below `b.x1`. With `MASK` the last register's lanes from
+/// `b.x1` are neither read nor stored; without, they are read and not stored.
 ///
 /// # Safety
-/// As [`direct_conv_rows`], with `b.x + (NV − 1)·LANES < b.x1 ≤ ow`, `b.x + NV·LANES ≤ b.x1`
-/// unless `MASK`, `0 < b.oc ≤ OC` and `b.o0 + b.oc ≤ rows[1]`.
+/// As [`direct_conv_rows`], with `b.x + (NV − 1)·LANES < b.x1 ≤ ow`, `0 < b.oc ≤ OC` and
+/// `b.o0 + b.oc ≤ rows[1]`; without `MASK`, every tap's `NV` whole registers of pixels lie in
+/// `pad` (`row_sweep` checks them against the furthest tap).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn row_block<S: Simd, const NV: usize, const OC: usize, const MASK: bool>(
@@ -253,8 +256,9 @@ unsafe fn row_block<S: Simd, const NV: usize, const OC: usize, const MASK: bool>
     let pad = j.pad.as_ptr();
     // the pixels of the last register below x1
     let last = (b.x1 - b.x - (NV - 1) * l).min(l);
-    // SAFETY (the whole body): taps of the block's pixels (below x1) inside `pad`, weights inside `wt`, stores of the pixels below x1 of the rows o0..o0 + oc of C
-    // (the caller's contract).
+    // SAFETY (the whole body): the taps' registers inside `pad` (whole ones checked by the
+    // caller, the last masked at x1 otherwise), weights inside `wt`, stores of the pixels
+    // below x1 of the rows o0..o0 + oc of C (the caller's contract).
     unsafe {
         let mut acc = [[S::zero(); NV]; OC];
         // (a running offset into the weights, not k·pw: the product and the loop's index

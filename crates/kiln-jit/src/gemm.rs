@@ -1772,9 +1772,10 @@ impl DirectConv {
     /// The direct form of a pointwise product — B the images themselves, `k` channels by `l`
     /// pixels each, as a 1 × 1, stride-1 convolution's, read as one row of `l` pixels
     /// ([`PatchGeom::matrix`]) — for `rows` output channels, with that geometry: on AVX-512
-    /// over at most [`DirectConv::POINTWISE_PIXELS`] pixels, where [`DirectConv::new`] takes
-    /// it (32 to 4608 channels in, or few output channels).
-    /// `None` where the product stays a GEMM.
+    /// over at most [`DirectConv::POINTWISE_PIXELS`] pixels: the row kernel where
+    /// [`DirectConv::pointwise_by_rows`] takes it (few channels in), else the
+    /// channel-vectorized kernel where [`DirectConv::new`] takes it (32 to 4608 channels in,
+    /// or few output channels). `None` where the product stays a GEMM.
     ///
     /// Measured on an Intel Xeon (family 6 model 167, L2 2 MiB; one thread, each convolution
     /// alone with its bias and ReLU, two alternations, ms, GEMM → direct): on 7 × 7, 352 ← 1024
