@@ -686,7 +686,8 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
 /// 64 channels in; and beside them the shapes it leaves to the other kernels (7 × 7, whose
 /// registers would waste a third of their lanes; 160 channels in, whose span's floats would
 /// not stay in L1): the bias, the residual and the activations in turn, on every tier and 1
-/// and 2 threads (the columns of a product split between them).
+/// and 2 threads (the 300 output channels split between them in panels of 32, the batch of
+/// two by images; a row of pixels is never split).
 #[test]
 fn pointwise_convolutions_by_rows() {
     let p = [0; 4];
