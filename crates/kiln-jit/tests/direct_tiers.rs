@@ -5,8 +5,8 @@
 //! register stored whole past its row's end, NaN planes sent back to the row driver), and the
 //! shapes that stay on the row driver (windows larger than the input, column strides past 2,
 //! unpadded windows of at most four taps), 2×2 s2 windows that tile the input exactly,
-//! small planes pooled eight at a time (channel-interleaved), and max pooling of planes whose
-//! rows fit registers.
+//! small planes pooled eight at a time (channel-interleaved), max pooling of planes whose
+//! rows fit registers, and sums and averages over flat planes.
 
 use kiln_ir::{Graph, Op, Padding, Pool2d, PoolKind, Tensor, TensorType, Value};
 use kiln_jit::JitOptions;
@@ -316,6 +316,66 @@ fn fine(n: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
         })
         .collect()
+}
+
+/// Sums and averages over the flat planes (`direct.rs`' `pool_flat`, AVX-512: stride 1, as
+/// many outputs per row as inputs, at most 1296 outputs per plane): Inception's 3 × 3 s1 p1
+/// averages on 17 × 17, 35 × 35 and 8 × 8, planes of a multiple of sixteen outputs and of
+/// one more, a plane of one pixel, uneven rows of padding, dilation, padding wider than the
+/// plane, 5 × 5 windows, one-row and one-column kernels, and two threads' slices of many
+/// planes; every kind of sum on grid values (ties, signed zeros, NaNs and infinities) and on
+/// values whose sums round (the order of each window's taps shows).
+#[test]
+fn sum_pooling_flat_planes_on_every_tier() {
+    let cases: [PoolCase; 12] = [
+        (5, 17, 17, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (3, 35, 35, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (9, 8, 8, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (4, 9, 16, [2, 2], [1, 1], [1, 1], [1, 0, 0, 1], false),
+        (4, 7, 7, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], false),
+        (6, 1, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (3, 3, 20, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+        (5, 5, 9, [3, 3], [1, 1], [2, 2], [0, 2, 4, 2], false),
+        (5, 2, 6, [3, 1], [1, 1], [1, 1], [2, 0, 0, 0], false),
+        (5, 4, 3, [1, 5], [1, 1], [1, 3], [0, 6, 0, 6], false),
+        (3, 13, 13, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], true),
+        (301, 14, 14, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false),
+    ];
+    let kinds = [
+        PoolKind::Sum,
+        PoolKind::Avg {
+            count_include_pad: false,
+        },
+        PoolKind::Avg {
+            count_include_pad: true,
+        },
+    ];
+    for (i, &(planes, h, w, kernel, stride, dilation, pad, ceil)) in cases.iter().enumerate() {
+        for (j, &kind) in kinds.iter().enumerate() {
+            let p = Pool2d {
+                kind,
+                kernel,
+                stride,
+                dilation,
+                padding: Padding::Explicit(pad),
+                ceil_mode: ceil,
+            };
+            let dims = [1, planes, h, w];
+            let graph = pool_graph(p, dims);
+            let len = dims.iter().product();
+            let seed = (i * 8 + j) as u64;
+            for special in [0, 97] {
+                let x = Tensor::new(dims, data(len, seed + special, special)).unwrap();
+                bitwise(
+                    &graph,
+                    x,
+                    &format!("case {i} {:?}, {kind:?}, special {special}", cases[i]),
+                );
+            }
+            let x = Tensor::new(dims, fine(len, seed)).unwrap();
+            bitwise(&graph, x, &format!("case {i} {:?}, {kind:?}, fine", cases[i]));
+        }
+    }
 }
 
 /// Max pooling of planes whose rows fit registers (`direct.rs`' `pool_small`, AVX-512: output
