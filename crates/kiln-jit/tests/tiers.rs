@@ -972,8 +972,9 @@ fn direct_convolutions_on_every_tier() {
 /// A long activation (SiLU, GELU, sigmoid) after a direct convolution goes over the finished
 /// rows of each segment's worth of pixels, after the bias and the residual (`direct_conv`);
 /// equal the interpreter on every tier, on 1 and 2 threads: rows of several segments, a
-/// stride-2 stem over 3 planes, and weights larger than L2 (the activation after the whole
-/// job).
+/// stride-2 stem over 3 planes (on AVX-512 the row kernel: SiLU in its blocks, GELU and
+/// sigmoid over each span's stored rows, `conv_rows::in_block`), and weights larger than L2
+/// (the activation after the whole job).
 #[test]
 fn long_activations_after_direct_convolutions() {
     let cases = [
