@@ -14,7 +14,8 @@
 //! A block of output pixels (up to four registers on AVX-512, two on AVX2) by five output
 //! channels sums every tap in registers (one load per register of pixels, one broadcast weight
 //! per channel, an FMA for each pair, the taps in `k`'s order as in the other kernels), then
-//! adds the bias and the residual, applies the activation and stores. A row's last register
+//! adds the bias and the residual, applies the activation (ReLU, clip or SiLU; any other
+//! over the span's stored rows, [`in_block`]) and stores. A row's last register
 //! of pixels is stored under a mask; it is loaded whole where that stays inside what the
 //! kernel reads (a stem's copy has room past its rows, [`row_slack`]; the lanes past the row
 //! are computed and not stored), else under a mask (an image read in place). A stem has 27
