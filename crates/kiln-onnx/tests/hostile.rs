@@ -1,5 +1,5 @@
 //! Hostile files: each test builds a model (protobuf bytes through the crate's prost types,
-//! external data in a folder under `std::env::temp_dir()`) that used to read outside the
+//! external data in a folder under cargo's `CARGO_TARGET_TMPDIR`) that used to read outside the
 //! model's folder, allocate gigabytes, hang, take quadratic time, be accepted although it is
 //! broken, or panic, and checks that it is now a clean error (or a correct result).
 
@@ -144,7 +144,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(what: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("kiln-onnx-hostile-{}-{what}", std::process::id()));
+        let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kiln-onnx-hostile-{}-{what}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)

@@ -826,21 +826,29 @@ pub fn save_safetensors(path: &Path, tensors: &HashMap<String, Tensor<f32>>) -> 
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("kiln-io-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d.join(name)
+    /// A file under the system's temporary folder, removed when the test ends.
+    struct Tmp(std::path::PathBuf);
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn tmp(name: &str) -> Tmp {
+        Tmp(std::env::temp_dir().join(format!("kiln-io-{}-{name}", std::process::id())))
     }
 
     #[test]
     fn npy_round_trips_f32_and_i32() {
-        let p = tmp("a.npy");
+        let t = tmp("a.npy");
+        let p = &t.0;
         let v = Value::F(Tensor::new([2, 3], vec![1.0, -2.5, 3.0, 0.0, 1e-7, 6.0]).unwrap());
-        write_npy(&p, &v).unwrap();
-        assert_eq!(read_npy(&p).unwrap(), v);
+        write_npy(p, &v).unwrap();
+        assert_eq!(read_npy(p).unwrap(), v);
         let i = Value::I(Tensor::new([4], vec![0, 3, -1, 7]).unwrap());
-        write_npy(&p, &i).unwrap();
-        assert_eq!(read_npy(&p).unwrap(), i);
+        write_npy(p, &i).unwrap();
+        assert_eq!(read_npy(p).unwrap(), i);
     }
 
     /// A `.npy` written byte by byte as NumPy 1.x writes `np.arange(3, dtype=np.int64)`.
@@ -858,31 +866,35 @@ mod tests {
         for x in 0i64..3 {
             f.extend(x.to_le_bytes());
         }
-        let p = tmp("i8.npy");
-        std::fs::write(&p, f).unwrap();
+        let t = tmp("i8.npy");
+        let p = &t.0;
+        std::fs::write(p, f).unwrap();
         assert_eq!(
-            read_npy(&p).unwrap(),
+            read_npy(p).unwrap(),
             Value::I(Tensor::new([3], vec![0, 1, 2]).unwrap())
         );
     }
 
     #[test]
     fn bad_files_are_errors_that_name_the_file() {
-        let p = tmp("junk.npy");
-        std::fs::write(&p, b"not a numpy file").unwrap();
-        let e = read_npy(&p).unwrap_err().to_string();
+        let t = tmp("junk.npy");
+        let p = &t.0;
+        std::fs::write(p, b"not a numpy file").unwrap();
+        let e = read_npy(p).unwrap_err().to_string();
         assert!(e.contains("junk.npy") && e.contains(".npy"), "{e}");
         let e = read_npy(Path::new("/nonexistent.npy")).unwrap_err().to_string();
         assert!(e.contains("cannot read `/nonexistent.npy`"), "{e}");
-        let p = tmp("junk.safetensors");
-        std::fs::write(&p, b"\x01\x02").unwrap();
-        let e = load_safetensors(&p).unwrap_err().to_string();
+        let t = tmp("junk.safetensors");
+        let p = &t.0;
+        std::fs::write(p, b"\x01\x02").unwrap();
+        let e = load_safetensors(p).unwrap_err().to_string();
         assert!(e.contains("junk.safetensors") && e.contains("safetensors"), "{e}");
     }
 
     #[test]
     fn safetensors_round_trip() {
-        let p = tmp("w.safetensors");
+        let t = tmp("w.safetensors");
+        let p = &t.0;
         let w = HashMap::from([
             (
                 "conv1.weight".to_string(),
@@ -893,7 +905,7 @@ mod tests {
                 Tensor::new([3], vec![1.0, 2.0, 3.0]).unwrap(),
             ),
         ]);
-        save_safetensors(&p, &w).unwrap();
-        assert_eq!(load_safetensors(&p).unwrap(), w);
+        save_safetensors(p, &w).unwrap();
+        assert_eq!(load_safetensors(p).unwrap(), w);
     }
 }

@@ -7,7 +7,8 @@ use kiln_runtime::io::{load_safetensors, read_npy, read_npy_type};
 use std::path::PathBuf;
 
 fn write(name: &str, bytes: &[u8]) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-io-test-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-io-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     let p = d.join(name);
     std::fs::write(&p, bytes).unwrap();

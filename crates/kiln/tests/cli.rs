@@ -20,7 +20,8 @@ fn repo(path: &str) -> String {
 }
 
 fn temp_file(name: &str, contents: &[u8]) -> String {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-test-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, contents).unwrap();
@@ -358,7 +359,8 @@ fn train_rejects_bad_data_and_models_that_do_not_fit_it() {
 /// the last line is the held-out accuracy.
 #[test]
 fn train_runs_to_the_end_and_saves_the_weights() {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-train-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-cli-train-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let save = dir.join("w.safetensors");
     let model = repo("examples/models/digits_cnn.kiln");

@@ -19,7 +19,8 @@ fn lenet() -> String {
 }
 
 fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-grad-test-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-grad-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

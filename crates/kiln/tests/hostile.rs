@@ -204,7 +204,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("kiln-hostile-{}-{name}-{}", std::process::id(), unique()));
+        let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "kiln-hostile-{}-{name}-{}",
+            std::process::id(),
+            unique()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)

@@ -89,7 +89,8 @@ fn run_before_set_weights_is_an_error() {
 /// is read (a sparse file: nothing is written to disk).
 #[test]
 fn huge_or_special_text_files_are_refused_unread() {
-    let dir = std::env::temp_dir().join(format!("kiln-model-errors-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-model-errors-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let big = dir.join("big.kiln");
     let f = std::fs::File::create(&big).unwrap();

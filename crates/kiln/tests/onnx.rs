@@ -53,7 +53,8 @@ fn run_uses_the_files_weights_and_matches_onnx() {
         read("test_data_set_0/input_0.pb"),
         read("test_data_set_0/output_0.pb"),
     );
-    let tmp = std::env::temp_dir().join(format!("kiln-onnx-cli-{}", std::process::id()));
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-onnx-cli-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let (xin, yout) = (tmp.join("x.npy"), tmp.join("y.npy"));
     kiln::runtime::write_npy(&xin, &kiln::Value::F(x)).unwrap();

@@ -27,7 +27,8 @@ fn stderr(o: &Output) -> String {
 
 /// A fresh folder for one test.
 fn temp_dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-onnx-names-{}-{test}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-onnx-names-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

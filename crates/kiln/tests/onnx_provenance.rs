@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn temp_dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-onnx-provenance-{test}-{}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln-onnx-provenance-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

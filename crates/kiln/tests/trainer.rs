@@ -141,7 +141,8 @@ fn weights_save_and_errors_are_clear() {
         .to_string();
     assert!(e.contains("images"), "{e}");
     // save and load back
-    let dir = std::env::temp_dir().join(format!("kiln_trainer_{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kiln_trainer_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("w.safetensors");
     t.save_safetensors(&path).unwrap();
