@@ -152,7 +152,8 @@ unsafe fn rows_driver<S: Simd, const PV: usize>(j: &DirectConvJob) {
 pub const ROWS_FIRST_WEIGHTS: usize = 16 << 10;
 
 /// Output row `y`'s pixels `[x0, x1)` for the `oc` channels from `o0`, in blocks of up to `PV`
-/// registers of pixels; `far` is the furthest tap's offset in `pad`.
+/// registers of pixels, then the job's activation over them where the blocks do not apply it
+/// ([`in_block`]); `far` is the furthest tap's offset in `pad`.
 ///
 /// # Safety
 /// As [`direct_conv_rows`], with the pixels and channels the job's.
@@ -334,8 +335,8 @@ unsafe fn row_block<S: Simd, const NV: usize, const OC: usize, const MASK: bool,
 }
 
 /// Channel `o`'s sums `row` of a block at `b` through the job's finish (the bias, the
-/// residual, the activation `ACT`, as [`row_block`] says) into C's row,
-/// the pixels below `b.x1`.
+/// residual, the activation `ACT`, as [`row_block`] says) into C's row, the pixels below
+/// `b.x1`.
 ///
 /// # Safety
 /// As [`row_block`], with `o` one of the block's channels.

@@ -1103,8 +1103,8 @@ impl FlatPlanes {
         let mut off = Vec::with_capacity(taps);
         for ky in 0..kh {
             for kx in 0..kw {
-                let dy = signed(ky * dh)? - signed(g.pad[0])?;
-                let dx = signed(kx * dw)? - signed(g.pad[1])?;
+                let dy = signed(ky.checked_mul(dh)?)? - signed(g.pad[0])?;
+                let dx = signed(kx.checked_mul(dw)?)? - signed(g.pad[1])?;
                 off.push(dy.checked_mul(signed(w)?)?.checked_add(dx)?);
             }
         }
