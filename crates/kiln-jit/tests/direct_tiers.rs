@@ -132,6 +132,19 @@ fn pooling_ring_paths_on_every_tier() {
             count_include_pad: true,
         },
     ];
+    // two images, so planes run past a batch
+    check_pool_kinds(&cases, &kinds, |planes| [2, planes / 2 + planes % 2], false);
+}
+
+/// Every case of `cases` with every kind of `kinds` over an input of `batch(planes)` images
+/// and channels, bit for bit ([`bitwise`]) on grid values without and with specials, and,
+/// with `fine`, on values whose sums round ([`fine`]).
+fn check_pool_kinds(
+    cases: &[PoolCase],
+    kinds: &[PoolKind],
+    batch: impl Fn(usize) -> [usize; 2],
+    fine_values: bool,
+) {
     for (i, &(planes, h, w, kernel, stride, dilation, pad, ceil)) in cases.iter().enumerate() {
         for (j, &kind) in kinds.iter().enumerate() {
             let p = Pool2d {
@@ -142,16 +155,25 @@ fn pooling_ring_paths_on_every_tier() {
                 padding: Padding::Explicit(pad),
                 ceil_mode: ceil,
             };
-            // two images, so planes run past a batch
-            let dims = [2, planes / 2 + planes % 2, h, w];
+            let [n, c] = batch(planes);
+            let dims = [n, c, h, w];
             let graph = pool_graph(p, dims);
-            let n = dims.iter().product();
+            let len = dims.iter().product();
+            let seed = (i * 8 + j) as u64;
             for special in [0, 97] {
-                let x = Tensor::new(dims, data(n, (i * 8 + j) as u64 + special, special)).unwrap();
+                let x = Tensor::new(dims, data(len, seed + special, special)).unwrap();
                 bitwise(
                     &graph,
                     x,
                     &format!("case {i} {:?}, kind {kind:?}, special {special}", cases[i]),
+                );
+            }
+            if fine_values {
+                let x = Tensor::new(dims, fine(len, seed)).unwrap();
+                bitwise(
+                    &graph,
+                    x,
+                    &format!("case {i} {:?}, kind {kind:?}, fine", cases[i]),
                 );
             }
         }
@@ -350,32 +372,7 @@ fn sum_pooling_flat_planes_on_every_tier() {
             count_include_pad: true,
         },
     ];
-    for (i, &(planes, h, w, kernel, stride, dilation, pad, ceil)) in cases.iter().enumerate() {
-        for (j, &kind) in kinds.iter().enumerate() {
-            let p = Pool2d {
-                kind,
-                kernel,
-                stride,
-                dilation,
-                padding: Padding::Explicit(pad),
-                ceil_mode: ceil,
-            };
-            let dims = [1, planes, h, w];
-            let graph = pool_graph(p, dims);
-            let len = dims.iter().product();
-            let seed = (i * 8 + j) as u64;
-            for special in [0, 97] {
-                let x = Tensor::new(dims, data(len, seed + special, special)).unwrap();
-                bitwise(
-                    &graph,
-                    x,
-                    &format!("case {i} {:?}, {kind:?}, special {special}", cases[i]),
-                );
-            }
-            let x = Tensor::new(dims, fine(len, seed)).unwrap();
-            bitwise(&graph, x, &format!("case {i} {:?}, {kind:?}, fine", cases[i]));
-        }
-    }
+    check_pool_kinds(&cases, &kinds, |planes| [1, planes], true);
 }
 
 /// Max pooling of planes whose rows fit registers (`direct.rs`' `pool_small`, AVX-512: output
