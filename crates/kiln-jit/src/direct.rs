@@ -844,9 +844,10 @@ unsafe fn pool2d<S: Shift>(d: *const PoolDesc, arena: *mut u8, begin: i64, end: 
 }
 
 /// Pooling of the planes `[begin, end)` of `planes` by the path that fits `g`: 2×2 windows
-/// that tile the input ([`pool_tiles`]), max pooling of other planes whose rows fit
-/// registers on AVX-512 ([`pool_small`]), small planes eight at a time ([`pool_channels`]),
-/// the ring of padded rows ([`pool_ring`]) or the row driver ([`windows`]).
+/// that tile the input ([`pool_tiles`]), sums and averages at stride 1 over flat planes on
+/// AVX-512 ([`pool_flat`]), max pooling of other planes whose rows fit registers on AVX-512
+/// ([`pool_small`]), small planes eight at a time ([`pool_channels`]), the ring of padded
+/// rows ([`pool_ring`]) or the row driver ([`windows`]).
 ///
 /// # Safety
 /// As [`pool2d`]: `g` is the node's geometry, `k` its planes and `y` its output.
