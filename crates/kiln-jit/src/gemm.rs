@@ -686,15 +686,6 @@ pub unsafe fn gemm_with(
         _ => p.b.runs().zip(crate::gemm_simd::rows_kernel(kern)),
     };
     let mut off = Vec::new();
-    // in row bands (`row_bands`), each band's epilogue follows its last K block's tiles, while
-    // its rows of C are in L1, instead of a pass over the whole block (1 MB at 256 rows), by
-    // then partly out of L2 (`macro_kernel`'s `band_done`). Measured on an Intel Xeon (family
-    // 6 model 167, L2 2 MiB; one thread, `kiln bench --profile`, ms, alternated): alone with
-    // the caches evicted between runs (a 16 MB ReLU beside it), 1 × 1 256 ← 64 on 56 × 56 +
-    // residual + ReLU 1.04–1.08 → 0.98–1.01, 512 ← 128 on 28 × 28 0.85–0.89 → 0.80–0.85; in
-    // ResNet-50's profile each of its 256 ← 64 0.02–0.09 faster, 512 ← 128 0.02–0.04;
-    // MobileNet v2's 96 ← 16 on 112 × 112 0.48 → 0.45, 144 ← 24 on 56 × 56 0.21 → 0.19
-    let per_band = p.epilogue.is_some() && row_bands(p.m, p.n, p.k);
     // A's rows read in place by the tile's twin that takes them so, instead of packed per
     // run, where B is packed (a dense layer's or a matrix product's activations: packing
     // them, a transpose of every row into the panels, took 12–17 % of ConvNeXt-T's products)
@@ -766,8 +757,23 @@ pub unsafe fn gemm_with(
                             APanels::Packed(apack)
                         }
                     };
-                    // the epilogue of each band of rows as soon as it is finished (`per_band`)
-                    let done = (per_band && pc + kc == p.k).then_some(p.epilogue).flatten();
+                    // the epilogue of each band of rows (`row_bands`) or strip of columns follows
+                    // its last K block's tiles, while its part of C is in L1 (a band) or L1 and L2
+                    // (a strip), instead of a pass over the whole block (1 MB at 256 rows), by then
+                    // partly out of L2 (`macro_kernel`'s `band_done`). Measured on an Intel Xeon
+                    // (family 6 model 167, L2 2 MiB; one thread, `kiln bench --profile`, ms,
+                    // alternated), bands: alone with the caches evicted between runs (a 16 MB ReLU
+                    // beside it), 1 × 1 256 ← 64 on 56 × 56 + residual + ReLU 1.04–1.08 →
+                    // 0.98–1.01, 512 ← 128 on 28 × 28 0.85–0.89 → 0.80–0.85; in ResNet-50's profile
+                    // each of its 256 ← 64 0.02–0.09 faster, 512 ← 128 0.02–0.04; MobileNet v2's 96
+                    // ← 16 on 112 × 112 0.48 → 0.45, 144 ← 24 on 56 × 56 0.21 → 0.19. Strips, on a
+                    // 2-vCPU Intel Xeon (family 6 model 207, L2 2 MiB; one thread, each convolution
+                    // alone with its bias and ReLU, six alternations, the fastest run): 1 × 1 48 ←
+                    // 16 on 56 × 56 0.054 → 0.047, 72 ← 24 on 28 × 28 0.027 → 0.025, 96 ← 32 on 56
+                    // × 56 0.170 → 0.161, 240 ← 40 on 28 × 28 0.120 → 0.117, 64 ← 256 on 56 × 56
+                    // and 128 ← 512 on 28 × 28 alike; MNASNet 0.5's GEMMs in its profile 0.93–0.98
+                    // (five alternations), MobileNet v2's and ResNet-50's alike
+                    let done = (pc + kc == p.k).then_some(p.epilogue).flatten();
                     // SAFETY: forwarded from the caller.
                     unsafe { macro_kernel(kern, p, apack, bpack, [ic, mc], [jc, nc], kc, pc > 0, done) };
                 }
@@ -778,7 +784,8 @@ pub unsafe fn gemm_with(
                     unsafe { std::ptr::write_bytes(p.c.wrapping_add(r * p.ldc + jc), 0, nc) };
                 }
             }
-            if let Some(f) = p.epilogue.filter(|_| !per_band || p.k == 0) {
+            // (with no K block, no tile ran: the zeros' epilogue here)
+            if let Some(f) = p.epilogue.filter(|_| p.k == 0) {
                 for ic in (rows[0]..rows[1]).step_by(bl.mc) {
                     f(Block {
                         m0: ic,
@@ -793,9 +800,10 @@ pub unsafe fn gemm_with(
     Ok(())
 }
 
-/// The tile loops over one packed A block and one packed B block; in row bands, each band
-/// (`mr` rows by the block's columns) handed to `band_done` as soon as its tiles are done
-/// (where it is `Some`: the product's last K block).
+/// The tile loops over one packed A block and one packed B block; each band of rows (`mr`
+/// rows by the block's columns, [`row_bands`]) or strip of columns (the block's rows by `nr`
+/// columns) handed to `band_done` as soon as its tiles are done (where it is `Some`: the
+/// product's last K block).
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn macro_kernel(
     kern: &MicroKernel,
@@ -910,6 +918,14 @@ pub(crate) unsafe fn macro_kernel(
         for jr in (0..nc).step_by(nr) {
             for ir in (0..mc).step_by(mr) {
                 tile(ir, jr);
+            }
+            if let Some(f) = band_done {
+                f(Block {
+                    m0: ic,
+                    rows: mc,
+                    n0: jc + jr,
+                    cols: nr.min(nc - jr),
+                });
             }
         }
     }
