@@ -774,7 +774,9 @@ pub unsafe fn gemm_with(
                     // × 56 0.170 → 0.161, 240 ← 40 on 28 × 28 0.120 → 0.117, 64 ← 256 on 56 × 56
                     // and 128 ← 512 on 28 × 28 alike; MNASNet 0.5's GEMMs in its profile 0.93–0.98
                     // (five alternations), MobileNet v2's and ResNet-50's alike
-                    let done = (pc + kc == p.k).then_some(p.epilogue).flatten();
+                    let done = (pc + kc == p.k && early_epilogue(p))
+                        .then_some(p.epilogue)
+                        .flatten();
                     // SAFETY: forwarded from the caller.
                     unsafe { macro_kernel(kern, p, apack, bpack, [ic, mc], [jc, nc], kc, pc > 0, done) };
                 }
@@ -786,7 +788,7 @@ pub unsafe fn gemm_with(
                 }
             }
             // (with no K block, no tile ran: the zeros' epilogue here)
-            if let Some(f) = p.epilogue.filter(|_| p.k == 0) {
+            if let Some(f) = p.epilogue.filter(|_| p.k == 0 || !early_epilogue(p)) {
                 for ic in (rows[0]..rows[1]).step_by(bl.mc) {
                     f(Block {
                         m0: ic,
@@ -943,7 +945,25 @@ pub(crate) unsafe fn macro_kernel(
 /// 24 on 28 × 28, 128 ← 32 on 27 × 27 and 120 ← 40 on 28 × 28 alike; but in row bands 96 ← 16
 /// on 112 × 112 0.45 → 0.57 (each band reads B again, from memory).
 fn shallow_in_place(p: &Problem) -> bool {
-    p.k <= IN_PLACE_K && !row_bands(p.m, p.n, p.k)
+    p.k <= IN_PLACE_K && !row_bands(p.m, p.n, p.k) && c_fits_l2(p)
+}
+
+/// Whether the product's C fits L2: where it does not (and the tiles run in column strips),
+/// a strip's rows of C, a whole row of the image apart, may crowd a few of L1's sets (a 112 ×
+/// 112 map's rows are 49 KiB apart: 64 rows of a strip fall in 16 of 64 sets), and its
+/// epilogue as it finishes and B read in place both lost (1 × 1 64 ← 32 on 112 × 112, the
+/// MobileNet block's: 0.505 → 0.538 ms with the strip's epilogue, at two threads the block
+/// 0.400 → 0.43 with both).
+fn c_fits_l2(p: &Problem) -> bool {
+    p.m.saturating_mul(p.n).saturating_mul(4) <= cache_size(2).unwrap_or(1 << 20)
+}
+
+/// Whether the epilogue of a product follows each band of rows or strip of columns as soon
+/// as its last tiles are done (`macro_kernel`'s `band_done`), rather than one pass over each
+/// finished block: in row bands ([`row_bands`]), and in column strips where C fits L2
+/// ([`c_fits_l2`]).
+fn early_epilogue(p: &Problem) -> bool {
+    row_bands(p.m, p.n, p.k) || c_fits_l2(p)
 }
 
 /// The deepest product over more than 32 rows of A that [`shallow_in_place`] reads in place on
