@@ -758,9 +758,9 @@ pub unsafe fn gemm_with(
                             APanels::Packed(apack)
                         }
                     };
-                    // the epilogue of each band of rows (`row_bands`) or strip of columns follows
-                    // its last K block's tiles, while its part of C is in L1 (a band) or L1 and L2
-                    // (a strip), instead of a pass over the whole block (1 MB at 256 rows), by then
+                    // the epilogue of each band of rows (`row_bands`) or, where C fits L2, strip of
+                    // columns follows its last K block's tiles (`early_epilogue`), while its part of
+                    // C is in L1 (a band) or L1 and L2 (a strip), instead of a pass over the whole block (1 MB at 256 rows), by then
                     // partly out of L2 (`macro_kernel`'s `band_done`). Measured on an Intel Xeon
                     // (family 6 model 167, L2 2 MiB; one thread, `kiln bench --profile`, ms,
                     // alternated), bands: alone with the caches evicted between runs (a 16 MB ReLU
@@ -936,14 +936,14 @@ pub(crate) unsafe fn macro_kernel(
 
 /// Whether an AVX-512 product over a plain B of more than 32 rows of A reads B's rows in place
 /// (the tile's twin that takes them so) instead of packed: where the product is at most
-/// [`IN_PLACE_K`] deep and runs in column strips (not [`row_bands`]), so that a strip's B
-/// (`k` rows of a tile's columns) stays in L1 through every tile of the strip, and each of B's
-/// few floats per FMA is not copied first. Measured on a 2-vCPU Intel Xeon (family 6 model
-/// 207; one thread, each 1 × 1 convolution alone with its bias and ReLU, the fastest of six
-/// alternations, packed → in place): 48 ← 16 on 56 × 56 0.047 → 0.039 ms, 96 ← 32 on 56 × 56
-/// 0.160 → 0.143, 64 ← 32 on 112 × 112 0.544 → 0.504, 64 ← 16 on 55 × 55 0.073 → 0.068; 72 ←
-/// 24 on 28 × 28, 128 ← 32 on 27 × 27 and 120 ← 40 on 28 × 28 alike; but in row bands 96 ← 16
-/// on 112 × 112 0.45 → 0.57 (each band reads B again, from memory).
+/// [`IN_PLACE_K`] deep, runs in column strips (not [`row_bands`]) and its C fits L2
+/// ([`c_fits_l2`]), so that a strip's B (`k` rows of a tile's columns) stays in L1 through
+/// every tile of the strip, and each of B's few floats per FMA is not copied first. Measured
+/// on a 2-vCPU Intel Xeon (family 6 model 207; one thread, each 1 × 1 convolution alone with
+/// its bias and ReLU, the fastest of six alternations, packed → in place): 48 ← 16 on 56 × 56
+/// 0.047 → 0.039 ms, 96 ← 32 on 56 × 56 0.160 → 0.143, 64 ← 16 on 55 × 55 0.073 → 0.068; 72
+/// ← 24 on 28 × 28, 128 ← 32 on 27 × 27 and 120 ← 40 on 28 × 28 alike; but in row bands 96 ←
+/// 16 on 112 × 112 0.45 → 0.57 (each band reads B again, from memory).
 fn shallow_in_place(p: &Problem) -> bool {
     p.k <= IN_PLACE_K && !row_bands(p.m, p.n, p.k) && c_fits_l2(p)
 }
