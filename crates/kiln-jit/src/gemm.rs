@@ -3542,6 +3542,43 @@ mod tests {
                 }
             }
         }
+        // each vector path alone where this CPU has its set (`strided_copy` takes the widest):
+        // the prefix it claims is right, whole registers, and nothing past it is written
+        #[cfg(target_arch = "x86_64")]
+        for (name, lanes, has) in [
+            ("avx512", 16, std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx2", 8, std::arch::is_x86_feature_detected!("avx2")),
+        ] {
+            if !has {
+                continue;
+            }
+            for n in 0..70usize {
+                for extra in 0..3 {
+                    let s = &src[..(2 * n + extra).saturating_sub(1)];
+                    let mut dst = vec![f32::NAN; n];
+                    // SAFETY: the CPU has the set (checked above).
+                    let k = unsafe {
+                        if lanes == 16 {
+                            evens_avx512(&mut dst, s)
+                        } else {
+                            evens_avx2(&mut dst, s)
+                        }
+                    };
+                    assert!(k % lanes == 0 && k <= n && 2 * k <= s.len(), "{name} n {n}: {k}");
+                    assert!(
+                        k + lanes > n || 2 * (k + lanes) > s.len(),
+                        "{name} n {n}: stopped at {k}"
+                    );
+                    for (i, v) in dst.iter().enumerate() {
+                        if i < k {
+                            assert_eq!(v.to_bits(), s[2 * i].to_bits(), "{name} n {n} i {i}");
+                        } else {
+                            assert!(v.is_nan(), "{name} n {n}: wrote {i} past {k}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Where sysfs lists CPU 0's caches, each level's size is read (the directory also holds
