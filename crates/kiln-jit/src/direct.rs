@@ -3494,9 +3494,13 @@ const fn segment_len(lanes: usize) -> usize {
     if lanes >= 16 { SEGMENT } else { 60 }
 }
 
-/// A segment's sums: per pixel of the segment (and the 8 floats past it a transpose reads),
-/// four registers of channels.
-type Sums<S> = [[<S as Simd>::V; 4]; SEGMENT + DIRECT_CONV_PIXELS];
+/// A segment's sums: per pixel of the segment, four registers of channels; written by a
+/// block's first chunk of taps before anything reads them, so never cleared (clearing 58 KiB
+/// per call took 1 % of MNASNet 0.5's run in `memset`, and wrote L1 over).
+type Sums<S> = [[<S as Simd>::V; 4]; SEGMENT];
+
+/// A pixel's slot of [`Sums`]: its registers of channels.
+type Slot<S> = [<S as Simd>::V; 4];
 
 /// The direct convolution of `j`, by segments of at most [`SEGMENT`] output pixels (as many
 /// whole output rows as that holds, else a row or the rest of one) and blocks of output
@@ -3616,8 +3620,9 @@ unsafe fn direct_conv_pixels<S: Simd>(j: &DirectConvJob) {
 unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
     const { assert!(P <= DIRECT_CONV_PIXELS && 3 <= DIRECT_CONV_PIXELS) };
     let l = S::LANES;
-    // SAFETY: the set's zero vector (the CPU has it: the caller's contract).
-    let mut sums: Sums<S> = [[unsafe { S::zero() }; 4]; SEGMENT + DIRECT_CONV_PIXELS];
+    // (uninitialized: a slot's registers are written before they are read, by raw pointer)
+    let mut buf = std::mem::MaybeUninit::<Sums<S>>::uninit();
+    let sums = buf.as_mut_ptr().cast::<Slot<S>>();
     // the job's pixels from p, at most a segment: as many whole rows as it holds (C's rows
     // hold the pixels row after row), else the rest of this row
     let most = const { segment_len(S::LANES) };
@@ -3655,7 +3660,7 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
             let mut p = j.cols[0];
             while p < j.cols[1] {
                 let seg = segment(p);
-                unsafe { segment_block::<S, P>(j, seg, [0, 0], o0, regs(o0), &mut sums) };
+                unsafe { segment_block::<S, P>(j, seg, [0, 0], o0, regs(o0), sums) };
                 p = seg[1];
             }
             o0 += regs(o0) * l;
@@ -3672,7 +3677,7 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
             };
             let mut o0 = first;
             while o0 < j.rows[1] {
-                unsafe { segment_block::<S, P>(j, seg, ahead, o0, regs(o0), &mut sums) };
+                unsafe { segment_block::<S, P>(j, seg, ahead, o0, regs(o0), sums) };
                 o0 += regs(o0) * l;
             }
             p = seg[1];
@@ -3724,7 +3729,7 @@ unsafe fn segment_block<S: Simd, const P: usize>(
     ahead: [usize; 2],
     o0: usize,
     regs: usize,
-    sums: &mut Sums<S>,
+    sums: *mut Slot<S>,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
@@ -3755,7 +3760,7 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
     [p0, p1]: [usize; 2],
     [q0, q1]: [usize; 2],
     o0: usize,
-    sums: &mut Sums<S>,
+    sums: *mut Slot<S>,
 ) {
     let l = S::LANES;
     let kk = j.off.len();
@@ -3858,7 +3863,7 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
     // the segment's sums (pixel-major) into C's rows, 8 pixels by 8 channels at a time
     // through AVX's 8 × 8 transposes (AVX-512 hosts have AVX2): eight registers of 8 floats
     // of eight pixels' sums become 8 floats of each of 8 channels' rows
-    let sp = sums.as_ptr().cast::<f32>();
+    let sp = sums.cast_const().cast::<f32>();
     for b in 0..OB {
         for h in (0..l).step_by(8) {
             let c0 = o0 + b * l + h;
@@ -3870,13 +3875,24 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
             while f < p1 {
                 let n = 8.min(p1 - f);
                 let (slot, px) = (f - p0, f);
-                // SAFETY: slot + i < SEGMENT + 8 of `sums`, register b < 4, lanes h..h + 8 ≤
-                // LANES of it; rows o ∈ [oa, oz) of the job and pixels px..px + n of its
+                // SAFETY: slots slot + i < p1 − p0 ≤ SEGMENT of `sums` (the segment's, written
+                // by its blocks: none past them is read), register b < OB of each, lanes h..h +
+                // 8 ≤ LANES of it; rows o ∈ [oa, oz) of the job and pixels px..px + n of its
                 // columns in C, the last group stored as a prefix.
                 unsafe {
                     let mut v8 = [Avx2::zero(); 8];
-                    for (i, v) in v8.iter_mut().enumerate() {
-                        *v = Avx2::load(sp.add(((slot + i) * 4 + b) * l + h));
+                    // (the lanes of pixels past the segment zero: a transpose's lanes that are
+                    // not stored; a whole group by constant indices, so that the registers
+                    // stay registers)
+                    let at = sp.add((slot * 4 + b) * l + h);
+                    if n == 8 {
+                        for (i, v) in v8.iter_mut().enumerate() {
+                            *v = Avx2::load(at.add(i * 4 * l));
+                        }
+                    } else {
+                        for (i, v) in v8.iter_mut().enumerate().take(n) {
+                            *v = Avx2::load(at.add(i * 4 * l));
+                        }
                     }
                     Avx2::transpose8(&mut v8);
                     let at = |o: usize| j.c.add(o * j.l + px);
@@ -3943,7 +3959,8 @@ unsafe fn finish(
 /// # Safety
 /// As [`direct_conv_segment`]: taps off[k] + base + q·steps[1], q < P ≤ 8, lie in `pad`;
 /// `wt[b]` is register b's weights (a tap every `pw` floats, `LANES` each, within `wt`);
-/// `slot + P ≤ SEGMENT + 8`.
+/// `slot + P ≤ SEGMENT`, and `sums` holds the slots from `slot` (written before, where `ks[0] >
+/// 0`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn conv_block<S: Simd, const P: usize, const OB: usize>(
@@ -3952,7 +3969,7 @@ unsafe fn conv_block<S: Simd, const P: usize, const OB: usize>(
     [k0, k1]: [usize; 2],
     base: usize,
     slot: usize,
-    sums: &mut Sums<S>,
+    sums: *mut Slot<S>,
 ) {
     let pad = j.pad.as_ptr();
     // SAFETY: forwarded from the caller.
@@ -3961,7 +3978,7 @@ unsafe fn conv_block<S: Simd, const P: usize, const OB: usize>(
         if k0 > 0 {
             for (b, row) in acc.iter_mut().enumerate() {
                 for (q, a) in row.iter_mut().enumerate() {
-                    *a = sums[slot + q][b];
+                    *a = (*sums.add(slot + q))[b];
                 }
             }
         }
@@ -3998,7 +4015,7 @@ unsafe fn conv_block<S: Simd, const P: usize, const OB: usize>(
         }
         for (b, row) in acc.iter().enumerate() {
             for (q, a) in row.iter().enumerate() {
-                sums[slot + q][b] = *a;
+                (*sums.add(slot + q))[b] = *a;
             }
         }
     }
