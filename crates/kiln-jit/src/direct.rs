@@ -2929,7 +2929,7 @@ unsafe fn depthwise_ring<S: Shift>(
 /// As [`depthwise_ring`], with `iy < h`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn ring_copy<S: Simd>(rg: &RingGeom, x: *const f32, bp: *mut f32, iy: usize) {
+unsafe fn ring_copy<S: Shift>(rg: &RingGeom, x: *const f32, bp: *mut f32, iy: usize) {
     let (l, w) = (S::LANES, rg.w);
     // SAFETY (the whole body): floats i < w of input row iy; the slot's registers from
     // `copy_at`, which `RingGeom::new` sized for whole registers of the row (or half-row).
@@ -2944,14 +2944,20 @@ unsafe fn ring_copy<S: Simd>(rg: &RingGeom, x: *const f32, bp: *mut f32, iy: usi
                 i += l;
             }
         } else {
+            // two registers of the row each give a register of its even columns and one of
+            // its odd ones (the 5 × 5 s2 depthwise 48 ← 48 on 56 × 56, whose row copies loaded
+            // each float twice, under a mask per register, took as long as its FMAs)
             let (d0, d1) = (dst.add(rg.copy_at[0]), dst.add(rg.copy_at[1]));
             let mut t = 0;
             while 2 * t < w {
                 let i = 2 * t;
-                let (a, b) = (rest::<S>(src, i, w), rest::<S>(src, i + l, w));
+                let (a, b) = if i + 2 * l <= w {
+                    (S::load(src.add(i)), S::load(src.add(i + l)))
+                } else {
+                    (rest::<S>(src, i, w), rest::<S>(src, i + l, w))
+                };
                 S::store(d0.add(t), S::order_even(S::even_lanes(a, b)));
-                let (a, b) = (rest::<S>(src, i + 1, w), rest::<S>(src, i + 1 + l, w));
-                S::store(d1.add(t), S::order_even(S::even_lanes(a, b)));
+                S::store(d1.add(t), S::order_even(S::odd_lanes(a, b)));
                 t += l;
             }
         }
