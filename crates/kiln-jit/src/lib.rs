@@ -608,8 +608,7 @@ impl Gemms {
             && patches.is_none()
             && g.groups == 1
             && let gemm::BArena::Matrix { offset } | gemm::BArena::Patches { offset, .. } = desc.b
-            && let Some((dc, geom)) =
-                gemm::DirectConv::for_pointwise(tier.isa(), desc.kg, desc.mg, desc.l, threads)
+            && let Some((dc, geom)) = gemm::DirectConv::for_pointwise(tier.isa(), desc.kg, desc.mg, desc.l)
         {
             desc.b = gemm::BArena::Patches {
                 offset,

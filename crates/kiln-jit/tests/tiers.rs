@@ -648,7 +648,7 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
     // which reads in place whatever the output channels: `pointwise_convolutions_by_rows`)
     let by_rows = |i: usize| i == 1 || i == 6;
     for (i, (_, c, g, o, h, w, ..)) in cases.into_iter().enumerate().filter(|&(_, case)| case.2 == 1) {
-        let direct = DirectConv::for_pointwise(Isa::Avx512, c / g, o / g, h * w, 1);
+        let direct = DirectConv::for_pointwise(Isa::Avx512, c / g, o / g, h * w);
         assert_eq!(direct.is_some(), i < 7, "case {i}: {o} ← {c} on {h} × {w}");
         if let Some((dc, _)) = direct {
             let in_place = o / g <= DirectConv::IN_PLACE_ROWS || by_rows(i);
@@ -656,7 +656,7 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
             assert_eq!(dc.row_kernel, by_rows(i), "case {i}");
         }
         assert!(
-            DirectConv::for_pointwise(Isa::Avx2, c / g, o / g, h * w, 1).is_none(),
+            DirectConv::for_pointwise(Isa::Avx2, c / g, o / g, h * w).is_none(),
             "case {i} on AVX2"
         );
     }
@@ -673,53 +673,6 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
                 compiles_to(Tier::Avx512, case, "row conv"),
                 by_rows(i),
                 "case {i} {case:?}"
-            );
-        }
-    }
-    check_conv_cases(&cases, |i| i % 2 == 0);
-}
-
-/// Deep pointwise convolutions on maps of up to 784 pixels, which AVX-512 runs directly on one
-/// thread (`DirectConv::POINTWISE_PIXELS_DEEP`: at least 192 channels in, 64 or 128 out,
-/// fewer than 65536 weights; asserted with the rule and the compiled form), reading the
-/// images in place: 28 × 28 into 64 and 128 channels, 27 × 27 in a batch of two, 300 channels
-/// in (several chunks of taps); and beside them the ones that stay GEMMs (96 channels out, 128
-/// in, 29 × 29, 128 ← 512); on two threads all of them GEMMs (asserted). The bias, the
-/// residual and the activations in turn, on every tier and 1 and 2 threads.
-#[test]
-fn deep_pointwise_convolutions_on_28_by_28_run_directly_on_one_thread() {
-    let p = [0; 4];
-    let cases = [
-        (1, 256, 1, 64, 28, 28, 1, 1, 1, p),
-        (1, 192, 1, 128, 28, 28, 1, 1, 1, p),
-        (2, 300, 1, 64, 27, 27, 1, 1, 1, p),
-        (1, 256, 1, 96, 28, 28, 1, 1, 1, p),
-        (1, 128, 1, 64, 28, 28, 1, 1, 1, p),
-        (1, 256, 1, 64, 29, 29, 1, 1, 1, p),
-        (1, 512, 1, 128, 28, 28, 1, 1, 1, p),
-    ];
-    for (i, (_, c, _, o, h, w, ..)) in cases.into_iter().enumerate() {
-        let one = DirectConv::for_pointwise(Isa::Avx512, c, o, h * w, 1);
-        assert_eq!(one.is_some(), i < 3, "case {i}: {o} ← {c} on {h} × {w}");
-        if let Some((dc, _)) = one {
-            assert!(dc.in_place && !dc.row_kernel, "case {i}");
-        }
-        assert!(
-            DirectConv::for_pointwise(Isa::Avx512, c, o, h * w, 2).is_none(),
-            "case {i}"
-        );
-    }
-    if Isa::Avx512.available() {
-        for (i, &case) in cases.iter().enumerate() {
-            assert_eq!(compiles_direct(Tier::Avx512, case), i < 3, "case {i} {case:?}");
-            let two = JitOptions {
-                threads: 2,
-                ..options(Tier::Avx512)
-            };
-            let compiled = kiln_jit::compile(&conv_graph(case, false, None), &two).unwrap();
-            assert!(
-                compiled.kernels().iter().all(|k| k.form != Some("direct conv")),
-                "case {i} on two threads"
             );
         }
     }
