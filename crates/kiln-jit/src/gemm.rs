@@ -2830,8 +2830,8 @@ fn strided_copy(dst: &mut [f32], src: &[f32], step: usize) {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F.
             k = unsafe { evens_avx512(dst, src) };
-        } else if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
             k = unsafe { evens_avx2(dst, src) };
         }
         while k + 4 <= dst.len() && 2 * k + 8 <= src.len() {
@@ -2855,61 +2855,53 @@ fn strided_copy(dst: &mut [f32], src: &[f32], step: usize) {
     }
 }
 
-/// `dst[k] = src[2k]` for the first `k` of `dst` that whole registers of sixteen reach while
-/// `src` holds their 32 floats; returns that `k` (a multiple of 16).
+/// `dst[k] = src[2k]` for the first `k` of `dst` that whole registers of `S` reach while
+/// `src` holds their `2·LANES` floats: the even lanes of two registers
+/// ([`Simd::even_lanes`](crate::simd::Simd::even_lanes), as the depthwise and pooling rings
+/// split their rows); returns that `k` (a multiple of `LANES`).
+///
+/// # Safety
+/// The CPU has `S`'s set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn evens<S: crate::simd::Simd>(dst: &mut [f32], src: &[f32]) -> usize {
+    let l = S::LANES;
+    let mut k = 0;
+    while k + l <= dst.len() && 2 * k + 2 * l <= src.len() {
+        // SAFETY: floats 2k..2k + 2·LANES of src and k..k + LANES of dst, inside both (the
+        // loop's condition); the set is the caller's.
+        unsafe {
+            let (a, b) = (
+                S::load(src.as_ptr().add(2 * k)),
+                S::load(src.as_ptr().add(2 * k + l)),
+            );
+            S::store(dst.as_mut_ptr().add(k), S::order_even(S::even_lanes(a, b)));
+        }
+        k += l;
+    }
+    k
+}
+
+/// [`evens`] sixteen at a time with AVX-512.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn evens_avx512(dst: &mut [f32], src: &[f32]) -> usize {
-    use std::arch::x86_64::{_mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32, _mm512_storeu_ps};
-    // lanes 0, 2, …, 30 of the 32 floats of two registers
-    let idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let mut k = 0;
-    while k + 16 <= dst.len() && 2 * k + 32 <= src.len() {
-        // SAFETY: floats 2k..2k + 32 of src and k..k + 16 of dst, inside both (the loop's
-        // condition).
-        unsafe {
-            let (a, b) = (
-                _mm512_loadu_ps(src.as_ptr().add(2 * k)),
-                _mm512_loadu_ps(src.as_ptr().add(2 * k + 16)),
-            );
-            _mm512_storeu_ps(dst.as_mut_ptr().add(k), _mm512_permutex2var_ps(a, idx, b));
-        }
-        k += 16;
-    }
-    k
+    // SAFETY: the caller's.
+    unsafe { evens::<crate::simd::Avx512>(dst, src) }
 }
 
-/// [`evens_avx512`] eight at a time with AVX2; returns a multiple of 8.
+/// [`evens`] eight at a time with AVX2.
 ///
 /// # Safety
-/// The CPU has AVX2.
+/// The CPU has AVX2 and FMA (the set `simd::Avx2` stands for).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn evens_avx2(dst: &mut [f32], src: &[f32]) -> usize {
-    use std::arch::x86_64::{
-        _mm256_castpd_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm256_permute4x64_pd, _mm256_shuffle_ps,
-        _mm256_storeu_ps,
-    };
-    let mut k = 0;
-    while k + 8 <= dst.len() && 2 * k + 16 <= src.len() {
-        // SAFETY: floats 2k..2k + 16 of src and k..k + 8 of dst, inside both (the loop's
-        // condition).
-        unsafe {
-            let (a, b) = (
-                _mm256_loadu_ps(src.as_ptr().add(2 * k)),
-                _mm256_loadu_ps(src.as_ptr().add(2 * k + 8)),
-            );
-            // a0 a2 b0 b2 | a4 a6 b4 b6, then its pairs in the order 0, 2, 1, 3
-            let s = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)));
-            _mm256_storeu_ps(dst.as_mut_ptr().add(k), v);
-        }
-        k += 8;
-    }
-    k
+    // SAFETY: the caller's.
+    unsafe { evens::<crate::simd::Avx2>(dst, src) }
 }
 
 /// A transposed product's buffers: the scratch block, the padded copy of the image, and the
@@ -3547,7 +3539,11 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         for (name, lanes, has) in [
             ("avx512", 16, std::arch::is_x86_feature_detected!("avx512f")),
-            ("avx2", 8, std::arch::is_x86_feature_detected!("avx2")),
+            (
+                "avx2",
+                8,
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            ),
         ] {
             if !has {
                 continue;
