@@ -2116,8 +2116,19 @@ impl GemmDesc {
         // product's rows (C's) are its tile's columns and the other way round, and it computes
         // all its columns (C's) at once
         // (a direct convolution's: panels of channels, and whole output rows, so that its
-        // pixel blocks do not end early)
+        // pixel blocks do not end early — but a single output row, as a pointwise product's
+        // images are read, in runs of whole pixel blocks: the row kernel's registers, the
+        // channel kernel's blocks of two registers; a pixel's sum does not depend on the run
+        // it is in, so the results do not depend on the cut)
         let (mr, nr, cols) = match (self.direct, self.swap(), self.b) {
+            (Some(dc), _, BArena::Patches { geom, .. }) if geom.oh == 1 => {
+                let run = if dc.row_kernel {
+                    dc.lanes
+                } else {
+                    crate::direct::pixel_block(dc.lanes)
+                };
+                (dc.panel, run.max(1), self.cols())
+            }
             (Some(dc), _, BArena::Patches { geom, .. }) => (dc.panel, geom.ow.max(1), self.cols()),
             (None, Some(sw), _) => (sw.kernel.nr, sw.kernel.mr, self.cols()),
             _ => (self.kernel.mr, self.kernel.nr, self.cols()),

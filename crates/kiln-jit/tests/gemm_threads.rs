@@ -120,3 +120,38 @@ fn narrow_products_split_by_rows() {
         check_threads(&conv_graph(case), 10 + i as u64, &format!("case {i} {case:?}"));
     }
 }
+
+/// Pointwise products on small maps that AVX-512 runs directly, each image read as one row of
+/// all its pixels (`DirectConv::for_pointwise`): the row is cut across threads in runs of whole
+/// pixel blocks (`GemmDesc::split`; asserted from the compiled kernel's work items), so a
+/// product of few output channels does not run on one thread: the channel kernel reading the
+/// image in place (17 × 17 into 192 and 13 × 13 into 64 channels) and from a copy (more than
+/// 256 output channels), the row kernel (64 channels in on 14 × 14), a batch of two.
+#[test]
+fn pointwise_rows_of_pixels_split_by_columns() {
+    let cases: [Case; 5] = [
+        (1, 768, 1, 192, 17, 17, 1, 1),
+        (1, 512, 1, 64, 13, 13, 1, 1),
+        (1, 64, 1, 37, 14, 14, 1, 1),
+        (1, 128, 1, 300, 15, 15, 1, 1),
+        (2, 96, 1, 48, 11, 11, 1, 1),
+    ];
+    for (i, &case) in cases.iter().enumerate() {
+        if Tier::Avx512.available() {
+            let opts = JitOptions {
+                gemm_tier: Tier::Avx512,
+                threads: 2,
+                ..JitOptions::default()
+            };
+            let compiled = kiln_jit::compile(&conv_graph(case), &opts).unwrap();
+            let k = compiled
+                .kernels()
+                .iter()
+                .find(|k| matches!(k.form, Some("direct conv" | "row conv")))
+                .unwrap_or_else(|| panic!("case {i} {case:?} does not run directly"));
+            // more work items than images: the pixels (or the channels) are cut
+            assert!(k.extent > 2 * case.0, "case {i} {case:?}: {} items", k.extent);
+        }
+        check_threads(&conv_graph(case), 20 + i as u64, &format!("case {i} {case:?}"));
+    }
+}

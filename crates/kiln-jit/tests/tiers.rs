@@ -687,7 +687,7 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
 /// registers would waste a third of their lanes; 160 channels in, whose span's floats would
 /// not stay in L1): the bias, the residual and the activations in turn, on every tier and 1
 /// and 2 threads (the 300 output channels split between them in panels of 32, the batch of
-/// two by images; a row of pixels is never split).
+/// two by images, a row of pixels in runs of whole registers: `gemm_threads.rs`).
 #[test]
 fn pointwise_convolutions_by_rows() {
     let p = [0; 4];
