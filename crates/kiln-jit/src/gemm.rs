@@ -1820,6 +1820,30 @@ impl DirectConv {
     /// 0.79–0.81 → 0.85 (but 128 ← 256, a transposed GEMM, 0.198 → 0.187).
     pub const POINTWISE_PIXELS: usize = 289;
 
+    /// The most pixels per image of a pointwise product that runs directly when it is deep
+    /// (at least [`DirectConv::POINTWISE_DEEP_K`] channels in, fewer than
+    /// [`DirectConv::POINTWISE_DEEP_WEIGHTS`] weights) into 64 or 128 output channels
+    /// (one or two of the kernel's blocks of four registers on AVX-512): a 28 × 28 map (784).
+    /// Measured on an Intel Xeon (family 6 model 207, L2 2 MiB; one thread, each convolution
+    /// alone with its bias and ReLU, `kiln bench --profile`, the fastest of five alternations,
+    /// ms, GEMM → direct): on 28 × 28, 64 ← 256 0.199 → 0.177, 64 ← 192 0.148 → 0.132, 64 ←
+    /// 480 0.388 → 0.341, 128 ← 256 0.372 → 0.351, 128 ← 320 0.468 → 0.440, 128 ← 416 0.618 →
+    /// 0.590, 128 ← 512 0.775 → 0.767; on 27 × 27, 64 ← 256 0.190 → 0.162. Not taken: fewer
+    /// channels in (128 ← 128 0.19 → 0.26, 64 ← 64 0.052 → 0.055, 128 ← 32 on 27 × 27 0.073 →
+    /// 0.077), other numbers of output channels (96 ← 192 0.209 → 0.217, 256 ← 128 0.37 →
+    /// 0.48, 512 ← 128 0.71 → 0.84: the blocks of two registers, or the image read again per
+    /// block), and 35 × 35 maps (64 ← 288 0.362 → 0.425, 48 ← 256 0.255 → 0.347).
+    pub const POINTWISE_PIXELS_DEEP: usize = 784;
+
+    /// The fewest channels in of a deep pointwise product ([`DirectConv::POINTWISE_PIXELS_DEEP`]).
+    pub const POINTWISE_DEEP_K: usize = 192;
+
+    /// The weights (floats) a deep pointwise product stays below
+    /// ([`DirectConv::POINTWISE_PIXELS_DEEP`]): 128 ← 512 on 28 × 28 was no faster directly
+    /// (0.99 of the GEMM's time alone; ResNet-50's three in its profile 2.32 → 2.35 ms, four
+    /// alternations).
+    pub const POINTWISE_DEEP_WEIGHTS: usize = 1 << 16;
+
     /// The most output pixels per image of a 1 × 1 downsample (stride 2) that runs directly
     /// on AVX-512 ([`DirectConv::pays`], which gives the measurements): 16 × 16 (256).
     pub const DOWNSAMPLE_PIXELS: usize = 256;
@@ -1827,7 +1851,9 @@ impl DirectConv {
     /// The direct form of a pointwise product — B the images themselves, `k` channels by `l`
     /// pixels each, as a 1 × 1, stride-1 convolution's, read as one row of `l` pixels
     /// ([`PatchGeom::matrix`]) — for `rows` output channels, with that geometry: on AVX-512
-    /// over at most [`DirectConv::POINTWISE_PIXELS`] pixels: the row kernel where
+    /// over at most [`DirectConv::POINTWISE_PIXELS`] pixels (at most
+    /// [`DirectConv::POINTWISE_PIXELS_DEEP`] for deep products into 64 or 128 channels): the
+    /// row kernel where
     /// [`DirectConv::pointwise_by_rows`] takes it (few channels in), else the
     /// channel-vectorized kernel where [`DirectConv::new`] takes it (32 to 4608 channels in,
     /// or few output channels). `None` where the product stays a GEMM.
@@ -1842,8 +1868,10 @@ impl DirectConv {
     /// larger (the GEMM's transposed product gathers and packs its B per run): Inception v2's
     /// 1 × 1s on 7 × 7 over 1024 channels (eight of them; `kiln bench --profile`, once each) 2.36 →
     /// 1.74 ms, ResNet-50's 2048 ← 512 and 512 ← 2048 on 7 × 7 5.62 → 4.54 ms, its 1024 ← 256
-    /// and 256 ← 1024 on 14 × 14 9.14 → 8.30. On 28 × 28 (784 pixels) the GEMM wins: 64 ← 256
-    /// 0.200 → 0.215, 128 ← 512 0.685 → 0.750, 512 ← 128 0.67–0.69 → 0.71–0.78; on 56 × 56
+    /// and 256 ← 1024 on 14 × 14 9.14 → 8.30. On 28 × 28 (784 pixels) the GEMM won there: 64 ←
+    /// 256 0.200 → 0.215, 128 ← 512 0.685 → 0.750, 512 ← 128 0.67–0.69 → 0.71–0.78 (on the
+    /// family 6 model 207 host, with the present kernel, the deep products into 64 or 128
+    /// channels run directly: [`DirectConv::POINTWISE_PIXELS_DEEP`]); on 56 × 56
     /// (ResNet-50's 256 ← 64 and 64 ← 256) 0.96 → 1.5 and 0.85 → 1.03.
     pub fn for_pointwise(isa: Isa, k: usize, rows: usize, l: usize) -> Option<(DirectConv, PatchGeom)> {
         if isa != Isa::Avx512 {
@@ -1853,7 +1881,14 @@ impl DirectConv {
         if let Some(dc) = DirectConv::pointwise_by_rows(isa, k, l) {
             return Some((dc, geom));
         }
-        if l > DirectConv::POINTWISE_PIXELS {
+        // (on larger maps, deep products into one or two blocks of four registers of channels;
+        // threads share them by runs of pixels, `GemmDesc::split`)
+        let deep = l <= DirectConv::POINTWISE_PIXELS_DEEP
+            && k >= DirectConv::POINTWISE_DEEP_K
+            && rows.is_multiple_of(4 * isa.lanes())
+            && rows <= 8 * isa.lanes()
+            && rows.saturating_mul(k) < DirectConv::POINTWISE_DEEP_WEIGHTS;
+        if l > DirectConv::POINTWISE_PIXELS && !deep {
             return None;
         }
         Some((DirectConv::new(isa, &geom, k, rows)?, geom))

@@ -679,6 +679,50 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
+/// Deep pointwise convolutions on maps of up to 784 pixels, which AVX-512 runs directly
+/// (`DirectConv::POINTWISE_PIXELS_DEEP`: at least 192 channels in, 64 or 128 out, fewer than
+/// 65536 weights; asserted with the rule and the compiled form on one and two threads),
+/// reading the images in place: 28 × 28 into 64 and 128 channels, 27 × 27 in a batch of two,
+/// 300 channels in (several chunks of taps); and beside them the ones that stay GEMMs (96
+/// channels out, 128 in, 29 × 29, 128 ← 512). The bias, the residual and the activations in
+/// turn, on every tier and 1 and 2 threads.
+#[test]
+fn deep_pointwise_convolutions_on_28_by_28_run_directly() {
+    let p = [0; 4];
+    let cases = [
+        (1, 256, 1, 64, 28, 28, 1, 1, 1, p),
+        (1, 192, 1, 128, 28, 28, 1, 1, 1, p),
+        (2, 300, 1, 64, 27, 27, 1, 1, 1, p),
+        (1, 256, 1, 96, 28, 28, 1, 1, 1, p),
+        (1, 128, 1, 64, 28, 28, 1, 1, 1, p),
+        (1, 256, 1, 64, 29, 29, 1, 1, 1, p),
+        (1, 512, 1, 128, 28, 28, 1, 1, 1, p),
+    ];
+    for (i, (_, c, _, o, h, w, ..)) in cases.into_iter().enumerate() {
+        let direct = DirectConv::for_pointwise(Isa::Avx512, c, o, h * w);
+        assert_eq!(direct.is_some(), i < 3, "case {i}: {o} ← {c} on {h} × {w}");
+        if let Some((dc, _)) = direct {
+            assert!(dc.in_place && !dc.row_kernel, "case {i}");
+        }
+    }
+    if Isa::Avx512.available() {
+        for (i, &case) in cases.iter().enumerate() {
+            assert_eq!(compiles_direct(Tier::Avx512, case), i < 3, "case {i} {case:?}");
+            let two = JitOptions {
+                threads: 2,
+                ..options(Tier::Avx512)
+            };
+            let compiled = kiln_jit::compile(&conv_graph(case, false, None), &two).unwrap();
+            assert_eq!(
+                compiled.kernels().iter().any(|k| k.form == Some("direct conv")),
+                i < 3,
+                "case {i} on two threads"
+            );
+        }
+    }
+    check_conv_cases(&cases, |i| i % 2 == 0);
+}
+
 /// Pointwise convolutions that AVX-512 runs on the row kernel (`DirectConv::pointwise_by_rows`:
 /// pixels in the registers, the images read in place; asserted with the compiled form): maps
 /// of 100, 121, 169, 196, 64 and 289 pixels (a row's last register partial, or whole), output
