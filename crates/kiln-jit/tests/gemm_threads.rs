@@ -155,3 +155,34 @@ fn pointwise_rows_of_pixels_split_by_columns() {
         check_threads(&conv_graph(case), 20 + i as u64, &format!("case {i} {case:?}"));
     }
 }
+
+/// Direct convolutions on small maps, cut down to two panels of channels or two runs of
+/// pixels a side (a direct kernel packs nothing per item, unlike a GEMM's eight tiles a side):
+/// DenseNet's 3 × 3 into 32 channels on 7 × 7 (one panel: cut by rows), its 1 × 1s into 128
+/// channels on 7 × 7 (four panels), a batch of two; more than one work item per image at two
+/// threads on AVX-512 (asserted), and every thread count the bits of one.
+#[test]
+fn small_direct_convolutions_split_across_threads() {
+    let cases: [Case; 3] = [
+        (1, 128, 1, 32, 7, 7, 3, 1),
+        (1, 960, 1, 128, 7, 7, 1, 1),
+        (2, 64, 1, 32, 6, 6, 3, 1),
+    ];
+    for (i, &case) in cases.iter().enumerate() {
+        if Tier::Avx512.available() {
+            let opts = JitOptions {
+                gemm_tier: Tier::Avx512,
+                threads: 2,
+                ..JitOptions::default()
+            };
+            let compiled = kiln_jit::compile(&conv_graph(case), &opts).unwrap();
+            let k = compiled
+                .kernels()
+                .iter()
+                .find(|k| k.form == Some("direct conv"))
+                .unwrap_or_else(|| panic!("case {i} {case:?} does not run directly"));
+            assert!(k.extent > case.0, "case {i} {case:?}: {} items", k.extent);
+        }
+        check_threads(&conv_graph(case), 30 + i as u64, &format!("case {i} {case:?}"));
+    }
+}
