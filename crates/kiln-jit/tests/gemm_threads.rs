@@ -121,6 +121,27 @@ fn narrow_products_split_by_rows() {
     }
 }
 
+/// The work items of a case's direct kernel (`direct conv` or `row conv`) compiled for two
+/// threads on AVX-512; `None` where this CPU lacks AVX-512. Panics where the case does not
+/// run directly.
+fn direct_items(case: Case) -> Option<usize> {
+    if !Tier::Avx512.available() {
+        return None;
+    }
+    let opts = JitOptions {
+        gemm_tier: Tier::Avx512,
+        threads: 2,
+        ..JitOptions::default()
+    };
+    let compiled = kiln_jit::compile(&conv_graph(case), &opts).unwrap();
+    let k = compiled
+        .kernels()
+        .iter()
+        .find(|k| matches!(k.form, Some("direct conv" | "row conv")))
+        .unwrap_or_else(|| panic!("{case:?} does not run directly"));
+    Some(k.extent)
+}
+
 /// Pointwise products on small maps that AVX-512 runs directly, each image read as one row of
 /// all its pixels (`DirectConv::for_pointwise`): the row is cut across threads in runs of whole
 /// pixel blocks (`GemmDesc::split`; asserted from the compiled kernel's work items), so a
@@ -137,20 +158,9 @@ fn pointwise_rows_of_pixels_split_by_columns() {
         (2, 96, 1, 48, 11, 11, 1, 1),
     ];
     for (i, &case) in cases.iter().enumerate() {
-        if Tier::Avx512.available() {
-            let opts = JitOptions {
-                gemm_tier: Tier::Avx512,
-                threads: 2,
-                ..JitOptions::default()
-            };
-            let compiled = kiln_jit::compile(&conv_graph(case), &opts).unwrap();
-            let k = compiled
-                .kernels()
-                .iter()
-                .find(|k| matches!(k.form, Some("direct conv" | "row conv")))
-                .unwrap_or_else(|| panic!("case {i} {case:?} does not run directly"));
-            // more work items than images: the pixels (or the channels) are cut
-            assert!(k.extent > 2 * case.0, "case {i} {case:?}: {} items", k.extent);
+        // more work items than images: the pixels (or the channels) are cut
+        if let Some(items) = direct_items(case) {
+            assert!(items > 2 * case.0, "case {i} {case:?}: {items} items");
         }
         check_threads(&conv_graph(case), 20 + i as u64, &format!("case {i} {case:?}"));
     }
@@ -169,19 +179,8 @@ fn small_direct_convolutions_split_across_threads() {
         (2, 64, 1, 32, 6, 6, 3, 1),
     ];
     for (i, &case) in cases.iter().enumerate() {
-        if Tier::Avx512.available() {
-            let opts = JitOptions {
-                gemm_tier: Tier::Avx512,
-                threads: 2,
-                ..JitOptions::default()
-            };
-            let compiled = kiln_jit::compile(&conv_graph(case), &opts).unwrap();
-            let k = compiled
-                .kernels()
-                .iter()
-                .find(|k| k.form == Some("direct conv"))
-                .unwrap_or_else(|| panic!("case {i} {case:?} does not run directly"));
-            assert!(k.extent > case.0, "case {i} {case:?}: {} items", k.extent);
+        if let Some(items) = direct_items(case) {
+            assert!(items > case.0, "case {i} {case:?}: {items} items");
         }
         check_threads(&conv_graph(case), 30 + i as u64, &format!("case {i} {case:?}"));
     }
