@@ -2720,8 +2720,8 @@ unsafe fn run_direct(
         // every channel's block of `hp × wp` pixels, each of C's pixels inside, in `image`
         let b = bo.at;
         let oh = d.l.checked_div(b.ow).filter(|&oh| oh * b.ow == d.l);
-        let fits = oh.is_some_and(|oh| oh + b.top <= b.hp)
-            && b.ow + b.left <= b.wp
+        let fits = oh.is_some_and(|oh| oh.checked_add(b.top).is_some_and(|r| r <= b.hp))
+            && b.ow.checked_add(b.left).is_some_and(|q| q <= b.wp)
             && d.mg
                 .div_ceil(BLOCK)
                 .checked_mul(b.hp)

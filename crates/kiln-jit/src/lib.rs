@@ -540,9 +540,10 @@ struct Gemms {
     /// Each `gemm` node's description.
     by_node: std::collections::HashMap<NodeId, usize>,
     /// The places of the copies writers store for their readers (`Gemms::chain`): each with
-    /// its layout (batch, floats per image, blocks) and its last reader's description.
+    /// its layout (images, floats per image, channels, pixels; blocks) and its last reader's
+    /// description.
     #[allow(clippy::type_complexity)]
-    copies: Vec<((usize, usize, crate::direct::Blocked), usize, usize)>,
+    copies: Vec<(([usize; 4], crate::direct::Blocked), usize, usize)>,
 }
 
 impl Gemms {
@@ -716,8 +717,12 @@ impl Gemms {
         };
         // a copy of the same layout whose last reader ran before this writer runs, or a new
         // place (the descriptions are made in run order: `w` runs next after the readers
-        // before it)
-        let key = (desc.batch, layout.image, layout.at);
+        // before it); the same layout: the same images, floats per image, blocks, channels
+        // and pixels, so that every writer of a place writes the same floats of it
+        let key = (
+            [desc.batch, layout.image, self.descs[w].mg, self.descs[w].l],
+            layout.at,
+        );
         let free = self.copies.iter_mut().find(|c| c.0 == key && c.2 < w);
         let offset = match free {
             Some(c) => {

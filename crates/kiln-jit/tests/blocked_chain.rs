@@ -27,25 +27,27 @@ enum Also {
     Output,
 }
 
+/// Convolution `(o, k, s, p, d)` named `name` over `x`, with a bias.
+fn conv(g: &mut Graph, name: &str, x: NodeId, (o, k, s, p, d): Conv) -> NodeId {
+    let ci = g.node(x).ty.dims()[1];
+    let w = g
+        .param(format!("{name}.w"), TensorType::f32([o, ci, k, k]))
+        .unwrap();
+    let bias = g.param(format!("{name}.b"), TensorType::f32([o])).unwrap();
+    let op = Op::Conv2d(Conv2d {
+        stride: [s, s],
+        dilation: [d, d],
+        padding: Padding::Explicit([p; 4]),
+        groups: 1,
+        activation: None,
+    });
+    g.add(name, op, &[x, w, bias]).unwrap()
+}
+
 /// `x [n, c, h, w]` → conv `a` + bias + `act` → conv `b` + bias + ReLU → output.
 fn chain(n: usize, c: usize, hw: [usize; 2], a: Conv, act: Activation, b: Conv, also: Also) -> Graph {
     let mut g = Graph::new();
     let x = g.input("x", TensorType::f32([n, c, hw[0], hw[1]])).unwrap();
-    let conv = |g: &mut Graph, name: &str, x: NodeId, (o, k, s, p, d): Conv| {
-        let ci = g.node(x).ty.dims()[1];
-        let w = g
-            .param(format!("{name}.w"), TensorType::f32([o, ci, k, k]))
-            .unwrap();
-        let bias = g.param(format!("{name}.b"), TensorType::f32([o])).unwrap();
-        let op = Op::Conv2d(Conv2d {
-            stride: [s, s],
-            dilation: [d, d],
-            padding: Padding::Explicit([p; 4]),
-            groups: 1,
-            activation: None,
-        });
-        g.add(name, op, &[x, w, bias]).unwrap()
-    };
     let y = conv(&mut g, "a", x, a);
     let y = g.add("a.act", Op::Activation(act), &[y]).unwrap();
     let z = conv(&mut g, "b", y, b);
@@ -135,4 +137,43 @@ fn pairs_that_are_not_chained_keep_their_layouts() {
         }
         check_threads(&graph, 50 + i as u64, &what);
     }
+}
+
+/// Chains in sequence: three 3 × 3s in a row (the middle one reads one copy and writes the
+/// next), then, after a residual add that reads the input again, two more of the same layout
+/// as the first pair, whose copy takes a place whose readers have run (`Gemms::chain`): one
+/// place written by two writers in a run.
+#[test]
+fn chains_in_sequence_share_their_places() {
+    let k3 = (64, 3, 1, 1, 1);
+    let mut g = Graph::new();
+    let x = g.input("x", TensorType::f32([1, 64, 13, 13])).unwrap();
+    let mut y = x;
+    for name in ["a", "b", "c"] {
+        let t = conv(&mut g, name, y, k3);
+        y = g
+            .add(format!("{name}.relu"), Op::Activation(Activation::Relu), &[t])
+            .unwrap();
+    }
+    let mut z = g.add("sum", Op::Binary(BinaryOp::Add), &[y, x]).unwrap();
+    for name in ["d", "e"] {
+        let t = conv(&mut g, name, z, k3);
+        z = g
+            .add(format!("{name}.relu"), Op::Activation(Activation::Relu), &[t])
+            .unwrap();
+    }
+    g.mark_output(z).unwrap();
+    if let Some(f) = forms(&g, 2) {
+        assert_eq!(
+            f.iter().filter(|f| f.contains("conv")).collect::<Vec<_>>(),
+            [
+                &"direct conv, blocked out",
+                &"direct conv, blocked in and out",
+                &"direct conv, blocked in",
+                &"direct conv, blocked out",
+                &"direct conv, blocked in",
+            ]
+        );
+    }
+    check_threads(&g, 60, "five chained 3 × 3s");
 }
