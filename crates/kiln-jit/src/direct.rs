@@ -3446,26 +3446,6 @@ pub struct DirectConvJob<'a> {
     /// channels takes at most `span` pixels of an output row before the next pixels; where 0,
     /// each block of channels sweeps all the job's pixels before the next block.
     pub span: usize,
-    /// Where the channel kernel stores the sums: `None`, C's rows (`l` floats apart); else C
-    /// is the zero-padded copy, in blocks of 8 channels, that the one convolution reading this
-    /// output would make of it ([`Blocked`]).
-    pub blocked: Option<Blocked>,
-}
-
-/// An output stored as the padded copy its reader (a direct convolution over a copy in blocks
-/// of 8 channels, `gemm::DirectConv::copied_in`) would make of it: output channel `o` of
-/// pixel `p` at `((o / 8)·hp + p / ow + top)·wp·8 + (p % ow + left)·8 + o % 8` floats from
-/// C, the padding around it and the channels past the last never written (zero).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Blocked {
-    /// The output's width: pixel `p` is at row `p / ow`, column `p % ow`.
-    pub ow: usize,
-    /// The copy's rows and columns per channel.
-    pub hp: usize,
-    pub wp: usize,
-    /// Where the image starts in them.
-    pub top: usize,
-    pub left: usize,
 }
 
 /// A direct convolution's epilogue, applied as the finished sums are stored: `C[o, p] + bias[o]`
@@ -3567,9 +3547,7 @@ type Slot<S> = [<S as Simd>::V; 4];
 /// dilated 0.94).
 ///
 /// # Safety
-/// `j.c` is valid for the rows and columns of the job (rows `l` apart; a blocked job's as
-/// [`store_blocked`] says, which has no residual and no activation of many operations,
-/// `is_long`); `pad` holds every tap
+/// `j.c` is valid for the rows and columns of the job (rows `l` apart); `pad` holds every tap
 /// of the job's pixels (the kernel reads none past a row's last pixel: a copy's slack,
 /// `gemm::DirectConv::pad_len`, is a margin, and an image read in place has none);
 /// `wt` holds `off.len()·opad` floats, `opad ≥ rows[1]` a multiple of `pw`, and `pw` a
@@ -3633,13 +3611,9 @@ unsafe fn direct_conv<S: Simd>(j: &DirectConvJob) {
 unsafe fn direct_conv_pixels<S: Simd>(j: &DirectConvJob) {
     match pixel_block(S::LANES) {
         // SAFETY: forwarded from the caller.
-        8 if j.blocked.is_some() => unsafe { direct_conv_segments::<S, 8, true>(j) },
+        8 => unsafe { direct_conv_segments::<S, 8>(j) },
         // SAFETY: forwarded from the caller.
-        8 => unsafe { direct_conv_segments::<S, 8, false>(j) },
-        // SAFETY: forwarded from the caller.
-        _ if j.blocked.is_some() => unsafe { direct_conv_segments::<S, 6, true>(j) },
-        // SAFETY: forwarded from the caller.
-        _ => unsafe { direct_conv_segments::<S, 6, false>(j) },
+        _ => unsafe { direct_conv_segments::<S, 6>(j) },
     }
 }
 
@@ -3649,7 +3623,7 @@ unsafe fn direct_conv_pixels<S: Simd>(j: &DirectConvJob) {
 /// As [`direct_conv`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn direct_conv_segments<S: Simd, const P: usize, const BK: bool>(j: &DirectConvJob) {
+unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
     const { assert!(P <= DIRECT_CONV_PIXELS && 3 <= DIRECT_CONV_PIXELS) };
     let l = S::LANES;
     // (uninitialized: a slot's registers are written before they are read, by raw pointer)
@@ -3692,7 +3666,7 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize, const BK: bool>(j: &Dire
             let mut p = j.cols[0];
             while p < j.cols[1] {
                 let seg = segment(p);
-                unsafe { segment_block::<S, P, BK>(j, seg, [0, 0], o0, regs(o0), sums) };
+                unsafe { segment_block::<S, P>(j, seg, [0, 0], o0, regs(o0), sums) };
                 p = seg[1];
             }
             o0 += regs(o0) * l;
@@ -3709,7 +3683,7 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize, const BK: bool>(j: &Dire
             };
             let mut o0 = first;
             while o0 < j.rows[1] {
-                unsafe { segment_block::<S, P, BK>(j, seg, ahead, o0, regs(o0), sums) };
+                unsafe { segment_block::<S, P>(j, seg, ahead, o0, regs(o0), sums) };
                 o0 += regs(o0) * l;
             }
             p = seg[1];
@@ -3755,7 +3729,7 @@ unsafe fn activate_rows<S: Simd>(j: &DirectConvJob, a: Act, rows: [usize; 2], [p
 /// As [`direct_conv_segment`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn segment_block<S: Simd, const P: usize, const BK: bool>(
+unsafe fn segment_block<S: Simd, const P: usize>(
     j: &DirectConvJob,
     seg: [usize; 2],
     ahead: [usize; 2],
@@ -3766,12 +3740,12 @@ unsafe fn segment_block<S: Simd, const P: usize, const BK: bool>(
     // SAFETY: forwarded from the caller.
     unsafe {
         match (regs, j.prefetch, quad_block(S::LANES)) {
-            (4, true, 3) => direct_conv_segment::<S, 3, 4, true, BK>(j, seg, ahead, o0, sums),
-            (4, true, _) => direct_conv_segment::<S, 6, 4, true, BK>(j, seg, ahead, o0, sums),
-            (4, false, 3) => direct_conv_segment::<S, 3, 4, false, BK>(j, seg, ahead, o0, sums),
-            (4, false, _) => direct_conv_segment::<S, 6, 4, false, BK>(j, seg, ahead, o0, sums),
-            (2, _, _) => direct_conv_segment::<S, P, 2, false, BK>(j, seg, ahead, o0, sums),
-            _ => direct_conv_segment::<S, P, 1, false, BK>(j, seg, ahead, o0, sums),
+            (4, true, 3) => direct_conv_segment::<S, 3, 4, true>(j, seg, ahead, o0, sums),
+            (4, true, _) => direct_conv_segment::<S, 6, 4, true>(j, seg, ahead, o0, sums),
+            (4, false, 3) => direct_conv_segment::<S, 3, 4, false>(j, seg, ahead, o0, sums),
+            (4, false, _) => direct_conv_segment::<S, 6, 4, false>(j, seg, ahead, o0, sums),
+            (2, _, _) => direct_conv_segment::<S, P, 2, false>(j, seg, ahead, o0, sums),
+            _ => direct_conv_segment::<S, P, 1, false>(j, seg, ahead, o0, sums),
         }
     }
 }
@@ -3787,7 +3761,7 @@ unsafe fn segment_block<S: Simd, const P: usize, const BK: bool>(
 /// the pixels in the job's columns.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF: bool, const BK: bool>(
+unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF: bool>(
     j: &DirectConvJob,
     [p0, p1]: [usize; 2],
     [q0, q1]: [usize; 2],
@@ -3804,12 +3778,7 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
     // (3.2 MB of output) in ResNet-18's profile 1.98–2.06 → 1.70–1.80 ms (three pairs; Intel
     // Xeon, family 6 model 167, one thread), and its other direct convolutions within noise
     let ahead_rows = [o0.max(j.rows[0]), (o0 + OB * l).min(j.rows[1])];
-    // (none for a blocked store, whose lines are not C's rows)
-    let per_row = if q1 > q0 && !BK {
-        (q1 - q0).div_ceil(16) + 1
-    } else {
-        0
-    };
+    let per_row = if q1 > q0 { (q1 - q0).div_ceil(16) + 1 } else { 0 };
     let lines = per_row * ahead_rows[1].saturating_sub(ahead_rows[0]);
     let res = j.finish.map_or(std::ptr::null(), |f| f.res);
     let (mut line, mut ao, mut al) = (0, ahead_rows[0], 0);
@@ -3882,24 +3851,20 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
             // row's, its slots below p1 − p0 ≤ SEGMENT (`conv_block`).
             unsafe {
                 match t {
-                    1 => conv_block::<S, 1, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
-                    2 => conv_block::<S, 2, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
-                    3 if P > 3 => conv_block::<S, 3, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
-                    4 if P > 4 => conv_block::<S, 4, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
-                    5 if P > 5 => conv_block::<S, 5, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
-                    6 if P > 6 => conv_block::<S, 6, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
-                    7 if P > 7 => conv_block::<S, 7, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
+                    1 => conv_block::<S, 1, OB>(j, &wt, ks, base, slot, sums),
+                    2 => conv_block::<S, 2, OB>(j, &wt, ks, base, slot, sums),
+                    3 if P > 3 => conv_block::<S, 3, OB>(j, &wt, ks, base, slot, sums),
+                    4 if P > 4 => conv_block::<S, 4, OB>(j, &wt, ks, base, slot, sums),
+                    5 if P > 5 => conv_block::<S, 5, OB>(j, &wt, ks, base, slot, sums),
+                    6 if P > 6 => conv_block::<S, 6, OB>(j, &wt, ks, base, slot, sums),
+                    7 if P > 7 => conv_block::<S, 7, OB>(j, &wt, ks, base, slot, sums),
                     // (t = P ≤ 8: a block of P pixels writes no slot past the row's)
-                    _ => conv_block::<S, P, OB, BK>(j, &wt, ks, [base, slot, f, o0], sums),
+                    _ => conv_block::<S, P, OB>(j, &wt, ks, base, slot, sums),
                 }
             }
             f += t;
         }
         k0 = k1;
-    }
-    if BK {
-        // each block of the last chunk stored its pixels (`store_blocked`)
-        return;
     }
     // the segment's sums (pixel-major) into C's rows, 8 pixels by 8 channels at a time
     // through AVX's 8 × 8 transposes (AVX-512 hosts have AVX2): eight registers of 8 floats
@@ -3954,71 +3919,6 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
     }
 }
 
-/// A block's finished sums (`P` pixels from pixel `px`, `OB` registers of channels from `o0`)
-/// stored in blocks of 8 channels ([`Blocked`]) straight from the registers: per register,
-/// pixel and block of 8 of its channels, the 8 lanes through the job's bias and activation
-/// (in [`finish`]'s order, so the bits are those of C's rows), one store of 8 floats (a
-/// prefix where the job's channels end inside the block). No buffer and no transposes: a
-/// pixel's channels lie side by side there.
-///
-/// # Safety
-/// The pixels are the job's; `j.rows[0]` is a multiple of 8; C holds `⌈rows[1] / 8⌉` blocks
-/// of `hp × wp` pixels of 8 floats, every pixel of the job at its row and column inside them
-/// (`gemm::run_direct` checks both); the job has no residual; the CPU has `S`'s set and AVX2.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn store_blocked<S: Simd, const P: usize, const OB: usize>(
-    j: &DirectConvJob,
-    bk: &Blocked,
-    acc: &[[S::V; P]; OB],
-    o0: usize,
-    px: usize,
-) {
-    let l = S::LANES;
-    let bias = j.finish.map_or(std::ptr::null(), |f| f.bias);
-    let act = j.finish.map(|f| f.act);
-    let (y0, x0) = (px / bk.ow, px % bk.ow);
-    for (b, row) in acc.iter().enumerate() {
-        for h in 0..l / 8 {
-            let c0 = o0 + b * l + 8 * h;
-            if c0 < j.rows[0] || c0 >= j.rows[1] {
-                continue;
-            }
-            let n = 8.min(j.rows[1] - c0);
-            // SAFETY: channels c0..c0 + n of the job (the bias has one per channel); each
-            // store at its pixel's place in block c0 / 8 of C (the caller's word).
-            unsafe {
-                let bv = match (bias.is_null(), n) {
-                    (true, _) => None,
-                    (false, 8) => Some(Avx2::load(bias.add(c0))),
-                    (false, _) => Some(Avx2::load_partial(bias.add(c0), n)),
-                };
-                let block = j.c.add(c0 / 8 * bk.hp * bk.wp * 8);
-                let (mut y, mut x) = (y0, x0);
-                for a in row {
-                    let mut v = S::octet(*a, h);
-                    if let Some(bv) = bv {
-                        v = Avx2::add(v, bv);
-                    }
-                    if let Some(a) = act {
-                        v = a.apply::<Avx2>(v);
-                    }
-                    let at = block.add(((y + bk.top) * bk.wp + x + bk.left) * 8);
-                    if n == 8 {
-                        Avx2::store(at, v);
-                    } else {
-                        Avx2::store_prefix(at, n, v);
-                    }
-                    x += 1;
-                    if x == bk.ow {
-                        (y, x) = (y + 1, 0);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The finished sums of channel `o` at pixels `px..px + n` (`n ≤ 8`), through the job's
 /// epilogue ([`Finish`]).
 ///
@@ -4060,9 +3960,7 @@ unsafe fn finish(
 
 /// Taps `ks[0]..ks[1]` of `P` pixels by `OB` registers of channels of a segment: the pixels'
 /// taps from `base` in the copy (a pixel every `steps[1]` floats), their sums from slot
-/// `slot` (the partial sums of the taps before `ks[0]`, none when it is 0) back to it, or, a
-/// blocked job's last chunk, into C ([`store_blocked`]: pixels from `px`, the registers'
-/// channels from `o0`).
+/// `slot` (the partial sums of the taps before `ks[0]`, none when it is 0) back to it.
 ///
 /// # Safety
 /// As [`direct_conv_segment`]: taps off[k] + base + q·steps[1], q < P ≤ 8, lie in `pad`;
@@ -4071,11 +3969,12 @@ unsafe fn finish(
 /// 0`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn conv_block<S: Simd, const P: usize, const OB: usize, const BK: bool>(
+unsafe fn conv_block<S: Simd, const P: usize, const OB: usize>(
     j: &DirectConvJob,
     wt: &[*const f32; OB],
     [k0, k1]: [usize; 2],
-    [base, slot, px, o0]: [usize; 4],
+    base: usize,
+    slot: usize,
     sums: *mut Slot<S>,
 ) {
     let pad = j.pad.as_ptr();
@@ -4119,13 +4018,6 @@ unsafe fn conv_block<S: Simd, const P: usize, const OB: usize, const BK: bool>(
                     }
                 }
             }
-        }
-        if BK
-            && k1 == j.off.len()
-            && let Some(bk) = j.blocked
-        {
-            // the last chunk's sums are the finished ones: into the blocked output
-            return store_blocked::<S, P, OB>(j, &bk, &acc, o0, px);
         }
         for (b, row) in acc.iter().enumerate() {
             for (q, a) in row.iter().enumerate() {

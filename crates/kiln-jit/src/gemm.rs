@@ -1471,24 +1471,6 @@ pub struct DirectConv {
     /// copy ([`DirectConv::by_rows`]), or a pointwise product over the image itself
     /// ([`DirectConv::for_pointwise`]).
     pub row_kernel: bool,
-    /// Where the channel kernel stores C: `None`, C's rows; else the padded copy in blocks of
-    /// 8 channels that the one direct convolution reading this output would make of it
-    /// ([`BlockedOut`], [`GemmDesc::chain`]).
-    pub blocked_out: Option<BlockedOut>,
-    /// Where the padded copy of the image, in blocks of [`BLOCK`] channels, already is: the
-    /// byte offset of `batch` copies of `pad_len` floats each, written by the convolution that
-    /// computes the image ([`DirectConv::blocked_out`]); `None`: the driver copies the image.
-    pub copied_in: Option<usize>,
-}
-
-/// A direct convolution's output stored in its reader's padded copy ([`DirectConv::
-/// blocked_out`]): at byte offset `offset`, `image` floats per image, laid out as
-/// [`crate::direct::Blocked`] says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockedOut {
-    pub offset: usize,
-    pub image: usize,
-    pub at: crate::direct::Blocked,
 }
 
 impl DirectConv {
@@ -1731,8 +1713,6 @@ impl DirectConv {
             in_place,
             span: 0,
             row_kernel: false,
-            blocked_out: None,
-            copied_in: None,
         })
     }
 
@@ -1826,8 +1806,6 @@ impl DirectConv {
                 0
             },
             row_kernel: true,
-            blocked_out: None,
-            copied_in: None,
         })
     }
 
@@ -1966,8 +1944,6 @@ impl DirectConv {
             in_place: true,
             span,
             row_kernel: true,
-            blocked_out: None,
-            copied_in: None,
         })
     }
 
@@ -2062,70 +2038,11 @@ impl GemmDesc {
     pub fn form(&self) -> &'static str {
         match (self.direct, self.swap(), self.b) {
             (Some(DirectConv { row_kernel: true, .. }), _, _) => "row conv",
-            (Some(dc), _, _) => match (dc.copied_in.is_some(), dc.blocked_out.is_some()) {
-                (false, false) => "direct conv",
-                (true, false) => "direct conv, blocked in",
-                (false, true) => "direct conv, blocked out",
-                (true, true) => "direct conv, blocked in and out",
-            },
+            (Some(_), _, _) => "direct conv",
             (None, Some(_), _) => "transposed gemm",
             (None, None, BArena::Patches { shifted: Some(_), .. }) => "wide gemm",
             _ => "gemm",
         }
-    }
-
-    /// Where `self` (a direct convolution's product) would store its output straight into the
-    /// padded copy `reader` makes of it, in blocks of [`BLOCK`] channels, so that the reader
-    /// copies nothing and `self` transposes nothing: the layout (at offset 0), its floats per
-    /// image being the reader's copy (`pad_len`). Where both run on the channel kernel over
-    /// one group and the same images, `reader` reads a copy in blocks of 8 of exactly `self`'s
-    /// channels and pixels, all inside its padded rows and columns (a copy that drops the
-    /// image's last rows or columns, which a stride can leave unread, does not qualify), and
-    /// `self` finishes its sums itself without a residual or an activation of many operations
-    /// ([`crate::direct::Blocked`]'s store has neither). `None` otherwise: each keeps its
-    /// layout. The caller checks that `reader` is the only reader of `self`'s output.
-    pub fn chain_layout(&self, reader: &GemmDesc) -> Option<BlockedOut> {
-        let (Some(w), Some(r)) = (self.direct, reader.direct) else {
-            return None;
-        };
-        let BArena::Patches { channels, geom, .. } = reader.b else {
-            return None;
-        };
-        let channel_kernel = |dc: &DirectConv| !dc.row_kernel && dc.phases.is_none();
-        let writer_ok = channel_kernel(&w)
-            && w.blocked_out.is_none()
-            && self.groups == 1
-            && self.residual.is_none()
-            && !self.bias_cols
-            && (self.epilogue.is_none() || w.finish)
-            && !crate::elementwise_kernels::is_long(self.act.code);
-        let reader_ok = channel_kernel(&r)
-            && r.copied_in.is_none()
-            && !r.in_place
-            && r.cb == BLOCK
-            && reader.groups == 1
-            && reader.batch == self.batch
-            && channels == self.mg
-            && geom.h.checked_mul(geom.w) == Some(self.l);
-        let [top, left] = geom.pad;
-        let inside = top.checked_add(geom.h).is_some_and(|b| b <= r.hp)
-            && left.checked_add(geom.w).is_some_and(|b| b <= r.wp)
-            && channels
-                .div_ceil(BLOCK)
-                .checked_mul(r.hp)
-                .and_then(|v| v.checked_mul(r.wp)?.checked_mul(BLOCK))
-                .is_some_and(|len| len <= r.pad_len);
-        (writer_ok && reader_ok && inside && geom.w > 0).then_some(BlockedOut {
-            offset: 0,
-            image: r.pad_len,
-            at: crate::direct::Blocked {
-                ow: geom.w,
-                hp: r.hp,
-                wp: r.wp,
-                top,
-                left,
-            },
-        })
     }
 
     /// The transposed form of the product ([`Swap`]), when it runs (not a direct convolution).
@@ -2500,17 +2417,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
             },
         ) = (d.direct, direct.as_mut(), d.b)
         {
-            // the image, or its padded copy where the convolution that computes it made it
-            // (one group: `GemmDesc::chain_layout`)
-            let image = match dc.copied_in {
-                Some(off) => at(off).wrapping_add(n * dc.pad_len),
-                None => at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w),
-            };
-            // C, or the padded copy its reader makes of it (one group)
-            let c = match dc.blocked_out {
-                Some(bo) => at(bo.offset).wrapping_add(n * bo.image),
-                None => c,
-            };
+            let image = at(offset).wrapping_add((n * channels + g * (channels / d.groups)) * geom.h * geom.w);
             // band by band, each band's rows of the copy made just before its pixels run
             let band = dc.band.max(1);
             let mut c0 = cols[0];
@@ -2519,7 +2426,7 @@ unsafe fn run_items(d: &GemmDesc, arena: *mut u8, begin: i64, end: i64) -> Resul
                 let need = dc.copy_rows(&geom, [c0, c1]);
                 let image = (
                     image.cast_const(),
-                    (dc.copied_in.is_none() && copy_needed(&mut copied, (n, g), need)).then_some(need),
+                    copy_needed(&mut copied, (n, g), need).then_some(need),
                 );
                 // SAFETY: as below; the image is this item's group of channels, `a` its
                 // weights, `[c0, c1)` inside the item's columns, the bias and the residual
@@ -2638,9 +2545,7 @@ thread_local! {
 /// # Safety
 /// As `run_items`: `a`, `image`, `c`, `bias` and `res` point at this item's weights, image,
 /// C, bias (a float per row) and residual (C's layout) in the arena; `dc` was made for this
-/// node's geometry and `channels`. With [`DirectConv::copied_in`], `image` is this image's
-/// padded copy (`pad_len` floats); with [`DirectConv::blocked_out`], `c` is this image's
-/// place in its reader's copies (`image` floats).
+/// node's geometry and `channels`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_direct(
     d: &GemmDesc,
@@ -2714,39 +2619,7 @@ unsafe fn run_direct(
         }
         *held = g;
     }
-    if let Some(bo) = dc.blocked_out {
-        // the blocked store (`direct::store_blocked`): the channel kernel without a residual
-        // or an activation of many operations, the job's channels from a block's first, and
-        // every channel's block of `hp × wp` pixels, each of C's pixels inside, in `image`
-        let b = bo.at;
-        let oh = d.l.checked_div(b.ow).filter(|&oh| oh * b.ow == d.l);
-        let fits = oh.is_some_and(|oh| oh.checked_add(b.top).is_some_and(|r| r <= b.hp))
-            && b.ow.checked_add(b.left).is_some_and(|q| q <= b.wp)
-            && d.mg
-                .div_ceil(BLOCK)
-                .checked_mul(b.hp)
-                .and_then(|v| v.checked_mul(b.wp)?.checked_mul(BLOCK))
-                .is_some_and(|len| len <= bo.image);
-        if !fits
-            || dc.phases.is_some()
-            || dc.row_kernel
-            || d.groups != 1
-            || res.is_some()
-            || !rows[0].is_multiple_of(BLOCK)
-            || crate::elementwise_kernels::is_long(d.act.code)
-            || (d.epilogue.is_some() && !dc.finish)
-        {
-            return Err("a direct convolution's blocked output does not fit its reader's copy");
-        }
-    }
-    let pad: &[f32] = if dc.copied_in.is_some() {
-        if dc.in_place || dc.phases.is_some() || d.groups != 1 {
-            return Err("a direct convolution's copy made by its image's kernel for another form");
-        }
-        // SAFETY: the image's padded copy, `pad_len` floats of this image's place in the
-        // region the compiler reserved for `batch` of them (`GemmDesc::chain_layout`).
-        unsafe { std::slice::from_raw_parts(image, dc.pad_len) }
-    } else if dc.in_place {
+    let pad: &[f32] = if dc.in_place {
         if [dc.hp, dc.wp, cb] != [geom.h, geom.w, 1] {
             return Err("a direct convolution in place made for another geometry");
         }
@@ -2818,7 +2691,6 @@ unsafe fn run_direct(
             act: d.act,
         }),
         span: dc.span,
-        blocked: dc.blocked_out.map(|bo| bo.at),
     };
     // SAFETY: the job's pointers and sizes as `direct::direct_conv` requires: C's rows and
     // columns of the item, the padded copy with its slack (`DirectConv::new`) holding the rows
@@ -4002,99 +3874,6 @@ mod tests {
         assert_eq!(run(&d, &mut arena, 0, 2), STATUS_FAILED, "item 1 of 1");
         assert_eq!(run(&d, &mut arena, -1, 1), STATUS_FAILED, "item -1");
         assert_eq!(run(&d, &mut arena, 0, 1), u64::MAX, "a good run");
-    }
-
-    /// A direct convolution's output stored in its reader's copy (`DirectConv::blocked_out`)
-    /// runs only where every store lands inside the place it was given: a place one float
-    /// short of the blocks, or a residual (which the blocked store does not add), is a
-    /// status, not a write past the place.
-    #[test]
-    fn a_blocked_output_runs_only_inside_its_place() {
-        let isa = crate::simd::Isa::host();
-        let g = Sgemm::new().unwrap();
-        // 3 × 3, 8 → 16 channels on 6 × 6, padding 1; its output as a 3 × 3 reader's copy
-        // (8 × 8 per channel, the image from row and column 1): two blocks of 8 channels
-        let geom = PatchGeom {
-            h: 6,
-            w: 6,
-            kh: 3,
-            kw: 3,
-            stride: [1, 1],
-            dilation: [1, 1],
-            pad: [1, 1],
-            oh: 6,
-            ow: 6,
-        };
-        let Some(dc) = DirectConv::new(isa, &geom, 8, 16) else {
-            return;
-        };
-        let blocks = 2 * 8 * 8 * 8;
-        // the arena: the status word at byte 0, the weights (16 × 72) at 64, the image (8 × 36)
-        // at 4672, C at 5888, the place at 8192 with room for `blocks` floats and a guard
-        let (weights, image, c, place) = (64, 4672, 5888, 8192);
-        let len = place + 4 * blocks + 64;
-        let mut arena = vec![0u64; len / 8];
-        let mut d = GemmDesc {
-            kernel: g.kernel,
-            epilogue: None,
-            act: crate::elementwise_kernels::Act::NONE,
-            blocking: g.blocking,
-            batch: 1,
-            groups: 1,
-            mg: 16,
-            kg: 72,
-            l: 36,
-            a: weights,
-            b: BArena::Patches {
-                offset: image,
-                channels: 8,
-                geom,
-                shifted: None,
-                swap: None,
-            },
-            c,
-            bias: None,
-            residual: None,
-            m_step: 16,
-            n_step: 36,
-            a_packed: None,
-            b_packed: None,
-            status: 0,
-            direct: Some(dc),
-            bias_cols: false,
-        };
-        assert_eq!(d.items(), 1);
-        let at = crate::direct::Blocked {
-            ow: 6,
-            hp: 8,
-            wp: 8,
-            top: 1,
-            left: 1,
-        };
-        let run = |d: &GemmDesc, arena: &mut Vec<u64>| {
-            arena[0] = u64::MAX;
-            // SAFETY: the description fits the arena (the place checked by the driver).
-            unsafe { kiln_gemm_run(d, arena.as_mut_ptr().cast(), 0, 1) };
-            arena[0]
-        };
-        let with = |d: &mut GemmDesc, image: usize| {
-            if let Some(dc) = d.direct.as_mut() {
-                dc.blocked_out = Some(BlockedOut {
-                    offset: place,
-                    image,
-                    at,
-                });
-            }
-        };
-        with(&mut d, blocks - 1);
-        assert_eq!(run(&d, &mut arena), STATUS_FAILED, "a place a float short");
-        with(&mut d, blocks);
-        d.residual = Some(c);
-        assert_eq!(run(&d, &mut arena), STATUS_FAILED, "a residual");
-        d.residual = None;
-        assert_eq!(run(&d, &mut arena), u64::MAX, "a good run");
-        // nothing past the place was written
-        assert!(arena[(place + 4 * blocks) / 8..].iter().all(|&v| v == 0));
     }
 
     /// The products computed transposed on the main tile of each Rust tier: ResNet-18's

@@ -315,6 +315,7 @@ pub fn compile_training(
         }
         let gemm = match &node.op {
             Op::Gemm(g) => {
+                let a_constant = constant.contains(&in_ids[0]);
                 let i = gemms.add(
                     &mut module,
                     graph,
@@ -324,7 +325,7 @@ pub fn compile_training(
                     &ins,
                     threads,
                     options.gemm_tier,
-                    &constant,
+                    a_constant,
                 )?;
                 Some(i)
             }
@@ -402,12 +403,6 @@ pub fn compile_training(
                 code,
             });
             ids.push(fid);
-        }
-    }
-    // a writer of its reader's copy became so after its kernel was made (`Gemms::chain`)
-    for k in kernels.iter_mut().filter(|k| k.form.is_some()) {
-        if let Some(&i) = gemms.by_node.get(&k.node) {
-            k.form = Some(gemms.descs[i].form());
         }
     }
     let entry = define_entry(&mut module, &kernels, &ids)?;
@@ -537,18 +532,11 @@ struct Gemms {
     micro_kernel: Option<cranelift_module::FuncId>,
     /// Whether each description runs the Cranelift micro-kernel (to be linked).
     on_cranelift: Vec<bool>,
-    /// Each `gemm` node's description.
-    by_node: std::collections::HashMap<NodeId, usize>,
-    /// The places of the copies writers store for their readers (`Gemms::chain`): each with
-    /// its layout (images, floats per image, channels, pixels; blocks) and its last reader's
-    /// description.
-    #[allow(clippy::type_complexity)]
-    copies: Vec<(([usize; 4], crate::direct::Blocked), usize, usize)>,
 }
 
 impl Gemms {
     /// Describes the `gemm` node `id` and defines its epilogue; returns its index. When its A
-    /// is computed from the weights alone (in `constant`), A is read packed
+    /// is computed from the weights alone (`a_constant`), A is read packed
     /// (`GemmDesc::a_packed`) from a place added at the end of the arena, where a `prep` kernel
     /// packs it; the plan grows by it (unless that would exceed the arena's limit: then A is
     /// packed on every run).
@@ -563,9 +551,8 @@ impl Gemms {
         ins: &[(plan::Slot, TensorType)],
         threads: usize,
         tier: gemm::Tier,
-        constant: &std::collections::HashSet<NodeId>,
+        a_constant: bool,
     ) -> Result<usize, JitError> {
-        let a_constant = constant.contains(&graph.inputs(id)[0]);
         // the Rust tier's tile that pads this product least, or the Cranelift kernel
         let (ad, bd) = (ins[0].1.dims(), ins[1].1.dims());
         let rust = tier.kernel(ad[0] / g.groups.max(1), bd[2]);
@@ -663,90 +650,10 @@ impl Gemms {
             })?;
             Some(fid)
         };
-        self.chain(graph, plan, (id, constant), &mut desc);
         self.on_cranelift.push(rust.is_none());
         self.descs.push(Box::new(desc));
         self.epilogues.push(epilogue);
-        self.by_node.insert(id, self.descs.len() - 1);
         Ok(self.descs.len() - 1)
-    }
-
-    /// Where the `gemm` node `id` (`desc`) is a direct convolution over a padded copy in
-    /// blocks of 8 channels of an image that another direct convolution computes, read by
-    /// nothing else (not an output of the graph, not a value of the weights alone): that one
-    /// stores its output straight into the copy (`GemmDesc::chain_layout`) and `desc` reads
-    /// it there instead of copying the image. The copies live in places added at the end of
-    /// the arena, each shared only by copies of one layout (so the padding, which no writer
-    /// touches, stays the zeros the arena was allocated with) whose lifetimes do not overlap:
-    /// a place is taken again once its last reader has run, so that the writers store into
-    /// memory that is likely still in cache (a place per pair, cold on every run, made the
-    /// writers slower: ResNet-18 1.01–1.02 of the time without chaining, 0.99 so). The
-    /// writer's description is changed in place (the driver reads it when its kernel runs).
-    fn chain(
-        &mut self,
-        graph: &Graph,
-        plan: &mut plan::Plan,
-        (id, constant): (NodeId, &std::collections::HashSet<NodeId>),
-        desc: &mut gemm::GemmDesc,
-    ) {
-        let b = graph.inputs(id)[1];
-        if !matches!(graph.node(b).op, Op::Im2Col(_)) || !plan.fused.contains(&b) {
-            return;
-        }
-        // the image: the writer's output, or a view of it as an image (the `reshape` of a
-        // convolution's `[N, O, pixels]` product to `[N, O, H, W]`)
-        let x = graph.inputs(b)[0];
-        let p = match graph.node(x).op {
-            Op::Reshape { .. } => graph.inputs(x)[0],
-            _ => x,
-        };
-        let Some(&w) = self.by_node.get(&p) else {
-            return;
-        };
-        let only = |n: NodeId, reader: NodeId| graph.users(n) == [reader];
-        // (a value of the weights alone is computed once, when they are set: its copy would
-        // not survive other writers of the same place)
-        let unseen = |n: NodeId| {
-            !graph.outputs().contains(&n) && !plan.slices.contains_key(&n) && !constant.contains(&n)
-        };
-        if !only(b, id) || !only(x, b) || (p != x && !only(p, x)) || !unseen(x) || !unseen(p) {
-            return;
-        }
-        let Some(layout) = self.descs[w].chain_layout(desc).filter(|_| desc.direct.is_some()) else {
-            return;
-        };
-        // a copy of the same layout whose last reader ran before this writer runs, or a new
-        // place (the descriptions are made in run order: `w` runs next after the readers
-        // before it); the same layout: the same images, floats per image, blocks, channels
-        // and pixels, so that every writer of a place writes the same floats of it
-        let key = (
-            [desc.batch, layout.image, self.descs[w].mg, self.descs[w].l],
-            layout.at,
-        );
-        let free = self.copies.iter_mut().find(|c| c.0 == key && c.2 < w);
-        let offset = match free {
-            Some(c) => {
-                c.2 = self.descs.len();
-                c.1
-            }
-            None => {
-                let bytes = desc
-                    .batch
-                    .checked_mul(layout.image)
-                    .and_then(|v| v.checked_mul(4));
-                let Some(offset) = reserve(plan, bytes) else {
-                    return;
-                };
-                self.copies.push((key, offset, self.descs.len()));
-                offset
-            }
-        };
-        if let Some(reader) = desc.direct.as_mut() {
-            reader.copied_in = Some(offset);
-        }
-        if let Some(writer) = self.descs[w].direct.as_mut() {
-            writer.blocked_out = Some(gemm::BlockedOut { offset, ..layout });
-        }
     }
 
     /// Describes the dense node `id` (`x [N, I]`, `w [O, I]`, an optional bias `[O]`) for the

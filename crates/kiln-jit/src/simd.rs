@@ -108,9 +108,6 @@ pub unsafe trait Simd: Copy {
     unsafe fn load_partial(p: *const f32, n: usize) -> Self::V;
     /// Stores the first `n ≤ LANES` lanes at `p`; only `n` floats are written.
     unsafe fn store_partial(p: *mut f32, n: usize, v: Self::V);
-    /// Lanes `8·h..8·h + 8` of `v` (`h < LANES / 8`) as an AVX register (AVX-512 hosts have
-    /// AVX2): a register's channels eight at a time, for a layout in blocks of 8 channels.
-    unsafe fn octet(v: Self::V, h: usize) -> __m256;
     /// [`Simd::store_partial`] without a masked store where the set's is slow (AVX2's
     /// `vmaskmovps` to memory on AMD's cores): for a row's last few outputs. Measured on the
     /// EPYC Zen 3 (one thread, the pool alone, ms): max 2 × 2 s2 on 64 × 16 × 10 × 10 (rows
@@ -278,16 +275,6 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_mask_storeu_ps(p, mask16(n), v) }
     }
     #[inline(always)]
-    unsafe fn octet(v: __m512, h: usize) -> __m256 {
-        unsafe {
-            if h == 0 {
-                _mm512_castps512_ps256(v)
-            } else {
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
-            }
-        }
-    }
-    #[inline(always)]
     unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
@@ -408,10 +395,6 @@ unsafe impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn store_partial(p: *mut f32, n: usize, v: __m256) {
         unsafe { _mm256_maskstore_ps(p, mask8(n), v) }
-    }
-    #[inline(always)]
-    unsafe fn octet(v: __m256, _h: usize) -> __m256 {
-        v
     }
     /// Plain stores of 4, 2 and 1 floats.
     #[inline(always)]

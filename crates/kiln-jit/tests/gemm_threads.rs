@@ -5,12 +5,11 @@
 //! cut the items mid-row), each product equals the interpreter and every thread count gives
 //! the same bits as one thread.
 
-mod common;
-
-use common::check_threads;
+use kiln_ir::init::{default_weights, random_inputs};
 use kiln_ir::{Activation, BinaryOp, Conv2d, Graph, Op, Padding, TensorType};
 use kiln_jit::JitOptions;
 use kiln_jit::gemm::Tier;
+use kiln_runtime::check::jit_matches_interpreter_with;
 
 /// `(batch, channels, groups, outputs, h, w, kernel, stride)`, padding 1 (0 for a 1 × 1
 /// kernel), the bias and a residual + ReLU.
@@ -38,6 +37,52 @@ fn conv_graph((n, c, g, o, h, w, k, s): Case) -> Graph {
         .unwrap();
     graph.mark_output(out).unwrap();
     graph
+}
+
+/// The output's bits on `threads` threads of `tier`.
+fn bits(graph: &Graph, seed: u64, tier: Tier, threads: usize) -> Vec<u32> {
+    let opts = JitOptions {
+        gemm_tier: tier,
+        threads,
+        ..JitOptions::default()
+    };
+    let weights = default_weights(graph, seed).unwrap();
+    let inputs = random_inputs(graph, seed ^ 0x5eed).unwrap();
+    let mut model = kiln_runtime::compile(graph, &opts).unwrap();
+    model.set_weights(&weights).unwrap();
+    let out = model.run(&inputs).unwrap();
+    out[0]
+        .1
+        .as_f()
+        .unwrap()
+        .data()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// `graph` equals the interpreter on every runnable tier and 1 to 4 threads, each thread count
+/// bit for bit the one-thread result.
+fn check_threads(graph: &Graph, seed: u64, what: &str) {
+    for tier in Tier::runnable() {
+        let one = bits(graph, seed, tier, 1);
+        for threads in 1..=4 {
+            let opts = JitOptions {
+                gemm_tier: tier,
+                threads,
+                ..JitOptions::default()
+            };
+            if let Err(e) = jit_matches_interpreter_with(graph, seed, &opts) {
+                panic!("{what}, {tier:?}, {threads} threads: {e}");
+            }
+            if threads > 1 {
+                assert!(
+                    bits(graph, seed, tier, threads) == one,
+                    "{what}, {tier:?}: {threads} threads differ from one"
+                );
+            }
+        }
+    }
 }
 
 /// Products split along their columns (wide: more pixels than output channels), some wider

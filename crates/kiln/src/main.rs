@@ -204,8 +204,7 @@ struct BenchArgs {
     /// Also time each JIT kernel on its own (median of `--runs` runs, on one thread, in that
     /// thread's CPU time, which other jobs on the machine do not inflate), slowest first: milliseconds, share, GFLOP/s, and the node of the model it computes with its op,
     /// output and fused ops and, for a kernel of the GEMM driver (convolutions; dense layers at
-    /// larger batches), how the tier computes it (`→ direct conv`, with `, blocked out` or
-    /// `, blocked in` where two are chained through the second's padded copy, `→ row conv`, `→ gemm`,
+    /// larger batches), how the tier computes it (`→ direct conv`, `→ row conv`, `→ gemm`,
     /// `→ wide gemm`, `→ transposed gemm`); the kernels that run once per set of weights in one line; the
     /// total against the median run; and the kernel tier. With more than one thread, each
     /// kernel is also timed split over the threads as a run splits it (wall time), with its
