@@ -144,6 +144,8 @@ pub unsafe trait Simd: Copy {
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     /// Whether any lane is NaN.
     unsafe fn any_nan(v: Self::V) -> bool;
+    /// Whether any lane of `a` or of `b` is NaN (one comparison).
+    unsafe fn any_nan2(a: Self::V, b: Self::V) -> bool;
     /// The sum of the lanes (in an order fixed per set).
     unsafe fn hsum(v: Self::V) -> f32;
     /// `a / b`, correctly rounded.
@@ -303,6 +305,10 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0 }
     }
     #[inline(always)]
+    unsafe fn any_nan2(a: __m512, b: __m512) -> bool {
+        unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b) != 0 }
+    }
+    #[inline(always)]
     unsafe fn hsum(v: __m512) -> f32 {
         unsafe { _mm512_reduce_add_ps(v) }
     }
@@ -447,6 +453,10 @@ unsafe impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn any_nan(v: __m256) -> bool {
         unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0 }
+    }
+    #[inline(always)]
+    unsafe fn any_nan2(a: __m256, b: __m256) -> bool {
+        unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(a, b)) != 0 }
     }
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {

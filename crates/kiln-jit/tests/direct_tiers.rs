@@ -6,7 +6,8 @@
 //! shapes that stay on the row driver (windows larger than the input, column strides past 2,
 //! unpadded windows of at most four taps), 2×2 s2 windows that tile the input exactly,
 //! small planes pooled eight at a time (channel-interleaved), max pooling of planes whose
-//! rows fit registers, and sums and averages over flat planes.
+//! rows fit registers, max pooling 3×3 s2 of planes with wide rows, and sums and averages
+//! over flat planes.
 
 use kiln_ir::{Graph, Op, Padding, Pool2d, PoolKind, Tensor, TensorType, Value};
 use kiln_jit::JitOptions;
@@ -397,6 +398,38 @@ fn max_pooling_small_planes_on_every_tier() {
         (5, 20, 25, [3, 3], [2, 2], [2, 2], [2, 1, 0, 2], false),
         (3, 9, 28, [3, 3], [1, 2], [1, 1], [0, 1, 1, 0], true),
     ];
+    max_pool_cases(&cases);
+}
+
+/// Max pooling 3 × 3 at stride 2 of planes with rows wider than a register (`direct.rs`'
+/// `pool_wide`, AVX-512: separable, no copy): ResNet's stem pool (padding 1), SqueezeNet's
+/// (odd rows, ceil mode: the last window's third column past the row), Inception's (no
+/// padding, odd rows), uneven paddings on either side, 17 outputs (a second register of one
+/// column), 32 (two whole registers), 256 (the most registers) and 257 (past the path: the
+/// ring), rows of one and two inputs below the window, NaN planes, ties and signed zeros, and
+/// two threads' slices.
+#[test]
+fn max_pooling_wide_planes_on_every_tier() {
+    let cases: [PoolCase; 12] = [
+        (3, 40, 112, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        (3, 23, 111, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true),
+        (2, 21, 147, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
+        (4, 9, 35, [3, 3], [2, 2], [1, 1], [1, 0, 0, 1], false),
+        (4, 10, 36, [3, 3], [2, 2], [1, 1], [0, 1, 1, 0], true),
+        (5, 6, 35, [3, 3], [2, 2], [1, 1], [0, 1, 1, 1], false),
+        (3, 5, 64, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        (3, 4, 65, [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], false),
+        (2, 3, 512, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        (2, 3, 514, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        (1, 1, 40, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+        (130, 9, 40, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], true),
+    ];
+    max_pool_cases(&cases);
+}
+
+/// Max pooling of each case of `cases` over one image, bit for bit ([`bitwise`]) on grid values
+/// without and with specials (NaNs, infinities, signed zeros).
+fn max_pool_cases(cases: &[PoolCase]) {
     for (i, &(planes, h, w, kernel, stride, dilation, pad, ceil)) in cases.iter().enumerate() {
         let p = Pool2d {
             kind: PoolKind::Max,
