@@ -1072,17 +1072,13 @@ unsafe fn wide_row_max<S: Shift>(wg: &WidePlanes, row: Option<*const f32>, r: us
         if S::any_nan2(lo, hi) || S::any_nan(ext) {
             *nan = true;
         }
-        let e = S::pick2(lo, hi, S::load(WIDE_EVEN.as_ptr().cast()));
-        let o = S::pick2(lo, hi, S::load(WIDE_ODD.as_ptr().cast()));
+        let e = S::order_even(S::even_lanes(lo, hi));
+        let o = S::order_even(S::odd_lanes(lo, hi));
         // the third column: the even columns a lane on, the float past them last
         let e2 = S::shift::<1>(e, ext);
         S::max(e2, S::max(o, e))
     }
 }
-
-/// The lanes of the even and odd columns of two registers (`pick2`'s indices, as `i32`).
-const WIDE_EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-const WIDE_ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
 
 /// The most input rows of a plane [`pool_small`] takes (its row maxima stay in registers on
 /// the stack: 4 KiB at AVX-512's sixteen lanes).
