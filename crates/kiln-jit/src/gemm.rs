@@ -2723,7 +2723,7 @@ unsafe fn pad_copy(
 }
 
 /// The channels of a block of a direct convolution's copy ([`pad_copy_blocked`]).
-const BLOCK: usize = 8;
+pub(crate) const BLOCK: usize = 8;
 
 /// [`pad_copy`] with the channels in blocks of `cb`, each block's `cb` channels side by side
 /// (`NCHWc`): channel `c`'s padded element `(r, q)` at `((c / cb)·hp + r)·wp·cb + q·cb + c %
