@@ -3706,8 +3706,8 @@ type Slot<S> = [<S as Simd>::V; 4];
 /// taps in chunks of `j.chunk` (the weights of a chunk stay in L1 while its pixel blocks
 /// pass), each chunk over the segment's pixels in register blocks
 /// (four registers by 3 pixels on AVX2 and by 6 on AVX-512 — 24 of its 32 registers —,
-/// [`pixel_block`] by two or one; a row's last pixels in a block of as many, or in two where
-/// they are one more than a block: 3 × 3 512 → 512 on 7 × 7 2.44 → 2.17 ms, 256 ← 64 on 13 ×
+/// [`pixel_block`] by three (AVX-512), two or one; a row's last pixels in a block of as
+/// many, or in two where they are one more than a block: 3 × 3 512 → 512 on 7 × 7 2.44 → 2.17 ms, 256 ← 64 on 13 ×
 /// 13 0.48 → 0.46, on the EPYC Zen 4), the partial
 /// sums kept in a buffer between chunks; the finished sums go into C's rows through AVX's 8 ×
 /// 8 transposes (on AVX-512 too, a register's channels eight at a time), through the node's
