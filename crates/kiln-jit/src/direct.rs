@@ -3798,11 +3798,14 @@ unsafe fn direct_conv<S: Simd>(j: &DirectConvJob) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn direct_conv_pixels<S: Simd>(j: &DirectConvJob) {
-    match pixel_block(S::LANES) {
+    // (a constant condition: the set's other block is not even instantiated, which halves
+    // this kernel's code and the debug build's time on it)
+    if const { pixel_block(S::LANES) == 8 } {
         // SAFETY: forwarded from the caller.
-        8 => unsafe { direct_conv_segments::<S, 8>(j) },
+        unsafe { direct_conv_segments::<S, 8>(j) }
+    } else {
         // SAFETY: forwarded from the caller.
-        _ => unsafe { direct_conv_segments::<S, 6>(j) },
+        unsafe { direct_conv_segments::<S, 6>(j) }
     }
 }
 
@@ -3937,15 +3940,24 @@ unsafe fn segment_block<S: Simd, const P: usize>(
     regs: usize,
     sums: *mut Slot<S>,
 ) {
+    // (the conditions on the set are constants: the blocks a set never runs — four registers
+    // by the other set's pixels, three registers on AVX2, whose `regs` never picks them — are
+    // not instantiated)
     // SAFETY: forwarded from the caller.
     unsafe {
-        match (regs, j.prefetch, quad_block(S::LANES)) {
-            (4, true, 3) => direct_conv_segment::<S, 3, 4, true>(j, seg, ahead, o0, sums),
-            (4, true, _) => direct_conv_segment::<S, 6, 4, true>(j, seg, ahead, o0, sums),
-            (4, false, 3) => direct_conv_segment::<S, 3, 4, false>(j, seg, ahead, o0, sums),
-            (4, false, _) => direct_conv_segment::<S, 6, 4, false>(j, seg, ahead, o0, sums),
-            (3, _, _) => direct_conv_segment::<S, P, 3, false>(j, seg, ahead, o0, sums),
-            (2, _, _) => direct_conv_segment::<S, P, 2, false>(j, seg, ahead, o0, sums),
+        match (regs, j.prefetch) {
+            (4, true) if const { quad_block(S::LANES) == 3 } => {
+                direct_conv_segment::<S, 3, 4, true>(j, seg, ahead, o0, sums)
+            }
+            (4, true) => direct_conv_segment::<S, 6, 4, true>(j, seg, ahead, o0, sums),
+            (4, false) if const { quad_block(S::LANES) == 3 } => {
+                direct_conv_segment::<S, 3, 4, false>(j, seg, ahead, o0, sums)
+            }
+            (4, false) => direct_conv_segment::<S, 6, 4, false>(j, seg, ahead, o0, sums),
+            (3, _) if const { S::LANES >= 16 } => {
+                direct_conv_segment::<S, P, 3, false>(j, seg, ahead, o0, sums)
+            }
+            (2, _) => direct_conv_segment::<S, P, 2, false>(j, seg, ahead, o0, sums),
             _ => direct_conv_segment::<S, P, 1, false>(j, seg, ahead, o0, sums),
         }
     }
@@ -4054,11 +4066,11 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
                 match t {
                     1 => conv_block::<S, 1, OB, 0>(j, &wt, ks, base, slot, sums),
                     2 => conv_block::<S, 2, OB, 0>(j, &wt, ks, base, slot, sums),
-                    3 if P > 3 => conv_block::<S, 3, OB, 0>(j, &wt, ks, base, slot, sums),
-                    4 if P > 4 => conv_block::<S, 4, OB, 0>(j, &wt, ks, base, slot, sums),
-                    5 if P > 5 => conv_block::<S, 5, OB, 0>(j, &wt, ks, base, slot, sums),
-                    6 if P > 6 => conv_block::<S, 6, OB, 0>(j, &wt, ks, base, slot, sums),
-                    7 if P > 7 => conv_block::<S, 7, OB, 0>(j, &wt, ks, base, slot, sums),
+                    3 if const { P > 3 } => conv_block::<S, 3, OB, 0>(j, &wt, ks, base, slot, sums),
+                    4 if const { P > 4 } => conv_block::<S, 4, OB, 0>(j, &wt, ks, base, slot, sums),
+                    5 if const { P > 5 } => conv_block::<S, 5, OB, 0>(j, &wt, ks, base, slot, sums),
+                    6 if const { P > 6 } => conv_block::<S, 6, OB, 0>(j, &wt, ks, base, slot, sums),
+                    7 if const { P > 7 } => conv_block::<S, 7, OB, 0>(j, &wt, ks, base, slot, sums),
                     // (t = P ≤ 8: a block of P pixels writes no slot past the row's)
                     // (stride 1 over the copy's blocks of 8 channels, or a pointwise kernel over
                     // the image in place: the step a constant)
@@ -4659,7 +4671,7 @@ unsafe fn dense<S: Simd>(d: *const DenseDesc, arena: *mut u8, begin: i64, end: i
     };
     // SAFETY: forwarded from the caller.
     unsafe {
-        if S::LANES >= 16 {
+        if const { S::LANES >= 16 } {
             dense_tiles::<S, 4, 4>(&d, arena, begin, end)
         } else {
             dense_tiles::<S, 4, 2>(&d, arena, begin, end)
