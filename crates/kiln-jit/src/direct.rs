@@ -3670,6 +3670,14 @@ pub const fn quad_block(lanes: usize) -> usize {
     if lanes >= 16 { 6 } else { 3 }
 }
 
+/// Whether a set of `lanes` lanes runs blocks of three channel registers
+/// ([`direct_conv_segments`]' `regs`): AVX-512 only. One condition for the choice and for the
+/// arm that runs it, which is not compiled where this is false (a block of three picked there
+/// would fall to the one-register arm and leave two registers of channels unwritten).
+const fn three_register_blocks(lanes: usize) -> bool {
+    lanes >= 16
+}
+
 /// The most output pixels of a segment in [`direct_conv`] on any set ([`segment_len`]): its
 /// sums stay in a buffer of as many pixels by 4 registers between chunks of taps.
 const SEGMENT: usize = 224;
@@ -3798,8 +3806,9 @@ unsafe fn direct_conv<S: Simd>(j: &DirectConvJob) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn direct_conv_pixels<S: Simd>(j: &DirectConvJob) {
-    // (a constant condition: the set's other block is not even instantiated, which halves
-    // this kernel's code and the debug build's time on it)
+    // (a constant condition: the set's other block is not instantiated; with the constant
+    // conditions of `segment_block` and `direct_conv_segment`, kiln-jit's debug build took
+    // 399 s where it took 539)
     if const { pixel_block(S::LANES) == 8 } {
         // SAFETY: forwarded from the caller.
         unsafe { direct_conv_segments::<S, 8>(j) }
@@ -3846,7 +3855,7 @@ unsafe fn direct_conv_segments<S: Simd, const P: usize>(j: &DirectConvJob) {
     let regs = |o0: usize| {
         let left = j.rows[1] - o0;
         let r = left.div_ceil(l);
-        if l >= 16 && (r == 3 || r == 5) {
+        if const { three_register_blocks(S::LANES) } && (r == 3 || r == 5) {
             3
         } else if left > 3 * l {
             4
@@ -3954,7 +3963,7 @@ unsafe fn segment_block<S: Simd, const P: usize>(
                 direct_conv_segment::<S, 3, 4, false>(j, seg, ahead, o0, sums)
             }
             (4, false) => direct_conv_segment::<S, 6, 4, false>(j, seg, ahead, o0, sums),
-            (3, _) if const { S::LANES >= 16 } => {
+            (3, _) if const { three_register_blocks(S::LANES) } => {
                 direct_conv_segment::<S, P, 3, false>(j, seg, ahead, o0, sums)
             }
             (2, _) => direct_conv_segment::<S, P, 2, false>(j, seg, ahead, o0, sums),
