@@ -3411,6 +3411,58 @@ impl Shift for Avx2 {
     }
 }
 
+/// The 16-lane transposes of a direct convolution's stores ([`store_sums16`]).
+#[cfg(target_arch = "x86_64")]
+impl Avx512 {
+    /// Transposes eight registers of sixteen lanes (eight pixels' sums of sixteen channels)
+    /// into eight registers of two channels' eight pixels: lane `c` of register `q` becomes
+    /// lane `q` of register `c` where `c < 8`, and lane `8 + q` of register `c − 8` where `c
+    /// ≥ 8` — register `k` holds channel `k` in its lower half and channel `k + 8` in its
+    /// upper half. Three shuffles per register where AVX2's 8 × 8 transposes take six per 16
+    /// floats (the same steps within each 128-bit lane, then one two-source permute).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline(always)]
+    pub(crate) unsafe fn transpose8x16(r: &mut [<Avx512 as Simd>::V; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX-512F, which the caller's CPU has.
+        unsafe {
+            // within each 128-bit lane L (channels 4L..4L + 4): pairs, then quads, as
+            // `Avx2::transpose8`: u[c] lane L = channel 4L + c of pixels 0..4, u[4 + c] of
+            // pixels 4..8
+            let t = [
+                _mm512_unpacklo_ps(r[0], r[1]),
+                _mm512_unpackhi_ps(r[0], r[1]),
+                _mm512_unpacklo_ps(r[2], r[3]),
+                _mm512_unpackhi_ps(r[2], r[3]),
+                _mm512_unpacklo_ps(r[4], r[5]),
+                _mm512_unpackhi_ps(r[4], r[5]),
+                _mm512_unpacklo_ps(r[6], r[7]),
+                _mm512_unpackhi_ps(r[6], r[7]),
+            ];
+            let u = [
+                _mm512_shuffle_ps::<0x44>(t[0], t[2]),
+                _mm512_shuffle_ps::<0xee>(t[0], t[2]),
+                _mm512_shuffle_ps::<0x44>(t[1], t[3]),
+                _mm512_shuffle_ps::<0xee>(t[1], t[3]),
+                _mm512_shuffle_ps::<0x44>(t[4], t[6]),
+                _mm512_shuffle_ps::<0xee>(t[4], t[6]),
+                _mm512_shuffle_ps::<0x44>(t[5], t[7]),
+                _mm512_shuffle_ps::<0xee>(t[5], t[7]),
+            ];
+            // channel k = 4L + c (L = 0, 1) and k + 8 (lane L + 2): lanes L and L + 2 of u[c]
+            // and of u[4 + c], in that order of halves
+            let lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+            let hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+            for c in 0..4 {
+                r[c] = _mm512_permutex2var_ps(u[c], lo, u[4 + c]);
+                r[c + 4] = _mm512_permutex2var_ps(u[c], hi, u[4 + c]);
+            }
+        }
+    }
+}
+
 /// The 8 × 8 transposes of the channel blocks ([`channels_in`], [`channels_out`]), in AVX2's
 /// registers on both tiers (a CPU with AVX-512F has AVX2 and FMA: [`Isa::available`]): an
 /// AVX-512 block of sixteen planes is two of them side by side.
@@ -3717,8 +3769,9 @@ type Slot<S> = [<S as Simd>::V; 4];
 /// [`pixel_block`] by three (AVX-512), two or one; a row's last pixels in a block of as
 /// many, or in two where they are one more than a block: 3 × 3 512 → 512 on 7 × 7 2.44 → 2.17 ms, 256 ← 64 on 13 ×
 /// 13 0.48 → 0.46, on the EPYC Zen 4), the partial
-/// sums kept in a buffer between chunks; the finished sums go into C's rows through AVX's 8 ×
-/// 8 transposes (on AVX-512 too, a register's channels eight at a time), through the node's
+/// sums kept in a buffer between chunks; the finished sums go into C's rows through 16-lane
+/// transposes on AVX-512 ([`store_sums16`], eight pixels of a register's sixteen channels at a
+/// time; the measurement is there) and AVX's 8 × 8 transposes elsewhere, through the node's
 /// bias, residual and ReLU on the way where the job has them ([`Finish`]: no pass of its own
 /// over C after the kernel; SqueezeNet 0.98 of the time of that pass, the VGG block, ResNet-18
 /// and -50 and Inception v2 1.00, on the Intel Xeon below). Each tap of a block takes one
@@ -4097,13 +4150,25 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
     // of eight pixels' sums become 8 floats of each of 8 channels' rows
     let sp = sums.cast_const().cast::<f32>();
     for b in 0..OB {
+        // on AVX-512, a register's sixteen channels (all of them the job's) eight pixels at a
+        // time through 16-lane transposes ([`store_sums16`]); the rest as on AVX2
+        let cr = o0 + b * l;
+        let mut rest = p0;
+        if const { S::LANES == 16 } && cr >= j.rows[0] && cr + 16 <= j.rows[1] {
+            while p1 - rest >= 8 {
+                // SAFETY: slots rest − p0..+8 ≤ p1 − p0 of `sums`, register b; channels cr..cr +
+                // 16 of the job's rows and pixels rest..rest + 8 of its columns in C.
+                unsafe { store_sums16(j, sp.add(((rest - p0) * 4 + b) * l), cr, rest) };
+                rest += 8;
+            }
+        }
         for h in (0..l).step_by(8) {
             let c0 = o0 + b * l + h;
             let (oa, oz) = (c0.max(j.rows[0]), (c0 + 8).min(j.rows[1]));
             if oa >= oz {
                 continue;
             }
-            let mut f = p0;
+            let mut f = rest;
             while f < p1 {
                 let n = 8.min(p1 - f);
                 let (slot, px) = (f - p0, f);
@@ -4141,6 +4206,66 @@ unsafe fn direct_conv_segment<S: Simd, const P: usize, const OB: usize, const PF
                 }
                 f += 8;
             }
+        }
+    }
+}
+
+/// Eight pixels' finished sums of sixteen channels into C (AVX-512): the slots at `at` (a pixel's
+/// register every `4 · 16` floats) through the job's epilogue ([`Finish`]) — the bias and,
+/// with no residual, the activation on the pixels' registers as they are, then the 16-lane
+/// transposes ([`Avx512::transpose8x16`]), then the residual and the activation, each a
+/// separate rounding in the order [`finish`] takes them — stored as 8 floats of each channel's
+/// row of C from pixel `px`. Half the shuffles, loads and epilogue operations of two 8 × 8
+/// transposes per 16 floats: measured on an Intel Xeon (family 6 model 167, one thread, the
+/// median of four alternated runs, ms, 8 × 8 → 16-lane), 3 × 3 64 → 64 on 56 × 56 + ReLU
+/// 1.566 → 1.521, 64 ← 16 on 55 × 55 0.416 → 0.399, 128 → 128 on 28 × 28 + residual + ReLU
+/// 1.483 → 1.459; networks (torchvision exports) SqueezeNet 1.1 0.983 of the time,
+/// ResNet-18 0.986, GoogLeNet 0.987, DenseNet-121 0.979, ResNet-50 0.996, Inception v3
+/// 0.983, MNASNet 0.5 0.991.
+///
+/// # Safety
+/// The CPU has AVX-512F; `at` holds the eight slots' registers; channels `c0..c0 + 16` are
+/// the job's rows and pixels `px..px + 8` its columns (inside C and, where the job has them,
+/// the bias and the residual).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_sums16(j: &DirectConvJob, at: *const f32, c0: usize, px: usize) {
+    use std::arch::x86_64::*;
+    let f = j.finish.unwrap_or(Finish {
+        bias: std::ptr::null(),
+        res: std::ptr::null(),
+        act: Act::NONE,
+    });
+    // SAFETY: as the function's contract.
+    unsafe {
+        let bias = (!f.bias.is_null()).then(|| _mm512_loadu_ps(f.bias.add(c0)));
+        let mut r = [_mm512_setzero_ps(); 8];
+        for (q, v) in r.iter_mut().enumerate() {
+            let mut x = _mm512_loadu_ps(at.add(q * 4 * 16));
+            if let Some(b) = bias {
+                x = _mm512_add_ps(x, b);
+            }
+            if f.res.is_null() {
+                x = f.act.apply::<Avx512>(x);
+            }
+            *v = x;
+        }
+        Avx512::transpose8x16(&mut r);
+        for (k, v) in r.iter().enumerate() {
+            let (lo, hi) = ((c0 + k) * j.l + px, (c0 + k + 8) * j.l + px);
+            let mut v = *v;
+            if !f.res.is_null() {
+                let rv = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                    _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(f.res.add(lo)))),
+                    _mm256_castps_pd(_mm256_loadu_ps(f.res.add(hi))),
+                ));
+                v = f.act.apply::<Avx512>(_mm512_add_ps(v, rv));
+            }
+            _mm256_storeu_ps(j.c.add(lo), _mm512_castps512_ps256(v));
+            _mm256_storeu_ps(
+                j.c.add(hi),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            );
         }
     }
 }
