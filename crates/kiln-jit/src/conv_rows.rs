@@ -148,8 +148,14 @@ unsafe fn rows_driver<S: Simd, const PV: usize>(j: &DirectConvJob) {
 /// each convolution alone with its bias and ReLU, ms, three alternations, blocks first → rows
 /// first): 3 × 3 s2 16 ← 3 on 224 × 224 0.169–0.176 → 0.159–0.161, 32 ← 3 0.277–0.288 →
 /// 0.260–0.272, 32 ← 3 on 299 × 299 0.54–0.59 → 0.51–0.52; 64 ← 3 (SqueezeNet's, and VGG's at
-/// stride 1) alike. ResNet's 7 × 7 s2 64 ← 3 (37 KiB of weights) keeps blocks first.
-pub const ROWS_FIRST_WEIGHTS: usize = 16 << 10;
+/// stride 1) alike there. But in their networks (an Intel Xeon, family 6 model 167; `kiln bench
+/// --profile`, one thread, four to six alternations, rows first → blocks first) those two run
+/// faster blocks first — SqueezeNet 1.1's 3 × 3 s2 64 ← 3 0.511–0.528 → 0.468–0.480 ms, VGG-11's
+/// 3 × 3 64 ← 3 on 224 × 224 2.21 → 1.76 — where the MobileNets' 32 ← 3 runs slower (0.333 →
+/// 0.345) and MNASNet's 16 ← 3 alike: 4 KiB, between the 32-channel stems' 3.4 KiB and the
+/// 64-channel stems' 6.8 KiB. ResNet's 7 × 7 s2 64 ← 3 (37 KiB of weights) keeps blocks first
+/// (rows first in ResNet-18: 1.89 → 2.05 ms).
+pub const ROWS_FIRST_WEIGHTS: usize = 4 << 10;
 
 /// Output row `y`'s pixels `[x0, x1)` for the `oc` channels from `o0`, in blocks of up to `PV`
 /// registers of pixels, then the job's activation over them where the blocks do not apply it
