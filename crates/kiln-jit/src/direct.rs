@@ -4238,7 +4238,13 @@ unsafe fn store_sums16(j: &DirectConvJob, at: *const f32, c0: usize, px: usize) 
     });
     // SAFETY: as the function's contract.
     unsafe {
-        let bias = (!f.bias.is_null()).then(|| _mm512_loadu_ps(f.bias.add(c0)));
+        // (an `if`, not `bool::then` with a closure: a closure is not compiled with the entry
+        // point's target features, so the load inside it could become a call)
+        let bias = if f.bias.is_null() {
+            None
+        } else {
+            Some(_mm512_loadu_ps(f.bias.add(c0)))
+        };
         let mut r = [_mm512_setzero_ps(); 8];
         for (q, v) in r.iter_mut().enumerate() {
             let mut x = _mm512_loadu_ps(at.add(q * 4 * 16));
