@@ -1513,7 +1513,7 @@ impl DirectConv {
     /// registers, AVX-512's of four; AVX2's 3-pixel blocks fill as well) to nine tenths at
     /// least (12 of 12 pixels, 28 of 30, 56 of 60, 64 of 66, not 14 of 18); on AVX2 with at
     /// most 576 taps (channels × kernel), or at most 1152 where the padded copy of the image
-    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 4608 taps (32 for a 1 × 1
+    /// fits L2 (four times L2 at stride 2); on AVX-512 with 64 to 9216 taps (32 for a 1 × 1
     /// kernel at stride 1) whatever the copy
     /// (a copy larger than L2 in bands of rows whose copy fits half of it,
     /// [`DirectConv::band`]), and with a kernel
@@ -1535,7 +1535,11 @@ impl DirectConv {
     /// ahead, [`DirectConv::prefetch`]): six 3 × 3 512 → 512 on 7 × 7 in a chain 0.81–0.84 of
     /// the GEMM's time, eight 256 → 256 on 14 × 14 0.99, ResNet-18 0.94–0.96 (two threads
     /// 0.92), ResNet-50 0.97–0.98 (two threads 0.93) (with up to 4608 taps before those two:
-    /// 1.00 and 0.98 on one map, ResNet-18 1.01). Not taken: fewer than 64 taps (SqueezeNet's
+    /// 1.00 and 0.98 on one map, ResNet-18 1.01). Up to 9216 taps (3 × 3 over 1024 channels),
+    /// on an Intel Xeon (family 6 model 167, L2 2 MiB; Wide ResNet-50-2's profile, two
+    /// alternations, transposed GEMM → direct, ms): its 3 × 3 1024 → 1024 on 7 × 7 10.23–10.44
+    /// → 8.39–8.78 (ONNX Runtime's 8.38), the s2 one 10.88–11.02 → 8.97–9.47, the network's
+    /// median run 173.2–173.9 → 166.2–169.0. Not taken: fewer than 64 taps (SqueezeNet's
     /// 3 × 3 s2 64 ← 3, 27 taps, 1.3–1.5: the stores of its cold output outweigh its few
     /// FMAs) and, copied whole, copies larger than L2 (VGG-19's 64 → 128 on 112 × 112 1.05, 64 → 64 on 224 ×
     /// 224 1.00; VGG-19 with them 1.11; with the present kernel 3 × 3 256 → 256 on 56 × 56
@@ -1623,7 +1627,7 @@ impl DirectConv {
             Isa::Avx2 => taps <= 576 || (taps <= 1152 && fits_l2),
             // (in bands, 144 taps lost to the wide GEMM on a host with two full-width FMA
             // units where 288 paid: the doc above)
-            Isa::Avx512 => (floor..=4608).contains(&taps) && (fits_l2 || taps >= 256),
+            Isa::Avx512 => (floor..=9216).contains(&taps) && (fits_l2 || taps >= 256),
             Isa::Cranelift => false,
         };
         // (AVX-512 runs a row's last pixels in a smaller block, which pays for kernels wider
@@ -1855,7 +1859,7 @@ impl DirectConv {
     /// [`DirectConv::POINTWISE_PIXELS_DEEP`] for deep products into 64 or 128 channels): the
     /// row kernel where
     /// [`DirectConv::pointwise_by_rows`] takes it (few channels in), else the
-    /// channel-vectorized kernel where [`DirectConv::new`] takes it (32 to 4608 channels in,
+    /// channel-vectorized kernel where [`DirectConv::new`] takes it (32 to 9216 channels in,
     /// or few output channels). `None` where the product stays a GEMM.
     ///
     /// Measured on an Intel Xeon (family 6 model 167, L2 2 MiB; one thread, each convolution

@@ -888,9 +888,9 @@ fn wide_convolutions_on_every_tier() {
         (2, 6, 1, 40, 12, 26, 2, 2, 1, [1, 1, 1, 1]),
         (1, 5, 1, 34, 20, 61, 3, 3, 2, [2, 1, 2, 2]),
         (2, 4, 1, 64, 11, 40, 4, 3, 1, [1, 2, 0, 1]),
-        // more taps than the direct form takes (513 channels × 9: more than AVX2's 1152
-        // and AVX-512's 4608)
-        (1, 513, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
+        // more taps than the direct form takes (1025 channels × 9: more than AVX2's 1152
+        // and AVX-512's 9216)
+        (1, 1025, 1, 40, 6, 24, 3, 1, 1, [1, 1, 1, 1]),
         // more than 1024 output pixels: a wide product whose rows of B the AVX-512 tiles
         // read in place too, and a 1 × 1's plain matrix, which they pack
         (1, 7, 1, 40, 36, 31, 3, 1, 1, [1, 1, 1, 1]),
@@ -900,6 +900,26 @@ fn wide_convolutions_on_every_tier() {
         for isa in [Isa::Avx2, Isa::Avx512] {
             assert!(!runs_direct(isa, case), "{case:?} runs directly on {isa:?}");
         }
+    }
+    check_conv_cases(&cases, |_| true);
+}
+
+/// Convolutions with more taps than the direct form took before it took up to 9216 on
+/// AVX-512 (3 × 3 over 1024 channels, Wide ResNet's last stage): 600 channels × 9 (5400 taps)
+/// and 1024 × 9, at stride 1 and 2, with the bias, the residual and an activation, on every
+/// tier (the AVX2 and Cranelift tiers run them as GEMMs) and on 1 and 2 threads, bit for bit
+/// against the interpreter.
+#[test]
+fn direct_convolutions_up_to_9216_taps_on_every_tier() {
+    let cases = [
+        (1, 600, 1, 64, 5, 7, 3, 1, 1, [1, 1, 1, 1]),
+        (1, 1024, 1, 48, 7, 7, 3, 2, 1, [1, 1, 1, 1]),
+    ];
+    for case in cases {
+        assert!(
+            runs_direct(Isa::Avx512, case),
+            "{case:?} does not run directly on Avx512"
+        );
     }
     check_conv_cases(&cases, |_| true);
 }
