@@ -1088,4 +1088,15 @@ mod tests {
         assert_eq!(a.bytes(), &[0u8; 100][..]);
         assert_eq!(ArenaBuf::new(0).unwrap().bytes().len(), 64);
     }
+
+    #[test]
+    fn a_large_arena_is_zeroed_and_aligned_to_a_huge_page() {
+        let len = 3 * HUGE_PAGE + 5;
+        let mut a = ArenaBuf::new(len).unwrap();
+        assert_eq!(a.as_mut_ptr() as usize % HUGE_PAGE, 0);
+        assert_eq!(a.bytes().len(), len);
+        assert!(a.bytes().iter().all(|&b| b == 0));
+        a.bytes_mut()[len - 1] = 7;
+        assert_eq!(a.bytes()[len - 1], 7);
+    }
 }
