@@ -127,9 +127,12 @@ impl ArenaBuf {
         })?;
         #[cfg(target_os = "linux")]
         if align == HUGE_PAGE {
-            // (a hint: where the kernel refuses it, the pages stay small)
-            // SAFETY: the range is the allocation just made, whose start is page-aligned.
-            let _ = unsafe { libc::madvise(p.cast(), len, libc::MADV_HUGEPAGE) };
+            // (a hint: where the kernel refuses it, the pages stay small; whole huge pages
+            // only, not the page past the allocation's end that a rounded-up length would
+            // name)
+            // SAFETY: the range lies in the allocation just made, whose start is aligned to
+            // HUGE_PAGE.
+            let _ = unsafe { libc::madvise(p.cast(), len / HUGE_PAGE * HUGE_PAGE, libc::MADV_HUGEPAGE) };
         }
         // SAFETY: `len` bytes owned by this allocation.
         unsafe { std::ptr::write_bytes(p, 0, len) };
