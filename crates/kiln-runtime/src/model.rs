@@ -144,7 +144,7 @@ impl ArenaBuf {
     }
 
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `len` initialized (zeroed) bytes owned by `self`.
+        // SAFETY: the layout's `size()` initialized (zeroed in `new`) bytes owned by `self`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
     }
 
