@@ -1410,7 +1410,8 @@ unsafe fn pool_flat<S: Shift, const MAX: bool>(
 /// per tap in the interpreter's order, and a register at a time ran at the chain's latency:
 /// measured on an Intel Xeon (family 6 model 167; one thread, each pool alone, `kiln bench
 /// --profile`, ms, alternated), avg 3 × 3 s1 p1 on 768 × 17 × 17 0.134–0.140 → 0.124–0.125,
-/// 288 × 35 × 35 0.208–0.215 → 0.186–0.188.
+/// 288 × 35 × 35 0.208–0.215 → 0.186–0.188 (two side by side 0.134–0.135 and 0.202, eight
+/// 0.129 and 0.196–0.198).
 const FLAT_GROUP: usize = 4;
 
 /// Registers `r..r + G` of [`pool_flat`]'s plane from `xp` into the output plane `yp`, their
