@@ -1842,6 +1842,18 @@ impl DirectConv {
     /// The fewest channels in of a deep pointwise product ([`DirectConv::POINTWISE_PIXELS_DEEP`]).
     pub const POINTWISE_DEEP_K: usize = 192;
 
+    /// The fewest channels in of a pointwise product into at most [`DirectConv::max_rows`]
+    /// channels that runs directly on up to [`DirectConv::POINTWISE_PIXELS_DEEP`] pixels,
+    /// rather than as a GEMM that reads its B in place. Measured on an Intel Xeon (family 6
+    /// model 167; one thread, each convolution alone with its bias and ReLU, `kiln bench
+    /// --profile`, ms, two alternations, GEMM → direct): 32 ← 192 on 28 × 28 0.088–0.093 →
+    /// 0.077, 32 ← 256 on 28 × 28 0.120 → 0.103, 32 ← 128 on 27 × 27 0.057–0.058 → 0.052; not
+    /// on larger maps (32 ← 192 on 35 × 35 0.128–0.130 → 0.135, 16 ← 128 on 55 × 55
+    /// 0.146–0.153 → 0.216, 24 ← 144 on 56 × 56 0.192–0.197 → 0.319–0.321, 24 ← 96 on 56 × 56
+    /// 0.132 → 0.190–0.211), nor with few channels in (16 ← 64 on 55 × 55 0.059 → 0.074–0.084,
+    /// 16 ← 32 on 112 × 112 0.149–0.152 → 0.200).
+    pub const POINTWISE_FEW_K: usize = 128;
+
     /// The weights (floats) a deep pointwise product stays below
     /// ([`DirectConv::POINTWISE_PIXELS_DEEP`]): 128 ← 512 on 28 × 28 was no faster directly
     /// (0.99 of the GEMM's time alone; ResNet-50's three in its profile 2.32 → 2.35 ms, four
@@ -1856,7 +1868,9 @@ impl DirectConv {
     /// pixels each, as a 1 × 1, stride-1 convolution's, read as one row of `l` pixels
     /// ([`PatchGeom::matrix`]) — for `rows` output channels, with that geometry: on AVX-512
     /// over at most [`DirectConv::POINTWISE_PIXELS`] pixels (at most
-    /// [`DirectConv::POINTWISE_PIXELS_DEEP`] for deep products into 64 or 128 channels): the
+    /// [`DirectConv::POINTWISE_PIXELS_DEEP`] for deep products into 64 or 128 channels, and
+    /// for products into at most two registers of channels from
+    /// [`DirectConv::POINTWISE_FEW_K`] channels or more): the
     /// row kernel where
     /// [`DirectConv::pointwise_by_rows`] takes it (few channels in), else the
     /// channel-vectorized kernel where [`DirectConv::new`] takes it (32 to 9216 channels in,
@@ -1892,7 +1906,11 @@ impl DirectConv {
             && rows.is_multiple_of(4 * isa.lanes())
             && rows <= 8 * isa.lanes()
             && rows.saturating_mul(k) < DirectConv::POINTWISE_DEEP_WEIGHTS;
-        if l > DirectConv::POINTWISE_PIXELS && !deep {
+        // (and products into few channels, at most two registers, from many channels in)
+        let few = l <= DirectConv::POINTWISE_PIXELS_DEEP
+            && k >= DirectConv::POINTWISE_FEW_K
+            && rows <= DirectConv::max_rows(isa, &geom);
+        if l > DirectConv::POINTWISE_PIXELS && !deep && !few {
             return None;
         }
         Some((DirectConv::new(isa, &geom, k, rows)?, geom))

@@ -679,6 +679,40 @@ fn pointwise_convolutions_on_small_maps_run_directly_on_avx512() {
     check_conv_cases(&cases, |i| i % 2 == 0);
 }
 
+/// Asserts that the first `direct` of `cases` (pointwise convolutions) run directly on
+/// AVX-512 reading their images in place, by `DirectConv::for_pointwise`'s rule and by the
+/// compiled form on one and two threads, and the others not; then checks them all on every
+/// tier ([`check_conv_cases`]).
+fn pointwise_cases_run_directly(cases: &[ConvCase], direct: usize) {
+    for (i, &(_, c, _, o, h, w, ..)) in cases.iter().enumerate() {
+        let form = DirectConv::for_pointwise(Isa::Avx512, c, o, h * w);
+        assert_eq!(form.is_some(), i < direct, "case {i}: {o} ← {c} on {h} × {w}");
+        if let Some((dc, _)) = form {
+            assert!(dc.in_place && !dc.row_kernel, "case {i}");
+        }
+    }
+    if Isa::Avx512.available() {
+        for (i, &case) in cases.iter().enumerate() {
+            assert_eq!(
+                compiles_direct(Tier::Avx512, case),
+                i < direct,
+                "case {i} {case:?}"
+            );
+            let two = JitOptions {
+                threads: 2,
+                ..options(Tier::Avx512)
+            };
+            let compiled = kiln_jit::compile(&conv_graph(case, false, None), &two).unwrap();
+            assert_eq!(
+                compiled.kernels().iter().any(|k| k.form == Some("direct conv")),
+                i < direct,
+                "case {i} on two threads"
+            );
+        }
+    }
+    check_conv_cases(cases, |i| i % 2 == 0);
+}
+
 /// Deep pointwise convolutions on maps of up to 784 pixels, which AVX-512 runs directly
 /// (`DirectConv::POINTWISE_PIXELS_DEEP`: at least 192 channels in, 64 or 128 out, fewer than
 /// 65536 weights; asserted with the rule and the compiled form on one and two threads),
@@ -698,29 +732,29 @@ fn deep_pointwise_convolutions_on_28_by_28_run_directly() {
         (1, 256, 1, 64, 29, 29, 1, 1, 1, p),
         (1, 512, 1, 128, 28, 28, 1, 1, 1, p),
     ];
-    for (i, (_, c, _, o, h, w, ..)) in cases.into_iter().enumerate() {
-        let direct = DirectConv::for_pointwise(Isa::Avx512, c, o, h * w);
-        assert_eq!(direct.is_some(), i < 3, "case {i}: {o} ← {c} on {h} × {w}");
-        if let Some((dc, _)) = direct {
-            assert!(dc.in_place && !dc.row_kernel, "case {i}");
-        }
-    }
-    if Isa::Avx512.available() {
-        for (i, &case) in cases.iter().enumerate() {
-            assert_eq!(compiles_direct(Tier::Avx512, case), i < 3, "case {i} {case:?}");
-            let two = JitOptions {
-                threads: 2,
-                ..options(Tier::Avx512)
-            };
-            let compiled = kiln_jit::compile(&conv_graph(case, false, None), &two).unwrap();
-            assert_eq!(
-                compiled.kernels().iter().any(|k| k.form == Some("direct conv")),
-                i < 3,
-                "case {i} on two threads"
-            );
-        }
-    }
-    check_conv_cases(&cases, |i| i % 2 == 0);
+    pointwise_cases_run_directly(&cases, 3);
+}
+
+/// Pointwise convolutions into at most 32 channels from at least 128 on maps of up to 784
+/// pixels, which AVX-512 runs directly (`DirectConv::POINTWISE_FEW_K`; asserted with the rule
+/// and the compiled form on one and two threads), reading the images in place: 32 ← 192 on
+/// 28 × 28, 16 ← 256 (one register of channels), 24 ← 128 on 27 × 27 in a batch of two (a
+/// partial register), 32 ← 300 (several chunks of taps); and beside them the ones that stay
+/// GEMMs (35 × 35, 96 channels in, 33 channels out). The bias, the residual and the
+/// activations in turn, on every tier and 1 and 2 threads.
+#[test]
+fn pointwise_convolutions_into_few_channels_on_28_by_28_run_directly() {
+    let p = [0; 4];
+    let cases = [
+        (1, 192, 1, 32, 28, 28, 1, 1, 1, p),
+        (1, 256, 1, 16, 28, 28, 1, 1, 1, p),
+        (2, 128, 1, 24, 27, 27, 1, 1, 1, p),
+        (1, 300, 1, 32, 28, 28, 1, 1, 1, p),
+        (1, 192, 1, 32, 35, 35, 1, 1, 1, p),
+        (1, 96, 1, 32, 28, 28, 1, 1, 1, p),
+        (1, 192, 1, 33, 28, 28, 1, 1, 1, p),
+    ];
+    pointwise_cases_run_directly(&cases, 4);
 }
 
 /// Pointwise convolutions that AVX-512 runs on the row kernel (`DirectConv::pointwise_by_rows`:
