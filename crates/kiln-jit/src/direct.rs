@@ -1265,9 +1265,10 @@ impl FlatPlanes {
     /// 0.120–0.122, 288 × 35 × 35 0.213 → 0.201, 96 × 20 × 20 0.030 → 0.027, 576 × 14 × 14
     /// 0.076 → 0.060, 512 × 13 × 13 0.064 → 0.045, 2048 × 8 × 8 0.073 → 0.064, 1024 × 7 × 7
     /// 0.039 → 0.034; where the ring's rows fill their registers it keeps them (256 × 28 × 28
-    /// 0.115 → 0.120, 160 × 24 × 24 alike, 5 × 5 on 128 × 30 × 30 0.147 → 0.159). An average's
-    /// division, one per register of outputs, bounds both paths; max pooling keeps its
-    /// separable paths (max 3 × 3 s1 on 512 × 14 × 14 0.040 → 0.062 flat).
+    /// 0.115 → 0.120, 160 × 24 × 24 alike, 5 × 5 on 128 × 30 × 30 0.147 → 0.159). Each
+    /// register's chain of adds, not the average's division, bounds the flat path
+    /// ([`FLAT_GROUP`]); max pooling keeps its separable paths (max 3 × 3 s1 on 512 × 14 × 14
+    /// 0.040 → 0.062 flat).
     fn new(g: &Window2d, kind: u64) -> Option<FlatPlanes> {
         const L: usize = 16;
         let ([h, w], [oh, ow]) = (g.input, g.output);
@@ -1409,9 +1410,11 @@ unsafe fn pool_flat<S: Shift, const MAX: bool>(
 /// The registers [`pool_flat`] sums side by side. Each register's sum is a chain of one add
 /// per tap in the interpreter's order, and a register at a time ran at the chain's latency:
 /// measured on an Intel Xeon (family 6 model 167; one thread, each pool alone, `kiln bench
-/// --profile`, ms, alternated), avg 3 × 3 s1 p1 on 768 × 17 × 17 0.134–0.140 → 0.124–0.125,
-/// 288 × 35 × 35 0.208–0.215 → 0.186–0.188 (two side by side 0.134–0.135 and 0.202, eight
-/// 0.129 and 0.196–0.198).
+/// --profile`, ms, alternated), avg 3 × 3 s1 p1 on 768 × 17 × 17 0.134–0.140 → 0.120–0.125,
+/// 288 × 35 × 35 0.208–0.215 → 0.180–0.188 (two side by side 0.134–0.135 and 0.202, eight
+/// 0.129 and 0.196–0.198). Dividing by Markstein's correction instead (`q = a·r`, then `q +
+/// (a − q·n)·r`, exact for these counts) was slower (0.124 → 0.139): the division waits for
+/// the chain, the correction lengthens it.
 const FLAT_GROUP: usize = 4;
 
 /// Registers `r..r + G` of [`pool_flat`]'s plane from `xp` into the output plane `yp`, their
