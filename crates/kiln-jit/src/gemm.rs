@@ -1850,8 +1850,9 @@ impl DirectConv {
     /// 0.077, 32 ← 256 on 28 × 28 0.120 → 0.103, 32 ← 128 on 27 × 27 0.057–0.058 → 0.052; not
     /// on larger maps (32 ← 192 on 35 × 35 0.128–0.130 → 0.135, 16 ← 128 on 55 × 55
     /// 0.146–0.153 → 0.216, 24 ← 144 on 56 × 56 0.192–0.197 → 0.319–0.321, 24 ← 96 on 56 × 56
-    /// 0.132 → 0.190–0.211), nor with few channels in (16 ← 64 on 55 × 55 0.059 → 0.074–0.084,
-    /// 16 ← 32 on 112 × 112 0.149–0.152 → 0.200).
+    /// 0.132 → 0.190–0.211, 16 ← 64 on 55 × 55 0.059 → 0.074–0.084, 16 ← 32 on 112 × 112
+    /// 0.149–0.152 → 0.200). The least channels in measured on a small map is 128: below it
+    /// the products stay GEMMs unmeasured.
     pub const POINTWISE_FEW_K: usize = 128;
 
     /// The weights (floats) a deep pointwise product stays below
