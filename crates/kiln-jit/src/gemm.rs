@@ -1506,6 +1506,25 @@ impl DirectConv {
     /// dilated 1.00, SqueezeNet 0.99, ResNet-18 0.99, the VGG block 1.02); 8 channels per chunk
     /// 1.05 on 128 → 128 on 28 × 28.
     pub const CHUNK: usize = 128;
+    /// About the taps per chunk where the weights are larger than L2
+    /// ([`DirectConv::prefetch`]) and the map has at most [`DirectConv::STREAMED_PIXELS`]
+    /// pixels: 8 channels of a 3 × 3 kernel (72 taps), 64 of a 1 × 1. Measured on AVX-512 (a
+    /// 2-vCPU Intel Xeon, family 6 model 167, L1d 48 KiB, L2 2 MiB; one thread, CPU time, ms,
+    /// [`DirectConv::CHUNK`] → this, four alternations): each convolution alone, 3 × 3 512 →
+    /// 512 on 7 × 7 1.74–1.76 → 1.63–1.66, 1024 → 1024 on 7 × 7 7.69–8.40 → 6.63–7.17, s2
+    /// 512 ← 256 to 7 × 7 0.93 → 0.87–0.88, 1 × 1 2048 ← 512 on 7 × 7 0.79 → 0.76, 512 ← 2048
+    /// 0.83 → 0.79, 2048 ← 1024 1.56 → 1.50; in ResNet-18's profile its four 3 × 3s on 7 × 7
+    /// (weights read from memory there) 2.14 → 1.68–1.72 ms each and 1.11 → 0.88 (the s2
+    /// one), the median run 27.7 → 26.4 (six alternations of the network: 28.1 → 26.4). On
+    /// larger maps it gains nothing (3 × 3 256 → 256 and 512 → 512 on 14 × 14 0.99–1.00, 1 ×
+    /// 1 1024 → 1024 on 14 × 14 0.99, ResNet-18 with its 14 × 14 ones too 1.00) or loses (512
+    /// → 512 on 28 × 28 24.2 → 24.6). On AVX2, whose chunks hold half the channels (18 KiB of
+    /// a 3 × 3's weights, not 36), alike (the 3 × 3 512 → 512 on 7 × 7 2.73–2.90 → 2.77–2.81,
+    /// 1 × 1 512 ← 2048 1.17–1.38 → 1.16–1.19).
+    pub const STREAMED_CHUNK: usize = 64;
+    /// The most output pixels per map for which streamed weights take
+    /// [`DirectConv::STREAMED_CHUNK`]: 8 × 8 (the 7 × 7 maps of the last stage of ResNets).
+    pub const STREAMED_PIXELS: usize = 64;
 
     /// Whether a convolution with more than [`DirectConv::max_rows`] output channels runs
     /// directly on `isa` rather than as a GEMM: at stride 1, or at stride 2 with a kernel
@@ -1685,12 +1704,19 @@ impl DirectConv {
                 .checked_mul(wp)?
                 .checked_add(slack)?
         };
-        // whole blocks of channels' taps, at least one block
         let taps = g.kh.checked_mul(g.kw)?;
-        let chunk = (DirectConv::CHUNK / taps)
-            .max(1)
-            .next_multiple_of(cb)
-            .checked_mul(taps)?;
+        let prefetch = channels
+            .saturating_mul(taps)
+            .saturating_mul(rows.next_multiple_of(lanes))
+            .saturating_mul(4)
+            > cache_size(2).unwrap_or(1 << 20);
+        // whole blocks of channels' taps, at least one block
+        let per_chunk = if prefetch && g.oh.saturating_mul(g.ow) <= DirectConv::STREAMED_PIXELS {
+            DirectConv::STREAMED_CHUNK
+        } else {
+            DirectConv::CHUNK
+        };
+        let chunk = (per_chunk / taps).max(1).next_multiple_of(cb).checked_mul(taps)?;
         // (an image read in place is not copied, so not in bands)
         let band = if in_place {
             g.oh.checked_mul(g.ow)?
@@ -1706,11 +1732,7 @@ impl DirectConv {
             wp,
             pad_len,
             chunk,
-            prefetch: channels
-                .saturating_mul(taps)
-                .saturating_mul(rows.next_multiple_of(lanes))
-                .saturating_mul(4)
-                > cache_size(2).unwrap_or(1 << 20),
+            prefetch,
             band,
             finish: false,
             phases: None,

@@ -970,7 +970,8 @@ fn direct_convolutions_up_to_9216_taps_on_every_tier() {
 /// output rows, each thread copying the rows it reads). The AVX-512 tier runs the cases with
 /// at least 64 taps directly too (blocks of four registers, 64 channels, where more than 48
 /// are left; asserted for the last eight, the last three of which AVX2 runs as GEMMs; the first
-/// of them has weights larger than L2, which the kernel asks for a chunk ahead); the
+/// of them, and the one before them, have weights larger than L2, which the kernel asks for
+/// a chunk ahead, in smaller chunks on the smaller map); the
 /// Cranelift tier runs them as GEMMs.
 #[test]
 fn direct_convolutions_on_every_tier() {
@@ -1006,7 +1007,9 @@ fn direct_convolutions_on_every_tier() {
         (1, 16, 1, 32, 3, 55, 3, 1, 1, [1, 1, 1, 1]),
         (1, 16, 1, 32, 5, 17, 3, 1, 1, [1, 1, 1, 1]),
         // weights larger than L2 (1024 channels × 1152 taps, 4.7 MB), asked for a chunk
-        // ahead
+        // ahead: on a map of more than 64 pixels in chunks of 144 taps, on one of 60 in
+        // chunks of 72 (`DirectConv::STREAMED_CHUNK`)
+        (1, 128, 1, 1024, 6, 11, 3, 1, 1, [1, 1, 1, 1]),
         (1, 128, 1, 1024, 5, 12, 3, 1, 1, [1, 1, 1, 1]),
         // AVX-512's blocks of four registers, then two and a partial one (100 = 64 + 32 +
         // 4), a row of two segments, at stride 1 and 2
@@ -1039,13 +1042,18 @@ fn direct_convolutions_on_every_tier() {
         cases.contains(&long) && runs_direct(Isa::Avx512, long),
         "{long:?} does not run directly on AVX-512"
     );
-    let big = cases[cases.len() - 8];
-    for isa in [Isa::Avx2, Isa::Avx512] {
-        if let Some(direct) = DirectConv::new(isa, &geometry(big), big.1, big.3) {
-            assert!(
-                direct.prefetch,
-                "{big:?} does not prefetch its weights on {isa:?}"
-            );
+    for (big, chunk) in [(cases[cases.len() - 9], 144), (cases[cases.len() - 8], 72)] {
+        assert!(
+            runs_direct(Isa::Avx512, big),
+            "{big:?} does not run directly on AVX-512"
+        );
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            if let Some(direct) = DirectConv::new(isa, &geometry(big), big.1, big.3) {
+                assert!(
+                    direct.prefetch && direct.chunk == chunk,
+                    "{big:?} does not prefetch its weights in chunks of {chunk} taps on {isa:?}"
+                );
+            }
         }
     }
     check_conv_cases(&cases, |i| i % 2 == 0);
