@@ -32,6 +32,7 @@ pub mod lower_train;
 /// The memory plan the kernels' offsets come from (`kiln_passes::memory_plan`).
 pub use kiln_passes::memory_plan as plan;
 pub mod simd;
+pub mod softmax_kernels;
 pub mod train_kernels;
 
 use cranelift_codegen::ir::InstBuilder;

@@ -7,6 +7,8 @@
 //! give the Cranelift tier's bits, since they compute the same operations in the same order.
 //! Binary ops (`add`, `sub`, `mul`, `div`, same-shape and broadcasting) run on the same
 //! kernels' file: one IEEE operation each, so every tier gives the interpreter's bits.
+//! Softmax and log-softmax (`kiln_jit::softmax_kernels` on the Rust tiers) run over every axis
+//! of shapes around the registers, within the tolerance.
 
 use kiln_ir::{Activation, BinaryOp, Graph, Op, Tensor, TensorType, Value};
 use kiln_jit::JitOptions;
@@ -402,6 +404,77 @@ fn batch_norm_every_tier() {
                 assert_same_bits(want.data(), run(tier, threads).data(), &what);
                 if let Err(e) = jit_matches_interpreter_with(&g, s as u64, &options(tier, threads)) {
                     panic!("{what}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Softmax and log-softmax (the Rust tiers' `softmax_kernels`, the Cranelift tier's rows) over
+/// every axis of shapes around the registers: rows of contiguous elements (the last axis: 1
+/// to 1000 elements, a partial last register, four registers per step) and rows whose
+/// elements lie apart (a register of rows at a time: 1 to 69 rows per outer position, split
+/// by two threads), with and without special values (a row with a NaN is NaN throughout, a
+/// row with +∞ too, −∞ and ±1e30 are ordinary), on every tier and 1 and 2 threads: within the
+/// tolerance of the interpreter, NaN where it is NaN; each row's softmax sums to 1.
+#[test]
+fn softmax_every_axis_every_tier() {
+    let shapes: [&[usize]; 9] = [
+        &[64, 1000],
+        &[3, 37],
+        &[1, 1],
+        &[2, 69],
+        &[5, 16],
+        &[2, 5, 7, 3],
+        &[1, 17, 9],
+        &[4, 33, 2, 2],
+        &[1, 10, 23, 3],
+    ];
+    for dims in shapes {
+        for axis in 0..dims.len() {
+            for log in [false, true] {
+                let mut graph = Graph::new();
+                let x = graph.input("x", TensorType::f32(dims.to_vec())).unwrap();
+                let op = if log {
+                    Op::LogSoftmax { axis: axis as i64 }
+                } else {
+                    Op::Softmax { axis: axis as i64 }
+                };
+                let y = graph.add("y", op, &[x]).unwrap();
+                graph.mark_output(y).unwrap();
+                let n: usize = dims.iter().product();
+                for special in [0, 23] {
+                    let xs = data(n, n as u64 * 31 + axis as u64, special);
+                    let x = Tensor::new(dims.to_vec(), xs).unwrap();
+                    let inputs = HashMap::from([("x".to_string(), Value::F(x.clone()))]);
+                    let want = kiln_interp::run::<f32>(&graph, &inputs, &HashMap::new()).unwrap();
+                    let want = want[0].1.as_f().unwrap().data().to_vec();
+                    for tier in Tier::runnable() {
+                        for threads in [1, 2] {
+                            let got = jit(&graph, &x, &options(tier, threads));
+                            let what = format!(
+                                "{dims:?} axis {axis} log {log} special {special} {tier:?} threads={threads}"
+                            );
+                            for (i, (&a, &b)) in want.iter().zip(got.data()).enumerate() {
+                                let ok = if a.is_nan() || a.is_infinite() {
+                                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+                                } else {
+                                    (a - b).abs() <= ATOL + RTOL * a.abs()
+                                };
+                                assert!(ok, "{what}: element {i}: interpreter {a:e}, JIT {b:e}");
+                            }
+                            if !log && special == 0 {
+                                // each row sums to 1: the rows are the positions of the other axes
+                                let inner: usize = dims[axis + 1..].iter().product();
+                                let len = dims[axis];
+                                for r in 0..n / len {
+                                    let at = |j: usize| (r / inner) * len * inner + j * inner + r % inner;
+                                    let s: f32 = (0..len).map(|j| got.data()[at(j)]).sum();
+                                    assert!((s - 1.0).abs() < 1e-4, "{what}: row {r} sums to {s}");
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

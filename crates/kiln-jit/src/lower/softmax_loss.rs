@@ -46,9 +46,16 @@ pub(crate) fn max_and_sum_exp(
     (m, e.b.use_var(sum))
 }
 
+/// A softmax node's kernel: on the AVX-512 and AVX2 tiers a call into `softmax_kernels`, on
+/// the Cranelift tier one row at a time in scalars. The parallel range is the rows either way.
 pub(super) fn softmax(e: &mut Emitter, a: &Args, axis: i64, log: bool) {
     let d = a.odims();
     let ax = normalize_axis(axis, d.len(), false).unwrap_or(0);
+    if let Some(f) = crate::softmax_kernels::entry(a.tier.isa()) {
+        let desc = crate::softmax_kernels::SoftmaxDesc::new(a.src(0), a.dst(), d, ax, log);
+        super::direct::call_direct(e, a, f as usize, &desc);
+        return;
+    }
     let len = d[ax];
     let inner: usize = d[ax + 1..].iter().product();
     let (arena, xo, yo) = (a.arena, a.src(0), a.dst());
