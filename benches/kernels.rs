@@ -127,6 +127,16 @@ fn cases() -> Vec<Case> {
             graph: dense(64, 400, 120),
         },
         Case {
+            name: "softmax_64x1000",
+            family: "softmax over 1000 classes, batch 64",
+            graph: single(&[64, 1000], |n, x| n.softmax(x, 1)),
+        },
+        Case {
+            name: "softmax_channels_21x64x64",
+            family: "softmax over 21 channels, 64×64 (per pixel)",
+            graph: single(&[1, 21, 64, 64], |n, x| n.softmax(x, 1)),
+        },
+        Case {
             name: "conv3x3_64to64_56x56",
             family: "conv 3×3 64→64 + ReLU, 56×56 (GEMM; ResNet-18 layer1)",
             graph: conv(64, 64, 3, 56),
